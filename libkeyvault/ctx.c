@@ -1,0 +1,181 @@
+/*
+ * ctx.c - contexts: configuration, backend registry and fork tracking.
+ */
+#include "config.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define KV_SYSTEM_CONFIG "/etc/keyvault/keyvault.conf"
+#define KV_DEFAULT_ORDER "tpm, pkcs11, software"
+
+/* Backends built into this library. */
+static const struct kv_backend_ops *const registry[] = {
+    &kv_soft_ops,
+};
+
+/* Backends a configuration may name, built or not. */
+static const char *const known_backends[] = { "tpm", "pkcs11", "software" };
+
+static atomic_ulong fork_generation;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_child(void)
+{
+    atomic_fetch_add(&fork_generation, 1);
+}
+
+static void install_atfork(void)
+{
+    (void)pthread_atfork(NULL, NULL, atfork_child);
+}
+
+unsigned long kv_fork_generation(void)
+{
+    return atomic_load(&fork_generation);
+}
+
+static const struct kv_backend_ops *registry_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof(registry) / sizeof(registry[0]); i++)
+        if (strcmp(registry[i]->name, name) == 0)
+            return registry[i];
+    return NULL;
+}
+
+static const char *known_backend(const char *name)
+{
+    for (size_t i = 0; i < sizeof(known_backends) / sizeof(known_backends[0]); i++)
+        if (strcmp(known_backends[i], name) == 0)
+            return known_backends[i];
+    return NULL;
+}
+
+/* Parse "tpm, pkcs11, software" into ctx->backends, in order. */
+static kv_rc setup_backends(kv_ctx *ctx, const char *order)
+{
+    char *list = kv_strdup(order), *save = NULL;
+    kv_rc rc = KV_OK;
+
+    if (!list)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    for (char *tok = strtok_r(list, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+        const char *known = known_backend(tok);
+        kv_backend *be;
+
+        if (!known)
+            KV_FAIL(ctx, rc, KV_ERR_CONFIG,
+                    "[keyvault] backends: unknown backend '%s' (known: tpm, pkcs11, software)",
+                    tok);
+        for (size_t i = 0; i < ctx->nbackends; i++)
+            if (strcmp(ctx->backends[i].name, tok) == 0)
+                KV_FAIL(ctx, rc, KV_ERR_CONFIG, "[keyvault] backends: '%s' named twice", tok);
+        be = &ctx->backends[ctx->nbackends++];
+        be->ctx = ctx;
+        be->ops = registry_find(tok);
+        be->name = known;
+        if (!be->ops) {
+            snprintf(be->why, sizeof(be->why),
+                     "not built into this libkeyvault (configure --disable-%s)", tok);
+            continue;
+        }
+        be->available = true;
+        KV_CHECK(rc, be->ops->init(be));
+    }
+    if (ctx->nbackends == 0)
+        KV_FAIL(ctx, rc, KV_ERR_CONFIG, "[keyvault] backends names no backend");
+out:
+    free(list);
+    return rc;
+}
+
+kv_rc kv_ctx_new(kv_ctx **out, const char *config_path)
+{
+    kv_ctx *ctx = NULL;
+    const char *path = config_path, *order;
+    kv_rc rc = KV_OK;
+
+    kv_err_begin(NULL);
+    *out = NULL;
+    pthread_once(&atfork_once, install_atfork);
+    if (!path) {
+        const char *env = getenv("KEYVAULT_CONF");
+        if (env && *env)
+            path = env;
+        else if (access(KV_SYSTEM_CONFIG, F_OK) == 0)
+            path = KV_SYSTEM_CONFIG;
+    }
+    ctx = calloc(1, sizeof(*ctx));
+    if (!ctx)
+        return kv_error(NULL, KV_ERR_NO_MEMORY, "out of memory");
+    /* Errors before the context exists are reported on NULL. */
+    if (path)
+        rc = kv_config_load(NULL, path, &ctx->cfg);
+    else if (!(ctx->cfg = kv_config_empty()))
+        rc = kv_error(NULL, KV_ERR_NO_MEMORY, "out of memory");
+    if (rc != KV_OK)
+        goto out;
+
+    ctx->libctx = OSSL_LIB_CTX_new();
+    if (!ctx->libctx)
+        KV_FAIL(NULL, rc, KV_ERR_CRYPTO, "cannot create an OpenSSL library context");
+    ctx->md_sha256 = EVP_MD_fetch(ctx->libctx, "SHA256", NULL);
+    ctx->md_sha384 = EVP_MD_fetch(ctx->libctx, "SHA384", NULL);
+    ctx->md_sha512 = EVP_MD_fetch(ctx->libctx, "SHA512", NULL);
+    if (!ctx->md_sha256 || !ctx->md_sha384 || !ctx->md_sha512)
+        KV_FAIL(NULL, rc, KV_ERR_CRYPTO, "OpenSSL offers no SHA-2 digests");
+    ctx->home = kv_default_home(ctx->cfg);
+    if (!ctx->home)
+        KV_FAIL(NULL, rc, KV_ERR_NO_MEMORY, "out of memory");
+    KV_CHECK(rc, kv_config_get_bool(NULL, ctx->cfg, "keyvault", "require_hardware", false,
+                                    &ctx->require_hardware));
+    order = kv_config_get(ctx->cfg, "keyvault", "backends");
+    KV_CHECK(rc, setup_backends(ctx, order ? order : KV_DEFAULT_ORDER));
+    *out = ctx;
+    ctx = NULL;
+out:
+    if (rc != KV_OK && ctx && kv_err_is_set(ctx)) {
+        /* A backend's init reported on ctx: move the detail to NULL. */
+        char msg[768];
+        snprintf(msg, sizeof(msg), "%s", kv_errmsg(ctx));
+        kv_err_begin(NULL);
+        kv_error(NULL, rc, "%s", msg);
+    }
+    kv_ctx_free(ctx);
+    return rc;
+}
+
+void kv_ctx_free(kv_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    for (size_t i = 0; i < ctx->nbackends; i++)
+        if (ctx->backends[i].ops && ctx->backends[i].state)
+            ctx->backends[i].ops->fini(&ctx->backends[i]);
+    EVP_MD_free(ctx->md_sha256);
+    EVP_MD_free(ctx->md_sha384);
+    EVP_MD_free(ctx->md_sha512);
+    OSSL_LIB_CTX_free(ctx->libctx);
+    kv_config_free(ctx->cfg);
+    free(ctx->home);
+    free(ctx);
+}
+
+kv_rc kv_ctx_backend(kv_ctx *ctx, size_t i, const char **name, int *available,
+                     const char **why)
+{
+    kv_err_begin(ctx);
+    if (i >= ctx->nbackends)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "backend index %zu: only %zu configured", i,
+                        ctx->nbackends);
+    *name = ctx->backends[i].name;
+    *available = ctx->backends[i].available;
+    if (why)
+        *why = ctx->backends[i].available ? "" : ctx->backends[i].why;
+    return KV_OK;
+}

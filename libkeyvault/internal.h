@@ -1,0 +1,265 @@
+/*
+ * internal.h - structures shared by the core and the backends.
+ *
+ * Flow of every key operation: public function (key.c) -> argument checks
+ * -> kv_policy_check (the one place where policy and audit hook in) ->
+ * backend ops. Backends trust their inputs and never call each other.
+ */
+#ifndef KV_INTERNAL_H
+#define KV_INTERNAL_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <openssl/evp.h>
+
+#include "keyvault.h"
+
+#define KV_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define KV_MAX_BACKENDS 8
+#define KV_NAME_MAX 64
+
+/* ---- errors (error.c) ------------------------------------------------- */
+
+/* Start a public call on ctx: forget the previous call's detail. */
+void kv_err_begin(const kv_ctx *ctx);
+/* Record the detail of a failure (only the first one of a call is kept)
+ * and return rc, so that callers write `return kv_error(...)`. */
+kv_rc kv_error(const kv_ctx *ctx, kv_rc rc, const char *fmt, ...) KV_PRINTF(3, 4);
+/* The same with a raw backend code and its kind ("CK_RV", "TSS2_RC"). */
+kv_rc kv_error_code(const kv_ctx *ctx, kv_rc rc, const char *kind, unsigned long code,
+                    const char *fmt, ...) KV_PRINTF(5, 6);
+/* The same, appending the first OpenSSL error of the queue (then cleared). */
+kv_rc kv_error_ossl(const kv_ctx *ctx, kv_rc rc, const char *fmt, ...) KV_PRINTF(3, 4);
+/* The same for a failed system call: rc from errno (ENOSPC -> KV_ERR_NO_SPACE,
+ * EACCES -> KV_ERR_PERMISSION, ...), appending strerror(err). */
+kv_rc kv_error_errno(const kv_ctx *ctx, int err, const char *fmt, ...) KV_PRINTF(3, 4);
+/* Whether a detail was already recorded in this call. */
+bool kv_err_is_set(const kv_ctx *ctx);
+
+/* Set rc in `var` with a message, and jump to the function's `out:` label. */
+#define KV_FAIL(ctx, var, code, ...)                       \
+    do {                                                   \
+        (var) = kv_error((ctx), (code), __VA_ARGS__);      \
+        goto out;                                          \
+    } while (0)
+/* Jump to `out:` when the kv_rc expression fails, keeping its code in var. */
+#define KV_CHECK(var, expr)                                \
+    do {                                                   \
+        (var) = (expr);                                    \
+        if ((var) != KV_OK)                                \
+            goto out;                                      \
+    } while (0)
+
+/* ---- memory and files (mem.c) ----------------------------------------- */
+
+void kv_wipe(void *p, size_t n);
+/* Free a NUL-terminated secret after wiping it. Accepts NULL. */
+void kv_secret_free(char *s);
+char *kv_strdup(const char *s);
+char *kv_asprintf(const char *fmt, ...) KV_PRINTF(1, 2);
+/* Create dir and missing parents with mode 0700. */
+kv_rc kv_mkdir_p(const kv_ctx *ctx, const char *dir);
+/*
+ * Write data to dir/name atomically: a 0600 temporary file in dir, written,
+ * fsynced, then renamed over name (replace) or hard-linked to it
+ * (!replace: fails with KV_ERR_KEY_EXISTS if name exists). The directory is
+ * fsynced. On failure nothing named `name` changes and the temporary file
+ * is gone.
+ */
+kv_rc kv_write_file_atomic(const kv_ctx *ctx, const char *dir, const char *name,
+                           const void *data, size_t len, bool replace);
+/* Read a whole file (at most max bytes) into a NUL-terminated buffer.
+ * Free with kv_wipe + free when it may hold a secret. */
+kv_rc kv_read_file(const kv_ctx *ctx, const char *path, size_t max, char **out, size_t *len);
+
+/* ---- configuration (config.c) ----------------------------------------- */
+
+typedef struct kv_config kv_config;
+/* Parse an INI file. Errors name the file and line. */
+kv_rc kv_config_load(const kv_ctx *ctx, const char *path, kv_config **out);
+kv_config *kv_config_empty(void);
+void kv_config_free(kv_config *cfg);
+/* Value of key in [section], or NULL. */
+const char *kv_config_get(const kv_config *cfg, const char *section, const char *key);
+/* Boolean value ("true/false/yes/no/1/0/on/off"); def when absent. */
+kv_rc kv_config_get_bool(const kv_ctx *ctx, const kv_config *cfg, const char *section,
+                         const char *key, bool def, bool *out);
+kv_rc kv_config_get_long(const kv_ctx *ctx, const kv_config *cfg, const char *section,
+                         const char *key, long def, long min, long max, long *out);
+/* The directory for libkeyvault's files: $KEYVAULT_HOME, else [keyvault]
+ * home, else /var/lib/keyvault for root, else $XDG_DATA_HOME/keyvault or
+ * ~/.local/share/keyvault. */
+char *kv_default_home(const kv_config *cfg);
+
+/* ---- algorithms (alg.c) ----------------------------------------------- */
+
+typedef enum kv_family {
+    KV_FAMILY_NONE = 0,
+    KV_FAMILY_EC,
+    KV_FAMILY_RSA,
+    KV_FAMILY_ED25519,
+} kv_family;
+
+typedef enum kv_padding {
+    KV_PAD_NONE = 0,
+    KV_PAD_PSS,
+    KV_PAD_PKCS1,
+} kv_padding;
+
+typedef struct kv_alg_desc {
+    kv_sign_alg alg;
+    const char *name;     /* "ecdsa-sha256" */
+    kv_family family;
+    kv_padding padding;
+    const char *md;       /* OpenSSL digest name, NULL for Ed25519 */
+    size_t mdlen;
+} kv_alg_desc;
+
+typedef struct kv_type_desc {
+    kv_key_type type;
+    const char *name;     /* "ec-p256" */
+    kv_family family;
+    const char *group;    /* OpenSSL group name for EC */
+    unsigned bits;        /* RSA modulus bits, EC field bits */
+    size_t field_len;     /* EC coordinate length in bytes */
+    kv_sign_alg default_alg;
+} kv_type_desc;
+
+const kv_alg_desc *kv_alg_desc_get(kv_sign_alg alg);
+const kv_type_desc *kv_type_desc_get(kv_key_type type);
+/* Classify a public or private EVP_PKEY into one of the generated types
+ * (KV_KEY_UNKNOWN for anything else). */
+kv_key_type kv_type_of_pkey(const EVP_PKEY *pkey);
+/* The family of any EVP_PKEY (verification accepts any RSA size). */
+kv_family kv_family_of_pkey(const EVP_PKEY *pkey);
+/* Maximum signature size for a key and algorithm and flags. */
+size_t kv_sig_max_len(const EVP_PKEY *pub, const kv_alg_desc *alg, unsigned flags);
+/* Decode a public key given as DER SubjectPublicKeyInfo or PEM. */
+kv_rc kv_pubkey_decode(const kv_ctx *ctx, const unsigned char *in, size_t len,
+                       EVP_PKEY **out);
+/*
+ * Decode and validate an ECDH peer key for a key on `group`: DER SPKI, PEM
+ * or a SEC1 point; it must be on that same named curve and pass a full
+ * public key check.
+ */
+kv_rc kv_peer_decode(const kv_ctx *ctx, const char *group, const unsigned char *in,
+                     size_t len, EVP_PKEY **out);
+/* ECDSA r||s <-> DER. raw_len must be 2 * field_len. */
+kv_rc kv_ecdsa_raw_to_der(const kv_ctx *ctx, const unsigned char *raw, size_t raw_len,
+                          unsigned char **der, size_t *der_len);
+kv_rc kv_ecdsa_der_to_raw(const kv_ctx *ctx, const unsigned char *der, size_t der_len,
+                          size_t field_len, unsigned char *raw, size_t *raw_len);
+/* Hash in with the algorithm's digest. */
+kv_rc kv_digest(kv_ctx *ctx, const kv_alg_desc *alg, const unsigned char *in, size_t len,
+                unsigned char *md, size_t *mdlen);
+/* Software verification with an EVP_PKEY (tbs is the digest except for
+ * Ed25519, sig is DER for ECDSA). */
+kv_rc kv_verify_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pub,
+                     const kv_alg_desc *alg, const unsigned char *tbs, size_t tbslen,
+                     const unsigned char *sig, size_t siglen);
+
+/* ---- backends --------------------------------------------------------- */
+
+typedef struct kv_backend kv_backend;
+typedef struct kv_list_builder kv_list_builder;
+
+/*
+ * A backend fills in this table. Mandatory entries are marked; an optional
+ * entry left NULL makes the core answer KV_ERR_UNSUPPORTED. Later features
+ * (certify, quote, certificate objects) are added as optional entries at
+ * the end.
+ */
+struct kv_backend_ops {
+    const char *name;         /* "software", "pkcs11", "tpm" */
+    const char *uri_scheme;   /* "file", "pkcs11", "tpm2" */
+    kv_assurance assurance;
+
+    /* Mandatory. Read the configuration, set be->state. Return KV_OK with
+     * be->available = false and be->why set when the backend is not usable
+     * on this machine (no module configured, no TPM). */
+    kv_rc (*init)(kv_backend *be);
+    void (*fini)(kv_backend *be);
+
+    /* Mandatory. Fill key->name, key->uri, key->type, key->pub and key->bk.
+     * `name` is validated; `uri` is the explicit URI for open_uri. */
+    kv_rc (*generate)(kv_backend *be, const char *name, kv_key_type type, kv_key *key);
+    kv_rc (*open_name)(kv_backend *be, const char *name, kv_key *key);
+    kv_rc (*open_uri)(kv_backend *be, const char *uri, kv_key *key);
+    /* Mandatory. Whether a key with this name exists (no decryption, no login
+     * if it can be avoided): KV_OK when it does, KV_ERR_KEY_NOT_FOUND when not. */
+    kv_rc (*exists)(kv_backend *be, const char *name);
+    kv_rc (*list)(kv_backend *be, kv_list_builder *lb);
+    kv_rc (*destroy)(kv_backend *be, kv_key *key);
+    void (*key_free)(kv_key *key);
+
+    /* Sign tbs (the digest; the message for Ed25519). ECDSA output is DER. */
+    kv_rc (*sign)(kv_key *key, const kv_alg_desc *alg, const unsigned char *tbs,
+                  size_t tbslen, unsigned char *sig, size_t *siglen);
+    /* ECDH with a validated peer on the key's curve: x coordinate, field
+     * length bytes. */
+    kv_rc (*ecdh)(kv_key *key, EVP_PKEY *peer, unsigned char *secret, size_t *len);
+};
+
+struct kv_backend {
+    const struct kv_backend_ops *ops;  /* NULL when the named backend is not built */
+    kv_ctx *ctx;
+    const char *name;                  /* as configured */
+    void *state;
+    bool available;
+    char why[256];                     /* why not available */
+};
+
+struct kv_ctx {
+    OSSL_LIB_CTX *libctx;     /* private library context: app config cannot reroute us */
+    EVP_MD *md_sha256, *md_sha384, *md_sha512;
+    kv_config *cfg;
+    char *home;
+    bool require_hardware;
+    size_t nbackends;
+    kv_backend backends[KV_MAX_BACKENDS];
+};
+
+struct kv_key {
+    kv_ctx *ctx;
+    kv_backend *be;
+    char *name;
+    char *uri;
+    kv_key_type type;
+    unsigned version;
+    EVP_PKEY *pub;            /* public half, for export and verification */
+    void *bk;                 /* backend's own key state */
+};
+
+/* Append one key to a list being built (strings are copied). */
+kv_rc kv_list_add(kv_list_builder *lb, const char *name, const char *backend,
+                  const char *uri, kv_key_type type, kv_assurance assurance,
+                  unsigned version);
+
+/* Key names: 1-64 of [A-Za-z0-9._-], not starting with '.'. */
+bool kv_name_valid(const char *name);
+
+/* Operations the policy hook sees. */
+typedef enum kv_op {
+    KV_OP_GENERATE,
+    KV_OP_OPEN,
+    KV_OP_DESTROY,
+    KV_OP_SIGN,
+    KV_OP_ECDH,
+} kv_op;
+/* The single dispatch check every key operation passes (policy, audit). */
+kv_rc kv_policy_check(kv_ctx *ctx, kv_backend *be, kv_op op, const char *name);
+
+/* Incremented in the child after fork(); backends compare it lazily. */
+unsigned long kv_fork_generation(void);
+
+extern const struct kv_backend_ops kv_soft_ops;
+
+/* Software backend helpers, also used by tests on keys they make. */
+kv_rc kv_soft_sign_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pkey,
+                        const kv_alg_desc *alg, const unsigned char *tbs, size_t tbslen,
+                        unsigned char *sig, size_t *siglen);
+kv_rc kv_soft_derive_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *priv,
+                          EVP_PKEY *peer, unsigned char *secret, size_t *len);
+
+#endif /* KV_INTERNAL_H */

@@ -1,0 +1,649 @@
+/*
+ * key.c - the dispatch point. Every public key operation checks its
+ * arguments here, passes kv_policy_check, then calls one backend.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/core_names.h>
+#include <openssl/kdf.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "internal.h"
+
+#define KV_MAX_DIGEST 64
+#define KV_HKDF_MAX (255 * 32)
+
+struct kv_list_builder {
+    kv_key_list *list;
+    size_t cap;
+};
+
+bool kv_name_valid(const char *name)
+{
+    size_t n = strlen(name);
+
+    if (n == 0 || n > KV_NAME_MAX || name[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+kv_rc kv_policy_check(kv_ctx *ctx, kv_backend *be, kv_op op, const char *name)
+{
+    if (ctx->require_hardware && be->ops->assurance == KV_ASSURANCE_SOFTWARE &&
+        (op == KV_OP_GENERATE || op == KV_OP_OPEN))
+        return kv_error(ctx, KV_ERR_HARDWARE_REQUIRED,
+                        "require_hardware is set: refusing software key '%s'", name);
+    return KV_OK;
+}
+
+static kv_backend *backend_by_name(kv_ctx *ctx, const char *name)
+{
+    for (size_t i = 0; i < ctx->nbackends; i++)
+        if (strcmp(ctx->backends[i].name, name) == 0)
+            return &ctx->backends[i];
+    return NULL;
+}
+
+static kv_backend *backend_by_scheme(kv_ctx *ctx, const char *scheme, size_t len)
+{
+    for (size_t i = 0; i < ctx->nbackends; i++) {
+        const struct kv_backend_ops *ops = ctx->backends[i].ops;
+        if (ops && strlen(ops->uri_scheme) == len && strncmp(ops->uri_scheme, scheme, len) == 0)
+            return &ctx->backends[i];
+    }
+    return NULL;
+}
+
+/* "tpm (not configured: ...), pkcs11 (...)" for error messages. */
+static void describe_unavailable(kv_ctx *ctx, char *buf, size_t len)
+{
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < ctx->nbackends && used < len; i++) {
+        if (ctx->backends[i].available)
+            continue;
+        int n = snprintf(buf + used, len - used, "%s%s: %s", used ? "; " : "",
+                         ctx->backends[i].name, ctx->backends[i].why);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+}
+
+static kv_key *key_alloc(kv_ctx *ctx, kv_backend *be)
+{
+    kv_key *key = calloc(1, sizeof(*key));
+
+    if (key) {
+        key->ctx = ctx;
+        key->be = be;
+        key->version = 1;
+    }
+    return key;
+}
+
+void kv_key_free(kv_key *key)
+{
+    if (!key)
+        return;
+    if (key->be && key->be->ops && key->bk)
+        key->be->ops->key_free(key);
+    EVP_PKEY_free(key->pub);
+    free(key->name);
+    free(key->uri);
+    free(key);
+}
+
+kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type type, const char *backend,
+                      kv_key **out)
+{
+    kv_backend *be = NULL;
+    kv_key *key = NULL;
+    kv_rc rc = KV_OK;
+    char why[512];
+
+    kv_err_begin(ctx);
+    if (out)
+        *out = NULL;
+    if (!kv_name_valid(name))
+        KV_FAIL(ctx, rc, KV_ERR_BAD_URI,
+                "key name '%.80s' is invalid: use 1-64 of A-Z a-z 0-9 . _ -, not starting "
+                "with '.'", name);
+    if (!kv_type_desc_get(type))
+        KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "unknown key type %d", (int)type);
+    if (backend) {
+        be = backend_by_name(ctx, backend);
+        if (!be)
+            KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE,
+                    "backend '%s' is not in this configuration's backend list", backend);
+        if (!be->available)
+            KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE, "backend '%s' is unavailable: %s",
+                    backend, be->why);
+    } else {
+        for (size_t i = 0; i < ctx->nbackends && !be; i++) {
+            kv_backend *b = &ctx->backends[i];
+            if (!b->available)
+                continue;
+            if (ctx->require_hardware && b->ops->assurance == KV_ASSURANCE_SOFTWARE)
+                continue;
+            be = b;
+        }
+        if (!be) {
+            describe_unavailable(ctx, why, sizeof(why));
+            KV_FAIL(ctx, rc,
+                    ctx->require_hardware ? KV_ERR_HARDWARE_REQUIRED
+                                          : KV_ERR_BACKEND_UNAVAILABLE,
+                    "no %sbackend available for key '%s' (%s)",
+                    ctx->require_hardware ? "hardware " : "", name, why);
+        }
+    }
+    KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_GENERATE, name));
+    for (size_t i = 0; i < ctx->nbackends; i++) {
+        kv_backend *b = &ctx->backends[i];
+        if (!b->available)
+            continue;
+        rc = b->ops->exists(b, name);
+        if (rc == KV_OK)
+            KV_FAIL(ctx, rc, KV_ERR_KEY_EXISTS, "a key named '%s' already exists in backend %s",
+                    name, b->name);
+        if (rc != KV_ERR_KEY_NOT_FOUND)
+            goto out;
+    }
+    key = key_alloc(ctx, be);
+    if (!key)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    KV_CHECK(rc, be->ops->generate(be, name, type, key));
+    if (out) {
+        *out = key;
+        key = NULL;
+    }
+    rc = KV_OK;
+out:
+    kv_key_free(key);
+    return rc;
+}
+
+/* Open without resetting the error detail (used by open and destroy). */
+static kv_rc key_open(kv_ctx *ctx, const char *ref, kv_key **out)
+{
+    const char *colon = strchr(ref, ':');
+    kv_backend *be = NULL;
+    kv_key *key = NULL;
+    kv_rc rc = KV_OK;
+    char why[512];
+
+    *out = NULL;
+    if (colon) {
+        be = backend_by_scheme(ctx, ref, (size_t)(colon - ref));
+        if (!be) {
+            size_t slen = (size_t)(colon - ref);
+            if ((slen == 6 && !strncmp(ref, "pkcs11", 6)) || (slen == 4 && !strncmp(ref, "tpm2", 4)))
+                KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE,
+                        "'%.*s:' URIs need the %s backend, which this configuration lacks",
+                        (int)slen, ref, ref[0] == 'p' ? "pkcs11" : "tpm");
+            KV_FAIL(ctx, rc, KV_ERR_BAD_URI,
+                    "'%.80s': unknown URI scheme (expected pkcs11:, tpm2: or file:)", ref);
+        }
+        if (!be->available)
+            KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE, "backend '%s' is unavailable: %s",
+                    be->name, be->why);
+        key = key_alloc(ctx, be);
+        if (!key)
+            KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+        KV_CHECK(rc, be->ops->open_uri(be, ref, key));
+    } else {
+        if (!kv_name_valid(ref))
+            KV_FAIL(ctx, rc, KV_ERR_BAD_URI,
+                    "key name '%.80s' is invalid: use 1-64 of A-Z a-z 0-9 . _ -, or a URI", ref);
+        for (size_t i = 0; i < ctx->nbackends; i++) {
+            kv_backend *b = &ctx->backends[i];
+            if (!b->available)
+                continue;
+            key = key_alloc(ctx, b);
+            if (!key)
+                KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+            rc = b->ops->open_name(b, ref, key);
+            if (rc == KV_OK) {
+                be = b;
+                break;
+            }
+            kv_key_free(key);
+            key = NULL;
+            if (rc != KV_ERR_KEY_NOT_FOUND)
+                goto out;
+            /* not found here: forget the detail and try the next backend */
+            kv_err_begin(ctx);
+        }
+        if (!be) {
+            describe_unavailable(ctx, why, sizeof(why));
+            KV_FAIL(ctx, rc, KV_ERR_KEY_NOT_FOUND, "no key named '%s'%s%s%s", ref,
+                    why[0] ? " (unavailable backends: " : "", why, why[0] ? ")" : "");
+        }
+    }
+    KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_OPEN, key->name));
+    *out = key;
+    key = NULL;
+out:
+    kv_key_free(key);
+    return rc;
+}
+
+kv_rc kv_key_open(kv_ctx *ctx, const char *ref, kv_key **out)
+{
+    kv_err_begin(ctx);
+    return key_open(ctx, ref, out);
+}
+
+kv_rc kv_key_destroy(kv_ctx *ctx, const char *ref)
+{
+    kv_key *key = NULL;
+    kv_rc rc;
+
+    kv_err_begin(ctx);
+    KV_CHECK(rc, key_open(ctx, ref, &key));
+    KV_CHECK(rc, kv_policy_check(ctx, key->be, KV_OP_DESTROY, key->name));
+    rc = key->be->ops->destroy(key->be, key);
+out:
+    kv_key_free(key);
+    return rc;
+}
+
+kv_rc kv_list_add(kv_list_builder *lb, const char *name, const char *backend, const char *uri,
+                  kv_key_type type, kv_assurance assurance, unsigned version)
+{
+    kv_key_list *l = lb->list;
+    kv_key_info *ki;
+
+    if (l->count == lb->cap) {
+        size_t cap = lb->cap ? lb->cap * 2 : 16;
+        kv_key_info *k = realloc(l->keys, cap * sizeof(*k));
+        if (!k)
+            return KV_ERR_NO_MEMORY;
+        l->keys = k;
+        lb->cap = cap;
+    }
+    ki = &l->keys[l->count];
+    memset(ki, 0, sizeof(*ki));
+    ki->name = kv_strdup(name);
+    ki->backend = kv_strdup(backend);
+    ki->uri = kv_strdup(uri);
+    ki->type = type;
+    ki->assurance = assurance;
+    ki->version = version;
+    l->count++;
+    if (!ki->name || !ki->backend || !ki->uri)
+        return KV_ERR_NO_MEMORY;
+    return KV_OK;
+}
+
+void kv_key_list_free(kv_key_list *list)
+{
+    if (!list)
+        return;
+    for (size_t i = 0; i < list->count; i++) {
+        free((char *)list->keys[i].name);
+        free((char *)list->keys[i].backend);
+        free((char *)list->keys[i].uri);
+    }
+    free(list->keys);
+    free(list);
+}
+
+kv_rc kv_list_keys(kv_ctx *ctx, kv_key_list **out)
+{
+    kv_list_builder lb = { NULL, 0 };
+    kv_rc rc = KV_OK;
+
+    kv_err_begin(ctx);
+    *out = NULL;
+    lb.list = calloc(1, sizeof(*lb.list));
+    if (!lb.list)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    for (size_t i = 0; i < ctx->nbackends; i++) {
+        kv_backend *be = &ctx->backends[i];
+        if (!be->available)
+            continue;
+        rc = be->ops->list(be, &lb);
+        if (rc == KV_ERR_NO_MEMORY)
+            kv_error(ctx, rc, "out of memory");
+        if (rc != KV_OK)
+            goto out;
+    }
+    *out = lb.list;
+    lb.list = NULL;
+out:
+    kv_key_list_free(lb.list);
+    return rc;
+}
+
+kv_rc kv_key_get_info(const kv_key *key, kv_key_info *info)
+{
+    kv_err_begin(key->ctx);
+    info->name = key->name;
+    info->backend = key->be->name;
+    info->uri = key->uri;
+    info->type = key->type;
+    info->assurance = key->be->ops->assurance;
+    info->version = key->version;
+    return KV_OK;
+}
+
+kv_rc kv_key_public_der(kv_key *key, unsigned char *buf, size_t *len)
+{
+    unsigned char *der = NULL;
+    kv_rc rc = KV_OK;
+    int n;
+
+    kv_err_begin(key->ctx);
+    n = i2d_PUBKEY(key->pub, &der);
+    if (n <= 0) {
+        rc = kv_error_ossl(key->ctx, KV_ERR_CRYPTO, "cannot encode the public key of '%s'",
+                           key->name);
+        goto out;
+    }
+    if (buf) {
+        if (*len < (size_t)n) {
+            rc = kv_error(key->ctx, KV_ERR_BUFFER_TOO_SMALL,
+                          "public key needs %d bytes, buffer has %zu", n, *len);
+            *len = (size_t)n;
+            goto out;
+        }
+        memcpy(buf, der, (size_t)n);
+    }
+    *len = (size_t)n;
+out:
+    OPENSSL_free(der);
+    return rc;
+}
+
+kv_rc kv_key_public_pem(kv_key *key, char **pem)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data;
+    long n;
+    kv_rc rc = KV_OK;
+
+    kv_err_begin(key->ctx);
+    *pem = NULL;
+    if (!bio || PEM_write_bio_PUBKEY(bio, key->pub) != 1) {
+        rc = kv_error_ossl(key->ctx, KV_ERR_CRYPTO, "cannot encode the public key of '%s'",
+                           key->name);
+        goto out;
+    }
+    n = BIO_get_mem_data(bio, &data);
+    *pem = malloc((size_t)n + 1);
+    if (!*pem)
+        KV_FAIL(key->ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    memcpy(*pem, data, (size_t)n);
+    (*pem)[n] = '\0';
+out:
+    BIO_free(bio);
+    return rc;
+}
+
+/* Resolve KV_ALG_DEFAULT and check that alg fits the key's family. */
+static kv_rc resolve_alg(const kv_ctx *ctx, const char *what, kv_family family,
+                         kv_key_type type, kv_sign_alg alg, const kv_alg_desc **out)
+{
+    const kv_alg_desc *a;
+
+    if (alg == KV_ALG_DEFAULT) {
+        const kv_type_desc *t = kv_type_desc_get(type);
+        if (t)
+            alg = t->default_alg;
+        else if (family == KV_FAMILY_RSA)
+            alg = KV_ALG_RSA_PSS_SHA256;
+        else if (family == KV_FAMILY_ED25519)
+            alg = KV_ALG_ED25519;
+        else
+            return kv_error(ctx, KV_ERR_UNSUPPORTED,
+                            "%s: no default algorithm for this key type", what);
+    }
+    a = kv_alg_desc_get(alg);
+    if (!a)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "unknown signature algorithm %d", (int)alg);
+    if (a->family != family)
+        return kv_error(ctx, KV_ERR_WRONG_KEY_TYPE, "%s is %s; %s needs %s", what,
+                        type ? kv_key_type_name(type) : "not of a usable type", a->name,
+                        a->family == KV_FAMILY_EC    ? "an EC key"
+                        : a->family == KV_FAMILY_RSA ? "an RSA key"
+                                                     : "an Ed25519 key");
+    *out = a;
+    return KV_OK;
+}
+
+/* What sign/verify operate on: the digest (prehashed or computed), or the
+ * message for Ed25519. */
+static kv_rc to_be_signed(kv_ctx *ctx, const kv_alg_desc *a, unsigned flags,
+                          const unsigned char *in, size_t inlen, unsigned char *md,
+                          const unsigned char **tbs, size_t *tbslen)
+{
+    if (a->family == KV_FAMILY_ED25519) {
+        if (flags & KV_SIGN_PREHASHED)
+            return kv_error(ctx, KV_ERR_UNSUPPORTED,
+                            "Ed25519 signs the message itself: pre-hashed input is not "
+                            "supported (Ed25519ph is not offered)");
+        *tbs = in;
+        *tbslen = inlen;
+        return KV_OK;
+    }
+    if (flags & KV_SIGN_PREHASHED) {
+        if (inlen != a->mdlen)
+            return kv_error(ctx, KV_ERR_BAD_INPUT,
+                            "pre-hashed input for %s must be %zu bytes, got %zu", a->name,
+                            a->mdlen, inlen);
+        *tbs = in;
+        *tbslen = inlen;
+        return KV_OK;
+    }
+    *tbs = md;
+    return kv_digest(ctx, a, in, inlen, md, tbslen);
+}
+
+static kv_rc check_flags(const kv_ctx *ctx, const kv_alg_desc *a, unsigned flags)
+{
+    if (flags & ~(KV_SIGN_PREHASHED | KV_SIGN_RAW))
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "unknown flags 0x%x", flags);
+    if ((flags & KV_SIGN_RAW) && a->family != KV_FAMILY_EC)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "KV_SIGN_RAW applies to ECDSA only, not %s",
+                        a->name);
+    return KV_OK;
+}
+
+kv_rc kv_sign(kv_key *key, kv_sign_alg alg, unsigned flags, const unsigned char *in,
+              size_t inlen, unsigned char *sig, size_t *siglen)
+{
+    kv_ctx *ctx = key->ctx;
+    const kv_type_desc *t = kv_type_desc_get(key->type);
+    const kv_alg_desc *a = NULL;
+    unsigned char md[KV_MAX_DIGEST], der[KV_MAX_DIGEST * 2 + 16];
+    const unsigned char *tbs = NULL;
+    size_t tbslen = 0, max, derlen = sizeof(der);
+    kv_rc rc;
+
+    kv_err_begin(ctx);
+    if (!in && inlen)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "input is NULL with length %zu", inlen);
+    KV_CHECK(rc, resolve_alg(ctx, key->name, t ? t->family : KV_FAMILY_NONE, key->type, alg,
+                             &a));
+    KV_CHECK(rc, check_flags(ctx, a, flags));
+    max = kv_sig_max_len(key->pub, a, flags);
+    if (!sig) {
+        *siglen = max;
+        return KV_OK;
+    }
+    if (*siglen < max) {
+        rc = kv_error(ctx, KV_ERR_BUFFER_TOO_SMALL, "%s signature needs %zu bytes, buffer has %zu",
+                      a->name, max, *siglen);
+        kv_wipe(sig, *siglen);
+        *siglen = max;
+        return rc;
+    }
+    KV_CHECK(rc, to_be_signed(ctx, a, flags, in, inlen, md, &tbs, &tbslen));
+    KV_CHECK(rc, kv_policy_check(ctx, key->be, KV_OP_SIGN, key->name));
+    if (a->family == KV_FAMILY_EC && (flags & KV_SIGN_RAW)) {
+        KV_CHECK(rc, key->be->ops->sign(key, a, tbs, tbslen, der, &derlen));
+        KV_CHECK(rc, kv_ecdsa_der_to_raw(ctx, der, derlen, t->field_len, sig, siglen));
+    } else {
+        KV_CHECK(rc, key->be->ops->sign(key, a, tbs, tbslen, sig, siglen));
+    }
+out:
+    kv_wipe(md, sizeof(md));
+    if (rc != KV_OK && sig && rc != KV_ERR_BUFFER_TOO_SMALL) {
+        kv_wipe(sig, *siglen);
+        *siglen = 0;
+    }
+    return rc;
+}
+
+kv_rc kv_verify(kv_ctx *ctx, const unsigned char *pub, size_t publen, kv_sign_alg alg,
+                unsigned flags, const unsigned char *in, size_t inlen,
+                const unsigned char *sig, size_t siglen)
+{
+    EVP_PKEY *pkey = NULL;
+    const kv_alg_desc *a = NULL;
+    unsigned char md[KV_MAX_DIGEST], *der = NULL;
+    const unsigned char *tbs = NULL;
+    size_t tbslen = 0, derlen = 0;
+    kv_rc rc;
+
+    kv_err_begin(ctx);
+    if (!pub || (!in && inlen) || (!sig && siglen))
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "NULL public key, input or signature");
+    KV_CHECK(rc, kv_pubkey_decode(ctx, pub, publen, &pkey));
+    KV_CHECK(rc, resolve_alg(ctx, "public key", kv_family_of_pkey(pkey), kv_type_of_pkey(pkey),
+                             alg, &a));
+    KV_CHECK(rc, check_flags(ctx, a, flags));
+    if (siglen == 0)
+        KV_FAIL(ctx, rc, KV_ERR_BAD_SIGNATURE, "signature is empty");
+    KV_CHECK(rc, to_be_signed(ctx, a, flags, in, inlen, md, &tbs, &tbslen));
+    if (flags & KV_SIGN_RAW) {
+        size_t field = ((size_t)EVP_PKEY_get_bits(pkey) + 7) / 8;
+        if (siglen != 2 * field)
+            KV_FAIL(ctx, rc, KV_ERR_BAD_SIGNATURE,
+                    "raw ECDSA signature must be %zu bytes, got %zu", 2 * field, siglen);
+        KV_CHECK(rc, kv_ecdsa_raw_to_der(ctx, sig, siglen, &der, &derlen));
+        sig = der;
+        siglen = derlen;
+    }
+    rc = kv_verify_pkey(ctx, ctx ? ctx->libctx : NULL, pkey, a, tbs, tbslen, sig, siglen);
+out:
+    kv_wipe(md, sizeof(md));
+    OPENSSL_free(der);
+    EVP_PKEY_free(pkey);
+    return rc;
+}
+
+/* Checks shared by kv_ecdh and kv_ecdh_hkdf; returns the validated peer. */
+static kv_rc ecdh_prepare(kv_key *key, const unsigned char *peer, size_t peerlen,
+                          EVP_PKEY **peer_pkey, size_t *field_len)
+{
+    kv_ctx *ctx = key->ctx;
+    const kv_type_desc *t = kv_type_desc_get(key->type);
+    kv_rc rc;
+
+    if (!t || t->family != KV_FAMILY_EC)
+        return kv_error(ctx, KV_ERR_WRONG_KEY_TYPE, "key '%s' is %s; ECDH needs an EC key",
+                        key->name, kv_key_type_name(key->type));
+    if (!key->be->ops->ecdh)
+        return kv_error(ctx, KV_ERR_UNSUPPORTED, "backend %s does not offer ECDH",
+                        key->be->name);
+    *field_len = t->field_len;
+    if (!peer_pkey)
+        return KV_OK;
+    rc = kv_peer_decode(ctx, t->group, peer, peerlen, peer_pkey);
+    if (rc != KV_OK)
+        return rc;
+    return kv_policy_check(ctx, key->be, KV_OP_ECDH, key->name);
+}
+
+kv_rc kv_ecdh(kv_key *key, const unsigned char *peer, size_t peerlen, unsigned char *secret,
+              size_t *len)
+{
+    kv_ctx *ctx = key->ctx;
+    EVP_PKEY *pp = NULL;
+    size_t field = 0;
+    kv_rc rc;
+
+    kv_err_begin(ctx);
+    if (!secret) {
+        KV_CHECK(rc, ecdh_prepare(key, peer, peerlen, NULL, &field));
+        *len = field;
+        return KV_OK;
+    }
+    KV_CHECK(rc, ecdh_prepare(key, peer, peerlen, &pp, &field));
+    if (*len < field) {
+        rc = kv_error(ctx, KV_ERR_BUFFER_TOO_SMALL, "ECDH secret needs %zu bytes, buffer has %zu",
+                      field, *len);
+        kv_wipe(secret, *len);
+        *len = field;
+        EVP_PKEY_free(pp);
+        return rc;
+    }
+    rc = key->be->ops->ecdh(key, pp, secret, len);
+out:
+    if (rc != KV_OK && secret && rc != KV_ERR_BUFFER_TOO_SMALL) {
+        kv_wipe(secret, *len);
+        *len = 0;
+    }
+    EVP_PKEY_free(pp);
+    return rc;
+}
+
+kv_rc kv_ecdh_hkdf(kv_key *key, const unsigned char *peer, size_t peerlen,
+                   const unsigned char *salt, size_t saltlen, const unsigned char *info,
+                   size_t infolen, unsigned char *out, size_t outlen)
+{
+    kv_ctx *ctx = key->ctx;
+    unsigned char z[128];
+    size_t zlen = sizeof(z), field = 0;
+    EVP_PKEY *pp = NULL;
+    EVP_KDF *kdf = NULL;
+    EVP_KDF_CTX *kctx = NULL;
+    OSSL_PARAM params[5], *p = params;
+    kv_rc rc;
+
+    kv_err_begin(ctx);
+    if ((!salt && saltlen) || (!info && infolen))
+        KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "salt or info is NULL with a non-zero length");
+    if (outlen == 0 || outlen > KV_HKDF_MAX)
+        KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "HKDF-SHA256 output length must be 1 to %d, not %zu",
+                KV_HKDF_MAX, outlen);
+    KV_CHECK(rc, ecdh_prepare(key, peer, peerlen, &pp, &field));
+    KV_CHECK(rc, key->be->ops->ecdh(key, pp, z, &zlen));
+
+    kdf = EVP_KDF_fetch(ctx->libctx, "HKDF", NULL);
+    kctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    if (!kctx)
+        KV_FAIL(ctx, rc, KV_ERR_CRYPTO, "OpenSSL offers no HKDF");
+    *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, z, zlen);
+    if (saltlen)
+        *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, saltlen);
+    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO,
+                                             (void *)(info ? info : (const unsigned char *)""),
+                                             infolen);
+    *p = OSSL_PARAM_construct_end();
+    if (EVP_KDF_derive(kctx, out, outlen, params) != 1) {
+        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "HKDF-SHA256 failed");
+        goto out;
+    }
+out:
+    kv_wipe(z, sizeof(z));
+    if (rc != KV_OK)
+        kv_wipe(out, outlen);
+    EVP_KDF_CTX_free(kctx);
+    EVP_KDF_free(kdf);
+    EVP_PKEY_free(pp);
+    return rc;
+}

@@ -1,0 +1,283 @@
+/*
+ * keyvault.h - the public API of libkeyvault
+ *
+ * libkeyvault keeps private keys inside PKCS#11 tokens, a TPM 2.0 or an
+ * encrypted software store, and lets a program sign, derive ECDH secrets and
+ * read public keys without ever holding the private key.
+ *
+ * Conventions
+ *  - Every function that can fail returns a kv_rc; KV_OK (0) is success.
+ *  - Objects are opaque and created through an "out" pointer; every *_free
+ *    function accepts NULL.
+ *  - Fixed-size outputs go to a caller buffer with an in/out length: a NULL
+ *    buffer asks for the size. On failure the buffer is wiped and *len is 0.
+ *  - Variable outputs are allocated by the library and freed (and wiped) by
+ *    the matching kv_*_free function.
+ *  - After a failure, kv_errmsg(ctx) describes what failed and why.
+ *
+ * Thread safety: a kv_ctx and the kv_key objects opened from it may be used
+ * from many threads at once. Error details are kept per thread.
+ */
+#ifndef KEYVAULT_H
+#define KEYVAULT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define KV_API __attribute__((visibility("default")))
+#define KV_WUR __attribute__((warn_unused_result))
+#define KV_NONNULL(...) __attribute__((nonnull(__VA_ARGS__)))
+#else
+#define KV_API
+#define KV_WUR
+#define KV_NONNULL(...)
+#endif
+
+/* Result codes. Numbers are part of the ABI: never reused, never renumbered. */
+typedef enum kv_rc {
+    KV_OK = 0,                    /* 0: success */
+    KV_ERR_INVALID_ARG = 1,       /* 1: a NULL or out-of-range argument */
+    KV_ERR_NO_MEMORY = 2,         /* 2: allocation failed */
+    KV_ERR_KEY_NOT_FOUND = 3,     /* 3: no key with that name or URI */
+    KV_ERR_KEY_EXISTS = 4,        /* 4: a key with that name already exists */
+    KV_ERR_BAD_URI = 5,           /* 5: malformed key name or URI */
+    KV_ERR_UNSUPPORTED = 6,       /* 6: the backend or key cannot do this */
+    KV_ERR_WRONG_KEY_TYPE = 7,    /* 7: the key's type does not fit the operation */
+    KV_ERR_AUTH_FAILED = 8,       /* 8: wrong passphrase, PIN or auth value */
+    KV_ERR_IO = 9,                /* 9: reading or writing a file failed */
+    KV_ERR_NO_SPACE = 10,         /* 10: disk full or file size limit reached */
+    KV_ERR_PERMISSION = 11,       /* 11: the operating system refused access */
+    KV_ERR_CONFIG = 12,           /* 12: the configuration is invalid */
+    KV_ERR_BACKEND_UNAVAILABLE = 13, /* 13: backend not built, not configured or not reachable */
+    KV_ERR_HARDWARE_REQUIRED = 14,   /* 14: require_hardware refuses a software key */
+    KV_ERR_INVALID_PEER_KEY = 15, /* 15: ECDH peer key malformed, off-curve or wrong curve */
+    KV_ERR_BAD_SIGNATURE = 16,    /* 16: the signature does not verify */
+    KV_ERR_BUFFER_TOO_SMALL = 17, /* 17: the output buffer is too small; *len holds the need */
+    KV_ERR_CRYPTO = 18,           /* 18: a cryptographic library call failed */
+    KV_ERR_BACKEND = 19,          /* 19: the token or TPM reported an error; see kv_errmsg */
+    KV_ERR_CORRUPT = 20,          /* 20: a stored key or metadata file is damaged */
+    KV_ERR_BAD_INPUT = 21,        /* 21: malformed input data (digest length, signature encoding) */
+    KV_ERR_TOKEN_NOT_PRESENT = 22,/* 22: the token or TPM is absent or was removed */
+    KV_ERR_PIN_LOCKED = 23,       /* 23: the PIN or TPM is locked out after failed attempts */
+} kv_rc;
+
+/* Key types. */
+typedef enum kv_key_type {
+    KV_KEY_UNKNOWN = 0,
+    KV_KEY_EC_P256 = 1,
+    KV_KEY_EC_P384 = 2,
+    KV_KEY_RSA_2048 = 3,
+    KV_KEY_RSA_3072 = 4,
+    KV_KEY_ED25519 = 5,
+} kv_key_type;
+
+/* How well a key is protected. A verifier may refuse KV_ASSURANCE_SOFTWARE. */
+typedef enum kv_assurance {
+    KV_ASSURANCE_UNKNOWN = 0,
+    KV_ASSURANCE_SOFTWARE = 1, /* encrypted file, used in this process's memory */
+    KV_ASSURANCE_TOKEN = 2,    /* PKCS#11 token: key never leaves the token */
+    KV_ASSURANCE_TPM = 3,      /* TPM 2.0: key never leaves the TPM in the clear */
+} kv_assurance;
+
+/* Signature algorithms. KV_ALG_DEFAULT picks by key type: ECDSA with SHA-256
+ * (P-256) or SHA-384 (P-384), RSA-PSS with SHA-256, Ed25519. */
+typedef enum kv_sign_alg {
+    KV_ALG_DEFAULT = 0,
+    KV_ALG_ECDSA_SHA256 = 1,
+    KV_ALG_ECDSA_SHA384 = 2,
+    KV_ALG_ECDSA_SHA512 = 3,
+    KV_ALG_RSA_PSS_SHA256 = 4,    /* MGF1 with the same hash, salt = hash length */
+    KV_ALG_RSA_PSS_SHA384 = 5,
+    KV_ALG_RSA_PSS_SHA512 = 6,
+    KV_ALG_RSA_PKCS1_SHA256 = 7,  /* RSASSA-PKCS1-v1_5 */
+    KV_ALG_RSA_PKCS1_SHA384 = 8,
+    KV_ALG_RSA_PKCS1_SHA512 = 9,
+    KV_ALG_ED25519 = 10,          /* pure Ed25519 (RFC 8032), signs the message itself */
+} kv_sign_alg;
+
+/* Flags for kv_sign and kv_verify. */
+#define KV_SIGN_PREHASHED 0x1u /* input is the digest of the message, not the message */
+#define KV_SIGN_RAW       0x2u /* ECDSA signature as r||s (IEEE P1363), not DER */
+
+typedef struct kv_ctx kv_ctx;
+typedef struct kv_key kv_key;
+
+/* What is known about a key. Strings belong to the object they came from. */
+typedef struct kv_key_info {
+    const char *name;      /* key name (label) */
+    const char *backend;   /* "software", "pkcs11" or "tpm" */
+    const char *uri;       /* explicit URI that opens exactly this key */
+    kv_key_type type;
+    kv_assurance assurance;
+    unsigned version;      /* key version (1 for a key never rotated) */
+} kv_key_info;
+
+/* A list of keys from kv_list_keys. */
+typedef struct kv_key_list {
+    size_t count;
+    kv_key_info *keys;
+} kv_key_list;
+
+/* ---- context ---------------------------------------------------------- */
+
+/*
+ * kv_ctx_new - create a context from a configuration file.
+ * config_path: the file to read; NULL means $KEYVAULT_CONF, else
+ * /etc/keyvault/keyvault.conf if it exists, else built-in defaults (a
+ * software store under $KEYVAULT_HOME or the per-user data directory).
+ * A named file that cannot be read or parsed is an error (KV_ERR_CONFIG,
+ * KV_ERR_IO); *out is NULL then, and kv_errmsg(NULL) gives the detail.
+ */
+KV_API KV_WUR kv_rc kv_ctx_new(kv_ctx **out, const char *config_path) KV_NONNULL(1);
+
+/* kv_ctx_free - close every backend and free the context. Keys opened from
+ * ctx must be freed first. Accepts NULL. */
+KV_API void kv_ctx_free(kv_ctx *ctx);
+
+/*
+ * kv_errmsg - the detail of the last failure on ctx in the calling thread:
+ * one line naming what failed and why (for a backend error, the call and
+ * its decoded code). Never NULL; "" when the last call succeeded. With
+ * ctx NULL, the detail of the last failed kv_ctx_new in this thread.
+ */
+KV_API const char *kv_errmsg(const kv_ctx *ctx);
+
+/*
+ * kv_backend_code - the raw backend code behind the last failure on ctx in
+ * the calling thread (a CK_RV, a TSS2_RC, an errno or an OpenSSL error
+ * code), and its kind ("CK_RV", "TSS2_RC", "errno", "openssl", or "" when
+ * there is none). Returns 0 when there is none. kind may be NULL.
+ */
+KV_API unsigned long kv_backend_code(const kv_ctx *ctx, const char **kind);
+
+/* kv_strerror - a short fixed description of a result code. Never NULL. */
+KV_API const char *kv_strerror(kv_rc rc);
+
+/*
+ * kv_ctx_backend - describe the i-th configured backend, in order of
+ * preference. *name is its name, *available 1 when it can be used, and
+ * *why (may be NULL) says why not. KV_ERR_INVALID_ARG past the end.
+ */
+KV_API KV_WUR kv_rc kv_ctx_backend(kv_ctx *ctx, size_t i, const char **name,
+                                   int *available, const char **why) KV_NONNULL(1, 3, 4);
+
+/* ---- keys ------------------------------------------------------------- */
+
+/*
+ * kv_key_generate - create a key NAME of the given type.
+ * backend: "software", "pkcs11", "tpm", or NULL for the first available
+ * backend in the configured order. Fails with KV_ERR_KEY_EXISTS when any
+ * backend already holds NAME; never overwrites a key. When out is not NULL
+ * the new key is returned open.
+ * Names are 1-64 characters of [A-Za-z0-9._-], not starting with '.'.
+ */
+KV_API KV_WUR kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type type,
+                                    const char *backend, kv_key **out) KV_NONNULL(1, 2);
+
+/*
+ * kv_key_open - open a key by NAME (searched in the configured backends, in
+ * order) or by explicit URI: "pkcs11:..." (RFC 7512), "tpm2:..." or
+ * "file:/path/to/key.pem" (a software store key file).
+ */
+KV_API KV_WUR kv_rc kv_key_open(kv_ctx *ctx, const char *ref, kv_key **out) KV_NONNULL(1, 2, 3);
+
+/* kv_key_free - release an open key (the key itself stays). Accepts NULL. */
+KV_API void kv_key_free(kv_key *key);
+
+/* kv_key_destroy - delete the key named by ref (name or URI) from its
+ * backend. Keys open elsewhere become unusable. */
+KV_API KV_WUR kv_rc kv_key_destroy(kv_ctx *ctx, const char *ref) KV_NONNULL(1, 2);
+
+/* kv_list_keys - every key in every available backend. Free with
+ * kv_key_list_free. */
+KV_API KV_WUR kv_rc kv_list_keys(kv_ctx *ctx, kv_key_list **out) KV_NONNULL(1, 2);
+
+/* kv_key_list_free - free a list from kv_list_keys. Accepts NULL. */
+KV_API void kv_key_list_free(kv_key_list *list);
+
+/* kv_key_get_info - fill *info; strings stay valid while key is open. */
+KV_API KV_WUR kv_rc kv_key_get_info(const kv_key *key, kv_key_info *info) KV_NONNULL(1, 2);
+
+/*
+ * kv_key_public_der - the public key as DER SubjectPublicKeyInfo.
+ * buf NULL: *len receives the size needed.
+ */
+KV_API KV_WUR kv_rc kv_key_public_der(kv_key *key, unsigned char *buf, size_t *len)
+    KV_NONNULL(1, 3);
+
+/* kv_key_public_pem - the public key as a PEM "PUBLIC KEY" string, freed
+ * with kv_string_free. */
+KV_API KV_WUR kv_rc kv_key_public_pem(kv_key *key, char **pem) KV_NONNULL(1, 2);
+
+/* kv_string_free - wipe and free a string the library returned. Accepts NULL. */
+KV_API void kv_string_free(char *s);
+
+/* ---- operations ------------------------------------------------------- */
+
+/*
+ * kv_sign - sign in with the private key, which never leaves its backend.
+ * in: the message, or with KV_SIGN_PREHASHED its digest (length must match
+ * the algorithm's hash; Ed25519 takes only messages). ECDSA signatures are
+ * DER unless KV_SIGN_RAW asks for r||s. sig NULL: *siglen gets the maximum
+ * size.
+ */
+KV_API KV_WUR kv_rc kv_sign(kv_key *key, kv_sign_alg alg, unsigned flags,
+                            const unsigned char *in, size_t inlen,
+                            unsigned char *sig, size_t *siglen) KV_NONNULL(1, 7);
+
+/*
+ * kv_verify - verify a signature in software against a public key given as
+ * DER SubjectPublicKeyInfo or PEM. KV_OK when valid, KV_ERR_BAD_SIGNATURE
+ * when not. ECDSA signatures are DER (strict) unless KV_SIGN_RAW. ctx is
+ * used for error details and may be NULL.
+ */
+KV_API KV_WUR kv_rc kv_verify(kv_ctx *ctx, const unsigned char *pub, size_t publen,
+                              kv_sign_alg alg, unsigned flags,
+                              const unsigned char *in, size_t inlen,
+                              const unsigned char *sig, size_t siglen);
+
+/*
+ * kv_ecdh - ECDH with the key's private half. peer: the other side's public
+ * key as DER SubjectPublicKeyInfo, PEM, or a SEC1 point (uncompressed or
+ * compressed) on the key's curve. Invalid or off-curve points fail with
+ * KV_ERR_INVALID_PEER_KEY. The shared secret is the x coordinate (32 or 48
+ * bytes); secret NULL: *len gets the size.
+ */
+KV_API KV_WUR kv_rc kv_ecdh(kv_key *key, const unsigned char *peer, size_t peerlen,
+                            unsigned char *secret, size_t *len) KV_NONNULL(1, 2, 5);
+
+/*
+ * kv_ecdh_hkdf - ECDH as kv_ecdh, then HKDF-SHA256 (RFC 5869) over the
+ * shared secret with the given salt and info, writing outlen bytes
+ * (1..8160) to out. The raw shared secret is wiped and never returned.
+ */
+KV_API KV_WUR kv_rc kv_ecdh_hkdf(kv_key *key, const unsigned char *peer, size_t peerlen,
+                                 const unsigned char *salt, size_t saltlen,
+                                 const unsigned char *info, size_t infolen,
+                                 unsigned char *out, size_t outlen) KV_NONNULL(1, 2, 8);
+
+/* ---- names ------------------------------------------------------------ */
+
+/* kv_key_type_name / kv_key_type_from_name: "ec-p256", "ec-p384", "rsa-2048",
+ * "rsa-3072", "ed25519". from_name returns KV_KEY_UNKNOWN for other text. */
+KV_API const char *kv_key_type_name(kv_key_type type);
+KV_API kv_key_type kv_key_type_from_name(const char *name);
+
+/* kv_sign_alg_name / kv_sign_alg_from_name: "ecdsa-sha256", "rsa-pss-sha256",
+ * "rsa-pkcs1-sha256", "ed25519", ... ; "default" for KV_ALG_DEFAULT.
+ * from_name returns -1 for unknown text. */
+KV_API const char *kv_sign_alg_name(kv_sign_alg alg);
+KV_API int kv_sign_alg_from_name(const char *name);
+
+/* kv_assurance_name: "software", "token", "tpm" or "unknown". */
+KV_API const char *kv_assurance_name(kv_assurance a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KEYVAULT_H */

@@ -1,0 +1,692 @@
+/*
+ * soft.c - the software fallback backend (OpenSSL 3).
+ *
+ * One key per file: STORE/NAME.pem is an encrypted PKCS#8 private key
+ * (PBES2: PBKDF2-HMAC-SHA256 + AES-256-CBC), readable by `openssl pkey`
+ * with the passphrase; STORE/NAME.json holds its metadata. Files are 0600
+ * in a 0700 directory and are written atomically (mem.c). The passphrase
+ * is read from its source on each use and wiped right after.
+ *
+ * [software]
+ * store = DIR                   default: HOME/soft
+ * passphrase = machine          a random secret in STORE/.machine-secret (default)
+ *            | machine:PATH     the same, at PATH
+ *            | file:PATH        first line of PATH
+ *            | env:VAR          the environment variable VAR
+ * kdf_iterations = N            PBKDF2 iterations for new keys (default 100000)
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#include "internal.h"
+
+#define SOFT_PASS_MAX 4096
+#define SOFT_KEY_FILE_MAX (64 * 1024)
+#define SOFT_META_MAX (16 * 1024)
+#define SOFT_DEFAULT_ITER 100000
+
+struct soft_state {
+    char *dir;
+    char *pass_source;   /* "machine:PATH", "file:PATH" or "env:VAR" */
+    int iterations;
+};
+
+struct soft_key {
+    EVP_PKEY *pkey;      /* private key: freed with key material cleansed */
+    char *path;          /* the .pem file */
+};
+
+static struct soft_state *st(kv_backend *be)
+{
+    return be->state;
+}
+
+static kv_rc soft_init(kv_backend *be)
+{
+    kv_ctx *ctx = be->ctx;
+    struct soft_state *s = calloc(1, sizeof(*s));
+    const char *store = kv_config_get(ctx->cfg, "software", "store");
+    const char *pass = kv_config_get(ctx->cfg, "software", "passphrase");
+    long iter = 0;
+    kv_rc rc = KV_OK;
+
+    if (!s)
+        return kv_error(NULL, KV_ERR_NO_MEMORY, "out of memory");
+    be->state = s;
+    KV_CHECK(rc, kv_config_get_long(NULL, ctx->cfg, "software", "kdf_iterations",
+                                    SOFT_DEFAULT_ITER, 1000, 100000000, &iter));
+    s->iterations = (int)iter;
+    s->dir = store ? kv_strdup(store) : kv_asprintf("%s/soft", ctx->home);
+    if (!pass || strcmp(pass, "machine") == 0)
+        s->pass_source = s->dir ? kv_asprintf("machine:%s/.machine-secret", s->dir) : NULL;
+    else if (!strncmp(pass, "machine:", 8) || !strncmp(pass, "file:", 5) ||
+             !strncmp(pass, "env:", 4))
+        s->pass_source = kv_strdup(pass);
+    else
+        KV_FAIL(NULL, rc, KV_ERR_CONFIG,
+                "[software] passphrase = '%s': expected machine, machine:PATH, file:PATH or "
+                "env:VAR", pass);
+    if (!s->dir || !s->pass_source)
+        KV_FAIL(NULL, rc, KV_ERR_NO_MEMORY, "out of memory");
+    if (s->dir[0] != '/')
+        KV_FAIL(NULL, rc, KV_ERR_CONFIG, "[software] store = '%s': must be an absolute path",
+                s->dir);
+out:
+    return rc;
+}
+
+static void soft_fini(kv_backend *be)
+{
+    struct soft_state *s = st(be);
+
+    if (!s)
+        return;
+    free(s->dir);
+    free(s->pass_source);
+    free(s);
+    be->state = NULL;
+}
+
+/* Create the machine secret once; racing processes agree on the first. */
+static kv_rc machine_secret_create(kv_backend *be, const char *path)
+{
+    kv_ctx *ctx = be->ctx;
+    unsigned char raw[32], b64[64];
+    char *dir = kv_strdup(path), *slash;
+    kv_rc rc;
+    int n;
+
+    if (!dir)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    slash = strrchr(dir, '/');
+    if (!slash || slash == dir) {
+        free(dir);
+        return kv_error(ctx, KV_ERR_CONFIG, "machine secret path '%s' must be absolute", path);
+    }
+    *slash = '\0';
+    KV_CHECK(rc, kv_mkdir_p(ctx, dir));
+    if (RAND_priv_bytes_ex(ctx->libctx, raw, sizeof(raw), 256) != 1)
+        KV_FAIL(ctx, rc, KV_ERR_CRYPTO, "random generator failed");
+    n = EVP_EncodeBlock(b64, raw, sizeof(raw));
+    b64[n++] = '\n';
+    rc = kv_write_file_atomic(ctx, dir, slash + 1, b64, (size_t)n, false);
+    if (rc == KV_ERR_KEY_EXISTS) {
+        /* another process created it first: use theirs */
+        kv_err_begin(ctx);
+        rc = KV_OK;
+    }
+out:
+    kv_wipe(raw, sizeof(raw));
+    kv_wipe(b64, sizeof(b64));
+    free(dir);
+    return rc;
+}
+
+/* Fetch the passphrase; wipe and free it with kv_secret_free. */
+static kv_rc get_passphrase(kv_backend *be, bool create, char **out)
+{
+    kv_ctx *ctx = be->ctx;
+    const char *src = st(be)->pass_source;
+    char *buf = NULL;
+    size_t len = 0;
+    kv_rc rc;
+
+    *out = NULL;
+    if (!strncmp(src, "env:", 4)) {
+        const char *v = getenv(src + 4);
+        if (!v || !*v)
+            return kv_error(ctx, KV_ERR_CONFIG,
+                            "passphrase source env:%s: the variable is not set or empty",
+                            src + 4);
+        *out = kv_strdup(v);
+        return *out ? KV_OK : kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    }
+    const char *path = strchr(src, ':') + 1;
+    rc = kv_read_file(ctx, path, SOFT_PASS_MAX, &buf, &len);
+    if (rc == KV_ERR_KEY_NOT_FOUND && !strncmp(src, "machine:", 8) && create) {
+        kv_err_begin(ctx);
+        KV_CHECK(rc, machine_secret_create(be, path));
+        rc = kv_read_file(ctx, path, SOFT_PASS_MAX, &buf, &len);
+    }
+    if (rc == KV_ERR_KEY_NOT_FOUND) {
+        kv_err_begin(ctx);
+        KV_FAIL(ctx, rc, KV_ERR_CONFIG, "passphrase source %s: file does not exist", src);
+    }
+    if (rc != KV_OK)
+        goto out;
+    /* first line only, without its line end */
+    buf[strcspn(buf, "\r\n")] = '\0';
+    if (buf[0] == '\0')
+        KV_FAIL(ctx, rc, KV_ERR_CONFIG, "passphrase source %s: file is empty", src);
+    *out = buf;
+    buf = NULL;
+out:
+    if (buf) {
+        kv_wipe(buf, len);
+        free(buf);
+    }
+    return rc;
+}
+
+static char *key_path(kv_backend *be, const char *name, const char *ext)
+{
+    return kv_asprintf("%s/%s.%s", st(be)->dir, name, ext);
+}
+
+static kv_rc soft_exists(kv_backend *be, const char *name)
+{
+    char *path = key_path(be, name, "pem");
+    struct stat sb;
+    kv_rc rc = KV_ERR_KEY_NOT_FOUND;
+
+    if (!path)
+        return kv_error(be->ctx, KV_ERR_NO_MEMORY, "out of memory");
+    if (stat(path, &sb) == 0)
+        rc = KV_OK;
+    else if (errno != ENOENT && errno != ENOTDIR)
+        rc = kv_error_errno(be->ctx, errno, "cannot look for key file '%s'", path);
+    free(path);
+    return rc;
+}
+
+static kv_rc encrypt_key(kv_backend *be, EVP_PKEY *pkey, const char *pass, char **pem,
+                         size_t *pemlen)
+{
+    kv_ctx *ctx = be->ctx;
+    PKCS8_PRIV_KEY_INFO *p8inf = NULL;
+    X509_ALGOR *pbe = NULL;
+    X509_SIG *p8 = NULL;
+    BIO *bio = NULL;
+    char *data;
+    long n;
+    kv_rc rc = KV_OK;
+
+    *pem = NULL;
+    p8inf = EVP_PKEY2PKCS8(pkey);
+    if (!p8inf)
+        KV_FAIL(ctx, rc, KV_ERR_CRYPTO, "cannot encode the private key as PKCS#8");
+    pbe = PKCS5_pbe2_set_iv_ex(EVP_aes_256_cbc(), st(be)->iterations, NULL, 0, NULL,
+                               NID_hmacWithSHA256, ctx->libctx);
+    if (!pbe)
+        KV_FAIL(ctx, rc, KV_ERR_CRYPTO, "cannot set up PBES2 encryption");
+    p8 = PKCS8_set0_pbe_ex(pass, (int)strlen(pass), p8inf, pbe, ctx->libctx, NULL);
+    if (!p8) {
+        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot encrypt the private key");
+        goto out;
+    }
+    pbe = NULL; /* owned by p8 now */
+    bio = BIO_new(BIO_s_mem());
+    if (!bio || PEM_write_bio_PKCS8(bio, p8) != 1) {
+        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot write the encrypted key as PEM");
+        goto out;
+    }
+    n = BIO_get_mem_data(bio, &data);
+    *pem = malloc((size_t)n);
+    if (!*pem)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    memcpy(*pem, data, (size_t)n);
+    *pemlen = (size_t)n;
+out:
+    BIO_free(bio);
+    X509_SIG_free(p8);
+    X509_ALGOR_free(pbe);
+    PKCS8_PRIV_KEY_INFO_free(p8inf);
+    return rc;
+}
+
+static kv_rc decrypt_key(kv_backend *be, const char *path, const char *pass, EVP_PKEY **out)
+{
+    kv_ctx *ctx = be->ctx;
+    PKCS8_PRIV_KEY_INFO *p8inf = NULL;
+    X509_SIG *p8 = NULL;
+    BIO *bio = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    kv_rc rc;
+
+    *out = NULL;
+    KV_CHECK(rc, kv_read_file(ctx, path, SOFT_KEY_FILE_MAX, &text, &len));
+    bio = BIO_new_mem_buf(text, (int)len);
+    if (!bio)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    p8 = PEM_read_bio_PKCS8(bio, NULL, NULL, NULL);
+    if (!p8) {
+        rc = kv_error_ossl(ctx, KV_ERR_CORRUPT,
+                           "key file '%s' is not an encrypted PKCS#8 PEM file", path);
+        goto out;
+    }
+    p8inf = PKCS8_decrypt_ex(p8, pass, (int)strlen(pass), ctx->libctx, NULL);
+    if (!p8inf) {
+        ERR_clear_error();
+        KV_FAIL(ctx, rc, KV_ERR_AUTH_FAILED,
+                "cannot decrypt key file '%s': wrong passphrase (or the file is damaged)", path);
+    }
+    *out = EVP_PKCS82PKEY_ex(p8inf, ctx->libctx, NULL);
+    if (!*out) {
+        rc = kv_error_ossl(ctx, KV_ERR_CORRUPT, "key file '%s' holds no usable private key",
+                           path);
+        goto out;
+    }
+    rc = KV_OK;
+out:
+    PKCS8_PRIV_KEY_INFO_free(p8inf);
+    X509_SIG_free(p8);
+    BIO_free(bio);
+    if (text) {
+        kv_wipe(text, len);
+        free(text);
+    }
+    return rc;
+}
+
+static kv_rc write_meta(kv_backend *be, const char *name, kv_key_type type, unsigned version)
+{
+    kv_ctx *ctx = be->ctx;
+    char created[32], *text = NULL, *file = NULL;
+    time_t now = time(NULL);
+    struct tm tm;
+    json_t *meta;
+    kv_rc rc = KV_OK;
+
+    gmtime_r(&now, &tm);
+    strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    meta = json_pack("{s:s, s:s, s:s, s:i, s:s}", "name", name, "type", kv_key_type_name(type),
+                     "backend", "software", "version", (int)version, "created", created);
+    text = meta ? json_dumps(meta, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    file = kv_asprintf("%s.json", name);
+    if (!text || !file)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    rc = kv_write_file_atomic(ctx, st(be)->dir, file, text, strlen(text), true);
+out:
+    json_decref(meta);
+    free(text);
+    free(file);
+    return rc;
+}
+
+/* Read NAME.json; a missing file is not an error (the key file is the
+ * source of truth), a damaged one is. */
+static kv_rc read_meta(kv_backend *be, const char *name, kv_key_type *type, unsigned *version)
+{
+    kv_ctx *ctx = be->ctx;
+    char *path = key_path(be, name, "json"), *text = NULL;
+    const char *tname = NULL;
+    json_error_t jerr;
+    json_t *meta = NULL;
+    int ver = 1;
+    kv_rc rc;
+
+    *type = KV_KEY_UNKNOWN;
+    *version = 1;
+    if (!path)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    rc = kv_read_file(ctx, path, SOFT_META_MAX, &text, NULL);
+    if (rc == KV_ERR_KEY_NOT_FOUND) {
+        kv_err_begin(ctx);
+        rc = KV_OK;
+        goto out;
+    }
+    if (rc != KV_OK)
+        goto out;
+    meta = json_loads(text, 0, &jerr);
+    if (!meta || json_unpack(meta, "{s?s, s?i}", "type", &tname, "version", &ver) != 0 ||
+        ver < 1)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "metadata file '%s' is damaged (%s)", path,
+                meta ? "unexpected fields" : jerr.text);
+    *type = kv_key_type_from_name(tname);
+    *version = (unsigned)ver;
+out:
+    json_decref(meta);
+    free(text);
+    free(path);
+    return rc;
+}
+
+/* Fill key from an opened private key. Takes ownership of pkey and path. */
+static kv_rc fill_key(kv_backend *be, kv_key *key, const char *name, EVP_PKEY *pkey,
+                      char *path)
+{
+    kv_ctx *ctx = be->ctx;
+    struct soft_key *sk = calloc(1, sizeof(*sk));
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    int n;
+    kv_rc rc = KV_OK;
+
+    if (!sk) {
+        EVP_PKEY_free(pkey);
+        free(path);
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    }
+    sk->pkey = pkey;
+    sk->path = path;
+    key->bk = sk;
+    key->type = kv_type_of_pkey(pkey);
+    if (key->type == KV_KEY_UNKNOWN)
+        KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED,
+                "key file '%s' holds a key type libkeyvault does not use", path);
+    /* keep a public-only copy for export and the provider */
+    n = i2d_PUBKEY(pkey, &der);
+    p = der;
+    key->pub = n > 0 ? d2i_PUBKEY_ex(NULL, &p, n, ctx->libctx, NULL) : NULL;
+    key->name = kv_strdup(name);
+    key->uri = kv_asprintf("file:%s", path);
+    if (!key->pub || !key->name || !key->uri)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+out:
+    OPENSSL_free(der);
+    return rc;
+}
+
+static kv_rc soft_generate(kv_backend *be, const char *name, kv_key_type type, kv_key *key)
+{
+    kv_ctx *ctx = be->ctx;
+    const kv_type_desc *t = kv_type_desc_get(type);
+    EVP_PKEY *pkey = NULL;
+    char *pass = NULL, *pem = NULL, *file = NULL;
+    size_t pemlen = 0;
+    kv_rc rc;
+
+    KV_CHECK(rc, kv_mkdir_p(ctx, st(be)->dir));
+    switch (t->family) {
+    case KV_FAMILY_EC:
+        pkey = EVP_PKEY_Q_keygen(ctx->libctx, NULL, "EC", t->group);
+        break;
+    case KV_FAMILY_RSA:
+        pkey = EVP_PKEY_Q_keygen(ctx->libctx, NULL, "RSA", (size_t)t->bits);
+        break;
+    default:
+        pkey = EVP_PKEY_Q_keygen(ctx->libctx, NULL, "ED25519");
+        break;
+    }
+    if (!pkey) {
+        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot generate a %s key", t->name);
+        goto out;
+    }
+    KV_CHECK(rc, get_passphrase(be, true, &pass));
+    KV_CHECK(rc, encrypt_key(be, pkey, pass, &pem, &pemlen));
+    file = kv_asprintf("%s.pem", name);
+    if (!file)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    /* the key file is linked, never renamed: an existing key is never replaced */
+    rc = kv_write_file_atomic(ctx, st(be)->dir, file, pem, pemlen, false);
+    if (rc == KV_ERR_KEY_EXISTS)
+        goto out;
+    if (rc != KV_OK)
+        goto out;
+    rc = write_meta(be, name, type, 1);
+    if (rc != KV_OK) {
+        /* no half-made keys: take the key file back */
+        char *path = key_path(be, name, "pem");
+        if (path)
+            (void)unlink(path);
+        free(path);
+        goto out;
+    }
+    rc = fill_key(be, key, name, pkey, key_path(be, name, "pem"));
+    pkey = NULL;
+out:
+    kv_secret_free(pass);
+    if (pem) {
+        kv_wipe(pem, pemlen);
+        free(pem);
+    }
+    free(file);
+    EVP_PKEY_free(pkey);
+    return rc;
+}
+
+static kv_rc open_path(kv_backend *be, const char *name, char *path, kv_key *key)
+{
+    EVP_PKEY *pkey = NULL;
+    char *pass = NULL;
+    kv_key_type mtype;
+    kv_rc rc;
+
+    if (!path)
+        return kv_error(be->ctx, KV_ERR_NO_MEMORY, "out of memory");
+    rc = access(path, F_OK) == 0 ? KV_OK : KV_ERR_KEY_NOT_FOUND;
+    if (rc != KV_OK) {
+        if (errno != ENOENT && errno != ENOTDIR)
+            rc = kv_error_errno(be->ctx, errno, "cannot access key file '%s'", path);
+        else
+            rc = kv_error(be->ctx, rc, "no key file '%s'", path);
+        goto out;
+    }
+    KV_CHECK(rc, get_passphrase(be, false, &pass));
+    KV_CHECK(rc, decrypt_key(be, path, pass, &pkey));
+    KV_CHECK(rc, read_meta(be, name, &mtype, &key->version));
+    rc = fill_key(be, key, name, pkey, path);
+    path = NULL;
+    pkey = NULL;
+    if (rc == KV_OK && mtype != KV_KEY_UNKNOWN && mtype != key->type)
+        rc = kv_error(be->ctx, KV_ERR_CORRUPT,
+                      "key '%s': metadata says %s but the key file holds %s", name,
+                      kv_key_type_name(mtype), kv_key_type_name(key->type));
+out:
+    kv_secret_free(pass);
+    EVP_PKEY_free(pkey);
+    free(path);
+    return rc;
+}
+
+static kv_rc soft_open_name(kv_backend *be, const char *name, kv_key *key)
+{
+    return open_path(be, name, key_path(be, name, "pem"), key);
+}
+
+/* file:/abs/path/NAME.pem or file:///abs/path/NAME.pem */
+static kv_rc soft_open_uri(kv_backend *be, const char *uri, kv_key *key)
+{
+    kv_ctx *ctx = be->ctx;
+    const char *path = uri + 5, *base;
+    char name[KV_NAME_MAX + 1];
+    size_t blen;
+
+    if (!strncmp(path, "//", 2)) {
+        path += 2;
+        if (*path != '/')
+            return kv_error(ctx, KV_ERR_BAD_URI,
+                            "'%s': file URIs name a local absolute path (file:///path)", uri);
+    }
+    if (*path != '/')
+        return kv_error(ctx, KV_ERR_BAD_URI, "'%s': the path must be absolute", uri);
+    if (strchr(path, '%'))
+        return kv_error(ctx, KV_ERR_BAD_URI, "'%s': percent-encoded paths are not supported",
+                        uri);
+    base = strrchr(path, '/') + 1;
+    blen = strlen(base);
+    if (blen < 5 || strcmp(base + blen - 4, ".pem") != 0 || blen - 4 > KV_NAME_MAX)
+        return kv_error(ctx, KV_ERR_BAD_URI, "'%s': expected a path to a NAME.pem key file", uri);
+    memcpy(name, base, blen - 4);
+    name[blen - 4] = '\0';
+    if (!kv_name_valid(name))
+        return kv_error(ctx, KV_ERR_BAD_URI, "'%s': '%s' is not a valid key name", uri, name);
+    /* metadata is looked up in the configured store only */
+    return open_path(be, name, kv_strdup(path), key);
+}
+
+static kv_rc soft_list(kv_backend *be, kv_list_builder *lb)
+{
+    kv_ctx *ctx = be->ctx;
+    DIR *d = opendir(st(be)->dir);
+    struct dirent *de;
+    kv_rc rc = KV_OK;
+
+    if (!d) {
+        if (errno == ENOENT)
+            return KV_OK; /* nothing generated yet */
+        return kv_error_errno(ctx, errno, "cannot read key store '%s'", st(be)->dir);
+    }
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        char name[KV_NAME_MAX + 1], *path;
+        kv_key_type type;
+        unsigned version;
+
+        if (n < 5 || n - 4 > KV_NAME_MAX || strcmp(de->d_name + n - 4, ".pem") != 0)
+            continue;
+        memcpy(name, de->d_name, n - 4);
+        name[n - 4] = '\0';
+        if (!kv_name_valid(name))
+            continue;
+        rc = read_meta(be, name, &type, &version);
+        if (rc == KV_ERR_CORRUPT) {
+            /* list what is there; opening the key reports the damage */
+            kv_err_begin(ctx);
+            type = KV_KEY_UNKNOWN;
+            version = 1;
+        } else if (rc != KV_OK) {
+            break;
+        }
+        path = key_path(be, name, "pem");
+        char *uri = path ? kv_asprintf("file:%s", path) : NULL;
+        rc = uri ? kv_list_add(lb, name, "software", uri, type, KV_ASSURANCE_SOFTWARE, version)
+                 : KV_ERR_NO_MEMORY;
+        free(uri);
+        free(path);
+        if (rc != KV_OK)
+            break;
+    }
+    closedir(d);
+    return rc;
+}
+
+static kv_rc soft_destroy(kv_backend *be, kv_key *key)
+{
+    kv_ctx *ctx = be->ctx;
+    struct soft_key *sk = key->bk;
+    /* NAME.pem -> NAME.json */
+    char *meta = kv_asprintf("%.*sjson", (int)(strlen(sk->path) - 3), sk->path);
+    kv_rc rc = KV_OK;
+
+    if (!meta)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    if (unlink(sk->path) != 0)
+        rc = kv_error_errno(ctx, errno, "cannot delete key file '%s'", sk->path);
+    else if (unlink(meta) != 0 && errno != ENOENT)
+        rc = kv_error_errno(ctx, errno, "deleted the key but not its metadata '%s'", meta);
+    free(meta);
+    return rc;
+}
+
+static void soft_key_free(kv_key *key)
+{
+    struct soft_key *sk = key->bk;
+
+    EVP_PKEY_free(sk->pkey);
+    free(sk->path);
+    free(sk);
+    key->bk = NULL;
+}
+
+kv_rc kv_soft_sign_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pkey,
+                        const kv_alg_desc *alg, const unsigned char *tbs, size_t tbslen,
+                        unsigned char *sig, size_t *siglen)
+{
+    EVP_PKEY_CTX *pctx = NULL;
+    EVP_MD_CTX *mctx = NULL;
+    EVP_MD *md = NULL;
+    kv_rc rc = KV_OK;
+
+    if (alg->family == KV_FAMILY_ED25519) {
+        mctx = EVP_MD_CTX_new();
+        if (!mctx || EVP_DigestSignInit_ex(mctx, NULL, NULL, libctx, NULL, pkey, NULL) != 1 ||
+            EVP_DigestSign(mctx, sig, siglen, tbs ? tbs : (const unsigned char *)"",
+                           tbslen) != 1) {
+            rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "Ed25519 signing failed");
+            goto out;
+        }
+        goto out;
+    }
+    pctx = EVP_PKEY_CTX_new_from_pkey(libctx, pkey, NULL);
+    md = EVP_MD_fetch(libctx, alg->md, NULL);
+    if (!pctx || !md || EVP_PKEY_sign_init(pctx) != 1 ||
+        EVP_PKEY_CTX_set_signature_md(pctx, md) != 1) {
+        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot start %s signing", alg->name);
+        goto out;
+    }
+    if (alg->padding == KV_PAD_PSS &&
+        (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+         EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md) != 1 ||
+         EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1)) {
+        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot set RSA-PSS parameters");
+        goto out;
+    }
+    if (alg->padding == KV_PAD_PKCS1 &&
+        EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1) {
+        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot set RSA PKCS#1 v1.5 padding");
+        goto out;
+    }
+    if (EVP_PKEY_sign(pctx, sig, siglen, tbs, tbslen) != 1)
+        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "%s signing failed", alg->name);
+out:
+    EVP_MD_free(md);
+    EVP_MD_CTX_free(mctx);
+    EVP_PKEY_CTX_free(pctx);
+    return rc;
+}
+
+static kv_rc soft_sign(kv_key *key, const kv_alg_desc *alg, const unsigned char *tbs,
+                       size_t tbslen, unsigned char *sig, size_t *siglen)
+{
+    struct soft_key *sk = key->bk;
+
+    return kv_soft_sign_pkey(key->ctx, key->ctx->libctx, sk->pkey, alg, tbs, tbslen, sig,
+                             siglen);
+}
+
+kv_rc kv_soft_derive_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *priv,
+                          EVP_PKEY *peer, unsigned char *secret, size_t *len)
+{
+    EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new_from_pkey(libctx, priv, NULL);
+    kv_rc rc = KV_OK;
+
+    if (!pctx || EVP_PKEY_derive_init(pctx) != 1 || EVP_PKEY_derive_set_peer(pctx, peer) != 1) {
+        rc = kv_error_ossl(ctx, KV_ERR_INVALID_PEER_KEY, "ECDH: peer key refused");
+        goto out;
+    }
+    if (EVP_PKEY_derive(pctx, secret, len) != 1)
+        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "ECDH derivation failed");
+out:
+    EVP_PKEY_CTX_free(pctx);
+    return rc;
+}
+
+static kv_rc soft_ecdh(kv_key *key, EVP_PKEY *peer, unsigned char *secret, size_t *len)
+{
+    struct soft_key *sk = key->bk;
+
+    return kv_soft_derive_pkey(key->ctx, key->ctx->libctx, sk->pkey, peer, secret, len);
+}
+
+const struct kv_backend_ops kv_soft_ops = {
+    .name = "software",
+    .uri_scheme = "file",
+    .assurance = KV_ASSURANCE_SOFTWARE,
+    .init = soft_init,
+    .fini = soft_fini,
+    .generate = soft_generate,
+    .open_name = soft_open_name,
+    .open_uri = soft_open_uri,
+    .exists = soft_exists,
+    .list = soft_list,
+    .destroy = soft_destroy,
+    .key_free = soft_key_free,
+    .sign = soft_sign,
+    .ecdh = soft_ecdh,
+};

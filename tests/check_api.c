@@ -1,0 +1,651 @@
+/*
+ * check_api.c - the public API against one backend: generate, open, list,
+ * destroy, sign, verify, ECDH, bad input, threads and fork.
+ *
+ * The backend is $KV_TEST_BACKEND (default "software") with the
+ * configuration $KV_TEST_CONF (default: a private software store). The same
+ * tests run against every backend the harness can start.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/x509.h>
+
+#include "testutil.h"
+
+static const char *backend(void)
+{
+    const char *b = getenv("KV_TEST_BACKEND");
+    return b && *b ? b : "software";
+}
+
+static kv_ctx *new_ctx(void)
+{
+    const char *conf = getenv("KV_TEST_CONF");
+    kv_ctx *ctx = NULL;
+
+    if (!conf || !*conf)
+        return tu_ctx(NULL);
+    ck_assert_msg(kv_ctx_new(&ctx, conf) == KV_OK, "kv_ctx_new(%s): %s", conf, kv_errmsg(NULL));
+    return ctx;
+}
+
+/* Key names unique to this test process: a token may be shared. */
+static const char *kname(const char *base)
+{
+    static char buf[8][64];
+    static int i;
+    char *b = buf[i++ % 8];
+
+    snprintf(b, 64, "%s-%ld", base, (long)getpid());
+    return b;
+}
+
+static kv_key *gen(kv_ctx *ctx, const char *name, kv_key_type type)
+{
+    kv_key *key = NULL;
+    kv_rc rc = kv_key_generate(ctx, name, type, backend(), &key);
+
+    ck_assert_msg(rc == KV_OK, "generate %s %s: %s: %s", kv_key_type_name(type), name,
+                  kv_strerror(rc), kv_errmsg(ctx));
+    return key;
+}
+
+static size_t pub_der(kv_ctx *ctx, kv_key *key, unsigned char *buf, size_t len)
+{
+    ck_assert_rc(ctx, kv_key_public_der(key, buf, &len), KV_OK);
+    return len;
+}
+
+static void write_bytes(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(data, 1, len, f), len);
+    fclose(f);
+}
+
+static void write_pub_pem(kv_ctx *ctx, kv_key *key, const char *path)
+{
+    char *pem = NULL;
+    ck_assert_rc(ctx, kv_key_public_pem(key, &pem), KV_OK);
+    ck_assert_ptr_nonnull(strstr(pem, "-----BEGIN PUBLIC KEY-----"));
+    write_bytes(path, pem, strlen(pem));
+    kv_string_free(pem);
+}
+
+/* Verify with the openssl command: a tool nobody here wrote. */
+static int openssl_verify(const char *alg, const char *pub, const char *msg, const char *sig)
+{
+    const char *md = strstr(alg, "sha512") ? "-sha512" : strstr(alg, "sha384") ? "-sha384"
+                                                                               : "-sha256";
+    if (!strcmp(alg, "ed25519"))
+        return tu_sh("openssl pkeyutl -verify -pubin -inkey %s -rawin -in %s -sigfile %s "
+                     ">/dev/null 2>&1", pub, msg, sig);
+    if (!strncmp(alg, "rsa-pss", 7))
+        return tu_sh("openssl dgst %s -verify %s -sigopt rsa_padding_mode:pss "
+                     "-sigopt rsa_pss_saltlen:digest -signature %s %s >/dev/null 2>&1",
+                     md, pub, sig, msg);
+    return tu_sh("openssl dgst %s -verify %s -signature %s %s >/dev/null 2>&1", md, pub, sig,
+                 msg);
+}
+
+static const unsigned char msg[] = "libkeyvault test message";
+
+/* What KV_ALG_DEFAULT means for each key type (keyvault.h). */
+static kv_sign_alg default_alg(kv_key_type type)
+{
+    switch (type) {
+    case KV_KEY_EC_P384: return KV_ALG_ECDSA_SHA384;
+    case KV_KEY_RSA_2048:
+    case KV_KEY_RSA_3072: return KV_ALG_RSA_PSS_SHA256;
+    case KV_KEY_ED25519: return KV_ALG_ED25519;
+    default: return KV_ALG_ECDSA_SHA256;
+    }
+}
+
+/* Sign msg with alg, verify with the library and with openssl, and show
+ * that both reject a changed message. */
+static void sign_and_cross_check(kv_ctx *ctx, kv_key *key, kv_sign_alg alg, unsigned flags)
+{
+    const char *dir = tu_tmpdir(), *name;
+    unsigned char sig[1024], pub[1024];
+    size_t siglen = sizeof(sig), publen;
+    char ppath[600], mpath[600], spath[600], bpath[600];
+    kv_key_info info;
+    kv_rc rc;
+
+    ck_assert_rc(ctx, kv_key_get_info(key, &info), KV_OK);
+    name = kv_sign_alg_name(alg != KV_ALG_DEFAULT ? alg : default_alg(info.type));
+    rc = kv_sign(key, alg, flags, msg, sizeof(msg) - 1, sig, &siglen);
+    ck_assert_msg(rc == KV_OK, "sign %s: %s", name, kv_errmsg(ctx));
+    publen = pub_der(ctx, key, pub, sizeof(pub));
+    ck_assert_rc(ctx, kv_verify(ctx, pub, publen, alg, flags, msg, sizeof(msg) - 1, sig, siglen),
+                 KV_OK);
+    ck_assert_rc(ctx, kv_verify(ctx, pub, publen, alg, flags, msg, sizeof(msg) - 2, sig, siglen),
+                 KV_ERR_BAD_SIGNATURE);
+    sig[siglen / 2] ^= 0x40;
+    ck_assert_rc(ctx, kv_verify(ctx, pub, publen, alg, flags, msg, sizeof(msg) - 1, sig, siglen),
+                 KV_ERR_BAD_SIGNATURE);
+    sig[siglen / 2] ^= 0x40;
+    if (flags & KV_SIGN_RAW)
+        return; /* openssl dgst takes DER only */
+    snprintf(ppath, sizeof(ppath), "%s/pub.pem", dir);
+    snprintf(mpath, sizeof(mpath), "%s/msg", dir);
+    snprintf(bpath, sizeof(bpath), "%s/badmsg", dir);
+    snprintf(spath, sizeof(spath), "%s/sig", dir);
+    write_pub_pem(ctx, key, ppath);
+    write_bytes(mpath, msg, sizeof(msg) - 1);
+    write_bytes(bpath, msg, sizeof(msg) - 2);
+    write_bytes(spath, sig, siglen);
+    ck_assert_msg(openssl_verify(name, ppath, mpath, spath) == 0,
+                  "openssl rejects our %s signature", name);
+    ck_assert_msg(openssl_verify(name, ppath, bpath, spath) != 0,
+                  "openssl accepts our %s signature on another message", name);
+}
+
+START_TEST(sign_each_type_default_alg)
+{
+    static const kv_key_type types[] = { KV_KEY_EC_P256, KV_KEY_EC_P384, KV_KEY_RSA_2048,
+                                         KV_KEY_RSA_3072, KV_KEY_ED25519 };
+    kv_ctx *ctx = new_ctx();
+    kv_key_type type = types[_i];
+    kv_key *key = gen(ctx, kname(kv_key_type_name(type)), type);
+    kv_key_info info;
+
+    ck_assert_rc(ctx, kv_key_get_info(key, &info), KV_OK);
+    ck_assert_int_eq(info.type, type);
+    ck_assert_str_eq(info.backend, backend());
+    ck_assert_uint_eq(info.version, 1);
+    sign_and_cross_check(ctx, key, KV_ALG_DEFAULT, 0);
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname(kv_key_type_name(type))), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(ecdsa_all_hashes_der_and_raw)
+{
+    kv_ctx *ctx = new_ctx();
+    kv_key *key = gen(ctx, kname("ecdsa"), _i ? KV_KEY_EC_P384 : KV_KEY_EC_P256);
+    unsigned char raw[200], der[200];
+    size_t rawlen = sizeof(raw), derlen = sizeof(der);
+
+    for (kv_sign_alg a = KV_ALG_ECDSA_SHA256; a <= KV_ALG_ECDSA_SHA512; a++) {
+        sign_and_cross_check(ctx, key, a, 0);
+        sign_and_cross_check(ctx, key, a, KV_SIGN_RAW);
+    }
+    /* raw is exactly 2 x field length; DER size query gives the maximum */
+    ck_assert_rc(ctx, kv_sign(key, KV_ALG_DEFAULT, KV_SIGN_RAW, msg, 3, raw, &rawlen), KV_OK);
+    ck_assert_uint_eq(rawlen, _i ? 96 : 64);
+    ck_assert_rc(ctx, kv_sign(key, KV_ALG_DEFAULT, 0, msg, 3, NULL, &derlen), KV_OK);
+    ck_assert_uint_eq(derlen, _i ? 104 : 72);
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("ecdsa")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(rsa_pss_and_pkcs1_all_hashes)
+{
+    kv_ctx *ctx = new_ctx();
+    kv_key *key = gen(ctx, kname("rsa"), KV_KEY_RSA_2048);
+
+    for (kv_sign_alg a = KV_ALG_RSA_PSS_SHA256; a <= KV_ALG_RSA_PKCS1_SHA512; a++)
+        sign_and_cross_check(ctx, key, a, 0);
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("rsa")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(prehashed_equals_message_signing)
+{
+    kv_ctx *ctx = new_ctx();
+    kv_key *key = gen(ctx, kname("pre"), KV_KEY_EC_P256);
+    unsigned char md[32], sig[128], pub[256];
+    unsigned int mdlen = 0;
+    size_t siglen = sizeof(sig), publen;
+
+    ck_assert_int_eq(EVP_Digest(msg, sizeof(msg) - 1, md, &mdlen, EVP_sha256(), NULL), 1);
+    ck_assert_rc(ctx, kv_sign(key, KV_ALG_ECDSA_SHA256, KV_SIGN_PREHASHED, md, 32, sig, &siglen),
+                 KV_OK);
+    publen = pub_der(ctx, key, pub, sizeof(pub));
+    /* a digest signature verifies as a signature over the message */
+    ck_assert_rc(ctx, kv_verify(ctx, pub, publen, KV_ALG_ECDSA_SHA256, 0, msg, sizeof(msg) - 1,
+                                sig, siglen), KV_OK);
+    ck_assert_rc(ctx, kv_verify(ctx, pub, publen, KV_ALG_ECDSA_SHA256, KV_SIGN_PREHASHED, md, 32,
+                                sig, siglen), KV_OK);
+    /* a digest of the wrong length is refused before the backend */
+    siglen = sizeof(sig);
+    ck_assert_rc(ctx, kv_sign(key, KV_ALG_ECDSA_SHA256, KV_SIGN_PREHASHED, md, 31, sig, &siglen),
+                 KV_ERR_BAD_INPUT);
+    ck_assert_uint_eq(siglen, 0);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "32 bytes"));
+    /* the empty message signs and verifies */
+    siglen = sizeof(sig);
+    ck_assert_rc(ctx, kv_sign(key, KV_ALG_DEFAULT, 0, NULL, 0, sig, &siglen), KV_OK);
+    ck_assert_rc(ctx, kv_verify(ctx, pub, publen, KV_ALG_DEFAULT, 0, NULL, 0, sig, siglen), KV_OK);
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("pre")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(wrong_key_type_and_flags)
+{
+    kv_ctx *ctx = new_ctx();
+    kv_key *rsa = gen(ctx, kname("wt-rsa"), KV_KEY_RSA_2048);
+    kv_key *ed = gen(ctx, kname("wt-ed"), KV_KEY_ED25519);
+    kv_key *ec = gen(ctx, kname("wt-ec"), KV_KEY_EC_P256);
+    unsigned char sig[512], md[32] = { 0 }, out[64], pub[256];
+    size_t siglen = sizeof(sig), len = sizeof(out), publen;
+
+    ck_assert_rc(ctx, kv_sign(rsa, KV_ALG_ECDSA_SHA256, 0, msg, 4, sig, &siglen),
+                 KV_ERR_WRONG_KEY_TYPE);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "rsa-2048"));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "needs an EC key"));
+    siglen = sizeof(sig);
+    ck_assert_rc(ctx, kv_sign(ec, KV_ALG_RSA_PSS_SHA256, 0, msg, 4, sig, &siglen),
+                 KV_ERR_WRONG_KEY_TYPE);
+    siglen = sizeof(sig);
+    ck_assert_rc(ctx, kv_sign(ec, KV_ALG_ED25519, 0, msg, 4, sig, &siglen), KV_ERR_WRONG_KEY_TYPE);
+    siglen = sizeof(sig);
+    ck_assert_rc(ctx, kv_sign(ed, KV_ALG_DEFAULT, KV_SIGN_PREHASHED, md, 32, sig, &siglen),
+                 KV_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "Ed25519"));
+    siglen = sizeof(sig);
+    ck_assert_rc(ctx, kv_sign(rsa, KV_ALG_DEFAULT, KV_SIGN_RAW, msg, 4, sig, &siglen),
+                 KV_ERR_INVALID_ARG);
+    siglen = sizeof(sig);
+    ck_assert_rc(ctx, kv_sign(ec, KV_ALG_DEFAULT, 0x80, msg, 4, sig, &siglen), KV_ERR_INVALID_ARG);
+    siglen = sizeof(sig);
+    ck_assert_rc(ctx, kv_sign(ec, (kv_sign_alg)77, 0, msg, 4, sig, &siglen), KV_ERR_INVALID_ARG);
+
+    /* ECDH needs an EC key */
+    publen = pub_der(ctx, ec, pub, sizeof(pub));
+    ck_assert_rc(ctx, kv_ecdh(rsa, pub, publen, out, &len), KV_ERR_WRONG_KEY_TYPE);
+    ck_assert_uint_eq(len, 0);
+    len = sizeof(out);
+    ck_assert_rc(ctx, kv_ecdh(ed, pub, publen, out, &len), KV_ERR_WRONG_KEY_TYPE);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "ed25519"));
+    /* verification with a key of the other family */
+    siglen = sizeof(sig);
+    ck_assert_rc(ctx, kv_sign(ec, KV_ALG_DEFAULT, 0, msg, 4, sig, &siglen), KV_OK);
+    ck_assert_rc(ctx, kv_verify(ctx, pub, publen, KV_ALG_RSA_PSS_SHA256, 0, msg, 4, sig, siglen),
+                 KV_ERR_WRONG_KEY_TYPE);
+    ck_assert_rc(ctx, kv_verify(ctx, pub, publen - 3, KV_ALG_DEFAULT, 0, msg, 4, sig, siglen),
+                 KV_ERR_BAD_INPUT);
+    ck_assert_rc(ctx, kv_verify(ctx, pub, publen, KV_ALG_DEFAULT, 0, msg, 4, sig, 0),
+                 KV_ERR_BAD_SIGNATURE);
+    ck_assert_rc(ctx, kv_verify(ctx, pub, publen, KV_ALG_DEFAULT, KV_SIGN_RAW, msg, 4, sig, 63),
+                 KV_ERR_BAD_SIGNATURE);
+    kv_key_free(rsa);
+    kv_key_free(ed);
+    kv_key_free(ec);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("wt-rsa")), KV_OK);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("wt-ed")), KV_OK);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("wt-ec")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(output_buffer_sizes)
+{
+    kv_ctx *ctx = new_ctx();
+    kv_key *key = gen(ctx, kname("buf"), KV_KEY_EC_P256);
+    unsigned char sig[200], pub[256], z[64];
+    size_t len = 0, publen;
+
+    ck_assert_rc(ctx, kv_sign(key, KV_ALG_DEFAULT, 0, msg, 4, NULL, &len), KV_OK);
+    ck_assert_uint_eq(len, 72);
+    len = 10;
+    memset(sig, 0xAA, sizeof(sig));
+    ck_assert_rc(ctx, kv_sign(key, KV_ALG_DEFAULT, 0, msg, 4, sig, &len), KV_ERR_BUFFER_TOO_SMALL);
+    ck_assert_uint_eq(len, 72);
+    ck_assert_uint_eq(sig[0], 0); /* wiped */
+    len = 0;
+    ck_assert_rc(ctx, kv_key_public_der(key, NULL, &len), KV_OK);
+    ck_assert_uint_eq(len, 91);
+    len = 20;
+    ck_assert_rc(ctx, kv_key_public_der(key, pub, &len), KV_ERR_BUFFER_TOO_SMALL);
+    ck_assert_uint_eq(len, 91);
+    publen = pub_der(ctx, key, pub, sizeof(pub));
+    len = 0;
+    ck_assert_rc(ctx, kv_ecdh(key, pub, publen, NULL, &len), KV_OK);
+    ck_assert_uint_eq(len, 32);
+    len = 31;
+    ck_assert_rc(ctx, kv_ecdh(key, pub, publen, z, &len), KV_ERR_BUFFER_TOO_SMALL);
+    ck_assert_uint_eq(len, 32);
+    ck_assert_rc(ctx, kv_ecdh_hkdf(key, pub, publen, NULL, 0, NULL, 0, z, 0), KV_ERR_INVALID_ARG);
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("buf")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* SEC1 uncompressed point of a DER SubjectPublicKeyInfo. */
+static size_t spki_to_point(const unsigned char *der, size_t len, unsigned char *pt, size_t max)
+{
+    const unsigned char *p = der;
+    EVP_PKEY *k = d2i_PUBKEY(NULL, &p, (long)len);
+    size_t n = 0;
+
+    ck_assert_ptr_nonnull(k);
+    ck_assert_int_eq(EVP_PKEY_get_octet_string_param(k, "encoded-pub-key", pt, max, &n), 1);
+    EVP_PKEY_free(k);
+    return n;
+}
+
+START_TEST(ecdh_both_sides_agree)
+{
+    kv_key_type type = _i ? KV_KEY_EC_P384 : KV_KEY_EC_P256;
+    size_t field = _i ? 48 : 32;
+    kv_ctx *ctx = new_ctx();
+    kv_key *a = gen(ctx, kname("dh-a"), type), *b = gen(ctx, kname("dh-b"), type);
+    unsigned char apub[256], bpub[256], bpt[128], za[64], zb[64], zc[64], ha[40], hb[40], hc[40];
+    size_t apublen, bpublen, bptlen, la = sizeof(za), lb = sizeof(zb), lc = sizeof(zc);
+    static const unsigned char salt[] = { 1, 2, 3 }, info1[] = "one", info2[] = "two";
+
+    apublen = pub_der(ctx, a, apub, sizeof(apub));
+    bpublen = pub_der(ctx, b, bpub, sizeof(bpub));
+    bptlen = spki_to_point(bpub, bpublen, bpt, sizeof(bpt));
+    ck_assert_rc(ctx, kv_ecdh(a, bpub, bpublen, za, &la), KV_OK);
+    ck_assert_rc(ctx, kv_ecdh(b, apub, apublen, zb, &lb), KV_OK);
+    ck_assert_rc(ctx, kv_ecdh(a, bpt, bptlen, zc, &lc), KV_OK); /* SEC1 point form */
+    ck_assert_uint_eq(la, field);
+    ck_assert_uint_eq(lb, field);
+    ck_assert_mem_eq(za, zb, field);
+    ck_assert_mem_eq(za, zc, field);
+
+    /* OpenSSL on the other side, with an ephemeral key of its own */
+    EVP_PKEY *eph = EVP_PKEY_Q_keygen(NULL, NULL, "EC", _i ? "P-384" : "P-256");
+    const unsigned char *p = apub;
+    EVP_PKEY *apk = d2i_PUBKEY(NULL, &p, (long)apublen);
+    unsigned char *epub = NULL, zo[64];
+    int epublen = i2d_PUBKEY(eph, &epub);
+    size_t lo = sizeof(zo);
+    EVP_PKEY_CTX *dctx = EVP_PKEY_CTX_new(eph, NULL);
+    ck_assert_int_eq(EVP_PKEY_derive_init(dctx), 1);
+    ck_assert_int_eq(EVP_PKEY_derive_set_peer(dctx, apk), 1);
+    ck_assert_int_eq(EVP_PKEY_derive(dctx, zo, &lo), 1);
+    la = sizeof(za);
+    ck_assert_rc(ctx, kv_ecdh(a, epub, (size_t)epublen, za, &la), KV_OK);
+    ck_assert_uint_eq(lo, la);
+    ck_assert_mem_eq(za, zo, lo);
+
+    /* HKDF: same inputs agree, another info gives another key */
+    ck_assert_rc(ctx, kv_ecdh_hkdf(a, bpub, bpublen, salt, 3, info1, 3, ha, 40), KV_OK);
+    ck_assert_rc(ctx, kv_ecdh_hkdf(b, apub, apublen, salt, 3, info1, 3, hb, 40), KV_OK);
+    ck_assert_rc(ctx, kv_ecdh_hkdf(b, apub, apublen, salt, 3, info2, 3, hc, 40), KV_OK);
+    ck_assert_mem_eq(ha, hb, 40);
+    ck_assert_mem_ne(ha, hc, 40);
+    /* and it is HKDF-SHA256 of the shared secret, as OpenSSL computes it */
+    {
+        EVP_PKEY_CTX *k = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
+        unsigned char ref[40];
+        size_t rl = sizeof(ref);
+        la = sizeof(za);
+        ck_assert_rc(ctx, kv_ecdh(a, bpub, bpublen, za, &la), KV_OK);
+        ck_assert_int_eq(EVP_PKEY_derive_init(k), 1);
+        ck_assert_int_eq(EVP_PKEY_CTX_set_hkdf_md(k, EVP_sha256()), 1);
+        ck_assert_int_eq(EVP_PKEY_CTX_set1_hkdf_salt(k, salt, 3), 1);
+        ck_assert_int_eq(EVP_PKEY_CTX_set1_hkdf_key(k, za, (int)la), 1);
+        ck_assert_int_eq(EVP_PKEY_CTX_add1_hkdf_info(k, info1, 3), 1);
+        ck_assert_int_eq(EVP_PKEY_derive(k, ref, &rl), 1);
+        ck_assert_mem_eq(ref, ha, 40);
+        EVP_PKEY_CTX_free(k);
+    }
+    EVP_PKEY_CTX_free(dctx);
+    EVP_PKEY_free(apk);
+    EVP_PKEY_free(eph);
+    OPENSSL_free(epub);
+    kv_key_free(a);
+    kv_key_free(b);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("dh-a")), KV_OK);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("dh-b")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(ecdh_rejects_bad_peers)
+{
+    kv_ctx *ctx = new_ctx();
+    kv_key *a = gen(ctx, kname("bad-a"), KV_KEY_EC_P256);
+    kv_key *c = gen(ctx, kname("bad-c"), KV_KEY_EC_P384);
+    unsigned char apub[256], cpub[256], pt[128], z[64];
+    size_t apublen, cpublen, ptlen, len;
+
+    apublen = pub_der(ctx, a, apub, sizeof(apub));
+    cpublen = pub_der(ctx, c, cpub, sizeof(cpub));
+    ptlen = spki_to_point(apub, apublen, pt, sizeof(pt));
+    pt[ptlen - 1] ^= 1; /* off the curve */
+    len = sizeof(z);
+    ck_assert_rc(ctx, kv_ecdh(a, pt, ptlen, z, &len), KV_ERR_INVALID_PEER_KEY);
+    ck_assert_uint_eq(len, 0);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "P-256"));
+    len = sizeof(z);
+    ck_assert_rc(ctx, kv_ecdh(a, cpub, cpublen, z, &len), KV_ERR_INVALID_PEER_KEY);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "curve"));
+    len = sizeof(z);
+    ck_assert_rc(ctx, kv_ecdh(a, apub, 10, z, &len), KV_ERR_INVALID_PEER_KEY);
+    len = sizeof(z);
+    ck_assert_rc(ctx, kv_ecdh(a, apub, 0, z, &len), KV_ERR_INVALID_PEER_KEY);
+    ck_assert_rc(ctx, kv_ecdh_hkdf(a, cpub, cpublen, NULL, 0, NULL, 0, z, 32),
+                 KV_ERR_INVALID_PEER_KEY);
+    kv_key_free(a);
+    kv_key_free(c);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("bad-a")), KV_OK);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("bad-c")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(lifecycle_open_list_destroy)
+{
+    kv_ctx *ctx = new_ctx();
+    const char *name = kname("life");
+    kv_key *key = gen(ctx, name, KV_KEY_EC_P256), *k2 = NULL, *k3 = NULL;
+    unsigned char p1[256], p2[256], p3[256];
+    size_t l1, l2, l3;
+    kv_key_info info;
+    kv_key_list *list = NULL;
+    int found = 0;
+
+    l1 = pub_der(ctx, key, p1, sizeof(p1));
+    /* never overwritten */
+    ck_assert_rc(ctx, kv_key_generate(ctx, name, KV_KEY_EC_P256, backend(), NULL),
+                 KV_ERR_KEY_EXISTS);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), name));
+    ck_assert_rc(ctx, kv_key_generate(ctx, name, KV_KEY_RSA_2048, NULL, NULL), KV_ERR_KEY_EXISTS);
+    /* by name and by URI: the same key */
+    ck_assert_rc(ctx, kv_key_open(ctx, name, &k2), KV_OK);
+    l2 = pub_der(ctx, k2, p2, sizeof(p2));
+    ck_assert_uint_eq(l1, l2);
+    ck_assert_mem_eq(p1, p2, l1);
+    ck_assert_rc(ctx, kv_key_get_info(k2, &info), KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, info.uri, &k3), KV_OK);
+    l3 = pub_der(ctx, k3, p3, sizeof(p3));
+    ck_assert_uint_eq(l1, l3);
+    ck_assert_mem_eq(p1, p3, l1);
+    /* listed */
+    ck_assert_rc(ctx, kv_list_keys(ctx, &list), KV_OK);
+    for (size_t i = 0; i < list->count; i++) {
+        if (strcmp(list->keys[i].name, name) != 0)
+            continue;
+        found++;
+        ck_assert_int_eq(list->keys[i].type, KV_KEY_EC_P256);
+        ck_assert_str_eq(list->keys[i].backend, backend());
+        ck_assert_str_eq(list->keys[i].uri, info.uri);
+    }
+    ck_assert_int_eq(found, 1);
+    kv_key_list_free(list);
+    /* destroyed: gone for open, list and destroy */
+    kv_key_free(k2);
+    kv_key_free(k3);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, name), KV_OK);
+    k2 = NULL;
+    ck_assert_rc(ctx, kv_key_open(ctx, name, &k2), KV_ERR_KEY_NOT_FOUND);
+    ck_assert_ptr_null(k2);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), name));
+    ck_assert_rc(ctx, kv_key_destroy(ctx, name), KV_ERR_KEY_NOT_FOUND);
+    ck_assert_rc(ctx, kv_list_keys(ctx, &list), KV_OK);
+    for (size_t i = 0; i < list->count; i++)
+        ck_assert_str_ne(list->keys[i].name, name);
+    kv_key_list_free(list);
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(malformed_names_and_uris)
+{
+    static const char *bad_names[] = {
+        "", ".hidden", "a b", "../etc/passwd", "x/y", "name\n",
+        "0123456789012345678901234567890123456789012345678901234567890123456789",
+    };
+    kv_ctx *ctx = new_ctx();
+    kv_key *key = NULL;
+
+    for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
+        ck_assert_rc(ctx, kv_key_generate(ctx, bad_names[i], KV_KEY_EC_P256, NULL, NULL),
+                     KV_ERR_BAD_URI);
+        ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "invalid"));
+        ck_assert_rc(ctx, kv_key_open(ctx, bad_names[i], &key), KV_ERR_BAD_URI);
+    }
+    ck_assert_rc(ctx, kv_key_open(ctx, "bogus:thing", &key), KV_ERR_BAD_URI);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "unknown URI scheme"));
+    ck_assert_rc(ctx, kv_key_open(ctx, "file:relative/k.pem", &key), KV_ERR_BAD_URI);
+    ck_assert_rc(ctx, kv_key_open(ctx, "file://host/k.pem", &key), KV_ERR_BAD_URI);
+    ck_assert_rc(ctx, kv_key_open(ctx, "file:/tmp/notakey.txt", &key), KV_ERR_BAD_URI);
+    ck_assert_rc(ctx, kv_key_open(ctx, "file:/nonexistent/k.pem", &key), KV_ERR_KEY_NOT_FOUND);
+    ck_assert_rc(ctx, kv_key_open(ctx, "nosuchkey", &key), KV_ERR_KEY_NOT_FOUND);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "nosuchkey"));
+    ck_assert_rc(ctx, kv_key_generate(ctx, "x", KV_KEY_EC_P256, "nosuchbackend", NULL),
+                 KV_ERR_BACKEND_UNAVAILABLE);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "x", (kv_key_type)42, NULL, NULL), KV_ERR_INVALID_ARG);
+    ck_assert_ptr_null(key);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+struct thread_arg {
+    kv_ctx *ctx;
+    kv_key *key;
+    const unsigned char *pub;
+    size_t publen;
+    int ok;
+};
+
+static void *sign_thread(void *p)
+{
+    struct thread_arg *t = p;
+    unsigned char m[16], sig[128];
+
+    for (int i = 0; i < 100; i++) {
+        size_t siglen = sizeof(sig);
+        memset(m, i, sizeof(m));
+        if (kv_sign(t->key, KV_ALG_DEFAULT, 0, m, sizeof(m), sig, &siglen) != KV_OK)
+            continue;
+        if (kv_verify(t->ctx, t->pub, t->publen, KV_ALG_DEFAULT, 0, m, sizeof(m), sig,
+                      siglen) == KV_OK)
+            t->ok++;
+    }
+    return NULL;
+}
+
+START_TEST(eight_threads_sign_with_one_context)
+{
+    kv_ctx *ctx = new_ctx();
+    kv_key *key = gen(ctx, kname("thr"), KV_KEY_EC_P256);
+    unsigned char pub[256];
+    size_t publen = pub_der(ctx, key, pub, sizeof(pub));
+    pthread_t th[8];
+    struct thread_arg args[8];
+
+    for (int i = 0; i < 8; i++) {
+        args[i] = (struct thread_arg){ ctx, key, pub, publen, 0 };
+        ck_assert_int_eq(pthread_create(&th[i], NULL, sign_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(args[i].ok, 100);
+    }
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("thr")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+static int sign_verify_once(kv_ctx *ctx, kv_key *key, const unsigned char *pub, size_t publen)
+{
+    unsigned char sig[128];
+    size_t siglen = sizeof(sig);
+
+    return kv_sign(key, KV_ALG_DEFAULT, 0, msg, 8, sig, &siglen) == KV_OK &&
+           kv_verify(ctx, pub, publen, KV_ALG_DEFAULT, 0, msg, 8, sig, siglen) == KV_OK;
+}
+
+START_TEST(fork_parent_child_parent)
+{
+    kv_ctx *ctx = new_ctx();
+    kv_key *key = gen(ctx, kname("fork"), KV_KEY_EC_P256);
+    unsigned char pub[256];
+    size_t publen = pub_der(ctx, key, pub, sizeof(pub));
+    int st = 0;
+    pid_t pid;
+
+    ck_assert(sign_verify_once(ctx, key, pub, publen));
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        _exit(sign_verify_once(ctx, key, pub, publen) ? 0 : 1);
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child could not sign: status %d", st);
+    ck_assert(sign_verify_once(ctx, key, pub, publen));
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("fork")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+static Suite *api_suite(void)
+{
+    Suite *s = suite_create(backend());
+    TCase *sign = tcase_create("sign");
+    TCase *ecdh = tcase_create("ecdh");
+    TCase *keys = tcase_create("keys");
+    TCase *conc = tcase_create("concurrency");
+
+    tcase_add_loop_test(sign, sign_each_type_default_alg, 0, 5);
+    tcase_add_loop_test(sign, ecdsa_all_hashes_der_and_raw, 0, 2);
+    tcase_add_test(sign, rsa_pss_and_pkcs1_all_hashes);
+    tcase_add_test(sign, prehashed_equals_message_signing);
+    tcase_add_test(sign, wrong_key_type_and_flags);
+    tcase_add_test(sign, output_buffer_sizes);
+    tcase_add_loop_test(ecdh, ecdh_both_sides_agree, 0, 2);
+    tcase_add_test(ecdh, ecdh_rejects_bad_peers);
+    tcase_add_test(keys, lifecycle_open_list_destroy);
+    tcase_add_test(keys, malformed_names_and_uris);
+    tcase_add_test(conc, eight_threads_sign_with_one_context);
+    tcase_add_test(conc, fork_parent_child_parent);
+    tcase_set_timeout(sign, 120);
+    tcase_set_timeout(ecdh, 60);
+    tcase_set_timeout(keys, 60);
+    tcase_set_timeout(conc, 120);
+    suite_add_tcase(s, sign);
+    suite_add_tcase(s, ecdh);
+    suite_add_tcase(s, keys);
+    suite_add_tcase(s, conc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run(api_suite());
+}

@@ -1,0 +1,115 @@
+#!/bin/sh
+# cli.sh - the keyvault command line, cross-checked with the openssl command.
+. "$(dirname "$0")/lib.sh"
+
+printf 'cli test passphrase\n' >"$T/pass"
+cat >"$T/kv.conf" <<CONF
+[keyvault]
+backends = software
+
+[software]
+store = $T/store
+passphrase = file:$T/pass
+kdf_iterations = 1000
+CONF
+kv() { "$KEYVAULT" -c "$T/kv.conf" "$@"; }
+printf 'message to sign\n' >"$T/msg"
+printf 'another message\n' >"$T/other"
+
+# help for the tool and every subcommand
+expect 0 "keyvault --help" -- "$KEYVAULT" --help
+for c in keygen list info destroy pubkey sign verify ecdh backends; do
+    expect 0 "keyvault $c --help" -- "$KEYVAULT" "$c" --help
+    contains "$T/out" "usage: keyvault" "$c --help prints a usage line"
+done
+expect 2 "unknown command is a usage error" -- "$KEYVAULT" frobnicate
+expect 2 "keygen without a name is a usage error" -- kv keygen
+expect 2 "unknown key type is a usage error" -- kv keygen k --type ec-p521
+
+expect 0 "backends lists software" -- kv backends
+contains "$T/out" "software  available" "software backend is available"
+
+# every key type: generate, sign, verify with our tool and with openssl
+for type in ec-p256 ec-p384 rsa-2048 rsa-3072 ed25519; do
+    expect 0 "keygen $type" -- kv keygen "k-$type" --type "$type"
+    contains "$T/out" "assurance: software" "keygen $type reports software assurance"
+    expect 0 "pubkey $type" -- kv pubkey "k-$type" -o "$T/$type.pub"
+    expect 0 "sign $type" -- kv sign "k-$type" -i "$T/msg" -o "$T/$type.sig"
+    expect 0 "verify $type by name" -- kv verify "k-$type" -i "$T/msg" -s "$T/$type.sig"
+    expect 0 "verify $type by --pubkey" -- kv verify --pubkey "$T/$type.pub" -i "$T/msg" -s "$T/$type.sig"
+    expect 1 "verify $type rejects another message" -- kv verify "k-$type" -i "$T/other" -s "$T/$type.sig"
+    contains "$T/err" "does not verify" "the rejection says why"
+    case $type in
+    ed25519) set -- openssl pkeyutl -verify -pubin -inkey "$T/$type.pub" -rawin -in "$T/msg" -sigfile "$T/$type.sig" ;;
+    rsa-*) set -- openssl dgst -sha256 -verify "$T/$type.pub" -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest -signature "$T/$type.sig" "$T/msg" ;;
+    ec-p384) set -- openssl dgst -sha384 -verify "$T/$type.pub" -signature "$T/$type.sig" "$T/msg" ;;
+    *) set -- openssl dgst -sha256 -verify "$T/$type.pub" -signature "$T/$type.sig" "$T/msg" ;;
+    esac
+    expect 0 "openssl verifies our $type signature" -- "$@"
+done
+
+# the public key openssl derives from the encrypted key file is ours
+expect 0 "openssl decrypts the store's key file" -- openssl pkey -in "$T/store/k-ec-p256.pem" -passin "file:$T/pass" -pubout -out "$T/ossl.pub"
+expect 0 "same public key" -- cmp "$T/ossl.pub" "$T/ec-p256.pub"
+
+# algorithms and encodings
+expect 0 "sign rsa-pkcs1-sha384" -- kv sign k-rsa-2048 --alg rsa-pkcs1-sha384 -i "$T/msg" -o "$T/p1.sig"
+expect 0 "openssl verifies rsa-pkcs1-sha384" -- openssl dgst -sha384 -verify "$T/rsa-2048.pub" -signature "$T/p1.sig" "$T/msg"
+expect 0 "sign --raw gives r||s" -- kv sign k-ec-p256 --raw -i "$T/msg" -o "$T/raw.sig"
+[ "$(wc -c <"$T/raw.sig")" -eq 64 ] && ok "raw P-256 signature is 64 bytes" || not_ok "raw P-256 signature is 64 bytes"
+expect 0 "verify --raw" -- kv verify k-ec-p256 --raw -i "$T/msg" -s "$T/raw.sig"
+openssl dgst -sha256 -binary "$T/msg" >"$T/msg.sha256"
+expect 0 "sign --digest" -- kv sign k-ec-p256 --digest -i "$T/msg.sha256" -o "$T/dig.sig"
+expect 0 "openssl verifies a signature made from the digest" -- openssl dgst -sha256 -verify "$T/ec-p256.pub" -signature "$T/dig.sig" "$T/msg"
+expect 1 "ECDSA algorithm on an RSA key" -- kv sign k-rsa-2048 --alg ecdsa-sha256 -i "$T/msg" -o "$T/x.sig"
+contains "$T/err" "needs an EC key" "the wrong-type error names what is needed"
+expect 2 "unknown algorithm is a usage error" -- kv sign k-ec-p256 --alg md5 -i "$T/msg" -o "$T/x.sig"
+
+# ECDH: both sides agree, and agree with openssl on the other side
+expect 0 "keygen peer" -- kv keygen peer
+expect 0 "pubkey peer" -- kv pubkey peer -o "$T/peer.pub"
+expect 0 "ecdh a->peer" -- kv ecdh k-ec-p256 --peer "$T/peer.pub" -o "$T/z1"
+expect 0 "ecdh peer->a" -- kv ecdh peer --peer "$T/ec-p256.pub" -o "$T/z2"
+expect 0 "both sides derive the same secret" -- cmp "$T/z1" "$T/z2"
+[ "$(stat -c %a "$T/z1")" = 600 ] && ok "secret file is 0600" || not_ok "secret file is 0600"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/eph.key" 2>/dev/null
+openssl pkey -in "$T/eph.key" -pubout -out "$T/eph.pub"
+openssl pkeyutl -derive -inkey "$T/eph.key" -peerkey "$T/ec-p256.pub" -out "$T/z-ossl"
+expect 0 "ecdh with an openssl key" -- kv ecdh k-ec-p256 --peer "$T/eph.pub" -o "$T/z-kv"
+expect 0 "openssl derives the same secret" -- cmp "$T/z-ossl" "$T/z-kv"
+expect 0 "ecdh+hkdf a->peer" -- kv ecdh k-ec-p256 --peer "$T/peer.pub" --hkdf-info ctx --hkdf-salt 0102 --length 48
+cp "$T/out" "$T/h1"
+expect 0 "ecdh+hkdf peer->a" -- kv ecdh peer --peer "$T/ec-p256.pub" --hkdf-info ctx --hkdf-salt 0102 --length 48
+expect 0 "HKDF outputs agree" -- cmp "$T/out" "$T/h1"
+[ "$(tr -d '\n' <"$T/h1" | wc -c)" -eq 96 ] && ok "HKDF output is 48 bytes" || not_ok "HKDF output is 48 bytes"
+expect 1 "ecdh with a P-384 peer on a P-256 key" -- kv ecdh k-ec-p256 --peer "$T/ec-p384.pub"
+contains "$T/err" "curve" "the error names the curve mismatch"
+expect 1 "ecdh on an RSA key" -- kv ecdh k-rsa-2048 --peer "$T/peer.pub"
+printf 'garbage' >"$T/garbage.pub"
+expect 1 "ecdh with a garbage peer key" -- kv ecdh k-ec-p256 --peer "$T/garbage.pub"
+
+# list, info, destroy
+expect 0 "list" -- kv list
+contains "$T/out" "k-ed25519" "list shows k-ed25519"
+expect 0 "list --json" -- kv list --json
+contains "$T/out" '"assurance": "software"' "list --json gives the assurance"
+contains "$T/out" '"name": "peer"' "list --json names peer"
+expect 0 "info --json" -- kv info k-ec-p384 --json
+contains "$T/out" '"type": "ec-p384"' "info --json gives the type"
+contains "$T/out" "\"uri\": \"file:$T/store/k-ec-p384.pem\"" "info --json gives the file URI"
+expect 0 "info by file URI" -- kv info "file:$T/store/k-ec-p384.pem"
+expect 1 "keygen over an existing key" -- kv keygen peer --type rsa-2048
+contains "$T/err" "already exists" "the error says it exists"
+expect 0 "the existing key still works" -- kv sign peer -i "$T/msg" -o "$T/p.sig"
+expect 0 "destroy" -- kv destroy peer
+expect 1 "info after destroy" -- kv info peer
+contains "$T/err" "no key named 'peer'" "the error names the missing key"
+expect 1 "malformed URI" -- kv info "bogus:x"
+contains "$T/err" "unknown URI scheme" "the error explains the URI"
+expect 1 "missing config file" -- "$KEYVAULT" -c "$T/nope.conf" list
+contains "$T/err" "nope.conf" "the error names the config file"
+printf 'wrong\n' >"$T/pass"
+expect 1 "wrong passphrase" -- kv sign k-ec-p256 -i "$T/msg" -o "$T/x.sig"
+contains "$T/err" "wrong passphrase" "the error says wrong passphrase"
+if grep -q wrong "$T/err" && grep -q "'wrong'" "$T/err"; then not_ok "passphrase leaked into the message"; else ok "the passphrase is not in the message"; fi
+finish

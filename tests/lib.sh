@@ -1,0 +1,30 @@
+# lib.sh - helpers for the shell tests. Source it; it sets $T (a scratch
+# directory removed on exit) and counts checks for the closing line.
+set -u
+KEYVAULT=${KEYVAULT_CLI:-$(pwd)/tools/keyvault}
+T=$(mktemp -d "${TMPDIR:-/tmp}/kvsh.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+pass=0
+fail=0
+
+ok() { pass=$((pass + 1)); echo "PASS: $*"; }
+not_ok() { fail=$((fail + 1)); echo "FAIL: $*"; }
+
+# expect STATUS DESCRIPTION -- COMMAND...: run COMMAND, compare its exit status
+expect() {
+    want=$1; desc=$2; shift 3
+    "$@" >"$T/out" 2>"$T/err"
+    got=$?
+    if [ "$got" = "$want" ]; then ok "$desc"; else
+        not_ok "$desc (exit $got, wanted $want)"; sed 's/^/    /' "$T/err" "$T/out"; fi
+}
+
+# contains FILE TEXT DESCRIPTION
+contains() {
+    if grep -q -- "$2" "$1"; then ok "$3"; else not_ok "$3 ('$2' not in output)"; sed 's/^/    /' "$1"; fi
+}
+
+finish() {
+    echo "$(basename "$0"): $pass passed, $fail failed"
+    [ "$fail" -eq 0 ]
+}

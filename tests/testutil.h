@@ -1,0 +1,35 @@
+/*
+ * testutil.h - helpers shared by the Check unit tests.
+ */
+#ifndef KV_TESTUTIL_H
+#define KV_TESTUTIL_H
+
+#include <stddef.h>
+#include <check.h>
+
+#include "keyvault.h"
+
+/* A fresh directory under $TMPDIR, removed at exit of the test process. */
+const char *tu_tmpdir(void);
+/* Write text to path (0600). */
+void tu_write(const char *path, const char *text);
+/* Write a software-only config in dir (store dir/soft, passphrase file
+ * dir/pass, fast KDF) plus `extra` lines; returns its path (static). */
+const char *tu_config(const char *dir, const char *extra);
+/* New context on tu_config(tu_tmpdir(), extra). */
+kv_ctx *tu_ctx(const char *extra);
+/* Run a shell command; returns its exit status. Output goes to the log. */
+int tu_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Hex decode ("" -> empty); caller frees. */
+unsigned char *tu_unhex(const char *hex, size_t *len);
+/* Path of a file in the source tree. */
+const char *tu_srcpath(const char *rel);
+/* Run a suite in Check's fork mode, print the totals; exit code for main. */
+int tu_run(Suite *s);
+
+/* Fail the test with the library's detail when rc is not what we expect. */
+#define ck_assert_rc(ctx, rc, want)                                                     \
+    ck_assert_msg((rc) == (want), "expected %s, got %s: %s", kv_strerror(want),         \
+                  kv_strerror(rc), kv_errmsg(ctx))
+
+#endif

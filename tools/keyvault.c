@@ -1,0 +1,638 @@
+/*
+ * keyvault - command-line front end of libkeyvault.
+ *
+ * Thin by design: parse arguments, call the public API, print. Anything it
+ * can do, a program linking libkeyvault can do too.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+
+#include "keyvault.h"
+
+#define CLI_MAX_INPUT (64 * 1024 * 1024)
+
+static const char *prog = "keyvault";
+static const char *config_path;
+
+/* exit codes: 0 ok, 1 operation failed, 2 usage error */
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+static void die_usage(const char *cmd, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+static void die_usage(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "%s %s: ", prog, cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (see '%s %s --help')\n", prog, cmd);
+    exit(EXIT_USAGE);
+}
+
+static int fail(const char *cmd, kv_ctx *ctx, kv_rc rc)
+{
+    const char *msg = kv_errmsg(ctx);
+
+    fprintf(stderr, "%s %s: %s\n", prog, cmd, *msg ? msg : kv_strerror(rc));
+    return EXIT_FAIL;
+}
+
+static int fail_sys(const char *cmd, const char *what, const char *path)
+{
+    fprintf(stderr, "%s %s: cannot %s '%s': %s\n", prog, cmd, what, path, strerror(errno));
+    return EXIT_FAIL;
+}
+
+/* Read a whole file ("-" is standard input). */
+static unsigned char *read_all(const char *path, size_t *len)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    unsigned char *buf = NULL;
+    size_t cap = 0, used = 0;
+
+    if (!f)
+        return NULL;
+    for (;;) {
+        if (used == cap) {
+            unsigned char *nb;
+            cap = cap ? cap * 2 : 4096;
+            if (cap > CLI_MAX_INPUT || !(nb = realloc(buf, cap))) {
+                free(buf);
+                buf = NULL;
+                errno = EFBIG;
+                break;
+            }
+            buf = nb;
+        }
+        size_t n = fread(buf + used, 1, cap - used, f);
+        used += n;
+        if (n == 0) {
+            if (ferror(f)) {
+                free(buf);
+                buf = NULL;
+            }
+            break;
+        }
+    }
+    if (f != stdin)
+        fclose(f);
+    *len = used;
+    return buf;
+}
+
+/* Write a file ("-" is standard output); mode 0600 for secrets. */
+static int write_all(const char *path, const void *data, size_t len, mode_t mode)
+{
+    int fd = strcmp(path, "-") == 0 ? STDOUT_FILENO
+                                    : open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    const unsigned char *p = data;
+
+    if (fd < 0)
+        return -1;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            if (fd != STDOUT_FILENO)
+                close(fd);
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    if (fd != STDOUT_FILENO && close(fd) != 0)
+        return -1;
+    return 0;
+}
+
+static int want_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return 1;
+    return 0;
+}
+
+/* ---- subcommands ---------------------------------------------------------- */
+
+static const char keygen_help[] =
+    "usage: keyvault [-c CONF] keygen NAME [--type TYPE] [--backend B]\n"
+    "Create key NAME. TYPE: ec-p256 (default), ec-p384, rsa-2048, rsa-3072, ed25519.\n"
+    "B: tpm, pkcs11 or software; default: the first available in the configured order.\n";
+
+static int cmd_keygen(kv_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "type", required_argument, NULL, 't' },
+        { "backend", required_argument, NULL, 'b' },
+        { NULL, 0, NULL, 0 },
+    };
+    kv_key_type type = KV_KEY_EC_P256;
+    const char *backend = NULL;
+    kv_key *key = NULL;
+    kv_key_info info;
+    kv_rc rc;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "t:b:", opts, NULL)) != -1) {
+        switch (c) {
+        case 't':
+            type = kv_key_type_from_name(optarg);
+            if (type == KV_KEY_UNKNOWN)
+                die_usage("keygen", "unknown key type '%s'", optarg);
+            break;
+        case 'b':
+            backend = optarg;
+            break;
+        default:
+            die_usage("keygen", "bad option");
+        }
+    }
+    if (optind != argc - 1)
+        die_usage("keygen", "expected one key NAME");
+    rc = kv_key_generate(ctx, argv[optind], type, backend, &key);
+    if (rc != KV_OK)
+        return fail("keygen", ctx, rc);
+    rc = kv_key_get_info(key, &info);
+    if (rc == KV_OK)
+        printf("generated %s key '%s' in backend %s (assurance: %s)\n%s\n",
+               kv_key_type_name(info.type), info.name, info.backend,
+               kv_assurance_name(info.assurance), info.uri);
+    kv_key_free(key);
+    return rc == KV_OK ? EXIT_OK : fail("keygen", ctx, rc);
+}
+
+static json_t *info_json(const kv_key_info *k)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i}", "name", k->name, "type",
+                     kv_key_type_name(k->type), "backend", k->backend, "assurance",
+                     kv_assurance_name(k->assurance), "uri", k->uri, "version",
+                     (int)k->version);
+}
+
+static int print_json(json_t *j)
+{
+    char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+
+    json_decref(j);
+    if (!s) {
+        fprintf(stderr, "%s: cannot format JSON\n", prog);
+        return EXIT_FAIL;
+    }
+    printf("%s\n", s);
+    free(s);
+    return EXIT_OK;
+}
+
+static const char list_help[] =
+    "usage: keyvault [-c CONF] list [--json]\n"
+    "List the keys of every available backend.\n";
+
+static int cmd_list(kv_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = { { "json", no_argument, NULL, 'j' }, { NULL, 0, NULL, 0 } };
+    kv_key_list *list = NULL;
+    int json = 0, c;
+    kv_rc rc;
+
+    while ((c = getopt_long(argc, argv, "j", opts, NULL)) != -1) {
+        if (c != 'j')
+            die_usage("list", "bad option");
+        json = 1;
+    }
+    if (optind != argc)
+        die_usage("list", "unexpected argument '%s'", argv[optind]);
+    rc = kv_list_keys(ctx, &list);
+    if (rc != KV_OK)
+        return fail("list", ctx, rc);
+    if (json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < list->count; i++)
+            json_array_append_new(arr, info_json(&list->keys[i]));
+        kv_key_list_free(list);
+        return print_json(arr);
+    }
+    for (size_t i = 0; i < list->count; i++) {
+        const kv_key_info *k = &list->keys[i];
+        printf("%-24s %-9s %-9s %-9s %s\n", k->name, kv_key_type_name(k->type), k->backend,
+               kv_assurance_name(k->assurance), k->uri);
+    }
+    kv_key_list_free(list);
+    return EXIT_OK;
+}
+
+static const char info_help[] =
+    "usage: keyvault [-c CONF] info NAME|URI [--json]\n"
+    "Show a key's type, backend, assurance level, URI and version.\n";
+
+static int cmd_info(kv_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = { { "json", no_argument, NULL, 'j' }, { NULL, 0, NULL, 0 } };
+    kv_key *key = NULL;
+    kv_key_info info;
+    int json = 0, c, ret;
+    kv_rc rc;
+
+    while ((c = getopt_long(argc, argv, "j", opts, NULL)) != -1) {
+        if (c != 'j')
+            die_usage("info", "bad option");
+        json = 1;
+    }
+    if (optind != argc - 1)
+        die_usage("info", "expected one key NAME or URI");
+    rc = kv_key_open(ctx, argv[optind], &key);
+    if (rc == KV_OK)
+        rc = kv_key_get_info(key, &info);
+    if (rc != KV_OK) {
+        kv_key_free(key);
+        return fail("info", ctx, rc);
+    }
+    if (json) {
+        ret = print_json(info_json(&info));
+    } else {
+        printf("name:      %s\ntype:      %s\nbackend:   %s\nassurance: %s\nuri:       %s\n"
+               "version:   %u\n",
+               info.name, kv_key_type_name(info.type), info.backend,
+               kv_assurance_name(info.assurance), info.uri, info.version);
+        ret = EXIT_OK;
+    }
+    kv_key_free(key);
+    return ret;
+}
+
+static const char destroy_help[] =
+    "usage: keyvault [-c CONF] destroy NAME|URI\n"
+    "Delete a key from its backend. This cannot be undone.\n";
+
+static int cmd_destroy(kv_ctx *ctx, int argc, char **argv)
+{
+    kv_rc rc;
+
+    if (argc != 2 || argv[1][0] == '-')
+        die_usage("destroy", "expected one key NAME or URI");
+    rc = kv_key_destroy(ctx, argv[1]);
+    if (rc != KV_OK)
+        return fail("destroy", ctx, rc);
+    printf("destroyed '%s'\n", argv[1]);
+    return EXIT_OK;
+}
+
+static const char pubkey_help[] =
+    "usage: keyvault [-c CONF] pubkey NAME|URI [-o FILE]\n"
+    "Write the public key as PEM SubjectPublicKeyInfo (standard output by default).\n";
+
+static int cmd_pubkey(kv_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = { { "out", required_argument, NULL, 'o' }, { NULL, 0, NULL, 0 } };
+    const char *out = "-";
+    kv_key *key = NULL;
+    char *pem = NULL;
+    kv_rc rc;
+    int c, ret = EXIT_OK;
+
+    while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
+        if (c != 'o')
+            die_usage("pubkey", "bad option");
+        out = optarg;
+    }
+    if (optind != argc - 1)
+        die_usage("pubkey", "expected one key NAME or URI");
+    rc = kv_key_open(ctx, argv[optind], &key);
+    if (rc == KV_OK)
+        rc = kv_key_public_pem(key, &pem);
+    if (rc != KV_OK)
+        ret = fail("pubkey", ctx, rc);
+    else if (write_all(out, pem, strlen(pem), 0644) != 0)
+        ret = fail_sys("pubkey", "write", out);
+    kv_string_free(pem);
+    kv_key_free(key);
+    return ret;
+}
+
+static int parse_alg(const char *cmd, const char *s)
+{
+    int alg = kv_sign_alg_from_name(s);
+
+    if (alg < 0)
+        die_usage(cmd, "unknown algorithm '%s' (ecdsa-sha256, ecdsa-sha384, ecdsa-sha512, "
+                       "rsa-pss-sha256/384/512, rsa-pkcs1-sha256/384/512, ed25519)", s);
+    return alg;
+}
+
+static const char sign_help[] =
+    "usage: keyvault [-c CONF] sign NAME|URI -i FILE -o SIG [--alg ALG] [--raw] [--digest]\n"
+    "Sign FILE ('-' for standard input). ECDSA signatures are DER, as\n"
+    "'openssl dgst -verify' expects; --raw writes r||s instead. --digest: FILE\n"
+    "holds the message digest, not the message. ALG: default, ecdsa-sha256,\n"
+    "ecdsa-sha384, ecdsa-sha512, rsa-pss-sha256, rsa-pss-sha384, rsa-pss-sha512,\n"
+    "rsa-pkcs1-sha256, rsa-pkcs1-sha384, rsa-pkcs1-sha512, ed25519.\n";
+
+static int cmd_sign(kv_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "in", required_argument, NULL, 'i' },  { "out", required_argument, NULL, 'o' },
+        { "alg", required_argument, NULL, 'a' }, { "raw", no_argument, NULL, 'r' },
+        { "digest", no_argument, NULL, 'd' },    { NULL, 0, NULL, 0 },
+    };
+    const char *in = NULL, *out = NULL;
+    unsigned flags = 0;
+    int alg = KV_ALG_DEFAULT, c, ret = EXIT_OK;
+    unsigned char *msg = NULL, *sig = NULL;
+    size_t msglen = 0, siglen = 0;
+    kv_key *key = NULL;
+    kv_rc rc;
+
+    while ((c = getopt_long(argc, argv, "i:o:a:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'i': in = optarg; break;
+        case 'o': out = optarg; break;
+        case 'a': alg = parse_alg("sign", optarg); break;
+        case 'r': flags |= KV_SIGN_RAW; break;
+        case 'd': flags |= KV_SIGN_PREHASHED; break;
+        default: die_usage("sign", "bad option");
+        }
+    }
+    if (optind != argc - 1 || !in || !out)
+        die_usage("sign", "expected NAME, -i FILE and -o SIG");
+    msg = read_all(in, &msglen);
+    if (!msg)
+        return fail_sys("sign", "read", in);
+    rc = kv_key_open(ctx, argv[optind], &key);
+    if (rc == KV_OK)
+        rc = kv_sign(key, (kv_sign_alg)alg, flags, msg, msglen, NULL, &siglen);
+    if (rc == KV_OK && !(sig = malloc(siglen)))
+        rc = KV_ERR_NO_MEMORY;
+    if (rc == KV_OK)
+        rc = kv_sign(key, (kv_sign_alg)alg, flags, msg, msglen, sig, &siglen);
+    if (rc != KV_OK)
+        ret = fail("sign", ctx, rc);
+    else if (write_all(out, sig, siglen, 0644) != 0)
+        ret = fail_sys("sign", "write", out);
+    free(msg);
+    free(sig);
+    kv_key_free(key);
+    return ret;
+}
+
+static const char verify_help[] =
+    "usage: keyvault [-c CONF] verify (NAME|URI | --pubkey PEM) -i FILE -s SIG\n"
+    "                [--alg ALG] [--raw] [--digest]\n"
+    "Verify a signature in software. Exit status 0: valid; 1: not valid.\n";
+
+static int cmd_verify(kv_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "pubkey", required_argument, NULL, 'p' }, { "in", required_argument, NULL, 'i' },
+        { "sig", required_argument, NULL, 's' },    { "alg", required_argument, NULL, 'a' },
+        { "raw", no_argument, NULL, 'r' },          { "digest", no_argument, NULL, 'd' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *pubfile = NULL, *in = NULL, *sigfile = NULL;
+    unsigned char *pub = NULL, *msg = NULL, *sig = NULL;
+    size_t publen = 0, msglen = 0, siglen = 0;
+    unsigned flags = 0;
+    int alg = KV_ALG_DEFAULT, c, ret = EXIT_FAIL;
+    kv_key *key = NULL;
+    kv_rc rc = KV_OK;
+
+    while ((c = getopt_long(argc, argv, "p:i:s:a:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'p': pubfile = optarg; break;
+        case 'i': in = optarg; break;
+        case 's': sigfile = optarg; break;
+        case 'a': alg = parse_alg("verify", optarg); break;
+        case 'r': flags |= KV_SIGN_RAW; break;
+        case 'd': flags |= KV_SIGN_PREHASHED; break;
+        default: die_usage("verify", "bad option");
+        }
+    }
+    if (!in || !sigfile || (pubfile ? optind != argc : optind != argc - 1))
+        die_usage("verify", "expected NAME or --pubkey PEM, -i FILE and -s SIG");
+    if (!(msg = read_all(in, &msglen))) {
+        ret = fail_sys("verify", "read", in);
+        goto out;
+    }
+    if (!(sig = read_all(sigfile, &siglen))) {
+        ret = fail_sys("verify", "read", sigfile);
+        goto out;
+    }
+    if (pubfile) {
+        if (!(pub = read_all(pubfile, &publen))) {
+            ret = fail_sys("verify", "read", pubfile);
+            goto out;
+        }
+    } else {
+        rc = kv_key_open(ctx, argv[optind], &key);
+        if (rc == KV_OK)
+            rc = kv_key_public_der(key, NULL, &publen);
+        if (rc == KV_OK && !(pub = malloc(publen)))
+            rc = KV_ERR_NO_MEMORY;
+        if (rc == KV_OK)
+            rc = kv_key_public_der(key, pub, &publen);
+        if (rc != KV_OK) {
+            ret = fail("verify", ctx, rc);
+            goto out;
+        }
+    }
+    rc = kv_verify(ctx, pub, publen, (kv_sign_alg)alg, flags, msg, msglen, sig, siglen);
+    if (rc != KV_OK) {
+        ret = fail("verify", ctx, rc);
+        goto out;
+    }
+    printf("signature valid\n");
+    ret = EXIT_OK;
+out:
+    free(pub);
+    free(msg);
+    free(sig);
+    kv_key_free(key);
+    return ret;
+}
+
+static const char ecdh_help[] =
+    "usage: keyvault [-c CONF] ecdh NAME|URI --peer PEM [-o FILE]\n"
+    "                [--hkdf-info S] [--hkdf-salt HEX] [--length N]\n"
+    "Derive the ECDH shared secret with the peer's public key (PEM or DER\n"
+    "SubjectPublicKeyInfo). With --hkdf-info, --hkdf-salt or --length, the\n"
+    "secret goes through HKDF-SHA256 and N bytes (default 32) come out.\n"
+    "Without -o, the result is printed in hex; with -o it is written raw, 0600.\n";
+
+static int cmd_ecdh(kv_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "peer", required_argument, NULL, 'p' },      { "out", required_argument, NULL, 'o' },
+        { "hkdf-info", required_argument, NULL, 'I' }, { "hkdf-salt", required_argument, NULL, 'S' },
+        { "length", required_argument, NULL, 'n' },    { NULL, 0, NULL, 0 },
+    };
+    const char *peerfile = NULL, *out = NULL, *info = NULL, *salthex = NULL;
+    unsigned char *peer = NULL, *salt = NULL, secret[8160];
+    size_t peerlen = 0, len = sizeof(secret);
+    long saltlen = 0, length = 0;
+    int c, ret = EXIT_FAIL, hkdf = 0;
+    kv_key *key = NULL;
+    kv_rc rc;
+
+    while ((c = getopt_long(argc, argv, "p:o:", opts, NULL)) != -1) {
+        char *end;
+        switch (c) {
+        case 'p': peerfile = optarg; break;
+        case 'o': out = optarg; break;
+        case 'I': info = optarg; hkdf = 1; break;
+        case 'S': salthex = optarg; hkdf = 1; break;
+        case 'n':
+            length = strtol(optarg, &end, 10);
+            if (*end || length < 1 || length > (long)sizeof(secret))
+                die_usage("ecdh", "--length must be 1 to %zu", sizeof(secret));
+            hkdf = 1;
+            break;
+        default: die_usage("ecdh", "bad option");
+        }
+    }
+    if (optind != argc - 1 || !peerfile)
+        die_usage("ecdh", "expected NAME and --peer PEM");
+    if (salthex && *salthex && !(salt = OPENSSL_hexstr2buf(salthex, &saltlen)))
+        die_usage("ecdh", "--hkdf-salt is not valid hex");
+    if (!(peer = read_all(peerfile, &peerlen))) {
+        ret = fail_sys("ecdh", "read", peerfile);
+        goto out;
+    }
+    rc = kv_key_open(ctx, argv[optind], &key);
+    if (rc == KV_OK && hkdf) {
+        len = length ? (size_t)length : 32;
+        rc = kv_ecdh_hkdf(key, peer, peerlen, salt, (size_t)saltlen,
+                          (const unsigned char *)info, info ? strlen(info) : 0, secret, len);
+    } else if (rc == KV_OK) {
+        rc = kv_ecdh(key, peer, peerlen, secret, &len);
+    }
+    if (rc != KV_OK) {
+        ret = fail("ecdh", ctx, rc);
+        goto out;
+    }
+    if (out) {
+        if (write_all(out, secret, len, 0600) != 0) {
+            ret = fail_sys("ecdh", "write", out);
+            goto out;
+        }
+    } else {
+        for (size_t i = 0; i < len; i++)
+            printf("%02x", secret[i]);
+        printf("\n");
+    }
+    ret = EXIT_OK;
+out:
+    OPENSSL_cleanse(secret, sizeof(secret));
+    OPENSSL_free(salt);
+    free(peer);
+    kv_key_free(key);
+    return ret;
+}
+
+static const char backends_help[] =
+    "usage: keyvault [-c CONF] backends\n"
+    "Show the configured backends in order of preference and whether each is usable.\n";
+
+static int cmd_backends(kv_ctx *ctx, int argc, char **argv)
+{
+    const char *name, *why;
+    int available;
+
+    if (argc != 1)
+        die_usage("backends", "takes no arguments");
+    for (size_t i = 0; kv_ctx_backend(ctx, i, &name, &available, &why) == KV_OK; i++)
+        printf("%-9s %s%s%s\n", name, available ? "available" : "unavailable",
+               available ? "" : ": ", why);
+    return EXIT_OK;
+}
+
+struct command {
+    const char *name;
+    int (*fn)(kv_ctx *, int, char **);
+    const char *help;
+};
+
+static const struct command commands[] = {
+    { "keygen", cmd_keygen, keygen_help },    { "list", cmd_list, list_help },
+    { "info", cmd_info, info_help },          { "destroy", cmd_destroy, destroy_help },
+    { "pubkey", cmd_pubkey, pubkey_help },    { "sign", cmd_sign, sign_help },
+    { "verify", cmd_verify, verify_help },    { "ecdh", cmd_ecdh, ecdh_help },
+    { "backends", cmd_backends, backends_help },
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: keyvault [-c CONF] COMMAND [ARGS]\n"
+            "Keys in PKCS#11 tokens, a TPM 2.0 or an encrypted software store.\n\n"
+            "commands:\n"
+            "  keygen NAME      create a key\n"
+            "  list             list keys\n"
+            "  info NAME        show a key\n"
+            "  destroy NAME     delete a key\n"
+            "  pubkey NAME      export the public key (PEM)\n"
+            "  sign NAME        sign a file\n"
+            "  verify NAME      verify a signature\n"
+            "  ecdh NAME        derive an ECDH shared secret\n"
+            "  backends         show the configured backends\n\n"
+            "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
+            "/etc/keyvault/keyvault.conf, then built-in defaults).\n"
+            "'keyvault COMMAND --help' describes each command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    const struct command *cmd = NULL;
+    kv_ctx *ctx = NULL;
+    int argi = 1, ret;
+    kv_rc rc;
+
+    if (argi < argc && (!strcmp(argv[argi], "-c") || !strcmp(argv[argi], "--config"))) {
+        if (argi + 1 >= argc) {
+            fprintf(stderr, "%s: -c needs a configuration file\n", prog);
+            return EXIT_USAGE;
+        }
+        config_path = argv[argi + 1];
+        argi += 2;
+    }
+    if (argi >= argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (!strcmp(argv[argi], "--help") || !strcmp(argv[argi], "-h") ||
+        !strcmp(argv[argi], "help")) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!strcmp(commands[i].name, argv[argi]))
+            cmd = &commands[i];
+    if (!cmd) {
+        fprintf(stderr, "%s: unknown command '%s' (see '%s --help')\n", prog, argv[argi], prog);
+        return EXIT_USAGE;
+    }
+    if (want_help(argc - argi, argv + argi)) {
+        fputs(cmd->help, stdout);
+        return EXIT_OK;
+    }
+    rc = kv_ctx_new(&ctx, config_path);
+    if (rc != KV_OK) {
+        const char *msg = kv_errmsg(NULL);
+        fprintf(stderr, "%s: %s\n", prog, *msg ? msg : kv_strerror(rc));
+        return EXIT_FAIL;
+    }
+    optind = 1;
+    ret = cmd->fn(ctx, argc - argi, argv + argi);
+    kv_ctx_free(ctx);
+    return ret;
+}
