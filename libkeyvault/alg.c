@@ -207,6 +207,16 @@ kv_rc kv_pubkey_decode(const kv_ctx *ctx, const unsigned char *in, size_t len,
             return kv_error(ctx, KV_ERR_BAD_INPUT,
                             "public key DER has %zu trailing bytes", len - (size_t)(p - in));
         }
+        /* DER, not BER: the key must encode back to the very same bytes */
+        unsigned char *again = NULL;
+        int n = i2d_PUBKEY(pkey, &again);
+        bool same = n > 0 && (size_t)n == len && memcmp(again, in, len) == 0;
+        OPENSSL_free(again);
+        if (!same) {
+            EVP_PKEY_free(pkey);
+            return kv_error(ctx, KV_ERR_BAD_INPUT,
+                            "public key is not canonical DER (BER or non-minimal encoding)");
+        }
     }
     *out = pkey;
     return KV_OK;

@@ -286,6 +286,11 @@ kv_rc kv_list_add(kv_list_builder *lb, const char *name, const char *backend, co
     return KV_OK;
 }
 
+static int info_cmp(const void *a, const void *b)
+{
+    return strcmp(((const kv_key_info *)a)->name, ((const kv_key_info *)b)->name);
+}
+
 void kv_key_list_free(kv_key_list *list)
 {
     if (!list)
@@ -311,6 +316,7 @@ kv_rc kv_list_keys(kv_ctx *ctx, kv_key_list **out)
         return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
     for (size_t i = 0; i < ctx->nbackends; i++) {
         kv_backend *be = &ctx->backends[i];
+        size_t first = lb.list->count;
         if (!be->available)
             continue;
         rc = be->ops->list(be, &lb);
@@ -318,6 +324,8 @@ kv_rc kv_list_keys(kv_ctx *ctx, kv_key_list **out)
             kv_error(ctx, rc, "out of memory");
         if (rc != KV_OK)
             goto out;
+        /* backends in preference order, each one's keys by name */
+        qsort(lb.list->keys + first, lb.list->count - first, sizeof(kv_key_info), info_cmp);
     }
     *out = lb.list;
     lb.list = NULL;

@@ -418,6 +418,25 @@ START_TEST(file_uri_forms)
 }
 END_TEST
 
+START_TEST(list_is_sorted_by_name)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_key_list *list = NULL;
+    static const char *names[] = { "m", "b", "z", "a" };
+
+    for (size_t i = 0; i < 4; i++)
+        ck_assert_rc(ctx, kv_key_generate(ctx, names[i], KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    ck_assert_rc(ctx, kv_list_keys(ctx, &list), KV_OK);
+    ck_assert_uint_eq(list->count, 4);
+    ck_assert_str_eq(list->keys[0].name, "a");
+    ck_assert_str_eq(list->keys[1].name, "b");
+    ck_assert_str_eq(list->keys[2].name, "m");
+    ck_assert_str_eq(list->keys[3].name, "z");
+    kv_key_list_free(list);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -434,6 +453,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, unreadable_store_is_a_permission_error);
     tcase_add_test(tc, store_path_that_is_a_file);
     tcase_add_test(tc, file_uri_forms);
+    tcase_add_test(tc, list_is_sorted_by_name);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     return s;

@@ -83,10 +83,12 @@ static void record(struct tally *t, json_t *test, bool accepted)
             t->bad++, note(t->bad_ids, sizeof(t->bad_ids), tc);
     } else {
         accepted ? t->acc_yes++ : t->acc_no++;
-        /* policy (docs/wycheproof.md): compressed points are accepted,
-         * explicit curve parameters are refused */
+        /* policy (docs/wycheproof.md): compressed points are accepted;
+         * explicit curve parameters and non-DER encodings are refused */
         if ((has_flag(test, "CompressedPoint") && !accepted) ||
-            (has_flag(test, "UnnamedCurve") && accepted))
+            (has_flag(test, "UnnamedCurve") && accepted) ||
+            (has_flag(test, "InvalidAsn") && accepted) ||
+            (has_flag(test, "MissingNull") && accepted))
             t->policy_bad++, note(t->policy_ids, sizeof(t->policy_ids), tc);
     }
 }

@@ -80,7 +80,8 @@ expect 0 "openssl derives the same secret" -- cmp "$T/z-ossl" "$T/z-kv"
 expect 0 "ecdh+hkdf a->peer" -- kv ecdh k-ec-p256 --peer "$T/peer.pub" --hkdf-info ctx --hkdf-salt 0102 --length 48
 cp "$T/out" "$T/h1"
 expect 0 "ecdh+hkdf peer->a" -- kv ecdh peer --peer "$T/ec-p256.pub" --hkdf-info ctx --hkdf-salt 0102 --length 48
-expect 0 "HKDF outputs agree" -- cmp "$T/out" "$T/h1"
+cp "$T/out" "$T/h2"
+expect 0 "HKDF outputs agree" -- cmp "$T/h1" "$T/h2"
 [ "$(tr -d '\n' <"$T/h1" | wc -c)" -eq 96 ] && ok "HKDF output is 48 bytes" || not_ok "HKDF output is 48 bytes"
 expect 1 "ecdh with a P-384 peer on a P-256 key" -- kv ecdh k-ec-p256 --peer "$T/ec-p384.pub"
 contains "$T/err" "curve" "the error names the curve mismatch"

@@ -1,2 +1,72 @@
 #!/bin/sh
-echo placeholder
+# run-suite.sh - install what is missing, build, and run the whole test
+# suite: the unit and integration tests, the same again under
+# AddressSanitizer + UndefinedBehaviorSanitizer, and `make distcheck`.
+#
+#   tests/run-suite.sh           everything (what CI runs)
+#   tests/run-suite.sh --quick   one plain build and `make check` only
+#
+# Builds live in build/ and build-asan/ at the top of the tree.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+quick=no
+[ "${1:-}" = "--quick" ] && quick=yes
+jobs=$(nproc 2>/dev/null || echo 2)
+
+sh tests/install-deps.sh
+./autogen.sh >/dev/null
+
+status=0
+run_check() {  # DIR CONFIGURE-ARGS...
+    dir=$1; shift
+    echo "== build in $dir: configure $*"
+    mkdir -p "$dir"
+    (cd "$dir" && "$top/configure" -q "$@" && make -s -j"$jobs" >/dev/null) || return 1
+    echo "== make check in $dir"
+    if ! (cd "$dir" && make -s -j"$jobs" check >/dev/null 2>&1); then
+        echo "!! make check failed in $dir; failing logs:"
+        for log in "$dir"/tests/*.log; do
+            grep -q '^:test-result: \(FAIL\|ERROR\)' "${log%.log}.trs" 2>/dev/null && { echo "--- $log"; cat "$log"; }
+        done
+        return 1
+    fi
+}
+
+summary() {  # DIR LABEL: print Check's and the scripts' totals, add them up
+    dir=$1; label=$2
+    for log in "$dir"/tests/*.log; do
+        [ -f "$log" ] || continue
+        grep -h -E '^[0-9]+%: Checks:|: [0-9]+ passed, [0-9]+ failed$|^wycheproof ' "$log" | sed "s|^|  [$label] $(basename "$log" .log): |"
+    done
+}
+
+count() {  # DIR: "passed failed" over Check binaries and shell tests
+    cat "$1"/tests/*.log 2>/dev/null | awk '
+        /^[0-9]+%: Checks: / { gsub(",", ""); n=$3; f=$5+$7; p+=n-f; fl+=f }
+        /: [0-9]+ passed, [0-9]+ failed$/ { p+=$(NF-3); fl+=$(NF-1) }
+        END { printf "%d %d\n", p, fl }'
+}
+
+run_check build --enable-strict || status=1
+if [ "$quick" = no ]; then
+    run_check build-asan --enable-strict --with-sanitizer=address,undefined || status=1
+    echo "== make distcheck"
+    if ! (cd build && make -s -j"$jobs" distcheck >distcheck.log 2>&1); then
+        echo "!! make distcheck failed:"; tail -40 build/distcheck.log; status=1
+    else
+        echo "   distcheck passed: $(ls build/libkeyvault-*.tar.gz)"
+    fi
+fi
+
+echo "== results"
+summary build plain
+[ "$quick" = no ] && summary build-asan asan
+set -- $(count build)
+p=$1; f=$2
+if [ "$quick" = no ]; then
+    set -- $(count build-asan); p=$((p + $1)); f=$((f + $2))
+fi
+[ "$f" -eq 0 ] || status=1
+echo "total: $p passed, $f failed"
+exit $status
