@@ -325,7 +325,8 @@ kv_rc kv_list_keys(kv_ctx *ctx, kv_key_list **out)
         if (rc != KV_OK)
             goto out;
         /* backends in preference order, each one's keys by name */
-        qsort(lb.list->keys + first, lb.list->count - first, sizeof(kv_key_info), info_cmp);
+        if (lb.list->count - first > 1)
+            qsort(lb.list->keys + first, lb.list->count - first, sizeof(kv_key_info), info_cmp);
     }
     *out = lb.list;
     lb.list = NULL;
