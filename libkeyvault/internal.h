@@ -73,6 +73,16 @@ kv_rc kv_write_file_atomic(const kv_ctx *ctx, const char *dir, const char *name,
  * Free with kv_wipe + free when it may hold a secret. */
 kv_rc kv_read_file(const kv_ctx *ctx, const char *path, size_t max, char **out, size_t *len);
 
+/*
+ * Read a secret from a source: "file:PATH" (first line, without its line
+ * end) or "env:VAR". `what` names the secret in messages ("passphrase",
+ * "PIN"); the secret itself never appears in one. Free with kv_secret_free.
+ * A missing file is KV_ERR_KEY_NOT_FOUND so callers can create it.
+ */
+kv_rc kv_secret_read(const kv_ctx *ctx, const char *source, const char *what, char **out);
+/* Whether source has one of the forms kv_secret_read takes. */
+bool kv_secret_source_valid(const char *source);
+
 /* ---- configuration (config.c) ----------------------------------------- */
 
 typedef struct kv_config kv_config;
@@ -206,7 +216,8 @@ struct kv_backend {
     kv_ctx *ctx;
     const char *name;                  /* as configured */
     void *state;
-    bool available;
+    bool available;                    /* usable for names and generation */
+    bool uri_ok;                       /* explicit URIs work even when not available */
     char why[256];                     /* why not available */
 };
 
@@ -254,6 +265,9 @@ kv_rc kv_policy_check(kv_ctx *ctx, kv_backend *be, kv_op op, const char *name);
 unsigned long kv_fork_generation(void);
 
 extern const struct kv_backend_ops kv_soft_ops;
+#ifdef KV_WITH_PKCS11
+extern const struct kv_backend_ops kv_pkcs11_ops;
+#endif
 
 /* Software backend helpers, also used by tests on keys they make. */
 kv_rc kv_soft_sign_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pkey,

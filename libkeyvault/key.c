@@ -194,7 +194,7 @@ static kv_rc key_open(kv_ctx *ctx, const char *ref, kv_key **out)
             KV_FAIL(ctx, rc, KV_ERR_BAD_URI,
                     "'%.80s': unknown URI scheme (expected pkcs11:, tpm2: or file:)", ref);
         }
-        if (!be->available)
+        if (!be->available && !be->uri_ok)
             KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE, "backend '%s' is unavailable: %s",
                     be->name, be->why);
         key = key_alloc(ctx, be);

@@ -218,3 +218,42 @@ out:
     close(fd);
     return rc;
 }
+
+#define KV_SECRET_MAX 4096
+
+bool kv_secret_source_valid(const char *source)
+{
+    return (!strncmp(source, "file:", 5) && source[5] != '\0') ||
+           (!strncmp(source, "env:", 4) && source[4] != '\0');
+}
+
+kv_rc kv_secret_read(const kv_ctx *ctx, const char *source, const char *what, char **out)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    kv_rc rc;
+
+    *out = NULL;
+    if (!kv_secret_source_valid(source))
+        return kv_error(ctx, KV_ERR_CONFIG, "%s source '%s': expected file:PATH or env:VAR",
+                        what, source);
+    if (source[0] == 'e') {
+        const char *v = getenv(source + 4);
+        if (!v || !*v)
+            return kv_error(ctx, KV_ERR_CONFIG,
+                            "%s source %s: the variable is not set or empty", what, source);
+        *out = kv_strdup(v);
+        return *out ? KV_OK : kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    }
+    rc = kv_read_file(ctx, source + 5, KV_SECRET_MAX, &buf, &len);
+    if (rc != KV_OK)
+        return rc;
+    buf[strcspn(buf, "\r\n")] = '\0';
+    if (buf[0] == '\0') {
+        kv_wipe(buf, len);
+        free(buf);
+        return kv_error(ctx, KV_ERR_CONFIG, "%s source %s: file is empty", what, source);
+    }
+    *out = buf;
+    return KV_OK;
+}

@@ -34,7 +34,6 @@
 
 #include "internal.h"
 
-#define SOFT_PASS_MAX 4096
 #define SOFT_KEY_FILE_MAX (64 * 1024)
 #define SOFT_META_MAX (16 * 1024)
 #define SOFT_DEFAULT_ITER 100000
@@ -73,8 +72,7 @@ static kv_rc soft_init(kv_backend *be)
     s->dir = store ? kv_strdup(store) : kv_asprintf("%s/soft", ctx->home);
     if (!pass || strcmp(pass, "machine") == 0)
         s->pass_source = s->dir ? kv_asprintf("machine:%s/.machine-secret", s->dir) : NULL;
-    else if (!strncmp(pass, "machine:", 8) || !strncmp(pass, "file:", 5) ||
-             !strncmp(pass, "env:", 4))
+    else if ((!strncmp(pass, "machine:", 8) && pass[8] == '/') || kv_secret_source_valid(pass))
         s->pass_source = kv_strdup(pass);
     else
         KV_FAIL(NULL, rc, KV_ERR_CONFIG,
@@ -141,43 +139,22 @@ static kv_rc get_passphrase(kv_backend *be, bool create, char **out)
 {
     kv_ctx *ctx = be->ctx;
     const char *src = st(be)->pass_source;
-    char *buf = NULL;
-    size_t len = 0;
+    char file_src[4200];
     kv_rc rc;
 
-    *out = NULL;
-    if (!strncmp(src, "env:", 4)) {
-        const char *v = getenv(src + 4);
-        if (!v || !*v)
-            return kv_error(ctx, KV_ERR_CONFIG,
-                            "passphrase source env:%s: the variable is not set or empty",
-                            src + 4);
-        *out = kv_strdup(v);
-        return *out ? KV_OK : kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
-    }
-    const char *path = strchr(src, ':') + 1;
-    rc = kv_read_file(ctx, path, SOFT_PASS_MAX, &buf, &len);
-    if (rc == KV_ERR_KEY_NOT_FOUND && !strncmp(src, "machine:", 8) && create) {
+    if (strncmp(src, "machine:", 8) != 0)
+        return kv_secret_read(ctx, src, "passphrase", out);
+    snprintf(file_src, sizeof(file_src), "file:%s", src + 8);
+    rc = kv_secret_read(ctx, file_src, "passphrase", out);
+    if (rc == KV_ERR_KEY_NOT_FOUND && create) {
         kv_err_begin(ctx);
-        KV_CHECK(rc, machine_secret_create(be, path));
-        rc = kv_read_file(ctx, path, SOFT_PASS_MAX, &buf, &len);
+        rc = machine_secret_create(be, src + 8);
+        if (rc == KV_OK)
+            rc = kv_secret_read(ctx, file_src, "passphrase", out);
     }
     if (rc == KV_ERR_KEY_NOT_FOUND) {
         kv_err_begin(ctx);
-        KV_FAIL(ctx, rc, KV_ERR_CONFIG, "passphrase source %s: file does not exist", src);
-    }
-    if (rc != KV_OK)
-        goto out;
-    /* first line only, without its line end */
-    buf[strcspn(buf, "\r\n")] = '\0';
-    if (buf[0] == '\0')
-        KV_FAIL(ctx, rc, KV_ERR_CONFIG, "passphrase source %s: file is empty", src);
-    *out = buf;
-    buf = NULL;
-out:
-    if (buf) {
-        kv_wipe(buf, len);
-        free(buf);
+        rc = kv_error(ctx, KV_ERR_CONFIG, "passphrase source %s: file does not exist", src);
     }
     return rc;
 }

@@ -1,0 +1,86 @@
+/*
+ * p11.h - the PKCS#11 backend's shared structures: tokens, the session
+ * pool, and CK_RV decoding.
+ */
+#ifndef KV_P11_H
+#define KV_P11_H
+
+#include <p11-kit/p11-kit.h>
+#include <p11-kit/pkcs11.h>
+#include <p11-kit/uri.h>
+
+#include "internal.h"
+
+#define P11_MAX_MECHS 24
+
+/* A session of the pool. A session belongs to the connection epoch it was
+ * opened in; after a reconnect, old ones are forgotten when handed back. */
+struct p11_sess {
+    CK_SESSION_HANDLE h;
+    unsigned long epoch;
+    bool open;
+    bool busy;
+};
+
+struct p11_mech {
+    CK_MECHANISM_TYPE type;
+    CK_RV rv;                 /* of C_GetMechanismInfo */
+    CK_MECHANISM_INFO info;
+};
+
+/*
+ * One token in one module. Found by label and/or serial (never by slot
+ * alone: slot ids change across replugs). The lock guards the pool and
+ * the connection state; it is never held across C_Sign or C_DeriveKey.
+ */
+struct p11_token {
+    kv_ctx *ctx;
+    char *module;             /* p11-kit module name, or a path */
+    CK_FUNCTION_LIST *fl;
+    CK_FUNCTION_LIST **all;   /* when loaded by name: the list to release */
+    P11KitUri *match;         /* token attributes to match (label, serial, ...) */
+    char *pin_source;         /* file:PATH, env:VAR, or NULL */
+    char *pin;                /* PIN from a URI's pin-value, wiped at free */
+    unsigned char bad_pin[32];/* SHA-256 of a PIN the token rejected */
+    bool have_bad_pin;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool initialized;         /* module initialized in this process */
+    unsigned long fork_gen;
+    bool connected;
+    unsigned long epoch;      /* incremented at every (re)connect */
+    CK_SLOT_ID slot;
+    char label[33], serial[17];
+    CK_TOKEN_INFO info;
+    struct p11_sess *sess;
+    size_t maxsess;
+    struct p11_mech mechs[P11_MAX_MECHS];
+    size_t nmechs;
+    int ecdh_point_form;      /* 0 unknown, 1 raw point, 2 DER OCTET STRING */
+};
+
+/* session.c */
+const char *p11_rv_name(CK_RV rv);
+const char *p11_mech_name(CK_MECHANISM_TYPE m);
+/* Map a CK_RV to a kv_rc and record "FUNC on token 'L' failed: CKR_X (text)". */
+kv_rc p11_fail(struct p11_token *tok, const char *func, CK_RV rv);
+/* Whether rv means the connection is gone (replug, module restart). */
+bool p11_rv_lost(CK_RV rv);
+
+kv_rc p11_token_new(kv_ctx *ctx, const char *module, P11KitUri *match, const char *pin_source,
+                    const char *pin, size_t maxsess, struct p11_token **out);
+void p11_token_free(struct p11_token *tok);
+/* Take a logged-in session (connecting, reconnecting or re-initialising
+ * after fork as needed); give it back with p11_session_put and the CK_RV of
+ * what was done with it. */
+kv_rc p11_session_get(struct p11_token *tok, struct p11_sess **s);
+void p11_session_put(struct p11_token *tok, struct p11_sess *s, CK_RV rv);
+/* KV_OK when the token offers mechanism m with flag (CKF_SIGN, ...);
+ * KV_ERR_UNSUPPORTED "not offered by this token" otherwise. */
+kv_rc p11_mech_check(struct p11_token *tok, CK_SESSION_HANDLE h, CK_MECHANISM_TYPE m,
+                     CK_FLAGS flag);
+/* Human-readable name of the token for messages ("label" or the module). */
+const char *p11_token_name(const struct p11_token *tok);
+
+#endif

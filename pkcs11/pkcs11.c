@@ -1,0 +1,1160 @@
+/*
+ * pkcs11.c - the PKCS#11 backend: keys in any token, through p11-kit.
+ *
+ * [pkcs11]
+ * module = softhsm2 | /path/to/module.so   p11-kit module name or path
+ * token = LABEL | pkcs11:token=...;serial=...   which token keys are made on
+ * serial = SERIAL                           (optional) to tell tokens apart
+ * pin = file:PATH | env:VAR                 where the user PIN comes from
+ * max_sessions = N                          session pool size (default 16,
+ *                                           capped by the token's own limit)
+ *
+ * Keys are named by CKA_LABEL; each pair shares a random CKA_ID. Explicit
+ * RFC 7512 URIs (parsed by p11-kit) open keys made by any tool, on any
+ * token of any module (module-name=, module-path=, pin-source=, pin-value=).
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/objects.h>
+#include <openssl/param_build.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+#include "p11.h"
+
+#define P11_DEFAULT_SESSIONS 16
+#define P11_MAX_OTHERS 8
+#define P11_ID_LEN 16
+
+struct p11_state {
+    struct p11_token *def;                 /* the configured token, or NULL */
+    char *module;                          /* configured module */
+    size_t maxsess;
+    pthread_mutex_t lock;                  /* guards others */
+    struct p11_token *others[P11_MAX_OTHERS];
+    size_t nothers;
+};
+
+struct p11_key {
+    struct p11_token *tok;
+    unsigned char id[128];
+    CK_ULONG idlen;
+    CK_KEY_TYPE ktype;
+    pthread_mutex_t lock;                  /* guards the cached handle */
+    CK_OBJECT_HANDLE priv;
+    unsigned long epoch;                   /* connection epoch of priv; 0: none */
+};
+
+static struct p11_state *st(kv_backend *be)
+{
+    return be->state;
+}
+
+/* ---- configuration -------------------------------------------------------- */
+
+/* Token label/serial into a p11-kit URI used for matching. */
+static kv_rc match_from_config(kv_backend *be, const char *token, const char *serial,
+                               P11KitUri **out)
+{
+    P11KitUri *uri = p11_kit_uri_new();
+    CK_TOKEN_INFO *ti;
+    int r;
+
+    *out = NULL;
+    if (!uri)
+        return kv_error(NULL, KV_ERR_NO_MEMORY, "out of memory");
+    if (token && !strncmp(token, "pkcs11:", 7)) {
+        r = p11_kit_uri_parse(token, P11_KIT_URI_FOR_TOKEN, uri);
+        if (r != P11_KIT_URI_OK) {
+            p11_kit_uri_free(uri);
+            return kv_error(NULL, KV_ERR_CONFIG, "[pkcs11] token = '%s': %s", token,
+                            p11_kit_uri_message(r));
+        }
+    } else {
+        ti = p11_kit_uri_get_token_info(uri);
+        if (token) {
+            if (strlen(token) > sizeof(ti->label)) {
+                p11_kit_uri_free(uri);
+                return kv_error(NULL, KV_ERR_CONFIG, "[pkcs11] token = '%s': longer than 32",
+                                token);
+            }
+            memset(ti->label, ' ', sizeof(ti->label));
+            memcpy(ti->label, token, strlen(token));
+        }
+    }
+    if (serial) {
+        ti = p11_kit_uri_get_token_info(uri);
+        if (strlen(serial) > sizeof(ti->serialNumber)) {
+            p11_kit_uri_free(uri);
+            return kv_error(NULL, KV_ERR_CONFIG, "[pkcs11] serial = '%s': longer than 16", serial);
+        }
+        memset(ti->serialNumber, ' ', sizeof(ti->serialNumber));
+        memcpy(ti->serialNumber, serial, strlen(serial));
+    }
+    *out = uri;
+    return KV_OK;
+}
+
+static kv_rc p11_init(kv_backend *be)
+{
+    kv_ctx *ctx = be->ctx;
+    const char *module = kv_config_get(ctx->cfg, "pkcs11", "module");
+    const char *token = kv_config_get(ctx->cfg, "pkcs11", "token");
+    const char *serial = kv_config_get(ctx->cfg, "pkcs11", "serial");
+    const char *pin = kv_config_get(ctx->cfg, "pkcs11", "pin");
+    struct p11_state *s = calloc(1, sizeof(*s));
+    P11KitUri *match = NULL;
+    long maxsess = 0;
+    kv_rc rc;
+
+    if (!s)
+        return kv_error(NULL, KV_ERR_NO_MEMORY, "out of memory");
+    pthread_mutex_init(&s->lock, NULL);
+    be->state = s;
+    be->uri_ok = true; /* a URI may name its own module */
+    KV_CHECK(rc, kv_config_get_long(NULL, ctx->cfg, "pkcs11", "max_sessions",
+                                    P11_DEFAULT_SESSIONS, 1, 1024, &maxsess));
+    s->maxsess = (size_t)maxsess;
+    if (pin && !kv_secret_source_valid(pin))
+        KV_FAIL(NULL, rc, KV_ERR_CONFIG,
+                "[pkcs11] pin: expected file:PATH or env:VAR (a PIN is never written in the "
+                "configuration itself)");
+    if (module && !(s->module = kv_strdup(module)))
+        KV_FAIL(NULL, rc, KV_ERR_NO_MEMORY, "out of memory");
+    if (!module || (!token && !serial)) {
+        be->available = false;
+        snprintf(be->why, sizeof(be->why), "no [pkcs11] module and token configured");
+        return KV_OK;
+    }
+    KV_CHECK(rc, match_from_config(be, token, serial, &match));
+    KV_CHECK(rc, p11_token_new(ctx, module, match, pin, NULL, s->maxsess, &s->def));
+    match = NULL;
+out:
+    if (match)
+        p11_kit_uri_free(match);
+    return rc;
+}
+
+static void p11_fini(kv_backend *be)
+{
+    struct p11_state *s = st(be);
+
+    if (!s)
+        return;
+    p11_token_free(s->def);
+    for (size_t i = 0; i < s->nothers; i++)
+        p11_token_free(s->others[i]);
+    free(s->module);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+    be->state = NULL;
+}
+
+/* ---- running a step on a session ---------------------------------------- */
+
+/*
+ * A step does its PKCS#11 calls on a session and returns the last CK_RV
+ * (for the pool's bookkeeping); its own result goes to *rc. A step that
+ * loses the session or finds a stale handle is run once more, on a fresh
+ * connection: that is how a replugged token comes back.
+ */
+typedef CK_RV (*p11_step)(struct p11_token *tok, CK_SESSION_HANDLE h, void *arg, kv_rc *rc);
+
+static kv_rc run(struct p11_token *tok, p11_step step, void *arg)
+{
+    for (int attempt = 0;; attempt++) {
+        struct p11_sess *s = NULL;
+        kv_rc rc = p11_session_get(tok, &s);
+        CK_RV rv;
+
+        if (rc != KV_OK)
+            return rc;
+        rc = KV_OK;
+        rv = step(tok, s->h, arg, &rc);
+        p11_session_put(tok, s, rv);
+        if (rc == KV_OK || attempt > 0)
+            return rc;
+        if (!p11_rv_lost(rv) && rv != CKR_OBJECT_HANDLE_INVALID && rv != CKR_KEY_HANDLE_INVALID)
+            return rc;
+        kv_err_begin(tok->ctx); /* try again; report only the second outcome */
+    }
+}
+
+/* ---- objects -------------------------------------------------------------- */
+
+static CK_RV find(struct p11_token *tok, CK_SESSION_HANDLE h, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                  CK_OBJECT_HANDLE *objs, CK_ULONG max, CK_ULONG *count, kv_rc *rc)
+{
+    CK_FUNCTION_LIST *f = tok->fl;
+    CK_RV rv = f->C_FindObjectsInit(h, tmpl, n);
+
+    *count = 0;
+    if (rv != CKR_OK) {
+        *rc = p11_fail(tok, "C_FindObjectsInit", rv);
+        return rv;
+    }
+    rv = f->C_FindObjects(h, objs, max, count);
+    (void)f->C_FindObjectsFinal(h);
+    if (rv != CKR_OK)
+        *rc = p11_fail(tok, "C_FindObjects", rv);
+    return rv;
+}
+
+/* Read one attribute into a new buffer. */
+static CK_RV get_attr(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
+                      CK_ATTRIBUTE_TYPE type, unsigned char **val, CK_ULONG *len, kv_rc *rc)
+{
+    CK_ATTRIBUTE a = { type, NULL, 0 };
+    CK_RV rv = tok->fl->C_GetAttributeValue(h, obj, &a, 1);
+
+    *val = NULL;
+    *len = 0;
+    if (rv != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION) {
+        *rc = p11_fail(tok, "C_GetAttributeValue", rv != CKR_OK ? rv : CKR_ATTRIBUTE_TYPE_INVALID);
+        return rv;
+    }
+    a.pValue = malloc(a.ulValueLen ? a.ulValueLen : 1);
+    if (!a.pValue) {
+        *rc = kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
+        return CKR_OK;
+    }
+    rv = tok->fl->C_GetAttributeValue(h, obj, &a, 1);
+    if (rv != CKR_OK) {
+        free(a.pValue);
+        *rc = p11_fail(tok, "C_GetAttributeValue", rv);
+        return rv;
+    }
+    *val = a.pValue;
+    *len = a.ulValueLen;
+    return CKR_OK;
+}
+
+/* The bytes inside a DER OCTET STRING (CKA_EC_POINT), or the input as is
+ * when a module returns the bare point. */
+static unsigned char *unwrap_point(const unsigned char *in, CK_ULONG len, size_t *outlen)
+{
+    const unsigned char *p = in;
+    ASN1_OCTET_STRING *os = d2i_ASN1_OCTET_STRING(NULL, &p, (long)len);
+    unsigned char *out;
+
+    if (os && (CK_ULONG)(p - in) == len) {
+        *outlen = (size_t)ASN1_STRING_length(os);
+        out = OPENSSL_memdup(ASN1_STRING_get0_data(os), *outlen);
+    } else {
+        ERR_clear_error();
+        *outlen = len;
+        out = OPENSSL_memdup(in, len);
+    }
+    ASN1_OCTET_STRING_free(os);
+    return out;
+}
+
+/* OpenSSL group name of DER-encoded CKA_EC_PARAMS (a named curve OID). */
+static int ec_params_nid(const unsigned char *der, CK_ULONG len)
+{
+    const unsigned char *p = der;
+    ASN1_OBJECT *oid = d2i_ASN1_OBJECT(NULL, &p, (long)len);
+    int nid = oid ? OBJ_obj2nid(oid) : NID_undef;
+
+    ASN1_OBJECT_free(oid);
+    ERR_clear_error();
+    return nid;
+}
+
+/* Build the public EVP_PKEY from a public key object's attributes. */
+static CK_RV public_from_object(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
+                                CK_KEY_TYPE kt, EVP_PKEY **out, kv_rc *rc)
+{
+    kv_ctx *ctx = tok->ctx;
+    unsigned char *a = NULL, *b = NULL, *pt = NULL;
+    CK_ULONG alen = 0, blen = 0;
+    size_t ptlen = 0;
+    OSSL_PARAM params[3];
+    EVP_PKEY_CTX *pctx = NULL;
+    BIGNUM *n = NULL, *e = NULL;
+    OSSL_PARAM_BLD *bld = NULL;
+    OSSL_PARAM *rsa = NULL;
+    CK_RV rv;
+
+    *out = NULL;
+    if (kt == CKK_RSA) {
+        if ((rv = get_attr(tok, h, obj, CKA_MODULUS, &a, &alen, rc)) != CKR_OK || *rc)
+            goto out;
+        if ((rv = get_attr(tok, h, obj, CKA_PUBLIC_EXPONENT, &b, &blen, rc)) != CKR_OK || *rc)
+            goto out;
+        n = BN_bin2bn(a, (int)alen, NULL);
+        e = BN_bin2bn(b, (int)blen, NULL);
+        bld = OSSL_PARAM_BLD_new();
+        if (!n || !e || !bld || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
+            !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) ||
+            !(rsa = OSSL_PARAM_BLD_to_param(bld))) {
+            *rc = kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+            goto out;
+        }
+        pctx = EVP_PKEY_CTX_new_from_name(ctx->libctx, "RSA", NULL);
+        if (!pctx || EVP_PKEY_fromdata_init(pctx) != 1 ||
+            EVP_PKEY_fromdata(pctx, out, EVP_PKEY_PUBLIC_KEY, rsa) != 1)
+            *rc = kv_error_ossl(ctx, KV_ERR_CORRUPT, "token '%s': RSA public key is malformed",
+                                tok->label);
+        goto out;
+    }
+    if ((rv = get_attr(tok, h, obj, CKA_EC_PARAMS, &a, &alen, rc)) != CKR_OK || *rc)
+        goto out;
+    if ((rv = get_attr(tok, h, obj, CKA_EC_POINT, &b, &blen, rc)) != CKR_OK || *rc)
+        goto out;
+    pt = unwrap_point(b, blen, &ptlen);
+    if (!pt) {
+        *rc = kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+        goto out;
+    }
+    if (kt == CKK_EC_EDWARDS) {
+        /* Ed25519: params are the id-Ed25519 OID or the string "edwards25519" */
+        if (ptlen != 32) {
+            *rc = kv_error(ctx, KV_ERR_UNSUPPORTED,
+                           "token '%s': Edwards key of %zu bytes (only Ed25519 is used)",
+                           tok->label, ptlen);
+            goto out;
+        }
+        *out = EVP_PKEY_new_raw_public_key_ex(ctx->libctx, "ED25519", NULL, pt, ptlen);
+        if (!*out)
+            *rc = kv_error_ossl(ctx, KV_ERR_CORRUPT, "token '%s': Ed25519 key is malformed",
+                                tok->label);
+        goto out;
+    }
+    int nid = ec_params_nid(a, alen);
+    const char *group = nid != NID_undef ? OBJ_nid2sn(nid) : NULL;
+    if (!group) {
+        *rc = kv_error(ctx, KV_ERR_UNSUPPORTED, "token '%s': EC key on an unnamed curve",
+                       tok->label);
+        goto out;
+    }
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)group, 0);
+    params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen);
+    params[2] = OSSL_PARAM_construct_end();
+    pctx = EVP_PKEY_CTX_new_from_name(ctx->libctx, "EC", NULL);
+    if (!pctx || EVP_PKEY_fromdata_init(pctx) != 1 ||
+        EVP_PKEY_fromdata(pctx, out, EVP_PKEY_PUBLIC_KEY, params) != 1)
+        *rc = kv_error_ossl(ctx, KV_ERR_CORRUPT, "token '%s': EC public key is malformed",
+                            tok->label);
+out:
+    if (*rc != KV_OK && rv == CKR_OK && *out) {
+        EVP_PKEY_free(*out);
+        *out = NULL;
+    }
+    EVP_PKEY_CTX_free(pctx);
+    OSSL_PARAM_free(rsa);
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(n);
+    BN_free(e);
+    OPENSSL_free(pt);
+    free(a);
+    free(b);
+    return rv;
+}
+
+/* The public key of a pair: its public key object, else a certificate with
+ * the same CKA_ID. */
+static CK_RV find_public(struct p11_token *tok, CK_SESSION_HANDLE h, const unsigned char *id,
+                         CK_ULONG idlen, CK_KEY_TYPE kt, EVP_PKEY **out, kv_rc *rc)
+{
+    CK_OBJECT_CLASS pub = CKO_PUBLIC_KEY, cert = CKO_CERTIFICATE;
+    CK_ATTRIBUTE tmpl[] = {
+        { CKA_CLASS, &pub, sizeof(pub) },
+        { CKA_ID, (void *)id, idlen },
+    };
+    CK_OBJECT_HANDLE obj;
+    CK_ULONG count = 0;
+    unsigned char *der = NULL;
+    CK_ULONG derlen = 0;
+    CK_RV rv;
+
+    rv = find(tok, h, tmpl, 2, &obj, 1, &count, rc);
+    if (rv != CKR_OK)
+        return rv;
+    if (count == 1)
+        return public_from_object(tok, h, obj, kt, out, rc);
+    tmpl[0].pValue = &cert;
+    rv = find(tok, h, tmpl, 2, &obj, 1, &count, rc);
+    if (rv != CKR_OK)
+        return rv;
+    if (count == 0) {
+        *rc = kv_error(tok->ctx, KV_ERR_UNSUPPORTED,
+                       "token '%s': no public key object or certificate shares the private "
+                       "key's CKA_ID; libkeyvault needs one of them", tok->label);
+        return CKR_OK;
+    }
+    rv = get_attr(tok, h, obj, CKA_VALUE, &der, &derlen, rc);
+    if (rv == CKR_OK && *rc == KV_OK) {
+        const unsigned char *p = der;
+        X509 *x = d2i_X509(NULL, &p, (long)derlen);
+        *out = x ? X509_get_pubkey(x) : NULL;
+        if (!*out)
+            *rc = kv_error_ossl(tok->ctx, KV_ERR_CORRUPT, "token '%s': certificate is malformed",
+                                tok->label);
+        X509_free(x);
+    }
+    free(der);
+    return rv;
+}
+
+/* An RFC 7512 URI naming exactly this private key, formatted by p11-kit. */
+static char *key_uri(struct p11_token *tok, const char *label, const unsigned char *id,
+                     CK_ULONG idlen, bool with_module)
+{
+    P11KitUri *u = p11_kit_uri_new();
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_ATTRIBUTE a_cls = { CKA_CLASS, &cls, sizeof(cls) };
+    CK_ATTRIBUTE a_id = { CKA_ID, (void *)id, idlen };
+    CK_ATTRIBUTE a_label = { CKA_LABEL, (void *)label, label ? strlen(label) : 0 };
+    CK_TOKEN_INFO *ti;
+    char *s = NULL, *out;
+
+    if (!u)
+        return NULL;
+    ti = p11_kit_uri_get_token_info(u);
+    memcpy(ti->label, tok->info.label, sizeof(ti->label));
+    memcpy(ti->serialNumber, tok->info.serialNumber, sizeof(ti->serialNumber));
+    p11_kit_uri_set_attribute(u, &a_cls);
+    p11_kit_uri_set_attribute(u, &a_id);
+    if (label)
+        p11_kit_uri_set_attribute(u, &a_label);
+    if (with_module) {
+        if (strchr(tok->module, '/'))
+            p11_kit_uri_set_module_path(u, tok->module);
+        else
+            p11_kit_uri_set_module_name(u, tok->module);
+    }
+    if (p11_kit_uri_format(u, with_module ? P11_KIT_URI_FOR_OBJECT_ON_TOKEN_AND_MODULE
+                                          : P11_KIT_URI_FOR_OBJECT_ON_TOKEN, &s) != P11_KIT_URI_OK)
+        s = NULL;
+    p11_kit_uri_free(u);
+    out = kv_strdup(s);
+    free(s);
+    return out;
+}
+
+static kv_key_type type_of(CK_KEY_TYPE kt, const EVP_PKEY *pub)
+{
+    (void)kt;
+    return pub ? kv_type_of_pkey(pub) : KV_KEY_UNKNOWN;
+}
+
+struct open_arg {
+    kv_backend *be;
+    struct p11_token *tok;
+    CK_ATTRIBUTE tmpl[4];
+    CK_ULONG ntmpl;
+    const char *what;   /* for messages: "named 'x'" or the URI */
+    kv_key *key;
+    bool exists_only;
+};
+
+/* Find exactly one private key matching the template; fill the kv_key. */
+static CK_RV open_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
+{
+    struct open_arg *a = p;
+    CK_OBJECT_HANDLE objs[2];
+    CK_ULONG count = 0, len = 0;
+    unsigned char *label = NULL, *id = NULL, *kt = NULL;
+    struct p11_key *k = NULL;
+    EVP_PKEY *pub = NULL;
+    CK_RV rv;
+
+    rv = find(tok, h, a->tmpl, a->ntmpl, objs, 2, &count, rc);
+    if (rv != CKR_OK)
+        return rv;
+    if (count == 0) {
+        *rc = kv_error(tok->ctx, KV_ERR_KEY_NOT_FOUND, "no private key %s on token '%s'",
+                       a->what, tok->label);
+        return CKR_OK;
+    }
+    if (count > 1) {
+        *rc = kv_error(tok->ctx, KV_ERR_BAD_URI,
+                       "more than one private key %s on token '%s': name it by URI with id=",
+                       a->what, tok->label);
+        return CKR_OK;
+    }
+    if (a->exists_only)
+        return CKR_OK;
+    if ((rv = get_attr(tok, h, objs[0], CKA_ID, &id, &len, rc)) != CKR_OK || *rc)
+        goto out;
+    k = calloc(1, sizeof(*k));
+    if (!k || len > sizeof(k->id)) {
+        *rc = kv_error(tok->ctx, k ? KV_ERR_UNSUPPORTED : KV_ERR_NO_MEMORY,
+                       k ? "CKA_ID longer than %zu bytes" : "out of memory", sizeof(k->id));
+        goto out;
+    }
+    memcpy(k->id, id, len);
+    k->idlen = len;
+    if ((rv = get_attr(tok, h, objs[0], CKA_KEY_TYPE, &kt, &len, rc)) != CKR_OK || *rc)
+        goto out;
+    memcpy(&k->ktype, kt, sizeof(k->ktype));
+    rv = get_attr(tok, h, objs[0], CKA_LABEL, &label, &len, rc);
+    if (rv != CKR_OK || *rc) {
+        /* a key without a label: name it by its id */
+        kv_err_begin(tok->ctx);
+        *rc = KV_OK;
+        rv = CKR_OK;
+        free(label);
+        label = NULL;
+    } else {
+        unsigned char *z = realloc(label, len + 1);
+        if (!z) {
+            *rc = kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
+            goto out;
+        }
+        label = z;
+        label[len] = '\0';
+    }
+    if ((rv = find_public(tok, h, k->id, k->idlen, k->ktype, &pub, rc)) != CKR_OK || *rc)
+        goto out;
+    a->key->type = type_of(k->ktype, pub);
+    if (a->key->type == KV_KEY_UNKNOWN) {
+        *rc = kv_error(tok->ctx, KV_ERR_UNSUPPORTED,
+                       "private key %s on token '%s' is of a type libkeyvault does not use",
+                       a->what, tok->label);
+        goto out;
+    }
+    k->tok = tok;
+    k->priv = objs[0];
+    k->epoch = tok->epoch;
+    pthread_mutex_init(&k->lock, NULL);
+    a->key->pub = pub;
+    pub = NULL;
+    a->key->name = label ? kv_strdup((char *)label) : kv_strdup("(unlabelled)");
+    a->key->uri = key_uri(tok, (char *)label, k->id, k->idlen, tok != st(a->be)->def);
+    a->key->bk = k;
+    k = NULL;
+    if (!a->key->name || !a->key->uri)
+        *rc = kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
+out:
+    EVP_PKEY_free(pub);
+    free(k);
+    free(label);
+    free(id);
+    free(kt);
+    return rv;
+}
+
+static kv_rc need_default(kv_backend *be)
+{
+    if (!st(be)->def)
+        return kv_error(be->ctx, KV_ERR_BACKEND_UNAVAILABLE, "pkcs11: %s", be->why);
+    return KV_OK;
+}
+
+static kv_rc p11_open_name(kv_backend *be, const char *name, kv_key *key)
+{
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    struct open_arg a = { .be = be, .tok = st(be)->def, .key = key };
+    char what[96];
+    kv_rc rc = need_default(be);
+
+    if (rc != KV_OK)
+        return rc;
+    snprintf(what, sizeof(what), "labelled '%s'", name);
+    a.what = what;
+    a.tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, &cls, sizeof(cls) };
+    a.tmpl[1] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)name, strlen(name) };
+    a.ntmpl = 2;
+    return run(a.tok, open_step, &a);
+}
+
+static kv_rc p11_exists(kv_backend *be, const char *name)
+{
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    struct open_arg a = { .be = be, .tok = st(be)->def, .exists_only = true };
+    char what[96];
+    kv_rc rc = need_default(be);
+
+    if (rc != KV_OK)
+        return rc;
+    snprintf(what, sizeof(what), "labelled '%s'", name);
+    a.what = what;
+    a.tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, &cls, sizeof(cls) };
+    a.tmpl[1] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)name, strlen(name) };
+    a.ntmpl = 2;
+    rc = run(a.tok, open_step, &a);
+    if (rc == KV_ERR_BAD_URI)
+        rc = KV_OK; /* more than one: it certainly exists */
+    return rc;
+}
+
+/* The token a URI names: the configured one when it matches, else one of
+ * the others (made on first use). Takes ownership of uri. */
+static kv_rc token_for_uri(kv_backend *be, P11KitUri *uri, const char *text,
+                           struct p11_token **out)
+{
+    struct p11_state *s = st(be);
+    const char *mpath = p11_kit_uri_get_module_path(uri);
+    const char *mname = p11_kit_uri_get_module_name(uri);
+    const char *module = mpath ? mpath : mname ? mname : s->module;
+    const char *pin_value = p11_kit_uri_get_pin_value(uri);
+    const char *pin_source = p11_kit_uri_get_pin_source(uri);
+    char *src = NULL;
+    kv_rc rc = KV_OK;
+
+    *out = NULL;
+    if (!module) {
+        p11_kit_uri_free(uri);
+        return kv_error(be->ctx, KV_ERR_BAD_URI,
+                        "'%s' names no module-name or module-path, and no [pkcs11] module is "
+                        "configured", text);
+    }
+    /* the configured token, when the URI asks for nothing else */
+    if (s->def && !strcmp(module, s->module) && !pin_value && !pin_source) {
+        struct p11_sess *sess = NULL;
+        rc = p11_session_get(s->def, &sess); /* connect, to know its token info */
+        if (rc != KV_OK) {
+            p11_kit_uri_free(uri);
+            return rc;
+        }
+        int same = p11_kit_uri_match_token_info(uri, &s->def->info);
+        p11_session_put(s->def, sess, CKR_OK);
+        if (same) {
+            p11_kit_uri_free(uri);
+            *out = s->def;
+            return KV_OK;
+        }
+    }
+    if (pin_source) {
+        /* RFC 7512: pin-source is a URI; a bare path means a file */
+        src = !strncmp(pin_source, "file:", 5) ? kv_strdup(pin_source)
+                                                : kv_asprintf("file:%s", pin_source);
+        if (!src) {
+            p11_kit_uri_free(uri);
+            return kv_error(be->ctx, KV_ERR_NO_MEMORY, "out of memory");
+        }
+    }
+    pthread_mutex_lock(&s->lock);
+    if (s->nothers == P11_MAX_OTHERS) {
+        rc = kv_error(be->ctx, KV_ERR_UNSUPPORTED, "more than %d PKCS#11 tokens opened by URI",
+                      P11_MAX_OTHERS);
+        p11_kit_uri_free(uri);
+    } else {
+        rc = p11_token_new(be->ctx, module, uri, src, pin_value, s->maxsess, out);
+        if (rc == KV_OK)
+            s->others[s->nothers++] = *out;
+        else
+            p11_kit_uri_free(uri);
+    }
+    pthread_mutex_unlock(&s->lock);
+    free(src);
+    return rc;
+}
+
+static kv_rc p11_open_uri(kv_backend *be, const char *text, kv_key *key)
+{
+    P11KitUri *uri = p11_kit_uri_new();
+    struct open_arg a = { .be = be, .key = key, .what = text };
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_ATTRIBUTE *attr;
+    kv_rc rc;
+    int r;
+
+    if (!uri)
+        return kv_error(be->ctx, KV_ERR_NO_MEMORY, "out of memory");
+    r = p11_kit_uri_parse(text, P11_KIT_URI_FOR_ANY, uri);
+    if (r != P11_KIT_URI_OK) {
+        p11_kit_uri_free(uri);
+        return kv_error(be->ctx, KV_ERR_BAD_URI, "'%s' is not a valid pkcs11: URI: %s", text,
+                        p11_kit_uri_message(r));
+    }
+    attr = p11_kit_uri_get_attribute(uri, CKA_CLASS);
+    if (attr && (attr->ulValueLen != sizeof(CK_OBJECT_CLASS) ||
+                 *(CK_OBJECT_CLASS *)attr->pValue != CKO_PRIVATE_KEY)) {
+        p11_kit_uri_free(uri);
+        return kv_error(be->ctx, KV_ERR_BAD_URI, "'%s' does not name a private key (type=private)",
+                        text);
+    }
+    a.tmpl[a.ntmpl++] = (CK_ATTRIBUTE){ CKA_CLASS, &cls, sizeof(cls) };
+    /* copy the object attributes before the URI moves to the token */
+    unsigned char idbuf[128], labelbuf[256];
+    if ((attr = p11_kit_uri_get_attribute(uri, CKA_ID)) && attr->ulValueLen <= sizeof(idbuf)) {
+        memcpy(idbuf, attr->pValue, attr->ulValueLen);
+        a.tmpl[a.ntmpl++] = (CK_ATTRIBUTE){ CKA_ID, idbuf, attr->ulValueLen };
+    }
+    if ((attr = p11_kit_uri_get_attribute(uri, CKA_LABEL)) && attr->ulValueLen <= sizeof(labelbuf)) {
+        memcpy(labelbuf, attr->pValue, attr->ulValueLen);
+        a.tmpl[a.ntmpl++] = (CK_ATTRIBUTE){ CKA_LABEL, labelbuf, attr->ulValueLen };
+    }
+    if (a.ntmpl == 1) {
+        p11_kit_uri_free(uri);
+        return kv_error(be->ctx, KV_ERR_BAD_URI, "'%s' names no object (object= or id=)", text);
+    }
+    rc = token_for_uri(be, uri, text, &a.tok);
+    if (rc != KV_OK)
+        return rc;
+    return run(a.tok, open_step, &a);
+}
+
+/* ---- generate ------------------------------------------------------------- */
+
+struct gen_arg {
+    kv_backend *be;
+    const char *name;
+    kv_key_type type;
+    kv_key *key;
+};
+
+static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
+{
+    struct gen_arg *a = p;
+    const kv_type_desc *t = kv_type_desc_get(a->type);
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ULONG bits = t->bits;
+    CK_BYTE exp[] = { 0x01, 0x00, 0x01 };
+    unsigned char id[P11_ID_LEN], *params = NULL;
+    int plen = 0;
+    CK_MECHANISM mech = { CKM_EC_KEY_PAIR_GEN, NULL, 0 };
+    CK_OBJECT_HANDLE pubh, privh;
+    CK_ULONG npub = 0, npriv = 0;
+    CK_ATTRIBUTE pub[8], priv[12];
+    CK_RV rv = CKR_OK;
+
+    if (RAND_bytes(id, sizeof(id)) != 1) {
+        *rc = kv_error(tok->ctx, KV_ERR_CRYPTO, "random generator failed");
+        return CKR_OK;
+    }
+    if (t->family == KV_FAMILY_EC || t->family == KV_FAMILY_ED25519) {
+        int nid = t->family == KV_FAMILY_ED25519 ? NID_ED25519 : EC_curve_nist2nid(t->group);
+        plen = i2d_ASN1_OBJECT(OBJ_nid2obj(nid), &params);
+        if (plen <= 0) {
+            *rc = kv_error_ossl(tok->ctx, KV_ERR_CRYPTO, "cannot encode the curve OID");
+            return CKR_OK;
+        }
+        pub[npub++] = (CK_ATTRIBUTE){ CKA_EC_PARAMS, params, (CK_ULONG)plen };
+        if (t->family == KV_FAMILY_ED25519)
+            mech.mechanism = CKM_EC_EDWARDS_KEY_PAIR_GEN;
+    } else {
+        mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
+        pub[npub++] = (CK_ATTRIBUTE){ CKA_MODULUS_BITS, &bits, sizeof(bits) };
+        pub[npub++] = (CK_ATTRIBUTE){ CKA_PUBLIC_EXPONENT, exp, sizeof(exp) };
+    }
+    *rc = p11_mech_check(tok, h, mech.mechanism, CKF_GENERATE_KEY_PAIR);
+    if (*rc != KV_OK)
+        goto out;
+    pub[npub++] = (CK_ATTRIBUTE){ CKA_TOKEN, &yes, sizeof(yes) };
+    pub[npub++] = (CK_ATTRIBUTE){ CKA_PRIVATE, &no, sizeof(no) };
+    pub[npub++] = (CK_ATTRIBUTE){ CKA_VERIFY, &yes, sizeof(yes) };
+    pub[npub++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)a->name, strlen(a->name) };
+    pub[npub++] = (CK_ATTRIBUTE){ CKA_ID, id, sizeof(id) };
+    priv[npriv++] = (CK_ATTRIBUTE){ CKA_TOKEN, &yes, sizeof(yes) };
+    priv[npriv++] = (CK_ATTRIBUTE){ CKA_PRIVATE, &yes, sizeof(yes) };
+    priv[npriv++] = (CK_ATTRIBUTE){ CKA_SENSITIVE, &yes, sizeof(yes) };
+    priv[npriv++] = (CK_ATTRIBUTE){ CKA_EXTRACTABLE, &no, sizeof(no) };
+    priv[npriv++] = (CK_ATTRIBUTE){ CKA_SIGN, &yes, sizeof(yes) };
+    priv[npriv++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)a->name, strlen(a->name) };
+    priv[npriv++] = (CK_ATTRIBUTE){ CKA_ID, id, sizeof(id) };
+    if (t->family == KV_FAMILY_EC)
+        priv[npriv++] = (CK_ATTRIBUTE){ CKA_DERIVE, &yes, sizeof(yes) };
+    rv = tok->fl->C_GenerateKeyPair(h, &mech, pub, npub, priv, npriv, &pubh, &privh);
+    if (rv != CKR_OK) {
+        *rc = p11_fail(tok, "C_GenerateKeyPair", rv);
+        goto out;
+    }
+    {
+        struct open_arg o = { .be = a->be, .tok = tok, .key = a->key, .what = a->name };
+        CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+        o.tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, &cls, sizeof(cls) };
+        o.tmpl[1] = (CK_ATTRIBUTE){ CKA_ID, id, sizeof(id) };
+        o.ntmpl = 2;
+        rv = open_step(tok, h, &o, rc);
+    }
+out:
+    OPENSSL_free(params);
+    return rv;
+}
+
+static kv_rc p11_generate(kv_backend *be, const char *name, kv_key_type type, kv_key *key)
+{
+    struct gen_arg a = { be, name, type, key };
+    kv_rc rc = need_default(be);
+
+    if (rc != KV_OK)
+        return rc;
+    return run(st(be)->def, gen_step, &a);
+}
+
+/* ---- list and destroy ---------------------------------------------------- */
+
+struct list_arg {
+    kv_backend *be;
+    kv_list_builder *lb;
+};
+
+static CK_RV list_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
+{
+    struct list_arg *a = p;
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) } };
+    CK_OBJECT_HANDLE objs[256];
+    CK_ULONG count = 0;
+    CK_RV rv = find(tok, h, tmpl, 1, objs, 256, &count, rc);
+
+    for (CK_ULONG i = 0; rv == CKR_OK && *rc == KV_OK && i < count; i++) {
+        kv_key key = { .ctx = tok->ctx };
+        struct open_arg o = { .be = a->be, .tok = tok, .key = &key, .what = "in list" };
+        unsigned char *id = NULL;
+        CK_ULONG idlen = 0;
+
+        rv = get_attr(tok, h, objs[i], CKA_ID, &id, &idlen, rc);
+        if (rv != CKR_OK || *rc)
+            break;
+        o.tmpl[0] = tmpl[0];
+        o.tmpl[1] = (CK_ATTRIBUTE){ CKA_ID, id, idlen };
+        o.ntmpl = 2;
+        rv = open_step(tok, h, &o, rc);
+        free(id);
+        if (*rc == KV_ERR_UNSUPPORTED || *rc == KV_ERR_BAD_URI || *rc == KV_ERR_CORRUPT) {
+            /* not a key we can use (or ids shared): leave it out of the list */
+            kv_err_begin(tok->ctx);
+            *rc = KV_OK;
+        } else if (rv == CKR_OK && *rc == KV_OK) {
+            *rc = kv_list_add(a->lb, key.name, "pkcs11", key.uri, key.type, KV_ASSURANCE_TOKEN, 1);
+        }
+        if (key.bk) {
+            pthread_mutex_destroy(&((struct p11_key *)key.bk)->lock);
+            free(key.bk);
+        }
+        EVP_PKEY_free(key.pub);
+        free(key.name);
+        free(key.uri);
+    }
+    return rv;
+}
+
+static kv_rc p11_list(kv_backend *be, kv_list_builder *lb)
+{
+    struct list_arg a = { be, lb };
+
+    if (!st(be)->def)
+        return KV_OK;
+    return run(st(be)->def, list_step, &a);
+}
+
+static CK_RV destroy_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
+{
+    struct p11_key *k = p;
+    CK_ATTRIBUTE tmpl[] = { { CKA_ID, k->id, k->idlen } };
+    CK_OBJECT_HANDLE objs[8];
+    CK_ULONG count = 0;
+    CK_RV rv = find(tok, h, tmpl, 1, objs, 8, &count, rc);
+
+    /* the private key, its public key and certificates sharing the CKA_ID */
+    for (CK_ULONG i = 0; rv == CKR_OK && i < count; i++) {
+        rv = tok->fl->C_DestroyObject(h, objs[i]);
+        if (rv != CKR_OK)
+            *rc = p11_fail(tok, "C_DestroyObject", rv);
+    }
+    return rv;
+}
+
+static kv_rc p11_destroy(kv_backend *be, kv_key *key)
+{
+    struct p11_key *k = key->bk;
+
+    return run(k->tok, destroy_step, k);
+}
+
+static void p11_key_free(kv_key *key)
+{
+    struct p11_key *k = key->bk;
+
+    pthread_mutex_destroy(&k->lock);
+    free(k);
+    key->bk = NULL;
+}
+
+/* ---- sign and ECDH -------------------------------------------------------- */
+
+/* The private key's handle for this connection, searched again after a
+ * reconnect (handles do not survive one). */
+static CK_RV key_handle(struct p11_token *tok, CK_SESSION_HANDLE h, struct p11_key *k,
+                        CK_OBJECT_HANDLE *obj, kv_rc *rc)
+{
+    unsigned long epoch = __atomic_load_n(&tok->epoch, __ATOMIC_ACQUIRE);
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_ID, k->id, k->idlen } };
+    CK_ULONG count = 0;
+    CK_RV rv;
+
+    pthread_mutex_lock(&k->lock);
+    bool fresh = k->epoch == epoch;
+    *obj = k->priv;
+    pthread_mutex_unlock(&k->lock);
+    if (fresh)
+        return CKR_OK;
+    rv = find(tok, h, tmpl, 2, obj, 1, &count, rc);
+    if (rv != CKR_OK)
+        return rv;
+    if (count == 0) {
+        *rc = kv_error(tok->ctx, KV_ERR_KEY_NOT_FOUND,
+                       "the private key is no longer on token '%s' (destroyed?)", tok->label);
+        return CKR_OK;
+    }
+    pthread_mutex_lock(&k->lock);
+    k->priv = *obj;
+    k->epoch = epoch;
+    pthread_mutex_unlock(&k->lock);
+    return CKR_OK;
+}
+
+static void forget_handle(struct p11_key *k, CK_RV rv)
+{
+    if (rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID) {
+        pthread_mutex_lock(&k->lock);
+        k->epoch = 0;
+        pthread_mutex_unlock(&k->lock);
+    }
+}
+
+struct sign_arg {
+    kv_key *key;
+    const kv_alg_desc *alg;
+    const unsigned char *tbs;
+    size_t tbslen;
+    unsigned char *sig;
+    size_t *siglen;
+};
+
+static CK_MECHANISM_TYPE md_mech(const kv_alg_desc *alg)
+{
+    return alg->mdlen == 64 ? CKM_SHA512 : alg->mdlen == 48 ? CKM_SHA384 : CKM_SHA256;
+}
+
+static CK_RSA_PKCS_MGF_TYPE md_mgf(const kv_alg_desc *alg)
+{
+    return alg->mdlen == 64 ? CKG_MGF1_SHA512 : alg->mdlen == 48 ? CKG_MGF1_SHA384 : CKG_MGF1_SHA256;
+}
+
+/* DigestInfo for RSA PKCS#1 v1.5, DER-encoded by OpenSSL. */
+static int digest_info(const kv_alg_desc *alg, const unsigned char *md, size_t mdlen,
+                       unsigned char **out)
+{
+    X509_SIG *di = X509_SIG_new();
+    X509_ALGOR *algor;
+    ASN1_OCTET_STRING *digest;
+    int n = -1;
+
+    if (!di)
+        return -1;
+    X509_SIG_getm(di, &algor, &digest);
+    if (X509_ALGOR_set0(algor, OBJ_nid2obj(OBJ_sn2nid(alg->md)), V_ASN1_NULL, NULL) == 1 &&
+        ASN1_OCTET_STRING_set(digest, md, (int)mdlen) == 1)
+        n = i2d_X509_SIG(di, out);
+    X509_SIG_free(di);
+    return n;
+}
+
+static CK_RV sign_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
+{
+    struct sign_arg *a = p;
+    struct p11_key *k = a->key->bk;
+    const kv_type_desc *t = kv_type_desc_get(a->key->type);
+    CK_RSA_PKCS_PSS_PARAMS pss = { md_mech(a->alg), md_mgf(a->alg), a->alg->mdlen };
+    CK_MECHANISM mech = { CKM_ECDSA, NULL, 0 };
+    unsigned char raw[1024], *di = NULL, *der = NULL;
+    const unsigned char *data = a->tbs;
+    CK_ULONG datalen = a->tbslen, rawlen = sizeof(raw);
+    CK_OBJECT_HANDLE obj;
+    size_t derlen = 0;
+    CK_RV rv;
+
+    switch (a->alg->family) {
+    case KV_FAMILY_RSA:
+        if (a->alg->padding == KV_PAD_PSS) {
+            mech = (CK_MECHANISM){ CKM_RSA_PKCS_PSS, &pss, sizeof(pss) };
+        } else {
+            int n = digest_info(a->alg, a->tbs, a->tbslen, &di);
+            if (n <= 0) {
+                *rc = kv_error_ossl(tok->ctx, KV_ERR_CRYPTO, "cannot encode a DigestInfo");
+                return CKR_OK;
+            }
+            mech.mechanism = CKM_RSA_PKCS;
+            data = di;
+            datalen = (CK_ULONG)n;
+        }
+        break;
+    case KV_FAMILY_ED25519:
+        mech.mechanism = CKM_EDDSA;
+        break;
+    default:
+        break;
+    }
+    *rc = p11_mech_check(tok, h, mech.mechanism, CKF_SIGN);
+    if (*rc != KV_OK) {
+        rv = CKR_OK;
+        goto out;
+    }
+    rv = key_handle(tok, h, k, &obj, rc);
+    if (rv != CKR_OK || *rc != KV_OK)
+        goto out;
+    rv = tok->fl->C_SignInit(h, &mech, obj);
+    if (rv == CKR_OK)
+        rv = tok->fl->C_Sign(h, (CK_BYTE_PTR)data, datalen, raw, &rawlen);
+    if (rv != CKR_OK) {
+        forget_handle(k, rv);
+        *rc = p11_fail(tok, "C_Sign", rv);
+        goto out;
+    }
+    if (a->alg->family == KV_FAMILY_EC) {
+        if (rawlen != 2 * t->field_len) {
+            *rc = kv_error(tok->ctx, KV_ERR_BACKEND,
+                           "C_Sign on token '%s' returned a %lu-byte ECDSA signature, not %zu",
+                           tok->label, (unsigned long)rawlen, 2 * t->field_len);
+            goto out;
+        }
+        *rc = kv_ecdsa_raw_to_der(tok->ctx, raw, rawlen, &der, &derlen);
+        if (*rc == KV_OK) {
+            memcpy(a->sig, der, derlen);
+            *a->siglen = derlen;
+        }
+    } else {
+        memcpy(a->sig, raw, rawlen);
+        *a->siglen = rawlen;
+    }
+out:
+    OPENSSL_free(di);
+    OPENSSL_free(der);
+    return rv;
+}
+
+static kv_rc p11_sign(kv_key *key, const kv_alg_desc *alg, const unsigned char *tbs,
+                      size_t tbslen, unsigned char *sig, size_t *siglen)
+{
+    struct sign_arg a = { key, alg, tbs, tbslen, sig, siglen };
+    struct p11_key *k = key->bk;
+
+    return run(k->tok, sign_step, &a);
+}
+
+struct ecdh_arg {
+    kv_key *key;
+    unsigned char point[133];
+    size_t pointlen;
+    unsigned char *secret;
+    size_t *len;
+};
+
+static CK_RV derive(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
+                    const unsigned char *pub, size_t publen, CK_ULONG field,
+                    CK_OBJECT_HANDLE *out)
+{
+    CK_ECDH1_DERIVE_PARAMS params = { CKD_NULL, 0, NULL, publen, (CK_BYTE_PTR)pub };
+    CK_MECHANISM mech = { CKM_ECDH1_DERIVE, &params, sizeof(params) };
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE tmpl[] = {
+        { CKA_CLASS, &cls, sizeof(cls) },      { CKA_KEY_TYPE, &kt, sizeof(kt) },
+        { CKA_TOKEN, &no, sizeof(no) },        { CKA_SENSITIVE, &no, sizeof(no) },
+        { CKA_EXTRACTABLE, &yes, sizeof(yes) }, { CKA_VALUE_LEN, &field, sizeof(field) },
+    };
+
+    return tok->fl->C_DeriveKey(h, &mech, obj, tmpl, 6, out);
+}
+
+static CK_RV ecdh_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
+{
+    struct ecdh_arg *a = p;
+    struct p11_key *k = a->key->bk;
+    CK_ULONG field = kv_type_desc_get(a->key->type)->field_len;
+    CK_OBJECT_HANDLE obj, secret = CK_INVALID_HANDLE;
+    unsigned char *wrapped = NULL;
+    int wlen = 0;
+    CK_RV rv;
+
+    *rc = p11_mech_check(tok, h, CKM_ECDH1_DERIVE, CKF_DERIVE);
+    if (*rc != KV_OK)
+        return CKR_OK;
+    rv = key_handle(tok, h, k, &obj, rc);
+    if (rv != CKR_OK || *rc != KV_OK)
+        return rv;
+    /* modules differ: PKCS#11 asks for the raw point, some want it DER-wrapped */
+    int form = __atomic_load_n(&tok->ecdh_point_form, __ATOMIC_RELAXED);
+    if (form != 2) {
+        rv = derive(tok, h, obj, a->point, a->pointlen, field, &secret);
+        if (rv == CKR_OK && form == 0)
+            __atomic_store_n(&tok->ecdh_point_form, 1, __ATOMIC_RELAXED);
+    }
+    if (form == 2 || (form == 0 && (rv == CKR_ARGUMENTS_BAD || rv == CKR_MECHANISM_PARAM_INVALID ||
+                                    rv == CKR_DOMAIN_PARAMS_INVALID))) {
+        ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
+        if (os && ASN1_OCTET_STRING_set(os, a->point, (int)a->pointlen) == 1)
+            wlen = i2d_ASN1_OCTET_STRING(os, &wrapped);
+        ASN1_OCTET_STRING_free(os);
+        if (wlen <= 0) {
+            *rc = kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
+            return CKR_OK;
+        }
+        rv = derive(tok, h, obj, wrapped, (size_t)wlen, field, &secret);
+        if (rv == CKR_OK)
+            __atomic_store_n(&tok->ecdh_point_form, 2, __ATOMIC_RELAXED);
+        OPENSSL_free(wrapped);
+    }
+    if (rv != CKR_OK) {
+        forget_handle(k, rv);
+        *rc = p11_fail(tok, "C_DeriveKey(CKM_ECDH1_DERIVE)", rv);
+        return rv;
+    }
+    CK_ATTRIBUTE val = { CKA_VALUE, a->secret, *a->len };
+    rv = tok->fl->C_GetAttributeValue(h, secret, &val, 1);
+    (void)tok->fl->C_DestroyObject(h, secret);
+    if (rv != CKR_OK) {
+        *rc = p11_fail(tok, "C_GetAttributeValue(CKA_VALUE of the ECDH secret)", rv);
+        return rv;
+    }
+    *a->len = val.ulValueLen;
+    return CKR_OK;
+}
+
+static kv_rc p11_ecdh(kv_key *key, EVP_PKEY *peer, unsigned char *secret, size_t *len)
+{
+    struct p11_key *k = key->bk;
+    struct ecdh_arg a = { .key = key, .secret = secret, .len = len };
+    const kv_type_desc *t = kv_type_desc_get(key->type);
+    EC_GROUP *group = EC_GROUP_new_by_curve_name_ex(key->ctx->libctx, NULL,
+                                                    EC_curve_nist2nid(t->group));
+    EC_POINT *pt = group ? EC_POINT_new(group) : NULL;
+    unsigned char enc[133];
+    size_t enclen = 0;
+    kv_rc rc;
+
+    /* the token wants the uncompressed point, whatever form the peer sent */
+    if (!pt || EVP_PKEY_get_octet_string_param(peer, OSSL_PKEY_PARAM_PUB_KEY, enc, sizeof(enc),
+                                               &enclen) != 1 ||
+        EC_POINT_oct2point(group, pt, enc, enclen, NULL) != 1 ||
+        (a.pointlen = EC_POINT_point2oct(group, pt, POINT_CONVERSION_UNCOMPRESSED, a.point,
+                                         sizeof(a.point), NULL)) == 0) {
+        rc = kv_error_ossl(key->ctx, KV_ERR_CRYPTO, "cannot encode the peer point");
+        goto out;
+    }
+    rc = run(k->tok, ecdh_step, &a);
+out:
+    EC_POINT_free(pt);
+    EC_GROUP_free(group);
+    return rc;
+}
+
+const struct kv_backend_ops kv_pkcs11_ops = {
+    .name = "pkcs11",
+    .uri_scheme = "pkcs11",
+    .assurance = KV_ASSURANCE_TOKEN,
+    .init = p11_init,
+    .fini = p11_fini,
+    .generate = p11_generate,
+    .open_name = p11_open_name,
+    .open_uri = p11_open_uri,
+    .exists = p11_exists,
+    .list = p11_list,
+    .destroy = p11_destroy,
+    .key_free = p11_key_free,
+    .sign = p11_sign,
+    .ecdh = p11_ecdh,
+};

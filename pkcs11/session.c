@@ -1,0 +1,504 @@
+/*
+ * session.c - PKCS#11 module loading, token discovery, the session pool,
+ * login, recovery after token removal, fork handling and CK_RV decoding.
+ *
+ * The module is loaded through p11-kit as a managed module, so p11-kit
+ * supplies locking to it and tracks forks: in a child, the next call
+ * re-initialises the module (never inside an atfork handler), forgets the
+ * parent's sessions and logs in again.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/evp.h>
+#include <openssl/crypto.h>
+
+#include "p11.h"
+
+#define RV(x) { x, #x }
+static const struct { CK_RV rv; const char *name; } rv_names[] = {
+    RV(CKR_OK), RV(CKR_CANCEL), RV(CKR_HOST_MEMORY), RV(CKR_SLOT_ID_INVALID),
+    RV(CKR_GENERAL_ERROR), RV(CKR_FUNCTION_FAILED), RV(CKR_ARGUMENTS_BAD),
+    RV(CKR_NO_EVENT), RV(CKR_NEED_TO_CREATE_THREADS), RV(CKR_CANT_LOCK),
+    RV(CKR_ATTRIBUTE_READ_ONLY), RV(CKR_ATTRIBUTE_SENSITIVE), RV(CKR_ATTRIBUTE_TYPE_INVALID),
+    RV(CKR_ATTRIBUTE_VALUE_INVALID), RV(CKR_DATA_INVALID), RV(CKR_DATA_LEN_RANGE),
+    RV(CKR_DEVICE_ERROR), RV(CKR_DEVICE_MEMORY), RV(CKR_DEVICE_REMOVED),
+    RV(CKR_ENCRYPTED_DATA_INVALID), RV(CKR_ENCRYPTED_DATA_LEN_RANGE),
+    RV(CKR_FUNCTION_CANCELED), RV(CKR_FUNCTION_NOT_PARALLEL), RV(CKR_FUNCTION_NOT_SUPPORTED),
+    RV(CKR_KEY_HANDLE_INVALID), RV(CKR_KEY_SIZE_RANGE), RV(CKR_KEY_TYPE_INCONSISTENT),
+    RV(CKR_KEY_NOT_NEEDED), RV(CKR_KEY_CHANGED), RV(CKR_KEY_NEEDED),
+    RV(CKR_KEY_INDIGESTIBLE), RV(CKR_KEY_FUNCTION_NOT_PERMITTED), RV(CKR_KEY_NOT_WRAPPABLE),
+    RV(CKR_KEY_UNEXTRACTABLE), RV(CKR_MECHANISM_INVALID), RV(CKR_MECHANISM_PARAM_INVALID),
+    RV(CKR_OBJECT_HANDLE_INVALID), RV(CKR_OPERATION_ACTIVE), RV(CKR_OPERATION_NOT_INITIALIZED),
+    RV(CKR_PIN_INCORRECT), RV(CKR_PIN_INVALID), RV(CKR_PIN_LEN_RANGE), RV(CKR_PIN_EXPIRED),
+    RV(CKR_PIN_LOCKED), RV(CKR_SESSION_CLOSED), RV(CKR_SESSION_COUNT),
+    RV(CKR_SESSION_HANDLE_INVALID), RV(CKR_SESSION_PARALLEL_NOT_SUPPORTED),
+    RV(CKR_SESSION_READ_ONLY), RV(CKR_SESSION_EXISTS), RV(CKR_SESSION_READ_ONLY_EXISTS),
+    RV(CKR_SESSION_READ_WRITE_SO_EXISTS), RV(CKR_SIGNATURE_INVALID), RV(CKR_SIGNATURE_LEN_RANGE),
+    RV(CKR_TEMPLATE_INCOMPLETE), RV(CKR_TEMPLATE_INCONSISTENT), RV(CKR_TOKEN_NOT_PRESENT),
+    RV(CKR_TOKEN_NOT_RECOGNIZED), RV(CKR_TOKEN_WRITE_PROTECTED),
+    RV(CKR_USER_ALREADY_LOGGED_IN), RV(CKR_USER_NOT_LOGGED_IN), RV(CKR_USER_PIN_NOT_INITIALIZED),
+    RV(CKR_USER_TYPE_INVALID), RV(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
+    RV(CKR_USER_TOO_MANY_TYPES), RV(CKR_DOMAIN_PARAMS_INVALID), RV(CKR_CURVE_NOT_SUPPORTED),
+    RV(CKR_BUFFER_TOO_SMALL), RV(CKR_SAVED_STATE_INVALID), RV(CKR_INFORMATION_SENSITIVE),
+    RV(CKR_STATE_UNSAVEABLE), RV(CKR_CRYPTOKI_NOT_INITIALIZED),
+    RV(CKR_CRYPTOKI_ALREADY_INITIALIZED), RV(CKR_MUTEX_BAD), RV(CKR_MUTEX_NOT_LOCKED),
+    RV(CKR_FUNCTION_REJECTED),
+};
+
+static const struct { CK_MECHANISM_TYPE m; const char *name; } mech_names[] = {
+    RV(CKM_RSA_PKCS_KEY_PAIR_GEN), RV(CKM_RSA_PKCS), RV(CKM_RSA_PKCS_PSS),
+    RV(CKM_EC_KEY_PAIR_GEN), RV(CKM_ECDSA), RV(CKM_ECDH1_DERIVE),
+    RV(CKM_EC_EDWARDS_KEY_PAIR_GEN), RV(CKM_EDDSA),
+};
+#undef RV
+
+const char *p11_rv_name(CK_RV rv)
+{
+    static _Thread_local char buf[32];
+
+    for (size_t i = 0; i < sizeof(rv_names) / sizeof(rv_names[0]); i++)
+        if (rv_names[i].rv == rv)
+            return rv_names[i].name;
+    snprintf(buf, sizeof(buf), "CKR_0x%08lx", (unsigned long)rv);
+    return buf;
+}
+
+const char *p11_mech_name(CK_MECHANISM_TYPE m)
+{
+    static _Thread_local char buf[32];
+
+    for (size_t i = 0; i < sizeof(mech_names) / sizeof(mech_names[0]); i++)
+        if (mech_names[i].m == m)
+            return mech_names[i].name;
+    snprintf(buf, sizeof(buf), "CKM_0x%08lx", (unsigned long)m);
+    return buf;
+}
+
+const char *p11_token_name(const struct p11_token *tok)
+{
+    if (tok->label[0])
+        return tok->label;
+    CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info(tok->match);
+    static _Thread_local char buf[40];
+    size_t n = sizeof(ti->label);
+    while (n > 0 && ti->label[n - 1] == ' ')
+        n--;
+    if (n == 0)
+        return "(any)";
+    snprintf(buf, sizeof(buf), "%.*s", (int)n, ti->label);
+    return buf;
+}
+
+bool p11_rv_lost(CK_RV rv)
+{
+    switch (rv) {
+    case CKR_DEVICE_REMOVED:
+    case CKR_TOKEN_NOT_PRESENT:
+    case CKR_SESSION_HANDLE_INVALID:
+    case CKR_SESSION_CLOSED:
+    case CKR_USER_NOT_LOGGED_IN:
+    case CKR_CRYPTOKI_NOT_INITIALIZED:
+    case CKR_SLOT_ID_INVALID:
+    case CKR_DEVICE_ERROR:
+        return true;
+    default:
+        return false;
+    }
+}
+
+kv_rc p11_fail(struct p11_token *tok, const char *func, CK_RV rv)
+{
+    kv_rc rc;
+
+    switch (rv) {
+    case CKR_PIN_INCORRECT:
+    case CKR_PIN_INVALID:
+    case CKR_PIN_LEN_RANGE:
+    case CKR_USER_NOT_LOGGED_IN:
+        rc = KV_ERR_AUTH_FAILED;
+        break;
+    case CKR_PIN_LOCKED:
+    case CKR_PIN_EXPIRED:
+        rc = KV_ERR_PIN_LOCKED;
+        break;
+    case CKR_DEVICE_REMOVED:
+    case CKR_TOKEN_NOT_PRESENT:
+    case CKR_TOKEN_NOT_RECOGNIZED:
+    case CKR_SLOT_ID_INVALID:
+        rc = KV_ERR_TOKEN_NOT_PRESENT;
+        break;
+    case CKR_MECHANISM_INVALID:
+    case CKR_MECHANISM_PARAM_INVALID:
+    case CKR_FUNCTION_NOT_SUPPORTED:
+    case CKR_KEY_TYPE_INCONSISTENT:
+    case CKR_KEY_FUNCTION_NOT_PERMITTED:
+    case CKR_CURVE_NOT_SUPPORTED:
+    case CKR_KEY_SIZE_RANGE:
+        rc = KV_ERR_UNSUPPORTED;
+        break;
+    case CKR_HOST_MEMORY:
+        rc = KV_ERR_NO_MEMORY;
+        break;
+    case CKR_DEVICE_MEMORY:
+        rc = KV_ERR_NO_SPACE;
+        break;
+    default:
+        rc = KV_ERR_BACKEND;
+        break;
+    }
+    return kv_error_code(tok->ctx, rc, "CK_RV", rv, "%s on token '%s' failed: %s (%s)", func,
+                         p11_token_name(tok), p11_rv_name(rv), p11_kit_strerror(rv));
+}
+
+static kv_rc load_module(struct p11_token *tok)
+{
+    kv_ctx *ctx = tok->ctx;
+    char known[256] = "";
+
+    if (strchr(tok->module, '/')) {
+        tok->fl = p11_kit_module_load(tok->module, 0);
+        if (!tok->fl)
+            return kv_error(ctx, KV_ERR_BACKEND_UNAVAILABLE, "cannot load PKCS#11 module '%s': %s",
+                            tok->module, p11_kit_message() ? p11_kit_message() : "unknown error");
+        return KV_OK;
+    }
+    tok->all = p11_kit_modules_load(NULL, 0);
+    if (!tok->all)
+        return kv_error(ctx, KV_ERR_BACKEND_UNAVAILABLE,
+                        "cannot load the p11-kit module configuration: %s",
+                        p11_kit_message() ? p11_kit_message() : "unknown error");
+    tok->fl = p11_kit_module_for_name(tok->all, tok->module);
+    if (tok->fl)
+        return KV_OK;
+    for (size_t i = 0; tok->all[i]; i++) {
+        char *n = p11_kit_module_get_name(tok->all[i]);
+        size_t used = strlen(known);
+        if (n && used + strlen(n) + 3 < sizeof(known))
+            snprintf(known + used, sizeof(known) - used, "%s%s", used ? ", " : "", n);
+        free(n);
+    }
+    p11_kit_modules_release(tok->all);
+    tok->all = NULL;
+    return kv_error(ctx, KV_ERR_BACKEND_UNAVAILABLE,
+                    "no p11-kit module named '%s' (configured modules: %s); give a path instead",
+                    tok->module, known[0] ? known : "none");
+}
+
+kv_rc p11_token_new(kv_ctx *ctx, const char *module, P11KitUri *match, const char *pin_source,
+                    const char *pin, size_t maxsess, struct p11_token **out)
+{
+    struct p11_token *tok = calloc(1, sizeof(*tok));
+
+    *out = NULL;
+    if (!tok)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    tok->ctx = ctx;
+    tok->module = kv_strdup(module);
+    tok->match = match;
+    tok->pin_source = kv_strdup(pin_source);
+    tok->pin = kv_strdup(pin);
+    tok->maxsess = maxsess;
+    tok->sess = calloc(maxsess, sizeof(*tok->sess));
+    pthread_mutex_init(&tok->lock, NULL);
+    pthread_cond_init(&tok->cond, NULL);
+    if (!tok->module || !tok->sess || (pin_source && !tok->pin_source) || (pin && !tok->pin)) {
+        p11_token_free(tok);
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    }
+    *out = tok;
+    return KV_OK;
+}
+
+/* Forget every session (after a loss or a fork); close them if we may. */
+static void drop_sessions_locked(struct p11_token *tok, bool close)
+{
+    if (close && tok->connected)
+        (void)tok->fl->C_CloseAllSessions(tok->slot);
+    for (size_t i = 0; i < tok->maxsess; i++)
+        if (!tok->sess[i].busy)
+            tok->sess[i].open = false;
+    tok->connected = false;
+    tok->nmechs = 0;
+    pthread_cond_broadcast(&tok->cond);
+}
+
+void p11_token_free(struct p11_token *tok)
+{
+    if (!tok)
+        return;
+    if (tok->fl && tok->initialized && tok->fork_gen == kv_fork_generation()) {
+        drop_sessions_locked(tok, true);
+        (void)p11_kit_module_finalize(tok->fl);
+    }
+    if (tok->all)
+        p11_kit_modules_release(tok->all);
+    else if (tok->fl)
+        p11_kit_module_release(tok->fl);
+    if (tok->match)
+        p11_kit_uri_free(tok->match);
+    free(tok->module);
+    free(tok->pin_source);
+    kv_secret_free(tok->pin);
+    free(tok->sess);
+    pthread_mutex_destroy(&tok->lock);
+    pthread_cond_destroy(&tok->cond);
+    free(tok);
+}
+
+static void trim_copy(char *dst, const unsigned char *src, size_t n)
+{
+    while (n > 0 && (src[n - 1] == ' ' || src[n - 1] == '\0'))
+        n--;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* Find the slot whose token matches; fills tok->slot, label, serial, info. */
+static kv_rc find_slot_locked(struct p11_token *tok)
+{
+    CK_SLOT_ID slots[64];
+    CK_ULONG n = 64;
+    CK_RV rv;
+    char present[256] = "";
+    int found = 0;
+
+    rv = tok->fl->C_GetSlotList(CK_TRUE, slots, &n);
+    if (rv != CKR_OK)
+        return p11_fail(tok, "C_GetSlotList", rv);
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_TOKEN_INFO ti;
+        char label[33];
+        if (tok->fl->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+            continue;
+        trim_copy(label, ti.label, sizeof(ti.label));
+        size_t used = strlen(present);
+        if (used + strlen(label) + 5 < sizeof(present))
+            snprintf(present + used, sizeof(present) - used, "%s'%s'", used ? ", " : "", label);
+        if (!p11_kit_uri_match_token_info(tok->match, &ti))
+            continue;
+        if (found++ == 0) {
+            tok->slot = slots[i];
+            tok->info = ti;
+            trim_copy(tok->label, ti.label, sizeof(ti.label));
+            trim_copy(tok->serial, ti.serialNumber, sizeof(ti.serialNumber));
+        }
+    }
+    if (found == 0)
+        return kv_error(tok->ctx, KV_ERR_TOKEN_NOT_PRESENT,
+                        "token '%s' is not present in module %s (tokens present: %s)",
+                        p11_token_name(tok), tok->module, present[0] ? present : "none");
+    if (found > 1)
+        return kv_error(tok->ctx, KV_ERR_CONFIG,
+                        "%d tokens in module %s match '%s': add a serial to tell them apart",
+                        found, tok->module, p11_token_name(tok));
+    return KV_OK;
+}
+
+/* Log in on session h, never trying a PIN the token has rejected before. */
+static kv_rc login_locked(struct p11_token *tok, CK_SESSION_HANDLE h)
+{
+    unsigned char digest[32];
+    unsigned int dlen = 0;
+    char *pin = NULL;
+    kv_rc rc = KV_OK;
+    CK_RV rv;
+
+    if (!(tok->info.flags & CKF_LOGIN_REQUIRED))
+        return KV_OK;
+    if (tok->pin) {
+        pin = kv_strdup(tok->pin);
+        if (!pin)
+            return kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
+    } else if (tok->pin_source) {
+        rc = kv_secret_read(tok->ctx, tok->pin_source, "PIN", &pin);
+        if (rc == KV_ERR_KEY_NOT_FOUND)
+            rc = kv_error(tok->ctx, KV_ERR_CONFIG, "PIN source %s: file does not exist",
+                          tok->pin_source);
+        if (rc != KV_OK)
+            return rc;
+    } else {
+        return kv_error(tok->ctx, KV_ERR_AUTH_FAILED,
+                        "token '%s' needs a PIN: set [pkcs11] pin, or pin-source in the URI",
+                        tok->label);
+    }
+    EVP_Digest(pin, strlen(pin), digest, &dlen, EVP_sha256(), NULL);
+    if (tok->have_bad_pin && CRYPTO_memcmp(digest, tok->bad_pin, sizeof(digest)) == 0) {
+        rc = kv_error(tok->ctx, KV_ERR_AUTH_FAILED,
+                      "token '%s' rejected this PIN before; not trying it again "
+                      "(tokens lock after a few failures): fix the PIN source", tok->label);
+        goto out;
+    }
+    rv = tok->fl->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
+    if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_INVALID || rv == CKR_PIN_LEN_RANGE) {
+        memcpy(tok->bad_pin, digest, sizeof(digest));
+        tok->have_bad_pin = true;
+    }
+    if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
+        rc = p11_fail(tok, "C_Login", rv);
+out:
+    kv_wipe(digest, sizeof(digest));
+    kv_secret_free(pin);
+    return rc;
+}
+
+static kv_rc open_session_locked(struct p11_token *tok, struct p11_sess *s)
+{
+    CK_RV rv = tok->fl->C_OpenSession(tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                                      &s->h);
+    if (rv != CKR_OK)
+        return p11_fail(tok, "C_OpenSession", rv);
+    s->open = true;
+    s->epoch = tok->epoch;
+    return KV_OK;
+}
+
+/* Initialise the module if needed, find the token, open a first session and
+ * log in (login state is per token: later sessions share it). */
+static kv_rc connect_locked(struct p11_token *tok)
+{
+    kv_rc rc;
+    CK_RV rv;
+
+    if (!tok->fl) {
+        rc = load_module(tok);
+        if (rc != KV_OK)
+            return rc;
+    }
+    if (tok->initialized && tok->fork_gen != kv_fork_generation()) {
+        /* in a forked child: the parent's sessions are not ours */
+        for (size_t i = 0; i < tok->maxsess; i++)
+            tok->sess[i].open = tok->sess[i].busy = false;
+        tok->connected = false;
+        tok->initialized = false;
+    }
+    if (!tok->initialized) {
+        rv = p11_kit_module_initialize(tok->fl);
+        if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
+            return kv_error_code(tok->ctx, KV_ERR_BACKEND_UNAVAILABLE, "CK_RV", rv,
+                                 "C_Initialize of module %s failed: %s (%s)", tok->module,
+                                 p11_rv_name(rv), p11_kit_strerror(rv));
+        tok->initialized = true;
+        tok->fork_gen = kv_fork_generation();
+    }
+    rc = find_slot_locked(tok);
+    if (rc != KV_OK)
+        return rc;
+    tok->epoch++;
+    tok->nmechs = 0;
+    tok->ecdh_point_form = 0;
+    if (tok->maxsess > 1 && tok->info.ulMaxSessionCount != CK_EFFECTIVELY_INFINITE &&
+        tok->info.ulMaxSessionCount != CK_UNAVAILABLE_INFORMATION &&
+        tok->info.ulMaxSessionCount < tok->maxsess)
+        tok->maxsess = tok->info.ulMaxSessionCount; /* the token's own limit */
+    struct p11_sess *first = NULL;
+    for (size_t i = 0; i < tok->maxsess && !first; i++)
+        if (!tok->sess[i].busy)
+            first = &tok->sess[i];
+    if (!first)
+        return kv_error(tok->ctx, KV_ERR_BACKEND, "no free session slot on token '%s'",
+                        tok->label);
+    rc = open_session_locked(tok, first);
+    if (rc != KV_OK)
+        return rc;
+    rc = login_locked(tok, first->h);
+    if (rc != KV_OK) {
+        (void)tok->fl->C_CloseSession(first->h);
+        first->open = false;
+        return rc;
+    }
+    tok->connected = true;
+    return KV_OK;
+}
+
+kv_rc p11_session_get(struct p11_token *tok, struct p11_sess **out)
+{
+    struct p11_sess *s = NULL;
+    kv_rc rc = KV_OK;
+
+    *out = NULL;
+    pthread_mutex_lock(&tok->lock);
+    for (;;) {
+        if (tok->initialized && tok->fork_gen != kv_fork_generation())
+            tok->connected = false;
+        if (!tok->connected) {
+            rc = connect_locked(tok);
+            if (rc != KV_OK)
+                break;
+        }
+        struct p11_sess *empty = NULL;
+        for (size_t i = 0; i < tok->maxsess; i++) {
+            struct p11_sess *c = &tok->sess[i];
+            if (c->busy)
+                continue;
+            if (c->open && c->epoch == tok->epoch) {
+                s = c;
+                break;
+            }
+            if (!empty)
+                empty = c;
+        }
+        if (!s && empty) {
+            rc = open_session_locked(tok, empty);
+            if (rc != KV_OK)
+                break;
+            s = empty;
+        }
+        if (s) {
+            s->busy = true;
+            break;
+        }
+        pthread_cond_wait(&tok->cond, &tok->lock);
+    }
+    pthread_mutex_unlock(&tok->lock);
+    *out = s;
+    return rc;
+}
+
+void p11_session_put(struct p11_token *tok, struct p11_sess *s, CK_RV rv)
+{
+    pthread_mutex_lock(&tok->lock);
+    s->busy = false;
+    if (s->epoch != tok->epoch || tok->fork_gen != kv_fork_generation()) {
+        s->open = false; /* from before a reconnect or a fork */
+    } else if (p11_rv_lost(rv)) {
+        /* the token went away or logged us out: start again on next use */
+        drop_sessions_locked(tok, rv != CKR_DEVICE_REMOVED && rv != CKR_TOKEN_NOT_PRESENT);
+        s->open = false;
+    }
+    pthread_cond_signal(&tok->cond);
+    pthread_mutex_unlock(&tok->lock);
+}
+
+kv_rc p11_mech_check(struct p11_token *tok, CK_SESSION_HANDLE h, CK_MECHANISM_TYPE m,
+                     CK_FLAGS flag)
+{
+    struct p11_mech found = { m, CKR_OK, { 0, 0, 0 } };
+    bool cached = false;
+
+    (void)h;
+    pthread_mutex_lock(&tok->lock);
+    for (size_t i = 0; i < tok->nmechs; i++)
+        if (tok->mechs[i].type == m) {
+            found = tok->mechs[i];
+            cached = true;
+        }
+    if (!cached) {
+        found.rv = tok->fl->C_GetMechanismInfo(tok->slot, m, &found.info);
+        if (tok->nmechs < P11_MAX_MECHS && !p11_rv_lost(found.rv))
+            tok->mechs[tok->nmechs++] = found;
+    }
+    pthread_mutex_unlock(&tok->lock);
+    if (found.rv == CKR_MECHANISM_INVALID)
+        return kv_error(tok->ctx, KV_ERR_UNSUPPORTED,
+                        "mechanism %s not offered by this token ('%s', module %s)",
+                        p11_mech_name(m), tok->label, tok->module);
+    if (found.rv != CKR_OK)
+        return p11_fail(tok, "C_GetMechanismInfo", found.rv);
+    if (!(found.info.flags & flag))
+        return kv_error(tok->ctx, KV_ERR_UNSUPPORTED,
+                        "mechanism %s not supported by this token ('%s') for this operation",
+                        p11_mech_name(m), tok->label);
+    return KV_OK;
+}

@@ -1,0 +1,9 @@
+#!/bin/sh
+# pkcs11-api.sh - the backend-independent API tests (check_api) against a
+# fresh SoftHSMv2 token.
+set -eu
+T=$(mktemp -d "${TMPDIR:-/tmp}/kvp11api.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/softhsm.sh"
+KV_TEST_BACKEND=pkcs11 KV_TEST_CONF="$KV_P11_DIR/keyvault.conf" \
+    "${KV_BUILDDIR:-.}/tests/check_api"
