@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/x509.h>
@@ -534,6 +536,59 @@ START_TEST(malformed_names_and_uris)
 }
 END_TEST
 
+/* Wycheproof's ECDH peer keys against a key of this backend: every invalid
+ * peer is refused before the backend sees it, every valid one is used.
+ * (The shared secrets differ from the vectors': the private key is ours.) */
+START_TEST(wycheproof_ecdh_peers)
+{
+    static const char *files[] = { "ecdh_secp256r1_test.json", "ecdh_secp256r1_ecpoint_test.json" };
+    kv_ctx *ctx = new_ctx();
+    kv_key *key = gen(ctx, kname("wp"), KV_KEY_EC_P256);
+    char rel[200];
+    int valid = 0, invalid = 0;
+
+    for (size_t f = 0; f < 2; f++) {
+        json_error_t jerr;
+        json_t *doc, *group, *test;
+        size_t gi, ti;
+
+        snprintf(rel, sizeof(rel), "tests/vectors/wycheproof/%s", files[f]);
+        doc = json_load_file(tu_srcpath(rel), 0, &jerr);
+        ck_assert_msg(doc != NULL, "%s: %s", rel, jerr.text);
+        json_array_foreach(json_object_get(doc, "testGroups"), gi, group) {
+            json_array_foreach(json_object_get(group, "tests"), ti, test) {
+                const char *result = json_string_value(json_object_get(test, "result"));
+                size_t publen, zlen = 64;
+                unsigned char z[64];
+                unsigned char *pub = tu_unhex(json_string_value(json_object_get(test, "public")),
+                                              &publen);
+                kv_rc rc = kv_ecdh(key, pub, publen, z, &zlen);
+                long long tc = json_integer_value(json_object_get(test, "tcId"));
+
+                if (!strcmp(result, "valid")) {
+                    ck_assert_msg(rc == KV_OK, "%s tcId %lld: %s", files[f], tc, kv_errmsg(ctx));
+                    ck_assert_uint_eq(zlen, 32);
+                    valid++;
+                } else if (!strcmp(result, "invalid")) {
+                    ck_assert_msg(rc == KV_ERR_INVALID_PEER_KEY, "%s tcId %lld accepted: %s",
+                                  files[f], tc, kv_strerror(rc));
+                    invalid++;
+                }
+                OPENSSL_free(pub);
+            }
+        }
+        json_decref(doc);
+    }
+    printf("wycheproof ECDH peers on %s: %d valid used, %d invalid refused\n", backend(), valid,
+           invalid);
+    ck_assert_int_eq(valid, 660);
+    ck_assert_int_eq(invalid, 76);
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("wp")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 struct thread_arg {
     kv_ctx *ctx;
     kv_key *key;
@@ -630,6 +685,7 @@ static Suite *api_suite(void)
     tcase_add_test(sign, output_buffer_sizes);
     tcase_add_loop_test(ecdh, ecdh_both_sides_agree, 0, 2);
     tcase_add_test(ecdh, ecdh_rejects_bad_peers);
+    tcase_add_test(ecdh, wycheproof_ecdh_peers);
     tcase_add_test(keys, lifecycle_open_list_destroy);
     tcase_add_test(keys, malformed_names_and_uris);
     tcase_add_test(conc, eight_threads_sign_with_one_context);

@@ -1,0 +1,400 @@
+/*
+ * check_pkcs11.c - what only the PKCS#11 backend does: token lookup, PINs,
+ * RFC 7512 URIs, a bounded session pool, and recovery after the token is
+ * pulled out and put back. Runs against the SoftHSMv2 token that
+ * tests/pkcs11-unit.sh creates (KV_P11_* variables, SOFTHSM2_CONF).
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <p11-kit/p11-kit.h>
+#include <p11-kit/pkcs11.h>
+
+#include "testutil.h"
+
+static const char *env(const char *name)
+{
+    const char *v = getenv(name);
+    ck_assert_msg(v && *v, "%s is not set: run through tests/pkcs11-unit.sh", name);
+    return v;
+}
+
+/* A context on the harness token, with [pkcs11] lines replaced by `p11`. */
+static kv_ctx *p11_ctx(const char *p11, kv_rc want)
+{
+    char path[700], text[4096], def[1024];
+    kv_ctx *ctx = NULL;
+    kv_rc rc;
+
+    snprintf(def, sizeof(def), "module = %s\ntoken = %s\npin = file:%s\n", env("KV_P11_MODULE"),
+             env("KV_P11_TOKEN"), env("KV_P11_PINFILE"));
+    snprintf(path, sizeof(path), "%s/p11-%d.conf", tu_tmpdir(), rand());
+    snprintf(text, sizeof(text), "[keyvault]\nbackends = pkcs11\n[pkcs11]\n%s", p11 ? p11 : def);
+    tu_write(path, text);
+    rc = kv_ctx_new(&ctx, path);
+    ck_assert_msg(rc == want, "kv_ctx_new: %s", kv_errmsg(NULL));
+    return ctx;
+}
+
+static const char *kname(const char *base)
+{
+    static char buf[4][64];
+    static int i;
+    char *b = buf[i++ % 4];
+    snprintf(b, 64, "%s-%ld", base, (long)getpid());
+    return b;
+}
+
+static void sign_verify(kv_ctx *ctx, kv_key *key)
+{
+    unsigned char sig[512], pub[600];
+    size_t siglen = sizeof(sig), publen = sizeof(pub);
+
+    ck_assert_rc(ctx, kv_sign(key, KV_ALG_DEFAULT, 0, (const unsigned char *)"abc", 3, sig, &siglen),
+                 KV_OK);
+    ck_assert_rc(ctx, kv_key_public_der(key, pub, &publen), KV_OK);
+    ck_assert_rc(ctx, kv_verify(ctx, pub, publen, KV_ALG_DEFAULT, 0, (const unsigned char *)"abc",
+                                3, sig, siglen), KV_OK);
+}
+
+START_TEST(token_not_present_names_what_is)
+{
+    char p11[1024];
+    kv_ctx *ctx;
+
+    snprintf(p11, sizeof(p11), "module = %s\ntoken = no-such-token\npin = file:%s\n",
+             env("KV_P11_MODULE"), env("KV_P11_PINFILE"));
+    ctx = p11_ctx(p11, KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "x", KV_KEY_EC_P256, NULL, NULL),
+                 KV_ERR_TOKEN_NOT_PRESENT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "no-such-token"));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), env("KV_P11_TOKEN")));
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(module_not_found_is_named)
+{
+    kv_ctx *ctx = p11_ctx("module = /nonexistent/module.so\ntoken = t\n", KV_OK);
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "x", KV_KEY_EC_P256, NULL, NULL),
+                 KV_ERR_BACKEND_UNAVAILABLE);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "/nonexistent/module.so"));
+    kv_ctx_free(ctx);
+    ctx = p11_ctx("module = no-such-module\ntoken = t\n", KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "x", KV_KEY_EC_P256, NULL, NULL),
+                 KV_ERR_BACKEND_UNAVAILABLE);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "no p11-kit module named 'no-such-module'"));
+    kv_ctx_free(ctx);
+    /* a PIN written into the configuration is refused */
+    p11_ctx("module = x\ntoken = t\npin = 1234\n", KV_ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(NULL), "file:PATH or env:VAR"));
+}
+END_TEST
+
+START_TEST(wrong_pin_is_tried_once)
+{
+    kv_ctx *good = p11_ctx(NULL, KV_OK), *bad;
+    char p11[1024], pinfile[700];
+    const char *kind = NULL;
+    kv_key *key = NULL;
+
+    ck_assert_rc(good, kv_key_generate(good, kname("pin"), KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    /* login state is per process and token: log out by closing every session */
+    kv_ctx_free(good);
+    snprintf(pinfile, sizeof(pinfile), "%s/wrong-pin", tu_tmpdir());
+    tu_write(pinfile, "999999\n");
+    snprintf(p11, sizeof(p11), "module = %s\ntoken = %s\npin = file:%s\n", env("KV_P11_MODULE"),
+             env("KV_P11_TOKEN"), pinfile);
+    bad = p11_ctx(p11, KV_OK);
+    ck_assert_rc(bad, kv_key_open(bad, kname("pin"), &key), KV_ERR_AUTH_FAILED);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(bad), "C_Login"));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(bad), "CKR_PIN_INCORRECT"));
+    ck_assert_ptr_null(strstr(kv_errmsg(bad), "999999"));
+    ck_assert_uint_eq(kv_backend_code(bad, &kind), CKR_PIN_INCORRECT);
+    ck_assert_str_eq(kind, "CK_RV");
+    /* the same wrong PIN is not sent to the token again */
+    ck_assert_rc(bad, kv_key_open(bad, kname("pin"), &key), KV_ERR_AUTH_FAILED);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(bad), "not trying it again"));
+    /* once the PIN source is fixed, the same context logs in */
+    tu_write(pinfile, env("KV_P11_PIN"));
+    ck_assert_rc(bad, kv_key_open(bad, kname("pin"), &key), KV_OK);
+    sign_verify(bad, key);
+    kv_key_free(key);
+    ck_assert_rc(bad, kv_key_destroy(bad, kname("pin")), KV_OK);
+    kv_ctx_free(bad);
+}
+END_TEST
+
+START_TEST(uri_forms)
+{
+    kv_ctx *ctx = p11_ctx(NULL, KV_OK), *bare;
+    kv_key *key = NULL, *k2 = NULL;
+    kv_key_info info;
+    char uri[1024];
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, kname("uri"), KV_KEY_EC_P384, NULL, &key), KV_OK);
+    ck_assert_rc(ctx, kv_key_get_info(key, &info), KV_OK);
+    ck_assert_int_eq(info.assurance, KV_ASSURANCE_TOKEN);
+    ck_assert_ptr_nonnull(strstr(info.uri, "type=private"));
+    ck_assert_ptr_nonnull(strstr(info.uri, "id=%"));
+    /* the URI the library gives opens the same key */
+    ck_assert_rc(ctx, kv_key_open(ctx, info.uri, &k2), KV_OK);
+    sign_verify(ctx, k2);
+    kv_key_free(k2);
+    /* by token and object label */
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=%s;type=private", env("KV_P11_TOKEN"),
+             kname("uri"));
+    ck_assert_rc(ctx, kv_key_open(ctx, uri, &k2), KV_OK);
+    kv_key_free(k2);
+    /* malformed, wrong type, nothing named, unknown object */
+    ck_assert_rc(ctx, kv_key_open(ctx, "pkcs11:token=x;id=%ZZ", &k2), KV_ERR_BAD_URI);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "not a valid pkcs11: URI"));
+    snprintf(uri, sizeof(uri), "pkcs11:object=%s;type=public", kname("uri"));
+    ck_assert_rc(ctx, kv_key_open(ctx, uri, &k2), KV_ERR_BAD_URI);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "private key"));
+    ck_assert_rc(ctx, kv_key_open(ctx, "pkcs11:token=kvtest", &k2), KV_ERR_BAD_URI);
+    ck_assert_rc(ctx, kv_key_open(ctx, "pkcs11:object=nothing-here;type=private", &k2),
+                 KV_ERR_KEY_NOT_FOUND);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "nothing-here"));
+
+    /* a context with no [pkcs11] section: the URI brings module and PIN */
+    bare = p11_ctx("", KV_OK);
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=%s;type=private?module-path=%s&pin-value=%s",
+             env("KV_P11_TOKEN"), kname("uri"), env("KV_P11_MODULE"), env("KV_P11_PIN"));
+    ck_assert_rc(bare, kv_key_open(bare, uri, &k2), KV_OK);
+    sign_verify(bare, k2);
+    kv_key_free(k2);
+    snprintf(uri, sizeof(uri),
+             "pkcs11:token=%s;object=%s;type=private?module-path=%s&pin-source=file:%s",
+             env("KV_P11_TOKEN"), kname("uri"), env("KV_P11_MODULE"), env("KV_P11_PINFILE"));
+    ck_assert_rc(bare, kv_key_open(bare, uri, &k2), KV_OK);
+    sign_verify(bare, k2);
+    kv_key_free(k2);
+    /* and without them it says what is missing */
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=%s;type=private", env("KV_P11_TOKEN"),
+             kname("uri"));
+    ck_assert_rc(bare, kv_key_open(bare, uri, &k2), KV_ERR_BAD_URI);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(bare), "module"));
+    /* names need a configured token */
+    ck_assert_rc(bare, kv_key_generate(bare, "x", KV_KEY_EC_P256, "pkcs11", NULL),
+                 KV_ERR_BACKEND_UNAVAILABLE);
+    kv_ctx_free(bare);
+
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("uri")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+struct worker {
+    kv_ctx *ctx;
+    kv_key *key;
+    int ok;
+};
+
+static void *worker(void *p)
+{
+    struct worker *w = p;
+    unsigned char sig[128];
+
+    for (int i = 0; i < 50; i++) {
+        size_t siglen = sizeof(sig);
+        if (kv_sign(w->key, KV_ALG_DEFAULT, 0, (const unsigned char *)"m", 1, sig, &siglen) ==
+            KV_OK)
+            w->ok++;
+    }
+    return NULL;
+}
+
+START_TEST(small_pool_serves_many_threads)
+{
+    char p11[1024];
+    kv_ctx *ctx;
+    kv_key *key = NULL;
+    pthread_t th[8];
+    struct worker w[8];
+
+    snprintf(p11, sizeof(p11), "module = %s\ntoken = %s\npin = file:%s\nmax_sessions = 2\n",
+             env("KV_P11_MODULE"), env("KV_P11_TOKEN"), env("KV_P11_PINFILE"));
+    ctx = p11_ctx(p11, KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, kname("pool"), KV_KEY_EC_P256, NULL, &key), KV_OK);
+    for (int i = 0; i < 8; i++) {
+        w[i] = (struct worker){ ctx, key, 0 };
+        pthread_create(&th[i], NULL, worker, &w[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(w[i].ok, 50);
+    }
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("pool")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* The token pulled out and plugged back in, through tests/p11shim.c. */
+START_TEST(token_removed_and_back)
+{
+    char p11[1024], control[700], shim[700];
+    kv_ctx *ctx;
+    kv_key *key = NULL, *peer = NULL;
+    unsigned char sig[128], ppub[200], z[64];
+    size_t siglen, ppublen = sizeof(ppub), zlen;
+
+    snprintf(control, sizeof(control), "%s/shim-control", tu_tmpdir());
+    snprintf(shim, sizeof(shim), "%s/tests/.libs/p11shim.so", getenv("KV_BUILDDIR"));
+    tu_write(control, "present\n");
+    setenv("KV_SHIM_CONTROL", control, 1);
+    setenv("KV_SHIM_MODULE", env("KV_P11_MODULE"), 1);
+    snprintf(p11, sizeof(p11), "module = %s\ntoken = %s\npin = file:%s\n", shim,
+             env("KV_P11_TOKEN"), env("KV_P11_PINFILE"));
+    ctx = p11_ctx(p11, KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, kname("plug"), KV_KEY_EC_P256, NULL, &key), KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, kname("peer"), KV_KEY_EC_P256, NULL, &peer), KV_OK);
+    ck_assert_rc(ctx, kv_key_public_der(peer, ppub, &ppublen), KV_OK);
+    sign_verify(ctx, key);
+
+    tu_write(control, "removed\n");
+    siglen = sizeof(sig);
+    ck_assert_rc(ctx, kv_sign(key, KV_ALG_DEFAULT, 0, (const unsigned char *)"x", 1, sig, &siglen),
+                 KV_ERR_TOKEN_NOT_PRESENT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), env("KV_P11_TOKEN")));
+    siglen = sizeof(sig);
+    ck_assert_rc(ctx, kv_sign(key, KV_ALG_DEFAULT, 0, (const unsigned char *)"x", 1, sig, &siglen),
+                 KV_ERR_TOKEN_NOT_PRESENT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "not present"));
+
+    /* back: old sessions are gone, the library reconnects and logs in again */
+    tu_write(control, "present\n");
+    sign_verify(ctx, key);
+    zlen = sizeof(z);
+    ck_assert_rc(ctx, kv_ecdh(key, ppub, ppublen, z, &zlen), KV_OK);
+    ck_assert_str_eq(kv_errmsg(ctx), "");
+
+    /* a removal between two operations of a running process, once more */
+    tu_write(control, "removed\n");
+    zlen = sizeof(z);
+    ck_assert_rc(ctx, kv_ecdh(key, ppub, ppublen, z, &zlen), KV_ERR_TOKEN_NOT_PRESENT);
+    tu_write(control, "present\n");
+    zlen = sizeof(z);
+    ck_assert_rc(ctx, kv_ecdh(key, ppub, ppublen, z, &zlen), KV_OK);
+
+    kv_key_free(key);
+    kv_key_free(peer);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("plug")), KV_OK);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("peer")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(list_shows_token_keys_only_once)
+{
+    kv_ctx *ctx = p11_ctx(NULL, KV_OK);
+    kv_key_list *list = NULL;
+    int seen = 0;
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, kname("ls"), KV_KEY_RSA_2048, NULL, NULL), KV_OK);
+    ck_assert_rc(ctx, kv_list_keys(ctx, &list), KV_OK);
+    for (size_t i = 0; i < list->count; i++) {
+        if (strcmp(list->keys[i].name, kname("ls")))
+            continue;
+        seen++;
+        ck_assert_str_eq(list->keys[i].backend, "pkcs11");
+        ck_assert_int_eq(list->keys[i].type, KV_KEY_RSA_2048);
+        ck_assert_int_eq(list->keys[i].assurance, KV_ASSURANCE_TOKEN);
+    }
+    ck_assert_int_eq(seen, 1);
+    kv_key_list_free(list);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("ls")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* Raw PKCS#11, not through libkeyvault: what a generated key looks like. */
+START_TEST(generated_key_attributes)
+{
+    kv_ctx *ctx = p11_ctx(NULL, KV_OK);
+    CK_FUNCTION_LIST *f;
+    CK_SLOT_ID slots[8];
+    CK_ULONG nslots = 8, count = 0;
+    CK_SESSION_HANDLE h;
+    CK_OBJECT_HANDLE priv = 0, pub = 0;
+    CK_OBJECT_CLASS pcls = CKO_PRIVATE_KEY, ucls = CKO_PUBLIC_KEY;
+    const char *label = kname("attrs");
+    CK_ATTRIBUTE find[] = { { CKA_CLASS, &pcls, sizeof(pcls) },
+                            { CKA_LABEL, (void *)label, strlen(label) } };
+    CK_BBOOL token = 0, private_ = 0, sensitive = 0, extractable = 1, never = 0;
+    unsigned char id[64], pid[64], value[512];
+    CK_ATTRIBUTE attrs[] = {
+        { CKA_TOKEN, &token, sizeof(token) },           { CKA_PRIVATE, &private_, sizeof(private_) },
+        { CKA_SENSITIVE, &sensitive, sizeof(sensitive) }, { CKA_EXTRACTABLE, &extractable, sizeof(extractable) },
+        { CKA_NEVER_EXTRACTABLE, &never, sizeof(never) }, { CKA_ID, id, sizeof(id) },
+    };
+    CK_ATTRIBUTE val = { CKA_VALUE, value, sizeof(value) };
+    CK_ATTRIBUTE pubid = { CKA_ID, pid, sizeof(pid) };
+    CK_TOKEN_INFO ti;
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, label, KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    f = p11_kit_module_load(env("KV_P11_MODULE"), 0);
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(p11_kit_module_initialize(f), CKR_OK);
+    ck_assert_uint_eq(f->C_GetSlotList(CK_TRUE, slots, &nslots), CKR_OK);
+    for (CK_ULONG i = 0; i < nslots; i++) {
+        ck_assert_uint_eq(f->C_GetTokenInfo(slots[i], &ti), CKR_OK);
+        if (!strncmp((char *)ti.label, env("KV_P11_TOKEN"), strlen(env("KV_P11_TOKEN"))))
+            slots[0] = slots[i];
+    }
+    ck_assert_uint_eq(f->C_OpenSession(slots[0], CKF_SERIAL_SESSION, NULL, NULL, &h), CKR_OK);
+    CK_RV lrv = f->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)env("KV_P11_PIN"), strlen(env("KV_P11_PIN")));
+    ck_assert(lrv == CKR_OK || lrv == CKR_USER_ALREADY_LOGGED_IN);
+    ck_assert_uint_eq(f->C_FindObjectsInit(h, find, 2), CKR_OK);
+    ck_assert_uint_eq(f->C_FindObjects(h, &priv, 1, &count), CKR_OK);
+    f->C_FindObjectsFinal(h);
+    ck_assert_uint_eq(count, 1);
+    ck_assert_uint_eq(f->C_GetAttributeValue(h, priv, attrs, 6), CKR_OK);
+    ck_assert(token && private_ && sensitive && !extractable && never);
+    ck_assert_uint_eq(attrs[5].ulValueLen, 16); /* a random 16-byte CKA_ID */
+    /* the private value cannot be read */
+    ck_assert_uint_eq(f->C_GetAttributeValue(h, priv, &val, 1), CKR_ATTRIBUTE_SENSITIVE);
+    /* the public key object shares label and CKA_ID */
+    find[0].pValue = &ucls;
+    ck_assert_uint_eq(f->C_FindObjectsInit(h, find, 2), CKR_OK);
+    ck_assert_uint_eq(f->C_FindObjects(h, &pub, 1, &count), CKR_OK);
+    f->C_FindObjectsFinal(h);
+    ck_assert_uint_eq(count, 1);
+    ck_assert_uint_eq(f->C_GetAttributeValue(h, pub, &pubid, 1), CKR_OK);
+    ck_assert_uint_eq(pubid.ulValueLen, 16);
+    ck_assert_mem_eq(pid, id, 16);
+    f->C_CloseSession(h);
+    p11_kit_module_finalize(f);
+    p11_kit_module_release(f);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, label), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+static Suite *pkcs11_suite(void)
+{
+    Suite *s = suite_create("pkcs11");
+    TCase *tc = tcase_create("pkcs11");
+
+    tcase_add_test(tc, token_not_present_names_what_is);
+    tcase_add_test(tc, module_not_found_is_named);
+    tcase_add_test(tc, wrong_pin_is_tried_once);
+    tcase_add_test(tc, uri_forms);
+    tcase_add_test(tc, small_pool_serves_many_threads);
+    tcase_add_test(tc, token_removed_and_back);
+    tcase_add_test(tc, list_shows_token_keys_only_once);
+    tcase_add_test(tc, generated_key_attributes);
+    tcase_set_timeout(tc, 120);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run(pkcs11_suite());
+}
