@@ -209,6 +209,11 @@ struct kv_backend_ops {
     /* ECDH with a validated peer on the key's curve: x coordinate, field
      * length bytes. */
     kv_rc (*ecdh)(kv_key *key, EVP_PKEY *peer, unsigned char *secret, size_t *len);
+    /* Keep a certificate (DER, already checked against key->pub) with the
+     * key, replacing an earlier one; read it back as a new OpenSSL buffer
+     * (KV_ERR_KEY_NOT_FOUND when there is none). */
+    kv_rc (*cert_store)(kv_key *key, const unsigned char *der, size_t len);
+    kv_rc (*cert_read)(kv_key *key, unsigned char **der, size_t *len);
 };
 
 struct kv_backend {

@@ -214,6 +214,22 @@ KV_API KV_WUR kv_rc kv_key_public_der(kv_key *key, unsigned char *buf, size_t *l
  * with kv_string_free. */
 KV_API KV_WUR kv_rc kv_key_public_pem(kv_key *key, char **pem) KV_NONNULL(1, 2);
 
+/*
+ * kv_key_store_cert - keep an X.509 certificate (DER or PEM) with the key:
+ * a certificate object with the key's CKA_ID on a token, a NAME.crt file
+ * beside a software key. Its public key must be the key's own
+ * (KV_ERR_BAD_INPUT otherwise). A certificate stored earlier is replaced.
+ */
+KV_API KV_WUR kv_rc kv_key_store_cert(kv_key *key, const unsigned char *cert, size_t len)
+    KV_NONNULL(1, 2);
+
+/*
+ * kv_key_cert_der - the certificate stored with the key, as DER.
+ * buf NULL: *len receives the size. KV_ERR_KEY_NOT_FOUND when there is none.
+ */
+KV_API KV_WUR kv_rc kv_key_cert_der(kv_key *key, unsigned char *buf, size_t *len)
+    KV_NONNULL(1, 3);
+
 /* kv_string_free - wipe and free a string the library returned. Accepts NULL. */
 KV_API void kv_string_free(char *s);
 

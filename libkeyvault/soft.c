@@ -13,6 +13,7 @@
  *            | machine:PATH     the same, at PATH
  *            | file:PATH        first line of PATH
  *            | env:VAR          the environment variable VAR
+ * STORE/NAME.crt (PEM) holds a certificate stored with kv_key_store_cert.
  * kdf_iterations = N            PBKDF2 iterations for new keys (default 100000)
  */
 #include "config.h"
@@ -543,21 +544,25 @@ static kv_rc soft_list(kv_backend *be, kv_list_builder *lb)
     return rc;
 }
 
+static char *sibling(const struct soft_key *sk, const char *ext);
+
 static kv_rc soft_destroy(kv_backend *be, kv_key *key)
 {
     kv_ctx *ctx = be->ctx;
     struct soft_key *sk = key->bk;
-    /* NAME.pem -> NAME.json */
-    char *meta = kv_asprintf("%.*sjson", (int)(strlen(sk->path) - 3), sk->path);
+    char *meta = sibling(sk, "json"), *cert = sibling(sk, "crt");
     kv_rc rc = KV_OK;
 
-    if (!meta)
-        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
-    if (unlink(sk->path) != 0)
+    if (!meta || !cert)
+        rc = kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    else if (unlink(sk->path) != 0)
         rc = kv_error_errno(ctx, errno, "cannot delete key file '%s'", sk->path);
     else if (unlink(meta) != 0 && errno != ENOENT)
         rc = kv_error_errno(ctx, errno, "deleted the key but not its metadata '%s'", meta);
+    else if (unlink(cert) != 0 && errno != ENOENT)
+        rc = kv_error_errno(ctx, errno, "deleted the key but not its certificate '%s'", cert);
     free(meta);
+    free(cert);
     return rc;
 }
 
@@ -569,6 +574,75 @@ static void soft_key_free(kv_key *key)
     free(sk->path);
     free(sk);
     key->bk = NULL;
+}
+
+/* STORE/NAME.pem -> STORE/NAME.EXT */
+static char *sibling(const struct soft_key *sk, const char *ext)
+{
+    return kv_asprintf("%.*s%s", (int)(strlen(sk->path) - 3), sk->path, ext);
+}
+
+static kv_rc soft_cert_store(kv_key *key, const unsigned char *der, size_t len)
+{
+    kv_ctx *ctx = key->ctx;
+    struct soft_key *sk = key->bk;
+    const unsigned char *p = der;
+    X509 *x = d2i_X509(NULL, &p, (long)len);
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *path = sibling(sk, "crt"), *slash, *data;
+    long n;
+    kv_rc rc;
+
+    if (!x || !bio || !path || PEM_write_bio_X509(bio, x) != 1) {
+        rc = kv_error_ossl(ctx, KV_ERR_NO_MEMORY, "cannot write the certificate as PEM");
+        goto out;
+    }
+    n = BIO_get_mem_data(bio, &data);
+    slash = strrchr(path, '/');
+    *slash = '\0';
+    rc = kv_write_file_atomic(ctx, path, slash + 1, data, (size_t)n, true);
+out:
+    X509_free(x);
+    BIO_free(bio);
+    free(path);
+    return rc;
+}
+
+static kv_rc soft_cert_read(kv_key *key, unsigned char **der, size_t *len)
+{
+    kv_ctx *ctx = key->ctx;
+    struct soft_key *sk = key->bk;
+    char *path = sibling(sk, "crt"), *text = NULL;
+    size_t tlen = 0;
+    BIO *bio = NULL;
+    X509 *x = NULL;
+    int n;
+    kv_rc rc;
+
+    *der = NULL;
+    if (!path)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    rc = kv_read_file(ctx, path, SOFT_KEY_FILE_MAX, &text, &tlen);
+    if (rc == KV_ERR_KEY_NOT_FOUND) {
+        kv_err_begin(ctx);
+        rc = kv_error(ctx, KV_ERR_KEY_NOT_FOUND, "no certificate stored with key '%s'", key->name);
+    }
+    if (rc != KV_OK)
+        goto out;
+    bio = BIO_new_mem_buf(text, (int)tlen);
+    x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    n = x ? i2d_X509(x, der) : -1;
+    if (n <= 0) {
+        rc = kv_error_ossl(ctx, KV_ERR_CORRUPT, "certificate file '%s' is damaged", path);
+        goto out;
+    }
+    *len = (size_t)n;
+out:
+    X509_free(x);
+    BIO_free(bio);
+    free(text);
+    free(path);
+    return rc;
 }
 
 kv_rc kv_soft_sign_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pkey,
@@ -666,4 +740,6 @@ const struct kv_backend_ops kv_soft_ops = {
     .key_free = soft_key_free,
     .sign = soft_sign,
     .ecdh = soft_ecdh,
+    .cert_store = soft_cert_store,
+    .cert_read = soft_cert_read,
 };

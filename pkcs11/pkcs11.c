@@ -1142,6 +1142,113 @@ out:
     return rc;
 }
 
+/* ---- certificates ------------------------------------------------------- */
+
+struct cert_arg {
+    kv_key *key;
+    const unsigned char *der;
+    size_t len;
+    unsigned char **out;
+    size_t *outlen;
+};
+
+static CK_RV cert_store_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
+{
+    struct cert_arg *a = p;
+    struct p11_key *k = a->key->bk;
+    CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+    CK_CERTIFICATE_TYPE ct = CKC_X_509;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE find_tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_ID, k->id, k->idlen } };
+    CK_OBJECT_HANDLE old[8], created;
+    CK_ULONG nold = 0;
+    const unsigned char *p8 = a->der;
+    X509 *x = d2i_X509(NULL, &p8, (long)a->len);
+    unsigned char *subj = NULL, *iss = NULL, *serial = NULL;
+    int ls = x ? i2d_X509_NAME(X509_get_subject_name(x), &subj) : -1;
+    int li = x ? i2d_X509_NAME(X509_get_issuer_name(x), &iss) : -1;
+    int lsn = x ? i2d_ASN1_INTEGER(X509_get_serialNumber(x), &serial) : -1;
+    CK_RV rv = CKR_OK;
+
+    if (ls <= 0 || li <= 0 || lsn <= 0) {
+        *rc = kv_error_ossl(tok->ctx, KV_ERR_BAD_INPUT, "cannot read the certificate's names");
+        goto out;
+    }
+    CK_ATTRIBUTE tmpl[] = {
+        { CKA_CLASS, &cls, sizeof(cls) },
+        { CKA_CERTIFICATE_TYPE, &ct, sizeof(ct) },
+        { CKA_TOKEN, &yes, sizeof(yes) },
+        { CKA_PRIVATE, &no, sizeof(no) },
+        { CKA_ID, k->id, k->idlen },
+        { CKA_LABEL, a->key->name, strlen(a->key->name) },
+        { CKA_SUBJECT, subj, (CK_ULONG)ls },
+        { CKA_ISSUER, iss, (CK_ULONG)li },
+        { CKA_SERIAL_NUMBER, serial, (CK_ULONG)lsn },
+        { CKA_VALUE, (void *)a->der, a->len },
+    };
+    rv = find(tok, h, find_tmpl, 2, old, 8, &nold, rc);
+    if (rv != CKR_OK)
+        goto out;
+    /* the new one first, then the old ones: never a moment without one */
+    rv = tok->fl->C_CreateObject(h, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &created);
+    if (rv != CKR_OK) {
+        *rc = p11_fail(tok, "C_CreateObject(certificate)", rv);
+        goto out;
+    }
+    for (CK_ULONG i = 0; i < nold; i++)
+        (void)tok->fl->C_DestroyObject(h, old[i]);
+out:
+    OPENSSL_free(subj);
+    OPENSSL_free(iss);
+    OPENSSL_free(serial);
+    X509_free(x);
+    return rv;
+}
+
+static kv_rc p11_cert_store(kv_key *key, const unsigned char *der, size_t len)
+{
+    struct cert_arg a = { key, der, len, NULL, NULL };
+
+    return run(((struct p11_key *)key->bk)->tok, cert_store_step, &a);
+}
+
+static CK_RV cert_read_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
+{
+    struct cert_arg *a = p;
+    struct p11_key *k = a->key->bk;
+    CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+    CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_ID, k->id, k->idlen } };
+    CK_OBJECT_HANDLE obj;
+    CK_ULONG count = 0, len = 0;
+    unsigned char *val = NULL;
+    CK_RV rv = find(tok, h, tmpl, 2, &obj, 1, &count, rc);
+
+    if (rv != CKR_OK)
+        return rv;
+    if (count == 0) {
+        *rc = kv_error(tok->ctx, KV_ERR_KEY_NOT_FOUND,
+                       "no certificate with the CKA_ID of '%s' on token '%s'", a->key->name,
+                       tok->label);
+        return CKR_OK;
+    }
+    rv = get_attr(tok, h, obj, CKA_VALUE, &val, &len, rc);
+    if (rv == CKR_OK && *rc == KV_OK) {
+        *a->out = OPENSSL_memdup(val, len);
+        *a->outlen = len;
+        if (!*a->out)
+            *rc = kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
+    }
+    free(val);
+    return rv;
+}
+
+static kv_rc p11_cert_read(kv_key *key, unsigned char **der, size_t *len)
+{
+    struct cert_arg a = { key, NULL, 0, der, len };
+
+    return run(((struct p11_key *)key->bk)->tok, cert_read_step, &a);
+}
+
 const struct kv_backend_ops kv_pkcs11_ops = {
     .name = "pkcs11",
     .uri_scheme = "pkcs11",
@@ -1157,4 +1264,6 @@ const struct kv_backend_ops kv_pkcs11_ops = {
     .key_free = p11_key_free,
     .sign = p11_sign,
     .ecdh = p11_ecdh,
+    .cert_store = p11_cert_store,
+    .cert_read = p11_cert_read,
 };

@@ -589,6 +589,93 @@ START_TEST(wycheproof_ecdh_peers)
 }
 END_TEST
 
+/* A certificate for `pub`, issued by a throwaway CA, as DER. */
+static unsigned char *make_cert(EVP_PKEY *pub, long serial, int *len)
+{
+    EVP_PKEY *ca = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *x = X509_new();
+    X509_NAME *name = X509_NAME_new();
+    unsigned char *der = NULL;
+
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"kv test", -1,
+                               -1, 0);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
+    X509_set_version(x, 2);
+    X509_set_subject_name(x, name);
+    X509_set_issuer_name(x, name);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    ck_assert_int_eq(X509_set_pubkey(x, pub), 1);
+    ck_assert_int_gt(X509_sign(x, ca, EVP_sha256()), 0);
+    *len = i2d_X509(x, &der);
+    X509_NAME_free(name);
+    X509_free(x);
+    EVP_PKEY_free(ca);
+    return der;
+}
+
+START_TEST(certificate_store_and_read)
+{
+    kv_ctx *ctx = new_ctx();
+    kv_key *key = gen(ctx, kname("cert"), KV_KEY_EC_P256);
+    kv_key *other = gen(ctx, kname("cert-o"), KV_KEY_EC_P256);
+    unsigned char pub[256], back[4096], *c1, *c2, *c3;
+    size_t publen = pub_der(ctx, key, pub, sizeof(pub)), blen = sizeof(back);
+    const unsigned char *p = pub;
+    EVP_PKEY *pk = d2i_PUBKEY(NULL, &p, (long)publen), *opk;
+    int l1, l2, l3;
+    kv_key *again = NULL;
+
+    ck_assert_rc(ctx, kv_key_cert_der(key, back, &blen), KV_ERR_KEY_NOT_FOUND);
+    c1 = make_cert(pk, 1, &l1);
+    c2 = make_cert(pk, 2, &l2);
+    ck_assert_rc(ctx, kv_key_store_cert(key, c1, (size_t)l1), KV_OK);
+    blen = 0;
+    ck_assert_rc(ctx, kv_key_cert_der(key, NULL, &blen), KV_OK);
+    ck_assert_uint_eq(blen, (size_t)l1);
+    blen = sizeof(back);
+    ck_assert_rc(ctx, kv_key_cert_der(key, back, &blen), KV_OK);
+    ck_assert_mem_eq(back, c1, (size_t)l1);
+    /* a renewed certificate replaces the first; a new handle sees it */
+    ck_assert_rc(ctx, kv_key_store_cert(key, c2, (size_t)l2), KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, kname("cert"), &again), KV_OK);
+    blen = sizeof(back);
+    ck_assert_rc(ctx, kv_key_cert_der(again, back, &blen), KV_OK);
+    ck_assert_uint_eq(blen, (size_t)l2);
+    ck_assert_mem_eq(back, c2, (size_t)l2);
+    /* a certificate of another key, or no certificate at all, is refused */
+    publen = pub_der(ctx, other, pub, sizeof(pub));
+    p = pub;
+    opk = d2i_PUBKEY(NULL, &p, (long)publen);
+    c3 = make_cert(opk, 3, &l3);
+    ck_assert_rc(ctx, kv_key_store_cert(key, c3, (size_t)l3), KV_ERR_BAD_INPUT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "not the public key"));
+    ck_assert_rc(ctx, kv_key_store_cert(key, c3, 10), KV_ERR_BAD_INPUT);
+    ck_assert_rc(ctx, kv_key_store_cert(key, (const unsigned char *)"-----BEGIN x", 12),
+                 KV_ERR_BAD_INPUT);
+    blen = sizeof(back);
+    ck_assert_rc(ctx, kv_key_cert_der(again, back, &blen), KV_OK);
+    ck_assert_mem_eq(back, c2, (size_t)l2);
+    OPENSSL_free(c1);
+    OPENSSL_free(c2);
+    OPENSSL_free(c3);
+    EVP_PKEY_free(pk);
+    EVP_PKEY_free(opk);
+    kv_key_free(again);
+    kv_key_free(key);
+    kv_key_free(other);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("cert")), KV_OK);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("cert-o")), KV_OK);
+    /* destroying the key took its certificate too */
+    key = gen(ctx, kname("cert"), KV_KEY_EC_P256);
+    blen = sizeof(back);
+    ck_assert_rc(ctx, kv_key_cert_der(key, back, &blen), KV_ERR_KEY_NOT_FOUND);
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("cert")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 struct thread_arg {
     kv_ctx *ctx;
     kv_key *key;
@@ -688,6 +775,7 @@ static Suite *api_suite(void)
     tcase_add_test(ecdh, wycheproof_ecdh_peers);
     tcase_add_test(keys, lifecycle_open_list_destroy);
     tcase_add_test(keys, malformed_names_and_uris);
+    tcase_add_test(keys, certificate_store_and_read);
     tcase_add_test(conc, eight_threads_sign_with_one_context);
     tcase_add_test(conc, fork_parent_child_parent);
     tcase_set_timeout(sign, 120);

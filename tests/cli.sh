@@ -18,7 +18,7 @@ printf 'another message\n' >"$T/other"
 
 # help for the tool and every subcommand
 expect 0 "keyvault --help" -- "$KEYVAULT" --help
-for c in keygen list info destroy pubkey sign verify ecdh backends; do
+for c in keygen list info destroy pubkey sign verify ecdh cert backends; do
     expect 0 "keyvault $c --help" -- "$KEYVAULT" "$c" --help
     contains "$T/out" "usage: keyvault" "$c --help prints a usage line"
 done
@@ -88,6 +88,20 @@ contains "$T/err" "curve" "the error names the curve mismatch"
 expect 1 "ecdh on an RSA key" -- kv ecdh k-rsa-2048 --peer "$T/peer.pub"
 printf 'garbage' >"$T/garbage.pub"
 expect 1 "ecdh with a garbage peer key" -- kv ecdh k-ec-p256 --peer "$T/garbage.pub"
+
+# certificates: openssl issues one for the vault key, the vault keeps it
+openssl req -new -x509 -days 1 -subj /CN=ca -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$T/ca.key" -out "$T/ca.crt" 2>/dev/null
+openssl x509 -new -subj /CN=device -force_pubkey "$T/ec-p256.pub" -CA "$T/ca.crt" -CAkey "$T/ca.key" \
+    -days 1 -out "$T/dev.crt" 2>/dev/null
+expect 1 "no certificate yet" -- kv cert k-ec-p256
+contains "$T/err" "no certificate" "the error says there is none"
+expect 0 "cert --import" -- kv cert k-ec-p256 --import "$T/dev.crt"
+expect 0 "cert export" -- kv cert k-ec-p256 -o "$T/back.crt"
+expect 0 "openssl reads the exported certificate" -- openssl x509 -in "$T/back.crt" -noout -subject
+expect 0 "it is the imported one" -- cmp "$T/back.crt" "$T/dev.crt"
+expect 1 "a certificate of another key is refused" -- kv cert k-ec-p384 --import "$T/dev.crt"
+contains "$T/err" "not the public key" "the error says whose key it is not"
 
 # list, info, destroy
 expect 0 "list" -- kv list

@@ -57,6 +57,20 @@ openssl pkeyutl -derive -inkey "$T/eph.key" -peerkey "$T/kvpub.pem" -out "$T/z-o
 expect 0 "ECDH with an openssl key" -- kv ecdh kvkey --peer "$T/eph.pub" -o "$T/z-kv"
 expect 0 "the token and openssl derive the same secret" -- cmp "$T/z-ossl" "$T/z-kv"
 
+# --- a certificate stored by keyvault is a token object pkcs11-tool reads ----
+openssl req -new -x509 -days 1 -subj /CN=ca -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$T/ca.key" -out "$T/ca.crt" 2>/dev/null
+openssl x509 -new -subj /CN=kvkey -force_pubkey "$T/kvpub.pem" -CA "$T/ca.crt" -CAkey "$T/ca.key" \
+    -days 1 -out "$T/kv.crt" 2>/dev/null
+expect 0 "keyvault stores a certificate on the token" -- kv cert kvkey --import "$T/kv.crt"
+expect 0 "pkcs11-tool reads it by the key's CKA_ID" -- p11 --read-object --type cert --label kvkey -o "$T/p11.crt.der"
+openssl x509 -inform DER -in "$T/p11.crt.der" -out "$T/p11.crt" 2>/dev/null
+expect 0 "the token holds the certificate keyvault stored" -- cmp "$T/p11.crt" "$T/kv.crt"
+p11 --list-objects --type cert >"$T/certs" 2>&1
+p11login --list-objects --type privkey >"$T/keys" 2>&1
+cid=$(sed -n 's/^ *ID: *//p' "$T/certs" | head -n 1)
+grep -q "ID: *$cid" "$T/keys" && ok "certificate and key share a CKA_ID" || not_ok "certificate and key share a CKA_ID"
+
 # --- destroy removes the whole pair -------------------------------------------
 expect 0 "keyvault destroy" -- kv destroy kvkey
 expect 0 "pkcs11-tool lists objects" -- p11login --list-objects

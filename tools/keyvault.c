@@ -16,6 +16,8 @@
 #include <unistd.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "keyvault.h"
 
@@ -539,6 +541,74 @@ out:
     return ret;
 }
 
+static const char cert_help[] =
+    "usage: keyvault [-c CONF] cert NAME|URI [--import FILE] [-o FILE]\n"
+    "Without --import, write the certificate stored with the key as PEM (standard\n"
+    "output by default). With --import, store FILE (PEM or DER) with the key,\n"
+    "replacing an earlier one; its public key must be the key's.\n";
+
+static int cmd_cert(kv_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "import", required_argument, NULL, 'i' }, { "out", required_argument, NULL, 'o' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *import = NULL, *out = "-";
+    unsigned char *data = NULL;
+    size_t len = 0;
+    kv_key *key = NULL;
+    int c, ret = EXIT_FAIL;
+    kv_rc rc;
+
+    while ((c = getopt_long(argc, argv, "i:o:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'i': import = optarg; break;
+        case 'o': out = optarg; break;
+        default: die_usage("cert", "bad option");
+        }
+    }
+    if (optind != argc - 1)
+        die_usage("cert", "expected one key NAME or URI");
+    if (import && !(data = read_all(import, &len)))
+        return fail_sys("cert", "read", import);
+    rc = kv_key_open(ctx, argv[optind], &key);
+    if (rc == KV_OK && import) {
+        rc = kv_key_store_cert(key, data, len);
+        if (rc == KV_OK) {
+            printf("stored the certificate with '%s'\n", argv[optind]);
+            ret = EXIT_OK;
+        }
+    } else if (rc == KV_OK) {
+        rc = kv_key_cert_der(key, NULL, &len);
+        if (rc == KV_OK && !(data = malloc(len)))
+            rc = KV_ERR_NO_MEMORY;
+        if (rc == KV_OK)
+            rc = kv_key_cert_der(key, data, &len);
+        if (rc == KV_OK) {
+            /* PEM is base64 of the DER between two lines: OpenSSL writes it */
+            BIO *mem = BIO_new(BIO_s_mem());
+            const unsigned char *p = data;
+            X509 *x = d2i_X509(NULL, &p, (long)len);
+            char *pem;
+            long n;
+            if (mem && x && PEM_write_bio_X509(mem, x) == 1) {
+                n = BIO_get_mem_data(mem, &pem);
+                ret = write_all(out, pem, (size_t)n, 0644) == 0 ? EXIT_OK
+                                                               : fail_sys("cert", "write", out);
+            } else {
+                fprintf(stderr, "%s cert: cannot encode the certificate as PEM\n", prog);
+            }
+            X509_free(x);
+            BIO_free(mem);
+        }
+    }
+    if (rc != KV_OK)
+        ret = fail("cert", ctx, rc);
+    free(data);
+    kv_key_free(key);
+    return ret;
+}
+
 static const char backends_help[] =
     "usage: keyvault [-c CONF] backends\n"
     "Show the configured backends in order of preference and whether each is usable.\n";
@@ -567,7 +637,7 @@ static const struct command commands[] = {
     { "info", cmd_info, info_help },          { "destroy", cmd_destroy, destroy_help },
     { "pubkey", cmd_pubkey, pubkey_help },    { "sign", cmd_sign, sign_help },
     { "verify", cmd_verify, verify_help },    { "ecdh", cmd_ecdh, ecdh_help },
-    { "backends", cmd_backends, backends_help },
+    { "cert", cmd_cert, cert_help },          { "backends", cmd_backends, backends_help },
 };
 
 static void usage(FILE *f)
@@ -584,6 +654,7 @@ static void usage(FILE *f)
             "  sign NAME        sign a file\n"
             "  verify NAME      verify a signature\n"
             "  ecdh NAME        derive an ECDH shared secret\n"
+            "  cert NAME        store or show the key's certificate\n"
             "  backends         show the configured backends\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
             "/etc/keyvault/keyvault.conf, then built-in defaults).\n"
