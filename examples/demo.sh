@@ -12,7 +12,7 @@ cd "$top"
 jobs=$(nproc 2>/dev/null || echo 2)
 
 sh tests/install-deps.sh
-./autogen.sh >/dev/null
+./autogen.sh >/dev/null 2>&1
 mkdir -p build
 (cd build && { [ -f Makefile ] || "$top/configure" -q; } && make -s -j"$jobs" >/dev/null)
 KEYVAULT="$top/build/tools/keyvault"

@@ -15,7 +15,7 @@ quick=no
 jobs=$(nproc 2>/dev/null || echo 2)
 
 sh tests/install-deps.sh
-./autogen.sh >/dev/null
+./autogen.sh >/dev/null 2>&1
 
 status=0
 run_check() {  # DIR CONFIGURE-ARGS...
