@@ -16,6 +16,9 @@
 
 /* Backends built into this library. */
 static const struct kv_backend_ops *const registry[] = {
+#ifdef KV_WITH_TPM
+    &kv_tpm_ops,
+#endif
 #ifdef KV_WITH_PKCS11
     &kv_pkcs11_ops,
 #endif

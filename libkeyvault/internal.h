@@ -83,6 +83,27 @@ kv_rc kv_secret_read(const kv_ctx *ctx, const char *source, const char *what, ch
 /* Whether source has one of the forms kv_secret_read takes. */
 bool kv_secret_source_valid(const char *source);
 
+/* ---- key metadata files (meta.c) -------------------------------------- */
+
+/* Write DIR/NAME.json (atomically, 0600): name, type, backend, version,
+ * created. */
+kv_rc kv_meta_write(const kv_ctx *ctx, const char *dir, const char *name, kv_key_type type,
+                    const char *backend, unsigned version);
+/* Read DIR/NAME.json. A missing file is not an error (type unknown,
+ * version 1): the key file is the source of truth. A damaged one is. */
+kv_rc kv_meta_read(const kv_ctx *ctx, const char *dir, const char *name, kv_key_type *type,
+                   unsigned *version);
+
+/* DIR/NAME.pem -> DIR/NAME.EXT (newly allocated). */
+char *kv_sibling_path(const char *key_path, const char *ext);
+/* NAME.crt beside a key file: a certificate kept as PEM, written atomically. */
+kv_rc kv_cert_file_store(const kv_ctx *ctx, const char *key_path, const unsigned char *der,
+                         size_t len);
+kv_rc kv_cert_file_read(const kv_ctx *ctx, const char *key_path, const char *name,
+                        unsigned char **der, size_t *len);
+/* Delete a key file and its NAME.json and NAME.crt. */
+kv_rc kv_key_files_remove(const kv_ctx *ctx, const char *key_path);
+
 /* ---- configuration (config.c) ----------------------------------------- */
 
 typedef struct kv_config kv_config;
@@ -272,6 +293,9 @@ unsigned long kv_fork_generation(void);
 extern const struct kv_backend_ops kv_soft_ops;
 #ifdef KV_WITH_PKCS11
 extern const struct kv_backend_ops kv_pkcs11_ops;
+#endif
+#ifdef KV_WITH_TPM
+extern const struct kv_backend_ops kv_tpm_ops;
 #endif
 
 /* Software backend helpers, also used by tests on keys they make. */

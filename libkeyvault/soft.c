@@ -25,7 +25,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <jansson.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
@@ -36,7 +35,6 @@
 #include "internal.h"
 
 #define SOFT_KEY_FILE_MAX (64 * 1024)
-#define SOFT_META_MAX (16 * 1024)
 #define SOFT_DEFAULT_ITER 100000
 
 struct soft_state {
@@ -271,69 +269,6 @@ out:
     return rc;
 }
 
-static kv_rc write_meta(kv_backend *be, const char *name, kv_key_type type, unsigned version)
-{
-    kv_ctx *ctx = be->ctx;
-    char created[32], *text = NULL, *file = NULL;
-    time_t now = time(NULL);
-    struct tm tm;
-    json_t *meta;
-    kv_rc rc = KV_OK;
-
-    gmtime_r(&now, &tm);
-    strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    meta = json_pack("{s:s, s:s, s:s, s:i, s:s}", "name", name, "type", kv_key_type_name(type),
-                     "backend", "software", "version", (int)version, "created", created);
-    text = meta ? json_dumps(meta, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
-    file = kv_asprintf("%s.json", name);
-    if (!text || !file)
-        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    rc = kv_write_file_atomic(ctx, st(be)->dir, file, text, strlen(text), true);
-out:
-    json_decref(meta);
-    free(text);
-    free(file);
-    return rc;
-}
-
-/* Read NAME.json; a missing file is not an error (the key file is the
- * source of truth), a damaged one is. */
-static kv_rc read_meta(kv_backend *be, const char *name, kv_key_type *type, unsigned *version)
-{
-    kv_ctx *ctx = be->ctx;
-    char *path = key_path(be, name, "json"), *text = NULL;
-    const char *tname = NULL;
-    json_error_t jerr;
-    json_t *meta = NULL;
-    int ver = 1;
-    kv_rc rc;
-
-    *type = KV_KEY_UNKNOWN;
-    *version = 1;
-    if (!path)
-        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
-    rc = kv_read_file(ctx, path, SOFT_META_MAX, &text, NULL);
-    if (rc == KV_ERR_KEY_NOT_FOUND) {
-        kv_err_begin(ctx);
-        rc = KV_OK;
-        goto out;
-    }
-    if (rc != KV_OK)
-        goto out;
-    meta = json_loads(text, 0, &jerr);
-    if (!meta || json_unpack(meta, "{s?s, s?i}", "type", &tname, "version", &ver) != 0 ||
-        ver < 1)
-        KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "metadata file '%s' is damaged (%s)", path,
-                meta ? "unexpected fields" : jerr.text);
-    *type = kv_key_type_from_name(tname);
-    *version = (unsigned)ver;
-out:
-    json_decref(meta);
-    free(text);
-    free(path);
-    return rc;
-}
-
 /* Fill key from an opened private key. Takes ownership of pkey and path. */
 static kv_rc fill_key(kv_backend *be, kv_key *key, const char *name, EVP_PKEY *pkey,
                       char *path)
@@ -406,7 +341,7 @@ static kv_rc soft_generate(kv_backend *be, const char *name, kv_key_type type, k
         goto out;
     if (rc != KV_OK)
         goto out;
-    rc = write_meta(be, name, type, 1);
+    rc = kv_meta_write(ctx, st(be)->dir, name, type, "software", 1);
     if (rc != KV_OK) {
         /* no half-made keys: take the key file back */
         char *path = key_path(be, name, "pem");
@@ -447,7 +382,7 @@ static kv_rc open_path(kv_backend *be, const char *name, char *path, kv_key *key
     }
     KV_CHECK(rc, get_passphrase(be, false, &pass));
     KV_CHECK(rc, decrypt_key(be, path, pass, &pkey));
-    KV_CHECK(rc, read_meta(be, name, &mtype, &key->version));
+    KV_CHECK(rc, kv_meta_read(be->ctx, st(be)->dir, name, &mtype, &key->version));
     rc = fill_key(be, key, name, pkey, path);
     path = NULL;
     pkey = NULL;
@@ -522,7 +457,7 @@ static kv_rc soft_list(kv_backend *be, kv_list_builder *lb)
         name[n - 4] = '\0';
         if (!kv_name_valid(name))
             continue;
-        rc = read_meta(be, name, &type, &version);
+        rc = kv_meta_read(ctx, st(be)->dir, name, &type, &version);
         if (rc == KV_ERR_CORRUPT) {
             /* list what is there; opening the key reports the damage */
             kv_err_begin(ctx);
@@ -544,26 +479,9 @@ static kv_rc soft_list(kv_backend *be, kv_list_builder *lb)
     return rc;
 }
 
-static char *sibling(const struct soft_key *sk, const char *ext);
-
 static kv_rc soft_destroy(kv_backend *be, kv_key *key)
 {
-    kv_ctx *ctx = be->ctx;
-    struct soft_key *sk = key->bk;
-    char *meta = sibling(sk, "json"), *cert = sibling(sk, "crt");
-    kv_rc rc = KV_OK;
-
-    if (!meta || !cert)
-        rc = kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
-    else if (unlink(sk->path) != 0)
-        rc = kv_error_errno(ctx, errno, "cannot delete key file '%s'", sk->path);
-    else if (unlink(meta) != 0 && errno != ENOENT)
-        rc = kv_error_errno(ctx, errno, "deleted the key but not its metadata '%s'", meta);
-    else if (unlink(cert) != 0 && errno != ENOENT)
-        rc = kv_error_errno(ctx, errno, "deleted the key but not its certificate '%s'", cert);
-    free(meta);
-    free(cert);
-    return rc;
+    return kv_key_files_remove(be->ctx, ((struct soft_key *)key->bk)->path);
 }
 
 static void soft_key_free(kv_key *key)
@@ -576,73 +494,14 @@ static void soft_key_free(kv_key *key)
     key->bk = NULL;
 }
 
-/* STORE/NAME.pem -> STORE/NAME.EXT */
-static char *sibling(const struct soft_key *sk, const char *ext)
-{
-    return kv_asprintf("%.*s%s", (int)(strlen(sk->path) - 3), sk->path, ext);
-}
-
 static kv_rc soft_cert_store(kv_key *key, const unsigned char *der, size_t len)
 {
-    kv_ctx *ctx = key->ctx;
-    struct soft_key *sk = key->bk;
-    const unsigned char *p = der;
-    X509 *x = d2i_X509(NULL, &p, (long)len);
-    BIO *bio = BIO_new(BIO_s_mem());
-    char *path = sibling(sk, "crt"), *slash, *data;
-    long n;
-    kv_rc rc;
-
-    if (!x || !bio || !path || PEM_write_bio_X509(bio, x) != 1) {
-        rc = kv_error_ossl(ctx, KV_ERR_NO_MEMORY, "cannot write the certificate as PEM");
-        goto out;
-    }
-    n = BIO_get_mem_data(bio, &data);
-    slash = strrchr(path, '/');
-    *slash = '\0';
-    rc = kv_write_file_atomic(ctx, path, slash + 1, data, (size_t)n, true);
-out:
-    X509_free(x);
-    BIO_free(bio);
-    free(path);
-    return rc;
+    return kv_cert_file_store(key->ctx, ((struct soft_key *)key->bk)->path, der, len);
 }
 
 static kv_rc soft_cert_read(kv_key *key, unsigned char **der, size_t *len)
 {
-    kv_ctx *ctx = key->ctx;
-    struct soft_key *sk = key->bk;
-    char *path = sibling(sk, "crt"), *text = NULL;
-    size_t tlen = 0;
-    BIO *bio = NULL;
-    X509 *x = NULL;
-    int n;
-    kv_rc rc;
-
-    *der = NULL;
-    if (!path)
-        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
-    rc = kv_read_file(ctx, path, SOFT_KEY_FILE_MAX, &text, &tlen);
-    if (rc == KV_ERR_KEY_NOT_FOUND) {
-        kv_err_begin(ctx);
-        rc = kv_error(ctx, KV_ERR_KEY_NOT_FOUND, "no certificate stored with key '%s'", key->name);
-    }
-    if (rc != KV_OK)
-        goto out;
-    bio = BIO_new_mem_buf(text, (int)tlen);
-    x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
-    n = x ? i2d_X509(x, der) : -1;
-    if (n <= 0) {
-        rc = kv_error_ossl(ctx, KV_ERR_CORRUPT, "certificate file '%s' is damaged", path);
-        goto out;
-    }
-    *len = (size_t)n;
-out:
-    X509_free(x);
-    BIO_free(bio);
-    free(text);
-    free(path);
-    return rc;
+    return kv_cert_file_read(key->ctx, ((struct soft_key *)key->bk)->path, key->name, der, len);
 }
 
 kv_rc kv_soft_sign_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pkey,

@@ -1,0 +1,402 @@
+/*
+ * conn.c - the TPM connection: one ESYS context per TCTI per process,
+ * shared by every kv_ctx, serialised by a mutex held only around ESYS
+ * calls; a salted HMAC session for authorisation and parameter encryption;
+ * the storage primary; loading, evicting and reloading objects when the TPM
+ * has no room; reconnecting after the TPM restarts; starting afresh in a
+ * forked child.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "tpm.h"
+
+static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tpm_conn *conns;
+
+/* The storage primary: an ECC P-256 key with the template tpm2-openssl
+ * uses for parent 0x40000001, so both derive the same key from the owner
+ * seed and each can load the other's key files. */
+static const TPM2B_PUBLIC primary_template = {
+    .publicArea = {
+        .type = TPM2_ALG_ECC,
+        .nameAlg = TPM2_ALG_SHA256,
+        .objectAttributes = TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED |
+                            TPMA_OBJECT_DECRYPT | TPMA_OBJECT_NODA | TPMA_OBJECT_FIXEDTPM |
+                            TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN,
+        .parameters.eccDetail = {
+            .symmetric = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128,
+                           .mode.aes = TPM2_ALG_CFB },
+            .scheme = { .scheme = TPM2_ALG_NULL },
+            .curveID = TPM2_ECC_NIST_P256,
+            .kdf = { .scheme = TPM2_ALG_NULL },
+        },
+    },
+};
+
+#define RC_BASE(rc) ((rc) & (((rc) & TPM2_RC_FMT1) ? (TPM2_RC_FMT1 | 0x3f) : 0xfff))
+
+bool tpm_rc_lost(TSS2_RC rc)
+{
+    if (rc == TSS2_RC_SUCCESS)
+        return false;
+    if ((rc & TSS2_RC_LAYER_MASK) == TSS2_TCTI_RC_LAYER)
+        return true;
+    switch (rc & 0xffff) {
+    case TSS2_BASE_RC_IO_ERROR:
+    case TSS2_BASE_RC_NO_CONNECTION:
+        return (rc & TSS2_RC_LAYER_MASK) != TSS2_TPM_RC_LAYER;
+    default:
+        break;
+    }
+    return (rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER && RC_BASE(rc) == TPM2_RC_INITIALIZE;
+}
+
+kv_rc tpm_fail(kv_ctx *ctx, const char *cmd, TSS2_RC rc)
+{
+    kv_rc code = KV_ERR_BACKEND;
+    const char *hint = "";
+
+    if ((rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER) {
+        switch (RC_BASE(rc)) {
+        case TPM2_RC_AUTH_FAIL:
+        case TPM2_RC_BAD_AUTH:
+            code = KV_ERR_AUTH_FAILED;
+            hint = ": wrong auth value";
+            break;
+        case TPM2_RC_LOCKOUT:
+            code = KV_ERR_PIN_LOCKED;
+            hint = ": the TPM is in dictionary-attack lockout";
+            break;
+        case TPM2_RC_CURVE:
+        case TPM2_RC_KEY_SIZE:
+        case TPM2_RC_SCHEME:
+        case TPM2_RC_HASH:
+        case TPM2_RC_ASYMMETRIC:
+            code = KV_ERR_UNSUPPORTED;
+            hint = ": not supported by this TPM";
+            break;
+        case TPM2_RC_ECC_POINT:
+            code = KV_ERR_INVALID_PEER_KEY;
+            break;
+        case TPM2_RC_OBJECT_MEMORY:
+        case TPM2_RC_SESSION_MEMORY:
+            hint = ": the TPM is out of object or session slots";
+            break;
+        default:
+            break;
+        }
+    } else if (tpm_rc_lost(rc)) {
+        code = KV_ERR_TOKEN_NOT_PRESENT;
+        hint = ": the TPM is not reachable";
+    }
+    return kv_error_code(ctx, code, "TSS2_RC", rc, "%s failed: %s (0x%08x)%s", cmd,
+                         Tss2_RC_Decode(rc), rc, hint);
+}
+
+kv_rc tpm_conn_get(kv_ctx *ctx, const char *tcti, TPM2_HANDLE parent, struct tpm_conn **out)
+{
+    struct tpm_conn *c;
+
+    *out = NULL;
+    pthread_mutex_lock(&conns_lock);
+    for (c = conns; c; c = c->next)
+        if (!strcmp(c->tcti, tcti) && c->srk.persistent == parent &&
+            c->fork_gen == kv_fork_generation())
+            break;
+    if (c) {
+        c->refs++;
+        pthread_mutex_unlock(&conns_lock);
+        *out = c;
+        return KV_OK;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c || !(c->tcti = kv_strdup(tcti))) {
+        free(c);
+        pthread_mutex_unlock(&conns_lock);
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    }
+    c->refs = 1;
+    pthread_mutex_init(&c->lock, NULL);
+    c->fork_gen = kv_fork_generation();
+    c->srk.handle = ESYS_TR_NONE;
+    c->srk.persistent = parent != TPM2_RH_OWNER ? parent : 0;
+    c->srk.is_primary = parent == TPM2_RH_OWNER;
+    c->srk.pub = primary_template;
+    c->session = ESYS_TR_NONE;
+    c->next = conns;
+    conns = c;
+    pthread_mutex_unlock(&conns_lock);
+    *out = c;
+    return KV_OK;
+}
+
+static void disconnect_locked(struct tpm_conn *c, bool polite)
+{
+    if (c->esys) {
+        if (polite) {
+            /* flush what we loaded: without a resource manager nobody else will */
+            for (struct tpm_obj *o = c->objs; o; o = o->next)
+                if (o->handle != ESYS_TR_NONE && !o->persistent && o->epoch == c->epoch)
+                    (void)Esys_FlushContext(c->esys, o->handle);
+            if (c->session != ESYS_TR_NONE)
+                (void)Esys_FlushContext(c->esys, c->session);
+        }
+        Esys_Finalize(&c->esys);
+    }
+    if (c->tcti_ctx && !c->tcti_inherited)
+        Tss2_TctiLdr_Finalize(&c->tcti_ctx);
+    c->tcti_ctx = NULL;
+    c->tcti_inherited = false;
+    for (struct tpm_obj *o = c->objs; o; o = o->next) {
+        o->handle = ESYS_TR_NONE;
+        o->saved = false;
+    }
+    c->session = ESYS_TR_NONE;
+    c->connected = false;
+}
+
+void tpm_conn_put(struct tpm_conn *c)
+{
+    struct tpm_conn **pp;
+
+    if (!c)
+        return;
+    pthread_mutex_lock(&conns_lock);
+    if (--c->refs > 0) {
+        pthread_mutex_unlock(&conns_lock);
+        return;
+    }
+    for (pp = &conns; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    pthread_mutex_unlock(&conns_lock);
+    /* in a forked child that never used it, the parent's connection is
+     * left alone; one it took over keeps the parent's transport open */
+    if (c->fork_gen == kv_fork_generation())
+        disconnect_locked(c, true);
+    pthread_mutex_destroy(&c->lock);
+    free(c->tcti);
+    free(c);
+}
+
+static void touch(struct tpm_conn *c, struct tpm_obj *o)
+{
+    o->last_use = ++c->tick;
+    if (!o->registered) {
+        o->next = c->objs;
+        c->objs = o;
+        o->registered = true;
+    }
+}
+
+/* Save and flush the least recently used loaded object other than keep
+ * and keep2; false when there is none to evict. */
+static bool evict_one(struct tpm_conn *c, const struct tpm_obj *keep, const struct tpm_obj *keep2)
+{
+    struct tpm_obj *victim = NULL;
+    TPMS_CONTEXT *saved = NULL;
+
+    for (struct tpm_obj *o = c->objs; o; o = o->next)
+        if (o != keep && o != keep2 && !o->persistent && o->handle != ESYS_TR_NONE &&
+            o->epoch == c->epoch && (!victim || o->last_use < victim->last_use))
+            victim = o;
+    if (!victim)
+        return false;
+    c->commands += 2;
+    if (Esys_ContextSave(c->esys, victim->handle, &saved) == TSS2_RC_SUCCESS) {
+        victim->context = *saved;
+        victim->saved = true;
+        Esys_Free(saved);
+    }
+    (void)Esys_FlushContext(c->esys, victim->handle);
+    victim->handle = ESYS_TR_NONE;
+    return true;
+}
+
+static bool full(TSS2_RC rc)
+{
+    return (rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER &&
+           (RC_BASE(rc) == TPM2_RC_OBJECT_MEMORY || RC_BASE(rc) == TPM2_RC_MEMORY);
+}
+
+TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h)
+{
+    static const TPM2B_SENSITIVE_CREATE no_sensitive = { 0 };
+    static const TPM2B_DATA no_outside = { 0 };
+    static const TPML_PCR_SELECTION no_pcrs = { 0 };
+    ESYS_TR parent = ESYS_TR_NONE;
+    TSS2_RC rc;
+
+    if (obj->handle != ESYS_TR_NONE && obj->epoch == c->epoch) {
+        touch(c, obj);
+        *h = obj->handle;
+        return TSS2_RC_SUCCESS;
+    }
+    if (obj->persistent) {
+        c->commands++;
+        rc = Esys_TR_FromTPMPublic(c->esys, obj->persistent, ESYS_TR_NONE, ESYS_TR_NONE,
+                                   ESYS_TR_NONE, &obj->handle);
+        if (rc != TSS2_RC_SUCCESS)
+            return rc;
+    } else {
+        if (!obj->is_primary && !(obj->saved && obj->epoch == c->epoch)) {
+            rc = tpm_obj_use(c, obj->parent, &parent);
+            if (rc != TSS2_RC_SUCCESS)
+                return rc;
+        }
+        for (;;) {
+            c->commands++;
+            if (obj->saved && obj->epoch == c->epoch)
+                rc = Esys_ContextLoad(c->esys, &obj->context, &obj->handle);
+            else if (obj->is_primary)
+                rc = Esys_CreatePrimary(c->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                        ESYS_TR_NONE, &no_sensitive, &obj->pub, &no_outside,
+                                        &no_pcrs, &obj->handle, NULL, NULL, NULL, NULL);
+            else
+                rc = Esys_Load(c->esys, parent, c->session, ESYS_TR_NONE, ESYS_TR_NONE,
+                               &obj->priv, &obj->pub, &obj->handle);
+            if (!full(rc) || !evict_one(c, obj, obj->parent))
+                break;
+        }
+        if (rc != TSS2_RC_SUCCESS) {
+            obj->handle = ESYS_TR_NONE;
+            return rc;
+        }
+        obj->saved = false;
+    }
+    obj->epoch = c->epoch;
+    if (obj->auth.size)
+        (void)Esys_TR_SetAuth(c->esys, obj->handle, &obj->auth);
+    touch(c, obj);
+    *h = obj->handle;
+    return TSS2_RC_SUCCESS;
+}
+
+void tpm_obj_release(struct tpm_conn *c, struct tpm_obj *obj)
+{
+    struct tpm_obj **pp;
+
+    pthread_mutex_lock(&c->lock);
+    if (obj->handle != ESYS_TR_NONE && !obj->persistent && c->connected &&
+        obj->epoch == c->epoch && c->fork_gen == kv_fork_generation())
+        (void)Esys_FlushContext(c->esys, obj->handle);
+    for (pp = &c->objs; *pp; pp = &(*pp)->next)
+        if (*pp == obj) {
+            *pp = obj->next;
+            break;
+        }
+    obj->registered = false;
+    obj->handle = ESYS_TR_NONE;
+    pthread_mutex_unlock(&c->lock);
+}
+
+static kv_rc connect_locked(kv_ctx *ctx, struct tpm_conn *c)
+{
+    TPMT_SYM_DEF sym = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB };
+    ESYS_TR srk;
+    TSS2_RC rc;
+
+    rc = c->tcti_ctx ? TSS2_RC_SUCCESS : Tss2_TctiLdr_Initialize(c->tcti, &c->tcti_ctx);
+    if (rc != TSS2_RC_SUCCESS) {
+        c->tcti_ctx = NULL;
+        if (!strncmp(c->tcti, "tabrmd", 6))
+            return kv_error_code(ctx, KV_ERR_BACKEND_UNAVAILABLE, "TSS2_RC", rc,
+                                 "the TPM resource manager (tpm2-abrmd) is not available "
+                                 "through TCTI '%s': %s", c->tcti, Tss2_RC_Decode(rc));
+        if (!strncmp(c->tcti, "device", 6))
+            return kv_error_code(ctx, KV_ERR_TOKEN_NOT_PRESENT, "TSS2_RC", rc,
+                                 "no TPM device at TCTI '%s': %s", c->tcti, Tss2_RC_Decode(rc));
+        return kv_error_code(ctx, KV_ERR_TOKEN_NOT_PRESENT, "TSS2_RC", rc,
+                             "the TPM is not reachable through TCTI '%s': %s", c->tcti,
+                             Tss2_RC_Decode(rc));
+    }
+    rc = Esys_Initialize(&c->esys, c->tcti_ctx, NULL);
+    if (rc != TSS2_RC_SUCCESS) {
+        disconnect_locked(c, false);
+        return tpm_fail(ctx, "Esys_Initialize", rc);
+    }
+    c->epoch++;
+    c->connected = true;
+    /* a TPM the platform has not started (a fresh simulator); otherwise
+     * TPM2_RC_INITIALIZE says it is started already */
+    c->commands++;
+    rc = Esys_Startup(c->esys, TPM2_SU_CLEAR);
+    if (rc != TSS2_RC_SUCCESS && RC_BASE(rc) != TPM2_RC_INITIALIZE) {
+        kv_rc r = tpm_fail(ctx, "TPM2_Startup", rc);
+        disconnect_locked(c, false);
+        return r;
+    }
+    rc = tpm_obj_use(c, &c->srk, &srk);
+    if (rc != TSS2_RC_SUCCESS) {
+        kv_rc r = tpm_fail(ctx, c->srk.persistent ? "loading the persistent parent key"
+                                                  : "TPM2_CreatePrimary (storage key)", rc);
+        disconnect_locked(c, false);
+        return r;
+    }
+    c->commands++;
+    rc = Esys_StartAuthSession(c->esys, srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                               ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256,
+                               &c->session);
+    if (rc == TSS2_RC_SUCCESS)
+        rc = Esys_TRSess_SetAttributes(c->esys, c->session,
+                                       TPMA_SESSION_CONTINUESESSION | TPMA_SESSION_DECRYPT |
+                                           TPMA_SESSION_ENCRYPT,
+                                       0xff);
+    if (rc != TSS2_RC_SUCCESS) {
+        kv_rc r = tpm_fail(ctx, "TPM2_StartAuthSession (salted, AES-128-CFB)", rc);
+        disconnect_locked(c, true);
+        return r;
+    }
+    return KV_OK;
+}
+
+kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)
+{
+    kv_rc rc = KV_OK;
+
+    pthread_mutex_lock(&c->lock);
+    if (c->fork_gen != kv_fork_generation()) {
+        /*
+         * A forked child: the parent's ESYS state, session and handles are
+         * not ours. A device TCTI (/dev/tpmrm0, the kernel's resource
+         * manager) gives the child a connection of its own. swtpm and mssim
+         * serve one connection at a time and tabrmd's D-Bus client does not
+         * survive fork, so there the child keeps the inherited transport
+         * with an ESYS context, session and objects of its own: parent and
+         * child must then not use the TPM at the same moment.
+         */
+        if (c->esys)
+            Esys_Finalize(&c->esys); /* frees memory, sends nothing */
+        if (!strncmp(c->tcti, "device", 6)) {
+            if (c->tcti_ctx)
+                Tss2_TctiLdr_Finalize(&c->tcti_ctx);
+            c->tcti_ctx = NULL;
+        } else {
+            c->tcti_inherited = c->tcti_ctx != NULL;
+        }
+        c->session = ESYS_TR_NONE;
+        c->connected = false;
+        for (struct tpm_obj *o = c->objs; o; o = o->next) {
+            o->handle = ESYS_TR_NONE;
+            o->saved = false;
+        }
+        c->fork_gen = kv_fork_generation();
+    }
+    if (!c->connected)
+        rc = connect_locked(ctx, c);
+    if (rc != KV_OK)
+        pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+void tpm_end(struct tpm_conn *c, TSS2_RC rc)
+{
+    if (tpm_rc_lost(rc))
+        disconnect_locked(c, false);
+    pthread_mutex_unlock(&c->lock);
+}

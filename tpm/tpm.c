@@ -1,0 +1,732 @@
+/*
+ * tpm.c - the TPM 2.0 backend: keys that never leave the TPM in the clear.
+ *
+ * [tpm]
+ * tcti = device:/dev/tpmrm0 | tabrmd | swtpm:host=H,port=P | mssim:... | none
+ *                           default: $KEYVAULT_TCTI, else /dev/tpmrm0 if present
+ * keys = DIR                key files; default HOME/tpm
+ * parent = 0x81000001       a persistent storage key to create keys under;
+ *                           default: the owner storage primary (ECC P-256,
+ *                           the template tpm2-openssl uses), made on connect
+ * auth = file:PATH | env:VAR   auth value for the keys of this context
+ *
+ * A key is KEYS/NAME.pem, a TSS2 PRIVATE KEY (the TPM-wrapped blobs, usable
+ * by tpm2-openssl and the kernel), and KEYS/NAME.json, its metadata.
+ * URIs: tpm2:file=/path/NAME.pem, tpm2:handle=0x81000002 (persistent).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <openssl/core_names.h>
+#include <openssl/param_build.h>
+
+#include "tpm.h"
+
+#define TPM_KEY_FILE_MAX (16 * 1024)
+
+struct tpm_state {
+    char *tcti;
+    char *dir;
+    char *auth_source;
+    TPM2_HANDLE parent;       /* TPM2_RH_OWNER or a persistent handle */
+    struct tpm_conn *conn;
+};
+
+struct tpm_key {
+    struct tpm_obj obj;
+    char *path;               /* key file; NULL for a persistent handle */
+};
+
+static struct tpm_state *st(kv_backend *be)
+{
+    return be->state;
+}
+
+static kv_rc tpm_init(kv_backend *be)
+{
+    kv_ctx *ctx = be->ctx;
+    const char *tcti = kv_config_get(ctx->cfg, "tpm", "tcti");
+    const char *dir = kv_config_get(ctx->cfg, "tpm", "keys");
+    const char *parent = kv_config_get(ctx->cfg, "tpm", "parent");
+    const char *auth = kv_config_get(ctx->cfg, "tpm", "auth");
+    struct tpm_state *s = calloc(1, sizeof(*s));
+    kv_rc rc = KV_OK;
+
+    if (!s)
+        return kv_error(NULL, KV_ERR_NO_MEMORY, "out of memory");
+    be->state = s;
+    s->parent = TPM2_RH_OWNER;
+    if (parent) {
+        char *end;
+        unsigned long h = strtoul(parent, &end, 0);
+        if (*end || (h >> 24) != 0x81)
+            KV_FAIL(NULL, rc, KV_ERR_CONFIG,
+                    "[tpm] parent = '%s': expected a persistent handle such as 0x81000001", parent);
+        s->parent = (TPM2_HANDLE)h;
+    }
+    if (auth && !kv_secret_source_valid(auth))
+        KV_FAIL(NULL, rc, KV_ERR_CONFIG, "[tpm] auth: expected file:PATH or env:VAR");
+    s->auth_source = kv_strdup(auth);
+    s->dir = dir ? kv_strdup(dir) : kv_asprintf("%s/tpm", ctx->home);
+    if (!s->dir || (auth && !s->auth_source))
+        KV_FAIL(NULL, rc, KV_ERR_NO_MEMORY, "out of memory");
+    if (!tcti || !*tcti)
+        tcti = getenv("KEYVAULT_TCTI");
+    if ((!tcti || !*tcti) && access("/dev/tpmrm0", R_OK | W_OK) == 0)
+        tcti = "device:/dev/tpmrm0";
+    if (!tcti || !*tcti) {
+        snprintf(be->why, sizeof(be->why),
+                 "no TPM: no [tpm] tcti, no KEYVAULT_TCTI, no /dev/tpmrm0");
+        be->available = false;
+        return KV_OK;
+    }
+    if (!strcmp(tcti, "none")) {
+        snprintf(be->why, sizeof(be->why), "disabled by [tpm] tcti = none");
+        be->available = false;
+        return KV_OK;
+    }
+    s->tcti = kv_strdup(tcti);
+    if (!s->tcti)
+        KV_FAIL(NULL, rc, KV_ERR_NO_MEMORY, "out of memory");
+    KV_CHECK(rc, tpm_conn_get(NULL, s->tcti, s->parent, &s->conn));
+    be->uri_ok = true;
+out:
+    return rc;
+}
+
+static void tpm_fini(kv_backend *be)
+{
+    struct tpm_state *s = st(be);
+
+    if (!s)
+        return;
+    tpm_conn_put(s->conn);
+    free(s->tcti);
+    free(s->dir);
+    free(s->auth_source);
+    free(s);
+    be->state = NULL;
+}
+
+/* ---- running a step on the connection ------------------------------------ */
+
+struct step {
+    const char *cmd;          /* what the step was doing, for messages */
+    kv_rc rc;                 /* a non-TPM failure inside the step */
+};
+
+typedef TSS2_RC (*tpm_step)(struct tpm_conn *c, struct step *s, void *arg);
+
+/* Run a step; when the TPM went away (restart, lost socket) connect again
+ * and run it once more: that is how the backend survives a TPM restart. */
+static kv_rc run(kv_ctx *ctx, struct tpm_conn *c, tpm_step fn, void *arg)
+{
+    for (int attempt = 0;; attempt++) {
+        struct step s = { "TPM command", KV_OK };
+        kv_rc rc = tpm_begin(ctx, c);
+        TSS2_RC r;
+
+        if (rc != KV_OK)
+            return rc;
+        r = fn(c, &s, arg);
+        tpm_end(c, r);
+        if (r == TSS2_RC_SUCCESS)
+            return s.rc;
+        if (attempt == 0 && tpm_rc_lost(r)) {
+            kv_err_begin(ctx);
+            continue;
+        }
+        return tpm_fail(ctx, s.cmd, r);
+    }
+}
+
+/* ---- keys ------------------------------------------------------------------ */
+
+kv_rc tpm_public_to_pkey(const kv_ctx *ctx, const TPMT_PUBLIC *pub, EVP_PKEY **out)
+{
+    OSSL_LIB_CTX *libctx = ctx ? ctx->libctx : NULL;
+    EVP_PKEY_CTX *pctx = NULL;
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    BIGNUM *n = NULL, *e = NULL;
+    unsigned char pt[1 + 2 * TPM2_MAX_ECC_KEY_BYTES];
+    kv_rc rc = KV_OK;
+
+    *out = NULL;
+    if (!bld)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    if (pub->type == TPM2_ALG_ECC) {
+        const TPMS_ECC_POINT *p = &pub->unique.ecc;
+        const char *group = pub->parameters.eccDetail.curveID == TPM2_ECC_NIST_P256   ? "P-256"
+                            : pub->parameters.eccDetail.curveID == TPM2_ECC_NIST_P384 ? "P-384"
+                                                                                     : NULL;
+        if (!group || p->x.size != p->y.size || p->x.size > TPM2_MAX_ECC_KEY_BYTES)
+            KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED, "TPM key on a curve libkeyvault does not use");
+        pt[0] = 0x04;
+        memcpy(pt + 1, p->x.buffer, p->x.size);
+        memcpy(pt + 1 + p->x.size, p->y.buffer, p->y.size);
+        if (!OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) ||
+            !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt,
+                                              1 + 2 * (size_t)p->x.size))
+            KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+        pctx = EVP_PKEY_CTX_new_from_name(libctx, "EC", NULL);
+    } else if (pub->type == TPM2_ALG_RSA) {
+        n = BN_bin2bn(pub->unique.rsa.buffer, pub->unique.rsa.size, NULL);
+        e = BN_new();
+        if (!n || !e || !BN_set_word(e, pub->parameters.rsaDetail.exponent
+                                            ? pub->parameters.rsaDetail.exponent : 65537) ||
+            !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
+            !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e))
+            KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+        pctx = EVP_PKEY_CTX_new_from_name(libctx, "RSA", NULL);
+    } else {
+        KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED, "TPM key of algorithm 0x%04x", pub->type);
+    }
+    params = OSSL_PARAM_BLD_to_param(bld);
+    if (!pctx || !params || EVP_PKEY_fromdata_init(pctx) != 1 ||
+        EVP_PKEY_fromdata(pctx, out, EVP_PKEY_PUBLIC_KEY, params) != 1)
+        rc = kv_error_ossl(ctx, KV_ERR_CORRUPT, "the TPM public key does not decode");
+out:
+    EVP_PKEY_CTX_free(pctx);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(n);
+    BN_free(e);
+    return rc;
+}
+
+static kv_rc load_auth(kv_backend *be, TPM2B_AUTH *auth)
+{
+    char *secret = NULL;
+    size_t n;
+    kv_rc rc;
+
+    memset(auth, 0, sizeof(*auth));
+    if (!st(be)->auth_source)
+        return KV_OK;
+    rc = kv_secret_read(be->ctx, st(be)->auth_source, "TPM key auth value", &secret);
+    if (rc == KV_ERR_KEY_NOT_FOUND)
+        rc = kv_error(be->ctx, KV_ERR_CONFIG, "TPM auth source %s: file does not exist",
+                      st(be)->auth_source);
+    if (rc != KV_OK)
+        return rc;
+    n = strlen(secret);
+    if (n > sizeof(auth->buffer)) {
+        kv_secret_free(secret);
+        return kv_error(be->ctx, KV_ERR_CONFIG, "TPM auth value longer than %zu bytes",
+                        sizeof(auth->buffer));
+    }
+    memcpy(auth->buffer, secret, n);
+    auth->size = (UINT16)n;
+    kv_secret_free(secret);
+    return KV_OK;
+}
+
+static void tpm_key_free(kv_key *key)
+{
+    struct tpm_key *tk = key->bk;
+
+    tpm_obj_release(st(key->be)->conn, &tk->obj);
+    kv_wipe(&tk->obj.auth, sizeof(tk->obj.auth));
+    kv_wipe(&tk->obj.context, sizeof(tk->obj.context));
+    free(tk->path);
+    free(tk);
+    key->bk = NULL;
+}
+
+/* Fill key from blobs; takes tk. */
+static kv_rc fill_key(kv_backend *be, kv_key *key, const char *name, struct tpm_key *tk)
+{
+    kv_ctx *ctx = be->ctx;
+    kv_rc rc;
+
+    key->bk = tk;
+    tk->obj.handle = ESYS_TR_NONE;
+    tk->obj.parent = &st(be)->conn->srk;
+    KV_CHECK(rc, tpm_public_to_pkey(ctx, &tk->obj.pub.publicArea, &key->pub));
+    key->type = kv_type_of_pkey(key->pub);
+    if (key->type == KV_KEY_UNKNOWN)
+        KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED, "TPM key '%s' is of a type libkeyvault does not use",
+                name);
+    key->name = kv_strdup(name);
+    key->uri = tk->path ? kv_asprintf("tpm2:file=%s", tk->path)
+                        : kv_asprintf("tpm2:handle=0x%08x", tk->obj.persistent);
+    if (!key->name || !key->uri)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+out:
+    return rc;
+}
+
+static kv_rc tpm_exists(kv_backend *be, const char *name)
+{
+    char *path = kv_asprintf("%s/%s.pem", st(be)->dir, name);
+    struct stat sb;
+    kv_rc rc = KV_ERR_KEY_NOT_FOUND;
+
+    if (!path)
+        return kv_error(be->ctx, KV_ERR_NO_MEMORY, "out of memory");
+    if (stat(path, &sb) == 0)
+        rc = KV_OK;
+    else if (errno != ENOENT && errno != ENOTDIR)
+        rc = kv_error_errno(be->ctx, errno, "cannot look for key file '%s'", path);
+    free(path);
+    return rc;
+}
+
+struct create_arg {
+    const TPM2B_PUBLIC *tmpl;
+    const TPM2B_AUTH *auth;
+    TPM2B_PUBLIC *pub;
+    TPM2B_PRIVATE *priv;
+};
+
+static TSS2_RC create_step(struct tpm_conn *c, struct step *s, void *p)
+{
+    struct create_arg *a = p;
+    TPM2B_SENSITIVE_CREATE sens = { 0 };
+    TPM2B_DATA outside = { 0 };
+    TPML_PCR_SELECTION pcrs = { 0 };
+    TPM2B_PUBLIC *pub = NULL;
+    TPM2B_PRIVATE *priv = NULL;
+    ESYS_TR parent;
+    TSS2_RC rc;
+
+    s->cmd = "loading the storage key";
+    rc = tpm_obj_use(c, &c->srk, &parent);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    sens.sensitive.userAuth = *a->auth;
+    s->cmd = "TPM2_Create";
+    c->commands++;
+    rc = Esys_Create(c->esys, parent, c->session, ESYS_TR_NONE, ESYS_TR_NONE, &sens, a->tmpl,
+                     &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
+    kv_wipe(&sens, sizeof(sens));
+    if (rc == TSS2_RC_SUCCESS) {
+        *a->pub = *pub;
+        *a->priv = *priv;
+    }
+    Esys_Free(pub);
+    Esys_Free(priv);
+    return rc;
+}
+
+static kv_rc tpm_generate(kv_backend *be, const char *name, kv_key_type type, kv_key *key)
+{
+    kv_ctx *ctx = be->ctx;
+    const kv_type_desc *t = kv_type_desc_get(type);
+    TPM2B_PUBLIC tmpl = { 0 };
+    TPMT_PUBLIC *p = &tmpl.publicArea;
+    struct tpm_key *tk = NULL;
+    char *pem = NULL, *file = NULL;
+    size_t pemlen = 0;
+    kv_rc rc;
+
+    if (t->family == KV_FAMILY_ED25519)
+        return kv_error(ctx, KV_ERR_UNSUPPORTED, "TPM 2.0 does not offer Ed25519 keys");
+    p->nameAlg = TPM2_ALG_SHA256;
+    p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                          TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
+                          TPMA_OBJECT_SIGN_ENCRYPT;
+    if (t->family == KV_FAMILY_EC) {
+        p->type = TPM2_ALG_ECC;
+        p->objectAttributes |= TPMA_OBJECT_DECRYPT; /* for ECDH_ZGen */
+        p->parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
+        p->parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
+        p->parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
+        p->parameters.eccDetail.curveID = t->bits == 384 ? TPM2_ECC_NIST_P384 : TPM2_ECC_NIST_P256;
+    } else {
+        p->type = TPM2_ALG_RSA;
+        p->parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_NULL;
+        p->parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
+        p->parameters.rsaDetail.keyBits = (TPMI_RSA_KEY_BITS)t->bits;
+    }
+    tk = calloc(1, sizeof(*tk));
+    if (!tk)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    KV_CHECK(rc, load_auth(be, &tk->obj.auth));
+    KV_CHECK(rc, kv_mkdir_p(ctx, st(be)->dir));
+    {
+        struct create_arg a = { &tmpl, &tk->obj.auth, &tk->obj.pub, &tk->obj.priv };
+        KV_CHECK(rc, run(ctx, st(be)->conn, create_step, &a));
+    }
+    KV_CHECK(rc, tpm_key_write(ctx, &tk->obj.pub, &tk->obj.priv, st(be)->parent,
+                               tk->obj.auth.size == 0, &pem, &pemlen));
+    file = kv_asprintf("%s.pem", name);
+    tk->path = kv_asprintf("%s/%s.pem", st(be)->dir, name);
+    if (!file || !tk->path)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    KV_CHECK(rc, kv_write_file_atomic(ctx, st(be)->dir, file, pem, pemlen, false));
+    rc = kv_meta_write(ctx, st(be)->dir, name, type, "tpm", 1);
+    if (rc != KV_OK) {
+        (void)unlink(tk->path);
+        goto out;
+    }
+    rc = fill_key(be, key, name, tk);
+    tk = NULL;
+out:
+    if (tk) {
+        kv_wipe(&tk->obj.auth, sizeof(tk->obj.auth));
+        free(tk->path);
+        free(tk);
+    }
+    free(pem);
+    free(file);
+    return rc;
+}
+
+static kv_rc open_file(kv_backend *be, const char *name, char *path, kv_key *key)
+{
+    kv_ctx *ctx = be->ctx;
+    struct tpm_key *tk = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    TPM2_HANDLE parent = 0;
+    bool empty_auth = true;
+    kv_key_type mtype;
+    kv_rc rc;
+
+    if (!path)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    rc = kv_read_file(ctx, path, TPM_KEY_FILE_MAX, &text, &len);
+    if (rc != KV_OK)
+        goto out;
+    tk = calloc(1, sizeof(*tk));
+    if (!tk)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    KV_CHECK(rc, tpm_key_read(ctx, text, len, path, &tk->obj.pub, &tk->obj.priv, &parent,
+                              &empty_auth));
+    if (parent != st(be)->parent)
+        KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED,
+                "'%s' was made under parent 0x%08x; this context uses 0x%08x ([tpm] parent)",
+                path, parent, st(be)->parent);
+    if (!empty_auth) {
+        KV_CHECK(rc, load_auth(be, &tk->obj.auth));
+        if (tk->obj.auth.size == 0)
+            KV_FAIL(ctx, rc, KV_ERR_AUTH_FAILED,
+                    "TPM key '%s' has an auth value: set [tpm] auth to its source", name);
+    }
+    KV_CHECK(rc, kv_meta_read(ctx, st(be)->dir, name, &mtype, &key->version));
+    tk->path = path;
+    path = NULL;
+    rc = fill_key(be, key, name, tk);
+    tk = NULL;
+out:
+    if (tk) {
+        kv_wipe(&tk->obj.auth, sizeof(tk->obj.auth));
+        free(tk);
+    }
+    free(text);
+    free(path);
+    return rc;
+}
+
+static kv_rc tpm_open_name(kv_backend *be, const char *name, kv_key *key)
+{
+    return open_file(be, name, kv_asprintf("%s/%s.pem", st(be)->dir, name), key);
+}
+
+struct readpub_arg {
+    struct tpm_obj *obj;
+};
+
+static TSS2_RC readpub_step(struct tpm_conn *c, struct step *s, void *p)
+{
+    struct readpub_arg *a = p;
+    TPM2B_PUBLIC *pub = NULL;
+    ESYS_TR h;
+    TSS2_RC rc;
+
+    s->cmd = "reading the persistent key";
+    rc = tpm_obj_use(c, a->obj, &h);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    s->cmd = "TPM2_ReadPublic";
+    c->commands++;
+    rc = Esys_ReadPublic(c->esys, h, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL, NULL);
+    if (rc == TSS2_RC_SUCCESS)
+        a->obj->pub = *pub;
+    Esys_Free(pub);
+    return rc;
+}
+
+static kv_rc tpm_open_uri(kv_backend *be, const char *uri, kv_key *key)
+{
+    kv_ctx *ctx = be->ctx;
+    const char *rest = uri + 5;
+    char name[KV_NAME_MAX + 1];
+    kv_rc rc;
+
+    if (!be->available)
+        return kv_error(ctx, KV_ERR_BACKEND_UNAVAILABLE, "backend 'tpm' is unavailable: %s",
+                        be->why);
+    if (!strncmp(rest, "file=", 5)) {
+        const char *path = rest + 5, *base = strrchr(path, '/');
+        size_t blen = base ? strlen(base + 1) : 0;
+        if (path[0] != '/' || blen < 5 || strcmp(base + 1 + blen - 4, ".pem") ||
+            blen - 4 > KV_NAME_MAX)
+            return kv_error(ctx, KV_ERR_BAD_URI,
+                            "'%s': expected tpm2:file=/absolute/path/NAME.pem", uri);
+        memcpy(name, base + 1, blen - 4);
+        name[blen - 4] = '\0';
+        return open_file(be, name, kv_strdup(path), key);
+    }
+    if (!strncmp(rest, "handle=", 7)) {
+        char *end;
+        unsigned long h = strtoul(rest + 7, &end, 0);
+        struct tpm_key *tk;
+        if (*end || (h >> 24) != 0x81)
+            return kv_error(ctx, KV_ERR_BAD_URI,
+                            "'%s': expected tpm2:handle=0x81xxxxxx (a persistent handle)", uri);
+        tk = calloc(1, sizeof(*tk));
+        if (!tk)
+            return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+        tk->obj.persistent = (TPM2_HANDLE)h;
+        tk->obj.handle = ESYS_TR_NONE;
+        rc = load_auth(be, &tk->obj.auth);
+        if (rc == KV_OK) {
+            struct readpub_arg a = { &tk->obj };
+            rc = run(ctx, st(be)->conn, readpub_step, &a);
+        }
+        if (rc != KV_OK) {
+            tpm_obj_release(st(be)->conn, &tk->obj);
+            free(tk);
+            return rc;
+        }
+        snprintf(name, sizeof(name), "handle-0x%08lx", h);
+        return fill_key(be, key, name, tk);
+    }
+    return kv_error(ctx, KV_ERR_BAD_URI,
+                    "'%s': expected tpm2:file=/path/NAME.pem or tpm2:handle=0x81xxxxxx", uri);
+}
+
+static kv_rc tpm_list(kv_backend *be, kv_list_builder *lb)
+{
+    kv_ctx *ctx = be->ctx;
+    DIR *d = opendir(st(be)->dir);
+    struct dirent *de;
+    kv_rc rc = KV_OK;
+
+    if (!d)
+        return errno == ENOENT ? KV_OK
+                               : kv_error_errno(ctx, errno, "cannot read TPM key directory '%s'",
+                                                st(be)->dir);
+    while ((de = readdir(d)) && rc == KV_OK) {
+        size_t n = strlen(de->d_name);
+        char name[KV_NAME_MAX + 1], *uri;
+        kv_key_type type;
+        unsigned version;
+
+        if (n < 5 || n - 4 > KV_NAME_MAX || strcmp(de->d_name + n - 4, ".pem"))
+            continue;
+        memcpy(name, de->d_name, n - 4);
+        name[n - 4] = '\0';
+        if (!kv_name_valid(name))
+            continue;
+        if (kv_meta_read(ctx, st(be)->dir, name, &type, &version) != KV_OK) {
+            kv_err_begin(ctx);
+            type = KV_KEY_UNKNOWN;
+            version = 1;
+        }
+        uri = kv_asprintf("tpm2:file=%s/%s.pem", st(be)->dir, name);
+        rc = uri ? kv_list_add(lb, name, "tpm", uri, type, KV_ASSURANCE_TPM, version)
+                 : KV_ERR_NO_MEMORY;
+        free(uri);
+    }
+    closedir(d);
+    return rc;
+}
+
+static kv_rc tpm_destroy(kv_backend *be, kv_key *key)
+{
+    struct tpm_key *tk = key->bk;
+
+    if (!tk->path)
+        return kv_error(be->ctx, KV_ERR_UNSUPPORTED,
+                        "persistent TPM keys are removed by the TPM owner (tpm2_evictcontrol)");
+    /* the wrapped blob is the key: without the file it cannot be loaded again */
+    return kv_key_files_remove(be->ctx, tk->path);
+}
+
+static kv_rc tpm_cert_store(kv_key *key, const unsigned char *der, size_t len)
+{
+    struct tpm_key *tk = key->bk;
+
+    if (!tk->path)
+        return kv_error(key->ctx, KV_ERR_UNSUPPORTED,
+                        "certificates are kept beside key files, not persistent handles");
+    return kv_cert_file_store(key->ctx, tk->path, der, len);
+}
+
+static kv_rc tpm_cert_read(kv_key *key, unsigned char **der, size_t *len)
+{
+    struct tpm_key *tk = key->bk;
+
+    if (!tk->path)
+        return kv_error(key->ctx, KV_ERR_KEY_NOT_FOUND, "no certificate kept for '%s'", key->name);
+    return kv_cert_file_read(key->ctx, tk->path, key->name, der, len);
+}
+
+/* ---- sign and ECDH ---------------------------------------------------------- */
+
+struct sign_arg {
+    kv_key *key;
+    const kv_alg_desc *alg;
+    const unsigned char *tbs;
+    size_t tbslen;
+    TPMT_SIGNATURE *sig;
+};
+
+static TPMI_ALG_HASH tpm_hash(const kv_alg_desc *alg)
+{
+    return alg->mdlen == 64 ? TPM2_ALG_SHA512 : alg->mdlen == 48 ? TPM2_ALG_SHA384
+                                                                 : TPM2_ALG_SHA256;
+}
+
+static TSS2_RC sign_step(struct tpm_conn *c, struct step *s, void *p)
+{
+    struct sign_arg *a = p;
+    struct tpm_key *tk = a->key->bk;
+    TPMT_SIG_SCHEME scheme = { .details.any.hashAlg = tpm_hash(a->alg) };
+    TPMT_TK_HASHCHECK check = { .tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL };
+    TPM2B_DIGEST digest = { .size = (UINT16)a->tbslen };
+    TPMT_SIGNATURE *sig = NULL;
+    ESYS_TR h;
+    TSS2_RC rc;
+
+    scheme.scheme = a->alg->family == KV_FAMILY_EC     ? TPM2_ALG_ECDSA
+                    : a->alg->padding == KV_PAD_PSS    ? TPM2_ALG_RSAPSS
+                                                       : TPM2_ALG_RSASSA;
+    memcpy(digest.buffer, a->tbs, a->tbslen);
+    s->cmd = "loading the key";
+    rc = tpm_obj_use(c, &tk->obj, &h);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    s->cmd = "TPM2_Sign";
+    c->commands++;
+    rc = Esys_Sign(c->esys, h, c->session, ESYS_TR_NONE, ESYS_TR_NONE, &digest, &scheme, &check,
+                   &sig);
+    if (rc == TSS2_RC_SUCCESS)
+        *a->sig = *sig;
+    Esys_Free(sig);
+    return rc;
+}
+
+static kv_rc tpm_sign(kv_key *key, const kv_alg_desc *alg, const unsigned char *tbs,
+                      size_t tbslen, unsigned char *sig, size_t *siglen)
+{
+    kv_ctx *ctx = key->ctx;
+    const kv_type_desc *t = kv_type_desc_get(key->type);
+    TPMT_SIGNATURE ts;
+    struct sign_arg a = { key, alg, tbs, tbslen, &ts };
+    unsigned char raw[2 * TPM2_MAX_ECC_KEY_BYTES], *der = NULL;
+    size_t derlen = 0;
+    kv_rc rc;
+
+    KV_CHECK(rc, run(ctx, st(key->be)->conn, sign_step, &a));
+    if (alg->family == KV_FAMILY_EC) {
+        const TPMS_SIGNATURE_ECC *e = &ts.signature.ecdsa;
+        size_t f = t->field_len;
+        if (e->signatureR.size > f || e->signatureS.size > f)
+            KV_FAIL(ctx, rc, KV_ERR_BACKEND, "TPM2_Sign returned an oversized ECDSA signature");
+        /* r and s as fixed-width big-endian numbers, then DER by OpenSSL */
+        memset(raw, 0, 2 * f);
+        memcpy(raw + f - e->signatureR.size, e->signatureR.buffer, e->signatureR.size);
+        memcpy(raw + 2 * f - e->signatureS.size, e->signatureS.buffer, e->signatureS.size);
+        KV_CHECK(rc, kv_ecdsa_raw_to_der(ctx, raw, 2 * f, &der, &derlen));
+        memcpy(sig, der, derlen);
+        *siglen = derlen;
+    } else {
+        const TPM2B_PUBLIC_KEY_RSA *r = &ts.signature.rsassa.sig;
+        if (r->size > *siglen)
+            KV_FAIL(ctx, rc, KV_ERR_BACKEND, "TPM2_Sign returned an oversized RSA signature");
+        memcpy(sig, r->buffer, r->size);
+        *siglen = r->size;
+    }
+out:
+    OPENSSL_free(der);
+    return rc;
+}
+
+struct ecdh_arg {
+    kv_key *key;
+    TPM2B_ECC_POINT in;
+    TPM2B_ECC_POINT out;
+};
+
+static TSS2_RC ecdh_step(struct tpm_conn *c, struct step *s, void *p)
+{
+    struct ecdh_arg *a = p;
+    struct tpm_key *tk = a->key->bk;
+    TPM2B_ECC_POINT *z = NULL;
+    ESYS_TR h;
+    TSS2_RC rc;
+
+    s->cmd = "loading the key";
+    rc = tpm_obj_use(c, &tk->obj, &h);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    s->cmd = "TPM2_ECDH_ZGen";
+    c->commands++;
+    rc = Esys_ECDH_ZGen(c->esys, h, c->session, ESYS_TR_NONE, ESYS_TR_NONE, &a->in, &z);
+    if (rc == TSS2_RC_SUCCESS)
+        a->out = *z;
+    if (z) {
+        kv_wipe(z, sizeof(*z));
+        Esys_Free(z);
+    }
+    return rc;
+}
+
+static kv_rc tpm_ecdh(kv_key *key, EVP_PKEY *peer, unsigned char *secret, size_t *len)
+{
+    kv_ctx *ctx = key->ctx;
+    size_t f = kv_type_desc_get(key->type)->field_len;
+    struct ecdh_arg a = { .key = key };
+    BIGNUM *x = NULL, *y = NULL;
+    kv_rc rc;
+
+    /* the peer was validated by the core; the TPM takes its coordinates */
+    if (EVP_PKEY_get_bn_param(peer, OSSL_PKEY_PARAM_EC_PUB_X, &x) != 1 ||
+        EVP_PKEY_get_bn_param(peer, OSSL_PKEY_PARAM_EC_PUB_Y, &y) != 1 ||
+        BN_bn2binpad(x, a.in.point.x.buffer, (int)f) < 0 ||
+        BN_bn2binpad(y, a.in.point.y.buffer, (int)f) < 0) {
+        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot read the peer point");
+        goto out;
+    }
+    a.in.point.x.size = a.in.point.y.size = (UINT16)f;
+    KV_CHECK(rc, run(ctx, st(key->be)->conn, ecdh_step, &a));
+    if (a.out.point.x.size > f)
+        KV_FAIL(ctx, rc, KV_ERR_BACKEND, "TPM2_ECDH_ZGen returned an oversized point");
+    memset(secret, 0, f - a.out.point.x.size);
+    memcpy(secret + f - a.out.point.x.size, a.out.point.x.buffer, a.out.point.x.size);
+    *len = f;
+out:
+    kv_wipe(&a.out, sizeof(a.out));
+    BN_free(x);
+    BN_free(y);
+    return rc;
+}
+
+const struct kv_backend_ops kv_tpm_ops = {
+    .name = "tpm",
+    .uri_scheme = "tpm2",
+    .assurance = KV_ASSURANCE_TPM,
+    .init = tpm_init,
+    .fini = tpm_fini,
+    .generate = tpm_generate,
+    .open_name = tpm_open_name,
+    .open_uri = tpm_open_uri,
+    .exists = tpm_exists,
+    .list = tpm_list,
+    .destroy = tpm_destroy,
+    .key_free = tpm_key_free,
+    .sign = tpm_sign,
+    .ecdh = tpm_ecdh,
+    .cert_store = tpm_cert_store,
+    .cert_read = tpm_cert_read,
+};

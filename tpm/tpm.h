@@ -1,0 +1,88 @@
+/*
+ * tpm.h - the TPM 2.0 backend's shared structures: the process-wide
+ * connection (one ESYS context per TCTI), the objects it keeps loaded, and
+ * the TSS2 PRIVATE KEY file format.
+ */
+#ifndef KV_TPM_H
+#define KV_TPM_H
+
+#include <tss2/tss2_esys.h>
+#include <tss2/tss2_mu.h>
+#include <tss2/tss2_rc.h>
+#include <tss2/tss2_tctildr.h>
+
+#include "internal.h"
+
+/*
+ * A TPM object the connection loads on demand: a key from its wrapped
+ * blobs, or a persistent handle. Without a resource manager a TPM has few
+ * transient slots (swtpm: 3), so the least recently used loaded object is
+ * context-saved and flushed when a load needs room, and context-loaded
+ * again when it is used next. All fields past `auth` belong to the
+ * connection and are guarded by its lock.
+ */
+struct tpm_obj {
+    TPM2B_PUBLIC pub;
+    TPM2B_PRIVATE priv;
+    TPM2_HANDLE persistent;     /* nonzero: a persistent handle, never loaded or flushed */
+    bool is_primary;            /* the storage primary: made with CreatePrimary */
+    TPM2B_AUTH auth;            /* the object's auth value (wiped when freed) */
+
+    struct tpm_obj *parent;
+    ESYS_TR handle;             /* ESYS_TR_NONE when not loaded */
+    unsigned long epoch;        /* connection epoch the handle / saved context belong to */
+    bool saved;
+    TPMS_CONTEXT context;       /* context-saved copy, when evicted */
+    uint64_t last_use;
+    struct tpm_obj *next;       /* the connection's list of objects */
+    bool registered;
+};
+
+struct tpm_conn {
+    char *tcti;                 /* TCTI configuration string */
+    int refs;
+    pthread_mutex_t lock;       /* held around ESYS calls only */
+    unsigned long fork_gen;
+    TSS2_TCTI_CONTEXT *tcti_ctx;
+    bool tcti_inherited;        /* a forked child sharing its parent's transport */
+    ESYS_CONTEXT *esys;
+    bool connected;
+    unsigned long epoch;        /* incremented at every (re)connect */
+    ESYS_TR session;            /* salted HMAC session: auth and parameter encryption */
+    struct tpm_obj srk;         /* the storage primary (or a persistent parent) */
+    struct tpm_obj *objs;
+    uint64_t tick;
+    unsigned long commands;     /* TPM commands sent (counted at the TCTI) */
+    struct tpm_conn *next;
+};
+
+/* conn.c */
+/* The connection for a TCTI string, shared by every context of the process. */
+kv_rc tpm_conn_get(kv_ctx *ctx, const char *tcti, TPM2_HANDLE parent, struct tpm_conn **out);
+void tpm_conn_put(struct tpm_conn *c);
+/* Lock the connection, connecting (or reconnecting after a fork or a lost
+ * TPM) as needed. Every successful tpm_begin is paired with tpm_end. */
+kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c);
+/* Unlock; rc from the ESYS call tells whether the TPM went away. */
+void tpm_end(struct tpm_conn *c, TSS2_RC rc);
+/* Make sure obj is loaded (parent first), evicting others if the TPM is
+ * full; *h is its handle for this call. Called between begin and end. */
+TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h);
+/* Forget obj (flushing it if loaded); call before freeing it. */
+void tpm_obj_release(struct tpm_conn *c, struct tpm_obj *obj);
+/* Whether rc means the connection is gone (TPM restarted, socket closed). */
+bool tpm_rc_lost(TSS2_RC rc);
+/* Map a TSS2_RC to a kv_rc and record "CMD failed: decoded (0x...)". */
+kv_rc tpm_fail(kv_ctx *ctx, const char *cmd, TSS2_RC rc);
+
+/* tss2pem.c: the TSS2 PRIVATE KEY format (tpm2-openssl, the kernel). */
+kv_rc tpm_key_write(const kv_ctx *ctx, const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,
+                    TPM2_HANDLE parent, bool empty_auth, char **pem, size_t *len);
+kv_rc tpm_key_read(const kv_ctx *ctx, const char *pem, size_t len, const char *what,
+                   TPM2B_PUBLIC *pub, TPM2B_PRIVATE *priv, TPM2_HANDLE *parent,
+                   bool *empty_auth);
+
+/* The public half of a TPM key as an EVP_PKEY. */
+kv_rc tpm_public_to_pkey(const kv_ctx *ctx, const TPMT_PUBLIC *pub, EVP_PKEY **out);
+
+#endif
