@@ -296,6 +296,8 @@ extern const struct kv_backend_ops kv_pkcs11_ops;
 #endif
 #ifdef KV_WITH_TPM
 extern const struct kv_backend_ops kv_tpm_ops;
+/* TPM commands the context's TPM connection has sent (tests, benchmarks). */
+unsigned long kv_tpm_command_count(kv_ctx *ctx);
 #endif
 
 /* Software backend helpers, also used by tests on keys they make. */

@@ -27,9 +27,13 @@ const char *tu_srcpath(const char *rel);
 /* Run a suite in Check's fork mode, print the totals; exit code for main. */
 int tu_run(Suite *s);
 
-/* Fail the test with the library's detail when rc is not what we expect. */
-#define ck_assert_rc(ctx, rc, want)                                                     \
-    ck_assert_msg((rc) == (want), "expected %s, got %s: %s", kv_strerror(want),         \
-                  kv_strerror(rc), kv_errmsg(ctx))
+/* Fail the test with the library's detail when rc is not what we expect.
+ * expr is evaluated once. */
+#define ck_assert_rc(ctx, expr, want)                                                   \
+    do {                                                                                \
+        kv_rc rc_got_ = (expr);                                                         \
+        ck_assert_msg(rc_got_ == (want), "expected %s, got %s: %s", kv_strerror(want),  \
+                      kv_strerror(rc_got_), kv_errmsg(ctx));                            \
+    } while (0)
 
 #endif

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <tss2/tss2_sys.h>
+
 #include "tpm.h"
 
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -51,7 +53,13 @@ bool tpm_rc_lost(TSS2_RC rc)
     default:
         break;
     }
-    return (rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER && RC_BASE(rc) == TPM2_RC_INITIALIZE;
+    if ((rc & TSS2_RC_LAYER_MASK) != TSS2_TPM_RC_LAYER)
+        return false;
+    /* TPM2_RC_INITIALIZE: restarted without TPM2_Startup; a handle or
+     * session "not loaded": restarted (the TCTI reconnected by itself) or
+     * flushed by someone else. Either way: connect afresh and reload. */
+    rc = RC_BASE(rc);
+    return rc == TPM2_RC_INITIALIZE || (rc >= TPM2_RC_REFERENCE_H0 && rc <= TPM2_RC_REFERENCE_S6);
 }
 
 kv_rc tpm_fail(kv_ctx *ctx, const char *cmd, TSS2_RC rc)
@@ -295,6 +303,42 @@ void tpm_obj_release(struct tpm_conn *c, struct tpm_obj *obj)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* tpm2-abrmd and the kernel's /dev/tpmrm* give each client its own view. */
+static bool has_resource_manager(const char *tcti)
+{
+    return !strncmp(tcti, "tabrmd", 6) || strstr(tcti, "tpmrm") != NULL;
+}
+
+/*
+ * Without a resource manager the TPM keeps what earlier clients left loaded
+ * (a process that crashed, a tool that did not flush) and its few slots
+ * fill up. Such a TPM serves one client at a time, so at connect every
+ * transient object and loaded session is a leftover: flush them, as
+ * tpm2-abrmd --flush-all does.
+ */
+static void flush_leftovers(struct tpm_conn *c)
+{
+    static const TPM2_HANDLE firsts[] = { TPM2_TRANSIENT_FIRST, TPM2_HMAC_SESSION_FIRST,
+                                          TPM2_POLICY_SESSION_FIRST };
+    TSS2_SYS_CONTEXT *sys = NULL;
+
+    if (Esys_GetSysContext(c->esys, &sys) != TSS2_RC_SUCCESS || !sys)
+        return;
+    for (size_t i = 0; i < sizeof(firsts) / sizeof(firsts[0]); i++) {
+        TPMS_CAPABILITY_DATA cap;
+        TPMI_YES_NO more = TPM2_NO;
+
+        c->commands++;
+        if (Tss2_Sys_GetCapability(sys, NULL, TPM2_CAP_HANDLES, firsts[i], TPM2_MAX_CAP_HANDLES,
+                                   &more, &cap, NULL) != TSS2_RC_SUCCESS)
+            continue;
+        for (UINT32 j = 0; j < cap.data.handles.count; j++) {
+            c->commands++;
+            (void)Tss2_Sys_FlushContext(sys, cap.data.handles.handle[j]);
+        }
+    }
+}
+
 static kv_rc connect_locked(kv_ctx *ctx, struct tpm_conn *c)
 {
     TPMT_SYM_DEF sym = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB };
@@ -331,6 +375,8 @@ static kv_rc connect_locked(kv_ctx *ctx, struct tpm_conn *c)
         disconnect_locked(c, false);
         return r;
     }
+    if (!c->tcti_inherited && !has_resource_manager(c->tcti))
+        flush_leftovers(c);
     rc = tpm_obj_use(c, &c->srk, &srk);
     if (rc != TSS2_RC_SUCCESS) {
         kv_rc r = tpm_fail(ctx, c->srk.persistent ? "loading the persistent parent key"

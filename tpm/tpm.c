@@ -349,6 +349,10 @@ static kv_rc tpm_generate(kv_backend *be, const char *name, kv_key_type type, kv
     if (!tk)
         return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
     KV_CHECK(rc, load_auth(be, &tk->obj.auth));
+    /* dictionary-attack protection guards auth values; a key without one
+     * has nothing to guard and must keep working while the TPM is in lockout */
+    if (tk->obj.auth.size == 0)
+        p->objectAttributes |= TPMA_OBJECT_NODA;
     KV_CHECK(rc, kv_mkdir_p(ctx, st(be)->dir));
     {
         struct create_arg a = { &tmpl, &tk->obj.auth, &tk->obj.pub, &tk->obj.priv };
@@ -710,6 +714,16 @@ out:
     BN_free(x);
     BN_free(y);
     return rc;
+}
+
+unsigned long kv_tpm_command_count(kv_ctx *ctx)
+{
+    for (size_t i = 0; i < ctx->nbackends; i++) {
+        kv_backend *be = &ctx->backends[i];
+        if (be->ops == &kv_tpm_ops && be->state && st(be)->conn)
+            return __atomic_load_n(&st(be)->conn->commands, __ATOMIC_RELAXED);
+    }
+    return 0;
 }
 
 const struct kv_backend_ops kv_tpm_ops = {

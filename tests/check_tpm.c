@@ -1,0 +1,416 @@
+/*
+ * check_tpm.c - what only the TPM backend does, against a bare swtpm
+ * (tests/tpm-unit.sh): one command per operation, more keys than the TPM
+ * has slots, a TPM restart mid-run, threads, auth values and lockout,
+ * distinct errors for a missing TPM and a missing resource manager, keys
+ * at persistent handles, parameter encryption seen on the bus, and the key
+ * file format shared with tpm2-openssl.
+ *
+ * Tools (tpm2-tools, openssl with the tpm2 provider) connect to the same
+ * simulator, which serves one client at a time: every context is freed
+ * before a tool runs.
+ */
+#include "config.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "testutil.h"
+
+static const char *env(const char *name)
+{
+    const char *v = getenv(name);
+    ck_assert_msg(v && *v, "%s is not set: run through tests/tpm-unit.sh", name);
+    return v;
+}
+
+static const char *tools_env(void)
+{
+    static char buf[256];
+    snprintf(buf, sizeof(buf), "TPM2TOOLS_TCTI=%s TPM2OPENSSL_TCTI=%s", env("KV_TPM_TCTI"),
+             env("KV_TPM_TCTI"));
+    return buf;
+}
+
+/* A TPM-only context; `tpm` replaces the [tpm] lines when given. */
+static kv_ctx *tpm_ctx(const char *tpm, kv_rc want)
+{
+    char path[700], text[4096], def[1024];
+    kv_ctx *ctx = NULL;
+    kv_rc rc;
+
+    snprintf(def, sizeof(def), "tcti = %s\n", env("KV_TPM_TCTI"));
+    snprintf(path, sizeof(path), "%s/tpm-%d.conf", tu_tmpdir(), rand());
+    snprintf(text, sizeof(text), "[keyvault]\nbackends = tpm\n[tpm]\nkeys = %s/keys\n%s",
+             tu_tmpdir(), tpm ? tpm : def);
+    tu_write(path, text);
+    rc = kv_ctx_new(&ctx, path);
+    ck_assert_msg(rc == want, "kv_ctx_new: %s", kv_errmsg(NULL));
+    return ctx;
+}
+
+static kv_key *gen(kv_ctx *ctx, const char *name, kv_key_type type)
+{
+    kv_key *key = NULL;
+    kv_rc rc = kv_key_generate(ctx, name, type, "tpm", &key);
+
+    ck_assert_msg(rc == KV_OK, "generate %s: %s", name, kv_errmsg(ctx));
+    return key;
+}
+
+static int sign_verifies(kv_ctx *ctx, kv_key *key, const char *m)
+{
+    unsigned char sig[600], pub[600];
+    size_t siglen = sizeof(sig), publen = sizeof(pub);
+
+    if (kv_sign(key, KV_ALG_DEFAULT, 0, (const unsigned char *)m, strlen(m), sig, &siglen) !=
+        KV_OK)
+        return 0;
+    if (kv_key_public_der(key, pub, &publen) != KV_OK)
+        return 0;
+    return kv_verify(ctx, pub, publen, KV_ALG_DEFAULT, 0, (const unsigned char *)m, strlen(m),
+                     sig, siglen) == KV_OK;
+}
+
+START_TEST(one_command_per_operation)
+{
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
+    kv_key *a = gen(ctx, "a", KV_KEY_EC_P256), *b = gen(ctx, "b", KV_KEY_EC_P256);
+    unsigned char bpub[200], z[64];
+    size_t bpublen = sizeof(bpub), zlen = sizeof(z);
+    unsigned long n0, n1;
+
+    ck_assert_rc(ctx, kv_key_public_der(b, bpub, &bpublen), KV_OK);
+    ck_assert(sign_verifies(ctx, a, "warm-up"));
+    ck_assert_rc(ctx, kv_ecdh(a, bpub, bpublen, z, &zlen), KV_OK);
+    n0 = kv_tpm_command_count(ctx);
+    for (int i = 0; i < 10; i++)
+        ck_assert(sign_verifies(ctx, a, "counted"));
+    n1 = kv_tpm_command_count(ctx);
+    ck_assert_uint_eq(n1 - n0, 10);
+    zlen = sizeof(z);
+    ck_assert_rc(ctx, kv_ecdh(a, bpub, bpublen, z, &zlen), KV_OK);
+    ck_assert_uint_eq(kv_tpm_command_count(ctx) - n1, 1);
+    kv_key_free(a);
+    kv_key_free(b);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(more_keys_than_slots)
+{
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
+    kv_key *keys[6];
+    char name[16];
+
+    for (int i = 0; i < 6; i++) {
+        snprintf(name, sizeof(name), "many%d", i);
+        keys[i] = gen(ctx, name, i % 2 ? KV_KEY_EC_P384 : KV_KEY_EC_P256);
+    }
+    /* swtpm has 3 transient slots: every round reloads saved contexts */
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < 6; i++)
+            ck_assert_msg(sign_verifies(ctx, keys[i], "round"), "key %d round %d: %s", i, round,
+                          kv_errmsg(ctx));
+    for (int i = 0; i < 6; i++)
+        kv_key_free(keys[i]);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(survives_a_tpm_restart)
+{
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
+    kv_key *key = gen(ctx, "restart", KV_KEY_EC_P256), *after = NULL;
+    char cmd[800];
+
+    ck_assert(sign_verifies(ctx, key, "before"));
+    snprintf(cmd, sizeof(cmd), "sh %s/restart.sh", env("KV_TPM_DIR"));
+    ck_assert_int_eq(tu_sh("%s", cmd), 0);
+    /* the same process, context and key: the next call reconnects */
+    ck_assert_msg(sign_verifies(ctx, key, "after"), "%s", kv_errmsg(ctx));
+    ck_assert_rc(ctx, kv_key_generate(ctx, "after-restart", KV_KEY_RSA_2048, NULL, &after), KV_OK);
+    ck_assert(sign_verifies(ctx, after, "new key"));
+    kv_key_free(after);
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+struct worker {
+    kv_ctx *ctx;
+    kv_key *key;
+    int ok;
+};
+
+static void *worker(void *p)
+{
+    struct worker *w = p;
+
+    for (int i = 0; i < 25; i++)
+        w->ok += sign_verifies(w->ctx, w->key, "threads");
+    return NULL;
+}
+
+START_TEST(four_threads_sign)
+{
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
+    kv_key *k1 = gen(ctx, "t1", KV_KEY_EC_P256), *k2 = gen(ctx, "t2", KV_KEY_EC_P384);
+    kv_key *k3 = gen(ctx, "t3", KV_KEY_EC_P256);
+    pthread_t th[4];
+    struct worker w[4] = { { ctx, k1, 0 }, { ctx, k2, 0 }, { ctx, k3, 0 }, { ctx, k1, 0 } };
+
+    /* three keys and the storage key on three slots: evictions under threads */
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, worker, &w[i]);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(w[i].ok, 25);
+    }
+    kv_key_free(k1);
+    kv_key_free(k2);
+    kv_key_free(k3);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(auth_values_and_lockout)
+{
+    char good[700], bad[700], conf[1024];
+    kv_ctx *ctx;
+    kv_key *key = NULL;
+    unsigned char sig[128];
+    size_t siglen = sizeof(sig);
+
+    snprintf(good, sizeof(good), "%s/good-auth", tu_tmpdir());
+    snprintf(bad, sizeof(bad), "%s/bad-auth", tu_tmpdir());
+    tu_write(good, "right auth value\n");
+    tu_write(bad, "wrong auth value\n");
+    snprintf(conf, sizeof(conf), "tcti = %s\nauth = file:%s\n", env("KV_TPM_TCTI"), good);
+    ctx = tpm_ctx(conf, KV_OK);
+    kv_key_free(gen(ctx, "authkey", KV_KEY_EC_P256));
+    ck_assert_rc(ctx, kv_key_open(ctx, "authkey", &key), KV_OK);
+    ck_assert(sign_verifies(ctx, key, "with auth"));
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+    /* without the auth value: refused before the TPM */
+    ctx = tpm_ctx(NULL, KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, "authkey", &key), KV_ERR_AUTH_FAILED);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "[tpm] auth"));
+    kv_ctx_free(ctx);
+    /* a wrong one: the TPM refuses */
+    snprintf(conf, sizeof(conf), "tcti = %s\nauth = file:%s\n", env("KV_TPM_TCTI"), bad);
+    ctx = tpm_ctx(conf, KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, "authkey", &key), KV_OK);
+    siglen = sizeof(sig);
+    ck_assert_rc(ctx, kv_sign(key, KV_ALG_DEFAULT, 0, (const unsigned char *)"x", 1, sig, &siglen),
+                 KV_ERR_AUTH_FAILED);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "TPM2_Sign"));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "wrong auth value"));
+    ck_assert_ptr_null(strstr(kv_errmsg(ctx), "wrong auth value\n"));
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+
+    /* lockout: one failure allowed, then the TPM stops answering for the key */
+    ck_assert_int_eq(tu_sh("export %s && tpm2_dictionarylockout --clear-lockout && "
+                           "tpm2_dictionarylockout --setup-parameters --max-tries=1 "
+                           "--recovery-time=600 --lockout-recovery-time=1 >/dev/null 2>&1",
+                           tools_env()), 0);
+    ctx = tpm_ctx(conf, KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, "authkey", &key), KV_OK);
+    siglen = sizeof(sig);
+    ck_assert_rc(ctx, kv_sign(key, KV_ALG_DEFAULT, 0, (const unsigned char *)"x", 1, sig, &siglen),
+                 KV_ERR_AUTH_FAILED);
+    siglen = sizeof(sig);
+    ck_assert_rc(ctx, kv_sign(key, KV_ALG_DEFAULT, 0, (const unsigned char *)"x", 1, sig, &siglen),
+                 KV_ERR_PIN_LOCKED);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "lockout"));
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+    ck_assert_int_eq(tu_sh("%s tpm2_dictionarylockout --clear-lockout >/dev/null 2>&1 && "
+                           "%s tpm2_dictionarylockout --setup-parameters --max-tries=1000 "
+                           "--recovery-time=1 --lockout-recovery-time=1 >/dev/null 2>&1",
+                           tools_env(), tools_env()), 0);
+}
+END_TEST
+
+START_TEST(missing_tpm_and_resource_manager)
+{
+    kv_ctx *ctx;
+
+    ctx = tpm_ctx("tcti = swtpm:host=127.0.0.1,port=9\n", KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "x", KV_KEY_EC_P256, NULL, NULL),
+                 KV_ERR_TOKEN_NOT_PRESENT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "not reachable"));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "port=9"));
+    kv_ctx_free(ctx);
+    setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus", 1);
+    ctx = tpm_ctx("tcti = tabrmd:bus_type=session\n", KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "x", KV_KEY_EC_P256, NULL, NULL),
+                 KV_ERR_BACKEND_UNAVAILABLE);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "resource manager"));
+    kv_ctx_free(ctx);
+    ctx = tpm_ctx("tcti = device:/nonexistent/tpmrm9\n", KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "x", KV_KEY_EC_P256, NULL, NULL),
+                 KV_ERR_TOKEN_NOT_PRESENT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "no TPM device"));
+    kv_ctx_free(ctx);
+    /* tcti = none: the backend is off and says so */
+    ctx = tpm_ctx("tcti = none\n", KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "x", KV_KEY_EC_P256, "tpm", NULL),
+                 KV_ERR_BACKEND_UNAVAILABLE);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "tcti = none"));
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(persistent_handle_by_uri)
+{
+    const char *d = tu_tmpdir();
+    kv_ctx *ctx;
+    kv_key *key = NULL;
+    kv_key_info info;
+
+    ck_assert_int_eq(
+        tu_sh("cd %s && export %s && tpm2_createprimary -Q -C o -G ecc -c prim.ctx && "
+              "tpm2_flushcontext -t && "
+              "tpm2_create -Q -C prim.ctx -G ecc256 -u k.pub -r k.priv "
+              "-a 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign' && "
+              "tpm2_flushcontext -t && tpm2_load -Q -C prim.ctx -u k.pub -r k.priv -c k.ctx && "
+              "tpm2_evictcontrol -Q -C o -c k.ctx 0x81000011 && tpm2_flushcontext -t",
+              d, tools_env()), 0);
+    ctx = tpm_ctx(NULL, KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, "tpm2:handle=0x81000011", &key), KV_OK);
+    ck_assert_rc(ctx, kv_key_get_info(key, &info), KV_OK);
+    ck_assert_int_eq(info.type, KV_KEY_EC_P256);
+    ck_assert_int_eq(info.assurance, KV_ASSURANCE_TPM);
+    ck_assert_str_eq(info.uri, "tpm2:handle=0x81000011");
+    ck_assert(sign_verifies(ctx, key, "persistent"));
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, "tpm2:handle=0x81000011"), KV_ERR_UNSUPPORTED);
+    ck_assert_rc(ctx, kv_key_open(ctx, "tpm2:handle=0x81000099", &key), KV_ERR_BACKEND);
+    ck_assert_rc(ctx, kv_key_open(ctx, "tpm2:handle=0x40000001", &key), KV_ERR_BAD_URI);
+    ck_assert_rc(ctx, kv_key_open(ctx, "tpm2:bogus", &key), KV_ERR_BAD_URI);
+    kv_ctx_free(ctx);
+    ck_assert_int_eq(tu_sh("%s tpm2_evictcontrol -Q -C o -c 0x81000011", tools_env()), 0);
+}
+END_TEST
+
+/* What crosses the bus, recorded by tpm2-tss's pcap TCTI: the key's auth
+ * value and the ECDH secret travel encrypted. */
+START_TEST(parameter_encryption_on_the_bus)
+{
+    char conf[1024], auth[700], pcap[700];
+    static const char secret_auth[] = "bus-sniffer-must-not-see-this";
+    kv_ctx *ctx;
+    kv_key *a, *b;
+    unsigned char bpub[200], z[64], *bus;
+    size_t bpublen = sizeof(bpub), zlen = sizeof(z), buslen = 0;
+    FILE *f;
+
+    snprintf(auth, sizeof(auth), "%s/auth", tu_tmpdir());
+    snprintf(pcap, sizeof(pcap), "%s/bus.pcap", tu_tmpdir());
+    tu_write(auth, secret_auth);
+    setenv("TCTI_PCAP_FILE", pcap, 1);
+    snprintf(conf, sizeof(conf), "tcti = pcap:%s\nauth = file:%s\n", env("KV_TPM_TCTI"), auth);
+    ctx = tpm_ctx(conf, KV_OK);
+    a = gen(ctx, "bus-a", KV_KEY_EC_P256);
+    b = gen(ctx, "bus-b", KV_KEY_EC_P256);
+    ck_assert_rc(ctx, kv_key_public_der(b, bpub, &bpublen), KV_OK);
+    ck_assert_rc(ctx, kv_ecdh(a, bpub, bpublen, z, &zlen), KV_OK);
+    ck_assert(sign_verifies(ctx, a, "bus"));
+    kv_key_free(a);
+    kv_key_free(b);
+    kv_ctx_free(ctx);
+    f = fopen(pcap, "rb");
+    ck_assert_ptr_nonnull(f);
+    bus = malloc(1 << 20);
+    buslen = fread(bus, 1, 1 << 20, f);
+    fclose(f);
+    ck_assert_uint_gt(buslen, 1000); /* the capture holds the traffic */
+    ck_assert_ptr_null(memmem(bus, buslen, secret_auth, strlen(secret_auth)));
+    ck_assert_ptr_null(memmem(bus, buslen, z, zlen));
+    ck_assert_ptr_null(memmem(bus, buslen, z, 16));
+    free(bus);
+}
+END_TEST
+
+START_TEST(key_files_shared_with_tpm2_openssl)
+{
+    const char *d = tu_tmpdir();
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
+    kv_key *key = gen(ctx, "ossl", KV_KEY_EC_P256), *theirs = NULL;
+    char *pem = NULL, uri[800];
+    unsigned char pub[200];
+    size_t publen = sizeof(pub);
+    FILE *f;
+    char buf[100];
+
+    ck_assert_rc(ctx, kv_key_public_pem(key, &pem), KV_OK);
+    snprintf(uri, sizeof(uri), "%s/ours.pub", d);
+    tu_write(uri, pem);
+    kv_string_free(pem);
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+    snprintf(uri, sizeof(uri), "%s/keys/ossl.pem", d);
+    f = fopen(uri, "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f));
+    fclose(f);
+    ck_assert_str_eq(buf, "-----BEGIN TSS2 PRIVATE KEY-----\n");
+    /* tpm2-openssl loads our key: same public key, and it signs with it */
+    ck_assert_int_eq(tu_sh("cd %s && %s openssl pkey -provider tpm2 -provider default "
+                           "-in keys/ossl.pem -pubout -out theirs.pub && cmp ours.pub theirs.pub",
+                           d, tools_env()), 0);
+    ck_assert_int_eq(tu_sh("cd %s && echo hello > m && openssl dgst -sha256 -binary m > m.d && "
+                           "%s openssl pkeyutl -provider tpm2 -provider default -sign "
+                           "-inkey keys/ossl.pem -in m.d -out m.sig && "
+                           "openssl dgst -sha256 -verify ours.pub -signature m.sig m",
+                           d, tools_env()), 0);
+    /* and we load a key tpm2-openssl made */
+    ck_assert_int_eq(tu_sh("cd %s && %s openssl genpkey -provider tpm2 -algorithm EC "
+                           "-pkeyopt group:P-256 -out made-by-ossl.pem",
+                           d, tools_env()), 0);
+    ctx = tpm_ctx(NULL, KV_OK);
+    snprintf(uri, sizeof(uri), "tpm2:file=%s/made-by-ossl.pem", d);
+    ck_assert_rc(ctx, kv_key_open(ctx, uri, &theirs), KV_OK);
+    ck_assert(sign_verifies(ctx, theirs, "their key"));
+    ck_assert_rc(ctx, kv_key_public_der(theirs, pub, &publen), KV_OK);
+    kv_key_free(theirs);
+    /* damaged files are reported, not loaded */
+    snprintf(uri, sizeof(uri), "%s/bad.pem", d);
+    tu_write(uri, "-----BEGIN TSS2 PRIVATE KEY-----\nAAAA\n-----END TSS2 PRIVATE KEY-----\n");
+    snprintf(uri, sizeof(uri), "tpm2:file=%s/bad.pem", d);
+    ck_assert_rc(ctx, kv_key_open(ctx, uri, &theirs), KV_ERR_CORRUPT);
+    ck_assert_rc(ctx, kv_key_open(ctx, "tpm2:file=relative.pem", &theirs), KV_ERR_BAD_URI);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+static Suite *tpm_suite(void)
+{
+    Suite *s = suite_create("tpm");
+    TCase *tc = tcase_create("tpm");
+
+    tcase_add_test(tc, one_command_per_operation);
+    tcase_add_test(tc, more_keys_than_slots);
+    tcase_add_test(tc, survives_a_tpm_restart);
+    tcase_add_test(tc, four_threads_sign);
+    tcase_add_test(tc, missing_tpm_and_resource_manager);
+    tcase_add_test(tc, persistent_handle_by_uri);
+    tcase_add_test(tc, parameter_encryption_on_the_bus);
+    tcase_add_test(tc, key_files_shared_with_tpm2_openssl);
+    tcase_add_test(tc, auth_values_and_lockout); /* last: it leaves lockout on failure */
+    tcase_set_timeout(tc, 120);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run(tpm_suite());
+}
