@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <openssl/evp.h>
 
@@ -235,6 +236,19 @@ struct kv_backend_ops {
      * (KV_ERR_KEY_NOT_FOUND when there is none). */
     kv_rc (*cert_store)(kv_key *key, const unsigned char *der, size_t len);
     kv_rc (*cert_read)(kv_key *key, unsigned char **der, size_t *len);
+
+    /* Attestation (a TPM): evidence is returned in OpenSSL-allocated
+     * buffers inside a kv_attestation; pcr selections are parsed by the
+     * backend; digests go through caller buffers checked by the core. */
+    kv_rc (*ak_public)(kv_backend *be, EVP_PKEY **pub);
+    kv_rc (*quote)(kv_backend *be, const char *pcrs, const unsigned char *nonce, size_t len,
+                   kv_attestation *out);
+    kv_rc (*certify)(kv_key *key, const unsigned char *nonce, size_t len, kv_attestation *out);
+    kv_rc (*pcr_read)(kv_backend *be, const char *bank, unsigned index, unsigned char *digest,
+                      size_t *len);
+    kv_rc (*pcr_extend)(kv_backend *be, const char *bank, unsigned index,
+                        const unsigned char *digest, size_t len);
+    kv_rc (*ek_cert)(kv_backend *be, unsigned char **der, size_t *len);
 };
 
 struct kv_backend {
@@ -283,6 +297,7 @@ typedef enum kv_op {
     KV_OP_DESTROY,
     KV_OP_SIGN,
     KV_OP_ECDH,
+    KV_OP_ATTEST,
 } kv_op;
 /* The single dispatch check every key operation passes (policy, audit). */
 kv_rc kv_policy_check(kv_ctx *ctx, kv_backend *be, kv_op op, const char *name);

@@ -277,6 +277,68 @@ KV_API KV_WUR kv_rc kv_ecdh_hkdf(kv_key *key, const unsigned char *peer, size_t 
                                  const unsigned char *info, size_t infolen,
                                  unsigned char *out, size_t outlen) KV_NONNULL(1, 2, 8);
 
+/* ---- TPM attestation ---------------------------------------------------- */
+
+/*
+ * Evidence signed by the TPM's attestation key (AK): a TPMS_ATTEST structure
+ * and its signature. Free with kv_attestation_free.
+ */
+typedef struct kv_attestation {
+    unsigned char *attest;        /* TPMS_ATTEST as the TPM marshalled it: what was signed */
+    size_t attest_len;
+    unsigned char *signature;     /* TPMT_SIGNATURE, marshalled (tpm2_checkquote -s) */
+    size_t signature_len;
+    unsigned char *signature_der; /* the same ECDSA signature as DER (openssl dgst -verify) */
+    size_t signature_der_len;
+} kv_attestation;
+
+/* kv_attestation_free - free evidence. Accepts NULL. */
+KV_API void kv_attestation_free(kv_attestation *a);
+
+/*
+ * kv_tpm_ak_public - the attestation key's public key as DER
+ * SubjectPublicKeyInfo (buf NULL: *len gets the size). The AK, a restricted
+ * ECC P-256 signing key (ECDSA, SHA-256) under the storage key, is created on
+ * first use and kept as a key file of the tpm backend.
+ */
+KV_API KV_WUR kv_rc kv_tpm_ak_public(kv_ctx *ctx, unsigned char *buf, size_t *len)
+    KV_NONNULL(1, 3);
+
+/*
+ * kv_tpm_quote - TPM2_Quote by the AK over a PCR selection with a caller
+ * nonce (1-64 bytes). pcrs: "sha256:0-7" (the default when NULL),
+ * "sha256:0,1,7", "sha1:0-3+sha256:0-7".
+ */
+KV_API KV_WUR kv_rc kv_tpm_quote(kv_ctx *ctx, const char *pcrs, const unsigned char *nonce,
+                                 size_t nonce_len, kv_attestation **out) KV_NONNULL(1, 3, 5);
+
+/*
+ * kv_key_certify - TPM2_Certify: the AK signs that `key` (a TPM key) lives
+ * in this TPM, with its name, attributes and the caller's nonce (1-64 bytes).
+ */
+KV_API KV_WUR kv_rc kv_key_certify(kv_key *key, const unsigned char *nonce, size_t nonce_len,
+                                   kv_attestation **out) KV_NONNULL(1, 2, 4);
+
+/* kv_tpm_pcr_read - read PCR `index` of `bank` ("sha256", "sha1", "sha384";
+ * NULL: sha256) into digest (*len: in buffer size, out digest size). */
+KV_API KV_WUR kv_rc kv_tpm_pcr_read(kv_ctx *ctx, const char *bank, unsigned index,
+                                    unsigned char *digest, size_t *len) KV_NONNULL(1, 4, 5);
+
+/* kv_tpm_pcr_extend - extend PCR `index` of `bank` with a digest of that
+ * bank's size (a measurement). */
+KV_API KV_WUR kv_rc kv_tpm_pcr_extend(kv_ctx *ctx, const char *bank, unsigned index,
+                                      const unsigned char *digest, size_t len)
+    KV_NONNULL(1, 4);
+
+/*
+ * kv_tpm_ek_cert - the endorsement key certificate from its standard NV
+ * index (ECC P-256 0x01c0000a, RSA-2048 0x01c00002, ECC P-384 0x01c00016:
+ * the first present), DER. buf NULL: *len gets the size.
+ * KV_ERR_KEY_NOT_FOUND when the TPM holds none.
+ */
+KV_API KV_WUR kv_rc kv_tpm_ek_cert(kv_ctx *ctx, unsigned char *buf, size_t *len)
+    KV_NONNULL(1, 3);
+
 /* ---- names ------------------------------------------------------------ */
 
 /* kv_key_type_name / kv_key_type_from_name: "ec-p256", "ec-p384", "rsa-2048",

@@ -18,8 +18,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
 #include "internal.h"
 #include "testutil.h"
+#include "tpm.h"
 
 static const char *env(const char *name)
 {
@@ -391,6 +395,198 @@ START_TEST(key_files_shared_with_tpm2_openssl)
 }
 END_TEST
 
+/* TPMS_ATTEST fields the tests look at. */
+static TPMS_ATTEST parse_attest(const kv_attestation *a)
+{
+    TPMS_ATTEST at;
+    size_t off = 0;
+
+    memset(&at, 0, sizeof(at));
+    ck_assert_uint_eq(Tss2_MU_TPMS_ATTEST_Unmarshal(a->attest, a->attest_len, &off, &at), 0);
+    ck_assert_uint_eq(off, a->attest_len);
+    ck_assert_uint_eq(at.magic, TPM2_GENERATED_VALUE);
+    return at;
+}
+
+static void verify_with_ak(kv_ctx *ctx, const kv_attestation *a)
+{
+    unsigned char ak[200];
+    size_t aklen = sizeof(ak);
+
+    ck_assert_rc(ctx, kv_tpm_ak_public(ctx, ak, &aklen), KV_OK);
+    ck_assert_rc(ctx, kv_verify(ctx, ak, aklen, KV_ALG_ECDSA_SHA256, 0, a->attest, a->attest_len,
+                                a->signature_der, a->signature_der_len), KV_OK);
+}
+
+START_TEST(quote_covers_pcrs_and_nonce)
+{
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
+    static const unsigned char nonce[] = "fresh nonce 1234";
+    unsigned char pcrs[8][32], md[32], before[32], after[32], meas[32];
+    size_t len;
+    unsigned int mdlen = 0;
+    kv_attestation *q = NULL;
+    TPMS_ATTEST at;
+    EVP_MD_CTX *h = EVP_MD_CTX_new();
+
+    ck_assert_rc(ctx, kv_tpm_quote(ctx, "sha256:0-7", nonce, sizeof(nonce) - 1, &q), KV_OK);
+    at = parse_attest(q);
+    ck_assert_uint_eq(at.type, TPM2_ST_ATTEST_QUOTE);
+    ck_assert_uint_eq(at.extraData.size, sizeof(nonce) - 1);
+    ck_assert_mem_eq(at.extraData.buffer, nonce, sizeof(nonce) - 1);
+    /* pcrDigest = SHA-256 of the selected PCR values, read separately */
+    EVP_DigestInit_ex(h, EVP_sha256(), NULL);
+    for (unsigned i = 0; i < 8; i++) {
+        len = sizeof(pcrs[i]);
+        ck_assert_rc(ctx, kv_tpm_pcr_read(ctx, "sha256", i, pcrs[i], &len), KV_OK);
+        ck_assert_uint_eq(len, 32);
+        EVP_DigestUpdate(h, pcrs[i], 32);
+    }
+    EVP_DigestFinal_ex(h, md, &mdlen);
+    ck_assert_uint_eq(at.attested.quote.pcrDigest.size, 32);
+    ck_assert_mem_eq(at.attested.quote.pcrDigest.buffer, md, 32);
+    verify_with_ak(ctx, q);
+    kv_attestation_free(q);
+
+    /* extend PCR 23: the value is SHA-256(old || measurement), quotes follow */
+    len = sizeof(before);
+    ck_assert_rc(ctx, kv_tpm_pcr_read(ctx, NULL, 23, before, &len), KV_OK);
+    EVP_Digest("stage two", 9, meas, &mdlen, EVP_sha256(), NULL);
+    ck_assert_rc(ctx, kv_tpm_pcr_extend(ctx, "sha256", 23, meas, 32), KV_OK);
+    len = sizeof(after);
+    ck_assert_rc(ctx, kv_tpm_pcr_read(ctx, "sha256", 23, after, &len), KV_OK);
+    EVP_DigestInit_ex(h, EVP_sha256(), NULL);
+    EVP_DigestUpdate(h, before, 32);
+    EVP_DigestUpdate(h, meas, 32);
+    EVP_DigestFinal_ex(h, md, &mdlen);
+    ck_assert_mem_eq(after, md, 32);
+    ck_assert_rc(ctx, kv_tpm_quote(ctx, "sha256:23", nonce, 4, &q), KV_OK);
+    at = parse_attest(q);
+    EVP_Digest(after, 32, md, &mdlen, EVP_sha256(), NULL);
+    ck_assert_mem_eq(at.attested.quote.pcrDigest.buffer, md, 32);
+    kv_attestation_free(q);
+
+    /* bad input */
+    ck_assert_rc(ctx, kv_tpm_quote(ctx, "sha256:0-24", nonce, 4, &q), KV_ERR_INVALID_ARG);
+    ck_assert_rc(ctx, kv_tpm_quote(ctx, "md5:0", nonce, 4, &q), KV_ERR_INVALID_ARG);
+    ck_assert_rc(ctx, kv_tpm_quote(ctx, "sha256", nonce, 4, &q), KV_ERR_INVALID_ARG);
+    ck_assert_rc(ctx, kv_tpm_quote(ctx, NULL, nonce, 0, &q), KV_ERR_INVALID_ARG);
+    ck_assert_rc(ctx, kv_tpm_quote(ctx, NULL, meas, 65, &q), KV_ERR_INVALID_ARG);
+    ck_assert_ptr_null(q);
+    ck_assert_rc(ctx, kv_tpm_pcr_extend(ctx, "sha256", 23, meas, 20), KV_ERR_BAD_INPUT);
+    ck_assert_rc(ctx, kv_tpm_pcr_read(ctx, "sha256", 24, md, &len), KV_ERR_INVALID_ARG);
+    len = 10;
+    ck_assert_rc(ctx, kv_tpm_pcr_read(ctx, "sha256", 1, md, &len), KV_ERR_BUFFER_TOO_SMALL);
+    ck_assert_uint_eq(len, 32);
+    EVP_MD_CTX_free(h);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(certify_names_the_key)
+{
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK), *again;
+    kv_key *key = gen(ctx, "certified", KV_KEY_EC_P256), *k2 = gen(ctx, "other", KV_KEY_EC_P384);
+    kv_attestation *c = NULL;
+    unsigned char ak1[200], ak2[200], name[34], pubbuf[sizeof(TPM2B_PUBLIC)];
+    size_t ak1len = sizeof(ak1), ak2len = sizeof(ak2), off = 0;
+    unsigned int mdlen = 0;
+    TPMS_ATTEST at;
+    TPM2B_PUBLIC pub;
+    char path[700], *text = NULL;
+    FILE *f;
+    long n;
+
+    ck_assert_rc(ctx, kv_key_certify(key, (const unsigned char *)"n0nce", 5, &c), KV_OK);
+    at = parse_attest(c);
+    ck_assert_uint_eq(at.type, TPM2_ST_ATTEST_CERTIFY);
+    ck_assert_mem_eq(at.extraData.buffer, "n0nce", 5);
+    /* the certified name is nameAlg || SHA-256(TPMT_PUBLIC) of our key file */
+    snprintf(path, sizeof(path), "%s/keys/certified.pem", tu_tmpdir());
+    f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    rewind(f);
+    text = calloc(1, (size_t)n + 1);
+    ck_assert_uint_eq(fread(text, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    {
+        TPM2B_PRIVATE priv;
+        TPM2_HANDLE parent;
+        bool empty;
+        ck_assert_rc(ctx, tpm_key_read(ctx, text, (size_t)n, path, &pub, &priv, &parent, &empty),
+                     KV_OK);
+        ck_assert(empty);
+        ck_assert_uint_eq(parent, TPM2_RH_OWNER);
+    }
+    ck_assert_uint_eq(Tss2_MU_TPMT_PUBLIC_Marshal(&pub.publicArea, pubbuf, sizeof(pubbuf), &off), 0);
+    name[0] = 0x00;
+    name[1] = 0x0b; /* TPM2_ALG_SHA256 */
+    EVP_Digest(pubbuf, off, name + 2, &mdlen, EVP_sha256(), NULL);
+    ck_assert_uint_eq(at.attested.certify.name.size, 34);
+    ck_assert_mem_eq(at.attested.certify.name.name, name, 34);
+    verify_with_ak(ctx, c);
+    kv_attestation_free(c);
+    /* more objects than slots: key, other key, AK and storage key */
+    ck_assert_rc(ctx, kv_key_certify(k2, (const unsigned char *)"x", 1, &c), KV_OK);
+    kv_attestation_free(c);
+    ck_assert_rc(ctx, kv_key_certify(key, (const unsigned char *)"y", 1, &c), KV_OK);
+    kv_attestation_free(c);
+    /* the AK survives the context: the same key next time */
+    ck_assert_rc(ctx, kv_tpm_ak_public(ctx, ak1, &ak1len), KV_OK);
+    kv_key_free(key);
+    kv_key_free(k2);
+    kv_ctx_free(ctx);
+    again = tpm_ctx(NULL, KV_OK);
+    ck_assert_rc(again, kv_tpm_ak_public(again, ak2, &ak2len), KV_OK);
+    ck_assert_uint_eq(ak1len, ak2len);
+    ck_assert_mem_eq(ak1, ak2, ak1len);
+    kv_ctx_free(again);
+    free(text);
+}
+END_TEST
+
+START_TEST(ek_certificate)
+{
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
+    unsigned char der[4096];
+    size_t len = 0;
+    const unsigned char *p = der;
+    X509 *x;
+
+    ck_assert_rc(ctx, kv_tpm_ek_cert(ctx, NULL, &len), KV_OK);
+    ck_assert_uint_gt(len, 300);
+    ck_assert_uint_le(len, sizeof(der));
+    ck_assert_rc(ctx, kv_tpm_ek_cert(ctx, der, &len), KV_OK);
+    x = d2i_X509(NULL, &p, (long)len);
+    ck_assert_ptr_nonnull(x);
+    ck_assert_uint_eq((size_t)(p - der), len);
+    X509_free(x);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(attestation_needs_a_tpm)
+{
+    kv_ctx *ctx = tu_ctx(NULL); /* software only */
+    kv_key *key = NULL;
+    kv_attestation *a = NULL;
+    unsigned char buf[64];
+    size_t len = sizeof(buf);
+
+    ck_assert_rc(ctx, kv_tpm_quote(ctx, NULL, buf, 8, &a), KV_ERR_BACKEND_UNAVAILABLE);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "TPM"));
+    ck_assert_rc(ctx, kv_tpm_ak_public(ctx, buf, &len), KV_ERR_BACKEND_UNAVAILABLE);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "soft", KV_KEY_EC_P256, NULL, &key), KV_OK);
+    ck_assert_rc(ctx, kv_key_certify(key, buf, 8, &a), KV_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "only TPM keys"));
+    ck_assert_ptr_null(a);
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *tpm_suite(void)
 {
     Suite *s = suite_create("tpm");
@@ -404,6 +600,10 @@ static Suite *tpm_suite(void)
     tcase_add_test(tc, persistent_handle_by_uri);
     tcase_add_test(tc, parameter_encryption_on_the_bus);
     tcase_add_test(tc, key_files_shared_with_tpm2_openssl);
+    tcase_add_test(tc, quote_covers_pcrs_and_nonce);
+    tcase_add_test(tc, certify_names_the_key);
+    tcase_add_test(tc, ek_certificate);
+    tcase_add_test(tc, attestation_needs_a_tpm);
     tcase_add_test(tc, auth_values_and_lockout); /* last: it leaves lockout on failure */
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);

@@ -609,6 +609,151 @@ static int cmd_cert(kv_ctx *ctx, int argc, char **argv)
     return ret;
 }
 
+static const char tpm_help[] =
+    "usage: keyvault [-c CONF] tpm COMMAND ...\n"
+    "  ak [-o FILE]                         the attestation key's public key (PEM)\n"
+    "  ek-cert [-o FILE]                    the endorsement key certificate (PEM)\n"
+    "  quote --nonce HEX [--pcrs SEL] -m ATTEST -s SIG [--sig-der FILE]\n"
+    "                                       TPM2_Quote (SEL: sha256:0-7 by default)\n"
+    "  certify NAME|URI --nonce HEX -m ATTEST -s SIG [--sig-der FILE]\n"
+    "                                       TPM2_Certify of a TPM key by the AK\n"
+    "  pcr-read INDEX [--bank sha256]       print a PCR in hex\n"
+    "  pcr-extend INDEX --digest HEX [--bank sha256]\n"
+    "ATTEST is the TPMS_ATTEST, SIG the TPMT_SIGNATURE (tpm2_checkquote reads\n"
+    "both), --sig-der the signature as DER for 'openssl dgst -verify'.\n";
+
+/* Write DER as PEM through OpenSSL: a public key or a certificate. */
+static int write_pem(const char *cmd, const char *out, const unsigned char *der, size_t len,
+                     int cert)
+{
+    BIO *mem = BIO_new(BIO_s_mem());
+    const unsigned char *p = der;
+    int ok = 0, ret;
+    char *pem;
+    long n;
+
+    if (cert) {
+        X509 *x = d2i_X509(NULL, &p, (long)len);
+        ok = mem && x && PEM_write_bio_X509(mem, x) == 1;
+        X509_free(x);
+    } else {
+        EVP_PKEY *k = d2i_PUBKEY(NULL, &p, (long)len);
+        ok = mem && k && PEM_write_bio_PUBKEY(mem, k) == 1;
+        EVP_PKEY_free(k);
+    }
+    if (!ok) {
+        fprintf(stderr, "%s %s: cannot encode PEM\n", prog, cmd);
+        BIO_free(mem);
+        return EXIT_FAIL;
+    }
+    n = BIO_get_mem_data(mem, &pem);
+    ret = write_all(out, pem, (size_t)n, 0644) == 0 ? EXIT_OK : fail_sys(cmd, "write", out);
+    BIO_free(mem);
+    return ret;
+}
+
+static int write_evidence(kv_attestation *a, const char *m, const char *sig, const char *der)
+{
+    if (write_all(m, a->attest, a->attest_len, 0644) != 0)
+        return fail_sys("tpm", "write", m);
+    if (write_all(sig, a->signature, a->signature_len, 0644) != 0)
+        return fail_sys("tpm", "write", sig);
+    if (der && write_all(der, a->signature_der, a->signature_der_len, 0644) != 0)
+        return fail_sys("tpm", "write", der);
+    return EXIT_OK;
+}
+
+static int cmd_tpm(kv_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "out", required_argument, NULL, 'o' },   { "nonce", required_argument, NULL, 'n' },
+        { "pcrs", required_argument, NULL, 'p' },  { "message", required_argument, NULL, 'm' },
+        { "sig", required_argument, NULL, 's' },   { "sig-der", required_argument, NULL, 'd' },
+        { "bank", required_argument, NULL, 'b' },  { "digest", required_argument, NULL, 'g' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *out = "-", *noncehex = NULL, *pcrs = NULL, *m = NULL, *sig = NULL, *der = NULL;
+    const char *bank = "sha256", *digesthex = NULL, *sub;
+    unsigned char *nonce = NULL, *digest = NULL, buf[8192];
+    long noncelen = 0, digestlen = 0;
+    size_t len = sizeof(buf);
+    kv_attestation *ev = NULL;
+    kv_key *key = NULL;
+    int c, ret = EXIT_FAIL;
+    kv_rc rc = KV_OK;
+
+    if (argc < 2)
+        die_usage("tpm", "expected a command: ak, ek-cert, quote, certify, pcr-read, pcr-extend");
+    sub = argv[1];
+    argc--;
+    argv++;
+    while ((c = getopt_long(argc, argv, "o:n:p:m:s:d:b:g:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o': out = optarg; break;
+        case 'n': noncehex = optarg; break;
+        case 'p': pcrs = optarg; break;
+        case 'm': m = optarg; break;
+        case 's': sig = optarg; break;
+        case 'd': der = optarg; break;
+        case 'b': bank = optarg; break;
+        case 'g': digesthex = optarg; break;
+        default: die_usage("tpm", "bad option");
+        }
+    }
+    if (noncehex && !(nonce = OPENSSL_hexstr2buf(noncehex, &noncelen)))
+        die_usage("tpm", "--nonce is not valid hex");
+    if (digesthex && !(digest = OPENSSL_hexstr2buf(digesthex, &digestlen)))
+        die_usage("tpm", "--digest is not valid hex");
+    if (!strcmp(sub, "ak") || !strcmp(sub, "ek-cert")) {
+        int cert = sub[0] == 'e';
+        rc = cert ? kv_tpm_ek_cert(ctx, buf, &len) : kv_tpm_ak_public(ctx, buf, &len);
+        if (rc == KV_OK)
+            ret = write_pem("tpm", out, buf, len, cert);
+    } else if (!strcmp(sub, "quote") || !strcmp(sub, "certify")) {
+        int certify = sub[0] == 'c';
+        if (!nonce || !m || !sig || (certify ? optind != argc - 1 : optind != argc))
+            die_usage("tpm", "%s needs %s--nonce HEX, -m ATTEST and -s SIG", sub,
+                      certify ? "NAME, " : "");
+        if (certify) {
+            rc = kv_key_open(ctx, argv[optind], &key);
+            if (rc == KV_OK)
+                rc = kv_key_certify(key, nonce, (size_t)noncelen, &ev);
+        } else {
+            rc = kv_tpm_quote(ctx, pcrs, nonce, (size_t)noncelen, &ev);
+        }
+        if (rc == KV_OK)
+            ret = write_evidence(ev, m, sig, der);
+    } else if (!strcmp(sub, "pcr-read") || !strcmp(sub, "pcr-extend")) {
+        char *end;
+        unsigned long index = optind == argc - 1 ? strtoul(argv[optind], &end, 10) : 99;
+        if (index > 23 || *end)
+            die_usage("tpm", "%s needs a PCR INDEX from 0 to 23", sub);
+        if (sub[4] == 'r') {
+            rc = kv_tpm_pcr_read(ctx, bank, (unsigned)index, buf, &len);
+            if (rc == KV_OK) {
+                for (size_t i = 0; i < len; i++)
+                    printf("%02x", buf[i]);
+                printf("\n");
+                ret = EXIT_OK;
+            }
+        } else {
+            if (!digest)
+                die_usage("tpm", "pcr-extend needs --digest HEX");
+            rc = kv_tpm_pcr_extend(ctx, bank, (unsigned)index, digest, (size_t)digestlen);
+            ret = rc == KV_OK ? EXIT_OK : EXIT_FAIL;
+        }
+    } else {
+        die_usage("tpm", "unknown command '%s'", sub);
+    }
+    if (rc != KV_OK)
+        ret = fail("tpm", ctx, rc);
+    kv_attestation_free(ev);
+    kv_key_free(key);
+    OPENSSL_free(nonce);
+    OPENSSL_free(digest);
+    return ret;
+}
+
 static const char backends_help[] =
     "usage: keyvault [-c CONF] backends\n"
     "Show the configured backends in order of preference and whether each is usable.\n";
@@ -638,6 +783,7 @@ static const struct command commands[] = {
     { "pubkey", cmd_pubkey, pubkey_help },    { "sign", cmd_sign, sign_help },
     { "verify", cmd_verify, verify_help },    { "ecdh", cmd_ecdh, ecdh_help },
     { "cert", cmd_cert, cert_help },          { "backends", cmd_backends, backends_help },
+    { "tpm", cmd_tpm, tpm_help },
 };
 
 static void usage(FILE *f)
@@ -655,6 +801,7 @@ static void usage(FILE *f)
             "  verify NAME      verify a signature\n"
             "  ecdh NAME        derive an ECDH shared secret\n"
             "  cert NAME        store or show the key's certificate\n"
+            "  tpm ...          TPM attestation: ak, ek-cert, quote, certify, PCRs\n"
             "  backends         show the configured backends\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
             "/etc/keyvault/keyvault.conf, then built-in defaults).\n"

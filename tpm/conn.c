@@ -210,7 +210,7 @@ static bool evict_one(struct tpm_conn *c, const struct tpm_obj *keep, const stru
     TPMS_CONTEXT *saved = NULL;
 
     for (struct tpm_obj *o = c->objs; o; o = o->next)
-        if (o != keep && o != keep2 && !o->persistent && o->handle != ESYS_TR_NONE &&
+        if (o != keep && o != keep2 && !o->persistent && !o->pinned && o->handle != ESYS_TR_NONE &&
             o->epoch == c->epoch && (!victim || o->last_use < victim->last_use))
             victim = o;
     if (!victim)
@@ -445,4 +445,25 @@ void tpm_end(struct tpm_conn *c, TSS2_RC rc)
     if (tpm_rc_lost(rc))
         disconnect_locked(c, false);
     pthread_mutex_unlock(&c->lock);
+}
+
+kv_rc tpm_run(kv_ctx *ctx, struct tpm_conn *c, tpm_step fn, void *arg)
+{
+    for (int attempt = 0;; attempt++) {
+        struct step s = { "TPM command", KV_OK };
+        kv_rc rc = tpm_begin(ctx, c);
+        TSS2_RC r;
+
+        if (rc != KV_OK)
+            return rc;
+        r = fn(c, &s, arg);
+        tpm_end(c, r);
+        if (r == TSS2_RC_SUCCESS)
+            return s.rc;
+        if (attempt == 0 && tpm_rc_lost(r)) {
+            kv_err_begin(ctx); /* report only the second outcome */
+            continue;
+        }
+        return tpm_fail(ctx, s.cmd, r);
+    }
 }

@@ -29,23 +29,11 @@
 
 #define TPM_KEY_FILE_MAX (16 * 1024)
 
-struct tpm_state {
-    char *tcti;
-    char *dir;
-    char *auth_source;
-    TPM2_HANDLE parent;       /* TPM2_RH_OWNER or a persistent handle */
-    struct tpm_conn *conn;
-};
-
-struct tpm_key {
-    struct tpm_obj obj;
-    char *path;               /* key file; NULL for a persistent handle */
-};
-
 static struct tpm_state *st(kv_backend *be)
 {
     return be->state;
 }
+
 
 static kv_rc tpm_init(kv_backend *be)
 {
@@ -60,6 +48,7 @@ static kv_rc tpm_init(kv_backend *be)
     if (!s)
         return kv_error(NULL, KV_ERR_NO_MEMORY, "out of memory");
     be->state = s;
+    pthread_mutex_init(&s->ak_lock, NULL);
     s->parent = TPM2_RH_OWNER;
     if (parent) {
         char *end;
@@ -105,44 +94,15 @@ static void tpm_fini(kv_backend *be)
 
     if (!s)
         return;
+    if (s->conn)
+        tpm_ak_free(s);
+    pthread_mutex_destroy(&s->ak_lock);
     tpm_conn_put(s->conn);
     free(s->tcti);
     free(s->dir);
     free(s->auth_source);
     free(s);
     be->state = NULL;
-}
-
-/* ---- running a step on the connection ------------------------------------ */
-
-struct step {
-    const char *cmd;          /* what the step was doing, for messages */
-    kv_rc rc;                 /* a non-TPM failure inside the step */
-};
-
-typedef TSS2_RC (*tpm_step)(struct tpm_conn *c, struct step *s, void *arg);
-
-/* Run a step; when the TPM went away (restart, lost socket) connect again
- * and run it once more: that is how the backend survives a TPM restart. */
-static kv_rc run(kv_ctx *ctx, struct tpm_conn *c, tpm_step fn, void *arg)
-{
-    for (int attempt = 0;; attempt++) {
-        struct step s = { "TPM command", KV_OK };
-        kv_rc rc = tpm_begin(ctx, c);
-        TSS2_RC r;
-
-        if (rc != KV_OK)
-            return rc;
-        r = fn(c, &s, arg);
-        tpm_end(c, r);
-        if (r == TSS2_RC_SUCCESS)
-            return s.rc;
-        if (attempt == 0 && tpm_rc_lost(r)) {
-            kv_err_begin(ctx);
-            continue;
-        }
-        return tpm_fail(ctx, s.cmd, r);
-    }
 }
 
 /* ---- keys ------------------------------------------------------------------ */
@@ -356,7 +316,7 @@ static kv_rc tpm_generate(kv_backend *be, const char *name, kv_key_type type, kv
     KV_CHECK(rc, kv_mkdir_p(ctx, st(be)->dir));
     {
         struct create_arg a = { &tmpl, &tk->obj.auth, &tk->obj.pub, &tk->obj.priv };
-        KV_CHECK(rc, run(ctx, st(be)->conn, create_step, &a));
+        KV_CHECK(rc, tpm_run(ctx, st(be)->conn, create_step, &a));
     }
     KV_CHECK(rc, tpm_key_write(ctx, &tk->obj.pub, &tk->obj.priv, st(be)->parent,
                                tk->obj.auth.size == 0, &pem, &pemlen));
@@ -494,7 +454,7 @@ static kv_rc tpm_open_uri(kv_backend *be, const char *uri, kv_key *key)
         rc = load_auth(be, &tk->obj.auth);
         if (rc == KV_OK) {
             struct readpub_arg a = { &tk->obj };
-            rc = run(ctx, st(be)->conn, readpub_step, &a);
+            rc = tpm_run(ctx, st(be)->conn, readpub_step, &a);
         }
         if (rc != KV_OK) {
             tpm_obj_release(st(be)->conn, &tk->obj);
@@ -631,7 +591,7 @@ static kv_rc tpm_sign(kv_key *key, const kv_alg_desc *alg, const unsigned char *
     size_t derlen = 0;
     kv_rc rc;
 
-    KV_CHECK(rc, run(ctx, st(key->be)->conn, sign_step, &a));
+    KV_CHECK(rc, tpm_run(ctx, st(key->be)->conn, sign_step, &a));
     if (alg->family == KV_FAMILY_EC) {
         const TPMS_SIGNATURE_ECC *e = &ts.signature.ecdsa;
         size_t f = t->field_len;
@@ -703,7 +663,7 @@ static kv_rc tpm_ecdh(kv_key *key, EVP_PKEY *peer, unsigned char *secret, size_t
         goto out;
     }
     a.in.point.x.size = a.in.point.y.size = (UINT16)f;
-    KV_CHECK(rc, run(ctx, st(key->be)->conn, ecdh_step, &a));
+    KV_CHECK(rc, tpm_run(ctx, st(key->be)->conn, ecdh_step, &a));
     if (a.out.point.x.size > f)
         KV_FAIL(ctx, rc, KV_ERR_BACKEND, "TPM2_ECDH_ZGen returned an oversized point");
     memset(secret, 0, f - a.out.point.x.size);
@@ -743,4 +703,10 @@ const struct kv_backend_ops kv_tpm_ops = {
     .ecdh = tpm_ecdh,
     .cert_store = tpm_cert_store,
     .cert_read = tpm_cert_read,
+    .ak_public = tpm_ak_public,
+    .quote = tpm_quote,
+    .certify = tpm_certify,
+    .pcr_read = tpm_pcr_read,
+    .pcr_extend = tpm_pcr_extend,
+    .ek_cert = tpm_ek_cert,
 };

@@ -26,6 +26,7 @@ struct tpm_obj {
     TPM2B_PRIVATE priv;
     TPM2_HANDLE persistent;     /* nonzero: a persistent handle, never loaded or flushed */
     bool is_primary;            /* the storage primary: made with CreatePrimary */
+    bool pinned;                /* in use by the current command: not evicted */
     TPM2B_AUTH auth;            /* the object's auth value (wiped when freed) */
 
     struct tpm_obj *parent;
@@ -75,12 +76,50 @@ bool tpm_rc_lost(TSS2_RC rc);
 /* Map a TSS2_RC to a kv_rc and record "CMD failed: decoded (0x...)". */
 kv_rc tpm_fail(kv_ctx *ctx, const char *cmd, TSS2_RC rc);
 
+/* What a step was doing (for messages) and a failure of its own. */
+struct step {
+    const char *cmd;
+    kv_rc rc;
+};
+typedef TSS2_RC (*tpm_step)(struct tpm_conn *c, struct step *s, void *arg);
+/* Run a step between tpm_begin and tpm_end; when the TPM went away
+ * (restart, lost socket) connect again and run it once more. */
+kv_rc tpm_run(kv_ctx *ctx, struct tpm_conn *c, tpm_step fn, void *arg);
+
+/* tpm.c: the backend's state and keys, shared with attest.c */
+struct tpm_state {
+    char *tcti;
+    char *dir;
+    char *auth_source;
+    TPM2_HANDLE parent;       /* TPM2_RH_OWNER or a persistent handle */
+    struct tpm_conn *conn;
+    pthread_mutex_t ak_lock;
+    struct tpm_key *ak;       /* the attestation key, once made or loaded */
+};
+
+struct tpm_key {
+    struct tpm_obj obj;
+    char *path;               /* key file; NULL for a persistent handle */
+};
+
 /* tss2pem.c: the TSS2 PRIVATE KEY format (tpm2-openssl, the kernel). */
 kv_rc tpm_key_write(const kv_ctx *ctx, const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,
                     TPM2_HANDLE parent, bool empty_auth, char **pem, size_t *len);
 kv_rc tpm_key_read(const kv_ctx *ctx, const char *pem, size_t len, const char *what,
                    TPM2B_PUBLIC *pub, TPM2B_PRIVATE *priv, TPM2_HANDLE *parent,
                    bool *empty_auth);
+
+/* attest.c: the attestation entries of the ops table */
+kv_rc tpm_ak_public(kv_backend *be, EVP_PKEY **pub);
+kv_rc tpm_quote(kv_backend *be, const char *pcrs, const unsigned char *nonce, size_t len,
+                kv_attestation *out);
+kv_rc tpm_certify(kv_key *key, const unsigned char *nonce, size_t len, kv_attestation *out);
+kv_rc tpm_pcr_read(kv_backend *be, const char *bank, unsigned index, unsigned char *digest,
+                   size_t *len);
+kv_rc tpm_pcr_extend(kv_backend *be, const char *bank, unsigned index,
+                     const unsigned char *digest, size_t len);
+kv_rc tpm_ek_cert(kv_backend *be, unsigned char **der, size_t *len);
+void tpm_ak_free(struct tpm_state *s);
 
 /* The public half of a TPM key as an EVP_PKEY. */
 kv_rc tpm_public_to_pkey(const kv_ctx *ctx, const TPMT_PUBLIC *pub, EVP_PKEY **out);

@@ -1,0 +1,190 @@
+/*
+ * attest.c - the attestation entry points: argument checks, then the first
+ * available backend that offers the operation (a TPM).
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/crypto.h>
+#include <openssl/x509.h>
+
+#include "internal.h"
+
+#define KV_NONCE_MAX 64
+
+void kv_attestation_free(kv_attestation *a)
+{
+    if (!a)
+        return;
+    OPENSSL_free(a->attest);
+    OPENSSL_free(a->signature);
+    OPENSSL_free(a->signature_der);
+    free(a);
+}
+
+/* The backend that attests: the first available one with `op`. */
+static kv_backend *attester(kv_ctx *ctx, size_t op_offset)
+{
+    for (size_t i = 0; i < ctx->nbackends; i++) {
+        kv_backend *be = &ctx->backends[i];
+        void *const *fn;
+        if (!be->available || !be->ops)
+            continue;
+        fn = (void *const *)((const char *)be->ops + op_offset);
+        if (*fn)
+            return be;
+    }
+    kv_error(ctx, KV_ERR_BACKEND_UNAVAILABLE,
+             "no available backend can attest: configure a TPM ([tpm] tcti or KEYVAULT_TCTI)");
+    return NULL;
+}
+
+#define ATTESTER(ctx, op) attester((ctx), offsetof(struct kv_backend_ops, op))
+
+static kv_rc check_nonce(const kv_ctx *ctx, const unsigned char *nonce, size_t len)
+{
+    if (!nonce || len == 0 || len > KV_NONCE_MAX)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "the nonce must be 1 to %d bytes, not %zu",
+                        KV_NONCE_MAX, len);
+    return KV_OK;
+}
+
+static kv_rc new_evidence(const kv_ctx *ctx, kv_attestation **out)
+{
+    *out = calloc(1, sizeof(**out));
+    return *out ? KV_OK : kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+}
+
+kv_rc kv_tpm_ak_public(kv_ctx *ctx, unsigned char *buf, size_t *len)
+{
+    kv_backend *be;
+    EVP_PKEY *pub = NULL;
+    unsigned char *der = NULL;
+    int n;
+    kv_rc rc;
+
+    kv_err_begin(ctx);
+    if (!(be = ATTESTER(ctx, ak_public)))
+        return KV_ERR_BACKEND_UNAVAILABLE;
+    KV_CHECK(rc, be->ops->ak_public(be, &pub));
+    n = i2d_PUBKEY(pub, &der);
+    if (n <= 0) {
+        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot encode the attestation key");
+        goto out;
+    }
+    if (buf && *len < (size_t)n) {
+        rc = kv_error(ctx, KV_ERR_BUFFER_TOO_SMALL, "the AK needs %d bytes, buffer has %zu", n,
+                      *len);
+        *len = (size_t)n;
+        goto out;
+    }
+    if (buf)
+        memcpy(buf, der, (size_t)n);
+    *len = (size_t)n;
+out:
+    OPENSSL_free(der);
+    EVP_PKEY_free(pub);
+    return rc;
+}
+
+kv_rc kv_tpm_quote(kv_ctx *ctx, const char *pcrs, const unsigned char *nonce, size_t nonce_len,
+                   kv_attestation **out)
+{
+    kv_backend *be;
+    kv_rc rc;
+
+    kv_err_begin(ctx);
+    *out = NULL;
+    KV_CHECK(rc, check_nonce(ctx, nonce, nonce_len));
+    if (!(be = ATTESTER(ctx, quote)))
+        return KV_ERR_BACKEND_UNAVAILABLE;
+    KV_CHECK(rc, new_evidence(ctx, out));
+    KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_ATTEST, "quote"));
+    rc = be->ops->quote(be, pcrs ? pcrs : "sha256:0-7", nonce, nonce_len, *out);
+out:
+    if (rc != KV_OK) {
+        kv_attestation_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+kv_rc kv_key_certify(kv_key *key, const unsigned char *nonce, size_t nonce_len,
+                     kv_attestation **out)
+{
+    kv_ctx *ctx = key->ctx;
+    kv_rc rc;
+
+    kv_err_begin(ctx);
+    *out = NULL;
+    KV_CHECK(rc, check_nonce(ctx, nonce, nonce_len));
+    if (!key->be->ops->certify)
+        return kv_error(ctx, KV_ERR_UNSUPPORTED,
+                        "key '%s' is in backend %s: only TPM keys can be certified by the TPM",
+                        key->name, key->be->name);
+    KV_CHECK(rc, new_evidence(ctx, out));
+    KV_CHECK(rc, kv_policy_check(ctx, key->be, KV_OP_ATTEST, key->name));
+    rc = key->be->ops->certify(key, nonce, nonce_len, *out);
+out:
+    if (rc != KV_OK) {
+        kv_attestation_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+kv_rc kv_tpm_pcr_read(kv_ctx *ctx, const char *bank, unsigned index, unsigned char *digest,
+                      size_t *len)
+{
+    kv_backend *be;
+
+    kv_err_begin(ctx);
+    if (index > 23)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "PCR index %u: the TPM has PCRs 0 to 23", index);
+    if (!(be = ATTESTER(ctx, pcr_read)))
+        return KV_ERR_BACKEND_UNAVAILABLE;
+    return be->ops->pcr_read(be, bank ? bank : "sha256", index, digest, len);
+}
+
+kv_rc kv_tpm_pcr_extend(kv_ctx *ctx, const char *bank, unsigned index,
+                        const unsigned char *digest, size_t len)
+{
+    kv_backend *be;
+    kv_rc rc;
+
+    kv_err_begin(ctx);
+    if (index > 23)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "PCR index %u: the TPM has PCRs 0 to 23", index);
+    if (!(be = ATTESTER(ctx, pcr_extend)))
+        return KV_ERR_BACKEND_UNAVAILABLE;
+    KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_ATTEST, "pcr-extend"));
+    rc = be->ops->pcr_extend(be, bank ? bank : "sha256", index, digest, len);
+out:
+    return rc;
+}
+
+kv_rc kv_tpm_ek_cert(kv_ctx *ctx, unsigned char *buf, size_t *len)
+{
+    kv_backend *be;
+    unsigned char *der = NULL;
+    size_t n = 0;
+    kv_rc rc;
+
+    kv_err_begin(ctx);
+    if (!(be = ATTESTER(ctx, ek_cert)))
+        return KV_ERR_BACKEND_UNAVAILABLE;
+    KV_CHECK(rc, be->ops->ek_cert(be, &der, &n));
+    if (buf && *len < n) {
+        rc = kv_error(ctx, KV_ERR_BUFFER_TOO_SMALL, "the EK certificate needs %zu bytes, "
+                      "buffer has %zu", n, *len);
+        *len = n;
+        goto out;
+    }
+    if (buf)
+        memcpy(buf, der, n);
+    *len = n;
+out:
+    OPENSSL_free(der);
+    return rc;
+}

@@ -1,0 +1,509 @@
+/*
+ * attest.c - the TPM's attestation primitives: the attestation key (AK),
+ * TPM2_Quote over PCRs, TPM2_Certify of a key, PCR read and extend, and the
+ * EK certificate from its NV index. The evidence is the TPM's own bytes
+ * (TPMS_ATTEST, TPMT_SIGNATURE) plus the signature as DER for OpenSSL.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <openssl/crypto.h>
+#include <openssl/x509.h>
+
+#include "tpm.h"
+
+#define AK_FILE ".attestation-key.pem" /* not a key name: never listed */
+
+/* A restricted ECC P-256 signing key: it signs only what the TPM made
+ * (quotes, certifications), never outside data, with ECDSA and SHA-256. */
+static const TPM2B_PUBLIC ak_template = {
+    .publicArea = {
+        .type = TPM2_ALG_ECC,
+        .nameAlg = TPM2_ALG_SHA256,
+        .objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                            TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
+                            TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_NODA,
+        .parameters.eccDetail = {
+            .symmetric = { .algorithm = TPM2_ALG_NULL },
+            .scheme = { .scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256 },
+            .curveID = TPM2_ECC_NIST_P256,
+            .kdf = { .scheme = TPM2_ALG_NULL },
+        },
+    },
+};
+
+static struct tpm_state *st(kv_backend *be)
+{
+    return be->state;
+}
+
+void tpm_ak_free(struct tpm_state *s)
+{
+    if (!s->ak)
+        return;
+    tpm_obj_release(s->conn, &s->ak->obj);
+    free(s->ak->path);
+    free(s->ak);
+    s->ak = NULL;
+}
+
+struct create_ak {
+    TPM2B_PUBLIC pub;
+    TPM2B_PRIVATE priv;
+};
+
+static TSS2_RC create_ak_step(struct tpm_conn *c, struct step *s, void *p)
+{
+    struct create_ak *a = p;
+    TPM2B_SENSITIVE_CREATE sens = { 0 };
+    TPM2B_DATA outside = { 0 };
+    TPML_PCR_SELECTION pcrs = { 0 };
+    TPM2B_PUBLIC *pub = NULL;
+    TPM2B_PRIVATE *priv = NULL;
+    ESYS_TR parent;
+    TSS2_RC rc;
+
+    s->cmd = "loading the storage key";
+    rc = tpm_obj_use(c, &c->srk, &parent);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    s->cmd = "TPM2_Create (attestation key)";
+    c->commands++;
+    rc = Esys_Create(c->esys, parent, c->session, ESYS_TR_NONE, ESYS_TR_NONE, &sens, &ak_template,
+                     &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
+    if (rc == TSS2_RC_SUCCESS) {
+        a->pub = *pub;
+        a->priv = *priv;
+    }
+    Esys_Free(pub);
+    Esys_Free(priv);
+    return rc;
+}
+
+/* The AK: loaded from its file, or made and saved on first use. */
+static kv_rc get_ak(kv_backend *be, struct tpm_key **out)
+{
+    kv_ctx *ctx = be->ctx;
+    struct tpm_state *s = st(be);
+    struct tpm_key *ak = NULL;
+    struct create_ak made;
+    char *path = NULL, *text = NULL, *pem = NULL;
+    size_t len = 0, pemlen = 0;
+    TPM2_HANDLE parent = 0;
+    bool empty = true;
+    kv_rc rc;
+
+    pthread_mutex_lock(&s->ak_lock);
+    if (s->ak) {
+        *out = s->ak;
+        pthread_mutex_unlock(&s->ak_lock);
+        return KV_OK;
+    }
+    path = kv_asprintf("%s/%s", s->dir, AK_FILE);
+    ak = calloc(1, sizeof(*ak));
+    if (!path || !ak)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    rc = kv_read_file(ctx, path, 16 * 1024, &text, &len);
+    if (rc == KV_ERR_KEY_NOT_FOUND) {
+        kv_err_begin(ctx);
+        KV_CHECK(rc, tpm_run(ctx, s->conn, create_ak_step, &made));
+        KV_CHECK(rc, tpm_key_write(ctx, &made.pub, &made.priv, s->parent, true, &pem, &pemlen));
+        KV_CHECK(rc, kv_mkdir_p(ctx, s->dir));
+        rc = kv_write_file_atomic(ctx, s->dir, AK_FILE, pem, pemlen, false);
+        if (rc == KV_ERR_KEY_EXISTS) {
+            /* another process made one first: use theirs */
+            kv_err_begin(ctx);
+            rc = kv_read_file(ctx, path, 16 * 1024, &text, &len);
+        } else if (rc == KV_OK) {
+            ak->obj.pub = made.pub;
+            ak->obj.priv = made.priv;
+        }
+    }
+    if (rc != KV_OK)
+        goto out;
+    if (text)
+        KV_CHECK(rc, tpm_key_read(ctx, text, len, path, &ak->obj.pub, &ak->obj.priv, &parent,
+                                  &empty));
+    ak->obj.handle = ESYS_TR_NONE;
+    ak->obj.parent = &s->conn->srk;
+    ak->path = path;
+    path = NULL;
+    s->ak = ak;
+    ak = NULL;
+    *out = s->ak;
+out:
+    pthread_mutex_unlock(&s->ak_lock);
+    free(ak);
+    free(path);
+    free(text);
+    free(pem);
+    return rc;
+}
+
+kv_rc tpm_ak_public(kv_backend *be, EVP_PKEY **pub)
+{
+    struct tpm_key *ak;
+    kv_rc rc = get_ak(be, &ak);
+
+    if (rc != KV_OK)
+        return rc;
+    return tpm_public_to_pkey(be->ctx, &ak->obj.pub.publicArea, pub);
+}
+
+static TPMI_ALG_HASH bank_alg(const char *bank, size_t len, size_t *mdlen)
+{
+    static const struct { const char *name; TPMI_ALG_HASH alg; size_t mdlen; } banks[] = {
+        { "sha1", TPM2_ALG_SHA1, 20 },
+        { "sha256", TPM2_ALG_SHA256, 32 },
+        { "sha384", TPM2_ALG_SHA384, 48 },
+        { "sha512", TPM2_ALG_SHA512, 64 },
+    };
+    for (size_t i = 0; i < sizeof(banks) / sizeof(banks[0]); i++)
+        if (strlen(banks[i].name) == len && !strncmp(banks[i].name, bank, len)) {
+            if (mdlen)
+                *mdlen = banks[i].mdlen;
+            return banks[i].alg;
+        }
+    return TPM2_ALG_ERROR;
+}
+
+/* "sha256:0-7", "sha256:0,1,7", "sha1:0-3+sha256:0-7" */
+static kv_rc parse_pcrs(const kv_ctx *ctx, const char *text, TPML_PCR_SELECTION *sel)
+{
+    const char *p = text;
+
+    memset(sel, 0, sizeof(*sel));
+    while (*p) {
+        const char *colon = strchr(p, ':');
+        TPMS_PCR_SELECTION *s;
+        if (!colon || sel->count == TPM2_NUM_PCR_BANKS)
+            goto bad;
+        s = &sel->pcrSelections[sel->count++];
+        s->hash = bank_alg(p, (size_t)(colon - p), NULL);
+        if (s->hash == TPM2_ALG_ERROR)
+            return kv_error(ctx, KV_ERR_INVALID_ARG, "PCR selection '%s': unknown bank '%.*s'",
+                            text, (int)(colon - p), p);
+        s->sizeofSelect = 3;
+        p = colon + 1;
+        for (;;) {
+            char *end;
+            unsigned long lo = strtoul(p, &end, 10), hi = lo;
+            if (end == p)
+                goto bad;
+            if (*end == '-') {
+                p = end + 1;
+                hi = strtoul(p, &end, 10);
+                if (end == p)
+                    goto bad;
+            }
+            if (lo > hi || hi > 23)
+                goto bad;
+            for (unsigned long i = lo; i <= hi; i++)
+                s->pcrSelect[i / 8] |= (BYTE)(1u << (i % 8));
+            p = end;
+            if (*p != ',')
+                break;
+            p++;
+        }
+        if (*p == '+')
+            p++;
+        else if (*p)
+            goto bad;
+    }
+    if (sel->count == 0)
+        goto bad;
+    return KV_OK;
+bad:
+    return kv_error(ctx, KV_ERR_INVALID_ARG,
+                    "PCR selection '%s': expected BANK:LIST[+BANK:LIST], e.g. sha256:0-7", text);
+}
+
+/* Copy TPM evidence into the caller's kv_attestation. */
+static kv_rc fill_evidence(const kv_ctx *ctx, const TPM2B_ATTEST *attest,
+                           const TPMT_SIGNATURE *sig, kv_attestation *out)
+{
+    uint8_t buf[sizeof(TPMT_SIGNATURE)], raw[64];
+    size_t off = 0, derlen = 0;
+    unsigned char *der = NULL;
+    const TPMS_SIGNATURE_ECC *e = &sig->signature.ecdsa;
+    kv_rc rc;
+
+    if (Tss2_MU_TPMT_SIGNATURE_Marshal(sig, buf, sizeof(buf), &off))
+        return kv_error(ctx, KV_ERR_BACKEND, "cannot marshal the TPM signature");
+    if (e->signatureR.size > 32 || e->signatureS.size > 32)
+        return kv_error(ctx, KV_ERR_BACKEND, "the AK signature is not a P-256 ECDSA signature");
+    memset(raw, 0, sizeof(raw));
+    memcpy(raw + 32 - e->signatureR.size, e->signatureR.buffer, e->signatureR.size);
+    memcpy(raw + 64 - e->signatureS.size, e->signatureS.buffer, e->signatureS.size);
+    rc = kv_ecdsa_raw_to_der(ctx, raw, 64, &der, &derlen);
+    if (rc != KV_OK)
+        return rc;
+    out->attest = OPENSSL_memdup(attest->attestationData, attest->size);
+    out->attest_len = attest->size;
+    out->signature = OPENSSL_memdup(buf, off);
+    out->signature_len = off;
+    out->signature_der = der;
+    out->signature_der_len = derlen;
+    if (!out->attest || !out->signature)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    return KV_OK;
+}
+
+struct quote_arg {
+    struct tpm_key *ak;
+    struct tpm_key *key;      /* certify: the key certified */
+    TPM2B_DATA nonce;
+    TPML_PCR_SELECTION sel;
+    TPM2B_ATTEST *attest;
+    TPMT_SIGNATURE *sig;
+};
+
+static TSS2_RC quote_step(struct tpm_conn *c, struct step *s, void *p)
+{
+    struct quote_arg *a = p;
+    TPMT_SIG_SCHEME scheme = { .scheme = TPM2_ALG_NULL };
+    ESYS_TR ak;
+    TSS2_RC rc;
+
+    s->cmd = "loading the attestation key";
+    rc = tpm_obj_use(c, &a->ak->obj, &ak);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    s->cmd = "TPM2_Quote";
+    c->commands++;
+    return Esys_Quote(c->esys, ak, c->session, ESYS_TR_NONE, ESYS_TR_NONE, &a->nonce, &scheme,
+                      &a->sel, &a->attest, &a->sig);
+}
+
+static kv_rc copy_nonce(const kv_ctx *ctx, TPM2B_DATA *d, const unsigned char *nonce, size_t len)
+{
+    if (len > sizeof(d->buffer))
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "nonce longer than %zu bytes", sizeof(d->buffer));
+    d->size = (UINT16)len;
+    memcpy(d->buffer, nonce, len);
+    return KV_OK;
+}
+
+kv_rc tpm_quote(kv_backend *be, const char *pcrs, const unsigned char *nonce, size_t len,
+                kv_attestation *out)
+{
+    kv_ctx *ctx = be->ctx;
+    struct quote_arg a = { 0 };
+    kv_rc rc;
+
+    KV_CHECK(rc, parse_pcrs(ctx, pcrs, &a.sel));
+    KV_CHECK(rc, copy_nonce(ctx, &a.nonce, nonce, len));
+    KV_CHECK(rc, get_ak(be, &a.ak));
+    KV_CHECK(rc, tpm_run(ctx, st(be)->conn, quote_step, &a));
+    rc = fill_evidence(ctx, a.attest, a.sig, out);
+out:
+    Esys_Free(a.attest);
+    Esys_Free(a.sig);
+    return rc;
+}
+
+static TSS2_RC certify_step(struct tpm_conn *c, struct step *s, void *p)
+{
+    struct quote_arg *a = p;
+    TPMT_SIG_SCHEME scheme = { .scheme = TPM2_ALG_NULL };
+    ESYS_TR ak, key;
+    TSS2_RC rc;
+
+    /* both must be loaded at once: pin the key while the AK loads */
+    s->cmd = "loading the key";
+    rc = tpm_obj_use(c, &a->key->obj, &key);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    a->key->obj.pinned = true;
+    s->cmd = "loading the attestation key";
+    rc = tpm_obj_use(c, &a->ak->obj, &ak);
+    a->key->obj.pinned = false;
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    s->cmd = "TPM2_Certify";
+    c->commands++;
+    /* the key's authorisation in the HMAC session, the AK's by (empty) password */
+    return Esys_Certify(c->esys, key, ak, c->session, ESYS_TR_PASSWORD, ESYS_TR_NONE, &a->nonce,
+                        &scheme, &a->attest, &a->sig);
+}
+
+kv_rc tpm_certify(kv_key *key, const unsigned char *nonce, size_t len, kv_attestation *out)
+{
+    kv_ctx *ctx = key->ctx;
+    struct quote_arg a = { 0 };
+    kv_rc rc;
+
+    a.key = key->bk;
+    if (a.key->obj.persistent)
+        return kv_error(ctx, KV_ERR_UNSUPPORTED, "certifying keys at persistent handles is not "
+                        "offered; certify a key file");
+    KV_CHECK(rc, copy_nonce(ctx, &a.nonce, nonce, len));
+    KV_CHECK(rc, get_ak(key->be, &a.ak));
+    KV_CHECK(rc, tpm_run(ctx, st(key->be)->conn, certify_step, &a));
+    rc = fill_evidence(ctx, a.attest, a.sig, out);
+out:
+    Esys_Free(a.attest);
+    Esys_Free(a.sig);
+    return rc;
+}
+
+struct pcr_arg {
+    TPML_PCR_SELECTION sel;
+    TPML_DIGEST *values;
+    unsigned index;
+    TPML_DIGEST_VALUES digests;
+};
+
+static TSS2_RC pcr_read_step(struct tpm_conn *c, struct step *s, void *p)
+{
+    struct pcr_arg *a = p;
+
+    s->cmd = "TPM2_PCR_Read";
+    c->commands++;
+    return Esys_PCR_Read(c->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &a->sel, NULL, NULL,
+                         &a->values);
+}
+
+kv_rc tpm_pcr_read(kv_backend *be, const char *bank, unsigned index, unsigned char *digest,
+                   size_t *len)
+{
+    kv_ctx *ctx = be->ctx;
+    struct pcr_arg a = { 0 };
+    size_t mdlen = 0;
+    kv_rc rc;
+
+    a.sel.count = 1;
+    a.sel.pcrSelections[0].hash = bank_alg(bank, strlen(bank), &mdlen);
+    if (a.sel.pcrSelections[0].hash == TPM2_ALG_ERROR)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "unknown PCR bank '%s'", bank);
+    a.sel.pcrSelections[0].sizeofSelect = 3;
+    a.sel.pcrSelections[0].pcrSelect[index / 8] = (BYTE)(1u << (index % 8));
+    if (*len < mdlen) {
+        rc = kv_error(ctx, KV_ERR_BUFFER_TOO_SMALL, "a %s PCR needs %zu bytes, buffer has %zu",
+                      bank, mdlen, *len);
+        *len = mdlen;
+        return rc;
+    }
+    KV_CHECK(rc, tpm_run(ctx, st(be)->conn, pcr_read_step, &a));
+    if (!a.values || a.values->count != 1 || a.values->digests[0].size != mdlen)
+        KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED, "the TPM has no active %s bank for PCR %u", bank,
+                index);
+    memcpy(digest, a.values->digests[0].buffer, mdlen);
+    *len = mdlen;
+out:
+    Esys_Free(a.values);
+    return rc;
+}
+
+static TSS2_RC pcr_extend_step(struct tpm_conn *c, struct step *s, void *p)
+{
+    struct pcr_arg *a = p;
+
+    s->cmd = "TPM2_PCR_Extend";
+    c->commands++;
+    return Esys_PCR_Extend(c->esys, ESYS_TR_PCR0 + a->index, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                           ESYS_TR_NONE, &a->digests);
+}
+
+kv_rc tpm_pcr_extend(kv_backend *be, const char *bank, unsigned index,
+                     const unsigned char *digest, size_t len)
+{
+    kv_ctx *ctx = be->ctx;
+    struct pcr_arg a = { .index = index };
+    size_t mdlen = 0;
+
+    a.digests.count = 1;
+    a.digests.digests[0].hashAlg = bank_alg(bank, strlen(bank), &mdlen);
+    if (a.digests.digests[0].hashAlg == TPM2_ALG_ERROR)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "unknown PCR bank '%s'", bank);
+    if (len != mdlen)
+        return kv_error(ctx, KV_ERR_BAD_INPUT, "a %s measurement is %zu bytes, not %zu", bank,
+                        mdlen, len);
+    memcpy(&a.digests.digests[0].digest, digest, len);
+    return tpm_run(ctx, st(be)->conn, pcr_extend_step, &a);
+}
+
+struct ek_arg {
+    TPM2_HANDLE index;
+    unsigned char *data;
+    size_t len;
+    bool absent;
+};
+
+static TSS2_RC ek_step(struct tpm_conn *c, struct step *s, void *p)
+{
+    struct ek_arg *a = p;
+    TPM2B_NV_PUBLIC *pub = NULL;
+    ESYS_TR nv = ESYS_TR_NONE;
+    TSS2_RC rc;
+
+    s->cmd = "looking up the EK certificate NV index";
+    c->commands++;
+    rc = Esys_TR_FromTPMPublic(c->esys, a->index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nv);
+    if (rc != TSS2_RC_SUCCESS) {
+        a->absent = true;
+        return TSS2_RC_SUCCESS;
+    }
+    s->cmd = "TPM2_NV_ReadPublic";
+    c->commands++;
+    rc = Esys_NV_ReadPublic(c->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
+    if (rc == TSS2_RC_SUCCESS) {
+        a->len = pub->nvPublic.dataSize;
+        a->data = OPENSSL_malloc(a->len ? a->len : 1);
+    }
+    for (size_t off = 0; rc == TSS2_RC_SUCCESS && a->data && off < a->len;) {
+        TPM2B_MAX_NV_BUFFER *chunk = NULL;
+        UINT16 n = (UINT16)(a->len - off > 512 ? 512 : a->len - off);
+        s->cmd = "TPM2_NV_Read (EK certificate)";
+        c->commands++;
+        rc = Esys_NV_Read(c->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, n,
+                          (UINT16)off, &chunk);
+        if (rc == TSS2_RC_SUCCESS) {
+            memcpy(a->data + off, chunk->buffer, chunk->size);
+            off += chunk->size ? chunk->size : n;
+        }
+        Esys_Free(chunk);
+    }
+    Esys_Free(pub);
+    (void)Esys_TR_Close(c->esys, &nv);
+    return rc;
+}
+
+kv_rc tpm_ek_cert(kv_backend *be, unsigned char **der, size_t *len)
+{
+    static const TPM2_HANDLE indices[] = { 0x01c0000a, 0x01c00002, 0x01c00016 };
+    kv_ctx *ctx = be->ctx;
+    kv_rc rc;
+
+    *der = NULL;
+    for (size_t i = 0; i < sizeof(indices) / sizeof(indices[0]); i++) {
+        struct ek_arg a = { .index = indices[i] };
+        const unsigned char *p;
+        X509 *x;
+        int n;
+
+        rc = tpm_run(ctx, st(be)->conn, ek_step, &a);
+        if (rc != KV_OK || a.absent) {
+            OPENSSL_free(a.data);
+            if (rc != KV_OK)
+                return rc;
+            continue;
+        }
+        /* the index may be larger than the certificate: keep the DER only */
+        p = a.data;
+        x = d2i_X509(NULL, &p, (long)a.len);
+        n = x ? i2d_X509(x, der) : -1;
+        X509_free(x);
+        OPENSSL_free(a.data);
+        if (n <= 0)
+            return kv_error_ossl(ctx, KV_ERR_CORRUPT,
+                                 "NV index 0x%08x does not hold an X.509 certificate", indices[i]);
+        *len = (size_t)n;
+        return KV_OK;
+    }
+    return kv_error(ctx, KV_ERR_KEY_NOT_FOUND,
+                    "the TPM holds no EK certificate at 0x01c0000a, 0x01c00002 or 0x01c00016");
+}
