@@ -182,6 +182,8 @@ kv_rc kv_ecdsa_raw_to_der(const kv_ctx *ctx, const unsigned char *raw, size_t ra
                           unsigned char **der, size_t *der_len);
 kv_rc kv_ecdsa_der_to_raw(const kv_ctx *ctx, const unsigned char *der, size_t der_len,
                           size_t field_len, unsigned char *raw, size_t *raw_len);
+/* The context's SHA-2 digest of that name ("SHA256", ...), fetched once. */
+EVP_MD *kv_ctx_md(const kv_ctx *ctx, const char *name);
 /* Hash in with the algorithm's digest. */
 kv_rc kv_digest(kv_ctx *ctx, const kv_alg_desc *alg, const unsigned char *in, size_t len,
                 unsigned char *md, size_t *mdlen);

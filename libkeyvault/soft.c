@@ -524,7 +524,12 @@ kv_rc kv_soft_sign_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pkey,
         goto out;
     }
     pctx = EVP_PKEY_CTX_new_from_pkey(libctx, pkey, NULL);
-    md = EVP_MD_fetch(libctx, alg->md, NULL);
+    /* the context fetched its digests once; fetching per call costs a lock */
+    md = ctx ? kv_ctx_md(ctx, alg->md) : NULL;
+    if (md)
+        EVP_MD_up_ref(md);
+    else
+        md = EVP_MD_fetch(libctx, alg->md, NULL);
     if (!pctx || !md || EVP_PKEY_sign_init(pctx) != 1 ||
         EVP_PKEY_CTX_set_signature_md(pctx, md) != 1) {
         rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot start %s signing", alg->name);
@@ -566,7 +571,9 @@ kv_rc kv_soft_derive_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pri
     EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new_from_pkey(libctx, priv, NULL);
     kv_rc rc = KV_OK;
 
-    if (!pctx || EVP_PKEY_derive_init(pctx) != 1 || EVP_PKEY_derive_set_peer(pctx, peer) != 1) {
+    /* the core validated the peer (kv_peer_decode): no second, costlier check */
+    if (!pctx || EVP_PKEY_derive_init(pctx) != 1 ||
+        EVP_PKEY_derive_set_peer_ex(pctx, peer, 0) != 1) {
         rc = kv_error_ossl(ctx, KV_ERR_INVALID_PEER_KEY, "ECDH: peer key refused");
         goto out;
     }

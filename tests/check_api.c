@@ -26,6 +26,14 @@ static const char *backend(void)
     return b && *b ? b : "software";
 }
 
+/* Slow backends (a TPM: milliseconds per command, more under sanitizers)
+ * set KV_TEST_SLOW: loops then run a tenth of their iterations. */
+static int scaled(int n)
+{
+    const char *v = getenv("KV_TEST_SLOW");
+    return v && *v == '1' ? (n + 9) / 10 : n;
+}
+
 /* Backends without Ed25519 (a TPM 2.0) set KV_TEST_NO_ED25519. */
 static int has_ed25519(void)
 {
@@ -575,6 +583,7 @@ START_TEST(wycheproof_ecdh_peers)
     kv_key *key = gen(ctx, kname("wp"), KV_KEY_EC_P256);
     char rel[200];
     int valid = 0, invalid = 0;
+    size_t seen_valid = 0;
 
     for (size_t f = 0; f < 2; f++) {
         json_error_t jerr;
@@ -587,13 +596,17 @@ START_TEST(wycheproof_ecdh_peers)
         json_array_foreach(json_object_get(doc, "testGroups"), gi, group) {
             json_array_foreach(json_object_get(group, "tests"), ti, test) {
                 const char *result = json_string_value(json_object_get(test, "result"));
-                size_t publen, zlen = 64;
-                unsigned char z[64];
-                unsigned char *pub = tu_unhex(json_string_value(json_object_get(test, "public")),
-                                              &publen);
-                kv_rc rc = kv_ecdh(key, pub, publen, z, &zlen);
                 long long tc = json_integer_value(json_object_get(test, "tcId"));
+                size_t publen, zlen = 64;
+                unsigned char z[64], *pub;
+                kv_rc rc;
 
+                /* a slow backend uses every tenth valid peer; invalid ones
+                 * never reach it, so all of them run */
+                if (!strcmp(result, "valid") && seen_valid++ % (size_t)(10 / scaled(10)) != 0)
+                    continue;
+                pub = tu_unhex(json_string_value(json_object_get(test, "public")), &publen);
+                rc = kv_ecdh(key, pub, publen, z, &zlen);
                 if (!strcmp(result, "valid")) {
                     ck_assert_msg(rc == KV_OK, "%s tcId %lld: %s", files[f], tc, kv_errmsg(ctx));
                     ck_assert_uint_eq(zlen, 32);
@@ -610,7 +623,7 @@ START_TEST(wycheproof_ecdh_peers)
     }
     printf("wycheproof ECDH peers on %s: %d valid used, %d invalid refused\n", backend(), valid,
            invalid);
-    ck_assert_int_eq(valid, 660);
+    ck_assert_int_eq(valid, scaled(10) == 10 ? 660 : 66);
     ck_assert_int_eq(invalid, 76);
     kv_key_free(key);
     ck_assert_rc(ctx, kv_key_destroy(ctx, kname("wp")), KV_OK);
@@ -718,7 +731,7 @@ static void *sign_thread(void *p)
     struct thread_arg *t = p;
     unsigned char m[16], sig[128];
 
-    for (int i = 0; i < 100; i++) {
+    for (int i = 0; i < scaled(100); i++) {
         size_t siglen = sizeof(sig);
         memset(m, i, sizeof(m));
         if (kv_sign(t->key, KV_ALG_DEFAULT, 0, m, sizeof(m), sig, &siglen) != KV_OK)
@@ -745,7 +758,7 @@ START_TEST(eight_threads_sign_with_one_context)
     }
     for (int i = 0; i < 8; i++) {
         pthread_join(th[i], NULL);
-        ck_assert_int_eq(args[i].ok, 100);
+        ck_assert_int_eq(args[i].ok, scaled(100));
     }
     kv_key_free(key);
     ck_assert_rc(ctx, kv_key_destroy(ctx, kname("thr")), KV_OK);

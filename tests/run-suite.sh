@@ -24,7 +24,9 @@ run_check() {  # DIR CONFIGURE-ARGS...
     mkdir -p "$dir"
     (cd "$dir" && "$top/configure" -q "$@" && make -s -j"$jobs" >/dev/null) || return 1
     echo "== make check in $dir"
-    if ! (cd "$dir" && make -s -j"$jobs" check >/dev/null 2>&1); then
+    # sanitizers slow everything (the TPM's session crypto most): Check's
+    # per-test timeouts stretch with them
+    if ! (cd "$dir" && CK_TIMEOUT_MULTIPLIER=$timeout_mult make -s -j"$jobs" check >/dev/null 2>&1); then
         echo "!! make check failed in $dir; failing logs:"
         for log in "$dir"/tests/*.log; do
             grep -q '^:test-result: \(FAIL\|ERROR\)' "${log%.log}.trs" 2>/dev/null && { echo "--- $log"; cat "$log"; }
@@ -48,8 +50,10 @@ count() {  # DIR: "passed failed" over Check binaries and shell tests
         END { printf "%d %d\n", p, fl }'
 }
 
+timeout_mult=1
 run_check build --enable-strict || status=1
 if [ "$quick" = no ]; then
+    timeout_mult=4
     run_check build-asan --enable-strict --with-sanitizer=address,undefined || status=1
     echo "== make distcheck"
     if ! (cd build && make -s -j"$jobs" distcheck >distcheck.log 2>&1); then

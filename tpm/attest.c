@@ -71,7 +71,6 @@ static TSS2_RC create_ak_step(struct tpm_conn *c, struct step *s, void *p)
     if (rc != TSS2_RC_SUCCESS)
         return rc;
     s->cmd = "TPM2_Create (attestation key)";
-    c->commands++;
     rc = Esys_Create(c->esys, parent, c->session, ESYS_TR_NONE, ESYS_TR_NONE, &sens, &ak_template,
                      &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
     if (rc == TSS2_RC_SUCCESS) {
@@ -273,7 +272,6 @@ static TSS2_RC quote_step(struct tpm_conn *c, struct step *s, void *p)
     if (rc != TSS2_RC_SUCCESS)
         return rc;
     s->cmd = "TPM2_Quote";
-    c->commands++;
     return Esys_Quote(c->esys, ak, c->session, ESYS_TR_NONE, ESYS_TR_NONE, &a->nonce, &scheme,
                       &a->sel, &a->attest, &a->sig);
 }
@@ -324,7 +322,6 @@ static TSS2_RC certify_step(struct tpm_conn *c, struct step *s, void *p)
     if (rc != TSS2_RC_SUCCESS)
         return rc;
     s->cmd = "TPM2_Certify";
-    c->commands++;
     /* the key's authorisation in the HMAC session, the AK's by (empty) password */
     return Esys_Certify(c->esys, key, ak, c->session, ESYS_TR_PASSWORD, ESYS_TR_NONE, &a->nonce,
                         &scheme, &a->attest, &a->sig);
@@ -362,7 +359,6 @@ static TSS2_RC pcr_read_step(struct tpm_conn *c, struct step *s, void *p)
     struct pcr_arg *a = p;
 
     s->cmd = "TPM2_PCR_Read";
-    c->commands++;
     return Esys_PCR_Read(c->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &a->sel, NULL, NULL,
                          &a->values);
 }
@@ -403,7 +399,6 @@ static TSS2_RC pcr_extend_step(struct tpm_conn *c, struct step *s, void *p)
     struct pcr_arg *a = p;
 
     s->cmd = "TPM2_PCR_Extend";
-    c->commands++;
     return Esys_PCR_Extend(c->esys, ESYS_TR_PCR0 + a->index, ESYS_TR_PASSWORD, ESYS_TR_NONE,
                            ESYS_TR_NONE, &a->digests);
 }
@@ -441,14 +436,12 @@ static TSS2_RC ek_step(struct tpm_conn *c, struct step *s, void *p)
     TSS2_RC rc;
 
     s->cmd = "looking up the EK certificate NV index";
-    c->commands++;
     rc = Esys_TR_FromTPMPublic(c->esys, a->index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nv);
     if (rc != TSS2_RC_SUCCESS) {
         a->absent = true;
         return TSS2_RC_SUCCESS;
     }
     s->cmd = "TPM2_NV_ReadPublic";
-    c->commands++;
     rc = Esys_NV_ReadPublic(c->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
     if (rc == TSS2_RC_SUCCESS) {
         a->len = pub->nvPublic.dataSize;
@@ -458,7 +451,6 @@ static TSS2_RC ek_step(struct tpm_conn *c, struct step *s, void *p)
         TPM2B_MAX_NV_BUFFER *chunk = NULL;
         UINT16 n = (UINT16)(a->len - off > 512 ? 512 : a->len - off);
         s->cmd = "TPM2_NV_Read (EK certificate)";
-        c->commands++;
         rc = Esys_NV_Read(c->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, n,
                           (UINT16)off, &chunk);
         if (rc == TSS2_RC_SUCCESS) {

@@ -38,6 +38,70 @@ static const TPM2B_PUBLIC primary_template = {
     },
 };
 
+/* ---- the counting TCTI ---------------------------------------------------- */
+
+#define COUNTING_TCTI_MAGIC 0x6b762d636f756e74ULL /* "kv-count" */
+
+static struct tpm_counting_tcti *counting(TSS2_TCTI_CONTEXT *t)
+{
+    return (struct tpm_counting_tcti *)t;
+}
+
+static TSS2_RC ct_transmit(TSS2_TCTI_CONTEXT *t, size_t size, uint8_t const *cmd)
+{
+    __atomic_add_fetch(counting(t)->count, 1, __ATOMIC_RELAXED);
+    return Tss2_Tcti_Transmit(counting(t)->inner, size, cmd);
+}
+
+static TSS2_RC ct_receive(TSS2_TCTI_CONTEXT *t, size_t *size, uint8_t *resp, int32_t timeout)
+{
+    return Tss2_Tcti_Receive(counting(t)->inner, size, resp, timeout);
+}
+
+static void ct_finalize(TSS2_TCTI_CONTEXT *t)
+{
+    (void)t; /* the inner TCTI is finalized by its owner */
+}
+
+static TSS2_RC ct_cancel(TSS2_TCTI_CONTEXT *t)
+{
+    return Tss2_Tcti_Cancel(counting(t)->inner);
+}
+
+static TSS2_RC ct_poll(TSS2_TCTI_CONTEXT *t, TSS2_TCTI_POLL_HANDLE *h, size_t *n)
+{
+    return Tss2_Tcti_GetPollHandles(counting(t)->inner, h, n);
+}
+
+static TSS2_RC ct_locality(TSS2_TCTI_CONTEXT *t, uint8_t locality)
+{
+    return Tss2_Tcti_SetLocality(counting(t)->inner, locality);
+}
+
+static TSS2_RC ct_sticky(TSS2_TCTI_CONTEXT *t, TPM2_HANDLE *h, uint8_t sticky)
+{
+    return Tss2_Tcti_MakeSticky(counting(t)->inner, h, sticky);
+}
+
+static TSS2_TCTI_CONTEXT *counting_wrap(struct tpm_conn *c)
+{
+    struct tpm_counting_tcti *ct = &c->counter;
+
+    memset(ct, 0, sizeof(*ct));
+    ct->common.v1.magic = COUNTING_TCTI_MAGIC;
+    ct->common.v1.version = 2;
+    ct->common.v1.transmit = ct_transmit;
+    ct->common.v1.receive = ct_receive;
+    ct->common.v1.finalize = ct_finalize;
+    ct->common.v1.cancel = ct_cancel;
+    ct->common.v1.getPollHandles = ct_poll;
+    ct->common.v1.setLocality = ct_locality;
+    ct->common.makeSticky = ct_sticky;
+    ct->inner = c->tcti_ctx;
+    ct->count = &c->commands;
+    return (TSS2_TCTI_CONTEXT *)ct;
+}
+
 #define RC_BASE(rc) ((rc) & (((rc) & TPM2_RC_FMT1) ? (TPM2_RC_FMT1 | 0x3f) : 0xfff))
 
 bool tpm_rc_lost(TSS2_RC rc)
@@ -215,7 +279,6 @@ static bool evict_one(struct tpm_conn *c, const struct tpm_obj *keep, const stru
             victim = o;
     if (!victim)
         return false;
-    c->commands += 2;
     if (Esys_ContextSave(c->esys, victim->handle, &saved) == TSS2_RC_SUCCESS) {
         victim->context = *saved;
         victim->saved = true;
@@ -246,7 +309,6 @@ TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h)
         return TSS2_RC_SUCCESS;
     }
     if (obj->persistent) {
-        c->commands++;
         rc = Esys_TR_FromTPMPublic(c->esys, obj->persistent, ESYS_TR_NONE, ESYS_TR_NONE,
                                    ESYS_TR_NONE, &obj->handle);
         if (rc != TSS2_RC_SUCCESS)
@@ -258,7 +320,6 @@ TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h)
                 return rc;
         }
         for (;;) {
-            c->commands++;
             if (obj->saved && obj->epoch == c->epoch)
                 rc = Esys_ContextLoad(c->esys, &obj->context, &obj->handle);
             else if (obj->is_primary)
@@ -328,12 +389,10 @@ static void flush_leftovers(struct tpm_conn *c)
         TPMS_CAPABILITY_DATA cap;
         TPMI_YES_NO more = TPM2_NO;
 
-        c->commands++;
         if (Tss2_Sys_GetCapability(sys, NULL, TPM2_CAP_HANDLES, firsts[i], TPM2_MAX_CAP_HANDLES,
                                    &more, &cap, NULL) != TSS2_RC_SUCCESS)
             continue;
         for (UINT32 j = 0; j < cap.data.handles.count; j++) {
-            c->commands++;
             (void)Tss2_Sys_FlushContext(sys, cap.data.handles.handle[j]);
         }
     }
@@ -359,7 +418,7 @@ static kv_rc connect_locked(kv_ctx *ctx, struct tpm_conn *c)
                              "the TPM is not reachable through TCTI '%s': %s", c->tcti,
                              Tss2_RC_Decode(rc));
     }
-    rc = Esys_Initialize(&c->esys, c->tcti_ctx, NULL);
+    rc = Esys_Initialize(&c->esys, counting_wrap(c), NULL);
     if (rc != TSS2_RC_SUCCESS) {
         disconnect_locked(c, false);
         return tpm_fail(ctx, "Esys_Initialize", rc);
@@ -368,7 +427,6 @@ static kv_rc connect_locked(kv_ctx *ctx, struct tpm_conn *c)
     c->connected = true;
     /* a TPM the platform has not started (a fresh simulator); otherwise
      * TPM2_RC_INITIALIZE says it is started already */
-    c->commands++;
     rc = Esys_Startup(c->esys, TPM2_SU_CLEAR);
     if (rc != TSS2_RC_SUCCESS && RC_BASE(rc) != TPM2_RC_INITIALIZE) {
         kv_rc r = tpm_fail(ctx, "TPM2_Startup", rc);
@@ -384,7 +442,6 @@ static kv_rc connect_locked(kv_ctx *ctx, struct tpm_conn *c)
         disconnect_locked(c, false);
         return r;
     }
-    c->commands++;
     rc = Esys_StartAuthSession(c->esys, srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
                                ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256,
                                &c->session);

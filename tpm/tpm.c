@@ -262,7 +262,6 @@ static TSS2_RC create_step(struct tpm_conn *c, struct step *s, void *p)
         return rc;
     sens.sensitive.userAuth = *a->auth;
     s->cmd = "TPM2_Create";
-    c->commands++;
     rc = Esys_Create(c->esys, parent, c->session, ESYS_TR_NONE, ESYS_TR_NONE, &sens, a->tmpl,
                      &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
     kv_wipe(&sens, sizeof(sens));
@@ -410,7 +409,6 @@ static TSS2_RC readpub_step(struct tpm_conn *c, struct step *s, void *p)
     if (rc != TSS2_RC_SUCCESS)
         return rc;
     s->cmd = "TPM2_ReadPublic";
-    c->commands++;
     rc = Esys_ReadPublic(c->esys, h, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL, NULL);
     if (rc == TSS2_RC_SUCCESS)
         a->obj->pub = *pub;
@@ -571,7 +569,6 @@ static TSS2_RC sign_step(struct tpm_conn *c, struct step *s, void *p)
     if (rc != TSS2_RC_SUCCESS)
         return rc;
     s->cmd = "TPM2_Sign";
-    c->commands++;
     rc = Esys_Sign(c->esys, h, c->session, ESYS_TR_NONE, ESYS_TR_NONE, &digest, &scheme, &check,
                    &sig);
     if (rc == TSS2_RC_SUCCESS)
@@ -635,7 +632,6 @@ static TSS2_RC ecdh_step(struct tpm_conn *c, struct step *s, void *p)
     if (rc != TSS2_RC_SUCCESS)
         return rc;
     s->cmd = "TPM2_ECDH_ZGen";
-    c->commands++;
     rc = Esys_ECDH_ZGen(c->esys, h, c->session, ESYS_TR_NONE, ESYS_TR_NONE, &a->in, &z);
     if (rc == TSS2_RC_SUCCESS)
         a->out = *z;

@@ -39,6 +39,13 @@ struct tpm_obj {
     bool registered;
 };
 
+/* A TCTI in front of the real one that counts the commands sent. */
+struct tpm_counting_tcti {
+    TSS2_TCTI_CONTEXT_COMMON_V2 common;
+    TSS2_TCTI_CONTEXT *inner;
+    unsigned long *count;
+};
+
 struct tpm_conn {
     char *tcti;                 /* TCTI configuration string */
     int refs;
@@ -54,6 +61,7 @@ struct tpm_conn {
     struct tpm_obj *objs;
     uint64_t tick;
     unsigned long commands;     /* TPM commands sent (counted at the TCTI) */
+    struct tpm_counting_tcti counter;
     struct tpm_conn *next;
 };
 

@@ -1,0 +1,900 @@
+/*
+ * kv-bench - what a libkeyvault operation costs, as a ratio to the raw
+ * backend measured in the same run on the same machine.
+ *
+ *   kv-bench -c CONF [--backends software,pkcs11,tpm] [--threads 1,2,4,8]
+ *            [--seconds S] [--keys 1,100,1000,10000] [--json FILE] [--plot FILE]
+ *
+ * For each backend the configuration makes available it measures sign
+ * (ECDSA P-256, P-384, RSA-2048 PSS, Ed25519 where offered) and ECDH P-256
+ * at each thread count, through libkeyvault and through the raw backend:
+ *   software  OpenSSL EVP_DigestSign / EVP_PKEY_derive on a key of the same type
+ *   pkcs11    C_SignInit + C_Sign (C_DeriveKey) on the same token key, one
+ *             pre-opened, logged-in session per thread
+ *   tpm       Esys_Sign (Esys_ECDH_ZGen) on a key loaded once, with the same
+ *             salted HMAC session set-up libkeyvault uses, under a mutex
+ * Hardware backends are given the digest (KV_SIGN_PREHASHED) as their raw
+ * loops are; the software backend hashes the message on both sides.
+ * Then the scale run: sign with 1, 100, 1,000, 10,000 keys present in the
+ * soft store and the token, raw reference at each count, and key-open
+ * latency. Also: TPM commands per operation (counted at the TCTI), peak
+ * RSS and heap allocations per operation (a counting malloc in this binary).
+ */
+#include "config.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+#include <jansson.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#include "internal.h"
+#ifdef KV_WITH_PKCS11
+#include <p11-kit/p11-kit.h>
+#include <p11-kit/pkcs11.h>
+#endif
+#ifdef KV_WITH_TPM
+#include <tss2/tss2_esys.h>
+#include <tss2/tss2_tctildr.h>
+#endif
+
+/* ---- a counting allocator ---------------------------------------------------
+ * malloc and friends defined in the executable take the place of glibc's for
+ * every library of the process; they count, then call glibc's own. Left out
+ * of sanitizer builds, whose allocator must stay in charge. */
+#if !defined(__SANITIZE_ADDRESS__)
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+static atomic_ulong n_allocs;
+#define ALLOC_COUNTING 1
+#define EXPORT __attribute__((visibility("default")))
+EXPORT void *malloc(size_t n);
+EXPORT void *calloc(size_t a, size_t b);
+EXPORT void *realloc(void *p, size_t n);
+EXPORT void free(void *p);
+void *malloc(size_t n)
+{
+    atomic_fetch_add_explicit(&n_allocs, 1, memory_order_relaxed);
+    return __libc_malloc(n);
+}
+void *calloc(size_t a, size_t b)
+{
+    atomic_fetch_add_explicit(&n_allocs, 1, memory_order_relaxed);
+    return __libc_calloc(a, b);
+}
+void *realloc(void *p, size_t n)
+{
+    atomic_fetch_add_explicit(&n_allocs, 1, memory_order_relaxed);
+    return __libc_realloc(p, n);
+}
+void free(void *p)
+{
+    __libc_free(p);
+}
+static unsigned long allocs(void)
+{
+    return atomic_load(&n_allocs);
+}
+#else
+#define ALLOC_COUNTING 0
+static unsigned long allocs(void)
+{
+    return 0;
+}
+#endif
+
+/* ---- options --------------------------------------------------------------- */
+
+static const char *conf_path;
+static int threads_list[8] = { 1, 2, 4, 8 };
+static int n_threads = 4;
+static long keys_list[8] = { 1, 100, 1000, 10000 };
+static int n_keys = 4;
+static double seconds = 1.0;
+static bool want[3] = { true, true, true }; /* software, pkcs11, tpm */
+static json_t *results;
+static FILE *plot;
+
+static const unsigned char msg[32] = "kv-bench message: 32 bytes long";
+static unsigned char digest[32];
+
+static void die(const char *what, kv_ctx *ctx)
+{
+    fprintf(stderr, "kv-bench: %s: %s\n", what, ctx ? kv_errmsg(ctx) : "failed");
+    exit(1);
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- the measuring loop -------------------------------------------------------- */
+
+typedef int (*op_fn)(void *arg, int thread);
+
+#define LAT_CAP 200000
+
+struct run {
+    op_fn fn;
+    void *arg;
+    int nthreads;
+    double deadline;
+    pthread_barrier_t start;
+    atomic_int errors;
+};
+
+struct worker {
+    struct run *run;
+    int id;
+    unsigned long ops;
+    float *lat; /* microseconds */
+    size_t nlat;
+};
+
+static void *worker_main(void *p)
+{
+    struct worker *w = p;
+    struct run *r = w->run;
+
+    pthread_barrier_wait(&r->start);
+    for (;;) {
+        double t0 = now(), t1;
+        if (t0 >= r->deadline)
+            break;
+        if (r->fn(r->arg, w->id) != 0) {
+            atomic_fetch_add(&r->errors, 1);
+            break;
+        }
+        t1 = now();
+        w->ops++;
+        if (w->nlat < LAT_CAP)
+            w->lat[w->nlat++] = (float)((t1 - t0) * 1e6);
+    }
+    return NULL;
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+struct result {
+    double ops_per_s, p50_us, p99_us, allocs_per_op;
+};
+
+static struct result measure(op_fn fn, void *arg, int nthreads)
+{
+    struct run r = { .fn = fn, .arg = arg, .nthreads = nthreads };
+    struct worker *w = calloc((size_t)nthreads, sizeof(*w));
+    pthread_t *th = calloc((size_t)nthreads, sizeof(*th));
+    struct result res = { 0, 0, 0, 0 };
+    unsigned long total = 0, a0;
+    size_t nlat = 0;
+    float *all;
+    double t0, elapsed;
+
+    for (int i = 0; i < 3; i++) /* warm-up: loads, sessions, caches */
+        if (fn(arg, 0) != 0) {
+            fprintf(stderr, "kv-bench: warm-up failed\n");
+            exit(1);
+        }
+    pthread_barrier_init(&r.start, NULL, (unsigned)nthreads + 1);
+    for (int i = 0; i < nthreads; i++) {
+        w[i] = (struct worker){ .run = &r, .id = i, .lat = malloc(LAT_CAP * sizeof(float)) };
+        pthread_create(&th[i], NULL, worker_main, &w[i]);
+    }
+    a0 = allocs();
+    t0 = now();
+    r.deadline = t0 + seconds;
+    pthread_barrier_wait(&r.start);
+    for (int i = 0; i < nthreads; i++) {
+        pthread_join(th[i], NULL);
+        total += w[i].ops;
+        nlat += w[i].nlat;
+    }
+    elapsed = now() - t0;
+    if (atomic_load(&r.errors)) {
+        fprintf(stderr, "kv-bench: an operation failed during measurement\n");
+        exit(1);
+    }
+    res.allocs_per_op = ALLOC_COUNTING && total ? (double)(allocs() - a0) / (double)total : NAN;
+    all = malloc((nlat ? nlat : 1) * sizeof(float));
+    nlat = 0;
+    for (int i = 0; i < nthreads; i++) {
+        memcpy(all + nlat, w[i].lat, w[i].nlat * sizeof(float));
+        nlat += w[i].nlat;
+        free(w[i].lat);
+    }
+    qsort(all, nlat, sizeof(float), cmp_float);
+    res.ops_per_s = (double)total / elapsed;
+    res.p50_us = nlat ? all[nlat / 2] : 0;
+    res.p99_us = nlat ? all[(size_t)((double)nlat * 0.99)] : 0;
+    free(all);
+    free(w);
+    free(th);
+    pthread_barrier_destroy(&r.start);
+    return res;
+}
+
+static void report(const char *backend, const char *op, int nthreads, long nkeys,
+                   struct result kv, struct result raw, double tpm_cmds)
+{
+    double ratio = raw.ops_per_s > 0 ? kv.ops_per_s / raw.ops_per_s : 0;
+    json_t *row;
+
+    printf("%-9s %-15s %4d %6ld %11.0f %11.0f %6.3f %8.1f %8.1f %8.1f %8.1f %6.1f %6.1f",
+           backend, op, nthreads, nkeys, kv.ops_per_s, raw.ops_per_s, ratio, kv.p50_us, kv.p99_us,
+           raw.p50_us, raw.p99_us, kv.allocs_per_op, raw.allocs_per_op);
+    if (tpm_cmds >= 0)
+        printf("  tpm-cmds/op %.2f", tpm_cmds);
+    printf("\n");
+    fflush(stdout);
+    row = json_pack("{s:s, s:s, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "backend", backend,
+                    "op", op, "threads", nthreads, "keys", (json_int_t)nkeys, "kv_ops_per_s",
+                    kv.ops_per_s, "raw_ops_per_s", raw.ops_per_s, "ratio", ratio, "kv_p50_us",
+                    kv.p50_us, "kv_p99_us", kv.p99_us, "raw_p50_us", raw.p50_us, "raw_p99_us",
+                    raw.p99_us);
+    if (!isnan(kv.allocs_per_op)) {
+        json_object_set_new(row, "kv_allocs_per_op", json_real(kv.allocs_per_op));
+        json_object_set_new(row, "raw_allocs_per_op", json_real(raw.allocs_per_op));
+    }
+    if (tpm_cmds >= 0)
+        json_object_set_new(row, "tpm_commands_per_op", json_real(tpm_cmds));
+    json_array_append_new(results, row);
+    if (plot && nkeys == 1)
+        fprintf(plot, "%s %s %d %.1f %.1f\n", backend, op, nthreads, kv.ops_per_s, raw.ops_per_s);
+}
+
+static void header(void)
+{
+    printf("%-9s %-15s %4s %6s %11s %11s %6s %8s %8s %8s %8s %6s %6s\n", "backend", "op", "thr",
+           "keys", "kv ops/s", "raw ops/s", "ratio", "kv p50", "kv p99", "raw p50", "raw p99",
+           "kv al", "raw al");
+    printf("%-9s %-15s %4s %6s %11s %11s %6s %8s %8s %8s %8s %6s %6s\n", "", "", "", "", "", "",
+           "kv/raw", "us", "us", "us", "us", "/op", "/op");
+}
+
+/* ---- libkeyvault operations ----------------------------------------------------- */
+
+struct bench_op {
+    kv_key *key;
+    unsigned flags;
+    const unsigned char *in;
+    size_t inlen;
+    unsigned char peer[200];
+    size_t peerlen;
+    bool ecdh;
+};
+
+static int kv_run(void *p, int thread)
+{
+    struct bench_op *o = p;
+    unsigned char out[600];
+    size_t len = sizeof(out);
+
+    (void)thread;
+    if (o->ecdh)
+        return kv_ecdh(o->key, o->peer, o->peerlen, out, &len) != KV_OK;
+    return kv_sign(o->key, KV_ALG_DEFAULT, o->flags, o->in, o->inlen, out, &len) != KV_OK;
+}
+
+static kv_key *kv_make(kv_ctx *ctx, const char *backend, const char *name, kv_key_type type)
+{
+    kv_key *key = NULL;
+    kv_rc rc = kv_key_open(ctx, name, &key);
+
+    if (rc == KV_ERR_KEY_NOT_FOUND)
+        rc = kv_key_generate(ctx, name, type, backend, &key);
+    if (rc != KV_OK)
+        return NULL;
+    return key;
+}
+
+static const struct {
+    const char *op;
+    kv_key_type type;
+    bool ecdh;
+} ops[] = {
+    { "sign-ec-p256", KV_KEY_EC_P256, false },
+    { "sign-ec-p384", KV_KEY_EC_P384, false },
+    { "sign-rsa2048-pss", KV_KEY_RSA_2048, false },
+    { "sign-ed25519", KV_KEY_ED25519, false },
+    { "ecdh-p256", KV_KEY_EC_P256, true },
+};
+
+/* ---- raw OpenSSL -------------------------------------------------------------- */
+
+struct raw_ossl {
+    EVP_PKEY *key;
+    kv_key_type type;
+    bool ecdh;
+    const unsigned char *peer_der;
+    size_t peer_len;
+};
+
+static int ossl_run(void *p, int thread)
+{
+    struct raw_ossl *o = p;
+    unsigned char out[600];
+    size_t len = sizeof(out);
+    int ok;
+
+    (void)thread;
+    if (o->ecdh) {
+        /* the peer arrives as bytes, as it does for libkeyvault */
+        const unsigned char *pp = o->peer_der;
+        EVP_PKEY *peer = d2i_PUBKEY(NULL, &pp, (long)o->peer_len);
+        EVP_PKEY_CTX *c = EVP_PKEY_CTX_new(o->key, NULL);
+        ok = peer && c && EVP_PKEY_derive_init(c) == 1 && EVP_PKEY_derive_set_peer(c, peer) == 1 &&
+             EVP_PKEY_derive(c, out, &len) == 1;
+        EVP_PKEY_CTX_free(c);
+        EVP_PKEY_free(peer);
+        return !ok;
+    }
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pc = NULL;
+    const char *md = o->type == KV_KEY_ED25519 ? NULL : o->type == KV_KEY_EC_P384 ? "SHA384"
+                                                                                  : "SHA256";
+    ok = m && EVP_DigestSignInit_ex(m, &pc, md, NULL, NULL, o->key, NULL) == 1;
+    if (ok && o->type == KV_KEY_RSA_2048)
+        ok = EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PSS_PADDING) == 1 &&
+             EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, RSA_PSS_SALTLEN_DIGEST) == 1;
+    ok = ok && EVP_DigestSign(m, out, &len, msg, sizeof(msg)) == 1;
+    EVP_MD_CTX_free(m);
+    return !ok;
+}
+
+static EVP_PKEY *ossl_key(kv_key_type type)
+{
+    switch (type) {
+    case KV_KEY_EC_P256: return EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    case KV_KEY_EC_P384: return EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+    case KV_KEY_RSA_2048: return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    default: return EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    }
+}
+
+/* ---- raw PKCS#11 ----------------------------------------------------------------- */
+
+#ifdef KV_WITH_PKCS11
+struct raw_p11 {
+    CK_FUNCTION_LIST *f;
+    CK_SESSION_HANDLE sess[64];
+    CK_OBJECT_HANDLE key[64];
+    CK_MECHANISM mech;
+    const unsigned char *in;
+    size_t inlen;
+    unsigned char point[100];
+    size_t pointlen;
+    CK_ULONG field;
+    bool ecdh;
+};
+
+static int p11_run(void *p, int thread)
+{
+    struct raw_p11 *r = p;
+    CK_SESSION_HANDLE h = r->sess[thread];
+    unsigned char out[600];
+    CK_ULONG len = sizeof(out);
+
+    if (r->ecdh) {
+        CK_ECDH1_DERIVE_PARAMS prm = { CKD_NULL, 0, NULL, r->pointlen, r->point };
+        CK_MECHANISM mech = { CKM_ECDH1_DERIVE, &prm, sizeof(prm) };
+        CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+        CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+        CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+        CK_ATTRIBUTE t[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_KEY_TYPE, &kt, sizeof(kt) },
+                             { CKA_TOKEN, &no, sizeof(no) }, { CKA_SENSITIVE, &no, sizeof(no) },
+                             { CKA_EXTRACTABLE, &yes, sizeof(yes) },
+                             { CKA_VALUE_LEN, &r->field, sizeof(r->field) } };
+        CK_OBJECT_HANDLE s;
+        CK_ATTRIBUTE v = { CKA_VALUE, out, len };
+        if (r->f->C_DeriveKey(h, &mech, r->key[thread], t, 6, &s) != CKR_OK)
+            return 1;
+        CK_RV rv = r->f->C_GetAttributeValue(h, s, &v, 1);
+        r->f->C_DestroyObject(h, s);
+        return rv != CKR_OK;
+    }
+    if (r->f->C_SignInit(h, &r->mech, r->key[thread]) != CKR_OK)
+        return 1;
+    return r->f->C_Sign(h, (CK_BYTE_PTR)r->in, r->inlen, out, &len) != CKR_OK;
+}
+
+/* Pre-opened, logged-in sessions and the key's handle for each thread. */
+static void p11_open(struct raw_p11 *r, kv_config *cfg, const char *label, int nthreads)
+{
+    const char *module = kv_config_get(cfg, "pkcs11", "module");
+    const char *token = kv_config_get(cfg, "pkcs11", "token");
+    const char *pinsrc = kv_config_get(cfg, "pkcs11", "pin");
+    CK_SLOT_ID slots[16];
+    CK_ULONG n = 16;
+    CK_SLOT_ID slot = 0;
+    char *pin = NULL;
+
+    if (!r->f) {
+        r->f = p11_kit_module_load(module, 0);
+        if (!r->f || p11_kit_module_initialize(r->f) != CKR_OK)
+            die("loading the PKCS#11 module for the raw loop", NULL);
+    }
+    r->f->C_GetSlotList(CK_TRUE, slots, &n);
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_TOKEN_INFO ti;
+        if (r->f->C_GetTokenInfo(slots[i], &ti) == CKR_OK &&
+            !strncmp((char *)ti.label, token, strlen(token)))
+            slot = slots[i];
+    }
+    if (pinsrc && kv_secret_read(NULL, pinsrc, "PIN", &pin) != KV_OK)
+        die("reading the PIN", NULL);
+    for (int t = 0; t < nthreads; t++) {
+        CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+        CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) },
+                                { CKA_LABEL, (void *)label, strlen(label) } };
+        CK_ULONG count = 0;
+        if (r->f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &r->sess[t]) != CKR_OK)
+            die("C_OpenSession for the raw loop", NULL);
+        if (t == 0 && pin)
+            r->f->C_Login(r->sess[t], CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
+        CK_RV rv = r->f->C_FindObjectsInit(r->sess[t], tmpl, 2);
+        if (rv == CKR_OK)
+            rv = r->f->C_FindObjects(r->sess[t], &r->key[t], 1, &count);
+        r->f->C_FindObjectsFinal(r->sess[t]);
+        if (rv != CKR_OK || count != 1) {
+            fprintf(stderr, "kv-bench: raw loop: key '%s' on slot %lu: rv 0x%lx, %lu found\n",
+                    label, (unsigned long)slot, (unsigned long)rv, (unsigned long)count);
+            exit(1);
+        }
+    }
+    kv_secret_free(pin);
+}
+
+static void p11_close(struct raw_p11 *r, int nthreads)
+{
+    for (int t = 0; t < nthreads; t++)
+        r->f->C_CloseSession(r->sess[t]);
+}
+#endif
+
+/* ---- raw ESYS ------------------------------------------------------------------- */
+
+#ifdef KV_WITH_TPM
+struct raw_tpm {
+    TSS2_TCTI_CONTEXT *tcti;
+    ESYS_CONTEXT *esys;
+    ESYS_TR primary, key, session;
+    pthread_mutex_t lock;
+    TPMI_ALG_HASH hash;
+    TPMI_ALG_SIG_SCHEME scheme;
+    TPM2B_DIGEST digest;
+    TPM2B_ECC_POINT point;
+    bool ecdh;
+};
+
+static int tpm_raw_run(void *p, int thread)
+{
+    struct raw_tpm *r = p;
+    TSS2_RC rc;
+
+    (void)thread;
+    pthread_mutex_lock(&r->lock);
+    if (r->ecdh) {
+        TPM2B_ECC_POINT *z = NULL;
+        rc = Esys_ECDH_ZGen(r->esys, r->key, r->session, ESYS_TR_NONE, ESYS_TR_NONE, &r->point, &z);
+        Esys_Free(z);
+    } else {
+        TPMT_SIG_SCHEME s = { .scheme = r->scheme, .details.any.hashAlg = r->hash };
+        TPMT_TK_HASHCHECK chk = { .tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL };
+        TPMT_SIGNATURE *sig = NULL;
+        rc = Esys_Sign(r->esys, r->key, r->session, ESYS_TR_NONE, ESYS_TR_NONE, &r->digest, &s, &chk,
+                       &sig);
+        Esys_Free(sig);
+    }
+    pthread_mutex_unlock(&r->lock);
+    return rc != TSS2_RC_SUCCESS;
+}
+
+/* The same set-up as the backend: storage primary from the same template,
+ * a key of the same kind, one salted HMAC session with parameter encryption. */
+static void tpm_raw_open(struct raw_tpm *r, const char *tcti, kv_key_type type)
+{
+    TPM2B_PUBLIC prim = { .publicArea = {
+        .type = TPM2_ALG_ECC, .nameAlg = TPM2_ALG_SHA256,
+        .objectAttributes = TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT |
+                            TPMA_OBJECT_NODA | TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                            TPMA_OBJECT_SENSITIVEDATAORIGIN,
+        .parameters.eccDetail = { .symmetric = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128,
+                                                 .mode.aes = TPM2_ALG_CFB },
+                                  .scheme = { .scheme = TPM2_ALG_NULL },
+                                  .curveID = TPM2_ECC_NIST_P256,
+                                  .kdf = { .scheme = TPM2_ALG_NULL } } } };
+    TPM2B_PUBLIC tmpl = { 0 };
+    TPM2B_SENSITIVE_CREATE sens = { 0 };
+    TPM2B_DATA outside = { 0 };
+    TPML_PCR_SELECTION pcrs = { 0 };
+    TPM2B_PUBLIC *pub = NULL;
+    TPM2B_PRIVATE *priv = NULL;
+    TPMT_SYM_DEF sym = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB };
+    TPMT_PUBLIC *p = &tmpl.publicArea;
+
+    p->nameAlg = TPM2_ALG_SHA256;
+    p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                          TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
+                          TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_NODA;
+    if (type == KV_KEY_RSA_2048) {
+        p->type = TPM2_ALG_RSA;
+        p->parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_NULL;
+        p->parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
+        p->parameters.rsaDetail.keyBits = 2048;
+        r->scheme = TPM2_ALG_RSAPSS;
+    } else {
+        p->type = TPM2_ALG_ECC;
+        p->objectAttributes |= TPMA_OBJECT_DECRYPT;
+        p->parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
+        p->parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
+        p->parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
+        p->parameters.eccDetail.curveID =
+            type == KV_KEY_EC_P384 ? TPM2_ECC_NIST_P384 : TPM2_ECC_NIST_P256;
+        r->scheme = TPM2_ALG_ECDSA;
+    }
+    r->hash = type == KV_KEY_EC_P384 ? TPM2_ALG_SHA384 : TPM2_ALG_SHA256;
+    r->digest.size = type == KV_KEY_EC_P384 ? 48 : 32;
+    memset(r->digest.buffer, 0x5a, r->digest.size);
+    pthread_mutex_init(&r->lock, NULL);
+    if (Tss2_TctiLdr_Initialize(tcti, &r->tcti) || Esys_Initialize(&r->esys, r->tcti, NULL) ||
+        Esys_CreatePrimary(r->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+                           &sens, &prim, &outside, &pcrs, &r->primary, NULL, NULL, NULL, NULL) ||
+        Esys_StartAuthSession(r->esys, r->primary, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                              ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256,
+                              &r->session) ||
+        Esys_TRSess_SetAttributes(r->esys, r->session,
+                                  TPMA_SESSION_CONTINUESESSION | TPMA_SESSION_DECRYPT |
+                                      TPMA_SESSION_ENCRYPT, 0xff) ||
+        Esys_Create(r->esys, r->primary, r->session, ESYS_TR_NONE, ESYS_TR_NONE, &sens, &tmpl,
+                    &outside, &pcrs, &priv, &pub, NULL, NULL, NULL) ||
+        Esys_Load(r->esys, r->primary, r->session, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub, &r->key))
+        die("setting up the raw ESYS loop", NULL);
+    Esys_FlushContext(r->esys, r->primary);
+    if (type != KV_KEY_RSA_2048) {
+        /* a peer point: the key's own public point is on the curve */
+        r->point.point = pub->publicArea.unique.ecc;
+    }
+    Esys_Free(pub);
+    Esys_Free(priv);
+}
+
+static void tpm_raw_close(struct raw_tpm *r)
+{
+    Esys_FlushContext(r->esys, r->key);
+    Esys_FlushContext(r->esys, r->session);
+    Esys_Finalize(&r->esys);
+    Tss2_TctiLdr_Finalize(&r->tcti);
+    pthread_mutex_destroy(&r->lock);
+}
+#endif
+
+/* ---- one backend ------------------------------------------------------------------ */
+
+static bool backend_available(kv_ctx *ctx, const char *name)
+{
+    const char *n, *why;
+    int avail;
+
+    for (size_t i = 0; kv_ctx_backend(ctx, i, &n, &avail, &why) == KV_OK; i++)
+        if (!strcmp(n, name))
+            return avail;
+    return false;
+}
+
+static void bench_backend(const char *backend)
+{
+    kv_ctx *ctx = NULL;
+    kv_config *cfg = NULL;
+    const char *tcti = NULL;
+
+    if (kv_ctx_new(&ctx, conf_path) != KV_OK)
+        die("kv_ctx_new", NULL);
+    if (!backend_available(ctx, backend)) {
+        printf("# %s: not available in this configuration, skipped\n", backend);
+        kv_ctx_free(ctx);
+        return;
+    }
+    if (kv_config_load(NULL, conf_path, &cfg) != KV_OK)
+        die("reading the configuration", NULL);
+    tcti = kv_config_get(cfg, "tpm", "tcti");
+    for (size_t o = 0; o < sizeof(ops) / sizeof(ops[0]); o++) {
+        bool hw = strcmp(backend, "software") != 0;
+        char name[64];
+        struct bench_op kop = { 0 };
+        kv_key *peer;
+
+        snprintf(name, sizeof(name), "bench-%s-%s", backend, ops[o].op);
+        kop.key = kv_make(ctx, backend, name, ops[o].type);
+        if (!kop.key) {
+            printf("# %s %s: %s\n", backend, ops[o].op, kv_errmsg(ctx));
+            continue;
+        }
+        kop.ecdh = ops[o].ecdh;
+        /* hardware: the digest, as the raw loops sign; software: the message */
+        kop.flags = hw && ops[o].type != KV_KEY_ED25519 ? KV_SIGN_PREHASHED : 0;
+        kop.in = kop.flags ? digest : msg;
+        kop.inlen = ops[o].type == KV_KEY_EC_P384 && kop.flags ? 48 : 32;
+        static unsigned char d48[48];
+        if (kop.inlen == 48)
+            kop.in = d48;
+        if (kop.ecdh) {
+            snprintf(name, sizeof(name), "bench-%s-peer", backend);
+            peer = kv_make(ctx, backend, name, KV_KEY_EC_P256);
+            kop.peerlen = sizeof(kop.peer);
+            if (!peer || kv_key_public_der(peer, kop.peer, &kop.peerlen) != KV_OK)
+                die("peer key", ctx);
+            kv_key_free(peer);
+        }
+        for (int t = 0; t < n_threads; t++) {
+            int nt = threads_list[t];
+            struct result kv, raw;
+            double cmds = -1;
+#ifdef KV_WITH_TPM
+            unsigned long c0 = kv_tpm_command_count(ctx);
+            unsigned long a0 = 0;
+#endif
+            kv = measure(kv_run, &kop, nt);
+#ifdef KV_WITH_TPM
+            if (!strcmp(backend, "tpm")) {
+                /* commands per op after warm-up, counted at the TCTI */
+                c0 = kv_tpm_command_count(ctx);
+                for (int i = 0; i < 100; i++)
+                    kv_run(&kop, 0);
+                cmds = (double)(kv_tpm_command_count(ctx) - c0) / 100.0;
+            }
+            (void)a0;
+#endif
+            if (!strcmp(backend, "software")) {
+                struct raw_ossl r = { ossl_key(ops[o].type), ops[o].type, ops[o].ecdh, kop.peer,
+                                      kop.peerlen };
+                raw = measure(ossl_run, &r, nt);
+                EVP_PKEY_free(r.key);
+            }
+#ifdef KV_WITH_PKCS11
+            else if (!strcmp(backend, "pkcs11")) {
+                static struct raw_p11 r;
+                CK_RSA_PKCS_PSS_PARAMS pss = { CKM_SHA256, CKG_MGF1_SHA256, 32 };
+                r.in = kop.in;
+                r.inlen = kop.inlen;
+                r.ecdh = ops[o].ecdh;
+                r.field = 32;
+                r.mech = (CK_MECHANISM){ CKM_ECDSA, NULL, 0 };
+                if (ops[o].type == KV_KEY_RSA_2048)
+                    r.mech = (CK_MECHANISM){ CKM_RSA_PKCS_PSS, &pss, sizeof(pss) };
+                if (ops[o].type == KV_KEY_ED25519)
+                    r.mech = (CK_MECHANISM){ CKM_EDDSA, NULL, 0 };
+                if (r.ecdh) {
+                    const unsigned char *pp = kop.peer;
+                    EVP_PKEY *pk = d2i_PUBKEY(NULL, &pp, (long)kop.peerlen);
+                    r.pointlen = 0;
+                    EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_PUB_KEY, r.point,
+                                                    sizeof(r.point), &r.pointlen);
+                    EVP_PKEY_free(pk);
+                }
+                snprintf(name, sizeof(name), "bench-%s-%s", backend, ops[o].op);
+                p11_open(&r, cfg, name, nt);
+                raw = measure(p11_run, &r, nt);
+                p11_close(&r, nt);
+            }
+#endif
+#ifdef KV_WITH_TPM
+            else {
+                /* swtpm serves one client: our connection closes while the raw loop runs */
+                struct raw_tpm r = { .ecdh = ops[o].ecdh };
+                kv_key_free(kop.key);
+                kv_ctx_free(ctx);
+                tpm_raw_open(&r, tcti, ops[o].type);
+                raw = measure(tpm_raw_run, &r, nt);
+                tpm_raw_close(&r);
+                if (kv_ctx_new(&ctx, conf_path) != KV_OK)
+                    die("kv_ctx_new", NULL);
+                snprintf(name, sizeof(name), "bench-%s-%s", backend, ops[o].op);
+                kop.key = kv_make(ctx, backend, name, ops[o].type);
+            }
+#else
+            else
+                raw = kv;
+#endif
+            report(backend, ops[o].op, nt, 1, kv, raw, cmds);
+        }
+        kv_key_free(kop.key);
+    }
+    kv_config_free(cfg);
+    kv_ctx_free(ctx);
+}
+
+/* ---- scale: many keys present -------------------------------------------------------- */
+
+static void bench_scale(const char *backend)
+{
+    kv_ctx *ctx = NULL;
+    kv_config *cfg = NULL;
+    long have = 0;
+
+    if (kv_ctx_new(&ctx, conf_path) != KV_OK)
+        die("kv_ctx_new", NULL);
+    if (!backend_available(ctx, backend)) {
+        kv_ctx_free(ctx);
+        return;
+    }
+    kv_config_load(NULL, conf_path, &cfg);
+    for (int k = 0; k < n_keys; k++) {
+        long want_keys = keys_list[k];
+        char name[64];
+        double t0, open_us;
+        struct bench_op kop = { 0 };
+        struct result kv, raw;
+
+        t0 = now();
+        for (; have < want_keys; have++) {
+            kv_key *key;
+            snprintf(name, sizeof(name), "scale-%s-%05ld", backend, have);
+            key = kv_make(ctx, backend, name, KV_KEY_EC_P256);
+            if (!key)
+                die("making keys for the scale run", ctx);
+            kv_key_free(key);
+        }
+        printf("# %s: %ld keys present (made in %.1f s)\n", backend, have, now() - t0);
+        /* key-open latency: by name, keys spread over the store */
+        t0 = now();
+        for (int i = 0; i < 20; i++) {
+            kv_key *key;
+            snprintf(name, sizeof(name), "scale-%s-%05ld", backend, (have - 1) * i / 19);
+            if (kv_key_open(ctx, name, &key) != KV_OK)
+                die("opening a key", ctx);
+            kv_key_free(key);
+        }
+        open_us = (now() - t0) / 20 * 1e6;
+        snprintf(name, sizeof(name), "scale-%s-00000", backend);
+        kop.key = kv_make(ctx, backend, name, KV_KEY_EC_P256);
+        kop.flags = strcmp(backend, "software") ? KV_SIGN_PREHASHED : 0;
+        kop.in = kop.flags ? digest : msg;
+        kop.inlen = 32;
+        kv = measure(kv_run, &kop, 1);
+        if (!strcmp(backend, "software")) {
+            struct raw_ossl r = { ossl_key(KV_KEY_EC_P256), KV_KEY_EC_P256, false, NULL, 0 };
+            raw = measure(ossl_run, &r, 1);
+            EVP_PKEY_free(r.key);
+        }
+#ifdef KV_WITH_PKCS11
+        else {
+            static struct raw_p11 r;
+            r.in = digest;
+            r.inlen = 32;
+            r.mech = (CK_MECHANISM){ CKM_ECDSA, NULL, 0 };
+            p11_open(&r, cfg, name, 1);
+            raw = measure(p11_run, &r, 1);
+            p11_close(&r, 1);
+        }
+#else
+        else
+            raw = kv;
+#endif
+        kv_key_free(kop.key);
+        report(backend, "sign-ec-p256", 1, have, kv, raw, -1);
+        printf("# %s: key open by name with %ld keys: %.0f us\n", backend, have, open_us);
+        json_array_append_new(results, json_pack("{s:s, s:s, s:I, s:f}", "backend", backend, "op",
+                                                 "key-open", "keys", (json_int_t)have,
+                                                 "kv_latency_us", open_us));
+    }
+    kv_config_free(cfg);
+    kv_ctx_free(ctx);
+}
+
+static int parse_list(const char *s, long *out, int max)
+{
+    int n = 0;
+    char *end;
+
+    while (*s && n < max) {
+        out[n++] = strtol(s, &end, 10);
+        if (end == s || out[n - 1] <= 0)
+            return -1;
+        s = *end == ',' ? end + 1 : end;
+    }
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, 'c' },  { "backends", required_argument, NULL, 'b' },
+        { "threads", required_argument, NULL, 't' }, { "seconds", required_argument, NULL, 's' },
+        { "keys", required_argument, NULL, 'k' },    { "json", required_argument, NULL, 'j' },
+        { "plot", required_argument, NULL, 'p' },    { "no-scale", no_argument, NULL, 'n' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *json_path = NULL;
+    bool scale = true;
+    long tl[8];
+    struct rusage ru;
+    unsigned int dl = 0;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "c:b:t:s:k:j:p:n", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': conf_path = optarg; break;
+        case 'b':
+            want[0] = strstr(optarg, "software") != NULL;
+            want[1] = strstr(optarg, "pkcs11") != NULL;
+            want[2] = strstr(optarg, "tpm") != NULL;
+            break;
+        case 't':
+            n_threads = parse_list(optarg, tl, 8);
+            if (n_threads <= 0) {
+                fprintf(stderr, "kv-bench: --threads 1,2,4,8\n");
+                return 2;
+            }
+            for (int i = 0; i < n_threads; i++)
+                threads_list[i] = tl[i] > 64 ? 64 : (int)tl[i];
+            break;
+        case 's': seconds = atof(optarg); break;
+        case 'k':
+            n_keys = parse_list(optarg, keys_list, 8);
+            if (n_keys <= 0) {
+                fprintf(stderr, "kv-bench: --keys 1,100,1000\n");
+                return 2;
+            }
+            break;
+        case 'j': json_path = optarg; break;
+        case 'p': plot = fopen(optarg, "w"); break;
+        case 'n': scale = false; break;
+        default:
+            fprintf(stderr, "usage: kv-bench -c CONF [--backends software,pkcs11,tpm] "
+                            "[--threads 1,2,4,8] [--seconds S] [--keys 1,100,1000,10000] "
+                            "[--json FILE] [--plot FILE] [--no-scale]\n");
+            return 2;
+        }
+    }
+    EVP_Digest(msg, sizeof(msg), digest, &dl, EVP_sha256(), NULL);
+    results = json_array();
+    printf("# kv-bench: %d online CPUs, %.2f s per measurement, allocation counting %s\n",
+           (int)sysconf(_SC_NPROCESSORS_ONLN), seconds, ALLOC_COUNTING ? "on" : "off");
+    header();
+    if (want[0])
+        bench_backend("software");
+    if (want[1])
+        bench_backend("pkcs11");
+    if (want[2])
+        bench_backend("tpm");
+    if (scale) {
+        header();
+        if (want[0])
+            bench_scale("software");
+        if (want[1])
+            bench_scale("pkcs11");
+    }
+    getrusage(RUSAGE_SELF, &ru);
+    printf("# peak RSS: %ld KiB\n", ru.ru_maxrss);
+    if (json_path) {
+        json_t *doc = json_pack("{s:i, s:f, s:I, s:o}", "cpus",
+                                (int)sysconf(_SC_NPROCESSORS_ONLN), "seconds", seconds,
+                                "peak_rss_kib", (json_int_t)ru.ru_maxrss, "results", results);
+        json_dump_file(doc, json_path, JSON_INDENT(2));
+        json_decref(doc);
+    } else {
+        json_decref(results);
+    }
+    if (plot)
+        fclose(plot);
+    return 0;
+}

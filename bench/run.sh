@@ -1,0 +1,52 @@
+#!/bin/sh
+# run.sh - build and run kv-bench against all three backends: a fresh
+# SoftHSMv2 token, a fresh swtpm, and a software store, in a scratch
+# directory. Writes bench/results.json, bench/results.txt and
+# bench/threads.png (throughput against threads, with gnuplot).
+#
+#   sh bench/run.sh [kv-bench options]     e.g. --seconds 2 --keys 1,100,1000,10000
+#
+# Not part of the test suite: a full run takes several minutes.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+sh tests/install-deps.sh
+command -v gnuplot >/dev/null 2>&1 || {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends gnuplot-nox >/dev/null
+}
+./autogen.sh >/dev/null 2>&1
+mkdir -p build
+(cd build && { [ -f Makefile ] || "$top/configure" -q; } && make -s -j"$(nproc)" >/dev/null)
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/kvbench.XXXXXX")
+. tests/softhsm.sh
+. tests/swtpm.sh
+trap 'swtpm_cleanup; rm -rf "$T"' EXIT
+cat >"$T/bench.conf" <<CONF
+[keyvault]
+backends = tpm, pkcs11, software
+
+[software]
+store = $T/soft
+passphrase = file:$KV_P11_PINFILE
+kdf_iterations = 1000
+
+[pkcs11]
+module = $KV_P11_MODULE
+token = $KV_P11_TOKEN
+pin = file:$KV_P11_PINFILE
+
+[tpm]
+tcti = $KV_TPM_TCTI
+keys = $T/tpm
+CONF
+{
+    echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -srm), $(nproc) CPUs: $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)"
+    echo "# OpenSSL $(openssl version | cut -d' ' -f2), SoftHSM $(softhsm2-util --version), swtpm $(swtpm --version | sed -n 's/.*version \([0-9.]*\).*/\1/p')"
+    echo "# sh bench/run.sh $*"
+    TSS2_LOG=all+none build/bench/kv-bench -c "$T/bench.conf" --json bench/results.json \
+        --plot "$T/plot.dat" "$@"
+} | tee bench/results.txt
+gnuplot -e "datafile='$T/plot.dat'; outfile='bench/threads.png'" bench/plot.gp
+echo "wrote bench/results.txt, bench/results.json, bench/threads.png"
