@@ -3,11 +3,13 @@
  * backend measured in the same run on the same machine.
  *
  *   kv-bench -c CONF [--backends software,pkcs11,tpm] [--threads 1,2,4,8]
- *            [--seconds S] [--keys 1,100,1000,10000] [--json FILE] [--plot FILE]
+ *            [--seconds S] [--keys 1,100,1000,10000] [--p11-keys 1,100,1000]
+ *            [--json FILE] [--plot FILE] [--no-scale]
  *
  * For each backend the configuration makes available it measures sign
  * (ECDSA P-256, P-384, RSA-2048 PSS, Ed25519 where offered) and ECDH P-256
- * at each thread count, through libkeyvault and through the raw backend:
+ * at each thread count, through libkeyvault and through the raw backend, in
+ * turn three times (the median of each is reported):
  *   software  OpenSSL EVP_DigestSign / EVP_PKEY_derive on a key of the same type
  *   pkcs11    C_SignInit + C_Sign (C_DeriveKey) on the same token key, one
  *             pre-opened, logged-in session per thread
@@ -102,6 +104,10 @@ static int threads_list[8] = { 1, 2, 4, 8 };
 static int n_threads = 4;
 static long keys_list[8] = { 1, 100, 1000, 10000 };
 static int n_keys = 4;
+/* SoftHSM's file store makes each new object cost more than the last:
+ * 1,000 token keys take minutes, 10,000 hours. */
+static long p11_keys_list[8] = { 1, 100, 1000 };
+static int n_p11_keys = 3;
 static double seconds = 1.0;
 static bool want[3] = { true, true, true }; /* software, pkcs11, tpm */
 static json_t *results;
@@ -589,6 +595,92 @@ static void tpm_raw_close(struct raw_tpm *r)
 
 /* ---- one backend ------------------------------------------------------------------ */
 
+#define REPS 3
+
+static int cmp_result(const void *a, const void *b)
+{
+    double x = ((const struct result *)a)->ops_per_s, y = ((const struct result *)b)->ops_per_s;
+    return x < y ? -1 : x > y;
+}
+
+static struct result median(struct result *r)
+{
+    qsort(r, REPS, sizeof(*r), cmp_result);
+    return r[REPS / 2];
+}
+
+/* The raw backend's figure for ops[o] at nt threads. For the TPM, the
+ * context's connection closes while the raw loop runs (swtpm serves one
+ * client) and kop->key is opened again afterwards. */
+static struct result measure_raw(const char *backend, size_t o, int nt, struct bench_op *kopp,
+                                 kv_config *cfg, const char *tcti, kv_ctx **ctxp)
+{
+    struct bench_op kop = *kopp;
+    kv_ctx *ctx = *ctxp;
+    struct result raw = { 0, 0, 0, 0 };
+    char name[64];
+
+    (void)cfg;
+    (void)tcti;
+    (void)name;
+    if (!strcmp(backend, "software")) {
+        struct raw_ossl r = { ossl_key(ops[o].type), ops[o].type, ops[o].ecdh, kop.peer,
+                              kop.peerlen };
+        raw = measure(ossl_run, &r, nt);
+        EVP_PKEY_free(r.key);
+    }
+#ifdef KV_WITH_PKCS11
+    else if (!strcmp(backend, "pkcs11")) {
+        static struct raw_p11 r;
+        CK_RSA_PKCS_PSS_PARAMS pss = { CKM_SHA256, CKG_MGF1_SHA256, 32 };
+        r.in = kop.in;
+        r.inlen = kop.inlen;
+        r.ecdh = ops[o].ecdh;
+        r.field = 32;
+        r.mech = (CK_MECHANISM){ CKM_ECDSA, NULL, 0 };
+        if (ops[o].type == KV_KEY_RSA_2048)
+            r.mech = (CK_MECHANISM){ CKM_RSA_PKCS_PSS, &pss, sizeof(pss) };
+        if (ops[o].type == KV_KEY_ED25519)
+            r.mech = (CK_MECHANISM){ CKM_EDDSA, NULL, 0 };
+        if (r.ecdh) {
+            const unsigned char *pp = kop.peer;
+            EVP_PKEY *pk = d2i_PUBKEY(NULL, &pp, (long)kop.peerlen);
+            r.pointlen = 0;
+            EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_PUB_KEY, r.point,
+                                            sizeof(r.point), &r.pointlen);
+            EVP_PKEY_free(pk);
+        }
+        snprintf(name, sizeof(name), "bench-%s-%s", backend, ops[o].op);
+        p11_open(&r, cfg, name, nt);
+        raw = measure(p11_run, &r, nt);
+        p11_close(&r, nt);
+    }
+#endif
+#ifdef KV_WITH_TPM
+    else {
+        /* swtpm serves one client: our connection closes while the raw loop runs */
+        struct raw_tpm r = { .ecdh = ops[o].ecdh };
+        kv_key_free(kop.key);
+        kv_ctx_free(ctx);
+        tpm_raw_open(&r, tcti, ops[o].type);
+        raw = measure(tpm_raw_run, &r, nt);
+        tpm_raw_close(&r);
+        if (kv_ctx_new(&ctx, conf_path) != KV_OK)
+            die("kv_ctx_new", NULL);
+        snprintf(name, sizeof(name), "bench-%s-%s", backend, ops[o].op);
+        kop.key = kv_make(ctx, backend, name, ops[o].type);
+    }
+#else
+    else
+        raw = measure(kv_run, &kop, nt);
+#endif
+    *kopp = kop;
+    *ctxp = ctx;
+    return raw;
+}
+
+
+
 static bool backend_available(kv_ctx *ctx, const char *name)
 {
     const char *n, *why;
@@ -646,73 +738,26 @@ static void bench_backend(const char *backend)
         }
         for (int t = 0; t < n_threads; t++) {
             int nt = threads_list[t];
-            struct result kv, raw;
+            struct result kv, raw, kvr[REPS], rawr[REPS];
             double cmds = -1;
-#ifdef KV_WITH_TPM
-            unsigned long c0 = kv_tpm_command_count(ctx);
-            unsigned long a0 = 0;
-#endif
-            kv = measure(kv_run, &kop, nt);
+
+            /* kv and raw in turn, three times; the median of each */
+            for (int rep = 0; rep < REPS; rep++) {
+                kvr[rep] = measure(kv_run, &kop, nt);
+                rawr[rep] = measure_raw(backend, o, nt, &kop, cfg, tcti, &ctx);
+            }
+            kv = median(kvr);
+            raw = median(rawr);
 #ifdef KV_WITH_TPM
             if (!strcmp(backend, "tpm")) {
-                /* commands per op after warm-up, counted at the TCTI */
+                /* commands per operation after warm-up, counted at the TCTI */
+                unsigned long c0;
+                kv_run(&kop, 0);
                 c0 = kv_tpm_command_count(ctx);
                 for (int i = 0; i < 100; i++)
                     kv_run(&kop, 0);
                 cmds = (double)(kv_tpm_command_count(ctx) - c0) / 100.0;
             }
-            (void)a0;
-#endif
-            if (!strcmp(backend, "software")) {
-                struct raw_ossl r = { ossl_key(ops[o].type), ops[o].type, ops[o].ecdh, kop.peer,
-                                      kop.peerlen };
-                raw = measure(ossl_run, &r, nt);
-                EVP_PKEY_free(r.key);
-            }
-#ifdef KV_WITH_PKCS11
-            else if (!strcmp(backend, "pkcs11")) {
-                static struct raw_p11 r;
-                CK_RSA_PKCS_PSS_PARAMS pss = { CKM_SHA256, CKG_MGF1_SHA256, 32 };
-                r.in = kop.in;
-                r.inlen = kop.inlen;
-                r.ecdh = ops[o].ecdh;
-                r.field = 32;
-                r.mech = (CK_MECHANISM){ CKM_ECDSA, NULL, 0 };
-                if (ops[o].type == KV_KEY_RSA_2048)
-                    r.mech = (CK_MECHANISM){ CKM_RSA_PKCS_PSS, &pss, sizeof(pss) };
-                if (ops[o].type == KV_KEY_ED25519)
-                    r.mech = (CK_MECHANISM){ CKM_EDDSA, NULL, 0 };
-                if (r.ecdh) {
-                    const unsigned char *pp = kop.peer;
-                    EVP_PKEY *pk = d2i_PUBKEY(NULL, &pp, (long)kop.peerlen);
-                    r.pointlen = 0;
-                    EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_PUB_KEY, r.point,
-                                                    sizeof(r.point), &r.pointlen);
-                    EVP_PKEY_free(pk);
-                }
-                snprintf(name, sizeof(name), "bench-%s-%s", backend, ops[o].op);
-                p11_open(&r, cfg, name, nt);
-                raw = measure(p11_run, &r, nt);
-                p11_close(&r, nt);
-            }
-#endif
-#ifdef KV_WITH_TPM
-            else {
-                /* swtpm serves one client: our connection closes while the raw loop runs */
-                struct raw_tpm r = { .ecdh = ops[o].ecdh };
-                kv_key_free(kop.key);
-                kv_ctx_free(ctx);
-                tpm_raw_open(&r, tcti, ops[o].type);
-                raw = measure(tpm_raw_run, &r, nt);
-                tpm_raw_close(&r);
-                if (kv_ctx_new(&ctx, conf_path) != KV_OK)
-                    die("kv_ctx_new", NULL);
-                snprintf(name, sizeof(name), "bench-%s-%s", backend, ops[o].op);
-                kop.key = kv_make(ctx, backend, name, ops[o].type);
-            }
-#else
-            else
-                raw = kv;
 #endif
             report(backend, ops[o].op, nt, 1, kv, raw, cmds);
         }
@@ -737,8 +782,9 @@ static void bench_scale(const char *backend)
         return;
     }
     kv_config_load(NULL, conf_path, &cfg);
-    for (int k = 0; k < n_keys; k++) {
-        long want_keys = keys_list[k];
+    bool p11 = !strcmp(backend, "pkcs11");
+    for (int k = 0; k < (p11 ? n_p11_keys : n_keys); k++) {
+        long want_keys = p11 ? p11_keys_list[k] : keys_list[k];
         char name[64];
         double t0, open_us;
         struct bench_op kop = { 0 };
@@ -769,26 +815,31 @@ static void bench_scale(const char *backend)
         kop.flags = strcmp(backend, "software") ? KV_SIGN_PREHASHED : 0;
         kop.in = kop.flags ? digest : msg;
         kop.inlen = 32;
-        kv = measure(kv_run, &kop, 1);
-        if (!strcmp(backend, "software")) {
-            struct raw_ossl r = { ossl_key(KV_KEY_EC_P256), KV_KEY_EC_P256, false, NULL, 0 };
-            raw = measure(ossl_run, &r, 1);
-            EVP_PKEY_free(r.key);
-        }
+        struct result kvr[REPS], rawr[REPS];
+        for (int rep = 0; rep < REPS; rep++) {
+            kvr[rep] = measure(kv_run, &kop, 1);
+            if (!strcmp(backend, "software")) {
+                struct raw_ossl r = { ossl_key(KV_KEY_EC_P256), KV_KEY_EC_P256, false, NULL, 0 };
+                rawr[rep] = measure(ossl_run, &r, 1);
+                EVP_PKEY_free(r.key);
+            }
 #ifdef KV_WITH_PKCS11
-        else {
-            static struct raw_p11 r;
-            r.in = digest;
-            r.inlen = 32;
-            r.mech = (CK_MECHANISM){ CKM_ECDSA, NULL, 0 };
-            p11_open(&r, cfg, name, 1);
-            raw = measure(p11_run, &r, 1);
-            p11_close(&r, 1);
-        }
+            else {
+                static struct raw_p11 r;
+                r.in = digest;
+                r.inlen = 32;
+                r.mech = (CK_MECHANISM){ CKM_ECDSA, NULL, 0 };
+                p11_open(&r, cfg, name, 1);
+                rawr[rep] = measure(p11_run, &r, 1);
+                p11_close(&r, 1);
+            }
 #else
-        else
-            raw = kv;
+            else
+                rawr[rep] = kvr[rep];
 #endif
+        }
+        kv = median(kvr);
+        raw = median(rawr);
         kv_key_free(kop.key);
         report(backend, "sign-ec-p256", 1, have, kv, raw, -1);
         printf("# %s: key open by name with %ld keys: %.0f us\n", backend, have, open_us);
@@ -821,6 +872,7 @@ int main(int argc, char **argv)
         { "threads", required_argument, NULL, 't' }, { "seconds", required_argument, NULL, 's' },
         { "keys", required_argument, NULL, 'k' },    { "json", required_argument, NULL, 'j' },
         { "plot", required_argument, NULL, 'p' },    { "no-scale", no_argument, NULL, 'n' },
+        { "p11-keys", required_argument, NULL, 'K' },
         { NULL, 0, NULL, 0 },
     };
     const char *json_path = NULL;
@@ -830,7 +882,7 @@ int main(int argc, char **argv)
     unsigned int dl = 0;
     int c;
 
-    while ((c = getopt_long(argc, argv, "c:b:t:s:k:j:p:n", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:b:t:s:k:j:p:nK:", opts, NULL)) != -1) {
         switch (c) {
         case 'c': conf_path = optarg; break;
         case 'b':
@@ -855,12 +907,20 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'K':
+            n_p11_keys = parse_list(optarg, p11_keys_list, 8);
+            if (n_p11_keys <= 0) {
+                fprintf(stderr, "kv-bench: --p11-keys 1,100,1000\n");
+                return 2;
+            }
+            break;
         case 'j': json_path = optarg; break;
         case 'p': plot = fopen(optarg, "w"); break;
         case 'n': scale = false; break;
         default:
             fprintf(stderr, "usage: kv-bench -c CONF [--backends software,pkcs11,tpm] "
                             "[--threads 1,2,4,8] [--seconds S] [--keys 1,100,1000,10000] "
+                            "[--p11-keys 1,100,1000] "
                             "[--json FILE] [--plot FILE] [--no-scale]\n");
             return 2;
         }

@@ -165,17 +165,31 @@ static void p11_fini(kv_backend *be)
  */
 typedef CK_RV (*p11_step)(struct p11_token *tok, CK_SESSION_HANDLE h, void *arg, kv_rc *rc);
 
-static kv_rc run(struct p11_token *tok, p11_step step, void *arg)
+static kv_rc run_session(struct p11_token *tok, p11_step step, void *arg, bool rw)
 {
     for (int attempt = 0;; attempt++) {
         struct p11_sess *s = NULL;
         kv_rc rc = p11_session_get(tok, &s);
-        CK_RV rv;
+        CK_SESSION_HANDLE h;
+        CK_RV rv = CKR_OK;
 
         if (rc != KV_OK)
             return rc;
         rc = KV_OK;
-        rv = step(tok, s->h, arg, &rc);
+        h = s->h;
+        /* pool sessions are read-only; a write gets a read/write session of
+         * its own, logged in like every session of this token */
+        if (rw) {
+            rv = tok->fl->C_OpenSession(tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                                        &h);
+            if (rv != CKR_OK)
+                rc = p11_fail(tok, "C_OpenSession (read/write)", rv);
+        }
+        if (rc == KV_OK) {
+            rv = step(tok, h, arg, &rc);
+            if (rw)
+                (void)tok->fl->C_CloseSession(h);
+        }
         p11_session_put(tok, s, rv);
         if (rc == KV_OK || attempt > 0)
             return rc;
@@ -183,6 +197,16 @@ static kv_rc run(struct p11_token *tok, p11_step step, void *arg)
             return rc;
         kv_err_begin(tok->ctx); /* try again; report only the second outcome */
     }
+}
+
+static kv_rc run(struct p11_token *tok, p11_step step, void *arg)
+{
+    return run_session(tok, step, arg, false);
+}
+
+static kv_rc run_rw(struct p11_token *tok, p11_step step, void *arg)
+{
+    return run_session(tok, step, arg, true);
 }
 
 /* ---- objects -------------------------------------------------------------- */
@@ -778,7 +802,7 @@ static kv_rc p11_generate(kv_backend *be, const char *name, kv_key_type type, kv
 
     if (rc != KV_OK)
         return rc;
-    return run(st(be)->def, gen_step, &a);
+    return run_rw(st(be)->def, gen_step, &a);
 }
 
 /* ---- list and destroy ---------------------------------------------------- */
@@ -859,7 +883,7 @@ static kv_rc p11_destroy(kv_backend *be, kv_key *key)
 {
     struct p11_key *k = key->bk;
 
-    return run(k->tok, destroy_step, k);
+    return run_rw(k->tok, destroy_step, k);
 }
 
 static void p11_key_free(kv_key *key)
@@ -1209,7 +1233,7 @@ static kv_rc p11_cert_store(kv_key *key, const unsigned char *der, size_t len)
 {
     struct cert_arg a = { key, der, len, NULL, NULL };
 
-    return run(((struct p11_key *)key->bk)->tok, cert_store_step, &a);
+    return run_rw(((struct p11_key *)key->bk)->tok, cert_store_step, &a);
 }
 
 static CK_RV cert_read_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)

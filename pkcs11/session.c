@@ -345,8 +345,10 @@ out:
 
 static kv_rc open_session_locked(struct p11_token *tok, struct p11_sess *s)
 {
-    CK_RV rv = tok->fl->C_OpenSession(tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
-                                      &s->h);
+    /* read-only: SoftHSM does more work per operation in read/write
+     * sessions, growing with the objects on the token; writes open a
+     * read/write session of their own (pkcs11.c) */
+    CK_RV rv = tok->fl->C_OpenSession(tok->slot, CKF_SERIAL_SESSION, NULL, NULL, &s->h);
     if (rv != CKR_OK)
         return p11_fail(tok, "C_OpenSession", rv);
     s->open = true;
