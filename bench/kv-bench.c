@@ -9,7 +9,8 @@
  * For each backend the configuration makes available it measures sign
  * (ECDSA P-256, P-384, RSA-2048 PSS, Ed25519 where offered) and ECDH P-256
  * at each thread count, through libkeyvault and through the raw backend, in
- * turn three times (the median of each is reported):
+ * turn five times, which goes first alternating (medians are reported, the
+ * ratio being the median of the ratios of side-by-side runs):
  *   software  OpenSSL EVP_DigestSign / EVP_PKEY_derive on a key of the same type
  *   pkcs11    C_SignInit + C_Sign (C_DeriveKey) on the same token key, one
  *             pre-opened, logged-in session per thread
@@ -182,6 +183,7 @@ static int cmp_float(const void *a, const void *b)
 
 struct result {
     double ops_per_s, p50_us, p99_us, allocs_per_op;
+    double ratio; /* on a kv result: the median of kv/raw over adjacent pairs */
 };
 
 static struct result measure(op_fn fn, void *arg, int nthreads)
@@ -189,7 +191,7 @@ static struct result measure(op_fn fn, void *arg, int nthreads)
     struct run r = { .fn = fn, .arg = arg, .nthreads = nthreads };
     struct worker *w = calloc((size_t)nthreads, sizeof(*w));
     pthread_t *th = calloc((size_t)nthreads, sizeof(*th));
-    struct result res = { 0, 0, 0, 0 };
+    struct result res = { 0, 0, 0, 0, 0 };
     unsigned long total = 0, a0;
     size_t nlat = 0;
     float *all;
@@ -241,7 +243,7 @@ static struct result measure(op_fn fn, void *arg, int nthreads)
 static void report(const char *backend, const char *op, int nthreads, long nkeys,
                    struct result kv, struct result raw, double tpm_cmds)
 {
-    double ratio = raw.ops_per_s > 0 ? kv.ops_per_s / raw.ops_per_s : 0;
+    double ratio = kv.ratio;
     json_t *row;
 
     printf("%-9s %-15s %4d %6ld %11.0f %11.0f %6.3f %8.1f %8.1f %8.1f %8.1f %6.1f %6.1f",
@@ -595,7 +597,7 @@ static void tpm_raw_close(struct raw_tpm *r)
 
 /* ---- one backend ------------------------------------------------------------------ */
 
-#define REPS 3
+#define REPS 5
 
 static int cmp_result(const void *a, const void *b)
 {
@@ -603,10 +605,27 @@ static int cmp_result(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static struct result median(struct result *r)
+static int cmp_double(const void *a, const void *b)
 {
-    qsort(r, REPS, sizeof(*r), cmp_result);
-    return r[REPS / 2];
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Medians of REPS interleaved runs; the ratio is the median of the ratios
+ * of runs made side by side, which a machine's slow spells affect alike. */
+static void medians(struct result *kv, struct result *raw, struct result *kv_out,
+                    struct result *raw_out)
+{
+    double ratios[REPS];
+
+    for (int i = 0; i < REPS; i++)
+        ratios[i] = raw[i].ops_per_s > 0 ? kv[i].ops_per_s / raw[i].ops_per_s : 0;
+    qsort(ratios, REPS, sizeof(double), cmp_double);
+    qsort(kv, REPS, sizeof(*kv), cmp_result);
+    qsort(raw, REPS, sizeof(*raw), cmp_result);
+    *kv_out = kv[REPS / 2];
+    *raw_out = raw[REPS / 2];
+    kv_out->ratio = ratios[REPS / 2];
 }
 
 /* The raw backend's figure for ops[o] at nt threads. For the TPM, the
@@ -617,7 +636,7 @@ static struct result measure_raw(const char *backend, size_t o, int nt, struct b
 {
     struct bench_op kop = *kopp;
     kv_ctx *ctx = *ctxp;
-    struct result raw = { 0, 0, 0, 0 };
+    struct result raw = { 0, 0, 0, 0, 0 };
     char name[64];
 
     (void)cfg;
@@ -741,13 +760,15 @@ static void bench_backend(const char *backend)
             struct result kv, raw, kvr[REPS], rawr[REPS];
             double cmds = -1;
 
-            /* kv and raw in turn, three times; the median of each */
+            /* kv and raw side by side, REPS times, which goes first alternating */
             for (int rep = 0; rep < REPS; rep++) {
+                if (rep % 2)
+                    rawr[rep] = measure_raw(backend, o, nt, &kop, cfg, tcti, &ctx);
                 kvr[rep] = measure(kv_run, &kop, nt);
-                rawr[rep] = measure_raw(backend, o, nt, &kop, cfg, tcti, &ctx);
+                if (rep % 2 == 0)
+                    rawr[rep] = measure_raw(backend, o, nt, &kop, cfg, tcti, &ctx);
             }
-            kv = median(kvr);
-            raw = median(rawr);
+            medians(kvr, rawr, &kv, &raw);
 #ifdef KV_WITH_TPM
             if (!strcmp(backend, "tpm")) {
                 /* commands per operation after warm-up, counted at the TCTI */
@@ -817,7 +838,8 @@ static void bench_scale(const char *backend)
         kop.inlen = 32;
         struct result kvr[REPS], rawr[REPS];
         for (int rep = 0; rep < REPS; rep++) {
-            kvr[rep] = measure(kv_run, &kop, 1);
+            if (rep % 2 == 0)
+                kvr[rep] = measure(kv_run, &kop, 1);
             if (!strcmp(backend, "software")) {
                 struct raw_ossl r = { ossl_key(KV_KEY_EC_P256), KV_KEY_EC_P256, false, NULL, 0 };
                 rawr[rep] = measure(ossl_run, &r, 1);
@@ -835,11 +857,12 @@ static void bench_scale(const char *backend)
             }
 #else
             else
-                rawr[rep] = kvr[rep];
+                rawr[rep] = measure(kv_run, &kop, 1);
 #endif
+            if (rep % 2)
+                kvr[rep] = measure(kv_run, &kop, 1);
         }
-        kv = median(kvr);
-        raw = median(rawr);
+        medians(kvr, rawr, &kv, &raw);
         kv_key_free(kop.key);
         report(backend, "sign-ec-p256", 1, have, kv, raw, -1);
         printf("# %s: key open by name with %ld keys: %.0f us\n", backend, have, open_us);

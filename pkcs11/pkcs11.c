@@ -1143,21 +1143,28 @@ static kv_rc p11_ecdh(kv_key *key, EVP_PKEY *peer, unsigned char *secret, size_t
     struct p11_key *k = key->bk;
     struct ecdh_arg a = { .key = key, .secret = secret, .len = len };
     const kv_type_desc *t = kv_type_desc_get(key->type);
-    EC_GROUP *group = EC_GROUP_new_by_curve_name_ex(key->ctx->libctx, NULL,
-                                                    EC_curve_nist2nid(t->group));
-    EC_POINT *pt = group ? EC_POINT_new(group) : NULL;
+    EC_GROUP *group = NULL;
+    EC_POINT *pt = NULL;
     unsigned char enc[133];
     size_t enclen = 0;
-    kv_rc rc;
+    kv_rc rc = KV_OK;
 
-    /* the token wants the uncompressed point, whatever form the peer sent */
-    if (!pt || EVP_PKEY_get_octet_string_param(peer, OSSL_PKEY_PARAM_PUB_KEY, enc, sizeof(enc),
-                                               &enclen) != 1 ||
-        EC_POINT_oct2point(group, pt, enc, enclen, NULL) != 1 ||
-        (a.pointlen = EC_POINT_point2oct(group, pt, POINT_CONVERSION_UNCOMPRESSED, a.point,
-                                         sizeof(a.point), NULL)) == 0) {
-        rc = kv_error_ossl(key->ctx, KV_ERR_CRYPTO, "cannot encode the peer point");
-        goto out;
+    if (EVP_PKEY_get_octet_string_param(peer, OSSL_PKEY_PARAM_PUB_KEY, enc, sizeof(enc),
+                                        &enclen) != 1)
+        KV_FAIL(key->ctx, rc, KV_ERR_CRYPTO, "cannot read the peer point");
+    if (enc[0] == 0x04 && enclen == 1 + 2 * t->field_len) {
+        memcpy(a.point, enc, enclen);
+        a.pointlen = enclen;
+    } else {
+        /* the token wants the uncompressed point, whatever form the peer sent */
+        group = EC_GROUP_new_by_curve_name_ex(key->ctx->libctx, NULL, EC_curve_nist2nid(t->group));
+        pt = group ? EC_POINT_new(group) : NULL;
+        if (!pt || EC_POINT_oct2point(group, pt, enc, enclen, NULL) != 1 ||
+            (a.pointlen = EC_POINT_point2oct(group, pt, POINT_CONVERSION_UNCOMPRESSED, a.point,
+                                             sizeof(a.point), NULL)) == 0) {
+            rc = kv_error_ossl(key->ctx, KV_ERR_CRYPTO, "cannot encode the peer point");
+            goto out;
+        }
     }
     rc = run(k->tok, ecdh_step, &a);
 out:
