@@ -113,6 +113,7 @@ static double seconds = 1.0;
 static bool want[3] = { true, true, true }; /* software, pkcs11, tpm */
 static json_t *results;
 static FILE *plot;
+static bool in_main_table; /* the per-thread table (plotted), not the scale run */
 
 static const unsigned char msg[32] = "kv-bench message: 32 bytes long";
 static unsigned char digest[32];
@@ -265,7 +266,7 @@ static void report(const char *backend, const char *op, int nthreads, long nkeys
     if (tpm_cmds >= 0)
         json_object_set_new(row, "tpm_commands_per_op", json_real(tpm_cmds));
     json_array_append_new(results, row);
-    if (plot && nkeys == 1)
+    if (plot && in_main_table)
         fprintf(plot, "%s %s %d %.1f %.1f\n", backend, op, nthreads, kv.ops_per_s, raw.ops_per_s);
 }
 
@@ -953,12 +954,14 @@ int main(int argc, char **argv)
     printf("# kv-bench: %d online CPUs, %.2f s per measurement, allocation counting %s\n",
            (int)sysconf(_SC_NPROCESSORS_ONLN), seconds, ALLOC_COUNTING ? "on" : "off");
     header();
+    in_main_table = true;
     if (want[0])
         bench_backend("software");
     if (want[1])
         bench_backend("pkcs11");
     if (want[2])
         bench_backend("tpm");
+    in_main_table = false;
     if (scale) {
         header();
         if (want[0])

@@ -1,6 +1,6 @@
 # plot.gp - throughput against threads, libkeyvault (solid) and the raw
 # backend (dashed), for sign-ec-p256 on each backend. Called by run.sh.
-set terminal pngcairo size 900,560 font ",10"
+set terminal pngcairo size 900,560 font ",10" noenhanced
 set output outfile
 set title "ECDSA P-256 sign: libkeyvault (solid) and raw backend (dashed)"
 set xlabel "threads"

@@ -70,6 +70,9 @@ kv_rc kv_mkdir_p(const kv_ctx *ctx, const char *dir);
  */
 kv_rc kv_write_file_atomic(const kv_ctx *ctx, const char *dir, const char *name,
                            const void *data, size_t len, bool replace);
+/* KV_OK when the key file `path` exists, KV_ERR_KEY_NOT_FOUND when not
+ * (an error for anything else). Takes and frees path (NULL: no memory). */
+kv_rc kv_key_file_exists(const kv_ctx *ctx, char *path);
 /* Read a whole file (at most max bytes) into a NUL-terminated buffer.
  * Free with kv_wipe + free when it may hold a secret. */
 kv_rc kv_read_file(const kv_ctx *ctx, const char *path, size_t max, char **out, size_t *len);

@@ -257,3 +257,18 @@ kv_rc kv_secret_read(const kv_ctx *ctx, const char *source, const char *what, ch
     *out = buf;
     return KV_OK;
 }
+
+kv_rc kv_key_file_exists(const kv_ctx *ctx, char *path)
+{
+    struct stat sb;
+    kv_rc rc = KV_ERR_KEY_NOT_FOUND;
+
+    if (!path)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    if (stat(path, &sb) == 0)
+        rc = KV_OK;
+    else if (errno != ENOENT && errno != ENOTDIR)
+        rc = kv_error_errno(ctx, errno, "cannot look for key file '%s'", path);
+    free(path);
+    return rc;
+}

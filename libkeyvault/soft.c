@@ -165,18 +165,7 @@ static char *key_path(kv_backend *be, const char *name, const char *ext)
 
 static kv_rc soft_exists(kv_backend *be, const char *name)
 {
-    char *path = key_path(be, name, "pem");
-    struct stat sb;
-    kv_rc rc = KV_ERR_KEY_NOT_FOUND;
-
-    if (!path)
-        return kv_error(be->ctx, KV_ERR_NO_MEMORY, "out of memory");
-    if (stat(path, &sb) == 0)
-        rc = KV_OK;
-    else if (errno != ENOENT && errno != ENOTDIR)
-        rc = kv_error_errno(be->ctx, errno, "cannot look for key file '%s'", path);
-    free(path);
-    return rc;
+    return kv_key_file_exists(be->ctx, key_path(be, name, "pem"));
 }
 
 static kv_rc encrypt_key(kv_backend *be, EVP_PKEY *pkey, const char *pass, char **pem,

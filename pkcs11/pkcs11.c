@@ -572,10 +572,12 @@ static kv_rc need_default(kv_backend *be)
     return KV_OK;
 }
 
-static kv_rc p11_open_name(kv_backend *be, const char *name, kv_key *key)
+/* Find the private key labelled `name` on the configured token; with key
+ * NULL, only whether it exists. */
+static kv_rc by_label(kv_backend *be, const char *name, kv_key *key)
 {
     CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-    struct open_arg a = { .be = be, .tok = st(be)->def, .key = key };
+    struct open_arg a = { .be = be, .tok = st(be)->def, .key = key, .exists_only = !key };
     char what[96];
     kv_rc rc = need_default(be);
 
@@ -589,24 +591,16 @@ static kv_rc p11_open_name(kv_backend *be, const char *name, kv_key *key)
     return run(a.tok, open_step, &a);
 }
 
+static kv_rc p11_open_name(kv_backend *be, const char *name, kv_key *key)
+{
+    return by_label(be, name, key);
+}
+
 static kv_rc p11_exists(kv_backend *be, const char *name)
 {
-    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-    struct open_arg a = { .be = be, .tok = st(be)->def, .exists_only = true };
-    char what[96];
-    kv_rc rc = need_default(be);
+    kv_rc rc = by_label(be, name, NULL);
 
-    if (rc != KV_OK)
-        return rc;
-    snprintf(what, sizeof(what), "labelled '%s'", name);
-    a.what = what;
-    a.tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, &cls, sizeof(cls) };
-    a.tmpl[1] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)name, strlen(name) };
-    a.ntmpl = 2;
-    rc = run(a.tok, open_step, &a);
-    if (rc == KV_ERR_BAD_URI)
-        rc = KV_OK; /* more than one: it certainly exists */
-    return rc;
+    return rc == KV_ERR_BAD_URI ? KV_OK : rc; /* more than one: it certainly exists */
 }
 
 /* The token a URI names: the configured one when it matches, else one of

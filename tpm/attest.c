@@ -50,45 +50,16 @@ void tpm_ak_free(struct tpm_state *s)
     s->ak = NULL;
 }
 
-struct create_ak {
-    TPM2B_PUBLIC pub;
-    TPM2B_PRIVATE priv;
-};
-
-static TSS2_RC create_ak_step(struct tpm_conn *c, struct step *s, void *p)
-{
-    struct create_ak *a = p;
-    TPM2B_SENSITIVE_CREATE sens = { 0 };
-    TPM2B_DATA outside = { 0 };
-    TPML_PCR_SELECTION pcrs = { 0 };
-    TPM2B_PUBLIC *pub = NULL;
-    TPM2B_PRIVATE *priv = NULL;
-    ESYS_TR parent;
-    TSS2_RC rc;
-
-    s->cmd = "loading the storage key";
-    rc = tpm_obj_use(c, &c->srk, &parent);
-    if (rc != TSS2_RC_SUCCESS)
-        return rc;
-    s->cmd = "TPM2_Create (attestation key)";
-    rc = Esys_Create(c->esys, parent, c->session, ESYS_TR_NONE, ESYS_TR_NONE, &sens, &ak_template,
-                     &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
-    if (rc == TSS2_RC_SUCCESS) {
-        a->pub = *pub;
-        a->priv = *priv;
-    }
-    Esys_Free(pub);
-    Esys_Free(priv);
-    return rc;
-}
-
 /* The AK: loaded from its file, or made and saved on first use. */
 static kv_rc get_ak(kv_backend *be, struct tpm_key **out)
 {
     kv_ctx *ctx = be->ctx;
     struct tpm_state *s = st(be);
     struct tpm_key *ak = NULL;
-    struct create_ak made;
+    TPM2B_PUBLIC made_pub;
+    TPM2B_PRIVATE made_priv;
+    struct tpm_create_arg made = { &ak_template, NULL, &made_pub, &made_priv,
+                                   "TPM2_Create (attestation key)" };
     char *path = NULL, *text = NULL, *pem = NULL;
     size_t len = 0, pemlen = 0;
     TPM2_HANDLE parent = 0;
@@ -108,8 +79,8 @@ static kv_rc get_ak(kv_backend *be, struct tpm_key **out)
     rc = kv_read_file(ctx, path, 16 * 1024, &text, &len);
     if (rc == KV_ERR_KEY_NOT_FOUND) {
         kv_err_begin(ctx);
-        KV_CHECK(rc, tpm_run(ctx, s->conn, create_ak_step, &made));
-        KV_CHECK(rc, tpm_key_write(ctx, &made.pub, &made.priv, s->parent, true, &pem, &pemlen));
+        KV_CHECK(rc, tpm_run(ctx, s->conn, tpm_create_step, &made));
+        KV_CHECK(rc, tpm_key_write(ctx, &made_pub, &made_priv, s->parent, true, &pem, &pemlen));
         KV_CHECK(rc, kv_mkdir_p(ctx, s->dir));
         rc = kv_write_file_atomic(ctx, s->dir, AK_FILE, pem, pemlen, false);
         if (rc == KV_ERR_KEY_EXISTS) {
@@ -117,8 +88,8 @@ static kv_rc get_ak(kv_backend *be, struct tpm_key **out)
             kv_err_begin(ctx);
             rc = kv_read_file(ctx, path, 16 * 1024, &text, &len);
         } else if (rc == KV_OK) {
-            ak->obj.pub = made.pub;
-            ak->obj.priv = made.priv;
+            ak->obj.pub = made_pub;
+            ak->obj.priv = made_priv;
         }
     }
     if (rc != KV_OK)

@@ -224,30 +224,12 @@ out:
 
 static kv_rc tpm_exists(kv_backend *be, const char *name)
 {
-    char *path = kv_asprintf("%s/%s.pem", st(be)->dir, name);
-    struct stat sb;
-    kv_rc rc = KV_ERR_KEY_NOT_FOUND;
-
-    if (!path)
-        return kv_error(be->ctx, KV_ERR_NO_MEMORY, "out of memory");
-    if (stat(path, &sb) == 0)
-        rc = KV_OK;
-    else if (errno != ENOENT && errno != ENOTDIR)
-        rc = kv_error_errno(be->ctx, errno, "cannot look for key file '%s'", path);
-    free(path);
-    return rc;
+    return kv_key_file_exists(be->ctx, kv_asprintf("%s/%s.pem", st(be)->dir, name));
 }
 
-struct create_arg {
-    const TPM2B_PUBLIC *tmpl;
-    const TPM2B_AUTH *auth;
-    TPM2B_PUBLIC *pub;
-    TPM2B_PRIVATE *priv;
-};
-
-static TSS2_RC create_step(struct tpm_conn *c, struct step *s, void *p)
+TSS2_RC tpm_create_step(struct tpm_conn *c, struct step *s, void *p)
 {
-    struct create_arg *a = p;
+    struct tpm_create_arg *a = p;
     TPM2B_SENSITIVE_CREATE sens = { 0 };
     TPM2B_DATA outside = { 0 };
     TPML_PCR_SELECTION pcrs = { 0 };
@@ -260,8 +242,9 @@ static TSS2_RC create_step(struct tpm_conn *c, struct step *s, void *p)
     rc = tpm_obj_use(c, &c->srk, &parent);
     if (rc != TSS2_RC_SUCCESS)
         return rc;
-    sens.sensitive.userAuth = *a->auth;
-    s->cmd = "TPM2_Create";
+    if (a->auth)
+        sens.sensitive.userAuth = *a->auth;
+    s->cmd = a->what ? a->what : "TPM2_Create";
     rc = Esys_Create(c->esys, parent, c->session, ESYS_TR_NONE, ESYS_TR_NONE, &sens, a->tmpl,
                      &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
     kv_wipe(&sens, sizeof(sens));
@@ -314,8 +297,8 @@ static kv_rc tpm_generate(kv_backend *be, const char *name, kv_key_type type, kv
         p->objectAttributes |= TPMA_OBJECT_NODA;
     KV_CHECK(rc, kv_mkdir_p(ctx, st(be)->dir));
     {
-        struct create_arg a = { &tmpl, &tk->obj.auth, &tk->obj.pub, &tk->obj.priv };
-        KV_CHECK(rc, tpm_run(ctx, st(be)->conn, create_step, &a));
+        struct tpm_create_arg a = { &tmpl, &tk->obj.auth, &tk->obj.pub, &tk->obj.priv, NULL };
+        KV_CHECK(rc, tpm_run(ctx, st(be)->conn, tpm_create_step, &a));
     }
     KV_CHECK(rc, tpm_key_write(ctx, &tk->obj.pub, &tk->obj.priv, st(be)->parent,
                                tk->obj.auth.size == 0, &pem, &pemlen));

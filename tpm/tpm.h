@@ -94,6 +94,17 @@ typedef TSS2_RC (*tpm_step)(struct tpm_conn *c, struct step *s, void *arg);
  * (restart, lost socket) connect again and run it once more. */
 kv_rc tpm_run(kv_ctx *ctx, struct tpm_conn *c, tpm_step fn, void *arg);
 
+/* TPM2_Create under the storage key (tpm_run step): template and auth in,
+ * the wrapped blobs out; `what` names the command in messages. */
+struct tpm_create_arg {
+    const TPM2B_PUBLIC *tmpl;
+    const TPM2B_AUTH *auth;   /* NULL: no auth value */
+    TPM2B_PUBLIC *pub;
+    TPM2B_PRIVATE *priv;
+    const char *what;
+};
+TSS2_RC tpm_create_step(struct tpm_conn *c, struct step *s, void *p);
+
 /* tpm.c: the backend's state and keys, shared with attest.c */
 struct tpm_state {
     char *tcti;
