@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -102,6 +103,11 @@ static int write_all(const char *path, const void *data, size_t len, mode_t mode
 
     if (fd < 0)
         return -1;
+    /* an existing file keeps its mode through O_TRUNC: a secret must not */
+    if (fd != STDOUT_FILENO && mode == 0600 && fchmod(fd, 0600) != 0) {
+        close(fd);
+        return -1;
+    }
     while (len > 0) {
         ssize_t n = write(fd, p, len);
         if (n < 0 && errno == EINTR)
