@@ -313,6 +313,46 @@ START_TEST(list_shows_token_keys_only_once)
 }
 END_TEST
 
+/* The module by its p11-kit name, the token by serial alone. */
+START_TEST(module_by_name_and_token_by_serial)
+{
+    kv_ctx *ctx = p11_ctx(NULL, KV_OK), *by_serial, *bare;
+    kv_key *key = NULL;
+    kv_key_info info;
+    char serial[40] = "", p11[1024], uri[1024];
+    const char *p;
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, kname("ser"), KV_KEY_EC_P256, NULL, &key), KV_OK);
+    ck_assert_rc(ctx, kv_key_get_info(key, &info), KV_OK);
+    p = strstr(info.uri, "serial=");
+    ck_assert_ptr_nonnull(p);
+    sscanf(p + 7, "%32[^;]", serial);
+    ck_assert_uint_gt(strlen(serial), 0);
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+
+    /* Debian registers SoftHSM with p11-kit as "softhsm2" */
+    snprintf(p11, sizeof(p11), "module = softhsm2\nserial = %s\npin = file:%s\n", serial,
+             env("KV_P11_PINFILE"));
+    by_serial = p11_ctx(p11, KV_OK);
+    ck_assert_rc(by_serial, kv_key_open(by_serial, kname("ser"), &key), KV_OK);
+    sign_verify(by_serial, key);
+    kv_key_free(key);
+    kv_ctx_free(by_serial);
+
+    /* and in a URI, with no configuration at all */
+    bare = p11_ctx("", KV_OK);
+    snprintf(uri, sizeof(uri), "pkcs11:serial=%s;object=%s;type=private"
+             "?module-name=softhsm2&pin-source=file:%s", serial, kname("ser"),
+             env("KV_P11_PINFILE"));
+    ck_assert_rc(bare, kv_key_open(bare, uri, &key), KV_OK);
+    sign_verify(bare, key);
+    kv_key_free(key);
+    ck_assert_rc(bare, kv_key_destroy(bare, uri), KV_OK);
+    kv_ctx_free(bare);
+}
+END_TEST
+
 /* Raw PKCS#11, not through libkeyvault: what a generated key looks like. */
 START_TEST(generated_key_attributes)
 {
@@ -389,6 +429,7 @@ static Suite *pkcs11_suite(void)
     tcase_add_test(tc, token_removed_and_back);
     tcase_add_test(tc, list_shows_token_keys_only_once);
     tcase_add_test(tc, generated_key_attributes);
+    tcase_add_test(tc, module_by_name_and_token_by_serial);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     return s;
