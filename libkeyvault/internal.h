@@ -2,8 +2,8 @@
  * internal.h - structures shared by the core and the backends.
  *
  * Flow of every key operation: public function (key.c) -> argument checks
- * -> kv_policy_check (the one place where policy and audit hook in) ->
- * backend ops. Backends trust their inputs and never call each other.
+ * -> kv_policy_check (the one place where policy checks run) -> backend
+ * ops. Backends trust their inputs and never call each other.
  */
 #ifndef KV_INTERNAL_H
 #define KV_INTERNAL_H
@@ -175,8 +175,9 @@ kv_rc kv_pubkey_decode(const kv_ctx *ctx, const unsigned char *in, size_t len,
                        EVP_PKEY **out);
 /*
  * Decode and validate an ECDH peer key for a key on `group`: DER SPKI, PEM
- * or a SEC1 point; it must be on that same named curve and pass a full
- * public key check.
+ * or a SEC1 point; it must be on that same named curve, on the curve and
+ * not the point at infinity (EVP_PKEY_public_check_quick: both curves have
+ * cofactor 1, so that is membership of the prime-order group).
  */
 kv_rc kv_peer_decode(const kv_ctx *ctx, const char *group, const unsigned char *in,
                      size_t len, EVP_PKEY **out);
@@ -304,7 +305,9 @@ typedef enum kv_op {
     KV_OP_ECDH,
     KV_OP_ATTEST,
 } kv_op;
-/* The single dispatch check every key operation passes (policy, audit). */
+/* The single dispatch check every key operation passes. Today it refuses
+ * generating or opening a software key under require_hardware; per-key
+ * policy and the audit log are to hook in here. */
 kv_rc kv_policy_check(kv_ctx *ctx, kv_backend *be, kv_op op, const char *name);
 
 /* Incremented in the child after fork(); backends compare it lazily. */

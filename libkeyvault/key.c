@@ -37,6 +37,7 @@ bool kv_name_valid(const char *name)
     return true;
 }
 
+/* Only require_hardware today: see internal.h. */
 kv_rc kv_policy_check(kv_ctx *ctx, kv_backend *be, kv_op op, const char *name)
 {
     if (ctx->require_hardware && be->ops->assurance == KV_ASSURANCE_SOFTWARE &&
