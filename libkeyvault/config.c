@@ -422,20 +422,34 @@ static kv_rc unknown_key(const kv_ctx *ctx, const kv_config *cfg,
                     cfg->path, e->line, e->key, e->section);
 }
 
-/* A secret-bearing key names where its secret is; the value is never shown. */
+/* Whether s is an environment variable's name. */
+static bool env_name_valid(const char *s)
+{
+    size_t n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
+
+    return n > 0 && s[n] == '\0' && !isdigit((unsigned char)s[0]);
+}
+
+/*
+ * A secret-bearing key names where its secret is; the value is never shown.
+ * The forms are narrow (an absolute path, a variable's name) so that a
+ * secret typed after "file:" or "env:" is refused here too, rather than
+ * shown later in "cannot open" or "not set".
+ */
 static kv_rc check_secret(const kv_ctx *ctx, const kv_config *cfg,
                           const struct kv_config_entry *e, unsigned flags)
 {
     const char *v = e->value;
 
-    if (kv_secret_source_valid(v))
+    if ((strncmp(v, "file:", 5) == 0 && v[5] == '/') ||
+        (strncmp(v, "env:", 4) == 0 && env_name_valid(v + 4)))
         return KV_OK;
     if ((flags & KV_CFG_MACHINE) &&
         (strcmp(v, "machine") == 0 || (strncmp(v, "machine:", 8) == 0 && v[8] == '/')))
         return KV_OK;
     return kv_error(ctx, KV_ERR_CONFIG,
                     "%s:%u: [%s] %s must name where the secret is kept (%sfile:PATH or "
-                    "env:VAR), not hold it; the value is not shown",
+                    "env:VAR, PATH absolute), not hold it; the value is not shown",
                     cfg->path, e->line, e->section, e->key,
                     (flags & KV_CFG_MACHINE) ? "machine, machine:PATH, " : "");
 }

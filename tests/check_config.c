@@ -404,6 +404,11 @@ START_TEST(inline_secrets_are_refused_unseen)
                          "strict.conf:2");
     refused_without_echo("[software]\npassphrase = file hunter2\n", "hunter2", "strict.conf:2");
     ck_assert_rc(NULL, ctx_on("[software]\npassphrase = file:\n"), KV_ERR_CONFIG);
+    /* a secret after file: or env: would show later in "cannot open" or "not set" */
+    refused_without_echo("[software]\npassphrase = file:hunter2\n", "hunter2", "strict.conf:2");
+    refused_without_echo("[software]\npassphrase = env:hunter2 pass\n", "hunter2",
+                         "strict.conf:2");
+    refused_without_echo("[software]\npassphrase = env:1234\n", "1234", "strict.conf:2");
     /* the same through the other ways a line can be wrong */
     refused_without_echo("[software]\npassphrase = hunter2 # my passphrase\n", "hunter2",
                          "strict.conf:2");
