@@ -1,73 +1,131 @@
 #!/bin/sh
-# demo.sh - the libkeyvault demo: installs what is missing, builds, then in
-# a scratch directory creates a configuration and a software key store,
-# generates keys, signs, verifies with the openssl command, and runs an
-# ECDH between two keys showing both sides agree.
-#
-# No hardware is needed: the demo uses the software backend, which always
-# reports itself as "software" so a verifier can refuse its keys.
+# demo.sh - what libkeyvault is for, on a scratch PKCS#11 token (SoftHSM) and
+# a scratch TPM 2.0 (swtpm): installs what is missing, builds, then
+#   1. a key in the TPM and a key on the token, each with its assurance level;
+#   2. signs with each, and openssl verifies the signatures;
+#   3. ECDH between the token key and the TPM key: both sides agree;
+#   4. pkcs11-tool shows the token key is sensitive and never extractable;
+#   5. the software fallback last, and require_hardware refusing it.
+# The token and the simulator live in a scratch directory and are stopped
+# and removed on exit.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 jobs=$(nproc 2>/dev/null || echo 2)
 
-sh tests/install-deps.sh
-./autogen.sh >/dev/null 2>&1
-mkdir -p build
-(cd build && { [ -f Makefile ] || "$top/configure" -q; } && make -s -j"$jobs" >/dev/null)
-KEYVAULT="$top/build/tools/keyvault"
+if [ -n "${KV_BUILDDIR:-}" ]; then
+    # from the test suite (tests/demo.sh): that build, as it is
+    PATH="$KV_BUILDDIR/tools:$PATH"
+else
+    sh tests/install-deps.sh
+    if [ ! -f build/Makefile ]; then
+        ./autogen.sh >/dev/null 2>&1
+        mkdir -p build
+        (cd build && "$top/configure" -q)
+    fi
+    make -s -C build -j"$jobs" >/dev/null
+    PATH="$top/build/tools:$PATH"   # the keyvault command just built
+fi
 
-demo=$(mktemp -d "${TMPDIR:-/tmp}/keyvault-demo.XXXXXX")
+T=$(mktemp -d "${TMPDIR:-/tmp}/keyvault-demo.XXXXXX")
+cleanup() {
+    [ -n "${KV_TPM_DIR:-}" ] && swtpm_cleanup
+    rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 step() { printf '\n== %s\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
+# runsh CMD: show a shell command line as written, then run it
+runsh() { printf '$ %s\n' "$1"; sh -c "$1"; }
+# refused COMMAND...: show it, run it, and insist that it fails
+refused() {
+    printf '$ %s\n' "$*"
+    st=0
+    "$@" || st=$?
+    [ "$st" -ne 0 ] || { echo "demo: that should have been refused" >&2; exit 1; }
+    echo "(refused: exit status $st)"
+}
 
-step "configuration: software backend, store and passphrase file in $demo"
-head -c 32 /dev/urandom | base64 >"$demo/passphrase"
-chmod 600 "$demo/passphrase"
-cat >"$demo/keyvault.conf" <<CONF
+step "a scratch PKCS#11 token (SoftHSM) and a scratch TPM 2.0 (swtpm) in $T"
+. tests/softhsm.sh   # token "kvtest", PIN in a 0600 file
+. tests/swtpm.sh     # swtpm on loopback, with EK certificates
+echo "SoftHSM token '$KV_P11_TOKEN' ($KV_P11_MODULE)"
+echo "swtpm at $KV_TPM_TCTI"
+cat >"$T/keyvault.conf" <<CONF
 [keyvault]
 backends = tpm, pkcs11, software
 
+[tpm]
+tcti = $KV_TPM_TCTI
+keys = $T/tpm-keys
+
+[pkcs11]
+module = $KV_P11_MODULE
+token = $KV_P11_TOKEN
+pin = file:$KV_P11_PINFILE
+
 [software]
-store = $demo/store
-passphrase = file:$demo/passphrase
+store = $T/soft
+passphrase = file:$KV_TPM_DIR/pass
 CONF
-cat "$demo/keyvault.conf"
-export KEYVAULT_CONF="$demo/keyvault.conf"
-run "$KEYVAULT" backends
+export KEYVAULT_CONF="$T/keyvault.conf"
+cd "$T"
+run cat keyvault.conf
+run keyvault backends
 
-step "generate an EC P-256 signing key (falls back to software: no TPM or token configured)"
-run "$KEYVAULT" keygen demo-sign --type ec-p256
-run "$KEYVAULT" info demo-sign
-run ls -l "$demo/store"
+step "a key in the TPM: it is created inside the TPM and leaves it only wrapped"
+run keyvault keygen demo-tpm --type ec-p256 --backend tpm
+run keyvault info demo-tpm
 
-step "sign a message; the signature is DER, as openssl expects"
-printf 'boot-time attestation nonce %s\n' "$(date +%s)" >"$demo/message"
-run "$KEYVAULT" sign demo-sign -i "$demo/message" -o "$demo/message.sig"
-run "$KEYVAULT" pubkey demo-sign -o "$demo/demo-sign.pub"
-run "$KEYVAULT" verify demo-sign -i "$demo/message" -s "$demo/message.sig"
+step "a key on the token: created by the token, never exported"
+run keyvault keygen demo-token --type ec-p256 --backend pkcs11
+run keyvault info demo-token
 
-step "verify with the openssl command: a tool libkeyvault did not write"
-run openssl dgst -sha256 -verify "$demo/demo-sign.pub" -signature "$demo/message.sig" "$demo/message"
+step "sign with each; openssl, a tool libkeyvault did not write, verifies"
+printf 'firmware manifest %s\n' "$(date +%s)" >message
+for k in demo-tpm demo-token; do
+    run keyvault sign "$k" -i message -o "$k.sig"
+    run keyvault pubkey "$k" -o "$k.pub"
+    run openssl dgst -sha256 -verify "$k.pub" -signature "$k.sig" message
+done
 
-step "the key file is standard encrypted PKCS#8: openssl reads it with the passphrase"
-run openssl pkey -in "$demo/store/demo-sign.pem" -passin "file:$demo/passphrase" -pubout -out "$demo/from-file.pub"
-run cmp "$demo/from-file.pub" "$demo/demo-sign.pub"
+step "ECDH between the token key and the TPM key: each side uses its own private key"
+run keyvault ecdh demo-token --peer demo-tpm.pub --hkdf-info demo-session -o token.key
+run keyvault ecdh demo-tpm --peer demo-token.pub --hkdf-info demo-session -o tpm.key
+run cmp token.key tpm.key
+echo "both sides derived the same 32-byte session key"
 
-step "ECDH between two keys: each side uses its own key and the other's public key"
-run "$KEYVAULT" keygen alice --type ec-p256
-run "$KEYVAULT" keygen bob --type ec-p256
-"$KEYVAULT" pubkey alice -o "$demo/alice.pub"
-"$KEYVAULT" pubkey bob -o "$demo/bob.pub"
-a=$("$KEYVAULT" ecdh alice --peer "$demo/bob.pub" --hkdf-info "demo session" --length 32)
-b=$("$KEYVAULT" ecdh bob --peer "$demo/alice.pub" --hkdf-info "demo session" --length 32)
-echo "alice derives: $a"
-echo "bob derives:   $b"
-if [ "$a" != "$b" ]; then echo "demo: the two sides disagree" >&2; exit 1; fi
-echo "both sides agree on the session key"
+step "pkcs11-tool (OpenSC) reads the token key's attributes: sensitive, never extractable"
+runsh "pkcs11-tool --module $KV_P11_MODULE --token-label $KV_P11_TOKEN --login --pin \"\$(cat softhsm/pin)\" --list-objects --type privkey --label demo-token" \
+    >objects 2>&1 || { cat objects; exit 1; }
+cat objects
+access=$(sed -n 's/^ *Access: *//p' objects)
+case ", $access," in
+*", sensitive,"*", never extractable,"*) ;;
+*) echo "demo: the token key is not sensitive and never extractable ($access)" >&2; exit 1 ;;
+esac
+case ", $access," in
+*", extractable,"*) echo "demo: the token key is extractable" >&2; exit 1 ;;
+esac
+echo "CKA_SENSITIVE true, CKA_EXTRACTABLE false: the token will not hand out the private key"
 
-step "keys in the store"
-run "$KEYVAULT" list
+step "the software fallback, last: an encrypted file, and it says it is software"
+run keyvault keygen demo-soft --type ec-p256 --backend software
+run keyvault sign demo-soft -i message -o demo-soft.sig
+run keyvault pubkey demo-soft -o demo-soft.pub
+run openssl dgst -sha256 -verify demo-soft.pub -signature demo-soft.sig message
+run keyvault list
 
-rm -rf "$demo"
-printf '\ndemo finished: generated 3 keys, signed and verified (libkeyvault and openssl), ECDH agreed.\n'
+step "require_hardware = true: software keys are refused, hardware keys still work"
+sed 's/^backends = .*/&\nrequire_hardware = true/' keyvault.conf >hardware-only.conf
+export KEYVAULT_CONF="$T/hardware-only.conf"
+run sed -n '1,3p' hardware-only.conf
+refused keyvault sign demo-soft -i message -o refused.sig
+refused keyvault keygen demo-soft2 --type ec-p256 --backend software
+run keyvault sign demo-tpm -i message -o still.sig
+run openssl dgst -sha256 -verify demo-tpm.pub -signature still.sig message
+
+printf '\ndemo finished: a TPM key and a token key signed (verified by openssl) and agreed on an\n'
+printf 'ECDH key; the token key is sensitive and never extractable; the software key works\n'
+printf 'until require_hardware refuses it.\n'

@@ -28,6 +28,14 @@ static const struct kv_backend_ops *const registry[] = {
 /* Backends a configuration may name, built or not. */
 static const char *const known_backends[] = { "tpm", "pkcs11", "software" };
 
+/* The keys of [keyvault] (keyvault.conf(5)); each backend lists its own. */
+static const struct kv_config_key keyvault_config_keys[] = {
+    { "backends", 0 },
+    { "require_hardware", 0 },
+    { "home", 0 },
+    { NULL, 0 },
+};
+
 static atomic_ulong fork_generation;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
@@ -60,6 +68,22 @@ static const char *known_backend(const char *name)
         if (strcmp(known_backends[i], name) == 0)
             return known_backends[i];
     return NULL;
+}
+
+/* Hold the configuration against [keyvault] and every known backend's
+ * section, built into this library or not. */
+static kv_rc config_check(const kv_config *cfg)
+{
+    struct kv_config_section known[1 + sizeof(known_backends) / sizeof(known_backends[0])];
+    size_t n = 0;
+
+    known[n++] = (struct kv_config_section){ "keyvault", keyvault_config_keys };
+    for (size_t i = 0; i < sizeof(known_backends) / sizeof(known_backends[0]); i++) {
+        const struct kv_backend_ops *ops = registry_find(known_backends[i]);
+        known[n++] = (struct kv_config_section){ known_backends[i],
+                                                 ops ? ops->config_keys : NULL };
+    }
+    return kv_config_check(NULL, cfg, known, n);
 }
 
 /* Parse "tpm, pkcs11, software" into ctx->backends, in order. */
@@ -126,6 +150,7 @@ kv_rc kv_ctx_new(kv_ctx **out, const char *config_path)
         rc = kv_error(NULL, KV_ERR_NO_MEMORY, "out of memory");
     if (rc != KV_OK)
         goto out;
+    KV_CHECK(rc, config_check(ctx->cfg));
 
     ctx->libctx = OSSL_LIB_CTX_new();
     if (!ctx->libctx)
@@ -184,4 +209,9 @@ kv_rc kv_ctx_backend(kv_ctx *ctx, size_t i, const char **name, int *available,
     if (why)
         *why = ctx->backends[i].available ? "" : ctx->backends[i].why;
     return KV_OK;
+}
+
+const char *kv_version(void)
+{
+    return PACKAGE_VERSION;
 }

@@ -117,6 +117,30 @@ kv_config *kv_config_empty(void);
 void kv_config_free(kv_config *cfg);
 /* Value of key in [section], or NULL. */
 const char *kv_config_get(const kv_config *cfg, const char *section, const char *key);
+/* Key comparisons kv_config_load made (a test holds parsing to n log n). */
+unsigned long kv_config_compares(const kv_config *cfg);
+
+/* A key a configuration section accepts. Lists end with { NULL, 0 }. */
+struct kv_config_key {
+    const char *name;
+    unsigned flags;
+};
+/* The value names where a secret is kept (file:PATH, env:VAR), never the
+ * secret itself: anything else is refused without showing the value. */
+#define KV_CFG_SECRET 0x1u
+/* With KV_CFG_SECRET: "machine" and "machine:/PATH" are accepted too. */
+#define KV_CFG_MACHINE 0x2u
+
+/* A section a configuration may hold. keys NULL: a backend this build
+ * leaves out; the section is accepted and its keys are not checked. */
+struct kv_config_section {
+    const char *name;
+    const struct kv_config_key *keys;
+};
+/* Refuse an unknown section, an unknown key (naming the nearest known
+ * one) and a secret written inline; errors name the file and line. */
+kv_rc kv_config_check(const kv_ctx *ctx, const kv_config *cfg,
+                      const struct kv_config_section *known, size_t nknown);
 /* Boolean value ("true/false/yes/no/1/0/on/off"); def when absent. */
 kv_rc kv_config_get_bool(const kv_ctx *ctx, const kv_config *cfg, const char *section,
                          const char *key, bool def, bool *out);
@@ -212,6 +236,8 @@ struct kv_backend_ops {
     const char *name;         /* "software", "pkcs11", "tpm" */
     const char *uri_scheme;   /* "file", "pkcs11", "tpm2" */
     kv_assurance assurance;
+    /* The keys of its [name] section, for kv_config_check. */
+    const struct kv_config_key *config_keys;
 
     /* Mandatory. Read the configuration, set be->state. Return KV_OK with
      * be->available = false and be->why set when the backend is not usable

@@ -158,6 +158,11 @@ KV_API unsigned long kv_backend_code(const kv_ctx *ctx, const char **kind);
 /* kv_strerror - a short fixed description of a result code. Never NULL. */
 KV_API const char *kv_strerror(kv_rc rc);
 
+/* kv_version - the library's version, "MAJOR.MINOR.PATCH" as released
+ * (the one this program runs against, not the one it was built with).
+ * Never NULL. */
+KV_API const char *kv_version(void);
+
 /*
  * kv_ctx_backend - describe the i-th configured backend, in order of
  * preference. *name is its name, *available 1 when it can be used, and

@@ -580,10 +580,19 @@ static kv_rc soft_ecdh(kv_key *key, EVP_PKEY *peer, unsigned char *secret, size_
     return kv_soft_derive_pkey(key->ctx, key->ctx->libctx, sk->pkey, peer, secret, len);
 }
 
+/* The keys of [software] (keyvault.conf(5)). */
+static const struct kv_config_key soft_config_keys[] = {
+    { "store", 0 },
+    { "passphrase", KV_CFG_SECRET | KV_CFG_MACHINE },
+    { "kdf_iterations", 0 },
+    { NULL, 0 },
+};
+
 const struct kv_backend_ops kv_soft_ops = {
     .name = "software",
     .uri_scheme = "file",
     .assurance = KV_ASSURANCE_SOFTWARE,
+    .config_keys = soft_config_keys,
     .init = soft_init,
     .fini = soft_fini,
     .generate = soft_generate,

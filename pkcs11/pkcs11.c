@@ -1274,10 +1274,21 @@ static kv_rc p11_cert_read(kv_key *key, unsigned char **der, size_t *len)
     return run(((struct p11_key *)key->bk)->tok, cert_read_step, &a);
 }
 
+/* The keys of [pkcs11] (keyvault.conf(5)). */
+static const struct kv_config_key p11_config_keys[] = {
+    { "module", 0 },
+    { "token", 0 },
+    { "serial", 0 },
+    { "pin", KV_CFG_SECRET },
+    { "max_sessions", 0 },
+    { NULL, 0 },
+};
+
 const struct kv_backend_ops kv_pkcs11_ops = {
     .name = "pkcs11",
     .uri_scheme = "pkcs11",
     .assurance = KV_ASSURANCE_TOKEN,
+    .config_keys = p11_config_keys,
     .init = p11_init,
     .fini = p11_fini,
     .generate = p11_generate,

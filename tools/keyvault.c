@@ -811,7 +811,8 @@ static void usage(FILE *f)
             "  backends         show the configured backends\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
             "/etc/keyvault/keyvault.conf, then built-in defaults).\n"
-            "'keyvault COMMAND --help' describes each command.\n");
+            "'keyvault COMMAND --help' describes each command; 'keyvault --version'\n"
+            "prints the library's version.\n");
 }
 
 int main(int argc, char **argv)
@@ -836,6 +837,10 @@ int main(int argc, char **argv)
     if (!strcmp(argv[argi], "--help") || !strcmp(argv[argi], "-h") ||
         !strcmp(argv[argi], "help")) {
         usage(stdout);
+        return EXIT_OK;
+    }
+    if (!strcmp(argv[argi], "--version")) {
+        printf("keyvault (libkeyvault) %s\n", kv_version());
         return EXIT_OK;
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

@@ -665,10 +665,20 @@ unsigned long kv_tpm_command_count(kv_ctx *ctx)
     return 0;
 }
 
+/* The keys of [tpm] (keyvault.conf(5)). */
+static const struct kv_config_key tpm_config_keys[] = {
+    { "tcti", 0 },
+    { "keys", 0 },
+    { "parent", 0 },
+    { "auth", KV_CFG_SECRET },
+    { NULL, 0 },
+};
+
 const struct kv_backend_ops kv_tpm_ops = {
     .name = "tpm",
     .uri_scheme = "tpm2",
     .assurance = KV_ASSURANCE_TPM,
+    .config_keys = tpm_config_keys,
     .init = tpm_init,
     .fini = tpm_fini,
     .generate = tpm_generate,
