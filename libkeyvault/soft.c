@@ -399,6 +399,10 @@ static kv_rc soft_open_uri(kv_backend *be, const char *uri, kv_key *key)
     char name[KV_NAME_MAX + 1];
     size_t blen;
 
+    /* below, uri holds no query: messages may show it */
+    if (uri[kv_uri_shown_len(uri)])
+        return kv_error(ctx, KV_ERR_BAD_URI, "'%.*s...': file URIs take no query or fragment",
+                        (int)kv_uri_shown_len(uri), uri);
     if (!strncmp(path, "//", 2)) {
         path += 2;
         if (*path != '/')
