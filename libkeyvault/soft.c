@@ -75,8 +75,8 @@ static kv_rc soft_init(kv_backend *be)
         s->pass_source = kv_strdup(pass);
     else
         KV_FAIL(NULL, rc, KV_ERR_CONFIG,
-                "[software] passphrase = '%s': expected machine, machine:PATH, file:PATH or "
-                "env:VAR", pass);
+                "[software] passphrase: expected machine, machine:PATH, file:PATH or env:VAR "
+                "(the value is not shown: a passphrase is never written in the configuration)");
     if (!s->dir || !s->pass_source)
         KV_FAIL(NULL, rc, KV_ERR_NO_MEMORY, "out of memory");
     if (s->dir[0] != '/')
