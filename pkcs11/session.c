@@ -82,12 +82,17 @@ const char *p11_token_name(const struct p11_token *tok)
     if (tok->label[0])
         return tok->label;
     CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info(tok->match);
-    static _Thread_local char buf[40];
+    static _Thread_local char buf[256];
     size_t n = sizeof(ti->label);
     while (n > 0 && ti->label[n - 1] == ' ')
         n--;
-    if (n == 0)
-        return "(any)";
+    if (n == 0) {
+        /* no label to match: the token's attributes as a URI (serial, ...) */
+        char *s = p11_uri_shown(tok->match);
+        snprintf(buf, sizeof(buf), "%s", s ? s : "(any)");
+        free(s);
+        return buf;
+    }
     snprintf(buf, sizeof(buf), "%.*s", (int)n, ti->label);
     return buf;
 }
