@@ -83,6 +83,12 @@ static const char *p11_uri(const char *path, const char *query)
     return q("pkcs11:token=%s;%s?%s", env("KV_SEC_TOKEN"), path, query);
 }
 
+/* the same with the module by name and the PIN in variable pinvar */
+static const char *with_pin(const char *path, const char *pinvar)
+{
+    return p11_uri(path, q("module-name=softhsm2&pin-value=%s", env(pinvar)));
+}
+
 START_TEST(p11_missing_token)
 {
     kv_ctx *ctx = ctx_on("p11.conf");
@@ -98,8 +104,7 @@ START_TEST(p11_missing_object)
 {
     kv_ctx *ctx = ctx_on("p11.conf");
 
-    refused(ctx, p11_uri("object=missing", q("module-name=softhsm2&pin-value=%s", env("KV_SEC_PIN"))),
-            KV_ERR_KEY_NOT_FOUND, "object=missing");
+    refused(ctx, with_pin("object=missing", "KV_SEC_PIN"), KV_ERR_KEY_NOT_FOUND, "object=missing");
     refused(ctx, p11_uri("id=%ff%ee;object=k1", q("pin-value=%s", env("KV_SEC_PIN"))),
             KV_ERR_KEY_NOT_FOUND, "object=k1");
     kv_ctx_free(ctx);
@@ -109,14 +114,14 @@ END_TEST
 START_TEST(p11_wrong_object_type)
 {
     kv_ctx *ctx = ctx_on("p11.conf");
-    const char *pin = q("module-name=softhsm2&pin-value=%s", env("KV_SEC_PIN"));
+    const char *pin = "KV_SEC_PIN";
 
     /* objects that exist, but are no private key */
-    refused(ctx, p11_uri("object=pubonly", pin), KV_ERR_KEY_NOT_FOUND, "object=pubonly");
-    refused(ctx, p11_uri("object=certonly", pin), KV_ERR_KEY_NOT_FOUND, "object=certonly");
-    refused(ctx, p11_uri("object=k1;type=public", pin), KV_ERR_BAD_URI, "type=public");
-    refused(ctx, p11_uri("object=certonly;type=cert", pin), KV_ERR_BAD_URI, "type=cert");
-    refused(ctx, p11_uri("token=kvsecrets", pin), KV_ERR_BAD_URI, "names no object");
+    refused(ctx, with_pin("object=pubonly", pin), KV_ERR_KEY_NOT_FOUND, "object=pubonly");
+    refused(ctx, with_pin("object=certonly", pin), KV_ERR_KEY_NOT_FOUND, "object=certonly");
+    refused(ctx, with_pin("object=k1;type=public", pin), KV_ERR_BAD_URI, "type=public");
+    refused(ctx, with_pin("object=certonly;type=cert", pin), KV_ERR_BAD_URI, "type=cert");
+    refused(ctx, with_pin("token=kvsecrets", pin), KV_ERR_BAD_URI, "names no object");
     kv_ctx_free(ctx);
 }
 END_TEST
@@ -144,8 +149,7 @@ START_TEST(p11_ambiguous)
 {
     kv_ctx *ctx = ctx_on("p11.conf");
 
-    refused(ctx, p11_uri("object=dup", q("module-name=softhsm2&pin-value=%s", env("KV_SEC_PIN"))),
-            KV_ERR_BAD_URI, "object=dup");
+    refused(ctx, with_pin("object=dup", "KV_SEC_PIN"), KV_ERR_BAD_URI, "object=dup");
     kv_ctx_free(ctx);
 }
 END_TEST
@@ -154,9 +158,8 @@ START_TEST(p11_wrong_pin)
 {
     kv_ctx *ctx = ctx_on("p11.conf");
 
-    refused(ctx,
-            p11_uri("object=k1", q("module-name=softhsm2&pin-value=%s", env("KV_SEC_PIN_WRONG"))),
-            KV_ERR_AUTH_FAILED, "CKR_PIN_INCORRECT");
+    refused(ctx, with_pin("object=k1", "KV_SEC_PIN_WRONG"), KV_ERR_AUTH_FAILED,
+            "CKR_PIN_INCORRECT");
     refused(ctx,
             p11_uri("object=k1", q("module-path=%s&pin-source=%s", env("KV_P11_MODULE"),
                                    env("KV_SEC_PINFILE_WRONG"))),
@@ -176,8 +179,7 @@ START_TEST(p11_opened_key_names_no_pin)
     kv_key *key = NULL;
     kv_key_list *list = NULL;
     kv_key_info info;
-    const char *uri =
-        p11_uri("object=k1", q("module-name=softhsm2&pin-value=%s", env("KV_SEC_PIN")));
+    const char *uri = with_pin("object=k1", "KV_SEC_PIN");
 
     ck_assert_rc(ctx, kv_key_open(ctx, uri, &key), KV_OK);
     ck_assert_rc(ctx, kv_key_get_info(key, &info), KV_OK);
@@ -212,25 +214,33 @@ START_TEST(core_refs)
 }
 END_TEST
 
-START_TEST(soft_wrong_passphrase)
+/* key `name`, made in `backend` under the secret of conf `good`, cannot
+ * sign under the wrong secret of conf `bad`; returns a context on `bad` */
+static kv_ctx *wrong_secret(const char *good, const char *bad, const char *name,
+                            const char *backend)
 {
-    kv_ctx *ctx = ctx_on("soft.conf");
+    kv_ctx *ctx = ctx_on(good);
     unsigned char sig[256];
     size_t siglen = sizeof(sig);
     kv_key *key = NULL;
     kv_rc rc;
 
-    rc = kv_key_generate(ctx, "sk", KV_KEY_EC_P256, "software", NULL);
+    rc = kv_key_generate(ctx, name, KV_KEY_EC_P256, backend, NULL);
     ck_assert_msg(rc == KV_OK || rc == KV_ERR_KEY_EXISTS, "%s", kv_errmsg(ctx));
     kv_ctx_free(ctx);
-    ctx = ctx_on("soft-wrong.conf");
-    rc = kv_key_open(ctx, "sk", &key);
+    ctx = ctx_on(bad);
+    rc = kv_key_open(ctx, name, &key);
     if (rc == KV_OK)
         rc = kv_sign(key, KV_ALG_DEFAULT, 0, (const unsigned char *)"abc", 3, sig, &siglen);
     ck_assert_msg(rc == KV_ERR_AUTH_FAILED, "%s: %s", kv_strerror(rc), kv_errmsg(ctx));
-    assert_clean(kv_errmsg(ctx), "wrong passphrase");
+    assert_clean(kv_errmsg(ctx), bad);
     kv_key_free(key);
-    kv_ctx_free(ctx);
+    return ctx;
+}
+
+START_TEST(soft_wrong_passphrase)
+{
+    kv_ctx_free(wrong_secret("soft.conf", "soft-wrong.conf", "sk", "software"));
 }
 END_TEST
 
@@ -264,22 +274,8 @@ END_TEST
 #ifdef KV_WITH_TPM
 START_TEST(tpm_wrong_auth)
 {
-    kv_ctx *ctx = ctx_on("tpm.conf");
-    unsigned char sig[256];
-    size_t siglen = sizeof(sig);
-    kv_key *key = NULL;
-    kv_rc rc;
+    kv_ctx *ctx = wrong_secret("tpm.conf", "tpm-wrong.conf", "tk", "tpm");
 
-    rc = kv_key_generate(ctx, "tk", KV_KEY_EC_P256, "tpm", NULL);
-    ck_assert_msg(rc == KV_OK || rc == KV_ERR_KEY_EXISTS, "%s", kv_errmsg(ctx));
-    kv_ctx_free(ctx);
-    ctx = ctx_on("tpm-wrong.conf");
-    rc = kv_key_open(ctx, "tk", &key);
-    if (rc == KV_OK)
-        rc = kv_sign(key, KV_ALG_DEFAULT, 0, (const unsigned char *)"abc", 3, sig, &siglen);
-    ck_assert_msg(rc == KV_ERR_AUTH_FAILED, "%s: %s", kv_strerror(rc), kv_errmsg(ctx));
-    assert_clean(kv_errmsg(ctx), "wrong auth");
-    kv_key_free(key);
     refused(ctx, q("tpm2:file=%s/tpmkeys/tk.pem?auth=%s", env("KV_SEC_DIR"), env("KV_SEC_AUTH")),
             KV_ERR_BAD_URI, "tk.pem");
     refused(ctx, q("tpm2:handle=0x81000001#%s", env("KV_SEC_AUTH")), KV_ERR_BAD_URI,

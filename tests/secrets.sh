@@ -57,96 +57,42 @@ openssl pkey -in "$T/other.key" -pubout -out "$T/other.pub"
 p11tool --write-object "$T/other.pub.der" --type pubkey --id 04 --label pubonly
 p11tool --write-object "$T/other.der" --type cert --id 05 --label certonly
 
-conf() { # conf NAME: write $KV_SEC_DIR/NAME from standard input
-    cat >"$KV_SEC_DIR/$1"
+conf() { # conf DIR/NAME BACKENDS LINE...: a configuration
+    _f=$1; _b=$2; shift 2
+    printf '[keyvault]\nbackends = %s\n' "$_b" >"$_f"
+    printf '%s\n' "$@" >>"$_f"
 }
-secretconf() { # the same for one holding a secret inline: in $S
-    cat >"$S/$1"
-}
+C=$KV_SEC_DIR
 soft="[software]
 store = $KV_SEC_DIR/soft
 kdf_iterations = 1000"
 p11="[pkcs11]
 module = $KV_P11_MODULE
 token = $KV_SEC_TOKEN"
-conf p11.conf <<CONF
-[keyvault]
-backends = pkcs11, software
-$p11
-pin = file:$S/pin
-$soft
-passphrase = file:$S/pass
-CONF
-conf p11-wrongpin.conf <<CONF
-[keyvault]
-backends = pkcs11
-$p11
-pin = file:$S/pin-wrong
-CONF
-conf soft.conf <<CONF
-[keyvault]
-backends = software
-$soft
-passphrase = file:$S/pass
-CONF
-conf soft-wrong.conf <<CONF
-[keyvault]
-backends = software
-$soft
-passphrase = file:$S/pass-wrong
-CONF
-secretconf inline-pin.conf <<CONF
-[keyvault]
-backends = pkcs11
-$p11
-pin = $KV_SEC_INLINE
-CONF
-secretconf inline-token.conf <<CONF
-[keyvault]
-backends = pkcs11
-[pkcs11]
-module = $KV_P11_MODULE
-token = pkcs11:token=$KV_SEC_TOKEN?pin-value=$KV_SEC_INLINE
-CONF
-secretconf inline-pass.conf <<CONF
-[keyvault]
-backends = software
-$soft
-passphrase = $KV_SEC_INLINE
-CONF
-secretconf inline-unknown.conf <<CONF
-[keyvault]
-backends = pkcs11
-$p11
-pin = file:$S/pin
-pin-value = $KV_SEC_INLINE
-CONF
+conf "$C/p11.conf" "pkcs11, software" "$p11" "pin = file:$S/pin" "$soft" "passphrase = file:$S/pass"
+conf "$C/p11-wrongpin.conf" pkcs11 "$p11" "pin = file:$S/pin-wrong"
+conf "$C/soft.conf" software "$soft" "passphrase = file:$S/pass"
+conf "$C/soft-wrong.conf" software "$soft" "passphrase = file:$S/pass-wrong"
+# those holding a secret inline are secret files
+conf "$S/inline-pin.conf" pkcs11 "$p11" "pin = $KV_SEC_INLINE"
+conf "$S/inline-token.conf" pkcs11 "[pkcs11]" "module = $KV_P11_MODULE" \
+    "token = pkcs11:token=$KV_SEC_TOKEN?pin-value=$KV_SEC_INLINE"
+conf "$S/inline-pass.conf" software "$soft" "passphrase = $KV_SEC_INLINE"
+conf "$S/inline-unknown.conf" pkcs11 "$p11" "pin = file:$S/pin" "pin-value = $KV_SEC_INLINE"
 
-tpm=no
+with_tpm=no
 if grep -q '^#define KV_WITH_TPM 1' "$B/config.h"; then
-    tpm=yes
+    with_tpm=yes
     . "$(dirname "$0")/swtpm.sh"
     trap 'swtpm_cleanup; rm -rf "$T"' EXIT
     KV_SEC_TPM=1
     export KV_SEC_TPM
-    for c in tpm:auth tpm-wrong:auth-wrong; do
-        conf "${c%%:*}.conf" <<CONF
-[keyvault]
-backends = tpm
-[tpm]
+    tpm="[tpm]
 tcti = $KV_TPM_TCTI
-keys = $KV_SEC_DIR/tpmkeys
-auth = file:$S/${c#*:}
-CONF
-    done
-    secretconf inline-auth.conf <<CONF
-[keyvault]
-backends = tpm
-[tpm]
-tcti = $KV_TPM_TCTI
-keys = $KV_SEC_DIR/tpmkeys
-auth = $KV_SEC_INLINE
-CONF
+keys = $KV_SEC_DIR/tpmkeys"
+    conf "$C/tpm.conf" tpm "$tpm" "auth = file:$S/auth"
+    conf "$C/tpm-wrong.conf" tpm "$tpm" "auth = file:$S/auth-wrong"
+    conf "$S/inline-auth.conf" tpm "$tpm" "auth = $KV_SEC_INLINE"
 fi
 
 # ---- the library -----------------------------------------------------------
@@ -237,7 +183,7 @@ done
 "$KEYVAULT" -c "$S/inline-unknown.conf" list >"$T/cli/unknown.out" 2>"$T/cli/unknown.err"
 
 # a wrong TPM auth value
-if [ "$tpm" = yes ]; then
+if [ "$with_tpm" = yes ]; then
     tkv() { c=$1; shift; "$KEYVAULT" -c "$KV_SEC_DIR/$c.conf" "$@"; }
     run 0 "keygen on the TPM with an auth value" -- "$KEYVAULT" -c "$KV_SEC_DIR/tpm.conf" keygen tcli
     run 0 "sign with the auth value" -- tkv tpm sign tcli -i "$T/msg" -o "$T/x.sig"
