@@ -252,12 +252,8 @@ kv_rc kv_secret_read(const kv_ctx *ctx, const char *source, const char *what, ch
     n = strcspn(buf, "\r\n");
     if (n == 0)
         rc = kv_error(ctx, KV_ERR_CONFIG, "%s source %s: file is empty", what, source);
-    else if (!(*out = malloc(n + 1)))
+    else if (!(*out = strndup(buf, n)))
         rc = kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
-    else {
-        memcpy(*out, buf, n);
-        (*out)[n] = '\0';
-    }
     kv_wipe(buf, len);
     free(buf);
     return rc;
