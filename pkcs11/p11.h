@@ -92,9 +92,10 @@ void p11_uri_free(P11KitUri *uri);
  * place and dropped. */
 kv_rc p11_uri_take_pin(kv_ctx *ctx, P11KitUri *uri, char **pin);
 /* For messages: uri formatted by p11-kit from its path attributes only
- * (token, slot, module information, object, id, type), never with
- * pin-value, pin-source, module-name, module-path or a vendor query
- * attribute. A new string (free), or NULL when out of memory. */
-char *p11_uri_shown(P11KitUri *uri);
+ * (those of `type`: P11_KIT_URI_FOR_ANY for token, slot, module
+ * information, object, id and type), never with pin-value, pin-source,
+ * module-name, module-path or a vendor query attribute. A new string
+ * (free), or NULL when out of memory. */
+char *p11_uri_shown(P11KitUri *uri, P11KitUriType type);
 
 #endif

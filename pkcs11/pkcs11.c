@@ -680,7 +680,7 @@ static kv_rc p11_open_uri(kv_backend *be, const char *text, kv_key *key)
     if (r != P11_KIT_URI_OK)
         KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI, "not a valid pkcs11: URI: %s",
                 p11_kit_uri_message(r));
-    shown = p11_uri_shown(uri);
+    shown = p11_uri_shown(uri, P11_KIT_URI_FOR_ANY);
     what = shown ? kv_asprintf("matching %s", shown) : NULL;
     if (!what)
         KV_FAIL(be->ctx, rc, KV_ERR_NO_MEMORY, "out of memory");

@@ -84,11 +84,11 @@ const char *p11_token_name(const struct p11_token *tok)
     CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info(tok->match);
     static _Thread_local char buf[256];
     size_t n = sizeof(ti->label);
-    while (n > 0 && ti->label[n - 1] == ' ')
-        n--;
+    while (n > 0 && (ti->label[n - 1] == ' ' || ti->label[n - 1] == '\0'))
+        n--; /* p11-kit leaves an attribute the URI does not give all zero */
     if (n == 0) {
         /* no label to match: the token's attributes as a URI (serial, ...) */
-        char *s = p11_uri_shown(tok->match);
+        char *s = p11_uri_shown(tok->match, P11_KIT_URI_FOR_TOKEN);
         snprintf(buf, sizeof(buf), "%s", s ? s : "(any)");
         free(s);
         return buf;
@@ -122,7 +122,7 @@ kv_rc p11_uri_take_pin(kv_ctx *ctx, P11KitUri *uri, char **pin)
     return *pin ? KV_OK : kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
 }
 
-char *p11_uri_shown(P11KitUri *uri)
+char *p11_uri_shown(P11KitUri *uri, P11KitUriType type)
 {
     P11KitUri *copy = p11_kit_uri_new();
     CK_ATTRIBUTE *attrs;
@@ -138,7 +138,7 @@ char *p11_uri_shown(P11KitUri *uri)
     p11_kit_uri_set_slot_id(copy, p11_kit_uri_get_slot_id(uri));
     attrs = p11_kit_uri_get_attributes(uri, &n);
     if ((n && p11_kit_uri_set_attributes(copy, attrs, n) != P11_KIT_URI_OK) ||
-        p11_kit_uri_format(copy, P11_KIT_URI_FOR_ANY, &s) != P11_KIT_URI_OK)
+        p11_kit_uri_format(copy, type, &s) != P11_KIT_URI_OK)
         s = NULL;
     p11_uri_free(copy);
     return s;

@@ -96,6 +96,10 @@ START_TEST(p11_missing_token)
     refused(ctx, q("pkcs11:token=nosuch;object=k1?module-name=softhsm2&pin-value=%s",
                    env("KV_SEC_PIN")),
             KV_ERR_TOKEN_NOT_PRESENT, "nosuch");
+    /* no label to name it by: the token's attributes, formatted */
+    refused(ctx, q("pkcs11:serial=nosuch;object=k1?module-name=softhsm2&pin-value=%s",
+                   env("KV_SEC_PIN")),
+            KV_ERR_TOKEN_NOT_PRESENT, "token 'pkcs11:serial=nosuch'");
     kv_ctx_free(ctx);
 }
 END_TEST
