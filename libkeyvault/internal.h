@@ -321,6 +321,9 @@ kv_rc kv_list_add(kv_list_builder *lb, const char *name, const char *backend,
 
 /* Key names: 1-64 of [A-Za-z0-9._-], not starting with '.'. */
 bool kv_name_valid(const char *name);
+/* For messages about a file: or tpm2: URI: the length of its part before
+ * any query ('?') or fragment ('#'), the only part a message may show. */
+size_t kv_uri_shown_len(const char *uri);
 
 /* Operations the policy hook sees. */
 typedef enum kv_op {

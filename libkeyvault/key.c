@@ -37,6 +37,11 @@ bool kv_name_valid(const char *name)
     return true;
 }
 
+size_t kv_uri_shown_len(const char *uri)
+{
+    return strcspn(uri, "?#");
+}
+
 /* Only require_hardware today: see internal.h. */
 kv_rc kv_policy_check(kv_ctx *ctx, kv_backend *be, kv_op op, const char *name)
 {
@@ -119,8 +124,8 @@ kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type type, const cha
         *out = NULL;
     if (!kv_name_valid(name))
         KV_FAIL(ctx, rc, KV_ERR_BAD_URI,
-                "key name '%.80s' is invalid: use 1-64 of A-Z a-z 0-9 . _ -, not starting "
-                "with '.'", name);
+                "the key name is invalid (not shown: it may hold a secret): use 1-64 of "
+                "A-Z a-z 0-9 . _ -, not starting with '.'");
     if (!kv_type_desc_get(type))
         KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "unknown key type %d", (int)type);
     if (backend) {
@@ -193,8 +198,16 @@ static kv_rc key_open(kv_ctx *ctx, const char *ref, kv_key **out)
                 KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE,
                         "'%.*s:' URIs need the %s backend, which this configuration lacks",
                         (int)slen, ref, ref[0] == 'p' ? "pkcs11" : "tpm");
+            /* only a plain scheme is shown: the rest may hold a secret */
+            char shown[24] = "";
+            size_t letters = 0;
+            while (letters < slen && ((ref[letters] >= 'a' && ref[letters] <= 'z') ||
+                                      (ref[letters] >= 'A' && ref[letters] <= 'Z')))
+                letters++;
+            if (letters == slen && slen >= 1 && slen <= 16)
+                snprintf(shown, sizeof(shown), " '%.*s:'", (int)slen, ref);
             KV_FAIL(ctx, rc, KV_ERR_BAD_URI,
-                    "'%.80s': unknown URI scheme (expected pkcs11:, tpm2: or file:)", ref);
+                    "unknown URI scheme%s (expected pkcs11:, tpm2: or file:)", shown);
         }
         if (!be->available && !be->uri_ok)
             KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE, "backend '%s' is unavailable: %s",
@@ -206,7 +219,8 @@ static kv_rc key_open(kv_ctx *ctx, const char *ref, kv_key **out)
     } else {
         if (!kv_name_valid(ref))
             KV_FAIL(ctx, rc, KV_ERR_BAD_URI,
-                    "key name '%.80s' is invalid: use 1-64 of A-Z a-z 0-9 . _ -, or a URI", ref);
+                    "the key name is invalid (not shown: it may hold a secret): use 1-64 of "
+                    "A-Z a-z 0-9 . _ -, or a URI");
         for (size_t i = 0; i < ctx->nbackends; i++) {
             kv_backend *b = &ctx->backends[i];
             if (!b->available)

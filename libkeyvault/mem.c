@@ -230,13 +230,13 @@ bool kv_secret_source_valid(const char *source)
 kv_rc kv_secret_read(const kv_ctx *ctx, const char *source, const char *what, char **out)
 {
     char *buf = NULL;
-    size_t len = 0;
+    size_t len = 0, n;
     kv_rc rc;
 
     *out = NULL;
+    /* the source is not shown when malformed: it may be the secret itself */
     if (!kv_secret_source_valid(source))
-        return kv_error(ctx, KV_ERR_CONFIG, "%s source '%s': expected file:PATH or env:VAR",
-                        what, source);
+        return kv_error(ctx, KV_ERR_CONFIG, "%s source: expected file:PATH or env:VAR", what);
     if (source[0] == 'e') {
         const char *v = getenv(source + 4);
         if (!v || !*v)
@@ -248,14 +248,15 @@ kv_rc kv_secret_read(const kv_ctx *ctx, const char *source, const char *what, ch
     rc = kv_read_file(ctx, source + 5, KV_SECRET_MAX, &buf, &len);
     if (rc != KV_OK)
         return rc;
-    buf[strcspn(buf, "\r\n")] = '\0';
-    if (buf[0] == '\0') {
-        kv_wipe(buf, len);
-        free(buf);
-        return kv_error(ctx, KV_ERR_CONFIG, "%s source %s: file is empty", what, source);
-    }
-    *out = buf;
-    return KV_OK;
+    /* the first line, in a buffer of its own; the whole file's is wiped */
+    n = strcspn(buf, "\r\n");
+    if (n == 0)
+        rc = kv_error(ctx, KV_ERR_CONFIG, "%s source %s: file is empty", what, source);
+    else if (!(*out = strndup(buf, n)))
+        rc = kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    kv_wipe(buf, len);
+    free(buf);
+    return rc;
 }
 
 kv_rc kv_key_file_exists(const kv_ctx *ctx, char *path)

@@ -75,8 +75,8 @@ static kv_rc soft_init(kv_backend *be)
         s->pass_source = kv_strdup(pass);
     else
         KV_FAIL(NULL, rc, KV_ERR_CONFIG,
-                "[software] passphrase = '%s': expected machine, machine:PATH, file:PATH or "
-                "env:VAR", pass);
+                "[software] passphrase: expected machine, machine:PATH, file:PATH or env:VAR "
+                "(the value is not shown: a passphrase is never written in the configuration)");
     if (!s->dir || !s->pass_source)
         KV_FAIL(NULL, rc, KV_ERR_NO_MEMORY, "out of memory");
     if (s->dir[0] != '/')
@@ -399,6 +399,10 @@ static kv_rc soft_open_uri(kv_backend *be, const char *uri, kv_key *key)
     char name[KV_NAME_MAX + 1];
     size_t blen;
 
+    /* below, uri holds no query: messages may show it */
+    if (uri[kv_uri_shown_len(uri)])
+        return kv_error(ctx, KV_ERR_BAD_URI, "'%.*s...': file URIs take no query or fragment",
+                        (int)kv_uri_shown_len(uri), uri);
     if (!strncmp(path, "//", 2)) {
         path += 2;
         if (*path != '/')

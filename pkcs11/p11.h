@@ -41,7 +41,8 @@ struct p11_token {
     P11KitUri *match;         /* token attributes to match (label, serial, ...) */
     char *pin_source;         /* file:PATH, env:VAR, or NULL */
     char *pin;                /* PIN from a URI's pin-value, wiped at free */
-    unsigned char bad_pin[32];/* SHA-256 of a PIN the token rejected */
+    unsigned char bad_pin[32];/* HMAC-SHA256, under a per-process random key, of a
+                                 PIN the token rejected; wiped at free */
     bool have_bad_pin;
 
     pthread_mutex_t lock;
@@ -82,5 +83,19 @@ kv_rc p11_mech_check(struct p11_token *tok, CK_SESSION_HANDLE h, CK_MECHANISM_TY
                      CK_FLAGS flag);
 /* Human-readable name of the token for messages ("label" or the module). */
 const char *p11_token_name(const struct p11_token *tok);
+
+/* Free a parsed URI after wiping the PIN p11-kit keeps in it (p11-kit frees
+ * it without a wipe). Every P11KitUri is freed through this. Accepts NULL. */
+void p11_uri_free(P11KitUri *uri);
+/* Take the PIN out of a parsed URI: *pin receives a copy (NULL when the URI
+ * has none; free it with kv_secret_free) and the URI's own copy is wiped in
+ * place and dropped. */
+kv_rc p11_uri_take_pin(kv_ctx *ctx, P11KitUri *uri, char **pin);
+/* For messages: uri formatted by p11-kit from its path attributes only
+ * (those of `type`: P11_KIT_URI_FOR_ANY for token, slot, module
+ * information, object, id and type), never with pin-value, pin-source,
+ * module-name, module-path or a vendor query attribute. A new string
+ * (free), or NULL when out of memory. */
+char *p11_uri_shown(P11KitUri *uri, P11KitUriType type);
 
 #endif

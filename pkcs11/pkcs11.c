@@ -63,41 +63,43 @@ static kv_rc match_from_config(kv_backend *be, const char *token, const char *se
 {
     P11KitUri *uri = p11_kit_uri_new();
     CK_TOKEN_INFO *ti;
+    kv_rc rc = KV_OK;
     int r;
 
     *out = NULL;
     if (!uri)
         return kv_error(NULL, KV_ERR_NO_MEMORY, "out of memory");
     if (token && !strncmp(token, "pkcs11:", 7)) {
+        /* the value is not shown: a mistyped URI may hold a PIN */
         r = p11_kit_uri_parse(token, P11_KIT_URI_FOR_TOKEN, uri);
-        if (r != P11_KIT_URI_OK) {
-            p11_kit_uri_free(uri);
-            return kv_error(NULL, KV_ERR_CONFIG, "[pkcs11] token = '%s': %s", token,
-                            p11_kit_uri_message(r));
-        }
+        if (r != P11_KIT_URI_OK)
+            KV_FAIL(NULL, rc, KV_ERR_CONFIG, "[pkcs11] token: not a valid pkcs11: URI (%s)",
+                    p11_kit_uri_message(r));
+        if (p11_kit_uri_get_pin_value(uri))
+            KV_FAIL(NULL, rc, KV_ERR_CONFIG,
+                    "[pkcs11] token: the URI holds a pin-value; a PIN is never written in the "
+                    "configuration itself: use pin = file:PATH or env:VAR");
     } else {
         ti = p11_kit_uri_get_token_info(uri);
         if (token) {
-            if (strlen(token) > sizeof(ti->label)) {
-                p11_kit_uri_free(uri);
-                return kv_error(NULL, KV_ERR_CONFIG, "[pkcs11] token = '%s': longer than 32",
-                                token);
-            }
+            if (strlen(token) > sizeof(ti->label))
+                KV_FAIL(NULL, rc, KV_ERR_CONFIG, "[pkcs11] token = '%s': longer than 32", token);
             memset(ti->label, ' ', sizeof(ti->label));
             memcpy(ti->label, token, strlen(token));
         }
     }
     if (serial) {
         ti = p11_kit_uri_get_token_info(uri);
-        if (strlen(serial) > sizeof(ti->serialNumber)) {
-            p11_kit_uri_free(uri);
-            return kv_error(NULL, KV_ERR_CONFIG, "[pkcs11] serial = '%s': longer than 16", serial);
-        }
+        if (strlen(serial) > sizeof(ti->serialNumber))
+            KV_FAIL(NULL, rc, KV_ERR_CONFIG, "[pkcs11] serial = '%s': longer than 16", serial);
         memset(ti->serialNumber, ' ', sizeof(ti->serialNumber));
         memcpy(ti->serialNumber, serial, strlen(serial));
     }
     *out = uri;
-    return KV_OK;
+    uri = NULL;
+out:
+    p11_uri_free(uri);
+    return rc;
 }
 
 static kv_rc p11_init(kv_backend *be)
@@ -135,8 +137,7 @@ static kv_rc p11_init(kv_backend *be)
     KV_CHECK(rc, p11_token_new(ctx, module, match, pin, NULL, s->maxsess, &s->def));
     match = NULL;
 out:
-    if (match)
-        p11_kit_uri_free(match);
+    p11_uri_free(match);
     return rc;
 }
 
@@ -456,7 +457,7 @@ static char *key_uri(struct p11_token *tok, const char *label, const unsigned ch
     if (p11_kit_uri_format(u, with_module ? P11_KIT_URI_FOR_OBJECT_ON_TOKEN_AND_MODULE
                                           : P11_KIT_URI_FOR_OBJECT_ON_TOKEN, &s) != P11_KIT_URI_OK)
         s = NULL;
-    p11_kit_uri_free(u);
+    p11_uri_free(u);
     out = kv_strdup(s);
     free(s);
     return out;
@@ -604,64 +605,58 @@ static kv_rc p11_exists(kv_backend *be, const char *name)
 }
 
 /* The token a URI names: the configured one when it matches, else one of
- * the others (made on first use). Takes ownership of uri. */
-static kv_rc token_for_uri(kv_backend *be, P11KitUri *uri, const char *text,
+ * the others (made on first use). Takes ownership of uri; `shown` names it
+ * in messages. */
+static kv_rc token_for_uri(kv_backend *be, P11KitUri *uri, const char *shown,
                            struct p11_token **out)
 {
     struct p11_state *s = st(be);
     const char *mpath = p11_kit_uri_get_module_path(uri);
     const char *mname = p11_kit_uri_get_module_name(uri);
     const char *module = mpath ? mpath : mname ? mname : s->module;
-    const char *pin_value = p11_kit_uri_get_pin_value(uri);
     const char *pin_source = p11_kit_uri_get_pin_source(uri);
-    char *src = NULL;
+    char *src = NULL, *pin = NULL;
     kv_rc rc = KV_OK;
 
     *out = NULL;
-    if (!module) {
-        p11_kit_uri_free(uri);
-        return kv_error(be->ctx, KV_ERR_BAD_URI,
-                        "'%s' names no module-name or module-path, and no [pkcs11] module is "
-                        "configured", text);
-    }
+    KV_CHECK(rc, p11_uri_take_pin(be->ctx, uri, &pin));
+    if (!module)
+        KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI,
+                "%s names no module-name or module-path, and no [pkcs11] module is configured",
+                shown);
     /* the configured token, when the URI asks for nothing else */
-    if (s->def && !strcmp(module, s->module) && !pin_value && !pin_source) {
+    if (s->def && !strcmp(module, s->module) && !pin && !pin_source) {
         struct p11_sess *sess = NULL;
-        rc = p11_session_get(s->def, &sess); /* connect, to know its token info */
-        if (rc != KV_OK) {
-            p11_kit_uri_free(uri);
-            return rc;
-        }
+        KV_CHECK(rc, p11_session_get(s->def, &sess)); /* connect, to know its token info */
         int same = p11_kit_uri_match_token_info(uri, &s->def->info);
         p11_session_put(s->def, sess, CKR_OK);
         if (same) {
-            p11_kit_uri_free(uri);
             *out = s->def;
-            return KV_OK;
+            goto out;
         }
     }
     if (pin_source) {
         /* RFC 7512: pin-source is a URI; a bare path means a file */
         src = !strncmp(pin_source, "file:", 5) ? kv_strdup(pin_source)
                                                 : kv_asprintf("file:%s", pin_source);
-        if (!src) {
-            p11_kit_uri_free(uri);
-            return kv_error(be->ctx, KV_ERR_NO_MEMORY, "out of memory");
-        }
+        if (!src)
+            KV_FAIL(be->ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     }
     pthread_mutex_lock(&s->lock);
     if (s->nothers == P11_MAX_OTHERS) {
         rc = kv_error(be->ctx, KV_ERR_UNSUPPORTED, "more than %d PKCS#11 tokens opened by URI",
                       P11_MAX_OTHERS);
-        p11_kit_uri_free(uri);
     } else {
-        rc = p11_token_new(be->ctx, module, uri, src, pin_value, s->maxsess, out);
-        if (rc == KV_OK)
+        rc = p11_token_new(be->ctx, module, uri, src, pin, s->maxsess, out);
+        if (rc == KV_OK) {
             s->others[s->nothers++] = *out;
-        else
-            p11_kit_uri_free(uri);
+            uri = NULL;
+        }
     }
     pthread_mutex_unlock(&s->lock);
+out:
+    p11_uri_free(uri);
+    kv_secret_free(pin);
     free(src);
     return rc;
 }
@@ -669,30 +664,34 @@ static kv_rc token_for_uri(kv_backend *be, P11KitUri *uri, const char *text,
 static kv_rc p11_open_uri(kv_backend *be, const char *text, kv_key *key)
 {
     P11KitUri *uri = p11_kit_uri_new();
-    struct open_arg a = { .be = be, .key = key, .what = text };
+    struct open_arg a = { .be = be, .key = key };
     CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    unsigned char idbuf[128], labelbuf[256];
     CK_ATTRIBUTE *attr;
-    kv_rc rc;
+    char *shown = NULL, *what = NULL;
+    kv_rc rc = KV_OK;
     int r;
 
     if (!uri)
         return kv_error(be->ctx, KV_ERR_NO_MEMORY, "out of memory");
+    /* messages show the URI as parsed, without its query (PIN, PIN source,
+     * module); one that does not parse is not shown at all */
     r = p11_kit_uri_parse(text, P11_KIT_URI_FOR_ANY, uri);
-    if (r != P11_KIT_URI_OK) {
-        p11_kit_uri_free(uri);
-        return kv_error(be->ctx, KV_ERR_BAD_URI, "'%s' is not a valid pkcs11: URI: %s", text,
-                        p11_kit_uri_message(r));
-    }
+    if (r != P11_KIT_URI_OK)
+        KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI, "not a valid pkcs11: URI: %s",
+                p11_kit_uri_message(r));
+    shown = p11_uri_shown(uri, P11_KIT_URI_FOR_ANY);
+    what = shown ? kv_asprintf("matching %s", shown) : NULL;
+    if (!what)
+        KV_FAIL(be->ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    a.what = what;
     attr = p11_kit_uri_get_attribute(uri, CKA_CLASS);
     if (attr && (attr->ulValueLen != sizeof(CK_OBJECT_CLASS) ||
-                 *(CK_OBJECT_CLASS *)attr->pValue != CKO_PRIVATE_KEY)) {
-        p11_kit_uri_free(uri);
-        return kv_error(be->ctx, KV_ERR_BAD_URI, "'%s' does not name a private key (type=private)",
-                        text);
-    }
+                 *(CK_OBJECT_CLASS *)attr->pValue != CKO_PRIVATE_KEY))
+        KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI, "%s does not name a private key (type=private)",
+                shown);
     a.tmpl[a.ntmpl++] = (CK_ATTRIBUTE){ CKA_CLASS, &cls, sizeof(cls) };
     /* copy the object attributes before the URI moves to the token */
-    unsigned char idbuf[128], labelbuf[256];
     if ((attr = p11_kit_uri_get_attribute(uri, CKA_ID)) && attr->ulValueLen <= sizeof(idbuf)) {
         memcpy(idbuf, attr->pValue, attr->ulValueLen);
         a.tmpl[a.ntmpl++] = (CK_ATTRIBUTE){ CKA_ID, idbuf, attr->ulValueLen };
@@ -701,14 +700,17 @@ static kv_rc p11_open_uri(kv_backend *be, const char *text, kv_key *key)
         memcpy(labelbuf, attr->pValue, attr->ulValueLen);
         a.tmpl[a.ntmpl++] = (CK_ATTRIBUTE){ CKA_LABEL, labelbuf, attr->ulValueLen };
     }
-    if (a.ntmpl == 1) {
-        p11_kit_uri_free(uri);
-        return kv_error(be->ctx, KV_ERR_BAD_URI, "'%s' names no object (object= or id=)", text);
-    }
-    rc = token_for_uri(be, uri, text, &a.tok);
-    if (rc != KV_OK)
-        return rc;
-    return run(a.tok, open_step, &a);
+    if (a.ntmpl == 1)
+        KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI, "%s names no object (object= or id=)", shown);
+    rc = token_for_uri(be, uri, shown, &a.tok);
+    uri = NULL; /* the token's now, or freed */
+    if (rc == KV_OK)
+        rc = run(a.tok, open_step, &a);
+out:
+    p11_uri_free(uri);
+    free(shown);
+    free(what);
+    return rc;
 }
 
 /* ---- generate ------------------------------------------------------------- */

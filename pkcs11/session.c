@@ -13,6 +13,7 @@
 #include <string.h>
 #include <openssl/evp.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #include "p11.h"
 
@@ -81,14 +82,66 @@ const char *p11_token_name(const struct p11_token *tok)
     if (tok->label[0])
         return tok->label;
     CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info(tok->match);
-    static _Thread_local char buf[40];
+    static _Thread_local char buf[256];
     size_t n = sizeof(ti->label);
-    while (n > 0 && ti->label[n - 1] == ' ')
-        n--;
-    if (n == 0)
-        return "(any)";
+    while (n > 0 && (ti->label[n - 1] == ' ' || ti->label[n - 1] == '\0'))
+        n--; /* p11-kit leaves an attribute the URI does not give all zero */
+    if (n == 0) {
+        /* no label to match: the token's attributes as a URI (serial, ...) */
+        char *s = p11_uri_shown(tok->match, P11_KIT_URI_FOR_TOKEN);
+        snprintf(buf, sizeof(buf), "%s", s ? s : "(any)");
+        free(s);
+        return buf;
+    }
     snprintf(buf, sizeof(buf), "%.*s", (int)n, ti->label);
     return buf;
+}
+
+void p11_uri_free(P11KitUri *uri)
+{
+    const char *pin;
+
+    if (!uri)
+        return;
+    pin = p11_kit_uri_get_pin_value(uri);
+    if (pin)
+        kv_wipe((char *)pin, strlen(pin));
+    p11_kit_uri_free(uri);
+}
+
+kv_rc p11_uri_take_pin(kv_ctx *ctx, P11KitUri *uri, char **pin)
+{
+    const char *in = p11_kit_uri_get_pin_value(uri);
+
+    *pin = NULL;
+    if (!in)
+        return KV_OK;
+    *pin = kv_strdup(in);
+    kv_wipe((char *)in, strlen(in));
+    p11_kit_uri_set_pin_value(uri, NULL); /* frees the wiped copy */
+    return *pin ? KV_OK : kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+}
+
+char *p11_uri_shown(P11KitUri *uri, P11KitUriType type)
+{
+    P11KitUri *copy = p11_kit_uri_new();
+    CK_ATTRIBUTE *attrs;
+    CK_ULONG n = 0;
+    char *s = NULL;
+
+    if (!copy)
+        return NULL;
+    /* a fresh URI with the path attributes only: the query ones stay behind */
+    *p11_kit_uri_get_module_info(copy) = *p11_kit_uri_get_module_info(uri);
+    *p11_kit_uri_get_slot_info(copy) = *p11_kit_uri_get_slot_info(uri);
+    *p11_kit_uri_get_token_info(copy) = *p11_kit_uri_get_token_info(uri);
+    p11_kit_uri_set_slot_id(copy, p11_kit_uri_get_slot_id(uri));
+    attrs = p11_kit_uri_get_attributes(uri, &n);
+    if ((n && p11_kit_uri_set_attributes(copy, attrs, n) != P11_KIT_URI_OK) ||
+        p11_kit_uri_format(copy, type, &s) != P11_KIT_URI_OK)
+        s = NULL;
+    p11_uri_free(copy);
+    return s;
 }
 
 bool p11_rv_lost(CK_RV rv)
@@ -204,6 +257,7 @@ kv_rc p11_token_new(kv_ctx *ctx, const char *module, P11KitUri *match, const cha
     pthread_mutex_init(&tok->lock, NULL);
     pthread_cond_init(&tok->cond, NULL);
     if (!tok->module || !tok->sess || (pin_source && !tok->pin_source) || (pin && !tok->pin)) {
+        tok->match = NULL; /* stays the caller's on failure */
         p11_token_free(tok);
         return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
     }
@@ -236,11 +290,11 @@ void p11_token_free(struct p11_token *tok)
         p11_kit_modules_release(tok->all);
     else if (tok->fl)
         p11_kit_module_release(tok->fl);
-    if (tok->match)
-        p11_kit_uri_free(tok->match);
+    p11_uri_free(tok->match);
     free(tok->module);
     free(tok->pin_source);
     kv_secret_free(tok->pin);
+    kv_wipe(tok->bad_pin, sizeof(tok->bad_pin));
     free(tok->sess);
     pthread_mutex_destroy(&tok->lock);
     pthread_cond_destroy(&tok->cond);
@@ -296,11 +350,40 @@ static kv_rc find_slot_locked(struct p11_token *tok)
     return KV_OK;
 }
 
+/*
+ * A rejected PIN is remembered as its HMAC-SHA256 under a random key made
+ * once per process: a bare hash of a 6-digit PIN is the PIN (a million
+ * guesses), a MAC under a key that never leaves the process is not. A
+ * forked child keeps its parent's key, so the MACs it inherits still match.
+ */
+static pthread_mutex_t pin_mac_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned char pin_mac_key[32];
+static bool pin_mac_ready;
+
+static kv_rc pin_mac(struct p11_token *tok, const char *pin, unsigned char mac[32])
+{
+    size_t len = 0;
+    bool ready;
+
+    pthread_mutex_lock(&pin_mac_lock);
+    if (!pin_mac_ready)
+        pin_mac_ready =
+            RAND_priv_bytes_ex(tok->ctx->libctx, pin_mac_key, sizeof(pin_mac_key), 0) == 1;
+    ready = pin_mac_ready;
+    pthread_mutex_unlock(&pin_mac_lock);
+    if (!ready)
+        return kv_error_ossl(tok->ctx, KV_ERR_CRYPTO, "random generator failed");
+    if (!EVP_Q_mac(tok->ctx->libctx, "HMAC", NULL, "SHA256", NULL, pin_mac_key,
+                   sizeof(pin_mac_key), (const unsigned char *)pin, strlen(pin), mac, 32, &len) ||
+        len != 32)
+        return kv_error_ossl(tok->ctx, KV_ERR_CRYPTO, "HMAC-SHA256 failed");
+    return KV_OK;
+}
+
 /* Log in on session h, never trying a PIN the token has rejected before. */
 static kv_rc login_locked(struct p11_token *tok, CK_SESSION_HANDLE h)
 {
-    unsigned char digest[32];
-    unsigned int dlen = 0;
+    unsigned char mac[32];
     char *pin = NULL;
     kv_rc rc = KV_OK;
     CK_RV rv;
@@ -323,8 +406,8 @@ static kv_rc login_locked(struct p11_token *tok, CK_SESSION_HANDLE h)
                         "token '%s' needs a PIN: set [pkcs11] pin, or pin-source in the URI",
                         tok->label);
     }
-    EVP_Digest(pin, strlen(pin), digest, &dlen, EVP_sha256(), NULL);
-    if (tok->have_bad_pin && CRYPTO_memcmp(digest, tok->bad_pin, sizeof(digest)) == 0) {
+    KV_CHECK(rc, pin_mac(tok, pin, mac));
+    if (tok->have_bad_pin && CRYPTO_memcmp(mac, tok->bad_pin, sizeof(mac)) == 0) {
         rc = kv_error(tok->ctx, KV_ERR_AUTH_FAILED,
                       "token '%s' rejected this PIN before; not trying it again "
                       "(tokens lock after a few failures): fix the PIN source", tok->label);
@@ -332,13 +415,13 @@ static kv_rc login_locked(struct p11_token *tok, CK_SESSION_HANDLE h)
     }
     rv = tok->fl->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
     if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_INVALID || rv == CKR_PIN_LEN_RANGE) {
-        memcpy(tok->bad_pin, digest, sizeof(digest));
+        memcpy(tok->bad_pin, mac, sizeof(mac));
         tok->have_bad_pin = true;
     }
     if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
         rc = p11_fail(tok, "C_Login", rv);
 out:
-    kv_wipe(digest, sizeof(digest));
+    kv_wipe(mac, sizeof(mac));
     kv_secret_free(pin);
     return rc;
 }

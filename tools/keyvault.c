@@ -30,6 +30,10 @@ static const char *config_path;
 /* exit codes: 0 ok, 1 operation failed, 2 usage error */
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
+/* No message repeats an argument, except a file path: any of them may be a
+ * secret typed in the wrong place (a URI with its pin-value, a PIN given as
+ * a key type). Keys are named in output by the name and URI the library
+ * reports. */
 static void die_usage(const char *cmd, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 static void die_usage(const char *cmd, const char *fmt, ...)
 {
@@ -159,7 +163,8 @@ static int cmd_keygen(kv_ctx *ctx, int argc, char **argv)
         case 't':
             type = kv_key_type_from_name(optarg);
             if (type == KV_KEY_UNKNOWN)
-                die_usage("keygen", "unknown key type '%s'", optarg);
+                die_usage("keygen", "unknown key type (ec-p256, ec-p384, rsa-2048, rsa-3072, "
+                                    "ed25519)");
             break;
         case 'b':
             backend = optarg;
@@ -221,7 +226,7 @@ static int cmd_list(kv_ctx *ctx, int argc, char **argv)
         json = 1;
     }
     if (optind != argc)
-        die_usage("list", "unexpected argument '%s'", argv[optind]);
+        die_usage("list", "takes no arguments besides --json");
     rc = kv_list_keys(ctx, &list);
     if (rc != KV_OK)
         return fail("list", ctx, rc);
@@ -286,15 +291,25 @@ static const char destroy_help[] =
 
 static int cmd_destroy(kv_ctx *ctx, int argc, char **argv)
 {
+    kv_key *key = NULL;
+    kv_key_info info;
+    int ret = EXIT_OK;
     kv_rc rc;
 
     if (argc != 2 || argv[1][0] == '-')
         die_usage("destroy", "expected one key NAME or URI");
-    rc = kv_key_destroy(ctx, argv[1]);
-    if (rc != KV_OK)
-        return fail("destroy", ctx, rc);
-    printf("destroyed '%s'\n", argv[1]);
-    return EXIT_OK;
+    /* named in the output by what the library reports, not by argv[1] */
+    rc = kv_key_open(ctx, argv[1], &key);
+    if (rc == KV_OK)
+        rc = kv_key_get_info(key, &info);
+    if (rc == KV_OK)
+        rc = kv_key_destroy(ctx, argv[1]);
+    if (rc == KV_OK)
+        printf("destroyed '%s' (%s)\n", info.name, info.uri);
+    else
+        ret = fail("destroy", ctx, rc);
+    kv_key_free(key);
+    return ret;
 }
 
 static const char pubkey_help[] =
@@ -334,8 +349,8 @@ static int parse_alg(const char *cmd, const char *s)
     int alg = kv_sign_alg_from_name(s);
 
     if (alg < 0)
-        die_usage(cmd, "unknown algorithm '%s' (ecdsa-sha256, ecdsa-sha384, ecdsa-sha512, "
-                       "rsa-pss-sha256/384/512, rsa-pkcs1-sha256/384/512, ed25519)", s);
+        die_usage(cmd, "unknown algorithm (ecdsa-sha256, ecdsa-sha384, ecdsa-sha512, "
+                       "rsa-pss-sha256/384/512, rsa-pkcs1-sha256/384/512, ed25519)");
     return alg;
 }
 
@@ -579,9 +594,12 @@ static int cmd_cert(kv_ctx *ctx, int argc, char **argv)
         return fail_sys("cert", "read", import);
     rc = kv_key_open(ctx, argv[optind], &key);
     if (rc == KV_OK && import) {
+        kv_key_info info;
         rc = kv_key_store_cert(key, data, len);
+        if (rc == KV_OK)
+            rc = kv_key_get_info(key, &info);
         if (rc == KV_OK) {
-            printf("stored the certificate with '%s'\n", argv[optind]);
+            printf("stored the certificate with '%s'\n", info.name);
             ret = EXIT_OK;
         }
     } else if (rc == KV_OK) {
@@ -749,7 +767,7 @@ static int cmd_tpm(kv_ctx *ctx, int argc, char **argv)
             ret = rc == KV_OK ? EXIT_OK : EXIT_FAIL;
         }
     } else {
-        die_usage("tpm", "unknown command '%s'", sub);
+        die_usage("tpm", "unknown command (ak, ek-cert, quote, certify, pcr-read, pcr-extend)");
     }
     if (rc != KV_OK)
         ret = fail("tpm", ctx, rc);
@@ -847,7 +865,7 @@ int main(int argc, char **argv)
         if (!strcmp(commands[i].name, argv[argi]))
             cmd = &commands[i];
     if (!cmd) {
-        fprintf(stderr, "%s: unknown command '%s' (see '%s --help')\n", prog, argv[argi], prog);
+        fprintf(stderr, "%s: unknown command (see '%s --help')\n", prog, prog);
         return EXIT_USAGE;
     }
     if (want_help(argc - argi, argv + argi)) {
@@ -861,6 +879,7 @@ int main(int argc, char **argv)
         return EXIT_FAIL;
     }
     optind = 1;
+    opterr = 0; /* getopt would echo a bad option, whatever it holds: "bad option" instead */
     ret = cmd->fn(ctx, argc - argi, argv + argi);
     kv_ctx_free(ctx);
     return ret;

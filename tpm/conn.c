@@ -205,8 +205,21 @@ kv_rc tpm_conn_get(kv_ctx *ctx, const char *tcti, TPM2_HANDLE parent, struct tpm
     return KV_OK;
 }
 
+/* ESYS keeps its own copy of an object's auth value and frees it without a
+ * wipe when the object is flushed or the context finalized: overwrite it
+ * first (Esys_TR_SetAuth copies the whole, zeroed, buffer). */
+static void forget_auth(struct tpm_conn *c, const struct tpm_obj *o)
+{
+    static const TPM2B_AUTH none = { 0 };
+
+    if (c->esys && o->auth.size && o->handle != ESYS_TR_NONE && o->epoch == c->epoch)
+        (void)Esys_TR_SetAuth(c->esys, o->handle, &none);
+}
+
 static void disconnect_locked(struct tpm_conn *c, bool polite)
 {
+    for (struct tpm_obj *o = c->objs; o; o = o->next)
+        forget_auth(c, o);
     if (c->esys) {
         if (polite) {
             /* flush what we loaded: without a resource manager nobody else will */
@@ -284,6 +297,7 @@ static bool evict_one(struct tpm_conn *c, const struct tpm_obj *keep, const stru
         victim->saved = true;
         Esys_Free(saved);
     }
+    forget_auth(c, victim);
     (void)Esys_FlushContext(c->esys, victim->handle);
     victim->handle = ESYS_TR_NONE;
     return true;
@@ -351,6 +365,7 @@ void tpm_obj_release(struct tpm_conn *c, struct tpm_obj *obj)
     struct tpm_obj **pp;
 
     pthread_mutex_lock(&c->lock);
+    forget_auth(c, obj);
     if (obj->handle != ESYS_TR_NONE && !obj->persistent && c->connected &&
         obj->epoch == c->epoch && c->fork_gen == kv_fork_generation())
         (void)Esys_FlushContext(c->esys, obj->handle);
@@ -473,6 +488,8 @@ kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)
          * with an ESYS context, session and objects of its own: parent and
          * child must then not use the TPM at the same moment.
          */
+        for (struct tpm_obj *o = c->objs; o; o = o->next)
+            forget_auth(c, o);
         if (c->esys)
             Esys_Finalize(&c->esys); /* frees memory, sends nothing */
         if (!strncmp(c->tcti, "device", 6)) {

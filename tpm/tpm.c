@@ -409,6 +409,10 @@ static kv_rc tpm_open_uri(kv_backend *be, const char *uri, kv_key *key)
     if (!be->available)
         return kv_error(ctx, KV_ERR_BACKEND_UNAVAILABLE, "backend 'tpm' is unavailable: %s",
                         be->why);
+    /* below, uri holds no query: messages may show it */
+    if (uri[kv_uri_shown_len(uri)])
+        return kv_error(ctx, KV_ERR_BAD_URI, "'%.*s...': tpm2: URIs take no query or fragment",
+                        (int)kv_uri_shown_len(uri), uri);
     if (!strncmp(rest, "file=", 5)) {
         const char *path = rest + 5, *base = strrchr(path, '/');
         size_t blen = base ? strlen(base + 1) : 0;
@@ -426,7 +430,7 @@ static kv_rc tpm_open_uri(kv_backend *be, const char *uri, kv_key *key)
         struct tpm_key *tk;
         if (*end || (h >> 24) != 0x81)
             return kv_error(ctx, KV_ERR_BAD_URI,
-                            "'%s': expected tpm2:handle=0x81xxxxxx (a persistent handle)", uri);
+                            "tpm2:handle= expects a persistent handle, 0x81xxxxxx");
         tk = calloc(1, sizeof(*tk));
         if (!tk)
             return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
@@ -439,6 +443,7 @@ static kv_rc tpm_open_uri(kv_backend *be, const char *uri, kv_key *key)
         }
         if (rc != KV_OK) {
             tpm_obj_release(st(be)->conn, &tk->obj);
+            kv_wipe(&tk->obj.auth, sizeof(tk->obj.auth));
             free(tk);
             return rc;
         }
@@ -446,7 +451,7 @@ static kv_rc tpm_open_uri(kv_backend *be, const char *uri, kv_key *key)
         return fill_key(be, key, name, tk);
     }
     return kv_error(ctx, KV_ERR_BAD_URI,
-                    "'%s': expected tpm2:file=/path/NAME.pem or tpm2:handle=0x81xxxxxx", uri);
+                    "a tpm2: URI is tpm2:file=/path/NAME.pem or tpm2:handle=0x81xxxxxx");
 }
 
 static kv_rc tpm_list(kv_backend *be, kv_list_builder *lb)
