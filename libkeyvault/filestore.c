@@ -24,6 +24,20 @@
 
 #define KV_STORE_SECRET ".store-secret"
 
+kv_rc kv_fs_dir_config(const kv_ctx *ctx, const char *section, const char *key,
+                       const char *sub, char **out)
+{
+    const char *dir = kv_config_get(ctx->cfg, section, key);
+
+    *out = dir ? kv_strdup(dir) : kv_asprintf("%s/%s", ctx->home, sub);
+    if (!*out)
+        return kv_error(NULL, KV_ERR_NO_MEMORY, "out of memory");
+    if ((*out)[0] != '/')
+        return kv_error(NULL, KV_ERR_CONFIG, "[%s] %s = '%s': must be an absolute path",
+                        section, key, *out);
+    return KV_OK;
+}
+
 char *kv_fs_key_path(const char *dir, const char *name)
 {
     return kv_asprintf("%s/%s.pem", dir, name);

@@ -117,6 +117,11 @@ typedef struct kv_filestore {
 #define KV_MAC_KEY_LEN 32
 typedef struct kv_list_builder kv_list_builder;
 
+/* A backend's store directory, for its init: [section] key, else
+ * HOME/sub; it must be absolute (KV_ERR_CONFIG). Errors are reported on
+ * NULL, as init's are. */
+kv_rc kv_fs_dir_config(const kv_ctx *ctx, const char *section, const char *key,
+                       const char *sub, char **out);
 /* DIR/NAME.pem (newly allocated). */
 char *kv_fs_key_path(const char *dir, const char *name);
 /* Whether DIR/NAME.pem exists (as anything: a link takes the name too):

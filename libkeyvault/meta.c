@@ -238,7 +238,7 @@ kv_rc kv_meta_check(const kv_ctx *ctx, const char *store_dir, const char *key_pa
     if (!mmac || !mfpr || !mname)
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
                 "key '%s': metadata file '%s' carries no MAC binding the key file to its name "
-                "(made by a libkeyvault before 0.2, or altered); refusing it", name, path);
+                "(made by libkeyvault 0.1, or altered); refusing it", name, path);
     KV_CHECK(rc, mac_key(ctx, arg, key));
     KV_CHECK(rc, meta_mac(ctx, meta, key, mac));
     if (strlen(mmac) != strlen(mac) || CRYPTO_memcmp(mmac, mac, strlen(mac)) != 0)

@@ -60,7 +60,6 @@ static kv_rc soft_init(kv_backend *be)
 {
     kv_ctx *ctx = be->ctx;
     struct soft_state *s = calloc(1, sizeof(*s));
-    const char *store = kv_config_get(ctx->cfg, "software", "store");
     const char *pass = kv_config_get(ctx->cfg, "software", "passphrase");
     long iter = 0;
     kv_rc rc = KV_OK;
@@ -71,20 +70,17 @@ static kv_rc soft_init(kv_backend *be)
     KV_CHECK(rc, kv_config_get_long(NULL, ctx->cfg, "software", "kdf_iterations",
                                     SOFT_DEFAULT_ITER, 1000, 100000000, &iter));
     s->iterations = (int)iter;
-    s->dir = store ? kv_strdup(store) : kv_asprintf("%s/soft", ctx->home);
+    KV_CHECK(rc, kv_fs_dir_config(ctx, "software", "store", "soft", &s->dir));
     if (!pass || strcmp(pass, "machine") == 0)
-        s->pass_source = s->dir ? kv_asprintf("machine:%s/.machine-secret", s->dir) : NULL;
+        s->pass_source = kv_asprintf("machine:%s/.machine-secret", s->dir);
     else if ((!strncmp(pass, "machine:", 8) && pass[8] == '/') || kv_secret_source_valid(pass))
         s->pass_source = kv_strdup(pass);
     else
         KV_FAIL(NULL, rc, KV_ERR_CONFIG,
                 "[software] passphrase = '%s': expected machine, machine:PATH, file:PATH or "
                 "env:VAR", pass);
-    if (!s->dir || !s->pass_source)
+    if (!s->pass_source)
         KV_FAIL(NULL, rc, KV_ERR_NO_MEMORY, "out of memory");
-    if (s->dir[0] != '/')
-        KV_FAIL(NULL, rc, KV_ERR_CONFIG, "[software] store = '%s': must be an absolute path",
-                s->dir);
 out:
     return rc;
 }

@@ -39,7 +39,6 @@ static kv_rc tpm_init(kv_backend *be)
 {
     kv_ctx *ctx = be->ctx;
     const char *tcti = kv_config_get(ctx->cfg, "tpm", "tcti");
-    const char *dir = kv_config_get(ctx->cfg, "tpm", "keys");
     const char *parent = kv_config_get(ctx->cfg, "tpm", "parent");
     const char *auth = kv_config_get(ctx->cfg, "tpm", "auth");
     struct tpm_state *s = calloc(1, sizeof(*s));
@@ -61,8 +60,8 @@ static kv_rc tpm_init(kv_backend *be)
     if (auth && !kv_secret_source_valid(auth))
         KV_FAIL(NULL, rc, KV_ERR_CONFIG, "[tpm] auth: expected file:PATH or env:VAR");
     s->auth_source = kv_strdup(auth);
-    s->dir = dir ? kv_strdup(dir) : kv_asprintf("%s/tpm", ctx->home);
-    if (!s->dir || (auth && !s->auth_source))
+    KV_CHECK(rc, kv_fs_dir_config(ctx, "tpm", "keys", "tpm", &s->dir));
+    if (auth && !s->auth_source)
         KV_FAIL(NULL, rc, KV_ERR_NO_MEMORY, "out of memory");
     if (!tcti || !*tcti)
         tcti = getenv("KEYVAULT_TCTI");
