@@ -791,6 +791,38 @@ START_TEST(stale_temporary_files_are_removed)
 }
 END_TEST
 
+START_TEST(key_file_outside_the_store)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_key *key = NULL;
+    char uri[800];
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "o1", KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "o2", KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    ck_assert_int_eq(mkdir(path_in("elsewhere"), 0700), 0);
+    /* a key file the caller names outside the store may come without metadata */
+    ck_assert_int_eq(tu_sh("cp -p %s %s", path_in("soft/o1.pem"), path_in("elsewhere/o1.pem")), 0);
+    snprintf(uri, sizeof(uri), "file:%s", path_in("elsewhere/o1.pem"));
+    ck_assert_rc(ctx, kv_key_open(ctx, uri, &key), KV_OK);
+    kv_key_free(key);
+    key = NULL;
+    /* with metadata beside it, the metadata is checked */
+    ck_assert_int_eq(tu_sh("cp -p %s %s", path_in("soft/o2.json"), path_in("elsewhere/o1.json")),
+                     0);
+    open_fails(ctx, uri, KV_ERR_CORRUPT, "key 'o1'", NULL);
+    ck_assert_int_eq(tu_sh("cp -p %s %s", path_in("soft/o1.json"), path_in("elsewhere/o1.json")),
+                     0);
+    ck_assert_rc(ctx, kv_key_open(ctx, uri, &key), KV_OK);
+    kv_key_free(key);
+    /* in the store, by name or by URI, metadata is required */
+    ck_assert_int_eq(unlink(path_in("soft/o1.json")), 0);
+    open_fails(ctx, "o1", KV_ERR_CORRUPT, "missing", NULL);
+    snprintf(uri, sizeof(uri), "file://%s", path_in("soft/o1.pem"));
+    open_fails(ctx, uri, KV_ERR_CORRUPT, "missing", NULL);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -815,6 +847,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, certificate_beside_a_key_is_checked);
     tcase_add_test(tc, only_regular_files_are_read);
     tcase_add_test(tc, stale_temporary_files_are_removed);
+    tcase_add_test(tc, key_file_outside_the_store);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     return s;
