@@ -226,9 +226,9 @@ static kv_rc tpm_exists(kv_backend *be, const char *name)
     return kv_fs_exists(be->ctx, st(be)->dir, name);
 }
 
-/* NAME.json bound to the key's public key under the store's MAC key (from
- * KEYS/.store-secret, made with the first key). */
-static kv_rc meta_write(kv_backend *be, const char *name, kv_key_type type,
+/* DIR/NAME.json bound to the key's public key under the MAC key of the
+ * directory's secret (DIR/.store-secret, made with the first key). */
+static kv_rc meta_write(kv_backend *be, const char *dir, const char *name, kv_key_type type,
                         const TPM2B_PUBLIC *pub)
 {
     unsigned char mac_key[KV_MAC_KEY_LEN];
@@ -236,8 +236,8 @@ static kv_rc meta_write(kv_backend *be, const char *name, kv_key_type type,
     kv_rc rc;
 
     KV_CHECK(rc, tpm_public_to_pkey(be->ctx, &pub->publicArea, &pkey));
-    KV_CHECK(rc, kv_fs_store_mac_key(be->ctx, st(be)->dir, true, mac_key));
-    rc = kv_meta_write(be->ctx, st(be)->dir, name, type, "tpm", 1, pkey, mac_key);
+    KV_CHECK(rc, kv_fs_store_mac_key(be->ctx, dir, true, mac_key));
+    rc = kv_meta_write(be->ctx, dir, name, type, "tpm", 1, pkey, mac_key);
 out:
     kv_wipe(mac_key, sizeof(mac_key));
     EVP_PKEY_free(pkey);
@@ -324,7 +324,7 @@ static kv_rc tpm_generate(kv_backend *be, const char *name, kv_key_type type, kv
     if (!file || !tk->path)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     KV_CHECK(rc, kv_write_file_atomic(ctx, st(be)->dir, file, pem, pemlen, false));
-    rc = meta_write(be, name, type, &tk->obj.pub);
+    rc = meta_write(be, st(be)->dir, name, type, &tk->obj.pub);
     if (rc != KV_OK) {
         (void)unlink(tk->path);
         goto out;
