@@ -3,7 +3,9 @@
  *
  * One key per file: STORE/NAME.pem is an encrypted PKCS#8 private key
  * (PBES2: PBKDF2-HMAC-SHA256 + AES-256-CBC), readable by `openssl pkey`
- * with the passphrase; STORE/NAME.json holds its metadata. Files are 0600
+ * with the passphrase; STORE/NAME.json holds its metadata, bound to the key
+ * file by a MAC under a key derived from the private key (meta.c,
+ * filestore.c: the rules the store shares with the TPM backend). Files are 0600
  * in a 0700 directory and are written atomically (mem.c). The passphrase
  * is read from its source on each use and wiped right after.
  *
@@ -18,18 +20,15 @@
  */
 #include "config.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
-#include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
@@ -103,7 +102,6 @@ static kv_rc get_passphrase(kv_backend *be, bool create, char **out)
     kv_ctx *ctx = be->ctx;
     const char *src = st(be)->pass_source;
     char file_src[4200];
-
     struct stat sb;
     kv_rc rc;
 

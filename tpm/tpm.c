@@ -11,7 +11,9 @@
  * auth = file:PATH | env:VAR   auth value for the keys of this context
  *
  * A key is KEYS/NAME.pem, a TSS2 PRIVATE KEY (the TPM-wrapped blobs, usable
- * by tpm2-openssl and the kernel), and KEYS/NAME.json, its metadata.
+ * by tpm2-openssl and the kernel), and KEYS/NAME.json, its metadata, bound
+ * to the key file by a MAC under a key from KEYS/.store-secret (meta.c,
+ * filestore.c: the rules the store shares with the software backend).
  * URIs: tpm2:file=/path/NAME.pem, tpm2:handle=0x81000002 (persistent).
  */
 #include "config.h"
