@@ -73,15 +73,7 @@ kv_rc kv_tpm_ak_public(kv_ctx *ctx, unsigned char *buf, size_t *len)
         rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot encode the attestation key");
         goto out;
     }
-    if (buf && *len < (size_t)n) {
-        rc = kv_error(ctx, KV_ERR_BUFFER_TOO_SMALL, "the AK needs %d bytes, buffer has %zu", n,
-                      *len);
-        *len = (size_t)n;
-        goto out;
-    }
-    if (buf)
-        memcpy(buf, der, (size_t)n);
-    *len = (size_t)n;
+    rc = kv_copy_out(ctx, "the AK", der, (size_t)n, buf, len);
 out:
     OPENSSL_free(der);
     EVP_PKEY_free(pub);
@@ -175,15 +167,7 @@ kv_rc kv_tpm_ek_cert(kv_ctx *ctx, unsigned char *buf, size_t *len)
     if (!(be = ATTESTER(ctx, ek_cert)))
         return KV_ERR_BACKEND_UNAVAILABLE;
     KV_CHECK(rc, be->ops->ek_cert(be, &der, &n));
-    if (buf && *len < n) {
-        rc = kv_error(ctx, KV_ERR_BUFFER_TOO_SMALL, "the EK certificate needs %zu bytes, "
-                      "buffer has %zu", n, *len);
-        *len = n;
-        goto out;
-    }
-    if (buf)
-        memcpy(buf, der, n);
-    *len = n;
+    rc = kv_copy_out(ctx, "the EK certificate", der, n, buf, len);
 out:
     OPENSSL_free(der);
     return rc;

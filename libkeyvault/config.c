@@ -538,25 +538,34 @@ kv_rc kv_config_get_long(const kv_ctx *ctx, const kv_config *cfg, const char *se
     return KV_OK;
 }
 
-char *kv_default_home(const kv_config *cfg)
+kv_rc kv_default_home(const kv_config *cfg, char **out)
 {
     const char *v = getenv("KEYVAULT_HOME");
     const char *home;
+    struct passwd *pw;
 
     if (v && *v)
-        return kv_strdup(v);
-    v = kv_config_get(cfg, "keyvault", "home");
-    if (v && *v)
-        return kv_strdup(v);
-    if (geteuid() == 0)
-        return kv_strdup("/var/lib/keyvault");
-    v = getenv("XDG_DATA_HOME");
-    if (v && *v == '/')
-        return kv_asprintf("%s/keyvault", v);
-    home = getenv("HOME");
-    if (!home || !*home) {
-        struct passwd *pw = getpwuid(geteuid());
-        home = pw ? pw->pw_dir : "/tmp";
+        *out = kv_strdup(v);
+    else if ((v = kv_config_get(cfg, "keyvault", "home")) && *v)
+        *out = kv_strdup(v);
+    else if (geteuid() == 0)
+        *out = kv_strdup("/var/lib/keyvault");
+    else if ((v = getenv("XDG_DATA_HOME")) && *v == '/')
+        *out = kv_asprintf("%s/keyvault", v);
+    else {
+        home = getenv("HOME");
+        if ((!home || *home != '/') && (pw = getpwuid(geteuid())) && pw->pw_dir &&
+            pw->pw_dir[0] == '/')
+            home = pw->pw_dir;
+        /* never a shared directory such as /tmp: keys would go where others write */
+        if (!home || *home != '/') {
+            *out = NULL;
+            return kv_error(NULL, KV_ERR_CONFIG,
+                            "no home directory for uid %lu (HOME is not set and there is no "
+                            "passwd entry): set KEYVAULT_HOME to the directory for "
+                            "libkeyvault's keys", (unsigned long)geteuid());
+        }
+        *out = kv_asprintf("%s/.local/share/keyvault", home);
     }
-    return kv_asprintf("%s/.local/share/keyvault", home);
+    return *out ? KV_OK : kv_error(NULL, KV_ERR_NO_MEMORY, "out of memory");
 }

@@ -160,9 +160,7 @@ kv_rc kv_ctx_new(kv_ctx **out, const char *config_path)
     ctx->md_sha512 = EVP_MD_fetch(ctx->libctx, "SHA512", NULL);
     if (!ctx->md_sha256 || !ctx->md_sha384 || !ctx->md_sha512)
         KV_FAIL(NULL, rc, KV_ERR_CRYPTO, "OpenSSL offers no SHA-2 digests");
-    ctx->home = kv_default_home(ctx->cfg);
-    if (!ctx->home)
-        KV_FAIL(NULL, rc, KV_ERR_NO_MEMORY, "out of memory");
+    KV_CHECK(rc, kv_default_home(ctx->cfg, &ctx->home));
     KV_CHECK(rc, kv_config_get_bool(NULL, ctx->cfg, "keyvault", "require_hardware", false,
                                     &ctx->require_hardware));
     order = kv_config_get(ctx->cfg, "keyvault", "backends");

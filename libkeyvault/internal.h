@@ -70,12 +70,30 @@ kv_rc kv_mkdir_p(const kv_ctx *ctx, const char *dir);
  */
 kv_rc kv_write_file_atomic(const kv_ctx *ctx, const char *dir, const char *name,
                            const void *data, size_t len, bool replace);
-/* KV_OK when the key file `path` exists, KV_ERR_KEY_NOT_FOUND when not
- * (an error for anything else). Takes and frees path (NULL: no memory). */
-kv_rc kv_key_file_exists(const kv_ctx *ctx, char *path);
-/* Read a whole file (at most max bytes) into a NUL-terminated buffer.
- * Free with kv_wipe + free when it may hold a secret. */
+/* Read a whole regular file (at most max bytes) into a NUL-terminated
+ * buffer. Anything else (a FIFO, device, directory) fails at once with
+ * KV_ERR_IO; it is never waited on. Free with kv_wipe + free when it may
+ * hold a secret. */
 kv_rc kv_read_file(const kv_ctx *ctx, const char *path, size_t max, char **out, size_t *len);
+/* kv_read_file with stricter rules: */
+#define KV_READ_STORE 1u   /* a file of a key store: a symbolic link or a file that is
+                            * not regular is KV_ERR_CORRUPT; one owned by another user
+                            * (not root) or writable by group or others KV_ERR_PERMISSION */
+#define KV_READ_SECRET 2u  /* a secret: KV_ERR_PERMISSION when the file is owned by
+                            * another user (not root) or open to group or others, or
+                            * its directory fails kv_dir_check */
+kv_rc kv_read_file_ex(const kv_ctx *ctx, const char *path, size_t max, unsigned flags,
+                      char **out, size_t *len);
+/* A directory that holds keys or secrets: KV_OK when it is owned by the
+ * caller or root and not writable by group or others; KV_ERR_PERMISSION
+ * naming it and the problem when not; KV_ERR_KEY_NOT_FOUND (nothing
+ * recorded) when it does not exist. `what` names it in messages. */
+kv_rc kv_dir_check(const kv_ctx *ctx, const char *dir, const char *what);
+/* The size-query output pattern of the public API: buf NULL asks for the
+ * size (*len = n); a buffer smaller than n is KV_ERR_BUFFER_TOO_SMALL with
+ * *len = n; else data is copied and *len = n. `what` names the result. */
+kv_rc kv_copy_out(const kv_ctx *ctx, const char *what, const void *data, size_t n,
+                  unsigned char *buf, size_t *len);
 
 /*
  * Read a secret from a source: "file:PATH" (first line, without its line
@@ -87,24 +105,88 @@ kv_rc kv_secret_read(const kv_ctx *ctx, const char *source, const char *what, ch
 /* Whether source has one of the forms kv_secret_read takes. */
 bool kv_secret_source_valid(const char *source);
 
-/* ---- key metadata files (meta.c) -------------------------------------- */
+/* ---- file-backed key stores (filestore.c, meta.c) -------------------- */
 
+/* How one backend's keys look in a file store. */
+typedef struct kv_filestore {
+    const char *backend;      /* "software", "tpm": in metadata and lists */
+    const char *uri_prefix;   /* "file:", "tpm2:file=": a key's URI is prefix + path */
+    kv_assurance assurance;
+} kv_filestore;
+
+#define KV_MAC_KEY_LEN 32
+typedef struct kv_list_builder kv_list_builder;
+
+/* A backend's store directory, for its init: [section] key, else
+ * HOME/sub; it must be absolute (KV_ERR_CONFIG). Errors are reported on
+ * NULL, as init's are. */
+kv_rc kv_fs_dir_config(const kv_ctx *ctx, const char *section, const char *key,
+                       const char *sub, char **out);
+/* DIR/NAME.pem (newly allocated). */
+char *kv_fs_key_path(const char *dir, const char *name);
+/* Whether DIR/NAME.pem exists (as anything: a link takes the name too):
+ * KV_OK or KV_ERR_KEY_NOT_FOUND (nothing recorded); an untrusted store is
+ * an error (kv_dir_check). */
+kv_rc kv_fs_exists(const kv_ctx *ctx, const char *dir, const char *name);
+/* Make the store directory (0700) if needed and check it (kv_dir_check). */
+kv_rc kv_fs_prepare(const kv_ctx *ctx, const char *dir);
+/* Read key file `path` of key `name`: its directory must pass kv_dir_check,
+ * the file must be a regular file, not a link (KV_ERR_CORRUPT naming the
+ * key); KV_ERR_KEY_NOT_FOUND when there is none. */
+kv_rc kv_fs_read_key(const kv_ctx *ctx, const char *path, const char *name, size_t max,
+                     char **text, size_t *len);
+/* The key name of an absolute path to a NAME.pem key file (from a URI). */
+kv_rc kv_fs_uri_path(const kv_ctx *ctx, const char *path, char name[KV_NAME_MAX + 1]);
+/* Add every DIR/NAME.pem to a list, type and version from its metadata
+ * (unchecked; missing or damaged metadata lists as unknown, version 1). */
+kv_rc kv_fs_list(const kv_ctx *ctx, const kv_filestore *fs, const char *dir,
+                 kv_list_builder *lb);
+/* Create a file of 32 random bytes (base64, one line, 0600) at an absolute
+ * path, unless one exists (a racing creator's file is kept). */
+kv_rc kv_secret_file_create(const kv_ctx *ctx, const char *path);
+/* The metadata MAC key of a store from its secret file DIR/.store-secret
+ * (made first when create; KV_ERR_CORRUPT when missing otherwise). */
+kv_rc kv_fs_store_mac_key(const kv_ctx *ctx, const char *dir, bool create,
+                          unsigned char out[KV_MAC_KEY_LEN]);
+/* The same as a kv_mac_key_fn: arg is a key file's path; its directory's
+ * secret is read, never made. */
+kv_rc kv_fs_key_dir_mac_key(const kv_ctx *ctx, void *key_path,
+                            unsigned char out[KV_MAC_KEY_LEN]);
+
+/* HKDF-SHA256 of a secret into a metadata MAC key. */
+kv_rc kv_meta_mac_key(const kv_ctx *ctx, const void *ikm, size_t len,
+                      unsigned char out[KV_MAC_KEY_LEN]);
 /* Write DIR/NAME.json (atomically, 0600): name, type, backend, version,
- * created. */
+ * created, the SHA-256 of pub's SubjectPublicKeyInfo, and an HMAC-SHA256 of
+ * all of it under mac_key. */
 kv_rc kv_meta_write(const kv_ctx *ctx, const char *dir, const char *name, kv_key_type type,
-                    const char *backend, unsigned version);
-/* Read DIR/NAME.json. A missing file is not an error (type unknown,
- * version 1): the key file is the source of truth. A damaged one is. */
-kv_rc kv_meta_read(const kv_ctx *ctx, const char *dir, const char *name, kv_key_type *type,
-                   unsigned *version);
+                    const char *backend, unsigned version, const EVP_PKEY *pub,
+                    const unsigned char mac_key[KV_MAC_KEY_LEN]);
+/* Fetch the MAC key a metadata check needs (called only when it does). */
+typedef kv_rc (*kv_mac_key_fn)(const kv_ctx *ctx, void *arg,
+                               unsigned char out[KV_MAC_KEY_LEN]);
+/*
+ * Check the metadata beside key file key_path against the key's name, its
+ * backend and the public key the file holds: KV_ERR_CORRUPT naming the key
+ * when the MAC does not verify, the metadata carries none, names another
+ * key, or records another public key. In store_dir every key must have
+ * metadata; a key file the caller named elsewhere may have none (then
+ * version is 1). A type in the metadata must be the key file's.
+ */
+kv_rc kv_meta_check(const kv_ctx *ctx, const char *store_dir, const char *key_path,
+                    const char *name, const char *backend, const EVP_PKEY *pub,
+                    kv_mac_key_fn mac_key, void *arg, unsigned *version);
+/* Type and version from DIR/NAME.json, unchecked and quiet (for lists). */
+void kv_meta_peek(const char *dir, const char *name, kv_key_type *type, unsigned *version);
 
 /* DIR/NAME.pem -> DIR/NAME.EXT (newly allocated). */
 char *kv_sibling_path(const char *key_path, const char *ext);
-/* NAME.crt beside a key file: a certificate kept as PEM, written atomically. */
+/* NAME.crt beside a key file: a certificate kept as PEM, written atomically;
+ * read back only when it holds pub (KV_ERR_CORRUPT naming the key if not). */
 kv_rc kv_cert_file_store(const kv_ctx *ctx, const char *key_path, const unsigned char *der,
                          size_t len);
 kv_rc kv_cert_file_read(const kv_ctx *ctx, const char *key_path, const char *name,
-                        unsigned char **der, size_t *len);
+                        const EVP_PKEY *pub, unsigned char **der, size_t *len);
 /* Delete a key file and its NAME.json and NAME.crt. */
 kv_rc kv_key_files_remove(const kv_ctx *ctx, const char *key_path);
 
@@ -148,8 +230,9 @@ kv_rc kv_config_get_long(const kv_ctx *ctx, const kv_config *cfg, const char *se
                          const char *key, long def, long min, long max, long *out);
 /* The directory for libkeyvault's files: $KEYVAULT_HOME, else [keyvault]
  * home, else /var/lib/keyvault for root, else $XDG_DATA_HOME/keyvault or
- * ~/.local/share/keyvault. */
-char *kv_default_home(const kv_config *cfg);
+ * ~/.local/share/keyvault (HOME, else the passwd entry's directory). With
+ * none of these, KV_ERR_CONFIG asking for KEYVAULT_HOME (never /tmp). */
+kv_rc kv_default_home(const kv_config *cfg, char **out);
 
 /* ---- algorithms (alg.c) ----------------------------------------------- */
 

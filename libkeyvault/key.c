@@ -376,16 +376,7 @@ kv_rc kv_key_public_der(kv_key *key, unsigned char *buf, size_t *len)
                            key->name);
         goto out;
     }
-    if (buf) {
-        if (*len < (size_t)n) {
-            rc = kv_error(key->ctx, KV_ERR_BUFFER_TOO_SMALL,
-                          "public key needs %d bytes, buffer has %zu", n, *len);
-            *len = (size_t)n;
-            goto out;
-        }
-        memcpy(buf, der, (size_t)n);
-    }
-    *len = (size_t)n;
+    rc = kv_copy_out(key->ctx, "the public key", der, (size_t)n, buf, len);
 out:
     OPENSSL_free(der);
     return rc;
@@ -472,16 +463,7 @@ kv_rc kv_key_cert_der(kv_key *key, unsigned char *buf, size_t *len)
         return kv_error(ctx, KV_ERR_UNSUPPORTED, "backend %s cannot keep certificates",
                         key->be->name);
     KV_CHECK(rc, key->be->ops->cert_read(key, &der, &n));
-    if (buf) {
-        if (*len < n) {
-            rc = kv_error(ctx, KV_ERR_BUFFER_TOO_SMALL, "certificate needs %zu bytes, buffer has %zu",
-                          n, *len);
-            *len = n;
-            goto out;
-        }
-        memcpy(buf, der, n);
-    }
-    *len = n;
+    rc = kv_copy_out(ctx, "the certificate", der, n, buf, len);
 out:
     OPENSSL_free(der);
     return rc;

@@ -1,18 +1,26 @@
 /*
- * mem.c - wiping, string helpers and crash-safe file writes.
+ * mem.c - wiping, string helpers, crash-safe file writes, and reads that
+ * trust only regular files (and, for secrets, only private ones).
  */
 #include "config.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <openssl/crypto.h>
 
 #include "internal.h"
+
+/* Seconds after which a temporary file of kv_write_file_atomic is taken
+ * for one a killed writer left behind. */
+#define KV_STALE_TEMP_AGE (5 * 60)
 
 void kv_wipe(void *p, size_t n)
 {
@@ -110,6 +118,76 @@ static void fsync_dir(const char *dir)
     }
 }
 
+/* Whether name is a file name this library writes: a key store file
+ * (NAME.pem, NAME.json, NAME.crt), one of the store's own files, or the
+ * file being written now. */
+static bool our_file_name(const char *name, size_t len, const char *writing)
+{
+    static const char *const own[] = { ".machine-secret", ".store-secret",
+                                        ".attestation-key.pem" };
+    static const char *const ext[] = { ".pem", ".json", ".crt" };
+    char stem[KV_NAME_MAX + 1];
+
+    if (strlen(writing) == len && !memcmp(name, writing, len))
+        return true;
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+        if (strlen(own[i]) == len && !memcmp(name, own[i], len))
+            return true;
+    for (size_t i = 0; i < sizeof(ext) / sizeof(ext[0]); i++) {
+        size_t e = strlen(ext[i]);
+        if (len > e && len - e <= KV_NAME_MAX && !memcmp(name + len - e, ext[i], e)) {
+            memcpy(stem, name, len - e);
+            stem[len - e] = '\0';
+            return kv_name_valid(stem);
+        }
+    }
+    return false;
+}
+
+/* Whether name is ".TARGET.XXXXXX", a temporary file kv_write_file_atomic
+ * makes (mkostemp fills XXXXXX from [A-Za-z0-9]) for a file it writes. */
+static bool our_temp_name(const char *name, const char *writing)
+{
+    size_t n = strlen(name);
+
+    if (n < 9 || name[0] != '.' || name[n - 7] != '.')
+        return false;
+    for (size_t i = n - 6; i < n; i++)
+        if (!isalnum((unsigned char)name[i]))
+            return false;
+    return our_file_name(name + 1, n - 8, writing);
+}
+
+/* Remove temporary files a killed writer left in dir: only names this
+ * library makes, regular files of this user, older than KV_STALE_TEMP_AGE
+ * seconds (a live writer's file is younger). Best effort: a failure here
+ * never fails the write. */
+static void remove_stale_temps(const char *dir, const char *writing)
+{
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    time_t now = time(NULL);
+    struct dirent *de;
+    DIR *d;
+
+    if (dfd < 0)
+        return;
+    d = fdopendir(dfd);
+    if (!d) {
+        close(dfd);
+        return;
+    }
+    while ((de = readdir(d)) != NULL) {
+        struct stat st;
+        if (!our_temp_name(de->d_name, writing) ||
+            fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+            st.st_mtime > now - KV_STALE_TEMP_AGE)
+            continue;
+        (void)unlinkat(dfd, de->d_name, 0);
+    }
+    closedir(d);
+}
+
 kv_rc kv_write_file_atomic(const kv_ctx *ctx, const char *dir, const char *name,
                            const void *data, size_t len, bool replace)
 {
@@ -120,6 +198,7 @@ kv_rc kv_write_file_atomic(const kv_ctx *ctx, const char *dir, const char *name,
 
     if (!tmp || !final)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    remove_stale_temps(dir, name);
     /* mkstemp creates the file 0600 with O_EXCL. */
     fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
@@ -173,21 +252,125 @@ out:
     return rc;
 }
 
-kv_rc kv_read_file(const kv_ctx *ctx, const char *path, size_t max, char **out, size_t *len)
+/* Whether st is owned by the caller or by root. */
+static bool owner_trusted(const struct stat *st)
+{
+    return st->st_uid == geteuid() || st->st_uid == 0;
+}
+
+static const char *file_kind(mode_t mode)
+{
+    return S_ISDIR(mode) ? "a directory" : S_ISFIFO(mode) ? "a FIFO" : S_ISCHR(mode) ?
+           "a character device" : S_ISBLK(mode) ? "a block device" : S_ISSOCK(mode) ?
+           "a socket" : S_ISLNK(mode) ? "a symbolic link" : "not a regular file";
+}
+
+kv_rc kv_dir_check(const kv_ctx *ctx, const char *dir, const char *what)
+{
+    struct stat st;
+
+    if (stat(dir, &st) != 0) {
+        if (errno == ENOENT)
+            return KV_ERR_KEY_NOT_FOUND;
+        return kv_error_errno(ctx, errno, "cannot examine %s '%s'", what, dir);
+    }
+    if (!S_ISDIR(st.st_mode))
+        return kv_error(ctx, KV_ERR_IO, "%s '%s' is %s, not a directory", what, dir,
+                        file_kind(st.st_mode));
+    if (!owner_trusted(&st))
+        return kv_error(ctx, KV_ERR_PERMISSION,
+                        "%s '%s' is owned by uid %lu, not by this user (uid %lu) or root: "
+                        "refusing it", what, dir, (unsigned long)st.st_uid,
+                        (unsigned long)geteuid());
+    if (st.st_mode & (S_IWGRP | S_IWOTH))
+        return kv_error(ctx, KV_ERR_PERMISSION,
+                        "%s '%s' is writable by %s (mode %04o): refusing it; "
+                        "run chmod go-w on it", what, dir,
+                        (st.st_mode & S_IWOTH) ? "others" : "its group",
+                        (unsigned)(st.st_mode & 07777));
+    return KV_OK;
+}
+
+/* The directory part of path ("." for a bare name); NULL when out of memory. */
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+
+    if (!slash)
+        return kv_strdup(".");
+    if (slash == path)
+        return kv_strdup("/");
+    return kv_asprintf("%.*s", (int)(slash - path), path);
+}
+
+/* A secret file: owned by the caller or root, not open to group or others,
+ * in a directory nobody else can write to. */
+static kv_rc secret_file_check(const kv_ctx *ctx, const char *path, const struct stat *st)
+{
+    char *dir;
+    kv_rc rc;
+
+    if (!owner_trusted(st))
+        return kv_error(ctx, KV_ERR_PERMISSION,
+                        "secret file '%s' is owned by uid %lu, not by this user (uid %lu) or "
+                        "root: refusing it", path, (unsigned long)st->st_uid,
+                        (unsigned long)geteuid());
+    if (st->st_mode & (S_IRWXG | S_IRWXO))
+        return kv_error(ctx, KV_ERR_PERMISSION,
+                        "secret file '%s' is open to %s (mode %04o): refusing it; "
+                        "run chmod 600 on it", path,
+                        (st->st_mode & S_IRWXO) ? "others" : "its group",
+                        (unsigned)(st->st_mode & 07777));
+    dir = dir_of(path);
+    if (!dir)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    rc = kv_dir_check(ctx, dir, "the directory of secret file");
+    if (rc == KV_ERR_KEY_NOT_FOUND)
+        rc = kv_error(ctx, KV_ERR_IO, "the directory of secret file '%s' vanished", path);
+    free(dir);
+    return rc;
+}
+
+kv_rc kv_read_file_ex(const kv_ctx *ctx, const char *path, size_t max, unsigned flags,
+                      char **out, size_t *len)
 {
     kv_rc rc = KV_OK;
     char *buf = NULL;
     size_t used = 0;
+    struct stat st;
     int fd;
 
     *out = NULL;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO without a writer must not hang the open */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK |
+                    ((flags & KV_READ_STORE) ? O_NOFOLLOW : 0));
     if (fd < 0) {
         if (errno == ENOENT)
             return kv_error_code(ctx, KV_ERR_KEY_NOT_FOUND, "errno", ENOENT,
                                  "'%s' does not exist", path);
+        if (errno == ELOOP && (flags & KV_READ_STORE))
+            return kv_error(ctx, KV_ERR_CORRUPT,
+                            "'%s' is a symbolic link: libkeyvault never makes one, and does "
+                            "not follow one in a key store", path);
         return kv_error_errno(ctx, errno, "cannot open '%s'", path);
     }
+    if (fstat(fd, &st) != 0) {
+        rc = kv_error_errno(ctx, errno, "cannot examine '%s'", path);
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode))
+        KV_FAIL(ctx, rc, (flags & KV_READ_STORE) ? KV_ERR_CORRUPT : KV_ERR_IO,
+                "'%s' is %s, not a regular file", path, file_kind(st.st_mode));
+    if (flags & KV_READ_SECRET)
+        KV_CHECK(rc, secret_file_check(ctx, path, &st));
+    if ((flags & KV_READ_STORE) && !owner_trusted(&st))
+        KV_FAIL(ctx, rc, KV_ERR_PERMISSION,
+                "'%s' is owned by uid %lu, not by this user (uid %lu) or root: refusing it",
+                path, (unsigned long)st.st_uid, (unsigned long)geteuid());
+    if ((flags & KV_READ_STORE) && (st.st_mode & (S_IWGRP | S_IWOTH)))
+        KV_FAIL(ctx, rc, KV_ERR_PERMISSION, "'%s' is writable by %s (mode %04o): refusing it",
+                path, (st.st_mode & S_IWOTH) ? "others" : "its group",
+                (unsigned)(st.st_mode & 07777));
     buf = malloc(max + 1);
     if (!buf)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
@@ -212,11 +395,31 @@ kv_rc kv_read_file(const kv_ctx *ctx, const char *path, size_t max, char **out, 
     buf = NULL;
 out:
     if (buf) {
-        kv_wipe(buf, used);
+        kv_wipe(buf, max + 1);
         free(buf);
     }
     close(fd);
     return rc;
+}
+
+kv_rc kv_read_file(const kv_ctx *ctx, const char *path, size_t max, char **out, size_t *len)
+{
+    return kv_read_file_ex(ctx, path, max, 0, out, len);
+}
+
+kv_rc kv_copy_out(const kv_ctx *ctx, const char *what, const void *data, size_t n,
+                  unsigned char *buf, size_t *len)
+{
+    if (buf && *len < n) {
+        size_t have = *len;
+        *len = n;
+        return kv_error(ctx, KV_ERR_BUFFER_TOO_SMALL, "%s needs %zu bytes, buffer has %zu",
+                        what, n, have);
+    }
+    if (buf)
+        memcpy(buf, data, n);
+    *len = n;
+    return KV_OK;
 }
 
 #define KV_SECRET_MAX 4096
@@ -245,7 +448,7 @@ kv_rc kv_secret_read(const kv_ctx *ctx, const char *source, const char *what, ch
         *out = kv_strdup(v);
         return *out ? KV_OK : kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
     }
-    rc = kv_read_file(ctx, source + 5, KV_SECRET_MAX, &buf, &len);
+    rc = kv_read_file_ex(ctx, source + 5, KV_SECRET_MAX, KV_READ_SECRET, &buf, &len);
     if (rc != KV_OK)
         return rc;
     /* the first line, in a buffer of its own; the whole file's is wiped */
@@ -256,20 +459,5 @@ kv_rc kv_secret_read(const kv_ctx *ctx, const char *source, const char *what, ch
         rc = kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
     kv_wipe(buf, len);
     free(buf);
-    return rc;
-}
-
-kv_rc kv_key_file_exists(const kv_ctx *ctx, char *path)
-{
-    struct stat sb;
-    kv_rc rc = KV_ERR_KEY_NOT_FOUND;
-
-    if (!path)
-        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
-    if (stat(path, &sb) == 0)
-        rc = KV_OK;
-    else if (errno != ENOENT && errno != ENOTDIR)
-        rc = kv_error_errno(ctx, errno, "cannot look for key file '%s'", path);
-    free(path);
     return rc;
 }

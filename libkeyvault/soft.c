@@ -3,7 +3,9 @@
  *
  * One key per file: STORE/NAME.pem is an encrypted PKCS#8 private key
  * (PBES2: PBKDF2-HMAC-SHA256 + AES-256-CBC), readable by `openssl pkey`
- * with the passphrase; STORE/NAME.json holds its metadata. Files are 0600
+ * with the passphrase; STORE/NAME.json holds its metadata, bound to the key
+ * file by a MAC under a key derived from the private key (meta.c,
+ * filestore.c: the rules the store shares with the TPM backend). Files are 0600
  * in a 0700 directory and are written atomically (mem.c). The passphrase
  * is read from its source on each use and wiped right after.
  *
@@ -18,17 +20,15 @@
  */
 #include "config.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
-#include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
@@ -42,6 +42,8 @@ struct soft_state {
     char *pass_source;   /* "machine:PATH", "file:PATH" or "env:VAR" */
     int iterations;
 };
+
+static const kv_filestore soft_fs = { "software", "file:", KV_ASSURANCE_SOFTWARE };
 
 struct soft_key {
     EVP_PKEY *pkey;      /* private key: freed with key material cleansed */
@@ -57,7 +59,6 @@ static kv_rc soft_init(kv_backend *be)
 {
     kv_ctx *ctx = be->ctx;
     struct soft_state *s = calloc(1, sizeof(*s));
-    const char *store = kv_config_get(ctx->cfg, "software", "store");
     const char *pass = kv_config_get(ctx->cfg, "software", "passphrase");
     long iter = 0;
     kv_rc rc = KV_OK;
@@ -68,20 +69,17 @@ static kv_rc soft_init(kv_backend *be)
     KV_CHECK(rc, kv_config_get_long(NULL, ctx->cfg, "software", "kdf_iterations",
                                     SOFT_DEFAULT_ITER, 1000, 100000000, &iter));
     s->iterations = (int)iter;
-    s->dir = store ? kv_strdup(store) : kv_asprintf("%s/soft", ctx->home);
+    KV_CHECK(rc, kv_fs_dir_config(ctx, "software", "store", "soft", &s->dir));
     if (!pass || strcmp(pass, "machine") == 0)
-        s->pass_source = s->dir ? kv_asprintf("machine:%s/.machine-secret", s->dir) : NULL;
+        s->pass_source = kv_asprintf("machine:%s/.machine-secret", s->dir);
     else if ((!strncmp(pass, "machine:", 8) && pass[8] == '/') || kv_secret_source_valid(pass))
         s->pass_source = kv_strdup(pass);
     else
         KV_FAIL(NULL, rc, KV_ERR_CONFIG,
                 "[software] passphrase: expected machine, machine:PATH, file:PATH or env:VAR "
                 "(the value is not shown: a passphrase is never written in the configuration)");
-    if (!s->dir || !s->pass_source)
+    if (!s->pass_source)
         KV_FAIL(NULL, rc, KV_ERR_NO_MEMORY, "out of memory");
-    if (s->dir[0] != '/')
-        KV_FAIL(NULL, rc, KV_ERR_CONFIG, "[software] store = '%s': must be an absolute path",
-                s->dir);
 out:
     return rc;
 }
@@ -98,74 +96,63 @@ static void soft_fini(kv_backend *be)
     be->state = NULL;
 }
 
-/* Create the machine secret once; racing processes agree on the first. */
-static kv_rc machine_secret_create(kv_backend *be, const char *path)
-{
-    kv_ctx *ctx = be->ctx;
-    unsigned char raw[32], b64[64];
-    char *dir = kv_strdup(path), *slash;
-    kv_rc rc;
-    int n;
-
-    if (!dir)
-        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
-    slash = strrchr(dir, '/');
-    if (!slash || slash == dir) {
-        free(dir);
-        return kv_error(ctx, KV_ERR_CONFIG, "machine secret path '%s' must be absolute", path);
-    }
-    *slash = '\0';
-    KV_CHECK(rc, kv_mkdir_p(ctx, dir));
-    if (RAND_priv_bytes_ex(ctx->libctx, raw, sizeof(raw), 256) != 1)
-        KV_FAIL(ctx, rc, KV_ERR_CRYPTO, "random generator failed");
-    n = EVP_EncodeBlock(b64, raw, sizeof(raw));
-    b64[n++] = '\n';
-    rc = kv_write_file_atomic(ctx, dir, slash + 1, b64, (size_t)n, false);
-    if (rc == KV_ERR_KEY_EXISTS) {
-        /* another process created it first: use theirs */
-        kv_err_begin(ctx);
-        rc = KV_OK;
-    }
-out:
-    kv_wipe(raw, sizeof(raw));
-    kv_wipe(b64, sizeof(b64));
-    free(dir);
-    return rc;
-}
-
 /* Fetch the passphrase; wipe and free it with kv_secret_free. */
 static kv_rc get_passphrase(kv_backend *be, bool create, char **out)
 {
     kv_ctx *ctx = be->ctx;
     const char *src = st(be)->pass_source;
     char file_src[4200];
+    struct stat sb;
     kv_rc rc;
 
     if (strncmp(src, "machine:", 8) != 0)
         return kv_secret_read(ctx, src, "passphrase", out);
     snprintf(file_src, sizeof(file_src), "file:%s", src + 8);
-    rc = kv_secret_read(ctx, file_src, "passphrase", out);
-    if (rc == KV_ERR_KEY_NOT_FOUND && create) {
-        kv_err_begin(ctx);
-        rc = machine_secret_create(be, src + 8);
-        if (rc == KV_OK)
-            rc = kv_secret_read(ctx, file_src, "passphrase", out);
+    if (lstat(src + 8, &sb) != 0 && errno == ENOENT) {
+        if (!create)
+            return kv_error(ctx, KV_ERR_CONFIG, "passphrase source %s: file does not exist",
+                            src);
+        /* made once; racing processes agree on the first */
+        rc = kv_secret_file_create(ctx, src + 8);
+        if (rc != KV_OK)
+            return rc;
     }
-    if (rc == KV_ERR_KEY_NOT_FOUND) {
-        kv_err_begin(ctx);
-        rc = kv_error(ctx, KV_ERR_CONFIG, "passphrase source %s: file does not exist", src);
-    }
-    return rc;
-}
-
-static char *key_path(kv_backend *be, const char *name, const char *ext)
-{
-    return kv_asprintf("%s/%s.%s", st(be)->dir, name, ext);
+    return kv_secret_read(ctx, file_src, "passphrase", out);
 }
 
 static kv_rc soft_exists(kv_backend *be, const char *name)
 {
-    return kv_key_file_exists(be->ctx, key_path(be, name, "pem"));
+    return kv_fs_exists(be->ctx, st(be)->dir, name);
+}
+
+/*
+ * The metadata MAC key of a software key: HKDF of the private key itself.
+ * Forging metadata for a key file then takes that key's private half, which
+ * only the passphrase opens. (A key derived from the passphrase alone would
+ * let whoever can read the metadata test passphrase guesses at the cost of
+ * one HMAC each instead of PBKDF2's.)
+ */
+static kv_rc pkey_mac_key(const kv_ctx *ctx, void *arg, unsigned char out[KV_MAC_KEY_LEN])
+{
+    EVP_PKEY *pkey = arg;
+    unsigned char buf[1024];
+    size_t len = sizeof(buf);
+    BIGNUM *bn = NULL;
+    int ok;
+    kv_rc rc;
+
+    if (EVP_PKEY_is_a(pkey, "ED25519"))
+        ok = EVP_PKEY_get_raw_private_key(pkey, buf, &len);
+    else
+        ok = EVP_PKEY_get_bn_param(pkey, EVP_PKEY_is_a(pkey, "RSA") ? OSSL_PKEY_PARAM_RSA_D
+                                                                    : OSSL_PKEY_PARAM_PRIV_KEY,
+                                   &bn) == 1 &&
+             (size_t)BN_num_bytes(bn) <= sizeof(buf) && (len = (size_t)BN_bn2bin(bn, buf)) > 0;
+    rc = ok ? kv_meta_mac_key(ctx, buf, len, out)
+            : kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot read the private key for its metadata key");
+    BN_clear_free(bn);
+    kv_wipe(buf, sizeof(buf));
+    return rc;
 }
 
 static kv_rc encrypt_key(kv_backend *be, EVP_PKEY *pkey, const char *pass, char **pem,
@@ -213,18 +200,17 @@ out:
     return rc;
 }
 
-static kv_rc decrypt_key(kv_backend *be, const char *path, const char *pass, EVP_PKEY **out)
+/* Decrypt the text of key file path. */
+static kv_rc decrypt_key(kv_backend *be, const char *path, const char *text, size_t len,
+                         const char *pass, EVP_PKEY **out)
 {
     kv_ctx *ctx = be->ctx;
     PKCS8_PRIV_KEY_INFO *p8inf = NULL;
     X509_SIG *p8 = NULL;
     BIO *bio = NULL;
-    char *text = NULL;
-    size_t len = 0;
     kv_rc rc;
 
     *out = NULL;
-    KV_CHECK(rc, kv_read_file(ctx, path, SOFT_KEY_FILE_MAX, &text, &len));
     bio = BIO_new_mem_buf(text, (int)len);
     if (!bio)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
@@ -251,10 +237,6 @@ out:
     PKCS8_PRIV_KEY_INFO_free(p8inf);
     X509_SIG_free(p8);
     BIO_free(bio);
-    if (text) {
-        kv_wipe(text, len);
-        free(text);
-    }
     return rc;
 }
 
@@ -300,10 +282,11 @@ static kv_rc soft_generate(kv_backend *be, const char *name, kv_key_type type, k
     const kv_type_desc *t = kv_type_desc_get(type);
     EVP_PKEY *pkey = NULL;
     char *pass = NULL, *pem = NULL, *file = NULL;
+    unsigned char mac_key[KV_MAC_KEY_LEN];
     size_t pemlen = 0;
     kv_rc rc;
 
-    KV_CHECK(rc, kv_mkdir_p(ctx, st(be)->dir));
+    KV_CHECK(rc, kv_fs_prepare(ctx, st(be)->dir));
     switch (t->family) {
     case KV_FAMILY_EC:
         pkey = EVP_PKEY_Q_keygen(ctx->libctx, NULL, "EC", t->group);
@@ -330,18 +313,21 @@ static kv_rc soft_generate(kv_backend *be, const char *name, kv_key_type type, k
         goto out;
     if (rc != KV_OK)
         goto out;
-    rc = kv_meta_write(ctx, st(be)->dir, name, type, "software", 1);
+    rc = pkey_mac_key(ctx, pkey, mac_key);
+    if (rc == KV_OK)
+        rc = kv_meta_write(ctx, st(be)->dir, name, type, "software", 1, pkey, mac_key);
     if (rc != KV_OK) {
         /* no half-made keys: take the key file back */
-        char *path = key_path(be, name, "pem");
+        char *path = kv_fs_key_path(st(be)->dir, name);
         if (path)
             (void)unlink(path);
         free(path);
         goto out;
     }
-    rc = fill_key(be, key, name, pkey, key_path(be, name, "pem"));
+    rc = fill_key(be, key, name, pkey, kv_fs_key_path(st(be)->dir, name));
     pkey = NULL;
 out:
+    kv_wipe(mac_key, sizeof(mac_key));
     kv_secret_free(pass);
     if (pem) {
         kv_wipe(pem, pemlen);
@@ -355,31 +341,29 @@ out:
 static kv_rc open_path(kv_backend *be, const char *name, char *path, kv_key *key)
 {
     EVP_PKEY *pkey = NULL;
-    char *pass = NULL;
-    kv_key_type mtype;
+    struct soft_key *sk;
+    char *pass = NULL, *text = NULL;
+    size_t len = 0;
     kv_rc rc;
 
     if (!path)
         return kv_error(be->ctx, KV_ERR_NO_MEMORY, "out of memory");
-    rc = access(path, F_OK) == 0 ? KV_OK : KV_ERR_KEY_NOT_FOUND;
-    if (rc != KV_OK) {
-        if (errno != ENOENT && errno != ENOTDIR)
-            rc = kv_error_errno(be->ctx, errno, "cannot access key file '%s'", path);
-        else
-            rc = kv_error(be->ctx, rc, "no key file '%s'", path);
-        goto out;
-    }
+    KV_CHECK(rc, kv_fs_read_key(be->ctx, path, name, SOFT_KEY_FILE_MAX, &text, &len));
     KV_CHECK(rc, get_passphrase(be, false, &pass));
-    KV_CHECK(rc, decrypt_key(be, path, pass, &pkey));
-    KV_CHECK(rc, kv_meta_read(be->ctx, st(be)->dir, name, &mtype, &key->version));
+    KV_CHECK(rc, decrypt_key(be, path, text, len, pass, &pkey));
     rc = fill_key(be, key, name, pkey, path);
     path = NULL;
     pkey = NULL;
-    if (rc == KV_OK && mtype != KV_KEY_UNKNOWN && mtype != key->type)
-        rc = kv_error(be->ctx, KV_ERR_CORRUPT,
-                      "key '%s': metadata says %s but the key file holds %s", name,
-                      kv_key_type_name(mtype), kv_key_type_name(key->type));
+    if (rc != KV_OK)
+        goto out;
+    sk = key->bk;
+    rc = kv_meta_check(be->ctx, st(be)->dir, sk->path, name, "software", key->pub, pkey_mac_key,
+                       sk->pkey, &key->version);
 out:
+    if (text) {
+        kv_wipe(text, len);
+        free(text);
+    }
     kv_secret_free(pass);
     EVP_PKEY_free(pkey);
     free(path);
@@ -388,88 +372,33 @@ out:
 
 static kv_rc soft_open_name(kv_backend *be, const char *name, kv_key *key)
 {
-    return open_path(be, name, key_path(be, name, "pem"), key);
+    return open_path(be, name, kv_fs_key_path(st(be)->dir, name), key);
 }
 
 /* file:/abs/path/NAME.pem or file:///abs/path/NAME.pem */
 static kv_rc soft_open_uri(kv_backend *be, const char *uri, kv_key *key)
 {
-    kv_ctx *ctx = be->ctx;
-    const char *path = uri + 5, *base;
+    const char *path = uri + 5;
     char name[KV_NAME_MAX + 1];
-    size_t blen;
+    kv_rc rc;
 
     /* below, uri holds no query: messages may show it */
     if (uri[kv_uri_shown_len(uri)])
-        return kv_error(ctx, KV_ERR_BAD_URI, "'%.*s...': file URIs take no query or fragment",
+        return kv_error(be->ctx, KV_ERR_BAD_URI, "'%.*s...': file URIs take no query or fragment",
                         (int)kv_uri_shown_len(uri), uri);
     if (!strncmp(path, "//", 2)) {
         path += 2;
         if (*path != '/')
-            return kv_error(ctx, KV_ERR_BAD_URI,
-                            "'%s': file URIs name a local absolute path (file:///path)", uri);
+            return kv_error(be->ctx, KV_ERR_BAD_URI,
+                            "file URIs name a local absolute path (file:///path)");
     }
-    if (*path != '/')
-        return kv_error(ctx, KV_ERR_BAD_URI, "'%s': the path must be absolute", uri);
-    if (strchr(path, '%'))
-        return kv_error(ctx, KV_ERR_BAD_URI, "'%s': percent-encoded paths are not supported",
-                        uri);
-    base = strrchr(path, '/') + 1;
-    blen = strlen(base);
-    if (blen < 5 || strcmp(base + blen - 4, ".pem") != 0 || blen - 4 > KV_NAME_MAX)
-        return kv_error(ctx, KV_ERR_BAD_URI, "'%s': expected a path to a NAME.pem key file", uri);
-    memcpy(name, base, blen - 4);
-    name[blen - 4] = '\0';
-    if (!kv_name_valid(name))
-        return kv_error(ctx, KV_ERR_BAD_URI, "'%s': '%s' is not a valid key name", uri, name);
-    /* metadata is looked up in the configured store only */
-    return open_path(be, name, kv_strdup(path), key);
+    rc = kv_fs_uri_path(be->ctx, path, name);
+    return rc == KV_OK ? open_path(be, name, kv_strdup(path), key) : rc;
 }
 
 static kv_rc soft_list(kv_backend *be, kv_list_builder *lb)
 {
-    kv_ctx *ctx = be->ctx;
-    DIR *d = opendir(st(be)->dir);
-    struct dirent *de;
-    kv_rc rc = KV_OK;
-
-    if (!d) {
-        if (errno == ENOENT)
-            return KV_OK; /* nothing generated yet */
-        return kv_error_errno(ctx, errno, "cannot read key store '%s'", st(be)->dir);
-    }
-    while ((de = readdir(d)) != NULL) {
-        size_t n = strlen(de->d_name);
-        char name[KV_NAME_MAX + 1], *path;
-        kv_key_type type;
-        unsigned version;
-
-        if (n < 5 || n - 4 > KV_NAME_MAX || strcmp(de->d_name + n - 4, ".pem") != 0)
-            continue;
-        memcpy(name, de->d_name, n - 4);
-        name[n - 4] = '\0';
-        if (!kv_name_valid(name))
-            continue;
-        rc = kv_meta_read(ctx, st(be)->dir, name, &type, &version);
-        if (rc == KV_ERR_CORRUPT) {
-            /* list what is there; opening the key reports the damage */
-            kv_err_begin(ctx);
-            type = KV_KEY_UNKNOWN;
-            version = 1;
-        } else if (rc != KV_OK) {
-            break;
-        }
-        path = key_path(be, name, "pem");
-        char *uri = path ? kv_asprintf("file:%s", path) : NULL;
-        rc = uri ? kv_list_add(lb, name, "software", uri, type, KV_ASSURANCE_SOFTWARE, version)
-                 : KV_ERR_NO_MEMORY;
-        free(uri);
-        free(path);
-        if (rc != KV_OK)
-            break;
-    }
-    closedir(d);
-    return rc;
+    return kv_fs_list(be->ctx, &soft_fs, st(be)->dir, lb);
 }
 
 static kv_rc soft_destroy(kv_backend *be, kv_key *key)
@@ -494,7 +423,8 @@ static kv_rc soft_cert_store(kv_key *key, const unsigned char *der, size_t len)
 
 static kv_rc soft_cert_read(kv_key *key, unsigned char **der, size_t *len)
 {
-    return kv_cert_file_read(key->ctx, ((struct soft_key *)key->bk)->path, key->name, der, len);
+    return kv_cert_file_read(key->ctx, ((struct soft_key *)key->bk)->path, key->name, key->pub,
+                             der, len);
 }
 
 kv_rc kv_soft_sign_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pkey,

@@ -5,6 +5,8 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,9 +14,11 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <jansson.h>
 
+#include "internal.h"
 #include "testutil.h"
 
 static char *slurp(const char *path, size_t *len)
@@ -358,7 +362,6 @@ START_TEST(unreadable_store_is_a_permission_error)
 
     ck_assert_rc(ctx, kv_key_generate(ctx, "u1", KV_KEY_EC_P256, NULL, NULL), KV_OK);
     chmod(conf, 0644);
-    chmod(path_in("pass"), 0644);
     if (geteuid() != 0)
         chmod(path_in("soft"), 0);
     pid = fork();
@@ -437,6 +440,389 @@ START_TEST(list_is_sorted_by_name)
 }
 END_TEST
 
+/* Expect rc from opening name, with each of the words in the message. */
+static void open_fails(kv_ctx *ctx, const char *ref, kv_rc want, const char *w1, const char *w2)
+{
+    kv_key *key = NULL;
+
+    ck_assert_rc(ctx, kv_key_open(ctx, ref, &key), want);
+    ck_assert_ptr_null(key);
+    if (w1)
+        ck_assert_msg(strstr(kv_errmsg(ctx), w1), "'%s' not in: %s", w1, kv_errmsg(ctx));
+    if (w2)
+        ck_assert_msg(strstr(kv_errmsg(ctx), w2), "'%s' not in: %s", w2, kv_errmsg(ctx));
+}
+
+static void swap_files(const char *a, const char *b)
+{
+    const char *t = path_in("swap.tmp");
+
+    ck_assert_int_eq(rename(a, t), 0);
+    ck_assert_int_eq(rename(b, a), 0);
+    ck_assert_int_eq(rename(t, b), 0);
+}
+
+START_TEST(store_directory_must_be_private)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_key_list *list = NULL;
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "g1", KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    ck_assert_int_eq(chmod(path_in("soft"), 0770), 0);
+    open_fails(ctx, "g1", KV_ERR_PERMISSION, path_in("soft"), "writable by its group");
+    ck_assert_rc(ctx, kv_list_keys(ctx, &list), KV_ERR_PERMISSION);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "g2", KV_KEY_EC_P256, NULL, NULL), KV_ERR_PERMISSION);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), path_in("soft")));
+    ck_assert_int_ne(access(path_in("soft/g2.pem"), F_OK), 0);
+    ck_assert_int_eq(chmod(path_in("soft"), 0702), 0);
+    open_fails(ctx, "g1", KV_ERR_PERMISSION, "writable by others", NULL);
+    ck_assert_int_eq(chmod(path_in("soft"), 0755), 0); /* readable by others is fine */
+    sign_ok(ctx, "g1");
+    if (geteuid() == 0) {
+        /* owned by another user (root's own files are trusted) */
+        ck_assert_int_eq(chown(path_in("soft"), 65534, 65534), 0);
+        open_fails(ctx, "g1", KV_ERR_PERMISSION, "owned by uid 65534", path_in("soft"));
+        ck_assert_int_eq(chown(path_in("soft"), 0, 0), 0);
+        ck_assert_int_eq(chown(path_in("soft/g1.pem"), 65534, 65534), 0);
+        open_fails(ctx, "g1", KV_ERR_PERMISSION, "owned by uid 65534", "g1.pem");
+        ck_assert_int_eq(chown(path_in("soft/g1.pem"), 0, 0), 0);
+    }
+    sign_ok(ctx, "g1");
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(secret_files_must_be_private)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    const char *pass = path_in("pass"), *sub = path_in("secrets"),
+               *inner = path_in("secrets/pin");
+    char src[800], *secret = NULL;
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "s1", KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    ck_assert_int_eq(chmod(pass, 0644), 0);
+    open_fails(ctx, "s1", KV_ERR_PERMISSION, pass, "open to others");
+    ck_assert_ptr_null(strstr(kv_errmsg(ctx), "test passphrase"));
+    ck_assert_int_eq(chmod(pass, 0640), 0);
+    open_fails(ctx, "s1", KV_ERR_PERMISSION, pass, "open to its group");
+    ck_assert_int_eq(chmod(pass, 0600), 0);
+    sign_ok(ctx, "s1");
+    if (geteuid() == 0) {
+        ck_assert_int_eq(chown(pass, 65534, 65534), 0);
+        open_fails(ctx, "s1", KV_ERR_PERMISSION, pass, "owned by uid 65534");
+        ck_assert_int_eq(chown(pass, 0, 0), 0);
+    }
+    /* PINs and TPM auth values come through the same reader: a private file
+     * in a directory others can write to is refused too */
+    ck_assert_int_eq(mkdir(sub, 0700), 0);
+    tu_write(inner, "123456\n");
+    snprintf(src, sizeof(src), "file:%s", inner);
+    ck_assert_rc(ctx, kv_secret_read(ctx, src, "PIN", &secret), KV_OK);
+    ck_assert_str_eq(secret, "123456");
+    kv_secret_free(secret);
+    secret = NULL;
+    ck_assert_int_eq(chmod(sub, 0730), 0);
+    kv_err_begin(ctx);
+    ck_assert_rc(ctx, kv_secret_read(ctx, src, "PIN", &secret), KV_ERR_PERMISSION);
+    ck_assert_ptr_null(secret);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), sub));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "writable by its group"));
+    ck_assert_ptr_null(strstr(kv_errmsg(ctx), "123456"));
+    ck_assert_int_eq(chmod(sub, 0700), 0);
+    ck_assert_int_eq(chmod(inner, 0604), 0);
+    kv_err_begin(ctx);
+    ck_assert_rc(ctx, kv_secret_read(ctx, src, "TPM key auth value", &secret),
+                 KV_ERR_PERMISSION);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "open to others"));
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* In a child with a uid that has no passwd entry, and no HOME. */
+static int homeless_child(const char *conf)
+{
+    kv_ctx *ctx = NULL;
+    kv_rc rc;
+
+    if (setgid(54321) != 0 || setuid(54321) != 0)
+        return 10;
+    if (getpwuid(54321) != NULL)
+        return 11;
+    unsetenv("HOME");
+    unsetenv("XDG_DATA_HOME");
+    unsetenv("KEYVAULT_HOME");
+    rc = kv_ctx_new(&ctx, conf);
+    if (rc != KV_ERR_CONFIG || ctx)
+        return 12;
+    if (!strstr(kv_errmsg(NULL), "KEYVAULT_HOME") || strstr(kv_errmsg(NULL), "/tmp"))
+        return 13;
+    /* with KEYVAULT_HOME the same context works */
+    setenv("KEYVAULT_HOME", "/nonexistent/kv", 1);
+    if (kv_ctx_new(&ctx, conf) != KV_OK)
+        return 14;
+    kv_ctx_free(ctx);
+    return 0;
+}
+
+START_TEST(no_home_is_an_error_not_tmp)
+{
+    const char *conf = path_in("homeless.conf");
+    int st = 0;
+    pid_t pid;
+
+    if (geteuid() != 0)
+        return; /* needs a uid without a passwd entry: root can become one */
+    tu_write(conf, "[keyvault]\nbackends = software\n");
+    ck_assert_int_eq(chmod(conf, 0644), 0);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        _exit(homeless_child(conf));
+    waitpid(pid, &st, 0);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child failed at step %d",
+                  WEXITSTATUS(st));
+}
+END_TEST
+
+START_TEST(swapped_and_linked_key_files_are_detected)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    char a[700], b[700], aj[700], bj[700], uri[800], *text, *cut;
+    json_t *meta;
+    json_error_t jerr;
+    const char *fpr = NULL, *mac = NULL;
+
+    /* path_in's buffers are few: keep these four */
+    snprintf(a, sizeof(a), "%s", path_in("soft/a.pem"));
+    snprintf(b, sizeof(b), "%s", path_in("soft/b.pem"));
+    snprintf(aj, sizeof(aj), "%s", path_in("soft/a.json"));
+    snprintf(bj, sizeof(bj), "%s", path_in("soft/b.json"));
+    ck_assert_rc(ctx, kv_key_generate(ctx, "a", KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "b", KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    /* the metadata records the public key's SHA-256, as openssl computes it */
+    meta = json_load_file(aj, 0, &jerr);
+    ck_assert_ptr_nonnull(meta);
+    ck_assert_int_eq(json_unpack(meta, "{s:s, s:s}", "public_key_sha256", &fpr, "mac", &mac), 0);
+    ck_assert_uint_eq(strlen(mac), 64);
+    ck_assert_int_eq(tu_sh("openssl pkey -in %s -passin file:%s -pubout -outform DER | "
+                           "openssl dgst -sha256 -r | cut -c1-64 | tr a-f A-F | "
+                           "grep -qx %s", a, path_in("pass"), fpr), 0);
+    json_decref(meta);
+
+    /* the two key files swapped: each name refuses the other's key */
+    swap_files(a, b);
+    open_fails(ctx, "a", KV_ERR_CORRUPT, "key 'a'", NULL);
+    open_fails(ctx, "b", KV_ERR_CORRUPT, "key 'b'", NULL);
+    snprintf(uri, sizeof(uri), "file:%s", a);
+    open_fails(ctx, uri, KV_ERR_CORRUPT, "key 'a'", NULL);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, "a"), KV_ERR_CORRUPT);
+    /* key files and metadata swapped together: the names give it away */
+    swap_files(aj, bj);
+    open_fails(ctx, "a", KV_ERR_CORRUPT, "key 'a'", "belongs to key 'b'");
+    swap_files(aj, bj);
+    swap_files(a, b);
+    sign_ok(ctx, "a");
+    sign_ok(ctx, "b");
+
+    /* a symbolic link to the other key, and a hard link */
+    ck_assert_int_eq(rename(a, path_in("a.saved")), 0);
+    ck_assert_int_eq(symlink(b, a), 0);
+    open_fails(ctx, "a", KV_ERR_CORRUPT, "key 'a'", "symbolic link");
+    ck_assert_int_eq(unlink(a), 0);
+    ck_assert_int_eq(link(b, a), 0);
+    open_fails(ctx, "a", KV_ERR_CORRUPT, "key 'a'", NULL);
+    ck_assert_int_eq(unlink(a), 0);
+    ck_assert_int_eq(rename(path_in("a.saved"), a), 0);
+    sign_ok(ctx, "a");
+
+    /* metadata without its MAC (a downgrade), missing, altered, or a link */
+    text = slurp(aj, NULL);
+    ck_assert_int_eq(rename(aj, path_in("a.json.saved")), 0);
+    open_fails(ctx, "a", KV_ERR_CORRUPT, "key 'a'", "missing");
+    cut = strstr(text, "\"mac\"");
+    ck_assert_ptr_nonnull(cut);
+    memcpy(cut, "\"xyz\"", 5);
+    tu_write(aj, text);
+    open_fails(ctx, "a", KV_ERR_CORRUPT, "key 'a'", "no MAC");
+    memcpy(cut, "\"mac\"", 5);
+    cut = strstr(text, "\"version\": 1");
+    ck_assert_ptr_nonnull(cut);
+    cut[11] = '7';
+    tu_write(aj, text);
+    open_fails(ctx, "a", KV_ERR_CORRUPT, "key 'a'", "does not authenticate");
+    ck_assert_int_eq(unlink(aj), 0);
+    ck_assert_int_eq(symlink(path_in("a.json.saved"), aj), 0);
+    open_fails(ctx, "a", KV_ERR_CORRUPT, "symbolic link", NULL);
+    ck_assert_int_eq(unlink(aj), 0);
+    ck_assert_int_eq(rename(path_in("a.json.saved"), aj), 0);
+    sign_ok(ctx, "a");
+    free(text);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(certificate_beside_a_key_is_checked)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_key *key = NULL;
+    unsigned char der[4096];
+    size_t len = sizeof(der);
+    char *pem;
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "c1", KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "c2", KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    ck_assert_int_eq(tu_sh("openssl req -new -x509 -key %s -passin file:%s -subj /CN=c1 "
+                           "-days 1 -out %s 2>/dev/null", path_in("soft/c1.pem"),
+                           path_in("pass"), path_in("c1.cert")), 0);
+    pem = slurp(path_in("c1.cert"), &len);
+    ck_assert_rc(ctx, kv_key_open(ctx, "c1", &key), KV_OK);
+    ck_assert_rc(ctx, kv_key_store_cert(key, (const unsigned char *)pem, len), KV_OK);
+    len = sizeof(der);
+    ck_assert_rc(ctx, kv_key_cert_der(key, der, &len), KV_OK);
+    kv_key_free(key);
+    free(pem);
+    /* c1's certificate put beside c2 */
+    ck_assert_int_eq(tu_sh("cp -p %s %s", path_in("soft/c1.crt"), path_in("soft/c2.crt")), 0);
+    ck_assert_rc(ctx, kv_key_open(ctx, "c2", &key), KV_OK);
+    len = sizeof(der);
+    ck_assert_rc(ctx, kv_key_cert_der(key, der, &len), KV_ERR_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "key 'c2'"));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "c2.crt"));
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+static void alarm_fail(int sig)
+{
+    (void)sig;
+    _exit(99); /* the test process dies: Check reports it */
+}
+
+START_TEST(only_regular_files_are_read)
+{
+    kv_ctx *ctx = tu_ctx(NULL), *other = NULL;
+    kv_key *key = NULL;
+    unsigned char der[4096];
+    size_t len = sizeof(der);
+    char text[1024];
+
+    signal(SIGALRM, alarm_fail);
+    alarm(20); /* a FIFO that is waited on hangs forever: fail instead */
+    ck_assert_rc(ctx, kv_key_generate(ctx, "r1", KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    /* a FIFO or a directory in place of a key file */
+    ck_assert_int_eq(mkfifo(path_in("soft/f1.pem"), 0600), 0);
+    open_fails(ctx, "f1", KV_ERR_CORRUPT, "key 'f1'", "not a regular file");
+    snprintf(text, sizeof(text), "file:%s", path_in("soft/f1.pem"));
+    open_fails(ctx, text, KV_ERR_CORRUPT, "key 'f1'", NULL);
+    ck_assert_int_eq(mkdir(path_in("soft/d1.pem"), 0700), 0);
+    open_fails(ctx, "d1", KV_ERR_CORRUPT, "key 'd1'", "not a regular file");
+    /* the name is taken all the same */
+    ck_assert_rc(ctx, kv_key_generate(ctx, "f1", KV_KEY_EC_P256, NULL, NULL), KV_ERR_KEY_EXISTS);
+    /* in place of metadata */
+    ck_assert_int_eq(rename(path_in("soft/r1.json"), path_in("r1.json")), 0);
+    ck_assert_int_eq(mkfifo(path_in("soft/r1.json"), 0600), 0);
+    open_fails(ctx, "r1", KV_ERR_CORRUPT, "r1.json", "a FIFO");
+    ck_assert_int_eq(unlink(path_in("soft/r1.json")), 0);
+    ck_assert_int_eq(rename(path_in("r1.json"), path_in("soft/r1.json")), 0);
+    /* in place of a certificate */
+    ck_assert_int_eq(mkfifo(path_in("soft/r1.crt"), 0600), 0);
+    ck_assert_rc(ctx, kv_key_open(ctx, "r1", &key), KV_OK);
+    ck_assert_rc(ctx, kv_key_cert_der(key, der, &len), KV_ERR_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "a FIFO"));
+    kv_key_free(key);
+    /* in place of the passphrase file */
+    ck_assert_int_eq(rename(path_in("pass"), path_in("pass.saved")), 0);
+    ck_assert_int_eq(mkfifo(path_in("pass"), 0600), 0);
+    open_fails(ctx, "r1", KV_ERR_IO, path_in("pass"), "a FIFO");
+    ck_assert_int_eq(unlink(path_in("pass")), 0);
+    ck_assert_int_eq(rename(path_in("pass.saved"), path_in("pass")), 0);
+    sign_ok(ctx, "r1");
+    /* in place of the configuration file, and a device */
+    ck_assert_int_eq(mkfifo(path_in("fifo.conf"), 0600), 0);
+    ck_assert_rc(NULL, kv_ctx_new(&other, path_in("fifo.conf")), KV_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(NULL), "a FIFO"));
+    ck_assert_rc(NULL, kv_ctx_new(&other, "/dev/zero"), KV_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(NULL), "character device"));
+    alarm(0);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(stale_temporary_files_are_removed)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    static const char *const stale[] = { ".k1.pem.AbC123", ".k1.json.zz9ZZ9", ".k1.crt.000000",
+                                         "..machine-secret.Qw3rty" };
+    static const char *const kept[] = { ".k1.pem.Fresh1",     /* young: a live writer's */
+                                        ".notours.AbC123",    /* not a file we write */
+                                        ".k1.pem.AbC12",      /* not mkstemp's pattern */
+                                        ".k1.pem.AbC-23",     /* nor this */
+                                        "k1.pem.AbC123" };    /* nor this */
+    struct timespec old[2] = { { time(NULL) - 3600, 0 }, { time(NULL) - 3600, 0 } };
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "k0", KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    for (size_t i = 0; i < sizeof(stale) / sizeof(stale[0]); i++) {
+        char rel[100];
+        snprintf(rel, sizeof(rel), "soft/%s", stale[i]);
+        tu_write(path_in(rel), "left by a killed writer");
+        ck_assert_int_eq(utimensat(AT_FDCWD, path_in(rel), old, 0), 0);
+    }
+    for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+        char rel[100];
+        snprintf(rel, sizeof(rel), "soft/%s", kept[i]);
+        tu_write(path_in(rel), "keep me");
+        if (i > 0)
+            ck_assert_int_eq(utimensat(AT_FDCWD, path_in(rel), old, 0), 0);
+    }
+    ck_assert_rc(ctx, kv_key_generate(ctx, "k2", KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    for (size_t i = 0; i < sizeof(stale) / sizeof(stale[0]); i++) {
+        char rel[100];
+        snprintf(rel, sizeof(rel), "soft/%s", stale[i]);
+        ck_assert_msg(access(path_in(rel), F_OK) != 0, "%s was not removed", stale[i]);
+    }
+    for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+        char rel[100];
+        snprintf(rel, sizeof(rel), "soft/%s", kept[i]);
+        ck_assert_msg(access(path_in(rel), F_OK) == 0, "%s was removed", kept[i]);
+    }
+    sign_ok(ctx, "k2");
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(key_file_outside_the_store)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_key *key = NULL;
+    char uri[800];
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "o1", KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "o2", KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    ck_assert_int_eq(mkdir(path_in("elsewhere"), 0700), 0);
+    /* a key file the caller names outside the store may come without metadata */
+    ck_assert_int_eq(tu_sh("cp -p %s %s", path_in("soft/o1.pem"), path_in("elsewhere/o1.pem")), 0);
+    snprintf(uri, sizeof(uri), "file:%s", path_in("elsewhere/o1.pem"));
+    ck_assert_rc(ctx, kv_key_open(ctx, uri, &key), KV_OK);
+    kv_key_free(key);
+    key = NULL;
+    /* with metadata beside it, the metadata is checked */
+    ck_assert_int_eq(tu_sh("cp -p %s %s", path_in("soft/o2.json"), path_in("elsewhere/o1.json")),
+                     0);
+    open_fails(ctx, uri, KV_ERR_CORRUPT, "key 'o1'", NULL);
+    ck_assert_int_eq(tu_sh("cp -p %s %s", path_in("soft/o1.json"), path_in("elsewhere/o1.json")),
+                     0);
+    ck_assert_rc(ctx, kv_key_open(ctx, uri, &key), KV_OK);
+    kv_key_free(key);
+    /* in the store, by name or by URI, metadata is required */
+    ck_assert_int_eq(unlink(path_in("soft/o1.json")), 0);
+    open_fails(ctx, "o1", KV_ERR_CORRUPT, "missing", NULL);
+    snprintf(uri, sizeof(uri), "file://%s", path_in("soft/o1.pem"));
+    open_fails(ctx, uri, KV_ERR_CORRUPT, "missing", NULL);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -454,6 +840,14 @@ static Suite *store_suite(void)
     tcase_add_test(tc, store_path_that_is_a_file);
     tcase_add_test(tc, file_uri_forms);
     tcase_add_test(tc, list_is_sorted_by_name);
+    tcase_add_test(tc, store_directory_must_be_private);
+    tcase_add_test(tc, secret_files_must_be_private);
+    tcase_add_test(tc, no_home_is_an_error_not_tmp);
+    tcase_add_test(tc, swapped_and_linked_key_files_are_detected);
+    tcase_add_test(tc, certificate_beside_a_key_is_checked);
+    tcase_add_test(tc, only_regular_files_are_read);
+    tcase_add_test(tc, stale_temporary_files_are_removed);
+    tcase_add_test(tc, key_file_outside_the_store);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     return s;

@@ -3,6 +3,7 @@
 . "$(dirname "$0")/lib.sh"
 
 printf 'cli test passphrase\n' >"$T/pass"
+chmod 600 "$T/pass"
 cat >"$T/kv.conf" <<CONF
 [keyvault]
 backends = software

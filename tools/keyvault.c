@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -840,6 +841,9 @@ int main(int argc, char **argv)
     int argi = 1, ret;
     kv_rc rc;
 
+    /* a file size limit must fail the write (KV_ERR_NO_SPACE), not kill us
+     * halfway through it */
+    signal(SIGXFSZ, SIG_IGN);
     if (argi < argc && (!strcmp(argv[argi], "-c") || !strcmp(argv[argi], "--config"))) {
         if (argi + 1 >= argc) {
             fprintf(stderr, "%s: -c needs a configuration file\n", prog);

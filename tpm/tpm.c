@@ -11,13 +11,13 @@
  * auth = file:PATH | env:VAR   auth value for the keys of this context
  *
  * A key is KEYS/NAME.pem, a TSS2 PRIVATE KEY (the TPM-wrapped blobs, usable
- * by tpm2-openssl and the kernel), and KEYS/NAME.json, its metadata.
+ * by tpm2-openssl and the kernel), and KEYS/NAME.json, its metadata, bound
+ * to the key file by a MAC under a key from KEYS/.store-secret (meta.c,
+ * filestore.c: the rules the store shares with the software backend).
  * URIs: tpm2:file=/path/NAME.pem, tpm2:handle=0x81000002 (persistent).
  */
 #include "config.h"
 
-#include <errno.h>
-#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -29,6 +29,8 @@
 
 #define TPM_KEY_FILE_MAX (16 * 1024)
 
+static const kv_filestore tpm_fs = { "tpm", "tpm2:file=", KV_ASSURANCE_TPM };
+
 static struct tpm_state *st(kv_backend *be)
 {
     return be->state;
@@ -39,7 +41,6 @@ static kv_rc tpm_init(kv_backend *be)
 {
     kv_ctx *ctx = be->ctx;
     const char *tcti = kv_config_get(ctx->cfg, "tpm", "tcti");
-    const char *dir = kv_config_get(ctx->cfg, "tpm", "keys");
     const char *parent = kv_config_get(ctx->cfg, "tpm", "parent");
     const char *auth = kv_config_get(ctx->cfg, "tpm", "auth");
     struct tpm_state *s = calloc(1, sizeof(*s));
@@ -61,8 +62,8 @@ static kv_rc tpm_init(kv_backend *be)
     if (auth && !kv_secret_source_valid(auth))
         KV_FAIL(NULL, rc, KV_ERR_CONFIG, "[tpm] auth: expected file:PATH or env:VAR");
     s->auth_source = kv_strdup(auth);
-    s->dir = dir ? kv_strdup(dir) : kv_asprintf("%s/tpm", ctx->home);
-    if (!s->dir || (auth && !s->auth_source))
+    KV_CHECK(rc, kv_fs_dir_config(ctx, "tpm", "keys", "tpm", &s->dir));
+    if (auth && !s->auth_source)
         KV_FAIL(NULL, rc, KV_ERR_NO_MEMORY, "out of memory");
     if (!tcti || !*tcti)
         tcti = getenv("KEYVAULT_TCTI");
@@ -224,7 +225,25 @@ out:
 
 static kv_rc tpm_exists(kv_backend *be, const char *name)
 {
-    return kv_key_file_exists(be->ctx, kv_asprintf("%s/%s.pem", st(be)->dir, name));
+    return kv_fs_exists(be->ctx, st(be)->dir, name);
+}
+
+/* DIR/NAME.json bound to the key's public key under the MAC key of the
+ * directory's secret (DIR/.store-secret, made with the first key). */
+static kv_rc meta_write(kv_backend *be, const char *dir, const char *name, kv_key_type type,
+                        const TPM2B_PUBLIC *pub)
+{
+    unsigned char mac_key[KV_MAC_KEY_LEN];
+    EVP_PKEY *pkey = NULL;
+    kv_rc rc;
+
+    KV_CHECK(rc, tpm_public_to_pkey(be->ctx, &pub->publicArea, &pkey));
+    KV_CHECK(rc, kv_fs_store_mac_key(be->ctx, dir, true, mac_key));
+    rc = kv_meta_write(be->ctx, dir, name, type, "tpm", 1, pkey, mac_key);
+out:
+    kv_wipe(mac_key, sizeof(mac_key));
+    EVP_PKEY_free(pkey);
+    return rc;
 }
 
 TSS2_RC tpm_create_step(struct tpm_conn *c, struct step *s, void *p)
@@ -295,7 +314,7 @@ static kv_rc tpm_generate(kv_backend *be, const char *name, kv_key_type type, kv
      * has nothing to guard and must keep working while the TPM is in lockout */
     if (tk->obj.auth.size == 0)
         p->objectAttributes |= TPMA_OBJECT_NODA;
-    KV_CHECK(rc, kv_mkdir_p(ctx, st(be)->dir));
+    KV_CHECK(rc, kv_fs_prepare(ctx, st(be)->dir));
     {
         struct tpm_create_arg a = { &tmpl, &tk->obj.auth, &tk->obj.pub, &tk->obj.priv, NULL };
         KV_CHECK(rc, tpm_run(ctx, st(be)->conn, tpm_create_step, &a));
@@ -303,11 +322,11 @@ static kv_rc tpm_generate(kv_backend *be, const char *name, kv_key_type type, kv
     KV_CHECK(rc, tpm_key_write(ctx, &tk->obj.pub, &tk->obj.priv, st(be)->parent,
                                tk->obj.auth.size == 0, &pem, &pemlen));
     file = kv_asprintf("%s.pem", name);
-    tk->path = kv_asprintf("%s/%s.pem", st(be)->dir, name);
+    tk->path = kv_fs_key_path(st(be)->dir, name);
     if (!file || !tk->path)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     KV_CHECK(rc, kv_write_file_atomic(ctx, st(be)->dir, file, pem, pemlen, false));
-    rc = kv_meta_write(ctx, st(be)->dir, name, type, "tpm", 1);
+    rc = meta_write(be, st(be)->dir, name, type, &tk->obj.pub);
     if (rc != KV_OK) {
         (void)unlink(tk->path);
         goto out;
@@ -333,12 +352,11 @@ static kv_rc open_file(kv_backend *be, const char *name, char *path, kv_key *key
     size_t len = 0;
     TPM2_HANDLE parent = 0;
     bool empty_auth = true;
-    kv_key_type mtype;
     kv_rc rc;
 
     if (!path)
         return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
-    rc = kv_read_file(ctx, path, TPM_KEY_FILE_MAX, &text, &len);
+    rc = kv_fs_read_key(ctx, path, name, TPM_KEY_FILE_MAX, &text, &len);
     if (rc != KV_OK)
         goto out;
     tk = calloc(1, sizeof(*tk));
@@ -356,10 +374,12 @@ static kv_rc open_file(kv_backend *be, const char *name, char *path, kv_key *key
             KV_FAIL(ctx, rc, KV_ERR_AUTH_FAILED,
                     "TPM key '%s' has an auth value: set [tpm] auth to its source", name);
     }
-    KV_CHECK(rc, kv_meta_read(ctx, st(be)->dir, name, &mtype, &key->version));
     tk->path = path;
     path = NULL;
     rc = fill_key(be, key, name, tk);
+    if (rc == KV_OK)
+        rc = kv_meta_check(ctx, st(be)->dir, tk->path, name, "tpm", key->pub,
+                           kv_fs_key_dir_mac_key, tk->path, &key->version);
     tk = NULL;
 out:
     if (tk) {
@@ -373,7 +393,7 @@ out:
 
 static kv_rc tpm_open_name(kv_backend *be, const char *name, kv_key *key)
 {
-    return open_file(be, name, kv_asprintf("%s/%s.pem", st(be)->dir, name), key);
+    return open_file(be, name, kv_fs_key_path(st(be)->dir, name), key);
 }
 
 struct readpub_arg {
@@ -414,15 +434,8 @@ static kv_rc tpm_open_uri(kv_backend *be, const char *uri, kv_key *key)
         return kv_error(ctx, KV_ERR_BAD_URI, "'%.*s...': tpm2: URIs take no query or fragment",
                         (int)kv_uri_shown_len(uri), uri);
     if (!strncmp(rest, "file=", 5)) {
-        const char *path = rest + 5, *base = strrchr(path, '/');
-        size_t blen = base ? strlen(base + 1) : 0;
-        if (path[0] != '/' || blen < 5 || strcmp(base + 1 + blen - 4, ".pem") ||
-            blen - 4 > KV_NAME_MAX)
-            return kv_error(ctx, KV_ERR_BAD_URI,
-                            "'%s': expected tpm2:file=/absolute/path/NAME.pem", uri);
-        memcpy(name, base + 1, blen - 4);
-        name[blen - 4] = '\0';
-        return open_file(be, name, kv_strdup(path), key);
+        rc = kv_fs_uri_path(ctx, rest + 5, name);
+        return rc == KV_OK ? open_file(be, name, kv_strdup(rest + 5), key) : rc;
     }
     if (!strncmp(rest, "handle=", 7)) {
         char *end;
@@ -456,39 +469,7 @@ static kv_rc tpm_open_uri(kv_backend *be, const char *uri, kv_key *key)
 
 static kv_rc tpm_list(kv_backend *be, kv_list_builder *lb)
 {
-    kv_ctx *ctx = be->ctx;
-    DIR *d = opendir(st(be)->dir);
-    struct dirent *de;
-    kv_rc rc = KV_OK;
-
-    if (!d)
-        return errno == ENOENT ? KV_OK
-                               : kv_error_errno(ctx, errno, "cannot read TPM key directory '%s'",
-                                                st(be)->dir);
-    while ((de = readdir(d)) && rc == KV_OK) {
-        size_t n = strlen(de->d_name);
-        char name[KV_NAME_MAX + 1], *uri;
-        kv_key_type type;
-        unsigned version;
-
-        if (n < 5 || n - 4 > KV_NAME_MAX || strcmp(de->d_name + n - 4, ".pem"))
-            continue;
-        memcpy(name, de->d_name, n - 4);
-        name[n - 4] = '\0';
-        if (!kv_name_valid(name))
-            continue;
-        if (kv_meta_read(ctx, st(be)->dir, name, &type, &version) != KV_OK) {
-            kv_err_begin(ctx);
-            type = KV_KEY_UNKNOWN;
-            version = 1;
-        }
-        uri = kv_asprintf("tpm2:file=%s/%s.pem", st(be)->dir, name);
-        rc = uri ? kv_list_add(lb, name, "tpm", uri, type, KV_ASSURANCE_TPM, version)
-                 : KV_ERR_NO_MEMORY;
-        free(uri);
-    }
-    closedir(d);
-    return rc;
+    return kv_fs_list(be->ctx, &tpm_fs, st(be)->dir, lb);
 }
 
 static kv_rc tpm_destroy(kv_backend *be, kv_key *key)
@@ -518,7 +499,7 @@ static kv_rc tpm_cert_read(kv_key *key, unsigned char **der, size_t *len)
 
     if (!tk->path)
         return kv_error(key->ctx, KV_ERR_KEY_NOT_FOUND, "no certificate kept for '%s'", key->name);
-    return kv_cert_file_read(key->ctx, tk->path, key->name, der, len);
+    return kv_cert_file_read(key->ctx, tk->path, key->name, key->pub, der, len);
 }
 
 /* ---- sign and ECDH ---------------------------------------------------------- */
