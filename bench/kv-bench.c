@@ -773,12 +773,15 @@ static void bench_backend(const char *backend)
 #ifdef KV_WITH_TPM
             if (!strcmp(backend, "tpm")) {
                 /* commands per operation after warm-up, counted at the TCTI */
-                unsigned long c0;
+                uint64_t c0 = 0, c1 = 0;
                 kv_run(&kop, 0);
-                c0 = kv_tpm_command_count(ctx);
+                if (kv_ctx_backend_stat(ctx, "tpm", "commands", &c0) != KV_OK)
+                    die("kv_ctx_backend_stat", ctx);
                 for (int i = 0; i < 100; i++)
                     kv_run(&kop, 0);
-                cmds = (double)(kv_tpm_command_count(ctx) - c0) / 100.0;
+                if (kv_ctx_backend_stat(ctx, "tpm", "commands", &c1) != KV_OK)
+                    die("kv_ctx_backend_stat", ctx);
+                cmds = (double)(c1 - c0) / 100.0;
             }
 #endif
             report(backend, ops[o].op, nt, 1, kv, raw, cmds);
