@@ -4,7 +4,7 @@
  *
  *   kv-bench -c CONF [--backends software,pkcs11,tpm] [--threads 1,2,4,8]
  *            [--seconds S] [--keys 1,100,1000,10000] [--p11-keys 1,100,1000]
- *            [--json FILE] [--plot FILE] [--no-scale]
+ *            [--json FILE] [--plot FILE] [--no-scale] [--reps 5]
  *            [--tcti TCTI] [--p11-module PATH --p11-token LABEL --p11-pin-file FILE]
  *
  * It sees libkeyvault as applications do: keyvault.h and the shared library.
@@ -14,8 +14,8 @@
  * For each backend the configuration makes available it measures sign
  * (ECDSA P-256, P-384, RSA-2048 PSS, Ed25519 where offered) and ECDH P-256
  * at each thread count, through libkeyvault and through the raw backend, in
- * turn five times, which goes first alternating (medians are reported, the
- * ratio being the median of the ratios of side-by-side runs):
+ * turn five times (--reps), which goes first alternating (medians are
+ * reported, the ratio being the median of the ratios of side-by-side runs):
  *   software  OpenSSL EVP_DigestSign / EVP_PKEY_derive on a key of the same type
  *   pkcs11    C_SignInit + C_Sign (C_DeriveKey) on the same token key, one
  *             pre-opened, logged-in session per thread
@@ -28,8 +28,10 @@
  * Then the scale run: sign with 1, 100, 1,000, 10,000 keys present in the
  * soft store and the token, raw reference at each count, and key-open
  * latency. Also: TPM commands per operation and how many of them ran in
- * the salted session (kv_ctx_backend_stat), peak RSS and heap allocations
- * per operation (a counting malloc in this binary).
+ * the salted session (kv_ctx_backend_stat), this process's CPU time per
+ * operation (getrusage: what the library and the TSS cost, apart from the
+ * TPM and the scheduler), peak RSS and heap allocations per operation (a
+ * counting malloc in this binary).
  */
 #include "config.h"
 
@@ -200,19 +202,29 @@ static int cmp_float(const void *a, const void *b)
 
 struct result {
     double ops_per_s, p50_us, p99_us, allocs_per_op;
+    double cpu_us_per_op; /* this process's CPU time (all threads), per operation */
     double ratio; /* on a kv result: the median of kv/raw over adjacent pairs */
 };
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
 
 static struct result measure(op_fn fn, void *arg, int nthreads)
 {
     struct run r = { .fn = fn, .arg = arg, .nthreads = nthreads };
     struct worker *w = calloc((size_t)nthreads, sizeof(*w));
     pthread_t *th = calloc((size_t)nthreads, sizeof(*th));
-    struct result res = { 0, 0, 0, 0, 0 };
+    struct result res = { 0, 0, 0, 0, 0, 0 };
     unsigned long total = 0, a0;
     size_t nlat = 0;
     float *all;
-    double t0, elapsed;
+    double t0, elapsed, cpu0;
 
     for (int i = 0; i < 3; i++) /* warm-up: loads, sessions, caches */
         if (fn(arg, 0) != 0) {
@@ -225,6 +237,7 @@ static struct result measure(op_fn fn, void *arg, int nthreads)
         pthread_create(&th[i], NULL, worker_main, &w[i]);
     }
     a0 = allocs();
+    cpu0 = cpu_seconds();
     t0 = now();
     r.deadline = t0 + seconds;
     pthread_barrier_wait(&r.start);
@@ -234,6 +247,7 @@ static struct result measure(op_fn fn, void *arg, int nthreads)
         nlat += w[i].nlat;
     }
     elapsed = now() - t0;
+    res.cpu_us_per_op = total ? (cpu_seconds() - cpu0) * 1e6 / (double)total : NAN;
     if (atomic_load(&r.errors)) {
         fprintf(stderr, "kv-bench: an operation failed during measurement\n");
         exit(1);
@@ -266,6 +280,7 @@ static void report(const char *backend, const char *op, int nthreads, long nkeys
     printf("%-9s %-15s %4d %6ld %11.0f %11.0f %6.3f %8.1f %8.1f %8.1f %8.1f %6.1f %6.1f",
            backend, op, nthreads, nkeys, kv.ops_per_s, raw.ops_per_s, ratio, kv.p50_us, kv.p99_us,
            raw.p50_us, raw.p99_us, kv.allocs_per_op, raw.allocs_per_op);
+    printf(" %7.1f %7.1f", kv.cpu_us_per_op, raw.cpu_us_per_op);
     if (tpm_cmds >= 0)
         printf("  tpm-cmds/op %.2f (in session %.2f)", tpm_cmds, tpm_sess);
     printf("\n");
@@ -275,6 +290,8 @@ static void report(const char *backend, const char *op, int nthreads, long nkeys
                     kv.ops_per_s, "raw_ops_per_s", raw.ops_per_s, "ratio", ratio, "kv_p50_us",
                     kv.p50_us, "kv_p99_us", kv.p99_us, "raw_p50_us", raw.p50_us, "raw_p99_us",
                     raw.p99_us);
+    json_object_set_new(row, "kv_cpu_us_per_op", json_real(kv.cpu_us_per_op));
+    json_object_set_new(row, "raw_cpu_us_per_op", json_real(raw.cpu_us_per_op));
     if (!isnan(kv.allocs_per_op)) {
         json_object_set_new(row, "kv_allocs_per_op", json_real(kv.allocs_per_op));
         json_object_set_new(row, "raw_allocs_per_op", json_real(raw.allocs_per_op));
@@ -290,11 +307,11 @@ static void report(const char *backend, const char *op, int nthreads, long nkeys
 
 static void header(void)
 {
-    printf("%-9s %-15s %4s %6s %11s %11s %6s %8s %8s %8s %8s %6s %6s\n", "backend", "op", "thr",
-           "keys", "kv ops/s", "raw ops/s", "ratio", "kv p50", "kv p99", "raw p50", "raw p99",
-           "kv al", "raw al");
-    printf("%-9s %-15s %4s %6s %11s %11s %6s %8s %8s %8s %8s %6s %6s\n", "", "", "", "", "", "",
-           "kv/raw", "us", "us", "us", "us", "/op", "/op");
+    printf("%-9s %-15s %4s %6s %11s %11s %6s %8s %8s %8s %8s %6s %6s %7s %7s\n", "backend", "op",
+           "thr", "keys", "kv ops/s", "raw ops/s", "ratio", "kv p50", "kv p99", "raw p50",
+           "raw p99", "kv al", "raw al", "kv cpu", "raw cpu");
+    printf("%-9s %-15s %4s %6s %11s %11s %6s %8s %8s %8s %8s %6s %6s %7s %7s\n", "", "", "", "",
+           "", "", "kv/raw", "us", "us", "us", "us", "/op", "/op", "us/op", "us/op");
 }
 
 /* ---- libkeyvault operations ----------------------------------------------------- */
@@ -663,7 +680,8 @@ static void tpm_raw_close(struct raw_tpm *r)
 
 /* ---- one backend ------------------------------------------------------------------ */
 
-#define REPS 5
+#define REPS_MAX 15
+static int reps = 5; /* --reps */
 
 static int cmp_result(const void *a, const void *b)
 {
@@ -677,21 +695,29 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Medians of REPS interleaved runs; the ratio is the median of the ratios
+/* Medians of `reps` interleaved runs; the ratio is the median of the ratios
  * of runs made side by side, which a machine's slow spells affect alike. */
 static void medians(struct result *kv, struct result *raw, struct result *kv_out,
                     struct result *raw_out)
 {
-    double ratios[REPS];
+    double ratios[REPS_MAX], kcpu[REPS_MAX], rcpu[REPS_MAX];
 
-    for (int i = 0; i < REPS; i++)
+    for (int i = 0; i < reps; i++) {
         ratios[i] = raw[i].ops_per_s > 0 ? kv[i].ops_per_s / raw[i].ops_per_s : 0;
-    qsort(ratios, REPS, sizeof(double), cmp_double);
-    qsort(kv, REPS, sizeof(*kv), cmp_result);
-    qsort(raw, REPS, sizeof(*raw), cmp_result);
-    *kv_out = kv[REPS / 2];
-    *raw_out = raw[REPS / 2];
-    kv_out->ratio = ratios[REPS / 2];
+        kcpu[i] = kv[i].cpu_us_per_op;
+        rcpu[i] = raw[i].cpu_us_per_op;
+    }
+    qsort(ratios, reps, sizeof(double), cmp_double);
+    qsort(kcpu, reps, sizeof(double), cmp_double);
+    qsort(rcpu, reps, sizeof(double), cmp_double);
+    qsort(kv, reps, sizeof(*kv), cmp_result);
+    qsort(raw, reps, sizeof(*raw), cmp_result);
+    *kv_out = kv[reps / 2];
+    *raw_out = raw[reps / 2];
+    kv_out->ratio = ratios[reps / 2];
+    /* CPU per operation: each side's own median */
+    kv_out->cpu_us_per_op = kcpu[reps / 2];
+    raw_out->cpu_us_per_op = rcpu[reps / 2];
 }
 
 /* The raw backend's figure for ops[o] at nt threads. For the TPM, the
@@ -702,7 +728,7 @@ static struct result measure_raw(const char *backend, size_t o, int nt, struct b
 {
     struct bench_op kop = *kopp;
     kv_ctx *ctx = *ctxp;
-    struct result raw = { 0, 0, 0, 0, 0 };
+    struct result raw = { 0, 0, 0, 0, 0, 0 };
     char name[64];
 
     (void)name;
@@ -821,11 +847,11 @@ static void bench_backend(const char *backend)
         }
         for (int t = 0; t < n_threads; t++) {
             int nt = threads_list[t];
-            struct result kv, raw, kvr[REPS], rawr[REPS];
+            struct result kv, raw, kvr[REPS_MAX], rawr[REPS_MAX];
             double cmds = -1, sess = -1;
 
-            /* kv and raw side by side, REPS times, which goes first alternating */
-            for (int rep = 0; rep < REPS; rep++) {
+            /* kv and raw side by side, `reps` times, which goes first alternating */
+            for (int rep = 0; rep < reps; rep++) {
                 if (rep % 2)
                     rawr[rep] = measure_raw(backend, o, nt, &kop, &ctx);
                 kvr[rep] = measure(kv_run, &kop, nt);
@@ -903,8 +929,8 @@ static void bench_scale(const char *backend)
         kop.flags = strcmp(backend, "software") ? KV_SIGN_PREHASHED : 0;
         kop.in = kop.flags ? digest : msg;
         kop.inlen = 32;
-        struct result kvr[REPS], rawr[REPS];
-        for (int rep = 0; rep < REPS; rep++) {
+        struct result kvr[REPS_MAX], rawr[REPS_MAX];
+        for (int rep = 0; rep < reps; rep++) {
             if (rep % 2 == 0)
                 kvr[rep] = measure(kv_run, &kop, 1);
             if (!strcmp(backend, "software")) {
@@ -965,6 +991,7 @@ int main(int argc, char **argv)
         { "tcti", required_argument, NULL, 'T' },    { "p11-module", required_argument, NULL, 'M' },
         { "p11-token", required_argument, NULL, 'L' },
         { "p11-pin-file", required_argument, NULL, 'P' },
+        { "reps", required_argument, NULL, 'R' },
         { NULL, 0, NULL, 0 },
     };
     const char *json_path = NULL;
@@ -974,9 +1001,16 @@ int main(int argc, char **argv)
     unsigned int dl = 0;
     int c;
 
-    while ((c = getopt_long(argc, argv, "c:b:t:s:k:j:p:nK:T:M:L:P:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:b:t:s:k:j:p:nK:T:M:L:P:R:", opts, NULL)) != -1) {
         switch (c) {
         case 'T': opt_tcti = optarg; break;
+        case 'R':
+            reps = atoi(optarg);
+            if (reps < 1 || reps > REPS_MAX || reps % 2 == 0) {
+                fprintf(stderr, "kv-bench: --reps takes an odd number from 1 to %d\n", REPS_MAX);
+                return 2;
+            }
+            break;
         case 'M': opt_p11_module = optarg; break;
         case 'L': opt_p11_token = optarg; break;
         case 'P': opt_p11_pin_file = optarg; break;
@@ -1017,15 +1051,15 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: kv-bench -c CONF [--backends software,pkcs11,tpm] "
                             "[--threads 1,2,4,8] [--seconds S] [--keys 1,100,1000,10000] "
                             "[--p11-keys 1,100,1000] "
-                            "[--json FILE] [--plot FILE] [--no-scale] [--tcti TCTI] "
+                            "[--json FILE] [--plot FILE] [--no-scale] [--reps 5] [--tcti TCTI] "
                             "[--p11-module PATH --p11-token LABEL --p11-pin-file FILE]\n");
             return 2;
         }
     }
     EVP_Digest(msg, sizeof(msg), digest, &dl, EVP_sha256(), NULL);
     results = json_array();
-    printf("# kv-bench: %d online CPUs, %.2f s per measurement, allocation counting %s\n",
-           (int)sysconf(_SC_NPROCESSORS_ONLN), seconds, ALLOC_COUNTING ? "on" : "off");
+    printf("# kv-bench: %d online CPUs, %.2f s per measurement, %d pairs, allocation counting %s\n",
+           (int)sysconf(_SC_NPROCESSORS_ONLN), seconds, reps, ALLOC_COUNTING ? "on" : "off");
     header();
     in_main_table = true;
     if (want[0])

@@ -2,9 +2,9 @@
  * conn.c - the TPM connection: one ESYS context per TCTI per process,
  * shared by every kv_ctx, serialised by a mutex held only around ESYS
  * calls; the choice between a password authorisation and a salted HMAC
- * session with parameter encryption (tpm_auth); the storage primary; loading, evicting and reloading objects when the TPM
- * has no room; reconnecting after the TPM restarts; starting afresh in a
- * forked child.
+ * session with parameter encryption (tpm_auth); the storage primary;
+ * loading, evicting and reloading objects when the TPM has no room;
+ * reconnecting after the TPM restarts; starting afresh in a forked child.
  */
 #include "config.h"
 
