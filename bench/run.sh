@@ -7,7 +7,9 @@
 #   sh bench/run.sh [kv-bench options]     e.g. --seconds 2 --keys 1,100,1000,10000
 #   sh bench/run.sh tpm [kv-bench options] the TPM cases alone (a fresh swtpm,
 #                                          no scale run): bench/results-tpm.txt
-#                                          and bench/results-tpm.json, no plot
+#                                          and bench/results-tpm.json, no plot;
+#                                          KV_BENCH_SESSIONS=always for [tpm]
+#                                          sessions = always (results-tpm-always.*)
 #
 # Not part of the test suite: a full run takes several minutes.
 set -eu
@@ -35,6 +37,9 @@ header() {
     echo "# OpenSSL $(openssl version | cut -d' ' -f2), SoftHSM $(softhsm2-util --version), swtpm $(swtpm --version | sed -n 's/.*version \([0-9.]*\).*/\1/p'), tpm2-tss $(pkg-config --modversion tss2-esys)"
 }
 if [ "$only" = tpm ]; then
+    sessions=${KV_BENCH_SESSIONS:-auto}
+    out=bench/results-tpm
+    [ "$sessions" = auto ] || out=$out-$sessions
     cat >"$T/bench.conf" <<CONF
 [keyvault]
 backends = tpm
@@ -42,14 +47,15 @@ backends = tpm
 [tpm]
 tcti = $KV_TPM_TCTI
 keys = $T/tpm
+sessions = $sessions
 CONF
     {
         header
-        echo "# sh bench/run.sh tpm $*"
+        echo "# KV_BENCH_SESSIONS=$sessions sh bench/run.sh tpm $*"
         TSS2_LOG=all+none build/bench/kv-bench -c "$T/bench.conf" --backends tpm --no-scale \
-            --tcti "$KV_TPM_TCTI" --json bench/results-tpm.json "$@"
-    } | tee bench/results-tpm.txt
-    echo "wrote bench/results-tpm.txt, bench/results-tpm.json"
+            --tcti "$KV_TPM_TCTI" --json "$out.json" "$@"
+    } | tee "$out.txt"
+    echo "wrote $out.txt, $out.json"
     exit 0
 fi
 . tests/softhsm.sh
