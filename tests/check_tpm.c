@@ -290,6 +290,12 @@ START_TEST(missing_tpm_and_resource_manager)
     ck_assert_rc(ctx, kv_key_generate(ctx, "x", KV_KEY_EC_P256, "tpm", NULL),
                  KV_ERR_BACKEND_UNAVAILABLE);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "tcti = none"));
+    {
+        uint64_t v = 7;
+        ck_assert_rc(ctx, kv_ctx_backend_stat(ctx, "tpm", "commands", &v),
+                     KV_ERR_BACKEND_UNAVAILABLE);
+        ck_assert_uint_eq(v, 0);
+    }
     kv_ctx_free(ctx);
 }
 END_TEST
@@ -851,6 +857,12 @@ START_TEST(attestation_needs_a_tpm)
     ck_assert_rc(ctx, kv_key_certify(key, buf, 8, &a), KV_ERR_UNSUPPORTED);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "only TPM keys"));
     ck_assert_ptr_null(a);
+    {
+        uint64_t v = 7;
+        ck_assert_rc(ctx, kv_ctx_backend_stat(ctx, "software", "commands", &v),
+                     KV_ERR_UNSUPPORTED);
+        ck_assert_uint_eq(v, 0);
+    }
     kv_key_free(key);
     kv_ctx_free(ctx);
 }
