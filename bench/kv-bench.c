@@ -4,24 +4,34 @@
  *
  *   kv-bench -c CONF [--backends software,pkcs11,tpm] [--threads 1,2,4,8]
  *            [--seconds S] [--keys 1,100,1000,10000] [--p11-keys 1,100,1000]
- *            [--json FILE] [--plot FILE] [--no-scale]
+ *            [--json FILE] [--plot FILE] [--no-scale] [--reps 5]
+ *            [--tcti TCTI] [--p11-module PATH --p11-token LABEL --p11-pin-file FILE]
+ *
+ * It sees libkeyvault as applications do: keyvault.h and the shared library.
+ * What its raw loops need (the TCTI, the module, token and PIN) comes from
+ * its own options, the same settings as in CONF.
  *
  * For each backend the configuration makes available it measures sign
  * (ECDSA P-256, P-384, RSA-2048 PSS, Ed25519 where offered) and ECDH P-256
  * at each thread count, through libkeyvault and through the raw backend, in
- * turn five times, which goes first alternating (medians are reported, the
- * ratio being the median of the ratios of side-by-side runs):
+ * turn five times (--reps), which goes first alternating (medians are
+ * reported, the ratio being the median of the ratios of side-by-side runs):
  *   software  OpenSSL EVP_DigestSign / EVP_PKEY_derive on a key of the same type
  *   pkcs11    C_SignInit + C_Sign (C_DeriveKey) on the same token key, one
  *             pre-opened, logged-in session per thread
- *   tpm       Esys_Sign (Esys_ECDH_ZGen) on a key loaded once, with the same
- *             salted HMAC session set-up libkeyvault uses, under a mutex
+ *   tpm       on the same key file, loaded once by this program through ESAPI,
+ *             under a mutex: Esys_Sign with ESYS_TR_PASSWORD (no session), and
+ *             Esys_ECDH_ZGen in a salted HMAC session with parameter
+ *             encryption, as libkeyvault authorises each of them
  * Hardware backends are given the digest (KV_SIGN_PREHASHED) as their raw
  * loops are; the software backend hashes the message on both sides.
  * Then the scale run: sign with 1, 100, 1,000, 10,000 keys present in the
  * soft store and the token, raw reference at each count, and key-open
- * latency. Also: TPM commands per operation (counted at the TCTI), peak
- * RSS and heap allocations per operation (a counting malloc in this binary).
+ * latency. Also: TPM commands per operation and how many of them ran in
+ * the salted session (kv_ctx_backend_stat), this process's CPU time per
+ * operation (getrusage: what the library and the TSS cost, apart from the
+ * TPM and the scheduler), peak RSS and heap allocations per operation (a
+ * counting malloc in this binary).
  */
 #include "config.h"
 
@@ -29,6 +39,8 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,18 +48,22 @@
 #include <time.h>
 #include <unistd.h>
 #include <jansson.h>
+#include <openssl/asn1.h>
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
-#include "internal.h"
+#include "keyvault.h"
 #ifdef KV_WITH_PKCS11
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/pkcs11.h>
 #endif
 #ifdef KV_WITH_TPM
 #include <tss2/tss2_esys.h>
+#include <tss2/tss2_mu.h>
 #include <tss2/tss2_tctildr.h>
 #endif
 
@@ -114,6 +130,8 @@ static bool want[3] = { true, true, true }; /* software, pkcs11, tpm */
 static json_t *results;
 static FILE *plot;
 static bool in_main_table; /* the per-thread table (plotted), not the scale run */
+/* the raw loops' settings */
+static const char *opt_tcti, *opt_p11_module, *opt_p11_token, *opt_p11_pin_file;
 
 static const unsigned char msg[32] = "kv-bench message: 32 bytes long";
 static unsigned char digest[32];
@@ -184,19 +202,29 @@ static int cmp_float(const void *a, const void *b)
 
 struct result {
     double ops_per_s, p50_us, p99_us, allocs_per_op;
+    double cpu_us_per_op; /* this process's CPU time (all threads), per operation */
     double ratio; /* on a kv result: the median of kv/raw over adjacent pairs */
 };
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
 
 static struct result measure(op_fn fn, void *arg, int nthreads)
 {
     struct run r = { .fn = fn, .arg = arg, .nthreads = nthreads };
     struct worker *w = calloc((size_t)nthreads, sizeof(*w));
     pthread_t *th = calloc((size_t)nthreads, sizeof(*th));
-    struct result res = { 0, 0, 0, 0, 0 };
+    struct result res = { 0, 0, 0, 0, 0, 0 };
     unsigned long total = 0, a0;
     size_t nlat = 0;
     float *all;
-    double t0, elapsed;
+    double t0, elapsed, cpu0;
 
     for (int i = 0; i < 3; i++) /* warm-up: loads, sessions, caches */
         if (fn(arg, 0) != 0) {
@@ -209,6 +237,7 @@ static struct result measure(op_fn fn, void *arg, int nthreads)
         pthread_create(&th[i], NULL, worker_main, &w[i]);
     }
     a0 = allocs();
+    cpu0 = cpu_seconds();
     t0 = now();
     r.deadline = t0 + seconds;
     pthread_barrier_wait(&r.start);
@@ -218,6 +247,7 @@ static struct result measure(op_fn fn, void *arg, int nthreads)
         nlat += w[i].nlat;
     }
     elapsed = now() - t0;
+    res.cpu_us_per_op = total ? (cpu_seconds() - cpu0) * 1e6 / (double)total : NAN;
     if (atomic_load(&r.errors)) {
         fprintf(stderr, "kv-bench: an operation failed during measurement\n");
         exit(1);
@@ -242,7 +272,7 @@ static struct result measure(op_fn fn, void *arg, int nthreads)
 }
 
 static void report(const char *backend, const char *op, int nthreads, long nkeys,
-                   struct result kv, struct result raw, double tpm_cmds)
+                   struct result kv, struct result raw, double tpm_cmds, double tpm_sess)
 {
     double ratio = kv.ratio;
     json_t *row;
@@ -250,8 +280,9 @@ static void report(const char *backend, const char *op, int nthreads, long nkeys
     printf("%-9s %-15s %4d %6ld %11.0f %11.0f %6.3f %8.1f %8.1f %8.1f %8.1f %6.1f %6.1f",
            backend, op, nthreads, nkeys, kv.ops_per_s, raw.ops_per_s, ratio, kv.p50_us, kv.p99_us,
            raw.p50_us, raw.p99_us, kv.allocs_per_op, raw.allocs_per_op);
+    printf(" %7.1f %7.1f", kv.cpu_us_per_op, raw.cpu_us_per_op);
     if (tpm_cmds >= 0)
-        printf("  tpm-cmds/op %.2f", tpm_cmds);
+        printf("  tpm-cmds/op %.2f (in session %.2f)", tpm_cmds, tpm_sess);
     printf("\n");
     fflush(stdout);
     row = json_pack("{s:s, s:s, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "backend", backend,
@@ -259,12 +290,16 @@ static void report(const char *backend, const char *op, int nthreads, long nkeys
                     kv.ops_per_s, "raw_ops_per_s", raw.ops_per_s, "ratio", ratio, "kv_p50_us",
                     kv.p50_us, "kv_p99_us", kv.p99_us, "raw_p50_us", raw.p50_us, "raw_p99_us",
                     raw.p99_us);
+    json_object_set_new(row, "kv_cpu_us_per_op", json_real(kv.cpu_us_per_op));
+    json_object_set_new(row, "raw_cpu_us_per_op", json_real(raw.cpu_us_per_op));
     if (!isnan(kv.allocs_per_op)) {
         json_object_set_new(row, "kv_allocs_per_op", json_real(kv.allocs_per_op));
         json_object_set_new(row, "raw_allocs_per_op", json_real(raw.allocs_per_op));
     }
-    if (tpm_cmds >= 0)
+    if (tpm_cmds >= 0) {
         json_object_set_new(row, "tpm_commands_per_op", json_real(tpm_cmds));
+        json_object_set_new(row, "tpm_session_commands_per_op", json_real(tpm_sess));
+    }
     json_array_append_new(results, row);
     if (plot && in_main_table)
         fprintf(plot, "%s %s %d %.1f %.1f\n", backend, op, nthreads, kv.ops_per_s, raw.ops_per_s);
@@ -272,11 +307,11 @@ static void report(const char *backend, const char *op, int nthreads, long nkeys
 
 static void header(void)
 {
-    printf("%-9s %-15s %4s %6s %11s %11s %6s %8s %8s %8s %8s %6s %6s\n", "backend", "op", "thr",
-           "keys", "kv ops/s", "raw ops/s", "ratio", "kv p50", "kv p99", "raw p50", "raw p99",
-           "kv al", "raw al");
-    printf("%-9s %-15s %4s %6s %11s %11s %6s %8s %8s %8s %8s %6s %6s\n", "", "", "", "", "", "",
-           "kv/raw", "us", "us", "us", "us", "/op", "/op");
+    printf("%-9s %-15s %4s %6s %11s %11s %6s %8s %8s %8s %8s %6s %6s %7s %7s\n", "backend", "op",
+           "thr", "keys", "kv ops/s", "raw ops/s", "ratio", "kv p50", "kv p99", "raw p50",
+           "raw p99", "kv al", "raw al", "kv cpu", "raw cpu");
+    printf("%-9s %-15s %4s %6s %11s %11s %6s %8s %8s %8s %8s %6s %6s %7s %7s\n", "", "", "", "",
+           "", "", "kv/raw", "us", "us", "us", "us", "/op", "/op", "us/op", "us/op");
 }
 
 /* ---- libkeyvault operations ----------------------------------------------------- */
@@ -426,18 +461,39 @@ static int p11_run(void *p, int thread)
 }
 
 /* Pre-opened, logged-in sessions and the key's handle for each thread. */
-static void p11_open(struct raw_p11 *r, kv_config *cfg, const char *label, int nthreads)
+/* The PIN: the first line of --p11-pin-file. */
+static char *read_pin(void)
 {
-    const char *module = kv_config_get(cfg, "pkcs11", "module");
-    const char *token = kv_config_get(cfg, "pkcs11", "token");
-    const char *pinsrc = kv_config_get(cfg, "pkcs11", "pin");
+    char buf[256];
+    FILE *f;
+    char *pin = NULL;
+
+    if (!opt_p11_pin_file)
+        return NULL;
+    f = fopen(opt_p11_pin_file, "r");
+    if (!f || !fgets(buf, sizeof(buf), f))
+        die("reading --p11-pin-file", NULL);
+    fclose(f);
+    buf[strcspn(buf, "\r\n")] = '\0';
+    pin = strdup(buf);
+    OPENSSL_cleanse(buf, sizeof(buf));
+    if (!pin)
+        die("out of memory", NULL);
+    return pin;
+}
+
+static void p11_open(struct raw_p11 *r, const char *label, int nthreads)
+{
+    const char *token = opt_p11_token;
     CK_SLOT_ID slots[16];
     CK_ULONG n = 16;
     CK_SLOT_ID slot = 0;
     char *pin = NULL;
 
+    if (!opt_p11_module || !opt_p11_token)
+        die("the raw PKCS#11 loop needs --p11-module and --p11-token", NULL);
     if (!r->f) {
-        r->f = p11_kit_module_load(module, 0);
+        r->f = p11_kit_module_load(opt_p11_module, 0);
         if (!r->f || p11_kit_module_initialize(r->f) != CKR_OK)
             die("loading the PKCS#11 module for the raw loop", NULL);
     }
@@ -448,8 +504,7 @@ static void p11_open(struct raw_p11 *r, kv_config *cfg, const char *label, int n
             !strncmp((char *)ti.label, token, strlen(token)))
             slot = slots[i];
     }
-    if (pinsrc && kv_secret_read(NULL, pinsrc, "PIN", &pin) != KV_OK)
-        die("reading the PIN", NULL);
+    pin = read_pin();
     for (int t = 0; t < nthreads; t++) {
         CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
         CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) },
@@ -469,7 +524,10 @@ static void p11_open(struct raw_p11 *r, kv_config *cfg, const char *label, int n
             exit(1);
         }
     }
-    kv_secret_free(pin);
+    if (pin) {
+        OPENSSL_cleanse(pin, strlen(pin));
+        free(pin);
+    }
 }
 
 static void p11_close(struct raw_p11 *r, int nthreads)
@@ -485,7 +543,7 @@ static void p11_close(struct raw_p11 *r, int nthreads)
 struct raw_tpm {
     TSS2_TCTI_CONTEXT *tcti;
     ESYS_CONTEXT *esys;
-    ESYS_TR primary, key, session;
+    ESYS_TR primary, key, session, auth;
     pthread_mutex_t lock;
     TPMI_ALG_HASH hash;
     TPMI_ALG_SIG_SCHEME scheme;
@@ -503,13 +561,13 @@ static int tpm_raw_run(void *p, int thread)
     pthread_mutex_lock(&r->lock);
     if (r->ecdh) {
         TPM2B_ECC_POINT *z = NULL;
-        rc = Esys_ECDH_ZGen(r->esys, r->key, r->session, ESYS_TR_NONE, ESYS_TR_NONE, &r->point, &z);
+        rc = Esys_ECDH_ZGen(r->esys, r->key, r->auth, ESYS_TR_NONE, ESYS_TR_NONE, &r->point, &z);
         Esys_Free(z);
     } else {
         TPMT_SIG_SCHEME s = { .scheme = r->scheme, .details.any.hashAlg = r->hash };
         TPMT_TK_HASHCHECK chk = { .tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL };
         TPMT_SIGNATURE *sig = NULL;
-        rc = Esys_Sign(r->esys, r->key, r->session, ESYS_TR_NONE, ESYS_TR_NONE, &r->digest, &s, &chk,
+        rc = Esys_Sign(r->esys, r->key, r->auth, ESYS_TR_NONE, ESYS_TR_NONE, &r->digest, &s, &chk,
                        &sig);
         Esys_Free(sig);
     }
@@ -517,9 +575,51 @@ static int tpm_raw_run(void *p, int thread)
     return rc != TSS2_RC_SUCCESS;
 }
 
-/* The same set-up as the backend: storage primary from the same template,
- * a key of the same kind, one salted HMAC session with parameter encryption. */
-static void tpm_raw_open(struct raw_tpm *r, const char *tcti, kv_key_type type)
+/* The TPM blobs of a key file (TSS2 PRIVATE KEY: type, [0] emptyAuth,
+ * parent, pubkey, privkey): its two OCTET STRINGs, read with OpenSSL's DER
+ * parser and unmarshalled by tss2-mu. */
+static void tss2_key_read(const char *path, TPM2B_PUBLIC *pub, TPM2B_PRIVATE *priv)
+{
+    FILE *f = fopen(path, "r");
+    char *name = NULL, *hdr = NULL;
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    long len = 0;
+    ASN1_SEQUENCE_ANY *seq = NULL;
+    int octets = 0;
+
+    if (!f || PEM_read(f, &name, &hdr, &der, &len) != 1 || strcmp(name, "TSS2 PRIVATE KEY"))
+        die("reading the key file for the raw TPM loop", NULL);
+    fclose(f);
+    p = der;
+    seq = d2i_ASN1_SEQUENCE_ANY(NULL, &p, len);
+    for (int i = 0; seq && i < sk_ASN1_TYPE_num(seq); i++) {
+        const ASN1_TYPE *t = sk_ASN1_TYPE_value(seq, i);
+        const ASN1_OCTET_STRING *os;
+        size_t off = 0;
+        TSS2_RC rc;
+
+        if (ASN1_TYPE_get(t) != V_ASN1_OCTET_STRING)
+            continue;
+        os = t->value.octet_string;
+        rc = octets++ == 0 ? Tss2_MU_TPM2B_PUBLIC_Unmarshal(os->data, (size_t)os->length, &off, pub)
+                           : Tss2_MU_TPM2B_PRIVATE_Unmarshal(os->data, (size_t)os->length, &off,
+                                                             priv);
+        if (rc != TSS2_RC_SUCCESS)
+            die("unmarshalling the key file's TPM blobs", NULL);
+    }
+    if (octets != 2)
+        die("the key file does not hold a TPM public and private blob", NULL);
+    sk_ASN1_TYPE_pop_free(seq, ASN1_TYPE_free);
+    OPENSSL_free(name);
+    OPENSSL_free(hdr);
+    OPENSSL_free(der);
+}
+
+/* Load libkeyvault's key file under the storage primary made from the same
+ * template; sign by password, ECDH in a salted HMAC session with parameter
+ * encryption, as libkeyvault does. */
+static void tpm_raw_open(struct raw_tpm *r, const char *key_path, kv_key_type type)
 {
     TPM2B_PUBLIC prim = { .publicArea = {
         .type = TPM2_ALG_ECC, .nameAlg = TPM2_ALG_SHA256,
@@ -531,65 +631,47 @@ static void tpm_raw_open(struct raw_tpm *r, const char *tcti, kv_key_type type)
                                   .scheme = { .scheme = TPM2_ALG_NULL },
                                   .curveID = TPM2_ECC_NIST_P256,
                                   .kdf = { .scheme = TPM2_ALG_NULL } } } };
-    TPM2B_PUBLIC tmpl = { 0 };
     TPM2B_SENSITIVE_CREATE sens = { 0 };
     TPM2B_DATA outside = { 0 };
     TPML_PCR_SELECTION pcrs = { 0 };
-    TPM2B_PUBLIC *pub = NULL;
-    TPM2B_PRIVATE *priv = NULL;
+    TPM2B_PUBLIC pub = { 0 };
+    TPM2B_PRIVATE priv = { 0 };
     TPMT_SYM_DEF sym = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB };
-    TPMT_PUBLIC *p = &tmpl.publicArea;
 
-    p->nameAlg = TPM2_ALG_SHA256;
-    p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-                          TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
-                          TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_NODA;
-    if (type == KV_KEY_RSA_2048) {
-        p->type = TPM2_ALG_RSA;
-        p->parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_NULL;
-        p->parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
-        p->parameters.rsaDetail.keyBits = 2048;
-        r->scheme = TPM2_ALG_RSAPSS;
-    } else {
-        p->type = TPM2_ALG_ECC;
-        p->objectAttributes |= TPMA_OBJECT_DECRYPT;
-        p->parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
-        p->parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
-        p->parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
-        p->parameters.eccDetail.curveID =
-            type == KV_KEY_EC_P384 ? TPM2_ECC_NIST_P384 : TPM2_ECC_NIST_P256;
-        r->scheme = TPM2_ALG_ECDSA;
-    }
+    if (!opt_tcti)
+        die("the raw TPM loop needs --tcti", NULL);
+    tss2_key_read(key_path, &pub, &priv);
+    r->scheme = type == KV_KEY_RSA_2048 ? TPM2_ALG_RSAPSS : TPM2_ALG_ECDSA;
     r->hash = type == KV_KEY_EC_P384 ? TPM2_ALG_SHA384 : TPM2_ALG_SHA256;
     r->digest.size = type == KV_KEY_EC_P384 ? 48 : 32;
     memset(r->digest.buffer, 0x5a, r->digest.size);
+    r->session = ESYS_TR_NONE;
     pthread_mutex_init(&r->lock, NULL);
-    if (Tss2_TctiLdr_Initialize(tcti, &r->tcti) || Esys_Initialize(&r->esys, r->tcti, NULL) ||
+    if (Tss2_TctiLdr_Initialize(opt_tcti, &r->tcti) || Esys_Initialize(&r->esys, r->tcti, NULL) ||
         Esys_CreatePrimary(r->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
                            &sens, &prim, &outside, &pcrs, &r->primary, NULL, NULL, NULL, NULL) ||
-        Esys_StartAuthSession(r->esys, r->primary, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                              ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256,
-                              &r->session) ||
-        Esys_TRSess_SetAttributes(r->esys, r->session,
-                                  TPMA_SESSION_CONTINUESESSION | TPMA_SESSION_DECRYPT |
-                                      TPMA_SESSION_ENCRYPT, 0xff) ||
-        Esys_Create(r->esys, r->primary, r->session, ESYS_TR_NONE, ESYS_TR_NONE, &sens, &tmpl,
-                    &outside, &pcrs, &priv, &pub, NULL, NULL, NULL) ||
-        Esys_Load(r->esys, r->primary, r->session, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub, &r->key))
+        (r->ecdh &&
+         (Esys_StartAuthSession(r->esys, r->primary, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256,
+                                &r->session) ||
+          Esys_TRSess_SetAttributes(r->esys, r->session,
+                                    TPMA_SESSION_CONTINUESESSION | TPMA_SESSION_DECRYPT |
+                                        TPMA_SESSION_ENCRYPT, 0xff))) ||
+        Esys_Load(r->esys, r->primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &priv, &pub,
+                  &r->key))
         die("setting up the raw ESYS loop", NULL);
     Esys_FlushContext(r->esys, r->primary);
-    if (type != KV_KEY_RSA_2048) {
-        /* a peer point: the key's own public point is on the curve */
-        r->point.point = pub->publicArea.unique.ecc;
-    }
-    Esys_Free(pub);
-    Esys_Free(priv);
+    r->auth = r->ecdh ? r->session : ESYS_TR_PASSWORD;
+    /* a peer point: the key's own public point is on the curve */
+    if (r->ecdh)
+        r->point.point = pub.publicArea.unique.ecc;
 }
 
 static void tpm_raw_close(struct raw_tpm *r)
 {
     Esys_FlushContext(r->esys, r->key);
-    Esys_FlushContext(r->esys, r->session);
+    if (r->session != ESYS_TR_NONE)
+        Esys_FlushContext(r->esys, r->session);
     Esys_Finalize(&r->esys);
     Tss2_TctiLdr_Finalize(&r->tcti);
     pthread_mutex_destroy(&r->lock);
@@ -598,7 +680,8 @@ static void tpm_raw_close(struct raw_tpm *r)
 
 /* ---- one backend ------------------------------------------------------------------ */
 
-#define REPS 5
+#define REPS_MAX 15
+static int reps = 5; /* --reps */
 
 static int cmp_result(const void *a, const void *b)
 {
@@ -612,36 +695,42 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Medians of REPS interleaved runs; the ratio is the median of the ratios
+/* Medians of `reps` interleaved runs; the ratio is the median of the ratios
  * of runs made side by side, which a machine's slow spells affect alike. */
 static void medians(struct result *kv, struct result *raw, struct result *kv_out,
                     struct result *raw_out)
 {
-    double ratios[REPS];
+    double ratios[REPS_MAX], kcpu[REPS_MAX], rcpu[REPS_MAX];
 
-    for (int i = 0; i < REPS; i++)
+    for (int i = 0; i < reps; i++) {
         ratios[i] = raw[i].ops_per_s > 0 ? kv[i].ops_per_s / raw[i].ops_per_s : 0;
-    qsort(ratios, REPS, sizeof(double), cmp_double);
-    qsort(kv, REPS, sizeof(*kv), cmp_result);
-    qsort(raw, REPS, sizeof(*raw), cmp_result);
-    *kv_out = kv[REPS / 2];
-    *raw_out = raw[REPS / 2];
-    kv_out->ratio = ratios[REPS / 2];
+        kcpu[i] = kv[i].cpu_us_per_op;
+        rcpu[i] = raw[i].cpu_us_per_op;
+    }
+    qsort(ratios, reps, sizeof(double), cmp_double);
+    qsort(kcpu, reps, sizeof(double), cmp_double);
+    qsort(rcpu, reps, sizeof(double), cmp_double);
+    qsort(kv, reps, sizeof(*kv), cmp_result);
+    qsort(raw, reps, sizeof(*raw), cmp_result);
+    *kv_out = kv[reps / 2];
+    *raw_out = raw[reps / 2];
+    kv_out->ratio = ratios[reps / 2];
+    /* CPU per operation: each side's own median */
+    kv_out->cpu_us_per_op = kcpu[reps / 2];
+    raw_out->cpu_us_per_op = rcpu[reps / 2];
 }
 
 /* The raw backend's figure for ops[o] at nt threads. For the TPM, the
  * context's connection closes while the raw loop runs (swtpm serves one
  * client) and kop->key is opened again afterwards. */
 static struct result measure_raw(const char *backend, size_t o, int nt, struct bench_op *kopp,
-                                 kv_config *cfg, const char *tcti, kv_ctx **ctxp)
+                                 kv_ctx **ctxp)
 {
     struct bench_op kop = *kopp;
     kv_ctx *ctx = *ctxp;
-    struct result raw = { 0, 0, 0, 0, 0 };
+    struct result raw = { 0, 0, 0, 0, 0, 0 };
     char name[64];
 
-    (void)cfg;
-    (void)tcti;
     (void)name;
     if (!strcmp(backend, "software")) {
         struct raw_ossl r = { ossl_key(ops[o].type), ops[o].type, ops[o].ecdh, kop.peer,
@@ -671,7 +760,7 @@ static struct result measure_raw(const char *backend, size_t o, int nt, struct b
             EVP_PKEY_free(pk);
         }
         snprintf(name, sizeof(name), "bench-%s-%s", backend, ops[o].op);
-        p11_open(&r, cfg, name, nt);
+        p11_open(&r, name, nt);
         raw = measure(p11_run, &r, nt);
         p11_close(&r, nt);
     }
@@ -680,9 +769,14 @@ static struct result measure_raw(const char *backend, size_t o, int nt, struct b
     else {
         /* swtpm serves one client: our connection closes while the raw loop runs */
         struct raw_tpm r = { .ecdh = ops[o].ecdh };
+        kv_key_info info;
+        char path[4096];
+        if (kv_key_get_info(kop.key, &info) != KV_OK || strncmp(info.uri, "tpm2:file=", 10))
+            die("the TPM key's file", ctx);
+        snprintf(path, sizeof(path), "%s", info.uri + 10);
         kv_key_free(kop.key);
         kv_ctx_free(ctx);
-        tpm_raw_open(&r, tcti, ops[o].type);
+        tpm_raw_open(&r, path, ops[o].type);
         raw = measure(tpm_raw_run, &r, nt);
         tpm_raw_close(&r);
         if (kv_ctx_new(&ctx, conf_path) != KV_OK)
@@ -715,8 +809,6 @@ static bool backend_available(kv_ctx *ctx, const char *name)
 static void bench_backend(const char *backend)
 {
     kv_ctx *ctx = NULL;
-    kv_config *cfg = NULL;
-    const char *tcti = NULL;
 
     if (kv_ctx_new(&ctx, conf_path) != KV_OK)
         die("kv_ctx_new", NULL);
@@ -725,9 +817,6 @@ static void bench_backend(const char *backend)
         kv_ctx_free(ctx);
         return;
     }
-    if (kv_config_load(NULL, conf_path, &cfg) != KV_OK)
-        die("reading the configuration", NULL);
-    tcti = kv_config_get(cfg, "tpm", "tcti");
     for (size_t o = 0; o < sizeof(ops) / sizeof(ops[0]); o++) {
         bool hw = strcmp(backend, "software") != 0;
         char name[64];
@@ -758,34 +847,39 @@ static void bench_backend(const char *backend)
         }
         for (int t = 0; t < n_threads; t++) {
             int nt = threads_list[t];
-            struct result kv, raw, kvr[REPS], rawr[REPS];
-            double cmds = -1;
+            struct result kv, raw, kvr[REPS_MAX], rawr[REPS_MAX];
+            double cmds = -1, sess = -1;
 
-            /* kv and raw side by side, REPS times, which goes first alternating */
-            for (int rep = 0; rep < REPS; rep++) {
+            /* kv and raw side by side, `reps` times, which goes first alternating */
+            for (int rep = 0; rep < reps; rep++) {
                 if (rep % 2)
-                    rawr[rep] = measure_raw(backend, o, nt, &kop, cfg, tcti, &ctx);
+                    rawr[rep] = measure_raw(backend, o, nt, &kop, &ctx);
                 kvr[rep] = measure(kv_run, &kop, nt);
                 if (rep % 2 == 0)
-                    rawr[rep] = measure_raw(backend, o, nt, &kop, cfg, tcti, &ctx);
+                    rawr[rep] = measure_raw(backend, o, nt, &kop, &ctx);
             }
             medians(kvr, rawr, &kv, &raw);
 #ifdef KV_WITH_TPM
             if (!strcmp(backend, "tpm")) {
                 /* commands per operation after warm-up, counted at the TCTI */
-                unsigned long c0;
+                uint64_t c0 = 0, c1 = 0, s0 = 0, s1 = 0;
                 kv_run(&kop, 0);
-                c0 = kv_tpm_command_count(ctx);
+                if (kv_ctx_backend_stat(ctx, "tpm", "commands", &c0) != KV_OK ||
+                    kv_ctx_backend_stat(ctx, "tpm", "session_commands", &s0) != KV_OK)
+                    die("kv_ctx_backend_stat", ctx);
                 for (int i = 0; i < 100; i++)
                     kv_run(&kop, 0);
-                cmds = (double)(kv_tpm_command_count(ctx) - c0) / 100.0;
+                if (kv_ctx_backend_stat(ctx, "tpm", "commands", &c1) != KV_OK ||
+                    kv_ctx_backend_stat(ctx, "tpm", "session_commands", &s1) != KV_OK)
+                    die("kv_ctx_backend_stat", ctx);
+                cmds = (double)(c1 - c0) / 100.0;
+                sess = (double)(s1 - s0) / 100.0;
             }
 #endif
-            report(backend, ops[o].op, nt, 1, kv, raw, cmds);
+            report(backend, ops[o].op, nt, 1, kv, raw, cmds, sess);
         }
         kv_key_free(kop.key);
     }
-    kv_config_free(cfg);
     kv_ctx_free(ctx);
 }
 
@@ -794,7 +888,6 @@ static void bench_backend(const char *backend)
 static void bench_scale(const char *backend)
 {
     kv_ctx *ctx = NULL;
-    kv_config *cfg = NULL;
     long have = 0;
 
     if (kv_ctx_new(&ctx, conf_path) != KV_OK)
@@ -803,7 +896,6 @@ static void bench_scale(const char *backend)
         kv_ctx_free(ctx);
         return;
     }
-    kv_config_load(NULL, conf_path, &cfg);
     bool p11 = !strcmp(backend, "pkcs11");
     for (int k = 0; k < (p11 ? n_p11_keys : n_keys); k++) {
         long want_keys = p11 ? p11_keys_list[k] : keys_list[k];
@@ -837,8 +929,8 @@ static void bench_scale(const char *backend)
         kop.flags = strcmp(backend, "software") ? KV_SIGN_PREHASHED : 0;
         kop.in = kop.flags ? digest : msg;
         kop.inlen = 32;
-        struct result kvr[REPS], rawr[REPS];
-        for (int rep = 0; rep < REPS; rep++) {
+        struct result kvr[REPS_MAX], rawr[REPS_MAX];
+        for (int rep = 0; rep < reps; rep++) {
             if (rep % 2 == 0)
                 kvr[rep] = measure(kv_run, &kop, 1);
             if (!strcmp(backend, "software")) {
@@ -852,7 +944,7 @@ static void bench_scale(const char *backend)
                 r.in = digest;
                 r.inlen = 32;
                 r.mech = (CK_MECHANISM){ CKM_ECDSA, NULL, 0 };
-                p11_open(&r, cfg, name, 1);
+                p11_open(&r, name, 1);
                 rawr[rep] = measure(p11_run, &r, 1);
                 p11_close(&r, 1);
             }
@@ -865,13 +957,12 @@ static void bench_scale(const char *backend)
         }
         medians(kvr, rawr, &kv, &raw);
         kv_key_free(kop.key);
-        report(backend, "sign-ec-p256", 1, have, kv, raw, -1);
+        report(backend, "sign-ec-p256", 1, have, kv, raw, -1, -1);
         printf("# %s: key open by name with %ld keys: %.0f us\n", backend, have, open_us);
         json_array_append_new(results, json_pack("{s:s, s:s, s:I, s:f}", "backend", backend, "op",
                                                  "key-open", "keys", (json_int_t)have,
                                                  "kv_latency_us", open_us));
     }
-    kv_config_free(cfg);
     kv_ctx_free(ctx);
 }
 
@@ -897,6 +988,10 @@ int main(int argc, char **argv)
         { "keys", required_argument, NULL, 'k' },    { "json", required_argument, NULL, 'j' },
         { "plot", required_argument, NULL, 'p' },    { "no-scale", no_argument, NULL, 'n' },
         { "p11-keys", required_argument, NULL, 'K' },
+        { "tcti", required_argument, NULL, 'T' },    { "p11-module", required_argument, NULL, 'M' },
+        { "p11-token", required_argument, NULL, 'L' },
+        { "p11-pin-file", required_argument, NULL, 'P' },
+        { "reps", required_argument, NULL, 'R' },
         { NULL, 0, NULL, 0 },
     };
     const char *json_path = NULL;
@@ -906,8 +1001,19 @@ int main(int argc, char **argv)
     unsigned int dl = 0;
     int c;
 
-    while ((c = getopt_long(argc, argv, "c:b:t:s:k:j:p:nK:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:b:t:s:k:j:p:nK:T:M:L:P:R:", opts, NULL)) != -1) {
         switch (c) {
+        case 'T': opt_tcti = optarg; break;
+        case 'R':
+            reps = atoi(optarg);
+            if (reps < 1 || reps > REPS_MAX || reps % 2 == 0) {
+                fprintf(stderr, "kv-bench: --reps takes an odd number from 1 to %d\n", REPS_MAX);
+                return 2;
+            }
+            break;
+        case 'M': opt_p11_module = optarg; break;
+        case 'L': opt_p11_token = optarg; break;
+        case 'P': opt_p11_pin_file = optarg; break;
         case 'c': conf_path = optarg; break;
         case 'b':
             want[0] = strstr(optarg, "software") != NULL;
@@ -945,14 +1051,15 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: kv-bench -c CONF [--backends software,pkcs11,tpm] "
                             "[--threads 1,2,4,8] [--seconds S] [--keys 1,100,1000,10000] "
                             "[--p11-keys 1,100,1000] "
-                            "[--json FILE] [--plot FILE] [--no-scale]\n");
+                            "[--json FILE] [--plot FILE] [--no-scale] [--reps 5] [--tcti TCTI] "
+                            "[--p11-module PATH --p11-token LABEL --p11-pin-file FILE]\n");
             return 2;
         }
     }
     EVP_Digest(msg, sizeof(msg), digest, &dl, EVP_sha256(), NULL);
     results = json_array();
-    printf("# kv-bench: %d online CPUs, %.2f s per measurement, allocation counting %s\n",
-           (int)sysconf(_SC_NPROCESSORS_ONLN), seconds, ALLOC_COUNTING ? "on" : "off");
+    printf("# kv-bench: %d online CPUs, %.2f s per measurement, %d pairs, allocation counting %s\n",
+           (int)sysconf(_SC_NPROCESSORS_ONLN), seconds, reps, ALLOC_COUNTING ? "on" : "off");
     header();
     in_main_table = true;
     if (want[0])

@@ -5,13 +5,23 @@
 # bench/threads.png (throughput against threads, with gnuplot).
 #
 #   sh bench/run.sh [kv-bench options]     e.g. --seconds 2 --keys 1,100,1000,10000
+#   sh bench/run.sh tpm [kv-bench options] the TPM cases alone (a fresh swtpm,
+#                                          no scale run): bench/results-tpm.txt
+#                                          and bench/results-tpm.json, no plot;
+#                                          KV_BENCH_SESSIONS=always for [tpm]
+#                                          sessions = always (results-tpm-always.*)
 #
 # Not part of the test suite: a full run takes several minutes.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
+only=
+if [ "${1:-}" = tpm ]; then
+    only=tpm
+    shift
+fi
 sh tests/install-deps.sh
-command -v gnuplot >/dev/null 2>&1 || {
+[ -n "$only" ] || command -v gnuplot >/dev/null 2>&1 || {
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y -q --no-install-recommends gnuplot-nox >/dev/null
 }
@@ -20,9 +30,35 @@ mkdir -p build
 (cd build && { [ -f Makefile ] || "$top/configure" -q; } && make -s -j"$(nproc)" >/dev/null)
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/kvbench.XXXXXX")
-. tests/softhsm.sh
 . tests/swtpm.sh
 trap 'swtpm_cleanup; rm -rf "$T"' EXIT
+header() {
+    echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -srm), $(nproc) CPUs: $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)"
+    echo "# OpenSSL $(openssl version | cut -d' ' -f2), SoftHSM $(softhsm2-util --version), swtpm $(swtpm --version | sed -n 's/.*version \([0-9.]*\).*/\1/p'), tpm2-tss $(pkg-config --modversion tss2-esys)"
+}
+if [ "$only" = tpm ]; then
+    sessions=${KV_BENCH_SESSIONS:-auto}
+    out=bench/results-tpm
+    [ "$sessions" = auto ] || out=$out-$sessions
+    cat >"$T/bench.conf" <<CONF
+[keyvault]
+backends = tpm
+
+[tpm]
+tcti = $KV_TPM_TCTI
+keys = $T/tpm
+sessions = $sessions
+CONF
+    {
+        header
+        echo "# KV_BENCH_SESSIONS=$sessions sh bench/run.sh tpm $*"
+        TSS2_LOG=all+none build/bench/kv-bench -c "$T/bench.conf" --backends tpm --no-scale \
+            --tcti "$KV_TPM_TCTI" --json "$out.json" "$@"
+    } | tee "$out.txt"
+    echo "wrote $out.txt, $out.json"
+    exit 0
+fi
+. tests/softhsm.sh
 cat >"$T/bench.conf" <<CONF
 [keyvault]
 backends = tpm, pkcs11, software
@@ -42,11 +78,11 @@ tcti = $KV_TPM_TCTI
 keys = $T/tpm
 CONF
 {
-    echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -srm), $(nproc) CPUs: $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)"
-    echo "# OpenSSL $(openssl version | cut -d' ' -f2), SoftHSM $(softhsm2-util --version), swtpm $(swtpm --version | sed -n 's/.*version \([0-9.]*\).*/\1/p')"
+    header
     echo "# sh bench/run.sh $*"
     TSS2_LOG=all+none build/bench/kv-bench -c "$T/bench.conf" --json bench/results.json \
-        --plot "$T/plot.dat" "$@"
+        --plot "$T/plot.dat" --tcti "$KV_TPM_TCTI" --p11-module "$KV_P11_MODULE" \
+        --p11-token "$KV_P11_TOKEN" --p11-pin-file "$KV_P11_PINFILE" "$@"
 } | tee bench/results.txt
 gnuplot -e "datafile='$T/plot.dat'; outfile='bench/threads.png'" bench/plot.gp
 echo "wrote bench/results.txt, bench/results.json, bench/threads.png"

@@ -23,24 +23,18 @@ void kv_attestation_free(kv_attestation *a)
     free(a);
 }
 
-/* The backend that attests: the first available one with `op`. */
-static kv_backend *attester(kv_ctx *ctx, size_t op_offset)
+/* The backend that attests: the first available one that can (KV_CAP_ATTEST). */
+static kv_backend *attester(kv_ctx *ctx)
 {
     for (size_t i = 0; i < ctx->nbackends; i++) {
         kv_backend *be = &ctx->backends[i];
-        void *const *fn;
-        if (!be->available || !be->ops)
-            continue;
-        fn = (void *const *)((const char *)be->ops + op_offset);
-        if (*fn)
+        if (be->available && be->ops && (be->ops->caps & KV_CAP_ATTEST))
             return be;
     }
     kv_error(ctx, KV_ERR_BACKEND_UNAVAILABLE,
              "no available backend can attest: configure a TPM ([tpm] tcti or KEYVAULT_TCTI)");
     return NULL;
 }
-
-#define ATTESTER(ctx, op) attester((ctx), offsetof(struct kv_backend_ops, op))
 
 static kv_rc check_nonce(const kv_ctx *ctx, const unsigned char *nonce, size_t len)
 {
@@ -65,7 +59,7 @@ kv_rc kv_tpm_ak_public(kv_ctx *ctx, unsigned char *buf, size_t *len)
     kv_rc rc;
 
     kv_err_begin(ctx);
-    if (!(be = ATTESTER(ctx, ak_public)))
+    if (!(be = attester(ctx)))
         return KV_ERR_BACKEND_UNAVAILABLE;
     KV_CHECK(rc, be->ops->ak_public(be, &pub));
     n = i2d_PUBKEY(pub, &der);
@@ -89,7 +83,7 @@ kv_rc kv_tpm_quote(kv_ctx *ctx, const char *pcrs, const unsigned char *nonce, si
     kv_err_begin(ctx);
     *out = NULL;
     KV_CHECK(rc, check_nonce(ctx, nonce, nonce_len));
-    if (!(be = ATTESTER(ctx, quote)))
+    if (!(be = attester(ctx)))
         return KV_ERR_BACKEND_UNAVAILABLE;
     KV_CHECK(rc, new_evidence(ctx, out));
     KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_ATTEST, "quote"));
@@ -111,7 +105,7 @@ kv_rc kv_key_certify(kv_key *key, const unsigned char *nonce, size_t nonce_len,
     kv_err_begin(ctx);
     *out = NULL;
     KV_CHECK(rc, check_nonce(ctx, nonce, nonce_len));
-    if (!key->be->ops->certify)
+    if (!(key->be->ops->caps & KV_CAP_ATTEST))
         return kv_error(ctx, KV_ERR_UNSUPPORTED,
                         "key '%s' is in backend %s: only TPM keys can be certified by the TPM",
                         key->name, key->be->name);
@@ -134,7 +128,7 @@ kv_rc kv_tpm_pcr_read(kv_ctx *ctx, const char *bank, unsigned index, unsigned ch
     kv_err_begin(ctx);
     if (index > 23)
         return kv_error(ctx, KV_ERR_INVALID_ARG, "PCR index %u: the TPM has PCRs 0 to 23", index);
-    if (!(be = ATTESTER(ctx, pcr_read)))
+    if (!(be = attester(ctx)))
         return KV_ERR_BACKEND_UNAVAILABLE;
     return be->ops->pcr_read(be, bank ? bank : "sha256", index, digest, len);
 }
@@ -148,7 +142,7 @@ kv_rc kv_tpm_pcr_extend(kv_ctx *ctx, const char *bank, unsigned index,
     kv_err_begin(ctx);
     if (index > 23)
         return kv_error(ctx, KV_ERR_INVALID_ARG, "PCR index %u: the TPM has PCRs 0 to 23", index);
-    if (!(be = ATTESTER(ctx, pcr_extend)))
+    if (!(be = attester(ctx)))
         return KV_ERR_BACKEND_UNAVAILABLE;
     KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_ATTEST, "pcr-extend"));
     rc = be->ops->pcr_extend(be, bank ? bank : "sha256", index, digest, len);
@@ -164,7 +158,7 @@ kv_rc kv_tpm_ek_cert(kv_ctx *ctx, unsigned char *buf, size_t *len)
     kv_rc rc;
 
     kv_err_begin(ctx);
-    if (!(be = ATTESTER(ctx, ek_cert)))
+    if (!(be = attester(ctx)))
         return KV_ERR_BACKEND_UNAVAILABLE;
     KV_CHECK(rc, be->ops->ek_cert(be, &der, &n));
     rc = kv_copy_out(ctx, "the EK certificate", der, n, buf, len);

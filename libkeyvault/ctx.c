@@ -213,3 +213,23 @@ const char *kv_version(void)
 {
     return PACKAGE_VERSION;
 }
+
+kv_rc kv_ctx_backend_stat(kv_ctx *ctx, const char *backend, const char *stat, uint64_t *value)
+{
+    kv_backend *be = NULL;
+
+    kv_err_begin(ctx);
+    *value = 0;
+    for (size_t i = 0; i < ctx->nbackends && !be; i++)
+        if (!strcmp(ctx->backends[i].name, backend))
+            be = &ctx->backends[i];
+    if (!be)
+        return kv_error(ctx, KV_ERR_INVALID_ARG,
+                        "kv_ctx_backend_stat: not a backend of this context (see kv_ctx_backend)");
+    if (!be->ops || !(be->available || be->uri_ok))
+        return kv_error(ctx, KV_ERR_BACKEND_UNAVAILABLE, "backend '%s' is unavailable: %s",
+                        be->name, be->why);
+    if (!be->ops->stat)
+        return kv_error(ctx, KV_ERR_UNSUPPORTED, "backend '%s' keeps no counters", be->name);
+    return be->ops->stat(be, stat, value);
+}

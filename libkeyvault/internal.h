@@ -321,6 +321,7 @@ struct kv_backend_ops {
     kv_assurance assurance;
     /* The keys of its [name] section, for kv_config_check. */
     const struct kv_config_key *config_keys;
+    unsigned caps;            /* KV_CAP_* */
 
     /* Mandatory. Read the configuration, set be->state. Return KV_OK with
      * be->available = false and be->why set when the backend is not usable
@@ -364,7 +365,14 @@ struct kv_backend_ops {
     kv_rc (*pcr_extend)(kv_backend *be, const char *bank, unsigned index,
                         const unsigned char *digest, size_t len);
     kv_rc (*ek_cert)(kv_backend *be, unsigned char **der, size_t *len);
+
+    /* A counter the backend keeps (kv_ctx_backend_stat): KV_ERR_UNSUPPORTED,
+     * recorded, for a name it does not know. */
+    kv_rc (*stat)(kv_backend *be, const char *name, uint64_t *value);
 };
+
+/* Capabilities in kv_backend_ops.caps. */
+#define KV_CAP_ATTEST (1u << 0) /* fills ak_public, quote, certify, pcr_read, pcr_extend, ek_cert */
 
 struct kv_backend {
     const struct kv_backend_ops *ops;  /* NULL when the named backend is not built */
@@ -431,8 +439,6 @@ extern const struct kv_backend_ops kv_pkcs11_ops;
 #endif
 #ifdef KV_WITH_TPM
 extern const struct kv_backend_ops kv_tpm_ops;
-/* TPM commands the context's TPM connection has sent (tests, benchmarks). */
-unsigned long kv_tpm_command_count(kv_ctx *ctx);
 #endif
 
 /* Software backend helpers, also used by tests on keys they make. */

@@ -171,6 +171,18 @@ KV_API const char *kv_version(void);
 KV_API KV_WUR kv_rc kv_ctx_backend(kv_ctx *ctx, size_t i, const char **name,
                                    int *available, const char **why) KV_NONNULL(1, 3, 4);
 
+/*
+ * kv_ctx_backend_stat - a counter kept by the backend named `backend` of
+ * ctx, for benchmarks and tests. The TPM backend keeps "commands" (TPM
+ * commands sent) and "session_commands" (those authorised in the salted
+ * HMAC session), counted on its connection, which every context of the
+ * process on the same TCTI shares. KV_ERR_INVALID_ARG when ctx has no such
+ * backend, KV_ERR_BACKEND_UNAVAILABLE when it is not usable,
+ * KV_ERR_UNSUPPORTED for a counter it does not keep. *value is 0 on failure.
+ */
+KV_API KV_WUR kv_rc kv_ctx_backend_stat(kv_ctx *ctx, const char *backend, const char *stat,
+                                        uint64_t *value) KV_NONNULL(1, 2, 3, 4);
+
 /* ---- keys ------------------------------------------------------------- */
 
 /*

@@ -3,8 +3,8 @@
  * (tests/tpm-unit.sh): one command per operation, more keys than the TPM
  * has slots, a TPM restart mid-run, threads, auth values and lockout,
  * distinct errors for a missing TPM and a missing resource manager, keys
- * at persistent handles, parameter encryption seen on the bus, and the key
- * file format shared with tpm2-openssl.
+ * at persistent handles, the session choice and parameter encryption seen
+ * on the bus, and the key file format shared with tpm2-openssl.
  *
  * Tools (tpm2-tools, openssl with the tpm2 provider) connect to the same
  * simulator, which serves one client at a time: every context is freed
@@ -18,8 +18,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/ip.h>
+#include <netinet/tcp.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#ifdef KV_HAVE_PCAP
+#include <pcap/pcap.h>
+#endif
 
 #include "internal.h"
 #include "testutil.h"
@@ -80,6 +86,15 @@ static int sign_verifies(kv_ctx *ctx, kv_key *key, const char *m)
                      sig, siglen) == KV_OK;
 }
 
+/* A TPM counter of ctx through the public API. */
+static uint64_t tpm_stat(kv_ctx *ctx, const char *name)
+{
+    uint64_t v = 0;
+
+    ck_assert_rc(ctx, kv_ctx_backend_stat(ctx, "tpm", name, &v), KV_OK);
+    return v;
+}
+
 START_TEST(one_command_per_operation)
 {
     kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
@@ -91,14 +106,21 @@ START_TEST(one_command_per_operation)
     ck_assert_rc(ctx, kv_key_public_der(b, bpub, &bpublen), KV_OK);
     ck_assert(sign_verifies(ctx, a, "warm-up"));
     ck_assert_rc(ctx, kv_ecdh(a, bpub, bpublen, z, &zlen), KV_OK);
-    n0 = kv_tpm_command_count(ctx);
+    n0 = tpm_stat(ctx, "commands");
     for (int i = 0; i < 10; i++)
         ck_assert(sign_verifies(ctx, a, "counted"));
-    n1 = kv_tpm_command_count(ctx);
+    n1 = tpm_stat(ctx, "commands");
     ck_assert_uint_eq(n1 - n0, 10);
     zlen = sizeof(z);
     ck_assert_rc(ctx, kv_ecdh(a, bpub, bpublen, z, &zlen), KV_OK);
-    ck_assert_uint_eq(kv_tpm_command_count(ctx) - n1, 1);
+    ck_assert_uint_eq(tpm_stat(ctx, "commands") - n1, 1);
+    /* counters the backend does not keep, backends the context does not have */
+    {
+        uint64_t v = 7;
+        ck_assert_rc(ctx, kv_ctx_backend_stat(ctx, "tpm", "bogus", &v), KV_ERR_UNSUPPORTED);
+        ck_assert_uint_eq(v, 0);
+        ck_assert_rc(ctx, kv_ctx_backend_stat(ctx, "pkcs11", "commands", &v), KV_ERR_INVALID_ARG);
+    }
     kv_key_free(a);
     kv_key_free(b);
     kv_ctx_free(ctx);
@@ -268,6 +290,12 @@ START_TEST(missing_tpm_and_resource_manager)
     ck_assert_rc(ctx, kv_key_generate(ctx, "x", KV_KEY_EC_P256, "tpm", NULL),
                  KV_ERR_BACKEND_UNAVAILABLE);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "tcti = none"));
+    {
+        uint64_t v = 7;
+        ck_assert_rc(ctx, kv_ctx_backend_stat(ctx, "tpm", "commands", &v),
+                     KV_ERR_BACKEND_UNAVAILABLE);
+        ck_assert_uint_eq(v, 0);
+    }
     kv_ctx_free(ctx);
 }
 END_TEST
@@ -304,42 +332,289 @@ START_TEST(persistent_handle_by_uri)
 }
 END_TEST
 
-/* What crosses the bus, recorded by tpm2-tss's pcap TCTI: the key's auth
- * value and the ECDH secret travel encrypted. */
-START_TEST(parameter_encryption_on_the_bus)
+/* ---- the bus, recorded by tpm2-tss's pcap TCTI --------------------------------
+ * The TCTI writes each command and response as a TCP segment between a
+ * host port and port 2321 (the TPM 2.0 dissector's) in a pcapng file; it
+ * is read with libpcap, the command headers with tss2-mu. */
+
+struct bus_cmd {
+    TPM2_CC cc;
+    TPM2_HANDLE session;      /* the first authorisation's handle; 0 without one */
+    TPMA_SESSION attrs;
+};
+
+struct bus {
+    unsigned char *raw;       /* the whole capture file */
+    size_t rawlen;
+    struct bus_cmd cmd[512];
+    size_t ncmd;
+};
+
+/* Handles before the authorisation area of the commands the tests look at. */
+static size_t handles_of(TPM2_CC cc)
 {
-    char conf[1024], auth[700], pcap[700];
-    static const char secret_auth[] = "bus-sniffer-must-not-see-this";
-    kv_ctx *ctx;
-    kv_key *a, *b;
-    unsigned char bpub[200], z[64], *bus;
-    size_t bpublen = sizeof(bpub), zlen = sizeof(z), buslen = 0;
+    switch (cc) {
+    case TPM2_CC_Certify:
+        return 2;
+    case TPM2_CC_Sign:
+    case TPM2_CC_ECDH_ZGen:
+    case TPM2_CC_Create:
+    case TPM2_CC_Load:
+    case TPM2_CC_Quote:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static void bus_add(struct bus *b, const unsigned char *p, size_t len)
+{
+    struct bus_cmd *c;
+    TPM2_ST tag = 0;
+    UINT32 size = 0, authsize = 0;
+    size_t off = 0;
+
+    ck_assert_uint_lt(b->ncmd, sizeof(b->cmd) / sizeof(b->cmd[0]));
+    c = &b->cmd[b->ncmd++];
+    memset(c, 0, sizeof(*c));
+    ck_assert_uint_eq(Tss2_MU_TPM2_ST_Unmarshal(p, len, &off, &tag), 0);
+    ck_assert_uint_eq(Tss2_MU_UINT32_Unmarshal(p, len, &off, &size), 0);
+    ck_assert_uint_eq(size, len);
+    ck_assert_uint_eq(Tss2_MU_TPM2_CC_Unmarshal(p, len, &off, &c->cc), 0);
+    if (tag != TPM2_ST_SESSIONS || handles_of(c->cc) == 0)
+        return;
+    off += 4 * handles_of(c->cc);
+    {
+        TPMS_AUTH_COMMAND auth;
+        ck_assert_uint_eq(Tss2_MU_UINT32_Unmarshal(p, len, &off, &authsize), 0);
+        ck_assert_uint_eq(Tss2_MU_TPMS_AUTH_COMMAND_Unmarshal(p, len, &off, &auth), 0);
+        c->session = auth.sessionHandle;
+        c->attrs = auth.sessionAttributes;
+    }
+}
+
+/* Read the capture: every command the host sent, in order. */
+static void bus_read(const char *path, struct bus *b)
+{
+#ifdef KV_HAVE_PCAP
+    char err[PCAP_ERRBUF_SIZE];
+    pcap_t *pc = pcap_open_offline(path, err);
+    struct pcap_pkthdr *h;
+    const u_char *d;
     FILE *f;
 
-    snprintf(auth, sizeof(auth), "%s/auth", tu_tmpdir());
-    snprintf(pcap, sizeof(pcap), "%s/bus.pcap", tu_tmpdir());
-    tu_write(auth, secret_auth);
+    ck_assert_msg(pc, "pcap_open_offline %s: %s", path, err);
+    ck_assert_int_eq(pcap_datalink(pc), DLT_IPV4);
+    b->ncmd = 0;
+    while (pcap_next_ex(pc, &h, &d) == 1) {
+        struct ip ip;
+        struct tcphdr tcp;
+        size_t iphl, tcphl;
+
+        ck_assert_uint_ge(h->caplen, sizeof(ip));
+        memcpy(&ip, d, sizeof(ip));
+        iphl = 4 * (size_t)ip.ip_hl;
+        ck_assert_uint_eq(ip.ip_p, IPPROTO_TCP);
+        ck_assert_uint_ge(h->caplen, iphl + sizeof(tcp));
+        memcpy(&tcp, d + iphl, sizeof(tcp));
+        tcphl = 4 * (size_t)tcp.th_off;
+        ck_assert_uint_ge(h->caplen, iphl + tcphl);
+        if (ntohs(tcp.th_dport) == 2321) /* host to TPM: a command */
+            bus_add(b, d + iphl + tcphl, h->caplen - iphl - tcphl);
+    }
+    pcap_close(pc);
+    f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    b->raw = malloc(1 << 20);
+    b->rawlen = fread(b->raw, 1, 1 << 20, f);
+    fclose(f);
+    ck_assert_uint_gt(b->ncmd, 3); /* the capture holds the traffic */
+#else
+    (void)path;
+    (void)b;
+    ck_abort_msg("built without libpcap: install libpcap-dev and run configure again");
+#endif
+}
+
+static size_t bus_count(const struct bus *b, TPM2_CC cc)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < b->ncmd; i++)
+        n += b->cmd[i].cc == cc;
+    return n;
+}
+
+static bool bus_has(const struct bus *b, const void *what, size_t len)
+{
+    return memmem(b->raw, b->rawlen, what, len) != NULL;
+}
+
+static bool hmac_session(TPM2_HANDLE h)
+{
+    return (h >> TPM2_HR_SHIFT) == TPM2_HT_HMAC_SESSION;
+}
+
+/* A context on the pcap TCTI in front of the simulator, recording to a fresh file. */
+static kv_ctx *bus_ctx(const char *extra, char *pcap, size_t pcaplen)
+{
+    char conf[1400];
+
+    snprintf(pcap, pcaplen, "%s/bus-%d.pcap", tu_tmpdir(), rand());
+    (void)unlink(pcap);
     setenv("TCTI_PCAP_FILE", pcap, 1);
-    snprintf(conf, sizeof(conf), "tcti = pcap:%s\nauth = file:%s\n", env("KV_TPM_TCTI"), auth);
-    ctx = tpm_ctx(conf, KV_OK);
-    a = gen(ctx, "bus-a", KV_KEY_EC_P256);
-    b = gen(ctx, "bus-b", KV_KEY_EC_P256);
+    snprintf(conf, sizeof(conf), "tcti = pcap:%s\n%s", env("KV_TPM_TCTI"), extra);
+    return tpm_ctx(conf, KV_OK);
+}
+
+/* ECDH between a and b (32 bytes into z), then free both keys and ctx:
+ * the pcap TCTI has written everything once the context is gone. */
+static void derive_and_close(kv_ctx *ctx, kv_key *a, kv_key *b, unsigned char z[64])
+{
+    unsigned char bpub[200];
+    size_t bpublen = sizeof(bpub), zlen = 64;
+
     ck_assert_rc(ctx, kv_key_public_der(b, bpub, &bpublen), KV_OK);
     ck_assert_rc(ctx, kv_ecdh(a, bpub, bpublen, z, &zlen), KV_OK);
-    ck_assert(sign_verifies(ctx, a, "bus"));
+    ck_assert_uint_eq(zlen, 32);
     kv_key_free(a);
     kv_key_free(b);
     kv_ctx_free(ctx);
-    f = fopen(pcap, "rb");
-    ck_assert_ptr_nonnull(f);
-    bus = malloc(1 << 20);
-    buslen = fread(bus, 1, 1 << 20, f);
-    fclose(f);
-    ck_assert_uint_gt(buslen, 1000); /* the capture holds the traffic */
-    ck_assert_ptr_null(memmem(bus, buslen, secret_auth, strlen(secret_auth)));
-    ck_assert_ptr_null(memmem(bus, buslen, z, zlen));
-    ck_assert_ptr_null(memmem(bus, buslen, z, 16));
-    free(bus);
+}
+
+/* The digest a TPM sign of m carries (ECDSA P-256: SHA-256). */
+static void digest_of(const char *m, unsigned char md[32])
+{
+    unsigned int n = 0;
+
+    ck_assert_int_eq(EVP_Digest(m, strlen(m), md, &n, EVP_sha256(), NULL), 1);
+}
+
+/* An empty-auth key signs in a password session, one command per sign; the
+ * salted session is made only when ECDH needs it, and the shared secret
+ * comes back encrypted. */
+START_TEST(empty_auth_sign_in_password_session)
+{
+    char pcap[700];
+    kv_ctx *ctx = bus_ctx("", pcap, sizeof(pcap));
+    kv_key *a = gen(ctx, "pw-a", KV_KEY_EC_P256), *b = gen(ctx, "pw-b", KV_KEY_EC_P256);
+    unsigned char z[64], md[32];
+    size_t first_ecdh = 0, signs = 0;
+    uint64_t n0, s0;
+    struct bus bus;
+
+    ck_assert(sign_verifies(ctx, a, "warm-up"));
+    n0 = tpm_stat(ctx, "commands");
+    s0 = tpm_stat(ctx, "session_commands");
+    for (int i = 0; i < 5; i++)
+        ck_assert(sign_verifies(ctx, a, "password session"));
+    ck_assert_uint_eq(tpm_stat(ctx, "commands") - n0, 5);
+    ck_assert_uint_eq(tpm_stat(ctx, "session_commands") - s0, 0);
+    derive_and_close(ctx, a, b, z);
+
+    bus_read(pcap, &bus);
+    for (size_t i = 0; i < bus.ncmd; i++) {
+        const struct bus_cmd *c = &bus.cmd[i];
+        if (c->cc == TPM2_CC_Sign) {
+            ck_assert_msg(c->session == TPM2_RS_PW, "TPM2_Sign authorised by 0x%08x",
+                          c->session);
+            signs++;
+        }
+        if (c->cc == TPM2_CC_Create || c->cc == TPM2_CC_Load)
+            ck_assert_uint_eq(c->session, TPM2_RS_PW);
+        if (c->cc == TPM2_CC_ECDH_ZGen) {
+            ck_assert_msg(hmac_session(c->session), "TPM2_ECDH_ZGen authorised by 0x%08x",
+                          c->session);
+            ck_assert(c->attrs & TPMA_SESSION_ENCRYPT);
+            if (!first_ecdh)
+                first_ecdh = i;
+        }
+        /* the session is started for ECDH, after every sign */
+        if (c->cc == TPM2_CC_StartAuthSession)
+            ck_assert_uint_eq(signs, 6);
+    }
+    ck_assert_uint_eq(signs, 6);
+    ck_assert_uint_eq(bus_count(&bus, TPM2_CC_ECDH_ZGen), 1);
+    ck_assert_uint_eq(bus_count(&bus, TPM2_CC_StartAuthSession), 1);
+    ck_assert_uint_eq(bus.cmd[first_ecdh - 1].cc, TPM2_CC_StartAuthSession);
+    /* the digest crosses in the clear (nothing secret); the secret does not */
+    digest_of("password session", md);
+    ck_assert(bus_has(&bus, md, sizeof(md)));
+    ck_assert(!bus_has(&bus, z, 32));
+    ck_assert(!bus_has(&bus, z, 16));
+    free(bus.raw);
+}
+END_TEST
+
+/* A key with an auth value: created, used for signing and for ECDH in the
+ * salted session; its auth value, its digests and the ECDH secret travel
+ * encrypted. */
+START_TEST(parameter_encryption_on_the_bus)
+{
+    char extra[800], auth[700], pcap[700];
+    static const char secret_auth[] = "bus-sniffer-must-not-see-this";
+    kv_ctx *ctx;
+    kv_key *a, *b;
+    unsigned char z[64], md[32];
+    size_t signs = 0;
+    struct bus bus;
+
+    snprintf(auth, sizeof(auth), "%s/auth", tu_tmpdir());
+    tu_write(auth, secret_auth);
+    snprintf(extra, sizeof(extra), "auth = file:%s\n", auth);
+    ctx = bus_ctx(extra, pcap, sizeof(pcap));
+    a = gen(ctx, "bus-a", KV_KEY_EC_P256);
+    b = gen(ctx, "bus-b", KV_KEY_EC_P256);
+    ck_assert(sign_verifies(ctx, a, "bus"));
+    derive_and_close(ctx, a, b, z);
+
+    bus_read(pcap, &bus);
+    for (size_t i = 0; i < bus.ncmd; i++) {
+        const struct bus_cmd *c = &bus.cmd[i];
+        if (c->cc == TPM2_CC_Sign || c->cc == TPM2_CC_ECDH_ZGen || c->cc == TPM2_CC_Create) {
+            ck_assert_msg(hmac_session(c->session), "command 0x%x authorised by 0x%08x", c->cc,
+                          c->session);
+            ck_assert(c->attrs & TPMA_SESSION_DECRYPT);
+            signs += c->cc == TPM2_CC_Sign;
+        }
+    }
+    ck_assert_uint_eq(signs, 1);
+    ck_assert_uint_eq(bus_count(&bus, TPM2_CC_Create), 2);
+    ck_assert(!bus_has(&bus, secret_auth, strlen(secret_auth)));
+    ck_assert(!bus_has(&bus, z, 32));
+    ck_assert(!bus_has(&bus, z, 16));
+    digest_of("bus", md);
+    ck_assert(!bus_has(&bus, md, sizeof(md)));
+    free(bus.raw);
+}
+END_TEST
+
+/* [tpm] sessions = always: every key use in the session, as before auto. */
+START_TEST(sessions_always)
+{
+    char pcap[700];
+    kv_ctx *ctx = bus_ctx("sessions = always\n", pcap, sizeof(pcap));
+    kv_key *a = gen(ctx, "always", KV_KEY_EC_P256);
+    uint64_t n0, s0;
+    struct bus bus;
+
+    ck_assert(sign_verifies(ctx, a, "warm-up"));
+    n0 = tpm_stat(ctx, "commands");
+    s0 = tpm_stat(ctx, "session_commands");
+    ck_assert(sign_verifies(ctx, a, "in the session"));
+    ck_assert_uint_eq(tpm_stat(ctx, "commands") - n0, 1);
+    ck_assert_uint_eq(tpm_stat(ctx, "session_commands") - s0, 1);
+    kv_key_free(a);
+    kv_ctx_free(ctx);
+    bus_read(pcap, &bus);
+    ck_assert_uint_eq(bus_count(&bus, TPM2_CC_Sign), 2);
+    for (size_t i = 0; i < bus.ncmd; i++)
+        if (bus.cmd[i].cc == TPM2_CC_Sign || bus.cmd[i].cc == TPM2_CC_Create)
+            ck_assert(hmac_session(bus.cmd[i].session));
+    free(bus.raw);
+    /* anything else is refused, without a key to fall back on */
+    tpm_ctx("tcti = swtpm:host=127.0.0.1,port=9\nsessions = never\n", KV_ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(NULL), "[tpm] sessions"));
 }
 END_TEST
 
@@ -582,6 +857,12 @@ START_TEST(attestation_needs_a_tpm)
     ck_assert_rc(ctx, kv_key_certify(key, buf, 8, &a), KV_ERR_UNSUPPORTED);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "only TPM keys"));
     ck_assert_ptr_null(a);
+    {
+        uint64_t v = 7;
+        ck_assert_rc(ctx, kv_ctx_backend_stat(ctx, "software", "commands", &v),
+                     KV_ERR_UNSUPPORTED);
+        ck_assert_uint_eq(v, 0);
+    }
     kv_key_free(key);
     kv_ctx_free(ctx);
 }
@@ -598,7 +879,9 @@ static Suite *tpm_suite(void)
     tcase_add_test(tc, four_threads_sign);
     tcase_add_test(tc, missing_tpm_and_resource_manager);
     tcase_add_test(tc, persistent_handle_by_uri);
+    tcase_add_test(tc, empty_auth_sign_in_password_session);
     tcase_add_test(tc, parameter_encryption_on_the_bus);
+    tcase_add_test(tc, sessions_always);
     tcase_add_test(tc, key_files_shared_with_tpm2_openssl);
     tcase_add_test(tc, quote_covers_pcrs_and_nonce);
     tcase_add_test(tc, certify_names_the_key);

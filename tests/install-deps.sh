@@ -10,6 +10,7 @@ PACKAGES="
   libtss2-dev libtss2-tcti-swtpm0 swtpm swtpm-tools tpm2-tools tpm2-openssl
   tpm2-abrmd libtss2-tcti-tabrmd0 dbus
   lowdown man-db
+  libtss2-tcti-pcap0 libpcap-dev
 "
 
 SUDO=

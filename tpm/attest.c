@@ -235,15 +235,19 @@ static TSS2_RC quote_step(struct tpm_conn *c, struct step *s, void *p)
 {
     struct quote_arg *a = p;
     TPMT_SIG_SCHEME scheme = { .scheme = TPM2_ALG_NULL };
-    ESYS_TR ak;
+    ESYS_TR ak, auth;
     TSS2_RC rc;
 
+    /* the nonce, the PCR selection and the quote are not secret */
+    rc = tpm_auth(c, s, &a->ak->obj, false, &auth);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
     s->cmd = "loading the attestation key";
     rc = tpm_obj_use(c, &a->ak->obj, &ak);
     if (rc != TSS2_RC_SUCCESS)
         return rc;
     s->cmd = "TPM2_Quote";
-    return Esys_Quote(c->esys, ak, c->session, ESYS_TR_NONE, ESYS_TR_NONE, &a->nonce, &scheme,
+    return Esys_Quote(c->esys, ak, auth, ESYS_TR_NONE, ESYS_TR_NONE, &a->nonce, &scheme,
                       &a->sel, &a->attest, &a->sig);
 }
 
@@ -278,9 +282,13 @@ static TSS2_RC certify_step(struct tpm_conn *c, struct step *s, void *p)
 {
     struct quote_arg *a = p;
     TPMT_SIG_SCHEME scheme = { .scheme = TPM2_ALG_NULL };
-    ESYS_TR ak, key;
+    ESYS_TR ak, key, auth;
     TSS2_RC rc;
 
+    /* the key's authorisation: in the session when it has an auth value */
+    rc = tpm_auth(c, s, &a->key->obj, false, &auth);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
     /* both must be loaded at once: pin the key while the AK loads */
     s->cmd = "loading the key";
     rc = tpm_obj_use(c, &a->key->obj, &key);
@@ -293,8 +301,8 @@ static TSS2_RC certify_step(struct tpm_conn *c, struct step *s, void *p)
     if (rc != TSS2_RC_SUCCESS)
         return rc;
     s->cmd = "TPM2_Certify";
-    /* the key's authorisation in the HMAC session, the AK's by (empty) password */
-    return Esys_Certify(c->esys, key, ak, c->session, ESYS_TR_PASSWORD, ESYS_TR_NONE, &a->nonce,
+    /* the AK's authorisation by (empty) password */
+    return Esys_Certify(c->esys, key, ak, auth, ESYS_TR_PASSWORD, ESYS_TR_NONE, &a->nonce,
                         &scheme, &a->attest, &a->sig);
 }
 

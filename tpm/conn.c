@@ -1,10 +1,10 @@
 /*
  * conn.c - the TPM connection: one ESYS context per TCTI per process,
  * shared by every kv_ctx, serialised by a mutex held only around ESYS
- * calls; a salted HMAC session for authorisation and parameter encryption;
- * the storage primary; loading, evicting and reloading objects when the TPM
- * has no room; reconnecting after the TPM restarts; starting afresh in a
- * forked child.
+ * calls; the choice between a password authorisation and a salted HMAC
+ * session with parameter encryption (tpm_auth); the storage primary;
+ * loading, evicting and reloading objects when the TPM has no room;
+ * reconnecting after the TPM restarts; starting afresh in a forked child.
  */
 #include "config.h"
 
@@ -168,7 +168,8 @@ kv_rc tpm_fail(kv_ctx *ctx, const char *cmd, TSS2_RC rc)
                          Tss2_RC_Decode(rc), rc, hint);
 }
 
-kv_rc tpm_conn_get(kv_ctx *ctx, const char *tcti, TPM2_HANDLE parent, struct tpm_conn **out)
+kv_rc tpm_conn_get(kv_ctx *ctx, const char *tcti, TPM2_HANDLE parent, bool always,
+                   struct tpm_conn **out)
 {
     struct tpm_conn *c;
 
@@ -180,6 +181,8 @@ kv_rc tpm_conn_get(kv_ctx *ctx, const char *tcti, TPM2_HANDLE parent, struct tpm
             break;
     if (c) {
         c->refs++;
+        if (always)
+            __atomic_add_fetch(&c->always_refs, 1, __ATOMIC_RELAXED);
         pthread_mutex_unlock(&conns_lock);
         *out = c;
         return KV_OK;
@@ -191,6 +194,7 @@ kv_rc tpm_conn_get(kv_ctx *ctx, const char *tcti, TPM2_HANDLE parent, struct tpm
         return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
     }
     c->refs = 1;
+    c->always_refs = always ? 1 : 0;
     pthread_mutex_init(&c->lock, NULL);
     c->fork_gen = kv_fork_generation();
     c->srk.handle = ESYS_TR_NONE;
@@ -243,13 +247,15 @@ static void disconnect_locked(struct tpm_conn *c, bool polite)
     c->connected = false;
 }
 
-void tpm_conn_put(struct tpm_conn *c)
+void tpm_conn_put(struct tpm_conn *c, bool always)
 {
     struct tpm_conn **pp;
 
     if (!c)
         return;
     pthread_mutex_lock(&conns_lock);
+    if (always)
+        __atomic_sub_fetch(&c->always_refs, 1, __ATOMIC_RELAXED);
     if (--c->refs > 0) {
         pthread_mutex_unlock(&conns_lock);
         return;
@@ -314,7 +320,7 @@ TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h)
     static const TPM2B_SENSITIVE_CREATE no_sensitive = { 0 };
     static const TPM2B_DATA no_outside = { 0 };
     static const TPML_PCR_SELECTION no_pcrs = { 0 };
-    ESYS_TR parent = ESYS_TR_NONE;
+    ESYS_TR parent = ESYS_TR_NONE, auth = ESYS_TR_PASSWORD;
     TSS2_RC rc;
 
     if (obj->handle != ESYS_TR_NONE && obj->epoch == c->epoch) {
@@ -329,7 +335,10 @@ TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h)
             return rc;
     } else {
         if (!obj->is_primary && !(obj->saved && obj->epoch == c->epoch)) {
-            rc = tpm_obj_use(c, obj->parent, &parent);
+            /* the blobs are wrapped by the parent: nothing secret crosses */
+            rc = tpm_auth(c, NULL, NULL, false, &auth);
+            if (rc == TSS2_RC_SUCCESS)
+                rc = tpm_obj_use(c, obj->parent, &parent);
             if (rc != TSS2_RC_SUCCESS)
                 return rc;
         }
@@ -341,8 +350,8 @@ TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h)
                                         ESYS_TR_NONE, &no_sensitive, &obj->pub, &no_outside,
                                         &no_pcrs, &obj->handle, NULL, NULL, NULL, NULL);
             else
-                rc = Esys_Load(c->esys, parent, c->session, ESYS_TR_NONE, ESYS_TR_NONE,
-                               &obj->priv, &obj->pub, &obj->handle);
+                rc = Esys_Load(c->esys, parent, auth, ESYS_TR_NONE, ESYS_TR_NONE, &obj->priv,
+                               &obj->pub, &obj->handle);
             if (!full(rc) || !evict_one(c, obj, obj->parent))
                 break;
         }
@@ -415,7 +424,6 @@ static void flush_leftovers(struct tpm_conn *c)
 
 static kv_rc connect_locked(kv_ctx *ctx, struct tpm_conn *c)
 {
-    TPMT_SYM_DEF sym = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB };
     ESYS_TR srk;
     TSS2_RC rc;
 
@@ -457,20 +465,57 @@ static kv_rc connect_locked(kv_ctx *ctx, struct tpm_conn *c)
         disconnect_locked(c, false);
         return r;
     }
+    return KV_OK;
+}
+
+/* A salted HMAC session, AES-128-CFB for the first parameter both ways,
+ * salted with the storage key: set up once per connection, on first use. */
+static TSS2_RC start_session(struct tpm_conn *c)
+{
+    TPMT_SYM_DEF sym = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB };
+    ESYS_TR srk;
+    TSS2_RC rc;
+
+    rc = tpm_obj_use(c, &c->srk, &srk);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
     rc = Esys_StartAuthSession(c->esys, srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
                                ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256,
                                &c->session);
-    if (rc == TSS2_RC_SUCCESS)
-        rc = Esys_TRSess_SetAttributes(c->esys, c->session,
-                                       TPMA_SESSION_CONTINUESESSION | TPMA_SESSION_DECRYPT |
-                                           TPMA_SESSION_ENCRYPT,
-                                       0xff);
     if (rc != TSS2_RC_SUCCESS) {
-        kv_rc r = tpm_fail(ctx, "TPM2_StartAuthSession (salted, AES-128-CFB)", rc);
-        disconnect_locked(c, true);
-        return r;
+        c->session = ESYS_TR_NONE;
+        return rc;
     }
-    return KV_OK;
+    rc = Esys_TRSess_SetAttributes(c->esys, c->session,
+                                   TPMA_SESSION_CONTINUESESSION | TPMA_SESSION_DECRYPT |
+                                       TPMA_SESSION_ENCRYPT,
+                                   0xff);
+    if (rc != TSS2_RC_SUCCESS) {
+        (void)Esys_FlushContext(c->esys, c->session);
+        c->session = ESYS_TR_NONE;
+    }
+    return rc;
+}
+
+TSS2_RC tpm_auth(struct tpm_conn *c, struct step *s, const struct tpm_obj *obj, bool secret,
+                 ESYS_TR *auth)
+{
+    TSS2_RC rc;
+
+    *auth = ESYS_TR_PASSWORD;
+    if (!secret && !(obj && obj->auth.size) &&
+        __atomic_load_n(&c->always_refs, __ATOMIC_RELAXED) == 0)
+        return TSS2_RC_SUCCESS;
+    if (c->session == ESYS_TR_NONE) {
+        if (s)
+            s->cmd = "TPM2_StartAuthSession (salted, AES-128-CFB)";
+        rc = start_session(c);
+        if (rc != TSS2_RC_SUCCESS)
+            return rc;
+    }
+    __atomic_add_fetch(&c->session_commands, 1, __ATOMIC_RELAXED);
+    *auth = c->session;
+    return TSS2_RC_SUCCESS;
 }
 
 kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)

@@ -9,6 +9,11 @@
  *                           default: the owner storage primary (ECC P-256,
  *                           the template tpm2-openssl uses), made on connect
  * auth = file:PATH | env:VAR   auth value for the keys of this context
+ * sessions = auto | always  auto (default): a salted HMAC session with
+ *                           parameter encryption where it protects something
+ *                           (ECDH, keys with an auth value, creating a key
+ *                           with one), a password authorisation elsewhere;
+ *                           always: every key use in the session
  *
  * A key is KEYS/NAME.pem, a TSS2 PRIVATE KEY (the TPM-wrapped blobs, usable
  * by tpm2-openssl and the kernel), and KEYS/NAME.json, its metadata, bound
@@ -43,6 +48,7 @@ static kv_rc tpm_init(kv_backend *be)
     const char *tcti = kv_config_get(ctx->cfg, "tpm", "tcti");
     const char *parent = kv_config_get(ctx->cfg, "tpm", "parent");
     const char *auth = kv_config_get(ctx->cfg, "tpm", "auth");
+    const char *sessions = kv_config_get(ctx->cfg, "tpm", "sessions");
     struct tpm_state *s = calloc(1, sizeof(*s));
     kv_rc rc = KV_OK;
 
@@ -59,6 +65,9 @@ static kv_rc tpm_init(kv_backend *be)
                     "[tpm] parent = '%s': expected a persistent handle such as 0x81000001", parent);
         s->parent = (TPM2_HANDLE)h;
     }
+    if (sessions && strcmp(sessions, "auto") && strcmp(sessions, "always"))
+        KV_FAIL(NULL, rc, KV_ERR_CONFIG, "[tpm] sessions: expected auto or always");
+    s->sessions_always = sessions && !strcmp(sessions, "always");
     if (auth && !kv_secret_source_valid(auth))
         KV_FAIL(NULL, rc, KV_ERR_CONFIG, "[tpm] auth: expected file:PATH or env:VAR");
     s->auth_source = kv_strdup(auth);
@@ -83,7 +92,7 @@ static kv_rc tpm_init(kv_backend *be)
     s->tcti = kv_strdup(tcti);
     if (!s->tcti)
         KV_FAIL(NULL, rc, KV_ERR_NO_MEMORY, "out of memory");
-    KV_CHECK(rc, tpm_conn_get(NULL, s->tcti, s->parent, &s->conn));
+    KV_CHECK(rc, tpm_conn_get(NULL, s->tcti, s->parent, s->sessions_always, &s->conn));
     be->uri_ok = true;
 out:
     return rc;
@@ -98,7 +107,7 @@ static void tpm_fini(kv_backend *be)
     if (s->conn)
         tpm_ak_free(s);
     pthread_mutex_destroy(&s->ak_lock);
-    tpm_conn_put(s->conn);
+    tpm_conn_put(s->conn, s->sessions_always);
     free(s->tcti);
     free(s->dir);
     free(s->auth_source);
@@ -254,9 +263,13 @@ TSS2_RC tpm_create_step(struct tpm_conn *c, struct step *s, void *p)
     TPML_PCR_SELECTION pcrs = { 0 };
     TPM2B_PUBLIC *pub = NULL;
     TPM2B_PRIVATE *priv = NULL;
-    ESYS_TR parent;
+    ESYS_TR parent, auth;
     TSS2_RC rc;
 
+    /* an auth value in inSensitive is a secret: encrypted in the session */
+    rc = tpm_auth(c, s, NULL, a->auth && a->auth->size, &auth);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
     s->cmd = "loading the storage key";
     rc = tpm_obj_use(c, &c->srk, &parent);
     if (rc != TSS2_RC_SUCCESS)
@@ -264,7 +277,7 @@ TSS2_RC tpm_create_step(struct tpm_conn *c, struct step *s, void *p)
     if (a->auth)
         sens.sensitive.userAuth = *a->auth;
     s->cmd = a->what ? a->what : "TPM2_Create";
-    rc = Esys_Create(c->esys, parent, c->session, ESYS_TR_NONE, ESYS_TR_NONE, &sens, a->tmpl,
+    rc = Esys_Create(c->esys, parent, auth, ESYS_TR_NONE, ESYS_TR_NONE, &sens, a->tmpl,
                      &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
     kv_wipe(&sens, sizeof(sens));
     if (rc == TSS2_RC_SUCCESS) {
@@ -526,19 +539,24 @@ static TSS2_RC sign_step(struct tpm_conn *c, struct step *s, void *p)
     TPMT_TK_HASHCHECK check = { .tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL };
     TPM2B_DIGEST digest = { .size = (UINT16)a->tbslen };
     TPMT_SIGNATURE *sig = NULL;
-    ESYS_TR h;
+    ESYS_TR h, auth;
     TSS2_RC rc;
 
     scheme.scheme = a->alg->family == KV_FAMILY_EC     ? TPM2_ALG_ECDSA
                     : a->alg->padding == KV_PAD_PSS    ? TPM2_ALG_RSAPSS
                                                        : TPM2_ALG_RSASSA;
     memcpy(digest.buffer, a->tbs, a->tbslen);
+    /* digest and signature are not secret: an empty-auth key signs in a
+     * password session, one command without session crypto */
+    rc = tpm_auth(c, s, &tk->obj, false, &auth);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
     s->cmd = "loading the key";
     rc = tpm_obj_use(c, &tk->obj, &h);
     if (rc != TSS2_RC_SUCCESS)
         return rc;
     s->cmd = "TPM2_Sign";
-    rc = Esys_Sign(c->esys, h, c->session, ESYS_TR_NONE, ESYS_TR_NONE, &digest, &scheme, &check,
+    rc = Esys_Sign(c->esys, h, auth, ESYS_TR_NONE, ESYS_TR_NONE, &digest, &scheme, &check,
                    &sig);
     if (rc == TSS2_RC_SUCCESS)
         *a->sig = *sig;
@@ -593,15 +611,19 @@ static TSS2_RC ecdh_step(struct tpm_conn *c, struct step *s, void *p)
     struct ecdh_arg *a = p;
     struct tpm_key *tk = a->key->bk;
     TPM2B_ECC_POINT *z = NULL;
-    ESYS_TR h;
+    ESYS_TR h, auth;
     TSS2_RC rc;
 
+    /* the shared secret comes back over the bus: response encryption */
+    rc = tpm_auth(c, s, &tk->obj, true, &auth);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
     s->cmd = "loading the key";
     rc = tpm_obj_use(c, &tk->obj, &h);
     if (rc != TSS2_RC_SUCCESS)
         return rc;
     s->cmd = "TPM2_ECDH_ZGen";
-    rc = Esys_ECDH_ZGen(c->esys, h, c->session, ESYS_TR_NONE, ESYS_TR_NONE, &a->in, &z);
+    rc = Esys_ECDH_ZGen(c->esys, h, auth, ESYS_TR_NONE, ESYS_TR_NONE, &a->in, &z);
     if (rc == TSS2_RC_SUCCESS)
         a->out = *z;
     if (z) {
@@ -641,14 +663,21 @@ out:
     return rc;
 }
 
-unsigned long kv_tpm_command_count(kv_ctx *ctx)
+static kv_rc tpm_stat(kv_backend *be, const char *name, uint64_t *value)
 {
-    for (size_t i = 0; i < ctx->nbackends; i++) {
-        kv_backend *be = &ctx->backends[i];
-        if (be->ops == &kv_tpm_ops && be->state && st(be)->conn)
-            return __atomic_load_n(&st(be)->conn->commands, __ATOMIC_RELAXED);
-    }
-    return 0;
+    struct tpm_conn *c = st(be)->conn;
+
+    if (!c)
+        return kv_error(be->ctx, KV_ERR_BACKEND_UNAVAILABLE, "backend 'tpm' is unavailable: %s",
+                        be->why);
+    if (!strcmp(name, "commands"))
+        *value = __atomic_load_n(&c->commands, __ATOMIC_RELAXED);
+    else if (!strcmp(name, "session_commands"))
+        *value = __atomic_load_n(&c->session_commands, __ATOMIC_RELAXED);
+    else
+        return kv_error(be->ctx, KV_ERR_UNSUPPORTED,
+                        "the TPM backend counts 'commands' and 'session_commands' only");
+    return KV_OK;
 }
 
 /* The keys of [tpm] (keyvault.conf(5)). */
@@ -657,6 +686,7 @@ static const struct kv_config_key tpm_config_keys[] = {
     { "keys", 0 },
     { "parent", 0 },
     { "auth", KV_CFG_SECRET },
+    { "sessions", 0 },
     { NULL, 0 },
 };
 
@@ -665,6 +695,7 @@ const struct kv_backend_ops kv_tpm_ops = {
     .uri_scheme = "tpm2",
     .assurance = KV_ASSURANCE_TPM,
     .config_keys = tpm_config_keys,
+    .caps = KV_CAP_ATTEST,
     .init = tpm_init,
     .fini = tpm_fini,
     .generate = tpm_generate,
@@ -684,4 +715,5 @@ const struct kv_backend_ops kv_tpm_ops = {
     .pcr_read = tpm_pcr_read,
     .pcr_extend = tpm_pcr_extend,
     .ek_cert = tpm_ek_cert,
+    .stat = tpm_stat,
 };

@@ -56,19 +56,27 @@ struct tpm_conn {
     ESYS_CONTEXT *esys;
     bool connected;
     unsigned long epoch;        /* incremented at every (re)connect */
-    ESYS_TR session;            /* salted HMAC session: auth and parameter encryption */
+    ESYS_TR session;            /* salted HMAC session (started on first use), or ESYS_TR_NONE */
+    int always_refs;            /* contexts with [tpm] sessions = always (under conns_lock) */
     struct tpm_obj srk;         /* the storage primary (or a persistent parent) */
     struct tpm_obj *objs;
     uint64_t tick;
     unsigned long commands;     /* TPM commands sent (counted at the TCTI) */
+    unsigned long session_commands; /* of those, authorised in the salted session */
     struct tpm_counting_tcti counter;
     struct tpm_conn *next;
 };
 
+struct step;
+
 /* conn.c */
-/* The connection for a TCTI string, shared by every context of the process. */
-kv_rc tpm_conn_get(kv_ctx *ctx, const char *tcti, TPM2_HANDLE parent, struct tpm_conn **out);
-void tpm_conn_put(struct tpm_conn *c);
+/* The connection for a TCTI string, shared by every context of the process.
+ * always: the context has [tpm] sessions = always; while any context on
+ * the connection has it, every key use runs in the salted session. Pass
+ * the same value to tpm_conn_put. */
+kv_rc tpm_conn_get(kv_ctx *ctx, const char *tcti, TPM2_HANDLE parent, bool always,
+                   struct tpm_conn **out);
+void tpm_conn_put(struct tpm_conn *c, bool always);
 /* Lock the connection, connecting (or reconnecting after a fork or a lost
  * TPM) as needed. Every successful tpm_begin is paired with tpm_end. */
 kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c);
@@ -79,6 +87,19 @@ void tpm_end(struct tpm_conn *c, TSS2_RC rc);
 TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h);
 /* Forget obj (flushing it if loaded); call before freeing it. */
 void tpm_obj_release(struct tpm_conn *c, struct tpm_obj *obj);
+/*
+ * The authorisation for a command that uses obj (NULL: the storage key, as
+ * the parent of TPM2_Load and TPM2_Create). The salted HMAC session, started
+ * on first use, when a parameter or the response carries a secret (`secret`:
+ * ECDH, TPM2_Create with an auth value), when obj has an auth value (a
+ * password session would send it in the clear), or when a context on the
+ * connection has [tpm] sessions = always; else ESYS_TR_PASSWORD with the
+ * empty password: one command, no session crypto (docs/tpm.md, threat
+ * model). Call before loading obj: starting the session loads the storage
+ * key, which may evict others. Between tpm_begin and tpm_end.
+ */
+TSS2_RC tpm_auth(struct tpm_conn *c, struct step *s, const struct tpm_obj *obj, bool secret,
+                 ESYS_TR *auth);
 /* Whether rc means the connection is gone (TPM restarted, socket closed). */
 bool tpm_rc_lost(TSS2_RC rc);
 /* Map a TSS2_RC to a kv_rc and record "CMD failed: decoded (0x...)". */
@@ -111,6 +132,7 @@ struct tpm_state {
     char *dir;
     char *auth_source;
     TPM2_HANDLE parent;       /* TPM2_RH_OWNER or a persistent handle */
+    bool sessions_always;     /* [tpm] sessions = always */
     struct tpm_conn *conn;
     pthread_mutex_t ak_lock;
     struct tpm_key *ak;       /* the attestation key, once made or loaded */
