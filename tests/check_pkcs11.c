@@ -353,6 +353,109 @@ START_TEST(module_by_name_and_token_by_serial)
 }
 END_TEST
 
+/* A key URI whose module-path= names `module`, with the harness PIN in it. */
+static const char *uri_with_module(const char *module)
+{
+    static char uri[1536];
+
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=%s;type=private?module-path=%s&pin-value=%s",
+             env("KV_P11_TOKEN"), kname("mp"), module, env("KV_P11_PIN"));
+    return uri;
+}
+
+/* A copy of the harness module (SoftHSM) under the scratch directory: the
+ * same code, but no p11-kit module file names this path. */
+static const char *module_copy(void)
+{
+    static char path[700];
+
+    snprintf(path, sizeof(path), "%s/copy-of-module.so", tu_tmpdir());
+    ck_assert_int_eq(tu_sh("cp '%s' '%s'", env("KV_P11_MODULE"), path), 0);
+    return path;
+}
+
+static void refused(kv_ctx *ctx, const char *module)
+{
+    kv_key *key = NULL;
+
+    ck_assert_rc(ctx, kv_key_open(ctx, uri_with_module(module), &key), KV_ERR_PERMISSION);
+    ck_assert_ptr_null(key);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), module));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "not registered with p11-kit"));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "allowed_modules"));
+    ck_assert_ptr_null(strstr(kv_errmsg(ctx), env("KV_P11_PIN")));
+}
+
+static void accepted(kv_ctx *ctx, const char *module)
+{
+    kv_key *key = NULL;
+
+    ck_assert_rc(ctx, kv_key_open(ctx, uri_with_module(module), &key), KV_OK);
+    sign_verify(ctx, key);
+    kv_key_free(key);
+}
+
+/* module-path= in a key URI loads only registered or configured modules. */
+START_TEST(module_path_must_be_registered)
+{
+    kv_ctx *ctx = p11_ctx(NULL, KV_OK), *bare;
+    char shim[700], link[700];
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, kname("mp"), KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    kv_ctx_free(ctx);
+    snprintf(shim, sizeof(shim), "%s/tests/.libs/p11shim.so", env("KV_BUILDDIR"));
+    snprintf(link, sizeof(link), "%s/link-to-module.so", tu_tmpdir());
+    ck_assert_int_eq(symlink(env("KV_P11_MODULE"), link), 0);
+
+    bare = p11_ctx("", KV_OK);
+    refused(bare, shim);
+    refused(bare, module_copy());
+    refused(bare, "/nonexistent/module.so"); /* no hint whether a path exists */
+    /* a symlink to the module Debian registers (softhsm2.module) resolves to it */
+    accepted(bare, link);
+    accepted(bare, env("KV_P11_MODULE"));
+    kv_ctx_free(bare);
+
+    /* a configured module that is not registered: only its own path */
+    bare = p11_ctx("module = /nowhere/configured.so\n", KV_OK);
+    refused(bare, shim);
+    kv_ctx_free(bare);
+    /* a bad value of the switch is a configuration error, not a yes */
+    bare = p11_ctx("allow_any_module = ture\n", KV_OK);
+    ck_assert_rc(bare, kv_key_open(bare, uri_with_module(shim), &(kv_key *){ NULL }),
+                 KV_ERR_CONFIG);
+    kv_ctx_free(bare);
+    ctx = p11_ctx(NULL, KV_OK);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("mp")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* ...unless the configuration allows them: by list, or any path. */
+START_TEST(module_path_allowed_by_configuration)
+{
+    kv_ctx *ctx = p11_ctx(NULL, KV_OK), *listed, *any;
+    const char *copy = module_copy();
+    char p11[1024];
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, kname("mp"), KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    kv_ctx_free(ctx);
+    snprintf(p11, sizeof(p11), "allowed_modules = /nowhere/a.so, %s\n", copy);
+    listed = p11_ctx(p11, KV_OK);
+    accepted(listed, copy);
+    kv_ctx_free(listed);
+    listed = p11_ctx("allowed_modules = /nowhere/a.so\n", KV_OK);
+    refused(listed, copy);
+    kv_ctx_free(listed);
+    any = p11_ctx("allow_any_module = true\n", KV_OK);
+    accepted(any, copy);
+    kv_ctx_free(any);
+    ctx = p11_ctx(NULL, KV_OK);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("mp")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 /* Raw PKCS#11, not through libkeyvault: what a generated key looks like. */
 START_TEST(generated_key_attributes)
 {
@@ -430,6 +533,8 @@ static Suite *pkcs11_suite(void)
     tcase_add_test(tc, list_shows_token_keys_only_once);
     tcase_add_test(tc, generated_key_attributes);
     tcase_add_test(tc, module_by_name_and_token_by_serial);
+    tcase_add_test(tc, module_path_must_be_registered);
+    tcase_add_test(tc, module_path_allowed_by_configuration);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     return s;
