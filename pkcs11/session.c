@@ -50,12 +50,17 @@ static const struct { CK_RV rv; const char *name; } rv_names[] = {
     RV(CKR_FUNCTION_REJECTED),
 };
 
-static const struct { CK_MECHANISM_TYPE m; const char *name; } mech_names[] = {
-    RV(CKM_RSA_PKCS_KEY_PAIR_GEN), RV(CKM_RSA_PKCS), RV(CKM_RSA_PKCS_PSS),
-    RV(CKM_EC_KEY_PAIR_GEN), RV(CKM_ECDSA), RV(CKM_ECDH1_DERIVE),
-    RV(CKM_EC_EDWARDS_KEY_PAIR_GEN), RV(CKM_EDDSA),
-};
 #undef RV
+
+/* what each mechanism is for, so that "not offered" says what is missing */
+#define MECH(x, use) { x, #x " (" use ")" }
+static const struct { CK_MECHANISM_TYPE m; const char *name; } mech_names[] = {
+    MECH(CKM_RSA_PKCS_KEY_PAIR_GEN, "RSA key generation"), MECH(CKM_RSA_PKCS, "RSA PKCS#1 v1.5"),
+    MECH(CKM_RSA_PKCS_PSS, "RSA-PSS"), MECH(CKM_EC_KEY_PAIR_GEN, "EC key generation"),
+    MECH(CKM_ECDSA, "ECDSA"), MECH(CKM_ECDH1_DERIVE, "ECDH"),
+    MECH(CKM_EC_EDWARDS_KEY_PAIR_GEN, "Ed25519 key generation"), MECH(CKM_EDDSA, "Ed25519"),
+};
+#undef MECH
 
 const char *p11_rv_name(CK_RV rv)
 {
