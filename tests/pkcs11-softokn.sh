@@ -46,4 +46,36 @@ expect 0 "it is the second one" -- cmp "$T/back.crt" "$T/two.crt"
 expect 0 "destroy" -- kv destroy nsskey
 nss -K >"$T/out" 2>&1 # (exit 255 when no key is left)
 if grep -q nsskey "$T/out"; then not_ok "certutil no longer lists nsskey"; else ok "certutil no longer lists nsskey"; fi
+
+# --- softokn registered with p11-kit, its init string as x-init-reserved ------
+# p11-kit reads per-user module files except as root: as root, this part
+# runs as nobody, on a database of its own.
+U=$T/registered
+mkdir -p "$U/home/.config/pkcs11/modules" "$U/db"
+printf '%s\n' "$KV_P11_PIN" >"$U/pin"
+chmod 600 "$U/pin"
+certutil -N -d "sql:$U/db" -f "$U/pin" >/dev/null
+cat >"$U/home/.config/pkcs11/modules/kvsoftokn.module" <<CONF
+module: $KV_P11_MODULE
+x-init-reserved: configdir='sql:$U/db' certPrefix='' keyPrefix='' secmod='secmod.db' flags=
+CONF
+printf '[keyvault]\nbackends = pkcs11\n[pkcs11]\nmodule = kvsoftokn\ntoken = %s\npin = file:%s\n' \
+    "$KV_P11_TOKEN" "$U/pin" >"$U/byname.conf"
+printf '[keyvault]\nbackends = pkcs11\n' >"$U/bare.conf"
+as_user() { env HOME="$U/home" "$@"; }
+if [ "$(id -u)" = 0 ]; then
+    chmod 755 "$T"
+    chown -R 65534:65534 "$U"
+    as_user() { setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$U/home" "$@"; }
+fi
+expect 0 "softokn by its p11-kit name, x-init-reserved from its module file" -- \
+    as_user "$KEYVAULT" -c "$U/byname.conf" keygen regkey --type ec-p256 --backend pkcs11
+expect 0 "by a module-path= that p11-kit registers" -- as_user "$KEYVAULT" -c "$U/bare.conf" \
+    sign "pkcs11:token=NSS%20Certificate%20DB;object=regkey;type=private?module-path=$KV_P11_MODULE&pin-source=file:$U/pin" \
+    -i "$T/msg" -o "$U/regsig"
+expect 0 "its public key" -- as_user "$KEYVAULT" -c "$U/byname.conf" pubkey regkey -o "$U/regkey.pem"
+expect 0 "openssl verifies the signature" -- openssl dgst -sha256 -verify "$U/regkey.pem" -signature "$U/regsig" "$T/msg"
+expect 1 "the same path unregistered (no module file) is refused" -- env HOME="$T/nohome" \
+    "$KEYVAULT" -c "$U/bare.conf" info "pkcs11:token=NSS%20Certificate%20DB;object=regkey;type=private?module-path=$KV_P11_MODULE"
+contains "$T/err" "not registered with p11-kit" "the refusal says why"
 finish
