@@ -8,6 +8,10 @@
  * pin = file:PATH | env:VAR                 where the user PIN comes from
  * max_sessions = N                          session pool size (default 16,
  *                                           capped by the token's own limit)
+ * init_args = TEXT                          C_Initialize pReserved of the module
+ * allowed_modules = PATH, PATH              module paths a URI may load besides
+ *                                           those p11-kit registers
+ * allow_any_module = false | true           let a URI's module-path load anything
  *
  * Keys are named by CKA_LABEL; each pair shares a random CKA_ID. Explicit
  * RFC 7512 URIs (parsed by p11-kit) open keys made by any tool, on any

@@ -24,18 +24,5 @@ chmod 600 "$KV_P11_PINFILE"
 certutil -N -d "sql:$KV_P11_DIR/db" -f "$KV_P11_PINFILE" >/dev/null ||
     { echo "softokn.sh: certutil cannot make the database" >&2; exit 1; }
 export KV_P11_MODULE KV_P11_INIT_ARGS KV_P11_TOKEN KV_P11_PIN KV_P11_PINFILE KV_P11_DIR
-cat >"$KV_P11_DIR/keyvault.conf" <<CONF
-[keyvault]
-backends = pkcs11, software
-
-[pkcs11]
-module = $KV_P11_MODULE
-init_args = $KV_P11_INIT_ARGS
-token = $KV_P11_TOKEN
-pin = file:$KV_P11_PINFILE
-
-[software]
-store = $KV_P11_DIR/soft
-passphrase = file:$KV_P11_PINFILE
-kdf_iterations = 1000
-CONF
+. "$(dirname "$0")/p11conf.sh"
+p11_write_conf

@@ -33,17 +33,5 @@ chmod 600 "$KV_P11_PINFILE"
   TPM2TOOLS_TCTI=$KV_ABRMD_TCTI tpm2_ptool addtoken --pid 1 --label "$KV_P11_TOKEN" \
       --userpin "$KV_P11_PIN" --sopin 27182818; } >"$KV_P11_DIR/ptool.log" 2>&1 ||
     { echo "tpm2pkcs11.sh: tpm2_ptool cannot make the token" >&2; cat "$KV_P11_DIR/ptool.log" >&2; exit 1; }
-cat >"$KV_P11_DIR/keyvault.conf" <<CONF
-[keyvault]
-backends = pkcs11, software
-
-[pkcs11]
-module = $KV_P11_MODULE
-token = $KV_P11_TOKEN
-pin = file:$KV_P11_PINFILE
-
-[software]
-store = $KV_P11_DIR/soft
-passphrase = file:$KV_P11_PINFILE
-kdf_iterations = 1000
-CONF
+. "$(dirname "$0")/p11conf.sh"
+p11_write_conf
