@@ -242,7 +242,8 @@ static kv_rc load_module_path(struct p11_token *tok, bool configured)
         tok->init_reserved = reserved;
         reserved = NULL;
     }
-    tok->fl = p11_kit_module_load(tok->module, 0);
+    /* the resolved path: a symlink swapped after the check changes nothing */
+    tok->fl = p11_kit_module_load(real ? real : tok->module, 0);
     if (!tok->fl)
         KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE, "cannot load PKCS#11 module '%s': %s",
                 tok->module, p11_kit_message() ? p11_kit_message() : "unknown error");
