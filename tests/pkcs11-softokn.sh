@@ -62,11 +62,16 @@ CONF
 printf '[keyvault]\nbackends = pkcs11\n[pkcs11]\nmodule = kvsoftokn\ntoken = %s\npin = file:%s\n' \
     "$KV_P11_TOKEN" "$U/pin" >"$U/byname.conf"
 printf '[keyvault]\nbackends = pkcs11\n' >"$U/bare.conf"
-as_user() { env HOME="$U/home" "$@"; }
+# softokn never frees what its C_Initialize allocates; loaded by name,
+# p11-kit unloads it at exit, and LeakSanitizer (whose reports cannot name
+# an unloaded library) then counts that as leaked: no leak check here (the
+# by-name route is leak-checked on SoftHSM in check_pkcs11).
+nolsan="ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0"
+as_user() { env HOME="$U/home" "$nolsan" "$@"; }
 if [ "$(id -u)" = 0 ]; then
     chmod 755 "$T"
     chown -R 65534:65534 "$U"
-    as_user() { setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$U/home" "$@"; }
+    as_user() { setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$U/home" "$nolsan" "$@"; }
 fi
 expect 0 "softokn by its p11-kit name, x-init-reserved from its module file" -- \
     as_user "$KEYVAULT" -c "$U/byname.conf" keygen regkey --type ec-p256 --backend pkcs11
