@@ -51,7 +51,7 @@ typedef enum kv_rc {
     KV_ERR_AUTH_FAILED = 8,       /* 8: wrong passphrase, PIN or auth value */
     KV_ERR_IO = 9,                /* 9: reading or writing a file failed */
     KV_ERR_NO_SPACE = 10,         /* 10: disk full or file size limit reached */
-    KV_ERR_PERMISSION = 11,       /* 11: the operating system refused access */
+    KV_ERR_PERMISSION = 11,       /* 11: access refused: by the OS, or by policy (file modes, module allow-list) */
     KV_ERR_CONFIG = 12,           /* 12: the configuration is invalid */
     KV_ERR_BACKEND_UNAVAILABLE = 13, /* 13: backend not built, not configured or not reachable */
     KV_ERR_HARDWARE_REQUIRED = 14,   /* 14: require_hardware refuses a software key */

@@ -38,6 +38,7 @@ struct p11_token {
     char *module;             /* p11-kit module name, or a path */
     CK_FUNCTION_LIST *fl;
     CK_FUNCTION_LIST **all;   /* when loaded by name: the list to release */
+    char *init_reserved;      /* CK_C_INITIALIZE_ARGS.pReserved, or NULL */
     P11KitUri *match;         /* token attributes to match (label, serial, ...) */
     char *pin_source;         /* file:PATH, env:VAR, or NULL */
     char *pin;                /* PIN from a URI's pin-value, wiped at free */

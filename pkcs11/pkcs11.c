@@ -8,6 +8,10 @@
  * pin = file:PATH | env:VAR                 where the user PIN comes from
  * max_sessions = N                          session pool size (default 16,
  *                                           capped by the token's own limit)
+ * init_args = TEXT                          C_Initialize pReserved of the module
+ * allowed_modules = PATH, PATH              module paths a URI may load besides
+ *                                           those p11-kit registers
+ * allow_any_module = false | true           let a URI's module-path load anything
  *
  * Keys are named by CKA_LABEL; each pair shares a random CKA_ID. Explicit
  * RFC 7512 URIs (parsed by p11-kit) open keys made by any tool, on any
@@ -112,6 +116,7 @@ static kv_rc p11_init(kv_backend *be)
     struct p11_state *s = calloc(1, sizeof(*s));
     P11KitUri *match = NULL;
     long maxsess = 0;
+    bool any_module = false;
     kv_rc rc;
 
     if (!s)
@@ -122,6 +127,9 @@ static kv_rc p11_init(kv_backend *be)
     KV_CHECK(rc, kv_config_get_long(NULL, ctx->cfg, "pkcs11", "max_sessions",
                                     P11_DEFAULT_SESSIONS, 1, 1024, &maxsess));
     s->maxsess = (size_t)maxsess;
+    /* read where modules load; checked here so a typo fails at kv_ctx_new */
+    KV_CHECK(rc, kv_config_get_bool(NULL, ctx->cfg, "pkcs11", "allow_any_module", false,
+                                    &any_module));
     if (pin && !kv_secret_source_valid(pin))
         KV_FAIL(NULL, rc, KV_ERR_CONFIG,
                 "[pkcs11] pin: expected file:PATH or env:VAR (a PIN is never written in the "
@@ -1179,26 +1187,27 @@ struct cert_arg {
     size_t *outlen;
 };
 
-static CK_RV cert_store_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
+/* Create a certificate object for key k from DER; *made gets its handle.
+ * Records nothing: *unreadable says the DER could not be parsed. */
+static CK_RV cert_create(struct p11_token *tok, CK_SESSION_HANDLE h, const kv_key *key,
+                         const unsigned char *der, size_t len, CK_OBJECT_HANDLE *made,
+                         bool *unreadable)
 {
-    struct cert_arg *a = p;
-    struct p11_key *k = a->key->bk;
+    struct p11_key *k = key->bk;
     CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
     CK_CERTIFICATE_TYPE ct = CKC_X_509;
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    CK_ATTRIBUTE find_tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_ID, k->id, k->idlen } };
-    CK_OBJECT_HANDLE old[8], created;
-    CK_ULONG nold = 0;
-    const unsigned char *p8 = a->der;
-    X509 *x = d2i_X509(NULL, &p8, (long)a->len);
+    const unsigned char *p = der;
+    X509 *x = d2i_X509(NULL, &p, (long)len);
     unsigned char *subj = NULL, *iss = NULL, *serial = NULL;
     int ls = x ? i2d_X509_NAME(X509_get_subject_name(x), &subj) : -1;
     int li = x ? i2d_X509_NAME(X509_get_issuer_name(x), &iss) : -1;
     int lsn = x ? i2d_ASN1_INTEGER(X509_get_serialNumber(x), &serial) : -1;
     CK_RV rv = CKR_OK;
 
-    if (ls <= 0 || li <= 0 || lsn <= 0) {
-        *rc = kv_error_ossl(tok->ctx, KV_ERR_BAD_INPUT, "cannot read the certificate's names");
+    *unreadable = ls <= 0 || li <= 0 || lsn <= 0;
+    if (*unreadable) {
+        ERR_clear_error();
         goto out;
     }
     CK_ATTRIBUTE tmpl[] = {
@@ -1207,28 +1216,90 @@ static CK_RV cert_store_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p
         { CKA_TOKEN, &yes, sizeof(yes) },
         { CKA_PRIVATE, &no, sizeof(no) },
         { CKA_ID, k->id, k->idlen },
-        { CKA_LABEL, a->key->name, strlen(a->key->name) },
+        { CKA_LABEL, key->name, strlen(key->name) },
         { CKA_SUBJECT, subj, (CK_ULONG)ls },
         { CKA_ISSUER, iss, (CK_ULONG)li },
         { CKA_SERIAL_NUMBER, serial, (CK_ULONG)lsn },
-        { CKA_VALUE, (void *)a->der, a->len },
+        { CKA_VALUE, (void *)der, len },
     };
-    rv = find(tok, h, find_tmpl, 2, old, 8, &nold, rc);
-    if (rv != CKR_OK)
-        goto out;
-    /* the new one first, then the old ones: never a moment without one */
-    rv = tok->fl->C_CreateObject(h, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &created);
-    if (rv != CKR_OK) {
-        *rc = p11_fail(tok, "C_CreateObject(certificate)", rv);
-        goto out;
-    }
-    for (CK_ULONG i = 0; i < nold; i++)
-        (void)tok->fl->C_DestroyObject(h, old[i]);
+    rv = tok->fl->C_CreateObject(h, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), made);
 out:
     OPENSSL_free(subj);
     OPENSSL_free(iss);
     OPENSSL_free(serial);
     X509_free(x);
+    return rv;
+}
+
+/*
+ * Store a certificate with a key, replacing the ones with its CKA_ID. The
+ * new object is made first, then the old ones go: never a moment without
+ * one. A token that refuses a second object for the same name (NSS softokn:
+ * same issuer and serial, or a label another subject uses) gets the old
+ * ones deleted first; if the new one still cannot be made, the first old
+ * one is put back. The same certificate again changes nothing.
+ */
+static CK_RV cert_store_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
+{
+    struct cert_arg *a = p;
+    struct p11_key *k = a->key->bk;
+    CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+    CK_ATTRIBUTE find_tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_ID, k->id, k->idlen } };
+    CK_OBJECT_HANDLE old[8], created = CK_INVALID_HANDLE, same = CK_INVALID_HANDLE;
+    CK_ULONG nold = 0;
+    unsigned char *first = NULL;
+    CK_ULONG firstlen = 0;
+    CK_RV rv;
+
+    rv = find(tok, h, find_tmpl, 2, old, 8, &nold, rc);
+    if (rv != CKR_OK)
+        return rv;
+    for (CK_ULONG i = 0; i < nold; i++) {
+        unsigned char *val = NULL;
+        CK_ULONG len = 0;
+        rv = get_attr(tok, h, old[i], CKA_VALUE, &val, &len, rc);
+        if (rv != CKR_OK || *rc != KV_OK)
+            goto out;
+        if (same == CK_INVALID_HANDLE && len == a->len && !memcmp(val, a->der, len))
+            same = old[i];
+        if (i == 0) {
+            first = val;
+            firstlen = len;
+        } else {
+            free(val);
+        }
+    }
+    if (same == CK_INVALID_HANDLE) {
+        bool unreadable = false, kept = false;
+        rv = cert_create(tok, h, a->key, a->der, a->len, &created, &unreadable);
+        if (rv != CKR_OK && !unreadable && nold > 0) {
+            /* the token refuses it beside the old ones: delete, then create */
+            for (CK_ULONG i = 0; i < nold; i++)
+                (void)tok->fl->C_DestroyObject(h, old[i]);
+            nold = 0;
+            rv = cert_create(tok, h, a->key, a->der, a->len, &created, &unreadable);
+            if (rv != CKR_OK) {
+                CK_OBJECT_HANDLE back;
+                bool bad = false;
+                kept = cert_create(tok, h, a->key, first, firstlen, &back, &bad) == CKR_OK;
+            }
+        }
+        if (unreadable) {
+            *rc = kv_error(tok->ctx, KV_ERR_BAD_INPUT, "cannot read the certificate's names");
+            goto out;
+        }
+        if (rv != CKR_OK) {
+            *rc = p11_fail(tok, kept ? "C_CreateObject(certificate; the earlier one was put back)"
+                                     : "C_CreateObject(certificate)", rv);
+            goto out;
+        }
+    }
+    /* the old ones, except the one kept and the one just made */
+    for (CK_ULONG i = 0; i < nold; i++)
+        if (old[i] != same && old[i] != created)
+            (void)tok->fl->C_DestroyObject(h, old[i]);
+out:
+    free(first);
     return rv;
 }
 
@@ -1283,6 +1354,9 @@ static const struct kv_config_key p11_config_keys[] = {
     { "serial", 0 },
     { "pin", KV_CFG_SECRET },
     { "max_sessions", 0 },
+    { "init_args", 0 },
+    { "allowed_modules", 0 },
+    { "allow_any_module", 0 },
     { NULL, 0 },
 };
 

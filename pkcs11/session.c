@@ -5,7 +5,10 @@
  * The module is loaded through p11-kit as a managed module, so p11-kit
  * supplies locking to it and tracks forks: in a child, the next call
  * re-initialises the module (never inside an atfork handler), forgets the
- * parent's sessions and logs in again.
+ * parent's sessions and logs in again. A module given by path is loaded
+ * only when p11-kit registers it or the configuration names it (a key URI
+ * must not load code); [pkcs11] init_args, or a registered module's
+ * x-init-reserved, reach its C_Initialize in pReserved.
  */
 #include "config.h"
 
@@ -48,12 +51,17 @@ static const struct { CK_RV rv; const char *name; } rv_names[] = {
     RV(CKR_FUNCTION_REJECTED),
 };
 
-static const struct { CK_MECHANISM_TYPE m; const char *name; } mech_names[] = {
-    RV(CKM_RSA_PKCS_KEY_PAIR_GEN), RV(CKM_RSA_PKCS), RV(CKM_RSA_PKCS_PSS),
-    RV(CKM_EC_KEY_PAIR_GEN), RV(CKM_ECDSA), RV(CKM_ECDH1_DERIVE),
-    RV(CKM_EC_EDWARDS_KEY_PAIR_GEN), RV(CKM_EDDSA),
-};
 #undef RV
+
+/* what each mechanism is for, so that "not offered" says what is missing */
+#define MECH(x, use) { x, #x " (" use ")" }
+static const struct { CK_MECHANISM_TYPE m; const char *name; } mech_names[] = {
+    MECH(CKM_RSA_PKCS_KEY_PAIR_GEN, "RSA key generation"), MECH(CKM_RSA_PKCS, "RSA PKCS#1 v1.5"),
+    MECH(CKM_RSA_PKCS_PSS, "RSA-PSS"), MECH(CKM_EC_KEY_PAIR_GEN, "EC key generation"),
+    MECH(CKM_ECDSA, "ECDSA"), MECH(CKM_ECDH1_DERIVE, "ECDH"),
+    MECH(CKM_EC_EDWARDS_KEY_PAIR_GEN, "Ed25519 key generation"), MECH(CKM_EDDSA, "Ed25519"),
+};
+#undef MECH
 
 const char *p11_rv_name(CK_RV rv)
 {
@@ -205,18 +213,126 @@ kv_rc p11_fail(struct p11_token *tok, const char *func, CK_RV rv)
                          p11_token_name(tok), p11_rv_name(rv), p11_kit_strerror(rv));
 }
 
+/* Whether `path` (as written, or resolved to `real`) is one of the comma-
+ * separated paths in `list`. */
+static bool path_listed(const char *list, const char *path, const char *real)
+{
+    char *copy = kv_strdup(list), *save = NULL;
+    bool found = false;
+
+    if (!copy)
+        return false;
+    for (char *p = strtok_r(copy, ", \t", &save); p && !found; p = strtok_r(NULL, ", \t", &save)) {
+        char *r;
+        if (!strcmp(p, path)) {
+            found = true;
+        } else if (real && (r = realpath(p, NULL))) {
+            found = !strcmp(r, real);
+            free(r);
+        }
+    }
+    free(copy);
+    return found;
+}
+
+/*
+ * Whether the module file `real` (a resolved path) is registered with
+ * p11-kit: some enabled module file's `module:` resolves to it. The
+ * registered modules are loaded unmanaged (dlopen, no C_Initialize) only to
+ * ask p11-kit for their file names; the caller releases *registry after its
+ * own load, so a module is not unloaded and loaded again in between. On a
+ * match, *reserved gets a copy of the module file's x-init-reserved.
+ */
+static bool path_registered(const char *real, CK_FUNCTION_LIST ***registry, char **reserved)
+{
+    CK_FUNCTION_LIST **all = p11_kit_modules_load(NULL, P11_KIT_MODULE_UNMANAGED);
+    bool found = false;
+
+    *registry = all;
+    for (size_t i = 0; all && all[i] && !found; i++) {
+        char *file = p11_kit_module_get_filename(all[i]);
+        char *r = file ? realpath(file, NULL) : NULL;
+        if (r && !strcmp(r, real)) {
+            found = true;
+            char *opt = p11_kit_config_option(all[i], "x-init-reserved");
+            if (opt && *opt)
+                *reserved = kv_strdup(opt);
+            free(opt);
+        }
+        free(r);
+        free(file);
+    }
+    return found;
+}
+
+/*
+ * Load a module given by path, if it may be loaded: a key URI's module-path=
+ * must not let whoever writes key references run code in this process.
+ * Allowed: [pkcs11] allow_any_module = true; the path of [pkcs11] module or
+ * one of [pkcs11] allowed_modules; a module registered with p11-kit. Paths
+ * are compared after resolving symlinks.
+ */
+static kv_rc load_module_path(struct p11_token *tok, bool configured)
+{
+    kv_ctx *ctx = tok->ctx;
+    const char *allowed = kv_config_get(ctx->cfg, "pkcs11", "allowed_modules");
+    CK_FUNCTION_LIST **registry = NULL;
+    char *real = realpath(tok->module, NULL), *reserved = NULL;
+    bool any = false, ok;
+    kv_rc rc;
+
+    KV_CHECK(rc, kv_config_get_bool(ctx, ctx->cfg, "pkcs11", "allow_any_module", false, &any));
+    ok = any || configured || (allowed && path_listed(allowed, tok->module, real));
+    /* a registered module also brings its x-init-reserved (init_args wins) */
+    if (!ok && real)
+        ok = path_registered(real, &registry, &reserved);
+    if (!ok)
+        KV_FAIL(ctx, rc, KV_ERR_PERMISSION,
+                "PKCS#11 module %s is not registered with p11-kit and not named in the "
+                "configuration: not loading it (register it with a p11-kit module file, or list "
+                "it in [pkcs11] allowed_modules)", tok->module);
+    if (!tok->init_reserved) {
+        tok->init_reserved = reserved;
+        reserved = NULL;
+    }
+    /* the resolved path: a symlink swapped after the check changes nothing */
+    tok->fl = p11_kit_module_load(real ? real : tok->module, 0);
+    if (!tok->fl)
+        KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE, "cannot load PKCS#11 module '%s': %s",
+                tok->module, p11_kit_message() ? p11_kit_message() : "unknown error");
+out:
+    if (registry)
+        p11_kit_modules_release(registry);
+    free(reserved);
+    free(real);
+    return rc;
+}
+
 static kv_rc load_module(struct p11_token *tok)
 {
     kv_ctx *ctx = tok->ctx;
+    const char *cmod = kv_config_get(ctx->cfg, "pkcs11", "module");
+    const char *init_args = kv_config_get(ctx->cfg, "pkcs11", "init_args");
+    bool configured = false;
     char known[256] = "";
 
-    if (strchr(tok->module, '/')) {
-        tok->fl = p11_kit_module_load(tok->module, 0);
-        if (!tok->fl)
-            return kv_error(ctx, KV_ERR_BACKEND_UNAVAILABLE, "cannot load PKCS#11 module '%s': %s",
-                            tok->module, p11_kit_message() ? p11_kit_message() : "unknown error");
-        return KV_OK;
+    /* [pkcs11] init_args belong to the configured module, by name or path */
+    if (cmod) {
+        configured = !strcmp(cmod, tok->module);
+        if (!configured && strchr(tok->module, '/') && strchr(cmod, '/')) {
+            char *a = realpath(tok->module, NULL), *b = realpath(cmod, NULL);
+            configured = a && b && !strcmp(a, b);
+            free(a);
+            free(b);
+        }
     }
+    free(tok->init_reserved);
+    tok->init_reserved = NULL;
+    if (configured && init_args && !(tok->init_reserved = kv_strdup(init_args)))
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    if (strchr(tok->module, '/'))
+        return load_module_path(tok, configured);
+    /* by name: p11-kit itself passes the module file's x-init-reserved */
     tok->all = p11_kit_modules_load(NULL, 0);
     if (!tok->all)
         return kv_error(ctx, KV_ERR_BACKEND_UNAVAILABLE,
@@ -292,6 +408,7 @@ void p11_token_free(struct p11_token *tok)
         p11_kit_module_release(tok->fl);
     p11_uri_free(tok->match);
     free(tok->module);
+    free(tok->init_reserved);
     free(tok->pin_source);
     kv_secret_free(tok->pin);
     kv_wipe(tok->bad_pin, sizeof(tok->bad_pin));
@@ -459,7 +576,16 @@ static kv_rc connect_locked(struct p11_token *tok)
         tok->initialized = false;
     }
     if (!tok->initialized) {
-        rv = p11_kit_module_initialize(tok->fl);
+        if (tok->init_reserved) {
+            /* the managed module hands these to the module's C_Initialize
+             * in place of its own (the first initialisation in a process
+             * wins); CKF_OS_LOCKING_OK as p11-kit's own arguments say */
+            CK_C_INITIALIZE_ARGS args = { .flags = CKF_OS_LOCKING_OK,
+                                          .pReserved = tok->init_reserved };
+            rv = tok->fl->C_Initialize(&args);
+        } else {
+            rv = p11_kit_module_initialize(tok->fl);
+        }
         if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
             return kv_error_code(tok->ctx, KV_ERR_BACKEND_UNAVAILABLE, "CK_RV", rv,
                                  "C_Initialize of module %s failed: %s (%s)", tok->module,

@@ -1,8 +1,14 @@
 /*
  * check_pkcs11.c - what only the PKCS#11 backend does: token lookup, PINs,
- * RFC 7512 URIs, a bounded session pool, and recovery after the token is
- * pulled out and put back. Runs against the SoftHSMv2 token that
- * tests/pkcs11-unit.sh creates (KV_P11_* variables, SOFTHSM2_CONF).
+ * RFC 7512 URIs, a bounded session pool, certificates, which modules a URI
+ * may load, and recovery after the token is pulled out and put back.
+ *
+ * Runs against the token a harness makes (KV_P11_* variables): SoftHSMv2
+ * (tests/pkcs11-unit.sh), and the test case "module" also on tpm2-pkcs11
+ * and NSS softokn (tests/pkcs11-tpm2.sh, tests/pkcs11-softokn.sh). A module
+ * that needs C_Initialize arguments has them in KV_P11_INIT_ARGS. The case
+ * "softhsm" needs SoftHSM itself: the unplug shim forwards to it, it is
+ * registered with p11-kit as "softhsm2", and copies of its library are made.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -11,6 +17,9 @@
 #include <unistd.h>
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/pkcs11.h>
+#include <p11-kit/uri.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 
 #include "testutil.h"
 
@@ -21,14 +30,45 @@ static const char *env(const char *name)
     return v;
 }
 
+/* "module = ..." for the harness module, with its init_args if it needs them. */
+static const char *module_line(void)
+{
+    static char buf[1024];
+    const char *args = getenv("KV_P11_INIT_ARGS");
+
+    snprintf(buf, sizeof(buf), "module = %s\n%s%s%s", env("KV_P11_MODULE"),
+             args && *args ? "init_args = " : "", args && *args ? args : "",
+             args && *args ? "\n" : "");
+    return buf;
+}
+
+/* "pkcs11:token=LABEL" for the harness token, escaped by p11-kit. */
+static const char *token_uri(void)
+{
+    static char buf[256];
+    P11KitUri *u = p11_kit_uri_new();
+    CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info(u);
+    const char *label = env("KV_P11_TOKEN");
+    char *s = NULL;
+
+    ck_assert_uint_le(strlen(label), sizeof(ti->label));
+    memset(ti->label, ' ', sizeof(ti->label));
+    memcpy(ti->label, label, strlen(label));
+    ck_assert_int_eq(p11_kit_uri_format(u, P11_KIT_URI_FOR_TOKEN, &s), P11_KIT_URI_OK);
+    snprintf(buf, sizeof(buf), "%s", s);
+    free(s);
+    p11_kit_uri_free(u);
+    return buf;
+}
+
 /* A context on the harness token, with [pkcs11] lines replaced by `p11`. */
 static kv_ctx *p11_ctx(const char *p11, kv_rc want)
 {
-    char path[700], text[4096], def[1024];
+    char path[700], text[4096], def[2048];
     kv_ctx *ctx = NULL;
     kv_rc rc;
 
-    snprintf(def, sizeof(def), "module = %s\ntoken = %s\npin = file:%s\n", env("KV_P11_MODULE"),
+    snprintf(def, sizeof(def), "%stoken = %s\npin = file:%s\n", module_line(),
              env("KV_P11_TOKEN"), env("KV_P11_PINFILE"));
     snprintf(path, sizeof(path), "%s/p11-%d.conf", tu_tmpdir(), rand());
     snprintf(text, sizeof(text), "[keyvault]\nbackends = pkcs11\n[pkcs11]\n%s", p11 ? p11 : def);
@@ -64,8 +104,8 @@ START_TEST(token_not_present_names_what_is)
     char p11[1024];
     kv_ctx *ctx;
 
-    snprintf(p11, sizeof(p11), "module = %s\ntoken = no-such-token\npin = file:%s\n",
-             env("KV_P11_MODULE"), env("KV_P11_PINFILE"));
+    snprintf(p11, sizeof(p11), "%stoken = no-such-token\npin = file:%s\n", module_line(),
+             env("KV_P11_PINFILE"));
     ctx = p11_ctx(p11, KV_OK);
     ck_assert_rc(ctx, kv_key_generate(ctx, "x", KV_KEY_EC_P256, NULL, NULL),
                  KV_ERR_TOKEN_NOT_PRESENT);
@@ -106,7 +146,7 @@ START_TEST(wrong_pin_is_tried_once)
     kv_ctx_free(good);
     snprintf(pinfile, sizeof(pinfile), "%s/wrong-pin", tu_tmpdir());
     tu_write(pinfile, "999999\n");
-    snprintf(p11, sizeof(p11), "module = %s\ntoken = %s\npin = file:%s\n", env("KV_P11_MODULE"),
+    snprintf(p11, sizeof(p11), "%stoken = %s\npin = file:%s\n", module_line(),
              env("KV_P11_TOKEN"), pinfile);
     bad = p11_ctx(p11, KV_OK);
     ck_assert_rc(bad, kv_key_open(bad, kname("pin"), &key), KV_ERR_AUTH_FAILED);
@@ -145,8 +185,7 @@ START_TEST(uri_forms)
     sign_verify(ctx, k2);
     kv_key_free(k2);
     /* by token and object label */
-    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=%s;type=private", env("KV_P11_TOKEN"),
-             kname("uri"));
+    snprintf(uri, sizeof(uri), "%s;object=%s;type=private", token_uri(), kname("uri"));
     ck_assert_rc(ctx, kv_key_open(ctx, uri, &k2), KV_OK);
     kv_key_free(k2);
     /* malformed, wrong type, nothing named, unknown object */
@@ -160,24 +199,29 @@ START_TEST(uri_forms)
                  KV_ERR_KEY_NOT_FOUND);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "nothing-here"));
 
-    /* a context with no [pkcs11] section: the URI brings module and PIN */
-    bare = p11_ctx("", KV_OK);
-    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=%s;type=private?module-path=%s&pin-value=%s",
-             env("KV_P11_TOKEN"), kname("uri"), env("KV_P11_MODULE"), env("KV_P11_PIN"));
+    /* a context with no [pkcs11] token: the URI brings module and PIN (a
+     * module that needs init_args has them, and only them, configured) */
+    bare = p11_ctx(getenv("KV_P11_INIT_ARGS") ? module_line() : "", KV_OK);
+    snprintf(uri, sizeof(uri), "%s;object=%s;type=private?module-path=%s&pin-value=%s",
+             token_uri(), kname("uri"), env("KV_P11_MODULE"), env("KV_P11_PIN"));
     ck_assert_rc(bare, kv_key_open(bare, uri, &k2), KV_OK);
     sign_verify(bare, k2);
     kv_key_free(k2);
     snprintf(uri, sizeof(uri),
-             "pkcs11:token=%s;object=%s;type=private?module-path=%s&pin-source=file:%s",
-             env("KV_P11_TOKEN"), kname("uri"), env("KV_P11_MODULE"), env("KV_P11_PINFILE"));
+             "%s;object=%s;type=private?module-path=%s&pin-source=file:%s",
+             token_uri(), kname("uri"), env("KV_P11_MODULE"), env("KV_P11_PINFILE"));
     ck_assert_rc(bare, kv_key_open(bare, uri, &k2), KV_OK);
     sign_verify(bare, k2);
     kv_key_free(k2);
     /* and without them it says what is missing */
-    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=%s;type=private", env("KV_P11_TOKEN"),
-             kname("uri"));
-    ck_assert_rc(bare, kv_key_open(bare, uri, &k2), KV_ERR_BAD_URI);
-    ck_assert_ptr_nonnull(strstr(kv_errmsg(bare), "module"));
+    snprintf(uri, sizeof(uri), "%s;object=%s;type=private", token_uri(), kname("uri"));
+    if (getenv("KV_P11_INIT_ARGS")) {
+        ck_assert_rc(bare, kv_key_open(bare, uri, &k2), KV_ERR_AUTH_FAILED);
+        ck_assert_ptr_nonnull(strstr(kv_errmsg(bare), "needs a PIN"));
+    } else {
+        ck_assert_rc(bare, kv_key_open(bare, uri, &k2), KV_ERR_BAD_URI);
+        ck_assert_ptr_nonnull(strstr(kv_errmsg(bare), "module"));
+    }
     /* names need a configured token */
     ck_assert_rc(bare, kv_key_generate(bare, "x", KV_KEY_EC_P256, "pkcs11", NULL),
                  KV_ERR_BACKEND_UNAVAILABLE);
@@ -217,8 +261,8 @@ START_TEST(small_pool_serves_many_threads)
     pthread_t th[8];
     struct worker w[8];
 
-    snprintf(p11, sizeof(p11), "module = %s\ntoken = %s\npin = file:%s\nmax_sessions = 2\n",
-             env("KV_P11_MODULE"), env("KV_P11_TOKEN"), env("KV_P11_PINFILE"));
+    snprintf(p11, sizeof(p11), "%stoken = %s\npin = file:%s\nmax_sessions = 2\n",
+             module_line(), env("KV_P11_TOKEN"), env("KV_P11_PINFILE"));
     ctx = p11_ctx(p11, KV_OK);
     ck_assert_rc(ctx, kv_key_generate(ctx, kname("pool"), KV_KEY_EC_P256, NULL, &key), KV_OK);
     for (int i = 0; i < 8; i++) {
@@ -353,6 +397,109 @@ START_TEST(module_by_name_and_token_by_serial)
 }
 END_TEST
 
+/* A key URI whose module-path= names `module`, with the harness PIN in it. */
+static const char *uri_with_module(const char *module)
+{
+    static char uri[1536];
+
+    snprintf(uri, sizeof(uri), "%s;object=%s;type=private?module-path=%s&pin-value=%s",
+             token_uri(), kname("mp"), module, env("KV_P11_PIN"));
+    return uri;
+}
+
+/* A copy of the harness module (SoftHSM) under the scratch directory: the
+ * same code, but no p11-kit module file names this path. */
+static const char *module_copy(void)
+{
+    static char path[700];
+
+    snprintf(path, sizeof(path), "%s/copy-of-module.so", tu_tmpdir());
+    ck_assert_int_eq(tu_sh("cp '%s' '%s'", env("KV_P11_MODULE"), path), 0);
+    return path;
+}
+
+static void refused(kv_ctx *ctx, const char *module)
+{
+    kv_key *key = NULL;
+
+    ck_assert_rc(ctx, kv_key_open(ctx, uri_with_module(module), &key), KV_ERR_PERMISSION);
+    ck_assert_ptr_null(key);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), module));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "not registered with p11-kit"));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "allowed_modules"));
+    ck_assert_ptr_null(strstr(kv_errmsg(ctx), env("KV_P11_PIN")));
+}
+
+static void accepted(kv_ctx *ctx, const char *module)
+{
+    kv_key *key = NULL;
+
+    ck_assert_rc(ctx, kv_key_open(ctx, uri_with_module(module), &key), KV_OK);
+    sign_verify(ctx, key);
+    kv_key_free(key);
+}
+
+/* module-path= in a key URI loads only registered or configured modules. */
+START_TEST(module_path_must_be_registered)
+{
+    kv_ctx *ctx = p11_ctx(NULL, KV_OK), *bare;
+    char shim[700], link[700];
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, kname("mp"), KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    kv_ctx_free(ctx);
+    snprintf(shim, sizeof(shim), "%s/tests/.libs/p11shim.so", env("KV_BUILDDIR"));
+    snprintf(link, sizeof(link), "%s/link-to-module.so", tu_tmpdir());
+    ck_assert_int_eq(symlink(env("KV_P11_MODULE"), link), 0);
+
+    bare = p11_ctx("", KV_OK);
+    refused(bare, shim);
+    refused(bare, module_copy());
+    refused(bare, "/nonexistent/module.so"); /* no hint whether a path exists */
+    /* a symlink to the module Debian registers (softhsm2.module) resolves to it */
+    accepted(bare, link);
+    accepted(bare, env("KV_P11_MODULE"));
+    kv_ctx_free(bare);
+
+    /* a configured module that is not registered: only its own path */
+    bare = p11_ctx("module = /nowhere/configured.so\n", KV_OK);
+    refused(bare, shim);
+    kv_ctx_free(bare);
+    /* a bad value of the switch is a configuration error, not a yes */
+    bare = p11_ctx("allow_any_module = ture\n", KV_OK);
+    ck_assert_rc(bare, kv_key_open(bare, uri_with_module(shim), &(kv_key *){ NULL }),
+                 KV_ERR_CONFIG);
+    kv_ctx_free(bare);
+    ctx = p11_ctx(NULL, KV_OK);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("mp")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* ...unless the configuration allows them: by list, or any path. */
+START_TEST(module_path_allowed_by_configuration)
+{
+    kv_ctx *ctx = p11_ctx(NULL, KV_OK), *listed, *any;
+    const char *copy = module_copy();
+    char p11[1024];
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, kname("mp"), KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    kv_ctx_free(ctx);
+    snprintf(p11, sizeof(p11), "allowed_modules = /nowhere/a.so, %s\n", copy);
+    listed = p11_ctx(p11, KV_OK);
+    accepted(listed, copy);
+    kv_ctx_free(listed);
+    listed = p11_ctx("allowed_modules = /nowhere/a.so\n", KV_OK);
+    refused(listed, copy);
+    kv_ctx_free(listed);
+    any = p11_ctx("allow_any_module = true\n", KV_OK);
+    accepted(any, copy);
+    kv_ctx_free(any);
+    ctx = p11_ctx(NULL, KV_OK);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("mp")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 /* Raw PKCS#11, not through libkeyvault: what a generated key looks like. */
 START_TEST(generated_key_attributes)
 {
@@ -380,7 +527,13 @@ START_TEST(generated_key_attributes)
     ck_assert_rc(ctx, kv_key_generate(ctx, label, KV_KEY_EC_P256, NULL, NULL), KV_OK);
     f = p11_kit_module_load(env("KV_P11_MODULE"), 0);
     ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(p11_kit_module_initialize(f), CKR_OK);
+    if (getenv("KV_P11_INIT_ARGS")) {
+        CK_C_INITIALIZE_ARGS args = { .flags = CKF_OS_LOCKING_OK,
+                                      .pReserved = (void *)getenv("KV_P11_INIT_ARGS") };
+        ck_assert_uint_eq(f->C_Initialize(&args), CKR_OK);
+    } else {
+        ck_assert_uint_eq(p11_kit_module_initialize(f), CKR_OK);
+    }
     ck_assert_uint_eq(f->C_GetSlotList(CK_TRUE, slots, &nslots), CKR_OK);
     for (CK_ULONG i = 0; i < nslots; i++) {
         ck_assert_uint_eq(f->C_GetTokenInfo(slots[i], &ti), CKR_OK);
@@ -397,8 +550,12 @@ START_TEST(generated_key_attributes)
     ck_assert_uint_eq(f->C_GetAttributeValue(h, priv, attrs, 6), CKR_OK);
     ck_assert(token && private_ && sensitive && !extractable && never);
     ck_assert_uint_eq(attrs[5].ulValueLen, 16); /* a random 16-byte CKA_ID */
-    /* the private value cannot be read */
-    ck_assert_uint_eq(f->C_GetAttributeValue(h, priv, &val, 1), CKR_ATTRIBUTE_SENSITIVE);
+    /* the private value cannot be read (tpm2-pkcs11 says the attribute is
+     * not there at all, the others that it is sensitive) */
+    CK_RV vrv = f->C_GetAttributeValue(h, priv, &val, 1);
+    ck_assert_msg(vrv == CKR_ATTRIBUTE_SENSITIVE || vrv == CKR_ATTRIBUTE_TYPE_INVALID,
+                  "reading CKA_VALUE of the private key gave CK_RV 0x%lx", (unsigned long)vrv);
+    ck_assert_uint_eq(val.ulValueLen, CK_UNAVAILABLE_INFORMATION);
     /* the public key object shares label and CKA_ID */
     find[0].pValue = &ucls;
     ck_assert_uint_eq(f->C_FindObjectsInit(h, find, 2), CKR_OK);
@@ -416,22 +573,104 @@ START_TEST(generated_key_attributes)
 }
 END_TEST
 
+/* A certificate for the public key `spki`, self-issued by a throwaway key. */
+static unsigned char *make_cert(const unsigned char *spki, size_t spkilen, const char *cn,
+                                long serial, int *len)
+{
+    const unsigned char *p = spki;
+    EVP_PKEY *pub = d2i_PUBKEY(NULL, &p, (long)spkilen);
+    EVP_PKEY *ca = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *x = X509_new();
+    X509_NAME *name = X509_NAME_new();
+    unsigned char *der = NULL;
+
+    ck_assert(pub && ca && x && name);
+    ck_assert(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1,
+                                         -1, 0));
+    ck_assert(ASN1_INTEGER_set(X509_get_serialNumber(x), serial));
+    ck_assert(X509_set_subject_name(x, name) && X509_set_issuer_name(x, name));
+    ck_assert(X509_gmtime_adj(X509_getm_notBefore(x), 0) &&
+              X509_gmtime_adj(X509_getm_notAfter(x), 3600));
+    ck_assert(X509_set_pubkey(x, pub) && X509_sign(x, ca, EVP_sha256()));
+    *len = i2d_X509(x, &der);
+    ck_assert_int_gt(*len, 0);
+    X509_NAME_free(name);
+    X509_free(x);
+    EVP_PKEY_free(ca);
+    EVP_PKEY_free(pub);
+    return der;
+}
+
+static void cert_is(kv_ctx *ctx, const char *name, const unsigned char *der, int len)
+{
+    unsigned char back[4096];
+    size_t blen = sizeof(back);
+    kv_key *key = NULL;
+
+    ck_assert_rc(ctx, kv_key_open(ctx, name, &key), KV_OK);
+    ck_assert_rc(ctx, kv_key_cert_der(key, back, &blen), KV_OK);
+    ck_assert_uint_eq(blen, (size_t)len);
+    ck_assert_mem_eq(back, der, blen);
+    kv_key_free(key);
+}
+
+/* Storing a certificate replaces the earlier one on every token, also on
+ * one that refuses a second object for the same name (softokn refuses the
+ * same certificate twice, and a label used by another subject). */
+START_TEST(certificate_replaced)
+{
+    kv_ctx *ctx = p11_ctx(NULL, KV_OK);
+    kv_key *key = NULL;
+    unsigned char pub[600], *a, *b, *c;
+    size_t publen = sizeof(pub);
+    int la, lb, lc;
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, kname("crt"), KV_KEY_EC_P256, NULL, &key), KV_OK);
+    ck_assert_rc(ctx, kv_key_public_der(key, pub, &publen), KV_OK);
+    a = make_cert(pub, publen, "first subject", 1, &la);
+    b = make_cert(pub, publen, "another subject", 2, &lb);
+    c = make_cert(pub, publen, "first subject", 3, &lc);
+    ck_assert_rc(ctx, kv_key_store_cert(key, a, (size_t)la), KV_OK);
+    cert_is(ctx, kname("crt"), a, la);
+    ck_assert_rc(ctx, kv_key_store_cert(key, a, (size_t)la), KV_OK); /* the same again */
+    cert_is(ctx, kname("crt"), a, la);
+    ck_assert_rc(ctx, kv_key_store_cert(key, b, (size_t)lb), KV_OK); /* another subject */
+    cert_is(ctx, kname("crt"), b, lb);
+    ck_assert_rc(ctx, kv_key_store_cert(key, c, (size_t)lc), KV_OK); /* renewed */
+    cert_is(ctx, kname("crt"), c, lc);
+    ck_assert_rc(ctx, kv_key_store_cert(key, c, (size_t)lc), KV_OK);
+    cert_is(ctx, kname("crt"), c, lc);
+    OPENSSL_free(a);
+    OPENSSL_free(b);
+    OPENSSL_free(c);
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("crt")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *pkcs11_suite(void)
 {
     Suite *s = suite_create("pkcs11");
-    TCase *tc = tcase_create("pkcs11");
+    TCase *tc = tcase_create("module");   /* any module */
+    TCase *hsm = tcase_create("softhsm"); /* SoftHSM itself (see the top) */
 
     tcase_add_test(tc, token_not_present_names_what_is);
     tcase_add_test(tc, module_not_found_is_named);
     tcase_add_test(tc, wrong_pin_is_tried_once);
     tcase_add_test(tc, uri_forms);
     tcase_add_test(tc, small_pool_serves_many_threads);
-    tcase_add_test(tc, token_removed_and_back);
     tcase_add_test(tc, list_shows_token_keys_only_once);
     tcase_add_test(tc, generated_key_attributes);
-    tcase_add_test(tc, module_by_name_and_token_by_serial);
+    tcase_add_test(tc, certificate_replaced);
+    tcase_add_test(hsm, token_removed_and_back);
+    tcase_add_test(hsm, module_by_name_and_token_by_serial);
+    tcase_add_test(hsm, module_path_must_be_registered);
+    tcase_add_test(hsm, module_path_allowed_by_configuration);
     tcase_set_timeout(tc, 120);
+    tcase_set_timeout(hsm, 120);
     suite_add_tcase(s, tc);
+    suite_add_tcase(s, hsm);
     return s;
 }
 

@@ -11,6 +11,7 @@ PACKAGES="
   tpm2-abrmd libtss2-tcti-tabrmd0 dbus
   lowdown man-db
   libtss2-tcti-pcap0 libpcap-dev
+  libnss3 libnss3-tools libtpm2-pkcs11-1 libtpm2-pkcs11-tools
 "
 
 SUDO=
