@@ -224,7 +224,9 @@ struct kv_backend_ops {
     kv_rc (*open_name)(kv_backend *be, const char *name, kv_key *key);
     kv_rc (*open_uri)(kv_backend *be, const char *uri, kv_key *key);
     /* Mandatory. Whether a key with this name exists (no decryption, no login
-     * if it can be avoided): KV_OK when it does, KV_ERR_KEY_NOT_FOUND when not. */
+     * if it can be avoided): KV_OK when it does, KV_ERR_KEY_NOT_FOUND when not,
+     * quietly (not-found records no detail: generation's real cause must
+     * stay the call's message). */
     kv_rc (*exists)(kv_backend *be, const char *name);
     kv_rc (*list)(kv_backend *be, kv_list_builder *lb);
     kv_rc (*destroy)(kv_backend *be, kv_key *key);
@@ -254,6 +256,16 @@ struct kv_backend_ops {
     kv_rc (*pcr_extend)(kv_backend *be, const char *bank, unsigned index,
                         const unsigned char *digest, size_t len);
     kv_rc (*ek_cert)(kv_backend *be, unsigned char **der, size_t *len);
+
+    /* Optional. Create a key at an explicit location: `uri` has the
+     * backend's scheme and names one new key (its name comes from the URI);
+     * fill key as generate does. KV_ERR_KEY_EXISTS when a key is already
+     * there. Left NULL: keys are made by name only. */
+    kv_rc (*generate_uri)(kv_backend *be, const char *uri, kv_key_type type, kv_key *key);
+    /* Optional. Whether keys of this type can live in this backend at all
+     * (static knowledge, no I/O: a TPM 2.0 has no Ed25519). NULL: every
+     * type; a token without the mechanism still says so when asked. */
+    bool (*can_hold)(const kv_backend *be, kv_key_type type);
 };
 
 struct kv_backend {

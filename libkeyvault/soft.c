@@ -294,7 +294,10 @@ out:
     return rc;
 }
 
-static kv_rc soft_generate(kv_backend *be, const char *name, kv_key_type type, kv_key *key)
+/* Create DIR/NAME.pem and DIR/NAME.json (the store, or a file: URI's
+ * directory). */
+static kv_rc generate_in(kv_backend *be, const char *dir, const char *name, kv_key_type type,
+                         kv_key *key)
 {
     kv_ctx *ctx = be->ctx;
     const kv_type_desc *t = kv_type_desc_get(type);
@@ -303,7 +306,7 @@ static kv_rc soft_generate(kv_backend *be, const char *name, kv_key_type type, k
     size_t pemlen = 0;
     kv_rc rc;
 
-    KV_CHECK(rc, kv_mkdir_p(ctx, st(be)->dir));
+    KV_CHECK(rc, kv_mkdir_p(ctx, dir));
     switch (t->family) {
     case KV_FAMILY_EC:
         pkey = EVP_PKEY_Q_keygen(ctx->libctx, NULL, "EC", t->group);
@@ -325,21 +328,17 @@ static kv_rc soft_generate(kv_backend *be, const char *name, kv_key_type type, k
     if (!file)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     /* the key file is linked, never renamed: an existing key is never replaced */
-    rc = kv_write_file_atomic(ctx, st(be)->dir, file, pem, pemlen, false);
-    if (rc == KV_ERR_KEY_EXISTS)
-        goto out;
-    if (rc != KV_OK)
-        goto out;
-    rc = kv_meta_write(ctx, st(be)->dir, name, type, "software", 1);
+    KV_CHECK(rc, kv_write_file_atomic(ctx, dir, file, pem, pemlen, false));
+    rc = kv_meta_write(ctx, dir, name, type, "software", 1);
     if (rc != KV_OK) {
         /* no half-made keys: take the key file back */
-        char *path = key_path(be, name, "pem");
+        char *path = kv_asprintf("%s/%s", dir, file);
         if (path)
             (void)unlink(path);
         free(path);
         goto out;
     }
-    rc = fill_key(be, key, name, pkey, key_path(be, name, "pem"));
+    rc = fill_key(be, key, name, pkey, kv_asprintf("%s/%s", dir, file));
     pkey = NULL;
 out:
     kv_secret_free(pass);
@@ -352,7 +351,63 @@ out:
     return rc;
 }
 
-static kv_rc open_path(kv_backend *be, const char *name, char *path, kv_key *key)
+static kv_rc soft_generate(kv_backend *be, const char *name, kv_key_type type, kv_key *key)
+{
+    return generate_in(be, st(be)->dir, name, type, key);
+}
+
+/*
+ * file:/abs/dir/NAME.pem or file:///abs/dir/NAME.pem: the directory (new
+ * string) and NAME. Paths are taken literally (no percent-decoding).
+ */
+static kv_rc parse_file_uri(kv_backend *be, const char *uri, char **dir,
+                            char name[KV_NAME_MAX + 1])
+{
+    kv_ctx *ctx = be->ctx;
+    const char *path = uri + 5, *base;
+    size_t blen;
+
+    *dir = NULL;
+    if (!strncmp(path, "//", 2)) {
+        path += 2;
+        if (*path != '/')
+            return kv_error(ctx, KV_ERR_BAD_URI,
+                            "file: URIs name a local absolute path (file:///path)");
+    }
+    if (*path != '/')
+        return kv_error(ctx, KV_ERR_BAD_URI, "a file: URI's path must be absolute");
+    if (strchr(path, '%'))
+        return kv_error(ctx, KV_ERR_BAD_URI, "percent-encoded file: paths are not supported");
+    base = strrchr(path, '/') + 1;
+    blen = strlen(base);
+    if (blen < 5 || strcmp(base + blen - 4, ".pem") != 0 || blen - 4 > KV_NAME_MAX)
+        return kv_error(ctx, KV_ERR_BAD_URI, "a file: URI names a NAME.pem key file");
+    memcpy(name, base, blen - 4);
+    name[blen - 4] = '\0';
+    if (!kv_name_valid(name))
+        return kv_error(ctx, KV_ERR_BAD_URI,
+                        "'%s' is not a valid key name: use 1-64 of A-Z a-z 0-9 . _ -, not "
+                        "starting with '.'", name);
+    *dir = base - 1 == path ? kv_strdup("/") : kv_asprintf("%.*s", (int)(base - 1 - path), path);
+    if (!*dir)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    return KV_OK;
+}
+
+static kv_rc soft_generate_uri(kv_backend *be, const char *uri, kv_key_type type, kv_key *key)
+{
+    char name[KV_NAME_MAX + 1], *dir = NULL;
+    kv_rc rc;
+
+    KV_CHECK(rc, parse_file_uri(be, uri, &dir, name));
+    rc = generate_in(be, dir, name, type, key);
+out:
+    free(dir);
+    return rc;
+}
+
+static kv_rc open_path(kv_backend *be, const char *dir, const char *name, char *path,
+                       kv_key *key)
 {
     EVP_PKEY *pkey = NULL;
     char *pass = NULL;
@@ -371,7 +426,7 @@ static kv_rc open_path(kv_backend *be, const char *name, char *path, kv_key *key
     }
     KV_CHECK(rc, get_passphrase(be, false, &pass));
     KV_CHECK(rc, decrypt_key(be, path, pass, &pkey));
-    KV_CHECK(rc, kv_meta_read(be->ctx, st(be)->dir, name, &mtype, &key->version));
+    KV_CHECK(rc, kv_meta_read(be->ctx, dir, name, &mtype, &key->version));
     rc = fill_key(be, key, name, pkey, path);
     path = NULL;
     pkey = NULL;
@@ -388,38 +443,21 @@ out:
 
 static kv_rc soft_open_name(kv_backend *be, const char *name, kv_key *key)
 {
-    return open_path(be, name, key_path(be, name, "pem"), key);
+    return open_path(be, st(be)->dir, name, key_path(be, name, "pem"), key);
 }
 
-/* file:/abs/path/NAME.pem or file:///abs/path/NAME.pem */
+/* A key file named by URI; its metadata is the NAME.json beside it. */
 static kv_rc soft_open_uri(kv_backend *be, const char *uri, kv_key *key)
 {
-    kv_ctx *ctx = be->ctx;
-    const char *path = uri + 5, *base;
-    char name[KV_NAME_MAX + 1];
-    size_t blen;
+    char name[KV_NAME_MAX + 1], *dir = NULL;
+    kv_rc rc;
 
-    if (!strncmp(path, "//", 2)) {
-        path += 2;
-        if (*path != '/')
-            return kv_error(ctx, KV_ERR_BAD_URI,
-                            "'%s': file URIs name a local absolute path (file:///path)", uri);
-    }
-    if (*path != '/')
-        return kv_error(ctx, KV_ERR_BAD_URI, "'%s': the path must be absolute", uri);
-    if (strchr(path, '%'))
-        return kv_error(ctx, KV_ERR_BAD_URI, "'%s': percent-encoded paths are not supported",
-                        uri);
-    base = strrchr(path, '/') + 1;
-    blen = strlen(base);
-    if (blen < 5 || strcmp(base + blen - 4, ".pem") != 0 || blen - 4 > KV_NAME_MAX)
-        return kv_error(ctx, KV_ERR_BAD_URI, "'%s': expected a path to a NAME.pem key file", uri);
-    memcpy(name, base, blen - 4);
-    name[blen - 4] = '\0';
-    if (!kv_name_valid(name))
-        return kv_error(ctx, KV_ERR_BAD_URI, "'%s': '%s' is not a valid key name", uri, name);
-    /* metadata is looked up in the configured store only */
-    return open_path(be, name, kv_strdup(path), key);
+    KV_CHECK(rc, parse_file_uri(be, uri, &dir, name));
+    rc = open_path(be, dir, name, kv_asprintf("%s/%s.pem", strcmp(dir, "/") ? dir : "", name),
+                   key);
+out:
+    free(dir);
+    return rc;
 }
 
 static kv_rc soft_list(kv_backend *be, kv_list_builder *lb)
@@ -587,6 +625,7 @@ const struct kv_backend_ops kv_soft_ops = {
     .init = soft_init,
     .fini = soft_fini,
     .generate = soft_generate,
+    .generate_uri = soft_generate_uri,
     .open_name = soft_open_name,
     .open_uri = soft_open_uri,
     .exists = soft_exists,

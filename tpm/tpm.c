@@ -257,7 +257,19 @@ TSS2_RC tpm_create_step(struct tpm_conn *c, struct step *s, void *p)
     return rc;
 }
 
-static kv_rc tpm_generate(kv_backend *be, const char *name, kv_key_type type, kv_key *key)
+/* TPM 2.0 offers ECC (NIST P-256/P-384 here) and RSA keys, no Ed25519. */
+static bool tpm_can_hold(const kv_backend *be, kv_key_type type)
+{
+    const kv_type_desc *t = kv_type_desc_get(type);
+
+    (void)be;
+    return t && t->family != KV_FAMILY_ED25519;
+}
+
+/* Create DIR/NAME.pem and DIR/NAME.json (the key directory, or a tpm2:file=
+ * URI's directory). */
+static kv_rc generate_in(kv_backend *be, const char *dir, const char *name, kv_key_type type,
+                         kv_key *key)
 {
     kv_ctx *ctx = be->ctx;
     const kv_type_desc *t = kv_type_desc_get(type);
@@ -268,8 +280,9 @@ static kv_rc tpm_generate(kv_backend *be, const char *name, kv_key_type type, kv
     size_t pemlen = 0;
     kv_rc rc;
 
-    if (t->family == KV_FAMILY_ED25519)
-        return kv_error(ctx, KV_ERR_UNSUPPORTED, "TPM 2.0 does not offer Ed25519 keys");
+    if (!tpm_can_hold(be, type))
+        return kv_error(ctx, KV_ERR_UNSUPPORTED, "backend 'tpm' cannot hold %s keys (TPM 2.0 "
+                        "has no Ed25519)", t->name);
     p->nameAlg = TPM2_ALG_SHA256;
     p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
                           TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
@@ -295,7 +308,7 @@ static kv_rc tpm_generate(kv_backend *be, const char *name, kv_key_type type, kv
      * has nothing to guard and must keep working while the TPM is in lockout */
     if (tk->obj.auth.size == 0)
         p->objectAttributes |= TPMA_OBJECT_NODA;
-    KV_CHECK(rc, kv_mkdir_p(ctx, st(be)->dir));
+    KV_CHECK(rc, kv_mkdir_p(ctx, dir));
     {
         struct tpm_create_arg a = { &tmpl, &tk->obj.auth, &tk->obj.pub, &tk->obj.priv, NULL };
         KV_CHECK(rc, tpm_run(ctx, st(be)->conn, tpm_create_step, &a));
@@ -303,11 +316,11 @@ static kv_rc tpm_generate(kv_backend *be, const char *name, kv_key_type type, kv
     KV_CHECK(rc, tpm_key_write(ctx, &tk->obj.pub, &tk->obj.priv, st(be)->parent,
                                tk->obj.auth.size == 0, &pem, &pemlen));
     file = kv_asprintf("%s.pem", name);
-    tk->path = kv_asprintf("%s/%s.pem", st(be)->dir, name);
+    tk->path = kv_asprintf("%s/%s.pem", dir, name);
     if (!file || !tk->path)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    KV_CHECK(rc, kv_write_file_atomic(ctx, st(be)->dir, file, pem, pemlen, false));
-    rc = kv_meta_write(ctx, st(be)->dir, name, type, "tpm", 1);
+    KV_CHECK(rc, kv_write_file_atomic(ctx, dir, file, pem, pemlen, false));
+    rc = kv_meta_write(ctx, dir, name, type, "tpm", 1);
     if (rc != KV_OK) {
         (void)unlink(tk->path);
         goto out;
@@ -325,7 +338,57 @@ out:
     return rc;
 }
 
-static kv_rc open_file(kv_backend *be, const char *name, char *path, kv_key *key)
+static kv_rc tpm_generate(kv_backend *be, const char *name, kv_key_type type, kv_key *key)
+{
+    return generate_in(be, st(be)->dir, name, type, key);
+}
+
+/* tpm2:file=/abs/dir/NAME.pem: the directory (new string) and NAME. */
+static kv_rc parse_file_uri(kv_backend *be, const char *uri, char **dir,
+                            char name[KV_NAME_MAX + 1])
+{
+    const char *path = uri + 10, *base = strrchr(path, '/');
+    size_t blen = base ? strlen(base + 1) : 0;
+
+    *dir = NULL;
+    if (path[0] != '/' || blen < 5 || strcmp(base + 1 + blen - 4, ".pem") ||
+        blen - 4 > KV_NAME_MAX)
+        return kv_error(be->ctx, KV_ERR_BAD_URI, "expected tpm2:file=/absolute/path/NAME.pem");
+    memcpy(name, base + 1, blen - 4);
+    name[blen - 4] = '\0';
+    if (!kv_name_valid(name))
+        return kv_error(be->ctx, KV_ERR_BAD_URI,
+                        "'%s' is not a valid key name: use 1-64 of A-Z a-z 0-9 . _ -, not "
+                        "starting with '.'", name);
+    *dir = base == path ? kv_strdup("/") : kv_asprintf("%.*s", (int)(base - path), path);
+    if (!*dir)
+        return kv_error(be->ctx, KV_ERR_NO_MEMORY, "out of memory");
+    return KV_OK;
+}
+
+/* tpm2:file=/abs/dir/NAME.pem (a new key file; persistent handles are the
+ * TPM owner's to make, with tpm2_evictcontrol). */
+static kv_rc tpm_generate_uri(kv_backend *be, const char *uri, kv_key_type type, kv_key *key)
+{
+    char name[KV_NAME_MAX + 1], *dir = NULL;
+    kv_rc rc;
+
+    if (!be->available)
+        return kv_error(be->ctx, KV_ERR_BACKEND_UNAVAILABLE, "backend 'tpm' is unavailable: %s",
+                        be->why);
+    if (strncmp(uri, "tpm2:file=", 10) != 0)
+        return kv_error(be->ctx, KV_ERR_BAD_URI,
+                        "new TPM keys are made at tpm2:file=/absolute/path/NAME.pem");
+    KV_CHECK(rc, parse_file_uri(be, uri, &dir, name));
+    rc = generate_in(be, dir, name, type, key);
+out:
+    free(dir);
+    return rc;
+}
+
+/* Open DIR/NAME.pem (path); its metadata is DIR/NAME.json. */
+static kv_rc open_file(kv_backend *be, const char *dir, const char *name, char *path,
+                       kv_key *key)
 {
     kv_ctx *ctx = be->ctx;
     struct tpm_key *tk = NULL;
@@ -356,7 +419,7 @@ static kv_rc open_file(kv_backend *be, const char *name, char *path, kv_key *key
             KV_FAIL(ctx, rc, KV_ERR_AUTH_FAILED,
                     "TPM key '%s' has an auth value: set [tpm] auth to its source", name);
     }
-    KV_CHECK(rc, kv_meta_read(ctx, st(be)->dir, name, &mtype, &key->version));
+    KV_CHECK(rc, kv_meta_read(ctx, dir, name, &mtype, &key->version));
     tk->path = path;
     path = NULL;
     rc = fill_key(be, key, name, tk);
@@ -373,7 +436,7 @@ out:
 
 static kv_rc tpm_open_name(kv_backend *be, const char *name, kv_key *key)
 {
-    return open_file(be, name, kv_asprintf("%s/%s.pem", st(be)->dir, name), key);
+    return open_file(be, st(be)->dir, name, kv_asprintf("%s/%s.pem", st(be)->dir, name), key);
 }
 
 struct readpub_arg {
@@ -410,15 +473,12 @@ static kv_rc tpm_open_uri(kv_backend *be, const char *uri, kv_key *key)
         return kv_error(ctx, KV_ERR_BACKEND_UNAVAILABLE, "backend 'tpm' is unavailable: %s",
                         be->why);
     if (!strncmp(rest, "file=", 5)) {
-        const char *path = rest + 5, *base = strrchr(path, '/');
-        size_t blen = base ? strlen(base + 1) : 0;
-        if (path[0] != '/' || blen < 5 || strcmp(base + 1 + blen - 4, ".pem") ||
-            blen - 4 > KV_NAME_MAX)
-            return kv_error(ctx, KV_ERR_BAD_URI,
-                            "'%s': expected tpm2:file=/absolute/path/NAME.pem", uri);
-        memcpy(name, base + 1, blen - 4);
-        name[blen - 4] = '\0';
-        return open_file(be, name, kv_strdup(path), key);
+        char *dir = NULL;
+        rc = parse_file_uri(be, uri, &dir, name);
+        if (rc == KV_OK)
+            rc = open_file(be, dir, name, kv_strdup(rest + 5), key);
+        free(dir);
+        return rc;
     }
     if (!strncmp(rest, "handle=", 7)) {
         char *end;
@@ -672,6 +732,8 @@ const struct kv_backend_ops kv_tpm_ops = {
     .init = tpm_init,
     .fini = tpm_fini,
     .generate = tpm_generate,
+    .generate_uri = tpm_generate_uri,
+    .can_hold = tpm_can_hold,
     .open_name = tpm_open_name,
     .open_uri = tpm_open_uri,
     .exists = tpm_exists,
