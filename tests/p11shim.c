@@ -7,7 +7,9 @@
  * behaves as if pulled out: the slot shows no token and calls on sessions
  * fail with CKR_DEVICE_REMOVED. When the file says anything else again, the
  * token is "plugged back in": its old sessions are closed (as a replug
- * does), so a caller must reconnect and log in again.
+ * does), so a caller must reconnect and log in again. While it contains
+ * "write-protected", C_GenerateKeyPair fails with CKR_TOKEN_WRITE_PROTECTED,
+ * as on a read-only token.
  */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -21,18 +23,25 @@ static CK_FUNCTION_LIST shim;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int was_removed;
 
-static int removed(void)
+static void read_control(char *buf, int len)
 {
     const char *path = getenv("KV_SHIM_CONTROL");
-    char buf[16] = "";
     FILE *f = path ? fopen(path, "r") : NULL;
-    int now;
 
+    buf[0] = '\0';
     if (f) {
-        if (!fgets(buf, sizeof(buf), f))
+        if (!fgets(buf, len, f))
             buf[0] = '\0';
         fclose(f);
     }
+}
+
+static int removed(void)
+{
+    char buf[32];
+    int now;
+
+    read_control(buf, sizeof(buf));
     now = strncmp(buf, "removed", 7) == 0;
     pthread_mutex_lock(&lock);
     if (was_removed && !now) {
@@ -101,6 +110,20 @@ static CK_RV shim_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_
     return removed() ? CKR_DEVICE_REMOVED : real->C_GetAttributeValue(h, o, t, n);
 }
 
+static CK_RV shim_GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR pt,
+                                  CK_ULONG pn, CK_ATTRIBUTE_PTR kt, CK_ULONG kn,
+                                  CK_OBJECT_HANDLE_PTR pub, CK_OBJECT_HANDLE_PTR priv)
+{
+    char buf[32];
+
+    if (removed())
+        return CKR_DEVICE_REMOVED;
+    read_control(buf, sizeof(buf));
+    if (strncmp(buf, "write-protected", 15) == 0)
+        return CKR_TOKEN_WRITE_PROTECTED;
+    return real->C_GenerateKeyPair(h, m, pt, pn, kt, kn, pub, priv);
+}
+
 __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list);
 
 __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
@@ -126,6 +149,7 @@ __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_
         shim.C_Sign = shim_Sign;
         shim.C_DeriveKey = shim_DeriveKey;
         shim.C_GetAttributeValue = shim_GetAttributeValue;
+        shim.C_GenerateKeyPair = shim_GenerateKeyPair;
     }
     *list = &shim;
     return CKR_OK;
