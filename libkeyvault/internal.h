@@ -332,6 +332,17 @@ extern const struct kv_backend_ops kv_tpm_ops;
 unsigned long kv_tpm_command_count(kv_ctx *ctx);
 #endif
 
+/* Key files (meta.c): /abs/DIR/NAME.pem -> DIR (new string; "/" for the
+ * root) and a valid NAME; KV_ERR_BAD_URI for anything else. */
+kv_rc kv_key_path_split(const kv_ctx *ctx, const char *path, char **dir,
+                        char name[KV_NAME_MAX + 1]);
+/* A file-backed backend's generate_uri: split the key file's path and let
+ * generate make DIR/NAME.pem (and DIR/NAME.json). */
+typedef kv_rc (*kv_file_generate_fn)(kv_backend *be, const char *dir, const char *name,
+                                     kv_key_type type, kv_key *key);
+kv_rc kv_key_file_generate_at(kv_backend *be, const char *path, kv_key_type type, kv_key *key,
+                              kv_file_generate_fn generate);
+
 /* Software backend helpers, also used by tests on keys they make. */
 kv_rc kv_soft_sign_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pkey,
                         const kv_alg_desc *alg, const unsigned char *tbs, size_t tbslen,

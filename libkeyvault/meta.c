@@ -85,6 +85,41 @@ char *kv_sibling_path(const char *key_path, const char *ext)
     return kv_asprintf("%.*s%s", (int)(strlen(key_path) - 3), key_path, ext);
 }
 
+kv_rc kv_key_path_split(const kv_ctx *ctx, const char *path, char **dir,
+                        char name[KV_NAME_MAX + 1])
+{
+    const char *base = strrchr(path, '/');
+    size_t blen = base ? strlen(base + 1) : 0;
+
+    *dir = NULL;
+    if (path[0] != '/' || blen < 5 || strcmp(base + 1 + blen - 4, ".pem") != 0 ||
+        blen - 4 > KV_NAME_MAX)
+        return kv_error(ctx, KV_ERR_BAD_URI,
+                        "a key file is named by an absolute path ending in NAME.pem");
+    memcpy(name, base + 1, blen - 4);
+    name[blen - 4] = '\0';
+    if (!kv_name_valid(name))
+        return kv_error(ctx, KV_ERR_BAD_URI,
+                        "'%s' is not a valid key name: use 1-64 of A-Z a-z 0-9 . _ -, not "
+                        "starting with '.'", name);
+    *dir = base == path ? kv_strdup("/") : kv_asprintf("%.*s", (int)(base - path), path);
+    if (!*dir)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    return KV_OK;
+}
+
+kv_rc kv_key_file_generate_at(kv_backend *be, const char *path, kv_key_type type, kv_key *key,
+                              kv_file_generate_fn generate)
+{
+    char name[KV_NAME_MAX + 1], *dir = NULL;
+    kv_rc rc = kv_key_path_split(be->ctx, path, &dir, name);
+
+    if (rc == KV_OK)
+        rc = generate(be, dir, name, type, key);
+    free(dir);
+    return rc;
+}
+
 kv_rc kv_cert_file_store(const kv_ctx *ctx, const char *key_path, const unsigned char *der,
                          size_t len)
 {

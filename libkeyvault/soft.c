@@ -356,54 +356,32 @@ static kv_rc soft_generate(kv_backend *be, const char *name, kv_key_type type, k
     return generate_in(be, st(be)->dir, name, type, key);
 }
 
-/*
- * file:/abs/dir/NAME.pem or file:///abs/dir/NAME.pem: the directory (new
- * string) and NAME. Paths are taken literally (no percent-decoding).
- */
-static kv_rc parse_file_uri(kv_backend *be, const char *uri, char **dir,
-                            char name[KV_NAME_MAX + 1])
+/* file:/abs/dir/NAME.pem or file:///abs/dir/NAME.pem: the path, taken
+ * literally (no percent-decoding), or NULL with the error recorded. */
+static const char *file_uri_path(kv_backend *be, const char *uri)
 {
-    kv_ctx *ctx = be->ctx;
-    const char *path = uri + 5, *base;
-    size_t blen;
+    const char *path = uri + 5;
 
-    *dir = NULL;
     if (!strncmp(path, "//", 2)) {
         path += 2;
-        if (*path != '/')
-            return kv_error(ctx, KV_ERR_BAD_URI,
-                            "file: URIs name a local absolute path (file:///path)");
+        if (*path != '/') {
+            kv_error(be->ctx, KV_ERR_BAD_URI,
+                     "file: URIs name a local absolute path (file:///path)");
+            return NULL;
+        }
     }
-    if (*path != '/')
-        return kv_error(ctx, KV_ERR_BAD_URI, "a file: URI's path must be absolute");
-    if (strchr(path, '%'))
-        return kv_error(ctx, KV_ERR_BAD_URI, "percent-encoded file: paths are not supported");
-    base = strrchr(path, '/') + 1;
-    blen = strlen(base);
-    if (blen < 5 || strcmp(base + blen - 4, ".pem") != 0 || blen - 4 > KV_NAME_MAX)
-        return kv_error(ctx, KV_ERR_BAD_URI, "a file: URI names a NAME.pem key file");
-    memcpy(name, base, blen - 4);
-    name[blen - 4] = '\0';
-    if (!kv_name_valid(name))
-        return kv_error(ctx, KV_ERR_BAD_URI,
-                        "'%s' is not a valid key name: use 1-64 of A-Z a-z 0-9 . _ -, not "
-                        "starting with '.'", name);
-    *dir = base - 1 == path ? kv_strdup("/") : kv_asprintf("%.*s", (int)(base - 1 - path), path);
-    if (!*dir)
-        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
-    return KV_OK;
+    if (strchr(path, '%')) {
+        kv_error(be->ctx, KV_ERR_BAD_URI, "percent-encoded file: paths are not supported");
+        return NULL;
+    }
+    return path;
 }
 
 static kv_rc soft_generate_uri(kv_backend *be, const char *uri, kv_key_type type, kv_key *key)
 {
-    char name[KV_NAME_MAX + 1], *dir = NULL;
-    kv_rc rc;
+    const char *path = file_uri_path(be, uri);
 
-    KV_CHECK(rc, parse_file_uri(be, uri, &dir, name));
-    rc = generate_in(be, dir, name, type, key);
-out:
-    free(dir);
-    return rc;
+    return path ? kv_key_file_generate_at(be, path, type, key, generate_in) : KV_ERR_BAD_URI;
 }
 
 static kv_rc open_path(kv_backend *be, const char *dir, const char *name, char *path,
@@ -449,12 +427,14 @@ static kv_rc soft_open_name(kv_backend *be, const char *name, kv_key *key)
 /* A key file named by URI; its metadata is the NAME.json beside it. */
 static kv_rc soft_open_uri(kv_backend *be, const char *uri, kv_key *key)
 {
+    const char *path = file_uri_path(be, uri);
     char name[KV_NAME_MAX + 1], *dir = NULL;
     kv_rc rc;
 
-    KV_CHECK(rc, parse_file_uri(be, uri, &dir, name));
-    rc = open_path(be, dir, name, kv_asprintf("%s/%s.pem", strcmp(dir, "/") ? dir : "", name),
-                   key);
+    if (!path)
+        return KV_ERR_BAD_URI;
+    KV_CHECK(rc, kv_key_path_split(be->ctx, path, &dir, name));
+    rc = open_path(be, dir, name, kv_strdup(path), key);
 out:
     free(dir);
     return rc;

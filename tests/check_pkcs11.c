@@ -236,23 +236,34 @@ START_TEST(small_pool_serves_many_threads)
 }
 END_TEST
 
+/* A context on the harness token through the fault shim (tests/p11shim.c),
+ * its control file saying `state`; control and shim (700 bytes each) get
+ * the control file's and the shim module's paths. */
+static kv_ctx *shim_ctx(const char *state, char *control, char *shim)
+{
+    char p11[1600], line[64];
+
+    snprintf(control, 700, "%s/shim-control", tu_tmpdir());
+    snprintf(shim, 700, "%s/tests/.libs/p11shim.so", getenv("KV_BUILDDIR"));
+    snprintf(line, sizeof(line), "%s\n", state);
+    tu_write(control, line);
+    setenv("KV_SHIM_CONTROL", control, 1);
+    setenv("KV_SHIM_MODULE", env("KV_P11_MODULE"), 1);
+    snprintf(p11, sizeof(p11), "module = %s\ntoken = %s\npin = file:%s\n", shim,
+             env("KV_P11_TOKEN"), env("KV_P11_PINFILE"));
+    return p11_ctx(p11, KV_OK);
+}
+
 /* The token pulled out and plugged back in, through tests/p11shim.c. */
 START_TEST(token_removed_and_back)
 {
-    char p11[1024], control[700], shim[700];
+    char control[700], shim[700];
     kv_ctx *ctx;
     kv_key *key = NULL, *peer = NULL;
     unsigned char sig[128], ppub[200], z[64];
     size_t siglen, ppublen = sizeof(ppub), zlen;
 
-    snprintf(control, sizeof(control), "%s/shim-control", tu_tmpdir());
-    snprintf(shim, sizeof(shim), "%s/tests/.libs/p11shim.so", getenv("KV_BUILDDIR"));
-    tu_write(control, "present\n");
-    setenv("KV_SHIM_CONTROL", control, 1);
-    setenv("KV_SHIM_MODULE", env("KV_P11_MODULE"), 1);
-    snprintf(p11, sizeof(p11), "module = %s\ntoken = %s\npin = file:%s\n", shim,
-             env("KV_P11_TOKEN"), env("KV_P11_PINFILE"));
-    ctx = p11_ctx(p11, KV_OK);
+    ctx = shim_ctx("present", control, shim);
     ck_assert_rc(ctx, kv_key_generate(ctx, kname("plug"), KV_KEY_EC_P256, NULL, &key), KV_OK);
     ck_assert_rc(ctx, kv_key_generate(ctx, kname("peer"), KV_KEY_EC_P256, NULL, &peer), KV_OK);
     ck_assert_rc(ctx, kv_key_public_der(peer, ppub, &ppublen), KV_OK);
@@ -562,18 +573,11 @@ END_TEST
  * the existence check's "no private key labelled ...". */
 START_TEST(keygen_failure_names_the_cause)
 {
-    char p11[1024], control[700], shim[700], uri[1024];
+    char control[700], shim[700], uri[1024];
     const char *kind = NULL;
     kv_ctx *ctx;
 
-    snprintf(control, sizeof(control), "%s/shim-control", tu_tmpdir());
-    snprintf(shim, sizeof(shim), "%s/tests/.libs/p11shim.so", getenv("KV_BUILDDIR"));
-    tu_write(control, "write-protected\n");
-    setenv("KV_SHIM_CONTROL", control, 1);
-    setenv("KV_SHIM_MODULE", env("KV_P11_MODULE"), 1);
-    snprintf(p11, sizeof(p11), "module = %s\ntoken = %s\npin = file:%s\n", shim,
-             env("KV_P11_TOKEN"), env("KV_P11_PINFILE"));
-    ctx = p11_ctx(p11, KV_OK);
+    ctx = shim_ctx("write-protected", control, shim);
     ck_assert_rc(ctx, kv_key_generate(ctx, kname("ro"), KV_KEY_EC_P256, NULL, NULL),
                  KV_ERR_BACKEND);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "C_GenerateKeyPair"));
@@ -836,58 +840,44 @@ static void check_round(int round, const int rcs[2], int keys)
                   "KV_ERR_KEY_EXISTS, one key)", round, rcs[0], rcs[1], keys);
 }
 
-START_TEST(creation_race_on_token)
-{
-    char home[700], name[64];
-    const char *conf[2];
-    int rcs[2];
-
-    snprintf(home, sizeof(home), "%s/home", tu_tmpdir());
-    conf[0] = race_conf("a", "pkcs11", home);
-    conf[1] = race_conf("b", "pkcs11", home);
-    for (int r = 0; r < ROUNDS; r++) {
-        snprintf(name, sizeof(name), "%s-%d", kname("race"), r);
-        race(conf, name, 0, rcs);
-        check_round(r, rcs, count_and_clear(name));
-    }
-}
-END_TEST
-
-START_TEST(creation_race_across_backends)
-{
-    char home[700], name[64];
-    const char *conf[2];
-    int rcs[2];
-
-    snprintf(home, sizeof(home), "%s/home", tu_tmpdir());
-    /* each process prefers another backend: without the lock, one name
-     * would land in both */
-    conf[0] = race_conf("p11first", "pkcs11, software", home);
-    conf[1] = race_conf("softfirst", "software, pkcs11", home);
-    for (int r = 0; r < ROUNDS; r++) {
-        snprintf(name, sizeof(name), "%s-%d", kname("xrace"), r);
-        race(conf, name, 0, rcs);
-        check_round(r, rcs, count_and_clear(name));
-    }
-}
-END_TEST
-
-START_TEST(creation_race_at_uri)
+/* ROUNDS races between two processes on configurations with these backend
+ * orders and one home, each round a new name; with at, the name is the
+ * object= of a pkcs11: URI on the harness token. */
+static void race_rounds(const char *base, const char *order_a, const char *order_b, int at)
 {
     char home[700], name[64], uri[1024];
     const char *conf[2];
     int rcs[2];
 
     snprintf(home, sizeof(home), "%s/home", tu_tmpdir());
-    conf[0] = race_conf("u1", "pkcs11", home);
-    conf[1] = race_conf("u2", "pkcs11", home);
+    conf[0] = race_conf("a", order_a, home);
+    conf[1] = race_conf("b", order_b, home);
     for (int r = 0; r < ROUNDS; r++) {
-        snprintf(name, sizeof(name), "%s-%d", kname("urace"), r);
+        snprintf(name, sizeof(name), "%s-%d", kname(base), r);
         snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=%s?module-path=%s&pin-source=file:%s",
                  env("KV_P11_TOKEN"), name, env("KV_P11_MODULE"), env("KV_P11_PINFILE"));
-        race(conf, uri, 1, rcs);
+        race(conf, at ? uri : name, at, rcs);
         check_round(r, rcs, count_and_clear(name));
     }
+}
+
+START_TEST(creation_race_on_token)
+{
+    race_rounds("race", "pkcs11", "pkcs11", 0);
+}
+END_TEST
+
+/* Each process prefers another backend: without the lock, one name would
+ * land in both. */
+START_TEST(creation_race_across_backends)
+{
+    race_rounds("xrace", "pkcs11, software", "software, pkcs11", 0);
+}
+END_TEST
+
+START_TEST(creation_race_at_uri)
+{
+    race_rounds("urace", "pkcs11", "pkcs11", 1);
 }
 END_TEST
 

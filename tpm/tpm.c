@@ -343,47 +343,17 @@ static kv_rc tpm_generate(kv_backend *be, const char *name, kv_key_type type, kv
     return generate_in(be, st(be)->dir, name, type, key);
 }
 
-/* tpm2:file=/abs/dir/NAME.pem: the directory (new string) and NAME. */
-static kv_rc parse_file_uri(kv_backend *be, const char *uri, char **dir,
-                            char name[KV_NAME_MAX + 1])
-{
-    const char *path = uri + 10, *base = strrchr(path, '/');
-    size_t blen = base ? strlen(base + 1) : 0;
-
-    *dir = NULL;
-    if (path[0] != '/' || blen < 5 || strcmp(base + 1 + blen - 4, ".pem") ||
-        blen - 4 > KV_NAME_MAX)
-        return kv_error(be->ctx, KV_ERR_BAD_URI, "expected tpm2:file=/absolute/path/NAME.pem");
-    memcpy(name, base + 1, blen - 4);
-    name[blen - 4] = '\0';
-    if (!kv_name_valid(name))
-        return kv_error(be->ctx, KV_ERR_BAD_URI,
-                        "'%s' is not a valid key name: use 1-64 of A-Z a-z 0-9 . _ -, not "
-                        "starting with '.'", name);
-    *dir = base == path ? kv_strdup("/") : kv_asprintf("%.*s", (int)(base - path), path);
-    if (!*dir)
-        return kv_error(be->ctx, KV_ERR_NO_MEMORY, "out of memory");
-    return KV_OK;
-}
-
 /* tpm2:file=/abs/dir/NAME.pem (a new key file; persistent handles are the
  * TPM owner's to make, with tpm2_evictcontrol). */
 static kv_rc tpm_generate_uri(kv_backend *be, const char *uri, kv_key_type type, kv_key *key)
 {
-    char name[KV_NAME_MAX + 1], *dir = NULL;
-    kv_rc rc;
-
     if (!be->available)
         return kv_error(be->ctx, KV_ERR_BACKEND_UNAVAILABLE, "backend 'tpm' is unavailable: %s",
                         be->why);
     if (strncmp(uri, "tpm2:file=", 10) != 0)
         return kv_error(be->ctx, KV_ERR_BAD_URI,
                         "new TPM keys are made at tpm2:file=/absolute/path/NAME.pem");
-    KV_CHECK(rc, parse_file_uri(be, uri, &dir, name));
-    rc = generate_in(be, dir, name, type, key);
-out:
-    free(dir);
-    return rc;
+    return kv_key_file_generate_at(be, uri + 10, type, key, generate_in);
 }
 
 /* Open DIR/NAME.pem (path); its metadata is DIR/NAME.json. */
@@ -474,7 +444,7 @@ static kv_rc tpm_open_uri(kv_backend *be, const char *uri, kv_key *key)
                         be->why);
     if (!strncmp(rest, "file=", 5)) {
         char *dir = NULL;
-        rc = parse_file_uri(be, uri, &dir, name);
+        rc = kv_key_path_split(ctx, rest + 5, &dir, name);
         if (rc == KV_OK)
             rc = open_file(be, dir, name, kv_strdup(rest + 5), key);
         free(dir);
