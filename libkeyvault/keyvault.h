@@ -188,6 +188,8 @@ KV_API KV_WUR kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type t
  *   pkcs11:token=T;object=NAME[;id=%xx..]?module-path=M&pin-value=P  (or
  *     module-name=, pin-source=; the key is labelled NAME on that token)
  *   tpm2:file=/abs/dir/NAME.pem      (a TSS2 PRIVATE KEY file)
+ *   tpm2:handle=0x81xxxxxx           (a persistent key, 0x81000000-0x817fffff;
+ *     made with the owner hierarchy's auth, which must be empty)
  *   file:/abs/dir/NAME.pem           (the software backend's key format,
  *     encrypted under the configured passphrase source)
  * Fails with KV_ERR_KEY_EXISTS when a key is already there (never

@@ -330,8 +330,21 @@ START_TEST(generate_at_uri_and_types)
     ck_assert_rc(ctx, kv_key_generate_at(ctx, uri, KV_KEY_EC_P256, NULL), KV_ERR_KEY_EXISTS);
     /* not in the configured key directory: the name is free there */
     ck_assert_rc(ctx, kv_key_open(ctx, "at1", &key), KV_ERR_KEY_NOT_FOUND);
-    /* forms a new key cannot take */
+    /* a new persistent key */
+    ck_assert_rc(ctx, kv_key_generate_at(ctx, "tpm2:handle=0x81000012", KV_KEY_EC_P256, &key),
+                 KV_OK);
+    ck_assert_rc(ctx, kv_key_get_info(key, &info), KV_OK);
+    ck_assert_str_eq(info.uri, "tpm2:handle=0x81000012");
+    ck_assert(sign_verifies(ctx, key, "persistent, made here"));
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_open(ctx, "tpm2:handle=0x81000012", &key), KV_OK);
+    ck_assert(sign_verifies(ctx, key, "persistent, opened again"));
+    kv_key_free(key);
     ck_assert_rc(ctx, kv_key_generate_at(ctx, "tpm2:handle=0x81000012", KV_KEY_EC_P256, NULL),
+                 KV_ERR_KEY_EXISTS);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "0x81000012"));
+    /* forms a new key cannot take */
+    ck_assert_rc(ctx, kv_key_generate_at(ctx, "tpm2:handle=0x81800000", KV_KEY_EC_P256, NULL),
                  KV_ERR_BAD_URI);
     ck_assert_rc(ctx, kv_key_generate_at(ctx, "tpm2:file=rel/x.pem", KV_KEY_EC_P256, NULL),
                  KV_ERR_BAD_URI);
@@ -366,6 +379,7 @@ START_TEST(generate_at_uri_and_types)
     ck_assert_str_eq(info.backend, "tpm");
     kv_key_free(key);
     kv_ctx_free(both);
+    ck_assert_int_eq(tu_sh("%s tpm2_evictcontrol -Q -C o -c 0x81000012", tools_env()), 0);
 }
 END_TEST
 

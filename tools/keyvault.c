@@ -142,7 +142,8 @@ static const char keygen_help[] =
     "that can hold TYPE. Or create the key at an explicit location (no configuration\n"
     "needed; --backend does not apply):\n"
     "  'pkcs11:token=T;object=NAME?module-path=M&pin-source=file:P'   a token key\n"
-    "  tpm2:file=/abs/dir/NAME.pem   a TPM key file     file:/abs/dir/NAME.pem   a software key\n";
+    "  tpm2:file=/abs/dir/NAME.pem   a TPM key file     tpm2:handle=0x81000010   a persistent one\n"
+    "  file:/abs/dir/NAME.pem        a software key\n";
 
 static int cmd_keygen(kv_ctx *ctx, int argc, char **argv)
 {
