@@ -100,8 +100,8 @@ kv_rc kv_key_path_split(const kv_ctx *ctx, const char *path, char **dir,
     name[blen - 4] = '\0';
     if (!kv_name_valid(name))
         return kv_error(ctx, KV_ERR_BAD_URI,
-                        "'%s' is not a valid key name: use 1-64 of A-Z a-z 0-9 . _ -, not "
-                        "starting with '.'", name);
+                        "a key file's NAME (of NAME.pem) is not a valid key name: use 1-64 of "
+                        "A-Z a-z 0-9 . _ -, not starting with '.'");
     *dir = base == path ? kv_strdup("/") : kv_asprintf("%.*s", (int)(base - path), path);
     if (!*dir)
         return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
