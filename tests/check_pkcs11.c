@@ -671,6 +671,45 @@ START_TEST(mismatched_public_key_is_refused)
 }
 END_TEST
 
+/* On a module that offers CKA_EC_POINT on private keys (PKCS#11 3.0; the
+ * shim plays one, and refuses to sign), that attribute is what the public
+ * key is checked against. */
+START_TEST(public_key_checked_by_ec_point)
+{
+    char control[700], shim[700], victim[64], donor[64], other[64];
+    kv_ctx *ctx = shim_ctx("ec-point", control, shim), *fresh;
+    kv_key *key = NULL;
+    CK_SESSION_HANDLE h;
+    CK_FUNCTION_LIST *f;
+
+    snprintf(victim, sizeof(victim), "%s", kname("pt-victim"));
+    snprintf(donor, sizeof(donor), "%s", kname("pt-donor"));
+    snprintf(other, sizeof(other), "%s", kname("pt-other"));
+    ck_assert_rc(ctx, kv_key_generate(ctx, victim, KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, donor, KV_KEY_EC_P384, NULL, NULL), KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, other, KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    /* they open, without a signature (the shim signs nothing) */
+    ck_assert_rc(ctx, kv_key_open(ctx, victim, &key), KV_OK);
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_open(ctx, donor, &key), KV_OK);
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+    /* the victim's public key object replaced by the other pair's */
+    swap_public(victim, other, CKK_EC);
+    fresh = shim_ctx("ec-point", control, shim);
+    ck_assert_rc(fresh, kv_key_open(fresh, victim, &key), KV_ERR_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(fresh), victim));
+    ck_assert_rc(fresh, kv_key_open(fresh, other, &key), KV_OK);
+    kv_key_free(key);
+    kv_ctx_free(fresh);
+    f = raw_open(&h);
+    ck_assert_uint_eq(raw_destroy_label(f, h, victim), 1);
+    ck_assert_uint_eq(raw_destroy_label(f, h, donor), 1);
+    ck_assert_uint_eq(raw_destroy_label(f, h, other), 1);
+    raw_close(f, h);
+}
+END_TEST
+
 START_TEST(list_returns_every_token_key)
 {
     enum { N = 300 };
@@ -983,6 +1022,7 @@ static Suite *pkcs11_suite(void)
     tcase_add_test(tc, generate_at_uri);
     tcase_add_test(tc, keygen_failure_names_the_cause);
     tcase_add_test(tc, mismatched_public_key_is_refused);
+    tcase_add_test(tc, public_key_checked_by_ec_point);
     tcase_add_test(tc, list_returns_every_token_key);
     tcase_add_test(tc, creation_race_on_token);
     tcase_add_test(tc, creation_race_across_backends);
