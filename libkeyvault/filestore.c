@@ -109,11 +109,14 @@ out:
     return rc;
 }
 
-kv_rc kv_fs_uri_path(const kv_ctx *ctx, const char *path, char name[KV_NAME_MAX + 1])
+kv_rc kv_fs_path_split(const kv_ctx *ctx, const char *path, char **dir,
+                       char name[KV_NAME_MAX + 1])
 {
     const char *base;
     size_t blen;
 
+    if (dir)
+        *dir = NULL;
     if (path[0] != '/')
         return kv_error(ctx, KV_ERR_BAD_URI, "key file path '%.200s' is not absolute", path);
     if (strchr(path, '%'))
@@ -127,9 +130,25 @@ kv_rc kv_fs_uri_path(const kv_ctx *ctx, const char *path, char name[KV_NAME_MAX 
     memcpy(name, base, blen - 4);
     name[blen - 4] = '\0';
     if (!kv_name_valid(name))
-        return kv_error(ctx, KV_ERR_BAD_URI, "'%.200s': '%s' is not a valid key name", path,
-                        name);
-    return KV_OK;
+        return kv_error(ctx, KV_ERR_BAD_URI,
+                        "'%.200s': NAME (of NAME.pem) is not a valid key name: use 1-64 of "
+                        "A-Z a-z 0-9 . _ -, not starting with '.'", path);
+    if (!dir)
+        return KV_OK;
+    *dir = base - 1 == path ? kv_strdup("/") : kv_asprintf("%.*s", (int)(base - 1 - path), path);
+    return *dir ? KV_OK : kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+}
+
+kv_rc kv_fs_generate_at(kv_backend *be, const char *path, kv_key_type type, kv_key *key,
+                        kv_file_generate_fn generate)
+{
+    char name[KV_NAME_MAX + 1], *dir = NULL;
+    kv_rc rc = kv_fs_path_split(be->ctx, path, &dir, name);
+
+    if (rc == KV_OK)
+        rc = generate(be, dir, name, type, key);
+    free(dir);
+    return rc;
 }
 
 kv_rc kv_fs_list(const kv_ctx *ctx, const kv_filestore *fs, const char *dir,

@@ -135,8 +135,11 @@ kv_rc kv_fs_prepare(const kv_ctx *ctx, const char *dir);
  * key); KV_ERR_KEY_NOT_FOUND when there is none. */
 kv_rc kv_fs_read_key(const kv_ctx *ctx, const char *path, const char *name, size_t max,
                      char **text, size_t *len);
-/* The key name of an absolute path to a NAME.pem key file (from a URI). */
-kv_rc kv_fs_uri_path(const kv_ctx *ctx, const char *path, char name[KV_NAME_MAX + 1]);
+/* An absolute path to a NAME.pem key file (from a URI) -> its valid NAME
+ * and, when dir is not NULL, its directory (new string; "/" for the root).
+ * KV_ERR_BAD_URI for anything else (relative, percent-encoded, not NAME.pem). */
+kv_rc kv_fs_path_split(const kv_ctx *ctx, const char *path, char **dir,
+                       char name[KV_NAME_MAX + 1]);
 /* Add every DIR/NAME.pem to a list, type and version from its metadata
  * (unchecked; missing or damaged metadata lists as unknown, version 1). */
 kv_rc kv_fs_list(const kv_ctx *ctx, const kv_filestore *fs, const char *dir,
@@ -335,7 +338,9 @@ struct kv_backend_ops {
     kv_rc (*open_name)(kv_backend *be, const char *name, kv_key *key);
     kv_rc (*open_uri)(kv_backend *be, const char *uri, kv_key *key);
     /* Mandatory. Whether a key with this name exists (no decryption, no login
-     * if it can be avoided): KV_OK when it does, KV_ERR_KEY_NOT_FOUND when not. */
+     * if it can be avoided): KV_OK when it does, KV_ERR_KEY_NOT_FOUND when not,
+     * quietly (not-found records no detail: generation's real cause must
+     * stay the call's message). */
     kv_rc (*exists)(kv_backend *be, const char *name);
     kv_rc (*list)(kv_backend *be, kv_list_builder *lb);
     kv_rc (*destroy)(kv_backend *be, kv_key *key);
@@ -369,6 +374,15 @@ struct kv_backend_ops {
     /* A counter the backend keeps (kv_ctx_backend_stat): KV_ERR_UNSUPPORTED,
      * recorded, for a name it does not know. */
     kv_rc (*stat)(kv_backend *be, const char *name, uint64_t *value);
+    /* Optional. Create a key at an explicit location: `uri` has the
+     * backend's scheme and names one new key (its name comes from the URI);
+     * fill key as generate does. KV_ERR_KEY_EXISTS when a key is already
+     * there. Left NULL: keys are made by name only. */
+    kv_rc (*generate_uri)(kv_backend *be, const char *uri, kv_key_type type, kv_key *key);
+    /* Optional. Whether keys of this type can live in this backend at all
+     * (static knowledge, no I/O: a TPM 2.0 has no Ed25519). NULL: every
+     * type; a token without the mechanism still says so when asked. */
+    bool (*can_hold)(const kv_backend *be, kv_key_type type);
 };
 
 /* Capabilities in kv_backend_ops.caps. */
@@ -440,6 +454,13 @@ extern const struct kv_backend_ops kv_pkcs11_ops;
 #ifdef KV_WITH_TPM
 extern const struct kv_backend_ops kv_tpm_ops;
 #endif
+
+/* A file-backed backend's generate_uri (filestore.c): split the key file's
+ * path and let generate make DIR/NAME.pem (and DIR/NAME.json). */
+typedef kv_rc (*kv_file_generate_fn)(kv_backend *be, const char *dir, const char *name,
+                                     kv_key_type type, kv_key *key);
+kv_rc kv_fs_generate_at(kv_backend *be, const char *path, kv_key_type type, kv_key *key,
+                        kv_file_generate_fn generate);
 
 /* Software backend helpers, also used by tests on keys they make. */
 kv_rc kv_soft_sign_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pkey,

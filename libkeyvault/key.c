@@ -4,8 +4,13 @@
  */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/kdf.h>
@@ -111,12 +116,112 @@ void kv_key_free(kv_key *key)
     free(key);
 }
 
+/* Whether be can hold keys of this type at all (its static capability). */
+static bool can_hold(const kv_backend *be, kv_key_type type)
+{
+    return !be->ops->can_hold || be->ops->can_hold(be, type);
+}
+
+/*
+ * Creation is serialised per home directory: an exclusive flock(2) on
+ * HOME/.create.lock is held from the existence check to the end of the
+ * creation, so two processes (or threads) sharing a home never create the
+ * same name twice, in one backend or in two. It does not reach processes
+ * with another home or on another machine; a token shared with those is
+ * covered by the PKCS#11 backend's own check after C_GenerateKeyPair.
+ */
+static kv_rc create_lock(kv_ctx *ctx, int *fd)
+{
+    char *path = NULL;
+    struct stat sb;
+    kv_rc rc;
+
+    *fd = -1;
+    KV_CHECK(rc, kv_mkdir_p(ctx, ctx->home));
+    path = kv_asprintf("%s/.create.lock", ctx->home);
+    if (!path)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+    if (*fd < 0) {
+        rc = kv_error_errno(ctx, errno, "cannot open the creation lock '%s'", path);
+        goto out;
+    }
+    if (fstat(*fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+        KV_FAIL(ctx, rc, KV_ERR_PERMISSION, "creation lock '%s' is not a regular file", path);
+    while (flock(*fd, LOCK_EX) != 0) {
+        if (errno != EINTR) {
+            rc = kv_error_errno(ctx, errno, "cannot lock '%s'", path);
+            goto out;
+        }
+    }
+out:
+    if (rc != KV_OK && *fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+    free(path);
+    return rc;
+}
+
+static void create_unlock(int fd)
+{
+    if (fd >= 0)
+        close(fd); /* releases the flock */
+}
+
+/* The backend a URI's scheme names, usable for explicit URIs. */
+/* " 'scheme:'" for a message when the scheme is 1-16 letters, else "": the
+ * rest of a reference may hold a secret, and so may a malformed scheme. */
+static const char *scheme_shown(const char *ref, size_t slen, char shown[24])
+{
+    size_t letters = 0;
+
+    while (letters < slen && ((ref[letters] >= 'a' && ref[letters] <= 'z') ||
+                              (ref[letters] >= 'A' && ref[letters] <= 'Z')))
+        letters++;
+    shown[0] = '\0';
+    if (letters == slen && slen >= 1 && slen <= 16)
+        snprintf(shown, 24, " '%.*s:'", (int)slen, ref);
+    return shown;
+}
+
+static kv_rc uri_backend(kv_ctx *ctx, const char *ref, kv_backend **out)
+{
+    char shown[24];
+    const char *colon = strchr(ref, ':');
+    size_t slen = colon ? (size_t)(colon - ref) : 0;
+    kv_backend *be = colon ? backend_by_scheme(ctx, ref, slen) : NULL;
+
+    *out = NULL;
+    if (!be) {
+        if ((slen == 6 && !strncmp(ref, "pkcs11", 6)) || (slen == 4 && !strncmp(ref, "tpm2", 4)))
+            return kv_error(ctx, KV_ERR_BACKEND_UNAVAILABLE,
+                            "'%s:' URIs need the %s backend, which this configuration lacks",
+                            ref[0] == 'p' ? "pkcs11" : "tpm2", ref[0] == 'p' ? "pkcs11" : "tpm");
+        if (slen == 4 && !strncmp(ref, "file", 4))
+            return kv_error(ctx, KV_ERR_BACKEND_UNAVAILABLE,
+                            "'file:' URIs need the software backend, which this configuration "
+                            "lacks");
+        return kv_error(ctx, KV_ERR_BAD_URI,
+                        "unknown URI scheme%s (expected pkcs11:, tpm2: or file:)",
+                        scheme_shown(ref, slen, shown));
+    }
+    if (!be->available && !be->uri_ok)
+        return kv_error(ctx, KV_ERR_BACKEND_UNAVAILABLE, "backend '%s' is unavailable: %s",
+                        be->name, be->why);
+    *out = be;
+    return KV_OK;
+}
+
 kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type type, const char *backend,
                       kv_key **out)
 {
+    const kv_type_desc *t = kv_type_desc_get(type);
     kv_backend *be = NULL;
     kv_key *key = NULL;
     kv_rc rc = KV_OK;
+    bool type_skipped = false;
+    int lock = -1;
     char why[512];
 
     kv_err_begin(ctx);
@@ -126,25 +231,37 @@ kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type type, const cha
         KV_FAIL(ctx, rc, KV_ERR_BAD_URI,
                 "the key name is invalid (not shown: it may hold a secret): use 1-64 of "
                 "A-Z a-z 0-9 . _ -, not starting with '.'");
-    if (!kv_type_desc_get(type))
+    if (!t)
         KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "unknown key type %d", (int)type);
     if (backend) {
         be = backend_by_name(ctx, backend);
         if (!be)
             KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE,
                     "backend '%s' is not in this configuration's backend list", backend);
+        if (be->ops && !can_hold(be, type))
+            KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED, "backend '%s' cannot hold %s keys", be->name,
+                    t->name);
         if (!be->available)
             KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE, "backend '%s' is unavailable: %s",
                     backend, be->why);
     } else {
+        /* the first available backend that can hold the type */
         for (size_t i = 0; i < ctx->nbackends && !be; i++) {
             kv_backend *b = &ctx->backends[i];
             if (!b->available)
                 continue;
             if (ctx->require_hardware && b->ops->assurance == KV_ASSURANCE_SOFTWARE)
                 continue;
+            if (!can_hold(b, type)) {
+                type_skipped = true;
+                continue;
+            }
             be = b;
         }
+        if (!be && type_skipped)
+            KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED,
+                    "no available %sbackend can hold %s keys (for key '%s')",
+                    ctx->require_hardware ? "hardware " : "", t->name, name);
         if (!be) {
             describe_unavailable(ctx, why, sizeof(why));
             KV_FAIL(ctx, rc,
@@ -155,11 +272,12 @@ kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type type, const cha
         }
     }
     KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_GENERATE, name));
+    KV_CHECK(rc, create_lock(ctx, &lock));
     for (size_t i = 0; i < ctx->nbackends; i++) {
         kv_backend *b = &ctx->backends[i];
         if (!b->available)
             continue;
-        rc = b->ops->exists(b, name);
+        rc = b->ops->exists(b, name); /* quiet when not found */
         if (rc == KV_OK)
             KV_FAIL(ctx, rc, KV_ERR_KEY_EXISTS, "a key named '%s' already exists in backend %s",
                     name, b->name);
@@ -176,6 +294,43 @@ kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type type, const cha
     }
     rc = KV_OK;
 out:
+    create_unlock(lock);
+    kv_key_free(key);
+    return rc;
+}
+
+kv_rc kv_key_generate_at(kv_ctx *ctx, const char *uri, kv_key_type type, kv_key **out)
+{
+    const kv_type_desc *t = kv_type_desc_get(type);
+    kv_backend *be = NULL;
+    kv_key *key = NULL;
+    kv_rc rc = KV_OK;
+    int lock = -1;
+
+    kv_err_begin(ctx);
+    if (out)
+        *out = NULL;
+    if (!t)
+        KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "unknown key type %d", (int)type);
+    KV_CHECK(rc, uri_backend(ctx, uri, &be));
+    if (!be->ops->generate_uri)
+        KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED, "backend '%s' cannot create keys at a URI",
+                be->name);
+    if (!can_hold(be, type))
+        KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED, "backend '%s' cannot hold %s keys", be->name,
+                t->name);
+    KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_GENERATE, "(new key at a URI)"));
+    KV_CHECK(rc, create_lock(ctx, &lock));
+    key = key_alloc(ctx, be);
+    if (!key)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    KV_CHECK(rc, be->ops->generate_uri(be, uri, type, key));
+    if (out) {
+        *out = key;
+        key = NULL;
+    }
+out:
+    create_unlock(lock);
     kv_key_free(key);
     return rc;
 }
@@ -191,27 +346,7 @@ static kv_rc key_open(kv_ctx *ctx, const char *ref, kv_key **out)
 
     *out = NULL;
     if (colon) {
-        be = backend_by_scheme(ctx, ref, (size_t)(colon - ref));
-        if (!be) {
-            size_t slen = (size_t)(colon - ref);
-            if ((slen == 6 && !strncmp(ref, "pkcs11", 6)) || (slen == 4 && !strncmp(ref, "tpm2", 4)))
-                KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE,
-                        "'%.*s:' URIs need the %s backend, which this configuration lacks",
-                        (int)slen, ref, ref[0] == 'p' ? "pkcs11" : "tpm");
-            /* only a plain scheme is shown: the rest may hold a secret */
-            char shown[24] = "";
-            size_t letters = 0;
-            while (letters < slen && ((ref[letters] >= 'a' && ref[letters] <= 'z') ||
-                                      (ref[letters] >= 'A' && ref[letters] <= 'Z')))
-                letters++;
-            if (letters == slen && slen >= 1 && slen <= 16)
-                snprintf(shown, sizeof(shown), " '%.*s:'", (int)slen, ref);
-            KV_FAIL(ctx, rc, KV_ERR_BAD_URI,
-                    "unknown URI scheme%s (expected pkcs11:, tpm2: or file:)", shown);
-        }
-        if (!be->available && !be->uri_ok)
-            KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE, "backend '%s' is unavailable: %s",
-                    be->name, be->why);
+        KV_CHECK(rc, uri_backend(ctx, ref, &be));
         key = key_alloc(ctx, be);
         if (!key)
             KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");

@@ -188,13 +188,34 @@ KV_API KV_WUR kv_rc kv_ctx_backend_stat(kv_ctx *ctx, const char *backend, const 
 /*
  * kv_key_generate - create a key NAME of the given type.
  * backend: "software", "pkcs11", "tpm", or NULL for the first available
- * backend in the configured order. Fails with KV_ERR_KEY_EXISTS when any
- * backend already holds NAME; never overwrites a key. When out is not NULL
+ * backend in the configured order that can hold the type (a TPM holds no
+ * Ed25519 key; a named backend that cannot gives KV_ERR_UNSUPPORTED).
+ * Fails with KV_ERR_KEY_EXISTS when any backend already holds NAME; never
+ * overwrites a key. Creation is atomic among processes sharing a home
+ * directory (and, on a token, against any other creator). When out is not NULL
  * the new key is returned open.
  * Names are 1-64 characters of [A-Za-z0-9._-], not starting with '.'.
  */
 KV_API KV_WUR kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type type,
                                     const char *backend, kv_key **out) KV_NONNULL(1, 2);
+
+/*
+ * kv_key_generate_at - create a key of the given type at an explicit
+ * location, without a configured token, key directory or store:
+ *   pkcs11:token=T;object=NAME[;id=%xx..]?module-path=M&pin-value=P  (or
+ *     module-name=, pin-source=; the key is labelled NAME on that token)
+ *   tpm2:file=/abs/dir/NAME.pem      (a TSS2 PRIVATE KEY file)
+ *   tpm2:handle=0x81xxxxxx           (a persistent key, 0x81000000-0x817fffff;
+ *     made with the owner hierarchy's auth, which must be empty)
+ *   file:/abs/dir/NAME.pem           (the software backend's key format,
+ *     encrypted under the configured passphrase source)
+ * Fails with KV_ERR_KEY_EXISTS when a key is already there (never
+ * overwrites; names in other backends are not looked at), and with
+ * KV_ERR_UNSUPPORTED when the backend cannot hold the type. When out is
+ * not NULL the new key is returned open.
+ */
+KV_API KV_WUR kv_rc kv_key_generate_at(kv_ctx *ctx, const char *uri, kv_key_type type,
+                                       kv_key **out) KV_NONNULL(1, 2);
 
 /*
  * kv_key_open - open a key by NAME (searched in the configured backends, in

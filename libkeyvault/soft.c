@@ -276,7 +276,10 @@ out:
     return rc;
 }
 
-static kv_rc soft_generate(kv_backend *be, const char *name, kv_key_type type, kv_key *key)
+/* Create DIR/NAME.pem and DIR/NAME.json (the store, or a file: URI's
+ * directory). */
+static kv_rc generate_in(kv_backend *be, const char *dir, const char *name, kv_key_type type,
+                         kv_key *key)
 {
     kv_ctx *ctx = be->ctx;
     const kv_type_desc *t = kv_type_desc_get(type);
@@ -286,7 +289,7 @@ static kv_rc soft_generate(kv_backend *be, const char *name, kv_key_type type, k
     size_t pemlen = 0;
     kv_rc rc;
 
-    KV_CHECK(rc, kv_fs_prepare(ctx, st(be)->dir));
+    KV_CHECK(rc, kv_fs_prepare(ctx, dir));
     switch (t->family) {
     case KV_FAMILY_EC:
         pkey = EVP_PKEY_Q_keygen(ctx->libctx, NULL, "EC", t->group);
@@ -308,23 +311,19 @@ static kv_rc soft_generate(kv_backend *be, const char *name, kv_key_type type, k
     if (!file)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     /* the key file is linked, never renamed: an existing key is never replaced */
-    rc = kv_write_file_atomic(ctx, st(be)->dir, file, pem, pemlen, false);
-    if (rc == KV_ERR_KEY_EXISTS)
-        goto out;
-    if (rc != KV_OK)
-        goto out;
+    KV_CHECK(rc, kv_write_file_atomic(ctx, dir, file, pem, pemlen, false));
     rc = pkey_mac_key(ctx, pkey, mac_key);
     if (rc == KV_OK)
-        rc = kv_meta_write(ctx, st(be)->dir, name, type, "software", 1, pkey, mac_key);
+        rc = kv_meta_write(ctx, dir, name, type, "software", 1, pkey, mac_key);
     if (rc != KV_OK) {
         /* no half-made keys: take the key file back */
-        char *path = kv_fs_key_path(st(be)->dir, name);
+        char *path = kv_fs_key_path(dir, name);
         if (path)
             (void)unlink(path);
         free(path);
         goto out;
     }
-    rc = fill_key(be, key, name, pkey, kv_fs_key_path(st(be)->dir, name));
+    rc = fill_key(be, key, name, pkey, kv_fs_key_path(dir, name));
     pkey = NULL;
 out:
     kv_wipe(mac_key, sizeof(mac_key));
@@ -336,6 +335,41 @@ out:
     free(file);
     EVP_PKEY_free(pkey);
     return rc;
+}
+
+static kv_rc soft_generate(kv_backend *be, const char *name, kv_key_type type, kv_key *key)
+{
+    return generate_in(be, st(be)->dir, name, type, key);
+}
+
+/* file:/abs/dir/NAME.pem or file:///abs/dir/NAME.pem: the path, taken
+ * literally (no percent-decoding), or NULL with the error recorded. */
+static const char *file_uri_path(kv_backend *be, const char *uri)
+{
+    const char *path = uri + 5;
+
+    /* below, uri holds no query: messages may show it */
+    if (uri[kv_uri_shown_len(uri)]) {
+        kv_error(be->ctx, KV_ERR_BAD_URI, "'%.*s...': file URIs take no query or fragment",
+                 (int)kv_uri_shown_len(uri), uri);
+        return NULL;
+    }
+    if (!strncmp(path, "//", 2)) {
+        path += 2;
+        if (*path != '/') {
+            kv_error(be->ctx, KV_ERR_BAD_URI,
+                     "file: URIs name a local absolute path (file:///path)");
+            return NULL;
+        }
+    }
+    return path;
+}
+
+static kv_rc soft_generate_uri(kv_backend *be, const char *uri, kv_key_type type, kv_key *key)
+{
+    const char *path = file_uri_path(be, uri);
+
+    return path ? kv_fs_generate_at(be, path, type, key, generate_in) : KV_ERR_BAD_URI;
 }
 
 static kv_rc open_path(kv_backend *be, const char *name, char *path, kv_key *key)
@@ -375,24 +409,16 @@ static kv_rc soft_open_name(kv_backend *be, const char *name, kv_key *key)
     return open_path(be, name, kv_fs_key_path(st(be)->dir, name), key);
 }
 
-/* file:/abs/path/NAME.pem or file:///abs/path/NAME.pem */
+/* A key file named by URI; its metadata is the NAME.json beside it. */
 static kv_rc soft_open_uri(kv_backend *be, const char *uri, kv_key *key)
 {
-    const char *path = uri + 5;
+    const char *path = file_uri_path(be, uri);
     char name[KV_NAME_MAX + 1];
     kv_rc rc;
 
-    /* below, uri holds no query: messages may show it */
-    if (uri[kv_uri_shown_len(uri)])
-        return kv_error(be->ctx, KV_ERR_BAD_URI, "'%.*s...': file URIs take no query or fragment",
-                        (int)kv_uri_shown_len(uri), uri);
-    if (!strncmp(path, "//", 2)) {
-        path += 2;
-        if (*path != '/')
-            return kv_error(be->ctx, KV_ERR_BAD_URI,
-                            "file URIs name a local absolute path (file:///path)");
-    }
-    rc = kv_fs_uri_path(be->ctx, path, name);
+    if (!path)
+        return KV_ERR_BAD_URI;
+    rc = kv_fs_path_split(be->ctx, path, NULL, name);
     return rc == KV_OK ? open_path(be, name, kv_strdup(path), key) : rc;
 }
 
@@ -530,6 +556,7 @@ const struct kv_backend_ops kv_soft_ops = {
     .init = soft_init,
     .fini = soft_fini,
     .generate = soft_generate,
+    .generate_uri = soft_generate_uri,
     .open_name = soft_open_name,
     .open_uri = soft_open_uri,
     .exists = soft_exists,

@@ -238,6 +238,47 @@ static CK_RV find(struct p11_token *tok, CK_SESSION_HANDLE h, CK_ATTRIBUTE *tmpl
     return rv;
 }
 
+/* Every object matching the template, in a new array (a token may hold
+ * any number: C_FindObjects is called until it has no more). */
+static CK_RV find_all(struct p11_token *tok, CK_SESSION_HANDLE h, CK_ATTRIBUTE *tmpl, CK_ULONG n,
+                      CK_OBJECT_HANDLE **objs, CK_ULONG *count, kv_rc *rc)
+{
+    CK_FUNCTION_LIST *f = tok->fl;
+    CK_ULONG cap = 0, got = 0;
+    CK_RV rv = f->C_FindObjectsInit(h, tmpl, n);
+
+    *objs = NULL;
+    *count = 0;
+    if (rv != CKR_OK) {
+        *rc = p11_fail(tok, "C_FindObjectsInit", rv);
+        return rv;
+    }
+    do {
+        if (*count == cap) {
+            CK_OBJECT_HANDLE *more = cap < 1024 * 1024 ? realloc(*objs, (cap + 256) * sizeof(**objs))
+                                                       : NULL;
+            if (!more) {
+                *rc = kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
+                break;
+            }
+            *objs = more;
+            cap += 256;
+        }
+        rv = f->C_FindObjects(h, *objs + *count, cap - *count, &got);
+        if (rv != CKR_OK)
+            *rc = p11_fail(tok, "C_FindObjects", rv);
+        else
+            *count += got;
+    } while (rv == CKR_OK && got > 0);
+    (void)f->C_FindObjectsFinal(h);
+    if (*rc != KV_OK) {
+        free(*objs);
+        *objs = NULL;
+        *count = 0;
+    }
+    return rv;
+}
+
 /* Read one attribute into a new buffer. */
 static CK_RV get_attr(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
                       CK_ATTRIBUTE_TYPE type, unsigned char **val, CK_ULONG *len, kv_rc *rc)
@@ -484,8 +525,12 @@ struct open_arg {
     CK_ULONG ntmpl;
     const char *what;   /* for messages: "named 'x'" or the URI */
     kv_key *key;
-    bool exists_only;
+    bool exists_only;   /* only whether it exists; not found is quiet */
+    bool trusted_pub;   /* the pair was just made here: skip the public key check */
 };
+
+static CK_RV pub_check(struct p11_token *tok, CK_SESSION_HANDLE h, struct p11_key *k,
+                       kv_key_type type, EVP_PKEY *pub, const char *label, kv_rc *rc);
 
 /* Find exactly one private key matching the template; fill the kv_key. */
 static CK_RV open_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
@@ -502,8 +547,9 @@ static CK_RV open_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     if (rv != CKR_OK)
         return rv;
     if (count == 0) {
-        *rc = kv_error(tok->ctx, KV_ERR_KEY_NOT_FOUND, "no private key %s on token '%s'",
-                       a->what, tok->label);
+        *rc = a->exists_only ? KV_ERR_KEY_NOT_FOUND
+                             : kv_error(tok->ctx, KV_ERR_KEY_NOT_FOUND,
+                                        "no private key %s on token '%s'", a->what, tok->label);
         return CKR_OK;
     }
     if (count > 1) {
@@ -557,6 +603,13 @@ static CK_RV open_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     k->priv = objs[0];
     k->epoch = tok->epoch;
     pthread_mutex_init(&k->lock, NULL);
+    if (!a->trusted_pub) {
+        rv = pub_check(tok, h, k, a->key->type, pub, (char *)label, rc);
+        if (rv != CKR_OK || *rc) {
+            pthread_mutex_destroy(&k->lock);
+            goto out;
+        }
+    }
     a->key->pub = pub;
     pub = NULL;
     a->key->name = label ? kv_strdup((char *)label) : kv_strdup("(unlabelled)");
@@ -728,8 +781,29 @@ struct gen_arg {
     const char *name;
     kv_key_type type;
     kv_key *key;
+    const unsigned char *id;   /* the CKA_ID to give the pair; NULL: random */
+    size_t idlen;
 };
 
+/* How many private keys carry this attribute (a label or an id). */
+static CK_RV count_private(struct p11_token *tok, CK_SESSION_HANDLE h, CK_ATTRIBUTE_TYPE type,
+                           const void *val, size_t len, CK_ULONG *count, kv_rc *rc)
+{
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) }, { type, (void *)val, len } };
+    CK_OBJECT_HANDLE objs[2];
+
+    return find(tok, h, tmpl, 2, objs, 2, count, rc);
+}
+
+/*
+ * Make the pair, atomically as far as a token allows: no private key may
+ * carry the label (or the id) before, and after C_GenerateKeyPair ours
+ * must be the only one with the label. A creator that finds another one
+ * then (a process racing us without our lock: another home, another
+ * machine on a shared token, another tool) destroys its own pair and
+ * reports KV_ERR_KEY_EXISTS, so the token never keeps two keys of one name.
+ */
 static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
 {
     struct gen_arg *a = p;
@@ -737,15 +811,17 @@ static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
     CK_ULONG bits = t->bits;
     CK_BYTE exp[] = { 0x01, 0x00, 0x01 };
-    unsigned char id[P11_ID_LEN], *params = NULL;
+    unsigned char rid[P11_ID_LEN], *params = NULL;
+    const unsigned char *id = a->id ? a->id : rid;
+    CK_ULONG idlen = a->id ? a->idlen : sizeof(rid);
     int plen = 0;
     CK_MECHANISM mech = { CKM_EC_KEY_PAIR_GEN, NULL, 0 };
     CK_OBJECT_HANDLE pubh, privh;
-    CK_ULONG npub = 0, npriv = 0;
+    CK_ULONG npub = 0, npriv = 0, count = 0;
     CK_ATTRIBUTE pub[8], priv[12];
     CK_RV rv = CKR_OK;
 
-    if (RAND_bytes(id, sizeof(id)) != 1) {
+    if (!a->id && RAND_bytes(rid, sizeof(rid)) != 1) {
         *rc = kv_error(tok->ctx, KV_ERR_CRYPTO, "random generator failed");
         return CKR_OK;
     }
@@ -767,18 +843,38 @@ static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc
     *rc = p11_mech_check(tok, h, mech.mechanism, CKF_GENERATE_KEY_PAIR);
     if (*rc != KV_OK)
         goto out;
+    rv = count_private(tok, h, CKA_LABEL, a->name, strlen(a->name), &count, rc);
+    if (rv != CKR_OK || *rc != KV_OK)
+        goto out;
+    if (count > 0) {
+        *rc = kv_error(tok->ctx, KV_ERR_KEY_EXISTS,
+                       "a private key labelled '%s' already exists on token '%s'", a->name,
+                       tok->label);
+        goto out;
+    }
+    if (a->id) {
+        rv = count_private(tok, h, CKA_ID, id, idlen, &count, rc);
+        if (rv != CKR_OK || *rc != KV_OK)
+            goto out;
+        if (count > 0) {
+            *rc = kv_error(tok->ctx, KV_ERR_KEY_EXISTS,
+                           "a private key with the requested CKA_ID already exists on token '%s'",
+                           tok->label);
+            goto out;
+        }
+    }
     pub[npub++] = (CK_ATTRIBUTE){ CKA_TOKEN, &yes, sizeof(yes) };
     pub[npub++] = (CK_ATTRIBUTE){ CKA_PRIVATE, &no, sizeof(no) };
     pub[npub++] = (CK_ATTRIBUTE){ CKA_VERIFY, &yes, sizeof(yes) };
     pub[npub++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)a->name, strlen(a->name) };
-    pub[npub++] = (CK_ATTRIBUTE){ CKA_ID, id, sizeof(id) };
+    pub[npub++] = (CK_ATTRIBUTE){ CKA_ID, (void *)id, idlen };
     priv[npriv++] = (CK_ATTRIBUTE){ CKA_TOKEN, &yes, sizeof(yes) };
     priv[npriv++] = (CK_ATTRIBUTE){ CKA_PRIVATE, &yes, sizeof(yes) };
     priv[npriv++] = (CK_ATTRIBUTE){ CKA_SENSITIVE, &yes, sizeof(yes) };
     priv[npriv++] = (CK_ATTRIBUTE){ CKA_EXTRACTABLE, &no, sizeof(no) };
     priv[npriv++] = (CK_ATTRIBUTE){ CKA_SIGN, &yes, sizeof(yes) };
     priv[npriv++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)a->name, strlen(a->name) };
-    priv[npriv++] = (CK_ATTRIBUTE){ CKA_ID, id, sizeof(id) };
+    priv[npriv++] = (CK_ATTRIBUTE){ CKA_ID, (void *)id, idlen };
     if (t->family == KV_FAMILY_EC)
         priv[npriv++] = (CK_ATTRIBUTE){ CKA_DERIVE, &yes, sizeof(yes) };
     rv = tok->fl->C_GenerateKeyPair(h, &mech, pub, npub, priv, npriv, &pubh, &privh);
@@ -786,11 +882,22 @@ static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc
         *rc = p11_fail(tok, "C_GenerateKeyPair", rv);
         goto out;
     }
+    rv = count_private(tok, h, CKA_LABEL, a->name, strlen(a->name), &count, rc);
+    if (rv == CKR_OK && *rc == KV_OK && count > 1)
+        *rc = kv_error(tok->ctx, KV_ERR_KEY_EXISTS,
+                       "another private key labelled '%s' appeared on token '%s' while this "
+                       "one was made: this one was removed", a->name, tok->label);
+    if (rv != CKR_OK || *rc != KV_OK) {
+        (void)tok->fl->C_DestroyObject(h, privh);
+        (void)tok->fl->C_DestroyObject(h, pubh);
+        goto out;
+    }
     {
-        struct open_arg o = { .be = a->be, .tok = tok, .key = a->key, .what = a->name };
+        struct open_arg o = { .be = a->be, .tok = tok, .key = a->key, .what = a->name,
+                              .trusted_pub = true };
         CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
         o.tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, &cls, sizeof(cls) };
-        o.tmpl[1] = (CK_ATTRIBUTE){ CKA_ID, id, sizeof(id) };
+        o.tmpl[1] = (CK_ATTRIBUTE){ CKA_ID, (void *)id, idlen };
         o.ntmpl = 2;
         rv = open_step(tok, h, &o, rc);
     }
@@ -801,12 +908,66 @@ out:
 
 static kv_rc p11_generate(kv_backend *be, const char *name, kv_key_type type, kv_key *key)
 {
-    struct gen_arg a = { be, name, type, key };
+    struct gen_arg a = { be, name, type, key, NULL, 0 };
     kv_rc rc = need_default(be);
 
     if (rc != KV_OK)
         return rc;
     return run_rw(st(be)->def, gen_step, &a);
+}
+
+/* pkcs11:token=T;object=NAME[;id=...][;type=private]?module-...&pin-...:
+ * the key pair labelled NAME on that token. */
+static kv_rc p11_generate_uri(kv_backend *be, const char *text, kv_key_type type, kv_key *key)
+{
+    P11KitUri *uri = p11_kit_uri_new();
+    struct gen_arg a = { .be = be, .type = type, .key = key };
+    struct p11_token *tok = NULL;
+    CK_ATTRIBUTE *attr;
+    unsigned char idbuf[128];
+    char name[KV_NAME_MAX + 1];
+    kv_rc rc = KV_OK;
+    int r;
+
+    if (!uri)
+        return kv_error(be->ctx, KV_ERR_NO_MEMORY, "out of memory");
+    r = p11_kit_uri_parse(text, P11_KIT_URI_FOR_ANY, uri);
+    if (r != P11_KIT_URI_OK)
+        KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI, "not a valid pkcs11: URI: %s",
+                p11_kit_uri_message(r));
+    attr = p11_kit_uri_get_attribute(uri, CKA_CLASS);
+    if (attr && (attr->ulValueLen != sizeof(CK_OBJECT_CLASS) ||
+                 *(CK_OBJECT_CLASS *)attr->pValue != CKO_PRIVATE_KEY))
+        KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI,
+                "a new key's pkcs11: URI names a private key (type=private, or no type)");
+    attr = p11_kit_uri_get_attribute(uri, CKA_LABEL);
+    if (!attr || attr->ulValueLen == 0 || attr->ulValueLen > KV_NAME_MAX)
+        KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI,
+                "a new key's pkcs11: URI needs object=NAME, 1-%d characters", KV_NAME_MAX);
+    memcpy(name, attr->pValue, attr->ulValueLen);
+    name[attr->ulValueLen] = '\0';
+    if (strlen(name) != attr->ulValueLen || !kv_name_valid(name))
+        KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI,
+                "the object= of a new key is not a valid key name: use 1-64 of A-Z a-z 0-9 "
+                ". _ -, not starting with '.'");
+    a.name = name;
+    if ((attr = p11_kit_uri_get_attribute(uri, CKA_ID))) {
+        if (attr->ulValueLen == 0 || attr->ulValueLen > sizeof(idbuf))
+            KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI, "id= of a new key: 1-%zu bytes",
+                    sizeof(idbuf));
+        memcpy(idbuf, attr->pValue, attr->ulValueLen);
+        a.id = idbuf;
+        a.idlen = attr->ulValueLen;
+    }
+    rc = token_for_uri(be, uri, text, &tok);
+    uri = NULL; /* token_for_uri took it */
+    if (rc != KV_OK)
+        goto out;
+    rc = run_rw(tok, gen_step, &a);
+out:
+    if (uri)
+        p11_kit_uri_free(uri);
+    return rc;
 }
 
 /* ---- list and destroy ---------------------------------------------------- */
@@ -821,13 +982,14 @@ static CK_RV list_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     struct list_arg *a = p;
     CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
     CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) } };
-    CK_OBJECT_HANDLE objs[256];
+    CK_OBJECT_HANDLE *objs = NULL;
     CK_ULONG count = 0;
-    CK_RV rv = find(tok, h, tmpl, 1, objs, 256, &count, rc);
+    CK_RV rv = find_all(tok, h, tmpl, 1, &objs, &count, rc);
 
     for (CK_ULONG i = 0; rv == CKR_OK && *rc == KV_OK && i < count; i++) {
         kv_key key = { .ctx = tok->ctx };
-        struct open_arg o = { .be = a->be, .tok = tok, .key = &key, .what = "in list" };
+        struct open_arg o = { .be = a->be, .tok = tok, .key = &key, .what = "in list",
+                              .trusted_pub = true };
         unsigned char *id = NULL;
         CK_ULONG idlen = 0;
 
@@ -854,6 +1016,7 @@ static CK_RV list_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
         free(key.name);
         free(key.uri);
     }
+    free(objs);
     return rv;
 }
 
@@ -1051,6 +1214,92 @@ out:
     OPENSSL_free(di);
     OPENSSL_free(der);
     return rv;
+}
+
+/* Read one attribute into a caller's buffer, quietly: false when the token
+ * does not have it (a PKCS#11 3.0 attribute on an older module is no error). */
+static bool attr_quiet(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
+                       CK_ATTRIBUTE_TYPE type, void *buf, CK_ULONG *len)
+{
+    CK_ATTRIBUTE a = { type, buf, *len };
+    CK_RV rv = tok->fl->C_GetAttributeValue(h, obj, &a, 1);
+
+    if (rv != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
+        return false;
+    *len = a.ulValueLen;
+    return true;
+}
+
+/*
+ * Whether pub (read from the public key object or certificate sharing the
+ * private key's CKA_ID) belongs to the private key k. Compared with the
+ * private object's own public attributes where the token offers them
+ * (CKA_MODULUS of an RSA private key is standard; CKA_EC_POINT on an EC
+ * private key is PKCS#11 3.0 and many modules lack it), else proven by a
+ * signature of random bytes made with k and verified with pub. A private
+ * key that may not sign (CKA_SIGN false) and offers neither attribute
+ * cannot be checked and is taken as it is.
+ */
+static CK_RV pub_check(struct p11_token *tok, CK_SESSION_HANDLE h, struct p11_key *k,
+                       kv_key_type type, EVP_PKEY *pub, const char *label, kv_rc *rc)
+{
+    kv_ctx *ctx = tok->ctx;
+    const kv_type_desc *t = kv_type_desc_get(type);
+    const kv_alg_desc *alg = kv_alg_desc_get(t->default_alg);
+    unsigned char buf[1024], want[200], tbs[64], sig[1024];
+    CK_ULONG len = sizeof(buf);
+    size_t wantlen = 0, siglen = sizeof(sig), tbslen = alg->mdlen ? alg->mdlen : 32;
+    CK_BBOOL can_sign = CK_TRUE;
+    int match = -1; /* not known yet */
+    CK_RV rv;
+    kv_rc vrc;
+
+    if (t->family == KV_FAMILY_RSA) {
+        BIGNUM *n = NULL, *mine = NULL;
+        if (attr_quiet(tok, h, k->priv, CKA_MODULUS, buf, &len) &&
+            EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_RSA_N, &n) == 1 &&
+            (mine = BN_bin2bn(buf, (int)len, NULL)) != NULL)
+            match = BN_cmp(mine, n) == 0;
+        BN_free(mine);
+        BN_free(n);
+    } else if (attr_quiet(tok, h, k->priv, CKA_EC_POINT, buf, &len)) {
+        size_t ptlen = 0;
+        unsigned char *pt = unwrap_point(buf, len, &ptlen);
+        if (pt && EVP_PKEY_get_octet_string_param(pub, OSSL_PKEY_PARAM_PUB_KEY, want,
+                                                  sizeof(want), &wantlen) == 1)
+            match = ptlen == wantlen && memcmp(pt, want, ptlen) == 0;
+        OPENSSL_free(pt);
+    }
+    ERR_clear_error();
+    if (match < 0) {
+        kv_key probe = { .ctx = ctx, .type = type, .bk = k };
+        struct sign_arg sa = { &probe, alg, tbs, tbslen, sig, &siglen };
+
+        len = sizeof(can_sign);
+        if (attr_quiet(tok, h, k->priv, CKA_SIGN, &can_sign, &len) && !can_sign)
+            return CKR_OK;
+        if (RAND_bytes(tbs, (int)tbslen) != 1) {
+            *rc = kv_error(ctx, KV_ERR_CRYPTO, "random generator failed");
+            return CKR_OK;
+        }
+        rv = sign_step(tok, h, &sa, rc);
+        if (rv != CKR_OK || *rc != KV_OK)
+            return rv;
+        /* reported on no context: a mismatch is this key's damage, said below */
+        vrc = kv_verify_pkey(NULL, ctx->libctx, pub, alg, tbs, tbslen, sig, siglen);
+        if (vrc != KV_OK && vrc != KV_ERR_BAD_SIGNATURE) {
+            *rc = kv_error(ctx, vrc, "cannot check the public key of '%s' on token '%s': %s",
+                           label ? label : "(unlabelled)", tok->label, kv_errmsg(NULL));
+            return CKR_OK;
+        }
+        match = vrc == KV_OK;
+    }
+    if (!match)
+        *rc = kv_error(ctx, KV_ERR_CORRUPT,
+                       "private key '%s' on token '%s': the public key stored with it (same "
+                       "CKA_ID) belongs to another key", label ? label : "(unlabelled)",
+                       tok->label);
+    return CKR_OK;
 }
 
 static kv_rc p11_sign(kv_key *key, const kv_alg_desc *alg, const unsigned char *tbs,
@@ -1368,6 +1617,7 @@ const struct kv_backend_ops kv_pkcs11_ops = {
     .init = p11_init,
     .fini = p11_fini,
     .generate = p11_generate,
+    .generate_uri = p11_generate_uri,
     .open_name = p11_open_name,
     .open_uri = p11_open_uri,
     .exists = p11_exists,

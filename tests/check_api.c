@@ -196,7 +196,11 @@ START_TEST(sign_each_type_default_alg)
         /* a backend without Ed25519 says so, and makes nothing */
         ck_assert_rc(ctx, kv_key_generate(ctx, kname("ed"), type, backend(), &key),
                      KV_ERR_UNSUPPORTED);
-        ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "Ed25519"));
+        /* naming the type, or the token's missing mechanism */
+        ck_assert_msg(strstr(kv_errmsg(ctx), "ed25519") || strstr(kv_errmsg(ctx), "Ed25519") ||
+                      strstr(kv_errmsg(ctx), "CKM_EC_EDWARDS_KEY_PAIR_GEN"),
+                      "the message names neither Ed25519 nor its mechanism: %s", kv_errmsg(ctx));
+        ck_assert_ptr_null(strstr(kv_errmsg(ctx), "no private key"));
         ck_assert_rc(ctx, kv_key_open(ctx, kname("ed"), &key), KV_ERR_KEY_NOT_FOUND);
         kv_ctx_free(ctx);
         return;
@@ -305,7 +309,11 @@ START_TEST(wrong_key_type_and_flags)
     if (has_ed25519()) {
         ck_assert_rc(ctx, kv_sign(ed, KV_ALG_DEFAULT, KV_SIGN_PREHASHED, md, 32, sig, &siglen),
                      KV_ERR_UNSUPPORTED);
-        ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "Ed25519"));
+        /* naming the type, or the token's missing mechanism */
+        ck_assert_msg(strstr(kv_errmsg(ctx), "ed25519") || strstr(kv_errmsg(ctx), "Ed25519") ||
+                      strstr(kv_errmsg(ctx), "CKM_EC_EDWARDS_KEY_PAIR_GEN"),
+                      "the message names neither Ed25519 nor its mechanism: %s", kv_errmsg(ctx));
+        ck_assert_ptr_null(strstr(kv_errmsg(ctx), "no private key"));
     } else {
         ck_assert_rc(ctx, kv_sign(ed, KV_ALG_ED25519, 0, msg, 4, sig, &siglen),
                      KV_ERR_WRONG_KEY_TYPE);

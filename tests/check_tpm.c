@@ -332,6 +332,85 @@ START_TEST(persistent_handle_by_uri)
 }
 END_TEST
 
+/* Keys at an explicit tpm2:file= place, and a type the TPM cannot hold. */
+START_TEST(generate_at_uri_and_types)
+{
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK), *both;
+    kv_key *key = NULL;
+    kv_key_info info;
+    char uri[800], path[700], text[2048];
+
+    snprintf(uri, sizeof(uri), "tpm2:file=%s/elsewhere/at1.pem", tu_tmpdir());
+    ck_assert_rc(ctx, kv_key_generate_at(ctx, uri, KV_KEY_EC_P384, &key), KV_OK);
+    ck_assert_rc(ctx, kv_key_get_info(key, &info), KV_OK);
+    ck_assert_str_eq(info.name, "at1");
+    ck_assert_str_eq(info.uri, uri);
+    ck_assert_int_eq(info.type, KV_KEY_EC_P384);
+    ck_assert_int_eq(info.assurance, KV_ASSURANCE_TPM);
+    ck_assert(sign_verifies(ctx, key, "made at a URI"));
+    kv_key_free(key);
+    snprintf(path, sizeof(path), "%s/elsewhere/at1.json", tu_tmpdir());
+    ck_assert_int_eq(access(path, F_OK), 0);
+    /* opens again by its URI; never made twice at one place */
+    ck_assert_rc(ctx, kv_key_open(ctx, uri, &key), KV_OK);
+    ck_assert(sign_verifies(ctx, key, "again"));
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_generate_at(ctx, uri, KV_KEY_EC_P256, NULL), KV_ERR_KEY_EXISTS);
+    /* not in the configured key directory: the name is free there */
+    ck_assert_rc(ctx, kv_key_open(ctx, "at1", &key), KV_ERR_KEY_NOT_FOUND);
+    /* a new persistent key */
+    ck_assert_rc(ctx, kv_key_generate_at(ctx, "tpm2:handle=0x81000012", KV_KEY_EC_P256, &key),
+                 KV_OK);
+    ck_assert_rc(ctx, kv_key_get_info(key, &info), KV_OK);
+    ck_assert_str_eq(info.uri, "tpm2:handle=0x81000012");
+    ck_assert(sign_verifies(ctx, key, "persistent, made here"));
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_open(ctx, "tpm2:handle=0x81000012", &key), KV_OK);
+    ck_assert(sign_verifies(ctx, key, "persistent, opened again"));
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_generate_at(ctx, "tpm2:handle=0x81000012", KV_KEY_EC_P256, NULL),
+                 KV_ERR_KEY_EXISTS);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "0x81000012"));
+    /* forms a new key cannot take */
+    ck_assert_rc(ctx, kv_key_generate_at(ctx, "tpm2:handle=0x81800000", KV_KEY_EC_P256, NULL),
+                 KV_ERR_BAD_URI);
+    ck_assert_rc(ctx, kv_key_generate_at(ctx, "tpm2:file=rel/x.pem", KV_KEY_EC_P256, NULL),
+                 KV_ERR_BAD_URI);
+    ck_assert_rc(ctx, kv_key_generate_at(ctx, "tpm2:file=/tmp/.hidden.pem", KV_KEY_EC_P256, NULL),
+                 KV_ERR_BAD_URI);
+
+    /* Ed25519: the TPM says it cannot hold one, whatever else is configured */
+    snprintf(uri, sizeof(uri), "tpm2:file=%s/elsewhere/ed.pem", tu_tmpdir());
+    ck_assert_rc(ctx, kv_key_generate_at(ctx, uri, KV_KEY_ED25519, NULL), KV_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "'tpm' cannot hold ed25519"));
+    ck_assert_rc(ctx, kv_key_generate(ctx, "ed", KV_KEY_ED25519, "tpm", NULL), KV_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "'tpm' cannot hold ed25519"));
+    ck_assert_rc(ctx, kv_key_generate(ctx, "ed", KV_KEY_ED25519, NULL, NULL), KV_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "no available backend can hold ed25519"));
+    kv_ctx_free(ctx);
+    /* with a software backend after the TPM, Ed25519 goes there */
+    snprintf(path, sizeof(path), "%s/both.conf", tu_tmpdir());
+    snprintf(text, sizeof(text),
+             "[keyvault]\nbackends = tpm, software\n[tpm]\ntcti = %s\nkeys = %s/keys\n"
+             "[software]\nstore = %s/soft\npassphrase = file:%s/pass\nkdf_iterations = 1000\n",
+             env("KV_TPM_TCTI"), tu_tmpdir(), tu_tmpdir(), tu_tmpdir());
+    tu_write(path, text);
+    snprintf(text, sizeof(text), "%s/pass", tu_tmpdir());
+    tu_write(text, "a passphrase\n");
+    ck_assert_rc(NULL, kv_ctx_new(&both, path), KV_OK);
+    ck_assert_rc(both, kv_key_generate(both, "ed", KV_KEY_ED25519, NULL, &key), KV_OK);
+    ck_assert_rc(both, kv_key_get_info(key, &info), KV_OK);
+    ck_assert_str_eq(info.backend, "software");
+    kv_key_free(key);
+    ck_assert_rc(both, kv_key_generate(both, "ec", KV_KEY_EC_P256, NULL, &key), KV_OK);
+    ck_assert_rc(both, kv_key_get_info(key, &info), KV_OK);
+    ck_assert_str_eq(info.backend, "tpm");
+    kv_key_free(key);
+    kv_ctx_free(both);
+    ck_assert_int_eq(tu_sh("%s tpm2_evictcontrol -Q -C o -c 0x81000012", tools_env()), 0);
+}
+END_TEST
+
 /* ---- the bus, recorded by tpm2-tss's pcap TCTI --------------------------------
  * The TCTI writes each command and response as a TCP segment between a
  * host port and port 2321 (the TPM 2.0 dissector's) in a pcapng file; it
@@ -879,6 +958,7 @@ static Suite *tpm_suite(void)
     tcase_add_test(tc, four_threads_sign);
     tcase_add_test(tc, missing_tpm_and_resource_manager);
     tcase_add_test(tc, persistent_handle_by_uri);
+    tcase_add_test(tc, generate_at_uri_and_types);
     tcase_add_test(tc, empty_auth_sign_in_password_session);
     tcase_add_test(tc, parameter_encryption_on_the_bus);
     tcase_add_test(tc, sessions_always);

@@ -131,4 +131,22 @@ printf 'wrong\n' >"$T/pass"
 expect 1 "wrong passphrase" -- kv sign k-ec-p256 -i "$T/msg" -o "$T/x.sig"
 contains "$T/err" "wrong passphrase" "the error says wrong passphrase"
 if grep -q wrong "$T/err" && grep -q "'wrong'" "$T/err"; then not_ok "passphrase leaked into the message"; else ok "the passphrase is not in the message"; fi
+# a key created at an explicit file: URI; the passphrase source is the configuration's
+expect 0 "keygen at a file: URI" -- kv keygen "file:$T/elsewhere/fk.pem" --type ec-p384
+contains "$T/out" "file:$T/elsewhere/fk.pem" "the new key's URI is printed"
+[ -f "$T/elsewhere/fk.json" ] && ok "its metadata sits beside it" || not_ok "its metadata sits beside it"
+expect 0 "openssl decrypts it with the configured passphrase" -- openssl pkey -in "$T/elsewhere/fk.pem" -passin "file:$T/pass" -pubout -out "$T/fk.ossl.pub"
+expect 0 "pubkey by its URI" -- kv pubkey "file:$T/elsewhere/fk.pem" -o "$T/fk.pub"
+expect 0 "openssl and keyvault see the same public key" -- cmp "$T/fk.pub" "$T/fk.ossl.pub"
+expect 0 "sign by its URI" -- kv sign "file:$T/elsewhere/fk.pem" -i "$T/msg" -o "$T/fk.sig"
+expect 0 "openssl verifies it" -- openssl dgst -sha384 -verify "$T/fk.ossl.pub" -signature "$T/fk.sig" "$T/msg"
+expect 1 "never twice at one place" -- kv keygen "file:$T/elsewhere/fk.pem"
+contains "$T/err" "already exists" "it says the key exists"
+expect 1 "a relative file: path" -- kv keygen "file:rel/fk.pem"
+expect 1 "a file: URI not naming NAME.pem" -- kv keygen "file:$T/elsewhere/fk.key"
+expect 1 "an unknown scheme" -- kv keygen "nope:fk"
+# and with no configuration file at all: the default passphrase source (the machine secret)
+expect 0 "keygen at a file: URI with no configuration" -- env -u KEYVAULT_CONF KEYVAULT_HOME="$T/home" "$KEYVAULT" keygen "file:$T/nc/nk.pem" --type ed25519
+expect 0 "openssl decrypts it with the machine secret" -- openssl pkey -in "$T/nc/nk.pem" -passin "file:$T/home/soft/.machine-secret" -noout
+
 finish

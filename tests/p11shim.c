@@ -7,7 +7,12 @@
  * behaves as if pulled out: the slot shows no token and calls on sessions
  * fail with CKR_DEVICE_REMOVED. When the file says anything else again, the
  * token is "plugged back in": its old sessions are closed (as a replug
- * does), so a caller must reconnect and log in again.
+ * does), so a caller must reconnect and log in again. While it contains
+ * "write-protected", C_GenerateKeyPair fails with CKR_TOKEN_WRITE_PROTECTED,
+ * as on a read-only token. While it contains "ec-point", the shim acts as a
+ * PKCS#11 3.0 module that gives CKA_EC_POINT on EC private keys (the point
+ * of each pair it saw generated, remembered in this process) and cannot
+ * sign, so a caller can only check a public key against that attribute.
  */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -21,18 +26,25 @@ static CK_FUNCTION_LIST shim;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int was_removed;
 
-static int removed(void)
+static void read_control(char *buf, int len)
 {
     const char *path = getenv("KV_SHIM_CONTROL");
-    char buf[16] = "";
     FILE *f = path ? fopen(path, "r") : NULL;
-    int now;
 
+    buf[0] = '\0';
     if (f) {
-        if (!fgets(buf, sizeof(buf), f))
+        if (!fgets(buf, len, f))
             buf[0] = '\0';
         fclose(f);
     }
+}
+
+static int removed(void)
+{
+    char buf[32];
+    int now;
+
+    read_control(buf, sizeof(buf));
     now = strncmp(buf, "removed", 7) == 0;
     pthread_mutex_lock(&lock);
     if (was_removed && !now) {
@@ -78,9 +90,30 @@ static CK_RV shim_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR t, CK_UL
     return removed() ? CKR_DEVICE_REMOVED : real->C_FindObjectsInit(h, t, n);
 }
 
+static int control_is(const char *word)
+{
+    char buf[32];
+
+    read_control(buf, sizeof(buf));
+    return strncmp(buf, word, strlen(word)) == 0;
+}
+
+/* "ec-point": the public point of each pair generated here, by CKA_ID. */
+static struct {
+    unsigned char id[64];
+    CK_ULONG idlen;
+    unsigned char point[160];
+    CK_ULONG len;
+} points[64];
+static int npoints;
+
 static CK_RV shim_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k)
 {
-    return removed() ? CKR_DEVICE_REMOVED : real->C_SignInit(h, m, k);
+    if (removed())
+        return CKR_DEVICE_REMOVED;
+    if (control_is("ec-point"))
+        return CKR_FUNCTION_NOT_SUPPORTED;
+    return real->C_SignInit(h, m, k);
 }
 
 static CK_RV shim_Sign(CK_SESSION_HANDLE h, CK_BYTE_PTR d, CK_ULONG dl, CK_BYTE_PTR s,
@@ -98,7 +131,60 @@ static CK_RV shim_DeriveKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_H
 static CK_RV shim_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t,
                                     CK_ULONG n)
 {
-    return removed() ? CKR_DEVICE_REMOVED : real->C_GetAttributeValue(h, o, t, n);
+    if (removed())
+        return CKR_DEVICE_REMOVED;
+    if (n == 1 && t[0].type == CKA_EC_POINT && control_is("ec-point")) {
+        CK_OBJECT_CLASS cls = 0;
+        unsigned char id[64];
+        CK_ATTRIBUTE q[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_ID, id, sizeof(id) } };
+        if (real->C_GetAttributeValue(h, o, q, 2) != CKR_OK || cls != CKO_PRIVATE_KEY)
+            return real->C_GetAttributeValue(h, o, t, n);
+        pthread_mutex_lock(&lock);
+        for (int i = 0; i < npoints; i++) {
+            if (points[i].idlen != q[1].ulValueLen || memcmp(points[i].id, id, q[1].ulValueLen))
+                continue;
+            CK_RV rv = CKR_OK;
+            if (t[0].pValue && t[0].ulValueLen < points[i].len)
+                rv = CKR_BUFFER_TOO_SMALL;
+            else if (t[0].pValue)
+                memcpy(t[0].pValue, points[i].point, points[i].len);
+            t[0].ulValueLen = points[i].len;
+            pthread_mutex_unlock(&lock);
+            return rv;
+        }
+        pthread_mutex_unlock(&lock);
+    }
+    return real->C_GetAttributeValue(h, o, t, n);
+}
+
+static CK_RV shim_GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR pt,
+                                  CK_ULONG pn, CK_ATTRIBUTE_PTR kt, CK_ULONG kn,
+                                  CK_OBJECT_HANDLE_PTR pub, CK_OBJECT_HANDLE_PTR priv)
+{
+    char buf[32];
+
+    if (removed())
+        return CKR_DEVICE_REMOVED;
+    read_control(buf, sizeof(buf));
+    if (strncmp(buf, "write-protected", 15) == 0)
+        return CKR_TOKEN_WRITE_PROTECTED;
+    CK_RV rv = real->C_GenerateKeyPair(h, m, pt, pn, kt, kn, pub, priv);
+    if (rv == CKR_OK && strncmp(buf, "ec-point", 8) == 0) {
+        pthread_mutex_lock(&lock);
+        if (npoints < 64) {
+            CK_ATTRIBUTE a[] = {
+                { CKA_EC_POINT, points[npoints].point, sizeof(points[0].point) },
+                { CKA_ID, points[npoints].id, sizeof(points[0].id) },
+            };
+            if (real->C_GetAttributeValue(h, *pub, a, 2) == CKR_OK) {
+                points[npoints].len = a[0].ulValueLen;
+                points[npoints].idlen = a[1].ulValueLen;
+                npoints++;
+            }
+        }
+        pthread_mutex_unlock(&lock);
+    }
+    return rv;
 }
 
 __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list);
@@ -126,6 +212,7 @@ __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_
         shim.C_Sign = shim_Sign;
         shim.C_DeriveKey = shim_DeriveKey;
         shim.C_GetAttributeValue = shim_GetAttributeValue;
+        shim.C_GenerateKeyPair = shim_GenerateKeyPair;
     }
     *list = &shim;
     return CKR_OK;

@@ -71,6 +71,26 @@ p11login --list-objects --type privkey >"$T/keys" 2>&1
 cid=$(sed -n 's/^ *ID: *//p' "$T/certs" | head -n 1)
 grep -q "ID: *$cid" "$T/keys" && ok "certificate and key share a CKA_ID" || not_ok "certificate and key share a CKA_ID"
 
+# --- a key created at an explicit pkcs11: URI, with no configuration file ----
+kvbare() { env -u KEYVAULT_CONF KEYVAULT_HOME="$T/home" "$KEYVAULT" "$@"; }
+aturi="pkcs11:token=$KV_P11_TOKEN;object=aturi?module-path=$KV_P11_MODULE&pin-value=$KV_P11_PIN"
+expect 0 "keygen at a pkcs11: URI, no configuration" -- kvbare keygen "$aturi" --type ec-p256
+contains "$T/out" "object=aturi" "the new key's URI is printed"
+if grep -q "pin-value" "$T/out" "$T/err"; then not_ok "the PIN is not printed"; else ok "the PIN is not printed"; fi
+expect 0 "pkcs11-tool lists it" -- p11login --list-objects --type privkey
+awk '/label: *aturi$/ { f = 1 } f && /Access:/ { print; exit }' "$T/out" >"$T/ataccess"
+contains "$T/ataccess" "sensitive" "the key made at a URI is sensitive"
+contains "$T/ataccess" "never extractable" "the key made at a URI was never extractable"
+expect 0 "sign with it by its URI" -- kvbare sign "$aturi" -i "$T/msg" -o "$T/at.sig"
+expect 0 "pkcs11-tool reads its public key" -- p11 --read-object --type pubkey --label aturi -o "$T/at.der"
+openssl pkey -pubin -inform DER -in "$T/at.der" -out "$T/at.pem" 2>/dev/null
+expect 0 "openssl verifies with the public key pkcs11-tool read" -- openssl dgst -sha256 -verify "$T/at.pem" -signature "$T/at.sig" "$T/msg"
+expect 1 "never twice at one place" -- kvbare keygen "$aturi"
+contains "$T/err" "already exists" "it says the key exists"
+if grep -q "$KV_P11_PIN" "$T/err"; then not_ok "the PIN is not in the error"; else ok "the PIN is not in the error"; fi
+expect 2 "--backend does not go with a URI" -- kvbare keygen "$aturi" --backend software
+expect 0 "destroy it by its URI" -- kvbare destroy "pkcs11:token=$KV_P11_TOKEN;object=aturi?module-path=$KV_P11_MODULE&pin-source=file:$KV_P11_PINFILE"
+
 # --- destroy removes the whole pair -------------------------------------------
 expect 0 "keyvault destroy" -- kv destroy kvkey
 expect 0 "pkcs11-tool lists objects" -- p11login --list-objects

@@ -119,10 +119,33 @@ const char *tu_srcpath(const char *rel)
     return path;
 }
 
+static char home[512];
+static pid_t home_owner;
+
+static void home_cleanup(void)
+{
+    if (home[0] && getpid() == home_owner)
+        nftw(home, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int tu_run(Suite *s)
 {
     SRunner *sr = srunner_create(s);
+    const char *base = getenv("TMPDIR");
     int failed;
+
+    /* key creation locks HOME/.create.lock: keep it out of the system's
+     * home (/var/lib/keyvault for root) unless the caller chose one */
+    if (!getenv("KEYVAULT_HOME")) {
+        snprintf(home, sizeof(home), "%s/kvhome.XXXXXX", base && *base ? base : "/tmp");
+        if (mkdtemp(home)) {
+            home_owner = getpid();
+            setenv("KEYVAULT_HOME", home, 1);
+            atexit(home_cleanup);
+        } else {
+            home[0] = '\0';
+        }
+    }
 
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);

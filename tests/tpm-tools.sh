@@ -19,6 +19,19 @@ expect 0 "and finds the same public key" -- cmp "$T/prov.pub" "$T/dev.pub"
 expect 0 "KEYVAULT_TCTI and KEYVAULT_HOME are enough" -- env -u KEYVAULT_CONF KEYVAULT_HOME="$T/home" KEYVAULT_TCTI="$KV_TPM_TCTI" "$KEYVAULT" keygen envkey --backend tpm
 [ -f "$T/home/tpm/envkey.pem" ] && ok "the key file went under KEYVAULT_HOME" || not_ok "the key file went under KEYVAULT_HOME"
 
+# a key made at an explicit place, with no configuration file
+expect 0 "keygen at tpm2:file= with KEYVAULT_TCTI alone" -- env -u KEYVAULT_CONF KEYVAULT_HOME="$T/home" KEYVAULT_TCTI="$KV_TPM_TCTI" "$KEYVAULT" keygen "tpm2:file=$T/at/atkey.pem" --type ec-p256
+contains "$T/out" "tpm2:file=$T/at/atkey.pem" "the new key's URI is printed"
+expect 0 "tpm2-openssl reads the key made at a URI" -- openssl pkey -provider tpm2 -provider default -in "$T/at/atkey.pem" -pubout -out "$T/at.prov.pub"
+expect 0 "sign with it by its URI" -- kv sign "tpm2:file=$T/at/atkey.pem" -i "$T/msg" -o "$T/at.sig"
+expect 0 "openssl verifies it with tpm2-openssl's public key" -- openssl dgst -sha256 -verify "$T/at.prov.pub" -signature "$T/at.sig" "$T/msg"
+expect 1 "never twice at one place" -- kv keygen "tpm2:file=$T/at/atkey.pem"
+contains "$T/err" "already exists" "it says the key exists"
+expect 1 "no Ed25519 on the TPM" -- kv keygen edkey --type ed25519 --backend tpm
+contains "$T/err" "backend 'tpm' cannot hold ed25519" "the TPM says it cannot hold Ed25519"
+expect 0 "Ed25519 with no backend named goes to one that can hold it" -- kv keygen edkey --type ed25519
+contains "$T/out" "backend software" "that is the software backend"
+
 # ECDH: the TPM and openssl agree
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/eph.key" 2>/dev/null
 openssl pkey -in "$T/eph.key" -pubout -out "$T/eph.pub"

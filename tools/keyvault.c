@@ -141,9 +141,14 @@ static int want_help(int argc, char **argv)
 /* ---- subcommands ---------------------------------------------------------- */
 
 static const char keygen_help[] =
-    "usage: keyvault [-c CONF] keygen NAME [--type TYPE] [--backend B]\n"
+    "usage: keyvault [-c CONF] keygen NAME|URI [--type TYPE] [--backend B]\n"
     "Create key NAME. TYPE: ec-p256 (default), ec-p384, rsa-2048, rsa-3072, ed25519.\n"
-    "B: tpm, pkcs11 or software; default: the first available in the configured order.\n";
+    "B: tpm, pkcs11 or software; default: the first available in the configured order\n"
+    "that can hold TYPE. Or create the key at an explicit location (no configuration\n"
+    "needed; --backend does not apply):\n"
+    "  'pkcs11:token=T;object=NAME?module-path=M&pin-source=file:P'   a token key\n"
+    "  tpm2:file=/abs/dir/NAME.pem   a TPM key file     tpm2:handle=0x81000010   a persistent one\n"
+    "  file:/abs/dir/NAME.pem        a software key\n";
 
 static int cmd_keygen(kv_ctx *ctx, int argc, char **argv)
 {
@@ -175,8 +180,14 @@ static int cmd_keygen(kv_ctx *ctx, int argc, char **argv)
         }
     }
     if (optind != argc - 1)
-        die_usage("keygen", "expected one key NAME");
-    rc = kv_key_generate(ctx, argv[optind], type, backend, &key);
+        die_usage("keygen", "expected one key NAME or URI");
+    if (strchr(argv[optind], ':')) {
+        if (backend)
+            die_usage("keygen", "--backend does not apply to a URI: its scheme names the backend");
+        rc = kv_key_generate_at(ctx, argv[optind], type, &key);
+    } else {
+        rc = kv_key_generate(ctx, argv[optind], type, backend, &key);
+    }
     if (rc != KV_OK)
         return fail("keygen", ctx, rc);
     rc = kv_key_get_info(key, &info);
@@ -817,7 +828,7 @@ static void usage(FILE *f)
             "usage: keyvault [-c CONF] COMMAND [ARGS]\n"
             "Keys in PKCS#11 tokens, a TPM 2.0 or an encrypted software store.\n\n"
             "commands:\n"
-            "  keygen NAME      create a key\n"
+            "  keygen NAME|URI  create a key\n"
             "  list             list keys\n"
             "  info NAME        show a key\n"
             "  destroy NAME     delete a key\n"

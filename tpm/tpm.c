@@ -19,7 +19,8 @@
  * by tpm2-openssl and the kernel), and KEYS/NAME.json, its metadata, bound
  * to the key file by a MAC under a key from KEYS/.store-secret (meta.c,
  * filestore.c: the rules the store shares with the software backend).
- * URIs: tpm2:file=/path/NAME.pem, tpm2:handle=0x81000002 (persistent).
+ * URIs: tpm2:file=/path/NAME.pem, tpm2:handle=0x81000002 (persistent); keys
+ * are created at either with kv_key_generate_at.
  */
 #include "config.h"
 
@@ -289,19 +290,30 @@ TSS2_RC tpm_create_step(struct tpm_conn *c, struct step *s, void *p)
     return rc;
 }
 
-static kv_rc tpm_generate(kv_backend *be, const char *name, kv_key_type type, kv_key *key)
+/* TPM 2.0 offers ECC (NIST P-256/P-384 here) and RSA keys, no Ed25519. */
+static bool tpm_can_hold(const kv_backend *be, kv_key_type type)
+{
+    const kv_type_desc *t = kv_type_desc_get(type);
+
+    (void)be;
+    return t && t->family != KV_FAMILY_ED25519;
+}
+
+/* A new key's wrapped blobs (TPM2_Create under the storage key), with the
+ * context's auth value. */
+static kv_rc create_blobs(kv_backend *be, kv_key_type type, struct tpm_key **out)
 {
     kv_ctx *ctx = be->ctx;
     const kv_type_desc *t = kv_type_desc_get(type);
     TPM2B_PUBLIC tmpl = { 0 };
     TPMT_PUBLIC *p = &tmpl.publicArea;
     struct tpm_key *tk = NULL;
-    char *pem = NULL, *file = NULL;
-    size_t pemlen = 0;
     kv_rc rc;
 
-    if (t->family == KV_FAMILY_ED25519)
-        return kv_error(ctx, KV_ERR_UNSUPPORTED, "TPM 2.0 does not offer Ed25519 keys");
+    *out = NULL;
+    if (!tpm_can_hold(be, type))
+        return kv_error(ctx, KV_ERR_UNSUPPORTED, "backend 'tpm' cannot hold %s keys (TPM 2.0 "
+                        "has no Ed25519)", t->name);
     p->nameAlg = TPM2_ALG_SHA256;
     p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
                           TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
@@ -322,24 +334,57 @@ static kv_rc tpm_generate(kv_backend *be, const char *name, kv_key_type type, kv
     tk = calloc(1, sizeof(*tk));
     if (!tk)
         return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    tk->obj.handle = ESYS_TR_NONE;
+    tk->obj.parent = &st(be)->conn->srk;
     KV_CHECK(rc, load_auth(be, &tk->obj.auth));
     /* dictionary-attack protection guards auth values; a key without one
      * has nothing to guard and must keep working while the TPM is in lockout */
     if (tk->obj.auth.size == 0)
         p->objectAttributes |= TPMA_OBJECT_NODA;
-    KV_CHECK(rc, kv_fs_prepare(ctx, st(be)->dir));
     {
         struct tpm_create_arg a = { &tmpl, &tk->obj.auth, &tk->obj.pub, &tk->obj.priv, NULL };
         KV_CHECK(rc, tpm_run(ctx, st(be)->conn, tpm_create_step, &a));
     }
+    *out = tk;
+    tk = NULL;
+out:
+    if (tk) {
+        kv_wipe(&tk->obj.auth, sizeof(tk->obj.auth));
+        free(tk);
+    }
+    return rc;
+}
+
+static void tpm_key_drop(struct tpm_key *tk)
+{
+    if (!tk)
+        return;
+    kv_wipe(&tk->obj.auth, sizeof(tk->obj.auth));
+    free(tk->path);
+    free(tk);
+}
+
+/* Create DIR/NAME.pem and DIR/NAME.json (the key directory, or a tpm2:file=
+ * URI's directory). */
+static kv_rc generate_in(kv_backend *be, const char *dir, const char *name, kv_key_type type,
+                         kv_key *key)
+{
+    kv_ctx *ctx = be->ctx;
+    struct tpm_key *tk = NULL;
+    char *pem = NULL, *file = NULL;
+    size_t pemlen = 0;
+    kv_rc rc;
+
+    KV_CHECK(rc, kv_fs_prepare(ctx, dir));
+    KV_CHECK(rc, create_blobs(be, type, &tk));
     KV_CHECK(rc, tpm_key_write(ctx, &tk->obj.pub, &tk->obj.priv, st(be)->parent,
                                tk->obj.auth.size == 0, &pem, &pemlen));
     file = kv_asprintf("%s.pem", name);
-    tk->path = kv_fs_key_path(st(be)->dir, name);
+    tk->path = kv_fs_key_path(dir, name);
     if (!file || !tk->path)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    KV_CHECK(rc, kv_write_file_atomic(ctx, st(be)->dir, file, pem, pemlen, false));
-    rc = meta_write(be, st(be)->dir, name, type, &tk->obj.pub);
+    KV_CHECK(rc, kv_write_file_atomic(ctx, dir, file, pem, pemlen, false));
+    rc = meta_write(be, dir, name, type, &tk->obj.pub);
     if (rc != KV_OK) {
         (void)unlink(tk->path);
         goto out;
@@ -347,16 +392,112 @@ static kv_rc tpm_generate(kv_backend *be, const char *name, kv_key_type type, kv
     rc = fill_key(be, key, name, tk);
     tk = NULL;
 out:
-    if (tk) {
-        kv_wipe(&tk->obj.auth, sizeof(tk->obj.auth));
-        free(tk->path);
-        free(tk);
-    }
+    tpm_key_drop(tk);
     free(pem);
     free(file);
     return rc;
 }
 
+struct persist_arg {
+    kv_ctx *ctx;
+    struct tpm_obj *obj;
+    TPM2_HANDLE handle;
+};
+
+static TSS2_RC persist_step(struct tpm_conn *c, struct step *s, void *p)
+{
+    struct persist_arg *a = p;
+    ESYS_TR h, out = ESYS_TR_NONE;
+    TSS2_RC rc;
+
+    s->cmd = "loading the new key";
+    rc = tpm_obj_use(c, a->obj, &h);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    s->cmd = "TPM2_EvictControl (owner hierarchy)";
+    rc = Esys_EvictControl(c->esys, ESYS_TR_RH_OWNER, h, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                           ESYS_TR_NONE, a->handle, &out);
+    if (rc == TSS2_RC_SUCCESS)
+        (void)Esys_TR_Close(c->esys, &out);
+    if (!(rc & TPM2_RC_FMT1) && (rc & 0xfff) == TPM2_RC_NV_DEFINED) {
+        s->rc = kv_error(a->ctx, KV_ERR_KEY_EXISTS, "persistent handle 0x%08x is already taken",
+                         a->handle);
+        return TSS2_RC_SUCCESS;
+    }
+    return rc;
+}
+
+/* A persistent handle in the owner range, 0x81000000-0x817fffff. */
+static bool parse_handle(const char *s, TPM2_HANDLE *out)
+{
+    char *end;
+    unsigned long h = strtoul(s, &end, 0);
+
+    if (end == s || *end || (h >> 23) != (0x81000000UL >> 23))
+        return false;
+    *out = (TPM2_HANDLE)h;
+    return true;
+}
+
+/* A new key made persistent at `handle` (TPM2_EvictControl with the owner
+ * hierarchy's auth, empty as on most machines); no file is written. */
+static kv_rc generate_persistent(kv_backend *be, TPM2_HANDLE handle, kv_key_type type,
+                                 kv_key *key)
+{
+    struct tpm_key *tk = NULL, *pk = NULL;
+    char name[KV_NAME_MAX + 1];
+    kv_rc rc;
+
+    KV_CHECK(rc, create_blobs(be, type, &tk));
+    {
+        struct persist_arg a = { be->ctx, &tk->obj, handle };
+        rc = tpm_run(be->ctx, st(be)->conn, persist_step, &a);
+    }
+    tpm_obj_release(st(be)->conn, &tk->obj);
+    if (rc != KV_OK)
+        goto out;
+    pk = calloc(1, sizeof(*pk));
+    if (!pk)
+        KV_FAIL(be->ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    pk->obj.persistent = handle;
+    pk->obj.pub = tk->obj.pub;
+    pk->obj.auth = tk->obj.auth;
+    snprintf(name, sizeof(name), "handle-0x%08x", handle);
+    rc = fill_key(be, key, name, pk);
+out:
+    tpm_key_drop(tk);
+    return rc;
+}
+
+static kv_rc tpm_generate(kv_backend *be, const char *name, kv_key_type type, kv_key *key)
+{
+    return generate_in(be, st(be)->dir, name, type, key);
+}
+
+/* tpm2:file=/abs/dir/NAME.pem (a new key file) or tpm2:handle=0x81xxxxxx (a
+ * new persistent key). */
+static kv_rc tpm_generate_uri(kv_backend *be, const char *uri, kv_key_type type, kv_key *key)
+{
+    TPM2_HANDLE handle;
+
+    if (!be->available)
+        return kv_error(be->ctx, KV_ERR_BACKEND_UNAVAILABLE, "backend 'tpm' is unavailable: %s",
+                        be->why);
+    /* below, uri holds no query: messages may show it */
+    if (uri[kv_uri_shown_len(uri)])
+        return kv_error(be->ctx, KV_ERR_BAD_URI,
+                        "'%.*s...': tpm2: URIs take no query or fragment",
+                        (int)kv_uri_shown_len(uri), uri);
+    if (!strncmp(uri, "tpm2:file=", 10))
+        return kv_fs_generate_at(be, uri + 10, type, key, generate_in);
+    if (!strncmp(uri, "tpm2:handle=", 12) && parse_handle(uri + 12, &handle))
+        return generate_persistent(be, handle, type, key);
+    return kv_error(be->ctx, KV_ERR_BAD_URI,
+                    "new TPM keys are made at tpm2:file=/absolute/path/NAME.pem or "
+                    "tpm2:handle=0x81xxxxxx (owner persistent range)");
+}
+
+/* Open DIR/NAME.pem (path); its metadata is DIR/NAME.json. */
 static kv_rc open_file(kv_backend *be, const char *name, char *path, kv_key *key)
 {
     kv_ctx *ctx = be->ctx;
@@ -447,7 +588,7 @@ static kv_rc tpm_open_uri(kv_backend *be, const char *uri, kv_key *key)
         return kv_error(ctx, KV_ERR_BAD_URI, "'%.*s...': tpm2: URIs take no query or fragment",
                         (int)kv_uri_shown_len(uri), uri);
     if (!strncmp(rest, "file=", 5)) {
-        rc = kv_fs_uri_path(ctx, rest + 5, name);
+        rc = kv_fs_path_split(ctx, rest + 5, NULL, name);
         return rc == KV_OK ? open_file(be, name, kv_strdup(rest + 5), key) : rc;
     }
     if (!strncmp(rest, "handle=", 7)) {
@@ -699,6 +840,8 @@ const struct kv_backend_ops kv_tpm_ops = {
     .init = tpm_init,
     .fini = tpm_fini,
     .generate = tpm_generate,
+    .generate_uri = tpm_generate_uri,
+    .can_hold = tpm_can_hold,
     .open_name = tpm_open_name,
     .open_uri = tpm_open_uri,
     .exists = tpm_exists,
