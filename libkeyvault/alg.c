@@ -238,11 +238,9 @@ static kv_rc point_to_pkey(const kv_ctx *ctx, const char *group, const unsigned 
     pctx = EVP_PKEY_CTX_new_from_name(libctx, "EC", NULL);
     if (!pctx || EVP_PKEY_fromdata_init(pctx) != 1)
         KV_FAIL(ctx, rc, KV_ERR_CRYPTO, "cannot create an EC key context");
-    if (EVP_PKEY_fromdata(pctx, out, EVP_PKEY_PUBLIC_KEY, params) != 1) {
-        rc = kv_error_ossl(ctx, KV_ERR_INVALID_PEER_KEY,
-                           "peer point (%zu bytes) is not a valid point on %s", len, group);
-        goto out;
-    }
+    if (EVP_PKEY_fromdata(pctx, out, EVP_PKEY_PUBLIC_KEY, params) != 1)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_INVALID_PEER_KEY,
+                     "peer point (%zu bytes) is not a valid point on %s", len, group);
 out:
     EVP_PKEY_CTX_free(pctx);
     return rc;
@@ -351,11 +349,9 @@ kv_rc kv_peer_decode(const kv_ctx *ctx, const char *group, const unsigned char *
     chk = EVP_PKEY_CTX_new_from_pkey(libctx, peer, NULL);
     if (!chk)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    if (EVP_PKEY_public_check_quick(chk) != 1) {
-        rc = kv_error_ossl(ctx, KV_ERR_INVALID_PEER_KEY,
-                           "peer public key fails validation on %s", group);
-        goto out;
-    }
+    if (EVP_PKEY_public_check_quick(chk) != 1)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_INVALID_PEER_KEY,
+                     "peer public key fails validation on %s", group);
     *out = peer;
     peer = NULL;
 out:
@@ -384,10 +380,8 @@ kv_rc kv_ecdsa_raw_to_der(const kv_ctx *ctx, const unsigned char *raw, size_t ra
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     }
     n = i2d_ECDSA_SIG(s, der);
-    if (n <= 0) {
-        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot DER-encode an ECDSA signature");
-        goto out;
-    }
+    if (n <= 0)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot DER-encode an ECDSA signature");
     *der_len = (size_t)n;
 out:
     ECDSA_SIG_free(s);

@@ -63,10 +63,8 @@ kv_rc kv_tpm_ak_public(kv_ctx *ctx, unsigned char *buf, size_t *len)
         return KV_ERR_BACKEND_UNAVAILABLE;
     KV_CHECK(rc, be->ops->ak_public(be, &pub));
     n = i2d_PUBKEY(pub, &der);
-    if (n <= 0) {
-        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot encode the attestation key");
-        goto out;
-    }
+    if (n <= 0)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot encode the attestation key");
     rc = kv_copy_out(ctx, "the AK", der, (size_t)n, buf, len);
 out:
     OPENSSL_free(der);

@@ -44,6 +44,18 @@ bool kv_err_is_set(const kv_ctx *ctx);
         (var) = kv_error((ctx), (code), __VA_ARGS__);      \
         goto out;                                          \
     } while (0)
+/* The same, appending the first OpenSSL error of the queue (kv_error_ossl). */
+#define KV_FAIL_OSSL(ctx, var, code, ...)                  \
+    do {                                                   \
+        (var) = kv_error_ossl((ctx), (code), __VA_ARGS__); \
+        goto out;                                          \
+    } while (0)
+/* The same for a failed system call: the code comes from err (kv_error_errno). */
+#define KV_FAIL_ERRNO(ctx, var, err, ...)                  \
+    do {                                                   \
+        (var) = kv_error_errno((ctx), (err), __VA_ARGS__); \
+        goto out;                                          \
+    } while (0)
 /* Jump to `out:` when the kv_rc expression fails, keeping its code in var. */
 #define KV_CHECK(var, expr)                                \
     do {                                                   \

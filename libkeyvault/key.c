@@ -142,17 +142,13 @@ static kv_rc create_lock(kv_ctx *ctx, int *fd)
     if (!path)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
-    if (*fd < 0) {
-        rc = kv_error_errno(ctx, errno, "cannot open the creation lock '%s'", path);
-        goto out;
-    }
+    if (*fd < 0)
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot open the creation lock '%s'", path);
     if (fstat(*fd, &sb) != 0 || !S_ISREG(sb.st_mode))
         KV_FAIL(ctx, rc, KV_ERR_PERMISSION, "creation lock '%s' is not a regular file", path);
     while (flock(*fd, LOCK_EX) != 0) {
-        if (errno != EINTR) {
-            rc = kv_error_errno(ctx, errno, "cannot lock '%s'", path);
-            goto out;
-        }
+        if (errno != EINTR)
+            KV_FAIL_ERRNO(ctx, rc, errno, "cannot lock '%s'", path);
     }
 out:
     if (rc != KV_OK && *fd >= 0) {
@@ -506,11 +502,9 @@ kv_rc kv_key_public_der(kv_key *key, unsigned char *buf, size_t *len)
 
     kv_err_begin(key->ctx);
     n = i2d_PUBKEY(key->pub, &der);
-    if (n <= 0) {
-        rc = kv_error_ossl(key->ctx, KV_ERR_CRYPTO, "cannot encode the public key of '%s'",
-                           key->name);
-        goto out;
-    }
+    if (n <= 0)
+        KV_FAIL_OSSL(key->ctx, rc, KV_ERR_CRYPTO, "cannot encode the public key of '%s'",
+                     key->name);
     rc = kv_copy_out(key->ctx, "the public key", der, (size_t)n, buf, len);
 out:
     OPENSSL_free(der);
@@ -526,11 +520,9 @@ kv_rc kv_key_public_pem(kv_key *key, char **pem)
 
     kv_err_begin(key->ctx);
     *pem = NULL;
-    if (!bio || PEM_write_bio_PUBKEY(bio, key->pub) != 1) {
-        rc = kv_error_ossl(key->ctx, KV_ERR_CRYPTO, "cannot encode the public key of '%s'",
-                           key->name);
-        goto out;
-    }
+    if (!bio || PEM_write_bio_PUBKEY(bio, key->pub) != 1)
+        KV_FAIL_OSSL(key->ctx, rc, KV_ERR_CRYPTO, "cannot encode the public key of '%s'",
+                     key->name);
     n = BIO_get_mem_data(bio, &data);
     *pem = malloc((size_t)n + 1);
     if (!*pem)
@@ -566,18 +558,14 @@ kv_rc kv_key_store_cert(kv_key *key, const unsigned char *cert, size_t len)
             x = NULL;
         }
     }
-    if (!x) {
-        rc = kv_error_ossl(ctx, KV_ERR_BAD_INPUT, "not an X.509 certificate (DER or PEM)");
-        goto out;
-    }
+    if (!x)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_BAD_INPUT, "not an X.509 certificate (DER or PEM)");
     if (EVP_PKEY_eq(X509_get0_pubkey(x), key->pub) != 1)
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT,
                 "the certificate's public key is not the public key of '%s'", key->name);
     n = i2d_X509(x, &der);
-    if (n <= 0) {
-        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot encode the certificate");
-        goto out;
-    }
+    if (n <= 0)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot encode the certificate");
     rc = key->be->ops->cert_store(key, der, (size_t)n);
 out:
     ERR_clear_error();
@@ -847,10 +835,8 @@ kv_rc kv_ecdh_hkdf(kv_key *key, const unsigned char *peer, size_t peerlen,
                                              (void *)(info ? info : (const unsigned char *)""),
                                              infolen);
     *p = OSSL_PARAM_construct_end();
-    if (EVP_KDF_derive(kctx, out, outlen, params) != 1) {
-        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "HKDF-SHA256 failed");
-        goto out;
-    }
+    if (EVP_KDF_derive(kctx, out, outlen, params) != 1)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "HKDF-SHA256 failed");
 out:
     kv_wipe(z, sizeof(z));
     if (rc != KV_OK)

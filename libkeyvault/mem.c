@@ -71,18 +71,14 @@ kv_rc kv_mkdir_p(const kv_ctx *ctx, const char *dir)
             continue;
         char c = *p;
         *p = '\0';
-        if (mkdir(path, 0700) != 0 && errno != EEXIST) {
-            rc = kv_error_errno(ctx, errno, "cannot create directory '%s'", path);
-            goto out;
-        }
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
+            KV_FAIL_ERRNO(ctx, rc, errno, "cannot create directory '%s'", path);
         *p = c;
         if (c == '\0')
             break;
     }
-    if (stat(dir, &st) != 0) {
-        rc = kv_error_errno(ctx, errno, "cannot stat directory '%s'", dir);
-        goto out;
-    }
+    if (stat(dir, &st) != 0)
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot stat directory '%s'", dir);
     if (!S_ISDIR(st.st_mode))
         KV_FAIL(ctx, rc, KV_ERR_IO, "'%s' exists and is not a directory", dir);
 out:
@@ -207,26 +203,19 @@ kv_rc kv_write_file_atomic(const kv_ctx *ctx, const char *dir, const char *name,
         tmp = NULL;
         goto out;
     }
-    if (fchmod(fd, 0600) != 0) {
-        rc = kv_error_errno(ctx, errno, "cannot set mode 0600 on '%s'", tmp);
-        goto out;
-    }
+    if (fchmod(fd, 0600) != 0)
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot set mode 0600 on '%s'", tmp);
     KV_CHECK(rc, write_all(ctx, fd, final, data, len));
-    if (fsync(fd) != 0) {
-        rc = kv_error_errno(ctx, errno, "cannot flush '%s' to disk", final);
-        goto out;
-    }
+    if (fsync(fd) != 0)
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot flush '%s' to disk", final);
     if (close(fd) != 0) {
         fd = -1;
-        rc = kv_error_errno(ctx, errno, "cannot close '%s'", final);
-        goto out;
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot close '%s'", final);
     }
     fd = -1;
     if (replace) {
-        if (rename(tmp, final) != 0) {
-            rc = kv_error_errno(ctx, errno, "cannot rename '%s' to '%s'", tmp, final);
-            goto out;
-        }
+        if (rename(tmp, final) != 0)
+            KV_FAIL_ERRNO(ctx, rc, errno, "cannot rename '%s' to '%s'", tmp, final);
     } else {
         /* link() never replaces: an existing file makes it fail with EEXIST. */
         if (link(tmp, final) != 0) {
@@ -354,10 +343,8 @@ kv_rc kv_read_file_ex(const kv_ctx *ctx, const char *path, size_t max, unsigned 
                             "not follow one in a key store", path);
         return kv_error_errno(ctx, errno, "cannot open '%s'", path);
     }
-    if (fstat(fd, &st) != 0) {
-        rc = kv_error_errno(ctx, errno, "cannot examine '%s'", path);
-        goto out;
-    }
+    if (fstat(fd, &st) != 0)
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot examine '%s'", path);
     if (!S_ISREG(st.st_mode))
         KV_FAIL(ctx, rc, (flags & KV_READ_STORE) ? KV_ERR_CORRUPT : KV_ERR_IO,
                 "'%s' is %s, not a regular file", path, file_kind(st.st_mode));
@@ -379,8 +366,7 @@ kv_rc kv_read_file_ex(const kv_ctx *ctx, const char *path, size_t max, unsigned 
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            rc = kv_error_errno(ctx, errno, "cannot read '%s'", path);
-            goto out;
+            KV_FAIL_ERRNO(ctx, rc, errno, "cannot read '%s'", path);
         }
         if (n == 0)
             break;

@@ -94,10 +94,8 @@ static kv_rc meta_mac(const kv_ctx *ctx, json_t *meta, const unsigned char *key,
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     if (!EVP_Q_mac(ctx ? ctx->libctx : NULL, "HMAC", NULL, "SHA256", NULL, key,
                    KV_MAC_KEY_LEN, (const unsigned char *)msg, strlen(msg), md, sizeof(md),
-                   &mdlen) || !to_hex(md, mdlen, hex, 65)) {
-        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "HMAC-SHA256 over the metadata failed");
-        goto out;
-    }
+                   &mdlen) || !to_hex(md, mdlen, hex, 65))
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "HMAC-SHA256 over the metadata failed");
 out:
     json_decref(copy);
     free(text);
@@ -285,10 +283,8 @@ kv_rc kv_cert_file_store(const kv_ctx *ctx, const char *key_path, const unsigned
     long n;
     kv_rc rc;
 
-    if (!x || !bio || !path || PEM_write_bio_X509(bio, x) != 1) {
-        rc = kv_error_ossl(ctx, KV_ERR_NO_MEMORY, "cannot write the certificate as PEM");
-        goto out;
-    }
+    if (!x || !bio || !path || PEM_write_bio_X509(bio, x) != 1)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_NO_MEMORY, "cannot write the certificate as PEM");
     n = BIO_get_mem_data(bio, &data);
     slash = strrchr(path, '/');
     *slash = '\0';
@@ -319,10 +315,8 @@ kv_rc kv_cert_file_read(const kv_ctx *ctx, const char *key_path, const char *nam
     KV_CHECK(rc, kv_read_file_ex(ctx, path, KV_CERT_FILE_MAX, KV_READ_STORE, &text, &tlen));
     bio = BIO_new_mem_buf(text, (int)tlen);
     x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
-    if (!x) {
-        rc = kv_error_ossl(ctx, KV_ERR_CORRUPT, "certificate file '%s' is damaged", path);
-        goto out;
-    }
+    if (!x)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CORRUPT, "certificate file '%s' is damaged", path);
     if (EVP_PKEY_eq(X509_get0_pubkey(x), pub) != 1) {
         ERR_clear_error();
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
@@ -330,10 +324,8 @@ kv_rc kv_cert_file_read(const kv_ctx *ctx, const char *key_path, const char *nam
                 name, path);
     }
     n = i2d_X509(x, der);
-    if (n <= 0) {
-        rc = kv_error_ossl(ctx, KV_ERR_CORRUPT, "certificate file '%s' is damaged", path);
-        goto out;
-    }
+    if (n <= 0)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CORRUPT, "certificate file '%s' is damaged", path);
     *len = (size_t)n;
     rc = KV_OK;
 out:

@@ -176,16 +176,12 @@ static kv_rc encrypt_key(kv_backend *be, EVP_PKEY *pkey, const char *pass, char 
     if (!pbe)
         KV_FAIL(ctx, rc, KV_ERR_CRYPTO, "cannot set up PBES2 encryption");
     p8 = PKCS8_set0_pbe_ex(pass, (int)strlen(pass), p8inf, pbe, ctx->libctx, NULL);
-    if (!p8) {
-        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot encrypt the private key");
-        goto out;
-    }
+    if (!p8)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot encrypt the private key");
     pbe = NULL; /* owned by p8 now */
     bio = BIO_new(BIO_s_mem());
-    if (!bio || PEM_write_bio_PKCS8(bio, p8) != 1) {
-        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot write the encrypted key as PEM");
-        goto out;
-    }
+    if (!bio || PEM_write_bio_PKCS8(bio, p8) != 1)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot write the encrypted key as PEM");
     n = BIO_get_mem_data(bio, &data);
     *pem = malloc((size_t)n);
     if (!*pem)
@@ -215,11 +211,9 @@ static kv_rc decrypt_key(kv_backend *be, const char *path, const char *text, siz
     if (!bio)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     p8 = PEM_read_bio_PKCS8(bio, NULL, NULL, NULL);
-    if (!p8) {
-        rc = kv_error_ossl(ctx, KV_ERR_CORRUPT,
-                           "key file '%s' is not an encrypted PKCS#8 PEM file", path);
-        goto out;
-    }
+    if (!p8)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CORRUPT,
+                     "key file '%s' is not an encrypted PKCS#8 PEM file", path);
     p8inf = PKCS8_decrypt_ex(p8, pass, (int)strlen(pass), ctx->libctx, NULL);
     if (!p8inf) {
         ERR_clear_error();
@@ -227,11 +221,9 @@ static kv_rc decrypt_key(kv_backend *be, const char *path, const char *text, siz
                 "cannot decrypt key file '%s': wrong passphrase (or the file is damaged)", path);
     }
     *out = EVP_PKCS82PKEY_ex(p8inf, ctx->libctx, NULL);
-    if (!*out) {
-        rc = kv_error_ossl(ctx, KV_ERR_CORRUPT, "key file '%s' holds no usable private key",
-                           path);
-        goto out;
-    }
+    if (!*out)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CORRUPT, "key file '%s' holds no usable private key",
+                     path);
     rc = KV_OK;
 out:
     PKCS8_PRIV_KEY_INFO_free(p8inf);
@@ -301,10 +293,8 @@ static kv_rc generate_in(kv_backend *be, const char *dir, const char *name, kv_k
         pkey = EVP_PKEY_Q_keygen(ctx->libctx, NULL, "ED25519");
         break;
     }
-    if (!pkey) {
-        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot generate a %s key", t->name);
-        goto out;
-    }
+    if (!pkey)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot generate a %s key", t->name);
     KV_CHECK(rc, get_passphrase(be, true, &pass));
     KV_CHECK(rc, encrypt_key(be, pkey, pass, &pem, &pemlen));
     file = kv_asprintf("%s.pem", name);
@@ -466,10 +456,8 @@ kv_rc kv_soft_sign_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pkey,
         mctx = EVP_MD_CTX_new();
         if (!mctx || EVP_DigestSignInit_ex(mctx, NULL, NULL, libctx, NULL, pkey, NULL) != 1 ||
             EVP_DigestSign(mctx, sig, siglen, tbs ? tbs : (const unsigned char *)"",
-                           tbslen) != 1) {
-            rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "Ed25519 signing failed");
-            goto out;
-        }
+                           tbslen) != 1)
+            KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "Ed25519 signing failed");
         goto out;
     }
     pctx = EVP_PKEY_CTX_new_from_pkey(libctx, pkey, NULL);
@@ -480,22 +468,17 @@ kv_rc kv_soft_sign_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pkey,
     else
         md = EVP_MD_fetch(libctx, alg->md, NULL);
     if (!pctx || !md || EVP_PKEY_sign_init(pctx) != 1 ||
-        EVP_PKEY_CTX_set_signature_md(pctx, md) != 1) {
-        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot start %s signing", alg->name);
-        goto out;
-    }
+        EVP_PKEY_CTX_set_signature_md(pctx, md) != 1)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot start %s signing", alg->name);
     if (alg->padding == KV_PAD_PSS &&
         (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
          EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md) != 1 ||
          EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1)) {
-        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot set RSA-PSS parameters");
-        goto out;
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot set RSA-PSS parameters");
     }
     if (alg->padding == KV_PAD_PKCS1 &&
-        EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1) {
-        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot set RSA PKCS#1 v1.5 padding");
-        goto out;
-    }
+        EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot set RSA PKCS#1 v1.5 padding");
     if (EVP_PKEY_sign(pctx, sig, siglen, tbs, tbslen) != 1)
         rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "%s signing failed", alg->name);
 out:
@@ -522,10 +505,8 @@ kv_rc kv_soft_derive_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pri
 
     /* the core validated the peer (kv_peer_decode): no second, costlier check */
     if (!pctx || EVP_PKEY_derive_init(pctx) != 1 ||
-        EVP_PKEY_derive_set_peer_ex(pctx, peer, 0) != 1) {
-        rc = kv_error_ossl(ctx, KV_ERR_INVALID_PEER_KEY, "ECDH: peer key refused");
-        goto out;
-    }
+        EVP_PKEY_derive_set_peer_ex(pctx, peer, 0) != 1)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_INVALID_PEER_KEY, "ECDH: peer key refused");
     if (EVP_PKEY_derive(pctx, secret, len) != 1)
         rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "ECDH derivation failed");
 out:

@@ -1414,10 +1414,8 @@ static kv_rc p11_ecdh(kv_key *key, EVP_PKEY *peer, unsigned char *secret, size_t
         pt = group ? EC_POINT_new(group) : NULL;
         if (!pt || EC_POINT_oct2point(group, pt, enc, enclen, NULL) != 1 ||
             (a.pointlen = EC_POINT_point2oct(group, pt, POINT_CONVERSION_UNCOMPRESSED, a.point,
-                                             sizeof(a.point), NULL)) == 0) {
-            rc = kv_error_ossl(key->ctx, KV_ERR_CRYPTO, "cannot encode the peer point");
-            goto out;
-        }
+                                             sizeof(a.point), NULL)) == 0)
+            KV_FAIL_OSSL(key->ctx, rc, KV_ERR_CRYPTO, "cannot encode the peer point");
     }
     rc = run(k->tok, ecdh_step, &a);
 out:

@@ -786,10 +786,8 @@ static kv_rc tpm_ecdh(kv_key *key, EVP_PKEY *peer, unsigned char *secret, size_t
     if (EVP_PKEY_get_bn_param(peer, OSSL_PKEY_PARAM_EC_PUB_X, &x) != 1 ||
         EVP_PKEY_get_bn_param(peer, OSSL_PKEY_PARAM_EC_PUB_Y, &y) != 1 ||
         BN_bn2binpad(x, a.in.point.x.buffer, (int)f) < 0 ||
-        BN_bn2binpad(y, a.in.point.y.buffer, (int)f) < 0) {
-        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot read the peer point");
-        goto out;
-    }
+        BN_bn2binpad(y, a.in.point.y.buffer, (int)f) < 0)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot read the peer point");
     a.in.point.x.size = a.in.point.y.size = (UINT16)f;
     KV_CHECK(rc, tpm_run(ctx, st(key->be)->conn, ecdh_step, &a));
     if (a.out.point.x.size > f)

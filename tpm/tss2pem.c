@@ -67,10 +67,8 @@ kv_rc tpm_key_write(const kv_ctx *ctx, const TPM2B_PUBLIC *pub, const TPM2B_PRIV
         !ASN1_OCTET_STRING_set(k->pubkey, pubbuf, (int)publen) ||
         !ASN1_OCTET_STRING_set(k->privkey, privbuf, (int)privlen) ||
         !PEM_ASN1_write_bio((i2d_of_void *)i2d_KV_TPMKEY, TSS2_PEM_NAME, bio, k, NULL, NULL, 0,
-                            NULL, NULL)) {
-        rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot encode a TSS2 PRIVATE KEY");
-        goto out;
-    }
+                            NULL, NULL))
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot encode a TSS2 PRIVATE KEY");
     n = BIO_get_mem_data(bio, &data);
     *pem = malloc((size_t)n + 1);
     if (!*pem)
