@@ -34,6 +34,24 @@ void kv_err_begin(const kv_ctx *ctx)
     tls_err.msg[0] = '\0';
 }
 
+kv_err_mark kv_err_mark_get(const kv_ctx *ctx)
+{
+    kv_err_mark m = { tls_err.ctx == ctx && tls_err.set };
+
+    return m;
+}
+
+void kv_err_rewind(const kv_ctx *ctx, kv_err_mark m)
+{
+    /* first failure wins: if one was kept at the mark, nothing came after */
+    if (m.set || tls_err.ctx != ctx || !tls_err.set)
+        return;
+    tls_err.set = false;
+    tls_err.code = 0;
+    tls_err.kind = "";
+    tls_err.msg[0] = '\0';
+}
+
 bool kv_err_is_set(const kv_ctx *ctx)
 {
     return tls_err.ctx == ctx && tls_err.set;

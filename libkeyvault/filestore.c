@@ -92,8 +92,6 @@ kv_rc kv_fs_read_key(const kv_ctx *ctx, const char *path, const char *name, size
     if (rc == KV_OK && lstat(path, &sb) != 0)
         rc = errno == ENOENT || errno == ENOTDIR ? KV_ERR_KEY_NOT_FOUND
              : kv_error_errno(ctx, errno, "cannot look for key file '%s'", path);
-    if (rc == KV_ERR_KEY_NOT_FOUND)
-        KV_FAIL(ctx, rc, KV_ERR_KEY_NOT_FOUND, "no key file '%s'", path);
     if (rc != KV_OK)
         goto out;
     if (S_ISLNK(sb.st_mode))
@@ -148,6 +146,18 @@ kv_rc kv_fs_generate_at(kv_backend *be, const char *path, kv_key_type type, kv_k
     if (rc == KV_OK)
         rc = generate(be, dir, name, type, key);
     free(dir);
+    return rc;
+}
+
+kv_rc kv_fs_open_at(kv_backend *be, const char *path, kv_key *key, kv_file_open_fn open)
+{
+    char name[KV_NAME_MAX + 1];
+    kv_rc rc = kv_fs_path_split(be->ctx, path, NULL, name);
+
+    if (rc == KV_OK)
+        rc = open(be, name, kv_strdup(path), key);
+    if (rc == KV_ERR_KEY_NOT_FOUND)
+        rc = kv_error(be->ctx, rc, "no key file '%s'", path);
     return rc;
 }
 
@@ -212,10 +222,11 @@ kv_rc kv_secret_file_create(const kv_ctx *ctx, const char *path)
         KV_FAIL(ctx, rc, KV_ERR_CRYPTO, "random generator failed");
     n = EVP_EncodeBlock(b64, raw, sizeof(raw));
     b64[n++] = '\n';
+    kv_err_mark mark = kv_err_mark_get(ctx);
     rc = kv_write_file_atomic(ctx, dir, slash + 1, b64, (size_t)n, false);
     if (rc == KV_ERR_KEY_EXISTS) {
         /* another process created it first: use theirs */
-        kv_err_begin(ctx);
+        kv_err_rewind(ctx, mark);
         rc = KV_OK;
     }
 out:

@@ -35,6 +35,18 @@ kv_rc kv_error_ossl(const kv_ctx *ctx, kv_rc rc, const char *fmt, ...) KV_PRINTF
 /* The same for a failed system call: rc from errno (ENOSPC -> KV_ERR_NO_SPACE,
  * EACCES -> KV_ERR_PERMISSION, ...), appending strerror(err). */
 kv_rc kv_error_errno(const kv_ctx *ctx, int err, const char *fmt, ...) KV_PRINTF(3, 4);
+/*
+ * Speculative steps (an attempt that is retried after a reconnect, an
+ * alternative that is tried and dropped): take a mark before the step and
+ * rewind to it to drop the detail the step recorded. A detail recorded
+ * before the mark is never dropped; only kv_err_begin, at a public entry
+ * point, starts afresh.
+ */
+typedef struct kv_err_mark {
+    bool set;   /* a detail was kept when the mark was taken */
+} kv_err_mark;
+kv_err_mark kv_err_mark_get(const kv_ctx *ctx);
+void kv_err_rewind(const kv_ctx *ctx, kv_err_mark m);
 /* Whether a detail was already recorded in this call. */
 bool kv_err_is_set(const kv_ctx *ctx);
 
@@ -144,7 +156,8 @@ kv_rc kv_fs_exists(const kv_ctx *ctx, const char *dir, const char *name);
 kv_rc kv_fs_prepare(const kv_ctx *ctx, const char *dir);
 /* Read key file `path` of key `name`: its directory must pass kv_dir_check,
  * the file must be a regular file, not a link (KV_ERR_CORRUPT naming the
- * key); KV_ERR_KEY_NOT_FOUND when there is none. */
+ * key); KV_ERR_KEY_NOT_FOUND, without a detail, when there is none (open
+ * by name tries the next backend; open by URI names the file itself). */
 kv_rc kv_fs_read_key(const kv_ctx *ctx, const char *path, const char *name, size_t max,
                      char **text, size_t *len);
 /* An absolute path to a NAME.pem key file (from a URI) -> its valid NAME
@@ -473,6 +486,10 @@ typedef kv_rc (*kv_file_generate_fn)(kv_backend *be, const char *dir, const char
                                      kv_key_type type, kv_key *key);
 kv_rc kv_fs_generate_at(kv_backend *be, const char *path, kv_key_type type, kv_key *key,
                         kv_file_generate_fn generate);
+/* A file-backed backend's open by URI: split the key file's path, let open
+ * read PATH (it takes the path string), and name the file when there is none. */
+typedef kv_rc (*kv_file_open_fn)(kv_backend *be, const char *name, char *path, kv_key *key);
+kv_rc kv_fs_open_at(kv_backend *be, const char *path, kv_key *key, kv_file_open_fn open);
 
 /* Software backend helpers, also used by tests on keys they make. */
 kv_rc kv_soft_sign_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pkey,

@@ -366,10 +366,9 @@ static kv_rc key_open(kv_ctx *ctx, const char *ref, kv_key **out)
             }
             kv_key_free(key);
             key = NULL;
+            /* not found here is quiet (the open_name contract): try the next */
             if (rc != KV_ERR_KEY_NOT_FOUND)
                 goto out;
-            /* not found here: forget the detail and try the next backend */
-            kv_err_begin(ctx);
         }
         if (!be) {
             describe_unavailable(ctx, why, sizeof(why));

@@ -403,13 +403,8 @@ static kv_rc soft_open_name(kv_backend *be, const char *name, kv_key *key)
 static kv_rc soft_open_uri(kv_backend *be, const char *uri, kv_key *key)
 {
     const char *path = file_uri_path(be, uri);
-    char name[KV_NAME_MAX + 1];
-    kv_rc rc;
 
-    if (!path)
-        return KV_ERR_BAD_URI;
-    rc = kv_fs_path_split(be->ctx, path, NULL, name);
-    return rc == KV_OK ? open_path(be, name, kv_strdup(path), key) : rc;
+    return path ? kv_fs_open_at(be, path, key, open_path) : KV_ERR_BAD_URI;
 }
 
 static kv_rc soft_list(kv_backend *be, kv_list_builder *lb)

@@ -176,6 +176,8 @@ typedef CK_RV (*p11_step)(struct p11_token *tok, CK_SESSION_HANDLE h, void *arg,
 
 static kv_rc run_session(struct p11_token *tok, p11_step step, void *arg, bool rw)
 {
+    kv_err_mark mark = kv_err_mark_get(tok->ctx);
+
     for (int attempt = 0;; attempt++) {
         struct p11_sess *s = NULL;
         kv_rc rc = p11_session_get(tok, &s);
@@ -204,7 +206,7 @@ static kv_rc run_session(struct p11_token *tok, p11_step step, void *arg, bool r
             return rc;
         if (!p11_rv_lost(rv) && rv != CKR_OBJECT_HANDLE_INVALID && rv != CKR_KEY_HANDLE_INVALID)
             return rc;
-        kv_err_begin(tok->ctx); /* try again; report only the second outcome */
+        kv_err_rewind(tok->ctx, mark); /* try again; report only the second outcome */
     }
 }
 
@@ -525,7 +527,8 @@ struct open_arg {
     CK_ULONG ntmpl;
     const char *what;   /* for messages: "named 'x'" or the URI */
     kv_key *key;
-    bool exists_only;   /* only whether it exists; not found is quiet */
+    bool exists_only;   /* only whether it exists */
+    bool quiet;         /* not found is returned without a detail (open by name) */
     bool trusted_pub;   /* the pair was just made here: skip the public key check */
 };
 
@@ -547,9 +550,9 @@ static CK_RV open_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     if (rv != CKR_OK)
         return rv;
     if (count == 0) {
-        *rc = a->exists_only ? KV_ERR_KEY_NOT_FOUND
-                             : kv_error(tok->ctx, KV_ERR_KEY_NOT_FOUND,
-                                        "no private key %s on token '%s'", a->what, tok->label);
+        *rc = a->quiet ? KV_ERR_KEY_NOT_FOUND
+                       : kv_error(tok->ctx, KV_ERR_KEY_NOT_FOUND, "no private key %s on token '%s'",
+                                  a->what, tok->label);
         return CKR_OK;
     }
     if (count > 1) {
@@ -573,10 +576,11 @@ static CK_RV open_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     if ((rv = get_attr(tok, h, objs[0], CKA_KEY_TYPE, &kt, &len, rc)) != CKR_OK || *rc)
         goto out;
     memcpy(&k->ktype, kt, sizeof(k->ktype));
+    kv_err_mark mark = kv_err_mark_get(tok->ctx);
     rv = get_attr(tok, h, objs[0], CKA_LABEL, &label, &len, rc);
     if (rv != CKR_OK || *rc) {
         /* a key without a label: name it by its id */
-        kv_err_begin(tok->ctx);
+        kv_err_rewind(tok->ctx, mark);
         *rc = KV_OK;
         rv = CKR_OK;
         free(label);
@@ -635,11 +639,13 @@ static kv_rc need_default(kv_backend *be)
 }
 
 /* Find the private key labelled `name` on the configured token; with key
- * NULL, only whether it exists. */
+ * NULL, only whether it exists. Not found is quiet: the core names the key
+ * when no backend has it. */
 static kv_rc by_label(kv_backend *be, const char *name, kv_key *key)
 {
     CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-    struct open_arg a = { .be = be, .tok = st(be)->def, .key = key, .exists_only = !key };
+    struct open_arg a = { .be = be, .tok = st(be)->def, .key = key, .exists_only = !key,
+                          .quiet = true };
     char what[96];
     kv_rc rc = need_default(be);
 
@@ -999,11 +1005,12 @@ static CK_RV list_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
         o.tmpl[0] = tmpl[0];
         o.tmpl[1] = (CK_ATTRIBUTE){ CKA_ID, id, idlen };
         o.ntmpl = 2;
+        kv_err_mark mark = kv_err_mark_get(tok->ctx);
         rv = open_step(tok, h, &o, rc);
         free(id);
         if (*rc == KV_ERR_UNSUPPORTED || *rc == KV_ERR_BAD_URI || *rc == KV_ERR_CORRUPT) {
             /* not a key we can use (or ids shared): leave it out of the list */
-            kv_err_begin(tok->ctx);
+            kv_err_rewind(tok->ctx, mark);
             *rc = KV_OK;
         } else if (rv == CKR_OK && *rc == KV_OK) {
             *rc = kv_list_add(a->lb, key.name, "pkcs11", key.uri, key.type, KV_ASSURANCE_TOKEN, 1);

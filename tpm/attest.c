@@ -76,16 +76,17 @@ static kv_rc get_ak(kv_backend *be, struct tpm_key **out)
     ak = calloc(1, sizeof(*ak));
     if (!path || !ak)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    kv_err_mark mark = kv_err_mark_get(ctx);
     rc = kv_read_file(ctx, path, 16 * 1024, &text, &len);
     if (rc == KV_ERR_KEY_NOT_FOUND) {
-        kv_err_begin(ctx);
+        kv_err_rewind(ctx, mark); /* none yet: make one */
         KV_CHECK(rc, tpm_run(ctx, s->conn, tpm_create_step, &made));
         KV_CHECK(rc, tpm_key_write(ctx, &made_pub, &made_priv, s->parent, true, &pem, &pemlen));
         KV_CHECK(rc, kv_mkdir_p(ctx, s->dir));
         rc = kv_write_file_atomic(ctx, s->dir, AK_FILE, pem, pemlen, false);
         if (rc == KV_ERR_KEY_EXISTS) {
             /* another process made one first: use theirs */
-            kv_err_begin(ctx);
+            kv_err_rewind(ctx, mark);
             rc = kv_read_file(ctx, path, 16 * 1024, &text, &len);
         } else if (rc == KV_OK) {
             ak->obj.pub = made_pub;

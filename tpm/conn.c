@@ -568,6 +568,8 @@ void tpm_end(struct tpm_conn *c, TSS2_RC rc)
 
 kv_rc tpm_run(kv_ctx *ctx, struct tpm_conn *c, tpm_step fn, void *arg)
 {
+    kv_err_mark mark = kv_err_mark_get(ctx);
+
     for (int attempt = 0;; attempt++) {
         struct step s = { "TPM command", KV_OK };
         kv_rc rc = tpm_begin(ctx, c);
@@ -580,7 +582,7 @@ kv_rc tpm_run(kv_ctx *ctx, struct tpm_conn *c, tpm_step fn, void *arg)
         if (r == TSS2_RC_SUCCESS)
             return s.rc;
         if (attempt == 0 && tpm_rc_lost(r)) {
-            kv_err_begin(ctx); /* report only the second outcome */
+            kv_err_rewind(ctx, mark); /* report only the second outcome */
             continue;
         }
         return tpm_fail(ctx, s.cmd, r);

@@ -587,10 +587,8 @@ static kv_rc tpm_open_uri(kv_backend *be, const char *uri, kv_key *key)
     if (uri[kv_uri_shown_len(uri)])
         return kv_error(ctx, KV_ERR_BAD_URI, "'%.*s...': tpm2: URIs take no query or fragment",
                         (int)kv_uri_shown_len(uri), uri);
-    if (!strncmp(rest, "file=", 5)) {
-        rc = kv_fs_path_split(ctx, rest + 5, NULL, name);
-        return rc == KV_OK ? open_file(be, name, kv_strdup(rest + 5), key) : rc;
-    }
+    if (!strncmp(rest, "file=", 5))
+        return kv_fs_open_at(be, rest + 5, key, open_file);
     if (!strncmp(rest, "handle=", 7)) {
         char *end;
         unsigned long h = strtoul(rest + 7, &end, 0);
