@@ -55,6 +55,7 @@ echo "swtpm at $KV_TPM_TCTI"
 cat >"$T/keyvault.conf" <<CONF
 [keyvault]
 backends = tpm, pkcs11, software
+home = $T/home
 
 [tpm]
 tcti = $KV_TPM_TCTI
@@ -112,6 +113,7 @@ echo "CKA_SENSITIVE true, CKA_EXTRACTABLE false: the token will not hand out the
 
 step "the software fallback, last: an encrypted file, and it says it is software"
 run keyvault keygen demo-soft --type ec-p256 --backend software
+run keyvault info demo-soft
 run keyvault sign demo-soft -i message -o demo-soft.sig
 run keyvault pubkey demo-soft -o demo-soft.pub
 run openssl dgst -sha256 -verify demo-soft.pub -signature demo-soft.sig message

@@ -22,7 +22,6 @@
 
 #include "internal.h"
 
-#define KV_STORE_SECRET ".store-secret"
 
 kv_rc kv_fs_dir_config(const kv_ctx *ctx, const char *section, const char *key,
                        const char *sub, char **out)

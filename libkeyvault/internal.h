@@ -197,10 +197,14 @@ typedef kv_rc (*kv_mac_key_fn)(const kv_ctx *ctx, void *arg,
  * Check the metadata beside key file key_path against the key's name, its
  * backend and the public key the file holds: KV_ERR_CORRUPT naming the key
  * when the MAC does not verify, the metadata carries none, names another
- * key, or records another public key. In store_dir every key must have
- * metadata; a key file the caller named elsewhere may have none (then
- * version is 1). A type in the metadata must be the key file's.
+ * key, or records another public key. Every key must have metadata, but
+ * for a backend that opens foreign key files (store_dir not NULL: the TPM,
+ * for tpm2-openssl's files) a key file the caller named outside store_dir,
+ * in a directory without a KV_STORE_SECRET, may have none (version 1).
+ * A type in the metadata must be the key file's.
  */
+/* The per-directory MAC secret of TPM key files (filestore.c). */
+#define KV_STORE_SECRET ".store-secret"
 kv_rc kv_meta_check(const kv_ctx *ctx, const char *store_dir, const char *key_path,
                     const char *name, const char *backend, const EVP_PKEY *pub,
                     kv_mac_key_fn mac_key, void *arg, unsigned *version);

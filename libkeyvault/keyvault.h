@@ -191,9 +191,11 @@ KV_API KV_WUR kv_rc kv_ctx_backend_stat(kv_ctx *ctx, const char *backend, const 
  * backend in the configured order that can hold the type (a TPM holds no
  * Ed25519 key; a named backend that cannot gives KV_ERR_UNSUPPORTED).
  * Fails with KV_ERR_KEY_EXISTS when any backend already holds NAME; never
- * overwrites a key. Creation is atomic among processes sharing a home
- * directory (and, on a token, against any other creator). When out is not NULL
- * the new key is returned open.
+ * overwrites a key. Creation is atomic among processes and threads sharing
+ * a home directory (a lock file there); on a token, a creator without that
+ * lock can at worst make both creators fail, never leave two keys of one
+ * name (see docs/design.md). When out is not NULL the new key is returned
+ * open.
  * Names are 1-64 characters of [A-Za-z0-9._-], not starting with '.'.
  */
 KV_API KV_WUR kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type type,

@@ -193,6 +193,17 @@ static bool same_dir(const char *a, const char *b)
            sa.st_ino == sb.st_ino;
 }
 
+/* Whether dir holds the MAC secret of keys libkeyvault made there. */
+static bool dir_has_store_secret(const char *dir)
+{
+    char *p = kv_asprintf("%s/" KV_STORE_SECRET, dir);
+    struct stat sb;
+    bool has = p && lstat(p, &sb) == 0;
+
+    free(p);
+    return has;
+}
+
 kv_rc kv_meta_check(const kv_ctx *ctx, const char *store_dir, const char *key_path,
                     const char *name, const char *backend, const EVP_PKEY *pub,
                     kv_mac_key_fn mac_key, void *arg, unsigned *version)
@@ -213,9 +224,12 @@ kv_rc kv_meta_check(const kv_ctx *ctx, const char *store_dir, const char *key_pa
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     *strrchr(kdir, '/') = '\0';
     if (lstat(path, &sb) != 0 && errno == ENOENT) {
-        /* a key file the caller named outside the store is taken as theirs;
-         * in the store, every key was made with its metadata */
-        if (!same_dir(kdir[0] ? kdir : "/", store_dir)) {
+        /* a foreign key file (tpm2-openssl's) the caller named outside the
+         * store is taken as theirs; in the store, and in any directory where
+         * libkeyvault made keys (it holds their MAC secret), every key was
+         * made with its metadata */
+        if (store_dir && !same_dir(kdir[0] ? kdir : "/", store_dir) &&
+            !dir_has_store_secret(kdir[0] ? kdir : "/")) {
             rc = KV_OK;
             goto out;
         }

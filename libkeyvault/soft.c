@@ -381,7 +381,8 @@ static kv_rc open_path(kv_backend *be, const char *name, char *path, kv_key *key
     if (rc != KV_OK)
         goto out;
     sk = key->bk;
-    rc = kv_meta_check(be->ctx, st(be)->dir, sk->path, name, "software", key->pub, pkey_mac_key,
+    /* software key files are only ever libkeyvault's: metadata everywhere */
+    rc = kv_meta_check(be->ctx, NULL, sk->path, name, "software", key->pub, pkey_mac_key,
                        sk->pkey, &key->version);
 out:
     if (text) {

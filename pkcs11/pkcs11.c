@@ -703,9 +703,15 @@ static kv_rc token_for_uri(kv_backend *be, P11KitUri *uri, const char *shown,
         }
     }
     if (pin_source) {
-        /* RFC 7512: pin-source is a URI; a bare path means a file */
-        src = !strncmp(pin_source, "file:", 5) ? kv_strdup(pin_source)
-                                                : kv_asprintf("file:%s", pin_source);
+        /* RFC 7512: pin-source is a URI; a bare path means a file. Only an
+         * absolute path is taken, and a refused one is not shown: a PIN typed
+         * there by mistake would otherwise come back in 'cannot open ...' */
+        const char *path = !strncmp(pin_source, "file:", 5) ? pin_source + 5 : pin_source;
+        if (path[0] != '/')
+            KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI,
+                    "%s: pin-source must be an absolute file path (file:/path or /path); "
+                    "the value is not shown", shown);
+        src = kv_asprintf("file:%s", path);
         if (!src)
             KV_FAIL(be->ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     }
@@ -931,7 +937,7 @@ static kv_rc p11_generate_uri(kv_backend *be, const char *text, kv_key_type type
     struct p11_token *tok = NULL;
     CK_ATTRIBUTE *attr;
     unsigned char idbuf[128];
-    char name[KV_NAME_MAX + 1];
+    char name[KV_NAME_MAX + 1], *shown = NULL;
     kv_rc rc = KV_OK;
     int r;
 
@@ -965,14 +971,18 @@ static kv_rc p11_generate_uri(kv_backend *be, const char *text, kv_key_type type
         a.id = idbuf;
         a.idlen = attr->ulValueLen;
     }
-    rc = token_for_uri(be, uri, text, &tok);
+    /* messages show the URI as parsed, without its query (PIN, module) */
+    shown = p11_uri_shown(uri, P11_KIT_URI_FOR_ANY);
+    if (!shown)
+        KV_FAIL(be->ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    rc = token_for_uri(be, uri, shown, &tok);
     uri = NULL; /* token_for_uri took it */
     if (rc != KV_OK)
         goto out;
     rc = run_rw(tok, gen_step, &a);
 out:
-    if (uri)
-        p11_kit_uri_free(uri);
+    p11_uri_free(uri);
+    free(shown);
     return rc;
 }
 

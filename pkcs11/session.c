@@ -477,6 +477,14 @@ static pthread_mutex_t pin_mac_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned char pin_mac_key[32];
 static bool pin_mac_ready;
 
+/* The key lives as long as the library: wiped when it is unloaded or the
+ * process exits. */
+__attribute__((destructor)) static void pin_mac_wipe(void)
+{
+    kv_wipe(pin_mac_key, sizeof(pin_mac_key));
+    pin_mac_ready = false;
+}
+
 static kv_rc pin_mac(struct p11_token *tok, const char *pin, unsigned char mac[32])
 {
     size_t len = 0;

@@ -149,6 +149,54 @@ START_TEST(p11_malformed_escapes)
 }
 END_TEST
 
+/* creating a key at a URI that carries a PIN: every refusal is clean */
+static const char *generate_at_case(size_t i, kv_rc *want)
+{
+    const char *pin = env("KV_SEC_PIN"), *mod = "module-name=softhsm2";
+
+    *want = KV_ERR_BAD_URI;
+    switch (i) {
+    case 0: /* no module anywhere: the URI is named without its query */
+        return q("pkcs11:token=kvsecrets;object=g1?pin-value=%s", pin);
+    case 1: /* a PIN typed as pin-source */
+        return p11_uri("object=g2", q("%s&pin-source=%s", mod, pin));
+    case 2: /* an invalid name */
+        return p11_uri("object=.g3", q("%s&pin-value=%s", mod, pin));
+    case 3: /* a public-key type */
+        return p11_uri("object=g4;type=public", q("%s&pin-value=%s", mod, pin));
+    case 4: /* a wrong PIN */
+        *want = KV_ERR_AUTH_FAILED;
+        return with_pin("object=g5", "KV_SEC_PIN_WRONG");
+    }
+    return NULL;
+}
+
+START_TEST(p11_generate_at)
+{
+    char path[1024];
+    kv_ctx *bare = NULL, *ctx = ctx_on("p11.conf");
+    kv_key *key = NULL;
+    const char *uri;
+    kv_rc want;
+
+    snprintf(path, sizeof(path), "%s/p11-nomodule.conf", tu_tmpdir());
+    tu_write(path, "[keyvault]\nbackends = pkcs11\n");
+    ck_assert_rc(NULL, kv_ctx_new(&bare, path), KV_OK);
+    for (size_t i = 0; (uri = generate_at_case(i, &want)) != NULL; i++) {
+        kv_ctx *c = i == 0 ? bare : ctx;
+        kv_rc rc = kv_key_generate_at(c, uri, KV_KEY_EC_P256, &key);
+
+        ck_assert_msg(rc == want, "case %zu: expected %s, got %s: %s", i, kv_strerror(want),
+                      kv_strerror(rc), kv_errmsg(c));
+        ck_assert_ptr_null(key);
+        ck_assert_msg(kv_errmsg(c)[0] != '\0', "case %zu: no detail", i);
+        assert_clean(kv_errmsg(c), "kv_key_generate_at");
+    }
+    kv_ctx_free(bare);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(p11_ambiguous)
 {
     kv_ctx *ctx = ctx_on("p11.conf");
@@ -266,12 +314,11 @@ START_TEST(inline_secrets_in_config)
         ck_assert_msg(kv_errmsg(NULL)[0] != '\0', "%s: no detail", confs[i]);
         assert_clean(kv_errmsg(NULL), confs[i]);
     }
-    /* a secret under a key that does not exist: refused or ignored, never shown */
+    /* a secret under a key that does not exist: refused (strict), never shown */
     snprintf(path, sizeof(path), "%s/inline-unknown.conf", env("KV_SEC_FILES"));
-    if (kv_ctx_new(&ctx, path) == KV_OK)
-        kv_ctx_free(ctx);
-    else
-        assert_clean(kv_errmsg(NULL), "inline-unknown.conf");
+    ck_assert_int_eq(kv_ctx_new(&ctx, path), KV_ERR_CONFIG);
+    ck_assert_ptr_null(ctx);
+    assert_clean(kv_errmsg(NULL), "inline-unknown.conf");
 }
 END_TEST
 
@@ -302,6 +349,7 @@ int main(void)
     tcase_add_test(tc, p11_wrong_object_type);
     tcase_add_test(tc, p11_malformed_escapes);
     tcase_add_test(tc, p11_ambiguous);
+    tcase_add_test(tc, p11_generate_at);
     tcase_add_test(tc, p11_wrong_pin);
     tcase_add_test(tc, p11_opened_key_names_no_pin);
     tcase_add_test(tc, core_refs);

@@ -18,8 +18,11 @@ contains "$out" "^assurance: tpm$" "the TPM key's assurance"
 contains "$out" "^assurance: token$" "the token key's assurance"
 contains "$out" "both sides derived the same" "ECDH between token and TPM key agreed"
 contains "$out" "Access: *sensitive, always sensitive, never extractable" "pkcs11-tool shows the token key sensitive, never extractable"
-[ "$(grep -c '^(refused: exit status 1)$' "$out")" -eq 2 ] && ok "require_hardware refused the software key twice" ||
+[ "$(grep -c '^(refused: exit status 1)$' "$out")" -eq 2 ] &&
+    [ "$(cat "$out" "$T/err" | grep -c "require_hardware is set: refusing software key 'demo-soft2\{0,1\}'")" -eq 2 ] &&
+    ok "require_hardware refused the software key twice" ||
     not_ok "require_hardware refused the software key twice"
+contains "$out" "^assurance: software$" "the software key says it is software"
 contains "$out" "^demo finished" "the demo ran to its end"
 # everything it started is gone: no demo directory, no swtpm serving one
 left=$(find "$T" -maxdepth 1 -name 'keyvault-demo.*' | wc -l)

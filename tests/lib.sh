@@ -4,6 +4,10 @@ set -u
 KEYVAULT=${KEYVAULT_CLI:-$(pwd)/tools/keyvault}
 T=$(mktemp -d "${TMPDIR:-/tmp}/kvsh.XXXXXX")
 trap 'rm -rf "$T"' EXIT
+# libkeyvault's own files (the creation lock, default stores) stay in $T,
+# never in the machine's /var/lib/keyvault or ~/.local/share/keyvault
+KEYVAULT_HOME=$T/home
+export KEYVAULT_HOME
 pass=0
 fail=0
 

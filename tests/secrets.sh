@@ -178,9 +178,10 @@ contains "$T/err" "wrong passphrase" "the message says why"
 for c in inline-pin inline-token inline-pass; do
     run 1 "$c.conf is refused" -- "$KEYVAULT" -c "$S/$c.conf" list
 done
-# a secret under a key that does not exist: refused or ignored; the grep below
-# looks at what it printed
+# a secret under a key that does not exist: refused (strict configuration);
+# the grep below looks at what it printed
 "$KEYVAULT" -c "$S/inline-unknown.conf" list >"$T/cli/unknown.out" 2>"$T/cli/unknown.err"
+[ $? -eq 1 ] && ok "inline-unknown.conf is refused" || not_ok "inline-unknown.conf is refused"
 
 # a wrong TPM auth value
 if [ "$with_tpm" = yes ]; then

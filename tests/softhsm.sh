@@ -3,6 +3,9 @@
 # and writes "$KV_P11_DIR/keyvault.conf" for the pkcs11 backend. Needs $T
 # (a scratch directory removed by the caller) or makes its own.
 KV_P11_DIR=${T:-$(mktemp -d "${TMPDIR:-/tmp}/kvp11.XXXXXX")}/softhsm
+# libkeyvault's own files (the creation lock) stay in the scratch directory
+KEYVAULT_HOME=${KEYVAULT_HOME:-$KV_P11_DIR/home}
+export KEYVAULT_HOME
 mkdir -p "$KV_P11_DIR/tokens"
 KV_P11_MODULE=${KV_P11_MODULE:-/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so}
 [ -f "$KV_P11_MODULE" ] || KV_P11_MODULE=$(find /usr/lib -name libsofthsm2.so 2>/dev/null | head -n 1)

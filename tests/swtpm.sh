@@ -9,6 +9,9 @@
 # tests that need several processes on the TPM at once). tpm_stop and
 # abrmd_stop run from the caller's EXIT trap: call swtpm_cleanup there.
 KV_TPM_DIR=$T/swtpm
+# libkeyvault's own files (the creation lock) stay in the scratch directory
+KEYVAULT_HOME=${KEYVAULT_HOME:-$KV_TPM_DIR/home}
+export KEYVAULT_HOME
 mkdir -p "$KV_TPM_DIR/state" "$KV_TPM_DIR/localca"
 cat >"$KV_TPM_DIR/swtpm-localca.conf" <<CONF
 statedir = $KV_TPM_DIR/localca
