@@ -130,6 +130,10 @@ static bool can_hold(const kv_backend *be, kv_key_type type)
  * with another home or on another machine; a token shared with those is
  * covered by the PKCS#11 backend's own check after C_GenerateKeyPair.
  */
+/* How long a creator waits for another one before giving up: longer than
+ * any key generation takes (an RSA-3072 key on a slow TPM: about a minute). */
+#define KV_CREATE_LOCK_WAIT_MS (180 * 1000)
+
 static kv_rc create_lock(kv_ctx *ctx, int *fd)
 {
     char *path = NULL;
@@ -138,6 +142,7 @@ static kv_rc create_lock(kv_ctx *ctx, int *fd)
 
     *fd = -1;
     KV_CHECK(rc, kv_mkdir_p(ctx, ctx->home));
+    KV_CHECK(rc, kv_dir_check(ctx, ctx->home, "home directory"));
     path = kv_asprintf("%s/.create.lock", ctx->home);
     if (!path)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
@@ -146,9 +151,22 @@ static kv_rc create_lock(kv_ctx *ctx, int *fd)
         KV_FAIL_ERRNO(ctx, rc, errno, "cannot open the creation lock '%s'", path);
     if (fstat(*fd, &sb) != 0 || !S_ISREG(sb.st_mode))
         KV_FAIL(ctx, rc, KV_ERR_PERMISSION, "creation lock '%s' is not a regular file", path);
-    while (flock(*fd, LOCK_EX) != 0) {
-        if (errno != EINTR)
+    /* someone else's lock file could be held by them forever */
+    if ((sb.st_uid != geteuid() && sb.st_uid != 0) || (sb.st_mode & 022))
+        KV_FAIL(ctx, rc, KV_ERR_PERMISSION,
+                "creation lock '%s' belongs to another user or is writable by others "
+                "(mode %04o)", path, (unsigned)(sb.st_mode & 07777));
+    for (unsigned waited = 0; flock(*fd, LOCK_EX | LOCK_NB) != 0;) {
+        if (errno == EINTR)
+            continue;
+        if (errno != EWOULDBLOCK)
             KV_FAIL_ERRNO(ctx, rc, errno, "cannot lock '%s'", path);
+        if (waited >= KV_CREATE_LOCK_WAIT_MS)
+            KV_FAIL(ctx, rc, KV_ERR_IO,
+                    "another creator has held the creation lock '%s' for %u s; giving up",
+                    path, waited / 1000);
+        usleep(10 * 1000);
+        waited += 10;
     }
 out:
     if (rc != KV_OK && *fd >= 0) {
@@ -161,8 +179,12 @@ out:
 
 static void create_unlock(int fd)
 {
-    if (fd >= 0)
-        close(fd); /* releases the flock */
+    if (fd < 0)
+        return;
+    /* unlock explicitly: a child forked meanwhile shares the open file and
+     * would otherwise keep the lock until it exits */
+    (void)flock(fd, LOCK_UN);
+    close(fd);
 }
 
 /* The backend a URI's scheme names, usable for explicit URIs. */

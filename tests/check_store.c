@@ -6,11 +6,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -823,6 +825,75 @@ START_TEST(key_file_outside_the_store)
 }
 END_TEST
 
+/* Forks a child that sleeps, at the moment someone holds the creation lock. */
+struct forker {
+    const char *lock;
+    volatile int stop;
+    pid_t child;
+};
+
+static void *fork_while_locked(void *p)
+{
+    struct forker *f = p;
+    int fd = open(f->lock, O_RDWR | O_CLOEXEC);
+
+    while (fd >= 0 && !f->stop && f->child == 0) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            flock(fd, LOCK_UN);
+            continue;
+        }
+        if (errno != EWOULDBLOCK)
+            break;
+        f->child = fork();
+        if (f->child == 0) {
+            sleep(30);
+            _exit(0);
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+/* The creation lock in the home directory is the caller's own: one that
+ * others could write (and hold forever) is refused. And a child forked
+ * while the lock is held does not keep it after the creation ends. */
+START_TEST(creation_lock_is_private)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    struct forker f = { 0 };
+    char lock[1200], name[16];
+    pthread_t th;
+    int status, fd;
+
+    snprintf(lock, sizeof(lock), "%s/.create.lock", getenv("KEYVAULT_HOME"));
+    ck_assert_rc(ctx, kv_key_generate(ctx, "l0", KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    ck_assert_int_eq(chmod(lock, 0666), 0);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "lx", KV_KEY_EC_P256, NULL, NULL),
+                 KV_ERR_PERMISSION);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), ".create.lock"));
+    ck_assert_int_eq(chmod(lock, 0600), 0);
+
+    f.lock = lock;
+    ck_assert_int_eq(pthread_create(&th, NULL, fork_while_locked, &f), 0);
+    for (int i = 1; i <= 200 && f.child == 0; i++) {
+        snprintf(name, sizeof(name), "l%d", i);
+        ck_assert_rc(ctx, kv_key_generate(ctx, name, KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    }
+    f.stop = 1;
+    pthread_join(th, NULL);
+    ck_assert_msg(f.child > 0, "no child was forked while the lock was held");
+    /* the creation is over and the child lives on: the lock is free */
+    fd = open(lock, O_RDWR | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_msg(flock(fd, LOCK_EX | LOCK_NB) == 0, "the forked child keeps the lock");
+    close(fd);
+    kill(f.child, SIGKILL);
+    ck_assert_int_eq(waitpid(f.child, &status, 0), f.child);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -848,6 +919,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, only_regular_files_are_read);
     tcase_add_test(tc, stale_temporary_files_are_removed);
     tcase_add_test(tc, key_file_outside_the_store);
+    tcase_add_test(tc, creation_lock_is_private);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     return s;
