@@ -901,6 +901,41 @@ START_TEST(certify_names_the_key)
 }
 END_TEST
 
+/* The AK file is taken only when it holds a restricted signing key as
+ * libkeyvault makes one: an ordinary key put in its place could sign any
+ * data, so evidence checked against it would prove nothing. */
+START_TEST(attestation_key_file_is_checked)
+{
+    char dir[800], ak[1000];
+    kv_ctx *ctx;
+    kv_key *plain;
+    unsigned char pub[200];
+    size_t publen = sizeof(pub);
+
+    snprintf(dir, sizeof(dir), "%s/keys", tu_tmpdir()); /* tpm_ctx's key directory */
+    ctx = tpm_ctx(NULL, KV_OK);
+    plain = gen(ctx, "plain", KV_KEY_EC_P256);
+    kv_key_free(plain);
+    kv_ctx_free(ctx);
+    snprintf(ak, sizeof(ak), "%s/.attestation-key.pem", dir);
+    ck_assert_int_eq(tu_sh("rm -f %s && cp -p %s/plain.pem %s", ak, dir, ak), 0);
+    ctx = tpm_ctx(NULL, KV_OK);
+    ck_assert_rc(ctx, kv_tpm_ak_public(ctx, pub, &publen), KV_ERR_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "restricted"));
+    kv_ctx_free(ctx);
+    /* a link in its place is refused too; once removed, a new AK is made */
+    ck_assert_int_eq(unlink(ak), 0);
+    ck_assert_int_eq(symlink("plain.pem", ak), 0);
+    ctx = tpm_ctx(NULL, KV_OK);
+    publen = sizeof(pub);
+    ck_assert_rc(ctx, kv_tpm_ak_public(ctx, pub, &publen), KV_ERR_CORRUPT);
+    ck_assert_int_eq(unlink(ak), 0);
+    publen = sizeof(pub);
+    ck_assert_rc(ctx, kv_tpm_ak_public(ctx, pub, &publen), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(ek_certificate)
 {
     kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
@@ -966,6 +1001,7 @@ static Suite *tpm_suite(void)
     tcase_add_test(tc, quote_covers_pcrs_and_nonce);
     tcase_add_test(tc, certify_names_the_key);
     tcase_add_test(tc, ek_certificate);
+    tcase_add_test(tc, attestation_key_file_is_checked);
     tcase_add_test(tc, attestation_needs_a_tpm);
     tcase_add_test(tc, auth_values_and_lockout); /* last: it leaves lockout on failure */
     tcase_set_timeout(tc, 120);

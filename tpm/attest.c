@@ -76,18 +76,19 @@ static kv_rc get_ak(kv_backend *be, struct tpm_key **out)
     ak = calloc(1, sizeof(*ak));
     if (!path || !ak)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    /* the AK file is a store file: no link, the directory private */
+    KV_CHECK(rc, kv_fs_prepare(ctx, s->dir));
     kv_err_mark mark = kv_err_mark_get(ctx);
-    rc = kv_read_file(ctx, path, 16 * 1024, &text, &len);
+    rc = kv_read_file_ex(ctx, path, 16 * 1024, KV_READ_STORE, &text, &len);
     if (rc == KV_ERR_KEY_NOT_FOUND) {
         kv_err_rewind(ctx, mark); /* none yet: make one */
         KV_CHECK(rc, tpm_run(ctx, s->conn, tpm_create_step, &made));
         KV_CHECK(rc, tpm_key_write(ctx, &made_pub, &made_priv, s->parent, true, &pem, &pemlen));
-        KV_CHECK(rc, kv_mkdir_p(ctx, s->dir));
         rc = kv_write_file_atomic(ctx, s->dir, AK_FILE, pem, pemlen, false);
         if (rc == KV_ERR_KEY_EXISTS) {
             /* another process made one first: use theirs */
             kv_err_rewind(ctx, mark);
-            rc = kv_read_file(ctx, path, 16 * 1024, &text, &len);
+            rc = kv_read_file_ex(ctx, path, 16 * 1024, KV_READ_STORE, &text, &len);
         } else if (rc == KV_OK) {
             ak->obj.pub = made_pub;
             ak->obj.priv = made_priv;
@@ -95,9 +96,23 @@ static kv_rc get_ak(kv_backend *be, struct tpm_key **out)
     }
     if (rc != KV_OK)
         goto out;
-    if (text)
+    if (text) {
+        const TPMT_PUBLIC *p = &ak->obj.pub.publicArea, *t = &ak_template.publicArea;
+
         KV_CHECK(rc, tpm_key_read(ctx, text, len, path, &ak->obj.pub, &ak->obj.priv, &parent,
                                   &empty));
+        /* evidence is checked against this key: it must be a restricted
+         * signing key that never left this TPM, as made here, or any data
+         * it signed could pass for a quote */
+        if (p->type != t->type || p->objectAttributes != t->objectAttributes ||
+            p->parameters.eccDetail.curveID != t->parameters.eccDetail.curveID ||
+            p->parameters.eccDetail.scheme.scheme != t->parameters.eccDetail.scheme.scheme ||
+            parent != s->parent || !empty)
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                    "attestation key file '%s' does not hold a restricted ECDSA P-256 signing "
+                    "key fixed to this TPM under this parent, as libkeyvault makes one; "
+                    "refusing it", path);
+    }
     ak->obj.handle = ESYS_TR_NONE;
     ak->obj.parent = &s->conn->srk;
     ak->path = path;
