@@ -566,9 +566,10 @@ static void bus_free(struct bus *b)
     free(b->raw);
 }
 
-/* The parameters of c's response, when the TPM answered TPM2_RC_SUCCESS:
- * *off is set past the header and, with sessions, the parameter size. */
-static bool response_params(const struct bus_cmd *c, size_t nhandles, size_t *off)
+/* The parameters of c's response (a command without response handles), when
+ * the TPM answered TPM2_RC_SUCCESS: *off is set past the header and, with
+ * sessions, the parameter size. */
+static bool response_params(const struct bus_cmd *c, size_t *off)
 {
     TPM2_ST tag = 0;
     UINT32 size = 0, rc = 1, psize = 0;
@@ -579,7 +580,6 @@ static bool response_params(const struct bus_cmd *c, size_t nhandles, size_t *of
         Tss2_MU_UINT32_Unmarshal(c->resp, c->resplen, off, &rc) != 0 || size != c->resplen ||
         rc != TPM2_RC_SUCCESS)
         return false;
-    *off += 4 * nhandles;
     if (tag == TPM2_ST_SESSIONS &&
         Tss2_MU_UINT32_Unmarshal(c->resp, c->resplen, off, &psize) != 0)
         return false;
@@ -594,7 +594,7 @@ static bool sign_response_is(const struct bus_cmd *c, const unsigned char rs[64]
     unsigned char got[64] = {0};
     size_t off;
 
-    if (c->cc != TPM2_CC_Sign || !response_params(c, 0, &off) ||
+    if (c->cc != TPM2_CC_Sign || !response_params(c, &off) ||
         Tss2_MU_TPMT_SIGNATURE_Unmarshal(c->resp, c->resplen, &off, &sig) != 0 ||
         sig.sigAlg != TPM2_ALG_ECDSA || sig.signature.ecdsa.signatureR.size > 32 ||
         sig.signature.ecdsa.signatureS.size > 32)
@@ -615,7 +615,7 @@ static bool create_response_has_x(const struct bus_cmd *c, const unsigned char x
     const TPM2B_ECC_PARAMETER *px = &pub.publicArea.unique.ecc.x;
     size_t off;
 
-    if (c->cc != TPM2_CC_Create || !response_params(c, 0, &off) ||
+    if (c->cc != TPM2_CC_Create || !response_params(c, &off) ||
         Tss2_MU_TPM2B_PRIVATE_Unmarshal(c->resp, c->resplen, &off, &priv) != 0 ||
         Tss2_MU_TPM2B_PUBLIC_Unmarshal(c->resp, c->resplen, &off, &pub) != 0 ||
         pub.publicArea.type != TPM2_ALG_ECC || px->size > 32)
@@ -646,7 +646,7 @@ static bool ecdh_response_has_point(const struct bus_cmd *c)
     UINT16 size = 0;
     size_t off;
 
-    return c->cc == TPM2_CC_ECDH_ZGen && response_params(c, 0, &off) &&
+    return c->cc == TPM2_CC_ECDH_ZGen && response_params(c, &off) &&
            Tss2_MU_UINT16_Unmarshal(c->resp, c->resplen, &off, &size) == 0 && size == 68 &&
            off + size <= c->resplen;
 }
