@@ -455,15 +455,23 @@ static void accepted(kv_ctx *ctx, const char *module)
 START_TEST(module_path_must_be_registered)
 {
     kv_ctx *ctx = p11_ctx(NULL, KV_OK), *bare;
-    char shim[700], link[700];
+    char shim[700], link[700], marker[700], mark[700];
+    kv_key *key = NULL;
 
     ck_assert_rc(ctx, kv_key_generate(ctx, kname("mp"), KV_KEY_EC_P256, NULL, NULL), KV_OK);
     kv_ctx_free(ctx);
     snprintf(shim, sizeof(shim), "%s/tests/.libs/p11shim.so", env("KV_BUILDDIR"));
     snprintf(link, sizeof(link), "%s/link-to-module.so", tu_tmpdir());
     ck_assert_int_eq(symlink(env("KV_P11_MODULE"), link), 0);
+    /* p11marker's constructor creates $KV_MARKER_FILE when the library is mapped */
+    snprintf(marker, sizeof(marker), "%s/tests/.libs/p11marker.so", env("KV_BUILDDIR"));
+    snprintf(mark, sizeof(mark), "%s/marker-loaded", tu_tmpdir());
+    (void)unlink(mark);
+    ck_assert_int_eq(setenv("KV_MARKER_FILE", mark, 1), 0);
 
     bare = p11_ctx("", KV_OK);
+    refused(bare, marker);
+    ck_assert_msg(access(mark, F_OK) != 0, "a refused module-path= was loaded");
     refused(bare, shim);
     refused(bare, module_copy());
     refused(bare, "/nonexistent/module.so"); /* no hint whether a path exists */
@@ -475,7 +483,17 @@ START_TEST(module_path_must_be_registered)
     /* a configured module that is not registered: only its own path */
     bare = p11_ctx("module = /nowhere/configured.so\n", KV_OK);
     refused(bare, shim);
+    refused(bare, marker);
     kv_ctx_free(bare);
+    ck_assert_msg(access(mark, F_OK) != 0, "a refused module-path= was loaded");
+    /* the control: once any path is allowed, the same open maps the library
+     * (which then fails, being no module) and the marker appears */
+    bare = p11_ctx("allow_any_module = true\n", KV_OK);
+    ck_assert_int_ne(kv_key_open(bare, uri_with_module(marker), &key), KV_OK);
+    ck_assert_ptr_null(key);
+    kv_ctx_free(bare);
+    ck_assert_msg(access(mark, F_OK) == 0, "p11marker.so loaded without leaving %s", mark);
+    ck_assert_int_eq(unsetenv("KV_MARKER_FILE"), 0);
     /* a bad value of the switch is a configuration error at kv_ctx_new, not a yes */
     bare = p11_ctx("allow_any_module = ture\n", KV_ERR_CONFIG);
     ck_assert_ptr_null(bare);

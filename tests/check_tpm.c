@@ -21,6 +21,7 @@
 #include <arpa/inet.h>
 #include <netinet/ip.h>
 #include <netinet/tcp.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #ifdef KV_HAVE_PCAP
@@ -414,12 +415,19 @@ END_TEST
 /* ---- the bus, recorded by tpm2-tss's pcap TCTI --------------------------------
  * The TCTI writes each command and response as a TCP segment between a
  * host port and port 2321 (the TPM 2.0 dissector's) in a pcapng file; it
- * is read with libpcap, the command headers with tss2-mu. */
+ * is read with libpcap, the command and response headers with tss2-mu.
+ * Every absence check (a secret not on the bus) sits beside a positive
+ * control: a value that must cross in the clear is found in the response
+ * that carries it, so a capture without responses cannot pass. */
 
 struct bus_cmd {
     TPM2_CC cc;
     TPM2_HANDLE session;      /* the first authorisation's handle; 0 without one */
     TPMA_SESSION attrs;
+    unsigned char *body;      /* the command as sent */
+    size_t len;
+    unsigned char *resp;      /* the TPM's response to it; NULL if none was recorded */
+    size_t resplen;
 };
 
 struct bus {
@@ -456,6 +464,10 @@ static void bus_add(struct bus *b, const unsigned char *p, size_t len)
     ck_assert_uint_lt(b->ncmd, sizeof(b->cmd) / sizeof(b->cmd[0]));
     c = &b->cmd[b->ncmd++];
     memset(c, 0, sizeof(*c));
+    c->body = malloc(len);
+    ck_assert_ptr_nonnull(c->body);
+    memcpy(c->body, p, len);
+    c->len = len;
     ck_assert_uint_eq(Tss2_MU_TPM2_ST_Unmarshal(p, len, &off, &tag), 0);
     ck_assert_uint_eq(Tss2_MU_UINT32_Unmarshal(p, len, &off, &size), 0);
     ck_assert_uint_eq(size, len);
@@ -472,7 +484,21 @@ static void bus_add(struct bus *b, const unsigned char *p, size_t len)
     }
 }
 
-/* Read the capture: every command the host sent, in order. */
+/* A response belongs to the last command sent, which has none yet. */
+static void bus_answer(struct bus *b, const unsigned char *p, size_t len)
+{
+    struct bus_cmd *c;
+
+    ck_assert_uint_gt(b->ncmd, 0);
+    c = &b->cmd[b->ncmd - 1];
+    ck_assert_ptr_null(c->resp);
+    c->resp = malloc(len);
+    ck_assert_ptr_nonnull(c->resp);
+    memcpy(c->resp, p, len);
+    c->resplen = len;
+}
+
+/* Read the capture: every command the host sent, in order, with its response. */
 static void bus_read(const char *path, struct bus *b)
 {
 #ifdef KV_HAVE_PCAP
@@ -500,6 +526,8 @@ static void bus_read(const char *path, struct bus *b)
         ck_assert_uint_ge(h->caplen, iphl + tcphl);
         if (ntohs(tcp.th_dport) == 2321) /* host to TPM: a command */
             bus_add(b, d + iphl + tcphl, h->caplen - iphl - tcphl);
+        else if (ntohs(tcp.th_sport) == 2321) /* TPM to host: its response */
+            bus_answer(b, d + iphl + tcphl, h->caplen - iphl - tcphl);
     }
     pcap_close(pc);
     f = fopen(path, "rb");
@@ -527,6 +555,132 @@ static size_t bus_count(const struct bus *b, TPM2_CC cc)
 static bool bus_has(const struct bus *b, const void *what, size_t len)
 {
     return memmem(b->raw, b->rawlen, what, len) != NULL;
+}
+
+static void bus_free(struct bus *b)
+{
+    for (size_t i = 0; i < b->ncmd; i++) {
+        free(b->cmd[i].body);
+        free(b->cmd[i].resp);
+    }
+    free(b->raw);
+}
+
+/* The parameters of c's response (a command without response handles), when
+ * the TPM answered TPM2_RC_SUCCESS: *off is set past the header and, with
+ * sessions, the parameter size. */
+static bool response_params(const struct bus_cmd *c, size_t *off)
+{
+    TPM2_ST tag = 0;
+    UINT32 size = 0, rc = 1, psize = 0;
+
+    *off = 0;
+    if (!c->resp || Tss2_MU_TPM2_ST_Unmarshal(c->resp, c->resplen, off, &tag) != 0 ||
+        Tss2_MU_UINT32_Unmarshal(c->resp, c->resplen, off, &size) != 0 ||
+        Tss2_MU_UINT32_Unmarshal(c->resp, c->resplen, off, &rc) != 0 || size != c->resplen ||
+        rc != TPM2_RC_SUCCESS)
+        return false;
+    if (tag == TPM2_ST_SESSIONS &&
+        Tss2_MU_UINT32_Unmarshal(c->resp, c->resplen, off, &psize) != 0)
+        return false;
+    return *off <= c->resplen;
+}
+
+/* Whether the response to the TPM2_Sign command c carries the ECDSA
+ * signature rs (r||s, 32 bytes each, as kv_sign gives with KV_SIGN_RAW). */
+static bool sign_response_is(const struct bus_cmd *c, const unsigned char rs[64])
+{
+    TPMT_SIGNATURE sig = {0};
+    unsigned char got[64] = {0};
+    size_t off;
+
+    if (c->cc != TPM2_CC_Sign || !response_params(c, &off) ||
+        Tss2_MU_TPMT_SIGNATURE_Unmarshal(c->resp, c->resplen, &off, &sig) != 0 ||
+        sig.sigAlg != TPM2_ALG_ECDSA || sig.signature.ecdsa.signatureR.size > 32 ||
+        sig.signature.ecdsa.signatureS.size > 32)
+        return false;
+    memcpy(got + 32 - sig.signature.ecdsa.signatureR.size, sig.signature.ecdsa.signatureR.buffer,
+           sig.signature.ecdsa.signatureR.size);
+    memcpy(got + 64 - sig.signature.ecdsa.signatureS.size, sig.signature.ecdsa.signatureS.buffer,
+           sig.signature.ecdsa.signatureS.size);
+    return memcmp(got, rs, 64) == 0;
+}
+
+/* Whether the response to the TPM2_Create command c returns the public
+ * key whose x coordinate is x (outPublic follows outPrivate, in the clear). */
+static bool create_response_has_x(const struct bus_cmd *c, const unsigned char x[32])
+{
+    TPM2B_PRIVATE priv = {0}; /* tss2-mu unmarshals a TPM2B only into a zeroed one */
+    TPM2B_PUBLIC pub = {0};
+    const TPM2B_ECC_PARAMETER *px = &pub.publicArea.unique.ecc.x;
+    size_t off;
+
+    if (c->cc != TPM2_CC_Create || !response_params(c, &off) ||
+        Tss2_MU_TPM2B_PRIVATE_Unmarshal(c->resp, c->resplen, &off, &priv) != 0 ||
+        Tss2_MU_TPM2B_PUBLIC_Unmarshal(c->resp, c->resplen, &off, &pub) != 0 ||
+        pub.publicArea.type != TPM2_ALG_ECC || px->size > 32)
+        return false;
+    for (size_t i = 0; i < 32u - px->size; i++)
+        if (x[i] != 0)
+            return false;
+    return memcmp(x + 32 - px->size, px->buffer, px->size) == 0;
+}
+
+/* The control for bus_has itself: v (leading zero bytes dropped, as a TPM2B
+ * may carry it) is found in the raw capture file. */
+static void assert_on_bus(const struct bus *b, const unsigned char *v, size_t len,
+                          const char *what)
+{
+    while (len > 16 && *v == 0) {
+        v++;
+        len--;
+    }
+    ck_assert_msg(bus_has(b, v, len), "%s is not in the capture: responses not recorded?",
+                  what);
+}
+
+/* The TPM2_ECDH_ZGen response of c answers with an outPoint of a P-256
+ * point (2 + 32 + 2 + 32 bytes), where z would be if it crossed in the clear. */
+static bool ecdh_response_has_point(const struct bus_cmd *c)
+{
+    UINT16 size = 0;
+    size_t off;
+
+    return c->cc == TPM2_CC_ECDH_ZGen && response_params(c, &off) &&
+           Tss2_MU_UINT16_Unmarshal(c->resp, c->resplen, &off, &size) == 0 && size == 68 &&
+           off + size <= c->resplen;
+}
+
+/* Sign m with KV_SIGN_RAW into rs (r||s) and check it verifies. */
+static void sign_rs(kv_ctx *ctx, kv_key *key, const char *m, unsigned char rs[64])
+{
+    unsigned char pub[200];
+    size_t rslen = 64, publen = sizeof(pub);
+
+    ck_assert_rc(ctx, kv_sign(key, KV_ALG_DEFAULT, KV_SIGN_RAW, (const unsigned char *)m,
+                              strlen(m), rs, &rslen), KV_OK);
+    ck_assert_uint_eq(rslen, 64);
+    ck_assert_rc(ctx, kv_key_public_der(key, pub, &publen), KV_OK);
+    ck_assert_rc(ctx, kv_verify(ctx, pub, publen, KV_ALG_DEFAULT, KV_SIGN_RAW,
+                                (const unsigned char *)m, strlen(m), rs, rslen), KV_OK);
+}
+
+/* The x coordinate of key's public key (P-256). */
+static void public_x(kv_ctx *ctx, kv_key *key, unsigned char x[32])
+{
+    unsigned char der[200], pt[65];
+    const unsigned char *p = der;
+    size_t derlen = sizeof(der), ptlen = 0;
+    EVP_PKEY *pk;
+
+    ck_assert_rc(ctx, kv_key_public_der(key, der, &derlen), KV_OK);
+    pk = d2i_PUBKEY(NULL, &p, (long)derlen);
+    ck_assert_ptr_nonnull(pk);
+    ck_assert_int_eq(EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pt,
+                                                     sizeof(pt), &ptlen), 1);
+    EVP_PKEY_free(pk);
+    ck_assert_uint_eq(ptlen, 65);
+    memcpy(x, pt + 1, 32);
 }
 
 static bool hmac_session(TPM2_HANDLE h)
@@ -577,8 +731,8 @@ START_TEST(empty_auth_sign_in_password_session)
     char pcap[700];
     kv_ctx *ctx = bus_ctx("", pcap, sizeof(pcap));
     kv_key *a = gen(ctx, "pw-a", KV_KEY_EC_P256), *b = gen(ctx, "pw-b", KV_KEY_EC_P256);
-    unsigned char z[64], md[32];
-    size_t first_ecdh = 0, signs = 0;
+    unsigned char z[64], md[32], rs[5][64];
+    size_t first_ecdh = 0, signs = 0, at[5], nat = 0;
     uint64_t n0, s0;
     struct bus bus;
 
@@ -586,7 +740,7 @@ START_TEST(empty_auth_sign_in_password_session)
     n0 = tpm_stat(ctx, "commands");
     s0 = tpm_stat(ctx, "session_commands");
     for (int i = 0; i < 5; i++)
-        ck_assert(sign_verifies(ctx, a, "password session"));
+        sign_rs(ctx, a, "password session", rs[i]);
     ck_assert_uint_eq(tpm_stat(ctx, "commands") - n0, 5);
     ck_assert_uint_eq(tpm_stat(ctx, "session_commands") - s0, 0);
     derive_and_close(ctx, a, b, z);
@@ -613,6 +767,7 @@ START_TEST(empty_auth_sign_in_password_session)
             ck_assert_uint_eq(signs, 6);
     }
     ck_assert_uint_eq(signs, 6);
+    ck_assert_uint_eq(bus_count(&bus, TPM2_CC_Sign), 6);
     ck_assert_uint_eq(bus_count(&bus, TPM2_CC_ECDH_ZGen), 1);
     ck_assert_uint_eq(bus_count(&bus, TPM2_CC_StartAuthSession), 1);
     ck_assert_uint_eq(bus.cmd[first_ecdh - 1].cc, TPM2_CC_StartAuthSession);
@@ -621,7 +776,26 @@ START_TEST(empty_auth_sign_in_password_session)
     ck_assert(bus_has(&bus, md, sizeof(md)));
     ck_assert(!bus_has(&bus, z, 32));
     ck_assert(!bus_has(&bus, z, 16));
-    free(bus.raw);
+    /* one command per sign, counted in the capture: the five commands that
+     * carry this digest are TPM2_Sign, back to back, and the responses to
+     * them carry the five signatures kv_sign returned, in order */
+    for (size_t i = 0; i < bus.ncmd; i++)
+        if (memmem(bus.cmd[i].body, bus.cmd[i].len, md, sizeof(md))) {
+            ck_assert_uint_lt(nat, 5);
+            ck_assert_uint_eq(bus.cmd[i].cc, TPM2_CC_Sign);
+            at[nat++] = i;
+        }
+    ck_assert_uint_eq(nat, 5);
+    for (size_t k = 0; k < 5; k++) {
+        ck_assert_uint_eq(at[k], at[0] + k);
+        ck_assert_msg(sign_response_is(&bus.cmd[at[k]], rs[k]),
+                      "sign %zu: its r||s is not in the TPM2_Sign response", k);
+        assert_on_bus(&bus, rs[k], 32, "r");
+        assert_on_bus(&bus, rs[k] + 32, 32, "s");
+    }
+    /* the ECDH response is recorded, with the point where z would be */
+    ck_assert(ecdh_response_has_point(&bus.cmd[first_ecdh]));
+    bus_free(&bus);
 }
 END_TEST
 
@@ -634,8 +808,8 @@ START_TEST(parameter_encryption_on_the_bus)
     static const char secret_auth[] = "bus-sniffer-must-not-see-this";
     kv_ctx *ctx;
     kv_key *a, *b;
-    unsigned char z[64], md[32];
-    size_t signs = 0;
+    unsigned char z[64], md[32], rs[64], ax[32], bx[32];
+    size_t signs = 0, creates_a = 0, creates_b = 0, ecdh_answered = 0;
     struct bus bus;
 
     snprintf(auth, sizeof(auth), "%s/auth", tu_tmpdir());
@@ -644,7 +818,9 @@ START_TEST(parameter_encryption_on_the_bus)
     ctx = bus_ctx(extra, pcap, sizeof(pcap));
     a = gen(ctx, "bus-a", KV_KEY_EC_P256);
     b = gen(ctx, "bus-b", KV_KEY_EC_P256);
-    ck_assert(sign_verifies(ctx, a, "bus"));
+    sign_rs(ctx, a, "bus", rs);
+    public_x(ctx, a, ax);
+    public_x(ctx, b, bx);
     derive_and_close(ctx, a, b, z);
 
     bus_read(pcap, &bus);
@@ -656,15 +832,27 @@ START_TEST(parameter_encryption_on_the_bus)
             ck_assert(c->attrs & TPMA_SESSION_DECRYPT);
             signs += c->cc == TPM2_CC_Sign;
         }
+        /* positive controls: what crosses in the clear is seen in the responses */
+        if (c->cc == TPM2_CC_Sign)
+            ck_assert_msg(sign_response_is(c, rs), "r||s is not in the TPM2_Sign response");
+        creates_a += create_response_has_x(c, ax);
+        creates_b += create_response_has_x(c, bx);
+        ecdh_answered += ecdh_response_has_point(c);
     }
     ck_assert_uint_eq(signs, 1);
+    ck_assert_uint_eq(bus_count(&bus, TPM2_CC_Sign), 1);
     ck_assert_uint_eq(bus_count(&bus, TPM2_CC_Create), 2);
+    ck_assert_uint_eq(creates_a, 1);
+    ck_assert_uint_eq(creates_b, 1);
+    ck_assert_uint_eq(ecdh_answered, 1);
+    assert_on_bus(&bus, rs, 32, "r");
+    assert_on_bus(&bus, ax, 32, "the public x of bus-a");
     ck_assert(!bus_has(&bus, secret_auth, strlen(secret_auth)));
     ck_assert(!bus_has(&bus, z, 32));
     ck_assert(!bus_has(&bus, z, 16));
     digest_of("bus", md);
     ck_assert(!bus_has(&bus, md, sizeof(md)));
-    free(bus.raw);
+    bus_free(&bus);
 }
 END_TEST
 
@@ -690,7 +878,7 @@ START_TEST(sessions_always)
     for (size_t i = 0; i < bus.ncmd; i++)
         if (bus.cmd[i].cc == TPM2_CC_Sign || bus.cmd[i].cc == TPM2_CC_Create)
             ck_assert(hmac_session(bus.cmd[i].session));
-    free(bus.raw);
+    bus_free(&bus);
     /* anything else is refused, without a key to fall back on */
     tpm_ctx("tcti = swtpm:host=127.0.0.1,port=9\nsessions = never\n", KV_ERR_CONFIG);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(NULL), "[tpm] sessions"));

@@ -63,7 +63,7 @@ if grep -q nsskey "$T/out"; then not_ok "certutil no longer lists nsskey"; else 
 # p11-kit reads per-user module files except as root: as root, this part
 # runs as nobody, on a database of its own.
 U=$T/registered
-mkdir -p "$U/home/.config/pkcs11/modules" "$U/db"
+mkdir -p "$U/home/.config/pkcs11/modules" "$U/db" "$U/kvhome"
 printf '%s\n' "$KV_P11_PIN" >"$U/pin"
 chmod 600 "$U/pin"
 certutil -N -d "sql:$U/db" -f "$U/pin" >/dev/null
@@ -79,11 +79,12 @@ printf '[keyvault]\nbackends = pkcs11\n' >"$U/bare.conf"
 # an unloaded library) then counts that as leaked: no leak check here (the
 # by-name route is leak-checked on SoftHSM in check_pkcs11).
 nolsan="ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0"
-as_user() { env HOME="$U/home" "$nolsan" "$@"; }
+# the user's own KEYVAULT_HOME (lib.sh's $T/home is root's when root runs this)
+as_user() { env HOME="$U/home" KEYVAULT_HOME="$U/kvhome" "$nolsan" "$@"; }
 if [ "$(id -u)" = 0 ]; then
     chmod 755 "$T"
     chown -R 65534:65534 "$U"
-    as_user() { setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$U/home" "$nolsan" "$@"; }
+    as_user() { setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$U/home" KEYVAULT_HOME="$U/kvhome" "$nolsan" "$@"; }
 fi
 expect 0 "softokn by its p11-kit name, x-init-reserved from its module file" -- \
     as_user "$KEYVAULT" -c "$U/byname.conf" keygen regkey --type ec-p256 --backend pkcs11
