@@ -1394,78 +1394,6 @@ static bool attr_quiet(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_HAN
     return true;
 }
 
-/*
- * Whether pub (read from the public key object or certificate sharing the
- * private key's CKA_ID) belongs to the private key k. Compared with the
- * private object's own public attributes where the token offers them
- * (CKA_MODULUS of an RSA private key is standard; CKA_EC_POINT on an EC
- * private key is PKCS#11 3.0 and many modules lack it), else proven by a
- * signature of random bytes made with k and verified with pub. A private
- * key that may not sign (CKA_SIGN false) and offers neither attribute
- * cannot be checked and is taken as it is.
- */
-static CK_RV pub_check(struct p11_token *tok, CK_SESSION_HANDLE h, struct p11_key *k,
-                       kv_key_type type, EVP_PKEY *pub, const char *label, kv_rc *rc)
-{
-    kv_ctx *ctx = tok->ctx;
-    const kv_type_desc *t = kv_type_desc_get(type);
-    const kv_alg_desc *alg = kv_alg_desc_get(t->default_alg);
-    unsigned char buf[1024], want[200], tbs[64], sig[1024];
-    CK_ULONG len = sizeof(buf);
-    size_t wantlen = 0, siglen = sizeof(sig), tbslen = alg->mdlen ? alg->mdlen : 32;
-    CK_BBOOL can_sign = CK_TRUE;
-    int match = -1; /* not known yet */
-    CK_RV rv;
-    kv_rc vrc;
-
-    if (t->family == KV_FAMILY_RSA) {
-        BIGNUM *n = NULL, *mine = NULL;
-        if (attr_quiet(tok, h, k->priv, CKA_MODULUS, buf, &len) &&
-            EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_RSA_N, &n) == 1 &&
-            (mine = BN_bin2bn(buf, (int)len, NULL)) != NULL)
-            match = BN_cmp(mine, n) == 0;
-        BN_free(mine);
-        BN_free(n);
-    } else if (attr_quiet(tok, h, k->priv, CKA_EC_POINT, buf, &len)) {
-        size_t ptlen = 0;
-        unsigned char *pt = unwrap_point(buf, len, &ptlen);
-        if (pt && EVP_PKEY_get_octet_string_param(pub, OSSL_PKEY_PARAM_PUB_KEY, want,
-                                                  sizeof(want), &wantlen) == 1)
-            match = ptlen == wantlen && memcmp(pt, want, ptlen) == 0;
-        OPENSSL_free(pt);
-    }
-    ERR_clear_error();
-    if (match < 0) {
-        kv_key probe = { .ctx = ctx, .type = type, .bk = k };
-        struct sign_arg sa = { &probe, alg, tbs, tbslen, sig, &siglen };
-
-        len = sizeof(can_sign);
-        if (attr_quiet(tok, h, k->priv, CKA_SIGN, &can_sign, &len) && !can_sign)
-            return CKR_OK;
-        if (RAND_bytes(tbs, (int)tbslen) != 1) {
-            *rc = kv_error(ctx, KV_ERR_CRYPTO, "random generator failed");
-            return CKR_OK;
-        }
-        rv = sign_step(tok, h, &sa, rc);
-        if (rv != CKR_OK || *rc != KV_OK)
-            return rv;
-        /* reported on no context: a mismatch is this key's damage, said below */
-        vrc = kv_verify_pkey(NULL, ctx->libctx, pub, alg, tbs, tbslen, sig, siglen);
-        if (vrc != KV_OK && vrc != KV_ERR_BAD_SIGNATURE) {
-            *rc = kv_error(ctx, vrc, "cannot check the public key of '%s' on token '%s': %s",
-                           label ? label : "(unlabelled)", tok->label, kv_errmsg(NULL));
-            return CKR_OK;
-        }
-        match = vrc == KV_OK;
-    }
-    if (!match)
-        *rc = kv_error(ctx, KV_ERR_CORRUPT,
-                       "private key '%s' on token '%s': the public key stored with it (same "
-                       "CKA_ID) belongs to another key", label ? label : "(unlabelled)",
-                       tok->label);
-    return CKR_OK;
-}
-
 static kv_rc p11_sign(kv_key *key, const kv_alg_desc *alg, const unsigned char *tbs,
                       size_t tbslen, unsigned char *sig, size_t *siglen)
 {
@@ -1586,6 +1514,131 @@ out:
     EC_POINT_free(pt);
     EC_GROUP_free(group);
     return rc;
+}
+
+/* An ECDH-only key's public key check (see pub_check): *match says whether
+ * the token's ECDH of k with a fresh ephemeral key equals the software ECDH
+ * of the ephemeral private key with pub. Both secrets are wiped. */
+static CK_RV pub_check_ecdh(struct p11_token *tok, CK_SESSION_HANDLE h, kv_key *probe,
+                            EVP_PKEY *pub, const char *label, int *match, kv_rc *rc)
+{
+    kv_ctx *ctx = tok->ctx;
+    const kv_type_desc *t = kv_type_desc_get(probe->type);
+    unsigned char mine[80], theirs[80];
+    size_t minelen = sizeof(mine), theirslen = sizeof(theirs);
+    struct ecdh_arg a = { .key = probe, .secret = mine, .len = &minelen };
+    EVP_PKEY *eph = EVP_PKEY_Q_keygen(ctx->libctx, NULL, "EC", t->group);
+    CK_RV rv = CKR_OK;
+    kv_rc vrc;
+
+    if (!eph || EVP_PKEY_get_octet_string_param(eph, OSSL_PKEY_PARAM_PUB_KEY, a.point,
+                                                sizeof(a.point), &a.pointlen) != 1) {
+        *rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot make an ephemeral %s key", t->group);
+        goto out;
+    }
+    rv = ecdh_step(tok, h, &a, rc);
+    if (rv != CKR_OK || *rc != KV_OK)
+        goto out;
+    /* reported on no context: a failure is this key's damage, said below */
+    vrc = kv_soft_derive_pkey(NULL, ctx->libctx, eph, pub, theirs, &theirslen);
+    if (vrc != KV_OK) {
+        *rc = kv_error(ctx, vrc, "cannot check the public key of '%s' on token '%s': %s",
+                       label ? label : "(unlabelled)", tok->label, kv_errmsg(NULL));
+        goto out;
+    }
+    *match = minelen == theirslen && CRYPTO_memcmp(mine, theirs, minelen) == 0;
+out:
+    OPENSSL_cleanse(mine, sizeof(mine));
+    OPENSSL_cleanse(theirs, sizeof(theirs));
+    EVP_PKEY_free(eph);
+    return rv;
+}
+
+/*
+ * Whether pub (read from the public key object or certificate sharing the
+ * private key's CKA_ID) belongs to the private key k. Compared with the
+ * private object's own public attributes where the token offers them
+ * (CKA_MODULUS of an RSA private key is standard; CKA_EC_POINT on an EC
+ * private key is PKCS#11 3.0 and many modules lack it), else proven by a
+ * signature of random bytes made with k and verified with pub; an EC key
+ * that may not sign (CKA_SIGN false: an ECDH-only key) by an ECDH with a
+ * fresh ephemeral key, done by the token with k and in software with pub.
+ * An EC private key on another curve than pub (CKA_EC_PARAMS) is no match.
+ */
+static CK_RV pub_check(struct p11_token *tok, CK_SESSION_HANDLE h, struct p11_key *k,
+                       kv_key_type type, EVP_PKEY *pub, const char *label, kv_rc *rc)
+{
+    kv_ctx *ctx = tok->ctx;
+    const kv_type_desc *t = kv_type_desc_get(type);
+    const kv_alg_desc *alg = kv_alg_desc_get(t->default_alg);
+    unsigned char buf[1024], want[200], tbs[64], sig[1024];
+    CK_ULONG len = sizeof(buf);
+    size_t wantlen = 0, siglen = sizeof(sig), tbslen = alg->mdlen ? alg->mdlen : 32;
+    CK_BBOOL can_sign = CK_TRUE;
+    int match = -1; /* not known yet */
+    CK_RV rv;
+    kv_rc vrc;
+
+    if (t->family == KV_FAMILY_RSA) {
+        BIGNUM *n = NULL, *mine = NULL;
+        if (attr_quiet(tok, h, k->priv, CKA_MODULUS, buf, &len) &&
+            EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_RSA_N, &n) == 1 &&
+            (mine = BN_bin2bn(buf, (int)len, NULL)) != NULL)
+            match = BN_cmp(mine, n) == 0;
+        BN_free(mine);
+        BN_free(n);
+    } else {
+        int nid = NID_undef;
+        if (t->family == KV_FAMILY_EC && attr_quiet(tok, h, k->priv, CKA_EC_PARAMS, buf, &len))
+            nid = ec_params_nid(buf, len);
+        len = sizeof(buf);
+        if (nid != NID_undef && nid != EC_curve_nist2nid(t->group)) {
+            match = 0; /* a private key on another curve */
+        } else if (attr_quiet(tok, h, k->priv, CKA_EC_POINT, buf, &len)) {
+            size_t ptlen = 0;
+            unsigned char *pt = unwrap_point(buf, len, &ptlen);
+            if (pt && EVP_PKEY_get_octet_string_param(pub, OSSL_PKEY_PARAM_PUB_KEY, want,
+                                                      sizeof(want), &wantlen) == 1)
+                match = ptlen == wantlen && memcmp(pt, want, ptlen) == 0;
+            OPENSSL_free(pt);
+        }
+    }
+    ERR_clear_error();
+    if (match < 0) {
+        kv_key probe = { .ctx = ctx, .type = type, .bk = k };
+        struct sign_arg sa = { &probe, alg, tbs, tbslen, sig, &siglen };
+
+        len = sizeof(can_sign);
+        if (attr_quiet(tok, h, k->priv, CKA_SIGN, &can_sign, &len) && !can_sign) {
+            if (t->family != KV_FAMILY_EC)
+                return CKR_OK; /* RSA was compared by modulus; an Ed25519 key only signs */
+            rv = pub_check_ecdh(tok, h, &probe, pub, label, &match, rc);
+            if (rv != CKR_OK || *rc != KV_OK)
+                return rv;
+        } else {
+            if (RAND_bytes(tbs, (int)tbslen) != 1) {
+                *rc = kv_error(ctx, KV_ERR_CRYPTO, "random generator failed");
+                return CKR_OK;
+            }
+            rv = sign_step(tok, h, &sa, rc);
+            if (rv != CKR_OK || *rc != KV_OK)
+                return rv;
+            /* reported on no context: a mismatch is this key's damage, said below */
+            vrc = kv_verify_pkey(NULL, ctx->libctx, pub, alg, tbs, tbslen, sig, siglen);
+            if (vrc != KV_OK && vrc != KV_ERR_BAD_SIGNATURE) {
+                *rc = kv_error(ctx, vrc, "cannot check the public key of '%s' on token '%s': %s",
+                               label ? label : "(unlabelled)", tok->label, kv_errmsg(NULL));
+                return CKR_OK;
+            }
+            match = vrc == KV_OK;
+        }
+    }
+    if (!match)
+        *rc = kv_error(ctx, KV_ERR_CORRUPT,
+                       "private key '%s' on token '%s': the public key stored with it (same "
+                       "CKA_ID) belongs to another key", label ? label : "(unlabelled)",
+                       tok->label);
+    return CKR_OK;
 }
 
 /* ---- certificates ------------------------------------------------------- */

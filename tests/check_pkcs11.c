@@ -1195,6 +1195,103 @@ START_TEST(planted_public_key_is_refused)
 }
 END_TEST
 
+/* An EC pair for ECDH only (CKA_SIGN false), made by raw PKCS#11 on the
+ * curve whose DER OID is `oid`. */
+static void raw_ecdh_pair(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE h, const char *label,
+                          const unsigned char *oid, size_t oidlen, unsigned int id)
+{
+    CK_MECHANISM mech = { CKM_EC_KEY_PAIR_GEN, NULL, 0 };
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_OBJECT_HANDLE pubh, privh;
+    CK_ATTRIBUTE pub[] = { { CKA_EC_PARAMS, (void *)oid, oidlen },
+                           { CKA_TOKEN, &yes, sizeof(yes) },
+                           { CKA_LABEL, (void *)label, strlen(label) },
+                           { CKA_ID, &id, sizeof(id) } };
+    CK_ATTRIBUTE priv[] = { { CKA_TOKEN, &yes, sizeof(yes) },
+                            { CKA_PRIVATE, &yes, sizeof(yes) },
+                            { CKA_SIGN, &no, sizeof(no) },
+                            { CKA_DERIVE, &yes, sizeof(yes) },
+                            { CKA_LABEL, (void *)label, strlen(label) },
+                            { CKA_ID, &id, sizeof(id) } };
+
+    ck_assert_uint_eq(f->C_GenerateKeyPair(h, &mech, pub, 4, priv, 6, &pubh, &privh), CKR_OK);
+}
+
+/* A key that may not sign (ECDH only) and whose token gives no CKA_EC_POINT
+ * on private keys (SoftHSM) has its public key checked by an ECDH. */
+START_TEST(ecdh_only_key_checked_by_derive)
+{
+    static const unsigned char p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
+    static const unsigned char p384[] = { 0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22 };
+    char victim[64], other[64], far[64];
+    unsigned char vpub[200], ppub[200], *pp = ppub, z[64], want[64];
+    size_t vlen = sizeof(vpub), zlen = sizeof(z), wantlen = sizeof(want);
+    const unsigned char *vp = vpub;
+    unsigned int base = (unsigned int)getpid() << 8;
+    EVP_PKEY *peer = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256"), *vkey;
+    EVP_PKEY_CTX *dctx;
+    CK_SESSION_HANDLE h;
+    CK_FUNCTION_LIST *f;
+    kv_ctx *ctx;
+    kv_key *key = NULL;
+    int plen;
+
+    snprintf(victim, sizeof(victim), "%s", kname("dh-victim"));
+    snprintf(other, sizeof(other), "%s", kname("dh-other"));
+    snprintf(far, sizeof(far), "%s", kname("dh-far"));
+    f = raw_open(&h);
+    raw_ecdh_pair(f, h, victim, p256, sizeof(p256), base + 1);
+    raw_ecdh_pair(f, h, other, p256, sizeof(p256), base + 2);
+    raw_ecdh_pair(f, h, far, p384, sizeof(p384), base + 3);
+    raw_close(f, h);
+
+    /* untouched, it opens, and its ECDH agrees with OpenSSL's */
+    ctx = p11_ctx(NULL, KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, victim, &key), KV_OK);
+    ck_assert_rc(ctx, kv_key_public_der(key, vpub, &vlen), KV_OK);
+    plen = i2d_PUBKEY(peer, &pp);
+    ck_assert_int_gt(plen, 0);
+    ck_assert_rc(ctx, kv_ecdh(key, ppub, (size_t)plen, z, &zlen), KV_OK);
+    vkey = d2i_PUBKEY(NULL, &vp, (long)vlen);
+    dctx = EVP_PKEY_CTX_new(peer, NULL);
+    ck_assert(vkey && dctx && EVP_PKEY_derive_init(dctx) == 1 &&
+              EVP_PKEY_derive_set_peer(dctx, vkey) == 1 &&
+              EVP_PKEY_derive(dctx, want, &wantlen) == 1);
+    ck_assert_uint_eq(zlen, wantlen);
+    ck_assert_mem_eq(z, want, zlen);
+    EVP_PKEY_CTX_free(dctx);
+    EVP_PKEY_free(vkey);
+    EVP_PKEY_free(peer);
+    kv_key_free(key);
+    key = NULL;
+    kv_ctx_free(ctx);
+
+    /* the victim's public key object replaced by another pair's */
+    swap_public(victim, other, CKK_EC);
+    ctx = p11_ctx(NULL, KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, victim, &key), KV_ERR_CORRUPT);
+    ck_assert_ptr_null(key);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), victim));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "another key"));
+    ck_assert_rc(ctx, kv_key_open(ctx, other, &key), KV_OK);
+    kv_key_free(key);
+    key = NULL;
+    kv_ctx_free(ctx);
+    /* and by a P-384 one: another curve than the private key's */
+    swap_public(other, far, CKK_EC);
+    ctx = p11_ctx(NULL, KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, other, &key), KV_ERR_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), other));
+    kv_ctx_free(ctx);
+
+    f = raw_open(&h);
+    ck_assert_uint_eq(raw_destroy_label(f, h, victim), 1);
+    ck_assert_uint_eq(raw_destroy_label(f, h, other), 1);
+    ck_assert_uint_eq(raw_destroy_label(f, h, far), 1);
+    raw_close(f, h);
+}
+END_TEST
+
 START_TEST(list_returns_every_token_key)
 {
     enum { N = 300 };
@@ -1517,6 +1614,7 @@ static Suite *pkcs11_suite(void)
     tcase_add_test(hsm, public_key_checked_by_ec_point);
     tcase_add_test(hsm, wrong_uri_pin_tried_once);
     tcase_add_test(hsm, planted_public_key_is_refused);
+    tcase_add_test(hsm, ecdh_only_key_checked_by_derive);
     tcase_add_test(hsm, list_returns_every_token_key);
     tcase_add_test(hsm, creation_race_on_token);
     tcase_add_test(hsm, creation_race_across_backends);
