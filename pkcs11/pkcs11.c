@@ -749,6 +749,8 @@ static kv_rc p11_exists(kv_backend *be, const char *name)
     return rc == KV_ERR_BAD_URI ? KV_OK : rc; /* more than one: it certainly exists */
 }
 
+#define P11_TOO_MANY "%s: more than %d PKCS#11 tokens (module, token and PIN) opened by URI"
+
 /* Whether entry o was made for this module, token match, PIN and source. */
 static bool other_is(const struct p11_other *o, const char *module, const char *real,
                      const char *match, const unsigned char *pin_mac, const char *src)
@@ -793,6 +795,7 @@ static kv_rc token_for_uri(kv_backend *be, P11KitUri *uri, const char *shown,
     unsigned char mac[32];
     struct p11_token *tok = NULL;
     struct p11_sess *sess = NULL;
+    bool full;
     kv_rc rc = KV_OK;
 
     *out = NULL;
@@ -835,9 +838,12 @@ static kv_rc token_for_uri(kv_backend *be, P11KitUri *uri, const char *shown,
         KV_CHECK(rc, p11_pin_mac(be->ctx, NULL, pin, mac));
     pthread_mutex_lock(&s->lock);
     *out = other_find(s, module, real, match, pin ? mac : NULL, src);
+    full = s->nothers == P11_MAX_OTHERS;
     pthread_mutex_unlock(&s->lock);
     if (*out)
         goto out;
+    if (full) /* no login attempt for a token that could not be kept */
+        KV_FAIL(be->ctx, rc, KV_ERR_UNSUPPORTED, P11_TOO_MANY, shown, P11_MAX_OTHERS);
     /* a new one: connected (and logged in) before it is kept, so a wrong
      * PIN or a missing token takes no place; s->rejected remembers a PIN
      * the token refused, for the next attempt */
@@ -849,9 +855,7 @@ static kv_rc token_for_uri(kv_backend *be, P11KitUri *uri, const char *shown,
     /* another thread may have kept the same one meanwhile */
     *out = other_find(s, module, real, match, pin ? mac : NULL, src);
     if (!*out && s->nothers == P11_MAX_OTHERS) {
-        rc = kv_error(be->ctx, KV_ERR_UNSUPPORTED,
-                      "%s: more than %d PKCS#11 tokens (module, token and PIN) opened by URI",
-                      shown, P11_MAX_OTHERS);
+        rc = kv_error(be->ctx, KV_ERR_UNSUPPORTED, P11_TOO_MANY, shown, P11_MAX_OTHERS);
     } else if (!*out) {
         struct p11_other *o = &s->others[s->nothers++];
         o->tok = tok;

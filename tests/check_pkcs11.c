@@ -169,6 +169,13 @@ START_TEST(wrong_pin_is_tried_once)
 }
 END_TEST
 
+/* A context with no [pkcs11] token (a module that needs init_args has
+ * them, and only them, configured): URIs bring module and PIN. */
+static kv_ctx *bare_ctx(void)
+{
+    return p11_ctx(getenv("KV_P11_INIT_ARGS") ? module_line() : "", KV_OK);
+}
+
 START_TEST(uri_forms)
 {
     kv_ctx *ctx = p11_ctx(NULL, KV_OK), *bare;
@@ -200,9 +207,8 @@ START_TEST(uri_forms)
                  KV_ERR_KEY_NOT_FOUND);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "nothing-here"));
 
-    /* a context with no [pkcs11] token: the URI brings module and PIN (a
-     * module that needs init_args has them, and only them, configured) */
-    bare = p11_ctx(getenv("KV_P11_INIT_ARGS") ? module_line() : "", KV_OK);
+    /* a context with no [pkcs11] token: the URI brings module and PIN */
+    bare = bare_ctx();
     snprintf(uri, sizeof(uri), "%s;object=%s;type=private?module-path=%s&pin-value=%s",
              token_uri(), kname("uri"), env("KV_P11_MODULE"), env("KV_P11_PIN"));
     ck_assert_rc(bare, kv_key_open(bare, uri, &k2), KV_OK);
@@ -246,13 +252,6 @@ static const char *uri_id(kv_key *key)
     ck_assert_ptr_nonnull(p);
     snprintf(buf, sizeof(buf), "%.*s", (int)strcspn(p, ";?"), p);
     return buf;
-}
-
-/* A context with no [pkcs11] token (a module that needs init_args has
- * them, and only them, configured): URIs bring module and PIN. */
-static kv_ctx *bare_ctx(void)
-{
-    return p11_ctx(getenv("KV_P11_INIT_ARGS") ? module_line() : "", KV_OK);
 }
 
 /* A long-running service opens the same key by URI, PIN in it, again and
