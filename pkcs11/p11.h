@@ -12,6 +12,21 @@
 #include "internal.h"
 
 #define P11_MAX_MECHS 24
+#define P11_MAX_REJECTED 32
+
+/*
+ * The PINs tokens rejected, shared by every token of one context (the
+ * configured one and those opened by URI), so that a second open of the
+ * same token, through whichever URI or PIN source, finds the memory. Each
+ * entry is an HMAC-SHA256, under a per-process random key, of the token's
+ * identity (label, manufacturer, model, serial) and the PIN: never the PIN.
+ * The oldest entry makes room for a new one.
+ */
+struct p11_rejected {
+    pthread_mutex_t lock;
+    unsigned char mac[P11_MAX_REJECTED][32];
+    size_t n, next;
+};
 
 /* A session of the pool. A session belongs to the connection epoch it was
  * opened in; after a reconnect, old ones are forgotten when handed back. */
@@ -42,9 +57,7 @@ struct p11_token {
     P11KitUri *match;         /* token attributes to match (label, serial, ...) */
     char *pin_source;         /* file:PATH, env:VAR, or NULL */
     char *pin;                /* PIN from a URI's pin-value, wiped at free */
-    unsigned char bad_pin[32];/* HMAC-SHA256, under a per-process random key, of a
-                                 PIN the token rejected; wiped at free */
-    bool have_bad_pin;
+    struct p11_rejected *rejected; /* the context's rejected PINs (not owned) */
 
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -71,7 +84,8 @@ kv_rc p11_fail(struct p11_token *tok, const char *func, CK_RV rv);
 bool p11_rv_lost(CK_RV rv);
 
 kv_rc p11_token_new(kv_ctx *ctx, const char *module, P11KitUri *match, const char *pin_source,
-                    const char *pin, size_t maxsess, struct p11_token **out);
+                    const char *pin, size_t maxsess, struct p11_rejected *rejected,
+                    struct p11_token **out);
 void p11_token_free(struct p11_token *tok);
 /* Take a logged-in session (connecting, reconnecting or re-initialising
  * after fork as needed); give it back with p11_session_put and the CK_RV of
@@ -84,6 +98,14 @@ kv_rc p11_mech_check(struct p11_token *tok, CK_SESSION_HANDLE h, CK_MECHANISM_TY
                      CK_FLAGS flag);
 /* Human-readable name of the token for messages ("label" or the module). */
 const char *p11_token_name(const struct p11_token *tok);
+
+void p11_rejected_init(struct p11_rejected *r);
+/* Wipes the entries. */
+void p11_rejected_fini(struct p11_rejected *r);
+/* HMAC-SHA256 of pin under the per-process key: with ti, bound to that
+ * token's identity (what struct p11_rejected keeps); with ti NULL, of the
+ * PIN alone, to tell two PINs apart without keeping a second copy. */
+kv_rc p11_pin_mac(kv_ctx *ctx, const CK_TOKEN_INFO *ti, const char *pin, unsigned char mac[32]);
 
 /* Free a parsed URI after wiping the PIN p11-kit keeps in it (p11-kit frees
  * it without a wipe). Every P11KitUri is freed through this. Accepts NULL. */

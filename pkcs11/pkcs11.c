@@ -35,12 +35,28 @@
 #define P11_MAX_OTHERS 8
 #define P11_ID_LEN 16
 
+/*
+ * A token opened by URI, kept for the context's life and found again by
+ * what made it: the module (as given, or its resolved path), the token
+ * attributes of the URI, the PIN (by its MAC: the token keeps the only
+ * copy) and the PIN source. Only a token that connected is kept, so the
+ * cap counts tokens in use, not failed attempts.
+ */
+struct p11_other {
+    struct p11_token *tok;
+    char *module_real;                     /* realpath of a module path, or NULL */
+    char *match;                           /* the URI's token attributes, formatted */
+    unsigned char pin_mac[32];             /* p11_pin_mac(NULL, pin) when has_pin */
+    bool has_pin;
+};
+
 struct p11_state {
     struct p11_token *def;                 /* the configured token, or NULL */
     char *module;                          /* configured module */
     size_t maxsess;
+    struct p11_rejected rejected;          /* PINs tokens refused, for every token here */
     pthread_mutex_t lock;                  /* guards others */
-    struct p11_token *others[P11_MAX_OTHERS];
+    struct p11_other others[P11_MAX_OTHERS];
     size_t nothers;
 };
 
@@ -122,6 +138,7 @@ static kv_rc p11_init(kv_backend *be)
     if (!s)
         return kv_error(NULL, KV_ERR_NO_MEMORY, "out of memory");
     pthread_mutex_init(&s->lock, NULL);
+    p11_rejected_init(&s->rejected);
     be->state = s;
     be->uri_ok = true; /* a URI may name its own module */
     KV_CHECK(rc, kv_config_get_long(NULL, ctx->cfg, "pkcs11", "max_sessions",
@@ -142,11 +159,21 @@ static kv_rc p11_init(kv_backend *be)
         return KV_OK;
     }
     KV_CHECK(rc, match_from_config(be, token, serial, &match));
-    KV_CHECK(rc, p11_token_new(ctx, module, match, pin, NULL, s->maxsess, &s->def));
+    KV_CHECK(rc, p11_token_new(ctx, module, match, pin, NULL, s->maxsess, &s->rejected, &s->def));
     match = NULL;
 out:
     p11_uri_free(match);
     return rc;
+}
+
+/* Free an entry of others, its token included. */
+static void other_clear(struct p11_other *o)
+{
+    p11_token_free(o->tok);
+    free(o->module_real);
+    free(o->match);
+    kv_wipe(o->pin_mac, sizeof(o->pin_mac));
+    memset(o, 0, sizeof(*o));
 }
 
 static void p11_fini(kv_backend *be)
@@ -157,8 +184,9 @@ static void p11_fini(kv_backend *be)
         return;
     p11_token_free(s->def);
     for (size_t i = 0; i < s->nothers; i++)
-        p11_token_free(s->others[i]);
+        other_clear(&s->others[i]);
     free(s->module);
+    p11_rejected_fini(&s->rejected);
     pthread_mutex_destroy(&s->lock);
     free(s);
     be->state = NULL;
@@ -433,38 +461,15 @@ out:
     return rv;
 }
 
-/* The public key of a pair: its public key object, else a certificate with
- * the same CKA_ID. */
-static CK_RV find_public(struct p11_token *tok, CK_SESSION_HANDLE h, const unsigned char *id,
-                         CK_ULONG idlen, CK_KEY_TYPE kt, EVP_PKEY **out, kv_rc *rc)
+/* The public key in a certificate object, or NULL (recorded in *rc). */
+static CK_RV public_from_cert(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
+                              EVP_PKEY **out, kv_rc *rc)
 {
-    CK_OBJECT_CLASS pub = CKO_PUBLIC_KEY, cert = CKO_CERTIFICATE;
-    CK_ATTRIBUTE tmpl[] = {
-        { CKA_CLASS, &pub, sizeof(pub) },
-        { CKA_ID, (void *)id, idlen },
-    };
-    CK_OBJECT_HANDLE obj;
-    CK_ULONG count = 0;
     unsigned char *der = NULL;
     CK_ULONG derlen = 0;
-    CK_RV rv;
+    CK_RV rv = get_attr(tok, h, obj, CKA_VALUE, &der, &derlen, rc);
 
-    rv = find(tok, h, tmpl, 2, &obj, 1, &count, rc);
-    if (rv != CKR_OK)
-        return rv;
-    if (count == 1)
-        return public_from_object(tok, h, obj, kt, out, rc);
-    tmpl[0].pValue = &cert;
-    rv = find(tok, h, tmpl, 2, &obj, 1, &count, rc);
-    if (rv != CKR_OK)
-        return rv;
-    if (count == 0) {
-        *rc = kv_error(tok->ctx, KV_ERR_UNSUPPORTED,
-                       "token '%s': no public key object or certificate shares the private "
-                       "key's CKA_ID; libkeyvault needs one of them", tok->label);
-        return CKR_OK;
-    }
-    rv = get_attr(tok, h, obj, CKA_VALUE, &der, &derlen, rc);
+    *out = NULL;
     if (rv == CKR_OK && *rc == KV_OK) {
         const unsigned char *p = der;
         X509 *x = d2i_X509(NULL, &p, (long)derlen);
@@ -475,6 +480,69 @@ static CK_RV find_public(struct p11_token *tok, CK_SESSION_HANDLE h, const unsig
         X509_free(x);
     }
     free(der);
+    return rv;
+}
+
+/*
+ * The public key of a pair: its public key object, else the certificates
+ * with the same CKA_ID. Anyone with a read/write session may add a public
+ * object carrying a known CKA_ID, so a second public key object is refused
+ * rather than one of them taken, and certificates are taken only when they
+ * all hold one public key.
+ */
+static CK_RV find_public(struct p11_token *tok, CK_SESSION_HANDLE h, const unsigned char *id,
+                         CK_ULONG idlen, CK_KEY_TYPE kt, const char *label, EVP_PKEY **out,
+                         kv_rc *rc)
+{
+    CK_OBJECT_CLASS pub = CKO_PUBLIC_KEY, cert = CKO_CERTIFICATE;
+    CK_ATTRIBUTE tmpl[] = {
+        { CKA_CLASS, &pub, sizeof(pub) },
+        { CKA_ID, (void *)id, idlen },
+    };
+    CK_OBJECT_HANDLE objs[8];
+    CK_ULONG count = 0;
+    EVP_PKEY *other = NULL;
+    CK_RV rv;
+
+    *out = NULL;
+    rv = find(tok, h, tmpl, 2, objs, 2, &count, rc);
+    if (rv != CKR_OK)
+        return rv;
+    if (count == 2) {
+        *rc = kv_error(tok->ctx, KV_ERR_CORRUPT,
+                       "private key '%s' on token '%s': more than one public key object "
+                       "carries its CKA_ID; not choosing one", label ? label : "(unlabelled)",
+                       tok->label);
+        return CKR_OK;
+    }
+    if (count == 1)
+        return public_from_object(tok, h, objs[0], kt, out, rc);
+    tmpl[0].pValue = &cert;
+    rv = find(tok, h, tmpl, 2, objs, 8, &count, rc);
+    if (rv != CKR_OK)
+        return rv;
+    if (count == 0) {
+        *rc = kv_error(tok->ctx, KV_ERR_UNSUPPORTED,
+                       "token '%s': no public key object or certificate shares the private "
+                       "key's CKA_ID; libkeyvault needs one of them", tok->label);
+        return CKR_OK;
+    }
+    rv = public_from_cert(tok, h, objs[0], out, rc);
+    for (CK_ULONG i = 1; i < count && rv == CKR_OK && *rc == KV_OK; i++) {
+        rv = public_from_cert(tok, h, objs[i], &other, rc);
+        if (rv == CKR_OK && *rc == KV_OK && EVP_PKEY_eq(*out, other) != 1)
+            *rc = kv_error(tok->ctx, KV_ERR_CORRUPT,
+                           "private key '%s' on token '%s': certificates sharing its CKA_ID "
+                           "hold different public keys; not choosing one",
+                           label ? label : "(unlabelled)", tok->label);
+        EVP_PKEY_free(other);
+        other = NULL;
+    }
+    ERR_clear_error(); /* EVP_PKEY_eq of two key types */
+    if (rv != CKR_OK || *rc != KV_OK) {
+        EVP_PKEY_free(*out);
+        *out = NULL;
+    }
     return rv;
 }
 
@@ -530,6 +598,9 @@ struct open_arg {
     bool exists_only;   /* only whether it exists */
     bool quiet;         /* not found is returned without a detail (open by name) */
     bool trusted_pub;   /* the pair was just made here: skip the public key check */
+    /* the pair just made here: its handles, as C_GenerateKeyPair gave them
+     * (CK_INVALID_HANDLE: search by the template) */
+    CK_OBJECT_HANDLE made_priv, made_pub;
 };
 
 static CK_RV pub_check(struct p11_token *tok, CK_SESSION_HANDLE h, struct p11_key *k,
@@ -546,9 +617,12 @@ static CK_RV open_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     EVP_PKEY *pub = NULL;
     CK_RV rv;
 
-    rv = find(tok, h, a->tmpl, a->ntmpl, objs, 2, &count, rc);
-    if (rv != CKR_OK)
+    if (a->made_priv != CK_INVALID_HANDLE) {
+        objs[0] = a->made_priv;
+        count = 1;
+    } else if ((rv = find(tok, h, a->tmpl, a->ntmpl, objs, 2, &count, rc)) != CKR_OK) {
         return rv;
+    }
     if (count == 0) {
         *rc = a->quiet ? KV_ERR_KEY_NOT_FOUND
                        : kv_error(tok->ctx, KV_ERR_KEY_NOT_FOUND, "no private key %s on token '%s'",
@@ -594,7 +668,11 @@ static CK_RV open_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
         label = z;
         label[len] = '\0';
     }
-    if ((rv = find_public(tok, h, k->id, k->idlen, k->ktype, &pub, rc)) != CKR_OK || *rc)
+    if (a->made_pub != CK_INVALID_HANDLE)
+        rv = public_from_object(tok, h, a->made_pub, k->ktype, &pub, rc);
+    else
+        rv = find_public(tok, h, k->id, k->idlen, k->ktype, (char *)label, &pub, rc);
+    if (rv != CKR_OK || *rc)
         goto out;
     a->key->type = type_of(k->ktype, pub);
     if (a->key->type == KV_KEY_UNKNOWN) {
@@ -671,9 +749,40 @@ static kv_rc p11_exists(kv_backend *be, const char *name)
     return rc == KV_ERR_BAD_URI ? KV_OK : rc; /* more than one: it certainly exists */
 }
 
+#define P11_TOO_MANY "%s: more than %d PKCS#11 tokens (module, token and PIN) opened by URI"
+
+/* Whether entry o was made for this module, token match, PIN and source. */
+static bool other_is(const struct p11_other *o, const char *module, const char *real,
+                     const char *match, const unsigned char *pin_mac, const char *src)
+{
+    const struct p11_token *t = o->tok;
+
+    if (strcmp(t->module, module) && !(real && o->module_real && !strcmp(real, o->module_real)))
+        return false;
+    if (strcmp(o->match, match))
+        return false;
+    if ((src == NULL) != (t->pin_source == NULL) || (src && strcmp(src, t->pin_source)))
+        return false;
+    if ((pin_mac != NULL) != o->has_pin)
+        return false;
+    return !pin_mac || CRYPTO_memcmp(pin_mac, o->pin_mac, sizeof(o->pin_mac)) == 0;
+}
+
+/* The entry of others made for these, or NULL. Called with s->lock held. */
+static struct p11_token *other_find(struct p11_state *s, const char *module, const char *real,
+                                    const char *match, const unsigned char *pin_mac,
+                                    const char *src)
+{
+    for (size_t i = 0; i < s->nothers; i++)
+        if (other_is(&s->others[i], module, real, match, pin_mac, src))
+            return s->others[i].tok;
+    return NULL;
+}
+
 /* The token a URI names: the configured one when it matches, else one of
- * the others (made on first use). Takes ownership of uri; `shown` names it
- * in messages. */
+ * the others: found again when an earlier URI named the same module, token,
+ * PIN and PIN source, else made, connected and kept. Takes ownership of
+ * uri; `shown` names it in messages. */
 static kv_rc token_for_uri(kv_backend *be, P11KitUri *uri, const char *shown,
                            struct p11_token **out)
 {
@@ -682,7 +791,11 @@ static kv_rc token_for_uri(kv_backend *be, P11KitUri *uri, const char *shown,
     const char *mname = p11_kit_uri_get_module_name(uri);
     const char *module = mpath ? mpath : mname ? mname : s->module;
     const char *pin_source = p11_kit_uri_get_pin_source(uri);
-    char *src = NULL, *pin = NULL;
+    char *src = NULL, *pin = NULL, *match = NULL, *real = NULL;
+    unsigned char mac[32];
+    struct p11_token *tok = NULL;
+    struct p11_sess *sess = NULL;
+    bool full;
     kv_rc rc = KV_OK;
 
     *out = NULL;
@@ -693,7 +806,6 @@ static kv_rc token_for_uri(kv_backend *be, P11KitUri *uri, const char *shown,
                 shown);
     /* the configured token, when the URI asks for nothing else */
     if (s->def && !strcmp(module, s->module) && !pin && !pin_source) {
-        struct p11_sess *sess = NULL;
         KV_CHECK(rc, p11_session_get(s->def, &sess)); /* connect, to know its token info */
         int same = p11_kit_uri_match_token_info(uri, &s->def->info);
         p11_session_put(s->def, sess, CKR_OK);
@@ -715,22 +827,56 @@ static kv_rc token_for_uri(kv_backend *be, P11KitUri *uri, const char *shown,
         if (!src)
             KV_FAIL(be->ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     }
+    /* what tells tokens apart: the URI's token attributes (its query, the
+     * PIN included, left out), the module, the PIN by its MAC */
+    match = p11_uri_shown(uri, P11_KIT_URI_FOR_TOKEN);
+    if (!match)
+        KV_FAIL(be->ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    if (strchr(module, '/'))
+        real = realpath(module, NULL);
+    if (pin)
+        KV_CHECK(rc, p11_pin_mac(be->ctx, NULL, pin, mac));
     pthread_mutex_lock(&s->lock);
-    if (s->nothers == P11_MAX_OTHERS) {
-        rc = kv_error(be->ctx, KV_ERR_UNSUPPORTED, "more than %d PKCS#11 tokens opened by URI",
-                      P11_MAX_OTHERS);
-    } else {
-        rc = p11_token_new(be->ctx, module, uri, src, pin, s->maxsess, out);
-        if (rc == KV_OK) {
-            s->others[s->nothers++] = *out;
-            uri = NULL;
-        }
+    *out = other_find(s, module, real, match, pin ? mac : NULL, src);
+    full = s->nothers == P11_MAX_OTHERS;
+    pthread_mutex_unlock(&s->lock);
+    if (*out)
+        goto out;
+    if (full) /* no login attempt for a token that could not be kept */
+        KV_FAIL(be->ctx, rc, KV_ERR_UNSUPPORTED, P11_TOO_MANY, shown, P11_MAX_OTHERS);
+    /* a new one: connected (and logged in) before it is kept, so a wrong
+     * PIN or a missing token takes no place; s->rejected remembers a PIN
+     * the token refused, for the next attempt */
+    KV_CHECK(rc, p11_token_new(be->ctx, module, uri, src, pin, s->maxsess, &s->rejected, &tok));
+    uri = NULL; /* the token's now */
+    KV_CHECK(rc, p11_session_get(tok, &sess));
+    p11_session_put(tok, sess, CKR_OK);
+    pthread_mutex_lock(&s->lock);
+    /* another thread may have kept the same one meanwhile */
+    *out = other_find(s, module, real, match, pin ? mac : NULL, src);
+    if (!*out && s->nothers == P11_MAX_OTHERS) {
+        rc = kv_error(be->ctx, KV_ERR_UNSUPPORTED, P11_TOO_MANY, shown, P11_MAX_OTHERS);
+    } else if (!*out) {
+        struct p11_other *o = &s->others[s->nothers++];
+        o->tok = tok;
+        o->module_real = real;
+        o->match = match;
+        o->has_pin = pin != NULL;
+        if (pin)
+            memcpy(o->pin_mac, mac, sizeof(mac));
+        *out = tok;
+        tok = NULL;
+        real = match = NULL;
     }
     pthread_mutex_unlock(&s->lock);
 out:
+    p11_token_free(tok);
     p11_uri_free(uri);
+    kv_wipe(mac, sizeof(mac));
     kv_secret_free(pin);
     free(src);
+    free(match);
+    free(real);
     return rc;
 }
 
@@ -764,12 +910,19 @@ static kv_rc p11_open_uri(kv_backend *be, const char *text, kv_key *key)
         KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI, "%s does not name a private key (type=private)",
                 shown);
     a.tmpl[a.ntmpl++] = (CK_ATTRIBUTE){ CKA_CLASS, &cls, sizeof(cls) };
-    /* copy the object attributes before the URI moves to the token */
-    if ((attr = p11_kit_uri_get_attribute(uri, CKA_ID)) && attr->ulValueLen <= sizeof(idbuf)) {
+    /* copy the object attributes before the URI moves to the token; one
+     * too long for that is refused, never left out of the search */
+    if ((attr = p11_kit_uri_get_attribute(uri, CKA_ID))) {
+        if (attr->ulValueLen > sizeof(idbuf))
+            KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI, "%s: id= is %lu bytes, longer than %zu",
+                    shown, (unsigned long)attr->ulValueLen, sizeof(idbuf));
         memcpy(idbuf, attr->pValue, attr->ulValueLen);
         a.tmpl[a.ntmpl++] = (CK_ATTRIBUTE){ CKA_ID, idbuf, attr->ulValueLen };
     }
-    if ((attr = p11_kit_uri_get_attribute(uri, CKA_LABEL)) && attr->ulValueLen <= sizeof(labelbuf)) {
+    if ((attr = p11_kit_uri_get_attribute(uri, CKA_LABEL))) {
+        if (attr->ulValueLen > sizeof(labelbuf))
+            KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI, "%s: object= is %lu bytes, longer than %zu",
+                    shown, (unsigned long)attr->ulValueLen, sizeof(labelbuf));
         memcpy(labelbuf, attr->pValue, attr->ulValueLen);
         a.tmpl[a.ntmpl++] = (CK_ATTRIBUTE){ CKA_LABEL, labelbuf, attr->ulValueLen };
     }
@@ -905,12 +1058,10 @@ static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc
         goto out;
     }
     {
+        /* the pair as made, never found again by its CKA_ID: another
+         * public object may carry the same one */
         struct open_arg o = { .be = a->be, .tok = tok, .key = a->key, .what = a->name,
-                              .trusted_pub = true };
-        CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-        o.tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, &cls, sizeof(cls) };
-        o.tmpl[1] = (CK_ATTRIBUTE){ CKA_ID, (void *)id, idlen };
-        o.ntmpl = 2;
+                              .trusted_pub = true, .made_priv = privh, .made_pub = pubh };
         rv = open_step(tok, h, &o, rc);
     }
 out:
@@ -1247,78 +1398,6 @@ static bool attr_quiet(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_HAN
     return true;
 }
 
-/*
- * Whether pub (read from the public key object or certificate sharing the
- * private key's CKA_ID) belongs to the private key k. Compared with the
- * private object's own public attributes where the token offers them
- * (CKA_MODULUS of an RSA private key is standard; CKA_EC_POINT on an EC
- * private key is PKCS#11 3.0 and many modules lack it), else proven by a
- * signature of random bytes made with k and verified with pub. A private
- * key that may not sign (CKA_SIGN false) and offers neither attribute
- * cannot be checked and is taken as it is.
- */
-static CK_RV pub_check(struct p11_token *tok, CK_SESSION_HANDLE h, struct p11_key *k,
-                       kv_key_type type, EVP_PKEY *pub, const char *label, kv_rc *rc)
-{
-    kv_ctx *ctx = tok->ctx;
-    const kv_type_desc *t = kv_type_desc_get(type);
-    const kv_alg_desc *alg = kv_alg_desc_get(t->default_alg);
-    unsigned char buf[1024], want[200], tbs[64], sig[1024];
-    CK_ULONG len = sizeof(buf);
-    size_t wantlen = 0, siglen = sizeof(sig), tbslen = alg->mdlen ? alg->mdlen : 32;
-    CK_BBOOL can_sign = CK_TRUE;
-    int match = -1; /* not known yet */
-    CK_RV rv;
-    kv_rc vrc;
-
-    if (t->family == KV_FAMILY_RSA) {
-        BIGNUM *n = NULL, *mine = NULL;
-        if (attr_quiet(tok, h, k->priv, CKA_MODULUS, buf, &len) &&
-            EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_RSA_N, &n) == 1 &&
-            (mine = BN_bin2bn(buf, (int)len, NULL)) != NULL)
-            match = BN_cmp(mine, n) == 0;
-        BN_free(mine);
-        BN_free(n);
-    } else if (attr_quiet(tok, h, k->priv, CKA_EC_POINT, buf, &len)) {
-        size_t ptlen = 0;
-        unsigned char *pt = unwrap_point(buf, len, &ptlen);
-        if (pt && EVP_PKEY_get_octet_string_param(pub, OSSL_PKEY_PARAM_PUB_KEY, want,
-                                                  sizeof(want), &wantlen) == 1)
-            match = ptlen == wantlen && memcmp(pt, want, ptlen) == 0;
-        OPENSSL_free(pt);
-    }
-    ERR_clear_error();
-    if (match < 0) {
-        kv_key probe = { .ctx = ctx, .type = type, .bk = k };
-        struct sign_arg sa = { &probe, alg, tbs, tbslen, sig, &siglen };
-
-        len = sizeof(can_sign);
-        if (attr_quiet(tok, h, k->priv, CKA_SIGN, &can_sign, &len) && !can_sign)
-            return CKR_OK;
-        if (RAND_bytes(tbs, (int)tbslen) != 1) {
-            *rc = kv_error(ctx, KV_ERR_CRYPTO, "random generator failed");
-            return CKR_OK;
-        }
-        rv = sign_step(tok, h, &sa, rc);
-        if (rv != CKR_OK || *rc != KV_OK)
-            return rv;
-        /* reported on no context: a mismatch is this key's damage, said below */
-        vrc = kv_verify_pkey(NULL, ctx->libctx, pub, alg, tbs, tbslen, sig, siglen);
-        if (vrc != KV_OK && vrc != KV_ERR_BAD_SIGNATURE) {
-            *rc = kv_error(ctx, vrc, "cannot check the public key of '%s' on token '%s': %s",
-                           label ? label : "(unlabelled)", tok->label, kv_errmsg(NULL));
-            return CKR_OK;
-        }
-        match = vrc == KV_OK;
-    }
-    if (!match)
-        *rc = kv_error(ctx, KV_ERR_CORRUPT,
-                       "private key '%s' on token '%s': the public key stored with it (same "
-                       "CKA_ID) belongs to another key", label ? label : "(unlabelled)",
-                       tok->label);
-    return CKR_OK;
-}
-
 static kv_rc p11_sign(kv_key *key, const kv_alg_desc *alg, const unsigned char *tbs,
                       size_t tbslen, unsigned char *sig, size_t *siglen)
 {
@@ -1439,6 +1518,131 @@ out:
     EC_POINT_free(pt);
     EC_GROUP_free(group);
     return rc;
+}
+
+/* An ECDH-only key's public key check (see pub_check): *match says whether
+ * the token's ECDH of k with a fresh ephemeral key equals the software ECDH
+ * of the ephemeral private key with pub. Both secrets are wiped. */
+static CK_RV pub_check_ecdh(struct p11_token *tok, CK_SESSION_HANDLE h, kv_key *probe,
+                            EVP_PKEY *pub, const char *label, int *match, kv_rc *rc)
+{
+    kv_ctx *ctx = tok->ctx;
+    const kv_type_desc *t = kv_type_desc_get(probe->type);
+    unsigned char mine[80], theirs[80];
+    size_t minelen = sizeof(mine), theirslen = sizeof(theirs);
+    struct ecdh_arg a = { .key = probe, .secret = mine, .len = &minelen };
+    EVP_PKEY *eph = EVP_PKEY_Q_keygen(ctx->libctx, NULL, "EC", t->group);
+    CK_RV rv = CKR_OK;
+    kv_rc vrc;
+
+    if (!eph || EVP_PKEY_get_octet_string_param(eph, OSSL_PKEY_PARAM_PUB_KEY, a.point,
+                                                sizeof(a.point), &a.pointlen) != 1) {
+        *rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot make an ephemeral %s key", t->group);
+        goto out;
+    }
+    rv = ecdh_step(tok, h, &a, rc);
+    if (rv != CKR_OK || *rc != KV_OK)
+        goto out;
+    /* reported on no context: a failure is this key's damage, said below */
+    vrc = kv_soft_derive_pkey(NULL, ctx->libctx, eph, pub, theirs, &theirslen);
+    if (vrc != KV_OK) {
+        *rc = kv_error(ctx, vrc, "cannot check the public key of '%s' on token '%s': %s",
+                       label ? label : "(unlabelled)", tok->label, kv_errmsg(NULL));
+        goto out;
+    }
+    *match = minelen == theirslen && CRYPTO_memcmp(mine, theirs, minelen) == 0;
+out:
+    OPENSSL_cleanse(mine, sizeof(mine));
+    OPENSSL_cleanse(theirs, sizeof(theirs));
+    EVP_PKEY_free(eph);
+    return rv;
+}
+
+/*
+ * Whether pub (read from the public key object or certificate sharing the
+ * private key's CKA_ID) belongs to the private key k. Compared with the
+ * private object's own public attributes where the token offers them
+ * (CKA_MODULUS of an RSA private key is standard; CKA_EC_POINT on an EC
+ * private key is PKCS#11 3.0 and many modules lack it), else proven by a
+ * signature of random bytes made with k and verified with pub; an EC key
+ * that may not sign (CKA_SIGN false: an ECDH-only key) by an ECDH with a
+ * fresh ephemeral key, done by the token with k and in software with pub.
+ * An EC private key on another curve than pub (CKA_EC_PARAMS) is no match.
+ */
+static CK_RV pub_check(struct p11_token *tok, CK_SESSION_HANDLE h, struct p11_key *k,
+                       kv_key_type type, EVP_PKEY *pub, const char *label, kv_rc *rc)
+{
+    kv_ctx *ctx = tok->ctx;
+    const kv_type_desc *t = kv_type_desc_get(type);
+    const kv_alg_desc *alg = kv_alg_desc_get(t->default_alg);
+    unsigned char buf[1024], want[200], tbs[64], sig[1024];
+    CK_ULONG len = sizeof(buf);
+    size_t wantlen = 0, siglen = sizeof(sig), tbslen = alg->mdlen ? alg->mdlen : 32;
+    CK_BBOOL can_sign = CK_TRUE;
+    int match = -1; /* not known yet */
+    CK_RV rv;
+    kv_rc vrc;
+
+    if (t->family == KV_FAMILY_RSA) {
+        BIGNUM *n = NULL, *mine = NULL;
+        if (attr_quiet(tok, h, k->priv, CKA_MODULUS, buf, &len) &&
+            EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_RSA_N, &n) == 1 &&
+            (mine = BN_bin2bn(buf, (int)len, NULL)) != NULL)
+            match = BN_cmp(mine, n) == 0;
+        BN_free(mine);
+        BN_free(n);
+    } else {
+        int nid = NID_undef;
+        if (t->family == KV_FAMILY_EC && attr_quiet(tok, h, k->priv, CKA_EC_PARAMS, buf, &len))
+            nid = ec_params_nid(buf, len);
+        len = sizeof(buf);
+        if (nid != NID_undef && nid != EC_curve_nist2nid(t->group)) {
+            match = 0; /* a private key on another curve */
+        } else if (attr_quiet(tok, h, k->priv, CKA_EC_POINT, buf, &len)) {
+            size_t ptlen = 0;
+            unsigned char *pt = unwrap_point(buf, len, &ptlen);
+            if (pt && EVP_PKEY_get_octet_string_param(pub, OSSL_PKEY_PARAM_PUB_KEY, want,
+                                                      sizeof(want), &wantlen) == 1)
+                match = ptlen == wantlen && memcmp(pt, want, ptlen) == 0;
+            OPENSSL_free(pt);
+        }
+    }
+    ERR_clear_error();
+    if (match < 0) {
+        kv_key probe = { .ctx = ctx, .type = type, .bk = k };
+        struct sign_arg sa = { &probe, alg, tbs, tbslen, sig, &siglen };
+
+        len = sizeof(can_sign);
+        if (attr_quiet(tok, h, k->priv, CKA_SIGN, &can_sign, &len) && !can_sign) {
+            if (t->family != KV_FAMILY_EC)
+                return CKR_OK; /* RSA was compared by modulus; an Ed25519 key only signs */
+            rv = pub_check_ecdh(tok, h, &probe, pub, label, &match, rc);
+            if (rv != CKR_OK || *rc != KV_OK)
+                return rv;
+        } else {
+            if (RAND_bytes(tbs, (int)tbslen) != 1) {
+                *rc = kv_error(ctx, KV_ERR_CRYPTO, "random generator failed");
+                return CKR_OK;
+            }
+            rv = sign_step(tok, h, &sa, rc);
+            if (rv != CKR_OK || *rc != KV_OK)
+                return rv;
+            /* reported on no context: a mismatch is this key's damage, said below */
+            vrc = kv_verify_pkey(NULL, ctx->libctx, pub, alg, tbs, tbslen, sig, siglen);
+            if (vrc != KV_OK && vrc != KV_ERR_BAD_SIGNATURE) {
+                *rc = kv_error(ctx, vrc, "cannot check the public key of '%s' on token '%s': %s",
+                               label ? label : "(unlabelled)", tok->label, kv_errmsg(NULL));
+                return CKR_OK;
+            }
+            match = vrc == KV_OK;
+        }
+    }
+    if (!match)
+        *rc = kv_error(ctx, KV_ERR_CORRUPT,
+                       "private key '%s' on token '%s': the public key stored with it (same "
+                       "CKA_ID) belongs to another key", label ? label : "(unlabelled)",
+                       tok->label);
+    return CKR_OK;
 }
 
 /* ---- certificates ------------------------------------------------------- */

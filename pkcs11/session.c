@@ -14,6 +14,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -356,7 +357,8 @@ static kv_rc load_module(struct p11_token *tok)
 }
 
 kv_rc p11_token_new(kv_ctx *ctx, const char *module, P11KitUri *match, const char *pin_source,
-                    const char *pin, size_t maxsess, struct p11_token **out)
+                    const char *pin, size_t maxsess, struct p11_rejected *rejected,
+                    struct p11_token **out)
 {
     struct p11_token *tok = calloc(1, sizeof(*tok));
 
@@ -369,6 +371,7 @@ kv_rc p11_token_new(kv_ctx *ctx, const char *module, P11KitUri *match, const cha
     tok->pin_source = kv_strdup(pin_source);
     tok->pin = kv_strdup(pin);
     tok->maxsess = maxsess;
+    tok->rejected = rejected;
     tok->sess = calloc(maxsess, sizeof(*tok->sess));
     pthread_mutex_init(&tok->lock, NULL);
     pthread_cond_init(&tok->cond, NULL);
@@ -411,7 +414,6 @@ void p11_token_free(struct p11_token *tok)
     free(tok->init_reserved);
     free(tok->pin_source);
     kv_secret_free(tok->pin);
-    kv_wipe(tok->bad_pin, sizeof(tok->bad_pin));
     free(tok->sess);
     pthread_mutex_destroy(&tok->lock);
     pthread_cond_destroy(&tok->cond);
@@ -468,7 +470,7 @@ static kv_rc find_slot_locked(struct p11_token *tok)
 }
 
 /*
- * A rejected PIN is remembered as its HMAC-SHA256 under a random key made
+ * A rejected PIN is remembered as an HMAC-SHA256 under a random key made
  * once per process: a bare hash of a 6-digit PIN is the PIN (a million
  * guesses), a MAC under a key that never leaves the process is not. A
  * forked child keeps its parent's key, so the MACs it inherits still match.
@@ -485,27 +487,78 @@ __attribute__((destructor)) static void pin_mac_wipe(void)
     pin_mac_ready = false;
 }
 
-static kv_rc pin_mac(struct p11_token *tok, const char *pin, unsigned char mac[32])
+kv_rc p11_pin_mac(kv_ctx *ctx, const CK_TOKEN_INFO *ti, const char *pin, unsigned char mac[32])
 {
+    /* domain separation: a token-bound MAC never equals a PIN-only one */
+    static const unsigned char tag_token = 'T', tag_pin = 'P';
+    EVP_MAC *hmac = NULL;
+    EVP_MAC_CTX *mctx = NULL;
+    OSSL_PARAM params[2];
     size_t len = 0;
     bool ready;
+    kv_rc rc = KV_OK;
 
     pthread_mutex_lock(&pin_mac_lock);
     if (!pin_mac_ready)
-        pin_mac_ready =
-            RAND_priv_bytes_ex(tok->ctx->libctx, pin_mac_key, sizeof(pin_mac_key), 0) == 1;
+        pin_mac_ready = RAND_priv_bytes_ex(ctx->libctx, pin_mac_key, sizeof(pin_mac_key), 0) == 1;
     ready = pin_mac_ready;
     pthread_mutex_unlock(&pin_mac_lock);
     if (!ready)
-        return kv_error_ossl(tok->ctx, KV_ERR_CRYPTO, "random generator failed");
-    if (!EVP_Q_mac(tok->ctx->libctx, "HMAC", NULL, "SHA256", NULL, pin_mac_key,
-                   sizeof(pin_mac_key), (const unsigned char *)pin, strlen(pin), mac, 32, &len) ||
-        len != 32)
-        return kv_error_ossl(tok->ctx, KV_ERR_CRYPTO, "HMAC-SHA256 failed");
-    return KV_OK;
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "random generator failed");
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[1] = OSSL_PARAM_construct_end();
+    hmac = EVP_MAC_fetch(ctx->libctx, "HMAC", NULL);
+    mctx = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
+    if (!mctx || !EVP_MAC_init(mctx, pin_mac_key, sizeof(pin_mac_key), params) ||
+        !EVP_MAC_update(mctx, ti ? &tag_token : &tag_pin, 1) ||
+        (ti && (!EVP_MAC_update(mctx, ti->label, sizeof(ti->label)) ||
+                !EVP_MAC_update(mctx, ti->manufacturerID, sizeof(ti->manufacturerID)) ||
+                !EVP_MAC_update(mctx, ti->model, sizeof(ti->model)) ||
+                !EVP_MAC_update(mctx, ti->serialNumber, sizeof(ti->serialNumber)))) ||
+        !EVP_MAC_update(mctx, (const unsigned char *)pin, strlen(pin)) ||
+        !EVP_MAC_final(mctx, mac, &len, 32) || len != 32)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "HMAC-SHA256 failed");
+out:
+    EVP_MAC_CTX_free(mctx);
+    EVP_MAC_free(hmac);
+    return rc;
 }
 
-/* Log in on session h, never trying a PIN the token has rejected before. */
+void p11_rejected_init(struct p11_rejected *r)
+{
+    memset(r, 0, sizeof(*r));
+    pthread_mutex_init(&r->lock, NULL);
+}
+
+void p11_rejected_fini(struct p11_rejected *r)
+{
+    kv_wipe(r->mac, sizeof(r->mac));
+    pthread_mutex_destroy(&r->lock);
+}
+
+static bool rejected_has(struct p11_rejected *r, const unsigned char mac[32])
+{
+    bool found = false;
+
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->n; i++)
+        found |= CRYPTO_memcmp(r->mac[i], mac, 32) == 0;
+    pthread_mutex_unlock(&r->lock);
+    return found;
+}
+
+static void rejected_add(struct p11_rejected *r, const unsigned char mac[32])
+{
+    pthread_mutex_lock(&r->lock);
+    memcpy(r->mac[r->next], mac, 32);
+    r->next = (r->next + 1) % P11_MAX_REJECTED;
+    if (r->n < P11_MAX_REJECTED)
+        r->n++;
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* Log in on session h, never trying a PIN this token has rejected before
+ * (in this context, through any URI or PIN source). */
 static kv_rc login_locked(struct p11_token *tok, CK_SESSION_HANDLE h)
 {
     unsigned char mac[32];
@@ -531,18 +584,16 @@ static kv_rc login_locked(struct p11_token *tok, CK_SESSION_HANDLE h)
                         "token '%s' needs a PIN: set [pkcs11] pin, or pin-source in the URI",
                         tok->label);
     }
-    KV_CHECK(rc, pin_mac(tok, pin, mac));
-    if (tok->have_bad_pin && CRYPTO_memcmp(mac, tok->bad_pin, sizeof(mac)) == 0) {
+    KV_CHECK(rc, p11_pin_mac(tok->ctx, &tok->info, pin, mac));
+    if (rejected_has(tok->rejected, mac)) {
         rc = kv_error(tok->ctx, KV_ERR_AUTH_FAILED,
                       "token '%s' rejected this PIN before; not trying it again "
                       "(tokens lock after a few failures): fix the PIN source", tok->label);
         goto out;
     }
     rv = tok->fl->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
-    if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_INVALID || rv == CKR_PIN_LEN_RANGE) {
-        memcpy(tok->bad_pin, mac, sizeof(mac));
-        tok->have_bad_pin = true;
-    }
+    if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_INVALID || rv == CKR_PIN_LEN_RANGE)
+        rejected_add(tok->rejected, mac);
     if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
         rc = p11_fail(tok, "C_Login", rv);
 out:

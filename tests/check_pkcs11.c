@@ -169,6 +169,13 @@ START_TEST(wrong_pin_is_tried_once)
 }
 END_TEST
 
+/* A context with no [pkcs11] token (a module that needs init_args has
+ * them, and only them, configured): URIs bring module and PIN. */
+static kv_ctx *bare_ctx(void)
+{
+    return p11_ctx(getenv("KV_P11_INIT_ARGS") ? module_line() : "", KV_OK);
+}
+
 START_TEST(uri_forms)
 {
     kv_ctx *ctx = p11_ctx(NULL, KV_OK), *bare;
@@ -200,9 +207,8 @@ START_TEST(uri_forms)
                  KV_ERR_KEY_NOT_FOUND);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "nothing-here"));
 
-    /* a context with no [pkcs11] token: the URI brings module and PIN (a
-     * module that needs init_args has them, and only them, configured) */
-    bare = p11_ctx(getenv("KV_P11_INIT_ARGS") ? module_line() : "", KV_OK);
+    /* a context with no [pkcs11] token: the URI brings module and PIN */
+    bare = bare_ctx();
     snprintf(uri, sizeof(uri), "%s;object=%s;type=private?module-path=%s&pin-value=%s",
              token_uri(), kname("uri"), env("KV_P11_MODULE"), env("KV_P11_PIN"));
     ck_assert_rc(bare, kv_key_open(bare, uri, &k2), KV_OK);
@@ -230,6 +236,109 @@ START_TEST(uri_forms)
 
     kv_key_free(key);
     ck_assert_rc(ctx, kv_key_destroy(ctx, kname("uri")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* "id=%xx%yy..." of a key's URI, as the library formatted it. */
+static const char *uri_id(kv_key *key)
+{
+    static char buf[512];
+    kv_key_info info;
+    const char *p;
+
+    ck_assert_rc(NULL, kv_key_get_info(key, &info), KV_OK);
+    p = strstr(info.uri, "id=");
+    ck_assert_ptr_nonnull(p);
+    snprintf(buf, sizeof(buf), "%.*s", (int)strcspn(p, ";?"), p);
+    return buf;
+}
+
+/* A long-running service opens the same key by URI, PIN in it, again and
+ * again: the token is found again each time, never made anew (there is
+ * room for 8 distinct ones). */
+START_TEST(uri_reopened_many_times)
+{
+    kv_ctx *ctx = p11_ctx(NULL, KV_OK), *bare;
+    kv_key *key = NULL;
+    char uri[1024], pinfile[700];
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, kname("again"), KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    bare = bare_ctx();
+    snprintf(uri, sizeof(uri), "%s;object=%s;type=private?module-path=%s&pin-value=%s",
+             token_uri(), kname("again"), env("KV_P11_MODULE"), env("KV_P11_PIN"));
+    for (int i = 0; i < 50; i++) {
+        ck_assert_msg(kv_key_open(bare, uri, &key) == KV_OK, "open %d: %s", i, kv_errmsg(bare));
+        if (i == 49)
+            sign_verify(bare, key);
+        kv_key_free(key);
+        key = NULL;
+    }
+    /* 8 distinct PIN sources are 8 tokens; a 9th is over the cap, and the
+     * first 8 still open (found again) */
+    for (int i = 0; i < 8; i++) {
+        snprintf(pinfile, sizeof(pinfile), "%s/pin-%d", tu_tmpdir(), i);
+        tu_write(pinfile, env("KV_P11_PIN"));
+        snprintf(uri, sizeof(uri), "%s;object=%s;type=private?module-path=%s&pin-source=%s",
+                 token_uri(), kname("again"), env("KV_P11_MODULE"), pinfile);
+        if (i < 7) {
+            ck_assert_rc(bare, kv_key_open(bare, uri, &key), KV_OK);
+            kv_key_free(key);
+            key = NULL;
+        } else {
+            /* with the pin-value one above, this is the 9th */
+            ck_assert_rc(bare, kv_key_open(bare, uri, &key), KV_ERR_UNSUPPORTED);
+            ck_assert_ptr_nonnull(strstr(kv_errmsg(bare), "more than 8"));
+            ck_assert_ptr_null(strstr(kv_errmsg(bare), env("KV_P11_PIN")));
+        }
+    }
+    for (int i = 0; i < 7; i++) {
+        snprintf(uri, sizeof(uri), "%s;object=%s;type=private?module-path=%s&pin-source=%s/pin-%d",
+                 token_uri(), kname("again"), env("KV_P11_MODULE"), tu_tmpdir(), i);
+        ck_assert_rc(bare, kv_key_open(bare, uri, &key), KV_OK);
+        kv_key_free(key);
+        key = NULL;
+    }
+    kv_ctx_free(bare);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("again")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* An object= or id= too long for the search template is refused, never
+ * left out of the search (which would open whatever the rest matches). */
+START_TEST(uri_overlong_attributes_refused)
+{
+    kv_ctx *ctx = p11_ctx(NULL, KV_OK);
+    kv_key *key = NULL;
+    char uri[2048], longlabel[301], longid[3 * 129 + 1] = "";
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, kname("long"), KV_KEY_EC_P256, NULL, &key), KV_OK);
+    memset(longlabel, 'a', 300);
+    longlabel[300] = '\0';
+    for (int i = 0; i < 129; i++)
+        strcat(longid, "%01");
+    /* the key's own id, with a label of 300 bytes */
+    snprintf(uri, sizeof(uri), "%s;object=%s;%s;type=private", token_uri(), longlabel,
+             uri_id(key));
+    kv_key_free(key);
+    key = NULL;
+    ck_assert_rc(ctx, kv_key_open(ctx, uri, &key), KV_ERR_BAD_URI);
+    ck_assert_ptr_null(key);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "object= is 300 bytes"));
+    /* the key's own label, with an id of 129 bytes */
+    snprintf(uri, sizeof(uri), "%s;object=%s;id=%s;type=private", token_uri(), kname("long"),
+             longid);
+    ck_assert_rc(ctx, kv_key_open(ctx, uri, &key), KV_ERR_BAD_URI);
+    ck_assert_ptr_null(key);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "id= is 129 bytes"));
+    /* at the limits, a search like any other: nothing has them */
+    snprintf(uri, sizeof(uri), "%s;object=%.256s;type=private", token_uri(), longlabel);
+    ck_assert_rc(ctx, kv_key_open(ctx, uri, &key), KV_ERR_KEY_NOT_FOUND);
+    snprintf(uri, sizeof(uri), "%s;object=%s;id=%s;type=private", token_uri(), kname("long"),
+             longid + 3);
+    ck_assert_rc(ctx, kv_key_open(ctx, uri, &key), KV_ERR_KEY_NOT_FOUND);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("long")), KV_OK);
     kv_ctx_free(ctx);
 }
 END_TEST
@@ -959,6 +1068,247 @@ START_TEST(public_key_checked_by_ec_point)
 }
 END_TEST
 
+/* The C_Login lines the shim logged (see tests/p11shim.c): all of them, and
+ * those that returned CKR_PIN_INCORRECT. */
+static int shim_logins(const char *log, int *incorrect)
+{
+    char line[64];
+    FILE *f = fopen(log, "r");
+    int n = 0;
+
+    *incorrect = 0;
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "C_Login ", 8))
+            continue;
+        n++;
+        *incorrect += strtoul(line + 8, NULL, 16) == CKR_PIN_INCORRECT;
+    }
+    fclose(f);
+    return n;
+}
+
+/* A wrong PIN in a URI reaches C_Login once: opened again, through the
+ * same URI or another that gives the same PIN, it is refused without a
+ * login attempt. */
+START_TEST(wrong_uri_pin_tried_once)
+{
+    char control[700], shim[700], log[700], uri[1536], pinfile[700];
+    kv_ctx *ctx = p11_ctx(NULL, KV_OK), *sctx;
+    kv_key *key = NULL;
+    int incorrect = 0;
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, kname("upin"), KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    kv_ctx_free(ctx); /* logged out: every session closed */
+    sctx = shim_ctx("present", control, shim);
+    snprintf(log, sizeof(log), "%s/shim-calls", tu_tmpdir());
+    unlink(log);
+    setenv("KV_SHIM_CALLS", log, 1);
+    snprintf(uri, sizeof(uri), "%s;object=%s;type=private?module-path=%s&pin-value=99999999",
+             token_uri(), kname("upin"), shim);
+    ck_assert_rc(sctx, kv_key_open(sctx, uri, &key), KV_ERR_AUTH_FAILED);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(sctx), "CKR_PIN_INCORRECT"));
+    ck_assert_int_eq(shim_logins(log, &incorrect), 1);
+    ck_assert_int_eq(incorrect, 1);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_rc(sctx, kv_key_open(sctx, uri, &key), KV_ERR_AUTH_FAILED);
+        ck_assert_ptr_nonnull(strstr(kv_errmsg(sctx), "not trying it again"));
+        ck_assert_ptr_nonnull(strstr(kv_errmsg(sctx), env("KV_P11_TOKEN")));
+        ck_assert_ptr_null(strstr(kv_errmsg(sctx), "99999999"));
+    }
+    /* the same PIN from a file, for another object: the same token refuses it */
+    snprintf(pinfile, sizeof(pinfile), "%s/wrong-uri-pin", tu_tmpdir());
+    tu_write(pinfile, "99999999\n");
+    snprintf(uri, sizeof(uri), "%s;object=other;type=private?module-path=%s&pin-source=file:%s",
+             token_uri(), shim, pinfile);
+    ck_assert_rc(sctx, kv_key_open(sctx, uri, &key), KV_ERR_AUTH_FAILED);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(sctx), "not trying it again"));
+    ck_assert_int_eq(shim_logins(log, &incorrect), 1);
+    /* the right PIN logs in, once for any number of opens */
+    snprintf(uri, sizeof(uri), "%s;object=%s;type=private?module-path=%s&pin-value=%s",
+             token_uri(), kname("upin"), shim, env("KV_P11_PIN"));
+    for (int i = 0; i < 3; i++) {
+        ck_assert_rc(sctx, kv_key_open(sctx, uri, &key), KV_OK);
+        sign_verify(sctx, key);
+        kv_key_free(key);
+        key = NULL;
+    }
+    ck_assert_int_eq(shim_logins(log, &incorrect), 2);
+    ck_assert_int_eq(incorrect, 1);
+    unsetenv("KV_SHIM_CALLS");
+    ck_assert_rc(sctx, kv_key_destroy(sctx, kname("upin")), KV_OK);
+    kv_ctx_free(sctx);
+}
+END_TEST
+
+/*
+ * A public key object planted under a key's CKA_ID (anyone with a
+ * read/write session can make one): generate_at returns the pair it made,
+ * and an open refuses the ambiguity rather than taking either.
+ */
+START_TEST(planted_public_key_is_refused)
+{
+    kv_ctx *ctx = p11_ctx(NULL, KV_OK);
+    kv_key *key = NULL, *donor = NULL;
+    kv_key_list *list = NULL;
+    CK_SESSION_HANDLE h;
+    CK_FUNCTION_LIST *f;
+    CK_OBJECT_HANDLE dpub, made;
+    CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
+    CK_KEY_TYPE kt = CKK_EC;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    unsigned char id[4], params[64], point[160], dder[200], kder[200];
+    size_t dlen = sizeof(dder), klen = sizeof(kder);
+    char name[64], planted[64], uri[1024];
+    unsigned int pid = (unsigned int)getpid();
+
+    snprintf(name, sizeof(name), "%s", kname("plant"));
+    snprintf(planted, sizeof(planted), "%s", kname("planted"));
+    ck_assert_rc(ctx, kv_key_generate(ctx, planted, KV_KEY_EC_P256, NULL, &donor), KV_OK);
+    ck_assert_rc(ctx, kv_key_public_der(donor, dder, &dlen), KV_OK);
+    kv_key_free(donor);
+    /* the donor's public key again, under the id the next key will get */
+    memcpy(id, &pid, sizeof(id));
+    f = raw_open(&h);
+    ck_assert_uint_eq(raw_find(f, h, CKO_PUBLIC_KEY, planted, &dpub, 1), 1);
+    CK_ATTRIBUTE vals[] = { { CKA_EC_PARAMS, params, sizeof(params) },
+                            { CKA_EC_POINT, point, sizeof(point) } };
+    ck_assert_uint_eq(f->C_GetAttributeValue(h, dpub, vals, 2), CKR_OK);
+    CK_ATTRIBUTE tmpl[] = {
+        { CKA_CLASS, &cls, sizeof(cls) },  { CKA_KEY_TYPE, &kt, sizeof(kt) },
+        { CKA_TOKEN, &yes, sizeof(yes) },  { CKA_PRIVATE, &no, sizeof(no) },
+        { CKA_VERIFY, &yes, sizeof(yes) }, { CKA_LABEL, planted, strlen(planted) },
+        { CKA_ID, id, sizeof(id) },        vals[0], vals[1],
+    };
+    ck_assert_uint_eq(f->C_CreateObject(h, tmpl, 9, &made), CKR_OK);
+    raw_close(f, h);
+
+    snprintf(uri, sizeof(uri), "%s;object=%s;id=%%%02x%%%02x%%%02x%%%02x", token_uri(), name,
+             id[0], id[1], id[2], id[3]);
+    ck_assert_rc(ctx, kv_key_generate_at(ctx, uri, KV_KEY_EC_P256, &key), KV_OK);
+    /* the public key returned is the pair's: its signatures verify with it */
+    ck_assert_rc(ctx, kv_key_public_der(key, kder, &klen), KV_OK);
+    ck_assert(klen != dlen || memcmp(kder, dder, klen) != 0);
+    sign_verify(ctx, key);
+    kv_key_free(key);
+    key = NULL;
+    /* opened again, by name or URI: two public keys for one id, refused */
+    ck_assert_rc(ctx, kv_key_open(ctx, name, &key), KV_ERR_CORRUPT);
+    ck_assert_ptr_null(key);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), name));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "more than one public key object"));
+    ck_assert_rc(ctx, kv_key_open(ctx, uri, &key), KV_ERR_CORRUPT);
+    /* and the list leaves it out */
+    ck_assert_rc(ctx, kv_list_keys(ctx, &list), KV_OK);
+    for (size_t i = 0; i < list->count; i++)
+        ck_assert_str_ne(list->keys[i].name, name);
+    kv_key_list_free(list);
+    kv_ctx_free(ctx);
+    f = raw_open(&h);
+    ck_assert_uint_eq(raw_destroy_label(f, h, name), 1);
+    ck_assert_uint_eq(raw_destroy_label(f, h, planted), 1);
+    raw_close(f, h);
+}
+END_TEST
+
+/* An EC pair for ECDH only (CKA_SIGN false), made by raw PKCS#11 on the
+ * curve whose DER OID is `oid`. */
+static void raw_ecdh_pair(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE h, const char *label,
+                          const unsigned char *oid, size_t oidlen, unsigned int id)
+{
+    CK_MECHANISM mech = { CKM_EC_KEY_PAIR_GEN, NULL, 0 };
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_OBJECT_HANDLE pubh, privh;
+    CK_ATTRIBUTE pub[] = { { CKA_EC_PARAMS, (void *)oid, oidlen },
+                           { CKA_TOKEN, &yes, sizeof(yes) },
+                           { CKA_LABEL, (void *)label, strlen(label) },
+                           { CKA_ID, &id, sizeof(id) } };
+    CK_ATTRIBUTE priv[] = { { CKA_TOKEN, &yes, sizeof(yes) },
+                            { CKA_PRIVATE, &yes, sizeof(yes) },
+                            { CKA_SIGN, &no, sizeof(no) },
+                            { CKA_DERIVE, &yes, sizeof(yes) },
+                            { CKA_LABEL, (void *)label, strlen(label) },
+                            { CKA_ID, &id, sizeof(id) } };
+
+    ck_assert_uint_eq(f->C_GenerateKeyPair(h, &mech, pub, 4, priv, 6, &pubh, &privh), CKR_OK);
+}
+
+/* A key that may not sign (ECDH only) and whose token gives no CKA_EC_POINT
+ * on private keys (SoftHSM) has its public key checked by an ECDH. */
+START_TEST(ecdh_only_key_checked_by_derive)
+{
+    static const unsigned char p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
+    static const unsigned char p384[] = { 0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22 };
+    char victim[64], other[64], far[64];
+    unsigned char vpub[200], ppub[200], *pp = ppub, z[64], want[64];
+    size_t vlen = sizeof(vpub), zlen = sizeof(z), wantlen = sizeof(want);
+    const unsigned char *vp = vpub;
+    unsigned int base = (unsigned int)getpid() << 8;
+    EVP_PKEY *peer = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256"), *vkey;
+    EVP_PKEY_CTX *dctx;
+    CK_SESSION_HANDLE h;
+    CK_FUNCTION_LIST *f;
+    kv_ctx *ctx;
+    kv_key *key = NULL;
+    int plen;
+
+    snprintf(victim, sizeof(victim), "%s", kname("dh-victim"));
+    snprintf(other, sizeof(other), "%s", kname("dh-other"));
+    snprintf(far, sizeof(far), "%s", kname("dh-far"));
+    f = raw_open(&h);
+    raw_ecdh_pair(f, h, victim, p256, sizeof(p256), base + 1);
+    raw_ecdh_pair(f, h, other, p256, sizeof(p256), base + 2);
+    raw_ecdh_pair(f, h, far, p384, sizeof(p384), base + 3);
+    raw_close(f, h);
+
+    /* untouched, it opens, and its ECDH agrees with OpenSSL's */
+    ctx = p11_ctx(NULL, KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, victim, &key), KV_OK);
+    ck_assert_rc(ctx, kv_key_public_der(key, vpub, &vlen), KV_OK);
+    plen = i2d_PUBKEY(peer, &pp);
+    ck_assert_int_gt(plen, 0);
+    ck_assert_rc(ctx, kv_ecdh(key, ppub, (size_t)plen, z, &zlen), KV_OK);
+    vkey = d2i_PUBKEY(NULL, &vp, (long)vlen);
+    dctx = EVP_PKEY_CTX_new(peer, NULL);
+    ck_assert(vkey && dctx && EVP_PKEY_derive_init(dctx) == 1 &&
+              EVP_PKEY_derive_set_peer(dctx, vkey) == 1 &&
+              EVP_PKEY_derive(dctx, want, &wantlen) == 1);
+    ck_assert_uint_eq(zlen, wantlen);
+    ck_assert_mem_eq(z, want, zlen);
+    EVP_PKEY_CTX_free(dctx);
+    EVP_PKEY_free(vkey);
+    EVP_PKEY_free(peer);
+    kv_key_free(key);
+    key = NULL;
+    kv_ctx_free(ctx);
+
+    /* the victim's public key object replaced by another pair's */
+    swap_public(victim, other, CKK_EC);
+    ctx = p11_ctx(NULL, KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, victim, &key), KV_ERR_CORRUPT);
+    ck_assert_ptr_null(key);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), victim));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "another key"));
+    ck_assert_rc(ctx, kv_key_open(ctx, other, &key), KV_OK);
+    kv_key_free(key);
+    key = NULL;
+    kv_ctx_free(ctx);
+    /* and by a P-384 one: another curve than the private key's */
+    swap_public(other, far, CKK_EC);
+    ctx = p11_ctx(NULL, KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, other, &key), KV_ERR_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), other));
+    kv_ctx_free(ctx);
+
+    f = raw_open(&h);
+    ck_assert_uint_eq(raw_destroy_label(f, h, victim), 1);
+    ck_assert_uint_eq(raw_destroy_label(f, h, other), 1);
+    ck_assert_uint_eq(raw_destroy_label(f, h, far), 1);
+    raw_close(f, h);
+}
+END_TEST
+
 START_TEST(list_returns_every_token_key)
 {
     enum { N = 300 };
@@ -1264,6 +1614,8 @@ static Suite *pkcs11_suite(void)
     tcase_add_test(tc, module_not_found_is_named);
     tcase_add_test(tc, wrong_pin_is_tried_once);
     tcase_add_test(tc, uri_forms);
+    tcase_add_test(tc, uri_reopened_many_times);
+    tcase_add_test(tc, uri_overlong_attributes_refused);
     tcase_add_test(tc, small_pool_serves_many_threads);
     tcase_add_test(tc, list_shows_token_keys_only_once);
     tcase_add_test(tc, generated_key_attributes);
@@ -1277,6 +1629,9 @@ static Suite *pkcs11_suite(void)
     tcase_add_test(hsm, keygen_failure_names_the_cause);
     tcase_add_test(hsm, mismatched_public_key_is_refused);
     tcase_add_test(hsm, public_key_checked_by_ec_point);
+    tcase_add_test(hsm, wrong_uri_pin_tried_once);
+    tcase_add_test(hsm, planted_public_key_is_refused);
+    tcase_add_test(hsm, ecdh_only_key_checked_by_derive);
     tcase_add_test(hsm, list_returns_every_token_key);
     tcase_add_test(hsm, creation_race_on_token);
     tcase_add_test(hsm, creation_race_across_backends);

@@ -13,6 +13,9 @@
  * PKCS#11 3.0 module that gives CKA_EC_POINT on EC private keys (the point
  * of each pair it saw generated, remembered in this process) and cannot
  * sign, so a caller can only check a public key against that attribute.
+ * When $KV_SHIM_CALLS names a file, each C_Login appends a line "C_Login
+ * 0xRV" to it (the CK_RV the module returned; never the PIN), so a test can
+ * count what reached the token.
  */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -82,7 +85,15 @@ static CK_RV shim_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app, 
 
 static CK_RV shim_Login(CK_SESSION_HANDLE h, CK_USER_TYPE type, CK_UTF8CHAR_PTR pin, CK_ULONG len)
 {
-    return removed() ? CKR_DEVICE_REMOVED : real->C_Login(h, type, pin, len);
+    const char *path = getenv("KV_SHIM_CALLS");
+    CK_RV rv = removed() ? CKR_DEVICE_REMOVED : real->C_Login(h, type, pin, len);
+    FILE *f = path ? fopen(path, "a") : NULL;
+
+    if (f) {
+        fprintf(f, "C_Login 0x%lx\n", (unsigned long)rv);
+        fclose(f);
+    }
+    return rv;
 }
 
 static CK_RV shim_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR t, CK_ULONG n)
