@@ -880,35 +880,61 @@ out:
     return rc;
 }
 
-static kv_rc p11_open_uri(kv_backend *be, const char *text, kv_key *key)
+/*
+ * Parse the pkcs11: URI of a key (to open or to make): *out, and *shown, the
+ * URI as messages show it (parsed, without its query: PIN, PIN source,
+ * module; one that does not parse is not shown at all). A type= must be
+ * private.
+ */
+static kv_rc parse_key_uri(kv_backend *be, const char *text, P11KitUri **out, char **shown)
 {
     P11KitUri *uri = p11_kit_uri_new();
+    CK_ATTRIBUTE *attr;
+    kv_rc rc = KV_OK;
+    int r;
+
+    *out = NULL;
+    *shown = NULL;
+    if (!uri)
+        return kv_error(be->ctx, KV_ERR_NO_MEMORY, "out of memory");
+    r = p11_kit_uri_parse(text, P11_KIT_URI_FOR_ANY, uri);
+    if (r != P11_KIT_URI_OK)
+        KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI, "not a valid pkcs11: URI: %s",
+                p11_kit_uri_message(r));
+    *shown = p11_uri_shown(uri, P11_KIT_URI_FOR_ANY);
+    if (!*shown)
+        KV_FAIL(be->ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    attr = p11_kit_uri_get_attribute(uri, CKA_CLASS);
+    if (attr && (attr->ulValueLen != sizeof(CK_OBJECT_CLASS) ||
+                 *(CK_OBJECT_CLASS *)attr->pValue != CKO_PRIVATE_KEY))
+        KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI, "%s does not name a private key (type=private)",
+                *shown);
+    *out = uri;
+    uri = NULL;
+out:
+    p11_uri_free(uri);
+    if (rc != KV_OK) {
+        free(*shown);
+        *shown = NULL;
+    }
+    return rc;
+}
+
+static kv_rc p11_open_uri(kv_backend *be, const char *text, kv_key *key)
+{
+    P11KitUri *uri = NULL;
     struct open_arg a = { .be = be, .key = key };
     CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
     unsigned char idbuf[128], labelbuf[256];
     CK_ATTRIBUTE *attr;
     char *shown = NULL, *what = NULL;
-    kv_rc rc = KV_OK;
-    int r;
+    kv_rc rc;
 
-    if (!uri)
-        return kv_error(be->ctx, KV_ERR_NO_MEMORY, "out of memory");
-    /* messages show the URI as parsed, without its query (PIN, PIN source,
-     * module); one that does not parse is not shown at all */
-    r = p11_kit_uri_parse(text, P11_KIT_URI_FOR_ANY, uri);
-    if (r != P11_KIT_URI_OK)
-        KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI, "not a valid pkcs11: URI: %s",
-                p11_kit_uri_message(r));
-    shown = p11_uri_shown(uri, P11_KIT_URI_FOR_ANY);
-    what = shown ? kv_asprintf("matching %s", shown) : NULL;
+    KV_CHECK(rc, parse_key_uri(be, text, &uri, &shown));
+    what = kv_asprintf("matching %s", shown);
     if (!what)
         KV_FAIL(be->ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     a.what = what;
-    attr = p11_kit_uri_get_attribute(uri, CKA_CLASS);
-    if (attr && (attr->ulValueLen != sizeof(CK_OBJECT_CLASS) ||
-                 *(CK_OBJECT_CLASS *)attr->pValue != CKO_PRIVATE_KEY))
-        KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI, "%s does not name a private key (type=private)",
-                shown);
     a.tmpl[a.ntmpl++] = (CK_ATTRIBUTE){ CKA_CLASS, &cls, sizeof(cls) };
     /* copy the object attributes before the URI moves to the token; one
      * too long for that is refused, never left out of the search */
@@ -1083,26 +1109,15 @@ static kv_rc p11_generate(kv_backend *be, const char *name, kv_key_type type, kv
  * the key pair labelled NAME on that token. */
 static kv_rc p11_generate_uri(kv_backend *be, const char *text, kv_key_type type, kv_key *key)
 {
-    P11KitUri *uri = p11_kit_uri_new();
+    P11KitUri *uri = NULL;
     struct gen_arg a = { .be = be, .type = type, .key = key };
     struct p11_token *tok = NULL;
     CK_ATTRIBUTE *attr;
     unsigned char idbuf[128];
     char name[KV_NAME_MAX + 1], *shown = NULL;
-    kv_rc rc = KV_OK;
-    int r;
+    kv_rc rc;
 
-    if (!uri)
-        return kv_error(be->ctx, KV_ERR_NO_MEMORY, "out of memory");
-    r = p11_kit_uri_parse(text, P11_KIT_URI_FOR_ANY, uri);
-    if (r != P11_KIT_URI_OK)
-        KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI, "not a valid pkcs11: URI: %s",
-                p11_kit_uri_message(r));
-    attr = p11_kit_uri_get_attribute(uri, CKA_CLASS);
-    if (attr && (attr->ulValueLen != sizeof(CK_OBJECT_CLASS) ||
-                 *(CK_OBJECT_CLASS *)attr->pValue != CKO_PRIVATE_KEY))
-        KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI,
-                "a new key's pkcs11: URI names a private key (type=private, or no type)");
+    KV_CHECK(rc, parse_key_uri(be, text, &uri, &shown));
     attr = p11_kit_uri_get_attribute(uri, CKA_LABEL);
     if (!attr || attr->ulValueLen == 0 || attr->ulValueLen > KV_NAME_MAX)
         KV_FAIL(be->ctx, rc, KV_ERR_BAD_URI,
@@ -1122,10 +1137,6 @@ static kv_rc p11_generate_uri(kv_backend *be, const char *text, kv_key_type type
         a.id = idbuf;
         a.idlen = attr->ulValueLen;
     }
-    /* messages show the URI as parsed, without its query (PIN, module) */
-    shown = p11_uri_shown(uri, P11_KIT_URI_FOR_ANY);
-    if (!shown)
-        KV_FAIL(be->ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     rc = token_for_uri(be, uri, shown, &tok);
     uri = NULL; /* token_for_uri took it */
     if (rc != KV_OK)

@@ -2,18 +2,7 @@
 # cli.sh - the keyvault command line, cross-checked with the openssl command.
 . "$(dirname "$0")/lib.sh"
 
-printf 'cli test passphrase\n' >"$T/pass"
-chmod 600 "$T/pass"
-cat >"$T/kv.conf" <<CONF
-[keyvault]
-backends = software
-
-[software]
-store = $T/store
-passphrase = file:$T/pass
-kdf_iterations = 1000
-CONF
-kv() { "$KEYVAULT" -c "$T/kv.conf" "$@"; }
+soft_store 'cli test passphrase'
 printf 'message to sign\n' >"$T/msg"
 printf 'another message\n' >"$T/other"
 

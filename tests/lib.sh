@@ -11,6 +11,23 @@ export KEYVAULT_HOME
 pass=0
 fail=0
 
+# soft_store PASSPHRASE: a software-only configuration $T/kv.conf (store
+# $T/store, passphrase in the 0600 file $T/pass) and kv(), the CLI on it
+soft_store() {
+    printf '%s\n' "$1" >"$T/pass"
+    chmod 600 "$T/pass"
+    cat >"$T/kv.conf" <<CONF
+[keyvault]
+backends = software
+
+[software]
+store = $T/store
+passphrase = file:$T/pass
+kdf_iterations = 1000
+CONF
+}
+kv() { "$KEYVAULT" -c "$T/kv.conf" "$@"; }
+
 ok() { pass=$((pass + 1)); echo "PASS: $*"; }
 not_ok() { fail=$((fail + 1)); echo "FAIL: $*"; }
 

@@ -5,18 +5,7 @@
 # world-readable passphrase file or a group-writable store is refused.
 . "$(dirname "$0")/lib.sh"
 
-printf 'store test passphrase\n' >"$T/pass"
-chmod 600 "$T/pass"
-cat >"$T/kv.conf" <<CONF
-[keyvault]
-backends = software
-
-[software]
-store = $T/store
-passphrase = file:$T/pass
-kdf_iterations = 1000
-CONF
-kv() { "$KEYVAULT" -c "$T/kv.conf" "$@"; }
+soft_store 'store test passphrase'
 printf 'message\n' >"$T/msg"
 expect 0 "keygen" -- kv keygen k --type ec-p256
 
