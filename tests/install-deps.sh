@@ -8,7 +8,7 @@ PACKAGES="
   libssl-dev openssl libjansson-dev check
   libp11-kit-dev p11-kit softhsm2 libsofthsm2 opensc
   libtss2-dev libtss2-tcti-swtpm0 swtpm swtpm-tools tpm2-tools tpm2-openssl
-  tpm2-abrmd libtss2-tcti-tabrmd0 dbus
+  tpm2-abrmd libtss2-tcti-tabrmd0 dbus procps
   lowdown man-db
   libtss2-tcti-pcap0 libpcap-dev
   libnss3 libnss3-tools libtpm2-pkcs11-1 libtpm2-pkcs11-tools
