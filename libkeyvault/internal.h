@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdbool.h>
 #include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "keyvault.h"
 
@@ -467,11 +469,77 @@ typedef enum kv_op {
     KV_OP_SIGN,
     KV_OP_ECDH,
     KV_OP_ATTEST,
+    KV_OP_ISSUE,     /* signing a certificate, request or CRL (x509.c) */
 } kv_op;
 /* The single dispatch check every key operation passes. Today it refuses
  * generating or opening a software key under require_hardware; per-key
  * policy and the audit log are to hook in here. */
 kv_rc kv_policy_check(kv_ctx *ctx, kv_backend *be, kv_op op, const char *name);
+
+/* The signature algorithm alg (KV_ALG_DEFAULT: the key type's default)
+ * for key, refused when it does not fit the key's family. */
+kv_rc kv_key_alg(const kv_key *key, kv_sign_alg alg, const kv_alg_desc **out);
+/* kv_sign without its entry work (no kv_err_begin, algorithm resolved):
+ * the policy check for op, then the backend's sign. For the core's own
+ * artefacts (x509.c). */
+kv_rc kv_key_sign_op(kv_key *key, kv_op op, const kv_alg_desc *a, unsigned flags,
+                     const unsigned char *in, size_t inlen, unsigned char *sig,
+                     size_t *siglen);
+
+/* ---- X.509 (x509.c) --------------------------------------------------- */
+
+#define KV_X509_NAME_MAX 1024  /* characters in a subject string or one SAN */
+#define KV_X509_NAME_ATTRS 32  /* attributes in a subject */
+
+typedef enum kv_x509_kind {
+    KV_X509_CERT = 0,
+    KV_X509_REQ = 1,
+    KV_X509_CRL = 2,
+} kv_x509_kind;
+/*
+ * Sign an X509 or X509_REQ (everything but the signature set)
+ * with a vault key: both algorithm fields from OpenSSL for alg
+ * (KV_ALG_DEFAULT follows the key), the to-be-signed DER signed through
+ * kv_key_sign_op under op, the signature set, and the whole object decoded
+ * again and verified with key->pub before KV_OK.
+ */
+kv_rc kv_x509_sign(kv_key *key, kv_op op, kv_sign_alg alg, kv_x509_kind kind, void *obj);
+/* The same for a CRL, which comes out as a new object (*out). */
+kv_rc kv_x509_sign_crl(kv_key *key, kv_op op, kv_sign_alg alg, const X509_CRL *crl,
+                       X509_CRL **out);
+/* An RFC 4514 string ("CN=dev-42,O=Fleet": most specific RDN first, '+'
+ * joins a multi-valued RDN, backslash escapes) -> a new X509_NAME. ""
+ * gives the empty name. KV_ERR_BAD_INPUT naming the attribute for unknown
+ * types, bad escapes, empty values, #hex values, values OpenSSL refuses
+ * (too long for its type: CN 64, C 2) and more than KV_X509_NAME_MAX
+ * characters or KV_X509_NAME_ATTRS attributes. */
+kv_rc kv_x509_name_parse(const kv_ctx *ctx, const char *text, X509_NAME **out);
+/* A name as RFC 4514 text (UTF-8 kept, controls escaped); free with free(). */
+kv_rc kv_x509_name_text(const kv_ctx *ctx, const X509_NAME *name, char **out);
+/* "dns:NAME", "ip:ADDR" (IPv4 or IPv6), "uri:SCHEME:...", "email:ADDR" ->
+ * a new GENERAL_NAME, syntax checked (KV_ERR_BAD_INPUT naming the kind). */
+kv_rc kv_x509_san_parse(const kv_ctx *ctx, const char *text, GENERAL_NAME **out);
+/* Extensions to build. key_usage: bit n is KeyUsage bit n of RFC 5280
+ * (1 << 0 digitalSignature ... 1 << 5 keyCertSign, 1 << 6 cRLSign). */
+typedef struct kv_x509_ext_spec {
+    int ca;                    /* -1: no basicConstraints; 0: CA:FALSE; 1: CA:TRUE (critical) */
+    long path_len;             /* with ca == 1: pathLenConstraint, or -1 for none */
+    unsigned key_usage;        /* 0: no keyUsage; else critical */
+    const char *const *eku;    /* NULL-terminated OIDs or OpenSSL short names; NULL: none */
+    GENERAL_NAMES *san;        /* NULL or empty: none */
+    int san_critical;          /* required when the subject is empty (RFC 5280 4.2.1.6) */
+} kv_x509_ext_spec;
+/* The extensions of spec, for a certificate (X509_add_ext) or a request
+ * (X509_REQ_add_extensions). */
+kv_rc kv_x509_exts_build(const kv_ctx *ctx, const kv_x509_ext_spec *spec,
+                         STACK_OF(X509_EXTENSION) **out);
+/* subjectKeyIdentifier of x (SHA-1 of its key, RFC 5280 method 1) and
+ * authorityKeyIdentifier from issuer (its SKI, else computed the same way;
+ * issuer NULL: x is self-signed). The public key must be set. */
+kv_rc kv_x509_add_key_ids(const kv_ctx *ctx, X509 *x, X509 *issuer);
+/* A random positive serial of up to 127 bits, never zero. */
+kv_rc kv_x509_serial_random(const kv_ctx *ctx, ASN1_INTEGER **out);
+kv_rc kv_x509_set_validity(const kv_ctx *ctx, X509 *x, time_t not_before, time_t not_after);
 
 /* Incremented in the child after fork(); backends compare it lazily. */
 unsigned long kv_fork_generation(void);

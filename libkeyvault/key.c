@@ -682,22 +682,51 @@ static kv_rc check_flags(const kv_ctx *ctx, const kv_alg_desc *a, unsigned flags
     return KV_OK;
 }
 
+kv_rc kv_key_alg(const kv_key *key, kv_sign_alg alg, const kv_alg_desc **out)
+{
+    const kv_type_desc *t = kv_type_desc_get(key->type);
+
+    return resolve_alg(key->ctx, key->name, t ? t->family : KV_FAMILY_NONE, key->type, alg,
+                       out);
+}
+
+/* The size of sig is checked by the caller: *siglen >= kv_sig_max_len. */
+kv_rc kv_key_sign_op(kv_key *key, kv_op op, const kv_alg_desc *a, unsigned flags,
+                     const unsigned char *in, size_t inlen, unsigned char *sig,
+                     size_t *siglen)
+{
+    kv_ctx *ctx = key->ctx;
+    const kv_type_desc *t = kv_type_desc_get(key->type);
+    unsigned char md[KV_MAX_DIGEST], der[KV_MAX_DIGEST * 2 + 16];
+    const unsigned char *tbs = NULL;
+    size_t tbslen = 0, derlen = sizeof(der);
+    kv_rc rc;
+
+    KV_CHECK(rc, to_be_signed(ctx, a, flags, in, inlen, md, &tbs, &tbslen));
+    KV_CHECK(rc, kv_policy_check(ctx, key->be, op, key->name));
+    if (a->family == KV_FAMILY_EC && (flags & KV_SIGN_RAW)) {
+        KV_CHECK(rc, key->be->ops->sign(key, a, tbs, tbslen, der, &derlen));
+        KV_CHECK(rc, kv_ecdsa_der_to_raw(ctx, der, derlen, t->field_len, sig, siglen));
+    } else {
+        KV_CHECK(rc, key->be->ops->sign(key, a, tbs, tbslen, sig, siglen));
+    }
+out:
+    kv_wipe(md, sizeof(md));
+    return rc;
+}
+
 kv_rc kv_sign(kv_key *key, kv_sign_alg alg, unsigned flags, const unsigned char *in,
               size_t inlen, unsigned char *sig, size_t *siglen)
 {
     kv_ctx *ctx = key->ctx;
-    const kv_type_desc *t = kv_type_desc_get(key->type);
     const kv_alg_desc *a = NULL;
-    unsigned char md[KV_MAX_DIGEST], der[KV_MAX_DIGEST * 2 + 16];
-    const unsigned char *tbs = NULL;
-    size_t tbslen = 0, max, derlen = sizeof(der);
+    size_t max;
     kv_rc rc;
 
     kv_err_begin(ctx);
     if (!in && inlen)
         return kv_error(ctx, KV_ERR_INVALID_ARG, "input is NULL with length %zu", inlen);
-    KV_CHECK(rc, resolve_alg(ctx, key->name, t ? t->family : KV_FAMILY_NONE, key->type, alg,
-                             &a));
+    KV_CHECK(rc, kv_key_alg(key, alg, &a));
     KV_CHECK(rc, check_flags(ctx, a, flags));
     max = kv_sig_max_len(key->pub, a, flags);
     if (!sig) {
@@ -711,16 +740,8 @@ kv_rc kv_sign(kv_key *key, kv_sign_alg alg, unsigned flags, const unsigned char 
         *siglen = max;
         return rc;
     }
-    KV_CHECK(rc, to_be_signed(ctx, a, flags, in, inlen, md, &tbs, &tbslen));
-    KV_CHECK(rc, kv_policy_check(ctx, key->be, KV_OP_SIGN, key->name));
-    if (a->family == KV_FAMILY_EC && (flags & KV_SIGN_RAW)) {
-        KV_CHECK(rc, key->be->ops->sign(key, a, tbs, tbslen, der, &derlen));
-        KV_CHECK(rc, kv_ecdsa_der_to_raw(ctx, der, derlen, t->field_len, sig, siglen));
-    } else {
-        KV_CHECK(rc, key->be->ops->sign(key, a, tbs, tbslen, sig, siglen));
-    }
+    rc = kv_key_sign_op(key, KV_OP_SIGN, a, flags, in, inlen, sig, siglen);
 out:
-    kv_wipe(md, sizeof(md));
     if (rc != KV_OK && sig && rc != KV_ERR_BUFFER_TOO_SMALL) {
         kv_wipe(sig, *siglen);
         *siglen = 0;

@@ -379,6 +379,51 @@ KV_API KV_WUR kv_rc kv_tpm_pcr_extend(kv_ctx *ctx, const char *bank, unsigned in
 KV_API KV_WUR kv_rc kv_tpm_ek_cert(kv_ctx *ctx, unsigned char *buf, size_t *len)
     KV_NONNULL(1, 3);
 
+/* ---- X.509 ------------------------------------------------------------ */
+
+/* KeyUsage bits (RFC 5280 4.2.1.3): bit n of the extension is 1 << n. */
+#define KV_KU_DIGITAL_SIGNATURE 0x001u
+#define KV_KU_NON_REPUDIATION   0x002u
+#define KV_KU_KEY_ENCIPHERMENT  0x004u
+#define KV_KU_DATA_ENCIPHERMENT 0x008u
+#define KV_KU_KEY_AGREEMENT     0x010u
+#define KV_KU_KEY_CERT_SIGN     0x020u
+#define KV_KU_CRL_SIGN          0x040u
+
+/* Flags of kv_cert_opts. */
+#define KV_CERT_CA       0x1u  /* a CA certificate: basicConstraints CA:TRUE */
+#define KV_CERT_PATH_LEN 0x2u  /* with KV_CERT_CA: path_len is the pathLenConstraint */
+
+/*
+ * What a certificate request or certificate should say. Initialise with
+ * KV_CERT_OPTS_INIT (zero, with `size` set), then set what you need:
+ * fields are only ever appended, and the library reads only those that
+ * `size` covers. Strings are UTF-8 and copied; nothing is kept.
+ */
+typedef struct kv_cert_opts {
+    size_t size;                 /* sizeof(kv_cert_opts) */
+    const char *subject;         /* RFC 4514, most specific first: "CN=dev-42,O=Fleet" */
+    const char *const *sans;     /* NULL-terminated: "dns:NAME", "ip:ADDR", "uri:URI",
+                                  * "email:ADDR"; NULL for none */
+    unsigned key_usage;          /* KV_KU_* bits; 0: the default for the key and purpose */
+    const char *const *ext_key_usage; /* NULL-terminated: "serverAuth", "clientAuth",
+                                  * "codeSigning", "emailProtection", "timeStamping",
+                                  * "OCSPSigning" or a dotted OID; NULL for none */
+    kv_sign_alg alg;             /* KV_ALG_DEFAULT follows the key: ECDSA with SHA-256
+                                  * (P-256) or SHA-384 (P-384), RSA-PSS SHA-256, Ed25519 */
+    unsigned days;               /* validity in days; 0: the default (365) */
+    unsigned flags;              /* KV_CERT_* */
+    unsigned path_len;           /* with KV_CERT_PATH_LEN */
+    /* the TCG attestation-key profile ("tpm-ak"): the SAN directoryName's
+     * values as the TCG EK credential profile writes them */
+    const char *tpm_manufacturer; /* "id:53544D20" */
+    const char *tpm_model;        /* "swtpm" */
+    const char *tpm_version;      /* "id:00020000" */
+} kv_cert_opts;
+
+#define KV_CERT_OPTS_INIT { sizeof(kv_cert_opts), NULL, NULL, 0, NULL, KV_ALG_DEFAULT, 0, 0, 0, \
+                            NULL, NULL, NULL }
+
 /* ---- names ------------------------------------------------------------ */
 
 /* kv_key_type_name / kv_key_type_from_name: "ec-p256", "ec-p384", "rsa-2048",

@@ -5,7 +5,7 @@ set -eu
 
 PACKAGES="
   build-essential autoconf automake libtool autoconf-archive pkg-config
-  libssl-dev openssl libjansson-dev check
+  libssl-dev openssl libjansson-dev libsqlite3-dev sqlite3 check
   libp11-kit-dev p11-kit softhsm2 libsofthsm2 opensc
   libtss2-dev libtss2-tcti-swtpm0 swtpm swtpm-tools tpm2-tools tpm2-openssl
   tpm2-abrmd libtss2-tcti-tabrmd0 dbus procps
