@@ -712,6 +712,8 @@ static void cert_args_parse(const char *cmd, int selfsign, int argc, char **argv
     }
     if (optind != argc - 1)
         die_usage(cmd, "expected one key NAME or URI");
+    if ((a->opts.flags & KV_CERT_PATH_LEN) && !(a->opts.flags & KV_CERT_CA))
+        die_usage(cmd, "--path-len needs --ca");
     if (selfsign && !a->opts.subject)
         die_usage(cmd, "needs --subject (\"\" for an empty one, with a --san)");
     a->key = argv[optind];
