@@ -150,6 +150,8 @@ bad_input() {
     refused 2 "$b" "--days 0" "--days must be" -- cert selfsign "$n" --subject CN=x --days 0 -o "$T/bad.crt"
     refused 2 "$b" "--days over a hundred years" "--days must be" -- \
         cert selfsign "$n" --subject CN=x --days 36501 -o "$T/bad.crt"
+    refused 2 "$b" "an empty --eku list" "--eku needs at least one" -- \
+        cert selfsign "$n" --subject CN=x --eku , -o "$T/bad.crt"
     refused 2 "$b" "--ca on a request" "are for certificates" -- csr "$n" --subject CN=x --ca -o "$T/bad.csr"
     expect 1 "$b: nothing was stored with the key" -- kvc cert "$n" -o "$T/bad.stored"
     [ ! -e "$T/bad.crt" ] && [ ! -e "$T/bad.csr" ] && [ ! -s "$T/bad.stored" ] &&
