@@ -162,6 +162,13 @@ bad_input() {
 CONF=$SOFT_CONF
 for t in ec-p256 ec-p384 rsa-2048 ed25519; do one_type software "$t"; done
 ca_root software
+# a request without a subject: the empty name, its SAN critical
+expect 0 "software: csr with only a SAN" -- kvc csr software-ed25519 --san uri:spiffe://fleet/dev-42 -o "$T/nosubj.csr"
+expect 0 "software: it verifies" -- openssl req -in "$T/nosubj.csr" -noout -verify
+openssl req -in "$T/nosubj.csr" -noout -text >"$T/nosubj.txt" 2>&1
+grep -qx ' *Subject: *' "$T/nosubj.txt" && ok "software: the subject is empty" ||
+    not_ok "software: the subject is empty ($(grep 'Subject:' "$T/nosubj.txt"))"
+contains "$T/nosubj.txt" "Subject Alternative Name: critical" "software: the SAN of an empty subject is critical"
 bad_input software
 
 # ---- a SoftHSM token -----------------------------------------------------------
