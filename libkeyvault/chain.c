@@ -219,6 +219,11 @@ kv_rc kv_chain_check(const kv_ctx *ctx, const STACK_OF(X509) *chain, const char 
         KV_FAIL(ctx, rc, bad, "the chain's leaf is not the certificate of key '%s' (it holds "
                 "another public key)%s", name,
                 bad == KV_ERR_CORRUPT ? ": the stored chain was swapped or altered" : "");
+    for (int i = 1; i < n; i++)
+        for (int j = 0; j < i; j++)
+            if (X509_cmp(sk_X509_value(chain, i), sk_X509_value(chain, j)) == 0)
+                KV_FAIL(ctx, rc, bad, "key '%s': certificate %d of the chain is certificate %d "
+                        "again", name, i + 1, j + 1);
     for (int i = 0; i + 1 < n; i++) {
         X509 *x = sk_X509_value(chain, i), *up = sk_X509_value(chain, i + 1);
         EVP_PKEY *uppub = X509_get0_pubkey(up);

@@ -84,12 +84,12 @@ static kv_rc config_check(const kv_config *cfg)
     size_t n = 0;
 
     known[n++] = (struct kv_config_section){ "keyvault", keyvault_config_keys };
-    known[n++] = (struct kv_config_section){ "x509", x509_config_keys };
     for (size_t i = 0; i < sizeof(known_backends) / sizeof(known_backends[0]); i++) {
         const struct kv_backend_ops *ops = registry_find(known_backends[i]);
         known[n++] = (struct kv_config_section){ known_backends[i],
                                                  ops ? ops->config_keys : NULL };
     }
+    known[n++] = (struct kv_config_section){ "x509", x509_config_keys };
     return kv_config_check(NULL, cfg, known, n);
 }
 

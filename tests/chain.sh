@@ -198,8 +198,11 @@ run_backend() {
     openssl pkey -in "$P/stranger.key" >"$B/key.pem"
     refuse "$name" "$B/key.pem" "certificate 1: a PEM block of type 'PRIVATE KEY'" "$be: a private key"
     cat "$B/leaf.crt" "$B/leaf.crt" >"$B/self.pem"
-    refuse "$name" "$B/self.pem" "certificate 2 of the chain .* holds the key's own public key" \
+    refuse "$name" "$B/self.pem" "certificate 2 of the chain is certificate 1 again" \
         "$be: the leaf twice"
+    cat "$B/leaf.crt" "$P/inter.crt" "$P/root.crt" "$P/root.crt" >"$B/root2.pem"
+    refuse "$name" "$B/root2.pem" "certificate 4 of the chain is certificate 3 again" \
+        "$be: the root twice"
     expect 1 "$be: an empty file is refused" -- kv cert import "$name" /dev/null
 }
 

@@ -948,6 +948,9 @@ START_TEST(chain_store_read_and_facts)
     char *good, *text, *bad;
     kv_cert_info *ci = NULL;
     unsigned char *der = NULL;
+    GENERAL_NAMES *gens;
+    GENERAL_NAME *gn;
+    ASN1_IA5STRING *ia5;
     int dlen;
 
     (void)dlen;
@@ -1026,7 +1029,17 @@ START_TEST(chain_store_read_and_facts)
     ck_assert_uint_eq(ci->chain_len, strcmp(backend(), "pkcs11") ? 1 : 3);
     kv_cert_info_free(ci);
 
-    /* due: 7000 of 9000 seconds passed, more than 2/3 */
+    /* due: 7000 of 9000 seconds passed, more than 2/3; its DNS name holds
+     * control characters, a backslash and a NUL, shown as \xHH */
+    gens = GENERAL_NAMES_new();
+    gn = GENERAL_NAME_new();
+    ia5 = ASN1_IA5STRING_new();
+    ck_assert_int_eq(ASN1_STRING_set(ia5, "a\x1b[2J\\b\x00" "c", 9), 1);
+    GENERAL_NAME_set0_value(gn, GEN_DNS, ia5);
+    ck_assert_int_gt(sk_GENERAL_NAME_push(gens, gn), 0);
+    ck_assert_int_eq(X509_add1_ext_i2d(due, NID_subject_alt_name, gens, 0, 0), 1);
+    GENERAL_NAMES_free(gens);
+    ck_assert_int_gt(X509_sign(due, interk, EVP_sha256()), 0);
     chain[0] = due;
     chain[1] = inter;
     text = bundle(chain, 2, &len);
@@ -1036,8 +1049,8 @@ START_TEST(chain_store_read_and_facts)
     ck_assert_int_eq(ci->renewal_due, 1);
     ck_assert_int_eq(ci->expired, 0);
     ck_assert_int_eq(ci->renew_after - ci->not_before, 6000);
-    ck_assert_uint_eq(ci->nsans, 0);
-    ck_assert_ptr_null(ci->sans);
+    ck_assert_uint_eq(ci->nsans, 1);
+    ck_assert_str_eq(ci->sans[0], "dns:a\\x1B[2J\\x5Cb\\x00c");
     kv_cert_info_free(ci);
     /* expired an hour ago: stored (dates are not checked), and said so */
     chain[0] = old;
