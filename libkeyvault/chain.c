@@ -32,17 +32,10 @@
 static char *name_text(const X509_NAME *name)
 {
     BIO *bio = BIO_new(BIO_s_mem());
-    char *data, *s = NULL;
-    long n;
+    char *s = NULL;
 
-    if (bio && X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) >= 0) {
-        n = BIO_get_mem_data(bio, &data);
-        s = malloc((size_t)n + 1);
-        if (s) {
-            memcpy(s, data, (size_t)n);
-            s[n] = '\0';
-        }
-    }
+    if (bio && X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) >= 0)
+        s = kv_bio_text(bio, NULL);
     BIO_free(bio);
     return s;
 }
@@ -180,8 +173,6 @@ out:
 kv_rc kv_chain_pem(const kv_ctx *ctx, const STACK_OF(X509) *chain, char **pem, size_t *len)
 {
     BIO *bio = BIO_new(BIO_s_mem());
-    char *data;
-    long n;
     kv_rc rc = KV_OK;
 
     *pem = NULL;
@@ -189,15 +180,8 @@ kv_rc kv_chain_pem(const kv_ctx *ctx, const STACK_OF(X509) *chain, char **pem, s
     for (int i = 0; bio && i < sk_X509_num(chain); i++)
         if (PEM_write_bio_X509(bio, sk_X509_value(chain, i)) != 1)
             KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot write certificate %d as PEM", i + 1);
-    if (!bio)
+    if (!bio || !(*pem = kv_bio_text(bio, len)))
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    n = BIO_get_mem_data(bio, &data);
-    *pem = malloc((size_t)n + 1);
-    if (!*pem)
-        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    memcpy(*pem, data, (size_t)n);
-    (*pem)[n] = '\0';
-    *len = (size_t)n;
 out:
     BIO_free(bio);
     return rc;

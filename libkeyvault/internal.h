@@ -84,6 +84,9 @@ void kv_wipe(void *p, size_t n);
 void kv_secret_free(char *s);
 char *kv_strdup(const char *s);
 char *kv_asprintf(const char *fmt, ...) KV_PRINTF(1, 2);
+/* What a memory BIO holds, as a new NUL-terminated string (its length in
+ * *len when len is not NULL); NULL when out of memory. */
+char *kv_bio_text(BIO *bio, size_t *len);
 /* Create dir and missing parents with mode 0700. */
 kv_rc kv_mkdir_p(const kv_ctx *ctx, const char *dir);
 /*

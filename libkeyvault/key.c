@@ -535,8 +535,6 @@ out:
 kv_rc kv_key_public_pem(kv_key *key, char **pem)
 {
     BIO *bio = BIO_new(BIO_s_mem());
-    char *data;
-    long n;
     kv_rc rc = KV_OK;
 
     kv_err_begin(key->ctx);
@@ -544,12 +542,8 @@ kv_rc kv_key_public_pem(kv_key *key, char **pem)
     if (!bio || PEM_write_bio_PUBKEY(bio, key->pub) != 1)
         KV_FAIL_OSSL(key->ctx, rc, KV_ERR_CRYPTO, "cannot encode the public key of '%s'",
                      key->name);
-    n = BIO_get_mem_data(bio, &data);
-    *pem = malloc((size_t)n + 1);
-    if (!*pem)
+    if (!(*pem = kv_bio_text(bio, NULL)))
         KV_FAIL(key->ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    memcpy(*pem, data, (size_t)n);
-    (*pem)[n] = '\0';
 out:
     BIO_free(bio);
     return rc;

@@ -1953,7 +1953,10 @@ static CK_RV issuer_find(struct p11_token *tok, CK_SESSION_HANDLE h, const struc
         *rc = kv_error_ossl(tok->ctx, KV_ERR_CORRUPT, "cannot encode a certificate's issuer");
         return CKR_OK;
     }
-    CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_SUBJECT, name, (CK_ULONG)nlen } };
+    CK_ATTRIBUTE tmpl[] = {
+        { CKA_CLASS, &cls, sizeof(cls) },
+        { CKA_SUBJECT, name, (CK_ULONG)nlen },
+    };
     rv = find_all(tok, h, tmpl, 2, &objs, &count, rc);
     for (CK_ULONG i = 0; rv == CKR_OK && *rc == KV_OK && i < count && !*out; i++) {
         unsigned char id[sizeof(k->id)];

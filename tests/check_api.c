@@ -923,6 +923,20 @@ static void chain_is(kv_ctx *ctx, kv_key *key, const char *text)
     kv_string_free(pem);
 }
 
+/* Store leaf and its issuer with key; its facts (free). */
+static kv_cert_info *store_leaf(kv_ctx *ctx, kv_key *key, X509 *leaf, X509 *issuer)
+{
+    X509 *chain[2] = { leaf, issuer };
+    kv_cert_info *ci = NULL;
+    size_t len;
+    char *text = bundle(chain, 2, &len);
+
+    ck_assert_rc(ctx, kv_key_store_chain(key, (const unsigned char *)text, len), KV_OK);
+    free(text);
+    ck_assert_rc(ctx, kv_key_cert_info(key, &ci), KV_OK);
+    return ci;
+}
+
 START_TEST(chain_store_read_and_facts)
 {
     kv_ctx *ctx = new_ctx();
@@ -1040,12 +1054,7 @@ START_TEST(chain_store_read_and_facts)
     ck_assert_int_eq(X509_add1_ext_i2d(due, NID_subject_alt_name, gens, 0, 0), 1);
     GENERAL_NAMES_free(gens);
     ck_assert_int_gt(X509_sign(due, interk, EVP_sha256()), 0);
-    chain[0] = due;
-    chain[1] = inter;
-    text = bundle(chain, 2, &len);
-    ck_assert_rc(ctx, kv_key_store_chain(key, (const unsigned char *)text, len), KV_OK);
-    free(text);
-    ck_assert_rc(ctx, kv_key_cert_info(key, &ci), KV_OK);
+    ci = store_leaf(ctx, key, due, inter);
     ck_assert_int_eq(ci->renewal_due, 1);
     ck_assert_int_eq(ci->expired, 0);
     ck_assert_int_eq(ci->renew_after - ci->not_before, 6000);
@@ -1053,11 +1062,7 @@ START_TEST(chain_store_read_and_facts)
     ck_assert_str_eq(ci->sans[0], "dns:a\\x1B[2J\\x5Cb\\x00c");
     kv_cert_info_free(ci);
     /* expired an hour ago: stored (dates are not checked), and said so */
-    chain[0] = old;
-    text = bundle(chain, 2, &len);
-    ck_assert_rc(ctx, kv_key_store_chain(key, (const unsigned char *)text, len), KV_OK);
-    free(text);
-    ck_assert_rc(ctx, kv_key_cert_info(key, &ci), KV_OK);
+    ci = store_leaf(ctx, key, old, inter);
     ck_assert_int_eq(ci->expired, 1);
     ck_assert_int_eq(ci->renewal_due, 1);
     ck_assert_int_eq(ci->days_left, -1);
