@@ -194,20 +194,22 @@ kv_rc kv_chain_check(const kv_ctx *ctx, const STACK_OF(X509) *chain, const char 
 {
     int n = sk_X509_num(chain);
     char *subj = NULL, *iss = NULL, *next = NULL;
+    /* what is checked: input, or what a backend kept */
+    const char *the = bad == KV_ERR_CORRUPT ? "the stored chain" : "the chain";
     kv_rc rc = KV_OK;
 
     if (n < 1 || n > KV_CHAIN_MAX)
         KV_FAIL(ctx, rc, bad, "key '%s': a chain holds 1 to %d certificates, not %d", name,
                 KV_CHAIN_MAX, n);
     if (EVP_PKEY_eq(X509_get0_pubkey(sk_X509_value(chain, 0)), pub) != 1)
-        KV_FAIL(ctx, rc, bad, "the chain's leaf is not the certificate of key '%s' (it holds "
-                "another public key)%s", name,
-                bad == KV_ERR_CORRUPT ? ": the stored chain was swapped or altered" : "");
+        KV_FAIL(ctx, rc, bad, "%s's leaf is not the certificate of key '%s' (it holds another "
+                "public key)%s", the, name,
+                bad == KV_ERR_CORRUPT ? ": it was swapped or altered" : "");
     for (int i = 1; i < n; i++)
         for (int j = 0; j < i; j++)
             if (X509_cmp(sk_X509_value(chain, i), sk_X509_value(chain, j)) == 0)
-                KV_FAIL(ctx, rc, bad, "key '%s': certificate %d of the chain is certificate %d "
-                        "again", name, i + 1, j + 1);
+                KV_FAIL(ctx, rc, bad, "key '%s': certificate %d of %s is certificate %d again",
+                        name, i + 1, the, j + 1);
     for (int i = 0; i + 1 < n; i++) {
         X509 *x = sk_X509_value(chain, i), *up = sk_X509_value(chain, i + 1);
         EVP_PKEY *uppub = X509_get0_pubkey(up);
@@ -218,17 +220,16 @@ kv_rc kv_chain_check(const kv_ctx *ctx, const STACK_OF(X509) *chain, const char 
         if (!subj || !iss || !next)
             KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
         if (uppub && EVP_PKEY_eq(uppub, pub) == 1)
-            KV_FAIL(ctx, rc, bad, "key '%s': certificate %d of the chain ('%s') holds the "
-                    "key's own public key; a chain holds it in its leaf only", name, i + 2,
-                    next);
+            KV_FAIL(ctx, rc, bad, "key '%s': certificate %d of %s ('%s') holds the key's "
+                    "own public key; a chain holds it in its leaf only", name, i + 2, the, next);
         if (X509_NAME_cmp(X509_get_issuer_name(x), X509_get_subject_name(up)) != 0)
-            KV_FAIL(ctx, rc, bad, "key '%s': certificate %d of the chain ('%s') is issued by "
-                    "'%s', not by certificate %d ('%s'): a chain goes leaf first, each "
-                    "certificate followed by its issuer", name, i + 1, subj, iss, i + 2, next);
+            KV_FAIL(ctx, rc, bad, "key '%s': certificate %d of %s ('%s') is issued by '%s', "
+                    "not by certificate %d ('%s'): a chain goes leaf first, each certificate "
+                    "followed by its issuer", name, i + 1, the, subj, iss, i + 2, next);
         if (!uppub || X509_verify(x, uppub) != 1)
-            KV_FAIL_OSSL(ctx, rc, bad, "key '%s': the signature of certificate %d of the chain "
-                         "('%s') does not verify with the public key of certificate %d ('%s')",
-                         name, i + 1, subj, i + 2, next);
+            KV_FAIL_OSSL(ctx, rc, bad, "key '%s': the signature of certificate %d of %s ('%s') "
+                         "does not verify with the public key of certificate %d ('%s')", name,
+                         i + 1, the, subj, i + 2, next);
         free(subj);
         free(iss);
         free(next);

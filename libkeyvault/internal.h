@@ -219,12 +219,12 @@ void kv_meta_peek(const char *dir, const char *name, kv_key_type *type, unsigned
 char *kv_sibling_path(const char *key_path, const char *ext);
 /* NAME.crt beside a key file: a certificate chain kept as a PEM bundle,
  * leaf first, written atomically; read back from a regular file of the
- * owner (KV_READ_STORE), KV_ERR_CORRUPT naming the key when it does not
- * parse, KV_ERR_KEY_NOT_FOUND when there is none. The core checks the
- * chain read against the key. */
+ * owner (KV_READ_STORE), KV_ERR_CORRUPT naming the key and the file when it
+ * does not parse or its leaf does not hold pub, KV_ERR_KEY_NOT_FOUND when
+ * there is none. The core checks the whole chain read again. */
 kv_rc kv_cert_file_store(const kv_ctx *ctx, const char *key_path, const STACK_OF(X509) *chain);
 kv_rc kv_cert_file_read(const kv_ctx *ctx, const char *key_path, const char *name,
-                        STACK_OF(X509) **chain);
+                        const EVP_PKEY *pub, STACK_OF(X509) **chain);
 /* Delete a key file and its NAME.json and NAME.crt. */
 kv_rc kv_key_files_remove(const kv_ctx *ctx, const char *key_path);
 

@@ -306,7 +306,7 @@ out:
 }
 
 kv_rc kv_cert_file_read(const kv_ctx *ctx, const char *key_path, const char *name,
-                        STACK_OF(X509) **chain)
+                        const EVP_PKEY *pub, STACK_OF(X509) **chain)
 {
     char *path = kv_sibling_path(key_path, "crt"), *text = NULL, *what = NULL;
     size_t tlen = 0;
@@ -322,8 +322,20 @@ kv_rc kv_cert_file_read(const kv_ctx *ctx, const char *key_path, const char *nam
     what = kv_asprintf("key '%s': certificate file '%s'", name, path);
     if (!what)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    rc = kv_chain_parse(ctx, what, KV_ERR_CORRUPT, (const unsigned char *)text, tlen, chain);
+    KV_CHECK(rc, kv_chain_parse(ctx, what, KV_ERR_CORRUPT, (const unsigned char *)text, tlen,
+                                chain));
+    /* the core checks the whole chain again; this names the file */
+    if (EVP_PKEY_eq(X509_get0_pubkey(sk_X509_value(*chain, 0)), pub) != 1) {
+        ERR_clear_error();
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "key '%s': certificate file '%s' is for another public key; refusing it",
+                name, path);
+    }
 out:
+    if (rc != KV_OK) {
+        sk_X509_pop_free(*chain, X509_free);
+        *chain = NULL;
+    }
     free(what);
     free(text);
     free(path);

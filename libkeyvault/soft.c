@@ -435,7 +435,8 @@ static kv_rc soft_chain_store(kv_key *key, STACK_OF(X509) *chain)
 
 static kv_rc soft_chain_read(kv_key *key, STACK_OF(X509) **chain)
 {
-    return kv_cert_file_read(key->ctx, ((struct soft_key *)key->bk)->path, key->name, chain);
+    return kv_cert_file_read(key->ctx, ((struct soft_key *)key->bk)->path, key->name,
+                             key->pub, chain);
 }
 
 kv_rc kv_soft_sign_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pkey,

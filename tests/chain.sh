@@ -203,7 +203,12 @@ run_backend() {
     cat "$B/leaf.crt" "$P/inter.crt" "$P/root.crt" "$P/root.crt" >"$B/root2.pem"
     refuse "$name" "$B/root2.pem" "certificate 4 of the chain is certificate 3 again" \
         "$be: the root twice"
+    { cat "$B/chain.pem"; head -c 70000 /dev/zero | tr '\0' '\n'; } >"$B/big.pem"
+    refuse "$name" "$B/big.pem" "the chain is 7[0-9]* bytes; at most 65536 are kept" \
+        "$be: a chain over 64 KiB"
     expect 1 "$be: an empty file is refused" -- kv cert import "$name" /dev/null
+    contains "$T/err" "the chain: certificate 1: neither a PEM bundle nor a DER certificate" \
+        "$be: the empty file's error says why"
 }
 
 # the same on each backend
@@ -218,9 +223,14 @@ expect 0 "software: a second key" -- kv keygen other --type ec-p256
 leaf "$P/stranger.pub" "$T/x.crt" 30
 cp "$T/software/chain.pem" "$K/other.crt" && chmod 600 "$K/other.crt"
 expect 1 "software: another key's chain copied beside a key" -- kv cert other
-contains "$T/err" "the chain's leaf is not the certificate of key 'other'.*swapped" \
-    "software: the error names the key"
+contains "$T/err" "key 'other': certificate file '$K/other.crt' is for another public key" \
+    "software: the error names the key and the file"
 expect 1 "software: its facts are refused too" -- kv cert show other
+cat "$T/software/leaf.crt" "$P/root.crt" "$P/inter.crt" >"$K/c-software.crt"
+expect 1 "software: a NAME.crt edited out of order" -- kv cert c-software
+contains "$T/err" "key 'c-software': certificate 1 of the stored chain .* is issued by" \
+    "software: the error names the key and the certificate"
+expect 1 "software: its facts are refused too" -- kv cert show c-software
 printf 'junk\n' >"$K/other.crt"
 expect 1 "software: a damaged NAME.crt" -- kv cert other
 contains "$T/err" "key 'other': certificate file .* neither a PEM bundle" "software: the error names the file"

@@ -658,7 +658,7 @@ static kv_rc tpm_chain_read(kv_key *key, STACK_OF(X509) **chain)
 
     if (!tk->path)
         return no_chain_file(key);
-    return kv_cert_file_read(key->ctx, tk->path, key->name, chain);
+    return kv_cert_file_read(key->ctx, tk->path, key->name, key->pub, chain);
 }
 
 /* ---- sign and ECDH ---------------------------------------------------------- */
