@@ -27,8 +27,8 @@
 
 /* ---- parsing ------------------------------------------------------------- */
 
-/* The subject of x as RFC 4514 text (X509_NAME_print_ex, XN_FLAG_RFC2253),
- * in a new string; NULL when out of memory. */
+/* A name as RFC 4514 text (X509_NAME_print_ex, XN_FLAG_RFC2253), in a new
+ * string; NULL when out of memory. */
 static char *name_text(const X509_NAME *name)
 {
     BIO *bio = BIO_new(BIO_s_mem());
@@ -56,21 +56,25 @@ static X509 *der_cert(const kv_ctx *ctx, const unsigned char *der, size_t len, s
     return x;
 }
 
-/* Whether the n bytes at p are all white space. */
-static bool blank(const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n')
-            return false;
-    return true;
-}
-
-/* Offset of the first non-blank byte from off. */
+/* Offset of the first byte from off that is not white space. */
 static size_t skip_blank(const char *p, size_t n, size_t off)
 {
-    while (off < n && blank(p + off, 1))
+    while (off < n && (p[off] == ' ' || p[off] == '\t' || p[off] == '\r' || p[off] == '\n'))
         off++;
     return off;
+}
+
+/* Whether a PEM type name is plain enough to show ("PRIVATE KEY"). */
+static bool plain_label(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > 40)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') || s[i] == ' '))
+            return false;
+    return true;
 }
 
 /* Parse a PEM bundle: CERTIFICATE blocks only, nothing but white space
@@ -101,8 +105,8 @@ static kv_rc parse_pem(const kv_ctx *ctx, const char *what, kv_rc bad,
         if (PEM_read_bio(bio, &pname, &header, &der, &derlen) != 1)
             KV_FAIL_OSSL(ctx, rc, bad, "%s: certificate %zu: malformed PEM", what, pos);
         if (strcmp(pname, "CERTIFICATE") != 0)
-            KV_FAIL(ctx, rc, bad, "%s: certificate %zu: a PEM block of type '%.40s', not "
-                    "CERTIFICATE", what, pos, pname);
+            KV_FAIL(ctx, rc, bad, "%s: certificate %zu: a PEM block of type '%s', not "
+                    "CERTIFICATE", what, pos, plain_label(pname) ? pname : "(unusual)");
         if (header[0] != '\0')
             KV_FAIL(ctx, rc, bad, "%s: certificate %zu: PEM headers (an encrypted block?) "
                     "are not taken", what, pos);

@@ -2005,12 +2005,20 @@ static CK_RV chain_read_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p
     }
     rv = cert_object(tok, h, obj, &x, rc);
     while (x) {
+        /* cross-certified CAs can lead back to a certificate already taken */
+        for (int i = 0; x && i < sk_X509_num(a->chain); i++)
+            if (X509_cmp(x, sk_X509_value(a->chain, i)) == 0) {
+                X509_free(x);
+                x = NULL;
+            }
+        if (!x)
+            break;
         if (!sk_X509_push(a->chain, x)) {
             X509_free(x);
             *rc = kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
             break;
         }
-        /* up to a self-issued certificate, a missing issuer, or the cap */
+        /* up to a self-issued certificate, a missing issuer, a loop, or the cap */
         if (sk_X509_num(a->chain) == KV_CHAIN_MAX ||
             X509_NAME_cmp(X509_get_subject_name(x), X509_get_issuer_name(x)) == 0)
             break;

@@ -282,6 +282,25 @@ cat "$T/c2.pem" "$P/root.crt" >"$T/c2full.pem"
 cert_is c2 "$T/c2full.pem" "pkcs11: the other key's chain reaches the root too"
 expect 0 "pkcs11: openssl verifies it with the root as the only anchor" -- \
     openssl verify -CAfile "$P/root.crt" -untrusted "$T/now.pem" "$T/now.pem"
+# two CAs certified by each other: reading stops where the chain comes back
+newkey "$P/x.key"
+newkey "$P/y.key"
+for c in x y; do
+    openssl req -new -key "$P/$c.key" -subj "/CN=Cross $c" -out "$P/$c.csr"
+    openssl x509 -req -in "$P/$c.csr" -signkey "$P/$c.key" -days 30 -extfile "$P/ca.ext" \
+        -out "$P/$c-self.crt" 2>/dev/null
+done
+openssl x509 -req -in "$P/x.csr" -CA "$P/y-self.crt" -CAkey "$P/y.key" -set_serial 11 -days 30 \
+    -extfile "$P/ca.ext" -out "$P/x-by-y.crt" 2>/dev/null
+openssl x509 -req -in "$P/y.csr" -CA "$P/x-self.crt" -CAkey "$P/x.key" -set_serial 12 -days 30 \
+    -extfile "$P/ca.ext" -out "$P/y-by-x.crt" 2>/dev/null
+expect 0 "pkcs11: a third key" -- kv keygen c3 --type ec-p256 --backend pkcs11
+expect 0 "pkcs11: its pubkey" -- kv pubkey c3 -o "$T/c3.pub"
+openssl x509 -req -in "$P/leaf.csr" -CA "$P/x-self.crt" -CAkey "$P/x.key" -force_pubkey "$T/c3.pub" \
+    -set_serial 13 -days 30 -out "$T/c3.crt" 2>/dev/null
+cat "$T/c3.crt" "$P/x-by-y.crt" "$P/y-by-x.crt" >"$T/c3.pem"
+expect 0 "pkcs11: a chain through cross-certified CAs" -- kv cert import c3 "$T/c3.pem"
+cert_is c3 "$T/c3.pem" "pkcs11: the cross-certified chain reads back as stored"
 expect 0 "pkcs11: destroy the first key" -- kv destroy c-pkcs11
 expect 0 "pkcs11: pkcs11-tool lists the certificates" -- p11 --list-objects --type cert
 cp "$T/out" "$T/certs"
