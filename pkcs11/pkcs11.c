@@ -1831,40 +1831,50 @@ static CK_RV issuer_store(struct p11_token *tok, CK_SESSION_HANDLE h, kv_key *ke
     CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
     CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_VALUE, (void *)der, len } };
     unsigned char ski[SHA_DIGEST_LENGTH];
-    char label[KV_NAME_MAX + 16];
+    char label[KV_NAME_MAX + 32];
     struct cert_obj o = { ski, sizeof(ski), label, true };
     const unsigned char *p = der;
     X509 *x = d2i_X509(NULL, &p, (long)len);
     CK_OBJECT_HANDLE obj;
     CK_ULONG count = 0;
     bool unreadable = false;
-    CK_RV rv;
+    CK_RV rv = CKR_OK;
 
     *made = CK_INVALID_HANDLE;
     if (!x || !cert_ski(x, ski)) {
-        X509_free(x);
         *rc = kv_error_ossl(tok->ctx, KV_ERR_CRYPTO,
                             "cannot compute the key identifier of certificate %d", pos);
-        return CKR_OK;
+        goto out;
     }
-    X509_free(x);
     if (k->idlen == sizeof(ski) && !memcmp(k->id, ski, sizeof(ski))) {
         *rc = kv_error(tok->ctx, KV_ERR_BAD_INPUT,
                        "certificate %d of the chain would carry the CKA_ID of key '%s' on "
                        "token '%s' (the key's CKA_ID is that certificate's key identifier)",
                        pos, key->name, tok->label);
-        return CKR_OK;
+        goto out;
     }
     rv = find(tok, h, tmpl, 2, &obj, 1, &count, rc);
     if (rv != CKR_OK || *rc != KV_OK || count > 0)
-        return rv;
+        goto out;
     snprintf(label, sizeof(label), "%s-ca%d", key->name, pos - 1);
     rv = cert_create(tok, h, &o, der, len, made, &unreadable);
+    if (rv != CKR_OK && !unreadable) {
+        /* a token that keeps each label to one subject (NSS softokn) and
+         * holds this one for the issuer of an earlier chain: a label of
+         * this subject's own */
+        snprintf(label, sizeof(label), "%s-ca%d-%08lx", key->name, pos - 1,
+                 X509_NAME_hash_ex(X509_get_subject_name(x), NULL, NULL, NULL));
+        rv = cert_create(tok, h, &o, der, len, made, &unreadable);
+    }
     if (unreadable)
         *rc = kv_error(tok->ctx, KV_ERR_BAD_INPUT, "cannot read the names of certificate %d",
                        pos);
     else if (rv != CKR_OK)
         *rc = p11_fail(tok, "C_CreateObject(issuer certificate)", rv);
+    if (rv != CKR_OK || *rc != KV_OK)
+        *made = CK_INVALID_HANDLE;
+out:
+    X509_free(x);
     return rv;
 }
 

@@ -958,6 +958,10 @@ START_TEST(chain_store_read_and_facts)
                       NULL);
     X509 *old = issue(pk, "CN=dev-42", interk, X509_get_subject_name(inter), 4, -864000, -3600,
                       0, NULL);
+    X509 *inter2 = issue(interk, "O=kv,CN=kv intermediate 2", rootk,
+                         X509_get_subject_name(root), 5, -86400, 86400 * 10, 1, NULL);
+    X509 *leaf2 = issue(pk, "CN=dev-42", interk, X509_get_subject_name(inter2), 6, -60, 3600, 0,
+                        NULL);
     X509 *chain[9] = { leaf, inter, root }, *disorder[3] = { leaf, root, inter };
     char *good, *text, *bad;
     kv_cert_info *ci = NULL;
@@ -1061,6 +1065,13 @@ START_TEST(chain_store_read_and_facts)
     ck_assert_uint_eq(ci->nsans, 1);
     ck_assert_str_eq(ci->sans[0], "dns:a\\x1B[2J\\x5Cb\\x00c");
     kv_cert_info_free(ci);
+    /* renewed under another intermediate: on a token it is an object of
+     * its own beside the first (NSS softokn refuses a label used by
+     * another subject: it gets one of its own) */
+    ci = store_leaf(ctx, key, leaf2, inter2);
+    ck_assert_str_eq(ci->issuer, "CN=kv intermediate 2,O=kv");
+    ck_assert_uint_eq(ci->chain_len, strcmp(backend(), "pkcs11") ? 2 : 3);
+    kv_cert_info_free(ci);
     /* expired an hour ago: stored (dates are not checked), and said so */
     ci = store_leaf(ctx, key, old, inter);
     ck_assert_int_eq(ci->expired, 1);
@@ -1074,6 +1085,8 @@ START_TEST(chain_store_read_and_facts)
     X509_free(leaf);
     X509_free(due);
     X509_free(old);
+    X509_free(inter2);
+    X509_free(leaf2);
     EVP_PKEY_free(pk);
     EVP_PKEY_free(rootk);
     EVP_PKEY_free(interk);
