@@ -36,6 +36,12 @@ static const struct kv_config_key keyvault_config_keys[] = {
     { NULL, 0 },
 };
 
+/* The keys of [x509]: certificates made and kept with keys. */
+static const struct kv_config_key x509_config_keys[] = {
+    { "renew_threshold", 0 },
+    { NULL, 0 },
+};
+
 static atomic_ulong fork_generation;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
@@ -74,7 +80,7 @@ static const char *known_backend(const char *name)
  * section, built into this library or not. */
 static kv_rc config_check(const kv_config *cfg)
 {
-    struct kv_config_section known[1 + sizeof(known_backends) / sizeof(known_backends[0])];
+    struct kv_config_section known[2 + sizeof(known_backends) / sizeof(known_backends[0])];
     size_t n = 0;
 
     known[n++] = (struct kv_config_section){ "keyvault", keyvault_config_keys };
@@ -83,6 +89,7 @@ static kv_rc config_check(const kv_config *cfg)
         known[n++] = (struct kv_config_section){ known_backends[i],
                                                  ops ? ops->config_keys : NULL };
     }
+    known[n++] = (struct kv_config_section){ "x509", x509_config_keys };
     return kv_config_check(NULL, cfg, known, n);
 }
 
@@ -128,6 +135,7 @@ kv_rc kv_ctx_new(kv_ctx **out, const char *config_path)
 {
     kv_ctx *ctx = NULL;
     const char *path = config_path, *order;
+    long threshold;
     kv_rc rc = KV_OK;
 
     kv_err_begin(NULL);
@@ -163,6 +171,7 @@ kv_rc kv_ctx_new(kv_ctx **out, const char *config_path)
     KV_CHECK(rc, kv_default_home(ctx->cfg, &ctx->home));
     KV_CHECK(rc, kv_config_get_bool(NULL, ctx->cfg, "keyvault", "require_hardware", false,
                                     &ctx->require_hardware));
+    KV_CHECK(rc, kv_renew_threshold(NULL, ctx->cfg, &threshold));
     order = kv_config_get(ctx->cfg, "keyvault", "backends");
     KV_CHECK(rc, setup_backends(ctx, order ? order : KV_DEFAULT_ORDER));
     *out = ctx;

@@ -85,6 +85,9 @@ void kv_wipe(void *p, size_t n);
 void kv_secret_free(char *s);
 char *kv_strdup(const char *s);
 char *kv_asprintf(const char *fmt, ...) KV_PRINTF(1, 2);
+/* What a memory BIO holds, as a new NUL-terminated string (its length in
+ * *len when len is not NULL); NULL when out of memory. */
+char *kv_bio_text(BIO *bio, size_t *len);
 /* Create dir and missing parents with mode 0700. */
 kv_rc kv_mkdir_p(const kv_ctx *ctx, const char *dir);
 /*
@@ -215,12 +218,14 @@ void kv_meta_peek(const char *dir, const char *name, kv_key_type *type, unsigned
 
 /* DIR/NAME.pem -> DIR/NAME.EXT (newly allocated). */
 char *kv_sibling_path(const char *key_path, const char *ext);
-/* NAME.crt beside a key file: a certificate kept as PEM, written atomically;
- * read back only when it holds pub (KV_ERR_CORRUPT naming the key if not). */
-kv_rc kv_cert_file_store(const kv_ctx *ctx, const char *key_path, const unsigned char *der,
-                         size_t len);
+/* NAME.crt beside a key file: a certificate chain kept as a PEM bundle,
+ * leaf first, written atomically; read back from a regular file of the
+ * owner (KV_READ_STORE), KV_ERR_CORRUPT naming the key and the file when it
+ * does not parse or its leaf does not hold pub, KV_ERR_KEY_NOT_FOUND when
+ * there is none. The core checks the whole chain read again. */
+kv_rc kv_cert_file_store(const kv_ctx *ctx, const char *key_path, const STACK_OF(X509) *chain);
 kv_rc kv_cert_file_read(const kv_ctx *ctx, const char *key_path, const char *name,
-                        const EVP_PKEY *pub, unsigned char **der, size_t *len);
+                        const EVP_PKEY *pub, STACK_OF(X509) **chain);
 /* Delete a key file and its NAME.json and NAME.crt. */
 kv_rc kv_key_files_remove(const kv_ctx *ctx, const char *key_path);
 
@@ -267,6 +272,26 @@ kv_rc kv_config_get_long(const kv_ctx *ctx, const kv_config *cfg, const char *se
  * ~/.local/share/keyvault (HOME, else the passwd entry's directory). With
  * none of these, KV_ERR_CONFIG asking for KEYVAULT_HOME (never /tmp). */
 kv_rc kv_default_home(const kv_config *cfg, char **out);
+
+/* ---- certificate chains (chain.c) ------------------------------------ */
+
+#define KV_CHAIN_MAX 8                 /* certificates in a chain, leaf included */
+#define KV_CERT_FILE_MAX (64 * 1024)   /* bytes of a chain, as given and as PEM */
+/* Parse one PEM bundle of CERTIFICATE blocks (white space only around
+ * them) or one DER certificate into a new stack. Failures are rc `bad`
+ * naming `what` ("the chain", a file) and the certificate by position. */
+kv_rc kv_chain_parse(const kv_ctx *ctx, const char *what, kv_rc bad, const unsigned char *data,
+                     size_t len, STACK_OF(X509) **out);
+/* The chain as a PEM bundle in a new NUL-terminated string (free). */
+kv_rc kv_chain_pem(const kv_ctx *ctx, const STACK_OF(X509) *chain, char **pem, size_t *len);
+/* Hold a chain against key `name` with public key pub: 1 to KV_CHAIN_MAX
+ * certificates, the leaf's key is pub, each certificate's issuer is the
+ * next one's subject and its signature verifies with the next one's key
+ * (validity is not looked at). Failures are rc `bad`. */
+kv_rc kv_chain_check(const kv_ctx *ctx, const STACK_OF(X509) *chain, const char *name,
+                     const EVP_PKEY *pub, kv_rc bad);
+/* [x509] renew_threshold as a percentage (1-99), 0 when not set (2/3). */
+kv_rc kv_renew_threshold(const kv_ctx *ctx, const kv_config *cfg, long *percent);
 
 /* ---- algorithms (alg.c) ----------------------------------------------- */
 
@@ -383,11 +408,13 @@ struct kv_backend_ops {
     /* ECDH with a validated peer on the key's curve: x coordinate, field
      * length bytes. */
     kv_rc (*ecdh)(kv_key *key, EVP_PKEY *peer, unsigned char *secret, size_t *len);
-    /* Keep a certificate (DER, already checked against key->pub) with the
-     * key, replacing an earlier one; read it back as a new OpenSSL buffer
-     * (KV_ERR_KEY_NOT_FOUND when there is none). */
-    kv_rc (*cert_store)(kv_key *key, const unsigned char *der, size_t len);
-    kv_rc (*cert_read)(kv_key *key, unsigned char **der, size_t *len);
+    /* Keep a certificate chain with the key, replacing an earlier one: leaf
+     * first, 1 to KV_CHAIN_MAX certificates, checked by the core (the leaf
+     * holds key->pub, each is issued by the next). Read it back as a new
+     * stack, leaf first (KV_ERR_KEY_NOT_FOUND when there is none); the core
+     * checks what comes back. */
+    kv_rc (*chain_store)(kv_key *key, STACK_OF(X509) *chain);
+    kv_rc (*chain_read)(kv_key *key, STACK_OF(X509) **chain);
 
     /* Attestation (a TPM): evidence is returned in OpenSSL-allocated
      * buffers inside a kv_attestation; pcr selections are parsed by the

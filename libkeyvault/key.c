@@ -535,8 +535,6 @@ out:
 kv_rc kv_key_public_pem(kv_key *key, char **pem)
 {
     BIO *bio = BIO_new(BIO_s_mem());
-    char *data;
-    long n;
     kv_rc rc = KV_OK;
 
     kv_err_begin(key->ctx);
@@ -544,72 +542,10 @@ kv_rc kv_key_public_pem(kv_key *key, char **pem)
     if (!bio || PEM_write_bio_PUBKEY(bio, key->pub) != 1)
         KV_FAIL_OSSL(key->ctx, rc, KV_ERR_CRYPTO, "cannot encode the public key of '%s'",
                      key->name);
-    n = BIO_get_mem_data(bio, &data);
-    *pem = malloc((size_t)n + 1);
-    if (!*pem)
+    if (!(*pem = kv_bio_text(bio, NULL)))
         KV_FAIL(key->ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    memcpy(*pem, data, (size_t)n);
-    (*pem)[n] = '\0';
 out:
     BIO_free(bio);
-    return rc;
-}
-
-kv_rc kv_key_store_cert(kv_key *key, const unsigned char *cert, size_t len)
-{
-    kv_ctx *ctx = key->ctx;
-    X509 *x = NULL;
-    unsigned char *der = NULL;
-    int n;
-    kv_rc rc = KV_OK;
-
-    kv_err_begin(ctx);
-    if (!key->be->ops->cert_store)
-        return kv_error(ctx, KV_ERR_UNSUPPORTED, "backend %s cannot keep certificates",
-                        key->be->name);
-    if (len > 11 && !memcmp(cert, "-----BEGIN ", 11)) {
-        BIO *bio = BIO_new_mem_buf(cert, (int)len);
-        x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
-        BIO_free(bio);
-    } else {
-        const unsigned char *p = cert;
-        x = d2i_X509(NULL, &p, (long)len);
-        if (x && (size_t)(p - cert) != len) {
-            X509_free(x);
-            x = NULL;
-        }
-    }
-    if (!x)
-        KV_FAIL_OSSL(ctx, rc, KV_ERR_BAD_INPUT, "not an X.509 certificate (DER or PEM)");
-    if (EVP_PKEY_eq(X509_get0_pubkey(x), key->pub) != 1)
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT,
-                "the certificate's public key is not the public key of '%s'", key->name);
-    n = i2d_X509(x, &der);
-    if (n <= 0)
-        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot encode the certificate");
-    rc = key->be->ops->cert_store(key, der, (size_t)n);
-out:
-    ERR_clear_error();
-    OPENSSL_free(der);
-    X509_free(x);
-    return rc;
-}
-
-kv_rc kv_key_cert_der(kv_key *key, unsigned char *buf, size_t *len)
-{
-    kv_ctx *ctx = key->ctx;
-    unsigned char *der = NULL;
-    size_t n = 0;
-    kv_rc rc;
-
-    kv_err_begin(ctx);
-    if (!key->be->ops->cert_read)
-        return kv_error(ctx, KV_ERR_UNSUPPORTED, "backend %s cannot keep certificates",
-                        key->be->name);
-    KV_CHECK(rc, key->be->ops->cert_read(key, &der, &n));
-    rc = kv_copy_out(ctx, "the certificate", der, n, buf, len);
-out:
-    OPENSSL_free(der);
     return rc;
 }
 

@@ -255,20 +255,77 @@ KV_API KV_WUR kv_rc kv_key_public_der(kv_key *key, unsigned char *buf, size_t *l
 KV_API KV_WUR kv_rc kv_key_public_pem(kv_key *key, char **pem) KV_NONNULL(1, 2);
 
 /*
- * kv_key_store_cert - keep an X.509 certificate (DER or PEM) with the key:
+ * kv_key_store_cert - keep one X.509 certificate (DER or PEM) with the key:
  * a certificate object with the key's CKA_ID on a token, a NAME.crt file
- * beside a software key. Its public key must be the key's own
- * (KV_ERR_BAD_INPUT otherwise). A certificate stored earlier is replaced.
+ * beside a software or TPM key file. Its public key must be the key's own
+ * (KV_ERR_BAD_INPUT otherwise). It replaces any chain stored earlier (it is
+ * a chain of one: see kv_key_store_chain).
  */
 KV_API KV_WUR kv_rc kv_key_store_cert(kv_key *key, const unsigned char *cert, size_t len)
     KV_NONNULL(1, 2);
 
 /*
- * kv_key_cert_der - the certificate stored with the key, as DER.
- * buf NULL: *len receives the size. KV_ERR_KEY_NOT_FOUND when there is none.
+ * kv_key_cert_der - the certificate stored with the key (the leaf of its
+ * chain), as DER. buf NULL: *len receives the size. KV_ERR_KEY_NOT_FOUND
+ * when there is none.
  */
 KV_API KV_WUR kv_rc kv_key_cert_der(kv_key *key, unsigned char *buf, size_t *len)
     KV_NONNULL(1, 3);
+
+/*
+ * kv_key_store_chain - keep a certificate chain with the key, replacing any
+ * stored earlier: data is one PEM bundle of CERTIFICATE blocks, leaf first,
+ * each certificate followed by its issuer (the root may be left out), or
+ * one DER certificate; at most 8 certificates and 64 KiB. The leaf's public
+ * key must be the key's, and each certificate's issuer name must be the
+ * next one's subject with a signature that verifies under the next one's
+ * key (validity dates are not checked). Anything else is KV_ERR_BAD_INPUT
+ * naming the certificate by position, and nothing is stored. On a token
+ * the leaf carries the key's CKA_ID and label and each issuer becomes a
+ * certificate object of its own; beside a software or TPM key file the
+ * chain is kept as NAME.crt, a PEM bundle.
+ */
+KV_API KV_WUR kv_rc kv_key_store_chain(kv_key *key, const unsigned char *data, size_t len)
+    KV_NONNULL(1, 2);
+
+/*
+ * kv_key_chain_pem - the chain stored with the key as a PEM bundle, leaf
+ * first, freed with kv_string_free. The chain read back is checked against
+ * the key again: one whose leaf is not the key's, or out of order, is
+ * KV_ERR_CORRUPT. KV_ERR_KEY_NOT_FOUND when there is none.
+ */
+KV_API KV_WUR kv_rc kv_key_chain_pem(kv_key *key, char **pem) KV_NONNULL(1, 2);
+
+/* Facts about the certificate stored with a key (kv_key_cert_info). */
+typedef struct kv_cert_info {
+    char *subject;         /* RFC 4514 (X509_NAME_print_ex with XN_FLAG_RFC2253) */
+    char *issuer;
+    char *serial;          /* hex, upper case, no separators */
+    size_t nsans;
+    char **sans;           /* "dns:NAME", "ip:ADDR", "uri:URI", "email:ADDR",
+                            * "dirname:RFC4514" ("othername:OID", "rid:OID") */
+    int64_t not_before, not_after;  /* seconds since the epoch, UTC */
+    int64_t renew_after;            /* when renewal becomes due */
+    long days_left;                 /* whole days until not_after (negative when expired) */
+    int renewal_due;                /* 1 once now >= renew_after */
+    int expired;                    /* 1 once now > not_after */
+    int is_ca;                      /* basicConstraints cA is TRUE */
+    size_t chain_len;               /* certificates stored, leaf included */
+} kv_cert_info;
+
+/*
+ * kv_key_cert_info - facts about the leaf certificate stored with the key,
+ * in a new kv_cert_info freed with kv_cert_info_free. renew_after is
+ * not_before plus the configured fraction of the lifetime ([x509]
+ * renew_threshold, "67%"; 2/3 when not set), so an agent renews before
+ * expiry rather than at it. KV_ERR_KEY_NOT_FOUND when there is no
+ * certificate; KV_ERR_CORRUPT when the stored chain fails its checks.
+ * Byte values outside printable ASCII in a SAN are written as \xHH.
+ */
+KV_API KV_WUR kv_rc kv_key_cert_info(kv_key *key, kv_cert_info **out) KV_NONNULL(1, 2);
+
+/* kv_cert_info_free - free facts from kv_key_cert_info. Accepts NULL. */
+KV_API void kv_cert_info_free(kv_cert_info *info);
 
 /* kv_string_free - wipe and free a string the library returned. Accepts NULL. */
 KV_API void kv_string_free(char *s);

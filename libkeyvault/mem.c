@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <openssl/bio.h>
 #include <openssl/crypto.h>
 
 #include "internal.h"
@@ -55,6 +56,21 @@ char *kv_asprintf(const char *fmt, ...)
     if (vasprintf(&s, fmt, ap) < 0)
         s = NULL;
     va_end(ap);
+    return s;
+}
+
+char *kv_bio_text(BIO *bio, size_t *len)
+{
+    char *data, *s;
+    long n = BIO_get_mem_data(bio, &data);
+
+    s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (s) {
+        memcpy(s, data, (size_t)n);
+        s[n] = '\0';
+        if (len)
+            *len = (size_t)n;
+    }
     return s;
 }
 

@@ -31,7 +31,7 @@
 #include "internal.h"
 
 #define KV_META_MAX (16 * 1024)
-#define KV_CERT_FILE_MAX (64 * 1024)
+
 /* Domain separation for the MAC key and the MAC input. */
 #define KV_META_KDF_INFO "libkeyvault key metadata MAC v1"
 #define KV_META_MAC_PREFIX "libkeyvault-metadata-v1\n"
@@ -287,64 +287,56 @@ char *kv_sibling_path(const char *key_path, const char *ext)
     return kv_asprintf("%.*s%s", (int)(strlen(key_path) - 3), key_path, ext);
 }
 
-kv_rc kv_cert_file_store(const kv_ctx *ctx, const char *key_path, const unsigned char *der,
-                         size_t len)
+kv_rc kv_cert_file_store(const kv_ctx *ctx, const char *key_path, const STACK_OF(X509) *chain)
 {
-    const unsigned char *p = der;
-    X509 *x = d2i_X509(NULL, &p, (long)len);
-    BIO *bio = BIO_new(BIO_s_mem());
-    char *path = kv_sibling_path(key_path, "crt"), *slash, *data;
-    long n;
+    char *path = kv_sibling_path(key_path, "crt"), *slash, *pem = NULL;
+    size_t len = 0;
     kv_rc rc;
 
-    if (!x || !bio || !path || PEM_write_bio_X509(bio, x) != 1)
-        KV_FAIL_OSSL(ctx, rc, KV_ERR_NO_MEMORY, "cannot write the certificate as PEM");
-    n = BIO_get_mem_data(bio, &data);
+    if (!path)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    KV_CHECK(rc, kv_chain_pem(ctx, chain, &pem, &len));
     slash = strrchr(path, '/');
     *slash = '\0';
-    rc = kv_write_file_atomic(ctx, path, slash + 1, data, (size_t)n, true);
+    rc = kv_write_file_atomic(ctx, path, slash + 1, pem, len, true);
 out:
-    X509_free(x);
-    BIO_free(bio);
+    free(pem);
     free(path);
     return rc;
 }
 
 kv_rc kv_cert_file_read(const kv_ctx *ctx, const char *key_path, const char *name,
-                        const EVP_PKEY *pub, unsigned char **der, size_t *len)
+                        const EVP_PKEY *pub, STACK_OF(X509) **chain)
 {
-    char *path = kv_sibling_path(key_path, "crt"), *text = NULL;
+    char *path = kv_sibling_path(key_path, "crt"), *text = NULL, *what = NULL;
     size_t tlen = 0;
     struct stat sb;
-    BIO *bio = NULL;
-    X509 *x = NULL;
-    int n;
     kv_rc rc;
 
-    *der = NULL;
+    *chain = NULL;
     if (!path)
         return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
     if (lstat(path, &sb) != 0 && errno == ENOENT)
         KV_FAIL(ctx, rc, KV_ERR_KEY_NOT_FOUND, "no certificate stored with key '%s'", name);
     KV_CHECK(rc, kv_read_file_ex(ctx, path, KV_CERT_FILE_MAX, KV_READ_STORE, &text, &tlen));
-    bio = BIO_new_mem_buf(text, (int)tlen);
-    x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
-    if (!x)
-        KV_FAIL_OSSL(ctx, rc, KV_ERR_CORRUPT, "certificate file '%s' is damaged", path);
-    if (EVP_PKEY_eq(X509_get0_pubkey(x), pub) != 1) {
+    what = kv_asprintf("key '%s': certificate file '%s'", name, path);
+    if (!what)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    KV_CHECK(rc, kv_chain_parse(ctx, what, KV_ERR_CORRUPT, (const unsigned char *)text, tlen,
+                                chain));
+    /* the core checks the whole chain again; this names the file */
+    if (EVP_PKEY_eq(X509_get0_pubkey(sk_X509_value(*chain, 0)), pub) != 1) {
         ERR_clear_error();
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
                 "key '%s': certificate file '%s' is for another public key; refusing it",
                 name, path);
     }
-    n = i2d_X509(x, der);
-    if (n <= 0)
-        KV_FAIL_OSSL(ctx, rc, KV_ERR_CORRUPT, "certificate file '%s' is damaged", path);
-    *len = (size_t)n;
-    rc = KV_OK;
 out:
-    X509_free(x);
-    BIO_free(bio);
+    if (rc != KV_OK) {
+        sk_X509_pop_free(*chain, X509_free);
+        *chain = NULL;
+    }
+    free(what);
     free(text);
     free(path);
     return rc;

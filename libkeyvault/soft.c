@@ -15,7 +15,7 @@
  *            | machine:PATH     the same, at PATH
  *            | file:PATH        first line of PATH
  *            | env:VAR          the environment variable VAR
- * STORE/NAME.crt (PEM) holds a certificate stored with kv_key_store_cert.
+ * STORE/NAME.crt (PEM) holds the certificate chain stored with the key.
  * kdf_iterations = N            PBKDF2 iterations for new keys (default 100000)
  */
 #include "config.h"
@@ -428,15 +428,15 @@ static void soft_key_free(kv_key *key)
     key->bk = NULL;
 }
 
-static kv_rc soft_cert_store(kv_key *key, const unsigned char *der, size_t len)
+static kv_rc soft_chain_store(kv_key *key, STACK_OF(X509) *chain)
 {
-    return kv_cert_file_store(key->ctx, ((struct soft_key *)key->bk)->path, der, len);
+    return kv_cert_file_store(key->ctx, ((struct soft_key *)key->bk)->path, chain);
 }
 
-static kv_rc soft_cert_read(kv_key *key, unsigned char **der, size_t *len)
+static kv_rc soft_chain_read(kv_key *key, STACK_OF(X509) **chain)
 {
-    return kv_cert_file_read(key->ctx, ((struct soft_key *)key->bk)->path, key->name, key->pub,
-                             der, len);
+    return kv_cert_file_read(key->ctx, ((struct soft_key *)key->bk)->path, key->name,
+                             key->pub, chain);
 }
 
 kv_rc kv_soft_sign_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pkey,
@@ -542,6 +542,6 @@ const struct kv_backend_ops kv_soft_ops = {
     .key_free = soft_key_free,
     .sign = soft_sign,
     .ecdh = soft_ecdh,
-    .cert_store = soft_cert_store,
-    .cert_read = soft_cert_read,
+    .chain_store = soft_chain_store,
+    .chain_read = soft_chain_read,
 };

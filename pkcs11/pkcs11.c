@@ -27,6 +27,7 @@
 #include <openssl/objects.h>
 #include <openssl/param_build.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 
 #include "p11.h"
@@ -1658,23 +1659,42 @@ static CK_RV pub_check(struct p11_token *tok, CK_SESSION_HANDLE h, struct p11_ke
 
 /* ---- certificates ------------------------------------------------------- */
 
-struct cert_arg {
+/*
+ * A key's chain on a token: the leaf is a certificate object with the key's
+ * CKA_ID and label; each issuer is a certificate object of its own, with
+ * CKA_CERTIFICATE_CATEGORY 2 (authority) where the token takes it, CKA_ID
+ * the SHA-1 of its subjectPublicKey (RFC 5280's key identifier method 1)
+ * and a label NAME-caN. An issuer already on the token (the same
+ * CKA_VALUE) is used as it is, so keys issued by one CA share its object.
+ * Reading follows the leaf's issuer name to a certificate object with that
+ * CKA_SUBJECT whose key verifies the signature. No issuer ever carries the
+ * key's CKA_ID: that would make it one of the key's certificates
+ * (find_public).
+ */
+
+struct chain_arg {
     kv_key *key;
-    const unsigned char *der;
-    size_t len;
-    unsigned char **out;
-    size_t *outlen;
+    STACK_OF(X509) *chain;     /* store: the checked chain; read: the result */
 };
 
-/* Create a certificate object for key k from DER; *made gets its handle.
- * Records nothing: *unreadable says the DER could not be parsed. */
-static CK_RV cert_create(struct p11_token *tok, CK_SESSION_HANDLE h, const kv_key *key,
+/* What a new certificate object is. */
+struct cert_obj {
+    const unsigned char *id;
+    CK_ULONG idlen;
+    const char *label;
+    bool authority;            /* CKA_CERTIFICATE_CATEGORY 2 */
+};
+
+/* Create a certificate object from DER; *made gets its handle. Records
+ * nothing: *unreadable says the DER could not be parsed. A token that
+ * refuses CKA_CERTIFICATE_CATEGORY gets the object without it. */
+static CK_RV cert_create(struct p11_token *tok, CK_SESSION_HANDLE h, const struct cert_obj *o,
                          const unsigned char *der, size_t len, CK_OBJECT_HANDLE *made,
                          bool *unreadable)
 {
-    struct p11_key *k = key->bk;
     CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
     CK_CERTIFICATE_TYPE ct = CKC_X_509;
+    CK_ULONG category = 2;
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
     const unsigned char *p = der;
     X509 *x = d2i_X509(NULL, &p, (long)len);
@@ -1682,6 +1702,7 @@ static CK_RV cert_create(struct p11_token *tok, CK_SESSION_HANDLE h, const kv_ke
     int ls = x ? i2d_X509_NAME(X509_get_subject_name(x), &subj) : -1;
     int li = x ? i2d_X509_NAME(X509_get_issuer_name(x), &iss) : -1;
     int lsn = x ? i2d_ASN1_INTEGER(X509_get_serialNumber(x), &serial) : -1;
+    CK_ULONG n;
     CK_RV rv = CKR_OK;
 
     *unreadable = ls <= 0 || li <= 0 || lsn <= 0;
@@ -1694,14 +1715,19 @@ static CK_RV cert_create(struct p11_token *tok, CK_SESSION_HANDLE h, const kv_ke
         { CKA_CERTIFICATE_TYPE, &ct, sizeof(ct) },
         { CKA_TOKEN, &yes, sizeof(yes) },
         { CKA_PRIVATE, &no, sizeof(no) },
-        { CKA_ID, k->id, k->idlen },
-        { CKA_LABEL, key->name, strlen(key->name) },
+        { CKA_ID, (void *)o->id, o->idlen },
+        { CKA_LABEL, (void *)o->label, strlen(o->label) },
         { CKA_SUBJECT, subj, (CK_ULONG)ls },
         { CKA_ISSUER, iss, (CK_ULONG)li },
         { CKA_SERIAL_NUMBER, serial, (CK_ULONG)lsn },
         { CKA_VALUE, (void *)der, len },
+        { CKA_CERTIFICATE_CATEGORY, &category, sizeof(category) },
     };
-    rv = tok->fl->C_CreateObject(h, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), made);
+    n = sizeof(tmpl) / sizeof(tmpl[0]);
+    rv = tok->fl->C_CreateObject(h, tmpl, o->authority ? n : n - 1, made);
+    if (o->authority && (rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_VALUE_INVALID ||
+                         rv == CKR_TEMPLATE_INCONSISTENT))
+        rv = tok->fl->C_CreateObject(h, tmpl, n - 1, made);
 out:
     OPENSSL_free(subj);
     OPENSSL_free(iss);
@@ -1711,17 +1737,18 @@ out:
 }
 
 /*
- * Store a certificate with a key, replacing the ones with its CKA_ID. The
- * new object is made first, then the old ones go: never a moment without
- * one. A token that refuses a second object for the same name (NSS softokn:
- * same issuer and serial, or a label another subject uses) gets the old
- * ones deleted first; if the new one still cannot be made, the first old
- * one is put back. The same certificate again changes nothing.
+ * Store the leaf with a key, replacing the certificates with its CKA_ID.
+ * The new object is made first, then the old ones go: never a moment
+ * without one. A token that refuses a second object for the same name (NSS
+ * softokn: same issuer and serial, or a label another subject uses) gets
+ * the old ones deleted first; if the new one still cannot be made, the
+ * first old one is put back. The same certificate again changes nothing.
  */
-static CK_RV cert_store_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
+static CK_RV leaf_store(struct p11_token *tok, CK_SESSION_HANDLE h, kv_key *key,
+                        const unsigned char *der, size_t dlen, kv_rc *rc)
 {
-    struct cert_arg *a = p;
-    struct p11_key *k = a->key->bk;
+    struct p11_key *k = key->bk;
+    struct cert_obj o = { k->id, k->idlen, key->name, false };
     CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
     CK_ATTRIBUTE find_tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_ID, k->id, k->idlen } };
     CK_OBJECT_HANDLE old[8], created = CK_INVALID_HANDLE, same = CK_INVALID_HANDLE;
@@ -1739,7 +1766,7 @@ static CK_RV cert_store_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p
         rv = get_attr(tok, h, old[i], CKA_VALUE, &val, &len, rc);
         if (rv != CKR_OK || *rc != KV_OK)
             goto out;
-        if (same == CK_INVALID_HANDLE && len == a->len && !memcmp(val, a->der, len))
+        if (same == CK_INVALID_HANDLE && len == dlen && !memcmp(val, der, len))
             same = old[i];
         if (i == 0) {
             first = val;
@@ -1750,17 +1777,17 @@ static CK_RV cert_store_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p
     }
     if (same == CK_INVALID_HANDLE) {
         bool unreadable = false, kept = false;
-        rv = cert_create(tok, h, a->key, a->der, a->len, &created, &unreadable);
+        rv = cert_create(tok, h, &o, der, dlen, &created, &unreadable);
         if (rv != CKR_OK && !unreadable && nold > 0) {
             /* the token refuses it beside the old ones: delete, then create */
             for (CK_ULONG i = 0; i < nold; i++)
                 (void)tok->fl->C_DestroyObject(h, old[i]);
             nold = 0;
-            rv = cert_create(tok, h, a->key, a->der, a->len, &created, &unreadable);
+            rv = cert_create(tok, h, &o, der, dlen, &created, &unreadable);
             if (rv != CKR_OK) {
                 CK_OBJECT_HANDLE back;
                 bool bad = false;
-                kept = cert_create(tok, h, a->key, first, firstlen, &back, &bad) == CKR_OK;
+                kept = cert_create(tok, h, &o, first, firstlen, &back, &bad) == CKR_OK;
             }
         }
         if (unreadable) {
@@ -1782,22 +1809,195 @@ out:
     return rv;
 }
 
-static kv_rc p11_cert_store(kv_key *key, const unsigned char *der, size_t len)
+/* The key identifier of x: SHA-1 of its subjectPublicKey bits. */
+static bool cert_ski(const X509 *x, unsigned char ski[SHA_DIGEST_LENGTH])
 {
-    struct cert_arg a = { key, der, len, NULL, NULL };
+    const ASN1_BIT_STRING *bits = X509_get0_pubkey_bitstr(x);
 
-    return run_rw(((struct p11_key *)key->bk)->tok, cert_store_step, &a);
+    return bits && EVP_Q_digest(NULL, "SHA1", NULL, ASN1_STRING_get0_data(bits),
+                                (size_t)ASN1_STRING_length(bits), ski, NULL) == 1;
 }
 
-static CK_RV cert_read_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
+/*
+ * Put issuer certificate pos (1-based, 2 and up) on the token unless an
+ * object with the same value is there; *made is set when this call made
+ * it (so that a failure later can take it away again).
+ */
+static CK_RV issuer_store(struct p11_token *tok, CK_SESSION_HANDLE h, kv_key *key, int pos,
+                          const unsigned char *der, size_t len, CK_OBJECT_HANDLE *made,
+                          kv_rc *rc)
 {
-    struct cert_arg *a = p;
+    struct p11_key *k = key->bk;
+    CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+    CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_VALUE, (void *)der, len } };
+    unsigned char ski[SHA_DIGEST_LENGTH];
+    char label[KV_NAME_MAX + 32];
+    struct cert_obj o = { ski, sizeof(ski), label, true };
+    const unsigned char *p = der;
+    X509 *x = d2i_X509(NULL, &p, (long)len);
+    CK_OBJECT_HANDLE obj;
+    CK_ULONG count = 0;
+    bool unreadable = false;
+    CK_RV rv = CKR_OK;
+
+    *made = CK_INVALID_HANDLE;
+    if (!x || !cert_ski(x, ski)) {
+        *rc = kv_error_ossl(tok->ctx, KV_ERR_CRYPTO,
+                            "cannot compute the key identifier of certificate %d", pos);
+        goto out;
+    }
+    if (k->idlen == sizeof(ski) && !memcmp(k->id, ski, sizeof(ski))) {
+        *rc = kv_error(tok->ctx, KV_ERR_BAD_INPUT,
+                       "certificate %d of the chain would carry the CKA_ID of key '%s' on "
+                       "token '%s' (the key's CKA_ID is that certificate's key identifier)",
+                       pos, key->name, tok->label);
+        goto out;
+    }
+    rv = find(tok, h, tmpl, 2, &obj, 1, &count, rc);
+    if (rv != CKR_OK || *rc != KV_OK || count > 0)
+        goto out;
+    snprintf(label, sizeof(label), "%s-ca%d", key->name, pos - 1);
+    rv = cert_create(tok, h, &o, der, len, made, &unreadable);
+    if (rv != CKR_OK && !unreadable) {
+        /* a token that keeps each label to one subject (NSS softokn) and
+         * holds this one for the issuer of an earlier chain: a label of
+         * this subject's own */
+        snprintf(label, sizeof(label), "%s-ca%d-%08lx", key->name, pos - 1,
+                 X509_NAME_hash_ex(X509_get_subject_name(x), NULL, NULL, NULL));
+        rv = cert_create(tok, h, &o, der, len, made, &unreadable);
+    }
+    if (unreadable)
+        *rc = kv_error(tok->ctx, KV_ERR_BAD_INPUT, "cannot read the names of certificate %d",
+                       pos);
+    else if (rv != CKR_OK)
+        *rc = p11_fail(tok, "C_CreateObject(issuer certificate)", rv);
+    if (rv != CKR_OK || *rc != KV_OK)
+        *made = CK_INVALID_HANDLE;
+out:
+    X509_free(x);
+    return rv;
+}
+
+/* The issuers first, so that a leaf is never there without them; the leaf
+ * last. Issuers this call made go again when a later step fails. */
+static CK_RV chain_store_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
+{
+    struct chain_arg *a = p;
+    int n = sk_X509_num(a->chain), nmade = 0, len;
+    CK_OBJECT_HANDLE made[KV_CHAIN_MAX];
+    unsigned char *der = NULL;
+    CK_RV rv = CKR_OK;
+
+    for (int i = 1; i < n && rv == CKR_OK && *rc == KV_OK; i++) {
+        len = i2d_X509(sk_X509_value(a->chain, i), &der);
+        if (len <= 0) {
+            *rc = kv_error_ossl(tok->ctx, KV_ERR_CRYPTO, "cannot encode certificate %d", i + 1);
+            break;
+        }
+        rv = issuer_store(tok, h, a->key, i + 1, der, (size_t)len, &made[nmade], rc);
+        if (made[nmade] != CK_INVALID_HANDLE)
+            nmade++;
+        OPENSSL_free(der);
+        der = NULL;
+    }
+    if (rv == CKR_OK && *rc == KV_OK) {
+        len = i2d_X509(sk_X509_value(a->chain, 0), &der);
+        if (len <= 0)
+            *rc = kv_error_ossl(tok->ctx, KV_ERR_CRYPTO, "cannot encode certificate 1");
+        else
+            rv = leaf_store(tok, h, a->key, der, (size_t)len, rc);
+        OPENSSL_free(der);
+    }
+    if (*rc != KV_OK)
+        for (int i = 0; i < nmade; i++)
+            (void)tok->fl->C_DestroyObject(h, made[i]);
+    return rv;
+}
+
+static kv_rc p11_chain_store(kv_key *key, STACK_OF(X509) *chain)
+{
+    struct chain_arg a = { key, chain };
+
+    return run_rw(((struct p11_key *)key->bk)->tok, chain_store_step, &a);
+}
+
+/* A certificate object's value as an X509, or NULL (recorded in *rc). */
+static CK_RV cert_object(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
+                         X509 **out, kv_rc *rc)
+{
+    unsigned char *val = NULL;
+    CK_ULONG len = 0;
+    CK_RV rv = get_attr(tok, h, obj, CKA_VALUE, &val, &len, rc);
+    const unsigned char *p = val;
+
+    *out = NULL;
+    if (rv == CKR_OK && *rc == KV_OK) {
+        *out = d2i_X509(NULL, &p, (long)len);
+        if (!*out || p != val + len) {
+            X509_free(*out);
+            *out = NULL;
+            *rc = kv_error_ossl(tok->ctx, KV_ERR_CORRUPT,
+                                "token '%s': a certificate object holds no X.509 certificate",
+                                tok->label);
+        }
+    }
+    free(val);
+    return rv;
+}
+
+/* The issuer of x among the token's certificates: CKA_SUBJECT is x's issuer
+ * name and the key verifies x's signature; the key's own certificates
+ * (CKA_ID = id) are passed over. *out NULL when the token has none. */
+static CK_RV issuer_find(struct p11_token *tok, CK_SESSION_HANDLE h, const struct p11_key *k,
+                         X509 *x, X509 **out, kv_rc *rc)
+{
+    CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+    unsigned char *name = NULL;
+    int nlen = i2d_X509_NAME(X509_get_issuer_name(x), &name);
+    CK_OBJECT_HANDLE *objs = NULL;
+    CK_ULONG count = 0;
+    CK_RV rv = CKR_OK;
+
+    *out = NULL;
+    if (nlen <= 0) {
+        *rc = kv_error_ossl(tok->ctx, KV_ERR_CORRUPT, "cannot encode a certificate's issuer");
+        return CKR_OK;
+    }
+    CK_ATTRIBUTE tmpl[] = {
+        { CKA_CLASS, &cls, sizeof(cls) },
+        { CKA_SUBJECT, name, (CK_ULONG)nlen },
+    };
+    rv = find_all(tok, h, tmpl, 2, &objs, &count, rc);
+    for (CK_ULONG i = 0; rv == CKR_OK && *rc == KV_OK && i < count && !*out; i++) {
+        unsigned char id[sizeof(k->id)];
+        CK_ULONG idlen = sizeof(id);
+        X509 *cand = NULL;
+
+        /* an ID too long for the buffer is not the key's */
+        if (attr_quiet(tok, h, objs[i], CKA_ID, id, &idlen) && idlen == k->idlen &&
+            !memcmp(id, k->id, idlen))
+            continue;
+        rv = cert_object(tok, h, objs[i], &cand, rc);
+        if (cand && X509_get0_pubkey(cand) && X509_verify(x, X509_get0_pubkey(cand)) == 1)
+            *out = cand;
+        else
+            X509_free(cand);
+        ERR_clear_error();
+    }
+    free(objs);
+    OPENSSL_free(name);
+    return rv;
+}
+
+static CK_RV chain_read_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
+{
+    struct chain_arg *a = p;
     struct p11_key *k = a->key->bk;
     CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
     CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_ID, k->id, k->idlen } };
     CK_OBJECT_HANDLE obj;
-    CK_ULONG count = 0, len = 0;
-    unsigned char *val = NULL;
+    CK_ULONG count = 0;
+    X509 *x = NULL, *up = NULL;
     CK_RV rv = find(tok, h, tmpl, 2, &obj, 1, &count, rc);
 
     if (rv != CKR_OK)
@@ -1808,22 +2008,50 @@ static CK_RV cert_read_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p,
                        tok->label);
         return CKR_OK;
     }
-    rv = get_attr(tok, h, obj, CKA_VALUE, &val, &len, rc);
-    if (rv == CKR_OK && *rc == KV_OK) {
-        *a->out = OPENSSL_memdup(val, len);
-        *a->outlen = len;
-        if (!*a->out)
-            *rc = kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
+    a->chain = sk_X509_new_null();
+    if (!a->chain) {
+        *rc = kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
+        return CKR_OK;
     }
-    free(val);
+    rv = cert_object(tok, h, obj, &x, rc);
+    while (x) {
+        /* cross-certified CAs can lead back to a certificate already taken */
+        for (int i = 0; x && i < sk_X509_num(a->chain); i++)
+            if (X509_cmp(x, sk_X509_value(a->chain, i)) == 0) {
+                X509_free(x);
+                x = NULL;
+            }
+        if (!x)
+            break;
+        if (!sk_X509_push(a->chain, x)) {
+            X509_free(x);
+            *rc = kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
+            break;
+        }
+        /* up to a self-issued certificate, a missing issuer, a loop, or the cap */
+        if (sk_X509_num(a->chain) == KV_CHAIN_MAX ||
+            X509_NAME_cmp(X509_get_subject_name(x), X509_get_issuer_name(x)) == 0)
+            break;
+        rv = issuer_find(tok, h, k, x, &up, rc);
+        if (rv != CKR_OK || *rc != KV_OK)
+            break;
+        x = up;
+        up = NULL;
+    }
+    if (rv != CKR_OK || *rc != KV_OK) {
+        sk_X509_pop_free(a->chain, X509_free);
+        a->chain = NULL;
+    }
     return rv;
 }
 
-static kv_rc p11_cert_read(kv_key *key, unsigned char **der, size_t *len)
+static kv_rc p11_chain_read(kv_key *key, STACK_OF(X509) **chain)
 {
-    struct cert_arg a = { key, NULL, 0, der, len };
+    struct chain_arg a = { key, NULL };
+    kv_rc rc = run(((struct p11_key *)key->bk)->tok, chain_read_step, &a);
 
-    return run(((struct p11_key *)key->bk)->tok, cert_read_step, &a);
+    *chain = a.chain;
+    return rc;
 }
 
 /* The keys of [pkcs11] (keyvault.conf(5)). */
@@ -1856,6 +2084,6 @@ const struct kv_backend_ops kv_pkcs11_ops = {
     .key_free = p11_key_free,
     .sign = p11_sign,
     .ecdh = p11_ecdh,
-    .cert_store = p11_cert_store,
-    .cert_read = p11_cert_read,
+    .chain_store = p11_chain_store,
+    .chain_read = p11_chain_read,
 };

@@ -263,7 +263,7 @@ START_TEST(unknown_section_names_file_line_and_nearest)
     /* an empty unknown section is refused too */
     config_refused("[keyvault]\nbackends = software\n[audit]\n",
                    "strict.conf:3: unknown section [audit] (known: [keyvault], [tpm], [pkcs11], "
-                   "[software])");
+                   "[software], [x509])");
     /* every key the documentation lists is accepted (unbuilt backends too) */
     ck_assert_rc(NULL, ctx_on("[keyvault]\nbackends = software\nrequire_hardware = false\n"
                               "home = /nonexistent\n"
@@ -273,6 +273,37 @@ START_TEST(unknown_section_names_file_line_and_nearest)
                               "module = m.so\npin = env:KV_P\n"
                               "[tpm]\ntcti = none\nkeys = /nonexistent\nparent = 0x81000001\n"
                               "auth = env:KV_A\n"), KV_OK);
+}
+END_TEST
+
+START_TEST(renew_threshold_is_a_percentage)
+{
+    static const char *const bad[] = { "0%", "100%", "67", "67 %", "-5%", "2/3", "67%%",
+                                       "%", "0x10%", "99.5%" };
+    char text[256];
+    kv_config *cfg = NULL;
+    long pct = -1;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(text, sizeof(text), "[keyvault]\nbackends = software\n[x509]\n"
+                 "renew_threshold = %s\n", bad[i]);
+        config_refused(text, "[x509] renew_threshold");
+        ck_assert_msg_has("from 1% to 99%");
+    }
+    ck_assert_rc(NULL, ctx_on("[keyvault]\nbackends = software\n[x509]\nrenew_threshold = 1%\n"),
+                 KV_OK);
+    ck_assert_rc(NULL, ctx_on("[keyvault]\nbackends = software\n[x509]\nrenew_threshold = 99%\n"),
+                 KV_OK);
+    config_refused("[keyvault]\nbackends = software\n[x509]\nrenew_treshold = 50%\n",
+                   "did you mean renew_threshold");
+    ck_assert_rc(NULL, load("[x509]\nrenew_threshold = 67%\n", &cfg), KV_OK);
+    ck_assert_rc(NULL, kv_renew_threshold(NULL, cfg, &pct), KV_OK);
+    ck_assert_int_eq(pct, 67);
+    kv_config_free(cfg);
+    ck_assert_rc(NULL, load("[keyvault]\n", &cfg), KV_OK);
+    ck_assert_rc(NULL, kv_renew_threshold(NULL, cfg, &pct), KV_OK);
+    ck_assert_int_eq(pct, 0); /* 2/3 */
+    kv_config_free(cfg);
 }
 END_TEST
 
@@ -505,6 +536,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, unknown_key_names_file_line_and_nearest);
     tcase_add_test(tc, unknown_section_names_file_line_and_nearest);
     tcase_add_test(tc, documented_keys_are_accepted);
+    tcase_add_test(tc, renew_threshold_is_a_percentage);
     tcase_add_test(tc, check_against_tables);
     tcase_add_test(tc, inline_comments_are_refused);
     tcase_add_test(tc, names_are_plain);

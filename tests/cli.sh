@@ -94,7 +94,13 @@ expect 0 "cert export" -- kv cert k-ec-p256 -o "$T/back.crt"
 expect 0 "openssl reads the exported certificate" -- openssl x509 -in "$T/back.crt" -noout -subject
 expect 0 "it is the imported one" -- cmp "$T/back.crt" "$T/dev.crt"
 expect 1 "a certificate of another key is refused" -- kv cert k-ec-p384 --import "$T/dev.crt"
-contains "$T/err" "not the public key" "the error says whose key it is not"
+contains "$T/err" "is not the certificate of key 'k-ec-p384'" "the error says whose key it is not"
+expect 2 "cert import without a file is a usage error" -- kv cert import k-ec-p256
+expect 2 "cert show without a name is a usage error" -- kv cert show
+expect 2 "cert show with a bad option is a usage error" -- kv cert show k-ec-p256 --xml
+expect 0 "cert show" -- kv cert show k-ec-p256
+contains "$T/out" "^subject:     CN=device" "cert show prints the subject"
+contains "$T/out" "^chain:       1 certificate$" "cert show counts the chain"
 
 # list, info, destroy
 expect 0 "list" -- kv list

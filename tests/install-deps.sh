@@ -12,6 +12,7 @@ PACKAGES="
   lowdown man-db
   libtss2-tcti-pcap0 libpcap-dev
   libnss3 libnss3-tools libtpm2-pkcs11-1 libtpm2-pkcs11-tools
+  jq faketime
 "
 
 SUDO=

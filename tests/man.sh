@@ -36,7 +36,8 @@ page() {
 
 if page 1 keyvault; then ok "man keyvault renders"; else not_ok "man keyvault renders"; cat "$T/man.err"; fi
 # every command in the CLI's table has its subsection
-grep -o '{ "[a-z-]*", cmd_[a-z_]*' "$SRC/tools/keyvault.c" | sed 's/{ "\([a-z-]*\)".*/\1/' >"$T/commands"
+sed -n '/^static const struct command commands\[\] = {/,/^};/p' "$SRC/tools/keyvault.c" |
+    grep -o '{ "[a-z-]*", cmd_[a-z_]*' | sed 's/{ "\([a-z-]*\)".*/\1/' >"$T/commands"
 [ "$(wc -l <"$T/commands")" -ge 10 ] && ok "found the CLI's commands" || not_ok "found the CLI's commands"
 while read -r c; do
     grep -q "^   $c\$" "$T/page.keyvault.1" && ok "keyvault(1) has '$c'" || not_ok "keyvault(1) has '$c'"

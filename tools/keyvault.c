@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -781,10 +782,17 @@ static int cmd_cert_selfsign(kv_ctx *ctx, int argc, char **argv)
 }
 
 static const char cert_help[] =
-    "usage: keyvault [-c CONF] cert NAME|URI [--import FILE] [-o FILE]\n"
-    "Without --import, write the certificate stored with the key as PEM (standard\n"
-    "output by default). With --import, store FILE (PEM or DER) with the key,\n"
-    "replacing an earlier one; its public key must be the key's.\n"
+    "usage: keyvault [-c CONF] cert NAME|URI [-o FILE]\n"
+    "       keyvault [-c CONF] cert import NAME|URI FILE\n"
+    "       keyvault [-c CONF] cert show NAME|URI [--json]\n"
+    "cert NAME writes the certificate chain stored with the key as PEM, leaf\n"
+    "first (standard output by default). cert import stores FILE with the key,\n"
+    "replacing an earlier chain: one PEM bundle of certificates, leaf first,\n"
+    "each followed by its issuer, or one DER certificate; the leaf must be the\n"
+    "key's, each certificate issued by the next (at most 8). cert NAME --import\n"
+    "FILE does the same. cert show prints the leaf's subject, issuer, serial,\n"
+    "SANs, validity, days left and whether renewal is due ([x509]\n"
+    "renew_threshold, 2/3 of the lifetime by default).\n"
     "\n"
     "usage: keyvault [-c CONF] cert selfsign NAME|URI --subject DN [--san ...]\n"
     "                [--days N] [--ca] [--path-len N] [--key-usage LIST] [--eku LIST]\n"
@@ -798,15 +806,121 @@ static const char cert_help[] =
     "with --ca; subject and authority key identifiers. DN, --san, LIST and ALG\n"
     "as for 'keyvault csr' (an empty DN \"\" needs a --san, made critical).\n";
 
-static int cmd_cert(kv_ctx *ctx, int argc, char **argv)
+/* Store the chain in file with the key ref. */
+static int cert_import(kv_ctx *ctx, const char *ref, const char *file)
+{
+    unsigned char *data = NULL;
+    kv_key *key = NULL;
+    kv_key_info info;
+    size_t len = 0;
+    int ret = EXIT_FAIL;
+    kv_rc rc;
+
+    if (!(data = read_all(file, &len)))
+        return fail_sys("cert", "read", file);
+    rc = kv_key_open(ctx, ref, &key);
+    if (rc == KV_OK)
+        rc = kv_key_store_chain(key, data, len);
+    if (rc == KV_OK)
+        rc = kv_key_get_info(key, &info);
+    if (rc == KV_OK) {
+        printf("stored the certificate chain with '%s'\n", info.name);
+        ret = EXIT_OK;
+    } else {
+        ret = fail("cert", ctx, rc);
+    }
+    free(data);
+    kv_key_free(key);
+    return ret;
+}
+
+/* cert import NAME FILE (argv[0] is "import"). */
+static int cmd_cert_import(kv_ctx *ctx, int argc, char **argv)
+{
+    if (argc != 3 || argv[1][0] == '-' || (argv[2][0] == '-' && argv[2][1] != '\0'))
+        die_usage("cert", "import expects a key NAME or URI and a FILE");
+    return cert_import(ctx, argv[1], argv[2]);
+}
+
+/* A time as ISO 8601 UTC. */
+static const char *utc(int64_t t, char buf[32])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+
+    if (!gmtime_r(&tt, &tm) || !strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf(buf, 32, "%lld", (long long)t);
+    return buf;
+}
+
+static int print_cert_info(const kv_cert_info *ci, int json)
+{
+    char b[32];
+
+    if (json) {
+        json_t *j = json_pack("{s:s, s:s, s:s, s:[], s:I, s:I, s:I, s:I, s:b, s:b, s:b, s:I}",
+                              "subject", ci->subject, "issuer", ci->issuer, "serial",
+                              ci->serial, "sans", "not_before", (json_int_t)ci->not_before,
+                              "not_after", (json_int_t)ci->not_after, "renew_after",
+                              (json_int_t)ci->renew_after, "days_left",
+                              (json_int_t)ci->days_left, "renewal_due", ci->renewal_due,
+                              "expired", ci->expired, "is_ca", ci->is_ca, "chain_len",
+                              (json_int_t)ci->chain_len);
+        for (size_t i = 0; j && i < ci->nsans; i++)
+            if (json_array_append_new(json_object_get(j, "sans"), json_string(ci->sans[i])))
+                break;
+        return print_json(j);
+    }
+    printf("subject:     %s\nissuer:      %s\nserial:      %s\n", ci->subject, ci->issuer,
+           ci->serial);
+    for (size_t i = 0; i < ci->nsans; i++)
+        printf("san:         %s\n", ci->sans[i]);
+    printf("not before:  %s\n", utc(ci->not_before, b));
+    printf("not after:   %s\n", utc(ci->not_after, b));
+    printf("days left:   %ld\n", ci->days_left);
+    printf("renew after: %s\n", utc(ci->renew_after, b));
+    printf("renewal due: %s\nexpired:     %s\nca:          %s\nchain:       %zu certificate%s\n",
+           ci->renewal_due ? "yes" : "no", ci->expired ? "yes" : "no", ci->is_ca ? "yes" : "no",
+           ci->chain_len, ci->chain_len == 1 ? "" : "s");
+    return EXIT_OK;
+}
+
+/* cert show NAME [--json] (argv[0] is "show"). */
+static int cmd_cert_show(kv_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "json", no_argument, NULL, 'j' }, { NULL, 0, NULL, 0 },
+    };
+    kv_cert_info *ci = NULL;
+    kv_key *key = NULL;
+    int c, json = 0, ret;
+    kv_rc rc;
+
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c != 'j')
+            die_usage("cert", "bad option");
+        json = 1;
+    }
+    if (optind != argc - 1)
+        die_usage("cert", "show expects one key NAME or URI");
+    rc = kv_key_open(ctx, argv[optind], &key);
+    if (rc == KV_OK)
+        rc = kv_key_cert_info(key, &ci);
+    ret = rc == KV_OK ? print_cert_info(ci, json) : fail("cert", ctx, rc);
+    kv_cert_info_free(ci);
+    kv_key_free(key);
+    return ret;
+}
+
+/* cert NAME [-o FILE] [--import FILE]: write or store the chain. */
+static int cmd_cert_chain(kv_ctx *ctx, int argc, char **argv)
 {
     static const struct option opts[] = {
         { "import", required_argument, NULL, 'i' }, { "out", required_argument, NULL, 'o' },
         { NULL, 0, NULL, 0 },
     };
     const char *import = NULL, *out = "-";
-    unsigned char *data = NULL;
-    size_t len = 0;
+    char *pem = NULL;
     kv_key *key = NULL;
     int c, ret = EXIT_FAIL;
     kv_rc rc;
@@ -822,47 +936,37 @@ static int cmd_cert(kv_ctx *ctx, int argc, char **argv)
     }
     if (optind != argc - 1)
         die_usage("cert", "expected one key NAME or URI");
-    if (import && !(data = read_all(import, &len)))
-        return fail_sys("cert", "read", import);
+    if (import)
+        return cert_import(ctx, argv[optind], import);
     rc = kv_key_open(ctx, argv[optind], &key);
-    if (rc == KV_OK && import) {
-        kv_key_info info;
-        rc = kv_key_store_cert(key, data, len);
-        if (rc == KV_OK)
-            rc = kv_key_get_info(key, &info);
-        if (rc == KV_OK) {
-            printf("stored the certificate with '%s'\n", info.name);
-            ret = EXIT_OK;
-        }
-    } else if (rc == KV_OK) {
-        rc = kv_key_cert_der(key, NULL, &len);
-        if (rc == KV_OK && !(data = malloc(len)))
-            rc = KV_ERR_NO_MEMORY;
-        if (rc == KV_OK)
-            rc = kv_key_cert_der(key, data, &len);
-        if (rc == KV_OK) {
-            /* PEM is base64 of the DER between two lines: OpenSSL writes it */
-            BIO *mem = BIO_new(BIO_s_mem());
-            const unsigned char *p = data;
-            X509 *x = d2i_X509(NULL, &p, (long)len);
-            char *pem;
-            long n;
-            if (mem && x && PEM_write_bio_X509(mem, x) == 1) {
-                n = BIO_get_mem_data(mem, &pem);
-                ret = write_all(out, pem, (size_t)n, 0644) == 0 ? EXIT_OK
-                                                               : fail_sys("cert", "write", out);
-            } else {
-                fprintf(stderr, "%s cert: cannot encode the certificate as PEM\n", prog);
-            }
-            X509_free(x);
-            BIO_free(mem);
-        }
-    }
-    if (rc != KV_OK)
+    if (rc == KV_OK)
+        rc = kv_key_chain_pem(key, &pem);
+    if (rc == KV_OK)
+        ret = write_all(out, pem, strlen(pem), 0644) == 0 ? EXIT_OK
+                                                          : fail_sys("cert", "write", out);
+    else
         ret = fail("cert", ctx, rc);
-    free(data);
+    kv_string_free(pem);
     kv_key_free(key);
     return ret;
+}
+
+/* cert WORD ...: the subcommands by their first word, else cert NAME. */
+static int cmd_cert(kv_ctx *ctx, int argc, char **argv)
+{
+    static const struct cert_word {
+        const char *word;
+        int (*fn)(kv_ctx *, int, char **);
+    } words[] = {
+        { "import", cmd_cert_import },
+        { "show", cmd_cert_show },
+        { "selfsign", cmd_cert_selfsign },
+    };
+
+    for (size_t i = 0; argc > 1 && i < sizeof(words) / sizeof(words[0]); i++)
+        if (!strcmp(argv[1], words[i].word))
+            return words[i].fn(ctx, argc - 1, argv + 1);
+    return cmd_cert_chain(ctx, argc, argv);
 }
 
 static const char tpm_help[] =
@@ -1057,7 +1161,7 @@ static void usage(FILE *f)
             "  sign NAME        sign a file\n"
             "  verify NAME      verify a signature\n"
             "  ecdh NAME        derive an ECDH shared secret\n"
-            "  cert NAME        show or store the key's certificate, or make a self-signed one\n"
+            "  cert NAME        the key's certificate chain: import, show, write, selfsign\n"
             "  csr NAME         write a certificate request (PKCS#10) signed by the key\n"
             "  tpm ...          TPM attestation: ak, ek-cert, quote, certify, PCRs\n"
             "  backends         show the configured backends\n\n"

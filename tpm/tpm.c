@@ -635,23 +635,30 @@ static kv_rc tpm_destroy(kv_backend *be, kv_key *key)
     return kv_key_files_remove(be->ctx, tk->path);
 }
 
-static kv_rc tpm_cert_store(kv_key *key, const unsigned char *der, size_t len)
+/* A key at a persistent handle has no file to keep a chain beside. */
+static kv_rc no_chain_file(kv_key *key)
 {
-    struct tpm_key *tk = key->bk;
-
-    if (!tk->path)
-        return kv_error(key->ctx, KV_ERR_UNSUPPORTED,
-                        "certificates are kept beside key files, not persistent handles");
-    return kv_cert_file_store(key->ctx, tk->path, der, len);
+    return kv_error(key->ctx, KV_ERR_UNSUPPORTED,
+                    "key '%s' is a persistent TPM key (tpm2:handle=...): certificate chains "
+                    "are kept beside key files (NAME.crt), and it has none", key->name);
 }
 
-static kv_rc tpm_cert_read(kv_key *key, unsigned char **der, size_t *len)
+static kv_rc tpm_chain_store(kv_key *key, STACK_OF(X509) *chain)
 {
     struct tpm_key *tk = key->bk;
 
     if (!tk->path)
-        return kv_error(key->ctx, KV_ERR_KEY_NOT_FOUND, "no certificate kept for '%s'", key->name);
-    return kv_cert_file_read(key->ctx, tk->path, key->name, key->pub, der, len);
+        return no_chain_file(key);
+    return kv_cert_file_store(key->ctx, tk->path, chain);
+}
+
+static kv_rc tpm_chain_read(kv_key *key, STACK_OF(X509) **chain)
+{
+    struct tpm_key *tk = key->bk;
+
+    if (!tk->path)
+        return no_chain_file(key);
+    return kv_cert_file_read(key->ctx, tk->path, key->name, key->pub, chain);
 }
 
 /* ---- sign and ECDH ---------------------------------------------------------- */
@@ -846,8 +853,8 @@ const struct kv_backend_ops kv_tpm_ops = {
     .key_free = tpm_key_free,
     .sign = tpm_sign,
     .ecdh = tpm_ecdh,
-    .cert_store = tpm_cert_store,
-    .cert_read = tpm_cert_read,
+    .chain_store = tpm_chain_store,
+    .chain_read = tpm_chain_read,
     .ak_public = tpm_ak_public,
     .quote = tpm_quote,
     .certify = tpm_certify,
