@@ -496,7 +496,7 @@ typedef enum kv_op {
     KV_OP_SIGN,
     KV_OP_ECDH,
     KV_OP_ATTEST,
-    KV_OP_ISSUE,     /* signing a certificate, request or CRL (x509.c) */
+    KV_OP_ISSUE,     /* signing a certificate or CRL (x509.c); a request is KV_OP_SIGN */
 } kv_op;
 /* The single dispatch check every key operation passes. Today it refuses
  * generating or opening a software key under require_hardware; per-key

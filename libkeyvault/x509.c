@@ -12,6 +12,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <limits.h>
 #include <stddef.h>
@@ -159,8 +160,9 @@ static kv_rc check_signed(const kv_ctx *ctx, kv_x509_kind kind, void *obj, EVP_P
         ok = c && X509_CRL_verify(c, pub) == 1;
         X509_CRL_free(c);
     }
+    ok = ok && p == der + n;   /* nothing after the object */
     OPENSSL_free(der);
-    if (!ok || p != der + n)
+    if (!ok)
         return kv_error_ossl(ctx, KV_ERR_CRYPTO,
                              "the signed %s does not verify with the signer's public key", what);
     return KV_OK;
@@ -316,6 +318,11 @@ static const struct {
     { "UID", NID_userId },            { "serialNumber", NID_serialNumber },
     { "emailAddress", NID_pkcs9_emailAddress }, { "title", NID_title },
     { "GN", NID_givenName },          { "SN", NID_surname },
+    { "pseudonym", NID_pseudonym },   { "initials", NID_initials },
+    { "generationQualifier", NID_generationQualifier },
+    { "dnQualifier", NID_dnQualifier }, { "postalCode", NID_postalCode },
+    { "businessCategory", NID_businessCategory },
+    { "organizationIdentifier", NID_organizationIdentifier },
 };
 
 static ASN1_OBJECT *name_type(const char *t)
@@ -328,8 +335,9 @@ static ASN1_OBJECT *name_type(const char *t)
     for (const char *p = t; *p; p++)
         if (!isdigit((unsigned char)*p) && *p != '.')
             numeric = false;
-    /* a dotted OID, or another name OpenSSL knows exactly as written */
-    return OBJ_txt2obj(t, numeric ? 1 : 0);
+    /* else only a dotted OID: OpenSSL's other names include objects that
+     * are no attribute types at all (basicConstraints, rsaEncryption) */
+    return numeric ? OBJ_txt2obj(t, 1) : NULL;
 }
 
 static int hexval(int c)
@@ -345,11 +353,18 @@ static kv_rc name_value(const kv_ctx *ctx, const char **p, const char *type, cha
     const char *s = *p;
     size_t n = 0;
 
+    bool last_plain_space = false;
+
     if (*s == '#')
         return kv_error(ctx, KV_ERR_BAD_INPUT,
                         "subject: attribute %s: BER-encoded values (#hex) are not supported", type);
+    if (*s == ' ')
+        return kv_error(ctx, KV_ERR_BAD_INPUT,
+                        "subject: attribute %s: a leading space must be escaped ('\\ ', "
+                        "RFC 4514)", type);
     while (*s && *s != ',' && *s != '+') {
         int c = (unsigned char)*s++;
+        last_plain_space = c == ' ';
         if (c == '\\') {
             int h = hexval((unsigned char)s[0]), l = h >= 0 ? hexval((unsigned char)s[1]) : -1;
             if (h >= 0 && l >= 0) {
@@ -374,6 +389,10 @@ static kv_rc name_value(const kv_ctx *ctx, const char **p, const char *type, cha
     *len = n;
     if (n == 0)
         return kv_error(ctx, KV_ERR_BAD_INPUT, "subject: attribute %s has an empty value", type);
+    if (last_plain_space)
+        return kv_error(ctx, KV_ERR_BAD_INPUT,
+                        "subject: attribute %s: a trailing space must be escaped ('\\ ', "
+                        "RFC 4514)", type);
     return KV_OK;
 }
 
@@ -580,11 +599,30 @@ kv_rc kv_x509_san_parse(const kv_ctx *ctx, const char *text, GENERAL_NAME **out)
     }
     case GEN_EMAIL: {
         const char *at = strchr(v, '@');
-        if (!at || at == v || strchr(at + 1, '@') || !dns_name_valid(at + 1) ||
+        if (!at || at == v || strchr(at + 1, '@') || at[1] == '*' || !dns_name_valid(at + 1) ||
             !ascii_printable(v))
             return kv_error(ctx, KV_ERR_BAD_INPUT,
                             "subject alternative name: not a valid email address");
         break;
+    }
+    case GEN_IPADD: {
+        /* inet_pton, not OpenSSL's reader: that one stops at a space and
+         * reads 010.1.1.1 as 10.1.1.1, so the certificate would name an
+         * address other than the one given */
+        unsigned char addr[16];
+        int alen = inet_pton(AF_INET, v, addr) == 1    ? 4
+                   : inet_pton(AF_INET6, v, addr) == 1 ? 16
+                                                       : 0;
+        ASN1_OCTET_STRING *os = alen ? ASN1_OCTET_STRING_new() : NULL;
+        if (!alen)
+            return kv_error(ctx, KV_ERR_BAD_INPUT,
+                            "subject alternative name: not a valid IPv4 or IPv6 address");
+        if (!os || ASN1_OCTET_STRING_set(os, addr, alen) != 1 || !(*out = GENERAL_NAME_new())) {
+            ASN1_OCTET_STRING_free(os);
+            return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+        }
+        GENERAL_NAME_set0_value(*out, GEN_IPADD, os);
+        return KV_OK;
     }
     default:
         break;
@@ -592,8 +630,7 @@ kv_rc kv_x509_san_parse(const kv_ctx *ctx, const char *text, GENERAL_NAME **out)
     *out = a2i_GENERAL_NAME(NULL, m, NULL, kinds[k].gen, v, 0);
     if (!*out)
         return kv_error_ossl(ctx, KV_ERR_BAD_INPUT, "subject alternative name: not a valid %s",
-                             kinds[k].gen == GEN_IPADD ? "IPv4 or IPv6 address"
-                                                       : kinds[k].openssl);
+                             kinds[k].openssl);
     return KV_OK;
 }
 
@@ -818,6 +855,10 @@ static kv_rc opts_flags(const kv_ctx *ctx, const kv_cert_opts *opts, kv_x509_pur
         return kv_error(ctx, KV_ERR_INVALID_ARG,
                         "certificate options: key usage keyCertSign needs a CA (KV_CERT_CA; "
                         "RFC 5280 4.2.1.3)");
+    if (ca && opts->key_usage && !(opts->key_usage & KV_KU_KEY_CERT_SIGN))
+        return kv_error(ctx, KV_ERR_INVALID_ARG,
+                        "certificate options: a CA's key usage must include keyCertSign, or no "
+                        "verifier accepts what it issues (RFC 5280 4.2.1.3)");
     if (opts->days > KV_X509_DAYS_MAX)
         return kv_error(ctx, KV_ERR_INVALID_ARG,
                         "certificate options: %u days of validity is more than %d", opts->days,
@@ -944,6 +985,10 @@ kv_rc kv_x509_opts_read(const kv_key *signer, const EVP_PKEY *subject_key,
     subject = opts->subject;
     if (!subject && purpose == KV_X509_FOR_SELFSIGN)
         KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "a self-signed certificate needs a subject");
+    if (purpose == KV_X509_FOR_SELFSIGN && !subject[0])
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT,
+                "a self-signed certificate needs a non-empty subject: it is also the issuer, "
+                "which may not be empty (RFC 5280 4.1.2.4)");
     if (subject || purpose == KV_X509_FOR_REQUEST) {
         KV_CHECK(rc, kv_x509_name_parse(ctx, subject ? subject : "", &out->subject));
         if (X509_NAME_entry_count(out->subject) == 0) {

@@ -143,8 +143,18 @@ bad_input() {
         cert selfsign "$n" --subject CN=x --key-usage keyCertSign -o "$T/bad.crt"
     refused 1 "$b" "unknown EKU" "extended key usage 2" -- \
         cert selfsign "$n" --subject CN=x --eku serverAuth,leak -o "$T/bad.crt"
-    refused 1 "$b" "empty subject without a SAN" "needs a subject alternative name" -- \
+    refused 1 "$b" "empty subject without a SAN" "non-empty subject" -- \
         cert selfsign "$n" --subject "" -o "$T/bad.crt"
+    refused 1 "$b" "empty subject with a SAN (the issuer would be empty)" "RFC 5280 4.1.2.4" -- \
+        cert selfsign "$n" --subject "" --san dns:a.example -o "$T/bad.crt"
+    refused 1 "$b" "a CA whose key usage lacks keyCertSign" "must include keyCertSign" -- \
+        cert selfsign "$n" --subject CN=x --ca --key-usage digitalSignature -o "$T/bad.crt"
+    refused 1 "$b" "an IP address with trailing text" "IPv4 or IPv6" -- \
+        csr "$n" --subject CN=x --san "ip:1.2.3.4 junk" -o "$T/bad.csr"
+    refused 1 "$b" "an IP address with a leading zero" "IPv4 or IPv6" -- \
+        csr "$n" --subject CN=x --san "ip:010.1.1.1" -o "$T/bad.csr"
+    refused 1 "$b" "an unescaped trailing space in the subject" "trailing space" -- \
+        csr "$n" --subject "CN=a ,O=b" -o "$T/bad.csr"
     refused 2 "$b" "--path-len without --ca" "--path-len needs --ca" -- \
         cert selfsign "$n" --subject CN=x --path-len 1 -o "$T/bad.crt"
     refused 2 "$b" "--days 0" "--days must be" -- cert selfsign "$n" --subject CN=x --days 0 -o "$T/bad.crt"

@@ -804,7 +804,8 @@ static const char cert_help[] =
     "pathLenConstraint N with --path-len); keyUsage by default digitalSignature\n"
     "(plus keyEncipherment for RSA), keyCertSign, cRLSign and digitalSignature\n"
     "with --ca; subject and authority key identifiers. DN, --san, LIST and ALG\n"
-    "as for 'keyvault csr' (an empty DN \"\" needs a --san, made critical).\n";
+    "as for 'keyvault csr'; the DN may not be empty (it is the issuer too).\n"
+    "A key named import, show or selfsign is reached by its URI here.\n";
 
 /* Store the chain in file with the key ref. */
 static int cert_import(kv_ctx *ctx, const char *ref, const char *file)
