@@ -541,6 +541,44 @@ kv_rc kv_x509_add_key_ids(const kv_ctx *ctx, X509 *x, X509 *issuer);
 kv_rc kv_x509_serial_random(const kv_ctx *ctx, ASN1_INTEGER **out);
 kv_rc kv_x509_set_validity(const kv_ctx *ctx, X509 *x, time_t not_before, time_t not_after);
 
+#define KV_X509_DAYS_DEFAULT 365
+#define KV_X509_DAYS_MAX 36500     /* a hundred years */
+#define KV_X509_SANS_MAX 64        /* subject alternative names in one request or certificate */
+#define KV_X509_EKU_MAX 16         /* extended key usages */
+/* What a kv_cert_opts is read for. */
+typedef enum kv_x509_purpose {
+    KV_X509_FOR_REQUEST,  /* a CSR: basicConstraints only with KV_CERT_CA, keyUsage only
+                           * when asked; a NULL subject is the empty name */
+    KV_X509_FOR_SELFSIGN, /* a self-signed certificate: a subject is required */
+    KV_X509_FOR_ISSUE,    /* a certificate a CA issues for another key: a NULL subject
+                           * leaves out->subject NULL (the CSR's or the profile's), an
+                           * empty one needs no SAN from opts (a profile may add one),
+                           * and the tpm_* fields are left to the caller */
+} kv_x509_purpose;
+/* kv_cert_opts checked and converted. */
+typedef struct kv_x509_opts {
+    X509_NAME *subject;          /* NULL only for KV_X509_FOR_ISSUE without a subject */
+    kv_x509_ext_spec spec;       /* spec.san is owned here; spec.eku points into opts */
+    const kv_alg_desc *alg;      /* the signer's algorithm, KV_ALG_DEFAULT resolved */
+    unsigned days;               /* 1..KV_X509_DAYS_MAX */
+} kv_x509_opts;
+/*
+ * Check opts and convert them for a request or certificate on subject_key
+ * (its public key; the key usage default and the fit of the asked usages
+ * follow its family), signed by signer (opts->alg must fit it). Refused,
+ * naming what: opts NULL or shorter than the fields read, or longer with
+ * unknown fields set (KV_ERR_INVALID_ARG); unknown KV_KU_ or KV_CERT_ bits,
+ * keyCertSign or a path length without KV_CERT_CA, days over
+ * KV_X509_DAYS_MAX (KV_ERR_INVALID_ARG); a key usage the key cannot have
+ * and an algorithm of another family (KV_ERR_WRONG_KEY_TYPE); a malformed
+ * subject, SAN or EKU (KV_ERR_BAD_INPUT). An empty subject needs a SAN,
+ * which is then critical (RFC 5280 4.2.1.6). Free with kv_x509_opts_clear
+ * (also after a failure).
+ */
+kv_rc kv_x509_opts_read(const kv_key *signer, const EVP_PKEY *subject_key,
+                        const kv_cert_opts *opts, kv_x509_purpose purpose, kv_x509_opts *out);
+void kv_x509_opts_clear(kv_x509_opts *o);
+
 /* Incremented in the child after fork(); backends compare it lazily. */
 unsigned long kv_fork_generation(void);
 

@@ -424,6 +424,33 @@ typedef struct kv_cert_opts {
 #define KV_CERT_OPTS_INIT { sizeof(kv_cert_opts), NULL, NULL, 0, NULL, KV_ALG_DEFAULT, 0, 0, 0, \
                             NULL, NULL, NULL }
 
+/*
+ * kv_csr_create - a PKCS#10 certificate request signed by key, as a PEM
+ * "CERTIFICATE REQUEST" string freed with kv_string_free. It carries
+ * opts->subject (NULL: the empty name, which then needs a SAN), and as
+ * requested extensions the SANs, the key usage and EKU asked for (no
+ * default key usage in a request) and, with KV_CERT_CA, basicConstraints
+ * CA:TRUE. Signed with opts->alg (KV_ALG_DEFAULT follows the key;
+ * KV_ALG_RSA_PKCS1_* for PKCS#1 v1.5). opts->days is checked, not used.
+ * On failure *pem is NULL and kv_errmsg names what was refused.
+ */
+KV_API KV_WUR kv_rc kv_csr_create(kv_key *key, const kv_cert_opts *opts, char **pem)
+    KV_NONNULL(1, 2, 3);
+
+/*
+ * kv_cert_selfsign - a self-signed X.509 v3 certificate for key, as a PEM
+ * "CERTIFICATE" string freed with kv_string_free: issuer = subject
+ * (required; "" only with a SAN, which is then critical), valid from 60 s
+ * ago for opts->days (0: 365, at most 36500), a random 127-bit serial,
+ * basicConstraints (critical; CA:TRUE with KV_CERT_CA), keyUsage (critical;
+ * when opts->key_usage is 0: keyCertSign, cRLSign and digitalSignature for
+ * a CA, else digitalSignature, plus keyEncipherment for RSA), the EKUs and
+ * SANs asked for, and subject and authority key identifiers. The library
+ * does not store it: kv_key_store_cert does.
+ */
+KV_API KV_WUR kv_rc kv_cert_selfsign(kv_key *key, const kv_cert_opts *opts, char **pem)
+    KV_NONNULL(1, 2, 3);
+
 /* ---- the vault CA ------------------------------------------------------ */
 
 /* Revocation reasons: the CRLReason values of RFC 5280 5.3.1. */

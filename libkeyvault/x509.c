@@ -13,6 +13,8 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <openssl/bn.h>
@@ -747,4 +749,215 @@ kv_rc kv_x509_set_validity(const kv_ctx *ctx, X509 *x, time_t not_before, time_t
     ASN1_TIME_free(nb);
     ASN1_TIME_free(na);
     return rc;
+}
+
+/* ---- certificate options (kv_cert_opts) ------------------------------------ */
+
+/* The fields every reader of kv_cert_opts reads: size .. path_len. */
+#define CERT_OPTS_MIN (offsetof(kv_cert_opts, path_len) + sizeof(unsigned))
+#define CERT_OPTS_TPM_END (offsetof(kv_cert_opts, tpm_version) + sizeof(const char *))
+/* A larger size is a newer caller's: its extra fields must be zero. */
+#define CERT_OPTS_MAX 4096
+#define KU_KNOWN (KV_KU_DIGITAL_SIGNATURE | KV_KU_NON_REPUDIATION | KV_KU_KEY_ENCIPHERMENT | \
+                  KV_KU_DATA_ENCIPHERMENT | KV_KU_KEY_AGREEMENT | KV_KU_KEY_CERT_SIGN |      \
+                  KV_KU_CRL_SIGN)
+
+static const char *const eku_names[] = {
+    "serverAuth", "clientAuth", "codeSigning", "emailProtection", "timeStamping", "OCSPSigning",
+};
+
+static kv_rc opts_size(const kv_ctx *ctx, const kv_cert_opts *opts)
+{
+    if (!opts)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "certificate options are NULL");
+    if (opts->size < CERT_OPTS_MIN || opts->size > CERT_OPTS_MAX)
+        return kv_error(ctx, KV_ERR_INVALID_ARG,
+                        "certificate options: size %zu is not between %zu and %d "
+                        "(initialise with KV_CERT_OPTS_INIT)",
+                        opts->size, (size_t)CERT_OPTS_MIN, CERT_OPTS_MAX);
+    for (size_t i = sizeof(*opts); i < opts->size; i++)
+        if (((const unsigned char *)opts)[i] != 0)
+            return kv_error(ctx, KV_ERR_INVALID_ARG,
+                            "certificate options: fields past the %zu bytes this library "
+                            "knows are set (a newer libkeyvault is needed)", sizeof(*opts));
+    return KV_OK;
+}
+
+static kv_rc opts_flags(const kv_ctx *ctx, const kv_cert_opts *opts, kv_x509_purpose purpose)
+{
+    bool ca = opts->flags & KV_CERT_CA;
+
+    if (opts->flags & ~(KV_CERT_CA | KV_CERT_PATH_LEN))
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "certificate options: unknown flags 0x%x",
+                        opts->flags & ~(KV_CERT_CA | KV_CERT_PATH_LEN));
+    if ((opts->flags & KV_CERT_PATH_LEN) && !ca)
+        return kv_error(ctx, KV_ERR_INVALID_ARG,
+                        "certificate options: KV_CERT_PATH_LEN applies to a CA (KV_CERT_CA) only");
+    if (opts->path_len && !(opts->flags & KV_CERT_PATH_LEN))
+        return kv_error(ctx, KV_ERR_INVALID_ARG,
+                        "certificate options: path_len is set without KV_CERT_PATH_LEN");
+    if (opts->path_len > INT_MAX)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "certificate options: path_len %u is too large",
+                        opts->path_len);
+    if (opts->key_usage & ~KU_KNOWN)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "certificate options: unknown key usage bits 0x%x",
+                        opts->key_usage & ~KU_KNOWN);
+    if ((opts->key_usage & KV_KU_KEY_CERT_SIGN) && !ca)
+        return kv_error(ctx, KV_ERR_INVALID_ARG,
+                        "certificate options: key usage keyCertSign needs a CA (KV_CERT_CA; "
+                        "RFC 5280 4.2.1.3)");
+    if (opts->days > KV_X509_DAYS_MAX)
+        return kv_error(ctx, KV_ERR_INVALID_ARG,
+                        "certificate options: %u days of validity is more than %d", opts->days,
+                        KV_X509_DAYS_MAX);
+    if (purpose != KV_X509_FOR_ISSUE && opts->size >= CERT_OPTS_TPM_END &&
+        (opts->tpm_manufacturer || opts->tpm_model || opts->tpm_version))
+        return kv_error(ctx, KV_ERR_INVALID_ARG,
+                        "certificate options: tpm_manufacturer, tpm_model and tpm_version "
+                        "belong to a CA's tpm-ak profile");
+    return KV_OK;
+}
+
+/* The key usage asked for, or the default for the key and purpose; a usage
+ * the key's algorithm cannot serve is refused. */
+static kv_rc opts_key_usage(const kv_ctx *ctx, const EVP_PKEY *pub, const kv_cert_opts *opts,
+                            kv_x509_purpose purpose, unsigned *out)
+{
+    kv_family f = kv_family_of_pkey(pub);
+    unsigned ku = opts->key_usage, bad;
+    const char *need = NULL;
+
+    *out = 0;
+    if (!ku) {
+        if (purpose == KV_X509_FOR_REQUEST)
+            return KV_OK;     /* a request asks only for what the caller asked */
+        if (opts->flags & KV_CERT_CA)
+            ku = KV_KU_KEY_CERT_SIGN | KV_KU_CRL_SIGN | KV_KU_DIGITAL_SIGNATURE;
+        else if (f == KV_FAMILY_RSA)
+            ku = KV_KU_DIGITAL_SIGNATURE | KV_KU_KEY_ENCIPHERMENT;
+        else
+            ku = KV_KU_DIGITAL_SIGNATURE;
+    }
+    /* RSA encrypts; EC agrees keys; Ed25519 only signs */
+    bad = ku & (f == KV_FAMILY_RSA ? KV_KU_KEY_AGREEMENT
+                : f == KV_FAMILY_EC ? KV_KU_KEY_ENCIPHERMENT | KV_KU_DATA_ENCIPHERMENT
+                                    : KV_KU_KEY_AGREEMENT | KV_KU_KEY_ENCIPHERMENT |
+                                          KV_KU_DATA_ENCIPHERMENT);
+    if (bad & KV_KU_KEY_AGREEMENT)
+        need = "keyAgreement needs an EC key";
+    else if (bad & KV_KU_KEY_ENCIPHERMENT)
+        need = "keyEncipherment needs an RSA key";
+    else if (bad)
+        need = "dataEncipherment needs an RSA key";
+    if (need)
+        return kv_error(ctx, KV_ERR_WRONG_KEY_TYPE, "key usage %s; the subject key is %s", need,
+                        f == KV_FAMILY_NONE ? "of an unknown type"
+                                            : kv_key_type_name(kv_type_of_pkey(pub)));
+    *out = ku;
+    return KV_OK;
+}
+
+/* A known purpose name or a dotted OID, each entry numbered in messages. */
+static kv_rc opts_eku(const kv_ctx *ctx, const char *const *eku)
+{
+    size_t n = 0;
+
+    for (; eku && eku[n]; n++) {
+        const char *s = eku[n];
+        bool known = false, dotted = *s != '\0' && strlen(s) <= 128;
+
+        if (n == KV_X509_EKU_MAX)
+            return kv_error(ctx, KV_ERR_BAD_INPUT, "more than %d extended key usages",
+                            KV_X509_EKU_MAX);
+        for (size_t i = 0; i < sizeof(eku_names) / sizeof(eku_names[0]); i++)
+            known = known || strcmp(s, eku_names[i]) == 0;
+        for (const char *p = s; dotted && *p; p++)
+            dotted = isdigit((unsigned char)*p) || (*p == '.' && p > s && p[1] && p[1] != '.');
+        if (!known && dotted) {
+            ASN1_OBJECT *o = OBJ_txt2obj(s, 1);
+            dotted = o != NULL;
+            ASN1_OBJECT_free(o);
+            ERR_clear_error();
+        }
+        if (!known && !dotted)
+            return kv_error(ctx, KV_ERR_BAD_INPUT,
+                            "extended key usage %zu: not serverAuth, clientAuth, codeSigning, "
+                            "emailProtection, timeStamping, OCSPSigning or a dotted OID", n + 1);
+    }
+    return KV_OK;
+}
+
+static kv_rc opts_sans(const kv_ctx *ctx, const char *const *sans, GENERAL_NAMES **out)
+{
+    GENERAL_NAMES *names = sk_GENERAL_NAME_new_null();
+    GENERAL_NAME *g = NULL;
+    kv_rc rc = KV_OK;
+
+    *out = NULL;
+    if (!names)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    for (size_t i = 0; sans && sans[i]; i++) {
+        if (i == KV_X509_SANS_MAX)
+            KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "more than %d subject alternative names",
+                    KV_X509_SANS_MAX);
+        KV_CHECK(rc, kv_x509_san_parse(ctx, sans[i], &g));
+        if (!sk_GENERAL_NAME_push(names, g)) {
+            GENERAL_NAME_free(g);
+            KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+        }
+    }
+    *out = names;
+    names = NULL;
+out:
+    GENERAL_NAMES_free(names);
+    return rc;
+}
+
+kv_rc kv_x509_opts_read(const kv_key *signer, const EVP_PKEY *subject_key,
+                        const kv_cert_opts *opts, kv_x509_purpose purpose, kv_x509_opts *out)
+{
+    const kv_ctx *ctx = signer->ctx;
+    const char *subject;
+    kv_rc rc;
+
+    memset(out, 0, sizeof(*out));
+    out->spec.ca = -1;
+    out->spec.path_len = -1;
+    KV_CHECK(rc, opts_size(ctx, opts));
+    KV_CHECK(rc, opts_flags(ctx, opts, purpose));
+    KV_CHECK(rc, kv_key_alg(signer, opts->alg, &out->alg));
+    KV_CHECK(rc, opts_key_usage(ctx, subject_key, opts, purpose, &out->spec.key_usage));
+    KV_CHECK(rc, opts_eku(ctx, opts->ext_key_usage));
+    KV_CHECK(rc, opts_sans(ctx, opts->sans, &out->spec.san));
+    subject = opts->subject;
+    if (!subject && purpose == KV_X509_FOR_SELFSIGN)
+        KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "a self-signed certificate needs a subject");
+    if (subject || purpose == KV_X509_FOR_REQUEST) {
+        KV_CHECK(rc, kv_x509_name_parse(ctx, subject ? subject : "", &out->subject));
+        if (X509_NAME_entry_count(out->subject) == 0) {
+            if (sk_GENERAL_NAME_num(out->spec.san) == 0 && purpose != KV_X509_FOR_ISSUE)
+                KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT,
+                        "an empty subject needs a subject alternative name (RFC 5280 4.2.1.6)");
+            out->spec.san_critical = 1;
+        }
+    }
+    if (opts->flags & KV_CERT_CA) {
+        out->spec.ca = 1;
+        if (opts->flags & KV_CERT_PATH_LEN)
+            out->spec.path_len = (long)opts->path_len;
+    } else if (purpose != KV_X509_FOR_REQUEST) {
+        out->spec.ca = 0;
+    }
+    out->spec.eku = opts->ext_key_usage;
+    out->days = opts->days ? opts->days : KV_X509_DAYS_DEFAULT;
+    rc = KV_OK;
+out:
+    return rc;
+}
+
+void kv_x509_opts_clear(kv_x509_opts *o)
+{
+    X509_NAME_free(o->subject);
+    GENERAL_NAMES_free(o->spec.san);
+    memset(o, 0, sizeof(*o));
 }

@@ -574,11 +574,242 @@ out:
     return ret;
 }
 
+/* ---- certificate requests and self-signed certificates ------------------- */
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} key_usages[] = {
+    { "digitalSignature", KV_KU_DIGITAL_SIGNATURE }, { "nonRepudiation", KV_KU_NON_REPUDIATION },
+    { "keyEncipherment", KV_KU_KEY_ENCIPHERMENT },   { "dataEncipherment", KV_KU_DATA_ENCIPHERMENT },
+    { "keyAgreement", KV_KU_KEY_AGREEMENT },         { "keyCertSign", KV_KU_KEY_CERT_SIGN },
+    { "cRLSign", KV_KU_CRL_SIGN },
+};
+
+/* What csr and cert selfsign share: kv_cert_opts and where to write. */
+struct cert_args {
+    kv_cert_opts opts;
+    const char **sans;   /* NULL-terminated; the strings are argv's */
+    size_t nsans;
+    char **ekus;         /* NULL-terminated; split from the --eku lists */
+    size_t nekus;
+    const char *out;
+    const char *key;     /* NAME or URI */
+};
+
+static void oom(const char *cmd) __attribute__((noreturn));
+static void oom(const char *cmd)
+{
+    fprintf(stderr, "%s %s: out of memory\n", prog, cmd);
+    exit(EXIT_FAIL);
+}
+
+/* Append s to a NULL-terminated array of n entries. */
+static void push_str(const char *cmd, const char ***arr, size_t *n, const char *s)
+{
+    const char **a = realloc(*arr, (*n + 2) * sizeof(*a));
+
+    if (!a)
+        oom(cmd);
+    a[(*n)++] = s;
+    a[*n] = NULL;
+    *arr = a;
+}
+
+static unsigned parse_key_usage(const char *cmd, const char *list)
+{
+    char *copy = strdup(list), *save = NULL;
+    unsigned ku = 0;
+
+    if (!copy)
+        oom(cmd);
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        unsigned bit = 0;
+        for (size_t i = 0; i < sizeof(key_usages) / sizeof(key_usages[0]); i++)
+            if (strcasecmp(t, key_usages[i].name) == 0)
+                bit = key_usages[i].bit;
+        if (!bit) {
+            free(copy);
+            die_usage(cmd, "unknown key usage (digitalSignature, nonRepudiation, "
+                           "keyEncipherment, dataEncipherment, keyAgreement, keyCertSign, "
+                           "cRLSign)");
+        }
+        ku |= bit;
+    }
+    free(copy);
+    if (!ku)
+        die_usage(cmd, "--key-usage needs at least one usage");
+    return ku;
+}
+
+static void parse_eku(const char *cmd, const char *list, struct cert_args *a)
+{
+    char *copy = strdup(list), *save = NULL;
+
+    if (!copy)
+        oom(cmd);
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *e = strdup(t);
+        if (!e)
+            oom(cmd);
+        push_str(cmd, (const char ***)&a->ekus, &a->nekus, e);
+    }
+    free(copy);
+}
+
+static unsigned parse_uint(const char *cmd, const char *opt, const char *s, unsigned long min,
+                           unsigned long max)
+{
+    char *end;
+    unsigned long v;
+
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (*s < '0' || *s > '9' || *end || errno || v < min || v > max)
+        die_usage(cmd, "%s must be a number from %lu to %lu", opt, min, max);
+    return (unsigned)v;
+}
+
+static void cert_args_parse(const char *cmd, int selfsign, int argc, char **argv,
+                            struct cert_args *a)
+{
+    static const struct option opts[] = {
+        { "subject", required_argument, NULL, 's' },   { "san", required_argument, NULL, 'S' },
+        { "key-usage", required_argument, NULL, 'k' }, { "eku", required_argument, NULL, 'e' },
+        { "alg", required_argument, NULL, 'a' },       { "out", required_argument, NULL, 'o' },
+        { "days", required_argument, NULL, 'd' },      { "ca", no_argument, NULL, 'C' },
+        { "path-len", required_argument, NULL, 'p' },  { NULL, 0, NULL, 0 },
+    };
+    const kv_cert_opts init = KV_CERT_OPTS_INIT;
+    int c;
+
+    memset(a, 0, sizeof(*a));
+    a->opts = init;
+    a->out = "-";
+    while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
+        if (!selfsign && (c == 'd' || c == 'C' || c == 'p'))
+            die_usage(cmd, "--days, --ca and --path-len are for certificates "
+                           "('keyvault cert selfsign')");
+        switch (c) {
+        case 's':
+            if (a->opts.subject)
+                die_usage(cmd, "--subject given twice");
+            a->opts.subject = optarg;
+            break;
+        case 'S': push_str(cmd, &a->sans, &a->nsans, optarg); break;
+        case 'k': a->opts.key_usage |= parse_key_usage(cmd, optarg); break;
+        case 'e': parse_eku(cmd, optarg, a); break;
+        case 'a': a->opts.alg = (kv_sign_alg)parse_alg(cmd, optarg); break;
+        case 'o': a->out = optarg; break;
+        case 'd': a->opts.days = parse_uint(cmd, "--days", optarg, 1, 36500); break;
+        case 'C': a->opts.flags |= KV_CERT_CA; break;
+        case 'p':
+            a->opts.path_len = parse_uint(cmd, "--path-len", optarg, 0, 255);
+            a->opts.flags |= KV_CERT_PATH_LEN;
+            break;
+        default: die_usage(cmd, "bad option");
+        }
+    }
+    if (optind != argc - 1)
+        die_usage(cmd, "expected one key NAME or URI");
+    if (selfsign && !a->opts.subject)
+        die_usage(cmd, "needs --subject (\"\" for an empty one, with a --san)");
+    a->key = argv[optind];
+    a->opts.sans = a->sans;
+    a->opts.ext_key_usage = (const char *const *)a->ekus;
+}
+
+static void cert_args_free(struct cert_args *a)
+{
+    for (size_t i = 0; i < a->nekus; i++)
+        free(a->ekus[i]);
+    free(a->ekus);
+    free(a->sans);
+}
+
+static const char csr_help[] =
+    "usage: keyvault [-c CONF] csr NAME|URI --subject DN [--san dns:NAME] [--san ip:ADDR]\n"
+    "                [--san uri:URI] [--san email:ADDR] [--key-usage LIST] [--eku LIST]\n"
+    "                [--alg ALG] [-o FILE]\n"
+    "Write a PKCS#10 certificate request signed by the key (PEM, standard output\n"
+    "by default). DN: RFC 4514, most specific first (\"CN=dev-42,O=Fleet\"); it may\n"
+    "be left out, or \"\", when a --san is given. --san may be repeated. The SANs,\n"
+    "--key-usage and --eku are asked for as requested extensions; the CA decides.\n"
+    "LIST: comma-separated. Key usages: digitalSignature, nonRepudiation,\n"
+    "keyEncipherment, dataEncipherment, keyAgreement, keyCertSign, cRLSign.\n"
+    "Extended key usages: serverAuth, clientAuth, codeSigning, emailProtection,\n"
+    "timeStamping, OCSPSigning or a dotted OID. ALG: as for sign (default: by the\n"
+    "key's type; rsa-pkcs1-sha256 for PKCS#1 v1.5 on an RSA key).\n";
+
+static int cmd_csr(kv_ctx *ctx, int argc, char **argv)
+{
+    struct cert_args a;
+    kv_key *key = NULL;
+    char *pem = NULL;
+    int ret = EXIT_OK;
+    kv_rc rc;
+
+    cert_args_parse("csr", 0, argc, argv, &a);
+    rc = kv_key_open(ctx, a.key, &key);
+    if (rc == KV_OK)
+        rc = kv_csr_create(key, &a.opts, &pem);
+    if (rc != KV_OK)
+        ret = fail("csr", ctx, rc);
+    else if (write_all(a.out, pem, strlen(pem), 0644) != 0)
+        ret = fail_sys("csr", "write", a.out);
+    kv_string_free(pem);
+    kv_key_free(key);
+    cert_args_free(&a);
+    return ret;
+}
+
+/* keyvault cert selfsign NAME ...: argv[0] is "selfsign". */
+static int cmd_cert_selfsign(kv_ctx *ctx, int argc, char **argv)
+{
+    struct cert_args a;
+    kv_key *key = NULL;
+    kv_key_info info;
+    char *pem = NULL;
+    int ret = EXIT_OK;
+    kv_rc rc;
+
+    cert_args_parse("cert selfsign", 1, argc, argv, &a);
+    rc = kv_key_open(ctx, a.key, &key);
+    if (rc == KV_OK)
+        rc = kv_cert_selfsign(key, &a.opts, &pem);
+    if (rc == KV_OK)
+        rc = kv_key_store_cert(key, (const unsigned char *)pem, strlen(pem));
+    if (rc == KV_OK)
+        rc = kv_key_get_info(key, &info);
+    if (rc != KV_OK)
+        ret = fail("cert selfsign", ctx, rc);
+    else if (write_all(a.out, pem, strlen(pem), 0644) != 0)
+        ret = fail_sys("cert selfsign", "write", a.out);
+    else if (strcmp(a.out, "-") != 0)
+        printf("stored a self-signed certificate with '%s'\n", info.name);
+    kv_string_free(pem);
+    kv_key_free(key);
+    cert_args_free(&a);
+    return ret;
+}
+
 static const char cert_help[] =
     "usage: keyvault [-c CONF] cert NAME|URI [--import FILE] [-o FILE]\n"
     "Without --import, write the certificate stored with the key as PEM (standard\n"
     "output by default). With --import, store FILE (PEM or DER) with the key,\n"
-    "replacing an earlier one; its public key must be the key's.\n";
+    "replacing an earlier one; its public key must be the key's.\n"
+    "\n"
+    "usage: keyvault [-c CONF] cert selfsign NAME|URI --subject DN [--san ...]\n"
+    "                [--days N] [--ca] [--path-len N] [--key-usage LIST] [--eku LIST]\n"
+    "                [--alg ALG] [-o FILE]\n"
+    "Make a self-signed X.509 v3 certificate with the key, store it with the key\n"
+    "(replacing an earlier one) and write it as PEM (standard output by default).\n"
+    "Valid from a minute ago for N days (default 365, at most 36500); a random\n"
+    "127-bit serial; basicConstraints CA:FALSE, or CA:TRUE with --ca (and\n"
+    "pathLenConstraint N with --path-len); keyUsage by default digitalSignature\n"
+    "(plus keyEncipherment for RSA), keyCertSign, cRLSign and digitalSignature\n"
+    "with --ca; subject and authority key identifiers. DN, --san, LIST and ALG\n"
+    "as for 'keyvault csr' (an empty DN \"\" needs a --san, made critical).\n";
 
 static int cmd_cert(kv_ctx *ctx, int argc, char **argv)
 {
@@ -593,6 +824,8 @@ static int cmd_cert(kv_ctx *ctx, int argc, char **argv)
     int c, ret = EXIT_FAIL;
     kv_rc rc;
 
+    if (argc > 1 && !strcmp(argv[1], "selfsign"))
+        return cmd_cert_selfsign(ctx, argc - 1, argv + 1);
     while ((c = getopt_long(argc, argv, "i:o:", opts, NULL)) != -1) {
         switch (c) {
         case 'i': import = optarg; break;
@@ -820,6 +1053,7 @@ static const struct command commands[] = {
     { "verify", cmd_verify, verify_help },    { "ecdh", cmd_ecdh, ecdh_help },
     { "cert", cmd_cert, cert_help },          { "backends", cmd_backends, backends_help },
     { "tpm", cmd_tpm, tpm_help },
+    { "csr", cmd_csr, csr_help },
 };
 
 static void usage(FILE *f)
@@ -836,7 +1070,8 @@ static void usage(FILE *f)
             "  sign NAME        sign a file\n"
             "  verify NAME      verify a signature\n"
             "  ecdh NAME        derive an ECDH shared secret\n"
-            "  cert NAME        store or show the key's certificate\n"
+            "  cert NAME        show or store the key's certificate, or make a self-signed one\n"
+            "  csr NAME         write a certificate request (PKCS#10) signed by the key\n"
             "  tpm ...          TPM attestation: ak, ek-cert, quote, certify, PCRs\n"
             "  backends         show the configured backends\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
