@@ -40,7 +40,6 @@
 #include "internal.h"
 
 #define CA_MAX_INPUT (64 * 1024)       /* a request or public key */
-#define CA_MAX_DAYS 36500u
 #define CA_BUSY_MS 30000               /* SQLite busy timeout: concurrent issuers wait */
 #define CA_SERIAL_TRIES 8
 #define CA_TPM_MODEL_MAX 64
@@ -116,22 +115,13 @@ static const char *const ku_names[] = {
 
 /* ---- what the caller asked for --------------------------------------------- */
 
-/* kv_cert_opts as far as the caller's `size` covers it (fields are only
- * ever appended). */
-static kv_rc opts_read(const kv_ctx *ctx, const kv_cert_opts *in, kv_cert_opts *out)
+/* The fields of opts the caller's `size` covers, after kv_x509_opts_read
+ * has checked it (fields are only ever appended). */
+static void opts_copy(const kv_cert_opts *in, kv_cert_opts *out)
 {
     memset(out, 0, sizeof(*out));
-    out->size = sizeof(*out);
-    if (!in)
-        return KV_OK;
-    if (in->size < offsetof(kv_cert_opts, subject) + sizeof(in->subject) ||
-        in->size > 65536)
-        return kv_error(ctx, KV_ERR_INVALID_ARG,
-                        "kv_cert_opts.size is %zu: initialise it with KV_CERT_OPTS_INIT",
-                        in->size);
     memcpy(out, in, in->size < sizeof(*out) ? in->size : sizeof(*out));
     out->size = sizeof(*out);
-    return KV_OK;
 }
 
 /* A TCG identifier value: "id:" and eight hex digits. */
@@ -158,11 +148,6 @@ static kv_rc opts_check(const kv_ctx *ctx, const ca_profile *p, const kv_cert_op
         return kv_error(ctx, KV_ERR_INVALID_ARG,
                         "profile %s decides key usage and extended key usage: opts may not "
                         "set them", p->name);
-    if (o->days > CA_MAX_DAYS)
-        return kv_error(ctx, KV_ERR_INVALID_ARG, "validity of %u days: at most %u", o->days,
-                        CA_MAX_DAYS);
-    if (o->flags & ~(KV_CERT_CA | KV_CERT_PATH_LEN))
-        return kv_error(ctx, KV_ERR_INVALID_ARG, "unknown kv_cert_opts flags 0x%x", o->flags);
     if (o->flags && !p->ca)
         return kv_error(ctx, KV_ERR_INVALID_ARG,
                         "profile %s issues no CA certificates: KV_CERT_CA and "
@@ -201,6 +186,27 @@ static kv_rc opts_check(const kv_ctx *ctx, const ca_profile *p, const kv_cert_op
                             "profile tpm-ak: no SANs besides the TPM's directoryName");
     }
     return KV_OK;
+}
+
+/*
+ * The caller's opts (NULL: none) checked and converted by the toolkit's
+ * reader for an issued certificate (kv_x509_opts_read: size, flags, days,
+ * algorithm, subject, SANs), then against the profile. *copy holds the
+ * fields the caller's size covers; free xo with kv_x509_opts_clear.
+ */
+static kv_rc ca_opts(kv_key *ca, const ca_profile *p, const EVP_PKEY *subject_key,
+                     const kv_cert_opts *opts, bool from_csr, kv_cert_opts *copy,
+                     kv_x509_opts *xo)
+{
+    static const kv_cert_opts none = KV_CERT_OPTS_INIT;
+    const kv_cert_opts *src = opts ? opts : &none;
+    kv_rc rc;
+
+    KV_CHECK(rc, kv_x509_opts_read(ca, subject_key, src, KV_X509_FOR_ISSUE, xo));
+    opts_copy(src, copy);
+    rc = opts_check(ca->ctx, p, copy, from_csr);
+out:
+    return rc;
 }
 
 /* ---- the CA's certificate ---------------------------------------------------- */
@@ -516,18 +522,27 @@ static char *san_text(const GENERAL_NAME *g)
     return kv_asprintf("%s:%.*s", prefix, s->length, (const char *)s->data);
 }
 
-/* Parse a SAN again from its text and add it, when the profile allows
- * its kind. `where` names the source in messages. */
+/* Whether the profile allows a SAN of g's kind; `where` names the
+ * source in messages. */
+static kv_rc san_kind_ok(const kv_ctx *ctx, const ca_profile *p, const GENERAL_NAME *g,
+                         const char *where)
+{
+    if (!(p->sans & (1u << g->type)))
+        return kv_error(ctx, KV_ERR_BAD_INPUT,
+                        "profile %s does not allow a subject alternative name of kind %s "
+                        "(%s)", p->name, san_kind_name(g->type), where);
+    return KV_OK;
+}
+
+/* A requested SAN parsed again from its text and added, when the profile
+ * allows its kind. */
 static kv_rc san_add(const kv_ctx *ctx, const ca_profile *p, GENERAL_NAMES *out,
                      const GENERAL_NAME *g, const char *text, const char *where)
 {
     GENERAL_NAME *copy = NULL;
     kv_rc rc;
 
-    if (!(p->sans & (1u << g->type)))
-        return kv_error(ctx, KV_ERR_BAD_INPUT,
-                        "profile %s does not allow a subject alternative name of kind %s "
-                        "(%s)", p->name, san_kind_name(g->type), where);
+    KV_CHECK(rc, san_kind_ok(ctx, p, g, where));
     if (!text)
         return kv_error(ctx, KV_ERR_BAD_INPUT,
                         "%s: a subject alternative name of kind %s is malformed", where,
@@ -780,7 +795,7 @@ static kv_rc sub_ca_path_len(const kv_ctx *ctx, const kv_key *ca, X509 *cacert,
  * the PEM chain.
  */
 static kv_rc issue(kv_key *ca, X509 *cacert, const ca_profile *p, const kv_cert_opts *o,
-                   EVP_PKEY *pub, const X509_NAME *subject, GENERAL_NAMES *sans, char **pem)
+                   const kv_alg_desc *alg, EVP_PKEY *pub, const X509_NAME *subject, GENERAL_NAMES *sans, char **pem)
 {
     kv_ctx *ctx = ca->ctx;
     kv_family fam = kv_family_of_pkey(pub);
@@ -871,7 +886,7 @@ static kv_rc issue(kv_key *ca, X509 *cacert, const ca_profile *p, const kv_cert_
     }
     if (X509_set_serialNumber(x, serial) != 1)
         KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot set the serial number");
-    KV_CHECK(rc, kv_x509_sign(ca, KV_OP_ISSUE, o->alg, KV_X509_CERT, x));
+    KV_CHECK(rc, kv_x509_sign(ca, KV_OP_ISSUE, alg->alg, KV_X509_CERT, x));
     b = BIO_new(BIO_s_mem());
     if (!b)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
@@ -902,26 +917,29 @@ kv_rc kv_ca_issue(kv_key *ca, const char *profile, const unsigned char *csr, siz
     kv_ctx *ctx = ca->ctx;
     const ca_profile *p = NULL;
     kv_cert_opts o;
+    kv_x509_opts xo;
     X509 *cacert = NULL;
     X509_REQ *req = NULL;
     X509_NAME *subject = NULL;
     GENERAL_NAMES *sans = sk_GENERAL_NAME_new_null();
+    EVP_PKEY *pub;
     unsigned granted;
     kv_rc rc;
 
     kv_err_begin(ctx);
     *pem = NULL;
+    memset(&xo, 0, sizeof(xo));
     if (!sans)
         return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
     KV_CHECK(rc, profile_get(ctx, profile, &p));
-    KV_CHECK(rc, opts_read(ctx, opts, &o));
-    KV_CHECK(rc, opts_check(ctx, p, &o, true));
     KV_CHECK(rc, ca_cert(ca, KU_KEY_CERT_SIGN, &cacert));
     KV_CHECK(rc, request_decode(ctx, csr, csrlen, &req));
+    pub = X509_REQ_get0_pubkey(req);
+    KV_CHECK(rc, ca_opts(ca, p, pub, opts, true, &o, &xo));
     granted = p->ku;
-    if (kv_family_of_pkey(X509_REQ_get0_pubkey(req)) == KV_FAMILY_RSA)
+    if (kv_family_of_pkey(pub) == KV_FAMILY_RSA)
         granted |= p->ku_rsa;
-    if (kv_family_of_pkey(X509_REQ_get0_pubkey(req)) == KV_FAMILY_EC)
+    if (kv_family_of_pkey(pub) == KV_FAMILY_EC)
         granted |= p->ku_ec;
     KV_CHECK(rc, request_exts(ctx, p, granted, req, sans));
     if (p->tpm) {
@@ -931,8 +949,9 @@ kv_rc kv_ca_issue(kv_key *ca, const char *profile, const unsigned char *csr, siz
     } else {
         KV_CHECK(rc, subject_from(ctx, X509_REQ_get_subject_name(req), &subject));
     }
-    rc = issue(ca, cacert, p, &o, X509_REQ_get0_pubkey(req), subject, sans, pem);
+    rc = issue(ca, cacert, p, &o, xo.alg, pub, subject, sans, pem);
 out:
+    kv_x509_opts_clear(&xo);
     GENERAL_NAMES_free(sans);
     X509_NAME_free(subject);
     X509_REQ_free(req);
@@ -946,44 +965,47 @@ kv_rc kv_ca_issue_pubkey(kv_key *ca, const char *profile, const unsigned char *p
     kv_ctx *ctx = ca->ctx;
     const ca_profile *p = NULL;
     kv_cert_opts o;
+    kv_x509_opts xo;
     X509 *cacert = NULL;
     X509_NAME *subject = NULL;
     EVP_PKEY *key = NULL;
-    GENERAL_NAMES *sans = sk_GENERAL_NAME_new_null();
+    GENERAL_NAMES *sans = NULL;
     kv_rc rc;
 
     kv_err_begin(ctx);
     *pem = NULL;
-    if (!sans)
-        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    memset(&xo, 0, sizeof(xo));
     KV_CHECK(rc, profile_get(ctx, profile, &p));
-    KV_CHECK(rc, opts_read(ctx, opts, &o));
-    KV_CHECK(rc, opts_check(ctx, p, &o, false));
     KV_CHECK(rc, ca_cert(ca, KU_KEY_CERT_SIGN, &cacert));
     if (publen == 0 || publen > CA_MAX_INPUT)
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "a public key of %zu bytes: expected 1 to %d",
                 publen, CA_MAX_INPUT);
     KV_CHECK(rc, kv_pubkey_decode(ctx, pub, publen, &key));
     KV_CHECK(rc, subject_key_check(ctx, key));
-    for (size_t i = 0; o.sans && o.sans[i]; i++) {
-        GENERAL_NAME *g = NULL;
+    KV_CHECK(rc, ca_opts(ca, p, key, opts, false, &o, &xo));
+    /* the SANs of opts, parsed by the reader, of the kinds the profile allows */
+    sans = xo.spec.san;
+    xo.spec.san = NULL;
+    if (!sans && !(sans = sk_GENERAL_NAME_new_null()))
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    for (int i = 0; i < sk_GENERAL_NAME_num(sans); i++) {
         char where[32];
-        snprintf(where, sizeof(where), "SAN %zu of opts", i + 1);
-        KV_CHECK(rc, kv_x509_san_parse(ctx, o.sans[i], &g));
-        rc = san_add(ctx, p, sans, g, o.sans[i], where);
-        GENERAL_NAME_free(g);
-        if (rc != KV_OK)
-            goto out;
+        snprintf(where, sizeof(where), "SAN %d of opts", i + 1);
+        KV_CHECK(rc, san_kind_ok(ctx, p, sk_GENERAL_NAME_value(sans, i), where));
     }
     if (p->tpm)
         KV_CHECK(rc, tpm_san(ctx, &o, sans));
-    KV_CHECK(rc, kv_x509_name_parse(ctx, o.subject ? o.subject : "", &subject));
+    subject = xo.subject ? xo.subject : X509_NAME_new();
+    xo.subject = NULL;
+    if (!subject)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     if (!p->tpm && X509_NAME_entry_count(subject) == 0 && sk_GENERAL_NAME_num(sans) == 0)
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT,
                 "profile %s: a certificate needs a subject or a subject alternative name",
                 p->name);
-    rc = issue(ca, cacert, p, &o, key, subject, sans, pem);
+    rc = issue(ca, cacert, p, &o, xo.alg, key, subject, sans, pem);
 out:
+    kv_x509_opts_clear(&xo);
     GENERAL_NAMES_free(sans);
     X509_NAME_free(subject);
     EVP_PKEY_free(key);
@@ -1128,9 +1150,9 @@ kv_rc kv_ca_crl(kv_key *ca, unsigned days, char **pem)
     *pem = NULL;
     if (days == 0)
         days = 7;
-    if (days > CA_MAX_DAYS)
-        return kv_error(ctx, KV_ERR_INVALID_ARG, "a CRL valid for %u days: at most %u", days,
-                        CA_MAX_DAYS);
+    if (days > KV_X509_DAYS_MAX)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "a CRL valid for %u days: at most %d", days,
+                        KV_X509_DAYS_MAX);
     KV_CHECK(rc, ca_cert(ca, KU_CRL_SIGN, &cacert));
     crl = X509_CRL_new_ex(ctx->libctx, NULL);
     this_update = ASN1_TIME_set(NULL, now);
