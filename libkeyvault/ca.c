@@ -833,7 +833,6 @@ static kv_rc issue(kv_key *ca, X509 *cacert, const ca_profile *p, const kv_cert_
                     p->name);
     }
     /* never past the CA's own not-after */
-    na = na < now ? now : na;
     limit = ASN1_TIME_set(NULL, na);
     if (!limit)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
