@@ -377,6 +377,17 @@ static kv_rc name_value(const kv_ctx *ctx, const char **p, const char *type, cha
     return KV_OK;
 }
 
+/* An attribute type's short name, or its dotted OID. */
+static void obj_name(const ASN1_OBJECT *obj, char *buf, size_t len)
+{
+    int nid = OBJ_obj2nid(obj);
+
+    if (nid != NID_undef)
+        snprintf(buf, len, "%s", OBJ_nid2sn(nid));
+    else
+        OBJ_obj2txt(buf, (int)len, obj, 1);
+}
+
 struct name_attr {
     ASN1_OBJECT *obj;
     char *val;
@@ -391,6 +402,7 @@ kv_rc kv_x509_name_parse(const kv_ctx *ctx, const char *text, X509_NAME **out)
     const char *p = text;
     X509_NAME *name = X509_NAME_new();
     char val[KV_X509_NAME_MAX + 1];
+    ASN1_OBJECT *obj;
     kv_rc rc = KV_OK;
 
     *out = NULL;
@@ -418,20 +430,24 @@ kv_rc kv_x509_name_parse(const kv_ctx *ctx, const char *text, X509_NAME **out)
             if (!isalnum((unsigned char)type[i]) && type[i] != '-' && type[i] != '.')
                 KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT,
                         "subject: bad attribute type at character %zu", (size_t)(p - text) - tl + 1);
-        p++;
         if (nattrs == KV_X509_NAME_ATTRS)
             KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "subject: more than %d attributes",
                     KV_X509_NAME_ATTRS);
-        KV_CHECK(rc, name_value(ctx, &p, type, val, &vl));
-        attrs[nattrs].obj = name_type(type);
-        if (!attrs[nattrs].obj) {
+        /* messages name the type as OpenSSL knows it, never as written */
+        if (!(obj = name_type(type))) {
             ERR_clear_error();
-            KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "subject: unknown attribute type '%s'", type);
+            KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "subject: unknown attribute type at character %zu",
+                    (size_t)(p - text) - tl + 1);
         }
-        attrs[nattrs].val = OPENSSL_memdup(val, vl + 1);
-        attrs[nattrs].len = vl;
+        attrs[nattrs].obj = obj;
+        attrs[nattrs].val = NULL;
         attrs[nattrs].new_rdn = new_rdn;
         nattrs++;
+        obj_name(obj, type, sizeof(type));
+        p++;
+        KV_CHECK(rc, name_value(ctx, &p, type, val, &vl));
+        attrs[nattrs - 1].val = OPENSSL_memdup(val, vl + 1);
+        attrs[nattrs - 1].len = vl;
         if (!attrs[nattrs - 1].val)
             KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
         if (*p == ',' || *p == '+') {
@@ -450,11 +466,7 @@ kv_rc kv_x509_name_parse(const kv_ctx *ctx, const char *text, X509_NAME **out)
             if (X509_NAME_add_entry_by_OBJ(name, attrs[i].obj, MBSTRING_UTF8,
                                            (unsigned char *)attrs[i].val, (int)attrs[i].len, -1,
                                            i == start ? 0 : -1) != 1) {
-                int nid = OBJ_obj2nid(attrs[i].obj);
-                if (nid != NID_undef)
-                    snprintf(tname, sizeof(tname), "%s", OBJ_nid2sn(nid));
-                else
-                    OBJ_obj2txt(tname, sizeof(tname), attrs[i].obj, 1);
+                obj_name(attrs[i].obj, tname, sizeof(tname));
                 KV_FAIL_OSSL(ctx, rc, KV_ERR_BAD_INPUT, "subject: attribute %s is not valid",
                              tname);
             }

@@ -8,7 +8,7 @@ printf 'another message\n' >"$T/other"
 
 # help for the tool and every subcommand
 expect 0 "keyvault --help" -- "$KEYVAULT" --help
-for c in keygen list info destroy pubkey sign verify ecdh cert backends; do
+for c in keygen list info destroy pubkey sign verify ecdh cert backends csr; do
     expect 0 "keyvault $c --help" -- "$KEYVAULT" "$c" --help
     contains "$T/out" "usage: keyvault" "$c --help prints a usage line"
 done

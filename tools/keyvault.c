@@ -591,70 +591,57 @@ struct cert_args {
     kv_cert_opts opts;
     const char **sans;   /* NULL-terminated; the strings are argv's */
     size_t nsans;
-    char **ekus;         /* NULL-terminated; split from the --eku lists */
+    const char **ekus;   /* NULL-terminated; the --eku lists split in place */
     size_t nekus;
     const char *out;
     const char *key;     /* NAME or URI */
 };
-
-static void oom(const char *cmd) __attribute__((noreturn));
-static void oom(const char *cmd)
-{
-    fprintf(stderr, "%s %s: out of memory\n", prog, cmd);
-    exit(EXIT_FAIL);
-}
 
 /* Append s to a NULL-terminated array of n entries. */
 static void push_str(const char *cmd, const char ***arr, size_t *n, const char *s)
 {
     const char **a = realloc(*arr, (*n + 2) * sizeof(*a));
 
-    if (!a)
-        oom(cmd);
+    if (!a) {
+        fprintf(stderr, "%s %s: out of memory\n", prog, cmd);
+        exit(EXIT_FAIL);
+    }
     a[(*n)++] = s;
     a[*n] = NULL;
     *arr = a;
 }
 
-static unsigned parse_key_usage(const char *cmd, const char *list)
+static unsigned parse_key_usage(const char *cmd, char *list)
 {
-    char *copy = strdup(list), *save = NULL;
+    char *save = NULL;
     unsigned ku = 0;
 
-    if (!copy)
-        oom(cmd);
-    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         unsigned bit = 0;
         for (size_t i = 0; i < sizeof(key_usages) / sizeof(key_usages[0]); i++)
             if (strcasecmp(t, key_usages[i].name) == 0)
                 bit = key_usages[i].bit;
-        if (!bit) {
-            free(copy);
+        if (!bit)
             die_usage(cmd, "unknown key usage (digitalSignature, nonRepudiation, "
                            "keyEncipherment, dataEncipherment, keyAgreement, keyCertSign, "
                            "cRLSign)");
-        }
         ku |= bit;
     }
-    free(copy);
     if (!ku)
         die_usage(cmd, "--key-usage needs at least one usage");
     return ku;
 }
 
-static void parse_eku(const char *cmd, const char *list, struct cert_args *a)
+/* The library checks each name; here the list is only split. */
+static void parse_eku(const char *cmd, char *list, struct cert_args *a)
 {
-    char *copy = strdup(list), *save = NULL;
+    char *save = NULL;
+    size_t before = a->nekus;
 
-    if (!copy)
-        oom(cmd);
-    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        char *e = strdup(t);
-        if (!e)
-            oom(cmd);
-        push_str(cmd, (const char ***)&a->ekus, &a->nekus, e);
-    }
-    free(copy);
+    for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        push_str(cmd, &a->ekus, &a->nekus, t);
+    if (a->nekus == before)
+        die_usage(cmd, "--eku needs at least one extended key usage");
 }
 
 static unsigned parse_uint(const char *cmd, const char *opt, const char *s, unsigned long min,
@@ -712,17 +699,17 @@ static void cert_args_parse(const char *cmd, int selfsign, int argc, char **argv
     }
     if (optind != argc - 1)
         die_usage(cmd, "expected one key NAME or URI");
+    if ((a->opts.flags & KV_CERT_PATH_LEN) && !(a->opts.flags & KV_CERT_CA))
+        die_usage(cmd, "--path-len needs --ca");
     if (selfsign && !a->opts.subject)
         die_usage(cmd, "needs --subject (\"\" for an empty one, with a --san)");
     a->key = argv[optind];
     a->opts.sans = a->sans;
-    a->opts.ext_key_usage = (const char *const *)a->ekus;
+    a->opts.ext_key_usage = a->ekus;
 }
 
 static void cert_args_free(struct cert_args *a)
 {
-    for (size_t i = 0; i < a->nekus; i++)
-        free(a->ekus[i]);
     free(a->ekus);
     free(a->sans);
 }
