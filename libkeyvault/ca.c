@@ -892,14 +892,12 @@ static kv_rc issue(kv_key *ca, X509 *cacert, const ca_profile *p, const kv_cert_
     KV_CHECK(rc, pem_append(ctx, b, x));
     if (!(X509_get_extension_flags(cacert) & EXFLAG_SS))
         KV_CHECK(rc, pem_append(ctx, b, cacert));
-    KV_CHECK(rc, bio_string(ctx, b, pem));
 out:
     sqlite3_finalize(st);
+    /* recorded (committed) first, handed out after */
     rc = db_finish(ctx, &d, rc);
-    if (rc != KV_OK && *pem) {
-        kv_string_free(*pem);
-        *pem = NULL;
-    }
+    if (rc == KV_OK)
+        rc = bio_string(ctx, b, pem);
     BIO_free(b);
     free(hex);
     free(subj_text);
@@ -1208,14 +1206,12 @@ kv_rc kv_ca_crl(kv_key *ca, unsigned days, char **pem)
     b = BIO_new(BIO_s_mem());
     if (!b || PEM_write_bio_X509_CRL(b, signed_crl) != 1)
         KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot encode the CRL as PEM");
-    KV_CHECK(rc, bio_string(ctx, b, pem));
 out:
     sqlite3_finalize(st);
+    /* the CRL number counted (committed) first, the CRL handed out after */
     rc = db_finish(ctx, &d, rc);
-    if (rc != KV_OK && *pem) {
-        kv_string_free(*pem);
-        *pem = NULL;
-    }
+    if (rc == KV_OK)
+        rc = bio_string(ctx, b, pem);
     BIO_free(b);
     AUTHORITY_KEYID_free(akid);
     ASN1_INTEGER_free(number);
