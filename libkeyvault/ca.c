@@ -173,10 +173,16 @@ static kv_rc opts_check(const kv_ctx *ctx, const ca_profile *p, const kv_cert_op
         if (n == 0 || n > CA_TPM_MODEL_MAX)
             return kv_error(ctx, KV_ERR_BAD_INPUT, "TPM model: 1 to %d characters",
                             CA_TPM_MODEL_MAX);
-        for (const char *s = o->tpm_model; *s; s++)
-            if ((unsigned char)*s < 0x20 || *s == 0x7f)
+        for (const unsigned char *s = (const unsigned char *)o->tpm_model; *s;) {
+            unsigned long c = 0;
+            int l = UTF8_getc(s, (int)strlen((const char *)s), &c);
+            if (l <= 0)
+                return kv_error(ctx, KV_ERR_BAD_INPUT, "TPM model: not valid UTF-8");
+            if (c < 0x20 || (c >= 0x7f && c < 0xa0))
                 return kv_error(ctx, KV_ERR_BAD_INPUT,
                                 "TPM model: holds a control character");
+            s += l;
+        }
         if (o->subject && *o->subject)
             return kv_error(ctx, KV_ERR_BAD_INPUT,
                             "profile tpm-ak: the subject is always empty; the TPM is named "
@@ -599,6 +605,10 @@ static kv_rc request_exts(const kv_ctx *ctx, const ca_profile *p, unsigned grant
                          OBJ_nid2ln(nid));
         if (nid == NID_subject_alt_name) {
             GENERAL_NAMES *gens = v;
+            if (sk_GENERAL_NAME_num(gens) + sk_GENERAL_NAME_num(sans) > KV_X509_SANS_MAX)
+                rc = kv_error(ctx, KV_ERR_BAD_INPUT,
+                              "the request asks for more than %d subject alternative names",
+                              KV_X509_SANS_MAX);
             for (int j = 0; rc == KV_OK && j < sk_GENERAL_NAME_num(gens); j++) {
                 const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, j);
                 char *t = san_text(g);

@@ -506,6 +506,15 @@ START_TEST(tpm_ak)
                                          &o, &pem), KV_ERR_BAD_INPUT);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "TPM version"));
     o.tpm_version = "id:00020000";
+    o.tpm_model = "sw\xfftpm";
+    ck_assert_rc(ctx, kv_ca_issue_pubkey(ca, "tpm-ak", (const unsigned char *)pub, strlen(pub),
+                                         &o, &pem), KV_ERR_BAD_INPUT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "not valid UTF-8"));
+    o.tpm_model = "sw\ntpm";
+    ck_assert_rc(ctx, kv_ca_issue_pubkey(ca, "tpm-ak", (const unsigned char *)pub, strlen(pub),
+                                         &o, &pem), KV_ERR_BAD_INPUT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "control character"));
+    o.tpm_model = "swtpm";
     o.subject = "CN=ak";
     ck_assert_rc(ctx, kv_ca_issue_pubkey(ca, "tpm-ak", (const unsigned char *)pub, strlen(pub),
                                          &o, &pem), KV_ERR_BAD_INPUT);
@@ -724,6 +733,25 @@ START_TEST(bad_requests)
         OPENSSL_free(der);
         X509_NAME_free(n);
         X509_REQ_free(req);
+    }
+    /* more SANs than a certificate may carry */
+    {
+        const char *many[KV_X509_SANS_MAX + 2];
+        char names[KV_X509_SANS_MAX + 1][32];
+        GENERAL_NAMES *g;
+        kv_x509_ext_spec spec = { -1, -1, 0, NULL, NULL, 0 };
+        for (int i = 0; i <= KV_X509_SANS_MAX; i++) {
+            snprintf(names[i], sizeof(names[i]), "dns:h%d.example.org", i);
+            many[i] = names[i];
+        }
+        many[KV_X509_SANS_MAX + 1] = NULL;
+        g = sans_of(many);
+        spec.san = g;
+        csr = make_csr(leaf, "CN=many", &spec, &len);
+        ck_assert_rc(ctx, kv_ca_issue(ca, "tls-client", csr, len, NULL, &pem), KV_ERR_BAD_INPUT);
+        ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "more than 64 subject alternative names"));
+        OPENSSL_free(csr);
+        GENERAL_NAMES_free(g);
     }
     /* opts that belong to kv_ca_issue_pubkey */
     {
