@@ -810,7 +810,9 @@ static kv_rc issue(kv_key *ca, X509 *cacert, const ca_profile *p, const kv_cert_
     kv_ctx *ctx = ca->ctx;
     kv_family fam = kv_family_of_pkey(pub);
     const char *const *eku = p->eku;
-    kv_x509_ext_spec spec = { p->ca ? 1 : 0, -1, p->ku, eku, sans, p->tpm };
+    /* an empty subject makes the SAN critical (RFC 5280 4.2.1.6) */
+    kv_x509_ext_spec spec = { p->ca ? 1 : 0, -1, p->ku, eku, sans,
+                              p->tpm || X509_NAME_entry_count(subject) == 0 };
     STACK_OF(X509_EXTENSION) *exts = NULL;
     X509 *x = X509_new_ex(ctx->libctx, NULL);
     ASN1_INTEGER *serial = NULL;

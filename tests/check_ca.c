@@ -564,6 +564,16 @@ START_TEST(pubkey_subject_and_sans)
     free(subj);
     X509_free(x);
     kv_string_free(pem);
+    /* an empty subject: the SAN is critical */
+    o.subject = "";
+    ck_assert_rc(ctx, kv_ca_issue_pubkey(ca, "tls-server", der, len, &o, &pem), KV_OK);
+    x = first_cert(pem, NULL);
+    ck_assert_int_eq(X509_NAME_entry_count(X509_get_subject_name(x)), 0);
+    ck_assert_int_eq(X509_EXTENSION_get_critical(X509_get_ext(
+                         x, X509_get_ext_by_NID(x, NID_subject_alt_name, -1))), 1);
+    X509_free(x);
+    kv_string_free(pem);
+    o.subject = "CN=svc,O=Fleet";
     o.sans = bad;
     ck_assert_rc(ctx, kv_ca_issue_pubkey(ca, "tls-server", der, len, &o, &pem), KV_ERR_BAD_INPUT);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "SAN 1 of opts"));
@@ -590,7 +600,7 @@ START_TEST(pubkey_subject_and_sans)
     ck_assert_rc(ctx, kv_ca_issue_pubkey(ca, "tls-server", (const unsigned char *)"junk", 4, &o,
                                          &pem), KV_ERR_BAD_INPUT);
     ck_assert_ptr_null(pem);
-    ck_assert_int_eq(db_count(caname, NULL), 1);
+    ck_assert_int_eq(db_count(caname, NULL), 2);
     kv_key_free(k);
     kv_key_free(ca);
 }
