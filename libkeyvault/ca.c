@@ -891,9 +891,14 @@ static kv_rc issue(kv_key *ca, X509 *cacert, const ca_profile *p, const kv_cert_
         r = sqlite3_step(st);
         if (r == SQLITE_DONE)
             break;
-        /* a serial issued before: draw again */
-        if (sqlite3_extended_errcode(d.db) != SQLITE_CONSTRAINT_UNIQUE || tries == CA_SERIAL_TRIES)
+        if (sqlite3_extended_errcode(d.db) != SQLITE_CONSTRAINT_UNIQUE)
             KV_CHECK(rc, db_error(ctx, &d, r, "recording the certificate"));
+        /* a serial issued before: draw again; 127 random bits colliding
+         * again and again means a broken generator or a forged record */
+        if (tries == CA_SERIAL_TRIES)
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                    "%d random serial numbers in a row are already in CA record '%s'",
+                    CA_SERIAL_TRIES + 1, d.path);
     }
     if (X509_set_serialNumber(x, serial) != 1)
         KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot set the serial number");

@@ -991,6 +991,66 @@ START_TEST(record_trust)
 }
 END_TEST
 
+static void db_exec_sql(const char *ca, const char *sql)
+{
+    char path[1200];
+    sqlite3 *db = NULL;
+
+    snprintf(path, sizeof(path), "%s/ca/%s.db", ctx->home, ca);
+    ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK, "%s: %s", sql,
+                  sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
+/* A serial already in the record is drawn again. A collision of 127
+ * random bits cannot be had on demand: a trigger plants a certificate
+ * with the serial being inserted (the statement then fails on UNIQUE and
+ * the plant is rolled back with it). */
+START_TEST(serial_collision)
+{
+    const char *caname = uniq("ca-coll");
+    kv_key *ca = root_ca(caname);
+    kv_key *leaf = leaf_key("coll", KV_KEY_EC_P256);
+    size_t len = 0;
+    unsigned char *csr = make_csr(leaf, "CN=c", NULL, &len);
+    char *pem = NULL;
+    static const char plant[] =
+        "CREATE TRIGGER plant BEFORE INSERT ON issued WHEN %s BEGIN "
+        "INSERT INTO issued (serial, subject, spki_sha256, not_before, not_after, profile, "
+        "issued_at) VALUES (NEW.serial, 'planted', '', 0, 0, 'planted', 0); END";
+    char sql[512];
+
+    ck_assert_rc(ctx, kv_ca_issue(ca, "tls-client", csr, len, NULL, &pem), KV_OK);
+    kv_string_free(pem);
+    /* every serial drawn collides: the CA gives up, nothing recorded */
+    snprintf(sql, sizeof(sql), plant, "1");
+    db_exec_sql(caname, sql);
+    ck_assert_rc(ctx, kv_ca_issue(ca, "tls-client", csr, len, NULL, &pem), KV_ERR_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "9 random serial numbers in a row"));
+    ck_assert_ptr_null(pem);
+    ck_assert_int_eq(db_count(caname, NULL), 1);
+    /* serials ending in 0-3 (a quarter) collide: every issuance succeeds
+     * (all nine draws collide once in 260000), with a serial ending in 4-F */
+    db_exec_sql(caname, "DROP TRIGGER plant");
+    snprintf(sql, sizeof(sql), plant, "substr(NEW.serial, -1) < '4'");
+    db_exec_sql(caname, sql);
+    for (int i = 0; i < 24; i++) {
+        char *serial;
+        ck_assert_rc(ctx, kv_ca_issue(ca, "tls-client", csr, len, NULL, &pem), KV_OK);
+        serial = serial_of(pem);
+        ck_assert_msg(serial[strlen(serial) - 1] >= '4', "serial %s was planted", serial);
+        free(serial);
+        kv_string_free(pem);
+    }
+    ck_assert_int_eq(db_count(caname, NULL), 25);
+    ck_assert_int_eq(db_count(caname, "profile = 'planted'"), 0);
+    OPENSSL_free(csr);
+    kv_key_free(leaf);
+    kv_key_free(ca);
+}
+END_TEST
+
 /* Two processes issuing at once both succeed, with distinct serials. */
 START_TEST(concurrent_issuers)
 {
@@ -1058,6 +1118,7 @@ int main(void)
     tcase_add_test(tc, bad_ca);
     tcase_add_test(tc, revoke_and_crl);
     tcase_add_test(tc, record_trust);
+    tcase_add_test(tc, serial_collision);
     tcase_add_test(tc, concurrent_issuers);
     suite_add_tcase(s, tc);
     return tu_run(s);
