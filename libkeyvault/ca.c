@@ -698,10 +698,10 @@ static kv_rc request_decode(const kv_ctx *ctx, const unsigned char *in, size_t l
     pub = X509_REQ_get0_pubkey(req);
     if (!pub)
         KV_FAIL_OSSL(ctx, rc, KV_ERR_BAD_INPUT, "the request's public key cannot be decoded");
-    KV_CHECK(rc, subject_key_check(ctx, pub));
     if (X509_REQ_verify_ex(req, pub, ctx->libctx, NULL) != 1)
         KV_FAIL_OSSL(ctx, rc, KV_ERR_BAD_SIGNATURE,
                      "the request's signature does not verify with its public key");
+    KV_CHECK(rc, subject_key_check(ctx, pub));
     *out = req;
     req = NULL;
 out:
