@@ -171,6 +171,9 @@ expect 1 "an email SAN under tls-server" -- kv ca sign soft-root --pubkey "$T/ot
 contains "$T/err" "does not allow a subject alternative name of kind email" "it names the SAN kind"
 expect 1 "a bad TPM manufacturer" -- kv ca sign soft-root --pubkey "$T/ak-soft.pub" --profile tpm-ak --tpm-manufacturer STM --tpm-model swtpm --tpm-version id:00020000
 contains "$T/err" "TPM manufacturer" "it names the field"
+openssl req -new -newkey rsa:1024 -nodes -keyout "$T/small.key" -subj /CN=small -out "$T/small.csr" 2>/dev/null
+expect 1 "a request for a 1024-bit RSA key" -- kv ca sign soft-root --csr "$T/small.csr" --profile tls-client
+contains "$T/err" "not one the CA certifies" "it names the key type"
 same_rows soft-root "$n" "every refused request"
 expect 2 "--csr and --pubkey together" -- kv ca sign soft-root --csr "$T/good.der" --pubkey "$T/other.pub" --profile tls-client
 
