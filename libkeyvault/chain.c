@@ -248,7 +248,7 @@ out:
 }
 
 /* The key's chain from its backend, checked again (KV_ERR_CORRUPT). */
-static kv_rc chain_get(kv_key *key, STACK_OF(X509) **chain)
+kv_rc kv_chain_get(kv_key *key, STACK_OF(X509) **chain)
 {
     kv_ctx *ctx = key->ctx;
     kv_rc rc;
@@ -320,7 +320,7 @@ kv_rc kv_key_cert_der(kv_key *key, unsigned char *buf, size_t *len)
     kv_rc rc;
 
     kv_err_begin(ctx);
-    KV_CHECK(rc, chain_get(key, &chain));
+    KV_CHECK(rc, kv_chain_get(key, &chain));
     n = i2d_X509(sk_X509_value(chain, 0), &der);
     if (n <= 0)
         KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot encode the certificate of '%s'", key->name);
@@ -341,7 +341,7 @@ kv_rc kv_key_chain_pem(kv_key *key, char **pem)
 
     kv_err_begin(key->ctx);
     *pem = NULL;
-    KV_CHECK(rc, chain_get(key, &chain));
+    KV_CHECK(rc, kv_chain_get(key, &chain));
     rc = kv_chain_pem(key->ctx, chain, pem, &len);
 out:
     sk_X509_pop_free(chain, X509_free);
@@ -481,7 +481,7 @@ kv_rc kv_key_cert_info(kv_key *key, kv_cert_info **out)
     kv_err_begin(ctx);
     *out = NULL;
     KV_CHECK(rc, kv_renew_threshold(ctx, ctx->cfg, &pct));
-    KV_CHECK(rc, chain_get(key, &chain));
+    KV_CHECK(rc, kv_chain_get(key, &chain));
     x = sk_X509_value(chain, 0);
     info = calloc(1, sizeof(*info));
     if (!info)

@@ -290,6 +290,10 @@ kv_rc kv_chain_pem(const kv_ctx *ctx, const STACK_OF(X509) *chain, char **pem, s
  * (validity is not looked at). Failures are rc `bad`. */
 kv_rc kv_chain_check(const kv_ctx *ctx, const STACK_OF(X509) *chain, const char *name,
                      const EVP_PKEY *pub, kv_rc bad);
+/* The chain stored with key (leaf first), from its backend and checked
+ * again: KV_ERR_KEY_NOT_FOUND (recorded) when there is none, KV_ERR_CORRUPT
+ * when what is stored does not check out. */
+kv_rc kv_chain_get(kv_key *key, STACK_OF(X509) **chain);
 /* [x509] renew_threshold as a percentage (1-99), 0 when not set (2/3). */
 kv_rc kv_renew_threshold(const kv_ctx *ctx, const kv_config *cfg, long *percent);
 

@@ -508,6 +508,68 @@ KV_API KV_WUR kv_rc kv_csr_create(kv_key *key, const kv_cert_opts *opts, char **
 KV_API KV_WUR kv_rc kv_cert_selfsign(kv_key *key, const kv_cert_opts *opts, char **pem)
     KV_NONNULL(1, 2, 3);
 
+/* ---- the vault CA ------------------------------------------------------ */
+
+/* Revocation reasons: the CRLReason values of RFC 5280 5.3.1. */
+typedef enum kv_revoke_reason {
+    KV_REVOKE_UNSPECIFIED = 0,
+    KV_REVOKE_KEY_COMPROMISE = 1,
+    KV_REVOKE_CA_COMPROMISE = 2,
+    KV_REVOKE_AFFILIATION_CHANGED = 3,
+    KV_REVOKE_SUPERSEDED = 4,
+    KV_REVOKE_CESSATION_OF_OPERATION = 5,
+    KV_REVOKE_PRIVILEGE_WITHDRAWN = 9,
+} kv_revoke_reason;
+
+/*
+ * kv_ca_issue - the CA key `ca` issues a certificate for a PKCS#10 request
+ * (PEM or DER) under a profile: "tls-server", "tls-client",
+ * "device-identity", "sub-ca" or "tpm-ak" (docs/x509.md, "The vault CA").
+ * The CA's certificate is the one stored with `ca` (kv_key_store_cert): it
+ * must hold ca's public key, be CA:TRUE with keyCertSign and be within its
+ * validity. The request's signature is checked first (KV_ERR_BAD_SIGNATURE);
+ * its subject is kept (tpm-ak: empty), its SANs re-checked and kept when
+ * the profile allows their kind; a requested CA:TRUE, key usage or extended
+ * key usage the profile does not grant is KV_ERR_BAD_INPUT; other requested
+ * extensions are dropped. opts (may be NULL): days (0: 365, sub-ca 1825;
+ * never past the CA's own not-after), alg, for sub-ca KV_CERT_CA |
+ * KV_CERT_PATH_LEN with a path_len below the CA's, for tpm-ak the tpm_*
+ * fields. Each certificate is recorded in HOME/ca/CA_NAME.db before it is
+ * returned. *pem (kv_string_free): the certificate, then the chain stored
+ * with the CA key without a self-signed root (ready for kv_key_store_chain).
+ */
+KV_API KV_WUR kv_rc kv_ca_issue(kv_key *ca, const char *profile, const unsigned char *csr,
+                                size_t csrlen, const kv_cert_opts *opts, char **pem)
+    KV_NONNULL(1, 2, 3, 6);
+
+/*
+ * kv_ca_issue_pubkey - kv_ca_issue for a bare public key (DER
+ * SubjectPublicKeyInfo or PEM) with the subject and SANs from opts: for a
+ * key that cannot sign a request, such as a TPM attestation key (profile
+ * "tpm-ak", whose subject is empty and whose SAN holds opts' tpm_* values).
+ */
+KV_API KV_WUR kv_rc kv_ca_issue_pubkey(kv_key *ca, const char *profile,
+                                       const unsigned char *pub, size_t publen,
+                                       const kv_cert_opts *opts, char **pem)
+    KV_NONNULL(1, 2, 3, 6);
+
+/*
+ * kv_ca_revoke - record the revocation of a certificate the CA issued,
+ * by its serial number in hex ("openssl x509 -serial" prints it). An
+ * unknown serial is KV_ERR_KEY_NOT_FOUND; one revoked before is
+ * KV_ERR_BAD_INPUT saying when.
+ */
+KV_API KV_WUR kv_rc kv_ca_revoke(kv_key *ca, const char *serial_hex, kv_revoke_reason reason)
+    KV_NONNULL(1, 2);
+
+/*
+ * kv_ca_crl - a CRL (v2, PEM in *pem, kv_string_free) signed by the CA key
+ * listing every certificate it revoked, with its date and reason, valid
+ * from now for `days` (0: 7), with the next cRLNumber. The CA's
+ * certificate must allow cRLSign.
+ */
+KV_API KV_WUR kv_rc kv_ca_crl(kv_key *ca, unsigned days, char **pem) KV_NONNULL(1, 3);
+
 /* ---- names ------------------------------------------------------------ */
 
 /* kv_key_type_name / kv_key_type_from_name: "ec-p256", "ec-p384", "rsa-2048",

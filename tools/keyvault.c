@@ -1132,6 +1132,202 @@ static int cmd_backends(kv_ctx *ctx, int argc, char **argv)
     return EXIT_OK;
 }
 
+static const char ca_help[] =
+    "usage: keyvault [-c CONF] ca COMMAND CA_NAME ...\n"
+    "The key CA_NAME, with its CA certificate stored with it ('cert selfsign --ca',\n"
+    "or 'cert --import' of one issued to it), acts as a CA; what it issues and\n"
+    "revokes is recorded in HOME/ca/CA_NAME.db.\n"
+    "  sign CA_NAME --csr FILE --profile PROFILE [--days N] [--alg ALG] [-o FILE]\n"
+    "  sign CA_NAME --pubkey PEM [--subject DN] [--san ...] --profile PROFILE [--days N]\n"
+    "       [--tpm-manufacturer ID --tpm-model MODEL --tpm-version VERSION] [-o FILE]\n"
+    "      Issue a certificate for a PKCS#10 request (PEM or DER; its signature is\n"
+    "      checked, its extensions filtered by the profile) or for a bare public key\n"
+    "      (subject and SANs given here). PROFILE: tls-server, tls-client,\n"
+    "      device-identity, sub-ca, tpm-ak (the TCG attestation-key profile: empty\n"
+    "      subject, the TPM named in the SAN, e.g. --tpm-manufacturer id:53544D20\n"
+    "      --tpm-model swtpm --tpm-version id:00020000). N: days of validity\n"
+    "      (default 365, sub-ca 1825; never past the CA's own). Writes the\n"
+    "      certificate, then the CA's when that is not self-signed (PEM, standard\n"
+    "      output by default). --path-len N: a sub-CA's path length.\n"
+    "  revoke CA_NAME --serial HEX [--reason R]\n"
+    "      Record a revocation. R: unspecified (default), keyCompromise,\n"
+    "      cACompromise, affiliationChanged, superseded, cessationOfOperation,\n"
+    "      privilegeWithdrawn.\n"
+    "  crl CA_NAME [--days N] -o FILE\n"
+    "      Write a CRL of every revoked certificate, valid for N days (default 7).\n";
+
+static const struct {
+    const char *name;
+    kv_revoke_reason reason;
+} revoke_reasons[] = {
+    { "unspecified", KV_REVOKE_UNSPECIFIED },
+    { "keyCompromise", KV_REVOKE_KEY_COMPROMISE },
+    { "cACompromise", KV_REVOKE_CA_COMPROMISE },
+    { "affiliationChanged", KV_REVOKE_AFFILIATION_CHANGED },
+    { "superseded", KV_REVOKE_SUPERSEDED },
+    { "cessationOfOperation", KV_REVOKE_CESSATION_OF_OPERATION },
+    { "privilegeWithdrawn", KV_REVOKE_PRIVILEGE_WITHDRAWN },
+};
+
+static int cmd_ca_sign(kv_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "csr", required_argument, NULL, 'r' },     { "pubkey", required_argument, NULL, 'P' },
+        { "profile", required_argument, NULL, 'f' }, { "days", required_argument, NULL, 'd' },
+        { "subject", required_argument, NULL, 's' }, { "san", required_argument, NULL, 'S' },
+        { "alg", required_argument, NULL, 'a' },     { "out", required_argument, NULL, 'o' },
+        { "path-len", required_argument, NULL, 'p' },
+        { "tpm-manufacturer", required_argument, NULL, 'M' },
+        { "tpm-model", required_argument, NULL, 'm' },
+        { "tpm-version", required_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+    };
+    kv_cert_opts o = KV_CERT_OPTS_INIT;
+    const char *csrfile = NULL, *pubfile = NULL, *profile = NULL, *out = "-";
+    const char **sans = NULL;
+    size_t nsans = 0, len = 0;
+    unsigned char *data = NULL;
+    kv_key *ca = NULL;
+    char *pem = NULL;
+    int c, ret = EXIT_OK;
+    kv_rc rc;
+
+    while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'r': csrfile = optarg; break;
+        case 'P': pubfile = optarg; break;
+        case 'f': profile = optarg; break;
+        case 'd': o.days = parse_uint("ca", "--days", optarg, 1, 36500); break;
+        case 's': o.subject = optarg; break;
+        case 'S': push_str("ca", &sans, &nsans, optarg); break;
+        case 'a': o.alg = (kv_sign_alg)parse_alg("ca", optarg); break;
+        case 'o': out = optarg; break;
+        case 'p':
+            o.path_len = parse_uint("ca", "--path-len", optarg, 0, 255);
+            o.flags |= KV_CERT_CA | KV_CERT_PATH_LEN;
+            break;
+        case 'M': o.tpm_manufacturer = optarg; break;
+        case 'm': o.tpm_model = optarg; break;
+        case 'V': o.tpm_version = optarg; break;
+        default: die_usage("ca", "bad option");
+        }
+    }
+    if (optind != argc - 1)
+        die_usage("ca", "sign expects one CA_NAME");
+    if (!profile)
+        die_usage("ca", "sign needs --profile (tls-server, tls-client, device-identity, "
+                        "sub-ca, tpm-ak)");
+    if (!csrfile == !pubfile)
+        die_usage("ca", "sign needs one of --csr FILE and --pubkey PEM");
+    if (csrfile && (o.subject || nsans))
+        die_usage("ca", "--subject and --san go with --pubkey: a request carries its own");
+    o.sans = sans;
+    if (!(data = read_all(csrfile ? csrfile : pubfile, &len))) {
+        free(sans);
+        return fail_sys("ca", "read", csrfile ? csrfile : pubfile);
+    }
+    rc = kv_key_open(ctx, argv[optind], &ca);
+    if (rc == KV_OK)
+        rc = csrfile ? kv_ca_issue(ca, profile, data, len, &o, &pem)
+                     : kv_ca_issue_pubkey(ca, profile, data, len, &o, &pem);
+    if (rc != KV_OK)
+        ret = fail("ca", ctx, rc);
+    else if (write_all(out, pem, strlen(pem), 0644) != 0)
+        ret = fail_sys("ca", "write", out);
+    kv_string_free(pem);
+    kv_key_free(ca);
+    free(data);
+    free(sans);
+    return ret;
+}
+
+static int cmd_ca_revoke(kv_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "serial", required_argument, NULL, 's' }, { "reason", required_argument, NULL, 'r' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *serial = NULL;
+    size_t reason = 0;
+    kv_key *ca = NULL;
+    int c;
+    kv_rc rc;
+
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': serial = optarg; break;
+        case 'r':
+            for (reason = 0; reason < sizeof(revoke_reasons) / sizeof(revoke_reasons[0]);
+                 reason++)
+                if (!strcmp(optarg, revoke_reasons[reason].name))
+                    break;
+            if (reason == sizeof(revoke_reasons) / sizeof(revoke_reasons[0]))
+                die_usage("ca", "unknown --reason (unspecified, keyCompromise, cACompromise, "
+                                "affiliationChanged, superseded, cessationOfOperation, "
+                                "privilegeWithdrawn)");
+            break;
+        default: die_usage("ca", "bad option");
+        }
+    }
+    if (optind != argc - 1 || !serial)
+        die_usage("ca", "revoke expects one CA_NAME and --serial HEX");
+    rc = kv_key_open(ctx, argv[optind], &ca);
+    if (rc == KV_OK)
+        rc = kv_ca_revoke(ca, serial, revoke_reasons[reason].reason);
+    kv_key_free(ca);
+    if (rc != KV_OK)
+        return fail("ca", ctx, rc);
+    printf("revoked (%s)\n", revoke_reasons[reason].name);
+    return EXIT_OK;
+}
+
+static int cmd_ca_crl(kv_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "days", required_argument, NULL, 'd' }, { "out", required_argument, NULL, 'o' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *out = NULL;
+    unsigned days = 0;
+    kv_key *ca = NULL;
+    char *pem = NULL;
+    int c, ret = EXIT_OK;
+    kv_rc rc;
+
+    while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': days = parse_uint("ca", "--days", optarg, 1, 36500); break;
+        case 'o': out = optarg; break;
+        default: die_usage("ca", "bad option");
+        }
+    }
+    if (optind != argc - 1 || !out)
+        die_usage("ca", "crl expects one CA_NAME and -o FILE");
+    rc = kv_key_open(ctx, argv[optind], &ca);
+    if (rc == KV_OK)
+        rc = kv_ca_crl(ca, days, &pem);
+    if (rc != KV_OK)
+        ret = fail("ca", ctx, rc);
+    else if (write_all(out, pem, strlen(pem), 0644) != 0)
+        ret = fail_sys("ca", "write", out);
+    kv_string_free(pem);
+    kv_key_free(ca);
+    return ret;
+}
+
+static int cmd_ca(kv_ctx *ctx, int argc, char **argv)
+{
+    if (argc < 2)
+        die_usage("ca", "expected a command: sign, revoke, crl");
+    if (!strcmp(argv[1], "sign"))
+        return cmd_ca_sign(ctx, argc - 1, argv + 1);
+    if (!strcmp(argv[1], "revoke"))
+        return cmd_ca_revoke(ctx, argc - 1, argv + 1);
+    if (!strcmp(argv[1], "crl"))
+        return cmd_ca_crl(ctx, argc - 1, argv + 1);
+    die_usage("ca", "unknown command (sign, revoke, crl)");
+}
+
 struct command {
     const char *name;
     int (*fn)(kv_ctx *, int, char **);
@@ -1146,6 +1342,7 @@ static const struct command commands[] = {
     { "cert", cmd_cert, cert_help },          { "backends", cmd_backends, backends_help },
     { "tpm", cmd_tpm, tpm_help },
     { "csr", cmd_csr, csr_help },
+    { "ca", cmd_ca, ca_help },
 };
 
 static void usage(FILE *f)
@@ -1164,6 +1361,7 @@ static void usage(FILE *f)
             "  ecdh NAME        derive an ECDH shared secret\n"
             "  cert NAME        the key's certificate chain: import, show, write, selfsign\n"
             "  csr NAME         write a certificate request (PKCS#10) signed by the key\n"
+            "  ca ...           a CA in the vault: sign, revoke, crl\n"
             "  tpm ...          TPM attestation: ak, ek-cert, quote, certify, PCRs\n"
             "  backends         show the configured backends\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
