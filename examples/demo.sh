@@ -5,7 +5,9 @@
 #   2. signs with each, and openssl verifies the signatures;
 #   3. ECDH between the token key and the TPM key: both sides agree;
 #   4. pkcs11-tool shows the token key is sensitive and never extractable;
-#   5. the software fallback last, and require_hardware refusing it.
+#   5. a small CA on the token certifies the TPM key (openssl verifies), then
+#      revokes it in a CRL that openssl honours;
+#   6. the software fallback last, and require_hardware refusing it.
 # The token and the simulator live in a scratch directory and are stopped
 # and removed on exit.
 set -eu
@@ -111,6 +113,24 @@ case ", $access," in
 esac
 echo "CKA_SENSITIVE true, CKA_EXTRACTABLE false: the token will not hand out the private key"
 
+step "certificates: a small CA whose key is on the token certifies the TPM key"
+run keyvault keygen demo-ca --type ec-p384 --backend pkcs11
+run keyvault cert selfsign demo-ca --subject "CN=Demo Fleet Root,O=Demo Fleet" --ca --days 3650 -o ca.crt
+run keyvault csr demo-tpm --subject "CN=gw-01,O=Demo Fleet" --san dns:gw-01.demo.example -o gw-01.csr
+run openssl req -in gw-01.csr -noout -verify
+run keyvault ca sign demo-ca --csr gw-01.csr --profile device-identity --days 90 -o gw-01.crt
+run keyvault cert import demo-tpm gw-01.crt
+run openssl verify -CAfile ca.crt gw-01.crt
+run keyvault cert show demo-tpm
+echo "both private keys stayed where they were made: the CA's on the token, the device's in the TPM"
+
+step "revocation: the CA revokes the device certificate and signs a CRL; openssl refuses it now"
+serial=$(openssl x509 -in gw-01.crt -noout -serial | cut -d= -f2)
+run keyvault ca revoke demo-ca --serial "$serial" --reason superseded
+run keyvault ca crl demo-ca --days 7 -o demo.crl
+run openssl crl -in demo.crl -CAfile ca.crt -noout -verify
+refused openssl verify -crl_check -CRLfile demo.crl -CAfile ca.crt gw-01.crt
+
 step "the software fallback, last: an encrypted file, and it says it is software"
 run keyvault keygen demo-soft --type ec-p256 --backend software
 run keyvault info demo-soft
@@ -129,5 +149,5 @@ run keyvault sign demo-tpm -i message -o still.sig
 run openssl dgst -sha256 -verify demo-tpm.pub -signature still.sig message
 
 printf '\ndemo finished: a TPM key and a token key signed (verified by openssl) and agreed on an\n'
-printf 'ECDH key; the token key is sensitive and never extractable; the software key works\n'
-printf 'until require_hardware refuses it.\n'
+printf 'ECDH key; the token key is sensitive and never extractable; a CA on the token certified\n'
+printf 'the TPM key and revoked it again; the software key works until require_hardware refuses it.\n'

@@ -22,6 +22,13 @@ contains "$out" "Access: *sensitive, always sensitive, never extractable" "pkcs1
     [ "$(cat "$out" "$T/err" | grep -c "require_hardware is set: refusing software key 'demo-soft2\{0,1\}'")" -eq 2 ] &&
     ok "require_hardware refused the software key twice" ||
     not_ok "require_hardware refused the software key twice"
+contains "$out" "^gw-01.crt: OK$" "openssl verified the TPM key's certificate from the token CA"
+cat "$out" "$T/err" | grep -q "self-signature verify OK" && ok "openssl verified the TPM key's request" ||
+    not_ok "openssl verified the TPM key's request"
+contains "$out" "renewal" "cert show reports the renewal state"
+cat "$out" "$T/err" | grep -q "certificate revoked" && ok "openssl refused the revoked certificate with the CRL" ||
+    not_ok "openssl refused the revoked certificate with the CRL"
+contains "$out" "^(refused: exit status 2)$" "the revoked certificate's verification failed"
 contains "$out" "^assurance: software$" "the software key says it is software"
 contains "$out" "^demo finished" "the demo ran to its end"
 # everything it started is gone: no demo directory, no swtpm serving one
