@@ -123,7 +123,7 @@ static bool pkey_group(const EVP_PKEY *pkey, char *buf, size_t len)
 
 /* Whether an EC key names its curve (not explicit parameters, which may
  * hide a modified cofactor or generator behind a known curve's name). */
-static bool named_curve_encoding(const EVP_PKEY *pkey)
+bool kv_pkey_named_curve(const EVP_PKEY *pkey)
 {
     char enc[32];
     size_t got = 0;
@@ -333,7 +333,7 @@ kv_rc kv_peer_decode(const kv_ctx *ctx, const char *group, const unsigned char *
         }
         if (kv_family_of_pkey(peer) != KV_FAMILY_EC)
             KV_FAIL(ctx, rc, KV_ERR_INVALID_PEER_KEY, "peer public key is not an EC key");
-        if (!pkey_group(peer, pgroup, sizeof(pgroup)) || !named_curve_encoding(peer))
+        if (!pkey_group(peer, pgroup, sizeof(pgroup)) || !kv_pkey_named_curve(peer))
             KV_FAIL(ctx, rc, KV_ERR_INVALID_PEER_KEY,
                     "peer public key uses explicit curve parameters; only named curves "
                     "are accepted");

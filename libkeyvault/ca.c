@@ -654,18 +654,49 @@ static kv_rc subject_key_check(const kv_ctx *ctx, const EVP_PKEY *pub)
 {
     kv_family f = kv_family_of_pkey(pub);
     int bits = EVP_PKEY_get_bits(pub);
+    EVP_PKEY_CTX *pctx;
+    int valid;
 
-    if (f == KV_FAMILY_RSA && bits >= 2048 && bits <= 16384)
+    if (!(f == KV_FAMILY_RSA && bits >= 2048 && bits <= 16384) && f != KV_FAMILY_ED25519 &&
+        !(f == KV_FAMILY_EC &&
+          (kv_type_of_pkey(pub) == KV_KEY_EC_P256 || kv_type_of_pkey(pub) == KV_KEY_EC_P384)))
+        return kv_error(ctx, KV_ERR_WRONG_KEY_TYPE,
+                        "the subject's key (%s, %d bits) is not one the CA certifies: EC "
+                        "P-256 or P-384, RSA of 2048 bits or more, Ed25519",
+                        f == KV_FAMILY_RSA ? "RSA" : f == KV_FAMILY_EC ? "EC" : "other type",
+                        bits);
+    /* RFC 5480: a named curve; verifiers refuse explicit parameters */
+    if (f == KV_FAMILY_EC && !kv_pkey_named_curve(pub))
+        return kv_error(ctx, KV_ERR_WRONG_KEY_TYPE,
+                        "the subject's EC key spells out its curve parameters; the CA "
+                        "certifies keys on named curves only (RFC 5480)");
+    /* the key itself: an RSA exponent of 1 would let anyone sign for it,
+     * a point off the curve is no key at all */
+    pctx = EVP_PKEY_CTX_new_from_pkey(ctx->libctx, (EVP_PKEY *)pub, NULL);
+    valid = pctx ? EVP_PKEY_public_check(pctx) : -1;
+    EVP_PKEY_CTX_free(pctx);
+    if (valid != 1)
+        return kv_error_ossl(ctx, KV_ERR_BAD_INPUT,
+                             "the subject's public key fails OpenSSL's public key check");
+    return KV_OK;
+}
+
+/* A certificate names its subject, or (not a CA) at least has a SAN: a
+ * CA's subject is the issuer name of all it signs (RFC 5280 4.1.2.6). */
+static kv_rc subject_present(const kv_ctx *ctx, const ca_profile *p, const X509_NAME *subject,
+                             const GENERAL_NAMES *sans)
+{
+    if (X509_NAME_entry_count(subject) > 0)
         return KV_OK;
-    if (f == KV_FAMILY_ED25519)
-        return KV_OK;
-    if (f == KV_FAMILY_EC &&
-        (kv_type_of_pkey(pub) == KV_KEY_EC_P256 || kv_type_of_pkey(pub) == KV_KEY_EC_P384))
-        return KV_OK;
-    return kv_error(ctx, KV_ERR_WRONG_KEY_TYPE,
-                    "the subject's key (%s, %d bits) is not one the CA certifies: EC P-256 "
-                    "or P-384, RSA of 2048 bits or more, Ed25519",
-                    f == KV_FAMILY_RSA ? "RSA" : f == KV_FAMILY_EC ? "EC" : "other type", bits);
+    if (p->ca)
+        return kv_error(ctx, KV_ERR_BAD_INPUT,
+                        "profile %s: a CA certificate needs a subject, the issuer name of all "
+                        "it signs (RFC 5280 4.1.2.6)", p->name);
+    if (sk_GENERAL_NAME_num(sans) == 0)
+        return kv_error(ctx, KV_ERR_BAD_INPUT,
+                        "profile %s: a certificate needs a subject or a subject alternative "
+                        "name", p->name);
+    return KV_OK;
 }
 
 /* A request, PEM or DER, decoded and its signature checked. */
@@ -856,6 +887,12 @@ static kv_rc issue(kv_key *ca, X509 *cacert, const STACK_OF(X509) *cachain,
                     ca->name);
         na = ca_na;
     }
+    /* nor before its not-before (a CA made less than a minute ago) */
+    {
+        time_t ca_nb = asn1_epoch(X509_get0_notBefore(cacert));
+        if (ca_nb != (time_t)-1 && ca_nb > nb)
+            nb = ca_nb;
+    }
     if (X509_set_version(x, X509_VERSION_3) != 1 ||
         X509_set_issuer_name(x, X509_get_subject_name(cacert)) != 1 ||
         X509_set_subject_name(x, (X509_NAME *)subject) != 1 || X509_set_pubkey(x, pub) != 1)
@@ -966,6 +1003,7 @@ kv_rc kv_ca_issue(kv_key *ca, const char *profile, const unsigned char *csr, siz
         KV_CHECK(rc, tpm_san(ctx, &o, sans));
     } else {
         KV_CHECK(rc, subject_from(ctx, X509_REQ_get_subject_name(req), &subject));
+        KV_CHECK(rc, subject_present(ctx, p, subject, sans));
     }
     rc = issue(ca, cacert, cachain, p, &o, xo.alg, pub, subject, sans, pem);
 out:
@@ -1019,10 +1057,8 @@ kv_rc kv_ca_issue_pubkey(kv_key *ca, const char *profile, const unsigned char *p
     xo.subject = NULL;
     if (!subject)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    if (!p->tpm && X509_NAME_entry_count(subject) == 0 && sk_GENERAL_NAME_num(sans) == 0)
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT,
-                "profile %s: a certificate needs a subject or a subject alternative name",
-                p->name);
+    if (!p->tpm)
+        KV_CHECK(rc, subject_present(ctx, p, subject, sans));
     rc = issue(ca, cacert, cachain, p, &o, xo.alg, key, subject, sans, pem);
 out:
     kv_x509_opts_clear(&xo);
@@ -1177,7 +1213,13 @@ kv_rc kv_ca_crl(kv_key *ca, unsigned days, char **pem)
     KV_CHECK(rc, ca_cert(ca, KU_CRL_SIGN, &cacert, NULL));
     crl = X509_CRL_new_ex(ctx->libctx, NULL);
     this_update = ASN1_TIME_set(NULL, now);
-    next_update = ASN1_TIME_set(NULL, now + (time_t)days * 86400);
+    /* a CRL says nothing past its issuer's not-after */
+    {
+        time_t until = now + (time_t)days * 86400, ca_na = asn1_epoch(X509_get0_notAfter(cacert));
+        if (ca_na != (time_t)-1 && ca_na < until)
+            until = ca_na;
+        next_update = ASN1_TIME_set(NULL, until);
+    }
     akid = AUTHORITY_KEYID_new();
     number = ASN1_INTEGER_new();
     if (!crl || !this_update || !next_update || !akid || !number ||
@@ -1219,6 +1261,9 @@ kv_rc kv_ca_crl(kv_key *ca, unsigned days, char **pem)
         const char *hex = (const char *)sqlite3_column_text(st, 0);
         if (!hex)
             KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "CA record '%s' holds an empty serial", d.path);
+        if (!reason_name(sqlite3_column_int(st, 2)))
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                    "CA record '%s' holds a revocation with an unknown reason code", d.path);
         KV_CHECK(rc, crl_entry(ctx, crl, hex, (time_t)sqlite3_column_int64(st, 1),
                                sqlite3_column_int(st, 2)));
     }

@@ -336,6 +336,9 @@ const kv_type_desc *kv_type_desc_get(kv_key_type type);
 /* Classify a public or private EVP_PKEY into one of the generated types
  * (KV_KEY_UNKNOWN for anything else). */
 kv_key_type kv_type_of_pkey(const EVP_PKEY *pkey);
+/* Whether an EC key names its curve (RFC 5480) rather than spelling out
+ * explicit parameters. */
+bool kv_pkey_named_curve(const EVP_PKEY *pkey);
 /* The family of any EVP_PKEY (verification accepts any RSA size). */
 kv_family kv_family_of_pkey(const EVP_PKEY *pkey);
 /* Maximum signature size for a key and algorithm and flags. */

@@ -1922,6 +1922,8 @@ static kv_rc p11_chain_store(kv_key *key, STACK_OF(X509) *chain)
 }
 
 /* A certificate object's value as an X509, or NULL (recorded in *rc). */
+/* The certificate in a certificate object; *out NULL, with nothing
+ * recorded, when it holds none (a candidate passed over). */
 static CK_RV cert_object(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
                          X509 **out, kv_rc *rc)
 {
@@ -1933,13 +1935,11 @@ static CK_RV cert_object(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_H
     *out = NULL;
     if (rv == CKR_OK && *rc == KV_OK) {
         *out = d2i_X509(NULL, &p, (long)len);
-        if (!*out || p != val + len) {
+        if (*out && p != val + len) {
             X509_free(*out);
             *out = NULL;
-            *rc = kv_error_ossl(tok->ctx, KV_ERR_CORRUPT,
-                                "token '%s': a certificate object holds no X.509 certificate",
-                                tok->label);
         }
+        ERR_clear_error();
     }
     free(val);
     return rv;
@@ -1977,6 +1977,8 @@ static CK_RV issuer_find(struct p11_token *tok, CK_SESSION_HANDLE h, const struc
         if (attr_quiet(tok, h, objs[i], CKA_ID, id, &idlen) && idlen == k->idlen &&
             !memcmp(id, k->id, idlen))
             continue;
+        /* an object holding no certificate is not the issuer: it must not
+         * break the chains of every key under that CA */
         rv = cert_object(tok, h, objs[i], &cand, rc);
         if (cand && X509_get0_pubkey(cand) && X509_verify(x, X509_get0_pubkey(cand)) == 1)
             *out = cand;
@@ -1989,31 +1991,72 @@ static CK_RV issuer_find(struct p11_token *tok, CK_SESSION_HANDLE h, const struc
     return rv;
 }
 
+/* The leaf among the certificate objects with the key's CKA_ID: one that
+ * holds the key's public key, the latest not-after first (another tool may
+ * have left an old one, or one of another key, under the same ID). With
+ * none that does, the first readable one, which the core then refuses. */
+static CK_RV leaf_find(struct p11_token *tok, CK_SESSION_HANDLE h, const kv_key *key,
+                       X509 **out, kv_rc *rc)
+{
+    struct p11_key *k = key->bk;
+    CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+    CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_ID, k->id, k->idlen } };
+    CK_OBJECT_HANDLE *objs = NULL;
+    CK_ULONG count = 0;
+    X509 *best = NULL, *first = NULL;
+    CK_RV rv = find_all(tok, h, tmpl, 2, &objs, &count, rc);
+
+    *out = NULL;
+    for (CK_ULONG i = 0; rv == CKR_OK && *rc == KV_OK && i < count; i++) {
+        X509 *x = NULL;
+        rv = cert_object(tok, h, objs[i], &x, rc);
+        if (!x)
+            continue;
+        if (EVP_PKEY_eq(X509_get0_pubkey(x), key->pub) == 1 &&
+            (!best || ASN1_TIME_compare(X509_get0_notAfter(x), X509_get0_notAfter(best)) > 0)) {
+            X509_free(best);
+            best = x;
+        } else if (!first) {
+            first = x;
+        } else {
+            X509_free(x);
+        }
+        ERR_clear_error();
+    }
+    if (rv == CKR_OK && *rc == KV_OK) {
+        if (count == 0)
+            *rc = kv_error(tok->ctx, KV_ERR_KEY_NOT_FOUND,
+                           "no certificate with the CKA_ID of '%s' on token '%s'", key->name,
+                           tok->label);
+        else if (!best && !first)
+            *rc = kv_error(tok->ctx, KV_ERR_CORRUPT,
+                           "token '%s': no certificate object with the CKA_ID of '%s' holds an "
+                           "X.509 certificate", tok->label, key->name);
+    }
+    *out = best ? best : first;
+    if (best)
+        X509_free(first);
+    if (*rc != KV_OK) {
+        X509_free(*out);
+        *out = NULL;
+    }
+    free(objs);
+    return rv;
+}
+
 static CK_RV chain_read_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
 {
     struct chain_arg *a = p;
     struct p11_key *k = a->key->bk;
-    CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
-    CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_ID, k->id, k->idlen } };
-    CK_OBJECT_HANDLE obj;
-    CK_ULONG count = 0;
     X509 *x = NULL, *up = NULL;
-    CK_RV rv = find(tok, h, tmpl, 2, &obj, 1, &count, rc);
+    CK_RV rv;
 
-    if (rv != CKR_OK)
-        return rv;
-    if (count == 0) {
-        *rc = kv_error(tok->ctx, KV_ERR_KEY_NOT_FOUND,
-                       "no certificate with the CKA_ID of '%s' on token '%s'", a->key->name,
-                       tok->label);
-        return CKR_OK;
-    }
     a->chain = sk_X509_new_null();
     if (!a->chain) {
         *rc = kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
         return CKR_OK;
     }
-    rv = cert_object(tok, h, obj, &x, rc);
+    rv = leaf_find(tok, h, a->key, &x, rc);
     while (x) {
         /* cross-certified CAs can lead back to a certificate already taken */
         for (int i = 0; x && i < sk_X509_num(a->chain); i++)

@@ -196,6 +196,38 @@ contains "$T/err" "TPM manufacturer" "it names the field"
 openssl req -new -newkey rsa:1024 -nodes -keyout "$T/small.key" -subj /CN=small -out "$T/small.csr" 2>/dev/null
 expect 1 "a request for a 1024-bit RSA key" -- kv ca sign soft-root --csr "$T/small.csr" --profile tls-client
 contains "$T/err" "not one the CA certifies" "it names the key type"
+openssl req -new -key "$T/o.key" -subj / -out "$T/nosubj.csr" 2>/dev/null
+expect 1 "a request without a subject under sub-ca" -- kv ca sign soft-root --csr "$T/nosubj.csr" --profile sub-ca
+contains "$T/err" "a CA certificate needs a subject" "it says a CA needs a subject"
+expect 1 "a request without a subject or a SAN under tls-client" -- kv ca sign soft-root --csr "$T/nosubj.csr" --profile tls-client
+contains "$T/err" "needs a subject or a subject alternative name" "it says a name is needed"
+openssl req -new -key "$T/o.key" -subj / -addext "subjectAltName=dirName:dir_sect" -config /dev/stdin -out "$T/dirname.csr" 2>/dev/null <<CNF || true
+[req]
+distinguished_name = dn
+[dn]
+[dir_sect]
+CN = smuggled
+CNF
+if [ -s "$T/dirname.csr" ]; then
+    expect 1 "a request for a directoryName SAN under device-identity" -- kv ca sign soft-root --csr "$T/dirname.csr" --profile device-identity
+    contains "$T/err" "does not allow a subject alternative name" "it refuses the SAN kind"
+else
+    not_ok "openssl made a request with a directoryName SAN"
+fi
+# keys no CA should certify: explicit curve parameters, an RSA exponent of 1
+openssl ecparam -name prime256v1 -param_enc explicit -genkey -noout -out "$T/explicit.key" 2>/dev/null
+openssl pkey -in "$T/explicit.key" -pubout -out "$T/explicit.pub"
+expect 1 "an EC key with explicit curve parameters" -- kv ca sign soft-root --pubkey "$T/explicit.pub" --subject CN=x --profile tls-client
+contains "$T/err" "named curves only" "it names the problem"
+openssl req -new -key "$T/explicit.key" -subj /CN=x -out "$T/explicit.csr" 2>/dev/null
+expect 1 "a request for such a key" -- kv ca sign soft-root --csr "$T/explicit.csr" --profile tls-client
+contains "$T/err" "named curves only" "it names the problem"
+openssl genrsa -out "$T/rsa.key" 2048 2>/dev/null
+printf 'asn1=SEQUENCE:spki\n[spki]\nalg=SEQUENCE:alg\nkey=BITWRAP,SEQUENCE:rsa\n[alg]\noid=OID:rsaEncryption\np=NULL\n[rsa]\nn=INTEGER:0x%s\ne=INTEGER:1\n' \
+    "$(openssl rsa -in "$T/rsa.key" -noout -modulus | cut -d= -f2)" >"$T/e1.cnf"
+openssl asn1parse -genconf "$T/e1.cnf" -out "$T/e1.der" >/dev/null
+expect 1 "an RSA key with public exponent 1" -- kv ca sign soft-root --pubkey "$T/e1.der" --subject CN=x --profile tls-client
+contains "$T/err" "public key check" "it says the key fails the check"
 same_rows soft-root "$n" "every refused request"
 expect 2 "--csr and --pubkey together" -- kv ca sign soft-root --csr "$T/good.der" --pubkey "$T/other.pub" --profile tls-client
 

@@ -301,6 +301,15 @@ openssl x509 -req -in "$P/leaf.csr" -CA "$P/x-self.crt" -CAkey "$P/x.key" -force
 cat "$T/c3.crt" "$P/x-by-y.crt" "$P/y-by-x.crt" >"$T/c3.pem"
 expect 0 "pkcs11: a chain through cross-certified CAs" -- kv cert import c3 "$T/c3.pem"
 cert_is c3 "$T/c3.pem" "pkcs11: the cross-certified chain reads back as stored"
+# another tool leaves a certificate under the key's CKA_ID: one for another
+# key (c3's), written by pkcs11-tool; the key's own leaf is still the one read
+c2id=$(p11 --list-objects --type cert | awk '/label: *c2$/ { f = 1 } f && /ID:/ { print $2; exit }')
+openssl x509 -in "$T/c3.crt" -outform DER -out "$T/c3.der"
+expect 0 "pkcs11: pkcs11-tool writes c3's certificate under c2's ID" -- \
+    p11 --login --pin "$KV_P11_PIN" --write-object "$T/c3.der" --type cert --id "$c2id" --label foreign
+cert_is c2 "$T/c2full.pem" "pkcs11: c2's chain still reads as its own beside the foreign one"
+expect 0 "pkcs11: cert show still names c2's certificate" -- kv cert show c2 --json
+contains "$T/out" "CN=Chain Test Intermediate" "pkcs11: and shows its own issuer, not the foreign one's"
 expect 0 "pkcs11: destroy the first key" -- kv destroy c-pkcs11
 expect 0 "pkcs11: pkcs11-tool lists the certificates" -- p11 --list-objects --type cert
 cp "$T/out" "$T/certs"
