@@ -220,12 +220,10 @@ out:
 static char *time_text(const ASN1_TIME *t)
 {
     BIO *b = BIO_new(BIO_s_mem());
-    char *data = NULL, *s = NULL;
-    long n;
+    char *s = NULL;
 
-    if (b && ASN1_TIME_print_ex(b, t, ASN1_DTFLGS_ISO8601) == 1 &&
-        (n = BIO_get_mem_data(b, &data)) > 0)
-        s = kv_asprintf("%.*s", (int)n, data);
+    if (b && ASN1_TIME_print_ex(b, t, ASN1_DTFLGS_ISO8601) == 1)
+        s = kv_bio_text(b, NULL);
     BIO_free(b);
     ERR_clear_error();
     return s ? s : kv_strdup("(unreadable time)");
@@ -798,19 +796,6 @@ static kv_rc pem_append(const kv_ctx *ctx, BIO *b, X509 *x)
                : kv_error_ossl(ctx, KV_ERR_CRYPTO, "cannot encode a certificate as PEM");
 }
 
-static kv_rc bio_string(const kv_ctx *ctx, BIO *b, char **out)
-{
-    char *data = NULL;
-    long n = BIO_get_mem_data(b, &data);
-
-    *out = n > 0 ? malloc((size_t)n + 1) : NULL;
-    if (!*out)
-        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
-    memcpy(*out, data, (size_t)n);
-    (*out)[n] = '\0';
-    return KV_OK;
-}
-
 /* The path length an issued sub-CA gets, within the CA's own. */
 static kv_rc sub_ca_path_len(const kv_ctx *ctx, const kv_key *ca, X509 *cacert,
                              const kv_cert_opts *o, long *out)
@@ -954,7 +939,8 @@ out:
     /* recorded (committed) first, handed out after */
     rc = db_finish(ctx, &d, rc);
     if (rc == KV_OK)
-        rc = bio_string(ctx, b, pem);
+        rc = (*pem = kv_bio_text(b, NULL)) ? KV_OK
+                                           : kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
     BIO_free(b);
     free(hex);
     free(subj_text);
@@ -1280,7 +1266,8 @@ out:
     /* the CRL number counted (committed) first, the CRL handed out after */
     rc = db_finish(ctx, &d, rc);
     if (rc == KV_OK)
-        rc = bio_string(ctx, b, pem);
+        rc = (*pem = kv_bio_text(b, NULL)) ? KV_OK
+                                           : kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
     BIO_free(b);
     AUTHORITY_KEYID_free(akid);
     ASN1_INTEGER_free(number);

@@ -21,17 +21,11 @@
 static kv_rc to_pem(const kv_ctx *ctx, kv_x509_kind kind, void *obj, char **out)
 {
     BIO *bio = BIO_new(BIO_s_mem());
-    char *data = NULL;
-    long n;
-    int ok;
 
     *out = NULL;
-    ok = bio && (kind == KV_X509_REQ ? PEM_write_bio_X509_REQ(bio, obj)
-                                     : PEM_write_bio_X509(bio, obj)) == 1;
-    if (ok && (n = BIO_get_mem_data(bio, &data)) > 0 && (*out = malloc((size_t)n + 1))) {
-        memcpy(*out, data, (size_t)n);
-        (*out)[n] = '\0';
-    }
+    if (bio && (kind == KV_X509_REQ ? PEM_write_bio_X509_REQ(bio, obj)
+                                    : PEM_write_bio_X509(bio, obj)) == 1)
+        *out = kv_bio_text(bio, NULL);
     BIO_free(bio);
     if (!*out)
         return kv_error_ossl(ctx, KV_ERR_NO_MEMORY, "cannot write the %s as PEM",

@@ -506,13 +506,11 @@ out:
 kv_rc kv_x509_name_text(const kv_ctx *ctx, const X509_NAME *name, char **out)
 {
     BIO *bio = BIO_new(BIO_s_mem());
-    char *data = NULL;
-    long n;
 
     *out = NULL;
     /* RFC 4514 with UTF-8 kept as it is (only controls are escaped) */
     if (!bio || X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) < 0 ||
-        (n = BIO_get_mem_data(bio, &data)) < 0 || !(*out = kv_asprintf("%.*s", (int)n, data))) {
+        !(*out = kv_bio_text(bio, NULL))) {
         BIO_free(bio);
         return kv_error_ossl(ctx, KV_ERR_NO_MEMORY, "cannot print a name");
     }
