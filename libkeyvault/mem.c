@@ -66,7 +66,8 @@ char *kv_bio_text(BIO *bio, size_t *len)
 
     s = n >= 0 ? malloc((size_t)n + 1) : NULL;
     if (s) {
-        memcpy(s, data, (size_t)n);
+        if (n > 0)   /* an empty BIO has no data pointer at all */
+            memcpy(s, data, (size_t)n);
         s[n] = '\0';
         if (len)
             *len = (size_t)n;
