@@ -9,6 +9,7 @@
  *     -c CONF        the libkeyvault configuration (default: as kv_ctx_new(NULL))
  *     -v 1.2|1.3     the TLS version (default 1.3)
  *     -s SIGALGS     signature algorithms both sides offer (SSL_CTX_set1_sigalgs_list)
+ *     -g GROUPS      key exchange groups both sides offer (SSL_CTX_set1_groups_list)
  *     -n N           handshakes (per thread in `threads`; in all in `fork`)
  *     -t T           client threads (`threads`, `fork`)
  *     -w W           forked workers (`fork`)
@@ -49,7 +50,7 @@
 
 static kv_ctx *ctx;
 static int version = TLS1_3_VERSION;
-static const char *sigalgs;
+static const char *sigalgs, *groups;
 static SSL_CTX *server_ctx, *client_ctx;
 static atomic_int good, bad;
 
@@ -205,6 +206,8 @@ static SSL_CTX *tls_ctx(int server, kv_key *key, EVP_PKEY *pkey, X509 *cert, X50
     if (sigalgs && (SSL_CTX_set1_sigalgs_list(c, sigalgs) != 1 ||
                     (server && SSL_CTX_set1_client_sigalgs_list(c, sigalgs) != 1)))
         die("cannot set the signature algorithms");
+    if (groups && SSL_CTX_set1_groups_list(c, groups) != 1)
+        die("cannot set the groups");
     return c;
 }
 
@@ -417,11 +420,12 @@ int main(int argc, char **argv)
     uint64_t t0, t1;
     kv_rc rc;
 
-    while ((opt = getopt(argc, argv, "c:v:s:n:t:w:u:pC")) != -1) {
+    while ((opt = getopt(argc, argv, "c:v:s:g:n:t:w:u:pC")) != -1) {
         switch (opt) {
         case 'c': conf = optarg; break;
         case 'v': version = strcmp(optarg, "1.2") ? TLS1_3_VERSION : TLS1_2_VERSION; break;
         case 's': sigalgs = optarg; break;
+        case 'g': groups = optarg; break;
         case 'n': n = atoi(optarg); break;
         case 't': threads = atoi(optarg); break;
         case 'w': workers = atoi(optarg); break;
@@ -432,7 +436,7 @@ int main(int argc, char **argv)
         }
     }
     if (argc - optind != 3 || n < 1 || threads < 1 || threads > 64 || workers < 1) {
-        fprintf(stderr, "usage: provider-tls [-c CONF] [-v 1.2|1.3] [-s SIGALGS] [-n N] [-t T] "
+        fprintf(stderr, "usage: provider-tls [-c CONF] [-v 1.2|1.3] [-s SIGALGS] [-g GROUPS] [-n N] [-t T] "
                         "[-w W] [-u KEY] [-p] [-C] pair|threads|fork|refuse SERVER_KEY CLIENT_KEY\n");
         return 2;
     }

@@ -94,6 +94,11 @@ for b in $backends; do
 done
 handshake "software P-384 server, TLS 1.3" "server signed with id-ecPublicKey+SHA384" -- \
     pair software-p384 software-ec
+# ECDHE on P-256 and P-384: ephemeral EC keys made by OpenSSL after vault signatures
+for v in 1.3 1.2; do
+    handshake "TLS $v with ECDHE on P-256, then P-384" "handshakes: 3 of 3 succeeded" -- \
+        -v "$v" -g P-256:P-384 -n 3 pair software-ec software-rsa
+done
 
 # ---- many at once: threads, and a pre-forking server --------------------------
 for b in $backends; do

@@ -113,6 +113,12 @@ void kvp_raise(const kvp_provctx *pc, int reason, const char *fmt, ...)
 /* The same for a failed libkeyvault call: "what: kv_strerror(rc): kv_errmsg(kv)". */
 void kvp_raise_kv(const kvp_provctx *pc, kv_ctx *kv, kv_rc rc, const char *what);
 
+/* kvp_generic_first - have property-less fetches of the key management
+ * `type` ("EC", "RSA", "ED25519") answered by the default provider in every
+ * library context the provider serves (provider.c says why). Cheap when
+ * already so; call it before OpenSSL fetches our key management for a key. */
+void kvp_generic_first(const char *type);
+
 /* The bridge for kv_key_evp_pkey (libkeyvault/evp.c): an EVP_PKEY in libctx
  * (NULL: the default one) over the vault key `key` of kv; the EVP_PKEY takes
  * one reference of key, released with kv_key_free when the EVP_PKEY goes.

@@ -89,6 +89,76 @@ static void provctx_free(kvp_provctx *pc)
     free(pc);
 }
 
+/* ---- the library contexts we serve ---------------------------------------- */
+
+/*
+ * OpenSSL 3.0 caches fetched methods by name and property query; a lookup
+ * without a provider matches an entry cached for any provider. When OpenSSL
+ * prepares an operation with one of our keys it fetches the key management
+ * from our provider with the caller's (usually empty) property query, and
+ * if that entry is the first one cached for "EC" since the cache was last
+ * flushed, every later property-less fetch of "EC" (EVP_PKEY_keygen, TLS's
+ * ECDHE share, EVP_PKEY_fromdata) gets ours. kvp_generic_first puts the
+ * default provider's entry there first: our key management calls it before
+ * every operation with our keys (query_operation_name), and key objects
+ * call it when they are made.
+ */
+#define MAX_LIBCTX 16
+static pthread_mutex_t served_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    OSSL_LIB_CTX *lib; /* NULL is OpenSSL's default library context */
+    unsigned users;
+} served[MAX_LIBCTX];
+
+static void served_add(OSSL_LIB_CTX *lib)
+{
+    size_t i, free_slot = MAX_LIBCTX;
+
+    pthread_mutex_lock(&served_lock);
+    for (i = 0; i < MAX_LIBCTX; i++) {
+        if (served[i].users && served[i].lib == lib)
+            break;
+        if (!served[i].users && free_slot == MAX_LIBCTX)
+            free_slot = i;
+    }
+    if (i == MAX_LIBCTX && free_slot < MAX_LIBCTX) {
+        i = free_slot;
+        served[i].lib = lib;
+    }
+    if (i < MAX_LIBCTX)
+        served[i].users++;
+    pthread_mutex_unlock(&served_lock);
+}
+
+static void served_remove(OSSL_LIB_CTX *lib)
+{
+    pthread_mutex_lock(&served_lock);
+    for (size_t i = 0; i < MAX_LIBCTX; i++)
+        if (served[i].users && served[i].lib == lib) {
+            served[i].users--;
+            break;
+        }
+    pthread_mutex_unlock(&served_lock);
+}
+
+void kvp_generic_first(const char *type)
+{
+    pthread_mutex_lock(&served_lock);
+    ERR_set_mark();
+    for (size_t i = 0; i < MAX_LIBCTX; i++)
+        if (served[i].users)
+            EVP_KEYMGMT_free(EVP_KEYMGMT_fetch(served[i].lib, type, NULL));
+    ERR_pop_to_mark();
+    pthread_mutex_unlock(&served_lock);
+}
+
+/* The OSSL_LIB_CTX of the libcrypto this code links (the library's builtin
+ * and keyvault.so both use the system's libcrypto); NULL is the default. */
+static OSSL_LIB_CTX *core_libctx(const kvp_provctx *pc)
+{
+    return (OSSL_LIB_CTX *)pc->core_get_libctx(pc->handle);
+}
+
 /* ---- algorithms ----------------------------------------------------------- */
 
 /* Key management names are OpenSSL's own, so EVP_PKEY_is_a(pkey, "EC") and
@@ -125,8 +195,6 @@ static const OSSL_ALGORITHM keyexch_algs[] = {
  * first asks for our key management, we first have the default provider's
  * stored: a fetch restricted to it, during which we answer "nothing yet,
  * ask again" (no_cache); then ours go in behind it.
- * The core context is the OSSL_LIB_CTX of the libcrypto this code links
- * (the library's builtin and keyvault.so both use the system's libcrypto).
  */
 static const OSSL_ALGORITHM *keymgmt_after_default(kvp_provctx *pc, int *no_cache)
 {
@@ -140,8 +208,7 @@ static const OSSL_ALGORITHM *keymgmt_after_default(kvp_provctx *pc, int *no_cach
         return NULL;
     }
     ERR_set_mark();
-    km = EVP_KEYMGMT_fetch((OSSL_LIB_CTX *)pc->core_get_libctx(pc->handle), "EC",
-                           "provider=default");
+    km = EVP_KEYMGMT_fetch(core_libctx(pc), "EC", "provider=default");
     EVP_KEYMGMT_free(km);
     ERR_pop_to_mark();
     atomic_store(&pc->keymgmt_state, 2);
@@ -200,6 +267,8 @@ static const OSSL_ITEM *get_reason_strings(void *provctx)
 
 static void teardown(void *provctx)
 {
+    if (((kvp_provctx *)provctx)->core_get_libctx)
+        served_remove(core_libctx(provctx));
     provctx_free(provctx);
 }
 
@@ -282,6 +351,8 @@ int kv_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
     pc->km_ed25519 = EVP_KEYMGMT_fetch(pc->publibctx, "ED25519", NULL);
     if (!pc->km_ec || !pc->km_rsa || !pc->km_ed25519)
         goto fail;
+    if (pc->core_get_libctx)
+        served_add(core_libctx(pc));
     *out = provider_functions;
     *provctx = pc;
     return 1;
@@ -349,6 +420,7 @@ kv_rc kvp_evp_pkey(kv_ctx *kv, kv_key *key, OSSL_LIB_CTX *libctx, EVP_PKEY **out
         *out = NULL;
         goto out;
     }
+    kvp_generic_first(name);
     rc = KV_OK;
 out:
     EVP_PKEY_CTX_free(pctx);
