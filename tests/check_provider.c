@@ -384,12 +384,13 @@ END_TEST
 START_TEST(keyvault_loaded_first_leaves_ordinary_keys_alone)
 {
     OSSL_LIB_CTX *lib = OSSL_LIB_CTX_new();
+    OSSL_PROVIDER *kv, *def;
     EVP_PKEY *pkey, *ordinary;
     EVP_KEYMGMT *km;
 
     ck_assert_int_eq(OSSL_PROVIDER_add_builtin(lib, "keyvault", kv_provider_init), 1);
-    ck_assert_ptr_nonnull(OSSL_PROVIDER_load(lib, "keyvault"));
-    ck_assert_ptr_nonnull(OSSL_PROVIDER_load(lib, "default"));
+    ck_assert_ptr_nonnull(kv = OSSL_PROVIDER_load(lib, "keyvault"));
+    ck_assert_ptr_nonnull(def = OSSL_PROVIDER_load(lib, "default"));
     pkey = vault_pkey(0, lib);
     {
         /* a signature with the vault key first */
@@ -413,6 +414,8 @@ START_TEST(keyvault_loaded_first_leaves_ordinary_keys_alone)
     ck_assert_str_eq(OSSL_PROVIDER_get0_name(EVP_PKEY_get0_provider(pkey)), "keyvault");
     EVP_PKEY_free(ordinary);
     EVP_PKEY_free(pkey);
+    OSSL_PROVIDER_unload(def);
+    OSSL_PROVIDER_unload(kv);
     OSSL_LIB_CTX_free(lib);
 }
 END_TEST

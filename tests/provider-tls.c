@@ -103,10 +103,11 @@ static void check_provider(EVP_PKEY *pkey, const char *want, const char *what)
     EVP_PKEY_CTX *pctx = NULL;
     const char *key_prov = OSSL_PROVIDER_get0_name(EVP_PKEY_get0_provider(pkey));
     const char *sig_prov = NULL;
+    const char *md = EVP_PKEY_is_a(pkey, "ED25519") ? NULL : "SHA256";
     unsigned char sig[512];
     size_t siglen = sizeof(sig);
 
-    if (m && EVP_DigestSignInit_ex(m, &pctx, "SHA256", NULL, NULL, pkey, NULL) == 1 &&
+    if (m && EVP_DigestSignInit_ex(m, &pctx, md, NULL, NULL, pkey, NULL) == 1 &&
         EVP_DigestSign(m, sig, &siglen, (const unsigned char *)"x", 1) == 1)
         sig_prov = OSSL_PROVIDER_get0_name(EVP_PKEY_CTX_get0_provider(pctx));
     EVP_MD_CTX_free(m);
@@ -416,6 +417,7 @@ int main(int argc, char **argv)
     int stored = 0;
     kv_key *skey = NULL, *ckey;
     EVP_PKEY *spkey = NULL;
+    OSSL_PROVIDER *kvprov = NULL, *defprov = NULL;
     X509 *scert, *ccert, *trust;
     uint64_t t0, t1;
     kv_rc rc;
@@ -445,7 +447,8 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (keyvault_first &&
         (OSSL_PROVIDER_add_builtin(NULL, "keyvault", kv_provider_init) != 1 ||
-         !OSSL_PROVIDER_load(NULL, "keyvault") || !OSSL_PROVIDER_load(NULL, "default")))
+         !(kvprov = OSSL_PROVIDER_load(NULL, "keyvault")) ||
+         !(defprov = OSSL_PROVIDER_load(NULL, "default"))))
         die("cannot load the keyvault provider, then the default one");
     if ((rc = kv_ctx_new(&ctx, conf)) != KV_OK) {
         fprintf(stderr, "provider-tls: kv_ctx_new: %s\n", kv_errmsg(NULL));
@@ -549,6 +552,8 @@ int main(int argc, char **argv)
     X509_free(ccert);
     if (trust != ccert)
         X509_free(trust);
+    OSSL_PROVIDER_unload(defprov);
+    OSSL_PROVIDER_unload(kvprov);
     kv_ctx_free(ctx);
     return total == n ? 0 : 1;
 }

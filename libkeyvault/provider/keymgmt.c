@@ -44,6 +44,8 @@ void kvp_key_free(kvp_key *k)
         kv_key_free(k->key);
     EVP_PKEY_free(k->pub);
     kvp_key_free(k->origin);
+    if (k->loaded)
+        OSSL_PROVIDER_unload(k->loaded);
     free(k);
 }
 

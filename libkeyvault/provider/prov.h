@@ -21,6 +21,7 @@
 #include <openssl/core.h>
 #include <openssl/core_dispatch.h>
 #include <openssl/evp.h>
+#include <openssl/provider.h>
 
 #include <keyvault.h>
 
@@ -62,6 +63,7 @@ typedef struct kvp_provctx {
     OSSL_FUNC_core_vset_error_fn *vset_error;
     OSSL_FUNC_core_get_libctx_fn *core_get_libctx;
     atomic_int keymgmt_state;  /* 0, 1 while the default's go first, 2 (provider.c) */
+    OSSL_PROVIDER *pubdefault; /* the default provider loaded in publibctx */
 } kvp_provctx;
 
 /*
@@ -87,6 +89,8 @@ typedef struct kvp_key {
     kv_key_type type;          /* KV_KEY_UNKNOWN for a public-only key */
     struct kvp_key *origin;    /* imported by reference: the object whose key this
                                 * one uses (one reference held), else NULL */
+    OSSL_PROVIDER *loaded;     /* kv_key_evp_pkey's load of the provider in the caller's
+                                * library context: unloaded with the object */
 } kvp_key;
 
 /*

@@ -82,6 +82,7 @@ static void provctx_free(kvp_provctx *pc)
     EVP_KEYMGMT_free(pc->km_ec);
     EVP_KEYMGMT_free(pc->km_rsa);
     EVP_KEYMGMT_free(pc->km_ed25519);
+    OSSL_PROVIDER_unload(pc->pubdefault);
     OSSL_LIB_CTX_free(pc->publibctx);
     kv_ctx_free(pc->kv);
     free(pc->conf);
@@ -344,7 +345,7 @@ int kv_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
      * our own with the default provider alone: they never reach a backend,
      * another provider, or this one. */
     pc->publibctx = OSSL_LIB_CTX_new();
-    if (!pc->publibctx || !OSSL_PROVIDER_load(pc->publibctx, "default"))
+    if (!pc->publibctx || !(pc->pubdefault = OSSL_PROVIDER_load(pc->publibctx, "default")))
         goto fail;
     pc->km_ec = EVP_KEYMGMT_fetch(pc->publibctx, "EC", NULL);
     pc->km_rsa = EVP_KEYMGMT_fetch(pc->publibctx, "RSA", NULL);
@@ -365,20 +366,19 @@ fail:
 
 static pthread_mutex_t builtin_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Make the provider available in libctx: registered as a builtin (so this
- * copy of the code serves it, not a keyvault.so found on disk) and loaded,
- * keeping the fallback (default) provider loadable. */
+/* Load the provider in libctx (one more load when it is there already),
+ * keeping the fallback (default) provider loadable. When it is not there
+ * it is registered as a builtin first, so that this copy of the code
+ * serves it, not a keyvault.so found on disk. */
 static OSSL_PROVIDER *load_provider(OSSL_LIB_CTX *libctx)
 {
     OSSL_PROVIDER *prov;
 
     pthread_mutex_lock(&builtin_lock);
     ERR_set_mark();
-    prov = OSSL_PROVIDER_try_load(libctx, KVP_NAME, 1);
-    if (!prov) {
+    if (!OSSL_PROVIDER_available(libctx, KVP_NAME))
         (void)OSSL_PROVIDER_add_builtin(libctx, KVP_NAME, kv_provider_init);
-        prov = OSSL_PROVIDER_try_load(libctx, KVP_NAME, 1);
-    }
+    prov = OSSL_PROVIDER_try_load(libctx, KVP_NAME, 1);
     if (prov)
         ERR_pop_to_mark();
     else
@@ -392,11 +392,9 @@ kv_rc kvp_evp_pkey(kv_ctx *kv, kv_key *key, OSSL_LIB_CTX *libctx, EVP_PKEY **out
     OSSL_PROVIDER *prov = NULL;
     EVP_PKEY_CTX *pctx = NULL;
     kvp_key *k = NULL;
-    kv_key_info info;
     const char *name;
     OSSL_PARAM params[2];
     kv_rc rc = KV_ERR_CRYPTO;
-    int was_loaded = OSSL_PROVIDER_available(libctx, KVP_NAME);
 
     *out = NULL;
     prov = load_provider(libctx);
@@ -404,13 +402,14 @@ kv_rc kvp_evp_pkey(kv_ctx *kv, kv_key *key, OSSL_LIB_CTX *libctx, EVP_PKEY **out
         kv_key_free(key);
         return KV_ERR_CRYPTO;
     }
-    if (kv_key_get_info(key, &info) != KV_OK) {
-        kv_key_free(key);
-        goto out;
-    }
     k = kvp_key_from_vault(OSSL_PROVIDER_get0_provider_ctx(prov), kv, key, 1);
-    if (!k)
-        goto out;
+    if (!k) {
+        OSSL_PROVIDER_unload(prov);
+        return KV_ERR_CRYPTO;
+    }
+    /* the provider stays loaded as long as the key object (and so the
+     * EVP_PKEY and its copies) lives */
+    k->loaded = prov;
     name = kvp_key_type_name(k);
     params[0] = OSSL_PARAM_construct_octet_string(KVP_PARAM_KEY_REF, &k, sizeof(k));
     params[1] = OSSL_PARAM_construct_end();
@@ -425,8 +424,5 @@ kv_rc kvp_evp_pkey(kv_ctx *kv, kv_key *key, OSSL_LIB_CTX *libctx, EVP_PKEY **out
 out:
     EVP_PKEY_CTX_free(pctx);
     kvp_key_free(k);
-    /* the first load stays for the life of libctx: EVP_PKEYs use it */
-    if (was_loaded)
-        OSSL_PROVIDER_unload(prov);
     return rc;
 }
