@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdbool.h>
+#include <stdatomic.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -482,6 +483,8 @@ struct kv_key {
     unsigned version;
     EVP_PKEY *pub;            /* public half, for export and verification */
     void *bk;                 /* backend's own key state */
+    atomic_uint extra_refs;   /* references beyond the opener's (kv_key_evp_pkey's
+                               * EVP_PKEYs); kv_key_free drops one while any remain */
 };
 
 /* Append one key to a list being built (strings are copied). */

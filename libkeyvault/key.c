@@ -106,8 +106,15 @@ static kv_key *key_alloc(kv_ctx *ctx, kv_backend *be)
 
 void kv_key_free(kv_key *key)
 {
+    unsigned refs;
+
     if (!key)
         return;
+    /* drop an extra reference while there is one; the last goes below */
+    refs = atomic_load(&key->extra_refs);
+    while (refs > 0)
+        if (atomic_compare_exchange_weak(&key->extra_refs, &refs, refs - 1))
+            return;
     if (key->be && key->be->ops && key->bk)
         key->be->ops->key_free(key);
     EVP_PKEY_free(key->pub);

@@ -570,6 +570,44 @@ KV_API KV_WUR kv_rc kv_ca_revoke(kv_key *ca, const char *serial_hex, kv_revoke_r
  */
 KV_API KV_WUR kv_rc kv_ca_crl(kv_key *ca, unsigned days, char **pem) KV_NONNULL(1, 3);
 
+/* ---- OpenSSL 3 ----------------------------------------------------------- */
+
+/* OpenSSL's types by their struct tags, so this header needs no OpenSSL
+ * header: struct evp_pkey_st is EVP_PKEY, struct ossl_lib_ctx_st is
+ * OSSL_LIB_CTX, and so on. */
+struct evp_pkey_st;
+struct ossl_lib_ctx_st;
+struct ossl_core_handle_st;
+struct ossl_dispatch_st;
+
+/*
+ * kv_key_evp_pkey - an EVP_PKEY for the vault key, for any OpenSSL API that
+ * takes a private key (SSL_CTX_use_PrivateKey, X509_sign, EVP_DigestSign,
+ * EVP_PKEY_derive). Its private operations go to the key's backend through
+ * the "keyvault" provider, which this call registers and loads in libctx
+ * (NULL: OpenSSL's default library context) when it is not there yet; the
+ * default provider stays available for everything else. Verification,
+ * hashing and public-key work stay in software. Its private half cannot be
+ * exported. The EVP_PKEY holds a reference of its own to key, so the caller
+ * may kv_key_free(key) at once; the key's kv_ctx must outlive the EVP_PKEY.
+ * Free *out with EVP_PKEY_free. Key types: EC P-256/P-384, RSA, Ed25519.
+ */
+KV_API KV_WUR kv_rc kv_key_evp_pkey(kv_key *key, struct ossl_lib_ctx_st *libctx,
+                                    struct evp_pkey_st **out) KV_NONNULL(1, 3);
+
+/*
+ * kv_provider_init - the "keyvault" provider's entry point: what the module
+ * keyvault.so's OSSL_provider_init calls, and what a program passes to
+ * OSSL_PROVIDER_add_builtin to serve the provider from its own copy of the
+ * library. Its kv_ctx comes from the provider parameter keyvault_conf (a
+ * configuration file path, in the provider's section of openssl.cnf), else
+ * from kv_ctx_new(NULL). Returns 1 on success, 0 on failure (OpenSSL's
+ * convention for provider entry points).
+ */
+KV_API int kv_provider_init(const struct ossl_core_handle_st *handle,
+                            const struct ossl_dispatch_st *in,
+                            const struct ossl_dispatch_st **out, void **provctx);
+
 /* ---- key references ---------------------------------------------------- */
 
 /* Flags of kv_key_reference_pem. */

@@ -1,0 +1,307 @@
+/*
+ * provider.c - the keyvault OpenSSL provider: init, teardown, the provider
+ * context, query_operation, get_params, errors, and the bridge behind
+ * kv_key_evp_pkey. Public API and OpenSSL only.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/params.h>
+#include <openssl/provider.h>
+
+#include "prov.h"
+
+/* ---- errors --------------------------------------------------------------- */
+
+static const OSSL_ITEM reason_strings[] = {
+    { KVP_R_VAULT, "keyvault operation failed" },
+    { KVP_R_NO_PRIVATE_KEY, "no private key: the object holds a public key only" },
+    { KVP_R_EXPORT_REFUSED, "the private key of a vault key cannot be exported" },
+    { KVP_R_UNSUPPORTED, "not supported by vault keys" },
+    { KVP_R_BAD_PARAM, "malformed parameter" },
+    { KVP_R_INTERNAL, "internal OpenSSL call failed" },
+    { 0, NULL },
+};
+
+static void raise_v(const kvp_provctx *pc, int reason, const char *fmt, va_list ap)
+{
+    if (!pc || !pc->new_error || !pc->vset_error)
+        return;
+    pc->new_error(pc->handle);
+    if (pc->set_error_debug)
+        pc->set_error_debug(pc->handle, NULL, 0, NULL);
+    pc->vset_error(pc->handle, (uint32_t)reason, fmt, ap);
+}
+
+void kvp_raise(const kvp_provctx *pc, int reason, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    raise_v(pc, reason, fmt, ap);
+    va_end(ap);
+}
+
+void kvp_raise_kv(const kvp_provctx *pc, kv_ctx *kv, kv_rc rc, const char *what)
+{
+    const char *detail = kv ? kv_errmsg(kv) : "";
+
+    kvp_raise(pc, KVP_R_VAULT, "%s: %s%s%s", what, kv_strerror(rc), detail[0] ? ": " : "",
+              detail);
+}
+
+/* ---- the provider context ------------------------------------------------- */
+
+kv_rc kvp_provctx_kv(kvp_provctx *pc, kv_ctx **out)
+{
+    kv_rc rc = KV_OK;
+
+    *out = NULL;
+    pthread_mutex_lock(&pc->lock);
+    if (!pc->kv) {
+        rc = kv_ctx_new(&pc->kv, pc->conf);
+        if (rc != KV_OK)
+            kvp_raise(pc, KVP_R_VAULT, "kv_ctx_new(%s) failed: %s: %s",
+                      pc->conf ? "keyvault_conf" : "default configuration", kv_strerror(rc),
+                      kv_errmsg(NULL));
+    }
+    *out = pc->kv;
+    pthread_mutex_unlock(&pc->lock);
+    return rc;
+}
+
+static void provctx_free(kvp_provctx *pc)
+{
+    if (!pc)
+        return;
+    EVP_KEYMGMT_free(pc->km_ec);
+    EVP_KEYMGMT_free(pc->km_rsa);
+    EVP_KEYMGMT_free(pc->km_ed25519);
+    OSSL_LIB_CTX_free(pc->publibctx);
+    kv_ctx_free(pc->kv);
+    free(pc->conf);
+    pthread_mutex_destroy(&pc->lock);
+    free(pc);
+}
+
+/* ---- algorithms ----------------------------------------------------------- */
+
+/* Key management names are OpenSSL's own, so EVP_PKEY_is_a(pkey, "EC") and
+ * TLS's certificate slots see our keys as what they are. */
+static const OSSL_ALGORITHM keymgmt_algs[] = {
+    { "EC:id-ecPublicKey:1.2.840.10045.2.1", KVP_PROPS, kvp_keymgmt_ec_functions,
+      "keyvault EC key" },
+    { "RSA:rsaEncryption:1.2.840.113549.1.1.1", KVP_PROPS, kvp_keymgmt_rsa_functions,
+      "keyvault RSA key" },
+    { "ED25519:1.3.101.112", KVP_PROPS, kvp_keymgmt_ed25519_functions, "keyvault Ed25519 key" },
+    { NULL, NULL, NULL, NULL },
+};
+
+static const OSSL_ALGORITHM *query_operation(void *provctx, int id, int *no_cache)
+{
+    *no_cache = 0;
+    switch (id) {
+    case OSSL_OP_KEYMGMT:
+        return keymgmt_algs;
+    }
+    return NULL;
+}
+
+static const OSSL_PARAM *gettable_params(void *provctx)
+{
+    static const OSSL_PARAM params[] = {
+        OSSL_PARAM_DEFN(OSSL_PROV_PARAM_NAME, OSSL_PARAM_UTF8_PTR, NULL, 0),
+        OSSL_PARAM_DEFN(OSSL_PROV_PARAM_VERSION, OSSL_PARAM_UTF8_PTR, NULL, 0),
+        OSSL_PARAM_DEFN(OSSL_PROV_PARAM_BUILDINFO, OSSL_PARAM_UTF8_PTR, NULL, 0),
+        OSSL_PARAM_DEFN(OSSL_PROV_PARAM_STATUS, OSSL_PARAM_INTEGER, NULL, 0),
+        OSSL_PARAM_END,
+    };
+    return params;
+}
+
+static int get_params(void *provctx, OSSL_PARAM params[])
+{
+    OSSL_PARAM *p;
+
+    p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_NAME);
+    if (p && !OSSL_PARAM_set_utf8_ptr(p, "libkeyvault provider"))
+        return 0;
+    p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_VERSION);
+    if (p && !OSSL_PARAM_set_utf8_ptr(p, kv_version()))
+        return 0;
+    p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_BUILDINFO);
+    if (p && !OSSL_PARAM_set_utf8_ptr(p, kv_version()))
+        return 0;
+    p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS);
+    if (p && !OSSL_PARAM_set_int(p, 1))
+        return 0;
+    return 1;
+}
+
+static const OSSL_ITEM *get_reason_strings(void *provctx)
+{
+    return reason_strings;
+}
+
+static void teardown(void *provctx)
+{
+    provctx_free(provctx);
+}
+
+static const OSSL_DISPATCH provider_functions[] = {
+    { OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void))teardown },
+    { OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))gettable_params },
+    { OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))get_params },
+    { OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))query_operation },
+    { OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))get_reason_strings },
+    { 0, NULL },
+};
+
+/* Read keyvault_conf from the provider's configuration section. */
+static int read_conf(kvp_provctx *pc, OSSL_FUNC_core_get_params_fn *core_get_params)
+{
+    char *conf = NULL;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_utf8_ptr("keyvault_conf", &conf, 0),
+        OSSL_PARAM_END,
+    };
+
+    if (!core_get_params)
+        return 1;
+    if (!core_get_params(pc->handle, params))
+        return 0;
+    if (conf && conf[0]) {
+        pc->conf = strdup(conf);
+        if (!pc->conf)
+            return 0;
+    }
+    return 1;
+}
+
+int kv_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
+                     const OSSL_DISPATCH **out, void **provctx)
+{
+    OSSL_FUNC_core_get_params_fn *core_get_params = NULL;
+    kvp_provctx *pc = NULL;
+
+    if (!handle || !in || !out || !provctx)
+        return 0;
+    *provctx = NULL;
+    pc = calloc(1, sizeof(*pc));
+    if (!pc)
+        return 0;
+    if (pthread_mutex_init(&pc->lock, NULL) != 0) {
+        free(pc);
+        return 0;
+    }
+    pc->handle = handle;
+    for (; in->function_id != 0; in++) {
+        switch (in->function_id) {
+        case OSSL_FUNC_CORE_GET_PARAMS:
+            core_get_params = OSSL_FUNC_core_get_params(in);
+            break;
+        case OSSL_FUNC_CORE_NEW_ERROR:
+            pc->new_error = OSSL_FUNC_core_new_error(in);
+            break;
+        case OSSL_FUNC_CORE_SET_ERROR_DEBUG:
+            pc->set_error_debug = OSSL_FUNC_core_set_error_debug(in);
+            break;
+        case OSSL_FUNC_CORE_VSET_ERROR:
+            pc->vset_error = OSSL_FUNC_core_vset_error(in);
+            break;
+        }
+    }
+    if (!read_conf(pc, core_get_params))
+        goto fail;
+    /* Public keys, verification and digests live in a library context of
+     * our own with the default provider alone: they never reach a backend,
+     * another provider, or this one. */
+    pc->publibctx = OSSL_LIB_CTX_new();
+    if (!pc->publibctx || !OSSL_PROVIDER_load(pc->publibctx, "default"))
+        goto fail;
+    pc->km_ec = EVP_KEYMGMT_fetch(pc->publibctx, "EC", NULL);
+    pc->km_rsa = EVP_KEYMGMT_fetch(pc->publibctx, "RSA", NULL);
+    pc->km_ed25519 = EVP_KEYMGMT_fetch(pc->publibctx, "ED25519", NULL);
+    if (!pc->km_ec || !pc->km_rsa || !pc->km_ed25519)
+        goto fail;
+    *out = provider_functions;
+    *provctx = pc;
+    return 1;
+fail:
+    provctx_free(pc);
+    return 0;
+}
+
+/* ---- kv_key_evp_pkey's bridge ------------------------------------------- */
+
+static pthread_mutex_t builtin_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Make the provider available in libctx: registered as a builtin (so this
+ * copy of the code serves it, not a keyvault.so found on disk) and loaded,
+ * keeping the fallback (default) provider loadable. */
+static OSSL_PROVIDER *load_provider(OSSL_LIB_CTX *libctx)
+{
+    OSSL_PROVIDER *prov;
+
+    pthread_mutex_lock(&builtin_lock);
+    ERR_set_mark();
+    prov = OSSL_PROVIDER_try_load(libctx, KVP_NAME, 1);
+    if (!prov) {
+        (void)OSSL_PROVIDER_add_builtin(libctx, KVP_NAME, kv_provider_init);
+        prov = OSSL_PROVIDER_try_load(libctx, KVP_NAME, 1);
+    }
+    if (prov)
+        ERR_pop_to_mark();
+    else
+        ERR_clear_last_mark();
+    pthread_mutex_unlock(&builtin_lock);
+    return prov;
+}
+
+kv_rc kvp_evp_pkey(kv_ctx *kv, kv_key *key, OSSL_LIB_CTX *libctx, EVP_PKEY **out)
+{
+    OSSL_PROVIDER *prov = NULL;
+    EVP_PKEY_CTX *pctx = NULL;
+    kvp_key *k = NULL;
+    kv_key_info info;
+    const char *name;
+    OSSL_PARAM params[2];
+    kv_rc rc = KV_ERR_CRYPTO;
+    int was_loaded = OSSL_PROVIDER_available(libctx, KVP_NAME);
+
+    *out = NULL;
+    prov = load_provider(libctx);
+    if (!prov) {
+        kv_key_free(key);
+        return KV_ERR_CRYPTO;
+    }
+    if (kv_key_get_info(key, &info) != KV_OK) {
+        kv_key_free(key);
+        goto out;
+    }
+    k = kvp_key_from_vault(OSSL_PROVIDER_get0_provider_ctx(prov), kv, key, 1);
+    if (!k)
+        goto out;
+    name = kvp_key_type_name(k);
+    params[0] = OSSL_PARAM_construct_octet_string(KVP_PARAM_KEY_REF, &k, sizeof(k));
+    params[1] = OSSL_PARAM_construct_end();
+    pctx = EVP_PKEY_CTX_new_from_name(libctx, name, KVP_PROPS);
+    if (!pctx || EVP_PKEY_fromdata_init(pctx) != 1 ||
+        EVP_PKEY_fromdata(pctx, out, EVP_PKEY_KEYPAIR, params) != 1) {
+        *out = NULL;
+        goto out;
+    }
+    rc = KV_OK;
+out:
+    EVP_PKEY_CTX_free(pctx);
+    kvp_key_free(k);
+    /* the first load stays for the life of libctx: EVP_PKEYs use it */
+    if (was_loaded)
+        OSSL_PROVIDER_unload(prov);
+    return rc;
+}
