@@ -53,9 +53,10 @@ static int dec_does_selection(void *provctx, int selection)
 /* The DER of the first KEYVAULT KEY REFERENCE block in `in`: 1 and *der
  * set when there is one, 1 and *der NULL when there is none (not ours), 0
  * when the input begins one that does not end. The input is read whole
- * (up to DEC_MAX_INPUT) into memory first: a core BIO over OpenSSL 3.0's
- * read buffer returns lines cut short from BIO_gets, which PEM_read_bio
- * takes for a bad end line. */
+ * (up to DEC_MAX_INPUT) into memory first, so that such a block can be told
+ * from input that is not ours. (OpenSSL 3.0's file: store loader hands
+ * decoders fragments of a file: a reference read through it, as by
+ * `openssl pkey -in FILE`, ends here; docs/provider.md.) */
 static int read_reference(BIO *in, unsigned char **der, long *derlen)
 {
     char *name = NULL, *header = NULL, *buf = NULL;
