@@ -132,9 +132,13 @@ for name in srv-soft srv-p11 srv-tpm cli-soft; do
     expect 0 "$name: openssl pkey -in keyvault:$name -pubout" -- \
         openssl pkey $PROV -in "keyvault:$name" -pubout -out "$T/$name.ossl.pub"
     expect 0 "$name: the store's public key is the vault's" -- cmp "$T/$name.pub" "$T/$name.ossl.pub"
+    expect 0 "$name: openssl pkey -pubin -in keyvault:$name (the public key alone)" -- \
+        openssl pkey $PROV -pubin -in "keyvault:$name" -pubout -out "$T/$name.pubin.pub"
+    expect 0 "$name:   the same public key" -- cmp "$T/$name.pub" "$T/$name.pubin.pub"
     expect 1 "$name: openssl pkey -in keyvault:$name (the private key) fails" -- \
         openssl pkey $PROV -in "keyvault:$name"
     if grep -q "PRIVATE KEY" "$T/out" "$T/err"; then not_ok "$name: no private key printed"; else ok "$name: no private key printed"; fi
+    contains "$T/err" "private key of a vault key cannot be exported" "$name:   the error says why"
 done
 p11uri=$(kv info srv-p11 | sed -n 's/^uri: *//p')
 tpmuri=$(kv info srv-tpm | sed -n 's/^uri: *//p')

@@ -12,6 +12,8 @@
  * the private half never leaves its backend. The certificate chain stored
  * with the key comes first as certificates when certificates are asked for
  * (OSSL_STORE_expect CERT, or nothing expected): `-cert keyvault:NAME`.
+ * When only a public key is asked for, it comes by value, for the default
+ * provider.
  * Only these three schemes reach this loader; file: stays OpenSSL's.
  */
 #include <stdlib.h>
@@ -171,6 +173,38 @@ static int load_key(store_ctx *sc, OSSL_CALLBACK *object_cb, void *object_cbarg)
     return ok;
 }
 
+/* Hand out the public key alone, by value (DER SubjectPublicKeyInfo), when
+ * only a public key is asked for (openssl pkey -pubin): OpenSSL decodes it
+ * with the default provider, and no backend is asked again. */
+static int load_pubkey(store_ctx *sc, OSSL_CALLBACK *object_cb, void *object_cbarg)
+{
+    int type = OSSL_OBJECT_PKEY, ok = 0;
+    unsigned char *der = NULL;
+    size_t len = 0;
+    OSSL_PARAM params[5];
+    kv_rc rc;
+
+    rc = kv_key_public_der(sc->key, NULL, &len);
+    if (rc == KV_OK && !(der = OPENSSL_malloc(len)))
+        rc = KV_ERR_NO_MEMORY;
+    if (rc == KV_OK)
+        rc = kv_key_public_der(sc->key, der, &len);
+    if (rc != KV_OK) {
+        kvp_raise_kv(sc->pc, sc->kv, rc, "store: kv_key_public_der");
+        goto out;
+    }
+    params[0] = OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &type);
+    params[1] = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_DATA, der, len);
+    params[2] = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_STRUCTURE,
+                                                 "SubjectPublicKeyInfo", 0);
+    params[3] = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DESC, sc->what, 0);
+    params[4] = OSSL_PARAM_construct_end();
+    ok = object_cb(params, object_cbarg);
+out:
+    OPENSSL_free(der);
+    return ok;
+}
+
 /* Read the chain stored with the key, leaf first, as DER certificates. A
  * key without a chain has none to give: that is not an error. */
 static int read_certs(store_ctx *sc)
@@ -254,7 +288,11 @@ static int store_load(void *loaderctx, OSSL_CALLBACK *object_cb, void *object_cb
     }
     if (!sc->key_done) {
         sc->key_done = 1;
-        if (wants(sc, OSSL_STORE_INFO_PKEY) || sc->expect == OSSL_STORE_INFO_PUBKEY) {
+        if (sc->expect == OSSL_STORE_INFO_PUBKEY) {
+            ok = load_pubkey(sc, object_cb, object_cbarg);
+            goto out;
+        }
+        if (wants(sc, OSSL_STORE_INFO_PKEY)) {
             ok = load_key(sc, object_cb, object_cbarg);
             goto out;
         }
