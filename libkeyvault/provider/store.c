@@ -16,8 +16,10 @@
  * provider.
  * Only these three schemes reach this loader; file: stays OpenSSL's.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/core_names.h>
 #include <openssl/core_object.h>
@@ -45,13 +47,14 @@ typedef struct store_ctx {
     int failed;
 } store_ctx;
 
-/* The scheme of uri when it is one of ours; else NULL. */
+/* The scheme of uri when it is one of ours (OpenSSL matches schemes
+ * without regard to case); else NULL. */
 static const char *scheme_of(const char *uri)
 {
     static const char *const schemes[] = { "pkcs11:", "tpm2:", "keyvault:" };
 
     for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
-        if (!strncmp(uri, schemes[i], strlen(schemes[i])))
+        if (!strncasecmp(uri, schemes[i], strlen(schemes[i])))
             return schemes[i];
     return NULL;
 }
@@ -76,8 +79,10 @@ static void *store_open(void *provctx, const char *uri)
     kv_key_info info;
     kv_rc rc;
 
-    if (!scheme) /* OpenSSL fetched us by scheme: not reached for other URIs */
+    if (!scheme) { /* OpenSSL fetches us by scheme: not reached for other URIs */
+        kvp_raise(pc, KVP_R_BAD_PARAM, "store: not a keyvault:, pkcs11: or tpm2: URI");
         return NULL;
+    }
     /* keyvault:NAME and keyvault:URI hand the rest to kv_key_open */
     ref = !strcmp(scheme, "keyvault:") ? uri + strlen(scheme) : uri;
     if (!(sc = calloc(1, sizeof(*sc)))) {
@@ -102,11 +107,12 @@ static void *store_open(void *provctx, const char *uri)
         kvp_raise_kv(pc, sc->kv, rc, "store: kv_key_get_info");
         goto fail;
     }
-    if (!(sc->what = malloc(strlen(info.name) + 16))) {
+    size_t whatlen = strlen("keyvault key ") + strlen(info.name) + 1;
+    if (!(sc->what = malloc(whatlen))) {
         kvp_raise(pc, KVP_R_INTERNAL, "out of memory");
         goto fail;
     }
-    sprintf(sc->what, "keyvault key %s", info.name);
+    snprintf(sc->what, whatlen, "keyvault key %s", info.name);
     return sc;
 fail:
     store_free(sc);
