@@ -60,6 +60,8 @@ typedef struct kvp_provctx {
     OSSL_FUNC_core_new_error_fn *new_error;
     OSSL_FUNC_core_set_error_debug_fn *set_error_debug;
     OSSL_FUNC_core_vset_error_fn *vset_error;
+    OSSL_FUNC_core_get_libctx_fn *core_get_libctx;
+    atomic_int keymgmt_state;  /* 0, 1 while the default's go first, 2 (provider.c) */
 } kvp_provctx;
 
 /*

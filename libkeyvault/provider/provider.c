@@ -102,12 +102,62 @@ static const OSSL_ALGORITHM keymgmt_algs[] = {
     { NULL, NULL, NULL, NULL },
 };
 
+/* Signature and key exchange go by names of our own (prov.h), which our
+ * key management gives OpenSSL for our keys alone. */
+static const OSSL_ALGORITHM signature_algs[] = {
+    { KVP_SIG_ECDSA, KVP_PROPS, kvp_ecdsa_functions, "ECDSA with a vault key" },
+    { KVP_SIG_RSA, KVP_PROPS, kvp_rsa_sig_functions, "RSA (PKCS#1 v1.5, PSS) with a vault key" },
+    { KVP_SIG_ED25519, KVP_PROPS, kvp_ed25519_sig_functions, "Ed25519 with a vault key" },
+    { NULL, NULL, NULL, NULL },
+};
+
+static const OSSL_ALGORITHM keyexch_algs[] = {
+    { KVP_EXCH_ECDH, KVP_PROPS, kvp_ecdh_functions, "ECDH with a vault key" },
+    { NULL, NULL, NULL, NULL },
+};
+
+/*
+ * Ordinary keys stay in the default provider, whatever the provider order.
+ * Our key management carries OpenSSL's names ("EC", "RSA", "ED25519"), and
+ * OpenSSL 3.0 answers a fetch without properties (EVP_PKEY_keygen,
+ * EVP_PKEY_fromdata, a decoder's key) with the implementation its method
+ * store got first, in the order providers were activated. So when OpenSSL
+ * first asks for our key management, we first have the default provider's
+ * stored: a fetch restricted to it, during which we answer "nothing yet,
+ * ask again" (no_cache); then ours go in behind it.
+ * The core context is the OSSL_LIB_CTX of the libcrypto this code links
+ * (the library's builtin and keyvault.so both use the system's libcrypto).
+ */
+static const OSSL_ALGORITHM *keymgmt_after_default(kvp_provctx *pc, int *no_cache)
+{
+    int state = atomic_load(&pc->keymgmt_state);
+    EVP_KEYMGMT *km;
+
+    if (state == 2 || !pc->core_get_libctx)
+        return keymgmt_algs;
+    if (state == 1 || !atomic_compare_exchange_strong(&pc->keymgmt_state, &state, 1)) {
+        *no_cache = 1;
+        return NULL;
+    }
+    ERR_set_mark();
+    km = EVP_KEYMGMT_fetch((OSSL_LIB_CTX *)pc->core_get_libctx(pc->handle), "EC",
+                           "provider=default");
+    EVP_KEYMGMT_free(km);
+    ERR_pop_to_mark();
+    atomic_store(&pc->keymgmt_state, 2);
+    return keymgmt_algs;
+}
+
 static const OSSL_ALGORITHM *query_operation(void *provctx, int id, int *no_cache)
 {
     *no_cache = 0;
     switch (id) {
     case OSSL_OP_KEYMGMT:
-        return keymgmt_algs;
+        return keymgmt_after_default(provctx, no_cache);
+    case OSSL_OP_SIGNATURE:
+        return signature_algs;
+    case OSSL_OP_KEYEXCH:
+        return keyexch_algs;
     }
     return NULL;
 }
@@ -204,6 +254,9 @@ int kv_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
         switch (in->function_id) {
         case OSSL_FUNC_CORE_GET_PARAMS:
             core_get_params = OSSL_FUNC_core_get_params(in);
+            break;
+        case OSSL_FUNC_CORE_GET_LIBCTX:
+            pc->core_get_libctx = OSSL_FUNC_core_get_libctx(in);
             break;
         case OSSL_FUNC_CORE_NEW_ERROR:
             pc->new_error = OSSL_FUNC_core_new_error(in);
