@@ -217,7 +217,7 @@ expect 1 "a reference to a missing key" -- env OPENSSL_CONF="$T/openssl.cnf" "$P
 contains "$T/err" "no key named 'no-such-key'" "  the error names the missing key"
 head -n 2 "$T/srv-p11.ref" >"$T/cut.ref"
 expect 1 "a reference cut short" -- env OPENSSL_CONF="$T/openssl.cnf" "$PEMKEY" "$T/cut.ref"
-contains "$T/err" "begins but does not end" "  the error says so"
+contains "$T/err" "no PEM \"KEYVAULT KEY REFERENCE\" block" "  the error says so"
 
 # ---- openssl s_server / s_client: mutual TLS ----------------------------------------
 # free_port: a loopback port nobody listens on

@@ -23,15 +23,12 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/params.h>
-#include <openssl/pem.h>
 
 #include "prov.h"
 
 #define KEYREF_PEM_NAME "KEYVAULT KEY REFERENCE"
-/* PEM blocks looked at before giving up: a certificate bundle in front of
- * the reference is fine, a file of thousands is not ours */
-#define DEC_MAX_BLOCKS 16
-#define DEC_MAX_INPUT (256 * 1024)
+/* what kv_key_open_reference takes */
+#define DEC_MAX_INPUT (64 * 1024)
 
 static void *dec_newctx(void *provctx)
 {
@@ -50,53 +47,35 @@ static int dec_does_selection(void *provctx, int selection)
     return selection == 0 || (selection & OSSL_KEYMGMT_SELECT_KEYPAIR) != 0;
 }
 
-/* The DER of the first KEYVAULT KEY REFERENCE block in `in`: 1 and *der
- * set when there is one, 1 and *der NULL when there is none (not ours), 0
- * when the input begins one that does not end. The input is read whole
- * (up to DEC_MAX_INPUT) into memory first, so that such a block can be told
- * from input that is not ours. (OpenSSL 3.0's file: store loader hands
- * decoders fragments of a file: a reference read through it, as by
- * `openssl pkey -in FILE`, ends here; docs/provider.md.) */
-static int read_reference(BIO *in, unsigned char **der, long *derlen)
+/* The whole input, NUL-terminated, when it holds the first line of a
+ * KEYVAULT KEY REFERENCE block (ours: kv_key_open_reference reads the PEM,
+ * passing over blocks of other kinds); NULL when it does not (not ours).
+ * It is read whole, at most one byte past what kv_key_open_reference takes
+ * (so that a longer input is refused there, not cut here). (OpenSSL 3.0's
+ * file: store loader hands decoders fragments of a file: a reference read
+ * through it, as by `openssl pkey -in FILE`, is not found whole here;
+ * docs/provider.md.) */
+static char *read_reference(BIO *in, size_t *len)
 {
-    char *name = NULL, *header = NULL, *buf = NULL;
+    char *buf = OPENSSL_malloc(DEC_MAX_INPUT + 2);
     size_t used = 0;
-    BIO *mem = NULL;
-    int ok = 1;
 
-    *der = NULL;
-    if (!(buf = OPENSSL_malloc(DEC_MAX_INPUT + 1)))
-        return 0;
-    while (used < DEC_MAX_INPUT) {
+    *len = 0;
+    if (!buf)
+        return NULL;
+    while (used < DEC_MAX_INPUT + 1) {
         size_t n = 0;
-        if (!BIO_read_ex(in, buf + used, DEC_MAX_INPUT - used, &n) || n == 0)
+        if (!BIO_read_ex(in, buf + used, DEC_MAX_INPUT + 1 - used, &n) || n == 0)
             break;
         used += n;
     }
     buf[used] = '\0';
-    ERR_set_mark();
-    if (used == 0 || !(mem = BIO_new_mem_buf(buf, (int)used)))
-        goto out;
-    for (int i = 0; i < DEC_MAX_BLOCKS; i++) {
-        int ours;
-        if (!PEM_read_bio(mem, &name, &header, der, derlen))
-            break;
-        ours = !strcmp(name, KEYREF_PEM_NAME);
-        OPENSSL_free(name);
-        OPENSSL_free(header);
-        name = header = NULL;
-        if (ours)
-            goto out;
-        OPENSSL_free(*der);
-        *der = NULL;
+    if (!strstr(buf, "-----BEGIN " KEYREF_PEM_NAME "-----")) {
+        OPENSSL_free(buf);
+        return NULL;
     }
-    /* none whole: one that begins is ours to report */
-    ok = strstr(buf, "-----BEGIN " KEYREF_PEM_NAME "-----") == NULL;
-out:
-    ERR_pop_to_mark(); /* not PEM, or its end: not ours to report */
-    BIO_free(mem);
-    OPENSSL_free(buf);
-    return ok;
+    *len = used;
+    return buf;
 }
 
 static int dec_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data_cb,
@@ -104,8 +83,8 @@ static int dec_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBA
 {
     kvp_provctx *pc = vctx;
     BIO *in = NULL;
-    unsigned char *der = NULL;
-    long derlen = 0;
+    char *text = NULL;
+    size_t len = 0;
     kv_ctx *kv = NULL;
     kv_key *key = NULL;
     kvp_key *k = NULL;
@@ -121,19 +100,17 @@ static int dec_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBA
         kvp_raise(pc, KVP_R_INTERNAL, "decoder: cannot read the input (no core BIO)");
         goto out;
     }
-    if (!read_reference(in, &der, &derlen)) {
-        kvp_raise(pc, KVP_R_BAD_PARAM, "decoder: a " KEYREF_PEM_NAME " block begins but does "
-                  "not end (a file cut short?)");
-        goto out;
-    }
-    if (!der) { /* not ours: empty-handed, the next decoder tries */
+    ERR_set_mark(); /* a failed read is the next decoder's business */
+    text = read_reference(in, &len);
+    ERR_pop_to_mark();
+    if (!text) { /* not ours: empty-handed, the next decoder tries */
         ok = 1;
         goto out;
     }
     /* ours from here: a failure is an error the caller sees */
     if (kvp_provctx_kv(pc, &kv) != KV_OK) /* raised */
         goto out;
-    rc = kv_key_open_reference(kv, der, (size_t)derlen, &key);
+    rc = kv_key_open_reference(kv, (const unsigned char *)text, len, &key);
     if (rc != KV_OK) {
         kvp_raise_kv(pc, kv, rc, "decoder: cannot open the key a " KEYREF_PEM_NAME " names");
         goto out;
@@ -152,7 +129,7 @@ static int dec_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBA
     ok = data_cb(params, data_cbarg);
 out:
     kvp_key_free(k);
-    OPENSSL_free(der);
+    OPENSSL_free(text);
     BIO_free(in);
     return ok;
 }
