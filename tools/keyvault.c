@@ -368,11 +368,12 @@ static const char reference_help[] =
     "curl --key, PEM_read_bio_PrivateKey) takes as the vault key once the keyvault\n"
     "OpenSSL provider is activated in its openssl.cnf (see docs/provider.md). The\n"
     "private key stays in its backend; the file holds no secret. It names the key by\n"
-    "its explicit URI, or with --by-name by its name, looked up again in the\n"
-    "configured backends when the file is read (a key replaced under the same name\n"
-    "is then picked up). A pkcs11: URI with a pin-value is refused: a reference holds\n"
-    "no PIN (use pin-source, or the configured token's PIN).\n"
-    "--open FILE: open the key a reference file names, and show it as 'info' does.\n";
+    "its explicit URI as 'info' shows it (a pin-value given here opens the key and\n"
+    "is not written: the key is found again with the configured PIN), or with\n"
+    "--by-name by its name, looked up again in the configured backends when the file\n"
+    "is read (a key replaced under the same name is then picked up).\n"
+    "--open FILE: open the key a reference file names, and show it as 'info' does;\n"
+    "a reference carrying a pin-value is refused.\n";
 
 static int cmd_reference(kv_ctx *ctx, int argc, char **argv)
 {
