@@ -110,6 +110,12 @@ done
 # shellcheck disable=SC2086
 openssl list -decoders $PROV >"$T/decoders" 2>&1
 contains "$T/decoders" "@ keyvault (provider=keyvault,input=pem)" "the provider offers its PEM decoder"
+if [ "$fail" -gt 0 ]; then
+    echo "openssl-provider.sh: without them nothing below can work: provider.c's query_operation" \
+        "must answer OSSL_OP_STORE with kvp_store_algs and OSSL_OP_DECODER with kvp_decoder_algs"
+    finish
+    exit 1
+fi
 
 # ---- keys: each backend, two key types, certificates from a vault CA --------
 # server keys: soft ec-p384, pkcs11 ec-p256, tpm rsa-2048 (RSA-PSS in TLS 1.3,
