@@ -9,6 +9,7 @@
  *     -c CONF        the libkeyvault configuration (default: as kv_ctx_new(NULL))
  *     -v 1.2|1.3     the TLS version (default 1.3)
  *     -s SIGALGS     signature algorithms both sides offer (SSL_CTX_set1_sigalgs_list)
+ *     -g GROUPS      key exchange groups both sides offer (SSL_CTX_set1_groups_list)
  *     -n N           handshakes (per thread in `threads`; in all in `fork`)
  *     -t T           client threads (`threads`, `fork`)
  *     -w W           forked workers (`fork`)
@@ -49,7 +50,7 @@
 
 static kv_ctx *ctx;
 static int version = TLS1_3_VERSION;
-static const char *sigalgs;
+static const char *sigalgs, *groups;
 static SSL_CTX *server_ctx, *client_ctx;
 static atomic_int good, bad;
 
@@ -102,10 +103,11 @@ static void check_provider(EVP_PKEY *pkey, const char *want, const char *what)
     EVP_PKEY_CTX *pctx = NULL;
     const char *key_prov = OSSL_PROVIDER_get0_name(EVP_PKEY_get0_provider(pkey));
     const char *sig_prov = NULL;
+    const char *md = EVP_PKEY_is_a(pkey, "ED25519") ? NULL : "SHA256";
     unsigned char sig[512];
     size_t siglen = sizeof(sig);
 
-    if (m && EVP_DigestSignInit_ex(m, &pctx, "SHA256", NULL, NULL, pkey, NULL) == 1 &&
+    if (m && EVP_DigestSignInit_ex(m, &pctx, md, NULL, NULL, pkey, NULL) == 1 &&
         EVP_DigestSign(m, sig, &siglen, (const unsigned char *)"x", 1) == 1)
         sig_prov = OSSL_PROVIDER_get0_name(EVP_PKEY_CTX_get0_provider(pctx));
     EVP_MD_CTX_free(m);
@@ -205,6 +207,8 @@ static SSL_CTX *tls_ctx(int server, kv_key *key, EVP_PKEY *pkey, X509 *cert, X50
     if (sigalgs && (SSL_CTX_set1_sigalgs_list(c, sigalgs) != 1 ||
                     (server && SSL_CTX_set1_client_sigalgs_list(c, sigalgs) != 1)))
         die("cannot set the signature algorithms");
+    if (groups && SSL_CTX_set1_groups_list(c, groups) != 1)
+        die("cannot set the groups");
     return c;
 }
 
@@ -413,15 +417,17 @@ int main(int argc, char **argv)
     int stored = 0;
     kv_key *skey = NULL, *ckey;
     EVP_PKEY *spkey = NULL;
+    OSSL_PROVIDER *kvprov = NULL, *defprov = NULL;
     X509 *scert, *ccert, *trust;
     uint64_t t0, t1;
     kv_rc rc;
 
-    while ((opt = getopt(argc, argv, "c:v:s:n:t:w:u:pC")) != -1) {
+    while ((opt = getopt(argc, argv, "c:v:s:g:n:t:w:u:pC")) != -1) {
         switch (opt) {
         case 'c': conf = optarg; break;
         case 'v': version = strcmp(optarg, "1.2") ? TLS1_3_VERSION : TLS1_2_VERSION; break;
         case 's': sigalgs = optarg; break;
+        case 'g': groups = optarg; break;
         case 'n': n = atoi(optarg); break;
         case 't': threads = atoi(optarg); break;
         case 'w': workers = atoi(optarg); break;
@@ -432,7 +438,7 @@ int main(int argc, char **argv)
         }
     }
     if (argc - optind != 3 || n < 1 || threads < 1 || threads > 64 || workers < 1) {
-        fprintf(stderr, "usage: provider-tls [-c CONF] [-v 1.2|1.3] [-s SIGALGS] [-n N] [-t T] "
+        fprintf(stderr, "usage: provider-tls [-c CONF] [-v 1.2|1.3] [-s SIGALGS] [-g GROUPS] [-n N] [-t T] "
                         "[-w W] [-u KEY] [-p] [-C] pair|threads|fork|refuse SERVER_KEY CLIENT_KEY\n");
         return 2;
     }
@@ -441,7 +447,8 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (keyvault_first &&
         (OSSL_PROVIDER_add_builtin(NULL, "keyvault", kv_provider_init) != 1 ||
-         !OSSL_PROVIDER_load(NULL, "keyvault") || !OSSL_PROVIDER_load(NULL, "default")))
+         !(kvprov = OSSL_PROVIDER_load(NULL, "keyvault")) ||
+         !(defprov = OSSL_PROVIDER_load(NULL, "default"))))
         die("cannot load the keyvault provider, then the default one");
     if ((rc = kv_ctx_new(&ctx, conf)) != KV_OK) {
         fprintf(stderr, "provider-tls: kv_ctx_new: %s\n", kv_errmsg(NULL));
@@ -545,6 +552,8 @@ int main(int argc, char **argv)
     X509_free(ccert);
     if (trust != ccert)
         X509_free(trust);
+    OSSL_PROVIDER_unload(defprov);
+    OSSL_PROVIDER_unload(kvprov);
     kv_ctx_free(ctx);
     return total == n ? 0 : 1;
 }

@@ -94,6 +94,11 @@ for b in $backends; do
 done
 handshake "software P-384 server, TLS 1.3" "server signed with id-ecPublicKey+SHA384" -- \
     pair software-p384 software-ec
+# ECDHE on P-256 and P-384: ephemeral EC keys made by OpenSSL after vault signatures
+for v in 1.3 1.2; do
+    handshake "TLS $v with ECDHE on P-256, then P-384" "handshakes: 3 of 3 succeeded" -- \
+        -v "$v" -g P-256:P-384 -n 3 pair software-ec software-rsa
+done
 
 # ---- many at once: threads, and a pre-forking server --------------------------
 for b in $backends; do
@@ -144,6 +149,63 @@ if have KV_WITH_TPM; then
     handshake "ordinary server key with a software client: no TPM command" "tpm commands: 0 for 3" -- \
         -p -n 3 pair ordinary software-ec
 fi
+
+# ---- examples/mtls-server and mtls-client: a vault CA issues both certificates --
+EX=$B/examples
+GW_B=software DEV_B=software
+have KV_WITH_PKCS11 && GW_B=pkcs11
+have KV_WITH_TPM && DEV_B=tpm
+expect 0 "mtls: the CA key" -- kvc keygen mtls-ca --type ec-p384 --backend software
+expect 0 "mtls: the CA's root" -- kvc cert selfsign mtls-ca --subject "CN=Example mTLS CA" --ca \
+    --days 30 -o "$T/mtls-ca.pem"
+# issue NAME BACKEND PROFILE: a key, its request, the CA's certificate, stored with the key
+issue() {
+    expect 0 "mtls: $1 on $2" -- kvc keygen "$1" --type ec-p256 --backend "$2"
+    expect 0 "mtls: $1's request" -- kvc csr "$1" --subject "CN=$1,O=Example" --san dns:localhost \
+        -o "$T/$1.csr"
+    expect 0 "mtls: the CA issues $1 a $3 certificate" -- \
+        kvc ca sign mtls-ca --csr "$T/$1.csr" --profile "$3" -o "$T/$1.crt"
+    expect 0 "mtls: $1 keeps it" -- kvc cert import "$1" "$T/$1.crt"
+}
+issue mtls-gw "$GW_B" tls-server
+issue mtls-dev "$DEV_B" tls-client
+issue mtls-old software tls-client
+expect 0 "mtls: a key with a certificate nobody issued" -- kvc keygen mtls-stranger --type ec-p256
+expect 0 "mtls: its self-signed certificate" -- kvc cert selfsign mtls-stranger --subject CN=stranger \
+    -o "$T/stranger.crt"
+# mtls CLIENT_KEY WANT_CLIENT WANT_SERVER DESC [CRL]: one gateway run, one client
+mtls() {
+    c=$1 wc=$2 ws=$3 d=$4
+    shift 4
+    KEYVAULT_CONF=$CONF "$EX/mtls-server" mtls-gw "$T/mtls-ca.pem" "$@" >"$T/srv.out" 2>"$T/srv.err" &
+    spid=$!
+    port=
+    for _ in $(seq 1 100); do
+        port=$(sed -n 's/^listening on port //p' "$T/srv.out")
+        [ -n "$port" ] && break
+        sleep 0.05
+    done
+    expect "$wc" "$d: the client" -- env KEYVAULT_CONF="$CONF" "$EX/mtls-client" "$c" \
+        "$T/mtls-ca.pem" "${port:-1}" "reading 21.5 C"
+    cp "$T/out" "$T/cli.out"
+    wait "$spid"
+    st=$?
+    [ "$st" = "$ws" ] && ok "$d: the server (exit $st)" ||
+        { not_ok "$d: the server (exit $st, wanted $ws)"; sed 's/^/    /' "$T/srv.out" "$T/srv.err"; }
+}
+mtls mtls-dev 0 0 "mtls: gateway on $GW_B, device on $DEV_B, TLS 1.3"
+contains "$T/cli.out" "gateway received 14 bytes (TLSv1.3)" "mtls: the device got the gateway's answer"
+contains "$T/srv.out" "said: reading 21.5 C" "mtls: the gateway got the device's message"
+contains "$T/srv.out" "client /O=Example/CN=mtls-dev said" "mtls: the gateway names the device"
+mtls mtls-stranger 1 1 "mtls: a client without a certificate from the CA is refused"
+contains "$T/srv.out" "refused the client: self-signed certificate" "mtls: the gateway says why"
+serial=$(openssl x509 -in "$T/mtls-old.crt" -noout -serial | sed 's/^serial=//')
+expect 0 "mtls: the CA revokes mtls-old" -- kvc ca revoke mtls-ca --serial "$serial" --reason keyCompromise
+expect 0 "mtls: the CA's CRL" -- kvc ca crl mtls-ca -o "$T/mtls.crl"
+mtls mtls-old 0 0 "mtls: without the CRL, the revoked device still gets in"
+mtls mtls-old 1 1 "mtls: with the CRL, the revoked device is refused" "$T/mtls.crl"
+contains "$T/srv.out" "refused the client: certificate revoked" "mtls: the gateway says it is revoked"
+mtls mtls-dev 0 0 "mtls: with the CRL, the device still gets in" "$T/mtls.crl"
 
 # ---- the module -----------------------------------------------------------------
 MOD=$B/libkeyvault/provider/.libs/keyvault.so

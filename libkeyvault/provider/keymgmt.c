@@ -44,6 +44,8 @@ void kvp_key_free(kvp_key *k)
         kv_key_free(k->key);
     EVP_PKEY_free(k->pub);
     kvp_key_free(k->origin);
+    if (k->loaded)
+        OSSL_PROVIDER_unload(k->loaded);
     free(k);
 }
 
@@ -123,6 +125,7 @@ kvp_key *kvp_key_from_vault(kvp_provctx *pc, kv_ctx *kv, kv_key *key, int own)
         goto fail;
     }
     free(der);
+    kvp_generic_first(type_name(info.type));
     k->kv = kv;
     k->key = key;
     k->owns_key = own;
@@ -201,20 +204,6 @@ static int km_export(void *keydata, int selection, OSSL_CALLBACK *cb, void *cbar
     return EVP_PKEY_export(k->pub, selection & ~OSSL_KEYMGMT_SELECT_PRIVATE_KEY, cb, cbarg);
 }
 
-/* Params that carry a private key, in any of our key types. */
-static int has_private(const OSSL_PARAM params[])
-{
-    static const char *const names[] = {
-        OSSL_PKEY_PARAM_PRIV_KEY, OSSL_PKEY_PARAM_RSA_D, OSSL_PKEY_PARAM_RSA_FACTOR1,
-        OSSL_PKEY_PARAM_RSA_EXPONENT1, OSSL_PKEY_PARAM_RSA_COEFFICIENT1,
-    };
-
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (OSSL_PARAM_locate_const(params, names[i]))
-            return 1;
-    return 0;
-}
-
 static int import_as(kvp_key *k, const char *name, int selection, const OSSL_PARAM params[])
 {
     const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, KVP_PARAM_KEY_REF);
@@ -248,11 +237,8 @@ static int import_as(kvp_key *k, const char *name, int selection, const OSSL_PAR
         ok = 1;
         goto out;
     }
-    if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) && has_private(params)) {
-        kvp_raise(k->pc, KVP_R_UNSUPPORTED,
-                  "the keyvault provider takes no private key: it holds vault keys only");
-        goto out;
-    }
+    /* Only the public half comes in (an ECDH peer, a certificate's key to
+     * compare): a private half that comes along is not taken. */
     if (!(selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY)) {
         kvp_raise(k->pc, KVP_R_UNSUPPORTED, "a %s import without the public key", name);
         goto out;
@@ -307,6 +293,7 @@ static void *km_dup(const void *keydata, int selection)
     }                                                                                      \
     static const char *tag##_query_operation_name(int operation_id)                        \
     {                                                                                      \
+        kvp_generic_first(NAME);                                                           \
         switch (operation_id) {                                                            \
         case OSSL_OP_SIGNATURE:                                                            \
             return sig_name;                                                               \

@@ -21,6 +21,7 @@
 #include <openssl/core.h>
 #include <openssl/core_dispatch.h>
 #include <openssl/evp.h>
+#include <openssl/provider.h>
 
 #include <keyvault.h>
 
@@ -62,6 +63,7 @@ typedef struct kvp_provctx {
     OSSL_FUNC_core_vset_error_fn *vset_error;
     OSSL_FUNC_core_get_libctx_fn *core_get_libctx;
     atomic_int keymgmt_state;  /* 0, 1 while the default's go first, 2 (provider.c) */
+    OSSL_PROVIDER *pubdefault; /* the default provider loaded in publibctx */
 } kvp_provctx;
 
 /*
@@ -87,6 +89,8 @@ typedef struct kvp_key {
     kv_key_type type;          /* KV_KEY_UNKNOWN for a public-only key */
     struct kvp_key *origin;    /* imported by reference: the object whose key this
                                 * one uses (one reference held), else NULL */
+    OSSL_PROVIDER *loaded;     /* kv_key_evp_pkey's load of the provider in the caller's
+                                * library context: unloaded with the object */
 } kvp_key;
 
 /*
@@ -112,6 +116,12 @@ void kvp_raise(const kvp_provctx *pc, int reason, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The same for a failed libkeyvault call: "what: kv_strerror(rc): kv_errmsg(kv)". */
 void kvp_raise_kv(const kvp_provctx *pc, kv_ctx *kv, kv_rc rc, const char *what);
+
+/* kvp_generic_first - have property-less fetches of the key management
+ * `type` ("EC", "RSA", "ED25519") answered by the default provider in every
+ * library context the provider serves (provider.c says why). Cheap when
+ * already so; call it before OpenSSL fetches our key management for a key. */
+void kvp_generic_first(const char *type);
 
 /* The bridge for kv_key_evp_pkey (libkeyvault/evp.c): an EVP_PKEY in libctx
  * (NULL: the default one) over the vault key `key` of kv; the EVP_PKEY takes

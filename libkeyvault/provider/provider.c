@@ -82,11 +82,82 @@ static void provctx_free(kvp_provctx *pc)
     EVP_KEYMGMT_free(pc->km_ec);
     EVP_KEYMGMT_free(pc->km_rsa);
     EVP_KEYMGMT_free(pc->km_ed25519);
+    OSSL_PROVIDER_unload(pc->pubdefault);
     OSSL_LIB_CTX_free(pc->publibctx);
     kv_ctx_free(pc->kv);
     free(pc->conf);
     pthread_mutex_destroy(&pc->lock);
     free(pc);
+}
+
+/* ---- the library contexts we serve ---------------------------------------- */
+
+/*
+ * OpenSSL 3.0 caches fetched methods by name and property query; a lookup
+ * without a provider matches an entry cached for any provider. When OpenSSL
+ * prepares an operation with one of our keys it fetches the key management
+ * from our provider with the caller's (usually empty) property query, and
+ * if that entry is the first one cached for "EC" since the cache was last
+ * flushed, every later property-less fetch of "EC" (EVP_PKEY_keygen, TLS's
+ * ECDHE share, EVP_PKEY_fromdata) gets ours. kvp_generic_first puts the
+ * default provider's entry there first: our key management calls it before
+ * every operation with our keys (query_operation_name), and key objects
+ * call it when they are made.
+ */
+#define MAX_LIBCTX 16
+static pthread_mutex_t served_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    OSSL_LIB_CTX *lib; /* NULL is OpenSSL's default library context */
+    unsigned users;
+} served[MAX_LIBCTX];
+
+static void served_add(OSSL_LIB_CTX *lib)
+{
+    size_t i, free_slot = MAX_LIBCTX;
+
+    pthread_mutex_lock(&served_lock);
+    for (i = 0; i < MAX_LIBCTX; i++) {
+        if (served[i].users && served[i].lib == lib)
+            break;
+        if (!served[i].users && free_slot == MAX_LIBCTX)
+            free_slot = i;
+    }
+    if (i == MAX_LIBCTX && free_slot < MAX_LIBCTX) {
+        i = free_slot;
+        served[i].lib = lib;
+    }
+    if (i < MAX_LIBCTX)
+        served[i].users++;
+    pthread_mutex_unlock(&served_lock);
+}
+
+static void served_remove(OSSL_LIB_CTX *lib)
+{
+    pthread_mutex_lock(&served_lock);
+    for (size_t i = 0; i < MAX_LIBCTX; i++)
+        if (served[i].users && served[i].lib == lib) {
+            served[i].users--;
+            break;
+        }
+    pthread_mutex_unlock(&served_lock);
+}
+
+void kvp_generic_first(const char *type)
+{
+    pthread_mutex_lock(&served_lock);
+    ERR_set_mark();
+    for (size_t i = 0; i < MAX_LIBCTX; i++)
+        if (served[i].users)
+            EVP_KEYMGMT_free(EVP_KEYMGMT_fetch(served[i].lib, type, NULL));
+    ERR_pop_to_mark();
+    pthread_mutex_unlock(&served_lock);
+}
+
+/* The OSSL_LIB_CTX of the libcrypto this code links (the library's builtin
+ * and keyvault.so both use the system's libcrypto); NULL is the default. */
+static OSSL_LIB_CTX *core_libctx(const kvp_provctx *pc)
+{
+    return (OSSL_LIB_CTX *)pc->core_get_libctx(pc->handle);
 }
 
 /* ---- algorithms ----------------------------------------------------------- */
@@ -125,8 +196,6 @@ static const OSSL_ALGORITHM keyexch_algs[] = {
  * first asks for our key management, we first have the default provider's
  * stored: a fetch restricted to it, during which we answer "nothing yet,
  * ask again" (no_cache); then ours go in behind it.
- * The core context is the OSSL_LIB_CTX of the libcrypto this code links
- * (the library's builtin and keyvault.so both use the system's libcrypto).
  */
 static const OSSL_ALGORITHM *keymgmt_after_default(kvp_provctx *pc, int *no_cache)
 {
@@ -140,8 +209,7 @@ static const OSSL_ALGORITHM *keymgmt_after_default(kvp_provctx *pc, int *no_cach
         return NULL;
     }
     ERR_set_mark();
-    km = EVP_KEYMGMT_fetch((OSSL_LIB_CTX *)pc->core_get_libctx(pc->handle), "EC",
-                           "provider=default");
+    km = EVP_KEYMGMT_fetch(core_libctx(pc), "EC", "provider=default");
     EVP_KEYMGMT_free(km);
     ERR_pop_to_mark();
     atomic_store(&pc->keymgmt_state, 2);
@@ -200,6 +268,8 @@ static const OSSL_ITEM *get_reason_strings(void *provctx)
 
 static void teardown(void *provctx)
 {
+    if (((kvp_provctx *)provctx)->core_get_libctx)
+        served_remove(core_libctx(provctx));
     provctx_free(provctx);
 }
 
@@ -275,13 +345,15 @@ int kv_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
      * our own with the default provider alone: they never reach a backend,
      * another provider, or this one. */
     pc->publibctx = OSSL_LIB_CTX_new();
-    if (!pc->publibctx || !OSSL_PROVIDER_load(pc->publibctx, "default"))
+    if (!pc->publibctx || !(pc->pubdefault = OSSL_PROVIDER_load(pc->publibctx, "default")))
         goto fail;
     pc->km_ec = EVP_KEYMGMT_fetch(pc->publibctx, "EC", NULL);
     pc->km_rsa = EVP_KEYMGMT_fetch(pc->publibctx, "RSA", NULL);
     pc->km_ed25519 = EVP_KEYMGMT_fetch(pc->publibctx, "ED25519", NULL);
     if (!pc->km_ec || !pc->km_rsa || !pc->km_ed25519)
         goto fail;
+    if (pc->core_get_libctx)
+        served_add(core_libctx(pc));
     *out = provider_functions;
     *provctx = pc;
     return 1;
@@ -294,20 +366,19 @@ fail:
 
 static pthread_mutex_t builtin_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Make the provider available in libctx: registered as a builtin (so this
- * copy of the code serves it, not a keyvault.so found on disk) and loaded,
- * keeping the fallback (default) provider loadable. */
+/* Load the provider in libctx (one more load when it is there already),
+ * keeping the fallback (default) provider loadable. When it is not there
+ * it is registered as a builtin first, so that this copy of the code
+ * serves it, not a keyvault.so found on disk. */
 static OSSL_PROVIDER *load_provider(OSSL_LIB_CTX *libctx)
 {
     OSSL_PROVIDER *prov;
 
     pthread_mutex_lock(&builtin_lock);
     ERR_set_mark();
-    prov = OSSL_PROVIDER_try_load(libctx, KVP_NAME, 1);
-    if (!prov) {
+    if (!OSSL_PROVIDER_available(libctx, KVP_NAME))
         (void)OSSL_PROVIDER_add_builtin(libctx, KVP_NAME, kv_provider_init);
-        prov = OSSL_PROVIDER_try_load(libctx, KVP_NAME, 1);
-    }
+    prov = OSSL_PROVIDER_try_load(libctx, KVP_NAME, 1);
     if (prov)
         ERR_pop_to_mark();
     else
@@ -321,11 +392,9 @@ kv_rc kvp_evp_pkey(kv_ctx *kv, kv_key *key, OSSL_LIB_CTX *libctx, EVP_PKEY **out
     OSSL_PROVIDER *prov = NULL;
     EVP_PKEY_CTX *pctx = NULL;
     kvp_key *k = NULL;
-    kv_key_info info;
     const char *name;
     OSSL_PARAM params[2];
     kv_rc rc = KV_ERR_CRYPTO;
-    int was_loaded = OSSL_PROVIDER_available(libctx, KVP_NAME);
 
     *out = NULL;
     prov = load_provider(libctx);
@@ -333,13 +402,14 @@ kv_rc kvp_evp_pkey(kv_ctx *kv, kv_key *key, OSSL_LIB_CTX *libctx, EVP_PKEY **out
         kv_key_free(key);
         return KV_ERR_CRYPTO;
     }
-    if (kv_key_get_info(key, &info) != KV_OK) {
-        kv_key_free(key);
-        goto out;
-    }
     k = kvp_key_from_vault(OSSL_PROVIDER_get0_provider_ctx(prov), kv, key, 1);
-    if (!k)
-        goto out;
+    if (!k) {
+        OSSL_PROVIDER_unload(prov);
+        return KV_ERR_CRYPTO;
+    }
+    /* the provider stays loaded as long as the key object (and so the
+     * EVP_PKEY and its copies) lives */
+    k->loaded = prov;
     name = kvp_key_type_name(k);
     params[0] = OSSL_PARAM_construct_octet_string(KVP_PARAM_KEY_REF, &k, sizeof(k));
     params[1] = OSSL_PARAM_construct_end();
@@ -349,12 +419,10 @@ kv_rc kvp_evp_pkey(kv_ctx *kv, kv_key *key, OSSL_LIB_CTX *libctx, EVP_PKEY **out
         *out = NULL;
         goto out;
     }
+    kvp_generic_first(name);
     rc = KV_OK;
 out:
     EVP_PKEY_CTX_free(pctx);
     kvp_key_free(k);
-    /* the first load stays for the life of libctx: EVP_PKEYs use it */
-    if (was_loaded)
-        OSSL_PROVIDER_unload(prov);
     return rc;
 }

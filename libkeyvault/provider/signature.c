@@ -345,6 +345,8 @@ static int init(sigctx *c, void *keydata, const char *mdname, int signing, int d
     char defmd[64];
 
     reset(c);
+    if (mdname && !mdname[0])
+        mdname = NULL;
     c->signing = signing;
     c->digest_op = digest_op;
     if (!k) {
@@ -357,7 +359,7 @@ static int init(sigctx *c, void *keydata, const char *mdname, int signing, int d
         return 0;
     }
     c->k = kvp_key_up_ref(k);
-    if (c->fam == FAM_ED25519 && mdname && mdname[0]) {
+    if (c->fam == FAM_ED25519 && mdname) {
         kvp_raise(c->pc, KVP_R_UNSUPPORTED, "Ed25519 takes no digest (asked for %s)", mdname);
         return 0;
     }
@@ -376,7 +378,7 @@ static int init(sigctx *c, void *keydata, const char *mdname, int signing, int d
         return 1;
     }
     if (digest_op && c->fam != FAM_ED25519) {
-        if (!mdname || !mdname[0]) {
+        if (!mdname) {
             if (EVP_PKEY_get_default_digest_name(k->pub, defmd, sizeof(defmd)) <= 0)
                 goto fail;
             mdname = defmd;
