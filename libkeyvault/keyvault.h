@@ -608,6 +608,35 @@ KV_API int kv_provider_init(const struct ossl_core_handle_st *handle,
                             const struct ossl_dispatch_st *in,
                             const struct ossl_dispatch_st **out, void **provctx);
 
+/* ---- key references ---------------------------------------------------- */
+
+/* Flags of kv_key_reference_pem. */
+#define KV_REF_BY_NAME 0x1u /* the reference holds the key's name, not its URI */
+
+/*
+ * kv_key_reference_pem - a PEM "KEYVAULT KEY REFERENCE" naming the key, for
+ * programs that read their private key from a PEM file through OpenSSL with
+ * the keyvault provider activated (docs/provider.md). It holds DER
+ * SEQUENCE { version INTEGER (1), ref UTF8String }: ref is the key's
+ * explicit URI (kv_key_info.uri), or with KV_REF_BY_NAME its name (found
+ * again in the configured backends, in order). Nothing secret: a pkcs11:
+ * URI with a pin-value is refused (KV_ERR_BAD_URI). *pem is freed with
+ * kv_string_free.
+ */
+KV_API KV_WUR kv_rc kv_key_reference_pem(kv_key *key, unsigned flags, char **pem)
+    KV_NONNULL(1, 3);
+
+/*
+ * kv_key_open_reference - open the key a key reference names: data is PEM
+ * text holding a "KEYVAULT KEY REFERENCE" block (blocks of other kinds before
+ * it are passed over) or that block's DER, at most 64 KiB. The reference is
+ * refused (KV_ERR_BAD_INPUT, KV_ERR_UNSUPPORTED for another version,
+ * KV_ERR_BAD_URI for a pin-value) before any backend is asked; then as
+ * kv_key_open.
+ */
+KV_API KV_WUR kv_rc kv_key_open_reference(kv_ctx *ctx, const unsigned char *data, size_t len,
+                                          kv_key **out) KV_NONNULL(1, 2, 4);
+
 /* ---- names ------------------------------------------------------------ */
 
 /* kv_key_type_name / kv_key_type_from_name: "ec-p256", "ec-p384", "rsa-2048",

@@ -6,6 +6,8 @@
  * configuration $KV_TEST_CONF (default: a private software store). The same
  * tests run against every backend the harness can start.
  */
+#include "config.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1096,6 +1098,140 @@ START_TEST(chain_store_read_and_facts)
 }
 END_TEST
 
+/* The public key of key, for comparing two opens of one key. */
+static int same_key(kv_ctx *ctx, kv_key *a, kv_key *b)
+{
+    unsigned char pa[1024], pb[1024];
+    size_t la = pub_der(ctx, a, pa, sizeof(pa)), lb = pub_der(ctx, b, pb, sizeof(pb));
+
+    return la == lb && memcmp(pa, pb, la) == 0;
+}
+
+/* Open data as a key reference, expecting want; on failure the detail never
+ * shows the secret "s3cr3t-pin". */
+static void ref_refused(kv_ctx *ctx, const void *data, size_t len, kv_rc want)
+{
+    kv_key *k = NULL;
+
+    ck_assert_rc(ctx, kv_key_open_reference(ctx, data, len, &k), want);
+    ck_assert_ptr_null(k);
+    ck_assert_ptr_null(strstr(kv_errmsg(ctx), "s3cr3t-pin"));
+    ck_assert_str_ne(kv_errmsg(ctx), "");
+}
+
+/* A DER KeyvaultKeyReference { version, ref } (short form lengths): the
+ * hostile inputs below are built by hand on purpose. */
+static size_t ref_der(unsigned char *buf, int version, const char *ref)
+{
+    size_t rl = strlen(ref);
+
+    ck_assert_uint_lt(rl, 100);
+    buf[0] = 0x30;
+    buf[1] = (unsigned char)(5 + rl);
+    buf[2] = 0x02, buf[3] = 0x01, buf[4] = (unsigned char)version;
+    buf[5] = 0x0c, buf[6] = (unsigned char)rl;
+    memcpy(buf + 7, ref, rl);
+    return 7 + rl;
+}
+
+START_TEST(key_reference_round_trip)
+{
+    kv_ctx *ctx = new_ctx();
+    const char *name = kname("ref");
+    kv_key *key = gen(ctx, name, KV_KEY_EC_P256), *k2 = NULL;
+    char *pem = NULL, *byname = NULL, *bundle_pem;
+    unsigned char der[256], *body = NULL, *cert, *big;
+    EVP_PKEY *other;
+    long bodylen = 0;
+    char *pname = NULL, *phdr = NULL;
+    kv_key_info info;
+    size_t n;
+    int certlen;
+    BIO *bio;
+
+    ck_assert_rc(ctx, kv_key_get_info(key, &info), KV_OK);
+    /* by URI (the default): the PEM holds the URI, and opens the same key */
+    ck_assert_rc(ctx, kv_key_reference_pem(key, 0, &pem), KV_OK);
+    ck_assert_ptr_nonnull(strstr(pem, "-----BEGIN KEYVAULT KEY REFERENCE-----\n"));
+    ck_assert_rc(ctx, kv_key_open_reference(ctx, (unsigned char *)pem, strlen(pem), &k2), KV_OK);
+    ck_assert(same_key(ctx, key, k2));
+    kv_key_free(k2);
+    k2 = NULL;
+    bio = BIO_new_mem_buf(pem, -1);
+    ck_assert_int_eq(PEM_read_bio(bio, &pname, &phdr, &body, &bodylen), 1);
+    BIO_free(bio);
+    ck_assert_str_eq(pname, "KEYVAULT KEY REFERENCE");
+    if (strlen(info.uri) < 100) { /* short-form lengths: byte for byte what ref_der makes */
+        n = ref_der(der, 1, info.uri);
+        ck_assert_int_eq(bodylen, (long)n);
+        ck_assert_mem_eq(body, der, n);
+    }
+    /* its DER alone */
+    ck_assert_rc(ctx, kv_key_open_reference(ctx, body, (size_t)bodylen, &k2), KV_OK);
+    ck_assert(same_key(ctx, key, k2));
+    kv_key_free(k2);
+    k2 = NULL;
+    /* by name; behind a certificate block in the same file */
+    ck_assert_rc(ctx, kv_key_reference_pem(key, KV_REF_BY_NAME, &byname), KV_OK);
+    bio = BIO_new(BIO_s_mem());
+    other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    cert = make_cert(other, 7, &certlen);
+    PEM_write_bio(bio, "CERTIFICATE", "", cert, certlen);
+    BIO_puts(bio, byname);
+    n = (size_t)BIO_get_mem_data(bio, &bundle_pem);
+    ck_assert_rc(ctx, kv_key_open_reference(ctx, (unsigned char *)bundle_pem, n, &k2), KV_OK);
+    ck_assert(same_key(ctx, key, k2));
+    kv_key_free(k2);
+    k2 = NULL;
+    BIO_free(bio);
+    OPENSSL_free(cert);
+    EVP_PKEY_free(other);
+    kv_string_free(byname);
+    ck_assert_rc(ctx, kv_key_reference_pem(key, 0x80, &byname), KV_ERR_INVALID_ARG);
+    ck_assert_ptr_null(byname);
+
+    /* hostile input: refused before any backend is asked */
+    ref_refused(ctx, "", 0, KV_ERR_BAD_INPUT);
+    ref_refused(ctx, "not a reference", 15, KV_ERR_BAD_INPUT);
+    ref_refused(ctx, pem, 40, KV_ERR_BAD_INPUT); /* cut short */
+    n = ref_der(der, 2, name);
+    ref_refused(ctx, der, n, KV_ERR_UNSUPPORTED);
+    n = ref_der(der, 1, name);
+    der[n] = 0;
+    ref_refused(ctx, der, n + 1, KV_ERR_BAD_INPUT); /* a byte after its end */
+    ref_refused(ctx, der, n - 1, KV_ERR_BAD_INPUT); /* a byte short */
+    n = ref_der(der, 1, "");
+    ref_refused(ctx, der, n, KV_ERR_BAD_INPUT);
+    n = ref_der(der, 1, "bad name\ns3cr3t-pin");
+    ref_refused(ctx, der, n, KV_ERR_BAD_INPUT);
+    n = ref_der(der, 1, "pkcs11:token=t;object=o?pin-value=s3cr3t-pin");
+#ifdef KV_WITH_PKCS11
+    ref_refused(ctx, der, n, KV_ERR_BAD_URI);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "pin-value"));
+    n = ref_der(der, 1, "pkcs11:token=%zzs3cr3t-pin");
+    ref_refused(ctx, der, n, KV_ERR_BAD_URI);
+#else
+    ref_refused(ctx, der, n, KV_ERR_BACKEND_UNAVAILABLE);
+#endif
+    n = ref_der(der, 1, "no-such-key-s3cr3t-pin");
+    ck_assert_rc(ctx, kv_key_open_reference(ctx, der, n, &k2), KV_ERR_KEY_NOT_FOUND);
+    ck_assert_ptr_null(k2);
+    /* the length limit: 64 KiB */
+    big = calloc(1, 64 * 1024 + 1);
+    ck_assert_ptr_nonnull(big);
+    ref_refused(ctx, big, 64 * 1024 + 1, KV_ERR_BAD_INPUT);
+    free(big);
+
+    OPENSSL_free(pname);
+    OPENSSL_free(phdr);
+    OPENSSL_free(body);
+    kv_string_free(pem);
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, name), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *api_suite(void)
 {
     Suite *s = suite_create(backend());
@@ -1117,6 +1253,7 @@ static Suite *api_suite(void)
     tcase_add_test(keys, malformed_names_and_uris);
     tcase_add_test(keys, certificate_store_and_read);
     tcase_add_test(keys, chain_store_read_and_facts);
+    tcase_add_test(keys, key_reference_round_trip);
     tcase_add_test(conc, eight_threads_sign_with_one_context);
     tcase_add_test(conc, fork_parent_child_parent);
     tcase_set_timeout(sign, 120);

@@ -144,4 +144,15 @@ expect 1 "an unknown scheme" -- kv keygen "nope:fk"
 expect 0 "keygen at a file: URI with no configuration" -- env -u KEYVAULT_CONF KEYVAULT_HOME="$T/home" "$KEYVAULT" keygen "file:$T/nc/nk.pem" --type ed25519
 expect 0 "openssl decrypts it with the machine secret" -- openssl pkey -in "$T/nc/nk.pem" -passin "file:$T/home/soft/.machine-secret" -noout
 
+# key references: a PEM naming the key by URI (or name), opened again by --open
+expect 0 "reference by URI" -- kv reference "file:$T/elsewhere/fk.pem" -o "$T/fk.ref"
+contains "$T/fk.ref" "BEGIN KEYVAULT KEY REFERENCE" "it is a KEYVAULT KEY REFERENCE PEM"
+openssl asn1parse -in "$T/fk.ref" >"$T/fk.asn1" 2>&1
+contains "$T/fk.asn1" "UTF8STRING *:file:$T/elsewhere/fk.pem" "openssl reads the URI in it"
+expect 0 "reference --open" -- kv reference --open "$T/fk.ref"
+contains "$T/out" "^uri:       file:$T/elsewhere/fk.pem" "--open names the key"
+expect 1 "reference --open on a public key" -- kv reference --open "$T/fk.pub"
+contains "$T/err" "no PEM \"KEYVAULT KEY REFERENCE\" block" "the error says what is missing"
+expect 2 "reference with no key" -- kv reference
+
 finish

@@ -160,6 +160,13 @@ contains "$T/out" "with 'k1'" "cert names the key"
 run 0 "keygen on the token" -- kv keygen kcli --backend pkcs11
 run 0 "destroy with the PIN in the URI" -- kv destroy "$(uri object=kcli "$KV_SEC_PIN")"
 contains "$T/out" "destroyed 'kcli' (pkcs11:" "destroy names the key by its own URI"
+# key references: written without the PIN; one carrying a pin-value is refused
+run 0 "reference with the PIN in the URI" -- kv reference "$good" -o "$T/k1.ref"
+run 1 "reference: a wrong PIN" -- kv reference "$(uri object=k1 "$KV_SEC_PIN_WRONG")"
+printf 'asn1=SEQUENCE:ref\n[ref]\nversion=INTEGER:1\nref=UTF8:%s\n' "$good" >"$S/pinref.cnf"
+openssl asn1parse -genconf "$S/pinref.cnf" -out "$S/pinref.der" >/dev/null
+run 1 "reference --open: a reference with a pin-value" -- kv reference --open "$S/pinref.der"
+contains "$T/err" "pin-value" "the message says why"
 
 # usage errors repeat no argument that could be a secret
 run 2 "an unknown command" -- kv "$good"

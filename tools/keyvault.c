@@ -259,6 +259,17 @@ static int cmd_list(kv_ctx *ctx, int argc, char **argv)
     return EXIT_OK;
 }
 
+static int show_info(const kv_key_info *info, int json)
+{
+    if (json)
+        return print_json(info_json(info));
+    printf("name:      %s\ntype:      %s\nbackend:   %s\nassurance: %s\nuri:       %s\n"
+           "version:   %u\n",
+           info->name, kv_key_type_name(info->type), info->backend,
+           kv_assurance_name(info->assurance), info->uri, info->version);
+    return EXIT_OK;
+}
+
 static const char info_help[] =
     "usage: keyvault [-c CONF] info NAME|URI [--json]\n"
     "Show a key's type, backend, assurance level, URI and version.\n";
@@ -285,15 +296,7 @@ static int cmd_info(kv_ctx *ctx, int argc, char **argv)
         kv_key_free(key);
         return fail("info", ctx, rc);
     }
-    if (json) {
-        ret = print_json(info_json(&info));
-    } else {
-        printf("name:      %s\ntype:      %s\nbackend:   %s\nassurance: %s\nuri:       %s\n"
-               "version:   %u\n",
-               info.name, kv_key_type_name(info.type), info.backend,
-               kv_assurance_name(info.assurance), info.uri, info.version);
-        ret = EXIT_OK;
-    }
+    ret = show_info(&info, json);
     kv_key_free(key);
     return ret;
 }
@@ -352,6 +355,86 @@ static int cmd_pubkey(kv_ctx *ctx, int argc, char **argv)
         ret = fail("pubkey", ctx, rc);
     else if (write_all(out, pem, strlen(pem), 0644) != 0)
         ret = fail_sys("pubkey", "write", out);
+    kv_string_free(pem);
+    kv_key_free(key);
+    return ret;
+}
+
+static const char reference_help[] =
+    "usage: keyvault [-c CONF] reference NAME|URI [--by-name] [-o FILE]\n"
+    "       keyvault [-c CONF] reference --open FILE [--json]\n"
+    "Write a key reference: a PEM \"KEYVAULT KEY REFERENCE\" naming the key, which a\n"
+    "program reading its private key from a PEM file (nginx's ssl_certificate_key,\n"
+    "curl --key, PEM_read_bio_PrivateKey) takes as the vault key once the keyvault\n"
+    "OpenSSL provider is activated in its openssl.cnf (see docs/provider.md). The\n"
+    "private key stays in its backend; the file holds no secret. It names the key by\n"
+    "its explicit URI as 'info' shows it (a pin-value given here opens the key and\n"
+    "is not written: the key is found again with the configured PIN), or with\n"
+    "--by-name by its name, looked up again in the configured backends when the file\n"
+    "is read (a key replaced under the same name is then picked up).\n"
+    "--open FILE: open the key a reference file names, and show it as 'info' does;\n"
+    "a reference carrying a pin-value is refused.\n";
+
+static int cmd_reference(kv_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "out", required_argument, NULL, 'o' }, { "by-name", no_argument, NULL, 'n' },
+        { "open", required_argument, NULL, 'O' }, { "json", no_argument, NULL, 'j' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *out = "-", *open_path = NULL;
+    unsigned flags = 0;
+    int c, json = 0, ret = EXIT_OK, have_out = 0;
+    unsigned char *data = NULL;
+    size_t len = 0;
+    kv_key *key = NULL;
+    kv_key_info info;
+    char *pem = NULL;
+    kv_rc rc;
+
+    while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o':
+            out = optarg;
+            have_out = 1;
+            break;
+        case 'n':
+            flags |= KV_REF_BY_NAME;
+            break;
+        case 'O':
+            open_path = optarg;
+            break;
+        case 'j':
+            json = 1;
+            break;
+        default:
+            die_usage("reference", "bad option");
+        }
+    }
+    if (open_path) {
+        if (optind != argc || flags || have_out)
+            die_usage("reference", "--open FILE takes no key and no --by-name or -o");
+        if (!(data = read_all(open_path, &len)))
+            return fail_sys("reference", "read", open_path);
+        rc = kv_key_open_reference(ctx, data, len, &key);
+        free(data);
+        if (rc == KV_OK)
+            rc = kv_key_get_info(key, &info);
+        ret = rc == KV_OK ? show_info(&info, json) : fail("reference", ctx, rc);
+        kv_key_free(key);
+        return ret;
+    }
+    if (json)
+        die_usage("reference", "--json goes with --open");
+    if (optind != argc - 1)
+        die_usage("reference", "expected one key NAME or URI");
+    rc = kv_key_open(ctx, argv[optind], &key);
+    if (rc == KV_OK)
+        rc = kv_key_reference_pem(key, flags, &pem);
+    if (rc != KV_OK)
+        ret = fail("reference", ctx, rc);
+    else if (write_all(out, pem, strlen(pem), 0644) != 0)
+        ret = fail_sys("reference", "write", out);
     kv_string_free(pem);
     kv_key_free(key);
     return ret;
@@ -1343,6 +1426,7 @@ static const struct command commands[] = {
     { "tpm", cmd_tpm, tpm_help },
     { "csr", cmd_csr, csr_help },
     { "ca", cmd_ca, ca_help },
+    { "reference", cmd_reference, reference_help },
 };
 
 static void usage(FILE *f)
@@ -1362,6 +1446,7 @@ static void usage(FILE *f)
             "  cert NAME        the key's certificate chain: import, show, write, selfsign\n"
             "  csr NAME         write a certificate request (PKCS#10) signed by the key\n"
             "  ca ...           a CA in the vault: sign, revoke, crl\n"
+            "  reference NAME   write a key reference PEM for OpenSSL programs\n"
             "  tpm ...          TPM attestation: ak, ek-cert, quote, certify, PCRs\n"
             "  backends         show the configured backends\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
