@@ -75,10 +75,26 @@ kv_rc kvp_provctx_kv(kvp_provctx *pc, kv_ctx **out)
     return rc;
 }
 
+/* Set once the process exits: OPENSSL_cleanup tears providers down from
+ * its atexit handler, after the PKCS#11 module (SoftHSM) loaded later has
+ * run its own destructors, so closing its sessions then crashes it. */
+static volatile int exiting;
+static void at_exit(void)
+{
+    exiting = 1;
+}
+
+static void at_exit_register(void)
+{
+    (void)atexit(at_exit);
+}
+
 static void provctx_free(kvp_provctx *pc)
 {
     if (!pc)
         return;
+    if (exiting)
+        pc->kv = NULL; /* the process is going: leave the backends as they are */
     EVP_KEYMGMT_free(pc->km_ec);
     EVP_KEYMGMT_free(pc->km_rsa);
     EVP_KEYMGMT_free(pc->km_ed25519);
@@ -226,6 +242,10 @@ static const OSSL_ALGORITHM *query_operation(void *provctx, int id, int *no_cach
         return signature_algs;
     case OSSL_OP_KEYEXCH:
         return keyexch_algs;
+    case OSSL_OP_STORE:
+        return kvp_store_algs;
+    case OSSL_OP_DECODER:
+        return kvp_decoder_algs;
     }
     return NULL;
 }
@@ -307,6 +327,7 @@ int kv_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
                      const OSSL_DISPATCH **out, void **provctx)
 {
     OSSL_FUNC_core_get_params_fn *core_get_params = NULL;
+    const OSSL_DISPATCH *in0 = in;
     kvp_provctx *pc = NULL;
 
     if (!handle || !in || !out || !provctx)
@@ -320,6 +341,10 @@ int kv_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
         return 0;
     }
     pc->handle = handle;
+    {
+        static pthread_once_t once = PTHREAD_ONCE_INIT;
+        (void)pthread_once(&once, at_exit_register);
+    }
     for (; in->function_id != 0; in++) {
         switch (in->function_id) {
         case OSSL_FUNC_CORE_GET_PARAMS:
@@ -344,7 +369,7 @@ int kv_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
     /* Public keys, verification and digests live in a library context of
      * our own with the default provider alone: they never reach a backend,
      * another provider, or this one. */
-    pc->publibctx = OSSL_LIB_CTX_new();
+    pc->publibctx = OSSL_LIB_CTX_new_from_dispatch(handle, in0);
     if (!pc->publibctx || !(pc->pubdefault = OSSL_PROVIDER_load(pc->publibctx, "default")))
         goto fail;
     pc->km_ec = EVP_KEYMGMT_fetch(pc->publibctx, "EC", NULL);
