@@ -10,14 +10,19 @@
 #                                          and bench/results-tpm.json, no plot;
 #                                          KV_BENCH_SESSIONS=always for [tpm]
 #                                          sessions = always (results-tpm-always.*)
+#   sh bench/run.sh tls [tls-bench options] TLS 1.3 handshakes/s with the server
+#                                          key on SoftHSM (ours, libp11's engine,
+#                                          a PEM key) and in swtpm through
+#                                          tpm2-abrmd (ours, tpm2-openssl):
+#                                          bench/results-tls.txt and .json
 #
 # Not part of the test suite: a full run takes several minutes.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 only=
-if [ "${1:-}" = tpm ]; then
-    only=tpm
+if [ "${1:-}" = tpm ] || [ "${1:-}" = tls ]; then
+    only=$1
     shift
 fi
 sh tests/install-deps.sh
@@ -36,6 +41,37 @@ header() {
     echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -srm), $(nproc) CPUs: $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)"
     echo "# OpenSSL $(openssl version | cut -d' ' -f2), SoftHSM $(softhsm2-util --version), swtpm $(swtpm --version | sed -n 's/.*version \([0-9.]*\).*/\1/p'), tpm2-tss $(pkg-config --modversion tss2-esys)"
 }
+if [ "$only" = tls ]; then
+    . tests/softhsm.sh
+    # both TPM sides go through tpm2-abrmd: tpm2-openssl needs a resource
+    # manager (bare swtpm runs out of object slots), and swtpm serves one
+    # connection at a time
+    abrmd_start || { echo "run.sh: cannot start tpm2-abrmd" >&2; cat "$KV_TPM_DIR/abrmd.log" >&2; exit 1; }
+    TPM2OPENSSL_TCTI=$KV_ABRMD_TCTI
+    export TPM2OPENSSL_TCTI
+    cat >"$T/bench.conf" <<CONF
+[keyvault]
+backends = pkcs11, tpm
+
+[pkcs11]
+module = $KV_P11_MODULE
+token = $KV_P11_TOKEN
+pin = file:$KV_P11_PINFILE
+
+[tpm]
+tcti = $KV_ABRMD_TCTI
+keys = $T/tpm
+CONF
+    {
+        header
+        echo "# libp11 $(dpkg-query -W -f='${Version}' libengine-pkcs11-openssl), tpm2-openssl $(dpkg-query -W -f='${Version}' tpm2-openssl), tpm2-abrmd $(dpkg-query -W -f='${Version}' tpm2-abrmd)"
+        echo "# sh bench/run.sh tls $*"
+        TSS2_LOG=all+none build/bench/tls-bench -c "$T/bench.conf" --json bench/results-tls.json \
+            --p11-module "$KV_P11_MODULE" --p11-pin-file "$KV_P11_PINFILE" "$@"
+    } | tee bench/results-tls.txt
+    echo "wrote bench/results-tls.txt, bench/results-tls.json"
+    exit 0
+fi
 if [ "$only" = tpm ]; then
     sessions=${KV_BENCH_SESSIONS:-auto}
     out=bench/results-tpm

@@ -13,6 +13,7 @@ PACKAGES="
   libtss2-tcti-pcap0 libpcap-dev
   libnss3 libnss3-tools libtpm2-pkcs11-1 libtpm2-pkcs11-tools
   jq faketime
+  libengine-pkcs11-openssl
 "
 
 SUDO=
