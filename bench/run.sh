@@ -67,7 +67,7 @@ CONF
         echo "# libp11 $(dpkg-query -W -f='${Version}' libengine-pkcs11-openssl), tpm2-openssl $(dpkg-query -W -f='${Version}' tpm2-openssl), tpm2-abrmd $(dpkg-query -W -f='${Version}' tpm2-abrmd)"
         echo "# sh bench/run.sh tls $*"
         TSS2_LOG=all+none build/bench/tls-bench -c "$T/bench.conf" --json bench/results-tls.json \
-            --p11-module "$KV_P11_MODULE" --p11-pin-file "$KV_P11_PINFILE" "$@"
+            --p11-module "$KV_P11_MODULE" --p11-pin-file "$KV_P11_PINFILE" --tpm2-pcap "$T/tpm2.pcap" "$@"
     } | tee bench/results-tls.txt
     echo "wrote bench/results-tls.txt, bench/results-tls.json"
     exit 0

@@ -5,6 +5,7 @@
  *
  *   tls-bench -c CONF [--backends pkcs11,tpm] [--seconds S] [--reps N]
  *             [--p11-module PATH --p11-pin-file FILE] [--json FILE]
+ *             [--tpm2-pcap FILE]
  *
  *   pkcs11  an EC P-256 key on the token of CONF's [pkcs11] section:
  *           ours (kv_key_evp_pkey), libp11's pkcs11 engine on the same token
@@ -24,7 +25,10 @@
  * certificate. Each comparison runs its sides in turn --reps times (the
  * order rotating); the table gives each side's median handshakes/s and the
  * median of the side-by-side ratios. For our TPM case, TPM commands per
- * handshake come from kv_ctx_backend_stat("tpm", "commands").
+ * handshake come from kv_ctx_backend_stat("tpm", "commands"); with
+ * --tpm2-pcap FILE, tpm2-openssl's are counted too, in two extra runs of its
+ * own with tpm2-tss's pcap TCTI recording to FILE in front of
+ * $TPM2OPENSSL_TCTI (one handshake, then five: the difference over four).
  *
  * It sees libkeyvault as applications do: keyvault.h and the shared library.
  */
@@ -47,6 +51,9 @@
 #include <openssl/ssl.h>
 #include <openssl/store.h>
 #include <openssl/x509.h>
+#ifdef KV_HAVE_PCAP
+#include <pcap/pcap.h>
+#endif
 
 /* libp11's engine is reached through the deprecated ENGINE API: the
  * comparison is the point, so the deprecation warnings are silenced here
@@ -63,7 +70,7 @@
 static kv_ctx *ctx;
 static double seconds = 2.0;
 static int reps = 3;
-static const char *opt_p11_module, *opt_p11_pin_file;
+static const char *opt_p11_module, *opt_p11_pin_file, *opt_tpm2_pcap;
 static json_t *results;
 
 /* ---- one side of a comparison ----------------------------------------------- */
@@ -370,6 +377,7 @@ static void engine_done(void)
 
 static OSSL_LIB_CTX *tpm2_libctx;
 static OSSL_PROVIDER *tpm2_prov, *tpm2_default;
+static void tpm2_done(void);
 
 /* The TSS2 PRIVATE KEY file at path, through tpm2-openssl's decoder. */
 static EVP_PKEY *tpm2_key(struct side *s, const char *path)
@@ -417,10 +425,124 @@ static X509 *tpm2_cert(X509 *cert)
     return x;
 }
 
+/* One full handshake in this thread over a BIO pair, for the counting runs
+ * (whose library context ends before the server thread does). */
+static bool pair_handshake(SSL_CTX *server, SSL_CTX *client)
+{
+    SSL *s = SSL_new(server), *c = SSL_new(client);
+    BIO *bs = NULL, *bc = NULL;
+    int rs = 0, rc = 0;
+
+    if (!s || !c || BIO_new_bio_pair(&bs, 0, &bc, 0) != 1) {
+        SSL_free(s);
+        SSL_free(c);
+        return false;
+    }
+    SSL_set_bio(s, bs, bs);
+    SSL_set_bio(c, bc, bc);
+    SSL_set_accept_state(s);
+    SSL_set_connect_state(c);
+    for (int i = 0; i < 64 && (rs != 1 || rc != 1); i++) {
+        rc = SSL_do_handshake(c);
+        if (rc != 1 && SSL_get_error(c, rc) != SSL_ERROR_WANT_READ)
+            break;
+        rs = SSL_do_handshake(s);
+        if (rs != 1 && SSL_get_error(s, rs) != SSL_ERROR_WANT_READ)
+            break;
+    }
+    SSL_free(s);
+    SSL_free(c);
+    return rs == 1 && rc == 1;
+}
+
+/* Packets in a capture of tpm2-tss's pcap TCTI (a command or a response
+ * each); -1 when it cannot be read. */
+static long pcap_packets(const char *path)
+{
+#ifndef KV_HAVE_PCAP
+    (void)path;
+    return -1; /* built without libpcap */
+#else
+    char err[PCAP_ERRBUF_SIZE];
+    pcap_t *pc = pcap_open_offline(path, err);
+    struct pcap_pkthdr *h;
+    const u_char *d;
+    long n = 0;
+
+    if (!pc)
+        return -1;
+    while (pcap_next_ex(pc, &h, &d) == 1)
+        n++;
+    pcap_close(pc);
+    return n;
+#endif
+}
+
+/*
+ * TPM commands tpm2-openssl sends: a library context of its own with the
+ * tpm2 provider on tpm2-tss's pcap TCTI in front of $TPM2OPENSSL_TCTI,
+ * loading the key and making 1 + extra handshakes; the TCTI has written
+ * its capture once the provider is unloaded. -1 on a failure.
+ */
+static long tpm2_pass(const char *keypath, X509 *cert, const char *pcap, int extra)
+{
+    const char *tcti = getenv("TPM2OPENSSL_TCTI");
+    char conf[1024];
+    struct side s = { .name = "tpm2-openssl, counting" };
+    EVP_PKEY *pkey;
+    X509 *x;
+    OSSL_LIB_CTX *keep = tpm2_libctx;
+    OSSL_PROVIDER *keep_prov = tpm2_prov, *keep_default = tpm2_default;
+    long n = -1;
+    bool ok = false;
+
+    if (!tcti || snprintf(conf, sizeof(conf), "pcap:%s", tcti) >= (int)sizeof(conf))
+        return -1;
+    (void)unlink(pcap);
+    if (setenv("TCTI_PCAP_FILE", pcap, 1) != 0 || setenv("TPM2OPENSSL_TCTI", conf, 1) != 0)
+        return -1;
+    pkey = tpm2_key(&s, keypath);
+    if (pkey) {
+        x = tpm2_cert(cert);
+        s.server = server_ctx(tpm2_libctx, TPM2_PROPQ, pkey, x);
+        s.client = client_ctx(cert);
+        ok = s.server != NULL;
+        for (int i = 0; ok && i < 1 + extra; i++)
+            ok = pair_handshake(s.server, s.client);
+        side_free(&s);
+        X509_free(x);
+        EVP_PKEY_free(pkey);
+    }
+    OPENSSL_thread_stop_ex(tpm2_libctx);
+    tpm2_done();
+    tpm2_libctx = keep;
+    tpm2_prov = keep_prov;
+    tpm2_default = keep_default;
+    (void)setenv("TPM2OPENSSL_TCTI", tcti, 1);
+    ERR_clear_error();
+    if (ok)
+        n = pcap_packets(pcap);
+    (void)unlink(pcap);
+    return n < 0 ? -1 : n / 2;
+}
+
+/* TPM commands per handshake of tpm2-openssl: two counting runs, with one
+ * handshake and with 1 + n, the difference over n. */
+static double tpm2_commands(const char *keypath, X509 *cert, const char *pcap)
+{
+    const int n = 4;
+    long base = tpm2_pass(keypath, cert, pcap, 0);
+    long more = base < 0 ? -1 : tpm2_pass(keypath, cert, pcap, n);
+
+    return more < 0 ? -1 : (double)(more - base) / n;
+}
+
 static void tpm2_done(void)
 {
-    OSSL_PROVIDER_unload(tpm2_prov);
-    OSSL_PROVIDER_unload(tpm2_default);
+    if (tpm2_prov)
+        OSSL_PROVIDER_unload(tpm2_prov);
+    if (tpm2_default)
+        OSSL_PROVIDER_unload(tpm2_default);
     OSSL_LIB_CTX_free(tpm2_libctx);
 }
 
@@ -454,7 +576,7 @@ static void run_sides(struct side *sides, int n)
 }
 
 static void report(const char *backend, const struct side *ours, const struct side *ref,
-                   double tpm_cmds)
+                   double tpm_cmds, double ref_tpm_cmds)
 {
     json_t *row = json_pack("{s:s, s:s, s:s}", "backend", backend, "ours", ours->name,
                             "reference", ref->name);
@@ -472,12 +594,17 @@ static void report(const char *backend, const struct side *ours, const struct si
         printf("%-7s %-18s %-30s %10.1f %10.1f %8.2f", backend, ours->name, ref->name, o, r, q);
         if (tpm_cmds >= 0)
             printf("  tpm-cmds/handshake %.2f", tpm_cmds);
+        if (ref_tpm_cmds >= 0)
+            printf(" (reference %.1f)", ref_tpm_cmds);
         printf("\n");
         json_object_set_new(row, "ours_handshakes_per_s", json_real(o));
         json_object_set_new(row, "reference_handshakes_per_s", json_real(r));
         json_object_set_new(row, "ratio", json_real(q));
         if (tpm_cmds >= 0)
             json_object_set_new(row, "tpm_commands_per_handshake", json_real(tpm_cmds));
+        if (ref_tpm_cmds >= 0)
+            json_object_set_new(row, "reference_tpm_commands_per_handshake",
+                                json_real(ref_tpm_cmds));
     }
     fflush(stdout);
     json_array_append_new(results, row);
@@ -505,8 +632,8 @@ static void bench_pkcs11(void)
     pem = pem_key(&pem_cert);
     side_setup(&sides[2], NULL, NULL, pem, pem_cert);
     run_sides(sides, 3);
-    report("pkcs11", &sides[0], &sides[1], -1);
-    report("pkcs11", &sides[0], &sides[2], -1);
+    report("pkcs11", &sides[0], &sides[1], -1, -1);
+    report("pkcs11", &sides[0], &sides[2], -1, -1);
     for (int i = 0; i < 3; i++)
         side_free(&sides[i]);
     EVP_PKEY_free(ours);
@@ -527,7 +654,7 @@ static void bench_tpm(void)
     EVP_PKEY *ours = vault_pkey(key), *theirs;
     X509 *cert = vault_cert(key), *theirs_cert = NULL;
     uint64_t c0 = 0, c1 = 0;
-    double cmds = -1;
+    double cmds = -1, theirs_cmds = -1;
     kv_rc rc;
 
     if ((rc = kv_key_get_info(key, &info)) != KV_OK)
@@ -552,7 +679,9 @@ static void bench_tpm(void)
         if (kv_ctx_backend_stat(ctx, "tpm", "commands", &c1) == KV_OK)
             cmds = (double)(c1 - c0) / n;
     }
-    report("tpm", &sides[0], &sides[1], cmds);
+    if (sides[1].usable && opt_tpm2_pcap)
+        theirs_cmds = tpm2_commands(info.uri + 10, cert, opt_tpm2_pcap);
+    report("tpm", &sides[0], &sides[1], cmds, theirs_cmds);
     side_free(&sides[0]);
     side_free(&sides[1]);
     EVP_PKEY_free(ours);
@@ -572,6 +701,7 @@ int main(int argc, char **argv)
         { "json", required_argument, NULL, 'j' },
         { "p11-module", required_argument, NULL, 'M' },
         { "p11-pin-file", required_argument, NULL, 'P' },
+        { "tpm2-pcap", required_argument, NULL, 'C' },
         { NULL, 0, NULL, 0 },
     };
     const char *conf = NULL, *json_path = NULL, *backends = "pkcs11,tpm";
@@ -579,7 +709,7 @@ int main(int argc, char **argv)
     kv_rc rc;
     int c;
 
-    while ((c = getopt_long(argc, argv, "c:b:s:R:j:M:P:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:b:s:R:j:M:P:C:", opts, NULL)) != -1) {
         switch (c) {
         case 'c': conf = optarg; break;
         case 'b': backends = optarg; break;
@@ -600,9 +730,11 @@ int main(int argc, char **argv)
         case 'j': json_path = optarg; break;
         case 'M': opt_p11_module = optarg; break;
         case 'P': opt_p11_pin_file = optarg; break;
+        case 'C': opt_tpm2_pcap = optarg; break;
         default:
             fprintf(stderr, "usage: tls-bench -c CONF [--backends pkcs11,tpm] [--seconds S] "
-                            "[--reps N] [--p11-module PATH --p11-pin-file FILE] [--json FILE]\n");
+                            "[--reps N] [--p11-module PATH --p11-pin-file FILE] [--json FILE] "
+                            "[--tpm2-pcap FILE]\n");
             return 2;
         }
     }
