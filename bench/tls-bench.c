@@ -5,7 +5,7 @@
  *
  *   tls-bench -c CONF [--backends pkcs11,tpm] [--seconds S] [--reps N]
  *             [--p11-module PATH --p11-pin-file FILE] [--json FILE]
- *             [--tpm2-pcap FILE]
+ *             [--tpm2-pcap FILE] [--tpm-direct CONF2]
  *
  *   pkcs11  an EC P-256 key on the token of CONF's [pkcs11] section:
  *           ours (kv_key_evp_pkey), libp11's pkcs11 engine on the same token
@@ -29,6 +29,9 @@
  * --tpm2-pcap FILE, tpm2-openssl's are counted too, in two extra runs of its
  * own with tpm2-tss's pcap TCTI recording to FILE in front of
  * $TPM2OPENSSL_TCTI (one handshake, then five: the difference over four).
+ * With --tpm-direct CONF2 (a configuration whose [tpm] reaches a TPM with the
+ * same seeds without a resource manager), ours also runs on the same key file
+ * through CONF2, a third side of the TPM comparison.
  *
  * It sees libkeyvault as applications do: keyvault.h and the shared library.
  */
@@ -70,7 +73,7 @@
 static kv_ctx *ctx;
 static double seconds = 2.0;
 static int reps = 3;
-static const char *opt_p11_module, *opt_p11_pin_file, *opt_tpm2_pcap;
+static const char *opt_p11_module, *opt_p11_pin_file, *opt_tpm2_pcap, *opt_tpm_direct;
 static json_t *results;
 
 /* ---- one side of a comparison ----------------------------------------------- */
@@ -645,16 +648,33 @@ static void bench_pkcs11(void)
     engine_done();
 }
 
+/* TPM commands per handshake of a side whose key is in c's TPM, after warm-up. */
+static double tpm_commands(kv_ctx *c, struct side *s)
+{
+    const int n = 20;
+    uint64_t c0 = 0, c1 = 0;
+
+    if (kv_ctx_backend_stat(c, "tpm", "commands", &c0) != KV_OK)
+        return -1;
+    for (int i = 0; i < n; i++)
+        if (!handshake(s))
+            die("a handshake failed while counting TPM commands");
+    if (kv_ctx_backend_stat(c, "tpm", "commands", &c1) != KV_OK)
+        return -1;
+    return (double)(c1 - c0) / n;
+}
+
 static void bench_tpm(void)
 {
-    struct side sides[2] = { { .name = "keyvault provider" },
-                             { .name = "tpm2-openssl (" TPM2_PROPQ ")" } };
-    kv_key *key = vault_key("tpm", "tls-bench-tpm-p256");
+    struct side sides[3] = { { .name = "keyvault provider" },
+                             { .name = "tpm2-openssl (" TPM2_PROPQ ")" },
+                             { .name = "keyvault, direct" } };
+    kv_key *key = vault_key("tpm", "tls-bench-tpm-p256"), *dkey = NULL;
+    kv_ctx *dctx = NULL;
     kv_key_info info;
-    EVP_PKEY *ours = vault_pkey(key), *theirs;
+    EVP_PKEY *ours = vault_pkey(key), *theirs, *direct = NULL;
     X509 *cert = vault_cert(key), *theirs_cert = NULL;
-    uint64_t c0 = 0, c1 = 0;
-    double cmds = -1, theirs_cmds = -1;
+    double theirs_cmds = -1;
     kv_rc rc;
 
     if ((rc = kv_key_get_info(key, &info)) != KV_OK)
@@ -669,26 +689,35 @@ static void bench_tpm(void)
         theirs_cert = tpm2_cert(cert);
         side_setup(&sides[1], tpm2_libctx, TPM2_PROPQ, theirs, theirs_cert);
     }
-    run_sides(sides, 2);
-    /* TPM commands per handshake of ours, after warm-up */
-    if (kv_ctx_backend_stat(ctx, "tpm", "commands", &c0) == KV_OK) {
-        int n = 20;
-        for (int i = 0; i < n; i++)
-            if (!handshake(&sides[0]))
-                die("a handshake failed while counting TPM commands");
-        if (kv_ctx_backend_stat(ctx, "tpm", "commands", &c1) == KV_OK)
-            cmds = (double)(c1 - c0) / n;
+    /* the same key file through a context of opt_tpm_direct's, which talks
+     * to a TPM with the same seeds without tpm2-abrmd */
+    if (opt_tpm_direct) {
+        if ((rc = kv_ctx_new(&dctx, opt_tpm_direct)) != KV_OK)
+            die_kv("kv_ctx_new (--tpm-direct)", rc);
+        if ((rc = kv_key_open(dctx, info.uri, &dkey)) != KV_OK) {
+            fprintf(stderr, "tls-bench: %s: %s\n", info.uri, kv_errmsg(dctx));
+            exit(1);
+        }
+        if ((rc = kv_key_evp_pkey(dkey, NULL, &direct)) != KV_OK)
+            die_kv("kv_key_evp_pkey (--tpm-direct)", rc);
+        side_setup(&sides[2], NULL, NULL, direct, cert);
     }
+    run_sides(sides, opt_tpm_direct ? 3 : 2);
     if (sides[1].usable && opt_tpm2_pcap)
         theirs_cmds = tpm2_commands(info.uri + 10, cert, opt_tpm2_pcap);
-    report("tpm", &sides[0], &sides[1], cmds, theirs_cmds);
-    side_free(&sides[0]);
-    side_free(&sides[1]);
+    report("tpm", &sides[0], &sides[1], tpm_commands(ctx, &sides[0]), theirs_cmds);
+    if (opt_tpm_direct)
+        report("tpm", &sides[2], &sides[1], tpm_commands(dctx, &sides[2]), theirs_cmds);
+    for (int i = 0; i < 3; i++)
+        side_free(&sides[i]);
     EVP_PKEY_free(ours);
     EVP_PKEY_free(theirs);
+    EVP_PKEY_free(direct);
     X509_free(cert);
     X509_free(theirs_cert);
     kv_key_free(key);
+    kv_key_free(dkey);
+    kv_ctx_free(dctx);
 }
 
 int main(int argc, char **argv)
@@ -702,6 +731,7 @@ int main(int argc, char **argv)
         { "p11-module", required_argument, NULL, 'M' },
         { "p11-pin-file", required_argument, NULL, 'P' },
         { "tpm2-pcap", required_argument, NULL, 'C' },
+        { "tpm-direct", required_argument, NULL, 'D' },
         { NULL, 0, NULL, 0 },
     };
     const char *conf = NULL, *json_path = NULL, *backends = "pkcs11,tpm";
@@ -709,7 +739,7 @@ int main(int argc, char **argv)
     kv_rc rc;
     int c;
 
-    while ((c = getopt_long(argc, argv, "c:b:s:R:j:M:P:C:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:b:s:R:j:M:P:C:D:", opts, NULL)) != -1) {
         switch (c) {
         case 'c': conf = optarg; break;
         case 'b': backends = optarg; break;
@@ -731,10 +761,11 @@ int main(int argc, char **argv)
         case 'M': opt_p11_module = optarg; break;
         case 'P': opt_p11_pin_file = optarg; break;
         case 'C': opt_tpm2_pcap = optarg; break;
+        case 'D': opt_tpm_direct = optarg; break;
         default:
             fprintf(stderr, "usage: tls-bench -c CONF [--backends pkcs11,tpm] [--seconds S] "
                             "[--reps N] [--p11-module PATH --p11-pin-file FILE] [--json FILE] "
-                            "[--tpm2-pcap FILE]\n");
+                            "[--tpm2-pcap FILE] [--tpm-direct CONF]\n");
             return 2;
         }
     }
