@@ -475,6 +475,17 @@ static kv_rc db_finish(const kv_ctx *ctx, ca_db *d, kv_rc rc)
     return rc;
 }
 
+/* End a call that hands out what it recorded: commit (or roll back on
+ * failure), and only then the PEM written to b; b is freed. */
+static kv_rc commit_then_pem(const kv_ctx *ctx, ca_db *d, kv_rc rc, BIO *b, char **pem)
+{
+    rc = db_finish(ctx, d, rc);
+    if (rc == KV_OK && !(*pem = kv_bio_text(b, NULL)))
+        rc = kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    BIO_free(b);
+    return rc;
+}
+
 /* A serial number as hex, the way `openssl x509 -serial` prints it. */
 static kv_rc serial_hex(const kv_ctx *ctx, const ASN1_INTEGER *s, char **out)
 {
@@ -937,11 +948,7 @@ static kv_rc issue(kv_key *ca, X509 *cacert, const STACK_OF(X509) *cachain,
 out:
     sqlite3_finalize(st);
     /* recorded (committed) first, handed out after */
-    rc = db_finish(ctx, &d, rc);
-    if (rc == KV_OK)
-        rc = (*pem = kv_bio_text(b, NULL)) ? KV_OK
-                                           : kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
-    BIO_free(b);
+    rc = commit_then_pem(ctx, &d, rc, b, pem);
     free(hex);
     free(subj_text);
     ASN1_TIME_free(limit);
@@ -1181,8 +1188,6 @@ kv_rc kv_ca_crl(kv_key *ca, unsigned days, char **pem)
     AUTHORITY_KEYID *akid = NULL;
     sqlite3_stmt *st = NULL;
     ca_db d = { NULL, NULL };
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned mdlen = 0;
     sqlite3_int64 n = 0;
     time_t now = time(NULL);
     BIO *b = NULL;
@@ -1208,18 +1213,9 @@ kv_rc kv_ca_crl(kv_key *ca, unsigned days, char **pem)
     }
     akid = AUTHORITY_KEYID_new();
     number = ASN1_INTEGER_new();
-    if (!crl || !this_update || !next_update || !akid || !number ||
-        !(akid->keyid = ASN1_OCTET_STRING_new()))
+    if (!crl || !this_update || !next_update || !akid || !number)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    /* the CA's subject key identifier, or its RFC 5280 method 1 value */
-    if (X509_get0_subject_key_id(cacert)) {
-        const ASN1_OCTET_STRING *ski = X509_get0_subject_key_id(cacert);
-        if (ASN1_OCTET_STRING_set(akid->keyid, ski->data, ski->length) != 1)
-            KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    } else if (X509_pubkey_digest(cacert, EVP_sha1(), md, &mdlen) != 1 ||
-               ASN1_OCTET_STRING_set(akid->keyid, md, (int)mdlen) != 1) {
-        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot compute the CA's key identifier");
-    }
+    KV_CHECK(rc, kv_x509_issuer_key_id(ctx, cacert, &akid->keyid));
     if (X509_CRL_set_version(crl, X509_CRL_VERSION_2) != 1 ||
         X509_CRL_set_issuer_name(crl, X509_get_subject_name(cacert)) != 1 ||
         X509_CRL_set1_lastUpdate(crl, this_update) != 1 ||
@@ -1264,11 +1260,7 @@ kv_rc kv_ca_crl(kv_key *ca, unsigned days, char **pem)
 out:
     sqlite3_finalize(st);
     /* the CRL number counted (committed) first, the CRL handed out after */
-    rc = db_finish(ctx, &d, rc);
-    if (rc == KV_OK)
-        rc = (*pem = kv_bio_text(b, NULL)) ? KV_OK
-                                           : kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
-    BIO_free(b);
+    rc = commit_then_pem(ctx, &d, rc, b, pem);
     AUTHORITY_KEYID_free(akid);
     ASN1_INTEGER_free(number);
     ASN1_TIME_free(this_update);

@@ -574,6 +574,9 @@ kv_rc kv_x509_exts_build(const kv_ctx *ctx, const kv_x509_ext_spec *spec,
  * authorityKeyIdentifier from issuer (its SKI, else computed the same way;
  * issuer NULL: x is self-signed). The public key must be set. */
 kv_rc kv_x509_add_key_ids(const kv_ctx *ctx, X509 *x, X509 *issuer);
+/* The key identifier an authorityKeyIdentifier names for issuer: its
+ * subjectKeyIdentifier, else SHA-1 of its key (RFC 5280 method 1). */
+kv_rc kv_x509_issuer_key_id(const kv_ctx *ctx, X509 *issuer, ASN1_OCTET_STRING **out);
 /* A random positive serial of up to 127 bits, never zero. */
 kv_rc kv_x509_serial_random(const kv_ctx *ctx, ASN1_INTEGER **out);
 kv_rc kv_x509_set_validity(const kv_ctx *ctx, X509 *x, time_t not_before, time_t not_after);

@@ -728,11 +728,22 @@ static kv_rc key_id(const kv_ctx *ctx, X509_PUBKEY *pub, ASN1_OCTET_STRING **out
     return KV_OK;
 }
 
+kv_rc kv_x509_issuer_key_id(const kv_ctx *ctx, X509 *issuer, ASN1_OCTET_STRING **out)
+{
+    const ASN1_OCTET_STRING *have = X509_get0_subject_key_id(issuer);
+
+    /* the issuer's own identifier when it has one, else RFC 5280 method 1 */
+    if (!have)
+        return key_id(ctx, X509_get_X509_PUBKEY(issuer), out);
+    if (!(*out = ASN1_OCTET_STRING_dup(have)))
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    return KV_OK;
+}
+
 kv_rc kv_x509_add_key_ids(const kv_ctx *ctx, X509 *x, X509 *issuer)
 {
     ASN1_OCTET_STRING *ski = NULL, *iski = NULL;
     AUTHORITY_KEYID *akid = AUTHORITY_KEYID_new();
-    const ASN1_OCTET_STRING *have;
     kv_rc rc;
 
     if (!akid)
@@ -740,16 +751,11 @@ kv_rc kv_x509_add_key_ids(const kv_ctx *ctx, X509 *x, X509 *issuer)
     KV_CHECK(rc, key_id(ctx, X509_get_X509_PUBKEY(x), &ski));
     if (X509_add1_ext_i2d(x, NID_subject_key_identifier, ski, 0, X509V3_ADD_REPLACE) != 1)
         KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot add the subject key identifier");
-    /* the issuer's own identifier when it has one, else computed as ours */
-    have = issuer ? X509_get0_subject_key_id(issuer) : NULL;
-    if (have)
-        iski = ASN1_OCTET_STRING_dup(have);
-    else if (issuer)
-        KV_CHECK(rc, key_id(ctx, X509_get_X509_PUBKEY(issuer), &iski));
-    else
-        iski = ASN1_OCTET_STRING_dup(ski);
-    if (!iski)
+    if (issuer) {
+        KV_CHECK(rc, kv_x509_issuer_key_id(ctx, issuer, &iski));
+    } else if (!(iski = ASN1_OCTET_STRING_dup(ski))) {
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    }
     akid->keyid = iski;
     if (X509_add1_ext_i2d(x, NID_authority_key_identifier, akid, 0, X509V3_ADD_REPLACE) != 1)
         KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot add the authority key identifier");

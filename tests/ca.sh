@@ -139,6 +139,10 @@ grep -A1 'CRL Number' "$T/crl.txt" | grep -q '^ *2$' && ok "cRLNumber counts CRL
 contains "$T/crl.txt" "Serial Number: $rserial" "CRL lists the revoked serial"
 contains "$T/crl.txt" "Key Compromise" "with its reason"
 contains "$T/crl.txt" "X509v3 Authority Key Identifier" "CRL has the AKI"
+ski=$(openssl x509 -in "$T/soft-root.pem" -noout -ext subjectKeyIdentifier | tail -n 1 | tr -d ' ')
+aki=$(grep -A1 'Authority Key Identifier' "$T/crl.txt" | tail -n 1 | sed 's/^ *\(keyid:\)\{0,1\}//' | tr -d ' ')
+[ -n "$ski" ] && [ "$aki" = "$ski" ] && ok "the CRL's AKI is the CA's key identifier" ||
+    not_ok "the CRL's AKI is the CA's key identifier ('$aki' vs '$ski')"
 expect 2 "openssl verify -crl_check refuses the revoked certificate" -- openssl verify -crl_check -CAfile "$T/soft-root.pem" -CRLfile "$T/crl.pem" "$T/revoked.pem"
 cat "$T/out" "$T/err" >"$T/both"
 contains "$T/both" "certificate revoked" "openssl says it is revoked"
