@@ -1,0 +1,43 @@
+/*
+ * cli.h - the keyvault command-line tool's shared helpers and its commands.
+ * The tool sees the library through keyvault.h alone.
+ */
+#ifndef KV_CLI_H
+#define KV_CLI_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <jansson.h>
+
+#include "keyvault.h"
+
+#define CLI_MAX_INPUT (64 * 1024 * 1024)
+
+/* exit codes: 0 ok, 1 operation failed, 2 usage error */
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+extern const char *prog;
+
+/* A usage error for `cmd`, then exit 2. Never give it an argument's text:
+ * any argument may be a secret typed in the wrong place. */
+void die_usage(const char *cmd, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 2, 3)));
+/* Report the library's message for rc; returns EXIT_FAIL. */
+int fail(const char *cmd, kv_ctx *ctx, kv_rc rc);
+/* Report errno for `what` on `path`; returns EXIT_FAIL. */
+int fail_sys(const char *cmd, const char *what, const char *path);
+/* A whole file ("-": standard input), at most CLI_MAX_INPUT bytes; NULL with errno. */
+unsigned char *read_all(const char *path, size_t *len);
+/* Write a whole file ("-": standard output) with `mode` (0600 for secrets). */
+int write_all(const char *path, const void *data, size_t len, mode_t mode);
+/* Whether --help or -h is among the arguments. */
+int want_help(int argc, char **argv);
+/* Print j indented on standard output and release it. */
+int print_json(json_t *j);
+/* Write DER (a certificate when cert, else a SubjectPublicKeyInfo) as PEM to out. */
+int write_pem(const char *cmd, const char *out, const unsigned char *der, size_t len, int cert);
+
+/* Commands kept in files of their own (cmd-*.c): the function and its
+ * --help text, listed in keyvault.c's command table. */
+
+#endif
