@@ -51,7 +51,7 @@ void tpm_ak_free(struct tpm_state *s)
 }
 
 /* The AK: loaded from its file, or made and saved on first use. */
-static kv_rc get_ak(kv_backend *be, struct tpm_key **out)
+kv_rc tpm_ak_get(kv_backend *be, struct tpm_key **out)
 {
     kv_ctx *ctx = be->ctx;
     struct tpm_state *s = st(be);
@@ -132,7 +132,7 @@ out:
 kv_rc tpm_ak_public(kv_backend *be, EVP_PKEY **pub)
 {
     struct tpm_key *ak;
-    kv_rc rc = get_ak(be, &ak);
+    kv_rc rc = tpm_ak_get(be, &ak);
 
     if (rc != KV_OK)
         return rc;
@@ -285,7 +285,7 @@ kv_rc tpm_quote(kv_backend *be, const char *pcrs, const unsigned char *nonce, si
 
     KV_CHECK(rc, parse_pcrs(ctx, pcrs, &a.sel));
     KV_CHECK(rc, copy_nonce(ctx, &a.nonce, nonce, len));
-    KV_CHECK(rc, get_ak(be, &a.ak));
+    KV_CHECK(rc, tpm_ak_get(be, &a.ak));
     KV_CHECK(rc, tpm_run(ctx, st(be)->conn, quote_step, &a));
     rc = fill_evidence(ctx, a.attest, a.sig, out);
 out:
@@ -333,7 +333,7 @@ kv_rc tpm_certify(kv_key *key, const unsigned char *nonce, size_t len, kv_attest
         return kv_error(ctx, KV_ERR_UNSUPPORTED, "certifying keys at persistent handles is not "
                         "offered; certify a key file");
     KV_CHECK(rc, copy_nonce(ctx, &a.nonce, nonce, len));
-    KV_CHECK(rc, get_ak(key->be, &a.ak));
+    KV_CHECK(rc, tpm_ak_get(key->be, &a.ak));
     KV_CHECK(rc, tpm_run(ctx, st(key->be)->conn, certify_step, &a));
     rc = fill_evidence(ctx, a.attest, a.sig, out);
 out:

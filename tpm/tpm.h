@@ -161,6 +161,8 @@ kv_rc tpm_pcr_extend(kv_backend *be, const char *bank, unsigned index,
                      const unsigned char *digest, size_t len);
 kv_rc tpm_ek_cert(kv_backend *be, unsigned char **der, size_t *len);
 void tpm_ak_free(struct tpm_state *s);
+/* The AK of this TPM: loaded from its key file, or made and saved on first use. */
+kv_rc tpm_ak_get(kv_backend *be, struct tpm_key **out);
 
 /* The public half of a TPM key as an EVP_PKEY. */
 kv_rc tpm_public_to_pkey(const kv_ctx *ctx, const TPMT_PUBLIC *pub, EVP_PKEY **out);
