@@ -110,7 +110,9 @@ CONF
                 --tpm-direct "$T/direct.conf" --side "$side" --handshakes "$hs" >/dev/null
         }
         # per run: instructions (callgrind's total), then every PKCS#11
-        # function called (NAME=calls, from callgrind's call counts)
+        # function called and the heap allocations (malloc, calloc and
+        # realloc together, as alloc) as NAME=calls, from callgrind's call
+        # counts
         cg() {
             tb "$1" "$2" valgrind -q --tool=callgrind --callgrind-out-file="$T/cg" || return 1
             sed -n 's/^totals: *//p' "$T/cg"
@@ -118,7 +120,10 @@ CONF
                                rest = substr($0, RSTART + RLENGTH); sub(/^ /, "", rest)
                                if (rest != "") name[id] = rest
                                cur = ($0 ~ /^cfn=/) ? name[id] : ""; next }
-                 /^calls=/ { if (cur ~ /^C_[A-Za-z]+$/) { split(substr($0, 7), a, " "); c[cur] += a[1] }; next }
+                 /^calls=/ { split(substr($0, 7), a, " ")
+                             if (cur ~ /^C_[A-Za-z]+$/) c[cur] += a[1]
+                             else if (cur == "malloc" || cur == "calloc" || cur == "realloc") c["alloc"] += a[1]
+                             next }
                  END { for (k in c) print k "=" c[k] }' "$T/cg" | sort
         }
         sc() { # system calls of the whole run (strace's total)
@@ -130,21 +135,23 @@ CONF
             versions
             echo "# sh bench/run.sh tls-count $n: per handshake, from a run of $n handshakes after the"
             echo "# first minus a run of 0 (each side alone in the process: tls-bench --side); tpm2-openssl over $((n / 10))"
-            printf '%-14s %14s %10s  %s\n' side instructions syscalls "PKCS#11 calls"
+            printf '%-14s %14s %10s %8s  %s\n' side instructions syscalls allocs "PKCS#11 calls"
             for side in ours engine pem tpm direct tpm2-openssl; do
                 m=$n
                 [ "$side" != tpm2-openssl ] || m=$((n / 10))
                 [ "$m" -gt 0 ] || m=1
-                cg "$side" 0 >"$T/c0" && cg "$side" "$m" >"$T/c1" && sc "$side" 0 >"$T/s0" &&
+                # once first: the key is made (and found) outside the counted runs
+                tb "$side" 0 && cg "$side" 0 >"$T/c0" && cg "$side" "$m" >"$T/c1" && sc "$side" 0 >"$T/s0" &&
                     sc "$side" "$m" >"$T/s1" || { echo "$side: not counted (see above)"; continue; }
                 awk -v side="$side" -v m="$m" -v s0="$(cat "$T/s0")" -v s1="$(cat "$T/s1")" '
                     FNR == 1 { t[FILENAME == ARGV[1]] = $1; next }
                     { split($0, kv, "="); c[kv[1]] += (FILENAME == ARGV[1] ? -1 : 1) * kv[2]
-                      if (!(kv[1] in seen)) { seen[kv[1]] = 1; order[++nk] = kv[1] } }
+                      if (!(kv[1] in seen) && kv[1] != "alloc") { seen[kv[1]] = 1; order[++nk] = kv[1] } }
                     END { p = ""
                           for (i = 1; i <= nk; i++)
                               if (c[order[i]] != 0) p = p sprintf(" %s %.2f", order[i], c[order[i]] / m)
-                          printf "%-14s %14.0f %10.1f %s\n", side, (t[0] - t[1]) / m, (s1 - s0) / m, p == "" ? " -" : p }' \
+                          printf "%-14s %14.0f %10.1f %8.1f %s\n", side, (t[0] - t[1]) / m, (s1 - s0) / m,
+                                 c["alloc"] / m, p == "" ? " -" : p }' \
                     "$T/c0" "$T/c1"
             done
         } | tee bench/results-tls-count.txt
