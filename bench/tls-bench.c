@@ -596,7 +596,7 @@ static bool wanted(const char *id)
 }
 
 /* --side: opt_handshakes handshakes on that side alone. */
-static void run_one(const struct side *sides, int n)
+static void run_one(struct side *sides, int n)
 {
     for (int k = 0; k < n; k++) {
         if (strcmp(sides[k].id, opt_side) != 0)
@@ -604,7 +604,7 @@ static void run_one(const struct side *sides, int n)
         if (!sides[k].usable)
             die(sides[k].why);
         for (long i = 0; i < opt_handshakes; i++)
-            if (!handshake((struct side *)&sides[k]))
+            if (!handshake(&sides[k]))
                 die("a handshake failed");
         printf("%s: %ld handshakes after the first\n", sides[k].name, opt_handshakes);
     }
@@ -737,6 +737,8 @@ static void bench_tpm(void)
     }
     /* the same key file through a context of opt_tpm_direct's, which talks
      * to a TPM with the same seeds without tpm2-abrmd */
+    if (!opt_tpm_direct)
+        snprintf(sides[2].why, sizeof(sides[2].why), "--tpm-direct not given");
     if (opt_tpm_direct && wanted("direct")) {
         if ((rc = kv_ctx_new(&dctx, opt_tpm_direct)) != KV_OK)
             die_kv("kv_ctx_new (--tpm-direct)", rc);
