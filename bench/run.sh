@@ -17,13 +17,21 @@
 #                                          ours also on a second swtpm with
 #                                          the same state, without abrmd):
 #                                          bench/results-tls.txt and .json
+#   sh bench/run.sh tls-count [N]          the same setup, each side of the
+#                                          TLS benchmark alone for N handshakes
+#                                          (default 100) under valgrind's
+#                                          callgrind and strace: instructions,
+#                                          system calls and PKCS#11 calls per
+#                                          handshake, deterministic where the
+#                                          handshake rate is not (a shared
+#                                          machine): bench/results-tls-count.txt
 #
 # Not part of the test suite: a full run takes several minutes.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 only=
-if [ "${1:-}" = tpm ] || [ "${1:-}" = tls ]; then
+if [ "${1:-}" = tpm ] || [ "${1:-}" = tls ] || [ "${1:-}" = tls-count ]; then
     only=$1
     shift
 fi
@@ -31,6 +39,10 @@ sh tests/install-deps.sh
 [ -n "$only" ] || command -v gnuplot >/dev/null 2>&1 || {
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y -q --no-install-recommends gnuplot-nox >/dev/null
+}
+[ "$only" != tls-count ] || { command -v valgrind >/dev/null 2>&1 && command -v strace >/dev/null 2>&1; } || {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends valgrind strace >/dev/null
 }
 ./autogen.sh >/dev/null 2>&1
 mkdir -p build
@@ -43,7 +55,7 @@ header() {
     echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -srm), $(nproc) CPUs: $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)"
     echo "# OpenSSL $(openssl version | cut -d' ' -f2), SoftHSM $(softhsm2-util --version), swtpm $(swtpm --version | sed -n 's/.*version \([0-9.]*\).*/\1/p'), tpm2-tss $(pkg-config --modversion tss2-esys)"
 }
-if [ "$only" = tls ]; then
+if [ "$only" = tls ] || [ "$only" = tls-count ]; then
     . tests/softhsm.sh
     # both TPM sides go through tpm2-abrmd: tpm2-openssl needs a resource
     # manager (bare swtpm runs out of object slots), and swtpm serves one
@@ -84,9 +96,71 @@ pin = file:$KV_P11_PINFILE
 tcti = $KV_ABRMD_TCTI
 keys = $T/tpm
 CONF
+    versions() {
+        echo "# libp11 $(dpkg-query -W -f='${Version}' libengine-pkcs11-openssl), tpm2-openssl $(dpkg-query -W -f='${Version}' tpm2-openssl), tpm2-abrmd $(dpkg-query -W -f='${Version}' tpm2-abrmd)"
+    }
+    if [ "$only" = tls-count ]; then
+        n=${1:-100}
+        case $n in ''|*[!0-9]*) echo "run.sh: tls-count takes a number of handshakes" >&2; exit 2 ;; esac
+        tb() { # SIDE N [wrapper...]: one side alone, N handshakes after its first
+            side=$1 hs=$2
+            shift 2
+            TSS2_LOG=all+none build/libtool --mode=execute "$@" build/bench/tls-bench \
+                -c "$T/bench.conf" --p11-module "$KV_P11_MODULE" --p11-pin-file "$KV_P11_PINFILE" \
+                --tpm-direct "$T/direct.conf" --side "$side" --handshakes "$hs" >/dev/null
+        }
+        # per run: instructions (callgrind's total), then every PKCS#11
+        # function called and the heap allocations (malloc, calloc and
+        # realloc together, as alloc) as NAME=calls, from callgrind's call
+        # counts
+        cg() {
+            tb "$1" "$2" valgrind -q --tool=callgrind --callgrind-out-file="$T/cg" || return 1
+            sed -n 's/^totals: *//p' "$T/cg"
+            awk '/^c?fn=\(/ { match($0, /\(([0-9]+)\)/); id = substr($0, RSTART + 1, RLENGTH - 2)
+                               rest = substr($0, RSTART + RLENGTH); sub(/^ /, "", rest)
+                               if (rest != "") name[id] = rest
+                               cur = ($0 ~ /^cfn=/) ? name[id] : ""; next }
+                 /^calls=/ { split(substr($0, 7), a, " ")
+                             if (cur ~ /^C_[A-Za-z]+$/) c[cur] += a[1]
+                             else if (cur == "malloc" || cur == "calloc" || cur == "realloc") c["alloc"] += a[1]
+                             next }
+                 END { for (k in c) print k "=" c[k] }' "$T/cg" | sort
+        }
+        sc() { # system calls of the whole run (strace's total)
+            tb "$1" "$2" strace -f -c -o "$T/st" || return 1
+            awk '$NF == "total" { print $4 }' "$T/st"
+        }
+        {
+            header
+            versions
+            echo "# sh bench/run.sh tls-count $n: per handshake, from a run of $n handshakes after the"
+            echo "# first minus a run of 0 (each side alone in the process: tls-bench --side); tpm2-openssl over $((n / 10))"
+            printf '%-14s %14s %10s %8s  %s\n' side instructions syscalls allocs "PKCS#11 calls"
+            for side in ours engine pem tpm direct tpm2-openssl; do
+                m=$n
+                [ "$side" != tpm2-openssl ] || m=$((n / 10))
+                [ "$m" -gt 0 ] || m=1
+                # once first: the key is made (and found) outside the counted runs
+                tb "$side" 0 && cg "$side" 0 >"$T/c0" && cg "$side" "$m" >"$T/c1" && sc "$side" 0 >"$T/s0" &&
+                    sc "$side" "$m" >"$T/s1" || { echo "$side: not counted (see above)"; continue; }
+                awk -v side="$side" -v m="$m" -v s0="$(cat "$T/s0")" -v s1="$(cat "$T/s1")" '
+                    FNR == 1 { t[FILENAME == ARGV[1]] = $1; next }
+                    { split($0, kv, "="); c[kv[1]] += (FILENAME == ARGV[1] ? -1 : 1) * kv[2]
+                      if (!(kv[1] in seen) && kv[1] != "alloc") { seen[kv[1]] = 1; order[++nk] = kv[1] } }
+                    END { p = ""
+                          for (i = 1; i <= nk; i++)
+                              if (c[order[i]] != 0) p = p sprintf(" %s %.2f", order[i], c[order[i]] / m)
+                          printf "%-14s %14.0f %10.1f %8.1f %s\n", side, (t[0] - t[1]) / m, (s1 - s0) / m,
+                                 c["alloc"] / m, p == "" ? " -" : p }' \
+                    "$T/c0" "$T/c1"
+            done
+        } | tee bench/results-tls-count.txt
+        echo "wrote bench/results-tls-count.txt"
+        exit 0
+    fi
     {
         header
-        echo "# libp11 $(dpkg-query -W -f='${Version}' libengine-pkcs11-openssl), tpm2-openssl $(dpkg-query -W -f='${Version}' tpm2-openssl), tpm2-abrmd $(dpkg-query -W -f='${Version}' tpm2-abrmd)"
+        versions
         echo "# sh bench/run.sh tls $*"
         TSS2_LOG=all+none build/bench/tls-bench -c "$T/bench.conf" --json bench/results-tls.json \
             --p11-module "$KV_P11_MODULE" --p11-pin-file "$KV_P11_PINFILE" --tpm2-pcap "$T/tpm2.pcap" --tpm-direct "$T/direct.conf" "$@"

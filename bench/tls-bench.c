@@ -6,6 +6,7 @@
  *   tls-bench -c CONF [--backends pkcs11,tpm] [--seconds S] [--reps N]
  *             [--p11-module PATH --p11-pin-file FILE] [--json FILE]
  *             [--tpm2-pcap FILE] [--tpm-direct CONF2]
+ *             [--side NAME --handshakes N]
  *
  *   pkcs11  an EC P-256 key on the token of CONF's [pkcs11] section:
  *           ours (kv_key_evp_pkey), libp11's pkcs11 engine on the same token
@@ -32,6 +33,13 @@
  * With --tpm-direct CONF2 (a configuration whose [tpm] reaches a TPM with the
  * same seeds without a resource manager), ours also runs on the same key file
  * through CONF2, a third side of the TPM comparison.
+ *
+ * With --side NAME (ours, engine, pem; tpm, tpm2-openssl, direct) only that
+ * side is set up, and it makes N handshakes (--handshakes, default 100)
+ * after its first one and prints nothing else: for counting what one side
+ * costs (perf stat -e instructions:u, valgrind --tool=callgrind) without the
+ * others in the process. Two runs, with N and with 0, give the cost of N
+ * handshakes without the setup.
  *
  * It sees libkeyvault as applications do: keyvault.h and the shared library.
  */
@@ -74,11 +82,14 @@ static kv_ctx *ctx;
 static double seconds = 2.0;
 static int reps = 3;
 static const char *opt_p11_module, *opt_p11_pin_file, *opt_tpm2_pcap, *opt_tpm_direct;
+static const char *opt_side; /* --side: only this side, opt_handshakes times */
+static long opt_handshakes = 100;
 static json_t *results;
 
 /* ---- one side of a comparison ----------------------------------------------- */
 
 struct side {
+    const char *id; /* for --side */
     const char *name;
     SSL_CTX *server, *client;
     bool usable;
@@ -578,6 +589,27 @@ static void run_sides(struct side *sides, int n)
         }
 }
 
+/* Whether --side leaves the side `id` in (every side without --side). */
+static bool wanted(const char *id)
+{
+    return !opt_side || strcmp(opt_side, id) == 0;
+}
+
+/* --side: opt_handshakes handshakes on that side alone. */
+static void run_one(struct side *sides, int n)
+{
+    for (int k = 0; k < n; k++) {
+        if (strcmp(sides[k].id, opt_side) != 0)
+            continue;
+        if (!sides[k].usable)
+            die(sides[k].why);
+        for (long i = 0; i < opt_handshakes; i++)
+            if (!handshake(&sides[k]))
+                die("a handshake failed");
+        printf("%s: %ld handshakes after the first\n", sides[k].name, opt_handshakes);
+    }
+}
+
 static void report(const char *backend, const struct side *ours, const struct side *ref,
                    double tpm_cmds, double ref_tpm_cmds)
 {
@@ -615,28 +647,38 @@ static void report(const char *backend, const struct side *ours, const struct si
 
 static void bench_pkcs11(void)
 {
-    struct side sides[3] = { { .name = "keyvault provider" },
-                             { .name = "libp11 pkcs11 engine" },
-                             { .name = "PEM key (default prov.)" } };
+    struct side sides[3] = { { .id = "ours", .name = "keyvault provider" },
+                             { .id = "engine", .name = "libp11 pkcs11 engine" },
+                             { .id = "pem", .name = "PEM key (default prov.)" } };
     kv_key *key = vault_key("pkcs11", "tls-bench-p256");
     kv_key_info info;
-    EVP_PKEY *ours = vault_pkey(key), *eng, *pem;
+    EVP_PKEY *ours = vault_pkey(key), *eng = NULL, *pem = NULL;
     X509 *cert = vault_cert(key), *pem_cert = NULL;
     kv_rc rc;
 
     if ((rc = kv_key_get_info(key, &info)) != KV_OK)
         die_kv("kv_key_get_info", rc);
-    side_setup(&sides[0], NULL, NULL, ours, cert);
-    if (!sides[0].usable)
-        die(sides[0].why);
-    eng = engine_key(&sides[1], info.uri);
-    if (eng)
-        side_setup(&sides[1], NULL, NULL, eng, cert);
-    pem = pem_key(&pem_cert);
-    side_setup(&sides[2], NULL, NULL, pem, pem_cert);
-    run_sides(sides, 3);
-    report("pkcs11", &sides[0], &sides[1], -1, -1);
-    report("pkcs11", &sides[0], &sides[2], -1, -1);
+    if (wanted("ours")) {
+        side_setup(&sides[0], NULL, NULL, ours, cert);
+        if (!sides[0].usable)
+            die(sides[0].why);
+    }
+    if (wanted("engine")) {
+        eng = engine_key(&sides[1], info.uri);
+        if (eng)
+            side_setup(&sides[1], NULL, NULL, eng, cert);
+    }
+    if (wanted("pem")) {
+        pem = pem_key(&pem_cert);
+        side_setup(&sides[2], NULL, NULL, pem, pem_cert);
+    }
+    if (opt_side) {
+        run_one(sides, 3);
+    } else {
+        run_sides(sides, 3);
+        report("pkcs11", &sides[0], &sides[1], -1, -1);
+        report("pkcs11", &sides[0], &sides[2], -1, -1);
+    }
     for (int i = 0; i < 3; i++)
         side_free(&sides[i]);
     EVP_PKEY_free(ours);
@@ -666,13 +708,13 @@ static double tpm_commands(kv_ctx *c, struct side *s)
 
 static void bench_tpm(void)
 {
-    struct side sides[3] = { { .name = "keyvault provider" },
-                             { .name = "tpm2-openssl (" TPM2_PROPQ ")" },
-                             { .name = "keyvault, direct" } };
+    struct side sides[3] = { { .id = "tpm", .name = "keyvault provider" },
+                             { .id = "tpm2-openssl", .name = "tpm2-openssl (" TPM2_PROPQ ")" },
+                             { .id = "direct", .name = "keyvault, direct" } };
     kv_key *key = vault_key("tpm", "tls-bench-tpm-p256"), *dkey = NULL;
     kv_ctx *dctx = NULL;
     kv_key_info info;
-    EVP_PKEY *ours = vault_pkey(key), *theirs, *direct = NULL;
+    EVP_PKEY *ours = vault_pkey(key), *theirs = NULL, *direct = NULL;
     X509 *cert = vault_cert(key), *theirs_cert = NULL;
     double theirs_cmds = -1;
     kv_rc rc;
@@ -681,17 +723,23 @@ static void bench_tpm(void)
         die_kv("kv_key_get_info", rc);
     if (strncmp(info.uri, "tpm2:file=", 10) != 0)
         die("the TPM key is not in a file");
-    side_setup(&sides[0], NULL, NULL, ours, cert);
-    if (!sides[0].usable)
-        die(sides[0].why);
-    theirs = tpm2_key(&sides[1], info.uri + 10);
-    if (theirs) {
-        theirs_cert = tpm2_cert(cert);
-        side_setup(&sides[1], tpm2_libctx, TPM2_PROPQ, theirs, theirs_cert);
+    if (wanted("tpm")) {
+        side_setup(&sides[0], NULL, NULL, ours, cert);
+        if (!sides[0].usable)
+            die(sides[0].why);
+    }
+    if (wanted("tpm2-openssl")) {
+        theirs = tpm2_key(&sides[1], info.uri + 10);
+        if (theirs) {
+            theirs_cert = tpm2_cert(cert);
+            side_setup(&sides[1], tpm2_libctx, TPM2_PROPQ, theirs, theirs_cert);
+        }
     }
     /* the same key file through a context of opt_tpm_direct's, which talks
      * to a TPM with the same seeds without tpm2-abrmd */
-    if (opt_tpm_direct) {
+    if (!opt_tpm_direct)
+        snprintf(sides[2].why, sizeof(sides[2].why), "--tpm-direct not given");
+    if (opt_tpm_direct && wanted("direct")) {
         if ((rc = kv_ctx_new(&dctx, opt_tpm_direct)) != KV_OK)
             die_kv("kv_ctx_new (--tpm-direct)", rc);
         if ((rc = kv_key_open(dctx, info.uri, &dkey)) != KV_OK) {
@@ -702,12 +750,16 @@ static void bench_tpm(void)
             die_kv("kv_key_evp_pkey (--tpm-direct)", rc);
         side_setup(&sides[2], NULL, NULL, direct, cert);
     }
-    run_sides(sides, opt_tpm_direct ? 3 : 2);
-    if (sides[1].usable && opt_tpm2_pcap)
-        theirs_cmds = tpm2_commands(info.uri + 10, cert, opt_tpm2_pcap);
-    report("tpm", &sides[0], &sides[1], tpm_commands(ctx, &sides[0]), theirs_cmds);
-    if (opt_tpm_direct)
-        report("tpm", &sides[2], &sides[1], tpm_commands(dctx, &sides[2]), theirs_cmds);
+    if (opt_side) {
+        run_one(sides, 3);
+    } else {
+        run_sides(sides, opt_tpm_direct ? 3 : 2);
+        if (sides[1].usable && opt_tpm2_pcap)
+            theirs_cmds = tpm2_commands(info.uri + 10, cert, opt_tpm2_pcap);
+        report("tpm", &sides[0], &sides[1], tpm_commands(ctx, &sides[0]), theirs_cmds);
+        if (opt_tpm_direct)
+            report("tpm", &sides[2], &sides[1], tpm_commands(dctx, &sides[2]), theirs_cmds);
+    }
     for (int i = 0; i < 3; i++)
         side_free(&sides[i]);
     EVP_PKEY_free(ours);
@@ -732,14 +784,21 @@ int main(int argc, char **argv)
         { "p11-pin-file", required_argument, NULL, 'P' },
         { "tpm2-pcap", required_argument, NULL, 'C' },
         { "tpm-direct", required_argument, NULL, 'D' },
+        { "side", required_argument, NULL, 'S' },
+        { "handshakes", required_argument, NULL, 'N' },
         { NULL, 0, NULL, 0 },
+    };
+    /* --side's names and the comparison each belongs to */
+    static const char *const side_ids[][2] = {
+        { "ours", "pkcs11" }, { "engine", "pkcs11" },       { "pem", "pkcs11" },
+        { "tpm", "tpm" },     { "tpm2-openssl", "tpm" }, { "direct", "tpm" },
     };
     const char *conf = NULL, *json_path = NULL, *backends = "pkcs11,tpm";
     pthread_t server;
     kv_rc rc;
     int c;
 
-    while ((c = getopt_long(argc, argv, "c:b:s:R:j:M:P:C:D:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:b:s:R:j:M:P:C:D:S:N:", opts, NULL)) != -1) {
         switch (c) {
         case 'c': conf = optarg; break;
         case 'b': backends = optarg; break;
@@ -762,10 +821,30 @@ int main(int argc, char **argv)
         case 'P': opt_p11_pin_file = optarg; break;
         case 'C': opt_tpm2_pcap = optarg; break;
         case 'D': opt_tpm_direct = optarg; break;
+        case 'S':
+            opt_side = optarg;
+            backends = NULL;
+            for (size_t i = 0; i < sizeof(side_ids) / sizeof(side_ids[0]); i++)
+                if (strcmp(opt_side, side_ids[i][0]) == 0)
+                    backends = side_ids[i][1];
+            if (!backends) {
+                fprintf(stderr, "tls-bench: --side takes ours, engine, pem, tpm, tpm2-openssl "
+                                "or direct\n");
+                return 2;
+            }
+            break;
+        case 'N':
+            opt_handshakes = atol(optarg);
+            if (opt_handshakes < 0 || opt_handshakes > 1000000) {
+                fprintf(stderr, "tls-bench: --handshakes takes a number up to 1000000\n");
+                return 2;
+            }
+            break;
         default:
             fprintf(stderr, "usage: tls-bench -c CONF [--backends pkcs11,tpm] [--seconds S] "
                             "[--reps N] [--p11-module PATH --p11-pin-file FILE] [--json FILE] "
-                            "[--tpm2-pcap FILE] [--tpm-direct CONF]\n");
+                            "[--tpm2-pcap FILE] [--tpm-direct CONF] "
+                            "[--side NAME [--handshakes N]]\n");
             return 2;
         }
     }
@@ -776,11 +855,13 @@ int main(int argc, char **argv)
     if (pipe(jobs) != 0 || pthread_create(&server, NULL, server_main, NULL) != 0)
         die("cannot start the server thread");
     results = json_array();
-    printf("# tls-bench: full TLS 1.3 handshakes/s (X25519, ECDSA P-256 server key, no "
-           "resumption), %.1f s per point, %d rounds, median ratio of side-by-side points\n",
-           seconds, reps);
-    printf("%-7s %-18s %-30s %10s %10s %8s\n", "backend", "ours", "reference", "ours hs/s",
-           "ref hs/s", "ratio");
+    if (!opt_side) {
+        printf("# tls-bench: full TLS 1.3 handshakes/s (X25519, ECDSA P-256 server key, no "
+               "resumption), %.1f s per point, %d rounds, median ratio of side-by-side points\n",
+               seconds, reps);
+        printf("%-7s %-18s %-30s %10s %10s %8s\n", "backend", "ours", "reference", "ours hs/s",
+               "ref hs/s", "ratio");
+    }
     if (strstr(backends, "pkcs11"))
         bench_pkcs11();
     if (strstr(backends, "tpm"))
