@@ -82,6 +82,7 @@ out:
     return rc;
 }
 
+/* pem: the PEM text, or the DER of its block. */
 kv_rc tpm_key_read(const kv_ctx *ctx, const char *pem, size_t len, const char *what,
                    TPM2B_PUBLIC *pub, TPM2B_PRIVATE *priv, TPM2_HANDLE *parent,
                    bool *empty_auth)
@@ -97,11 +98,18 @@ kv_rc tpm_key_read(const kv_ctx *ctx, const char *pem, size_t len, const char *w
 
     if (!bio)
         return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
-    if (!PEM_read_bio(bio, &name, &header, &der, &derlen) || strcmp(name, TSS2_PEM_NAME) != 0)
+    if (len > 0 && (unsigned char)pem[0] == 0x30) { /* a DER SEQUENCE: the block's content */
+        p = (const unsigned char *)pem;
+        derlen = (long)len;
+    } else if (!PEM_read_bio(bio, &name, &header, &der, &derlen) ||
+               strcmp(name, TSS2_PEM_NAME) != 0) {
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "%s is not a TSS2 PRIVATE KEY PEM file", what);
-    p = der;
+    } else {
+        p = der;
+    }
+    const unsigned char *start = p;
     k = d2i_KV_TPMKEY(NULL, &p, derlen);
-    if (!k || p != der + derlen)
+    if (!k || p != start + derlen)
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "%s: malformed TSS2 PRIVATE KEY", what);
     if (!OBJ_obj2txt(oid, sizeof(oid), k->type, 1) || strcmp(oid, OID_LOADABLE_KEY) != 0)
         KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED, "%s: TSS2 key of type %s (only loadable keys, %s)",
