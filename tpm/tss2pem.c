@@ -120,10 +120,14 @@ kv_rc tpm_key_read(const kv_ctx *ctx, const char *pem, size_t len, const char *w
     *empty_auth = k->empty_auth > 0;
     memset(pub, 0, sizeof(*pub));
     memset(priv, 0, sizeof(*priv));
+    /* each blob whole: nothing short, nothing left over */
+    size_t puboff = 0, privoff = 0;
     if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(ASN1_STRING_get0_data(k->pubkey),
-                                       (size_t)ASN1_STRING_length(k->pubkey), NULL, pub) ||
+                                       (size_t)ASN1_STRING_length(k->pubkey), &puboff, pub) ||
         Tss2_MU_TPM2B_PRIVATE_Unmarshal(ASN1_STRING_get0_data(k->privkey),
-                                        (size_t)ASN1_STRING_length(k->privkey), NULL, priv))
+                                        (size_t)ASN1_STRING_length(k->privkey), &privoff, priv) ||
+        puboff != (size_t)ASN1_STRING_length(k->pubkey) ||
+        privoff != (size_t)ASN1_STRING_length(k->privkey))
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "%s: the TPM key blobs do not unmarshal", what);
 out:
     ERR_clear_error();
