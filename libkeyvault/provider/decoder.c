@@ -88,6 +88,8 @@ static unsigned char *read_all(BIO *in, size_t *len)
 
 /* ---- PEM -> DER ------------------------------------------------------------ */
 
+static const char *der_kind(const unsigned char *der, size_t len);
+
 /* The first block of one of our PEM types (blocks of other kinds before it,
  * such as a certificate, are passed over) as DER, with its structure name.
  * Returns 1 with *der NULL when the input holds none (not ours). */
@@ -139,7 +141,7 @@ static int pem2der_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CA
     unsigned char *text = NULL, *der = NULL;
     size_t len = 0;
     long derlen = 0;
-    const char *structure = NULL;
+    const char *structure = NULL, *kind;
     OSSL_PARAM params[3];
     int ok = 0;
 
@@ -166,6 +168,14 @@ static int pem2der_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CA
     }
     if (!pem_block(pc, text, len, &der, &derlen, &structure)) /* raised */
         goto out;
+    kind = der_kind(der, (size_t)derlen);
+    if (!kind || strcmp(kind, structure) != 0) {
+        const char *t = !strcmp(structure, TSS2_STRUCTURE) ? TSS2_PEM_NAME : KEYREF_PEM_NAME;
+        kvp_raise(pc, KVP_R_BAD_PARAM,
+                  "decoder: the PEM \"%s\" block does not hold one (its DER does not decode "
+                  "as one)", t);
+        goto out;
+    }
     params[0] = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_DATA, der, (size_t)derlen);
     params[1] = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_STRUCTURE,
                                                  (char *)structure, 0);
