@@ -1016,6 +1016,32 @@ static void blobs_hex(kv_ctx *ctx, const char *pem, size_t len, TPM2B_PUBLIC *pu
         ck_assert_ptr_null(k_);                                                                \
     } while (0)
 
+/* A TSS2 file built from these fields (tss2_file) is refused: want, `says`. */
+static void refused(kv_ctx *ctx, const char *name, const char *oid, int empty_auth,
+                    unsigned long parent, const char *pubhex, const char *privhex, kv_rc want,
+                    const char *says)
+{
+    size_t n;
+    char *t = tss2_file(name, oid, empty_auth, parent, pubhex, privhex, &n);
+
+    OPEN_BYTES(ctx, t, n, want, says);
+    free(t);
+}
+
+/* The same with a loadable key of public area p, under the owner primary. */
+static void refused_public(kv_ctx *ctx, const char *name, const TPM2B_PUBLIC *p,
+                           const char *privhex, const char *says)
+{
+    uint8_t buf[sizeof(TPM2B_PUBLIC)];
+    size_t n = 0;
+    char *h;
+
+    ck_assert_uint_eq(Tss2_MU_TPM2B_PUBLIC_Marshal(p, buf, sizeof(buf), &n), 0);
+    h = hex(buf, n);
+    refused(ctx, name, "2.23.133.10.1.3", 1, 0x40000001, h, privhex, KV_ERR_UNSUPPORTED, says);
+    free(h);
+}
+
 START_TEST(open_tpm_file_bytes)
 {
     const char *d = tu_tmpdir();
@@ -1029,7 +1055,6 @@ START_TEST(open_tpm_file_bytes)
     size_t pub1len = sizeof(pub1), pub2len = sizeof(pub2), siglen = sizeof(sig);
     kv_key_info info;
     TPM2B_PUBLIC pub, opub;
-    uint8_t buf[sizeof(TPM2B_PUBLIC)];
 
     snprintf(path, sizeof(path), "%s/keys/bytes.pem", d);
     text = slurp(path, &len);
@@ -1071,71 +1096,42 @@ START_TEST(open_tpm_file_bytes)
     kv_key_free(k);
     k = NULL;
     free(t);
-    t = tss2_file("oid", "2.23.133.10.1.4", 1, 0x40000001, pubhex, privhex, &n);
-    OPEN_BYTES(ctx, t, n, KV_ERR_UNSUPPORTED, "2.23.133.10.1.4");
-    free(t);
-    t = tss2_file("notoid", "1.2.840.10045.2.1", 1, 0x40000001, pubhex, privhex, &n);
-    OPEN_BYTES(ctx, t, n, KV_ERR_UNSUPPORTED, "only loadable keys");
-    free(t);
-    t = tss2_file("bigparent", "2.23.133.10.1.3", 1, 0x1400000001UL, pubhex, privhex, &n);
-    OPEN_BYTES(ctx, t, n, KV_ERR_CORRUPT, "bad parent handle");
-    free(t);
-    t = tss2_file("nullparent", "2.23.133.10.1.3", 1, 0x40000007, pubhex, privhex, &n);
-    OPEN_BYTES(ctx, t, n, KV_ERR_UNSUPPORTED, "parent 0x40000007 is neither");
-    free(t);
-    t = tss2_file("noparent", "2.23.133.10.1.3", 1, 0x81000077, pubhex, privhex, &n);
-    OPEN_BYTES(ctx, t, n, KV_ERR_BACKEND, "reading the key's parent 0x81000077 failed");
-    free(t);
-    t = tss2_file("shortpub", "2.23.133.10.1.3", 1, 0x40000001, "0001FF", privhex, &n);
-    OPEN_BYTES(ctx, t, n, KV_ERR_CORRUPT, "do not unmarshal");
-    free(t);
-    t = tss2_file("shortpriv", "2.23.133.10.1.3", 1, 0x40000001, pubhex, "00", &n);
-    OPEN_BYTES(ctx, t, n, KV_ERR_CORRUPT, "do not unmarshal");
-    free(t);
-    /* a public area that cannot sign, one that is restricted */
+    refused(ctx, "oid", "2.23.133.10.1.4", 1, 0x40000001, pubhex, privhex, KV_ERR_UNSUPPORTED,
+            "2.23.133.10.1.4");
+    refused(ctx, "notoid", "1.2.840.10045.2.1", 1, 0x40000001, pubhex, privhex,
+            KV_ERR_UNSUPPORTED, "only loadable keys");
+    refused(ctx, "bigparent", "2.23.133.10.1.3", 1, 0x1400000001UL, pubhex, privhex,
+            KV_ERR_CORRUPT, "bad parent handle");
+    refused(ctx, "nullparent", "2.23.133.10.1.3", 1, 0x40000007, pubhex, privhex,
+            KV_ERR_UNSUPPORTED, "parent 0x40000007 is neither");
+    refused(ctx, "noparent", "2.23.133.10.1.3", 1, 0x81000077, pubhex, privhex,
+            KV_ERR_BACKEND, "reading the key's parent 0x81000077 failed");
+    refused(ctx, "shortpub", "2.23.133.10.1.3", 1, 0x40000001, "0001FF", privhex,
+            KV_ERR_CORRUPT, "do not unmarshal");
+    refused(ctx, "shortpriv", "2.23.133.10.1.3", 1, 0x40000001, pubhex, "00",
+            KV_ERR_CORRUPT, "do not unmarshal");
+    /* a public area that cannot sign, one that is restricted, an HMAC key */
     {
         TPM2B_PUBLIC p2 = pub;
-        char *h;
         p2.publicArea.objectAttributes &= ~TPMA_OBJECT_SIGN_ENCRYPT;
-        n = 0;
-        ck_assert_uint_eq(Tss2_MU_TPM2B_PUBLIC_Marshal(&p2, buf, sizeof(buf), &n), 0);
-        h = hex(buf, n);
-        t = tss2_file("nosign", "2.23.133.10.1.3", 1, 0x40000001, h, privhex, &n);
-        OPEN_BYTES(ctx, t, n, KV_ERR_UNSUPPORTED, "not an unrestricted signing key");
-        free(t);
-        free(h);
+        refused_public(ctx, "nosign", &p2, privhex, "not an unrestricted signing key");
         p2 = pub;
         p2.publicArea.objectAttributes |= TPMA_OBJECT_RESTRICTED;
-        n = 0;
-        ck_assert_uint_eq(Tss2_MU_TPM2B_PUBLIC_Marshal(&p2, buf, sizeof(buf), &n), 0);
-        h = hex(buf, n);
-        t = tss2_file("restricted", "2.23.133.10.1.3", 1, 0x40000001, h, privhex, &n);
-        OPEN_BYTES(ctx, t, n, KV_ERR_UNSUPPORTED, "not an unrestricted signing key");
-        free(t);
-        free(h);
+        refused_public(ctx, "restricted", &p2, privhex, "not an unrestricted signing key");
         p2 = pub;
         p2.publicArea.type = TPM2_ALG_KEYEDHASH;
         p2.publicArea.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL;
-        n = 0;
-        ck_assert_uint_eq(Tss2_MU_TPM2B_PUBLIC_Marshal(&p2, buf, sizeof(buf), &n), 0);
-        h = hex(buf, n);
-        t = tss2_file("hmac", "2.23.133.10.1.3", 1, 0x40000001, h, privhex, &n);
-        OPEN_BYTES(ctx, t, n, KV_ERR_UNSUPPORTED, "algorithm 0x0008");
-        free(t);
-        free(h);
+        refused_public(ctx, "hmac", &p2, privhex, "algorithm 0x0008");
     }
     /* blobs that do not belong together: the TPM refuses, its code decoded */
-    t = tss2_file("mixed", "2.23.133.10.1.3", 1, 0x40000001, pubhex, oprivhex, &n);
-    OPEN_BYTES(ctx, t, n, KV_ERR_BACKEND, "TPM2_Load of the key file's blobs failed: ");
+    refused(ctx, "mixed", "2.23.133.10.1.3", 1, 0x40000001, pubhex, oprivhex, KV_ERR_BACKEND,
+            "TPM2_Load of the key file's blobs failed: ");
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "(0x"));
-    free(t);
     /* emptyAuth FALSE or absent: an auth value, which this context lacks */
-    t = tss2_file("authfalse", "2.23.133.10.1.3", 0, 0x40000001, pubhex, privhex, &n);
-    OPEN_BYTES(ctx, t, n, KV_ERR_AUTH_FAILED, "set [tpm] auth = file:PATH or env:VAR");
-    free(t);
-    t = tss2_file("authabsent", "2.23.133.10.1.3", -1, 0x40000001, pubhex, privhex, &n);
-    OPEN_BYTES(ctx, t, n, KV_ERR_AUTH_FAILED, "emptyAuth is not TRUE");
-    free(t);
+    refused(ctx, "authfalse", "2.23.133.10.1.3", 0, 0x40000001, pubhex, privhex,
+            KV_ERR_AUTH_FAILED, "set [tpm] auth = file:PATH or env:VAR");
+    refused(ctx, "authabsent", "2.23.133.10.1.3", -1, 0x40000001, pubhex, privhex,
+            KV_ERR_AUTH_FAILED, "emptyAuth is not TRUE");
     kv_key_free(key);
     kv_ctx_free(ctx);
 
@@ -1189,9 +1185,8 @@ START_TEST(open_tpm_file_bytes)
     k = NULL;
     ck_assert_rc(ctx, kv_key_generate_at(ctx, "tpm2:handle=0x81000021", KV_KEY_EC_P256, NULL),
                  KV_OK);
-    t = tss2_file("signparent", "2.23.133.10.1.3", 1, 0x81000021, pubhex, privhex, &n);
-    OPEN_BYTES(ctx, t, n, KV_ERR_UNSUPPORTED, "parent 0x81000021 is not a storage key");
-    free(t);
+    refused(ctx, "signparent", "2.23.133.10.1.3", 1, 0x81000021, pubhex, privhex,
+            KV_ERR_UNSUPPORTED, "parent 0x81000021 is not a storage key");
     /* a context whose storage key is a persistent one refuses the owner primary */
     kv_ctx_free(ctx);
     snprintf(conf, sizeof(conf), "tcti = %s\nparent = 0x81000020\n", env("KV_TPM_TCTI"));
