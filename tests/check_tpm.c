@@ -1042,6 +1042,20 @@ static void refused_public(kv_ctx *ctx, const char *name, const TPM2B_PUBLIC *p,
     free(h);
 }
 
+/* The key of a TSS2 file's bytes opens, signs, and its info shows uri. */
+static void opens_and_signs(kv_ctx *ctx, const char *text, size_t len, const char *uri)
+{
+    kv_key *k = NULL;
+    kv_key_info info;
+
+    ck_assert_rc(ctx, kv_key_open_tpm_file(ctx, (const unsigned char *)text, len, &k), KV_OK);
+    ck_assert(sign_verifies(ctx, k, "a key from a TSS2 file's bytes"));
+    ck_assert_rc(ctx, kv_key_get_info(k, &info), KV_OK);
+    ck_assert_ptr_null(info.name);
+    ck_assert_str_eq(info.uri, uri);
+    kv_key_free(k);
+}
+
 START_TEST(open_tpm_file_bytes)
 {
     const char *d = tu_tmpdir();
@@ -1080,10 +1094,7 @@ START_TEST(open_tpm_file_bytes)
     kv_key_free(k);
     k = NULL;
     /* an RSA key too */
-    ck_assert_rc(ctx, kv_key_open_tpm_file(ctx, (unsigned char *)other, olen, &k), KV_OK);
-    ck_assert(sign_verifies(ctx, k, "an RSA key from bytes"));
-    kv_key_free(k);
-    k = NULL;
+    opens_and_signs(ctx, other, olen, "(TSS2 PRIVATE KEY data, parent 0x40000001)");
 
     /* every field hostile */
     OPEN_BYTES(ctx, "", 0, KV_ERR_BAD_INPUT, "1 to 16384 bytes");
@@ -1145,10 +1156,7 @@ START_TEST(open_tpm_file_bytes)
     snprintf(path, sizeof(path), "%s/keys/withauth.pem", d);
     free(text);
     text = slurp(path, &len);
-    ck_assert_rc(actx, kv_key_open_tpm_file(actx, (unsigned char *)text, len, &k), KV_OK);
-    ck_assert(sign_verifies(actx, k, "with its auth value"));
-    kv_key_free(k);
-    k = NULL;
+    opens_and_signs(actx, text, len, "(TSS2 PRIVATE KEY data, parent 0x40000001)");
     kv_ctx_free(actx);
     ctx = tpm_ctx(NULL, KV_OK);
     OPEN_BYTES(ctx, text, len, KV_ERR_AUTH_FAILED, "[tpm] auth");
@@ -1170,19 +1178,11 @@ START_TEST(open_tpm_file_bytes)
     snprintf(path, sizeof(path), "%s/ossl-owner.pem", d);
     free(text);
     text = slurp(path, &len);
-    ck_assert_rc(ctx, kv_key_open_tpm_file(ctx, (unsigned char *)text, len, &k), KV_OK);
-    ck_assert(sign_verifies(ctx, k, "tpm2-openssl's key"));
-    kv_key_free(k);
-    k = NULL;
+    opens_and_signs(ctx, text, len, "(TSS2 PRIVATE KEY data, parent 0x40000001)");
     snprintf(path, sizeof(path), "%s/ossl-pers.pem", d);
     free(text);
     text = slurp(path, &len);
-    ck_assert_rc(ctx, kv_key_open_tpm_file(ctx, (unsigned char *)text, len, &k), KV_OK);
-    ck_assert(sign_verifies(ctx, k, "tpm2-openssl's key under 0x81000020"));
-    ck_assert_rc(ctx, kv_key_get_info(k, &info), KV_OK);
-    ck_assert_str_eq(info.uri, "(TSS2 PRIVATE KEY data, parent 0x81000020)");
-    kv_key_free(k);
-    k = NULL;
+    opens_and_signs(ctx, text, len, "(TSS2 PRIVATE KEY data, parent 0x81000020)");
     ck_assert_rc(ctx, kv_key_generate_at(ctx, "tpm2:handle=0x81000021", KV_KEY_EC_P256, NULL),
                  KV_OK);
     refused(ctx, "signparent", "2.23.133.10.1.3", 1, 0x81000021, pubhex, privhex,
