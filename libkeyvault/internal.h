@@ -449,6 +449,12 @@ struct kv_backend_ops {
      * (static knowledge, no I/O: a TPM 2.0 has no Ed25519). NULL: every
      * type; a token without the mechanism still says so when asked. */
     bool (*can_hold)(const kv_backend *be, kv_key_type type);
+    /* Optional. Open a key from the bytes of a key file in the backend's
+     * own format (the TPM: a TSS2 PRIVATE KEY), not from its store: fill
+     * key as open_uri does, key->name and key->uri a description without
+     * anything secret (kv_key_info shows no name), key->from_data set.
+     * Left NULL: the core answers KV_ERR_UNSUPPORTED. */
+    kv_rc (*open_data)(kv_backend *be, const unsigned char *data, size_t len, kv_key *key);
 };
 
 /* Capabilities in kv_backend_ops.caps. */
@@ -484,7 +490,8 @@ struct kv_key {
     EVP_PKEY *pub;            /* public half, for export and verification */
     void *bk;                 /* backend's own key state */
     atomic_uint extra_refs;   /* references beyond the opener's (kv_key_evp_pkey's
-                               * EVP_PKEYs); kv_key_free drops one while any remain */
+                               * EVP_PKEYs); kv_key_free drops one while any remain */    bool from_data;           /* opened from a key file's bytes (open_data): in no
+                               * store, so no name or URI that opens it again */
 };
 
 /* Append one key to a list being built (strings are copied). */

@@ -419,6 +419,42 @@ kv_rc kv_key_open(kv_ctx *ctx, const char *ref, kv_key **out)
     return key_open(ctx, ref, out);
 }
 
+/* What kv_key_open_tpm_file takes: a TSS2 PRIVATE KEY is about 1 KiB. */
+#define KV_KEY_FILE_DATA_MAX (16 * 1024)
+
+kv_rc kv_key_open_tpm_file(kv_ctx *ctx, const unsigned char *data, size_t len, kv_key **out)
+{
+    kv_backend *be = backend_by_scheme(ctx, "tpm2", 4);
+    kv_key *key = NULL;
+    kv_rc rc = KV_OK;
+
+    kv_err_begin(ctx);
+    *out = NULL;
+    if (len == 0 || len > KV_KEY_FILE_DATA_MAX)
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "a TSS2 PRIVATE KEY file is 1 to %d bytes, not %zu",
+                KV_KEY_FILE_DATA_MAX, len);
+    if (!be)
+        KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE,
+                "a TSS2 PRIVATE KEY needs the tpm backend, which this configuration lacks");
+    if (!be->ops->open_data)
+        KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED, "backend '%s' cannot open a key from a file's bytes",
+                be->name);
+    if (!be->available && !be->uri_ok)
+        KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE, "backend '%s' is unavailable: %s", be->name,
+                be->why);
+    key = key_alloc(ctx, be);
+    if (!key)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    key->from_data = true;
+    KV_CHECK(rc, be->ops->open_data(be, data, len, key));
+    KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_OPEN, key->name));
+    *out = key;
+    key = NULL;
+out:
+    kv_key_free(key);
+    return rc;
+}
+
 kv_rc kv_key_destroy(kv_ctx *ctx, const char *ref)
 {
     kv_key *key = NULL;
@@ -513,7 +549,7 @@ out:
 kv_rc kv_key_get_info(const kv_key *key, kv_key_info *info)
 {
     kv_err_begin(key->ctx);
-    info->name = key->name;
+    info->name = key->from_data ? NULL : key->name; /* in no store: no name */
     info->backend = key->be->name;
     info->uri = key->uri;
     info->type = key->type;

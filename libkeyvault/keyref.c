@@ -95,6 +95,10 @@ kv_rc kv_key_reference_pem(kv_key *key, unsigned flags, char **pem)
     if (flags & ~KV_REF_BY_NAME)
         KV_FAIL(key->ctx, rc, KV_ERR_INVALID_ARG, "kv_key_reference_pem: unknown flags 0x%x",
                 flags & ~KV_REF_BY_NAME);
+    if (key->from_data)
+        KV_FAIL(key->ctx, rc, KV_ERR_UNSUPPORTED,
+                "the key was opened from a key file's bytes (kv_key_open_tpm_file): it has no "
+                "name or URI a reference could hold; reference the file by its tpm2:file= URI");
     KV_CHECK(rc, ref_check(key->ctx, ref, strlen(ref)));
     if (!(kr = (KV_KEYREF *)ASN1_item_new(ASN1_ITEM_rptr(KV_KEYREF))) ||
         !ASN1_INTEGER_set_int64(kr->version, KEYREF_VERSION) ||

@@ -109,9 +109,11 @@ typedef struct kv_key kv_key;
 
 /* What is known about a key. Strings belong to the object they came from. */
 typedef struct kv_key_info {
-    const char *name;      /* key name (label) */
+    const char *name;      /* key name (label); NULL for a key in no store
+                            * (kv_key_open_tpm_file) */
     const char *backend;   /* "software", "pkcs11" or "tpm" */
-    const char *uri;       /* explicit URI that opens exactly this key */
+    const char *uri;       /* explicit URI that opens exactly this key; for a key
+                            * in no store, a description that opens nothing */
     kv_key_type type;
     kv_assurance assurance;
     unsigned version;      /* key version (1 for a key never rotated) */
@@ -636,6 +638,26 @@ KV_API KV_WUR kv_rc kv_key_reference_pem(kv_key *key, unsigned flags, char **pem
  */
 KV_API KV_WUR kv_rc kv_key_open_reference(kv_ctx *ctx, const unsigned char *data, size_t len,
                                           kv_key **out) KV_NONNULL(1, 2, 4);
+
+/*
+ * kv_key_open_tpm_file - open a TPM key from the bytes of a "TSS2 PRIVATE
+ * KEY" PEM file (the TPM backend's key files, tpm2-openssl's,
+ * tpm2-tss-engine's) or the DER of its block, at most 16 KiB, for a caller
+ * handed the file's contents rather than its path (the keyvault OpenSSL
+ * provider's decoder).
+ * The key is in no store: kv_key_get_info gives it no name (NULL) and, as
+ * its uri, a description that opens nothing; kv_key_reference_pem refuses
+ * it. Its parent: 0x40000001 is the owner storage primary (tpm2-openssl's
+ * template), 0x81xxxxxx that persistent key; its auth value: none with
+ * emptyAuth TRUE, else the context's [tpm] auth (docs/tpm.md). Errors:
+ * KV_ERR_BACKEND_UNAVAILABLE without a usable TPM backend, KV_ERR_CORRUPT
+ * for bytes that do not parse or blobs that do not unmarshal,
+ * KV_ERR_UNSUPPORTED for another key type, parent or a public area that is
+ * not an EC/RSA signing key, KV_ERR_AUTH_FAILED when an auth value is
+ * needed and none configured, then the TPM's (TPM2_Load, decoded).
+ */
+KV_API KV_WUR kv_rc kv_key_open_tpm_file(kv_ctx *ctx, const unsigned char *data, size_t len,
+                                         kv_key **out) KV_NONNULL(1, 2, 4);
 
 /* ---- names ------------------------------------------------------------ */
 

@@ -4,7 +4,8 @@
  * has slots, a TPM restart mid-run, threads, auth values and lockout,
  * distinct errors for a missing TPM and a missing resource manager, keys
  * at persistent handles, the session choice and parameter encryption seen
- * on the bus, and the key file format shared with tpm2-openssl.
+ * on the bus, the key file format shared with tpm2-openssl, and keys opened
+ * from a key file's bytes (kv_key_open_tpm_file), every field hostile.
  *
  * Tools (tpm2-tools, openssl with the tpm2 provider) connect to the same
  * simulator, which serves one client at a time: every context is freed
@@ -937,6 +938,276 @@ START_TEST(key_files_shared_with_tpm2_openssl)
 }
 END_TEST
 
+/* A whole file (NUL-terminated; its length in *len). */
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = calloc(1, 16 * 1024 + 1);
+
+    ck_assert_ptr_nonnull(f);
+    ck_assert_ptr_nonnull(buf);
+    *len = fread(buf, 1, 16 * 1024, f);
+    fclose(f);
+    return buf;
+}
+
+static char *hex(const uint8_t *b, size_t n)
+{
+    char *h = malloc(2 * n + 1);
+
+    ck_assert_ptr_nonnull(h);
+    for (size_t i = 0; i < n; i++)
+        sprintf(h + 2 * i, "%02X", b[i]);
+    return h;
+}
+
+/*
+ * A TSS2 PRIVATE KEY file built field by field with openssl asn1parse
+ * -genconf (nothing of ours encodes it): oid, emptyAuth (-1 absent), parent,
+ * and the two blobs as hex. Returns the PEM text.
+ */
+static char *tss2_file(const char *name, const char *oid, int empty_auth, unsigned long parent,
+                       const char *pubhex, const char *privhex, size_t *len)
+{
+    const char *d = tu_tmpdir();
+    char path[700], conf[8192];
+
+    snprintf(conf, sizeof(conf),
+             "asn1=SEQUENCE:k\n[k]\ntype=OID:%s\n%sparent=INTEGER:0x%lx\n"
+             "pub=FORMAT:HEX,OCTETSTRING:%s\npriv=FORMAT:HEX,OCTETSTRING:%s\n",
+             oid, empty_auth < 0 ? "" : empty_auth ? "auth=EXPLICIT:0,BOOLEAN:TRUE\n"
+                                                   : "auth=EXPLICIT:0,BOOLEAN:FALSE\n",
+             parent, pubhex, privhex);
+    snprintf(path, sizeof(path), "%s/%s.cnf", d, name);
+    tu_write(path, conf);
+    ck_assert_int_eq(tu_sh("cd %s && openssl asn1parse -genconf %s.cnf -out %s.der >/dev/null && "
+                           "{ echo '-----BEGIN TSS2 PRIVATE KEY-----'; openssl base64 -in %s.der; "
+                           "echo '-----END TSS2 PRIVATE KEY-----'; } > %s.tss2",
+                           d, name, name, name, name), 0);
+    snprintf(path, sizeof(path), "%s/%s.tss2", d, name);
+    return slurp(path, len);
+}
+
+/* The blobs of a key file, marshalled, as hex. */
+static void blobs_hex(kv_ctx *ctx, const char *pem, size_t len, TPM2B_PUBLIC *pub,
+                      char **pubhex, char **privhex)
+{
+    TPM2B_PRIVATE priv;
+    TPM2_HANDLE parent;
+    bool empty;
+    uint8_t buf[sizeof(TPM2B_PRIVATE) + sizeof(TPM2B_PUBLIC)];
+    size_t n = 0;
+
+    ck_assert_rc(ctx, tpm_key_read(ctx, pem, len, "test", pub, &priv, &parent, &empty), KV_OK);
+    ck_assert_uint_eq(Tss2_MU_TPM2B_PUBLIC_Marshal(pub, buf, sizeof(buf), &n), 0);
+    *pubhex = hex(buf, n);
+    n = 0;
+    ck_assert_uint_eq(Tss2_MU_TPM2B_PRIVATE_Marshal(&priv, buf, sizeof(buf), &n), 0);
+    *privhex = hex(buf, n);
+}
+
+/* kv_key_open_tpm_file (tpm_open_data) with text: want, and the message holds `says`. */
+#define OPEN_BYTES(ctx, text, len, want, says)                                                \
+    do {                                                                                       \
+        kv_key *k_ = NULL;                                                                     \
+        ck_assert_rc(ctx, kv_key_open_tpm_file(ctx, (const unsigned char *)(text), len, &k_), \
+                     want);                                                                    \
+        ck_assert_msg(strstr(kv_errmsg(ctx), says), "'%s' not in '%s'", says, kv_errmsg(ctx)); \
+        ck_assert_ptr_null(k_);                                                                \
+    } while (0)
+
+/* A TSS2 file built from these fields (tss2_file) is refused: want, `says`. */
+static void refused(kv_ctx *ctx, const char *name, const char *oid, int empty_auth,
+                    unsigned long parent, const char *pubhex, const char *privhex, kv_rc want,
+                    const char *says)
+{
+    size_t n;
+    char *t = tss2_file(name, oid, empty_auth, parent, pubhex, privhex, &n);
+
+    OPEN_BYTES(ctx, t, n, want, says);
+    free(t);
+}
+
+/* The same with a loadable key of public area p, under the owner primary. */
+static void refused_public(kv_ctx *ctx, const char *name, const TPM2B_PUBLIC *p,
+                           const char *privhex, const char *says)
+{
+    uint8_t buf[sizeof(TPM2B_PUBLIC)];
+    size_t n = 0;
+    char *h;
+
+    ck_assert_uint_eq(Tss2_MU_TPM2B_PUBLIC_Marshal(p, buf, sizeof(buf), &n), 0);
+    h = hex(buf, n);
+    refused(ctx, name, "2.23.133.10.1.3", 1, 0x40000001, h, privhex, KV_ERR_UNSUPPORTED, says);
+    free(h);
+}
+
+/* The key of a TSS2 file's bytes opens, signs, and its info shows uri. */
+static void opens_and_signs(kv_ctx *ctx, const char *text, size_t len, const char *uri)
+{
+    kv_key *k = NULL;
+    kv_key_info info;
+
+    ck_assert_rc(ctx, kv_key_open_tpm_file(ctx, (const unsigned char *)text, len, &k), KV_OK);
+    ck_assert(sign_verifies(ctx, k, "a key from a TSS2 file's bytes"));
+    ck_assert_rc(ctx, kv_key_get_info(k, &info), KV_OK);
+    ck_assert_ptr_null(info.name);
+    ck_assert_str_eq(info.uri, uri);
+    kv_key_free(k);
+}
+
+START_TEST(open_tpm_file_bytes)
+{
+    const char *d = tu_tmpdir();
+    char path[800], conf[1200], *text, *other, *t, *pubhex, *privhex, *opubhex, *oprivhex;
+    char *refpem = NULL;
+    size_t len, olen, n;
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK), *actx;
+    kv_key *key = gen(ctx, "bytes", KV_KEY_EC_P256), *k = NULL;
+    kv_key_free(gen(ctx, "other", KV_KEY_RSA_2048));
+    unsigned char pub1[200], pub2[200], sig[100];
+    size_t pub1len = sizeof(pub1), pub2len = sizeof(pub2), siglen = sizeof(sig);
+    kv_key_info info;
+    TPM2B_PUBLIC pub, opub;
+
+    snprintf(path, sizeof(path), "%s/keys/bytes.pem", d);
+    text = slurp(path, &len);
+    snprintf(path, sizeof(path), "%s/keys/other.pem", d);
+    other = slurp(path, &olen);
+
+    /* the file our backend wrote, as bytes: the same key, it signs, in no store */
+    ck_assert_rc(ctx, kv_key_open_tpm_file(ctx, (unsigned char *)text, len, &k), KV_OK);
+    ck_assert(sign_verifies(ctx, k, "from bytes"));
+    ck_assert_rc(ctx, kv_key_public_der(key, pub1, &pub1len), KV_OK);
+    ck_assert_rc(ctx, kv_key_public_der(k, pub2, &pub2len), KV_OK);
+    ck_assert_mem_eq(pub1, pub2, pub1len);
+    ck_assert_rc(ctx, kv_key_get_info(k, &info), KV_OK);
+    ck_assert_ptr_null(info.name);
+    ck_assert_str_eq(info.backend, "tpm");
+    ck_assert_int_eq(info.type, KV_KEY_EC_P256);
+    ck_assert_str_eq(info.uri, "(TSS2 PRIVATE KEY data, parent 0x40000001)");
+    /* the core's checks apply: an RSA algorithm on an EC key, no reference */
+    ck_assert_rc(ctx, kv_sign(k, KV_ALG_RSA_PSS_SHA256, 0, (const unsigned char *)"m", 1, sig,
+                              &siglen), KV_ERR_WRONG_KEY_TYPE);
+    ck_assert_rc(ctx, kv_key_reference_pem(k, 0, &refpem), KV_ERR_UNSUPPORTED);
+    ck_assert_ptr_null(refpem);
+    kv_key_free(k);
+    k = NULL;
+    /* an RSA key too */
+    opens_and_signs(ctx, other, olen, "(TSS2 PRIVATE KEY data, parent 0x40000001)");
+
+    /* every field hostile */
+    OPEN_BYTES(ctx, "", 0, KV_ERR_BAD_INPUT, "1 to 16384 bytes");
+    OPEN_BYTES(ctx, "hello", 5, KV_ERR_CORRUPT, "is not a TSS2 PRIVATE KEY PEM file");
+    blobs_hex(ctx, text, len, &pub, &pubhex, &privhex);
+    blobs_hex(ctx, other, olen, &opub, &opubhex, &oprivhex);
+    /* the same fields through openssl asn1parse: it loads (the builder is right) */
+    t = tss2_file("same", "2.23.133.10.1.3", 1, 0x40000001, pubhex, privhex, &n);
+    ck_assert_rc(ctx, kv_key_open_tpm_file(ctx, (unsigned char *)t, n, &k), KV_OK);
+    kv_key_free(k);
+    k = NULL;
+    free(t);
+    refused(ctx, "oid", "2.23.133.10.1.4", 1, 0x40000001, pubhex, privhex, KV_ERR_UNSUPPORTED,
+            "2.23.133.10.1.4");
+    refused(ctx, "notoid", "1.2.840.10045.2.1", 1, 0x40000001, pubhex, privhex,
+            KV_ERR_UNSUPPORTED, "only loadable keys");
+    refused(ctx, "bigparent", "2.23.133.10.1.3", 1, 0x1400000001UL, pubhex, privhex,
+            KV_ERR_CORRUPT, "bad parent handle");
+    refused(ctx, "nullparent", "2.23.133.10.1.3", 1, 0x40000007, pubhex, privhex,
+            KV_ERR_UNSUPPORTED, "parent 0x40000007 is neither");
+    refused(ctx, "noparent", "2.23.133.10.1.3", 1, 0x81000077, pubhex, privhex,
+            KV_ERR_BACKEND, "reading the key's parent 0x81000077 failed");
+    refused(ctx, "shortpub", "2.23.133.10.1.3", 1, 0x40000001, "0001FF", privhex,
+            KV_ERR_CORRUPT, "do not unmarshal");
+    refused(ctx, "shortpriv", "2.23.133.10.1.3", 1, 0x40000001, pubhex, "00",
+            KV_ERR_CORRUPT, "do not unmarshal");
+    /* a public area that cannot sign, one that is restricted, an HMAC key */
+    {
+        TPM2B_PUBLIC p2 = pub;
+        p2.publicArea.objectAttributes &= ~TPMA_OBJECT_SIGN_ENCRYPT;
+        refused_public(ctx, "nosign", &p2, privhex, "not an unrestricted signing key");
+        p2 = pub;
+        p2.publicArea.objectAttributes |= TPMA_OBJECT_RESTRICTED;
+        refused_public(ctx, "restricted", &p2, privhex, "not an unrestricted signing key");
+        p2 = pub;
+        p2.publicArea.type = TPM2_ALG_KEYEDHASH;
+        p2.publicArea.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL;
+        refused_public(ctx, "hmac", &p2, privhex, "algorithm 0x0008");
+    }
+    /* blobs that do not belong together: the TPM refuses, its code decoded */
+    refused(ctx, "mixed", "2.23.133.10.1.3", 1, 0x40000001, pubhex, oprivhex, KV_ERR_BACKEND,
+            "TPM2_Load of the key file's blobs failed: ");
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "(0x"));
+    /* emptyAuth FALSE or absent: an auth value, which this context lacks */
+    refused(ctx, "authfalse", "2.23.133.10.1.3", 0, 0x40000001, pubhex, privhex,
+            KV_ERR_AUTH_FAILED, "set [tpm] auth = file:PATH or env:VAR");
+    refused(ctx, "authabsent", "2.23.133.10.1.3", -1, 0x40000001, pubhex, privhex,
+            KV_ERR_AUTH_FAILED, "emptyAuth is not TRUE");
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+
+    /* a key with an auth value: opened with the context's [tpm] auth, and it signs */
+    snprintf(path, sizeof(path), "%s/bytes-auth", d);
+    tu_write(path, "an auth value 7\n");
+    ck_assert_int_eq(tu_sh("chmod 600 %s", path), 0);
+    snprintf(conf, sizeof(conf), "tcti = %s\nauth = file:%s\n", env("KV_TPM_TCTI"), path);
+    actx = tpm_ctx(conf, KV_OK);
+    kv_key_free(gen(actx, "withauth", KV_KEY_EC_P256));
+    snprintf(path, sizeof(path), "%s/keys/withauth.pem", d);
+    free(text);
+    text = slurp(path, &len);
+    opens_and_signs(actx, text, len, "(TSS2 PRIVATE KEY data, parent 0x40000001)");
+    kv_ctx_free(actx);
+    ctx = tpm_ctx(NULL, KV_OK);
+    OPEN_BYTES(ctx, text, len, KV_ERR_AUTH_FAILED, "[tpm] auth");
+    ck_assert_ptr_null(strstr(kv_errmsg(ctx), "an auth value 7"));
+    kv_ctx_free(ctx);
+
+    /* files tpm2-openssl made: under the owner primary (its template is
+     * ours), and under a persistent storage key; a persistent parent that
+     * is not a storage key is refused */
+    ck_assert_int_eq(tu_sh("cd %s && %s openssl genpkey -provider tpm2 -algorithm EC "
+                           "-pkeyopt group:P-256 -out ossl-owner.pem && "
+                           "%s tpm2_createprimary -Q -C o -g sha256 -G ecc256 -c prim.ctx && "
+                           "%s tpm2_evictcontrol -Q -C o -c prim.ctx 0x81000020 && "
+                           "%s tpm2_flushcontext -t && "
+                           "%s openssl genpkey -provider tpm2 -algorithm EC "
+                           "-pkeyopt group:P-256 -pkeyopt parent:0x81000020 -out ossl-pers.pem",
+                           d, tools_env(), tools_env(), tools_env(), tools_env(), tools_env()), 0);
+    ctx = tpm_ctx(NULL, KV_OK);
+    snprintf(path, sizeof(path), "%s/ossl-owner.pem", d);
+    free(text);
+    text = slurp(path, &len);
+    opens_and_signs(ctx, text, len, "(TSS2 PRIVATE KEY data, parent 0x40000001)");
+    snprintf(path, sizeof(path), "%s/ossl-pers.pem", d);
+    free(text);
+    text = slurp(path, &len);
+    opens_and_signs(ctx, text, len, "(TSS2 PRIVATE KEY data, parent 0x81000020)");
+    ck_assert_rc(ctx, kv_key_generate_at(ctx, "tpm2:handle=0x81000021", KV_KEY_EC_P256, NULL),
+                 KV_OK);
+    refused(ctx, "signparent", "2.23.133.10.1.3", 1, 0x81000021, pubhex, privhex,
+            KV_ERR_UNSUPPORTED, "parent 0x81000021 is not a storage key");
+    /* a context whose storage key is a persistent one refuses the owner primary */
+    kv_ctx_free(ctx);
+    snprintf(conf, sizeof(conf), "tcti = %s\nparent = 0x81000020\n", env("KV_TPM_TCTI"));
+    ctx = tpm_ctx(conf, KV_OK);
+    snprintf(path, sizeof(path), "%s/ossl-owner.pem", d);
+    free(text);
+    text = slurp(path, &len);
+    OPEN_BYTES(ctx, text, len, KV_ERR_UNSUPPORTED, "context without [tpm] parent");
+    kv_ctx_free(ctx);
+    ck_assert_int_eq(tu_sh("%s tpm2_evictcontrol -Q -C o -c 0x81000020 && "
+                           "%s tpm2_evictcontrol -Q -C o -c 0x81000021",
+                           tools_env(), tools_env()), 0);
+    free(text);
+    free(other);
+    free(pubhex);
+    free(privhex);
+    free(opubhex);
+    free(oprivhex);
+}
+END_TEST
+
 /* TPMS_ATTEST fields the tests look at. */
 static TPMS_ATTEST parse_attest(const kv_attestation *a)
 {
@@ -1186,6 +1457,7 @@ static Suite *tpm_suite(void)
     tcase_add_test(tc, parameter_encryption_on_the_bus);
     tcase_add_test(tc, sessions_always);
     tcase_add_test(tc, key_files_shared_with_tpm2_openssl);
+    tcase_add_test(tc, open_tpm_file_bytes);
     tcase_add_test(tc, quote_covers_pcrs_and_nonce);
     tcase_add_test(tc, certify_names_the_key);
     tcase_add_test(tc, ek_certificate);

@@ -7,18 +7,21 @@
 #    key's public half; without -pubout it prints no private key and fails;
 #    a missing key, a malformed reference and a wrong PIN fail clearly,
 #    without the PIN;
-#  - key reference files (keyvault reference) read by the decoder, as a
-#    program using PEM_read_bio_PrivateKey reads them (tests/pemkey.c);
-#    ordinary PEM keys still go to the default provider, in either
-#    provider order (the openssl tools take keyvault:, pkcs11: and tpm2:
-#    URIs instead: their file: loader does not hand a reference file
-#    whole to the decoder in OpenSSL 3.0, docs/provider.md);
+#  - key reference files (keyvault reference) and TSS2 PRIVATE KEY files
+#    (the TPM backend's, and one tpm2-openssl made) read by the decoder, as
+#    a program using PEM_read_bio_PrivateKey reads them (tests/pemkey.c)
+#    and as the openssl tools' file: loader does (openssl pkey -in FILE
+#    gives the public half and refuses the private one); ordinary PEM
+#    keys still go to the default provider, in either provider order;
 #  - openssl s_server / s_client with -provider keyvault -provider default:
 #    mutual TLS 1.3 and 1.2, each backend as server and as client (keys of
 #    each type, certificates from a vault CA: keyvault csr, ca sign, cert
 #    selfsign); a client with an untrusted certificate is refused;
+#  - openssl s_server -key FILE.pem, a TSS2 PRIVATE KEY file of the TPM
+#    backend, with the provider activated by openssl.cnf alone;
 #  - Debian's nginx, unmodified, serving HTTPS with ssl_certificate_key a
-#    KEYVAULT KEY REFERENCE file (SoftHSM, then the TPM), mutual TLS
+#    KEYVAULT KEY REFERENCE file (SoftHSM, then the TPM) and a TSS2
+#    PRIVATE KEY file, mutual TLS
 #    (ssl_verify_client on), fetched by curl whose client key is a
 #    reference file too.
 . "$(dirname "$0")/lib.sh"
@@ -213,8 +216,35 @@ for f in openssl.cnf openssl-default-first.cnf; do
     for name in srv-p11 srv-tpm; do
         expect 1 "$f: openssl pkey -in $name.ref fails" -- env OPENSSL_CONF="$T/$f" openssl pkey -in "$T/$name.ref"
         if grep -q "PRIVATE KEY" "$T/out" "$T/err"; then not_ok "$f:   no private key printed"; else ok "$f:   no private key printed"; fi
+        contains "$T/err" "private key of a vault key cannot be exported" "$f:   the error says why"
+        expect 0 "$f: openssl pkey -in $name.ref -pubout (the file: loader)" -- \
+            env OPENSSL_CONF="$T/$f" openssl pkey -in "$T/$name.ref" -pubout -out "$T/ref.pub"
+        expect 0 "$f:   is $name's public key" -- cmp "$T/ref.pub" "$T/$name.pub"
     done
 done
+# TSS2 PRIVATE KEY files: the TPM backend's own key files, and one that
+# tpm2-openssl made (under the owner primary: the same template as ours),
+# read as they are by PEM_read_bio_PrivateKey and by the openssl tools
+TPMKEYS=$T/tpmkeys
+expect 0 "tpm2-openssl makes a key file" -- env TPM2OPENSSL_TCTI="$KV_ABRMD_TCTI" \
+    openssl genpkey -provider tpm2 -algorithm EC -pkeyopt group:P-256 -out "$T/ossl-tpm.pem"
+expect 0 "  tpm2-openssl's public key of it" -- env TPM2OPENSSL_TCTI="$KV_ABRMD_TCTI" \
+    openssl pkey -provider tpm2 -provider default -in "$T/ossl-tpm.pem" -pubout -out "$T/ossl-tpm.pub"
+for f in openssl.cnf openssl-default-first.cnf; do
+    pemkey_ok "$f" "$TPMKEYS/srv-tpm.pem" srv-tpm
+    pemkey_ok "$f" "$TPMKEYS/cli-tpm.pem" cli-tpm
+    pemkey_ok "$f" "$T/ossl-tpm.pem" ossl-tpm
+    expect 0 "$f: openssl pkey -in srv-tpm.pem -pubout (the file: loader)" -- \
+        env OPENSSL_CONF="$T/$f" openssl pkey -in "$TPMKEYS/srv-tpm.pem" -pubout -out "$T/tss2.pub"
+    expect 0 "$f:   is srv-tpm's public key" -- cmp "$T/tss2.pub" "$T/srv-tpm.pub"
+    expect 1 "$f: openssl pkey -in srv-tpm.pem fails" -- env OPENSSL_CONF="$T/$f" openssl pkey -in "$TPMKEYS/srv-tpm.pem"
+    if grep -q "PRIVATE KEY" "$T/out"; then not_ok "$f:   no private key printed"; else ok "$f:   no private key printed"; fi
+    contains "$T/err" "private key of a vault key cannot be exported" "$f:   the error says why"
+done
+# a damaged TSS2 file is refused clearly, by us
+sed 's/^M/N/' "$TPMKEYS/cli-tpm.pem" >"$T/damaged.tss2"
+expect 1 "a TSS2 file with damaged DER" -- env OPENSSL_CONF="$T/openssl.cnf" "$PEMKEY" "$T/damaged.tss2"
+contains "$T/err" "block does not hold one (its DER does not decode as one)" "  the error says so"
 # ref_file NAME TEXT: a reference file holding TEXT, built with openssl
 ref_file() {
     printf 'asn1=SEQUENCE:ref\n[ref]\nversion=INTEGER:1\nref=UTF8:%s\n' "$2" >"$T/$1.cnf"
@@ -302,12 +332,26 @@ for proto in tls1_3 tls1_2; do
         keyvault:srv-p11 "$T/srv-p11.crt" "$T/plain.key" "$T/stranger.crt" refused
 done
 
+# the TPM key file itself as s_server's -key, the provider activated by
+# openssl.cnf alone (no -provider options): TLS 1.3 and 1.2
+for proto in tls1_3 tls1_2; do
+    PROV_SAVED=$PROV PROV=
+    OPENSSL_CONF=$T/openssl.cnf
+    export OPENSSL_CONF
+    tls "$proto: s_server -key srv-tpm.pem (a TSS2 PRIVATE KEY file; openssl.cnf), client the TPM file cli-tpm.pem" \
+        $proto "$TPMKEYS/srv-tpm.pem" "$T/srv-tpm.crt" "$TPMKEYS/cli-tpm.pem" "$T/cli-tpm.crt" ok
+    unset OPENSSL_CONF
+    PROV=$PROV_SAVED
+done
+
 # ---- nginx, unmodified, with reference files --------------------------------------------
 N=$T/nginx
 mkdir -p "$N/tmp" "$N/logs"
 P11_PORT=$(free_port)
 TPM_PORT=$(free_port)
 while [ "$TPM_PORT" = "$P11_PORT" ]; do TPM_PORT=$(free_port); done
+TSS2_PORT=$(free_port)
+while [ "$TSS2_PORT" = "$P11_PORT" ] || [ "$TSS2_PORT" = "$TPM_PORT" ]; do TSS2_PORT=$(free_port); done
 user_line=
 [ "$(id -u)" = 0 ] && user_line="user root;"
 cat >"$N/nginx.conf" <<NGINX
@@ -345,6 +389,12 @@ http {
         ssl_certificate_key $T/srv-tpm.ref;
         location / { return 200 "tpm key, client \$ssl_client_s_dn\n"; }
     }
+    server {
+        listen 127.0.0.1:$TSS2_PORT ssl;
+        ssl_certificate $T/srv-tpm.crt;
+        ssl_certificate_key $TPMKEYS/srv-tpm.pem;
+        location / { return 200 "tss2 key file, client \$ssl_client_s_dn\n"; }
+    }
 }
 NGINX
 expect 0 "nginx -t accepts the configuration with reference files" -- \
@@ -352,7 +402,7 @@ expect 0 "nginx -t accepts the configuration with reference files" -- \
 OPENSSL_CONF=$T/openssl.cnf nginx -p "$N" -c "$N/nginx.conf" -e stderr >"$N/logs/out" 2>&1 &
 NGINX_PID=$!
 SERVER_PIDS="$SERVER_PIDS $NGINX_PID"
-if wait_port "$P11_PORT" && wait_port "$TPM_PORT"; then ok "nginx listens"; else
+if wait_port "$P11_PORT" && wait_port "$TPM_PORT" && wait_port "$TSS2_PORT"; then ok "nginx listens"; else
     not_ok "nginx listens"; sed 's/^/    /' "$N/logs/out"; fi
 # get PORT PROTO CERT KEY-FILE KEY-URI: a GET, the reply in $T/out. curl
 # reads the key file (PEM_read_bio_PrivateKey: a reference file for a
@@ -388,6 +438,10 @@ for i in 1 2 3; do
         "pkcs11 key, client CN=cli-p11,O=kv" 1.3 "$T/cli-p11.crt" "$T/cli-p11.ref" keyvault:cli-p11
     fetch "nginx on the TPM, $client with a software client key, round $i" "$TPM_PORT" \
         "tpm key, client CN=cli-soft,O=kv" 1.3 "$T/cli-soft.crt" "$T/cli-soft.ref" keyvault:cli-soft
+done
+for proto in 1.3 1.2; do
+    fetch "nginx with ssl_certificate_key a TSS2 PRIVATE KEY file, TLS $proto, $client" "$TSS2_PORT" \
+        "tss2 key file, client CN=cli-soft,O=kv" $proto "$T/cli-soft.crt" "$T/cli-soft.ref" keyvault:cli-soft
 done
 fetch "nginx on the TPM, TLS 1.2, a plain client key" "$TPM_PORT" "tpm key, client CN=plain,O=kv" \
     1.2 "$T/plain.crt" "$T/plain.key" "$T/plain.key"

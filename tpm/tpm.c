@@ -198,11 +198,22 @@ static kv_rc load_auth(kv_backend *be, TPM2B_AUTH *auth)
     return KV_OK;
 }
 
+/* Forget the persistent parent of its own a key had (after the key). */
+static void own_parent_free(struct tpm_conn *c, struct tpm_key *tk)
+{
+    if (!tk->own_parent)
+        return;
+    tpm_obj_release(c, tk->own_parent);
+    free(tk->own_parent);
+    tk->own_parent = NULL;
+}
+
 static void tpm_key_free(kv_key *key)
 {
     struct tpm_key *tk = key->bk;
 
     tpm_obj_release(st(key->be)->conn, &tk->obj);
+    own_parent_free(st(key->be)->conn, tk);
     kv_wipe(&tk->obj.auth, sizeof(tk->obj.auth));
     kv_wipe(&tk->obj.context, sizeof(tk->obj.context));
     free(tk->path);
@@ -218,15 +229,20 @@ static kv_rc fill_key(kv_backend *be, kv_key *key, const char *name, struct tpm_
 
     key->bk = tk;
     tk->obj.handle = ESYS_TR_NONE;
-    tk->obj.parent = &st(be)->conn->srk;
+    if (!tk->obj.parent)
+        tk->obj.parent = &st(be)->conn->srk;
     KV_CHECK(rc, tpm_public_to_pkey(ctx, &tk->obj.pub.publicArea, &key->pub));
     key->type = kv_type_of_pkey(key->pub);
     if (key->type == KV_KEY_UNKNOWN)
         KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED, "TPM key '%s' is of a type libkeyvault does not use",
                 name);
     key->name = kv_strdup(name);
-    key->uri = tk->path ? kv_asprintf("tpm2:file=%s", tk->path)
-                        : kv_asprintf("tpm2:handle=0x%08x", tk->obj.persistent);
+    if (key->from_data) /* in no store: a description, which opens nothing */
+        key->uri = kv_asprintf("(%s, parent 0x%08x)", name,
+                               tk->own_parent ? tk->own_parent->persistent : st(be)->parent);
+    else
+        key->uri = tk->path ? kv_asprintf("tpm2:file=%s", tk->path)
+                            : kv_asprintf("tpm2:handle=0x%08x", tk->obj.persistent);
     if (!key->name || !key->uri)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
 out:
@@ -497,6 +513,132 @@ static kv_rc tpm_generate_uri(kv_backend *be, const char *uri, kv_key_type type,
                     "tpm2:handle=0x81xxxxxx (owner persistent range)");
 }
 
+struct parent_arg {
+    struct tpm_obj *obj;
+    char cmd[80];
+};
+
+/* A persistent parent a key file names: present, and a storage key. */
+static TSS2_RC parent_step(struct tpm_conn *c, struct step *s, void *p)
+{
+    struct parent_arg *a = p;
+    TPM2B_PUBLIC *pub = NULL;
+    ESYS_TR h;
+    TSS2_RC rc;
+
+    s->cmd = a->cmd;
+    rc = tpm_obj_use(c, a->obj, &h);
+    if (rc == TSS2_RC_SUCCESS)
+        rc = Esys_ReadPublic(c->esys, h, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL,
+                             NULL);
+    if (rc == TSS2_RC_SUCCESS)
+        a->obj->pub = *pub;
+    Esys_Free(pub);
+    return rc;
+}
+
+/*
+ * The parent a TSS2 file names (docs/tpm.md): the context's own storage
+ * key (the owner primary, 0x40000001, or [tpm] parent); another persistent
+ * key 0x81xxxxxx, which must be in the TPM and be a storage key (it becomes
+ * the key's own parent); anything else is refused.
+ */
+static kv_rc parent_for(kv_backend *be, TPM2_HANDLE parent, const char *what,
+                        struct tpm_key *tk)
+{
+    kv_ctx *ctx = be->ctx;
+    const TPMA_OBJECT storage = TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
+    struct parent_arg a = { NULL, "" };
+    kv_rc rc = KV_OK;
+
+    if (parent == st(be)->parent)
+        return KV_OK; /* the connection's storage key */
+    if (parent == TPM2_RH_OWNER)
+        return kv_error(ctx, KV_ERR_UNSUPPORTED,
+                        "%s: the key's parent is the owner storage primary (0x40000001); this "
+                        "context uses the persistent parent 0x%08x ([tpm] parent): open it in a "
+                        "context without [tpm] parent", what, st(be)->parent);
+    if ((parent >> 24) != 0x81)
+        return kv_error(ctx, KV_ERR_UNSUPPORTED,
+                        "%s: parent 0x%08x is neither the owner hierarchy (0x40000001) nor a "
+                        "persistent key (0x81xxxxxx)", what, parent);
+    a.obj = calloc(1, sizeof(*a.obj));
+    if (!a.obj)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    a.obj->persistent = parent;
+    a.obj->handle = ESYS_TR_NONE;
+    tk->own_parent = a.obj;
+    tk->obj.parent = a.obj;
+    snprintf(a.cmd, sizeof(a.cmd), "reading the key's parent 0x%08x", parent);
+    KV_CHECK(rc, tpm_run(ctx, st(be)->conn, parent_step, &a));
+    if ((a.obj->pub.publicArea.objectAttributes & storage) != storage)
+        KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED,
+                "%s: the key's parent 0x%08x is not a storage key (restricted, decrypt)", what,
+                parent);
+out:
+    return rc;
+}
+
+/* An EC or RSA key that signs any digest: not restricted (a restricted
+ * key signs only what the TPM hashed itself). */
+static kv_rc check_public(const kv_ctx *ctx, const TPMT_PUBLIC *p, const char *what)
+{
+    if (p->type != TPM2_ALG_ECC && p->type != TPM2_ALG_RSA)
+        return kv_error(ctx, KV_ERR_UNSUPPORTED,
+                        "%s: a TPM key of algorithm 0x%04x (libkeyvault uses EC and RSA keys)",
+                        what, p->type);
+    if (!(p->objectAttributes & TPMA_OBJECT_SIGN_ENCRYPT) ||
+        (p->objectAttributes & TPMA_OBJECT_RESTRICTED))
+        return kv_error(ctx, KV_ERR_UNSUPPORTED,
+                        "%s: the TPM key is not an unrestricted signing key (objectAttributes "
+                        "0x%08x)", what, p->objectAttributes);
+    return KV_OK;
+}
+
+/* A key being opened that did not reach fill_key. Accepts NULL. */
+static void tss2_key_drop(kv_backend *be, struct tpm_key *tk)
+{
+    if (!tk)
+        return;
+    own_parent_free(st(be)->conn, tk);
+    tpm_key_drop(tk);
+}
+
+/* A key from the bytes of a TSS2 PRIVATE KEY (`what` names them in
+ * messages): the blobs, the parent and auth rules of docs/tpm.md, the
+ * public area an EC or RSA signing key. The blobs are not loaded yet. */
+static kv_rc tss2_to_key(kv_backend *be, const char *text, size_t len, const char *what,
+                         struct tpm_key **out)
+{
+    kv_ctx *ctx = be->ctx;
+    struct tpm_key *tk = calloc(1, sizeof(*tk));
+    TPM2_HANDLE parent = 0;
+    bool empty_auth = true;
+    kv_rc rc;
+
+    *out = NULL;
+    if (!tk)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    tk->obj.handle = ESYS_TR_NONE;
+    KV_CHECK(rc, tpm_key_read(ctx, text, len, what, &tk->obj.pub, &tk->obj.priv, &parent,
+                              &empty_auth));
+    KV_CHECK(rc, check_public(ctx, &tk->obj.pub.publicArea, what));
+    KV_CHECK(rc, parent_for(be, parent, what, tk));
+    if (!empty_auth) {
+        KV_CHECK(rc, load_auth(be, &tk->obj.auth));
+        if (tk->obj.auth.size == 0)
+            KV_FAIL(ctx, rc, KV_ERR_AUTH_FAILED,
+                    "%s: the TPM key has an auth value (emptyAuth is not TRUE), and this "
+                    "context has none: set [tpm] auth = file:PATH or env:VAR to its source",
+                    what);
+    }
+    *out = tk;
+    tk = NULL;
+out:
+    tss2_key_drop(be, tk);
+    return rc;
+}
+
 /* Open DIR/NAME.pem (path); its metadata is DIR/NAME.json. */
 static kv_rc open_file(kv_backend *be, const char *name, char *path, kv_key *key)
 {
@@ -504,8 +646,6 @@ static kv_rc open_file(kv_backend *be, const char *name, char *path, kv_key *key
     struct tpm_key *tk = NULL;
     char *text = NULL;
     size_t len = 0;
-    TPM2_HANDLE parent = 0;
-    bool empty_auth = true;
     kv_rc rc;
 
     if (!path)
@@ -513,21 +653,7 @@ static kv_rc open_file(kv_backend *be, const char *name, char *path, kv_key *key
     rc = kv_fs_read_key(ctx, path, name, TPM_KEY_FILE_MAX, &text, &len);
     if (rc != KV_OK)
         goto out;
-    tk = calloc(1, sizeof(*tk));
-    if (!tk)
-        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    KV_CHECK(rc, tpm_key_read(ctx, text, len, path, &tk->obj.pub, &tk->obj.priv, &parent,
-                              &empty_auth));
-    if (parent != st(be)->parent)
-        KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED,
-                "'%s' was made under parent 0x%08x; this context uses 0x%08x ([tpm] parent)",
-                path, parent, st(be)->parent);
-    if (!empty_auth) {
-        KV_CHECK(rc, load_auth(be, &tk->obj.auth));
-        if (tk->obj.auth.size == 0)
-            KV_FAIL(ctx, rc, KV_ERR_AUTH_FAILED,
-                    "TPM key '%s' has an auth value: set [tpm] auth to its source", name);
-    }
+    KV_CHECK(rc, tss2_to_key(be, text, len, path, &tk));
     tk->path = path;
     path = NULL;
     rc = fill_key(be, key, name, tk);
@@ -536,10 +662,7 @@ static kv_rc open_file(kv_backend *be, const char *name, char *path, kv_key *key
                            kv_fs_key_dir_mac_key, tk->path, &key->version);
     tk = NULL;
 out:
-    if (tk) {
-        kv_wipe(&tk->obj.auth, sizeof(tk->obj.auth));
-        free(tk);
-    }
+    tss2_key_drop(be, tk);
     free(text);
     free(path);
     return rc;
@@ -548,6 +671,43 @@ out:
 static kv_rc tpm_open_name(kv_backend *be, const char *name, kv_key *key)
 {
     return open_file(be, name, kv_fs_key_path(st(be)->dir, name), key);
+}
+
+struct load_arg {
+    struct tpm_obj *obj;
+};
+
+static TSS2_RC load_step(struct tpm_conn *c, struct step *s, void *p)
+{
+    struct load_arg *a = p;
+    ESYS_TR h;
+
+    s->cmd = "TPM2_Load of the key file's blobs";
+    return tpm_obj_use(c, a->obj, &h);
+}
+
+/* A TSS2 PRIVATE KEY handed over as bytes (kv_key_open_tpm_file): no path,
+ * no metadata to check; loaded at once, so that blobs the TPM refuses
+ * (another TPM's, another parent's, damaged) fail here with its code. */
+static kv_rc tpm_open_data(kv_backend *be, const unsigned char *data, size_t len, kv_key *key)
+{
+    struct tpm_key *tk = NULL;
+    kv_rc rc;
+
+    if (!be->available && !be->uri_ok)
+        return kv_error(be->ctx, KV_ERR_BACKEND_UNAVAILABLE, "backend 'tpm' is unavailable: %s",
+                        be->why);
+    KV_CHECK(rc, tss2_to_key(be, (const char *)data, len, "the TSS2 PRIVATE KEY data", &tk));
+    {
+        struct load_arg a = { &tk->obj };
+        rc = fill_key(be, key, "TSS2 PRIVATE KEY data", tk);
+        tk = NULL; /* key owns it now: kv_key_free releases it */
+        if (rc == KV_OK)
+            rc = tpm_run(be->ctx, st(be)->conn, load_step, &a);
+    }
+out:
+    tss2_key_drop(be, tk);
+    return rc;
 }
 
 struct readpub_arg {
@@ -638,6 +798,10 @@ static kv_rc tpm_destroy(kv_backend *be, kv_key *key)
 /* A key at a persistent handle has no file to keep a chain beside. */
 static kv_rc no_chain_file(kv_key *key)
 {
+    if (key->from_data)
+        return kv_error(key->ctx, KV_ERR_UNSUPPORTED,
+                        "the key was opened from a TSS2 PRIVATE KEY's bytes: certificate chains "
+                        "are kept beside key files (NAME.crt), and it has none");
     return kv_error(key->ctx, KV_ERR_UNSUPPORTED,
                     "key '%s' is a persistent TPM key (tpm2:handle=...): certificate chains "
                     "are kept beside key files (NAME.crt), and it has none", key->name);
@@ -862,4 +1026,5 @@ const struct kv_backend_ops kv_tpm_ops = {
     .pcr_extend = tpm_pcr_extend,
     .ek_cert = tpm_ek_cert,
     .stat = tpm_stat,
+    .open_data = tpm_open_data,
 };

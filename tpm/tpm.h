@@ -140,7 +140,10 @@ struct tpm_state {
 
 struct tpm_key {
     struct tpm_obj obj;
-    char *path;               /* key file; NULL for a persistent handle */
+    char *path;               /* key file; NULL for a persistent handle or a key
+                               * opened from a file's bytes */
+    struct tpm_obj *own_parent; /* a persistent parent the key file names other than
+                               * the context's storage key; NULL: that one */
 };
 
 /* tss2pem.c: the TSS2 PRIVATE KEY format (tpm2-openssl, the kernel). */

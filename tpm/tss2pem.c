@@ -82,6 +82,7 @@ out:
     return rc;
 }
 
+/* pem: the PEM text, or the DER of its block. */
 kv_rc tpm_key_read(const kv_ctx *ctx, const char *pem, size_t len, const char *what,
                    TPM2B_PUBLIC *pub, TPM2B_PRIVATE *priv, TPM2_HANDLE *parent,
                    bool *empty_auth)
@@ -97,11 +98,18 @@ kv_rc tpm_key_read(const kv_ctx *ctx, const char *pem, size_t len, const char *w
 
     if (!bio)
         return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
-    if (!PEM_read_bio(bio, &name, &header, &der, &derlen) || strcmp(name, TSS2_PEM_NAME) != 0)
+    if (len > 0 && (unsigned char)pem[0] == 0x30) { /* a DER SEQUENCE: the block's content */
+        p = (const unsigned char *)pem;
+        derlen = (long)len;
+    } else if (!PEM_read_bio(bio, &name, &header, &der, &derlen) ||
+               strcmp(name, TSS2_PEM_NAME) != 0) {
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "%s is not a TSS2 PRIVATE KEY PEM file", what);
-    p = der;
+    } else {
+        p = der;
+    }
+    const unsigned char *start = p;
     k = d2i_KV_TPMKEY(NULL, &p, derlen);
-    if (!k || p != der + derlen)
+    if (!k || p != start + derlen)
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "%s: malformed TSS2 PRIVATE KEY", what);
     if (!OBJ_obj2txt(oid, sizeof(oid), k->type, 1) || strcmp(oid, OID_LOADABLE_KEY) != 0)
         KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED, "%s: TSS2 key of type %s (only loadable keys, %s)",
@@ -112,10 +120,14 @@ kv_rc tpm_key_read(const kv_ctx *ctx, const char *pem, size_t len, const char *w
     *empty_auth = k->empty_auth > 0;
     memset(pub, 0, sizeof(*pub));
     memset(priv, 0, sizeof(*priv));
+    /* each blob whole: nothing short, nothing left over */
+    size_t puboff = 0, privoff = 0;
     if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(ASN1_STRING_get0_data(k->pubkey),
-                                       (size_t)ASN1_STRING_length(k->pubkey), NULL, pub) ||
+                                       (size_t)ASN1_STRING_length(k->pubkey), &puboff, pub) ||
         Tss2_MU_TPM2B_PRIVATE_Unmarshal(ASN1_STRING_get0_data(k->privkey),
-                                        (size_t)ASN1_STRING_length(k->privkey), NULL, priv))
+                                        (size_t)ASN1_STRING_length(k->privkey), &privoff, priv) ||
+        puboff != (size_t)ASN1_STRING_length(k->pubkey) ||
+        privoff != (size_t)ASN1_STRING_length(k->privkey))
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "%s: the TPM key blobs do not unmarshal", what);
 out:
     ERR_clear_error();

@@ -104,6 +104,8 @@ kvp_key *kvp_key_from_vault(kvp_provctx *pc, kv_ctx *kv, kv_key *key, int own)
         kvp_raise_kv(pc, kv, rc, "kv_key_get_info");
         goto fail;
     }
+    if (!info.name) /* a key in no store (kv_key_open_tpm_file): its description */
+        info.name = info.uri;
     if (!type_name(info.type)) {
         kvp_raise(pc, KVP_R_UNSUPPORTED, "key '%s' is of type %s, which the provider does not offer",
                   info.name, kv_key_type_name(info.type));

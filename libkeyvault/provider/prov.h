@@ -139,8 +139,9 @@ extern const OSSL_DISPATCH kvp_rsa_sig_functions[];
 extern const OSSL_DISPATCH kvp_ed25519_sig_functions[];
 extern const OSSL_DISPATCH kvp_ecdh_functions[];
 /* store.c: schemes keyvault, pkcs11, tpm2; decoder.c: PEM KEYVAULT KEY
- * REFERENCE (reads its input through a BIO on publibctx, which therefore
- * comes from OSSL_LIB_CTX_new_from_dispatch) */
+ * REFERENCE and TSS2 PRIVATE KEY, PEM -> DER -> key (reads its input
+ * through a BIO on publibctx, which therefore comes from
+ * OSSL_LIB_CTX_new_from_dispatch) */
 extern const OSSL_ALGORITHM kvp_store_algs[];
 extern const OSSL_ALGORITHM kvp_decoder_algs[];
 
