@@ -490,6 +490,41 @@ KV_API KV_WUR kv_rc kv_attest(kv_key *key, const unsigned char *nonce, size_t no
                               const kv_attest_opts *opts, char **evidence)
     KV_NONNULL(1, 2, 5);
 
+/* Flags of kv_webauthn_opts. */
+#define KV_WEBAUTHN_SIG_TPMT 0x1u  /* attStmt.sig as a marshalled TPMT_SIGNATURE (step-ca)
+                                    * rather than DER (WebAuthn) */
+
+/* What the WebAuthn attestation object binds. Initialise with
+ * KV_WEBAUTHN_OPTS_INIT; read as far as `size` covers. */
+typedef struct kv_webauthn_opts {
+    size_t size;                            /* sizeof(kv_webauthn_opts) */
+    const char *rp_id;                      /* the relying party's id (authData's rpIdHash) */
+    const unsigned char *client_data_hash;  /* 32 bytes: SHA-256 of the clientDataJSON; the
+                                             * certified extraData is SHA-256(authData ||
+                                             * client_data_hash) */
+    const char *acme_key_authorization;     /* instead: ACME device-attest-01, extraData =
+                                             * SHA-256 of this key authorization */
+    const unsigned char *credential_id;     /* NULL: SHA-256 of the key's SubjectPublicKeyInfo */
+    size_t credential_id_len;               /* 1-1023 bytes */
+    unsigned flags;                         /* KV_WEBAUTHN_* */
+} kv_webauthn_opts;
+
+#define KV_WEBAUTHN_OPTS_INIT { sizeof(kv_webauthn_opts), NULL, NULL, NULL, NULL, 0, 0 }
+
+/*
+ * kv_attest_webauthn - the key attestation of a TPM key as a WebAuthn
+ * attestation object with fmt "tpm" (CBOR): authData (rpIdHash, flags UP
+ * and AT, signCount 0, a zero AAGUID, the credential id and the key as a
+ * COSE_Key), attStmt {ver "2.0", alg -7 (the AK's ES256), x5c (the AK's
+ * stored chain, DER, leaf first), sig, certInfo (TPM2_Certify by the AK),
+ * pubArea (the key's TPMT_PUBLIC)}. The AK needs a stored chain
+ * (kv_tpm_ak_store_chain). Exactly one of client_data_hash and
+ * acme_key_authorization. *obj is freed with free().
+ */
+KV_API KV_WUR kv_rc kv_attest_webauthn(kv_key *key, const kv_webauthn_opts *opts,
+                                       unsigned char **obj, size_t *len)
+    KV_NONNULL(1, 2, 3, 4);
+
 /* ---- X.509 ------------------------------------------------------------ */
 
 /* KeyUsage bits (RFC 5280 4.2.1.3): bit n of the extension is 1 << n. */
