@@ -462,7 +462,7 @@ struct kv_backend_ops {
     kv_rc (*ak_chain_store)(kv_backend *be, const STACK_OF(X509) *chain);
     kv_rc (*ak_chain_read)(kv_backend *be, STACK_OF(X509) **chain);
     /* TPM2_Quote with the values of the PCRs it covers, read so that they
-     * hash to the quote's PCR digest. */
+     * hash to the quote's PCR digest (values NULL: the quote alone). */
     kv_rc (*quote_pcrs)(kv_backend *be, const char *pcrs, const unsigned char *nonce,
                         size_t len, kv_attestation *out, struct kv_pcr_values *values);
 };

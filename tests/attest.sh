@@ -166,6 +166,7 @@ else
         expect 1 "@simplewebauthn/server rejects a copy with one byte of certInfo changed" -- \
             verify "$T/reg-edited.json" "$T/root.pem" "$CH"
         contains "$T/out" "rejected" "the edited copy is reported rejected"
+        sed 's/^/# /' "$T/out"
     else
         not_ok "certInfo found in the attestation object"
     fi
@@ -175,5 +176,6 @@ else
     expect 0 "another root" -- k cert selfsign other-ca --subject "CN=Enrollment CA" --ca -o "$T/other.pem"
     expect 1 "@simplewebauthn/server rejects the AK chain under another root" -- \
         verify "$T/reg.json" "$T/other.pem" "$CH"
+    sed 's/^/# /' "$T/out"
 fi
 finish
