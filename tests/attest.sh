@@ -172,6 +172,12 @@ else
     fi
     expect 1 "@simplewebauthn/server rejects another challenge" -- \
         verify "$T/reg.json" "$T/root.pem" "$(openssl rand 32 | basenc --base64url -w0 | tr -d '=')"
+    # an RSA identity key: pubArea.unique is the modulus, the COSE key kty RSA
+    expect 0 "a TPM RSA identity key" -- k keygen dev-rsa -t rsa-2048 -b tpm
+    expect 0 "keyvault attest --format webauthn on it" -- \
+        k attest dev-rsa --nonce "$N" --format webauthn --rp-id example.org -o "$T/reg-rsa.json"
+    expect 0 "@simplewebauthn/server verifies the RSA key's registration" -- \
+        verify "$T/reg-rsa.json" "$T/root.pem" "$CH"
     expect 0 "another CA key" -- k keygen other-ca -t ec-p256 -b software
     expect 0 "another root" -- k cert selfsign other-ca --subject "CN=Enrollment CA" --ca -o "$T/other.pem"
     expect 1 "@simplewebauthn/server rejects the AK chain under another root" -- \

@@ -525,6 +525,30 @@ START_TEST(test_tpm_documents)
     ck_assert(!json_object_get(json_object_get(json_object_get(doc, "tpm"), "quote"),
                                "event_log"));
     json_decref(doc);
+    /* the values are the TPM's: PCR 16 extended, then quoted */
+    {
+        unsigned char before[32], m[32], both[64], want[32], *got;
+        size_t blen = sizeof(before);
+        long glen = 0;
+        unsigned int wl;
+        memset(m, 0xa5, sizeof(m));
+        ck_assert_rc(ctx, kv_tpm_pcr_read(ctx, "sha256", 16, before, &blen), KV_OK);
+        ck_assert_rc(ctx, kv_tpm_pcr_extend(ctx, "sha256", 16, m, sizeof(m)), KV_OK);
+        memcpy(both, before, 32);
+        memcpy(both + 32, m, 32);
+        ck_assert(EVP_Digest(both, 64, want, &wl, EVP_sha256(), NULL) == 1);
+        o.event_log = NULL;
+        o.flags = KV_ATTEST_NO_EVENT_LOG;
+        o.pcrs = "sha256:16";
+        doc = attest(key, NONCE, sizeof(NONCE), &o);
+        const char *hex = json_string_value(json_object_get(json_object_get(json_object_get(
+            json_object_get(json_object_get(doc, "tpm"), "quote"), "pcrs"), "sha256"), "16"));
+        ck_assert(hex);
+        got = OPENSSL_hexstr2buf(hex, &glen);
+        ck_assert(got && glen == 32 && !memcmp(got, want, 32));
+        OPENSSL_free(got);
+        json_decref(doc);
+    }
     /* a bad PCR selection is the caller's error */
     o.event_log = NULL;
     o.pcrs = "sha256:0-30";
