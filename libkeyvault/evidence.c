@@ -27,6 +27,7 @@
 #define EVENT_LOG_PATH "/sys/kernel/security/tpm0/binary_bios_measurements"
 #define POP_LABEL "keyvault-evidence-pop-v1" /* then 0x00, then SHA-256 of the document */
 #define ATTEST_OPTS_MIN (offsetof(kv_attest_opts, flags) + sizeof(unsigned))
+#define ATTEST_OPTS_MAX 4096
 #define ATTEST_OPTS_LOG_END (offsetof(kv_attest_opts, event_log) + sizeof(const char *))
 
 /* data as base64url without padding (RFC 4648 section 5), a new JSON string. */
@@ -52,7 +53,8 @@ static json_t *kv_json_b64u(const unsigned char *data, size_t len)
     return j;
 }
 
-/* obj[name] = val (stolen); KV_ERR_NO_MEMORY when val is NULL or the set fails. */
+/* obj[name] = val, whose reference is taken even when this fails (as
+ * json_object_set_new does); KV_ERR_NO_MEMORY when val is NULL or the set fails. */
 static kv_rc put(const kv_ctx *ctx, json_t *obj, const char *name, json_t *val)
 {
     if (!val || json_object_set_new(obj, name, val) != 0)
@@ -99,9 +101,10 @@ static kv_rc read_opts(const kv_ctx *ctx, const kv_attest_opts *opts, kv_attest_
     o->size = sizeof(*o);
     if (!opts)
         return KV_OK;
-    if (opts->size < ATTEST_OPTS_MIN)
-        return kv_error(ctx, KV_ERR_INVALID_ARG, "kv_attest_opts.size is %zu, less than %zu: "
-                        "initialise with KV_ATTEST_OPTS_INIT", opts->size, ATTEST_OPTS_MIN);
+    if (opts->size < ATTEST_OPTS_MIN || opts->size > ATTEST_OPTS_MAX)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "kv_attest_opts.size is %zu, not %zu to %d: "
+                        "initialise with KV_ATTEST_OPTS_INIT", opts->size, ATTEST_OPTS_MIN,
+                        ATTEST_OPTS_MAX);
     for (size_t i = sizeof(*opts); i < opts->size; i++)
         if (((const unsigned char *)opts)[i])
             return kv_error(ctx, KV_ERR_INVALID_ARG, "kv_attest_opts has fields this library "
@@ -202,16 +205,20 @@ static kv_rc put_tpm(kv_key *key, const unsigned char *nonce, size_t nonce_len,
     }
     if (rc != KV_OK)
         goto out;
-    KV_CHECK(rc, put(ctx, tpm, "ak", ak));
+    rc = put(ctx, tpm, "ak", ak); /* taken, even when it fails */
     ak = NULL;
+    if (rc != KV_OK)
+        goto out;
     /* the key, certified by the AK over the nonce */
     KV_CHECK(rc, be->ops->certify(key, nonce, nonce_len, &cert));
     KV_CHECK(rc, be->ops->key_public_area(key, true, &area, &area_len));
     KV_CHECK(rc, put_b64u(ctx, certify, "public", area, area_len));
     KV_CHECK(rc, put_b64u(ctx, certify, "attest", cert.attest, cert.attest_len));
     KV_CHECK(rc, put_b64u(ctx, certify, "signature", cert.signature, cert.signature_len));
-    KV_CHECK(rc, put(ctx, tpm, "certify", certify));
+    rc = put(ctx, tpm, "certify", certify); /* taken, even when it fails */
     certify = NULL;
+    if (rc != KV_OK)
+        goto out;
     /* the platform: the PCRs quoted over the nonce */
     if (!(o->flags & KV_ATTEST_NO_QUOTE)) {
         if (!(quote = json_object()) || !(values = calloc(1, sizeof(*values))))
@@ -224,8 +231,10 @@ static kv_rc put_tpm(kv_key *key, const unsigned char *nonce, size_t nonce_len,
         if (!(o->flags & KV_ATTEST_NO_EVENT_LOG))
             KV_CHECK(rc, put_event_log(ctx, quote, o->event_log ? o->event_log
                                                                  : EVENT_LOG_PATH));
-        KV_CHECK(rc, put(ctx, tpm, "quote", quote));
+        rc = put(ctx, tpm, "quote", quote); /* taken, even when it fails */
         quote = NULL;
+        if (rc != KV_OK)
+            goto out;
     }
     rc = put(ctx, doc, "tpm", tpm);
     tpm = NULL;

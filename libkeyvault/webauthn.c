@@ -16,6 +16,7 @@
 #include "internal.h"
 
 #define WEBAUTHN_OPTS_MIN (offsetof(kv_webauthn_opts, flags) + sizeof(unsigned))
+#define WEBAUTHN_OPTS_MAX 4096
 #define RP_ID_MAX 253                 /* a DNS name */
 #define CREDENTIAL_ID_MAX 1023        /* WebAuthn's limit */
 #define FLAG_UP 0x01                  /* user present */
@@ -103,9 +104,10 @@ static kv_rc cose_key(const kv_key *key, unsigned char **out, size_t *len)
 
 static kv_rc read_opts(const kv_ctx *ctx, const kv_webauthn_opts *opts)
 {
-    if (opts->size < WEBAUTHN_OPTS_MIN)
-        return kv_error(ctx, KV_ERR_INVALID_ARG, "kv_webauthn_opts.size is %zu, less than %zu: "
-                        "initialise with KV_WEBAUTHN_OPTS_INIT", opts->size, WEBAUTHN_OPTS_MIN);
+    if (opts->size < WEBAUTHN_OPTS_MIN || opts->size > WEBAUTHN_OPTS_MAX)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "kv_webauthn_opts.size is %zu, not %zu to %d: "
+                        "initialise with KV_WEBAUTHN_OPTS_INIT", opts->size, WEBAUTHN_OPTS_MIN,
+                        WEBAUTHN_OPTS_MAX);
     for (size_t i = sizeof(*opts); i < opts->size; i++)
         if (((const unsigned char *)opts)[i])
             return kv_error(ctx, KV_ERR_INVALID_ARG, "kv_webauthn_opts has fields this library "

@@ -415,17 +415,18 @@ static void check_tpm(kv_ctx *ctx, json_t *doc, bool quote, unsigned npcrs)
         pub = field(doc, "key.public", &publen);
         const unsigned char *p = pub;
         EVP_PKEY *kp = d2i_PUBKEY(NULL, &p, (long)publen);
-        BIGNUM *x = NULL;
+        BIGNUM *x = NULL, *u;
         ck_assert(kp);
         if (tp.publicArea.type == TPM2_ALG_ECC) {
             ck_assert(EVP_PKEY_get_bn_param(kp, "qx", &x) == 1);
-            ck_assert(BN_cmp(x, BN_bin2bn(tp.publicArea.unique.ecc.x.buffer,
-                                          tp.publicArea.unique.ecc.x.size, NULL)) == 0);
+            u = BN_bin2bn(tp.publicArea.unique.ecc.x.buffer, tp.publicArea.unique.ecc.x.size,
+                          NULL);
         } else {
             ck_assert(EVP_PKEY_get_bn_param(kp, "n", &x) == 1);
-            ck_assert(BN_cmp(x, BN_bin2bn(tp.publicArea.unique.rsa.buffer,
-                                          tp.publicArea.unique.rsa.size, NULL)) == 0);
+            u = BN_bin2bn(tp.publicArea.unique.rsa.buffer, tp.publicArea.unique.rsa.size, NULL);
         }
+        ck_assert(u && BN_cmp(x, u) == 0);
+        BN_free(u);
         BN_free(x);
         EVP_PKEY_free(kp);
         free(pub);
