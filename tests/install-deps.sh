@@ -13,6 +13,7 @@ PACKAGES="
   libtss2-tcti-pcap0 libpcap-dev
   libnss3 libnss3-tools libtpm2-pkcs11-1 libtpm2-pkcs11-tools
   jq faketime
+  libcbor-dev
   nginx-light curl iproute2
   libengine-pkcs11-openssl
 "
@@ -28,12 +29,28 @@ missing=
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
+# node and npm for the independent WebAuthn verifier (tests/attest.sh): Debian's
+# packages unless a node is installed already (NodeSource's carries its own npm)
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
 if [ -z "$missing" ]; then
     echo "install-deps: all packages present"
-    exit 0
+else
+    echo "install-deps: installing$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    # shellcheck disable=SC2086
+    $SUDO apt-get install -y -q --no-install-recommends $missing
 fi
-echo "install-deps: installing$missing"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-# shellcheck disable=SC2086
-$SUDO apt-get install -y -q --no-install-recommends $missing
+
+# @simplewebauthn/server, pinned to the last major that runs on Debian 12's node 18,
+# where tests/attest.sh finds it (KV_NPM_DIR overrides)
+NPM_DIR=${KV_NPM_DIR:-/var/cache/libkeyvault-npm}
+SWA=@simplewebauthn/server@9.0.3
+if [ -f "$NPM_DIR/node_modules/@simplewebauthn/server/package.json" ] &&
+    grep -q '"version": "9.0.3"' "$NPM_DIR/node_modules/@simplewebauthn/server/package.json"; then
+    echo "install-deps: $SWA present in $NPM_DIR"
+else
+    echo "install-deps: npm install $SWA into $NPM_DIR"
+    $SUDO mkdir -p "$NPM_DIR"
+    $SUDO npm install --prefix "$NPM_DIR" --save-exact --no-audit --no-fund --loglevel=error "$SWA"
+fi
