@@ -1268,6 +1268,7 @@ static const struct command commands[] = {
     { "csr", cmd_csr, csr_help },
     { "ca", cmd_ca, ca_help },
     { "reference", cmd_reference, reference_help },
+    { "enroll", cmd_enroll, enroll_help },
 };
 
 static void usage(FILE *f)
@@ -1289,6 +1290,7 @@ static void usage(FILE *f)
             "  ca ...           a CA in the vault: sign, revoke, crl\n"
             "  reference NAME   write a key reference PEM for OpenSSL programs\n"
             "  tpm ...          TPM attestation: ak, ek-cert, quote, certify, PCRs\n"
+            "  enroll ...       AK enrollment: request, challenge, respond, finish, revoke, list\n"
             "  backends         show the configured backends\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
             "/etc/keyvault/keyvault.conf, then built-in defaults).\n"
