@@ -47,8 +47,10 @@ static char *b64u_encode(const unsigned char *in, size_t len)
     char *out = malloc(4 * ((len + 2) / 3) + 1);
     int n;
 
-    if (!out || len > INT_MAX / 2)
-        return free(out), NULL;
+    if (!out || len > INT_MAX / 2) {
+        free(out);
+        return NULL;
+    }
     n = EVP_EncodeBlock((unsigned char *)out, in, (int)len);
     while (n > 0 && out[n - 1] == '=')
         n--;
@@ -164,6 +166,17 @@ static kv_rc doc_blob(const kv_ctx *ctx, json_t *doc, const char *member, unsign
                       size_t *len)
 {
     return b64u_decode(ctx, member, json_string_value(json_object_get(doc, member)), out, len);
+}
+
+/* Wipe a string member in place before the document is released (jansson
+ * keeps its own copy of every string: the credential must not stay in freed
+ * memory). */
+static void wipe_member(json_t *doc, const char *member)
+{
+    json_t *v = json_object_get(doc, member);
+
+    if (json_is_string(v))
+        OPENSSL_cleanse((char *)json_string_value(v), json_string_length(v));
 }
 
 static kv_rc doc_dump(const kv_ctx *ctx, json_t *doc, char **out)
@@ -585,9 +598,11 @@ kv_rc kv_enroll_respond(kv_ctx *ctx, const char *challenge, size_t len, char **r
                      "challenge", cid);
     if (!resp || set_b64u(resp, "credential", cred, n) != 0)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    rc = doc_dump(ctx, resp, response);
-    resp = NULL;
+    *response = json_dumps(resp, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+    if (!*response)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
 out:
+    wipe_member(resp, "credential");
     OPENSSL_cleanse(cred, sizeof(cred));
     json_decref(doc);
     json_decref(resp);
@@ -893,6 +908,7 @@ out:
     EVP_PKEY_free(akkey);
     X509_free(ek);
     kv_pending_clear(&pend);
+    wipe_member(doc, "credential");
     json_decref(doc);
     return rc;
 }
