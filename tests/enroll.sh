@@ -181,4 +181,26 @@ expect 0 "kv_tpm_activate_credential recovers it" -- "$CREDTOOL" activate "$A_DI
 expect 0 "the same secret" -- cmp "$T/secret" "$T/got-tools"
 expect 1 "TPM B cannot activate a credential made for TPM A's EK" -- "$CREDTOOL" activate "$B_DIR/keyvault.conf" "$T/cred-tools" "$T/got-b"
 contains "$T/err" "TPM2_ActivateCredential" "the TPM refused it"
+
+# ---- an ECC P-256 EK (TCG template L-2) end to end -----------------------------------------
+# TPM B gets an EK certificate for its L-2 EK at 0x01c0000a (read before the RSA one),
+# issued by a CA of our own (without the TCG SAN: the AK certificate then names the
+# TPM with the documented defaults)
+export TPM2TOOLS_TCTI=$B_TCTI
+tpm2_createek -Q -G ecc -c "$T/ekb-ecc.ctx" -u "$T/ekb-ecc.pem" -f pem && tpm2_flushcontext -t
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/ecca.key" -subj "/CN=Test EK CA" -days 30 -out "$T/ecca.pem" 2>/dev/null
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/dummy.key" -subj "/CN=ecc ek" -out "$T/dummy.csr" 2>/dev/null
+printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,keyAgreement\nextendedKeyUsage=2.23.133.8.1\n' >"$T/ek.ext"
+openssl x509 -req -in "$T/dummy.csr" -CA "$T/ecca.pem" -CAkey "$T/ecca.key" -CAcreateserial -force_pubkey "$T/ekb-ecc.pem" -extfile "$T/ek.ext" -days 30 -outform der -out "$T/ekb-ecc.der" 2>/dev/null
+tpm2_nvdefine -Q 0x01c0000a -C o -s "$(stat -c %s "$T/ekb-ecc.der")" -a "ownerread|ownerwrite|authread|authwrite"
+tpm2_nvwrite -Q 0x01c0000a -C o -i "$T/ekb-ecc.der"
+cat "$T/ekca.pem" "$T/ecca.pem" >"$T/ekca-ecc.pem"
+expect 0 "TPM B with a P-256 EK certificate: request" -- b enroll request --device-id dev-3 -o "$T/req3.json"
+[ "$(jq -r .ek_cert "$T/req3.json")" = "$(basenc --base64url -w0 "$T/ekb-ecc.der" | tr -d =)" ] && ok "it carries the P-256 EK certificate" || not_ok "it carries the P-256 EK certificate"
+expect 0 "challenge: ECDH and KDFe to the P-256 EK" -- v enroll challenge "$T/req3.json" --ek-ca "$T/ekca-ecc.pem" --registry "$REG" -o "$T/chal3e.json"
+expect 0 "respond: the L-2 EK activates it" -- b enroll respond "$T/chal3e.json" -o "$T/resp3e.json"
+expect 0 "finish" -- v enroll finish "$T/resp3e.json" --ca akca --registry "$REG" -o "$T/akchain3.pem"
+openssl x509 -in "$T/akchain3.pem" -noout -text >"$T/akcert3.txt" 2>&1
+contains "$T/akcert3.txt" "2.23.133.2.1=id:00000000" "an EK certificate without the TCG SAN gives the default manufacturer"
+contains "$T/akcert3.txt" "2.23.133.2.2=unknown" "and model"
 finish
