@@ -119,6 +119,10 @@ kv_rc kv_read_file_ex(const kv_ctx *ctx, const char *path, size_t max, unsigned 
  * naming it and the problem when not; KV_ERR_KEY_NOT_FOUND (nothing
  * recorded) when it does not exist. `what` names it in messages. */
 kv_rc kv_dir_check(const kv_ctx *ctx, const char *dir, const char *what);
+/* A database file (the CA record, the enrollment registry; `what` names it):
+ * a regular file of this user or root, not a link, not writable by group
+ * or others; with create, made 0600 when missing. */
+kv_rc kv_db_file_check(const kv_ctx *ctx, const char *path, const char *what, bool create);
 /* The size-query output pattern of the public API: buf NULL asks for the
  * size (*len = n); a buffer smaller than n is KV_ERR_BUFFER_TOO_SMALL with
  * *len = n; else data is copied and *len = n. `what` names the result. */

@@ -8,13 +8,9 @@
 #include "config.h"
 
 #include <ctype.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 #include <jansson.h>
 #include <sqlite3.h>
 
@@ -76,43 +72,26 @@ static kv_rc reg_prepare(const kv_ctx *ctx, kv_registry *r, const char *sql, sql
     return e == SQLITE_OK ? KV_OK : reg_error(ctx, r, e, "a query");
 }
 
+/* Run a statement with one text parameter that returns no rows. */
+static kv_rc reg_exec_text(const kv_ctx *ctx, kv_registry *r, const char *sql, const char *arg,
+                           const char *what)
+{
+    sqlite3_stmt *st = NULL;
+    int e;
+    kv_rc rc = reg_prepare(ctx, r, sql, &st);
+
+    if (rc == KV_OK) {
+        sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+        if ((e = sqlite3_step(st)) != SQLITE_DONE)
+            rc = reg_error(ctx, r, e, what);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 static kv_rc damaged(const kv_ctx *ctx, const kv_registry *r, const char *what)
 {
     return kv_error(ctx, KV_ERR_CORRUPT, "registry '%s' is damaged: %s", r->path, what);
-}
-
-/* The file: a regular file of ours (or root's), not a link, not writable
- * by others; made 0600 when missing and `create`. */
-static kv_rc reg_file_check(const kv_ctx *ctx, const char *path, bool create)
-{
-    struct stat st;
-    int fd = open(path, (create ? O_RDWR | O_CREAT : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC |
-                            O_NONBLOCK, 0600);
-
-    if (fd < 0) {
-        if (errno == ELOOP)
-            return kv_error(ctx, KV_ERR_CORRUPT,
-                            "registry '%s' is a symbolic link: refusing to follow it", path);
-        return kv_error_errno(ctx, errno, "cannot open registry '%s'", path);
-    }
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return kv_error_errno(ctx, e, "cannot examine registry '%s'", path);
-    }
-    close(fd);
-    if (!S_ISREG(st.st_mode))
-        return kv_error(ctx, KV_ERR_CORRUPT, "registry '%s' is not a regular file", path);
-    if (st.st_uid != geteuid() && st.st_uid != 0)
-        return kv_error(ctx, KV_ERR_PERMISSION,
-                        "registry '%s' is owned by uid %lu, not by this user or root: "
-                        "refusing it", path, (unsigned long)st.st_uid);
-    if (st.st_mode & (S_IWGRP | S_IWOTH))
-        return kv_error(ctx, KV_ERR_PERMISSION,
-                        "registry '%s' is writable by %s (mode %04o): refusing it", path,
-                        (st.st_mode & S_IWOTH) ? "others" : "its group",
-                        (unsigned)(st.st_mode & 07777));
-    return KV_OK;
 }
 
 static const char schema[] =
@@ -141,7 +120,7 @@ static kv_rc reg_open(const kv_ctx *ctx, const char *path, bool write, kv_regist
     *out = NULL;
     if (!r || !(r->path = kv_strdup(path)))
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    KV_CHECK(rc, reg_file_check(ctx, path, write));
+    KV_CHECK(rc, kv_db_file_check(ctx, path, "registry", write));
     e = sqlite3_open_v2(path, &r->db,
                         (write ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY) |
                             SQLITE_OPEN_NOFOLLOW, NULL);
@@ -337,14 +316,8 @@ kv_rc kv_registry_pending_take(const kv_ctx *ctx, kv_registry *r, const char *id
     out->expires = (int64_t)sqlite3_column_int64(st, 6);
     KV_CHECK(rc, col_blob(ctx, r, st, 2, &out->ek_cert, &out->ek_cert_len));
     KV_CHECK(rc, col_blob(ctx, r, st, 3, &out->ak_public, &out->ak_public_len));
-    sqlite3_finalize(st);
-    st = NULL;
     /* single use: gone whatever the answer */
-    KV_CHECK(rc, reg_prepare(ctx, r, "DELETE FROM pending WHERE id = ?1", &st));
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    if ((e = sqlite3_step(st)) != SQLITE_DONE)
-        KV_CHECK(rc, reg_error(ctx, r, e, "removing the challenge"));
-    rc = KV_OK;
+    rc = reg_exec_text(ctx, r, "DELETE FROM pending WHERE id = ?1", id, "removing the challenge");
 out:
     sqlite3_finalize(st);
     if (rc != KV_OK)
@@ -470,20 +443,11 @@ kv_rc kv_registry_revoke(kv_ctx *ctx, const char *db, const char *device_id)
         KV_CHECK(rc, reg_error(ctx, r, e, "looking up the device"));
     if (sqlite3_column_int64(st, 0) != 0)
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "device '%s' is revoked already", device_id);
-    sqlite3_finalize(st);
-    st = NULL;
-    KV_CHECK(rc, reg_prepare(ctx, r, "UPDATE devices SET revoked = 1 WHERE device_id = ?1", &st));
-    sqlite3_bind_text(st, 1, device_id, -1, SQLITE_STATIC);
-    if ((e = sqlite3_step(st)) != SQLITE_DONE)
-        KV_CHECK(rc, reg_error(ctx, r, e, "revoking the device"));
+    KV_CHECK(rc, reg_exec_text(ctx, r, "UPDATE devices SET revoked = 1 WHERE device_id = ?1",
+                               device_id, "revoking the device"));
     /* a challenge under way for it dies too */
-    sqlite3_finalize(st);
-    st = NULL;
-    KV_CHECK(rc, reg_prepare(ctx, r, "DELETE FROM pending WHERE device_id = ?1", &st));
-    sqlite3_bind_text(st, 1, device_id, -1, SQLITE_STATIC);
-    if ((e = sqlite3_step(st)) != SQLITE_DONE)
-        KV_CHECK(rc, reg_error(ctx, r, e, "dropping its challenges"));
-    rc = KV_OK;
+    rc = reg_exec_text(ctx, r, "DELETE FROM pending WHERE device_id = ?1", device_id,
+                       "dropping its challenges");
 out:
     sqlite3_finalize(st);
     return kv_registry_end(ctx, r, rc);
