@@ -129,6 +129,33 @@ expect 1 "a request with base64 that is not base64url" -- v enroll challenge "$T
 contains "$T/err" "ak_public: not base64url" "it names the field"
 jq '.device_id = "-rf"' "$T/req.json" >"$T/id.json"
 expect 1 "a malformed device id" -- v enroll challenge "$T/id.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/x.json"
+head -c 200 "$T/req.json" >"$T/trunc.json"
+expect 1 "a truncated request" -- v enroll challenge "$T/trunc.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/x.json"
+contains "$T/err" "not a JSON object" "it says the document does not parse"
+{ printf '{"format":"keyvault-enroll-request","version":1,"device_id":"'; head -c 300000 /dev/zero | tr '\0' a; printf '"}'; } >"$T/big.json"
+expect 1 "an oversized request" -- v enroll challenge "$T/big.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/x.json"
+contains "$T/err" "256 KiB" "it names the size limit"
+jq '.ak_public = (.ak_public | .[0:40])' "$T/req.json" >"$T/short.json"
+expect 1 "a truncated AK public area" -- v enroll challenge "$T/short.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/x.json"
+contains "$T/err" "not one marshalled TPM2B_PUBLIC" "it says the AK does not unmarshal"
+jq '.ek_cert = "AAECAwQF"' "$T/req.json" >"$T/junkek.json"
+expect 1 "an EK certificate that is not DER" -- v enroll challenge "$T/junkek.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/x.json"
+contains "$T/err" "ek_cert is not one DER certificate" "it names the field"
+jq '.device_id = 42' "$T/req.json" >"$T/num.json"
+expect 1 "a device id that is not a string" -- v enroll challenge "$T/num.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/x.json"
+jq '.credential = "AAECAwQF"' "$T/chal2.json" >"$T/badcred.json"
+expect 1 "a challenge whose credential blob is not a TPM2B_ID_OBJECT" -- a enroll respond "$T/badcred.json" -o "$T/x.json"
+contains "$T/err" "not one marshalled TPM2B_ID_OBJECT" "the device names it"
+# a pending challenge whose AK was swapped in the registry: the certified AK must be
+# the one the credential was bound to
+v enroll challenge "$T/req2.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/chal4.json" >/dev/null
+a enroll respond "$T/chal4.json" -o "$T/resp4.json" 2>/dev/null
+b64=$(jq -r .ak_public "$T/reqb.json")
+while [ $(( ${#b64} % 4 )) -ne 0 ]; do b64="$b64="; done
+akb_hex=$(printf '%s' "$b64" | basenc -d --base64url | od -An -v -tx1 | tr -d ' \n')
+sqlite3 "$REG" "UPDATE pending SET ak_public = X'$akb_hex' WHERE id = '$(jq -r .challenge "$T/chal4.json")'"
+expect 1 "a pending challenge with another AK in the registry" -- v enroll finish "$T/resp4.json" --ca akca --registry "$REG" -o "$T/x.pem"
+contains "$T/err" "damaged.*does not have the recorded name" "it says the registry is damaged"
 
 # ---- revocation -----------------------------------------------------------------------
 expect 0 "revoke dev-1" -- v enroll revoke dev-1 --registry "$REG"
