@@ -693,6 +693,7 @@ kv_rc kv_enroll_challenge(kv_ctx *ctx, const char *request, size_t len, const ch
     size_t aklen = 0, ekdlen = 0, name_len = 0, idlen = 0, seclen = 0;
     const char *dev;
     kv_key_type ektype;
+    EVP_PKEY *akkey = NULL;
     char expires[32];
     time_t exp;
     struct tm tm;
@@ -717,6 +718,8 @@ kv_rc kv_enroll_challenge(kv_ctx *ctx, const char *request, size_t len, const ch
                 "(TCG templates L-1, L-2)", kv_key_type_name(ektype));
     KV_CHECK(rc, doc_blob(ctx, doc, "ak_public", &ak, &aklen));
     KV_CHECK(rc, ak_parse(ctx, ak, aklen, &akpub, name, &name_len));
+    /* its key must decode (a point on its curve): the CA certifies it at the end */
+    KV_CHECK(rc, tpm_public_to_pkey(ctx, &akpub.publicArea, &akkey));
     KV_CHECK(rc, spki_hash(ctx, X509_get0_pubkey(ek), pend.ek_sha256));
     KV_CHECK(rc, kv_registry_begin(ctx, registry, &reg));
     KV_CHECK(rc, kv_registry_may_enroll(ctx, reg, pend.ek_sha256, dev));
@@ -758,6 +761,7 @@ out:
     OPENSSL_cleanse(cred, sizeof(cred));
     json_decref(doc);
     json_decref(out_doc);
+    EVP_PKEY_free(akkey);
     X509_free(ek);
     free(ekder);
     free(ak);

@@ -156,6 +156,23 @@ akb_hex=$(printf '%s' "$b64" | basenc -d --base64url | od -An -v -tx1 | tr -d ' 
 sqlite3 "$REG" "UPDATE pending SET ak_public = X'$akb_hex' WHERE id = '$(jq -r .challenge "$T/chal4.json")'"
 expect 1 "a pending challenge with another AK in the registry" -- v enroll finish "$T/resp4.json" --ca akca --registry "$REG" -o "$T/x.pem"
 contains "$T/err" "damaged.*does not have the recorded name" "it says the registry is damaged"
+# an AK whose ECC point is not on its curve
+akhex=$(jq -r .ak_public "$T/req.json")
+while [ $(( ${#akhex} % 4 )) -ne 0 ]; do akhex="$akhex="; done
+printf '%s' "$akhex" | basenc -d --base64url >"$T/ak.bin"
+# the last byte of the public area is the last byte of unique.ecc.y
+perl -e 'local $/; $_ = <STDIN>; substr($_, -1, 1) = chr(ord(substr($_, -1, 1)) ^ 1); print' <"$T/ak.bin" >"$T/ak-off.bin"
+jq --arg ak "$(basenc --base64url -w0 "$T/ak-off.bin" | tr -d =)" '.ak_public = $ak' "$T/req.json" >"$T/offcurve.json"
+expect 1 "an AK whose point is not on its curve" -- v enroll challenge "$T/offcurve.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/x.json"
+contains "$T/err" "does not decode" "it says the AK's key does not decode"
+
+# the same device from the same TPM may enroll again
+v enroll challenge "$T/req2.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/chal5.json" >/dev/null
+a enroll respond "$T/chal5.json" -o "$T/resp5.json" 2>/dev/null
+expect 0 "dev-1 enrolls again from its own TPM" -- v enroll finish "$T/resp5.json" --ca akca --registry "$REG" -o "$T/akchain5.pem"
+expect 0 "list" -- v enroll list --registry "$REG" --json
+[ "$(jq '[.[] | select(.device_id == "dev-1")] | length' "$T/out")" = 1 ] && ok "still one record for dev-1" || not_ok "still one record for dev-1"
+[ "$(jq -r '.[] | select(.device_id == "dev-1") | .ak_serial' "$T/out")" = "$(openssl x509 -in "$T/akchain5.pem" -noout -serial | cut -d= -f2 | tr A-F a-f)" ] && ok "it holds the new certificate's serial" || not_ok "it holds the new certificate's serial"
 
 # ---- revocation -----------------------------------------------------------------------
 expect 0 "revoke dev-1" -- v enroll revoke dev-1 --registry "$REG"
