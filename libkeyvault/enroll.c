@@ -134,9 +134,14 @@ static kv_rc doc_parse(const kv_ctx *ctx, const char *text, size_t len, const ch
         return kv_error(ctx, KV_ERR_BAD_INPUT, "the %s document must be 1 byte to %d KiB",
                         format, DOC_MAX / 1024);
     doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
-    if (!doc || !json_is_object(doc))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the %s document is not a JSON object (line %d: %s)",
-                format, err.line, doc ? "not an object" : err.text);
+    /* jansson's text may quote the document (a response holds the
+     * credential): only the position is reported */
+    if (!doc)
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT,
+                "the %s document is not a JSON object: it does not parse (line %d, column %d)",
+                format, err.line, err.column);
+    if (!json_is_object(doc))
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the %s document is not a JSON object", format);
     v = json_object_get(doc, "format");
     if (!json_is_string(v) || strcmp(json_string_value(v), format) != 0)
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "not a %s document (\"format\")", format);
@@ -146,7 +151,7 @@ static kv_rc doc_parse(const kv_ctx *ctx, const char *text, size_t len, const ch
     json_object_foreach(doc, key, v) {
         bool known = !strcmp(key, "format") || !strcmp(key, "version");
         for (size_t i = 0; !known && members[i]; i++)
-            known = !strcmp(members[i], key) || (members[i][0] == '?' && !strcmp(members[i] + 1, key));
+            known = !strcmp(members[i] + (members[i][0] == '?'), key);
         if (!known)
             KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "%s: unknown member (not one of version 1's)",
                     format);
@@ -583,8 +588,10 @@ kv_rc kv_enroll_respond(kv_ctx *ctx, const char *challenge, size_t len, char **r
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the challenge id is not 32 lowercase hex digits");
     KV_CHECK(rc, doc_blob(ctx, doc, "credential", &id, &idlen));
     KV_CHECK(rc, doc_blob(ctx, doc, "secret", &sec, &seclen));
-    if (!(be = enroller(ctx)))
-        KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE, "no TPM to answer the challenge with");
+    if (!(be = enroller(ctx))) {
+        rc = KV_ERR_BACKEND_UNAVAILABLE;
+        goto out;
+    }
     /* a challenge for another AK cannot be answered: say so before the TPM does */
     KV_CHECK(rc, be->ops->ak_area(be, &ak, &aklen));
     KV_CHECK(rc, ak_parse(ctx, ak, aklen, &pub, name, &name_len));
