@@ -310,17 +310,7 @@ typedef struct ca_db {
 
 static kv_rc db_error(const kv_ctx *ctx, ca_db *d, int src, const char *what)
 {
-    int ext = d->db ? sqlite3_extended_errcode(d->db) : src;
-    kv_rc rc = (src & 0xff) == SQLITE_FULL      ? KV_ERR_NO_SPACE
-               : (src & 0xff) == SQLITE_CORRUPT || (src & 0xff) == SQLITE_NOTADB
-                   ? KV_ERR_CORRUPT
-               : (src & 0xff) == SQLITE_NOMEM ? KV_ERR_NO_MEMORY
-               : (src & 0xff) == SQLITE_PERM || (src & 0xff) == SQLITE_READONLY
-                   ? KV_ERR_PERMISSION
-                   : KV_ERR_IO;
-
-    return kv_error_code(ctx, rc, "sqlite", (unsigned long)ext, "%s of CA record '%s' failed: %s",
-                         what, d->path, sqlite3_errstr(ext));
+    return kv_sqlite_error(ctx, d->db, src, what, "CA record", d->path);
 }
 
 static kv_rc db_exec(const kv_ctx *ctx, ca_db *d, const char *sql, const char *what)

@@ -676,6 +676,13 @@ kv_rc kv_registry_pending_take(const kv_ctx *ctx, kv_registry *r, const char *id
 kv_rc kv_registry_record(const kv_ctx *ctx, kv_registry *r, const kv_pending *p,
                          const char *ak_serial, int64_t now);
 
+/* A failed SQLite call on the database `kind` at path (the CA record, the
+ * registry): recorded with its extended code, mapped to a kv_rc (full:
+ * KV_ERR_NO_SPACE, corrupt or not a database: KV_ERR_CORRUPT, ...). */
+struct sqlite3;
+kv_rc kv_sqlite_error(const kv_ctx *ctx, struct sqlite3 *db, int src, const char *what,
+                      const char *kind, const char *path);
+
 /* TPM2_MakeCredential in software (enroll.c; needs tpm2-tss): the
  * credential (1-32 bytes) protected to the EK ek (RSA: OAEP; ECC: ECDH and
  * KDFe; the EK templates' AES-128-CFB and SHA-256) for the object `name`:

@@ -44,9 +44,10 @@ void kv_pending_clear(kv_pending *p)
     memset(p, 0, sizeof(*p));
 }
 
-static kv_rc reg_error(const kv_ctx *ctx, const kv_registry *r, int src, const char *what)
+kv_rc kv_sqlite_error(const kv_ctx *ctx, sqlite3 *db, int src, const char *what,
+                      const char *kind, const char *path)
 {
-    int ext = r->db ? sqlite3_extended_errcode(r->db) : src;
+    int ext = db ? sqlite3_extended_errcode(db) : src;
     int base = src & 0xff;
     kv_rc rc = base == SQLITE_FULL                              ? KV_ERR_NO_SPACE
                : base == SQLITE_CORRUPT || base == SQLITE_NOTADB ? KV_ERR_CORRUPT
@@ -54,8 +55,13 @@ static kv_rc reg_error(const kv_ctx *ctx, const kv_registry *r, int src, const c
                : base == SQLITE_PERM || base == SQLITE_READONLY  ? KV_ERR_PERMISSION
                                                                  : KV_ERR_IO;
 
-    return kv_error_code(ctx, rc, "sqlite", (unsigned long)ext,
-                         "%s of registry '%s' failed: %s", what, r->path, sqlite3_errstr(ext));
+    return kv_error_code(ctx, rc, "sqlite", (unsigned long)ext, "%s of %s '%s' failed: %s",
+                         what, kind, path, sqlite3_errstr(ext));
+}
+
+static kv_rc reg_error(const kv_ctx *ctx, const kv_registry *r, int src, const char *what)
+{
+    return kv_sqlite_error(ctx, r->db, src, what, "registry", r->path);
 }
 
 static kv_rc reg_exec(const kv_ctx *ctx, kv_registry *r, const char *sql, const char *what)

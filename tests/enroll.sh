@@ -24,18 +24,8 @@ a() { "$KEYVAULT" -c "$A_DIR/keyvault.conf" "$@"; }
 b() { "$KEYVAULT" -c "$B_DIR/keyvault.conf" "$@"; }
 
 # the verifier: no TPM, a software CA key for AK certificates
-printf 'verifier passphrase\n' >"$T/vpass"
-chmod 600 "$T/vpass"
-cat >"$T/v.conf" <<CONF
-[keyvault]
-backends = software
-
-[software]
-store = $T/vstore
-passphrase = file:$T/vpass
-kdf_iterations = 1000
-CONF
-v() { KEYVAULT_HOME=$T/vhome "$KEYVAULT" -c "$T/v.conf" "$@"; }
+soft_store 'verifier passphrase'
+v() { KEYVAULT_HOME=$T/vhome "$KEYVAULT" -c "$T/kv.conf" "$@"; }
 REG=$T/registry.db
 # the EK anchors: the root and issuing CA of each swtpm's local CA
 cat "$A_DIR/localca/swtpm-localca-rootca-cert.pem" "$A_DIR/localca/issuercert.pem" >"$T/ekca-a.pem"
@@ -64,9 +54,9 @@ contains "$T/out" "dev-1  active" "the device is listed, active"
 expect 0 "list --json" -- v enroll list --registry "$REG" --json
 AK_NAME=$(jq -r '.[0].ak_name' "$T/out")
 [ "$AK_NAME" = "$(jq -r .ak_name "$T/chal.json")" ] && ok "the registry holds the AK name the credential was bound to" || not_ok "the registry holds the AK name"
-expect 0 "kv_registry_ak_status finds the AK" -- "$CREDTOOL" status "$T/v.conf" "$REG" "$AK_NAME"
+expect 0 "kv_registry_ak_status finds the AK" -- "$CREDTOOL" status "$T/kv.conf" "$REG" "$AK_NAME"
 contains "$T/out" "dev-1 active" "as dev-1, not revoked"
-expect 1 "an AK that was not enrolled is not found" -- "$CREDTOOL" status "$T/v.conf" "$REG" "000b$(printf '%064d' 0)"
+expect 1 "an AK that was not enrolled is not found" -- "$CREDTOOL" status "$T/kv.conf" "$REG" "000b$(printf '%064d' 0)"
 contains "$T/err" "is not enrolled" "it says so"
 
 # ---- refusals ----------------------------------------------------------------------
@@ -179,7 +169,7 @@ expect 0 "revoke dev-1" -- v enroll revoke dev-1 --registry "$REG"
 expect 0 "list after revocation" -- v enroll list --registry "$REG"
 contains "$T/out" "dev-1  revoked" "dev-1 is listed revoked"
 contains "$T/out" "dev-2  active" "dev-2 stays active"
-expect 0 "kv_registry_ak_status" -- "$CREDTOOL" status "$T/v.conf" "$REG" "$AK_NAME"
+expect 0 "kv_registry_ak_status" -- "$CREDTOOL" status "$T/kv.conf" "$REG" "$AK_NAME"
 contains "$T/out" "dev-1 revoked" "reports dev-1's AK revoked"
 expect 1 "a revoked device cannot enroll again" -- v enroll challenge "$T/req.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/x.json"
 contains "$T/err" "is revoked" "it says the device is revoked"
@@ -209,7 +199,7 @@ for alg in rsa ecc; do
     tpm2_createek -Q -G "$alg" -c "$T/ek-$alg.ctx" -u "$T/ek-$alg.pem" -f pem && tpm2_flushcontext -t
     tpm2_createak -Q -C "$T/ek-$alg.ctx" -c "$T/ak-$alg.ctx" -G ecc -g sha256 -s ecdsa -n "$T/ak-$alg.name" >/dev/null && tpm2_flushcontext -t
     name=$(od -An -v -tx1 "$T/ak-$alg.name" | tr -d ' \n')
-    expect 0 "$alg EK: libkeyvault makes a credential offline" -- "$CREDTOOL" make "$T/v.conf" "$T/ek-$alg.pem" "$name" "$T/secret" "$T/cred-$alg"
+    expect 0 "$alg EK: libkeyvault makes a credential offline" -- "$CREDTOOL" make "$T/kv.conf" "$T/ek-$alg.pem" "$name" "$T/secret" "$T/cred-$alg"
     tpm2_startauthsession -Q --policy-session -S "$T/sess.ctx"
     tpm2_policysecret -Q -S "$T/sess.ctx" -c e
     expect 0 "$alg EK: tpm2_activatecredential recovers it" -- tpm2_activatecredential -c "$T/ak-$alg.ctx" -C "$T/ek-$alg.ctx" -i "$T/cred-$alg" -o "$T/got-$alg" -P "session:$T/sess.ctx"
