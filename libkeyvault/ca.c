@@ -310,17 +310,7 @@ typedef struct ca_db {
 
 static kv_rc db_error(const kv_ctx *ctx, ca_db *d, int src, const char *what)
 {
-    int ext = d->db ? sqlite3_extended_errcode(d->db) : src;
-    kv_rc rc = (src & 0xff) == SQLITE_FULL      ? KV_ERR_NO_SPACE
-               : (src & 0xff) == SQLITE_CORRUPT || (src & 0xff) == SQLITE_NOTADB
-                   ? KV_ERR_CORRUPT
-               : (src & 0xff) == SQLITE_NOMEM ? KV_ERR_NO_MEMORY
-               : (src & 0xff) == SQLITE_PERM || (src & 0xff) == SQLITE_READONLY
-                   ? KV_ERR_PERMISSION
-                   : KV_ERR_IO;
-
-    return kv_error_code(ctx, rc, "sqlite", (unsigned long)ext, "%s of CA record '%s' failed: %s",
-                         what, d->path, sqlite3_errstr(ext));
+    return kv_sqlite_error(ctx, d->db, src, what, "CA record", d->path);
 }
 
 static kv_rc db_exec(const kv_ctx *ctx, ca_db *d, const char *sql, const char *what)
@@ -363,40 +353,6 @@ static kv_rc spki_sha256(const kv_ctx *ctx, const EVP_PKEY *pub, char hex[65])
     return KV_OK;
 }
 
-/* The database file: ours, a regular file, not a link, not writable by
- * others; made 0600 when missing. */
-static kv_rc db_file_check(const kv_ctx *ctx, const char *path)
-{
-    struct stat st;
-    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0600);
-
-    if (fd < 0) {
-        if (errno == ELOOP)
-            return kv_error(ctx, KV_ERR_CORRUPT,
-                            "CA record '%s' is a symbolic link: refusing to follow it", path);
-        return kv_error_errno(ctx, errno, "cannot open CA record '%s'", path);
-    }
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return kv_error_errno(ctx, e, "cannot examine CA record '%s'", path);
-    }
-    close(fd);
-    if (!S_ISREG(st.st_mode))
-        return kv_error(ctx, KV_ERR_CORRUPT, "CA record '%s' is not a regular file", path);
-    if (st.st_uid != geteuid() && st.st_uid != 0)
-        return kv_error(ctx, KV_ERR_PERMISSION,
-                        "CA record '%s' is owned by uid %lu, not by this user (uid %lu) or "
-                        "root: refusing it", path, (unsigned long)st.st_uid,
-                        (unsigned long)geteuid());
-    if (st.st_mode & (S_IWGRP | S_IWOTH))
-        return kv_error(ctx, KV_ERR_PERMISSION,
-                        "CA record '%s' is writable by %s (mode %04o): refusing it", path,
-                        (st.st_mode & S_IWOTH) ? "others" : "its group",
-                        (unsigned)(st.st_mode & 07777));
-    return KV_OK;
-}
-
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS issued ("
@@ -428,7 +384,7 @@ static kv_rc db_open(kv_key *ca, ca_db *d)
         KV_FAIL(ctx, rc, KV_ERR_IO, "CA directory '%s' vanished", dir);
     if (rc != KV_OK)
         goto out;
-    KV_CHECK(rc, db_file_check(ctx, d->path));
+    KV_CHECK(rc, kv_db_file_check(ctx, d->path, "CA record", true));
     r = sqlite3_open_v2(d->path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW, NULL);
     if (r != SQLITE_OK)
         KV_CHECK(rc, db_error(ctx, d, r, "opening"));

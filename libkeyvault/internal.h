@@ -119,6 +119,10 @@ kv_rc kv_read_file_ex(const kv_ctx *ctx, const char *path, size_t max, unsigned 
  * naming it and the problem when not; KV_ERR_KEY_NOT_FOUND (nothing
  * recorded) when it does not exist. `what` names it in messages. */
 kv_rc kv_dir_check(const kv_ctx *ctx, const char *dir, const char *what);
+/* A database file (the CA record, the enrollment registry; `what` names it):
+ * a regular file of this user or root, not a link, not writable by group
+ * or others; with create, made 0600 when missing. */
+kv_rc kv_db_file_check(const kv_ctx *ctx, const char *path, const char *what, bool create);
 /* The size-query output pattern of the public API: buf NULL asks for the
  * size (*len = n); a buffer smaller than n is KV_ERR_BUFFER_TOO_SMALL with
  * *len = n; else data is copied and *len = n. `what` names the result. */
@@ -471,6 +475,16 @@ struct kv_backend_ops {
      * hash to the quote's PCR digest (values NULL: the quote alone). */
     kv_rc (*quote_pcrs)(kv_backend *be, const char *pcrs, const unsigned char *nonce,
                         size_t len, kv_attestation *out, struct kv_pcr_values *values);
+    /* Enrollment (a TPM; tpm/credential.c). The AK's public area as a
+     * marshalled TPM2B_PUBLIC (*buf OpenSSL-allocated). TPM2_ActivateCredential:
+     * the EK made from its standard template, checked to be the key of the
+     * TPM's EK certificate, recovers the credential that id_object
+     * (TPM2B_ID_OBJECT) and enc_secret (TPM2B_ENCRYPTED_SECRET), both
+     * marshalled, protect for the AK; out has *len bytes (in/out). */
+    kv_rc (*ak_area)(kv_backend *be, unsigned char **buf, size_t *len);
+    kv_rc (*activate)(kv_backend *be, const unsigned char *id_object, size_t id_len,
+                      const unsigned char *enc_secret, size_t secret_len, unsigned char *out,
+                      size_t *len);
 };
 
 /* PCR values as read for a quote, in the quote's order (bank by bank as
@@ -657,6 +671,66 @@ typedef struct kv_x509_opts {
 kv_rc kv_x509_opts_read(const kv_key *signer, const EVP_PKEY *subject_key,
                         const kv_cert_opts *opts, kv_x509_purpose purpose, kv_x509_opts *out);
 void kv_x509_opts_clear(kv_x509_opts *o);
+
+/* ---- enrollment (enroll.c, registry.c) ---------------------------------- */
+
+#define KV_DEVICE_ID_MAX 128
+/* Device ids: 1-128 of [A-Za-z0-9._:@-], not starting with '-'. */
+bool kv_device_id_valid(const char *id);
+
+/* A challenge the verifier waits on (the registry's pending table). */
+typedef struct kv_pending {
+    char id[33];                 /* hex of 16 random bytes */
+    char secret_sha256[65];      /* hex SHA-256 of the credential */
+    char ek_sha256[65];          /* hex SHA-256 of the EK's SubjectPublicKeyInfo */
+    unsigned char *ek_cert;      /* DER */
+    size_t ek_cert_len;
+    unsigned char *ak_public;    /* TPM2B_PUBLIC, marshalled */
+    size_t ak_public_len;
+    char ak_name[2 * 66 + 1];    /* hex of nameAlg || H(publicArea) */
+    char device_id[KV_DEVICE_ID_MAX + 1];
+    int64_t expires;             /* seconds since the epoch */
+} kv_pending;
+void kv_pending_clear(kv_pending *p);
+
+/* The registry of enrolled devices: an SQLite file, opened (made 0600 when
+ * missing) with a write transaction begun; kv_registry_end commits when rc
+ * is KV_OK, else rolls back, and frees r, returning the final rc. */
+typedef struct kv_registry kv_registry;
+kv_rc kv_registry_begin(const kv_ctx *ctx, const char *path, kv_registry **out);
+kv_rc kv_registry_end(const kv_ctx *ctx, kv_registry *r, kv_rc rc);
+/* May ek_sha256 enroll as device_id? KV_ERR_PERMISSION naming the reason
+ * when the device id is bound to another EK, the EK to another device id,
+ * or the device is revoked. */
+kv_rc kv_registry_may_enroll(const kv_ctx *ctx, kv_registry *r, const char *ek_sha256,
+                             const char *device_id);
+kv_rc kv_registry_pending_add(const kv_ctx *ctx, kv_registry *r, const kv_pending *p);
+/* Take (read and delete) the pending challenge id: KV_ERR_KEY_NOT_FOUND when
+ * there is none (never made, answered already). The caller commits the
+ * deletion before it looks at the answer (one answer per challenge) and
+ * checks p->expires itself. */
+kv_rc kv_registry_pending_take(const kv_ctx *ctx, kv_registry *r, const char *id,
+                               kv_pending *out);
+/* Record (or renew) the enrollment of an EK. */
+kv_rc kv_registry_record(const kv_ctx *ctx, kv_registry *r, const kv_pending *p,
+                         const char *ak_serial, int64_t now);
+
+/* A failed SQLite call on the database `kind` at path (the CA record, the
+ * registry): recorded with its extended code, mapped to a kv_rc (full:
+ * KV_ERR_NO_SPACE, corrupt or not a database: KV_ERR_CORRUPT, ...). */
+struct sqlite3;
+kv_rc kv_sqlite_error(const kv_ctx *ctx, struct sqlite3 *db, int src, const char *what,
+                      const char *kind, const char *path);
+
+/* TPM2_MakeCredential in software (enroll.c; needs tpm2-tss): the
+ * credential (1-32 bytes) protected to the EK ek (RSA: OAEP; ECC: ECDH and
+ * KDFe; the EK templates' AES-128-CFB and SHA-256) for the object `name`:
+ * the marshalled TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET, each
+ * OPENSSL_malloc'd. */
+kv_rc kv_credential_make(const kv_ctx *ctx, EVP_PKEY *ek, const unsigned char *name,
+                         size_t name_len, const unsigned char *cred, size_t cred_len,
+                         unsigned char **id_object, size_t *id_len, unsigned char **enc_secret,
+                         size_t *secret_len);
 
 /* Incremented in the child after fork(); backends compare it lazily. */
 unsigned long kv_fork_generation(void);

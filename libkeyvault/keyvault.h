@@ -526,6 +526,91 @@ typedef struct kv_webauthn_opts {
 KV_API KV_WUR kv_rc kv_attest_webauthn(kv_key *key, const kv_webauthn_opts *opts,
                                        unsigned char **obj, size_t *len)
     KV_NONNULL(1, 2, 3, 4);
+/* ---- AK enrollment by credential activation (docs/enrollment.md) ---------- */
+
+/*
+ * kv_enroll_request - the device's enrollment request: a JSON document
+ * (kv_string_free) with the TPM's EK certificate, the AK's public area
+ * (TPM2B_PUBLIC, marshalled) and device_id (NULL: "tpm-" and the first 16
+ * hex digits of the SHA-256 of the EK's public key). A device id is 1 to
+ * 128 of A-Z a-z 0-9 . _ : @ -, not starting with '-'.
+ */
+KV_API KV_WUR kv_rc kv_enroll_request(kv_ctx *ctx, const char *device_id, char **request)
+    KV_NONNULL(1, 3);
+
+/*
+ * kv_enroll_challenge - the verifier's answer to a request, made with no
+ * TPM: the EK certificate must chain to a certificate in the PEM file
+ * ek_anchors; the AK must be a restricted signing key with fixedTPM,
+ * fixedParent and sensitiveDataOrigin; the registry (an SQLite file, made
+ * when missing) must allow the device id for this EK. A random credential
+ * is protected by TPM2_MakeCredential, computed in software for the EK
+ * certificate's key and the AK's name, and recorded (its hash) as a
+ * pending challenge for ttl seconds (0: 300, at most 86400). *challenge:
+ * JSON (kv_string_free).
+ */
+KV_API KV_WUR kv_rc kv_enroll_challenge(kv_ctx *ctx, const char *request, size_t len,
+                                        const char *ek_anchors, const char *registry,
+                                        unsigned ttl, char **challenge)
+    KV_NONNULL(1, 2, 4, 5, 7);
+
+/*
+ * kv_enroll_respond - the device recovers the challenge's credential with
+ * TPM2_ActivateCredential (kv_tpm_activate_credential) and answers with it:
+ * *response is JSON holding the credential (kv_string_free wipes it).
+ */
+KV_API KV_WUR kv_rc kv_enroll_respond(kv_ctx *ctx, const char *challenge, size_t len,
+                                      char **response) KV_NONNULL(1, 2, 4);
+
+/*
+ * kv_enroll_finish - the verifier checks the response against its pending
+ * challenge (used once, before it expires); when the credential matches,
+ * the CA key `ca` issues the AK a certificate in profile "tpm-ak" (the
+ * TPM's manufacturer, model and version from the EK certificate's SAN)
+ * and the device is recorded in the registry. *ak_chain: the AK
+ * certificate and the CA's chain, PEM (kv_string_free).
+ * KV_ERR_AUTH_FAILED for a wrong credential; KV_ERR_KEY_NOT_FOUND for an
+ * unknown or answered challenge; KV_ERR_PERMISSION for an expired one or
+ * a device the registry refuses.
+ */
+KV_API KV_WUR kv_rc kv_enroll_finish(kv_key *ca, const char *response, size_t len,
+                                     const char *registry, char **ak_chain)
+    KV_NONNULL(1, 2, 4, 5);
+
+/*
+ * kv_tpm_activate_credential - TPM2_ActivateCredential with the TPM's AK
+ * and its EK (made from the TCG template L-1 or L-2 and checked to be the
+ * key of the TPM's EK certificate): id_object is a marshalled
+ * TPM2B_ID_OBJECT, enc_secret a marshalled TPM2B_ENCRYPTED_SECRET (as
+ * tpm2_makecredential writes them). The credential goes to buf (NULL:
+ * *len gets the size, which is only known after activation: pass 64).
+ */
+KV_API KV_WUR kv_rc kv_tpm_activate_credential(kv_ctx *ctx, const unsigned char *id_object,
+                                               size_t id_len, const unsigned char *enc_secret,
+                                               size_t secret_len, unsigned char *buf,
+                                               size_t *len) KV_NONNULL(1, 2, 4, 7);
+
+/*
+ * kv_registry_ak_status - look up an AK by its TPM name (nameAlg ||
+ * digest, binary) in the registry file db: the device id it was enrolled
+ * as (*device_id, free with kv_string_free) and whether that device is
+ * revoked. KV_ERR_KEY_NOT_FOUND when the AK is not enrolled.
+ */
+KV_API KV_WUR kv_rc kv_registry_ak_status(kv_ctx *ctx, const char *db,
+                                          const unsigned char *ak_name, size_t name_len,
+                                          char **device_id, int *revoked)
+    KV_NONNULL(1, 2, 3, 5, 6);
+
+/* kv_registry_revoke - mark an enrolled device revoked (it fails
+ * verification and cannot enroll again). KV_ERR_KEY_NOT_FOUND when it is
+ * not enrolled, KV_ERR_BAD_INPUT when it is revoked already. */
+KV_API KV_WUR kv_rc kv_registry_revoke(kv_ctx *ctx, const char *db, const char *device_id)
+    KV_NONNULL(1, 2, 3);
+
+/* kv_registry_list - the enrolled devices as a JSON array (kv_string_free)
+ * of {device_id, ek_sha256, ak_name, ak_serial, enrolled, revoked}. */
+KV_API KV_WUR kv_rc kv_registry_list(kv_ctx *ctx, const char *db, char **json)
+    KV_NONNULL(1, 2, 3);
 
 /* ---- X.509 ------------------------------------------------------------ */
 

@@ -464,3 +464,36 @@ kv_rc kv_secret_read(const kv_ctx *ctx, const char *source, const char *what, ch
     free(buf);
     return rc;
 }
+
+kv_rc kv_db_file_check(const kv_ctx *ctx, const char *path, const char *what, bool create)
+{
+    struct stat st;
+    int fd = open(path, (create ? O_RDWR | O_CREAT : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC |
+                            O_NONBLOCK, 0600);
+
+    if (fd < 0) {
+        if (errno == ELOOP)
+            return kv_error(ctx, KV_ERR_CORRUPT,
+                            "%s '%s' is a symbolic link: refusing to follow it", what, path);
+        return kv_error_errno(ctx, errno, "cannot open %s '%s'", what, path);
+    }
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return kv_error_errno(ctx, e, "cannot examine %s '%s'", what, path);
+    }
+    close(fd);
+    if (!S_ISREG(st.st_mode))
+        return kv_error(ctx, KV_ERR_CORRUPT, "%s '%s' is not a regular file", what, path);
+    if (st.st_uid != geteuid() && st.st_uid != 0)
+        return kv_error(ctx, KV_ERR_PERMISSION,
+                        "%s '%s' is owned by uid %lu, not by this user (uid %lu) or "
+                        "root: refusing it", what, path, (unsigned long)st.st_uid,
+                        (unsigned long)geteuid());
+    if (st.st_mode & (S_IWGRP | S_IWOTH))
+        return kv_error(ctx, KV_ERR_PERMISSION,
+                        "%s '%s' is writable by %s (mode %04o): refusing it", what, path,
+                        (st.st_mode & S_IWOTH) ? "others" : "its group",
+                        (unsigned)(st.st_mode & 07777));
+    return KV_OK;
+}

@@ -43,5 +43,7 @@ int write_pem(const char *cmd, const char *out, const unsigned char *der, size_t
 extern const char attest_help[];
 int cmd_attest(kv_ctx *ctx, int argc, char **argv);
 int cmd_tpm_ak_chain(kv_ctx *ctx, int argc, char **argv);
+int cmd_enroll(kv_ctx *ctx, int argc, char **argv);
+extern const char enroll_help[];
 
 #endif

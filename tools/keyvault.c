@@ -1273,6 +1273,7 @@ static const struct command commands[] = {
     { "ca", cmd_ca, ca_help },
     { "reference", cmd_reference, reference_help },
     { "attest", cmd_attest, attest_help },
+    { "enroll", cmd_enroll, enroll_help },
 };
 
 static void usage(FILE *f)
@@ -1295,6 +1296,7 @@ static void usage(FILE *f)
             "  reference NAME   write a key reference PEM for OpenSSL programs\n"
             "  tpm ...          TPM attestation: ak, ek-cert, quote, certify, PCRs\n"
             "  attest NAME      write the key's evidence document\n"
+            "  enroll ...       AK enrollment: request, challenge, respond, finish, revoke, list\n"
             "  backends         show the configured backends\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
             "/etc/keyvault/keyvault.conf, then built-in defaults).\n"

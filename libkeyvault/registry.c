@@ -1,0 +1,524 @@
+/*
+ * registry.c - the verifier's registry of enrolled devices (SQLite): one
+ * record per EK (its public key's hash, its certificate, the AK's name and
+ * certificate serial, the device id, when, whether revoked), and the
+ * challenges of enrollments under way. Everything read back is checked as
+ * if an attacker had written the file.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "internal.h"
+
+#define REG_BUSY_MS 5000
+#define REG_FORMAT "keyvault-registry-1"
+#define REG_BLOB_MAX (64 * 1024)
+
+struct kv_registry {
+    sqlite3 *db;
+    char *path;
+};
+
+bool kv_device_id_valid(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+
+    if (n == 0 || n > KV_DEVICE_ID_MAX || id[0] == '-')
+        return false;
+    for (const char *p = id; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("._:@-", *p))
+            return false;
+    return true;
+}
+
+void kv_pending_clear(kv_pending *p)
+{
+    OPENSSL_free(p->ek_cert);
+    OPENSSL_free(p->ak_public);
+    memset(p, 0, sizeof(*p));
+}
+
+kv_rc kv_sqlite_error(const kv_ctx *ctx, sqlite3 *db, int src, const char *what,
+                      const char *kind, const char *path)
+{
+    int ext = db ? sqlite3_extended_errcode(db) : src;
+    int base = src & 0xff;
+    kv_rc rc = base == SQLITE_FULL                              ? KV_ERR_NO_SPACE
+               : base == SQLITE_CORRUPT || base == SQLITE_NOTADB ? KV_ERR_CORRUPT
+               : base == SQLITE_NOMEM                           ? KV_ERR_NO_MEMORY
+               : base == SQLITE_PERM || base == SQLITE_READONLY  ? KV_ERR_PERMISSION
+                                                                 : KV_ERR_IO;
+
+    return kv_error_code(ctx, rc, "sqlite", (unsigned long)ext, "%s of %s '%s' failed: %s",
+                         what, kind, path, sqlite3_errstr(ext));
+}
+
+static kv_rc reg_error(const kv_ctx *ctx, const kv_registry *r, int src, const char *what)
+{
+    return kv_sqlite_error(ctx, r->db, src, what, "registry", r->path);
+}
+
+static kv_rc reg_exec(const kv_ctx *ctx, kv_registry *r, const char *sql, const char *what)
+{
+    int e = sqlite3_exec(r->db, sql, NULL, NULL, NULL);
+
+    return e == SQLITE_OK ? KV_OK : reg_error(ctx, r, e, what);
+}
+
+static kv_rc reg_prepare(const kv_ctx *ctx, kv_registry *r, const char *sql, sqlite3_stmt **st)
+{
+    int e = sqlite3_prepare_v2(r->db, sql, -1, st, NULL);
+
+    return e == SQLITE_OK ? KV_OK : reg_error(ctx, r, e, "a query");
+}
+
+/* Run a statement with one text parameter that returns no rows. */
+static kv_rc reg_exec_text(const kv_ctx *ctx, kv_registry *r, const char *sql, const char *arg,
+                           const char *what)
+{
+    sqlite3_stmt *st = NULL;
+    int e;
+    kv_rc rc = reg_prepare(ctx, r, sql, &st);
+
+    if (rc == KV_OK) {
+        sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+        if ((e = sqlite3_step(st)) != SQLITE_DONE)
+            rc = reg_error(ctx, r, e, what);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static kv_rc damaged(const kv_ctx *ctx, const kv_registry *r, const char *what)
+{
+    return kv_error(ctx, KV_ERR_CORRUPT, "registry '%s' is damaged: %s", r->path, what);
+}
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "INSERT OR IGNORE INTO meta VALUES ('format', '" REG_FORMAT "');"
+    "CREATE TABLE IF NOT EXISTS devices ("
+    " ek_sha256 TEXT PRIMARY KEY, ek_cert BLOB NOT NULL, ak_name TEXT NOT NULL,"
+    " ak_serial TEXT NOT NULL, device_id TEXT NOT NULL UNIQUE, enrolled INTEGER NOT NULL,"
+    " revoked INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX IF NOT EXISTS devices_ak ON devices (ak_name);"
+    "CREATE TABLE IF NOT EXISTS pending ("
+    " id TEXT PRIMARY KEY, secret_sha256 TEXT NOT NULL, ek_sha256 TEXT NOT NULL,"
+    " ek_cert BLOB NOT NULL, ak_public BLOB NOT NULL, ak_name TEXT NOT NULL,"
+    " device_id TEXT NOT NULL, expires INTEGER NOT NULL);";
+
+/* Open the registry and begin a transaction: a write transaction (the
+ * tables made when missing) or, for !write, a read of an existing file. */
+static kv_rc reg_open(const kv_ctx *ctx, const char *path, bool write, kv_registry **out)
+{
+    kv_registry *r = calloc(1, sizeof(*r));
+    sqlite3_stmt *st = NULL;
+    const unsigned char *fmt;
+    int e;
+    kv_rc rc;
+
+    *out = NULL;
+    if (!r || !(r->path = kv_strdup(path)))
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    KV_CHECK(rc, kv_db_file_check(ctx, path, "registry", write));
+    e = sqlite3_open_v2(path, &r->db,
+                        (write ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY) |
+                            SQLITE_OPEN_NOFOLLOW, NULL);
+    if (e != SQLITE_OK)
+        KV_CHECK(rc, reg_error(ctx, r, e, "opening"));
+    sqlite3_busy_timeout(r->db, REG_BUSY_MS);
+    KV_CHECK(rc, reg_exec(ctx, r, write ? "BEGIN IMMEDIATE" : "BEGIN", "a transaction"));
+    if (write)
+        KV_CHECK(rc, reg_exec(ctx, r, schema, "making the tables"));
+    KV_CHECK(rc, reg_prepare(ctx, r, "SELECT value FROM meta WHERE key = 'format'", &st));
+    e = sqlite3_step(st);
+    fmt = e == SQLITE_ROW ? sqlite3_column_text(st, 0) : NULL;
+    if (e != SQLITE_ROW && e != SQLITE_DONE)
+        KV_CHECK(rc, reg_error(ctx, r, e, "reading the format"));
+    if (!fmt || strcmp((const char *)fmt, REG_FORMAT) != 0)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "'%s' is not a libkeyvault registry (format %s)",
+                path, REG_FORMAT);
+    *out = r;
+    r = NULL;
+out:
+    sqlite3_finalize(st);
+    if (r) {
+        if (r->db)
+            sqlite3_close(r->db);
+        free(r->path);
+        free(r);
+    }
+    return rc;
+}
+
+kv_rc kv_registry_begin(const kv_ctx *ctx, const char *path, kv_registry **out)
+{
+    return reg_open(ctx, path, true, out);
+}
+
+kv_rc kv_registry_end(const kv_ctx *ctx, kv_registry *r, kv_rc rc)
+{
+    if (!r)
+        return rc;
+    if (rc == KV_OK)
+        rc = reg_exec(ctx, r, "COMMIT", "committing");
+    if (rc != KV_OK)
+        sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(r->db);
+    free(r->path);
+    free(r);
+    return rc;
+}
+
+/* A text column that must be lowercase hex of 1..max characters (or any
+ * device id when hex is false). */
+static const char *col_text(sqlite3_stmt *st, int i, size_t max, bool hex)
+{
+    const char *s = (const char *)sqlite3_column_text(st, i);
+    size_t n;
+
+    if (sqlite3_column_type(st, i) != SQLITE_TEXT || !s)
+        return NULL;
+    n = strlen(s);
+    if (n == 0 || n > max || (size_t)sqlite3_column_bytes(st, i) != n)
+        return NULL;
+    if (!hex)
+        return kv_device_id_valid(s) ? s : NULL;
+    for (const char *p = s; *p; p++)
+        if (!isxdigit((unsigned char)*p) || isupper((unsigned char)*p))
+            return NULL;
+    return s;
+}
+
+kv_rc kv_registry_may_enroll(const kv_ctx *ctx, kv_registry *r, const char *ek_sha256,
+                             const char *device_id)
+{
+    sqlite3_stmt *st = NULL;
+    int e;
+    kv_rc rc;
+
+    KV_CHECK(rc, reg_prepare(ctx, r,
+                             "SELECT ek_sha256, device_id, revoked FROM devices "
+                             "WHERE ek_sha256 = ?1 OR device_id = ?2", &st));
+    sqlite3_bind_text(st, 1, ek_sha256, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, device_id, -1, SQLITE_STATIC);
+    while ((e = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *ek = col_text(st, 0, 64, true), *dev = col_text(st, 1, KV_DEVICE_ID_MAX, false);
+        sqlite3_int64 revoked = sqlite3_column_int64(st, 2);
+
+        if (!ek || !dev || sqlite3_column_type(st, 2) != SQLITE_INTEGER ||
+            (revoked != 0 && revoked != 1))
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "registry '%s' is damaged: a device record "
+                    "does not hold an EK hash, a device id and a revoked flag", r->path);
+        if (strcmp(ek, ek_sha256) != 0)
+            KV_FAIL(ctx, rc, KV_ERR_PERMISSION,
+                    "device '%s' is enrolled with another TPM (EK %.16s...): it cannot be "
+                    "enrolled from this one (EK %.16s...)", device_id, ek, ek_sha256);
+        if (strcmp(dev, device_id) != 0)
+            KV_FAIL(ctx, rc, KV_ERR_PERMISSION,
+                    "this TPM (EK %.16s...) is enrolled as device '%s', not '%s'", ek_sha256,
+                    dev, device_id);
+        if (revoked)
+            KV_FAIL(ctx, rc, KV_ERR_PERMISSION,
+                    "device '%s' is revoked: it cannot enroll again", device_id);
+    }
+    if (e != SQLITE_DONE)
+        KV_CHECK(rc, reg_error(ctx, r, e, "looking up the device"));
+    rc = KV_OK;
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+kv_rc kv_registry_pending_add(const kv_ctx *ctx, kv_registry *r, const kv_pending *p)
+{
+    sqlite3_stmt *st = NULL;
+    int e;
+    kv_rc rc;
+
+    /* forget challenges nobody answered in time */
+    KV_CHECK(rc, reg_prepare(ctx, r, "DELETE FROM pending WHERE expires < ?1", &st));
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)time(NULL));
+    if ((e = sqlite3_step(st)) != SQLITE_DONE)
+        KV_CHECK(rc, reg_error(ctx, r, e, "dropping expired challenges"));
+    sqlite3_finalize(st);
+    st = NULL;
+    KV_CHECK(rc, reg_prepare(ctx, r, "INSERT INTO pending VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                             &st));
+    sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, p->secret_sha256, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, p->ek_sha256, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 4, p->ek_cert, (int)p->ek_cert_len, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 5, p->ak_public, (int)p->ak_public_len, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, p->ak_name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, p->device_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)p->expires);
+    if ((e = sqlite3_step(st)) != SQLITE_DONE)
+        KV_CHECK(rc, reg_error(ctx, r, e, "recording the challenge"));
+    rc = KV_OK;
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static kv_rc col_blob(const kv_ctx *ctx, const kv_registry *r, sqlite3_stmt *st, int i,
+                      unsigned char **out, size_t *len)
+{
+    const void *b = sqlite3_column_blob(st, i);
+    int n = sqlite3_column_bytes(st, i);
+
+    if (sqlite3_column_type(st, i) != SQLITE_BLOB || !b || n <= 0 || n > REG_BLOB_MAX)
+        return damaged(ctx, r, "a challenge's EK certificate or AK is not a blob of a sane size");
+    if (!(*out = OPENSSL_memdup(b, (size_t)n)))
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    *len = (size_t)n;
+    return KV_OK;
+}
+
+static void copy_text(char *dst, size_t size, const char *src)
+{
+    snprintf(dst, size, "%s", src);
+}
+
+kv_rc kv_registry_pending_take(const kv_ctx *ctx, kv_registry *r, const char *id,
+                               kv_pending *out)
+{
+    sqlite3_stmt *st = NULL;
+    const char *secret, *ek, *name, *dev;
+    int e;
+    kv_rc rc;
+
+    memset(out, 0, sizeof(*out));
+    KV_CHECK(rc, reg_prepare(ctx, r,
+                             "SELECT secret_sha256, ek_sha256, ek_cert, ak_public, ak_name, "
+                             "device_id, expires FROM pending WHERE id = ?1", &st));
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    e = sqlite3_step(st);
+    if (e == SQLITE_DONE)
+        KV_FAIL(ctx, rc, KV_ERR_KEY_NOT_FOUND,
+                "no challenge %s is waiting in registry '%s': never issued, or answered "
+                "already (a challenge is answered once)", id, r->path);
+    if (e != SQLITE_ROW)
+        KV_CHECK(rc, reg_error(ctx, r, e, "looking up the challenge"));
+    secret = col_text(st, 0, 64, true);
+    ek = col_text(st, 1, 64, true);
+    name = col_text(st, 4, sizeof(out->ak_name) - 1, true);
+    dev = col_text(st, 5, KV_DEVICE_ID_MAX, false);
+    if (!secret || strlen(secret) != 64 || !ek || strlen(ek) != 64 || !name || !dev ||
+        sqlite3_column_type(st, 6) != SQLITE_INTEGER)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "registry '%s' is damaged: challenge %s has "
+                "malformed fields", r->path, id);
+    copy_text(out->id, sizeof(out->id), id);
+    copy_text(out->secret_sha256, sizeof(out->secret_sha256), secret);
+    copy_text(out->ek_sha256, sizeof(out->ek_sha256), ek);
+    copy_text(out->ak_name, sizeof(out->ak_name), name);
+    copy_text(out->device_id, sizeof(out->device_id), dev);
+    out->expires = (int64_t)sqlite3_column_int64(st, 6);
+    KV_CHECK(rc, col_blob(ctx, r, st, 2, &out->ek_cert, &out->ek_cert_len));
+    KV_CHECK(rc, col_blob(ctx, r, st, 3, &out->ak_public, &out->ak_public_len));
+    /* single use: gone whatever the answer */
+    rc = reg_exec_text(ctx, r, "DELETE FROM pending WHERE id = ?1", id, "removing the challenge");
+out:
+    sqlite3_finalize(st);
+    if (rc != KV_OK)
+        kv_pending_clear(out);
+    return rc;
+}
+
+kv_rc kv_registry_record(const kv_ctx *ctx, kv_registry *r, const kv_pending *p,
+                         const char *ak_serial, int64_t now)
+{
+    sqlite3_stmt *st = NULL;
+    int e;
+    kv_rc rc;
+
+    /* one record per EK: a new AK for an enrolled EK replaces the old one */
+    KV_CHECK(rc, reg_prepare(ctx, r,
+                             "INSERT INTO devices (ek_sha256, ek_cert, ak_name, ak_serial, "
+                             "device_id, enrolled, revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0) "
+                             "ON CONFLICT (ek_sha256) DO UPDATE SET ek_cert = ?2, ak_name = ?3, "
+                             "ak_serial = ?4, enrolled = ?6 WHERE device_id = ?5 AND revoked = 0",
+                             &st));
+    sqlite3_bind_text(st, 1, p->ek_sha256, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, p->ek_cert, (int)p->ek_cert_len, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, p->ak_name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, ak_serial, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, p->device_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)now);
+    e = sqlite3_step(st);
+    if (e != SQLITE_DONE)
+        KV_CHECK(rc, reg_error(ctx, r, e, "recording the device"));
+    if (sqlite3_changes(r->db) != 1)
+        KV_FAIL(ctx, rc, KV_ERR_PERMISSION,
+                "device '%s' cannot be recorded: its EK is enrolled under another device id "
+                "or revoked", p->device_id);
+    rc = KV_OK;
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* ---- public calls ------------------------------------------------------------ */
+
+static kv_rc hex_name(const kv_ctx *ctx, const unsigned char *name, size_t len, char *hex,
+                      size_t size)
+{
+    if (len < 4 || 2 * len + 1 > size)
+        return kv_error(ctx, KV_ERR_INVALID_ARG,
+                        "an AK name is 2 bytes of algorithm and a digest, 4 to %zu bytes, "
+                        "not %zu", (size - 1) / 2, len);
+    for (size_t i = 0; i < len; i++)
+        snprintf(hex + 2 * i, 3, "%02x", name[i]);
+    return KV_OK;
+}
+
+kv_rc kv_registry_ak_status(kv_ctx *ctx, const char *db, const unsigned char *ak_name,
+                            size_t name_len, char **device_id, int *revoked)
+{
+    kv_registry *r = NULL;
+    sqlite3_stmt *st = NULL;
+    char hex[2 * 66 + 1];
+    const char *dev;
+    int e;
+    kv_rc rc;
+
+    kv_err_begin(ctx);
+    *device_id = NULL;
+    *revoked = 0;
+    KV_CHECK(rc, hex_name(ctx, ak_name, name_len, hex, sizeof(hex)));
+    KV_CHECK(rc, reg_open(ctx, db, false, &r));
+    KV_CHECK(rc, reg_prepare(ctx, r, "SELECT device_id, revoked FROM devices WHERE ak_name = ?1",
+                             &st));
+    sqlite3_bind_text(st, 1, hex, -1, SQLITE_STATIC);
+    e = sqlite3_step(st);
+    if (e == SQLITE_DONE)
+        KV_FAIL(ctx, rc, KV_ERR_KEY_NOT_FOUND, "AK %.20s... is not enrolled in registry '%s'",
+                hex, db);
+    if (e != SQLITE_ROW)
+        KV_CHECK(rc, reg_error(ctx, r, e, "looking up the AK"));
+    dev = col_text(st, 0, KV_DEVICE_ID_MAX, false);
+    if (!dev || sqlite3_column_type(st, 1) != SQLITE_INTEGER ||
+        (sqlite3_column_int64(st, 1) != 0 && sqlite3_column_int64(st, 1) != 1))
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "registry '%s' is damaged: the record of AK %.20s... "
+                "has no valid device id or revoked flag", db, hex);
+    if (!(*device_id = kv_strdup(dev)))
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    *revoked = (int)sqlite3_column_int64(st, 1);
+    /* an AK name is unique to its key: two records holding it is tampering */
+    if ((e = sqlite3_step(st)) != SQLITE_DONE)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "registry '%s' is damaged: AK %.20s... is recorded "
+                "twice", db, hex);
+    rc = KV_OK;
+out:
+    sqlite3_finalize(st);
+    rc = kv_registry_end(ctx, r, rc);
+    if (rc != KV_OK) {
+        free(*device_id);
+        *device_id = NULL;
+        *revoked = 0;
+    }
+    return rc;
+}
+
+kv_rc kv_registry_revoke(kv_ctx *ctx, const char *db, const char *device_id)
+{
+    kv_registry *r = NULL;
+    sqlite3_stmt *st = NULL;
+    int e;
+    kv_rc rc;
+
+    kv_err_begin(ctx);
+    if (!kv_device_id_valid(device_id))
+        return kv_error(ctx, KV_ERR_INVALID_ARG,
+                        "a device id is 1 to %d of A-Z a-z 0-9 . _ : @ -, not starting with -",
+                        KV_DEVICE_ID_MAX);
+    KV_CHECK(rc, kv_registry_begin(ctx, db, &r));
+    KV_CHECK(rc, reg_prepare(ctx, r, "SELECT revoked FROM devices WHERE device_id = ?1", &st));
+    sqlite3_bind_text(st, 1, device_id, -1, SQLITE_STATIC);
+    e = sqlite3_step(st);
+    if (e == SQLITE_DONE)
+        KV_FAIL(ctx, rc, KV_ERR_KEY_NOT_FOUND, "device '%s' is not enrolled in registry '%s'",
+                device_id, db);
+    if (e != SQLITE_ROW)
+        KV_CHECK(rc, reg_error(ctx, r, e, "looking up the device"));
+    if (sqlite3_column_int64(st, 0) != 0)
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "device '%s' is revoked already", device_id);
+    KV_CHECK(rc, reg_exec_text(ctx, r, "UPDATE devices SET revoked = 1 WHERE device_id = ?1",
+                               device_id, "revoking the device"));
+    /* a challenge under way for it dies too */
+    rc = reg_exec_text(ctx, r, "DELETE FROM pending WHERE device_id = ?1", device_id,
+                       "dropping its challenges");
+out:
+    sqlite3_finalize(st);
+    return kv_registry_end(ctx, r, rc);
+}
+
+static char *rfc3339(int64_t t)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    char buf[32];
+
+    if (!gmtime_r(&tt, &tm) || !strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm))
+        return NULL;
+    return kv_strdup(buf);
+}
+
+kv_rc kv_registry_list(kv_ctx *ctx, const char *db, char **json)
+{
+    kv_registry *r = NULL;
+    sqlite3_stmt *st = NULL;
+    json_t *arr = json_array();
+    int e;
+    kv_rc rc;
+
+    kv_err_begin(ctx);
+    *json = NULL;
+    if (!arr)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    KV_CHECK(rc, reg_open(ctx, db, false, &r));
+    KV_CHECK(rc, reg_prepare(ctx, r,
+                             "SELECT device_id, ek_sha256, ak_name, ak_serial, enrolled, revoked "
+                             "FROM devices ORDER BY device_id", &st));
+    while ((e = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *dev = col_text(st, 0, KV_DEVICE_ID_MAX, false);
+        const char *ek = col_text(st, 1, 64, true), *name = col_text(st, 2, 2 * 66, true);
+        const char *serial = col_text(st, 3, 64, true);
+        char *when = sqlite3_column_type(st, 4) == SQLITE_INTEGER
+                         ? rfc3339((int64_t)sqlite3_column_int64(st, 4)) : NULL;
+        sqlite3_int64 revoked = sqlite3_column_int64(st, 5);
+        json_t *o;
+
+        if (!dev || !ek || !name || !serial || !when || (revoked != 0 && revoked != 1)) {
+            free(when);
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "registry '%s' is damaged: a device record has "
+                    "malformed fields", db);
+        }
+        o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "device_id", dev, "ek_sha256", ek,
+                      "ak_name", name, "ak_serial", serial, "enrolled", when, "revoked",
+                      (int)revoked);
+        free(when);
+        if (!o || json_array_append_new(arr, o) != 0)
+            KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    }
+    if (e != SQLITE_DONE)
+        KV_CHECK(rc, reg_error(ctx, r, e, "listing the devices"));
+    if (!(*json = json_dumps(arr, JSON_INDENT(2) | JSON_ENSURE_ASCII)))
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    rc = KV_OK;
+out:
+    sqlite3_finalize(st);
+    json_decref(arr);
+    rc = kv_registry_end(ctx, r, rc);
+    if (rc != KV_OK) {
+        free(*json);
+        *json = NULL;
+    }
+    return rc;
+}
