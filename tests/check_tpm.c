@@ -4,7 +4,8 @@
  * has slots, a TPM restart mid-run, threads, auth values and lockout,
  * distinct errors for a missing TPM and a missing resource manager, keys
  * at persistent handles, the session choice and parameter encryption seen
- * on the bus, and the key file format shared with tpm2-openssl.
+ * on the bus, the key file format shared with tpm2-openssl, and forked
+ * workers signing at once on the TPM's few slots.
  *
  * Tools (tpm2-tools, openssl with the tpm2 provider) connect to the same
  * simulator, which serves one client at a time: every context is freed
@@ -17,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <sys/wait.h>
 
 #include <arpa/inet.h>
 #include <netinet/ip.h>
@@ -202,6 +205,100 @@ START_TEST(four_threads_sign)
     kv_key_free(k2);
     kv_key_free(k3);
     kv_ctx_free(ctx);
+}
+END_TEST
+
+/* The transient objects loaded in the TPM, asked over a connection of
+ * the test's own (TPM2_GetCapability, as tpm2_getcap handles-transient). */
+static UINT32 transient_handles(void)
+{
+    TSS2_TCTI_CONTEXT *tcti = NULL;
+    ESYS_CONTEXT *esys = NULL;
+    TPMS_CAPABILITY_DATA *cap = NULL;
+    TPMI_YES_NO more = TPM2_NO;
+    UINT32 n;
+
+    ck_assert_int_eq(Tss2_TctiLdr_Initialize(env("KV_TPM_TCTI"), &tcti), TSS2_RC_SUCCESS);
+    ck_assert_int_eq(Esys_Initialize(&esys, tcti, NULL), TSS2_RC_SUCCESS);
+    ck_assert_int_eq(Esys_GetCapability(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                        TPM2_CAP_HANDLES, TPM2_TRANSIENT_FIRST,
+                                        TPM2_MAX_CAP_HANDLES, &more, &cap),
+                     TSS2_RC_SUCCESS);
+    n = cap->data.handles.count;
+    Esys_Free(cap);
+    Esys_Finalize(&esys);
+    Tss2_TctiLdr_Finalize(&tcti);
+    return n;
+}
+
+/*
+ * A pre-forking server on a TPM without a resource manager: the parent
+ * loads and uses its key, then forks more workers than the TPM has slots;
+ * they sign at once with three keys (four objects with the storage key on
+ * swtpm's three slots), and so does the parent meanwhile and afterwards.
+ * Some workers free their context, others end with _exit as nginx's do:
+ * the TPM holds as many objects afterwards as before.
+ */
+START_TEST(forked_workers_share_the_slots)
+{
+    enum { WORKERS = 5, SIGNS = 20 };
+    UINT32 before = transient_handles();
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
+    kv_key *k[3] = { gen(ctx, "fork0", KV_KEY_EC_P256), gen(ctx, "fork1", KV_KEY_EC_P384),
+                     gen(ctx, "fork2", KV_KEY_EC_P256) };
+    pid_t pids[WORKERS];
+    int go[2], ok = 0;
+    uint64_t n0;
+
+    ck_assert(sign_verifies(ctx, k[0], "the parent, before the fork"));
+    ck_assert_int_eq(pipe(go), 0);
+    for (int w = 0; w < WORKERS; w++) {
+        pids[w] = fork();
+        ck_assert_int_ge(pids[w], 0);
+        if (pids[w] == 0) {
+            char c;
+            int signed_ok = 0;
+
+            close(go[1]);
+            (void)!read(go[0], &c, 1); /* all start when the parent closes the pipe */
+            for (int i = 0; i < SIGNS; i++)
+                signed_ok += sign_verifies(ctx, k[w % 3], "a worker");
+            if (signed_ok != SIGNS)
+                fprintf(stderr, "worker %d: %d of %d signed: %s\n", w, signed_ok, SIGNS,
+                        kv_errmsg(ctx));
+            if (w % 2) {
+                for (int i = 0; i < 3; i++)
+                    kv_key_free(k[i]);
+                kv_ctx_free(ctx);
+            }
+            _exit(signed_ok == SIGNS ? 0 : 1);
+        }
+    }
+    close(go[0]);
+    close(go[1]);
+    for (int i = 0; i < SIGNS; i++)
+        ok += sign_verifies(ctx, k[i % 2], "the parent, meanwhile");
+    ck_assert_msg(ok == SIGNS, "the parent signed %d of %d while its workers did: %s", ok, SIGNS,
+                  kv_errmsg(ctx));
+    for (int w = 0; w < WORKERS; w++) {
+        int st = 0;
+
+        ck_assert_int_eq(waitpid(pids[w], &st, 0), pids[w]);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "worker %d failed (status %d)", w,
+                      st);
+    }
+    for (int i = 0; i < 3; i++)
+        ck_assert_msg(sign_verifies(ctx, k[i], "the parent, afterwards"), "key %d: %s", i,
+                      kv_errmsg(ctx));
+    /* the parent's steady state again: one command per sign */
+    n0 = tpm_stat(ctx, "commands");
+    for (int i = 0; i < 5; i++)
+        ck_assert(sign_verifies(ctx, k[2], "counted"));
+    ck_assert_uint_eq(tpm_stat(ctx, "commands") - n0, 5);
+    for (int i = 0; i < 3; i++)
+        kv_key_free(k[i]);
+    kv_ctx_free(ctx);
+    ck_assert_uint_eq(transient_handles(), before);
 }
 END_TEST
 
@@ -1179,6 +1276,7 @@ static Suite *tpm_suite(void)
     tcase_add_test(tc, more_keys_than_slots);
     tcase_add_test(tc, survives_a_tpm_restart);
     tcase_add_test(tc, four_threads_sign);
+    tcase_add_test(tc, forked_workers_share_the_slots);
     tcase_add_test(tc, missing_tpm_and_resource_manager);
     tcase_add_test(tc, persistent_handle_by_uri);
     tcase_add_test(tc, generate_at_uri_and_types);
