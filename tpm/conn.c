@@ -181,6 +181,15 @@ static bool has_resource_manager(const char *tcti)
     return !strncmp(tcti, "tabrmd", 6) || strstr(tcti, "tpmrm") != NULL;
 }
 
+/* Whether a forked child opens a connection of its own (/dev/tpmrm*: the
+ * kernel's resource manager) rather than sharing its parent's transport
+ * (swtpm, mssim, /dev/tpm*, tabrmd, whose D-Bus client does not survive
+ * fork): a shared one needs the table's lock around every command. */
+static bool child_reconnects(const char *tcti)
+{
+    return !strncmp(tcti, "device", 6) && has_resource_manager(tcti);
+}
+
 /* ---- the table shared with forked children -------------------------------- */
 
 /* The table, mapped shared so that children forked later see it; NULL
@@ -209,6 +218,13 @@ static struct tpm_shared *shared_new(void)
     }
     sh->next_id = 1;
     return sh;
+}
+
+/* Stop sharing: this process's connection is no longer the family's. */
+static void shared_drop(struct tpm_conn *c)
+{
+    munmap(c->shared, sizeof(*c->shared));
+    c->shared = NULL;
 }
 
 static void shared_lock(struct tpm_conn *c)
@@ -427,7 +443,7 @@ kv_rc tpm_conn_get(kv_ctx *ctx, const char *tcti, TPM2_HANDLE parent, bool alway
     c->srk.is_primary = parent == TPM2_RH_OWNER;
     c->srk.pub = primary_template;
     c->session = ESYS_TR_NONE;
-    if (!has_resource_manager(tcti) && (c->shared = shared_new()) != NULL)
+    if (!child_reconnects(tcti) && (c->shared = shared_new()) != NULL)
         c->share_id = c->shared->next_id++;
     c->next = conns;
     conns = c;
@@ -754,7 +770,8 @@ static kv_rc connect_locked(kv_ctx *ctx, struct tpm_conn *c)
     if (c->shared) {
         /* once for the fork family, and after the TPM went away */
         if (!c->shared->initialized || c->reset_table) {
-            flush_leftovers(c, false);
+            if (!has_resource_manager(c->tcti))
+                flush_leftovers(c, false);
             memset(c->shared->e, 0, sizeof(c->shared->e));
             c->shared->initialized = true;
         }
@@ -839,24 +856,26 @@ kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)
     if (c->fork_gen != kv_fork_generation()) {
         /*
          * A forked child: the parent's ESYS state, session and handles are
-         * not ours. A device TCTI (/dev/tpmrm0, the kernel's resource
-         * manager) gives the child a connection of its own. swtpm and mssim
-         * serve one connection at a time and tabrmd's D-Bus client does not
-         * survive fork, so there the child keeps the inherited transport
-         * with an ESYS context, session and objects of its own: parent and
-         * child must then not use the TPM at the same moment.
+         * not ours. /dev/tpmrm0 (the kernel's resource manager) gives the
+         * child a connection of its own. Otherwise the child keeps the
+         * inherited transport (swtpm's TCTI connects per command; mssim and
+         * /dev/tpm0 serve one client; tabrmd's D-Bus client does not
+         * survive fork) with an ESYS context and session of its own, and
+         * shares the TPM's objects with its family through the table.
          */
         for (struct tpm_obj *o = c->objs; o; o = o->next)
             forget_auth(c, o);
         if (c->esys)
             Esys_Finalize(&c->esys); /* frees memory, sends nothing */
-        if (!strncmp(c->tcti, "device", 6) && has_resource_manager(c->tcti)) {
+        if (child_reconnects(c->tcti)) {
             if (c->tcti_ctx)
                 Tss2_TctiLdr_Finalize(&c->tcti_ctx);
             c->tcti_ctx = NULL;
         } else {
             c->tcti_inherited = c->tcti_ctx != NULL;
         }
+        if (c->shared && !c->tcti_inherited && has_resource_manager(c->tcti))
+            shared_drop(c); /* a tabrmd connection of its own: handles of its own */
         c->session = ESYS_TR_NONE;
         c->connected = false;
         for (struct tpm_obj *o = c->objs; o; o = o->next) {
@@ -884,11 +903,17 @@ kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)
 
 void tpm_end(struct tpm_conn *c, TSS2_RC rc)
 {
-    if (tpm_rc_lost(rc)) {
+    bool lost = tpm_rc_lost(rc);
+
+    if (lost) {
         c->reset_table = c->shared != NULL; /* every handle in it may be stale */
         disconnect_locked(c, false);
     }
     shared_unlock(c);
+    /* a resource manager that went away: the next connection is this
+     * process's own, its handles meaningless to the others */
+    if (lost && c->shared && has_resource_manager(c->tcti))
+        shared_drop(c);
     pthread_mutex_unlock(&c->lock);
 }
 
