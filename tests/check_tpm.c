@@ -208,9 +208,10 @@ START_TEST(four_threads_sign)
 }
 END_TEST
 
-/* The transient objects loaded in the TPM, asked over a connection of
- * the test's own (TPM2_GetCapability, as tpm2_getcap handles-transient). */
-static UINT32 transient_handles(void)
+/* The handles from first on in the TPM (TPM2_TRANSIENT_FIRST: the
+ * transient objects loaded, as tpm2_getcap handles-transient; sessions),
+ * asked over a connection of the test's own. */
+static UINT32 tpm_handles(TPM2_HANDLE first)
 {
     TSS2_TCTI_CONTEXT *tcti = NULL;
     ESYS_CONTEXT *esys = NULL;
@@ -221,7 +222,7 @@ static UINT32 transient_handles(void)
     ck_assert_int_eq(Tss2_TctiLdr_Initialize(env("KV_TPM_TCTI"), &tcti), TSS2_RC_SUCCESS);
     ck_assert_int_eq(Esys_Initialize(&esys, tcti, NULL), TSS2_RC_SUCCESS);
     ck_assert_int_eq(Esys_GetCapability(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                                        TPM2_CAP_HANDLES, TPM2_TRANSIENT_FIRST,
+                                        TPM2_CAP_HANDLES, first,
                                         TPM2_MAX_CAP_HANDLES, &more, &cap),
                      TSS2_RC_SUCCESS);
     n = cap->data.handles.count;
@@ -236,20 +237,27 @@ static UINT32 transient_handles(void)
  * loads and uses its key, then forks more workers than the TPM has slots;
  * they sign at once with three keys (four objects with the storage key on
  * swtpm's three slots), and so does the parent meanwhile and afterwards.
+ * They also derive ECDH secrets, each in a salted session of its own: five
+ * sessions on swtpm's three session slots.
  * Some workers free their context, others end with _exit as nginx's do:
  * the TPM holds as many objects afterwards as before.
  */
 START_TEST(forked_workers_share_the_slots)
 {
     enum { WORKERS = 5, SIGNS = 20 };
-    UINT32 before = transient_handles();
+    UINT32 before = tpm_handles(TPM2_TRANSIENT_FIRST);
+    UINT32 sessions = tpm_handles(TPM2_LOADED_SESSION_FIRST);
     kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
     kv_key *k[3] = { gen(ctx, "fork0", KV_KEY_EC_P256), gen(ctx, "fork1", KV_KEY_EC_P384),
                      gen(ctx, "fork2", KV_KEY_EC_P256) };
     pid_t pids[WORKERS];
     int go[2], ok = 0;
     uint64_t n0;
+    unsigned char peer[200], z[64], z2[64];
+    size_t peerlen = sizeof(peer), zlen = sizeof(z);
 
+    ck_assert_rc(ctx, kv_key_public_der(k[2], peer, &peerlen), KV_OK);
+    ck_assert_rc(ctx, kv_ecdh(k[0], peer, peerlen, z, &zlen), KV_OK);
     ck_assert(sign_verifies(ctx, k[0], "the parent, before the fork"));
     ck_assert_int_eq(pipe(go), 0);
     for (int w = 0; w < WORKERS; w++) {
@@ -257,15 +265,22 @@ START_TEST(forked_workers_share_the_slots)
         ck_assert_int_ge(pids[w], 0);
         if (pids[w] == 0) {
             char c;
-            int signed_ok = 0;
+            int signed_ok = 0, derived = 0;
 
             close(go[1]);
             (void)!read(go[0], &c, 1); /* all start when the parent closes the pipe */
-            for (int i = 0; i < SIGNS; i++)
+            for (int i = 0; i < SIGNS; i++) {
                 signed_ok += sign_verifies(ctx, k[w % 3], "a worker");
-            if (signed_ok != SIGNS)
-                fprintf(stderr, "worker %d: %d of %d signed: %s\n", w, signed_ok, SIGNS,
-                        kv_errmsg(ctx));
+                if (i % 5 == 0) {
+                    size_t n = sizeof(z2);
+                    derived += kv_ecdh(k[0], peer, peerlen, z2, &n) == KV_OK && n == zlen &&
+                               !memcmp(z, z2, n);
+                }
+            }
+            if (signed_ok != SIGNS || derived != SIGNS / 5)
+                fprintf(stderr, "worker %d: %d of %d signed, %d of %d derived: %s\n", w,
+                        signed_ok, SIGNS, derived, SIGNS / 5, kv_errmsg(ctx));
+            signed_ok -= derived != SIGNS / 5;
             if (w % 2) {
                 for (int i = 0; i < 3; i++)
                     kv_key_free(k[i]);
@@ -298,7 +313,8 @@ START_TEST(forked_workers_share_the_slots)
     for (int i = 0; i < 3; i++)
         kv_key_free(k[i]);
     kv_ctx_free(ctx);
-    ck_assert_uint_eq(transient_handles(), before);
+    ck_assert_uint_eq(tpm_handles(TPM2_TRANSIENT_FIRST), before);
+    ck_assert_uint_eq(tpm_handles(TPM2_LOADED_SESSION_FIRST), sessions);
 }
 END_TEST
 
