@@ -267,25 +267,31 @@ static struct tpm_obj *entry_mine(struct tpm_conn *c, const struct tpm_shared_en
 
 static void forget_auth(struct tpm_conn *c, const struct tpm_obj *o);
 
-/* Flush e, whoever loaded it, and forget it. One of this process's
- * objects is context-saved first when save is set, so that it comes back
- * without its parent; another process notices at its next use. */
+/* Flush one of this process's loaded objects, context-saved first when
+ * save is set, so that it comes back without its parent. */
+static void obj_flush(struct tpm_conn *c, struct tpm_obj *o, bool save)
+{
+    TPMS_CONTEXT *saved = NULL;
+
+    if (save && Esys_ContextSave(c->esys, o->handle, &saved) == TSS2_RC_SUCCESS) {
+        o->context = *saved;
+        o->saved = true;
+        Esys_Free(saved);
+    }
+    forget_auth(c, o);
+    (void)Esys_FlushContext(c->esys, o->handle);
+    o->handle = ESYS_TR_NONE;
+}
+
+/* Flush e, whoever loaded it, and forget it (one of this process's
+ * objects through obj_flush); another process notices at its next use. */
 static void entry_flush(struct tpm_conn *c, struct tpm_shared_entry *e, bool save)
 {
     struct tpm_obj *mine = e->session ? NULL : entry_mine(c, e);
     TSS2_SYS_CONTEXT *sys = NULL;
 
     if (mine) {
-        TPMS_CONTEXT *saved = NULL;
-
-        if (save && Esys_ContextSave(c->esys, mine->handle, &saved) == TSS2_RC_SUCCESS) {
-            mine->context = *saved;
-            mine->saved = true;
-            Esys_Free(saved);
-        }
-        forget_auth(c, mine);
-        (void)Esys_FlushContext(c->esys, mine->handle);
-        mine->handle = ESYS_TR_NONE;
+        obj_flush(c, mine, save);
     } else if (e->session && c->session != ESYS_TR_NONE && c->session_serial == e->serial) {
         (void)Esys_FlushContext(c->esys, c->session);
         c->session = ESYS_TR_NONE;
@@ -541,7 +547,6 @@ static void touch(struct tpm_conn *c, struct tpm_obj *o)
 static bool evict_one(struct tpm_conn *c, const struct tpm_obj *keep, const struct tpm_obj *keep2)
 {
     struct tpm_obj *victim = NULL;
-    TPMS_CONTEXT *saved = NULL;
 
     if (c->shared) {
         /* any process's object: the least recently used by anyone */
@@ -565,14 +570,7 @@ static bool evict_one(struct tpm_conn *c, const struct tpm_obj *keep, const stru
             victim = o;
     if (!victim)
         return false;
-    if (Esys_ContextSave(c->esys, victim->handle, &saved) == TSS2_RC_SUCCESS) {
-        victim->context = *saved;
-        victim->saved = true;
-        Esys_Free(saved);
-    }
-    forget_auth(c, victim);
-    (void)Esys_FlushContext(c->esys, victim->handle);
-    victim->handle = ESYS_TR_NONE;
+    obj_flush(c, victim, true);
     return true;
 }
 
