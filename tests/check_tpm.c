@@ -245,8 +245,9 @@ static UINT32 tpm_handles(TPM2_HANDLE first)
 START_TEST(forked_workers_share_the_slots)
 {
     enum { WORKERS = 5, SIGNS = 20 };
-    UINT32 before = tpm_handles(TPM2_TRANSIENT_FIRST);
-    UINT32 sessions = tpm_handles(TPM2_LOADED_SESSION_FIRST);
+    /* constants, as the headers' shifts of signed ints are not at run time */
+    static const TPM2_HANDLE transient = TPM2_TRANSIENT_FIRST, session = TPM2_LOADED_SESSION_FIRST;
+    UINT32 before = tpm_handles(transient), sessions = tpm_handles(session);
     kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
     kv_key *k[3] = { gen(ctx, "fork0", KV_KEY_EC_P256), gen(ctx, "fork1", KV_KEY_EC_P384),
                      gen(ctx, "fork2", KV_KEY_EC_P256) };
@@ -313,8 +314,8 @@ START_TEST(forked_workers_share_the_slots)
     for (int i = 0; i < 3; i++)
         kv_key_free(k[i]);
     kv_ctx_free(ctx);
-    ck_assert_uint_eq(tpm_handles(TPM2_TRANSIENT_FIRST), before);
-    ck_assert_uint_eq(tpm_handles(TPM2_LOADED_SESSION_FIRST), sessions);
+    ck_assert_uint_eq(tpm_handles(transient), before);
+    ck_assert_uint_eq(tpm_handles(session), sessions);
 }
 END_TEST
 
