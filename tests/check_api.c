@@ -847,6 +847,57 @@ START_TEST(fork_parent_child_parent)
 }
 END_TEST
 
+/* A pre-forking server: the parent signs, forks 4 children that sign 20
+ * times each, all at once (released together by closing a pipe), and signs
+ * again while and after they do. */
+START_TEST(fork_four_children_sign_at_once)
+{
+    kv_ctx *ctx = new_ctx();
+    kv_key *key = gen(ctx, kname("fork4"), KV_KEY_EC_P256);
+    unsigned char pub[256];
+    size_t publen = pub_der(ctx, key, pub, sizeof(pub));
+    pid_t pids[4];
+    int go[2], ok = 0;
+
+    ck_assert(sign_verify_once(ctx, key, pub, publen));
+    ck_assert_int_eq(pipe(go), 0);
+    for (int w = 0; w < 4; w++) {
+        pids[w] = fork();
+        ck_assert_int_ge(pids[w], 0);
+        if (pids[w] == 0) {
+            char c;
+            int n = 0;
+
+            close(go[1]);
+            (void)!read(go[0], &c, 1);
+            if (no_fork())
+                _exit(0);
+            for (int i = 0; i < 20; i++)
+                n += sign_verify_once(ctx, key, pub, publen);
+            if (n != 20)
+                fprintf(stderr, "child %d: %d of 20 signed: %s\n", w, n, kv_errmsg(ctx));
+            _exit(n == 20 ? 0 : 1);
+        }
+    }
+    close(go[0]);
+    close(go[1]);
+    for (int i = 0; i < 5; i++)
+        ok += sign_verify_once(ctx, key, pub, publen);
+    for (int w = 0; w < 4; w++) {
+        int st = 0;
+
+        ck_assert_int_eq(waitpid(pids[w], &st, 0), pids[w]);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d could not sign: status %d",
+                      w, st);
+    }
+    ck_assert_int_eq(ok, 5);
+    ck_assert_msg(sign_verify_once(ctx, key, pub, publen), "%s", kv_errmsg(ctx));
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("fork4")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 /* A certificate for pub named subj, issued by issuer_name with ca, valid
  * from now + nb to now + na seconds; ca_cert marks a CA. sans: a
  * subjectAltName value as the openssl config writes it, or NULL. */
@@ -1256,6 +1307,7 @@ static Suite *api_suite(void)
     tcase_add_test(keys, key_reference_round_trip);
     tcase_add_test(conc, eight_threads_sign_with_one_context);
     tcase_add_test(conc, fork_parent_child_parent);
+    tcase_add_test(conc, fork_four_children_sign_at_once);
     tcase_set_timeout(sign, 120);
     tcase_set_timeout(ecdh, 60);
     tcase_set_timeout(keys, 60);

@@ -4,8 +4,9 @@
  * has slots, a TPM restart mid-run, threads, auth values and lockout,
  * distinct errors for a missing TPM and a missing resource manager, keys
  * at persistent handles, the session choice and parameter encryption seen
- * on the bus, the key file format shared with tpm2-openssl, and keys opened
- * from a key file's bytes (kv_key_open_tpm_file), every field hostile.
+ * on the bus, the key file format shared with tpm2-openssl, keys opened
+ * from a key file's bytes (kv_key_open_tpm_file), every field hostile, and
+ * forked workers signing at once on the TPM's few slots.
  *
  * Tools (tpm2-tools, openssl with the tpm2 provider) connect to the same
  * simulator, which serves one client at a time: every context is freed
@@ -18,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <sys/wait.h>
 
 #include <arpa/inet.h>
 #include <netinet/ip.h>
@@ -203,6 +206,117 @@ START_TEST(four_threads_sign)
     kv_key_free(k2);
     kv_key_free(k3);
     kv_ctx_free(ctx);
+}
+END_TEST
+
+/* The handles from first on in the TPM (TPM2_TRANSIENT_FIRST: the
+ * transient objects loaded, as tpm2_getcap handles-transient; sessions),
+ * asked over a connection of the test's own. */
+static UINT32 tpm_handles(TPM2_HANDLE first)
+{
+    TSS2_TCTI_CONTEXT *tcti = NULL;
+    ESYS_CONTEXT *esys = NULL;
+    TPMS_CAPABILITY_DATA *cap = NULL;
+    TPMI_YES_NO more = TPM2_NO;
+    UINT32 n;
+
+    ck_assert_int_eq(Tss2_TctiLdr_Initialize(env("KV_TPM_TCTI"), &tcti), TSS2_RC_SUCCESS);
+    ck_assert_int_eq(Esys_Initialize(&esys, tcti, NULL), TSS2_RC_SUCCESS);
+    ck_assert_int_eq(Esys_GetCapability(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                        TPM2_CAP_HANDLES, first,
+                                        TPM2_MAX_CAP_HANDLES, &more, &cap),
+                     TSS2_RC_SUCCESS);
+    n = cap->data.handles.count;
+    Esys_Free(cap);
+    Esys_Finalize(&esys);
+    Tss2_TctiLdr_Finalize(&tcti);
+    return n;
+}
+
+/*
+ * A pre-forking server on a TPM without a resource manager: the parent
+ * loads and uses its key, then forks more workers than the TPM has slots;
+ * they sign at once with three keys (four objects with the storage key on
+ * swtpm's three slots), and so does the parent meanwhile and afterwards.
+ * They also derive ECDH secrets, each in a salted session of its own: five
+ * sessions on swtpm's three session slots.
+ * Some workers free their context, others end with _exit as nginx's do:
+ * the TPM holds as many objects afterwards as before.
+ */
+START_TEST(forked_workers_share_the_slots)
+{
+    enum { WORKERS = 5, SIGNS = 20 };
+    /* constants, as the headers' shifts of signed ints are not at run time */
+    static const TPM2_HANDLE transient = TPM2_TRANSIENT_FIRST, session = TPM2_LOADED_SESSION_FIRST;
+    UINT32 before = tpm_handles(transient), sessions = tpm_handles(session);
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
+    kv_key *k[3] = { gen(ctx, "fork0", KV_KEY_EC_P256), gen(ctx, "fork1", KV_KEY_EC_P384),
+                     gen(ctx, "fork2", KV_KEY_EC_P256) };
+    pid_t pids[WORKERS];
+    int go[2], ok = 0;
+    uint64_t n0;
+    unsigned char peer[200], z[64], z2[64];
+    size_t peerlen = sizeof(peer), zlen = sizeof(z);
+
+    ck_assert_rc(ctx, kv_key_public_der(k[2], peer, &peerlen), KV_OK);
+    ck_assert_rc(ctx, kv_ecdh(k[0], peer, peerlen, z, &zlen), KV_OK);
+    ck_assert(sign_verifies(ctx, k[0], "the parent, before the fork"));
+    ck_assert_int_eq(pipe(go), 0);
+    for (int w = 0; w < WORKERS; w++) {
+        pids[w] = fork();
+        ck_assert_int_ge(pids[w], 0);
+        if (pids[w] == 0) {
+            char c;
+            int signed_ok = 0, derived = 0;
+
+            close(go[1]);
+            (void)!read(go[0], &c, 1); /* all start when the parent closes the pipe */
+            for (int i = 0; i < SIGNS; i++) {
+                signed_ok += sign_verifies(ctx, k[w % 3], "a worker");
+                if (i % 5 == 0) {
+                    size_t n = sizeof(z2);
+                    derived += kv_ecdh(k[0], peer, peerlen, z2, &n) == KV_OK && n == zlen &&
+                               !memcmp(z, z2, n);
+                }
+            }
+            if (signed_ok != SIGNS || derived != SIGNS / 5)
+                fprintf(stderr, "worker %d: %d of %d signed, %d of %d derived: %s\n", w,
+                        signed_ok, SIGNS, derived, SIGNS / 5, kv_errmsg(ctx));
+            signed_ok -= derived != SIGNS / 5;
+            if (w % 2) {
+                for (int i = 0; i < 3; i++)
+                    kv_key_free(k[i]);
+                kv_ctx_free(ctx);
+            }
+            _exit(signed_ok == SIGNS ? 0 : 1);
+        }
+    }
+    close(go[0]);
+    close(go[1]);
+    for (int i = 0; i < SIGNS; i++)
+        ok += sign_verifies(ctx, k[i % 2], "the parent, meanwhile");
+    ck_assert_msg(ok == SIGNS, "the parent signed %d of %d while its workers did: %s", ok, SIGNS,
+                  kv_errmsg(ctx));
+    for (int w = 0; w < WORKERS; w++) {
+        int st = 0;
+
+        ck_assert_int_eq(waitpid(pids[w], &st, 0), pids[w]);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "worker %d failed (status %d)", w,
+                      st);
+    }
+    for (int i = 0; i < 3; i++)
+        ck_assert_msg(sign_verifies(ctx, k[i], "the parent, afterwards"), "key %d: %s", i,
+                      kv_errmsg(ctx));
+    /* the parent's steady state again: one command per sign */
+    n0 = tpm_stat(ctx, "commands");
+    for (int i = 0; i < 5; i++)
+        ck_assert(sign_verifies(ctx, k[2], "counted"));
+    ck_assert_uint_eq(tpm_stat(ctx, "commands") - n0, 5);
+    for (int i = 0; i < 3; i++)
+        kv_key_free(k[i]);
+    kv_ctx_free(ctx);
+    ck_assert_uint_eq(tpm_handles(transient), before);
+    ck_assert_uint_eq(tpm_handles(session), sessions);
 }
 END_TEST
 
@@ -1450,6 +1564,7 @@ static Suite *tpm_suite(void)
     tcase_add_test(tc, more_keys_than_slots);
     tcase_add_test(tc, survives_a_tpm_restart);
     tcase_add_test(tc, four_threads_sign);
+    tcase_add_test(tc, forked_workers_share_the_slots);
     tcase_add_test(tc, missing_tpm_and_resource_manager);
     tcase_add_test(tc, persistent_handle_by_uri);
     tcase_add_test(tc, generate_at_uri_and_types);

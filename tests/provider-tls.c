@@ -17,6 +17,8 @@
  *     -p             load the keyvault provider explicitly, before the default one
  *     -C             the server uses the certificate stored with its key
  *                    (kv_key_cert_der) instead of making one
+ *     -P             `fork`: the parent signs too, a handshake over a BIO pair
+ *                    before the fork and one after its workers end
  *   SERVER_KEY `ordinary` is an EC key made by OpenSSL and read back from
  *   PEM, with a certificate it signs itself: it must stay in the default
  *   provider, whatever the provider order.
@@ -414,7 +416,7 @@ int main(int argc, char **argv)
 {
     const char *conf = NULL, *untrusted = NULL, *mode;
     int n = 1, threads = 1, workers = 2, opt, have_tpm, total = 0, keyvault_first = 0;
-    int stored = 0;
+    int stored = 0, parent_signs = 0;
     kv_key *skey = NULL, *ckey;
     EVP_PKEY *spkey = NULL;
     OSSL_PROVIDER *kvprov = NULL, *defprov = NULL;
@@ -422,7 +424,7 @@ int main(int argc, char **argv)
     uint64_t t0, t1;
     kv_rc rc;
 
-    while ((opt = getopt(argc, argv, "c:v:s:g:n:t:w:u:pC")) != -1) {
+    while ((opt = getopt(argc, argv, "c:v:s:g:n:t:w:u:pCP")) != -1) {
         switch (opt) {
         case 'c': conf = optarg; break;
         case 'v': version = strcmp(optarg, "1.2") ? TLS1_3_VERSION : TLS1_2_VERSION; break;
@@ -434,12 +436,13 @@ int main(int argc, char **argv)
         case 'u': untrusted = optarg; break;
         case 'p': keyvault_first = 1; break;
         case 'C': stored = 1; break;
+        case 'P': parent_signs = 1; break;
         default: return 2;
         }
     }
     if (argc - optind != 3 || n < 1 || threads < 1 || threads > 64 || workers < 1) {
         fprintf(stderr, "usage: provider-tls [-c CONF] [-v 1.2|1.3] [-s SIGALGS] [-g GROUPS] [-n N] [-t T] "
-                        "[-w W] [-u KEY] [-p] [-C] pair|threads|fork|refuse SERVER_KEY CLIENT_KEY\n");
+                        "[-w W] [-u KEY] [-p] [-C] [-P] pair|threads|fork|refuse SERVER_KEY CLIENT_KEY\n");
         return 2;
     }
     mode = argv[optind];
@@ -510,6 +513,9 @@ int main(int argc, char **argv)
             die("fork: -n must be at least -w, and the handshakes a multiple of -t");
         n = quota * workers;
         /* the key was loaded above, before the fork, as nginx does */
+        if (parent_signs && !pair_once(0))
+            die("the parent's handshake before the fork failed");
+        t0 = tpm_commands(&have_tpm);
         if (have_tpm)
             printf("tpm commands before the fork: %llu\n", (unsigned long long)t0);
         for (int w = 0; w < workers; w++) {
@@ -533,6 +539,9 @@ int main(int argc, char **argv)
                 failed++;
         }
         printf("workers: %d of %d served all their handshakes\n", workers - failed, workers);
+        if (parent_signs)
+            printf("the parent's handshake after its workers: %s\n",
+                   pair_once(0) ? "succeeded" : "failed");
         if (failed)
             total = 0;
     } else {

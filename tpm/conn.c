@@ -4,13 +4,20 @@
  * calls; the choice between a password authorisation and a salted HMAC
  * session with parameter encryption (tpm_auth); the storage primary;
  * loading, evicting and reloading objects when the TPM has no room;
- * reconnecting after the TPM restarts; starting afresh in a forked child.
+ * reconnecting after the TPM restarts; starting afresh in a forked child;
+ * without a resource manager, the objects the TPM holds shared with the
+ * forked children (struct tpm_shared).
  */
 #include "config.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include <openssl/evp.h>
 #include <tss2/tss2_sys.h>
 
 #include "tpm.h"
@@ -168,6 +175,246 @@ kv_rc tpm_fail(kv_ctx *ctx, const char *cmd, TSS2_RC rc)
                          Tss2_RC_Decode(rc), rc, hint);
 }
 
+/* tpm2-abrmd and the kernel's /dev/tpmrm* give each client its own view. */
+static bool has_resource_manager(const char *tcti)
+{
+    return !strncmp(tcti, "tabrmd", 6) || strstr(tcti, "tpmrm") != NULL;
+}
+
+/* Whether a forked child opens a connection of its own (/dev/tpmrm*: the
+ * kernel's resource manager) rather than sharing its parent's transport
+ * (swtpm, mssim, /dev/tpm*, tabrmd, whose D-Bus client does not survive
+ * fork): a shared one needs the table's lock around every command. */
+static bool child_reconnects(const char *tcti)
+{
+    return !strncmp(tcti, "device", 6) && has_resource_manager(tcti);
+}
+
+/* ---- the table shared with forked children -------------------------------- */
+
+/* The table, mapped shared so that children forked later see it; NULL
+ * when it cannot be made (the connection then works as with a resource
+ * manager, for this process alone). */
+static struct tpm_shared *shared_new(void)
+{
+    struct tpm_shared *sh;
+    pthread_mutexattr_t a;
+    bool ok;
+
+    sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh == MAP_FAILED)
+        return NULL;
+    if (pthread_mutexattr_init(&a) != 0) {
+        munmap(sh, sizeof(*sh));
+        return NULL;
+    }
+    ok = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) == 0 &&
+         pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST) == 0 &&
+         pthread_mutex_init(&sh->lock, &a) == 0;
+    pthread_mutexattr_destroy(&a);
+    if (!ok) {
+        munmap(sh, sizeof(*sh));
+        return NULL;
+    }
+    sh->next_id = 1;
+    return sh;
+}
+
+/* Stop sharing: this process's connection is no longer the family's. */
+static void shared_drop(struct tpm_conn *c)
+{
+    munmap(c->shared, sizeof(*c->shared));
+    c->shared = NULL;
+}
+
+static void shared_lock(struct tpm_conn *c)
+{
+    if (c->shared && pthread_mutex_lock(&c->shared->lock) == EOWNERDEAD) {
+        /* a process died holding it, perhaps between a load and its record */
+        (void)pthread_mutex_consistent(&c->shared->lock);
+        c->reconcile = true;
+    }
+}
+
+static void shared_unlock(struct tpm_conn *c)
+{
+    if (c->shared)
+        pthread_mutex_unlock(&c->shared->lock);
+}
+
+/* The live entry of a load, NULL once someone flushed it; marks it used. */
+static struct tpm_shared_entry *entry_find(struct tpm_conn *c, uint64_t serial)
+{
+    struct tpm_shared *sh = c->shared;
+
+    if (serial)
+        for (size_t i = 0; i < TPM_SHARED_SLOTS; i++)
+            if (sh->e[i].handle && sh->e[i].serial == serial) {
+                sh->e[i].last_use = ++sh->tick;
+                return &sh->e[i];
+            }
+    return NULL;
+}
+
+/* The object of this process that e records, if any. */
+static struct tpm_obj *entry_mine(struct tpm_conn *c, const struct tpm_shared_entry *e)
+{
+    for (struct tpm_obj *o = c->objs; o; o = o->next)
+        if (o->handle != ESYS_TR_NONE && o->epoch == c->epoch && o->serial == e->serial)
+            return o;
+    return NULL;
+}
+
+static void forget_auth(struct tpm_conn *c, const struct tpm_obj *o);
+
+/* Flush one of this process's loaded objects, context-saved first when
+ * save is set, so that it comes back without its parent. */
+static void obj_flush(struct tpm_conn *c, struct tpm_obj *o, bool save)
+{
+    TPMS_CONTEXT *saved = NULL;
+
+    if (save && Esys_ContextSave(c->esys, o->handle, &saved) == TSS2_RC_SUCCESS) {
+        o->context = *saved;
+        o->saved = true;
+        Esys_Free(saved);
+    }
+    forget_auth(c, o);
+    (void)Esys_FlushContext(c->esys, o->handle);
+    o->handle = ESYS_TR_NONE;
+}
+
+/* Flush e, whoever loaded it, and forget it (one of this process's
+ * objects through obj_flush); another process notices at its next use. */
+static void entry_flush(struct tpm_conn *c, struct tpm_shared_entry *e, bool save)
+{
+    struct tpm_obj *mine = e->session ? NULL : entry_mine(c, e);
+    TSS2_SYS_CONTEXT *sys = NULL;
+
+    if (mine) {
+        obj_flush(c, mine, save);
+    } else if (e->session && c->session != ESYS_TR_NONE && c->session_serial == e->serial) {
+        (void)Esys_FlushContext(c->esys, c->session);
+        c->session = ESYS_TR_NONE;
+    } else if (Esys_GetSysContext(c->esys, &sys) == TSS2_RC_SUCCESS && sys) {
+        (void)Tss2_Sys_FlushContext(sys, e->handle);
+    }
+    memset(e, 0, sizeof(*e));
+}
+
+/* Whether e is one of this process's objects that must stay loaded now. */
+static bool entry_kept(struct tpm_conn *c, const struct tpm_shared_entry *e,
+                       const struct tpm_obj *keep, const struct tpm_obj *keep2)
+{
+    const struct tpm_obj *o = entry_mine(c, e);
+
+    return o && (o == keep || o == keep2 || o->pinned);
+}
+
+/* Record what this process just loaded at h: obj, or the session when
+ * obj is NULL. An entry naming the same TPM handle is stale (the TPM
+ * reuses handles): it goes. */
+static void entry_record(struct tpm_conn *c, ESYS_TR h, struct tpm_obj *obj)
+{
+    struct tpm_shared *sh = c->shared;
+    struct tpm_shared_entry *e = NULL;
+    TPM2_HANDLE th;
+    uint8_t *tr = NULL;
+    size_t trlen = 0;
+
+    if (Esys_TR_GetTpmHandle(c->esys, h, &th) != TSS2_RC_SUCCESS)
+        return;
+    for (size_t i = 0; i < TPM_SHARED_SLOTS; i++)
+        if (sh->e[i].handle == th)
+            memset(&sh->e[i], 0, sizeof(sh->e[i]));
+    for (size_t i = 0; i < TPM_SHARED_SLOTS; i++)
+        if (!sh->e[i].handle && (!e || e->handle))
+            e = &sh->e[i];
+    if (!e) {
+        /* more entries than a TPM has slots: the oldest is gone anyway */
+        for (size_t i = 0; i < TPM_SHARED_SLOTS; i++)
+            if (!entry_kept(c, &sh->e[i], obj, obj ? obj->parent : NULL) &&
+                (!e || sh->e[i].last_use < e->last_use))
+                e = &sh->e[i];
+        if (!e)
+            return;
+        entry_flush(c, e, false);
+    }
+    e->handle = th;
+    e->session = obj == NULL;
+    e->serial = ++sh->next_serial;
+    e->owner = c->share_id;
+    e->pid = getpid();
+    e->last_use = ++sh->tick;
+    if (!obj) {
+        c->session_serial = e->serial;
+        return;
+    }
+    obj->serial = e->serial;
+    memcpy(e->id, obj->id, sizeof(e->id));
+    /* the handle, name and public area: no auth value */
+    if (obj->id_set && Esys_TR_Serialize(c->esys, h, &tr, &trlen) == TSS2_RC_SUCCESS &&
+        trlen <= sizeof(e->tr)) {
+        memcpy(e->tr, tr, trlen);
+        e->trlen = trlen;
+    }
+    Esys_Free(tr);
+}
+
+/* What obj is: SHA-256 over its public area (a loaded key: the same public
+ * area is the same key) or its template (a primary: the same template
+ * under the owner hierarchy is the same key). */
+static void obj_id(struct tpm_obj *obj)
+{
+    uint8_t buf[1 + sizeof(TPM2B_PUBLIC)];
+    size_t off = 1;
+
+    buf[0] = obj->is_primary ? 'P' : 'L';
+    obj->id_set = Tss2_MU_TPM2B_PUBLIC_Marshal(&obj->pub, buf, sizeof(buf), &off) ==
+                      TSS2_RC_SUCCESS &&
+                  EVP_Digest(buf, off, obj->id, NULL, EVP_sha256(), NULL) == 1;
+}
+
+/* Use obj as another process (or another handle of this one) loaded it:
+ * a handle from its record, no TPM command. */
+static bool entry_adopt(struct tpm_conn *c, struct tpm_obj *obj)
+{
+    struct tpm_shared *sh = c->shared;
+
+    if (!obj->id_set)
+        obj_id(obj);
+    if (!obj->id_set)
+        return false;
+    for (size_t i = 0; i < TPM_SHARED_SLOTS; i++) {
+        struct tpm_shared_entry *e = &sh->e[i];
+
+        if (!e->handle || e->session || !e->trlen || memcmp(e->id, obj->id, sizeof(obj->id)))
+            continue;
+        if (Esys_TR_Deserialize(c->esys, e->tr, e->trlen, &obj->handle) != TSS2_RC_SUCCESS) {
+            obj->handle = ESYS_TR_NONE;
+            return false;
+        }
+        obj->serial = e->serial;
+        e->last_use = ++sh->tick;
+        return true;
+    }
+    return false;
+}
+
+/* At disconnect: flush what this process loaded, and what processes that
+ * have exited without flushing left (a worker ending with _exit). */
+static void flush_own(struct tpm_conn *c)
+{
+    struct tpm_shared *sh = c->shared;
+
+    for (size_t i = 0; i < TPM_SHARED_SLOTS; i++) {
+        struct tpm_shared_entry *e = &sh->e[i];
+
+        if (e->handle && (e->owner == c->share_id ||
+                          (e->pid != getpid() && kill(e->pid, 0) != 0 && errno == ESRCH)))
+            entry_flush(c, e, false);
+    }
+}
+
 kv_rc tpm_conn_get(kv_ctx *ctx, const char *tcti, TPM2_HANDLE parent, bool always,
                    struct tpm_conn **out)
 {
@@ -202,6 +449,8 @@ kv_rc tpm_conn_get(kv_ctx *ctx, const char *tcti, TPM2_HANDLE parent, bool alway
     c->srk.is_primary = parent == TPM2_RH_OWNER;
     c->srk.pub = primary_template;
     c->session = ESYS_TR_NONE;
+    if (!child_reconnects(tcti) && (c->shared = shared_new()) != NULL)
+        c->share_id = c->shared->next_id++;
     c->next = conns;
     conns = c;
     pthread_mutex_unlock(&conns_lock);
@@ -225,7 +474,10 @@ static void disconnect_locked(struct tpm_conn *c, bool polite)
     for (struct tpm_obj *o = c->objs; o; o = o->next)
         forget_auth(c, o);
     if (c->esys) {
-        if (polite) {
+        if (polite && c->shared) {
+            /* what forked processes still use stays loaded for them */
+            flush_own(c);
+        } else if (polite) {
             /* flush what we loaded: without a resource manager nobody else will */
             for (struct tpm_obj *o = c->objs; o; o = o->next)
                 if (o->handle != ESYS_TR_NONE && !o->persistent && o->epoch == c->epoch)
@@ -268,8 +520,13 @@ void tpm_conn_put(struct tpm_conn *c, bool always)
     pthread_mutex_unlock(&conns_lock);
     /* in a forked child that never used it, the parent's connection is
      * left alone; one it took over keeps the parent's transport open */
-    if (c->fork_gen == kv_fork_generation())
+    if (c->fork_gen == kv_fork_generation()) {
+        shared_lock(c);
         disconnect_locked(c, true);
+        shared_unlock(c);
+    }
+    if (c->shared)
+        munmap(c->shared, sizeof(*c->shared)); /* this process's mapping */
     pthread_mutex_destroy(&c->lock);
     free(c->tcti);
     free(c);
@@ -290,22 +547,30 @@ static void touch(struct tpm_conn *c, struct tpm_obj *o)
 static bool evict_one(struct tpm_conn *c, const struct tpm_obj *keep, const struct tpm_obj *keep2)
 {
     struct tpm_obj *victim = NULL;
-    TPMS_CONTEXT *saved = NULL;
 
+    if (c->shared) {
+        /* any process's object: the least recently used by anyone */
+        struct tpm_shared_entry *e = NULL;
+
+        for (size_t i = 0; i < TPM_SHARED_SLOTS; i++) {
+            struct tpm_shared_entry *x = &c->shared->e[i];
+
+            if (x->handle && !x->session && !entry_kept(c, x, keep, keep2) &&
+                (!e || x->last_use < e->last_use))
+                e = x;
+        }
+        if (!e)
+            return false;
+        entry_flush(c, e, true);
+        return true;
+    }
     for (struct tpm_obj *o = c->objs; o; o = o->next)
         if (o != keep && o != keep2 && !o->persistent && !o->pinned && o->handle != ESYS_TR_NONE &&
             o->epoch == c->epoch && (!victim || o->last_use < victim->last_use))
             victim = o;
     if (!victim)
         return false;
-    if (Esys_ContextSave(c->esys, victim->handle, &saved) == TSS2_RC_SUCCESS) {
-        victim->context = *saved;
-        victim->saved = true;
-        Esys_Free(saved);
-    }
-    forget_auth(c, victim);
-    (void)Esys_FlushContext(c->esys, victim->handle);
-    victim->handle = ESYS_TR_NONE;
+    obj_flush(c, victim, true);
     return true;
 }
 
@@ -313,6 +578,30 @@ static bool full(TSS2_RC rc)
 {
     return (rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER &&
            (RC_BASE(rc) == TPM2_RC_OBJECT_MEMORY || RC_BASE(rc) == TPM2_RC_MEMORY);
+}
+
+static bool sessions_full(TSS2_RC rc)
+{
+    return (rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER &&
+           RC_BASE(rc) == TPM2_RC_SESSION_MEMORY;
+}
+
+/* Flush the least recently used session of another process (which starts
+ * a new one when it next needs it); false when there is none. */
+static bool evict_session(struct tpm_conn *c)
+{
+    struct tpm_shared_entry *e = NULL;
+
+    for (size_t i = 0; c->shared && i < TPM_SHARED_SLOTS; i++) {
+        struct tpm_shared_entry *x = &c->shared->e[i];
+
+        if (x->handle && x->session && (!e || x->last_use < e->last_use))
+            e = x;
+    }
+    if (!e)
+        return false;
+    entry_flush(c, e, false);
+    return true;
 }
 
 TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h)
@@ -324,15 +613,23 @@ TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h)
     TSS2_RC rc;
 
     if (obj->handle != ESYS_TR_NONE && obj->epoch == c->epoch) {
-        touch(c, obj);
-        *h = obj->handle;
-        return TSS2_RC_SUCCESS;
+        if (!c->shared || entry_find(c, obj->serial)) {
+            touch(c, obj);
+            *h = obj->handle;
+            return TSS2_RC_SUCCESS;
+        }
+        /* another process flushed it to make room */
+        forget_auth(c, obj);
+        (void)Esys_TR_Close(c->esys, &obj->handle);
+        obj->handle = ESYS_TR_NONE;
     }
     if (obj->persistent) {
         rc = Esys_TR_FromTPMPublic(c->esys, obj->persistent, ESYS_TR_NONE, ESYS_TR_NONE,
                                    ESYS_TR_NONE, &obj->handle);
         if (rc != TSS2_RC_SUCCESS)
             return rc;
+    } else if (c->shared && entry_adopt(c, obj)) {
+        /* loaded already, by a process of the same fork family */
     } else {
         if (!obj->is_primary && !(obj->saved && obj->epoch == c->epoch)) {
             /* the blobs are wrapped by the parent: nothing secret crosses */
@@ -360,6 +657,8 @@ TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h)
             return rc;
         }
         obj->saved = false;
+        if (c->shared)
+            entry_record(c, obj->handle, obj);
     }
     obj->epoch = c->epoch;
     if (obj->auth.size)
@@ -374,10 +673,19 @@ void tpm_obj_release(struct tpm_conn *c, struct tpm_obj *obj)
     struct tpm_obj **pp;
 
     pthread_mutex_lock(&c->lock);
+    shared_lock(c);
     forget_auth(c, obj);
     if (obj->handle != ESYS_TR_NONE && !obj->persistent && c->connected &&
-        obj->epoch == c->epoch && c->fork_gen == kv_fork_generation())
-        (void)Esys_FlushContext(c->esys, obj->handle);
+        obj->epoch == c->epoch && c->fork_gen == kv_fork_generation()) {
+        struct tpm_shared_entry *e = c->shared ? entry_find(c, obj->serial) : NULL;
+
+        if (!c->shared || (e && e->owner == c->share_id))
+            (void)Esys_FlushContext(c->esys, obj->handle);
+        else
+            (void)Esys_TR_Close(c->esys, &obj->handle); /* others' to flush, or gone */
+        if (e && e->owner == c->share_id)
+            memset(e, 0, sizeof(*e));
+    }
     for (pp = &c->objs; *pp; pp = &(*pp)->next)
         if (*pp == obj) {
             *pp = obj->next;
@@ -385,13 +693,8 @@ void tpm_obj_release(struct tpm_conn *c, struct tpm_obj *obj)
         }
     obj->registered = false;
     obj->handle = ESYS_TR_NONE;
+    shared_unlock(c);
     pthread_mutex_unlock(&c->lock);
-}
-
-/* tpm2-abrmd and the kernel's /dev/tpmrm* give each client its own view. */
-static bool has_resource_manager(const char *tcti)
-{
-    return !strncmp(tcti, "tabrmd", 6) || strstr(tcti, "tpmrm") != NULL;
 }
 
 /*
@@ -401,7 +704,7 @@ static bool has_resource_manager(const char *tcti)
  * transient object and loaded session is a leftover: flush them, as
  * tpm2-abrmd --flush-all does.
  */
-static void flush_leftovers(struct tpm_conn *c)
+static void flush_leftovers(struct tpm_conn *c, bool keep_recorded)
 {
     static const TPM2_HANDLE firsts[] = { TPM2_TRANSIENT_FIRST, TPM2_HMAC_SESSION_FIRST,
                                           TPM2_POLICY_SESSION_FIRST };
@@ -417,7 +720,13 @@ static void flush_leftovers(struct tpm_conn *c)
                                    &more, &cap, NULL) != TSS2_RC_SUCCESS)
             continue;
         for (UINT32 j = 0; j < cap.data.handles.count; j++) {
-            (void)Tss2_Sys_FlushContext(sys, cap.data.handles.handle[j]);
+            TPM2_HANDLE h = cap.data.handles.handle[j];
+            bool recorded = false;
+
+            for (size_t k = 0; keep_recorded && k < TPM_SHARED_SLOTS; k++)
+                recorded = recorded || c->shared->e[k].handle == h;
+            if (!recorded)
+                (void)Tss2_Sys_FlushContext(sys, h);
         }
     }
 }
@@ -456,8 +765,18 @@ static kv_rc connect_locked(kv_ctx *ctx, struct tpm_conn *c)
         disconnect_locked(c, false);
         return r;
     }
-    if (!c->tcti_inherited && !has_resource_manager(c->tcti))
-        flush_leftovers(c);
+    if (c->shared) {
+        /* once for the fork family, and after the TPM went away */
+        if (!c->shared->initialized || c->reset_table) {
+            if (!has_resource_manager(c->tcti))
+                flush_leftovers(c, false);
+            memset(c->shared->e, 0, sizeof(c->shared->e));
+            c->shared->initialized = true;
+        }
+        c->reset_table = false;
+    } else if (!c->tcti_inherited && !has_resource_manager(c->tcti)) {
+        flush_leftovers(c, false);
+    }
     rc = tpm_obj_use(c, &c->srk, &srk);
     if (rc != TSS2_RC_SUCCESS) {
         kv_rc r = tpm_fail(ctx, c->srk.persistent ? "loading the persistent parent key"
@@ -479,13 +798,17 @@ static TSS2_RC start_session(struct tpm_conn *c)
     rc = tpm_obj_use(c, &c->srk, &srk);
     if (rc != TSS2_RC_SUCCESS)
         return rc;
-    rc = Esys_StartAuthSession(c->esys, srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                               ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256,
-                               &c->session);
+    do
+        rc = Esys_StartAuthSession(c->esys, srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                   ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256,
+                                   &c->session);
+    while (sessions_full(rc) && evict_session(c));
     if (rc != TSS2_RC_SUCCESS) {
         c->session = ESYS_TR_NONE;
         return rc;
     }
+    if (c->shared)
+        entry_record(c, c->session, NULL);
     rc = Esys_TRSess_SetAttributes(c->esys, c->session,
                                    TPMA_SESSION_CONTINUESESSION | TPMA_SESSION_DECRYPT |
                                        TPMA_SESSION_ENCRYPT,
@@ -503,6 +826,11 @@ TSS2_RC tpm_auth(struct tpm_conn *c, struct step *s, const struct tpm_obj *obj, 
     TSS2_RC rc;
 
     *auth = ESYS_TR_PASSWORD;
+    if (c->shared && c->session != ESYS_TR_NONE && !entry_find(c, c->session_serial)) {
+        /* another process flushed it to make room: start another */
+        (void)Esys_TR_Close(c->esys, &c->session);
+        c->session = ESYS_TR_NONE;
+    }
     if (!secret && !(obj && obj->auth.size) &&
         __atomic_load_n(&c->always_refs, __ATOMIC_RELAXED) == 0)
         return TSS2_RC_SUCCESS;
@@ -526,24 +854,26 @@ kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)
     if (c->fork_gen != kv_fork_generation()) {
         /*
          * A forked child: the parent's ESYS state, session and handles are
-         * not ours. A device TCTI (/dev/tpmrm0, the kernel's resource
-         * manager) gives the child a connection of its own. swtpm and mssim
-         * serve one connection at a time and tabrmd's D-Bus client does not
-         * survive fork, so there the child keeps the inherited transport
-         * with an ESYS context, session and objects of its own: parent and
-         * child must then not use the TPM at the same moment.
+         * not ours. /dev/tpmrm0 (the kernel's resource manager) gives the
+         * child a connection of its own. Otherwise the child keeps the
+         * inherited transport (swtpm's TCTI connects per command; mssim and
+         * /dev/tpm0 serve one client; tabrmd's D-Bus client does not
+         * survive fork) with an ESYS context and session of its own, and
+         * shares the TPM's objects with its family through the table.
          */
         for (struct tpm_obj *o = c->objs; o; o = o->next)
             forget_auth(c, o);
         if (c->esys)
             Esys_Finalize(&c->esys); /* frees memory, sends nothing */
-        if (!strncmp(c->tcti, "device", 6)) {
+        if (child_reconnects(c->tcti)) {
             if (c->tcti_ctx)
                 Tss2_TctiLdr_Finalize(&c->tcti_ctx);
             c->tcti_ctx = NULL;
         } else {
             c->tcti_inherited = c->tcti_ctx != NULL;
         }
+        if (c->shared && !c->tcti_inherited && has_resource_manager(c->tcti))
+            shared_drop(c); /* a tabrmd connection of its own: handles of its own */
         c->session = ESYS_TR_NONE;
         c->connected = false;
         for (struct tpm_obj *o = c->objs; o; o = o->next) {
@@ -551,18 +881,37 @@ kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)
             o->saved = false;
         }
         c->fork_gen = kv_fork_generation();
+        if (c->shared)
+            c->share_id = __atomic_fetch_add(&c->shared->next_id, 1, __ATOMIC_RELAXED);
     }
+    shared_lock(c);
     if (!c->connected)
         rc = connect_locked(ctx, c);
-    if (rc != KV_OK)
+    if (rc == KV_OK && c->reconcile) {
+        /* what a process that died holding the lock loaded, unrecorded */
+        flush_leftovers(c, true);
+        c->reconcile = false;
+    }
+    if (rc != KV_OK) {
+        shared_unlock(c);
         pthread_mutex_unlock(&c->lock);
+    }
     return rc;
 }
 
 void tpm_end(struct tpm_conn *c, TSS2_RC rc)
 {
-    if (tpm_rc_lost(rc))
+    bool lost = tpm_rc_lost(rc);
+
+    if (lost) {
+        c->reset_table = c->shared != NULL; /* every handle in it may be stale */
         disconnect_locked(c, false);
+    }
+    shared_unlock(c);
+    /* a resource manager that went away: the next connection is this
+     * process's own, its handles meaningless to the others */
+    if (lost && c->shared && has_resource_manager(c->tcti))
+        shared_drop(c);
     pthread_mutex_unlock(&c->lock);
 }
 

@@ -6,6 +6,8 @@
 #ifndef KV_TPM_H
 #define KV_TPM_H
 
+#include <sys/types.h>
+
 #include <tss2/tss2_esys.h>
 #include <tss2/tss2_mu.h>
 #include <tss2/tss2_rc.h>
@@ -37,6 +39,40 @@ struct tpm_obj {
     uint64_t last_use;
     struct tpm_obj *next;       /* the connection's list of objects */
     bool registered;
+    uint64_t serial;            /* its entry in the shared table (struct tpm_shared) */
+    unsigned char id[32];       /* what it is, for the shared table (tpm_obj_use) */
+    bool id_set;
+};
+
+/*
+ * Without a resource manager every process forked from the one that opened
+ * the connection sees the same TPM objects, and the TPM has few slots. The
+ * connection's creator maps this table shared before any fork; every
+ * process takes its lock around its TPM commands and records there what it
+ * loads, so that the others use a loaded key instead of loading it again,
+ * evict each other's objects when the TPM is full, and notice when theirs
+ * were evicted (docs/tpm.md, "Fork").
+ */
+#define TPM_SHARED_SLOTS 24
+#define TPM_SHARED_TR_MAX 1024
+
+struct tpm_shared_entry {
+    TPM2_HANDLE handle;         /* 0: a free entry */
+    bool session;
+    uint64_t serial;            /* unique per load: a stale handle never matches */
+    uint64_t owner;             /* the process that loaded it (tpm_conn.share_id) */
+    pid_t pid;                  /* and its process id */
+    uint64_t last_use;
+    unsigned char id[32];       /* objects: SHA-256 of what was loaded */
+    size_t trlen;               /* objects: Esys_TR_Serialize of the loader's handle */
+    uint8_t tr[TPM_SHARED_TR_MAX];
+};
+
+struct tpm_shared {
+    pthread_mutex_t lock;       /* robust, process-shared: held around TPM commands */
+    bool initialized;           /* leftovers of earlier clients flushed */
+    uint64_t next_id, next_serial, tick;
+    struct tpm_shared_entry e[TPM_SHARED_SLOTS];
 };
 
 /* A TCTI in front of the real one that counts the commands sent. */
@@ -65,6 +101,11 @@ struct tpm_conn {
     unsigned long session_commands; /* of those, authorised in the salted session */
     struct tpm_counting_tcti counter;
     struct tpm_conn *next;
+    struct tpm_shared *shared;  /* no resource manager: shared with forked children */
+    uint64_t share_id;          /* this process's id in it */
+    uint64_t session_serial;    /* the session's entry in it */
+    bool reset_table;           /* the TPM went away: the table is stale */
+    bool reconcile;             /* a process died holding the table's lock */
 };
 
 struct step;
