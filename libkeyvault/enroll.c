@@ -482,7 +482,7 @@ static kv_backend *enroller(kv_ctx *ctx)
 {
     for (size_t i = 0; i < ctx->nbackends; i++) {
         kv_backend *be = &ctx->backends[i];
-        if (be->available && be->ops && be->ops->activate && be->ops->ak_area)
+        if (be->available && be->ops && be->ops->activate && be->ops->ak_public_area)
             return be;
     }
     kv_error(ctx, KV_ERR_BACKEND_UNAVAILABLE,
@@ -520,7 +520,7 @@ kv_rc kv_enroll_request(kv_ctx *ctx, const char *device_id, char **request)
         return KV_ERR_BACKEND_UNAVAILABLE;
     KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_ATTEST, "enroll"));
     KV_CHECK(rc, be->ops->ek_cert(be, &ek, &eklen));
-    KV_CHECK(rc, be->ops->ak_area(be, &ak, &aklen));
+    KV_CHECK(rc, be->ops->ak_public_area(be, true, &ak, &aklen));
     p = ek;
     if (!(cert = d2i_X509(NULL, &p, (long)eklen)))
         KV_FAIL_OSSL(ctx, rc, KV_ERR_CORRUPT, "the TPM's EK certificate does not decode");
@@ -593,7 +593,7 @@ kv_rc kv_enroll_respond(kv_ctx *ctx, const char *challenge, size_t len, char **r
         goto out;
     }
     /* a challenge for another AK cannot be answered: say so before the TPM does */
-    KV_CHECK(rc, be->ops->ak_area(be, &ak, &aklen));
+    KV_CHECK(rc, be->ops->ak_public_area(be, true, &ak, &aklen));
     KV_CHECK(rc, ak_parse(ctx, ak, aklen, &pub, name, &name_len));
     hex_of(name, name_len, name_hex);
     if (strcmp(name_hex, json_string_value(json_object_get(doc, "ak_name"))) != 0)

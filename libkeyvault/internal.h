@@ -475,13 +475,12 @@ struct kv_backend_ops {
      * hash to the quote's PCR digest (values NULL: the quote alone). */
     kv_rc (*quote_pcrs)(kv_backend *be, const char *pcrs, const unsigned char *nonce,
                         size_t len, kv_attestation *out, struct kv_pcr_values *values);
-    /* Enrollment (a TPM; tpm/credential.c). The AK's public area as a
-     * marshalled TPM2B_PUBLIC (*buf OpenSSL-allocated). TPM2_ActivateCredential:
-     * the EK made from its standard template, checked to be the key of the
-     * TPM's EK certificate, recovers the credential that id_object
-     * (TPM2B_ID_OBJECT) and enc_secret (TPM2B_ENCRYPTED_SECRET), both
-     * marshalled, protect for the AK; out has *len bytes (in/out). */
-    kv_rc (*ak_area)(kv_backend *be, unsigned char **buf, size_t *len);
+    /* Enrollment (a TPM; tpm/credential.c; the AK's public area comes from
+     * ak_public_area). TPM2_ActivateCredential: the EK made from its
+     * standard template, checked to be the key of the TPM's EK certificate,
+     * recovers the credential that id_object (TPM2B_ID_OBJECT) and
+     * enc_secret (TPM2B_ENCRYPTED_SECRET), both marshalled, protect for the
+     * AK; out has *len bytes (in/out). */
     kv_rc (*activate)(kv_backend *be, const unsigned char *id_object, size_t id_len,
                       const unsigned char *enc_secret, size_t secret_len, unsigned char *out,
                       size_t *len);

@@ -65,24 +65,6 @@ static kv_rc ek_template(const kv_ctx *ctx, const EVP_PKEY *cert_key, TPM2B_PUBL
     return KV_OK;
 }
 
-kv_rc tpm_ak_area(kv_backend *be, unsigned char **buf, size_t *len)
-{
-    struct tpm_key *ak;
-    uint8_t tmp[sizeof(TPM2B_PUBLIC)];
-    size_t off = 0;
-    kv_rc rc = tpm_ak_get(be, &ak);
-
-    *buf = NULL;
-    if (rc != KV_OK)
-        return rc;
-    if (Tss2_MU_TPM2B_PUBLIC_Marshal(&ak->obj.pub, tmp, sizeof(tmp), &off) != TSS2_RC_SUCCESS)
-        return kv_error(be->ctx, KV_ERR_BACKEND, "cannot marshal the AK's public area");
-    if (!(*buf = OPENSSL_memdup(tmp, off)))
-        return kv_error(be->ctx, KV_ERR_NO_MEMORY, "out of memory");
-    *len = off;
-    return KV_OK;
-}
-
 struct activate_arg {
     struct tpm_key *ak;
     const TPM2B_PUBLIC *tmpl;

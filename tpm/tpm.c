@@ -1025,7 +1025,6 @@ const struct kv_backend_ops kv_tpm_ops = {
     .pcr_read = tpm_pcr_read,
     .pcr_extend = tpm_pcr_extend,
     .ek_cert = tpm_ek_cert,
-    .ak_area = tpm_ak_area,
     .activate = tpm_activate,
     .stat = tpm_stat,
     .open_data = tpm_open_data,

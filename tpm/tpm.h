@@ -217,7 +217,6 @@ void tpm_ak_free(struct tpm_state *s);
 kv_rc tpm_ak_get(kv_backend *be, struct tpm_key **out);
 
 /* credential.c: enrollment (the AK's public area, TPM2_ActivateCredential) */
-kv_rc tpm_ak_area(kv_backend *be, unsigned char **buf, size_t *len);
 kv_rc tpm_activate(kv_backend *be, const unsigned char *id_object, size_t id_len,
                    const unsigned char *enc_secret, size_t secret_len, unsigned char *out,
                    size_t *len);
