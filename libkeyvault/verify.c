@@ -1129,6 +1129,7 @@ kv_rc kv_evidence_verify(kv_ctx *ctx, const char *evidence, size_t len,
 {
     struct vstate s = { 0 };
     char det[320] = "";
+    bool parsed;
     kv_rc rc = KV_OK;
 
     kv_err_begin(ctx);
@@ -1144,8 +1145,8 @@ kv_rc kv_evidence_verify(kv_ctx *ctx, const char *evidence, size_t len,
     if (!(s.v = calloc(1, sizeof(*s.v))))
         return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
 
-    if (!record(&s, "format", parse(&s, evidence ? evidence : "", len, det, sizeof(det)), "%s",
-                det[0] ? det : "a keyvault-evidence version 1 document"))
+    parsed = parse(&s, evidence ? evidence : "", len, det, sizeof(det));
+    if (!record(&s, "format", parsed, "%s", parsed ? "a keyvault-evidence version 1 document" : det))
         goto done;
     check_nonce(&s, nonce, nonce_len);
     check_age(&s, time(NULL));

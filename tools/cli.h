@@ -39,5 +39,7 @@ int write_pem(const char *cmd, const char *out, const unsigned char *der, size_t
 
 /* Commands kept in files of their own (cmd-*.c): the function and its
  * --help text, listed in keyvault.c's command table. */
+int cmd_verify_evidence(kv_ctx *ctx, int argc, char **argv);
+extern const char verify_evidence_help[];
 
 #endif

@@ -1268,6 +1268,7 @@ static const struct command commands[] = {
     { "csr", cmd_csr, csr_help },
     { "ca", cmd_ca, ca_help },
     { "reference", cmd_reference, reference_help },
+    { "verify-evidence", cmd_verify_evidence, verify_evidence_help },
 };
 
 static void usage(FILE *f)
@@ -1289,7 +1290,8 @@ static void usage(FILE *f)
             "  ca ...           a CA in the vault: sign, revoke, crl\n"
             "  reference NAME   write a key reference PEM for OpenSSL programs\n"
             "  tpm ...          TPM attestation: ak, ek-cert, quote, certify, PCRs\n"
-            "  backends         show the configured backends\n\n"
+            "  backends         show the configured backends\n"
+            "  verify-evidence FILE  check an evidence document against a nonce and policy\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
             "/etc/keyvault/keyvault.conf, then built-in defaults).\n"
             "'keyvault COMMAND --help' describes each command; 'keyvault --version'\n"
