@@ -164,3 +164,102 @@ out:
     OPENSSL_free(der);
     return rc;
 }
+
+kv_rc kv_tpm_ak_public_area(kv_ctx *ctx, unsigned char **buf, size_t *len)
+{
+    kv_backend *be;
+    unsigned char *area = NULL;
+    kv_rc rc;
+
+    kv_err_begin(ctx);
+    *buf = NULL;
+    *len = 0;
+    if (!(be = attester(ctx)))
+        return KV_ERR_BACKEND_UNAVAILABLE;
+    if (!be->ops->ak_public_area)
+        return kv_error(ctx, KV_ERR_UNSUPPORTED, "backend %s cannot export its AK's public area",
+                        be->name);
+    KV_CHECK(rc, be->ops->ak_public_area(be, true, &area, len));
+    if (!(*buf = malloc(*len)))
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    memcpy(*buf, area, *len);
+out:
+    if (rc != KV_OK)
+        *len = 0;
+    OPENSSL_free(area);
+    return rc;
+}
+
+/* The AK's public key and the backend that keeps its chain. */
+static kv_rc ak_chain_backend(kv_ctx *ctx, kv_backend **be, EVP_PKEY **pub)
+{
+    *pub = NULL;
+    if (!(*be = attester(ctx)))
+        return KV_ERR_BACKEND_UNAVAILABLE;
+    if (!(*be)->ops->ak_chain_store || !(*be)->ops->ak_chain_read)
+        return kv_error(ctx, KV_ERR_UNSUPPORTED, "backend %s cannot keep an AK chain",
+                        (*be)->name);
+    return (*be)->ops->ak_public(*be, pub);
+}
+
+kv_rc kv_tpm_ak_store_chain(kv_ctx *ctx, const char *pem, size_t len)
+{
+    kv_backend *be;
+    EVP_PKEY *pub = NULL;
+    STACK_OF(X509) *chain = NULL;
+    kv_rc rc;
+
+    kv_err_begin(ctx);
+    KV_CHECK(rc, ak_chain_backend(ctx, &be, &pub));
+    KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_ATTEST, "ak-chain"));
+    KV_CHECK(rc, kv_chain_parse(ctx, "the AK chain", KV_ERR_BAD_INPUT,
+                                (const unsigned char *)pem, len, &chain));
+    KV_CHECK(rc, kv_chain_check(ctx, chain, "the attestation key", pub, KV_ERR_BAD_INPUT));
+    rc = be->ops->ak_chain_store(be, chain);
+out:
+    sk_X509_pop_free(chain, X509_free);
+    EVP_PKEY_free(pub);
+    return rc;
+}
+
+kv_rc kv_tpm_ak_chain_get(kv_ctx *ctx, kv_backend *be, STACK_OF(X509) **chain)
+{
+    EVP_PKEY *pub = NULL;
+    kv_rc rc;
+
+    *chain = NULL;
+    KV_CHECK(rc, be->ops->ak_public(be, &pub));
+    KV_CHECK(rc, be->ops->ak_chain_read(be, chain));
+    rc = kv_chain_check(ctx, *chain, "the attestation key", pub, KV_ERR_CORRUPT);
+out:
+    if (rc != KV_OK) {
+        sk_X509_pop_free(*chain, X509_free);
+        *chain = NULL;
+    }
+    EVP_PKEY_free(pub);
+    return rc;
+}
+
+kv_rc kv_tpm_ak_chain_pem(kv_ctx *ctx, char **pem)
+{
+    kv_backend *be;
+    EVP_PKEY *pub = NULL;
+    STACK_OF(X509) *chain = NULL;
+    size_t len = 0;
+    kv_rc rc;
+
+    kv_err_begin(ctx);
+    *pem = NULL;
+    KV_CHECK(rc, ak_chain_backend(ctx, &be, &pub));
+    rc = kv_tpm_ak_chain_get(ctx, be, &chain);
+    if (rc == KV_ERR_KEY_NOT_FOUND && !kv_err_is_set(ctx))
+        KV_FAIL(ctx, rc, KV_ERR_KEY_NOT_FOUND, "the attestation key has no stored chain "
+                "(not enrolled: kv_tpm_ak_store_chain)");
+    if (rc != KV_OK)
+        goto out;
+    rc = kv_chain_pem(ctx, chain, pem, &len);
+out:
+    sk_X509_pop_free(chain, X509_free);
+    EVP_PKEY_free(pub);
+    return rc;
+}

@@ -375,6 +375,7 @@ kv_rc kv_verify_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pub,
 
 typedef struct kv_backend kv_backend;
 typedef struct kv_list_builder kv_list_builder;
+struct kv_pcr_values;
 
 /*
  * A backend fills in this table. Mandatory entries are marked; an optional
@@ -449,7 +450,38 @@ struct kv_backend_ops {
      * (static knowledge, no I/O: a TPM 2.0 has no Ed25519). NULL: every
      * type; a token without the mechanism still says so when asked. */
     bool (*can_hold)(const kv_backend *be, kv_key_type type);
+
+    /* Evidence (KV_CAP_ATTEST; evidence.c). A key's or the AK's public
+     * area as the TPM marshals it: TPM2B_PUBLIC when sized, else
+     * TPMT_PUBLIC, in an OpenSSL-allocated buffer. */
+    kv_rc (*key_public_area)(kv_key *key, bool sized, unsigned char **buf, size_t *len);
+    kv_rc (*ak_public_area)(kv_backend *be, bool sized, unsigned char **buf, size_t *len);
+    /* The AK's certificate chain beside its key file (checked by the core
+     * before it is stored and after it is read): KV_ERR_KEY_NOT_FOUND,
+     * without a detail, when there is none. */
+    kv_rc (*ak_chain_store)(kv_backend *be, const STACK_OF(X509) *chain);
+    kv_rc (*ak_chain_read)(kv_backend *be, STACK_OF(X509) **chain);
+    /* TPM2_Quote with the values of the PCRs it covers, read so that they
+     * hash to the quote's PCR digest. */
+    kv_rc (*quote_pcrs)(kv_backend *be, const char *pcrs, const unsigned char *nonce,
+                        size_t len, kv_attestation *out, struct kv_pcr_values *values);
 };
+
+/* PCR values as read for a quote, in the quote's order (bank by bank as
+ * selected, indices ascending). */
+#define KV_PCR_VALUES_MAX (4 * 24)
+struct kv_pcr_values {
+    size_t count;
+    struct {
+        const char *bank;            /* "sha1", "sha256", "sha384", "sha512" */
+        unsigned index;
+        unsigned char digest[64];
+        size_t len;
+    } v[KV_PCR_VALUES_MAX];
+};
+/* The AK's stored chain from be (an attester), checked against the AK:
+ * KV_ERR_KEY_NOT_FOUND without a detail when there is none (attest.c). */
+kv_rc kv_tpm_ak_chain_get(kv_ctx *ctx, kv_backend *be, STACK_OF(X509) **chain);
 
 /* Capabilities in kv_backend_ops.caps. */
 #define KV_CAP_ATTEST (1u << 0) /* fills ak_public, quote, certify, pcr_read, pcr_extend, ek_cert */

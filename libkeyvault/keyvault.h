@@ -437,6 +437,60 @@ KV_API KV_WUR kv_rc kv_tpm_pcr_extend(kv_ctx *ctx, const char *bank, unsigned in
 KV_API KV_WUR kv_rc kv_tpm_ek_cert(kv_ctx *ctx, unsigned char *buf, size_t *len)
     KV_NONNULL(1, 3);
 
+/*
+ * kv_tpm_ak_public_area - the attestation key's TPM2B_PUBLIC as the TPM
+ * marshals it (what its name hashes), in a buffer freed with free().
+ */
+KV_API KV_WUR kv_rc kv_tpm_ak_public_area(kv_ctx *ctx, unsigned char **buf, size_t *len)
+    KV_NONNULL(1, 2, 3);
+
+/*
+ * kv_tpm_ak_store_chain - keep the AK's certificate chain (PEM bundle or one
+ * DER certificate, leaf first, 1-8 certificates) beside the AK's key file,
+ * replacing an earlier one (0600, written atomically). The leaf must hold
+ * the AK's public key and each certificate must be issued by the next
+ * (KV_ERR_BAD_INPUT otherwise); validity dates are not checked.
+ */
+KV_API KV_WUR kv_rc kv_tpm_ak_store_chain(kv_ctx *ctx, const char *pem, size_t len)
+    KV_NONNULL(1, 2);
+
+/*
+ * kv_tpm_ak_chain_pem - the AK's stored chain as a PEM bundle, leaf first,
+ * freed with kv_string_free; checked again as kv_tpm_ak_store_chain does
+ * (KV_ERR_CORRUPT when it fails). KV_ERR_KEY_NOT_FOUND when none is stored.
+ */
+KV_API KV_WUR kv_rc kv_tpm_ak_chain_pem(kv_ctx *ctx, char **pem) KV_NONNULL(1, 2);
+
+/* ---- evidence (docs/evidence.md) ------------------------------------------ */
+
+/* Flags of kv_attest_opts. */
+#define KV_ATTEST_NO_QUOTE     0x1u  /* no platform attestation (TPM2_Quote, PCRs, event log) */
+#define KV_ATTEST_NO_EVENT_LOG 0x2u  /* the quote without the firmware event log */
+
+/* What kv_attest should gather. Initialise with KV_ATTEST_OPTS_INIT; fields
+ * are only ever appended and read as far as `size` covers. */
+typedef struct kv_attest_opts {
+    size_t size;            /* sizeof(kv_attest_opts) */
+    const char *pcrs;       /* PCR selection as kv_tpm_quote takes it; NULL: "sha256:0-7" */
+    unsigned flags;         /* KV_ATTEST_* */
+    const char *event_log;  /* NULL: /sys/kernel/security/tpm0/binary_bios_measurements */
+} kv_attest_opts;
+
+#define KV_ATTEST_OPTS_INIT { sizeof(kv_attest_opts), NULL, 0, NULL }
+
+/*
+ * kv_attest - the evidence document for key (docs/evidence.md): a JSON
+ * text carrying the key's public key and stored chain, its assurance, for
+ * a TPM key TPM2_Certify of it by the AK and TPM2_Quote of the PCRs (both
+ * over the nonce) with the AK's public area and chain, and on every backend
+ * a proof-of-possession signature by the key over the nonce and the rest of
+ * the document. nonce: 16 to 64 bytes from the verifier. opts may be NULL.
+ * *evidence is freed with kv_string_free.
+ */
+KV_API KV_WUR kv_rc kv_attest(kv_key *key, const unsigned char *nonce, size_t nonce_len,
+                              const kv_attest_opts *opts, char **evidence)
+    KV_NONNULL(1, 2, 5);
+
 /* ---- X.509 ------------------------------------------------------------ */
 
 /* KeyUsage bits (RFC 5280 4.2.1.3): bit n of the extension is 1 << n. */

@@ -39,6 +39,11 @@ int write_pem(const char *cmd, const char *out, const unsigned char *der, size_t
 
 /* Commands kept in files of their own (cmd-*.c): the function and its
  * --help text, listed in keyvault.c's command table. */
+/* cmd-attest.c: evidence and the AK's chain */
+extern const char attest_help[];
+int cmd_attest(kv_ctx *ctx, int argc, char **argv);
+int cmd_tpm_ak_chain(kv_ctx *ctx, int argc, char **argv);
+/* cmd-verify.c: checking evidence */
 int cmd_verify_evidence(kv_ctx *ctx, int argc, char **argv);
 extern const char verify_evidence_help[];
 

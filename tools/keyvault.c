@@ -934,6 +934,8 @@ static const char tpm_help[] =
     "                                       TPM2_Certify of a TPM key by the AK\n"
     "  pcr-read INDEX [--bank sha256]       print a PCR in hex\n"
     "  pcr-extend INDEX --digest HEX [--bank sha256]\n"
+    "  ak-chain import FILE                 keep the AK's certificate chain (PEM, leaf first)\n"
+    "  ak-chain show [-o FILE]              print it\n"
     "ATTEST is the TPMS_ATTEST, SIG the TPMT_SIGNATURE (tpm2_checkquote reads\n"
     "both), --sig-der the signature as DER for 'openssl dgst -verify'.\n";
 
@@ -969,6 +971,8 @@ static int cmd_tpm(kv_ctx *ctx, int argc, char **argv)
 
     if (argc < 2)
         die_usage("tpm", "expected a command: ak, ek-cert, quote, certify, pcr-read, pcr-extend");
+    if (!strcmp(argv[1], "ak-chain"))
+        return cmd_tpm_ak_chain(ctx, argc - 1, argv + 1);
     sub = argv[1];
     argc--;
     argv++;
@@ -1268,6 +1272,7 @@ static const struct command commands[] = {
     { "csr", cmd_csr, csr_help },
     { "ca", cmd_ca, ca_help },
     { "reference", cmd_reference, reference_help },
+    { "attest", cmd_attest, attest_help },
     { "verify-evidence", cmd_verify_evidence, verify_evidence_help },
 };
 
@@ -1290,8 +1295,9 @@ static void usage(FILE *f)
             "  ca ...           a CA in the vault: sign, revoke, crl\n"
             "  reference NAME   write a key reference PEM for OpenSSL programs\n"
             "  tpm ...          TPM attestation: ak, ek-cert, quote, certify, PCRs\n"
-            "  backends         show the configured backends\n"
-            "  verify-evidence FILE  check an evidence document against a nonce and policy\n\n"
+            "  attest NAME      write the key's evidence document\n"
+            "  verify-evidence FILE  check an evidence document against a nonce and policy\n"
+            "  backends         show the configured backends\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
             "/etc/keyvault/keyvault.conf, then built-in defaults).\n"
             "'keyvault COMMAND --help' describes each command; 'keyvault --version'\n"

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <openssl/crypto.h>
 #include <openssl/x509.h>
 
@@ -493,4 +494,274 @@ kv_rc tpm_ek_cert(kv_backend *be, unsigned char **der, size_t *len)
     }
     return kv_error(ctx, KV_ERR_KEY_NOT_FOUND,
                     "the TPM holds no EK certificate at 0x01c0000a, 0x01c00002 or 0x01c00016");
+}
+
+/* ---- evidence (libkeyvault/evidence.c) ------------------------------------ */
+
+static kv_rc marshal_public(const kv_ctx *ctx, const TPM2B_PUBLIC *pub, bool sized,
+                            unsigned char **buf, size_t *len)
+{
+    uint8_t tmp[sizeof(TPM2B_PUBLIC)];
+    size_t off = 0;
+    TSS2_RC trc = sized ? Tss2_MU_TPM2B_PUBLIC_Marshal(pub, tmp, sizeof(tmp), &off)
+                        : Tss2_MU_TPMT_PUBLIC_Marshal(&pub->publicArea, tmp, sizeof(tmp), &off);
+
+    *buf = NULL;
+    if (trc != TSS2_RC_SUCCESS)
+        return kv_error_code(ctx, KV_ERR_BACKEND, "TSS2_RC", trc,
+                             "cannot marshal a TPM public area: %s", Tss2_RC_Decode(trc));
+    if (!(*buf = OPENSSL_memdup(tmp, off)))
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    *len = off;
+    return KV_OK;
+}
+
+kv_rc tpm_key_public_area(kv_key *key, bool sized, unsigned char **buf, size_t *len)
+{
+    struct tpm_key *tk = key->bk;
+
+    return marshal_public(key->ctx, &tk->obj.pub, sized, buf, len);
+}
+
+kv_rc tpm_ak_public_area(kv_backend *be, bool sized, unsigned char **buf, size_t *len)
+{
+    struct tpm_key *ak;
+    kv_rc rc = tpm_ak_get(be, &ak);
+
+    if (rc != KV_OK)
+        return rc;
+    return marshal_public(be->ctx, &ak->obj.pub, sized, buf, len);
+}
+
+kv_rc tpm_ak_chain_store(kv_backend *be, const STACK_OF(X509) *chain)
+{
+    struct tpm_key *ak;
+    kv_rc rc = tpm_ak_get(be, &ak);
+
+    if (rc != KV_OK)
+        return rc;
+    return kv_cert_file_store(be->ctx, ak->path, chain);
+}
+
+kv_rc tpm_ak_chain_read(kv_backend *be, STACK_OF(X509) **chain)
+{
+    struct tpm_key *ak;
+    EVP_PKEY *pub = NULL;
+    char *crt = NULL;
+    struct stat sb;
+    kv_rc rc;
+
+    *chain = NULL;
+    KV_CHECK(rc, tpm_ak_get(be, &ak));
+    if (!(crt = kv_sibling_path(ak->path, "crt")))
+        KV_FAIL(be->ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    if (lstat(crt, &sb) != 0 && errno == ENOENT) {
+        rc = KV_ERR_KEY_NOT_FOUND; /* not enrolled: quietly */
+        goto out;
+    }
+    KV_CHECK(rc, tpm_public_to_pkey(be->ctx, &ak->obj.pub.publicArea, &pub));
+    rc = kv_cert_file_read(be->ctx, ak->path, "the attestation key", pub, chain);
+out:
+    EVP_PKEY_free(pub);
+    free(crt);
+    return rc;
+}
+
+/* The PCRs of sel not yet in got: sel minus got, bank by bank. */
+static bool pcr_sel_minus(TPML_PCR_SELECTION *sel, const TPML_PCR_SELECTION *got)
+{
+    bool left = false;
+
+    for (UINT32 i = 0; i < sel->count; i++) {
+        for (UINT32 j = 0; j < got->count; j++)
+            if (got->pcrSelections[j].hash == sel->pcrSelections[i].hash)
+                for (int b = 0; b < 3; b++)
+                    sel->pcrSelections[i].pcrSelect[b] &= (BYTE)~got->pcrSelections[j].pcrSelect[b];
+        for (int b = 0; b < 3; b++)
+            left |= sel->pcrSelections[i].pcrSelect[b] != 0;
+    }
+    return left;
+}
+
+static const char *bank_name(TPMI_ALG_HASH alg, size_t *mdlen)
+{
+    switch (alg) {
+    case TPM2_ALG_SHA1: *mdlen = 20; return "sha1";
+    case TPM2_ALG_SHA256: *mdlen = 32; return "sha256";
+    case TPM2_ALG_SHA384: *mdlen = 48; return "sha384";
+    case TPM2_ALG_SHA512: *mdlen = 64; return "sha512";
+    default: *mdlen = 0; return NULL;
+    }
+}
+
+struct pcrs_arg {
+    TPML_PCR_SELECTION want;      /* what is still to be read */
+    TPML_PCR_SELECTION *got;      /* what the last TPM2_PCR_Read returned */
+    TPML_DIGEST *values;
+    UINT32 update;                /* the PCR update counter of the first read */
+    bool moved;                   /* a PCR changed between two reads */
+};
+
+static TSS2_RC pcrs_read_step(struct tpm_conn *c, struct step *s, void *p)
+{
+    struct pcrs_arg *a = p;
+    UINT32 update = 0;
+    TSS2_RC rc;
+
+    s->cmd = "TPM2_PCR_Read";
+    rc = Esys_PCR_Read(c->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &a->want, &update,
+                       &a->got, &a->values);
+    if (rc == TSS2_RC_SUCCESS && a->update != update && a->update != UINT32_MAX)
+        a->moved = true;
+    if (a->update == UINT32_MAX)
+        a->update = update;
+    return rc;
+}
+
+/* Read every PCR of sel into values, in the TPM's order: a TPM returns at
+ * most 8 digests per TPM2_PCR_Read, so larger selections take more. */
+static kv_rc read_pcrs(kv_backend *be, const TPML_PCR_SELECTION *sel,
+                       struct kv_pcr_values *values, bool *moved)
+{
+    kv_ctx *ctx = be->ctx;
+    struct pcrs_arg a = { .want = *sel, .update = UINT32_MAX };
+    struct kv_pcr_values got = { 0 }; /* as returned, laid out in the selection's order below */
+    kv_rc rc = KV_OK;
+
+    values->count = 0;
+    for (int round = 0; round < 24 * TPM2_NUM_PCR_BANKS; round++) {
+        size_t k = 0;
+        KV_CHECK(rc, tpm_run(ctx, st(be)->conn, pcrs_read_step, &a));
+        for (UINT32 i = 0; a.got && i < a.got->count; i++) {
+            const TPMS_PCR_SELECTION *g = &a.got->pcrSelections[i];
+            size_t mdlen;
+            const char *name = bank_name(g->hash, &mdlen);
+            for (unsigned pcr = 0; pcr < 24 && pcr / 8 < g->sizeofSelect; pcr++) {
+                if (!(g->pcrSelect[pcr / 8] & (1u << (pcr % 8))))
+                    continue;
+                if (!name || k >= a.values->count || a.values->digests[k].size != mdlen ||
+                    got.count == KV_PCR_VALUES_MAX)
+                    KV_FAIL(ctx, rc, KV_ERR_BACKEND,
+                            "TPM2_PCR_Read returned digests that do not fit its selection");
+                got.v[got.count].bank = name;
+                got.v[got.count].index = pcr;
+                got.v[got.count].len = mdlen;
+                memcpy(got.v[got.count].digest, a.values->digests[k].buffer, mdlen);
+                got.count++;
+                k++;
+            }
+        }
+        if (k == 0) {
+            char what[64] = "";
+            for (UINT32 i = 0; i < a.want.count; i++) {
+                size_t mdlen;
+                const char *name = bank_name(a.want.pcrSelections[i].hash, &mdlen);
+                if (name && (a.want.pcrSelections[i].pcrSelect[0] |
+                             a.want.pcrSelections[i].pcrSelect[1] |
+                             a.want.pcrSelections[i].pcrSelect[2])) {
+                    snprintf(what, sizeof(what), "%s", name);
+                    break;
+                }
+            }
+            KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED, "the TPM has no active %s PCR bank", what);
+        }
+        bool left = pcr_sel_minus(&a.want, a.got);
+        Esys_Free(a.got);
+        Esys_Free(a.values);
+        a.got = NULL;
+        a.values = NULL;
+        if (!left)
+            break;
+    }
+    /* the selection's order: bank by bank as selected, indices ascending */
+    for (UINT32 i = 0; i < sel->count; i++) {
+        size_t mdlen;
+        const char *name = bank_name(sel->pcrSelections[i].hash, &mdlen);
+        for (unsigned pcr = 0; pcr < 24; pcr++) {
+            if (!(sel->pcrSelections[i].pcrSelect[pcr / 8] & (1u << (pcr % 8))))
+                continue;
+            size_t j;
+            for (j = 0; j < got.count; j++)
+                if (got.v[j].bank == name && got.v[j].index == pcr)
+                    break;
+            if (j == got.count || values->count == KV_PCR_VALUES_MAX)
+                KV_FAIL(ctx, rc, KV_ERR_BACKEND, "TPM2_PCR_Read did not return %s PCR %u",
+                        name, pcr);
+            values->v[values->count++] = got.v[j];
+        }
+    }
+    *moved = a.moved;
+out:
+    Esys_Free(a.got);
+    Esys_Free(a.values);
+    return rc;
+}
+
+/* Whether the quote's PCR digest is the hash of values (the quote's own
+ * selection order). */
+static kv_rc quote_matches(const kv_ctx *ctx, const TPM2B_ATTEST *attest,
+                           const struct kv_pcr_values *values, bool *match)
+{
+    TPMS_ATTEST a;
+    size_t off = 0;
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *h = EVP_MD_CTX_new();
+    TSS2_RC trc;
+    kv_rc rc = KV_OK;
+
+    *match = false;
+    if (!h)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    trc = Tss2_MU_TPMS_ATTEST_Unmarshal(attest->attestationData, attest->size, &off, &a);
+    if (trc != TSS2_RC_SUCCESS || a.type != TPM2_ST_ATTEST_QUOTE)
+        KV_FAIL(ctx, rc, KV_ERR_BACKEND, "the TPM's quote does not unmarshal as a TPMS_ATTEST "
+                "of a quote");
+    /* the AK signs with SHA-256: the PCR digest is SHA-256 */
+    if (EVP_DigestInit_ex(h, kv_ctx_md(ctx, "SHA256"), NULL) != 1)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "SHA-256 of the PCR values");
+    for (size_t i = 0; i < values->count; i++)
+        if (EVP_DigestUpdate(h, values->v[i].digest, values->v[i].len) != 1)
+            KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "SHA-256 of the PCR values");
+    if (EVP_DigestFinal_ex(h, md, &mdlen) != 1)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "SHA-256 of the PCR values");
+    *match = a.attested.quote.pcrDigest.size == mdlen &&
+             !memcmp(a.attested.quote.pcrDigest.buffer, md, mdlen);
+out:
+    EVP_MD_CTX_free(h);
+    return rc;
+}
+
+kv_rc tpm_quote_pcrs(kv_backend *be, const char *pcrs, const unsigned char *nonce, size_t len,
+                     kv_attestation *out, struct kv_pcr_values *values)
+{
+    kv_ctx *ctx = be->ctx;
+    struct quote_arg a = { 0 };
+    kv_rc rc;
+
+    KV_CHECK(rc, parse_pcrs(ctx, pcrs, &a.sel));
+    KV_CHECK(rc, copy_nonce(ctx, &a.nonce, nonce, len));
+    KV_CHECK(rc, tpm_ak_get(be, &a.ak));
+    /* read, then quote: when a PCR is extended in between, the quote's
+     * digest no longer matches the values and both are taken again */
+    for (int attempt = 0;; attempt++) {
+        bool moved = false, match = false;
+        KV_CHECK(rc, read_pcrs(be, &a.sel, values, &moved));
+        KV_CHECK(rc, tpm_run(ctx, st(be)->conn, quote_step, &a));
+        KV_CHECK(rc, quote_matches(ctx, a.attest, values, &match));
+        if (match && !moved)
+            break;
+        if (attempt == 3)
+            KV_FAIL(ctx, rc, KV_ERR_BACKEND, "the PCRs kept changing while they were quoted "
+                    "(4 attempts)");
+        Esys_Free(a.attest);
+        Esys_Free(a.sig);
+        a.attest = NULL;
+        a.sig = NULL;
+    }
+    rc = fill_evidence(ctx, a.attest, a.sig, out);
+out:
+    Esys_Free(a.attest);
+    Esys_Free(a.sig);
+    return rc;
 }

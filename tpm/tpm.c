@@ -862,4 +862,9 @@ const struct kv_backend_ops kv_tpm_ops = {
     .pcr_extend = tpm_pcr_extend,
     .ek_cert = tpm_ek_cert,
     .stat = tpm_stat,
+    .key_public_area = tpm_key_public_area,
+    .ak_public_area = tpm_ak_public_area,
+    .ak_chain_store = tpm_ak_chain_store,
+    .ak_chain_read = tpm_ak_chain_read,
+    .quote_pcrs = tpm_quote_pcrs,
 };

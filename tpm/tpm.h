@@ -160,6 +160,12 @@ kv_rc tpm_pcr_read(kv_backend *be, const char *bank, unsigned index, unsigned ch
 kv_rc tpm_pcr_extend(kv_backend *be, const char *bank, unsigned index,
                      const unsigned char *digest, size_t len);
 kv_rc tpm_ek_cert(kv_backend *be, unsigned char **der, size_t *len);
+kv_rc tpm_key_public_area(kv_key *key, bool sized, unsigned char **buf, size_t *len);
+kv_rc tpm_ak_public_area(kv_backend *be, bool sized, unsigned char **buf, size_t *len);
+kv_rc tpm_ak_chain_store(kv_backend *be, const STACK_OF(X509) *chain);
+kv_rc tpm_ak_chain_read(kv_backend *be, STACK_OF(X509) **chain);
+kv_rc tpm_quote_pcrs(kv_backend *be, const char *pcrs, const unsigned char *nonce, size_t len,
+                     kv_attestation *out, struct kv_pcr_values *values);
 void tpm_ak_free(struct tpm_state *s);
 /* The AK of this TPM: loaded from its key file, or made and saved on first use. */
 kv_rc tpm_ak_get(kv_backend *be, struct tpm_key **out);
