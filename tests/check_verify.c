@@ -176,6 +176,20 @@ static char *dump(const json_t *doc, size_t *len)
     return s;
 }
 
+/* kv_attest's document for key, parsed. */
+static json_t *attest_doc(kv_key *key, const kv_attest_opts *opts)
+{
+    char *text = NULL;
+    json_error_t err;
+    json_t *doc;
+
+    ck_assert_rc(key->ctx, kv_attest(key, NONCE, sizeof(NONCE), opts, &text), KV_OK);
+    doc = json_loads(text, JSON_REJECT_DUPLICATES, &err);
+    ck_assert_msg(doc != NULL, "kv_attest's document does not parse: %s", err.text);
+    kv_string_free(text);
+    return doc;
+}
+
 /* Verify; returns the rc and leaves the verdict in *v. */
 static kv_rc verify_doc(kv_ctx *ctx, const json_t *doc, const unsigned char *nonce,
                         const kv_policy *pol, kv_verdict **v)
@@ -607,6 +621,24 @@ START_TEST(software_and_token_evidence)
     dt = base_doc(p11, NONCE, NULL);
     sign_pop(dt, p11);
     assert_passes(ver, ds, sw, KV_ASSURANCE_SOFTWARE, "software evidence, software floor");
+    /* kv_attest's own documents */
+    {
+        json_t *a = attest_doc(soft, NULL);
+        size_t len;
+        char *s;
+        assert_passes(ver, a, sw, KV_ASSURANCE_SOFTWARE, "kv_attest, software key");
+        s = dump(a, &len);
+        assert_fails(ver, s, len, NONCE, tp, "assurance", "kv_attest, software key, tpm floor");
+        assert_fails(ver, s, len, OTHER_NONCE, sw, "nonce", "kv_attest, software key, replay");
+        free(s);
+        json_decref(a);
+        a = attest_doc(p11, NULL);
+        assert_passes(ver, a, tk, KV_ASSURANCE_TOKEN, "kv_attest, token key");
+        s = dump(a, &len);
+        assert_fails(ver, s, len, NONCE, tp, "assurance", "kv_attest, token key, tpm floor");
+        free(s);
+        json_decref(a);
+    }
     assert_passes(ver, dt, sw, KV_ASSURANCE_TOKEN, "token evidence, software floor");
     assert_passes(ver, dt, tk, KV_ASSURANCE_TOKEN, "token evidence, token floor");
     {
@@ -689,6 +721,20 @@ START_TEST(tpm_evidence)
         ck_assert_ptr_nonnull(v->key_public);
     }
     kv_verdict_free(v);
+    /* kv_attest's own document, the AK's chain kept with the AK */
+    {
+        kv_attest_opts o = { sizeof(o), "sha256:0-7", KV_ATTEST_NO_EVENT_LOG, NULL };
+        json_t *a;
+        ck_assert_rc(tpm, kv_tpm_ak_store_chain(tpm, akpem, strlen(akpem)), KV_OK);
+        a = attest_doc(key, &o);
+        assert_passes(ver, a, by_ca, KV_ASSURANCE_TPM, "kv_attest, TPM key, AK certified");
+        assert_passes(ver, a, by_pin, KV_ASSURANCE_TPM, "kv_attest, TPM key, AK pinned");
+        json_decref(a);
+        o.flags |= KV_ATTEST_NO_QUOTE;
+        a = attest_doc(key, &o);
+        assert_passes(ver, a, by_pin, KV_ASSURANCE_TPM, "kv_attest, TPM key, no quote");
+        json_decref(a);
+    }
     /* a TPM key passes a lower floor too, with its own assurance; its claim
      * of tpm is still checked, so the policy must trust the AK */
     assert_passes(ver, doc, sw, KV_ASSURANCE_TPM, "tpm evidence, software floor");
@@ -859,6 +905,22 @@ START_TEST(generated_corpus)
     assert_passes(ver, good, pol, KV_ASSURANCE_TPM, "the good document");
 
     corpus_case(ver, "replay-wrong-nonce", good, NULL, OTHER_NONCE, pol, "nonce");
+    /* kv_attest's own document, with one signed part changed */
+    {
+        kv_attest_opts o = { sizeof(o), "sha256:0,7,23", KV_ATTEST_NO_EVENT_LOG, NULL };
+        ck_assert_rc(tpm, kv_tpm_ak_store_chain(tpm, akpem, strlen(akpem)), KV_OK);
+        d = attest_doc(key, &o);
+        assert_passes(ver, d, pol, KV_ASSURANCE_TPM, "kv_attest's document");
+        flip(json_object_get(json_object_get(d, "tpm"), "certify"), "attest", -2);
+        sign_pop(d, key);
+        corpus_case(ver, "kv-attest-certify-bit-flipped", d, NULL, NONCE, pol,
+                    "tpm.ak-signature");
+        json_decref(d);
+        d = attest_doc(key, &o);
+        flip(json_object_get(d, "pop"), "signature", 10);
+        corpus_case(ver, "kv-attest-pop-bit-flipped", d, NULL, NONCE, pol, "pop");
+        json_decref(d);
+    }
 
 #define MUTATE(name, pol_, check, ...)                                                     \
     do {                                                                                   \
