@@ -22,7 +22,7 @@ check() { if "$@"; then echo "ok - $DESC"; else echo "not ok - $DESC"; fails=$((
 "$KV" -c "$CONF" keygen cli-dev --type ec-p256 --backend software >/dev/null
 "$KV" -c "$CONF" attest cli-dev --nonce "$N" -o "$T/ev.json"
 DESC="verify-evidence accepts the device's evidence (exit 0)"
-check "$KV" -c "$CONF" verify-evidence "$T/ev.json" --nonce "$N" --policy "$T/soft.policy" >"$T/out" 2>&1
+check sh -c "'$KV' -c '$CONF' verify-evidence '$T/ev.json' --nonce $N --policy '$T/soft.policy' >'$T/out' 2>&1"
 DESC="--json gives ok and every check passed"
 check sh -c "'$KV' -c '$CONF' verify-evidence '$T/ev.json' --nonce $N --policy '$T/soft.policy' --json |
     jq -e '.ok == true and .assurance == \"software\" and ([.checks[].passed] | all) and (.checks | length) == 5' >/dev/null"
