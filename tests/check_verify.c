@@ -632,6 +632,29 @@ START_TEST(software_and_token_evidence)
         assert_fails(ver, s, len, OTHER_NONCE, sw, "nonce", "kv_attest, software key, replay");
         free(s);
         json_decref(a);
+        /* the other key types' proofs of possession: Ed25519, RSA-PSS, ECDSA P-384 */
+        {
+            static const kv_key_type types[] = { KV_KEY_ED25519, KV_KEY_RSA_2048,
+                                                 KV_KEY_EC_P384 };
+            for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+                kv_key *k = NULL;
+                char name[64];
+                snprintf(name, sizeof(name), "soft-%s-%ld", kv_key_type_name(types[i]),
+                         (long)getpid());
+                ck_assert_rc(ctx, kv_key_generate(ctx, name, types[i], "software", &k), KV_OK);
+                a = attest_doc(k, NULL);
+                assert_passes(ver, a, sw, KV_ASSURANCE_SOFTWARE, kv_key_type_name(types[i]));
+                /* the same document with pop.alg naming another algorithm */
+                json_object_set_new(json_object_get(a, "pop"), "alg",
+                                    json_string(types[i] == KV_KEY_EC_P384 ? "ecdsa-sha256"
+                                                                           : "ecdsa-sha384"));
+                s = dump(a, &len);
+                assert_fails(ver, s, len, NONCE, sw, "pop", kv_key_type_name(types[i]));
+                free(s);
+                json_decref(a);
+                kv_key_free(k);
+            }
+        }
         a = attest_doc(p11, NULL);
         assert_passes(ver, a, tk, KV_ASSURANCE_TOKEN, "kv_attest, token key");
         s = dump(a, &len);
