@@ -1070,6 +1070,29 @@ START_TEST(generated_corpus)
             json_decref(d);
         }
     }
+    /* the AK itself (restricted) as the identity key: certified by itself, its
+     * pop copied from another document since a restricted key signs no such thing */
+    {
+        struct tpm_key *akk = NULL;
+        kv_key fake = { 0 };
+        unsigned char der[512];
+        size_t len = sizeof(der);
+        json_t *t2;
+        ck_assert_rc(tpm, tpm_ak_get(tpm_be(tpm), &akk), KV_OK);
+        fake.ctx = tpm;
+        fake.be = tpm_be(tpm);
+        fake.name = (char *)"attestation-key";
+        fake.bk = akk;
+        ck_assert_rc(tpm, kv_tpm_ak_public(tpm, der, &len), KV_OK);
+        d = json_deep_copy(good);
+        set_b64u(json_object_get(d, "key"), "public", der, len);
+        t2 = tpm_section(&fake, akpem, NULL, 0);
+        json_object_set(json_object_get(d, "tpm"), "certify", json_object_get(t2, "certify"));
+        json_decref(t2);
+        corpus_case(ver, "restricted-ak-as-identity-key", d, NULL, NONCE, pol,
+                    "tpm.key-attributes");
+        json_decref(d);
+    }
     /* identity chains: expired, and from a CA the policy does not name */
     expired_identity(expired);
     d = base_doc(expired, NONCE, NULL);
