@@ -1040,9 +1040,21 @@ static void check_ak_trusted(struct vstate *s)
     int n;
     char det[320] = "";
 
+    const TPMT_PUBLIC *ak = &s->akp.publicArea;
+    size_t size;
+
     if ((a & need) != need || (a & TPMA_OBJECT_DECRYPT)) {
         record(s, "tpm.ak-trusted", false, "the AK is not a restricted signing key fixed to "
                "its TPM (attributes 0x%08x)", (unsigned)a);
+        return;
+    }
+    /* what the signatures are checked as, and a name the verdict can report */
+    if (ak->type != TPM2_ALG_ECC || ak->parameters.eccDetail.scheme.scheme != TPM2_ALG_ECDSA ||
+        ak->parameters.eccDetail.scheme.details.ecdsa.hashAlg != TPM2_ALG_SHA256 ||
+        ak->parameters.eccDetail.symmetric.algorithm != TPM2_ALG_NULL ||
+        !tpm_hash_name(ak->nameAlg, &size)) {
+        record(s, "tpm.ak-trusted", false, "the AK's public area is not an ECC key with the "
+               "ECDSA SHA-256 scheme, no symmetric part and a known nameAlg");
         return;
     }
     if ((n = i2d_PUBKEY(s->ak_key, &der)) <= 0 ||
