@@ -1151,6 +1151,14 @@ END_TEST
 #endif
 
 #ifdef KV_WITH_TPM
+static bool other_than_pop_failed(const kv_verdict *v)
+{
+    for (size_t i = 0; i < v->count; i++)
+        if (!v->checks[i].passed && strcmp(v->checks[i].name, "pop") != 0)
+            return true;
+    return false;
+}
+
 /* Random damage to every binary part of a real TPM document (seeded, so a
  * failure repeats): never accepted, never a crash (run under ASan by the
  * suite's sanitized build). Bytes are changed, cut or appended. */
@@ -1214,9 +1222,13 @@ START_TEST(random_damage)
                 }
             }
             set_b64u(obj, parts[p][1], b, n);
-            sign_pop(d, key);
             doc = dump(d, &len);
-            if (kv_evidence_verify(ver, doc, len, NONCE, 32, pol, &v) == KV_OK) {
+            /* the proof of possession is not made again (a TPM signature per
+             * case is slow under sanitizers): the checks are independent, so
+             * the damage must be caught by a check other than pop */
+            ck_assert_rc(ver, kv_evidence_verify(ver, doc, len, NONCE, 32, pol, &v),
+                         KV_ERR_EVIDENCE);
+            if (!other_than_pop_failed(v)) {
                 /* nothing signs the AK's public area: its trust rests on its key
                  * (pin, certificate). A change that keeps the key and the
                  * attributes checked may pass; any other may not. */
@@ -1231,18 +1243,18 @@ START_TEST(random_damage)
                                   !memcmp(a->unique.ecc.y.buffer, g->unique.ecc.y.buffer, 32) &&
                                   (a->objectAttributes & TPMA_OBJECT_RESTRICTED) &&
                                   (a->objectAttributes & TPMA_OBJECT_FIXEDTPM),
-                              "%s.%s damage %d accepted", parts[p][0], parts[p][1], i);
+                              "%s.%s damage %d caught by pop alone", parts[p][0], parts[p][1], i);
                 same_key++;
             }
-            ck_assert_int_eq(v->ok, v->ok && p == 0);
+            ck_assert_int_eq(v->ok, 0);
             kv_verdict_free(v);
             free(doc);
             free(b);
             json_decref(d);
             runs++;
         }
-    printf("random damage: %u damaged documents; refused but %u whose AK public area kept "
-           "its key and attributes\n", runs, same_key);
+    printf("random damage: %u damaged documents, each refused by a check other than pop "
+           "but %u whose AK public area kept its key and attributes\n", runs, same_key);
     json_decref(good);
     free(akpem);
     kv_policy_free(pol);
