@@ -10,8 +10,8 @@
  * identity key: each negative case then fails the one check it is about
  * and not merely the proof of possession. The cases that do not depend on
  * a TPM's seeds are files under tests/evidence/ (MANIFEST); the others are
- * made fresh on every run and written to $KV_BUILDDIR/tests/evidence-run/
- * for inspection.
+ * made fresh on every run (and written to $KV_EVIDENCE_OUT when it is set,
+ * for inspection).
  */
 #include "config.h"
 
@@ -801,19 +801,20 @@ static unsigned corpus_count;
 static void corpus_case(kv_ctx *ver, const char *name, const json_t *doc, const char *raw,
                         const unsigned char *nonce, const kv_policy *pol, const char *check)
 {
-    const char *build = getenv("KV_BUILDDIR");
+    const char *keep = getenv("KV_EVIDENCE_OUT");
     char path[1024], *s;
     size_t len;
     FILE *f;
 
     s = raw ? strdup(raw) : dump(doc, &len);
     len = strlen(s);
-    snprintf(path, sizeof(path), "%s/tests/evidence-run", build && *build ? build : ".");
-    mkdir(path, 0755);
-    snprintf(path + strlen(path), sizeof(path) - strlen(path), "/%s.json", name);
-    if ((f = fopen(path, "w"))) {
-        fwrite(s, 1, len, f);
-        fclose(f);
+    if (keep && *keep) {
+        snprintf(path, sizeof(path), "%s/%s.json", keep, name);
+        mkdir(keep, 0755);
+        if ((f = fopen(path, "w"))) {
+            fwrite(s, 1, len, f);
+            fclose(f);
+        }
     }
     assert_fails(ver, s, len, nonce, pol, check, name);
     printf("  rejected: %-34s %s\n", name, check);
