@@ -1029,18 +1029,49 @@ static bool ak_chain_trusted(struct vstate *s, char *det, size_t len)
     return true;
 }
 
+/* SHA-256 of the AK's SubjectPublicKeyInfo, as ak_pin gives it: OpenSSL's
+ * X509_PUBKEY encodes the public area's point (i2d_PUBKEY would go through
+ * the encoder machinery, which costs as much as a signature check). */
+static bool ak_spki_sha256(struct vstate *s, unsigned char pin[32])
+{
+    const TPMS_ECC_POINT *p = &s->akp.publicArea.unique.ecc;
+    TPMI_ECC_CURVE curve = s->akp.publicArea.parameters.eccDetail.curveID;
+    int nid = curve == TPM2_ECC_NIST_P256 ? NID_X9_62_prime256v1
+              : curve == TPM2_ECC_NIST_P384 ? NID_secp384r1 : NID_undef;
+    X509_PUBKEY *xp = X509_PUBKEY_new();
+    unsigned char *pt = NULL, *der = NULL;
+    unsigned int plen = 32;
+    size_t len = 1 + 2 * (size_t)p->x.size;
+    int n;
+    bool ok = false;
+
+    if (!xp || nid == NID_undef || p->x.size != p->y.size || !(pt = OPENSSL_malloc(len)))
+        goto out;
+    pt[0] = 0x04;  /* uncompressed, as tpm_public_to_pkey decoded it */
+    memcpy(pt + 1, p->x.buffer, p->x.size);
+    memcpy(pt + 1 + p->x.size, p->y.buffer, p->y.size);
+    if (X509_PUBKEY_set0_param(xp, OBJ_nid2obj(NID_X9_62_id_ecPublicKey), V_ASN1_OBJECT,
+                               OBJ_nid2obj(nid), pt, (int)len) != 1)
+        goto out;
+    pt = NULL;  /* xp's now */
+    ok = (n = i2d_X509_PUBKEY(xp, &der)) > 0 &&
+         EVP_Digest(der, (size_t)n, pin, &plen, s->ctx->md_sha256, NULL) == 1;
+out:
+    OPENSSL_free(pt);
+    OPENSSL_free(der);
+    X509_PUBKEY_free(xp);
+    return ok;
+}
+
 static void check_ak_trusted(struct vstate *s)
 {
     TPMA_OBJECT a = s->akp.publicArea.objectAttributes;
     const TPMA_OBJECT need = TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT |
                              TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
                              TPMA_OBJECT_SENSITIVEDATAORIGIN;
-    unsigned char *der = NULL, pin[32];
-    unsigned int plen = sizeof(pin);
-    int n;
-    char det[320] = "";
-
     const TPMT_PUBLIC *ak = &s->akp.publicArea;
+    unsigned char pin[32];
+    char det[320] = "";
     size_t size;
 
     if ((a & need) != need || (a & TPMA_OBJECT_DECRYPT)) {
@@ -1057,13 +1088,10 @@ static void check_ak_trusted(struct vstate *s)
                "ECDSA SHA-256 scheme, no symmetric part and a known nameAlg");
         return;
     }
-    if ((n = i2d_PUBKEY(s->ak_key, &der)) <= 0 ||
-        EVP_Digest(der, (size_t)n, pin, &plen, s->ctx->md_sha256, NULL) != 1) {
-        OPENSSL_free(der);
-        s->oom = true;
+    if (s->pol->npins && !ak_spki_sha256(s, pin)) {
+        record(s, "tpm.ak-trusted", false, "the AK's SubjectPublicKeyInfo cannot be encoded");
         return;
     }
-    OPENSSL_free(der);
     for (size_t i = 0; i < s->pol->npins; i++)
         if (CRYPTO_memcmp(pin, s->pol->pins[i], 32) == 0) {
             record(s, "tpm.ak-trusted", true, "the AK is pinned by the policy (ak_pin %zu)",
