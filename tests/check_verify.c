@@ -971,26 +971,25 @@ START_TEST(generated_corpus)
                                         "sha256"), "23");
         sign_pop(d, key);
     });
-    MUTATE("certify-attest-bit-flipped", pol, "tpm.ak-signature", {
-        flip(json_object_get(t, "certify"), "attest", -1);
-        sign_pop(d, key);
-    });
-    MUTATE("certify-magic-bit-flipped", pol, "tpm.magic", {
-        flip(json_object_get(t, "certify"), "attest", 3);
-        sign_pop(d, key);
-    });
-    MUTATE("certify-signature-bit-flipped", pol, "tpm.ak-signature", {
-        flip(json_object_get(t, "certify"), "signature", -1);
-        sign_pop(d, key);
-    });
-    MUTATE("quote-attest-bit-flipped", pol, "tpm.quote-signature", {
-        flip(json_object_get(t, "quote"), "attest", 20);
-        sign_pop(d, key);
-    });
-    MUTATE("quote-signature-bit-flipped", pol, "tpm.quote-signature", {
-        flip(json_object_get(t, "quote"), "signature", -1);
-        sign_pop(d, key);
-    });
+    /* one bit of each signed part, the proof of possession made again */
+    {
+        static const struct {
+            const char *name, *part, *field;
+            long off;
+            const char *check;
+        } flips[] = {
+            { "certify-attest-bit-flipped", "certify", "attest", -1, "tpm.ak-signature" },
+            { "certify-magic-bit-flipped", "certify", "attest", 3, "tpm.magic" },
+            { "certify-signature-bit-flipped", "certify", "signature", -1, "tpm.ak-signature" },
+            { "quote-attest-bit-flipped", "quote", "attest", 20, "tpm.quote-signature" },
+            { "quote-signature-bit-flipped", "quote", "signature", -1, "tpm.quote-signature" },
+        };
+        for (size_t i = 0; i < sizeof(flips) / sizeof(flips[0]); i++)
+            MUTATE(flips[i].name, pol, flips[i].check, {
+                flip(json_object_get(t, flips[i].part), flips[i].field, flips[i].off);
+                sign_pop(d, key);
+            });
+    }
     MUTATE("quote-as-certify", pol, "tpm.attest-type", {
         json_t *q = json_object_get(t, "quote"), *c = json_object_get(t, "certify");
         json_object_set(c, "attest", json_object_get(q, "attest"));
