@@ -322,6 +322,26 @@ UNMARSHAL_WHOLE(TPMS_ATTEST)
 UNMARSHAL_WHOLE(TPMT_SIGNATURE)
 #define UNMARSHAL(type, b, dst) whole_##type((b), (dst))
 
+/* A marshalled TPM2B_PUBLIC that fills its blob (its size field too), and
+ * its key as an EVP_PKEY. */
+static bool public_area(struct vstate *s, const struct blob *b, TPM2B_PUBLIC *pub,
+                        EVP_PKEY **key, const char *what, char *det, size_t len)
+{
+    kv_err_mark m = kv_err_mark_get(s->ctx);
+    char why[256];
+
+    if (!UNMARSHAL(TPM2B_PUBLIC, b, pub) || pub->size + 2u != b->n) {
+        snprintf(det, len, "%s is not one TPM2B_PUBLIC", what);
+        return false;
+    }
+    if (tpm_public_to_pkey(s->ctx, &pub->publicArea, key) != KV_OK) {
+        take_error(s, m, why, sizeof(why));
+        snprintf(det, len, "%s: %s", what, why);
+        return false;
+    }
+    return true;
+}
+
 static bool tpm_section(struct vstate *s, const json_t *tpm, char *det, size_t len)
 {
     static const char *const tpm_known[] = { "ak", "certify", "quote", NULL };
@@ -330,8 +350,6 @@ static bool tpm_section(struct vstate *s, const json_t *tpm, char *det, size_t l
     static const char *const quote_known[] = { "attest", "signature", "pcrs", "event_log",
                                                NULL };
     const json_t *ak, *cert, *quote;
-    kv_err_mark m;
-    kv_rc rc;
 
     if (!only_members(tpm, tpm_known, "tpm", det, len) ||
         !(ak = obj_member(tpm, "ak", "tpm", det, len)) ||
@@ -344,35 +362,16 @@ static bool tpm_section(struct vstate *s, const json_t *tpm, char *det, size_t l
         !b64u_member(cert, "attest", "tpm.certify", &s->cert_attest, det, len) ||
         !b64u_member(cert, "signature", "tpm.certify", &s->cert_sig, det, len))
         return false;
-    if (!UNMARSHAL(TPM2B_PUBLIC, &s->ak_pub, &s->akp) ||
-        s->akp.size + 2u != s->ak_pub.n) {
-        snprintf(det, len, "tpm.ak.public is not one TPM2B_PUBLIC");
+    if (!public_area(s, &s->ak_pub, &s->akp, &s->ak_key, "tpm.ak.public", det, len) ||
+        !public_area(s, &s->cert_pub, &s->certp, &s->cert_key, "tpm.certify.public", det,
+                     len))
         return false;
-    }
-    if (!UNMARSHAL(TPM2B_PUBLIC, &s->cert_pub, &s->certp) ||
-        s->certp.size + 2u != s->cert_pub.n) {
-        snprintf(det, len, "tpm.certify.public is not one TPM2B_PUBLIC");
-        return false;
-    }
     if (!UNMARSHAL(TPMS_ATTEST, &s->cert_attest, &s->catt)) {
         snprintf(det, len, "tpm.certify.attest is not one TPMS_ATTEST");
         return false;
     }
     if (!UNMARSHAL(TPMT_SIGNATURE, &s->cert_sig, &s->csig)) {
         snprintf(det, len, "tpm.certify.signature is not one TPMT_SIGNATURE");
-        return false;
-    }
-    m = kv_err_mark_get(s->ctx);
-    if ((rc = tpm_public_to_pkey(s->ctx, &s->akp.publicArea, &s->ak_key)) != KV_OK) {
-        char why[256];
-        take_error(s, m, why, sizeof(why));
-        snprintf(det, len, "tpm.ak.public: %s", why);
-        return false;
-    }
-    if ((rc = tpm_public_to_pkey(s->ctx, &s->certp.publicArea, &s->cert_key)) != KV_OK) {
-        char why[256];
-        take_error(s, m, why, sizeof(why));
-        snprintf(det, len, "tpm.certify.public: %s", why);
         return false;
     }
     if (!(quote = json_object_get(tpm, "quote")))
