@@ -64,6 +64,7 @@ typedef enum kv_rc {
     KV_ERR_BAD_INPUT = 21,        /* 21: malformed input data (digest length, signature encoding) */
     KV_ERR_TOKEN_NOT_PRESENT = 22,/* 22: the token or TPM is absent or was removed */
     KV_ERR_PIN_LOCKED = 23,       /* 23: the PIN or TPM is locked out after failed attempts */
+    KV_ERR_EVIDENCE = 24,         /* 24: attestation evidence failed verification; see the verdict */
 } kv_rc;
 
 /* Key types. */
@@ -848,6 +849,63 @@ KV_API int kv_sign_alg_from_name(const char *name);
 
 /* kv_assurance_name: "software", "token", "tpm" or "unknown". */
 KV_API const char *kv_assurance_name(kv_assurance a);
+
+/* ---- verifying evidence (gateway side; no key store or TPM needed) ------ */
+
+/* A verification policy: trust anchors, AK trust, assurance floor, maximum
+ * age and expected PCR values (see docs/evidence.md, "Verification"). */
+typedef struct kv_policy kv_policy;
+
+/*
+ * kv_policy_load - read a policy file (the INI syntax of keyvault.conf):
+ * [trust] anchors, ak_anchors, ak_pin; [evidence] assurance, max_age;
+ * [pcrs] bank and expected values by index. Certificate files named in it
+ * are read now; relative paths are taken from the policy file's directory.
+ * KV_ERR_CONFIG naming the file, line and key for anything wrong, among
+ * them a floor of tpm with no way to trust an AK. Free with kv_policy_free.
+ */
+KV_API KV_WUR kv_rc kv_policy_load(kv_ctx *ctx, const char *path, kv_policy **out)
+    KV_NONNULL(1, 2, 3);
+
+/* kv_policy_free - free a policy. Accepts NULL. */
+KV_API void kv_policy_free(kv_policy *policy);
+
+/* One check of a verification: its stable name ("format", "nonce", "pop",
+ * "tpm.ak-signature", ...), whether it passed, and what was found. */
+typedef struct kv_verdict_check {
+    const char *name;
+    int passed;
+    const char *detail;
+} kv_verdict_check;
+
+/* The outcome of kv_evidence_verify. Strings and buffers belong to it. */
+typedef struct kv_verdict {
+    int ok;                       /* 1 only when every check passed */
+    kv_assurance assurance;       /* what the evidence claims (proven when ok) */
+    unsigned char *key_public;    /* the identity key, DER SubjectPublicKeyInfo; NULL if unread */
+    size_t key_public_len;
+    char *ak_name;                /* the AK's TPM name in hex, NULL without a tpm section */
+    char *device_id;              /* from the enrollment registry; NULL when not looked up */
+    size_t count;                 /* checks that ran, in the order they ran */
+    kv_verdict_check *checks;
+} kv_verdict;
+
+/*
+ * kv_evidence_verify - check an evidence document (kv_attest's output)
+ * against the nonce the verifier issued (16 to 64 bytes) and a policy.
+ * Returns KV_OK only when every check passed; KV_ERR_EVIDENCE when one or
+ * more failed, kv_errmsg naming the first; *verdict lists every check that
+ * ran either way (NULL only for KV_ERR_INVALID_ARG and KV_ERR_NO_MEMORY).
+ * Needs no backend: a context made for verifying only works. Free the
+ * verdict with kv_verdict_free.
+ */
+KV_API KV_WUR kv_rc kv_evidence_verify(kv_ctx *ctx, const char *evidence, size_t len,
+                                       const unsigned char *nonce, size_t nonce_len,
+                                       const kv_policy *policy, kv_verdict **verdict)
+    KV_NONNULL(1, 6, 7);
+
+/* kv_verdict_free - free a verdict. Accepts NULL. */
+KV_API void kv_verdict_free(kv_verdict *verdict);
 
 #ifdef __cplusplus
 }

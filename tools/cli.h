@@ -45,5 +45,8 @@ int cmd_attest(kv_ctx *ctx, int argc, char **argv);
 int cmd_tpm_ak_chain(kv_ctx *ctx, int argc, char **argv);
 int cmd_enroll(kv_ctx *ctx, int argc, char **argv);
 extern const char enroll_help[];
+/* cmd-verify.c: checking evidence */
+int cmd_verify_evidence(kv_ctx *ctx, int argc, char **argv);
+extern const char verify_evidence_help[];
 
 #endif

@@ -1274,6 +1274,7 @@ static const struct command commands[] = {
     { "reference", cmd_reference, reference_help },
     { "attest", cmd_attest, attest_help },
     { "enroll", cmd_enroll, enroll_help },
+    { "verify-evidence", cmd_verify_evidence, verify_evidence_help },
 };
 
 static void usage(FILE *f)
@@ -1297,6 +1298,7 @@ static void usage(FILE *f)
             "  tpm ...          TPM attestation: ak, ek-cert, quote, certify, PCRs\n"
             "  attest NAME      write the key's evidence document\n"
             "  enroll ...       AK enrollment: request, challenge, respond, finish, revoke, list\n"
+            "  verify-evidence FILE  check an evidence document against a nonce and policy\n"
             "  backends         show the configured backends\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
             "/etc/keyvault/keyvault.conf, then built-in defaults).\n"
