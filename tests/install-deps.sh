@@ -14,6 +14,7 @@ PACKAGES="
   libnss3 libnss3-tools libtpm2-pkcs11-1 libtpm2-pkcs11-tools
   jq faketime
   libcbor-dev
+  systemd
   nginx-light curl iproute2
   libengine-pkcs11-openssl
 "
