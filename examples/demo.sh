@@ -131,6 +131,24 @@ run keyvault ca crl demo-ca --days 7 -o demo.crl
 run openssl crl -in demo.crl -CAfile ca.crt -noout -verify
 refused openssl verify -crl_check -CRLfile demo.crl -CAfile ca.crt gw-01.crt
 
+step "attestation: the TPM key proves it lives in this TPM; a verifier checks it in C"
+run keyvault tpm ak -o ak.pem
+akpin=$(openssl pkey -pubin -in ak.pem -outform DER | openssl dgst -sha256 -r | cut -c1-64)
+{
+    printf '[trust]\nak_pin = %s\n[evidence]\nassurance = tpm\nmax_age = 300\n' "$akpin"
+    printf '[pcrs]\nbank = sha256\n'
+    for i in 0 1 2 3 4 5 6 7; do printf '%s = %s\n' "$i" "$(keyvault tpm pcr-read "$i")"; done
+} >policy.conf
+run cat policy.conf
+nonce=$(openssl rand -hex 32)
+run keyvault attest demo-tpm --nonce "$nonce" -o evidence.json
+run keyvault verify-evidence evidence.json --nonce "$nonce" --policy policy.conf
+echo "the same document with another nonce is a replay:"
+refused keyvault verify-evidence evidence.json --nonce "$(openssl rand -hex 32)" --policy policy.conf
+echo "the token key's evidence is genuine, but a token is not a TPM:"
+run keyvault attest demo-token --nonce "$nonce" -o token-evidence.json
+refused keyvault verify-evidence token-evidence.json --nonce "$nonce" --policy policy.conf
+
 step "the software fallback, last: an encrypted file, and it says it is software"
 run keyvault keygen demo-soft --type ec-p256 --backend software
 run keyvault info demo-soft
@@ -150,4 +168,5 @@ run openssl dgst -sha256 -verify demo-tpm.pub -signature still.sig message
 
 printf '\ndemo finished: a TPM key and a token key signed (verified by openssl) and agreed on an\n'
 printf 'ECDH key; the token key is sensitive and never extractable; a CA on the token certified\n'
-printf 'the TPM key and revoked it again; the software key works until require_hardware refuses it.\n'
+printf 'the TPM key and revoked it again; the TPM key attested itself and the verifier accepted it\n'
+printf '(and refused a replay and a token key); the software key works until require_hardware refuses it.\n'

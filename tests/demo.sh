@@ -18,7 +18,7 @@ contains "$out" "^assurance: tpm$" "the TPM key's assurance"
 contains "$out" "^assurance: token$" "the token key's assurance"
 contains "$out" "both sides derived the same" "ECDH between token and TPM key agreed"
 contains "$out" "Access: *sensitive, always sensitive, never extractable" "pkcs11-tool shows the token key sensitive, never extractable"
-[ "$(grep -c '^(refused: exit status 1)$' "$out")" -eq 2 ] &&
+[ "$(grep -c '^(refused: exit status 1)$' "$out")" -eq 4 ] &&
     [ "$(cat "$out" "$T/err" | grep -c "require_hardware is set: refusing software key 'demo-soft2\{0,1\}'")" -eq 2 ] &&
     ok "require_hardware refused the software key twice" ||
     not_ok "require_hardware refused the software key twice"
@@ -30,6 +30,10 @@ cat "$out" "$T/err" | grep -q "certificate revoked" && ok "openssl refused the r
     not_ok "openssl refused the revoked certificate with the CRL"
 contains "$out" "^(refused: exit status 2)$" "the revoked certificate's verification failed"
 contains "$out" "^assurance: software$" "the software key says it is software"
+contains "$out" "^evidence accepted (assurance tpm)$" "the verifier accepted the TPM key's evidence"
+contains "$out" "^tpm.pcr-policy *ok" "the PCRs were checked against the policy"
+contains "$out" "^nonce *FAILED" "a replayed document failed the nonce check"
+contains "$out" "^assurance *FAILED" "the token key's evidence failed the tpm floor"
 contains "$out" "^demo finished" "the demo ran to its end"
 # everything it started is gone: no demo directory, no swtpm serving one
 left=$(find "$T" -maxdepth 1 -name 'keyvault-demo.*' | wc -l)
