@@ -96,7 +96,12 @@ static kv_rc b64u_decode(const kv_ctx *ctx, const char *field, const char *in,
     *out = buf;
     buf = NULL;
 out:
+    /* the field may be a credential: no copy of it stays in freed memory */
+    if (tmp)
+        OPENSSL_cleanse(tmp, n + pad + 1);
     free(tmp);
+    if (buf)
+        OPENSSL_cleanse(buf, (n + pad) / 4 * 3 + 1);
     free(buf);
     return rc;
 }
@@ -482,7 +487,8 @@ static kv_backend *enroller(kv_ctx *ctx)
 {
     for (size_t i = 0; i < ctx->nbackends; i++) {
         kv_backend *be = &ctx->backends[i];
-        if (be->available && be->ops && be->ops->activate && be->ops->ak_public_area)
+        if (be->available && be->ops && be->ops->activate && be->ops->ak_public_area &&
+            be->ops->ek_certs)
             return be;
     }
     kv_error(ctx, KV_ERR_BACKEND_UNAVAILABLE,
@@ -491,23 +497,34 @@ static kv_backend *enroller(kv_ctx *ctx)
     return NULL;
 }
 
-static const char *const request_members[] = { "device_id", "ek_cert", "ak_public", "?ek_chain",
-                                                NULL };
-static const char *const challenge_members[] = { "challenge", "ak_name", "credential", "secret",
-                                                 "expires", NULL };
+static const char *const request_members[] = { "device_id", "ak_public", "?ek_certs",
+                                                "?ek_chain", NULL };
+static const char *const challenge_members[] = { "challenge", "device_id", "ak_name", "expires",
+                                                 "?credentials", NULL };
 static const char *const response_members[] = { "challenge", "credential", NULL };
+
+/* A document's array member of 1 to max entries. */
+static kv_rc doc_array(const kv_ctx *ctx, json_t *doc, const char *member, size_t max,
+                       json_t **out)
+{
+    *out = json_object_get(doc, member);
+    if (!json_is_array(*out) || json_array_size(*out) == 0 || json_array_size(*out) > max)
+        return kv_error(ctx, KV_ERR_BAD_INPUT, "\"%s\" is missing or not an array of 1 to %zu",
+                        member, max);
+    return KV_OK;
+}
 
 /* ---- device side ---------------------------------------------------------------------- */
 
 kv_rc kv_enroll_request(kv_ctx *ctx, const char *device_id, char **request)
 {
     kv_backend *be;
-    unsigned char *ek = NULL, *ak = NULL;
-    size_t eklen = 0, aklen = 0;
+    unsigned char *ek[KV_EK_MAX] = { NULL }, *ak = NULL;
+    size_t eklen[KV_EK_MAX], nek = 0, aklen = 0;
     const unsigned char *p;
     X509 *cert = NULL;
-    char hash[65], dev[KV_DEVICE_ID_MAX + 1];
-    json_t *doc = NULL;
+    char hash[65], dev[KV_DEVICE_ID_MAX + 1], *s;
+    json_t *doc = NULL, *arr = NULL;
     kv_rc rc;
 
     kv_err_begin(ctx);
@@ -519,24 +536,39 @@ kv_rc kv_enroll_request(kv_ctx *ctx, const char *device_id, char **request)
     if (!(be = enroller(ctx)))
         return KV_ERR_BACKEND_UNAVAILABLE;
     KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_ATTEST, "enroll"));
-    KV_CHECK(rc, be->ops->ek_cert(be, &ek, &eklen));
+    /* every EK certificate of the TPM: the verifier binds them all to the device */
+    KV_CHECK(rc, be->ops->ek_certs(be, ek, eklen, &nek));
     KV_CHECK(rc, be->ops->ak_public_area(be, true, &ak, &aklen));
-    p = ek;
-    if (!(cert = d2i_X509(NULL, &p, (long)eklen)))
+    p = ek[0];
+    if (!(cert = d2i_X509(NULL, &p, (long)eklen[0])))
         KV_FAIL_OSSL(ctx, rc, KV_ERR_CORRUPT, "the TPM's EK certificate does not decode");
     KV_CHECK(rc, spki_hash(ctx, X509_get0_pubkey(cert), hash));
     snprintf(dev, sizeof(dev), "tpm-%.16s", hash);
     doc = json_pack("{s:s, s:i, s:s}", "format", "keyvault-enroll-request", "version", 1,
                     "device_id", device_id ? device_id : dev);
-    if (!doc || set_b64u(doc, "ek_cert", ek, eklen) != 0 ||
-        set_b64u(doc, "ak_public", ak, aklen) != 0)
+    if (!doc || !(arr = json_array()) || set_b64u(doc, "ak_public", ak, aklen) != 0)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    for (size_t i = 0; i < nek; i++) {
+        if (!(s = b64u_encode(ek[i], eklen[i])) ||
+            json_array_append_new(arr, json_string(s)) != 0) {
+            free(s);
+            KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+        }
+        free(s);
+    }
+    if (json_object_set_new(doc, "ek_certs", arr) != 0) {
+        arr = NULL;
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    }
+    arr = NULL;
     rc = doc_dump(ctx, doc, request);
     doc = NULL;
 out:
+    json_decref(arr);
     json_decref(doc);
     X509_free(cert);
-    OPENSSL_free(ek);
+    for (size_t i = 0; i < nek; i++)
+        OPENSSL_free(ek[i]);
     OPENSSL_free(ak);
     return rc;
 }
@@ -558,7 +590,8 @@ kv_rc kv_tpm_activate_credential(kv_ctx *ctx, const unsigned char *id_object, si
     if (!(be = enroller(ctx)))
         return KV_ERR_BACKEND_UNAVAILABLE;
     KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_ATTEST, "activate-credential"));
-    KV_CHECK(rc, be->ops->activate(be, id_object, id_len, enc_secret, secret_len, cred, &n));
+    KV_CHECK(rc, be->ops->activate(be, NULL, 0, id_object, id_len, enc_secret, secret_len, cred,
+                                   &n));
     rc = kv_copy_out(ctx, "the credential", cred, n, buf, len);
 out:
     OPENSSL_cleanse(cred, sizeof(cred));
@@ -567,14 +600,56 @@ out:
     return rc;
 }
 
+/* Activate one of the challenge's credentials with the EK whose key hashes
+ * to its "ek_sha256", appending the credential to cred (*n bytes so far). */
+static kv_rc activate_one(kv_ctx *ctx, kv_backend *be, json_t *entry, size_t i,
+                          unsigned char *const ek[], const size_t eklen[], size_t nek,
+                          unsigned char *cred, size_t *n, size_t size)
+{
+    static const char *const members[] = { "ek_sha256", "credential", "secret" };
+    unsigned char *id = NULL, *sec = NULL;
+    size_t idlen = 0, seclen = 0, got = size - *n, which = nek;
+    const char *want;
+    char hash[65];
+    kv_rc rc = KV_OK;
+
+    if (!json_is_object(entry) || json_object_size(entry) != 3)
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "credentials[%zu] is not an object of ek_sha256, "
+                "credential and secret", i);
+    for (size_t m = 0; m < 3; m++)
+        if (!json_is_string(json_object_get(entry, members[m])))
+            KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "credentials[%zu].%s is missing or not a string",
+                    i, members[m]);
+    want = json_string_value(json_object_get(entry, "ek_sha256"));
+    KV_CHECK(rc, doc_blob(ctx, entry, "credential", &id, &idlen));
+    KV_CHECK(rc, doc_blob(ctx, entry, "secret", &sec, &seclen));
+    for (size_t k = 0; k < nek && which == nek; k++) {
+        const unsigned char *p = ek[k];
+        X509 *x = d2i_X509(NULL, &p, (long)eklen[k]);
+        if (x && spki_hash(ctx, X509_get0_pubkey(x), hash) == KV_OK && !strcmp(hash, want))
+            which = k;
+        X509_free(x);
+    }
+    if (which == nek)
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT,
+                "credentials[%zu] is for an EK this TPM holds no certificate for", i);
+    KV_CHECK(rc, be->ops->activate(be, ek[which], eklen[which], id, idlen, sec, seclen,
+                                   cred + *n, &got));
+    *n += got;
+out:
+    free(id);
+    free(sec);
+    return rc;
+}
+
 kv_rc kv_enroll_respond(kv_ctx *ctx, const char *challenge, size_t len, char **response)
 {
     kv_backend *be;
-    json_t *doc = NULL, *resp = NULL;
-    unsigned char *id = NULL, *sec = NULL, *ak = NULL, cred[64];
+    json_t *doc = NULL, *resp = NULL, *creds, *entry;
+    unsigned char *ek[KV_EK_MAX] = { NULL }, *ak = NULL, cred[KV_EK_MAX * 64];
     unsigned char name[2 + sizeof(TPMU_HA)];
     char name_hex[2 * sizeof(name) + 1];
-    size_t idlen = 0, seclen = 0, aklen = 0, name_len = 0, n = sizeof(cred);
+    size_t eklen[KV_EK_MAX], nek = 0, aklen = 0, name_len = 0, n = 0, i;
     const char *cid;
     TPM2B_PUBLIC pub;
     kv_rc rc;
@@ -586,8 +661,10 @@ kv_rc kv_enroll_respond(kv_ctx *ctx, const char *challenge, size_t len, char **r
     cid = json_string_value(json_object_get(doc, "challenge"));
     if (!hex_valid(cid, 32))
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the challenge id is not 32 lowercase hex digits");
-    KV_CHECK(rc, doc_blob(ctx, doc, "credential", &id, &idlen));
-    KV_CHECK(rc, doc_blob(ctx, doc, "secret", &sec, &seclen));
+    if (!kv_device_id_valid(json_string_value(json_object_get(doc, "device_id"))))
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "device_id: 1 to %d of A-Z a-z 0-9 . _ : @ -, not "
+                "starting with -", KV_DEVICE_ID_MAX);
+    KV_CHECK(rc, doc_array(ctx, doc, "credentials", KV_EK_MAX, &creds));
     if (!(be = enroller(ctx))) {
         rc = KV_ERR_BACKEND_UNAVAILABLE;
         goto out;
@@ -600,7 +677,11 @@ kv_rc kv_enroll_respond(kv_ctx *ctx, const char *challenge, size_t len, char **r
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT,
                 "the challenge is for another AK than this TPM's (%.20s...)", name_hex);
     KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_ATTEST, "enroll"));
-    KV_CHECK(rc, be->ops->activate(be, id, idlen, sec, seclen, cred, &n));
+    KV_CHECK(rc, be->ops->ek_certs(be, ek, eklen, &nek));
+    /* one credential per EK certificate of the request: each proves this
+     * TPM holds that EK */
+    json_array_foreach(creds, i, entry)
+        KV_CHECK(rc, activate_one(ctx, be, entry, i, ek, eklen, nek, cred, &n, sizeof(cred)));
     resp = json_pack("{s:s, s:i, s:s}", "format", "keyvault-enroll-response", "version", 1,
                      "challenge", cid);
     if (!resp || set_b64u(resp, "credential", cred, n) != 0)
@@ -613,43 +694,42 @@ out:
     OPENSSL_cleanse(cred, sizeof(cred));
     json_decref(doc);
     json_decref(resp);
-    free(id);
-    free(sec);
+    for (i = 0; i < nek; i++)
+        OPENSSL_free(ek[i]);
     OPENSSL_free(ak);
     return rc;
 }
 
 /* ---- verifier side ------------------------------------------------------------------- */
 
-/* The EK certificate and its intermediates from the request, verified
- * against the anchors file (any certificate in it is an anchor). */
-static kv_rc ek_verify(kv_ctx *ctx, json_t *doc, const char *anchors, X509 **out,
-                       unsigned char **der, size_t *derlen)
+/* The request's EK certificates (1 to KV_EK_MAX, two with one key refused),
+ * each verified against the anchors file (any certificate in it is an
+ * anchor) with the request's intermediates; their DER concatenated in
+ * *der, the hex SHA-256 of each one's key concatenated in hashes. */
+static kv_rc ek_verify(kv_ctx *ctx, json_t *doc, const char *anchors, X509 *certs[],
+                       size_t *ncerts, unsigned char **der, size_t *derlen,
+                       char hashes[64 * KV_EK_MAX + 1])
 {
     X509_STORE *store = X509_STORE_new();
     X509_STORE_CTX *sc = X509_STORE_CTX_new_ex(ctx->libctx, NULL);
     STACK_OF(X509) *untrusted = sk_X509_new_null();
-    json_t *chain = json_object_get(doc, "ek_chain"), *v;
+    json_t *chain = json_object_get(doc, "ek_chain"), *eks, *v;
     const unsigned char *p;
-    X509 *cert = NULL;
-    size_t i;
+    unsigned char *b = NULL, *all = NULL;
+    size_t i, n = 0, total = 0;
     int err;
     kv_rc rc = KV_OK;
 
-    *out = NULL;
+    *ncerts = 0;
     *der = NULL;
+    hashes[0] = '\0';
     if (!store || !sc || !untrusted)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    KV_CHECK(rc, doc_blob(ctx, doc, "ek_cert", der, derlen));
-    p = *der;
-    if (!(cert = d2i_X509(NULL, &p, (long)*derlen)) || p != *der + *derlen)
-        KV_FAIL_OSSL(ctx, rc, KV_ERR_BAD_INPUT, "ek_cert is not one DER certificate");
+    KV_CHECK(rc, doc_array(ctx, doc, "ek_certs", KV_EK_MAX, &eks));
     if (chain && (!json_is_array(chain) || json_array_size(chain) > CHAIN_MAX))
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "ek_chain: an array of at most %d certificates",
                 CHAIN_MAX);
     json_array_foreach(chain, i, v) {
-        unsigned char *b = NULL;
-        size_t n = 0;
         X509 *x;
         if (!json_is_string(v))
             KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "ek_chain[%zu] is not a string", i);
@@ -657,6 +737,7 @@ static kv_rc ek_verify(kv_ctx *ctx, json_t *doc, const char *anchors, X509 **out
         p = b;
         x = d2i_X509(NULL, &p, (long)n);
         free(b);
+        b = NULL;
         if (!x || !sk_X509_push(untrusted, x)) {
             X509_free(x);
             KV_FAIL_OSSL(ctx, rc, KV_ERR_BAD_INPUT, "ek_chain[%zu] is not a certificate", i);
@@ -665,24 +746,57 @@ static kv_rc ek_verify(kv_ctx *ctx, json_t *doc, const char *anchors, X509 **out
     if (X509_STORE_load_file_ex(store, anchors, ctx->libctx, NULL) != 1)
         KV_FAIL_OSSL(ctx, rc, KV_ERR_CONFIG, "cannot read EK trust anchors from '%s'", anchors);
     X509_STORE_set_flags(store, X509_V_FLAG_PARTIAL_CHAIN);
-    if (X509_STORE_CTX_init(sc, store, cert, untrusted) != 1)
-        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot set up the EK certificate's verification");
-    if (X509_verify_cert(sc) != 1) {
-        err = X509_STORE_CTX_get_error(sc);
-        KV_FAIL(ctx, rc, KV_ERR_PERMISSION,
-                "the EK certificate does not chain to the EK trust anchors in '%s': %s",
-                anchors, X509_verify_cert_error_string(err));
+    json_array_foreach(eks, i, v) {
+        X509 *cert;
+        char h[65];
+        unsigned char *grown;
+        if (!json_is_string(v))
+            KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "ek_certs[%zu] is not a string", i);
+        KV_CHECK(rc, b64u_decode(ctx, "ek_certs", json_string_value(v), &b, &n));
+        p = b;
+        if (!(cert = d2i_X509(NULL, &p, (long)n)) || p != b + n) {
+            X509_free(cert);
+            KV_FAIL_OSSL(ctx, rc, KV_ERR_BAD_INPUT, "ek_certs[%zu] is not one DER certificate",
+                         i);
+        }
+        certs[(*ncerts)++] = cert;
+        X509_STORE_CTX_cleanup(sc);
+        if (X509_STORE_CTX_init(sc, store, cert, untrusted) != 1)
+            KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot set up the EK certificate's "
+                         "verification");
+        if (X509_verify_cert(sc) != 1) {
+            err = X509_STORE_CTX_get_error(sc);
+            KV_FAIL(ctx, rc, KV_ERR_PERMISSION,
+                    "EK certificate %zu does not chain to the EK trust anchors in '%s': %s", i,
+                    anchors, X509_verify_cert_error_string(err));
+        }
+        KV_CHECK(rc, spki_hash(ctx, X509_get0_pubkey(cert), h));
+        for (size_t k = 0; k < i; k++)
+            if (!strncmp(hashes + 64 * k, h, 64))
+                KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "ek_certs[%zu] holds the key of "
+                        "ek_certs[%zu] again", i, k);
+        memcpy(hashes + 64 * i, h, 65);
+        if (!(grown = realloc(all, total + n)))
+            KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+        all = grown;
+        memcpy(all + total, b, n);
+        total += n;
+        free(b);
+        b = NULL;
     }
-    *out = cert;
-    cert = NULL;
+    *der = all;
+    *derlen = total;
+    all = NULL;
 out:
-    X509_free(cert);
+    free(b);
+    free(all);
     sk_X509_pop_free(untrusted, X509_free);
     X509_STORE_CTX_free(sc);
     X509_STORE_free(store);
     if (rc != KV_OK) {
-        free(*der);
-        *der = NULL;
+        for (i = 0; i < *ncerts; i++)
+            X509_free(certs[i]);
+        *ncerts = 0;
     }
     return rc;
 }
@@ -690,18 +804,17 @@ out:
 kv_rc kv_enroll_challenge(kv_ctx *ctx, const char *request, size_t len, const char *ek_anchors,
                           const char *registry, unsigned ttl, char **challenge)
 {
-    json_t *doc = NULL, *out_doc = NULL;
+    json_t *doc = NULL, *out_doc = NULL, *arr = NULL, *o;
     kv_pending pend;
     kv_registry *reg = NULL;
-    X509 *ek = NULL;
+    X509 *ek[KV_EK_MAX];
     TPM2B_PUBLIC akpub;
     unsigned char *ak = NULL, *ekder = NULL, *id = NULL, *sec = NULL;
-    unsigned char name[2 + sizeof(TPMU_HA)], cred[CRED_LEN], rnd[16], md[32];
-    size_t aklen = 0, ekdlen = 0, name_len = 0, idlen = 0, seclen = 0;
+    unsigned char name[2 + sizeof(TPMU_HA)], cred[KV_EK_MAX * CRED_LEN], rnd[16], md[32];
+    size_t aklen = 0, ekdlen = 0, name_len = 0, idlen = 0, seclen = 0, nek = 0;
     const char *dev;
-    kv_key_type ektype;
     EVP_PKEY *akkey = NULL;
-    char expires[32];
+    char expires[32], hex[65];
     time_t exp;
     struct tm tm;
     kv_rc rc;
@@ -716,34 +829,48 @@ kv_rc kv_enroll_challenge(kv_ctx *ctx, const char *request, size_t len, const ch
     if (!kv_device_id_valid(dev))
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "device_id: 1 to %d of A-Z a-z 0-9 . _ : @ -, not "
                 "starting with -", KV_DEVICE_ID_MAX);
-    /* the EK: the certificate's key, checked against the anchors */
-    KV_CHECK(rc, ek_verify(ctx, doc, ek_anchors, &ek, &ekder, &ekdlen));
-    ektype = kv_type_of_pkey(X509_get0_pubkey(ek));
-    if (ektype != KV_KEY_RSA_2048 && ektype != KV_KEY_EC_P256)
-        KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED,
-                "the EK certificate holds a %s key: enrollment takes RSA-2048 or ECC P-256 EKs "
-                "(TCG templates L-1, L-2)", kv_key_type_name(ektype));
+    /* the EKs: the certificates' keys, checked against the anchors */
+    KV_CHECK(rc, ek_verify(ctx, doc, ek_anchors, ek, &nek, &ekder, &ekdlen, pend.ek_sha256));
+    for (size_t i = 0; i < nek; i++) {
+        kv_key_type t = kv_type_of_pkey(X509_get0_pubkey(ek[i]));
+        if (t != KV_KEY_RSA_2048 && t != KV_KEY_EC_P256)
+            KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED,
+                    "EK certificate %zu holds a %s key: enrollment takes RSA-2048 or ECC P-256 "
+                    "EKs (TCG templates L-1, L-2)", i, kv_key_type_name(t));
+    }
     KV_CHECK(rc, doc_blob(ctx, doc, "ak_public", &ak, &aklen));
     KV_CHECK(rc, ak_parse(ctx, ak, aklen, &akpub, name, &name_len));
     /* its key must decode (a point on its curve): the CA certifies it at the end */
     KV_CHECK(rc, tpm_public_to_pkey(ctx, &akpub.publicArea, &akkey));
-    KV_CHECK(rc, spki_hash(ctx, X509_get0_pubkey(ek), pend.ek_sha256));
     KV_CHECK(rc, kv_registry_begin(ctx, registry, &reg));
-    KV_CHECK(rc, kv_registry_may_enroll(ctx, reg, pend.ek_sha256, dev));
-    /* the credential, protected to the certified EK for this AK's name */
-    if (RAND_bytes_ex(ctx->libctx, cred, sizeof(cred), 0) != 1 ||
+    KV_CHECK(rc, kv_registry_may_enroll(ctx, reg, pend.ek_sha256, dev, -1));
+    /* one credential per EK, each protected to the certified key for this
+     * AK's name: the answer proves the TPM holds every EK it presented */
+    if (RAND_bytes_ex(ctx->libctx, cred, nek * CRED_LEN, 0) != 1 ||
         RAND_bytes_ex(ctx->libctx, rnd, sizeof(rnd), 0) != 1)
         KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "no random credential");
-    KV_CHECK(rc, kv_credential_make(ctx, X509_get0_pubkey(ek), name, name_len, cred, sizeof(cred),
-                                    &id, &idlen, &sec, &seclen));
-    if (EVP_Q_digest(ctx->libctx, "SHA256", NULL, cred, sizeof(cred), md, NULL) != 1)
-        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot hash the credential");
+    if (!(arr = json_array()))
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    for (size_t i = 0; i < nek; i++) {
+        KV_CHECK(rc, kv_credential_make(ctx, X509_get0_pubkey(ek[i]), name, name_len,
+                                        cred + i * CRED_LEN, CRED_LEN, &id, &idlen, &sec,
+                                        &seclen));
+        snprintf(hex, sizeof(hex), "%.64s", pend.ek_sha256 + 64 * i);
+        if (!(o = json_pack("{s:s}", "ek_sha256", hex)) || json_array_append_new(arr, o) != 0 ||
+            set_b64u(o, "credential", id, idlen) != 0 || set_b64u(o, "secret", sec, seclen) != 0)
+            KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+        OPENSSL_free(id);
+        OPENSSL_free(sec);
+        id = sec = NULL;
+    }
+    if (EVP_Q_digest(ctx->libctx, "SHA256", NULL, cred, nek * CRED_LEN, md, NULL) != 1)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot hash the credentials");
     hex_of(rnd, sizeof(rnd), pend.id);
     hex_of(md, sizeof(md), pend.secret_sha256);
     hex_of(name, name_len, pend.ak_name);
     snprintf(pend.device_id, sizeof(pend.device_id), "%s", dev);
-    pend.ek_cert = ekder;
-    pend.ek_cert_len = ekdlen;
+    pend.ek_certs = ekder;
+    pend.ek_certs_len = ekdlen;
     pend.ak_public = ak;
     pend.ak_public_len = aklen;
     exp = time(NULL) + (ttl ? ttl : TTL_DEFAULT);
@@ -751,11 +878,13 @@ kv_rc kv_enroll_challenge(kv_ctx *ctx, const char *request, size_t len, const ch
     KV_CHECK(rc, kv_registry_pending_add(ctx, reg, &pend));
     if (!gmtime_r(&exp, &tm) || !strftime(expires, sizeof(expires), "%Y-%m-%dT%H:%M:%SZ", &tm))
         KV_FAIL(ctx, rc, KV_ERR_CRYPTO, "cannot format the expiry time");
-    out_doc = json_pack("{s:s, s:i, s:s, s:s, s:s}", "format", "keyvault-enroll-challenge",
-                        "version", 1, "challenge", pend.id, "ak_name", pend.ak_name, "expires",
-                        expires);
-    if (!out_doc || set_b64u(out_doc, "credential", id, idlen) != 0 ||
-        set_b64u(out_doc, "secret", sec, seclen) != 0)
+    /* the device id, so the device can see (and check) what it enrolls as */
+    out_doc = json_pack("{s:s, s:i, s:s, s:s, s:s, s:s, s:o}", "format",
+                        "keyvault-enroll-challenge", "version", 1, "challenge", pend.id,
+                        "device_id", dev, "ak_name", pend.ak_name, "expires", expires,
+                        "credentials", arr);
+    arr = NULL;
+    if (!out_doc)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     rc = doc_dump(ctx, out_doc, challenge);
     out_doc = NULL;
@@ -767,9 +896,11 @@ out:
     }
     OPENSSL_cleanse(cred, sizeof(cred));
     json_decref(doc);
+    json_decref(arr);
     json_decref(out_doc);
     EVP_PKEY_free(akkey);
-    X509_free(ek);
+    for (size_t i = 0; i < nek; i++)
+        X509_free(ek[i]);
     free(ekder);
     free(ak);
     OPENSSL_free(id);
@@ -831,27 +962,31 @@ static kv_rc pem_serial(const kv_ctx *ctx, const char *pem, char *hex, size_t si
 }
 
 kv_rc kv_enroll_finish(kv_key *ca, const char *response, size_t len, const char *registry,
-                       char **ak_chain)
+                       unsigned flags, char **ak_chain)
 {
     kv_ctx *ctx = ca->ctx;
     json_t *doc = NULL;
     kv_registry *reg = NULL;
     kv_pending pend;
     unsigned char *cred = NULL, md[32], name[2 + sizeof(TPMU_HA)], *spki = NULL;
-    size_t credlen = 0, name_len = 0;
-    char md_hex[65], name_hex[2 * sizeof(name) + 1], serial[80], *ids[3] = { NULL, NULL, NULL };
+    size_t credlen = 0, name_len = 0, neks = 0, first_len = 0;
+    char md_hex[65], name_hex[2 * sizeof(name) + 1], serial[80] = "", old[KV_SERIAL_HEX_MAX + 1] = "",
+        hashes[64 * KV_EK_MAX + 1], *ids[3] = { NULL, NULL, NULL };
     const char *cid;
     const unsigned char *p;
     TPM2B_PUBLIC akpub;
     EVP_PKEY *akkey = NULL;
     X509 *ek = NULL;
     kv_cert_opts opts = KV_CERT_OPTS_INIT;
+    bool issued = false;
     int n;
     kv_rc rc;
 
     kv_err_begin(ctx);
     memset(&pend, 0, sizeof(pend));
     *ak_chain = NULL;
+    if (flags & ~KV_ENROLL_REPLACE)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "unknown flags 0x%x", flags & ~KV_ENROLL_REPLACE);
     KV_CHECK(rc, doc_parse(ctx, response, len, "keyvault-enroll-response", response_members,
                            &doc));
     cid = json_string_value(json_object_get(doc, "challenge"));
@@ -873,8 +1008,8 @@ kv_rc kv_enroll_finish(kv_key *ca, const char *response, size_t len, const char 
     hex_of(md, sizeof(md), md_hex);
     if (CRYPTO_memcmp(md_hex, pend.secret_sha256, 64) != 0)
         KV_FAIL(ctx, rc, KV_ERR_AUTH_FAILED,
-                "the credential of challenge %s does not match: the device did not activate it "
-                "(another TPM or another AK); the challenge is spent", cid);
+                "the credentials of challenge %s do not match: the device did not activate them "
+                "all (another TPM or another AK); the challenge is spent", cid);
     /* what the registry holds is checked again: the AK certified is the
      * one whose name the credential was bound to */
     KV_CHECK(rc, ak_parse(ctx, pend.ak_public, pend.ak_public_len, &akpub, name, &name_len));
@@ -883,29 +1018,65 @@ kv_rc kv_enroll_finish(kv_key *ca, const char *response, size_t len, const char 
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
                 "registry '%s' is damaged: challenge %s's AK does not have the recorded name",
                 registry, cid);
-    p = pend.ek_cert;
-    if (!(ek = d2i_X509(NULL, &p, (long)pend.ek_cert_len)))
-        KV_FAIL_OSSL(ctx, rc, KV_ERR_CORRUPT, "registry '%s' is damaged: challenge %s's EK "
-                     "certificate does not decode", registry, cid);
-    KV_CHECK(rc, spki_hash(ctx, X509_get0_pubkey(ek), md_hex));
-    if (strcmp(md_hex, pend.ek_sha256) != 0)
+    /* and the EKs bound are the ones the credentials were made for */
+    hashes[0] = '\0';
+    for (p = pend.ek_certs; p < pend.ek_certs + pend.ek_certs_len; neks++) {
+        const unsigned char *at = p;
+        X509 *x = neks < KV_EK_MAX ? d2i_X509(NULL, &p, (long)(pend.ek_certs + pend.ek_certs_len - p))
+                                   : NULL;
+        if (!x || spki_hash(ctx, X509_get0_pubkey(x), hashes + 64 * neks) != KV_OK) {
+            X509_free(x);
+            KV_FAIL_OSSL(ctx, rc, KV_ERR_CORRUPT, "registry '%s' is damaged: challenge %s's EK "
+                         "certificates do not decode", registry, cid);
+        }
+        if (neks == 0) {
+            ek = x;
+            first_len = (size_t)(p - at);
+        } else {
+            X509_free(x);
+        }
+    }
+    if (strcmp(hashes, pend.ek_sha256) != 0)
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "registry '%s' is damaged: challenge %s's EK "
-                "certificate is not the recorded EK", registry, cid);
+                "certificates are not the recorded EKs", registry, cid);
     KV_CHECK(rc, tpm_public_to_pkey(ctx, &akpub.publicArea, &akkey));
     if ((n = i2d_PUBKEY(akkey, &spki)) <= 0)
         KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot encode the AK's public key");
-    /* the TPM as its EK certificate names it; documented defaults otherwise */
+    /* the registry's verdict first (in one transaction with the record):
+     * no certificate for a device it refuses */
+    KV_CHECK(rc, kv_registry_begin(ctx, registry, &reg));
+    KV_CHECK(rc, kv_registry_may_enroll(ctx, reg, pend.ek_sha256, pend.device_id,
+                                        (flags & KV_ENROLL_REPLACE) ? 1 : 0));
+    /* the TPM as its (first) EK certificate names it; documented defaults otherwise */
     ek_tpm_ids(ek, ids);
     opts.tpm_manufacturer = ids[0] ? ids[0] : "id:00000000";
     opts.tpm_model = ids[1] ? ids[1] : "unknown";
     opts.tpm_version = ids[2] ? ids[2] : "id:00000000";
     KV_CHECK(rc, kv_ca_issue_pubkey(ca, "tpm-ak", spki, (size_t)n, &opts, ak_chain));
+    issued = true;
     KV_CHECK(rc, pem_serial(ctx, *ak_chain, serial, sizeof(serial)));
-    KV_CHECK(rc, kv_registry_begin(ctx, registry, &reg));
-    KV_CHECK(rc, kv_registry_may_enroll(ctx, reg, pend.ek_sha256, pend.device_id));
-    KV_CHECK(rc, kv_registry_record(ctx, reg, &pend, serial, (int64_t)time(NULL)));
+    KV_CHECK(rc, kv_registry_record(ctx, reg, &pend, pend.ek_certs, first_len, serial,
+                                    (int64_t)time(NULL), old));
+    /* the AK it replaces is no longer vouched for */
+    if (old[0] && strcmp(old, serial) != 0) {
+        rc = kv_ca_revoke(ca, old, KV_REVOKE_SUPERSEDED);
+        if (rc == KV_ERR_BAD_INPUT || rc == KV_ERR_KEY_NOT_FOUND) {
+            /* revoked already, or issued by another CA key: nothing to withdraw here */
+            kv_err_begin(ctx);
+            rc = KV_OK;
+        }
+    }
 out:
     rc = kv_registry_end(ctx, reg, rc);
+    if (rc != KV_OK && issued && serial[0]) {
+        /* issued but not recorded: withdraw it, keeping the first failure's message */
+        char msg[256];
+        snprintf(msg, sizeof(msg), "%s", kv_errmsg(ctx));
+        bool revoked = kv_ca_revoke(ca, serial, KV_REVOKE_CESSATION_OF_OPERATION) == KV_OK;
+        kv_err_begin(ctx);
+        kv_error(ctx, rc, "%s (AK certificate %s %s)", msg, serial,
+                 revoked ? "revoked" : "NOT revoked: revoke it by hand");
+    }
     if (rc != KV_OK && *ak_chain) {
         kv_string_free(*ak_chain);
         *ak_chain = NULL;
@@ -956,9 +1127,9 @@ kv_rc kv_enroll_respond(kv_ctx *ctx, const char *challenge, size_t len, char **r
 }
 
 kv_rc kv_enroll_finish(kv_key *ca, const char *response, size_t len, const char *registry,
-                       char **ak_chain)
+                       unsigned flags, char **ak_chain)
 {
-    (void)response, (void)len, (void)registry;
+    (void)response, (void)len, (void)registry, (void)flags;
     *ak_chain = NULL;
     return no_tpm(ca->ctx);
 }

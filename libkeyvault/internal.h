@@ -480,10 +480,16 @@ struct kv_backend_ops {
      * standard template, checked to be the key of the TPM's EK certificate,
      * recovers the credential that id_object (TPM2B_ID_OBJECT) and
      * enc_secret (TPM2B_ENCRYPTED_SECRET), both marshalled, protect for the
-     * AK; out has *len bytes (in/out). */
-    kv_rc (*activate)(kv_backend *be, const unsigned char *id_object, size_t id_len,
+     * AK; out has *len bytes (in/out). ek_cert (DER; NULL: the first the
+     * TPM holds) is the EK certificate whose key the credential is for. */
+    kv_rc (*activate)(kv_backend *be, const unsigned char *ek_cert, size_t ek_len,
+                      const unsigned char *id_object, size_t id_len,
                       const unsigned char *enc_secret, size_t secret_len, unsigned char *out,
                       size_t *len);
+    /* Every EK certificate the TPM holds (DER, at most KV_EK_MAX), in the
+     * order ek_cert tries the NV indices; *n of them, each freed by the
+     * caller with OPENSSL_free. */
+    kv_rc (*ek_certs)(kv_backend *be, unsigned char *der[], size_t len[], size_t *n);
 };
 
 /* PCR values as read for a quote, in the quote's order (bank by bank as
@@ -674,16 +680,20 @@ void kv_x509_opts_clear(kv_x509_opts *o);
 /* ---- enrollment (enroll.c, registry.c) ---------------------------------- */
 
 #define KV_DEVICE_ID_MAX 128
+#define KV_EK_MAX 4               /* EK certificates in one enrollment request */
+#define KV_SERIAL_HEX_MAX 64      /* hex digits of an AK certificate's serial */
 /* Device ids: 1-128 of [A-Za-z0-9._:@-], not starting with '-'. */
 bool kv_device_id_valid(const char *id);
 
 /* A challenge the verifier waits on (the registry's pending table). */
 typedef struct kv_pending {
     char id[33];                 /* hex of 16 random bytes */
-    char secret_sha256[65];      /* hex SHA-256 of the credential */
-    char ek_sha256[65];          /* hex SHA-256 of the EK's SubjectPublicKeyInfo */
-    unsigned char *ek_cert;      /* DER */
-    size_t ek_cert_len;
+    char secret_sha256[65];      /* hex SHA-256 of the credentials, concatenated */
+    /* hex SHA-256 of each EK's SubjectPublicKeyInfo, concatenated in the
+     * request's order (64 digits each, 1 to KV_EK_MAX) */
+    char ek_sha256[64 * KV_EK_MAX + 1];
+    unsigned char *ek_certs;     /* the EK certificates, DER, concatenated in that order */
+    size_t ek_certs_len;
     unsigned char *ak_public;    /* TPM2B_PUBLIC, marshalled */
     size_t ak_public_len;
     char ak_name[2 * 66 + 1];    /* hex of nameAlg || H(publicArea) */
@@ -698,11 +708,15 @@ void kv_pending_clear(kv_pending *p);
 typedef struct kv_registry kv_registry;
 kv_rc kv_registry_begin(const kv_ctx *ctx, const char *path, kv_registry **out);
 kv_rc kv_registry_end(const kv_ctx *ctx, kv_registry *r, kv_rc rc);
-/* May ek_sha256 enroll as device_id? KV_ERR_PERMISSION naming the reason
- * when the device id is bound to another EK, the EK to another device id,
- * or the device is revoked. */
-kv_rc kv_registry_may_enroll(const kv_ctx *ctx, kv_registry *r, const char *ek_sha256,
-                             const char *device_id);
+/* May the TPM of the EKs `eks` (concatenated hex hashes, as in kv_pending)
+ * enroll as device_id? KV_ERR_PERMISSION naming the reason when the device
+ * is not on a non-empty allow-list, any EK is bound to another device id,
+ * the device id to another TPM (none of these EKs), or the device is
+ * revoked; and, when replace is 0, when the device is enrolled already
+ * (replace < 0: not asked, at challenge time). */
+kv_rc kv_registry_may_enroll(const kv_ctx *ctx, kv_registry *r, const char *eks,
+                             const char *device_id, int replace);
+/* Record a challenge; KV_ERR_PERMISSION when one of its EKs has 8 waiting. */
 kv_rc kv_registry_pending_add(const kv_ctx *ctx, kv_registry *r, const kv_pending *p);
 /* Take (read and delete) the pending challenge id: KV_ERR_KEY_NOT_FOUND when
  * there is none (never made, answered already). The caller commits the
@@ -710,9 +724,12 @@ kv_rc kv_registry_pending_add(const kv_ctx *ctx, kv_registry *r, const kv_pendin
  * checks p->expires itself. */
 kv_rc kv_registry_pending_take(const kv_ctx *ctx, kv_registry *r, const char *id,
                                kv_pending *out);
-/* Record (or renew) the enrollment of an EK. */
+/* Record (or renew) the enrollment of a device: ek_cert is its first EK's
+ * certificate; every EK of p is bound to it. old_serial: the serial of the
+ * AK certificate it replaces ("" when new). */
 kv_rc kv_registry_record(const kv_ctx *ctx, kv_registry *r, const kv_pending *p,
-                         const char *ak_serial, int64_t now);
+                         const unsigned char *ek_cert, size_t ek_cert_len, const char *ak_serial,
+                         int64_t now, char old_serial[KV_SERIAL_HEX_MAX + 1]);
 
 /* A failed SQLite call on the database `kind` at path (the CA record, the
  * registry): recorded with its extended code, mapped to a kv_rc (full:

@@ -570,13 +570,16 @@ KV_API KV_WUR kv_rc kv_enroll_respond(kv_ctx *ctx, const char *challenge, size_t
  * TPM's manufacturer, model and version from the EK certificate's SAN)
  * and the device is recorded in the registry. *ak_chain: the AK
  * certificate and the CA's chain, PEM (kv_string_free).
+ * A device enrolled already gets a new AK only with KV_ENROLL_REPLACE in
+ * flags (the old AK certificate is then revoked, reason superseded).
  * KV_ERR_AUTH_FAILED for a wrong credential; KV_ERR_KEY_NOT_FOUND for an
  * unknown or answered challenge; KV_ERR_PERMISSION for an expired one or
  * a device the registry refuses.
  */
+#define KV_ENROLL_REPLACE 0x1u /* an enrolled device may replace its AK */
 KV_API KV_WUR kv_rc kv_enroll_finish(kv_key *ca, const char *response, size_t len,
-                                     const char *registry, char **ak_chain)
-    KV_NONNULL(1, 2, 4, 5);
+                                     const char *registry, unsigned flags, char **ak_chain)
+    KV_NONNULL(1, 2, 4, 6);
 
 /*
  * kv_tpm_activate_credential - TPM2_ActivateCredential with the TPM's AK
@@ -603,9 +606,19 @@ KV_API KV_WUR kv_rc kv_registry_ak_status(kv_ctx *ctx, const char *db,
     KV_NONNULL(1, 2, 3, 5, 6);
 
 /* kv_registry_revoke - mark an enrolled device revoked (it fails
- * verification and cannot enroll again). KV_ERR_KEY_NOT_FOUND when it is
- * not enrolled, KV_ERR_BAD_INPUT when it is revoked already. */
-KV_API KV_WUR kv_rc kv_registry_revoke(kv_ctx *ctx, const char *db, const char *device_id)
+ * verification and cannot enroll again, through any EK of its TPM) and,
+ * with ca (the CA key that issued its AK certificate; NULL: the registry
+ * only), revoke that certificate in the CA's record (reason
+ * privilegeWithdrawn); if that fails the registry is left unchanged.
+ * KV_ERR_KEY_NOT_FOUND when it is not enrolled, KV_ERR_BAD_INPUT when it
+ * is revoked already. */
+KV_API KV_WUR kv_rc kv_registry_revoke(kv_ctx *ctx, const char *db, const char *device_id,
+                                       kv_key *ca) KV_NONNULL(1, 2, 3);
+
+/* kv_registry_allow - put device_id on the registry's allow-list (made
+ * when missing). Once the list holds any id, only listed devices may
+ * enroll. Adding an id twice is not an error. */
+KV_API KV_WUR kv_rc kv_registry_allow(kv_ctx *ctx, const char *db, const char *device_id)
     KV_NONNULL(1, 2, 3);
 
 /* kv_registry_list - the enrolled devices as a JSON array (kv_string_free)

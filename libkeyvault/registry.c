@@ -8,7 +8,10 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <libgen.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <time.h>
 #include <jansson.h>
@@ -17,7 +20,8 @@
 #include "internal.h"
 
 #define REG_BUSY_MS 5000
-#define REG_FORMAT "keyvault-registry-1"
+#define REG_FORMAT "keyvault-registry-2"
+#define REG_PENDING_PER_EK 8
 #define REG_BLOB_MAX (64 * 1024)
 
 struct kv_registry {
@@ -39,7 +43,7 @@ bool kv_device_id_valid(const char *id)
 
 void kv_pending_clear(kv_pending *p)
 {
-    OPENSSL_free(p->ek_cert);
+    OPENSSL_free(p->ek_certs);
     OPENSSL_free(p->ak_public);
     memset(p, 0, sizeof(*p));
 }
@@ -104,14 +108,38 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     "INSERT OR IGNORE INTO meta VALUES ('format', '" REG_FORMAT "');"
     "CREATE TABLE IF NOT EXISTS devices ("
-    " ek_sha256 TEXT PRIMARY KEY, ek_cert BLOB NOT NULL, ak_name TEXT NOT NULL,"
-    " ak_serial TEXT NOT NULL, device_id TEXT NOT NULL UNIQUE, enrolled INTEGER NOT NULL,"
+    " device_id TEXT PRIMARY KEY, ek_sha256 TEXT NOT NULL, ek_cert BLOB NOT NULL,"
+    " ak_name TEXT NOT NULL, ak_serial TEXT NOT NULL, enrolled INTEGER NOT NULL,"
     " revoked INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX IF NOT EXISTS devices_ak ON devices (ak_name);"
+    /* every EK certificate a device's TPM presented (and activated), bound to it */
+    "CREATE TABLE IF NOT EXISTS eks (ek_sha256 TEXT PRIMARY KEY, device_id TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS allowed (device_id TEXT PRIMARY KEY);"
     "CREATE TABLE IF NOT EXISTS pending ("
     " id TEXT PRIMARY KEY, secret_sha256 TEXT NOT NULL, ek_sha256 TEXT NOT NULL,"
-    " ek_cert BLOB NOT NULL, ak_public BLOB NOT NULL, ak_name TEXT NOT NULL,"
+    " ek_certs BLOB NOT NULL, ak_public BLOB NOT NULL, ak_name TEXT NOT NULL,"
     " device_id TEXT NOT NULL, expires INTEGER NOT NULL);";
+
+/* The registry's directory: writable by others (without the sticky bit),
+ * anyone could replace the file between our check and SQLite's open, or
+ * swap its journal. */
+static kv_rc dir_check(const kv_ctx *ctx, const char *path)
+{
+    char *copy = kv_strdup(path);
+    struct stat st;
+    kv_rc rc = KV_OK;
+
+    if (!copy)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    if (stat(dirname(copy), &st) != 0)
+        rc = kv_error_errno(ctx, errno, "cannot examine the directory of registry '%s'", path);
+    else if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX))
+        rc = kv_error(ctx, KV_ERR_PERMISSION,
+                      "the directory of registry '%s' is writable by others (mode %04o): "
+                      "refusing it", path, (unsigned)(st.st_mode & 07777));
+    free(copy);
+    return rc;
+}
 
 /* Open the registry and begin a transaction: a write transaction (the
  * tables made when missing) or, for !write, a read of an existing file. */
@@ -126,6 +154,7 @@ static kv_rc reg_open(const kv_ctx *ctx, const char *path, bool write, kv_regist
     *out = NULL;
     if (!r || !(r->path = kv_strdup(path)))
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    KV_CHECK(rc, dir_check(ctx, path));
     KV_CHECK(rc, kv_db_file_check(ctx, path, "registry", write));
     e = sqlite3_open_v2(path, &r->db,
                         (write ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY) |
@@ -196,40 +225,113 @@ static const char *col_text(sqlite3_stmt *st, int i, size_t max, bool hex)
     return s;
 }
 
-kv_rc kv_registry_may_enroll(const kv_ctx *ctx, kv_registry *r, const char *ek_sha256,
-                             const char *device_id)
+/* The number of 64-digit EK hashes in a concatenation of them (0 when it is
+ * not one). */
+static size_t ek_count(const char *eks)
+{
+    size_t n = strlen(eks);
+
+    if (n == 0 || n % 64 != 0 || n / 64 > KV_EK_MAX)
+        return 0;
+    for (const char *p = eks; *p; p++)
+        if (!isxdigit((unsigned char)*p) || isupper((unsigned char)*p))
+            return 0;
+    return n / 64;
+}
+
+/* One integer from a query with up to two text parameters. */
+static kv_rc reg_count(const kv_ctx *ctx, kv_registry *r, const char *sql, const char *a,
+                       const char *b, sqlite3_int64 *out)
 {
     sqlite3_stmt *st = NULL;
     int e;
+    kv_rc rc = reg_prepare(ctx, r, sql, &st);
+
+    if (rc == KV_OK) {
+        if (a)
+            sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
+        if (b)
+            sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
+        e = sqlite3_step(st);
+        if (e != SQLITE_ROW || sqlite3_column_type(st, 0) != SQLITE_INTEGER)
+            rc = e == SQLITE_ROW ? damaged(ctx, r, "a count is not an integer")
+                                 : reg_error(ctx, r, e, "a lookup");
+        else
+            *out = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+kv_rc kv_registry_may_enroll(const kv_ctx *ctx, kv_registry *r, const char *eks,
+                             const char *device_id, int replace)
+{
+    sqlite3_stmt *st = NULL;
+    size_t n = ek_count(eks);
+    sqlite3_int64 count = 0, mine = 0;
+    char ek[65];
+    int e;
     kv_rc rc;
 
-    KV_CHECK(rc, reg_prepare(ctx, r,
-                             "SELECT ek_sha256, device_id, revoked FROM devices "
-                             "WHERE ek_sha256 = ?1 OR device_id = ?2", &st));
-    sqlite3_bind_text(st, 1, ek_sha256, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, device_id, -1, SQLITE_STATIC);
-    while ((e = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *ek = col_text(st, 0, 64, true), *dev = col_text(st, 1, KV_DEVICE_ID_MAX, false);
-        sqlite3_int64 revoked = sqlite3_column_int64(st, 2);
-
-        if (!ek || !dev || sqlite3_column_type(st, 2) != SQLITE_INTEGER ||
-            (revoked != 0 && revoked != 1))
-            KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "registry '%s' is damaged: a device record "
-                    "does not hold an EK hash, a device id and a revoked flag", r->path);
-        if (strcmp(ek, ek_sha256) != 0)
-            KV_FAIL(ctx, rc, KV_ERR_PERMISSION,
-                    "device '%s' is enrolled with another TPM (EK %.16s...): it cannot be "
-                    "enrolled from this one (EK %.16s...)", device_id, ek, ek_sha256);
+    if (n == 0)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "no EK hashes to look up");
+    /* an allow-list, when there is one, names every device that may enroll */
+    KV_CHECK(rc, reg_count(ctx, r, "SELECT COUNT(*) FROM allowed", NULL, NULL, &count));
+    if (count > 0) {
+        KV_CHECK(rc, reg_count(ctx, r, "SELECT COUNT(*) FROM allowed WHERE device_id = ?1",
+                               device_id, NULL, &count));
+        if (count == 0)
+            KV_FAIL(ctx, rc, KV_ERR_PERMISSION, "device '%s' is not on the allow-list of "
+                    "registry '%s' (keyvault enroll allow)", device_id, r->path);
+    }
+    /* every EK of the TPM: unbound, or bound to this device id */
+    KV_CHECK(rc, reg_prepare(ctx, r, "SELECT device_id FROM eks WHERE ek_sha256 = ?1", &st));
+    for (size_t i = 0; i < n; i++) {
+        const char *dev;
+        snprintf(ek, sizeof(ek), "%.64s", eks + 64 * i);
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, ek, -1, SQLITE_TRANSIENT);
+        e = sqlite3_step(st);
+        if (e == SQLITE_DONE)
+            continue;
+        if (e != SQLITE_ROW)
+            KV_CHECK(rc, reg_error(ctx, r, e, "looking up an EK"));
+        if (!(dev = col_text(st, 0, KV_DEVICE_ID_MAX, false)))
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "registry '%s' is damaged: EK %.16s... is bound "
+                    "to a malformed device id", r->path, ek);
         if (strcmp(dev, device_id) != 0)
             KV_FAIL(ctx, rc, KV_ERR_PERMISSION,
-                    "this TPM (EK %.16s...) is enrolled as device '%s', not '%s'", ek_sha256,
-                    dev, device_id);
+                    "this TPM (EK %.16s...) is enrolled as device '%s', not '%s'", ek, dev,
+                    device_id);
+        mine++;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    KV_CHECK(rc, reg_prepare(ctx, r, "SELECT revoked FROM devices WHERE device_id = ?1", &st));
+    sqlite3_bind_text(st, 1, device_id, -1, SQLITE_STATIC);
+    e = sqlite3_step(st);
+    if (e == SQLITE_ROW) {
+        sqlite3_int64 revoked = sqlite3_column_int64(st, 0);
+        if (sqlite3_column_type(st, 0) != SQLITE_INTEGER || (revoked != 0 && revoked != 1))
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "registry '%s' is damaged: device '%s' has no "
+                    "valid revoked flag", r->path, device_id);
         if (revoked)
             KV_FAIL(ctx, rc, KV_ERR_PERMISSION,
                     "device '%s' is revoked: it cannot enroll again", device_id);
-    }
-    if (e != SQLITE_DONE)
+        if (mine == 0)
+            KV_FAIL(ctx, rc, KV_ERR_PERMISSION,
+                    "device '%s' is enrolled with another TPM: it cannot be enrolled from this "
+                    "one (EK %.16s...)", device_id, eks);
+        if (replace == 0)
+            KV_FAIL(ctx, rc, KV_ERR_PERMISSION,
+                    "device '%s' is enrolled already: replacing its AK needs the verifier's "
+                    "consent (KV_ENROLL_REPLACE, keyvault enroll finish --replace)", device_id);
+    } else if (e != SQLITE_DONE) {
         KV_CHECK(rc, reg_error(ctx, r, e, "looking up the device"));
+    } else if (mine != 0) {
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "registry '%s' is damaged: an EK is bound to device "
+                "'%s', which has no record", r->path, device_id);
+    }
     rc = KV_OK;
 out:
     sqlite3_finalize(st);
@@ -239,6 +341,9 @@ out:
 kv_rc kv_registry_pending_add(const kv_ctx *ctx, kv_registry *r, const kv_pending *p)
 {
     sqlite3_stmt *st = NULL;
+    size_t n = ek_count(p->ek_sha256);
+    sqlite3_int64 count = 0;
+    char ek[65];
     int e;
     kv_rc rc;
 
@@ -249,12 +354,22 @@ kv_rc kv_registry_pending_add(const kv_ctx *ctx, kv_registry *r, const kv_pendin
         KV_CHECK(rc, reg_error(ctx, r, e, "dropping expired challenges"));
     sqlite3_finalize(st);
     st = NULL;
+    /* a few challenges per EK at a time: a request replayed in a loop fills nothing */
+    for (size_t i = 0; i < n; i++) {
+        snprintf(ek, sizeof(ek), "%.64s", p->ek_sha256 + 64 * i);
+        KV_CHECK(rc, reg_count(ctx, r, "SELECT COUNT(*) FROM pending WHERE "
+                               "instr(ek_sha256, ?1) > 0", ek, NULL, &count));
+        if (count >= REG_PENDING_PER_EK)
+            KV_FAIL(ctx, rc, KV_ERR_PERMISSION,
+                    "EK %.16s... has %lld challenges waiting already (at most %d): answer one "
+                    "or let them expire", ek, (long long)count, REG_PENDING_PER_EK);
+    }
     KV_CHECK(rc, reg_prepare(ctx, r, "INSERT INTO pending VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                              &st));
     sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, p->secret_sha256, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, p->ek_sha256, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 4, p->ek_cert, (int)p->ek_cert_len, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 4, p->ek_certs, (int)p->ek_certs_len, SQLITE_STATIC);
     sqlite3_bind_blob(st, 5, p->ak_public, (int)p->ak_public_len, SQLITE_STATIC);
     sqlite3_bind_text(st, 6, p->ak_name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 7, p->device_id, -1, SQLITE_STATIC);
@@ -274,7 +389,8 @@ static kv_rc col_blob(const kv_ctx *ctx, const kv_registry *r, sqlite3_stmt *st,
     int n = sqlite3_column_bytes(st, i);
 
     if (sqlite3_column_type(st, i) != SQLITE_BLOB || !b || n <= 0 || n > REG_BLOB_MAX)
-        return damaged(ctx, r, "a challenge's EK certificate or AK is not a blob of a sane size");
+        return damaged(ctx, r, "a challenge's EK certificates or AK are not a blob of a sane "
+                       "size");
     if (!(*out = OPENSSL_memdup(b, (size_t)n)))
         return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
     *len = (size_t)n;
@@ -296,7 +412,7 @@ kv_rc kv_registry_pending_take(const kv_ctx *ctx, kv_registry *r, const char *id
 
     memset(out, 0, sizeof(*out));
     KV_CHECK(rc, reg_prepare(ctx, r,
-                             "SELECT secret_sha256, ek_sha256, ek_cert, ak_public, ak_name, "
+                             "SELECT secret_sha256, ek_sha256, ek_certs, ak_public, ak_name, "
                              "device_id, expires FROM pending WHERE id = ?1", &st));
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     e = sqlite3_step(st);
@@ -307,10 +423,10 @@ kv_rc kv_registry_pending_take(const kv_ctx *ctx, kv_registry *r, const char *id
     if (e != SQLITE_ROW)
         KV_CHECK(rc, reg_error(ctx, r, e, "looking up the challenge"));
     secret = col_text(st, 0, 64, true);
-    ek = col_text(st, 1, 64, true);
+    ek = col_text(st, 1, sizeof(out->ek_sha256) - 1, true);
     name = col_text(st, 4, sizeof(out->ak_name) - 1, true);
     dev = col_text(st, 5, KV_DEVICE_ID_MAX, false);
-    if (!secret || strlen(secret) != 64 || !ek || strlen(ek) != 64 || !name || !dev ||
+    if (!secret || strlen(secret) != 64 || !ek || ek_count(ek) == 0 || !name || !dev ||
         sqlite3_column_type(st, 6) != SQLITE_INTEGER)
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "registry '%s' is damaged: challenge %s has "
                 "malformed fields", r->path, id);
@@ -320,7 +436,7 @@ kv_rc kv_registry_pending_take(const kv_ctx *ctx, kv_registry *r, const char *id
     copy_text(out->ak_name, sizeof(out->ak_name), name);
     copy_text(out->device_id, sizeof(out->device_id), dev);
     out->expires = (int64_t)sqlite3_column_int64(st, 6);
-    KV_CHECK(rc, col_blob(ctx, r, st, 2, &out->ek_cert, &out->ek_cert_len));
+    KV_CHECK(rc, col_blob(ctx, r, st, 2, &out->ek_certs, &out->ek_certs_len));
     KV_CHECK(rc, col_blob(ctx, r, st, 3, &out->ak_public, &out->ak_public_len));
     /* single use: gone whatever the answer */
     rc = reg_exec_text(ctx, r, "DELETE FROM pending WHERE id = ?1", id, "removing the challenge");
@@ -332,32 +448,61 @@ out:
 }
 
 kv_rc kv_registry_record(const kv_ctx *ctx, kv_registry *r, const kv_pending *p,
-                         const char *ak_serial, int64_t now)
+                         const unsigned char *ek_cert, size_t ek_cert_len, const char *ak_serial,
+                         int64_t now, char old_serial[KV_SERIAL_HEX_MAX + 1])
 {
     sqlite3_stmt *st = NULL;
+    size_t n = ek_count(p->ek_sha256);
+    const char *old;
     int e;
     kv_rc rc;
 
-    /* one record per EK: a new AK for an enrolled EK replaces the old one */
+    old_serial[0] = '\0';
+    KV_CHECK(rc, reg_prepare(ctx, r, "SELECT ak_serial FROM devices WHERE device_id = ?1", &st));
+    sqlite3_bind_text(st, 1, p->device_id, -1, SQLITE_STATIC);
+    e = sqlite3_step(st);
+    if (e == SQLITE_ROW) {
+        if (!(old = col_text(st, 0, KV_SERIAL_HEX_MAX, true)))
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "registry '%s' is damaged: device '%s' has a "
+                    "malformed AK certificate serial", r->path, p->device_id);
+        copy_text(old_serial, KV_SERIAL_HEX_MAX + 1, old);
+    } else if (e != SQLITE_DONE) {
+        KV_CHECK(rc, reg_error(ctx, r, e, "looking up the device"));
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    /* one record per device: a new AK replaces the old one (the caller has
+     * checked kv_registry_may_enroll in this transaction) */
     KV_CHECK(rc, reg_prepare(ctx, r,
-                             "INSERT INTO devices (ek_sha256, ek_cert, ak_name, ak_serial, "
-                             "device_id, enrolled, revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0) "
-                             "ON CONFLICT (ek_sha256) DO UPDATE SET ek_cert = ?2, ak_name = ?3, "
-                             "ak_serial = ?4, enrolled = ?6 WHERE device_id = ?5 AND revoked = 0",
-                             &st));
-    sqlite3_bind_text(st, 1, p->ek_sha256, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 2, p->ek_cert, (int)p->ek_cert_len, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, p->ak_name, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, ak_serial, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 5, p->device_id, -1, SQLITE_STATIC);
+                             "INSERT INTO devices (device_id, ek_sha256, ek_cert, ak_name, "
+                             "ak_serial, enrolled, revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0) "
+                             "ON CONFLICT (device_id) DO UPDATE SET ek_sha256 = ?2, "
+                             "ek_cert = ?3, ak_name = ?4, ak_serial = ?5, enrolled = ?6 "
+                             "WHERE revoked = 0", &st));
+    sqlite3_bind_text(st, 1, p->device_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, p->ek_sha256, 64, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 3, ek_cert, (int)ek_cert_len, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, p->ak_name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, ak_serial, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, (sqlite3_int64)now);
     e = sqlite3_step(st);
     if (e != SQLITE_DONE)
         KV_CHECK(rc, reg_error(ctx, r, e, "recording the device"));
     if (sqlite3_changes(r->db) != 1)
         KV_FAIL(ctx, rc, KV_ERR_PERMISSION,
-                "device '%s' cannot be recorded: its EK is enrolled under another device id "
-                "or revoked", p->device_id);
+                "device '%s' cannot be recorded: it is revoked", p->device_id);
+    sqlite3_finalize(st);
+    st = NULL;
+    /* every EK the TPM proved it holds is bound to the device */
+    KV_CHECK(rc, reg_prepare(ctx, r, "INSERT INTO eks VALUES (?1, ?2) ON CONFLICT (ek_sha256) "
+                             "DO NOTHING", &st));
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 1, p->ek_sha256 + 64 * i, 64, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, p->device_id, -1, SQLITE_STATIC);
+        if ((e = sqlite3_step(st)) != SQLITE_DONE)
+            KV_CHECK(rc, reg_error(ctx, r, e, "binding an EK to the device"));
+    }
     rc = KV_OK;
 out:
     sqlite3_finalize(st);
@@ -426,20 +571,30 @@ out:
     return rc;
 }
 
-kv_rc kv_registry_revoke(kv_ctx *ctx, const char *db, const char *device_id)
+static kv_rc id_check(const kv_ctx *ctx, const char *device_id)
+{
+    return kv_device_id_valid(device_id)
+               ? KV_OK
+               : kv_error(ctx, KV_ERR_INVALID_ARG, "a device id is 1 to %d of A-Z a-z 0-9 . _ "
+                          ": @ -, not starting with -", KV_DEVICE_ID_MAX);
+}
+
+kv_rc kv_registry_revoke(kv_ctx *ctx, const char *db, const char *device_id, kv_key *ca)
 {
     kv_registry *r = NULL;
     sqlite3_stmt *st = NULL;
+    char serial[KV_SERIAL_HEX_MAX + 1];
+    const char *s;
     int e;
     kv_rc rc;
 
     kv_err_begin(ctx);
-    if (!kv_device_id_valid(device_id))
-        return kv_error(ctx, KV_ERR_INVALID_ARG,
-                        "a device id is 1 to %d of A-Z a-z 0-9 . _ : @ -, not starting with -",
-                        KV_DEVICE_ID_MAX);
+    KV_CHECK(rc, id_check(ctx, device_id));
+    if (ca && ca->ctx != ctx)
+        KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "the CA key belongs to another context");
     KV_CHECK(rc, kv_registry_begin(ctx, db, &r));
-    KV_CHECK(rc, reg_prepare(ctx, r, "SELECT revoked FROM devices WHERE device_id = ?1", &st));
+    KV_CHECK(rc, reg_prepare(ctx, r, "SELECT revoked, ak_serial FROM devices "
+                             "WHERE device_id = ?1", &st));
     sqlite3_bind_text(st, 1, device_id, -1, SQLITE_STATIC);
     e = sqlite3_step(st);
     if (e == SQLITE_DONE)
@@ -449,13 +604,38 @@ kv_rc kv_registry_revoke(kv_ctx *ctx, const char *db, const char *device_id)
         KV_CHECK(rc, reg_error(ctx, r, e, "looking up the device"));
     if (sqlite3_column_int64(st, 0) != 0)
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "device '%s' is revoked already", device_id);
+    if (!(s = col_text(st, 1, KV_SERIAL_HEX_MAX, true)))
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "registry '%s' is damaged: device '%s' has a "
+                "malformed AK certificate serial", db, device_id);
+    copy_text(serial, sizeof(serial), s);
     KV_CHECK(rc, reg_exec_text(ctx, r, "UPDATE devices SET revoked = 1 WHERE device_id = ?1",
                                device_id, "revoking the device"));
     /* a challenge under way for it dies too */
-    rc = reg_exec_text(ctx, r, "DELETE FROM pending WHERE device_id = ?1", device_id,
-                       "dropping its challenges");
+    KV_CHECK(rc, reg_exec_text(ctx, r, "DELETE FROM pending WHERE device_id = ?1", device_id,
+                               "dropping its challenges"));
+    /* and its AK certificate, before the registry commits: a failure leaves
+     * the device as it was */
+    if (ca) {
+        rc = kv_ca_revoke(ca, serial, KV_REVOKE_PRIVILEGE_WITHDRAWN);
+        if (rc != KV_OK)
+            goto out;
+    }
 out:
     sqlite3_finalize(st);
+    return kv_registry_end(ctx, r, rc);
+}
+
+kv_rc kv_registry_allow(kv_ctx *ctx, const char *db, const char *device_id)
+{
+    kv_registry *r = NULL;
+    kv_rc rc;
+
+    kv_err_begin(ctx);
+    KV_CHECK(rc, id_check(ctx, device_id));
+    KV_CHECK(rc, kv_registry_begin(ctx, db, &r));
+    rc = reg_exec_text(ctx, r, "INSERT INTO allowed VALUES (?1) ON CONFLICT DO NOTHING",
+                       device_id, "adding to the allow-list");
+out:
     return kv_registry_end(ctx, r, rc);
 }
 

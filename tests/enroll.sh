@@ -69,7 +69,7 @@ v enroll challenge "$T/req2.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T
 a enroll respond "$T/chal2.json" -o "$T/resp2.json" 2>/dev/null
 jq '.credential = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"' "$T/resp2.json" >"$T/wrong.json"
 expect 1 "a wrong secret" -- v enroll finish "$T/wrong.json" --ca akca --registry "$REG" -o "$T/x.pem"
-contains "$T/err" "does not match" "it says the credential does not match"
+contains "$T/err" "do not match" "it says the credential does not match"
 expect 1 "the right answer after a wrong one" -- v enroll finish "$T/resp2.json" --ca akca --registry "$REG" -o "$T/x.pem"
 contains "$T/err" "answered already" "the challenge was spent by the wrong answer"
 
@@ -86,9 +86,14 @@ expect 1 "an EK certificate not from the trusted CA" -- v enroll challenge "$T/r
 contains "$T/err" "does not chain to the EK trust anchors" "it says the EK certificate does not chain"
 # an EK certificate asserted with another EK's request: the credential is made for
 # the certificate's key, so a device holding another EK cannot answer
-jq --arg ek "$(jq -r .ek_cert "$T/req.json")" '.ek_cert = $ek | .device_id = "dev-1"' "$T/reqb.json" >"$T/swapped.json"
+jq --argjson ek "$(jq -c .ek_certs "$T/req.json")" '.ek_certs = $ek | .device_id = "dev-1"' "$T/reqb.json" >"$T/swapped.json"
 v enroll challenge "$T/swapped.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/chal-sw.json" >/dev/null 2>&1
-expect 1 "a credential made for another EK fails activation on TPM B" -- b enroll respond "$T/chal-sw.json" -o "$T/x.json"
+expect 1 "TPM B holds no certificate for the challenge's EK" -- b enroll respond "$T/chal-sw.json" -o "$T/x.json"
+contains "$T/err" "holds no certificate for" "the device says the credential is for another EK"
+# and told it is for its own EK, TPM B's EK cannot open it
+ekhash() { jq -r ".ek_certs[$2]" "$1" | tr -- '-_' '+/' | { b=$(cat); while [ $(( ${#b} % 4 )) -ne 0 ]; do b="$b="; done; printf '%s' "$b"; } | base64 -d | openssl x509 -inform der -pubkey -noout | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1; }
+jq --arg h "$(ekhash "$T/reqb.json" 0)" '.credentials[0].ek_sha256 = $h' "$T/chal-sw.json" >"$T/chal-sw2.json"
+expect 1 "a credential made for another EK fails activation on TPM B" -- b enroll respond "$T/chal-sw2.json" -o "$T/x.json"
 contains "$T/err" "TPM2_ActivateCredential" "the TPM refused it in TPM2_ActivateCredential"
 # a challenge for another TPM's AK
 expect 1 "a challenge for TPM A answered by TPM B" -- b enroll respond "$T/chal2.json" -o "$T/x.json"
@@ -128,12 +133,12 @@ contains "$T/err" "256 KiB" "it names the size limit"
 jq '.ak_public = (.ak_public | .[0:40])' "$T/req.json" >"$T/short.json"
 expect 1 "a truncated AK public area" -- v enroll challenge "$T/short.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/x.json"
 contains "$T/err" "not one marshalled TPM2B_PUBLIC" "it says the AK does not unmarshal"
-jq '.ek_cert = "AAECAwQF"' "$T/req.json" >"$T/junkek.json"
+jq '.ek_certs = ["AAECAwQF"]' "$T/req.json" >"$T/junkek.json"
 expect 1 "an EK certificate that is not DER" -- v enroll challenge "$T/junkek.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/x.json"
-contains "$T/err" "ek_cert is not one DER certificate" "it names the field"
+contains "$T/err" "ek_certs\[0\] is not one DER certificate" "it names the field"
 jq '.device_id = 42' "$T/req.json" >"$T/num.json"
 expect 1 "a device id that is not a string" -- v enroll challenge "$T/num.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/x.json"
-jq '.credential = "AAECAwQF"' "$T/chal2.json" >"$T/badcred.json"
+jq '.credentials[0].credential = "AAECAwQF"' "$T/chal2.json" >"$T/badcred.json"
 expect 1 "a challenge whose credential blob is not a TPM2B_ID_OBJECT" -- a enroll respond "$T/badcred.json" -o "$T/x.json"
 contains "$T/err" "not one marshalled TPM2B_ID_OBJECT" "the device names it"
 # a pending challenge whose AK was swapped in the registry: the certified AK must be
@@ -156,16 +161,29 @@ jq --arg ak "$(basenc --base64url -w0 "$T/ak-off.bin" | tr -d =)" '.ak_public = 
 expect 1 "an AK whose point is not on its curve" -- v enroll challenge "$T/offcurve.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/x.json"
 contains "$T/err" "does not decode" "it says the AK's key does not decode"
 
-# the same device from the same TPM may enroll again
+# the same device from the same TPM replaces its AK only with the verifier's consent
 v enroll challenge "$T/req2.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/chal5.json" >/dev/null
 a enroll respond "$T/chal5.json" -o "$T/resp5.json" 2>/dev/null
-expect 0 "dev-1 enrolls again from its own TPM" -- v enroll finish "$T/resp5.json" --ca akca --registry "$REG" -o "$T/akchain5.pem"
+expect 1 "dev-1 enrolls again without --replace" -- v enroll finish "$T/resp5.json" --ca akca --registry "$REG" -o "$T/akchain5.pem"
+contains "$T/err" "enrolled already.*--replace" "it says replacing the AK needs --replace"
+v enroll challenge "$T/req2.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/chal5.json" >/dev/null
+a enroll respond "$T/chal5.json" -o "$T/resp5.json" 2>/dev/null
+expect 0 "dev-1 enrolls again from its own TPM with --replace" -- v enroll finish "$T/resp5.json" --ca akca --registry "$REG" --replace -o "$T/akchain5.pem"
+serial_of() { openssl x509 -in "$1" -noout -serial | cut -d= -f2; }
+v ca crl akca -o "$T/crl1.pem" >/dev/null
+openssl crl -in "$T/crl1.pem" -noout -text >"$T/crl1.txt"
+contains "$T/crl1.txt" "Serial Number: $(serial_of "$T/akchain.pem")" "the replaced AK's certificate is revoked"
+grep -q "Serial Number: $(serial_of "$T/akchain5.pem")" "$T/crl1.txt" && not_ok "the new AK's certificate is not revoked" || ok "the new AK's certificate is not revoked"
 expect 0 "list" -- v enroll list --registry "$REG" --json
 [ "$(jq '[.[] | select(.device_id == "dev-1")] | length' "$T/out")" = 1 ] && ok "still one record for dev-1" || not_ok "still one record for dev-1"
 [ "$(jq -r '.[] | select(.device_id == "dev-1") | .ak_serial' "$T/out")" = "$(openssl x509 -in "$T/akchain5.pem" -noout -serial | cut -d= -f2 | tr A-F a-f)" ] && ok "it holds the new certificate's serial" || not_ok "it holds the new certificate's serial"
 
 # ---- revocation -----------------------------------------------------------------------
-expect 0 "revoke dev-1" -- v enroll revoke dev-1 --registry "$REG"
+expect 2 "revoke without the CA (a usage error)" -- v enroll revoke dev-1 --registry "$REG"
+expect 0 "revoke dev-1" -- v enroll revoke dev-1 --registry "$REG" --ca akca
+v ca crl akca -o "$T/crl2.pem" >/dev/null
+openssl crl -in "$T/crl2.pem" -noout -text >"$T/crl2.txt"
+contains "$T/crl2.txt" "Serial Number: $(serial_of "$T/akchain5.pem")" "its AK certificate is revoked with it"
 expect 0 "list after revocation" -- v enroll list --registry "$REG"
 contains "$T/out" "dev-1  revoked" "dev-1 is listed revoked"
 contains "$T/out" "dev-2  active" "dev-2 stays active"
@@ -173,8 +191,8 @@ expect 0 "kv_registry_ak_status" -- "$CREDTOOL" status "$T/kv.conf" "$REG" "$AK_
 contains "$T/out" "dev-1 revoked" "reports dev-1's AK revoked"
 expect 1 "a revoked device cannot enroll again" -- v enroll challenge "$T/req.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/x.json"
 contains "$T/err" "is revoked" "it says the device is revoked"
-expect 1 "revoking twice" -- v enroll revoke dev-1 --registry "$REG"
-expect 1 "revoking an unknown device" -- v enroll revoke dev-9 --registry "$REG"
+expect 1 "revoking twice" -- v enroll revoke dev-1 --registry "$REG" --ca akca
+expect 1 "revoking an unknown device" -- v enroll revoke dev-9 --registry "$REG" --ca akca
 contains "$T/err" "not enrolled" "it says the device is not enrolled"
 
 # ---- hostile registry files --------------------------------------------------------------
@@ -229,12 +247,66 @@ openssl x509 -req -in "$T/dummy.csr" -CA "$T/ecca.pem" -CAkey "$T/ecca.key" -CAc
 tpm2_nvdefine -Q 0x01c0000a -C o -s "$(stat -c %s "$T/ekb-ecc.der")" -a "ownerread|ownerwrite|authread|authwrite"
 tpm2_nvwrite -Q 0x01c0000a -C o -i "$T/ekb-ecc.der"
 cat "$T/ekca.pem" "$T/ecca.pem" >"$T/ekca-ecc.pem"
-expect 0 "TPM B with a P-256 EK certificate: request" -- b enroll request --device-id dev-3 -o "$T/req3.json"
-[ "$(jq -r .ek_cert "$T/req3.json")" = "$(basenc --base64url -w0 "$T/ekb-ecc.der" | tr -d =)" ] && ok "it carries the P-256 EK certificate" || not_ok "it carries the P-256 EK certificate"
-expect 0 "challenge: ECDH and KDFe to the P-256 EK" -- v enroll challenge "$T/req3.json" --ek-ca "$T/ekca-ecc.pem" --registry "$REG" -o "$T/chal3e.json"
-expect 0 "respond: the L-2 EK activates it" -- b enroll respond "$T/chal3e.json" -o "$T/resp3e.json"
-expect 0 "finish" -- v enroll finish "$T/resp3e.json" --ca akca --registry "$REG" -o "$T/akchain3.pem"
+expect 0 "TPM B with a P-256 EK certificate: request" -- b enroll request --device-id dev-2 -o "$T/req3.json"
+[ "$(jq -r '.ek_certs[0]' "$T/req3.json")" = "$(basenc --base64url -w0 "$T/ekb-ecc.der" | tr -d =)" ] && ok "it carries the P-256 EK certificate" || not_ok "it carries the P-256 EK certificate"
+[ "$(jq -r '.ek_certs[1]' "$T/req3.json")" = "$(jq -r '.ek_certs[0]' "$T/reqb.json")" ] && ok "and the RSA one" || not_ok "and the RSA one"
+# one TPM cannot enroll as a second device through its other EK
+jq '.device_id = "dev-3"' "$T/req3.json" >"$T/req3b.json"
+expect 1 "TPM B as another device id" -- v enroll challenge "$T/req3b.json" --ek-ca "$T/ekca-ecc.pem" --registry "$REG" -o "$T/x.json"
+contains "$T/err" "enrolled as device 'dev-2', not 'dev-3'" "its RSA EK is bound to dev-2"
+expect 0 "challenge: ECDH and KDFe to the P-256 EK, RSA-OAEP to the RSA one" -- v enroll challenge "$T/req3.json" --ek-ca "$T/ekca-ecc.pem" --registry "$REG" -o "$T/chal3e.json"
+[ "$(jq '.credentials | length' "$T/chal3e.json")" = 2 ] && ok "one credential per EK certificate" || not_ok "one credential per EK certificate"
+expect 0 "respond: the L-2 and L-1 EKs activate them" -- b enroll respond "$T/chal3e.json" --device-id dev-2 -o "$T/resp3e.json"
+contains "$T/out" "challenge for device dev-2" "respond shows the device id the verifier records"
+expect 0 "finish" -- v enroll finish "$T/resp3e.json" --ca akca --registry "$REG" --replace -o "$T/akchain3.pem"
 openssl x509 -in "$T/akchain3.pem" -noout -text >"$T/akcert3.txt" 2>&1
 contains "$T/akcert3.txt" "2.23.133.2.1=id:00000000" "an EK certificate without the TCG SAN gives the default manufacturer"
 contains "$T/akcert3.txt" "2.23.133.2.2=unknown" "and model"
+# ---- every EK of a TPM is bound to its device (a revoked TPM stays revoked) ----------------
+expect 0 "the registry binds both of TPM B's EKs" -- sqlite3 "$REG" "SELECT COUNT(*) FROM eks WHERE device_id = 'dev-2'"
+contains "$T/out" "^2$" "two EKs for dev-2"
+# an answer that proves only one EK of two is refused
+v enroll challenge "$T/req3.json" --ek-ca "$T/ekca-ecc.pem" --registry "$REG" -o "$T/chal6.json" >/dev/null
+b enroll respond "$T/chal6.json" -o "$T/resp6.json" >/dev/null 2>&1
+jq '.credential = (.credential | .[0:43])' "$T/resp6.json" >"$T/half.json"
+expect 1 "an answer for one EK of two" -- v enroll finish "$T/half.json" --ca akca --registry "$REG" --replace -o "$T/x.pem"
+contains "$T/err" "do not match" "it says the credentials do not match"
+expect 0 "revoke dev-2 (TPM B)" -- v enroll revoke dev-2 --registry "$REG" --ca akca
+# TPM B presents only its P-256 EK certificate, under a new device id
+jq '.ek_certs = [.ek_certs[0]] | .device_id = "dev-9"' "$T/req3.json" >"$T/only-ecc.json"
+expect 1 "a revoked TPM through its other EK, as a new device" -- v enroll challenge "$T/only-ecc.json" --ek-ca "$T/ekca-ecc.pem" --registry "$REG" -o "$T/x.json"
+contains "$T/err" "enrolled as device 'dev-2'" "its P-256 EK is bound to the revoked dev-2"
+jq '.ek_certs = [.ek_certs[0]]' "$T/req3.json" >"$T/only-ecc2.json"
+expect 1 "a revoked TPM through its other EK, as itself" -- v enroll challenge "$T/only-ecc2.json" --ek-ca "$T/ekca-ecc.pem" --registry "$REG" -o "$T/x.json"
+contains "$T/err" "dev-2' is revoked" "it says dev-2 is revoked"
+jq '.ek_certs = [.ek_certs[0], .ek_certs[0]]' "$T/req3.json" >"$T/twice.json"
+expect 1 "one EK certificate twice" -- v enroll challenge "$T/twice.json" --ek-ca "$T/ekca-ecc.pem" --registry "$REG" -o "$T/x.json"
+contains "$T/err" "holds the key of ek_certs\[0\] again" "it says so"
+
+# ---- the device sees the device id; an allow-list; challenges per EK; the directory ---------
+REG2=$T/reg2/registry.db
+mkdir -p "$T/reg2"
+v enroll challenge "$T/req.json" --ek-ca "$T/ekca.pem" --registry "$REG2" -o "$T/c1.json" >/dev/null
+[ "$(jq -r .device_id "$T/c1.json")" = dev-1 ] && ok "the challenge names the device id" || not_ok "the challenge names the device id"
+expect 1 "respond refuses a challenge for another device id" -- a enroll respond "$T/c1.json" --device-id dev-7 -o "$T/x.json"
+contains "$T/err" "for device 'dev-1', not 'dev-7'" "it names both"
+i=1
+while [ $i -lt 8 ]; do
+    v enroll challenge "$T/req.json" --ek-ca "$T/ekca.pem" --registry "$REG2" -o "$T/x.json" >/dev/null || break
+    i=$((i + 1))
+done
+[ $i = 8 ] && ok "8 challenges wait for one EK" || not_ok "8 challenges wait for one EK ($i)"
+expect 1 "a ninth challenge for the same EK" -- v enroll challenge "$T/req.json" --ek-ca "$T/ekca.pem" --registry "$REG2" -o "$T/x.json"
+contains "$T/err" "challenges waiting already (at most 8)" "it names the limit"
+expect 0 "allow dev-7" -- v enroll allow dev-7 --registry "$REG2"
+a enroll request --device-id dev-7 -o "$T/req7.json" 2>/dev/null
+b enroll request --device-id dev-8 -o "$T/req8.json" 2>/dev/null
+expect 1 "a device not on the allow-list" -- v enroll challenge "$T/req8.json" --ek-ca "$T/ekca-ecc.pem" --registry "$REG2" -o "$T/x.json"
+contains "$T/err" "dev-8' is not on the allow-list" "it says so"
+sqlite3 "$REG2" "DELETE FROM pending"
+expect 0 "a device on the allow-list" -- v enroll challenge "$T/req7.json" --ek-ca "$T/ekca.pem" --registry "$REG2" -o "$T/c7.json"
+chmod o+w "$T/reg2"
+expect 1 "a registry in a directory others may write" -- v enroll list --registry "$REG2"
+contains "$T/err" "directory of registry.*writable by others" "it refuses it"
+chmod o-w "$T/reg2"
 finish

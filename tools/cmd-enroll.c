@@ -18,23 +18,30 @@ const char enroll_help[] =
     "(TPM2_MakeCredential in software / TPM2_ActivateCredential; docs/enrollment.md).\n"
     "On the device (its TPM):\n"
     "  request [--device-id ID] -o REQUEST\n"
-    "      the TPM's EK certificate, the AK's public area and the device id (default:\n"
+    "      every EK certificate of the TPM, the AK's public area and the device id (default:\n"
     "      tpm- and 16 hex digits of the EK's hash)\n"
-    "  respond CHALLENGE -o RESPONSE\n"
-    "      recover the challenge's credential with TPM2_ActivateCredential (the\n"
-    "      response holds it: written 0600)\n"
+    "  respond CHALLENGE [--device-id ID] -o RESPONSE\n"
+    "      recover the challenge's credentials (one per EK certificate) with\n"
+    "      TPM2_ActivateCredential (the response holds them: written 0600); prints the\n"
+    "      device id the verifier will record, and refuses another than --device-id\n"
     "On the verifier (no TPM):\n"
     "  challenge REQUEST --ek-ca FILE --registry DB [--ttl SECONDS] -o CHALLENGE\n"
     "      check the EK certificate against the anchors in FILE and the AK's\n"
     "      attributes, protect a random credential to the EK certificate's key and\n"
     "      the AK's name, record it as pending for --ttl seconds (default 300)\n"
-    "  finish RESPONSE --ca CA_NAME --registry DB -o AK_CHAIN.pem\n"
+    "  finish RESPONSE --ca CA_NAME --registry DB [--replace] -o AK_CHAIN.pem\n"
     "      on a correct answer (each challenge is answered once), the CA key CA_NAME\n"
-    "      issues the AK a certificate (profile tpm-ak) and the device is recorded\n"
-    "  revoke DEVICE_ID --registry DB\n"
-    "      a revoked device fails the registry check and cannot enroll again\n"
+    "      issues the AK a certificate (profile tpm-ak) and the device is recorded;\n"
+    "      an enrolled device gets a new AK only with --replace (the old AK's\n"
+    "      certificate is revoked)\n"
+    "  revoke DEVICE_ID --registry DB --ca CA_NAME\n"
+    "      a revoked device fails the registry check and cannot enroll again through\n"
+    "      any EK of its TPM; CA_NAME revokes its AK certificate\n"
+    "  allow DEVICE_ID --registry DB\n"
+    "      put DEVICE_ID on the allow-list: once it holds any id, only listed devices\n"
+    "      may enroll\n"
     "  list --registry DB [--json]\n"
-    "A device id stays bound to the TPM it enrolled from.\n";
+    "A device id stays bound to the TPM (every EK) it enrolled from.\n";
 
 static int enroll_request(kv_ctx *ctx, int argc, char **argv)
 {
@@ -129,16 +136,19 @@ static int enroll_challenge(kv_ctx *ctx, int argc, char **argv)
 static int enroll_respond(kv_ctx *ctx, int argc, char **argv)
 {
     static const struct option opts[] = { { "out", required_argument, NULL, 'o' },
+                                          { "device-id", required_argument, NULL, 'd' },
                                           { NULL, 0, NULL, 0 } };
-    const char *out = NULL;
+    const char *out = NULL, *want = NULL, *dev;
     char *chal = NULL, *resp = NULL;
     size_t len = 0;
+    json_t *doc;
     int c, ret = EXIT_OK;
     kv_rc rc;
 
     while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;
+        case 'd': want = optarg; break;
         default: die_usage("enroll", "bad option");
         }
     }
@@ -146,6 +156,20 @@ static int enroll_respond(kv_ctx *ctx, int argc, char **argv)
         die_usage("enroll", "respond expects CHALLENGE and -o RESPONSE");
     if (read_doc(argv[optind], &chal, &len) != 0)
         return EXIT_FAIL;
+    /* what the verifier will record this device as (the library checks the
+     * rest of the document) */
+    doc = json_loadb(chal, len, 0, NULL);
+    dev = doc ? json_string_value(json_object_get(doc, "device_id")) : NULL;
+    if (want && (!dev || strcmp(dev, want) != 0)) {
+        fprintf(stderr, "keyvault enroll: the challenge is for device '%s', not '%s': not "
+                "answering it\n", dev && strlen(dev) <= 128 ? dev : "?", want);
+        json_decref(doc);
+        free(chal);
+        return EXIT_FAIL;
+    }
+    if (dev && strlen(dev) <= 128)
+        printf("challenge for device %s\n", dev);
+    json_decref(doc);
     rc = kv_enroll_respond(ctx, chal, len, &resp);
     free(chal);
     if (rc != KV_OK)
@@ -160,9 +184,11 @@ static int enroll_finish(kv_ctx *ctx, int argc, char **argv)
 {
     static const struct option opts[] = {
         { "ca", required_argument, NULL, 'c' }, { "registry", required_argument, NULL, 'r' },
-        { "out", required_argument, NULL, 'o' }, { NULL, 0, NULL, 0 },
+        { "out", required_argument, NULL, 'o' }, { "replace", no_argument, NULL, 'R' },
+        { NULL, 0, NULL, 0 },
     };
     const char *ca_name = NULL, *reg = NULL, *out = NULL;
+    unsigned flags = 0;
     char *resp = NULL, *pem = NULL;
     size_t len = 0;
     kv_key *ca = NULL;
@@ -174,6 +200,7 @@ static int enroll_finish(kv_ctx *ctx, int argc, char **argv)
         case 'c': ca_name = optarg; break;
         case 'r': reg = optarg; break;
         case 'o': out = optarg; break;
+        case 'R': flags |= KV_ENROLL_REPLACE; break;
         default: die_usage("enroll", "bad option");
         }
     }
@@ -183,7 +210,7 @@ static int enroll_finish(kv_ctx *ctx, int argc, char **argv)
         return EXIT_FAIL;
     rc = kv_key_open(ctx, ca_name, &ca);
     if (rc == KV_OK)
-        rc = kv_enroll_finish(ca, resp, len, reg, &pem);
+        rc = kv_enroll_finish(ca, resp, len, reg, flags, &pem);
     if (rc != KV_OK)
         ret = fail("enroll", ctx, rc);
     else if (write_all(out, pem, strlen(pem), 0644) != 0)
@@ -201,6 +228,35 @@ static int enroll_finish(kv_ctx *ctx, int argc, char **argv)
 static int enroll_revoke(kv_ctx *ctx, int argc, char **argv)
 {
     static const struct option opts[] = { { "registry", required_argument, NULL, 'r' },
+                                          { "ca", required_argument, NULL, 'c' },
+                                          { NULL, 0, NULL, 0 } };
+    const char *reg = NULL, *ca_name = NULL;
+    kv_key *ca = NULL;
+    int c;
+    kv_rc rc;
+
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'r': reg = optarg; break;
+        case 'c': ca_name = optarg; break;
+        default: die_usage("enroll", "bad option");
+        }
+    }
+    if (optind != argc - 1 || !reg || !ca_name)
+        die_usage("enroll", "revoke expects DEVICE_ID, --registry DB and --ca CA_NAME");
+    rc = kv_key_open(ctx, ca_name, &ca);
+    if (rc == KV_OK)
+        rc = kv_registry_revoke(ctx, reg, argv[optind], ca);
+    kv_key_free(ca);
+    if (rc != KV_OK)
+        return fail("enroll", ctx, rc);
+    printf("revoked, with its AK certificate\n");
+    return EXIT_OK;
+}
+
+static int enroll_allow(kv_ctx *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = { { "registry", required_argument, NULL, 'r' },
                                           { NULL, 0, NULL, 0 } };
     const char *reg = NULL;
     int c;
@@ -213,11 +269,11 @@ static int enroll_revoke(kv_ctx *ctx, int argc, char **argv)
         }
     }
     if (optind != argc - 1 || !reg)
-        die_usage("enroll", "revoke expects DEVICE_ID and --registry DB");
-    rc = kv_registry_revoke(ctx, reg, argv[optind]);
+        die_usage("enroll", "allow expects DEVICE_ID and --registry DB");
+    rc = kv_registry_allow(ctx, reg, argv[optind]);
     if (rc != KV_OK)
         return fail("enroll", ctx, rc);
-    printf("revoked\n");
+    printf("allowed\n");
     return EXIT_OK;
 }
 
@@ -268,13 +324,14 @@ int cmd_enroll(kv_ctx *ctx, int argc, char **argv)
         { "request", enroll_request }, { "challenge", enroll_challenge },
         { "respond", enroll_respond }, { "finish", enroll_finish },
         { "revoke", enroll_revoke },   { "list", enroll_list },
+        { "allow", enroll_allow },
     };
 
     if (argc < 2)
         die_usage("enroll", "expected a command: request, challenge, respond, finish, revoke, "
-                            "list");
+                            "list, allow");
     for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
         if (!strcmp(argv[1], subs[i].name))
             return subs[i].fn(ctx, argc - 1, argv + 1);
-    die_usage("enroll", "unknown command (request, challenge, respond, finish, revoke, list)");
+    die_usage("enroll", "unknown command (request, challenge, respond, finish, revoke, list, allow)");
 }

@@ -448,40 +448,71 @@ static TSS2_RC ek_step(struct tpm_conn *c, struct step *s, void *p)
     return rc;
 }
 
-kv_rc tpm_ek_cert(kv_backend *be, unsigned char **der, size_t *len)
+static const TPM2_HANDLE ek_indices[] = { 0x01c0000a, 0x01c00002, 0x01c00016 };
+
+/* The EK certificate at one NV index, as DER without the index's padding;
+ * *der NULL when the index is not defined. */
+static kv_rc ek_read(kv_backend *be, TPM2_HANDLE index, unsigned char **der, size_t *len)
 {
-    static const TPM2_HANDLE indices[] = { 0x01c0000a, 0x01c00002, 0x01c00016 };
     kv_ctx *ctx = be->ctx;
-    kv_rc rc;
+    struct ek_arg a = { .index = index };
+    const unsigned char *p;
+    X509 *x;
+    int n;
+    kv_rc rc = tpm_run(ctx, st(be)->conn, ek_step, &a);
 
     *der = NULL;
-    for (size_t i = 0; i < sizeof(indices) / sizeof(indices[0]); i++) {
-        struct ek_arg a = { .index = indices[i] };
-        const unsigned char *p;
-        X509 *x;
-        int n;
-
-        rc = tpm_run(ctx, st(be)->conn, ek_step, &a);
-        if (rc != KV_OK || a.absent) {
-            OPENSSL_free(a.data);
-            if (rc != KV_OK)
-                return rc;
-            continue;
-        }
-        /* the index may be larger than the certificate: keep the DER only */
-        p = a.data;
-        x = d2i_X509(NULL, &p, (long)a.len);
-        n = x ? i2d_X509(x, der) : -1;
-        X509_free(x);
+    if (rc != KV_OK || a.absent) {
         OPENSSL_free(a.data);
-        if (n <= 0)
-            return kv_error_ossl(ctx, KV_ERR_CORRUPT,
-                                 "NV index 0x%08x does not hold an X.509 certificate", indices[i]);
-        *len = (size_t)n;
-        return KV_OK;
+        return rc;
     }
-    return kv_error(ctx, KV_ERR_KEY_NOT_FOUND,
+    /* the index may be larger than the certificate: keep the DER only */
+    p = a.data;
+    x = d2i_X509(NULL, &p, (long)a.len);
+    n = x ? i2d_X509(x, der) : -1;
+    X509_free(x);
+    OPENSSL_free(a.data);
+    if (n <= 0)
+        return kv_error_ossl(ctx, KV_ERR_CORRUPT,
+                             "NV index 0x%08x does not hold an X.509 certificate", index);
+    *len = (size_t)n;
+    return KV_OK;
+}
+
+kv_rc tpm_ek_cert(kv_backend *be, unsigned char **der, size_t *len)
+{
+    kv_rc rc;
+
+    for (size_t i = 0; i < sizeof(ek_indices) / sizeof(ek_indices[0]); i++)
+        if ((rc = ek_read(be, ek_indices[i], der, len)) != KV_OK || *der)
+            return rc;
+    return kv_error(be->ctx, KV_ERR_KEY_NOT_FOUND,
                     "the TPM holds no EK certificate at 0x01c0000a, 0x01c00002 or 0x01c00016");
+}
+
+/* The EK certificates enrollment can use: the low range, templates L-2
+ * (ECC P-256) and L-1 (RSA-2048); the high-range P-384 one at 0x01c00016
+ * has no template enrollment recreates, and the verifier refuses it. */
+kv_rc tpm_ek_certs(kv_backend *be, unsigned char *der[], size_t len[], size_t *n)
+{
+    kv_rc rc = KV_OK;
+
+    *n = 0;
+    for (size_t i = 0; i < 2 && *n < KV_EK_MAX; i++) {
+        if ((rc = ek_read(be, ek_indices[i], &der[*n], &len[*n])) != KV_OK)
+            break;
+        if (der[*n])
+            (*n)++;
+    }
+    if (rc == KV_OK && *n == 0)
+        rc = kv_error(be->ctx, KV_ERR_KEY_NOT_FOUND, "the TPM holds no EK certificate at "
+                      "0x01c0000a (ECC P-256) or 0x01c00002 (RSA-2048)");
+    if (rc != KV_OK) {
+        for (size_t i = 0; i < *n; i++)
+            OPENSSL_free(der[i]);
+        *n = 0;
+    }
+    return rc;
 }
 
 /* ---- evidence (libkeyvault/evidence.c) ------------------------------------ */

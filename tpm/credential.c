@@ -140,7 +140,8 @@ out:
     return rc;
 }
 
-kv_rc tpm_activate(kv_backend *be, const unsigned char *id_object, size_t id_len,
+kv_rc tpm_activate(kv_backend *be, const unsigned char *ek_cert, size_t ek_len,
+                   const unsigned char *id_object, size_t id_len,
                    const unsigned char *enc_secret, size_t secret_len, unsigned char *out,
                    size_t *len)
 {
@@ -164,10 +165,17 @@ kv_rc tpm_activate(kv_backend *be, const unsigned char *id_object, size_t id_len
         off != secret_len)
         return kv_error(ctx, KV_ERR_BAD_INPUT,
                         "the encrypted seed is not one marshalled TPM2B_ENCRYPTED_SECRET");
-    KV_CHECK(rc, tpm_ek_cert(be, &der, &derlen));
-    p = der;
+    /* the EK the caller names (its certificate, one of this TPM's: the
+     * template's key is compared with it), or the first the TPM holds */
+    if (ek_cert) {
+        p = ek_cert;
+        derlen = ek_len;
+    } else {
+        KV_CHECK(rc, tpm_ek_cert(be, &der, &derlen));
+        p = der;
+    }
     if (!(cert = d2i_X509(NULL, &p, (long)derlen)) || !(cert_key = X509_get0_pubkey(cert)))
-        KV_FAIL_OSSL(ctx, rc, KV_ERR_CORRUPT, "the TPM's EK certificate does not decode");
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CORRUPT, "the EK certificate does not decode");
     KV_CHECK(rc, ek_template(ctx, cert_key, &tmpl));
     a.tmpl = &tmpl;
     a.cert_key = cert_key;

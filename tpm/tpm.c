@@ -1026,6 +1026,7 @@ const struct kv_backend_ops kv_tpm_ops = {
     .pcr_extend = tpm_pcr_extend,
     .ek_cert = tpm_ek_cert,
     .activate = tpm_activate,
+    .ek_certs = tpm_ek_certs,
     .stat = tpm_stat,
     .open_data = tpm_open_data,
     .key_public_area = tpm_key_public_area,

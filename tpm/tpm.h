@@ -204,6 +204,7 @@ kv_rc tpm_pcr_read(kv_backend *be, const char *bank, unsigned index, unsigned ch
 kv_rc tpm_pcr_extend(kv_backend *be, const char *bank, unsigned index,
                      const unsigned char *digest, size_t len);
 kv_rc tpm_ek_cert(kv_backend *be, unsigned char **der, size_t *len);
+kv_rc tpm_ek_certs(kv_backend *be, unsigned char *der[], size_t len[], size_t *n);
 kv_rc tpm_key_public_area(kv_key *key, bool sized, unsigned char **buf, size_t *len);
 kv_rc tpm_ak_public_area(kv_backend *be, bool sized, unsigned char **buf, size_t *len);
 kv_rc tpm_ak_chain_store(kv_backend *be, const STACK_OF(X509) *chain);
@@ -217,7 +218,8 @@ void tpm_ak_free(struct tpm_state *s);
 kv_rc tpm_ak_get(kv_backend *be, struct tpm_key **out);
 
 /* credential.c: enrollment (the AK's public area, TPM2_ActivateCredential) */
-kv_rc tpm_activate(kv_backend *be, const unsigned char *id_object, size_t id_len,
+kv_rc tpm_activate(kv_backend *be, const unsigned char *ek_cert, size_t ek_len,
+                   const unsigned char *id_object, size_t id_len,
                    const unsigned char *enc_secret, size_t secret_len, unsigned char *out,
                    size_t *len);
 
