@@ -68,6 +68,9 @@ struct vstate {
     EVP_PKEY *cert_key;            /* from the certified public area */
 #ifdef KV_WITH_TPM
     TPM2B_PUBLIC akp, certp;
+    unsigned char ak_name[2 + EVP_MAX_MD_SIZE];  /* nameAlg || digest; ak_name_len 0: none */
+    size_t ak_name_len;
+    bool enrolled;                 /* in the policy's registry, not revoked */
     TPMS_ATTEST catt, qatt;
     TPMT_SIGNATURE csig, qsig;
 #endif
@@ -1106,8 +1109,52 @@ static void check_ak_trusted(struct vstate *s)
     } else {
         snprintf(det, sizeof(det), "the policy has no ak_anchors");
     }
-    record(s, "tpm.ak-trusted", false, "the AK is not pinned%s and %s",
-           s->pol->npins ? "" : " (no ak_pin)", det);
+    if (s->enrolled) {
+        record(s, "tpm.ak-trusted", true, "the AK is enrolled in the registry as device %s, "
+               "not revoked", s->v->device_id);
+        return;
+    }
+    record(s, "tpm.ak-trusted", false, "the AK is not pinned%s, %s, and %s",
+           s->pol->npins ? "" : " (no ak_pin)", det,
+           s->pol->registry ? "not enrolled and unrevoked in the registry"
+                            : "the policy has no registry");
+}
+
+/* registry: the AK (by its name) enrolled by credential activation in the
+ * policy's registry and its device not revoked. The registry is the
+ * verifier's own file: its device id may be quoted. */
+static void check_registry(struct vstate *s)
+{
+    kv_err_mark m = kv_err_mark_get(s->ctx);
+    char *dev = NULL, why[256];
+    int revoked = 0;
+    kv_rc rc;
+
+    if (!s->ak_name_len) {
+        record(s, "registry", false, "the AK's nameAlg 0x%04x is not a hash the verifier "
+               "knows: no name to look up", (unsigned)s->akp.publicArea.nameAlg);
+        return;
+    }
+    rc = kv_registry_ak_status(s->ctx, s->pol->registry, s->ak_name, s->ak_name_len, &dev,
+                               &revoked);
+    if (rc == KV_ERR_NO_MEMORY) {
+        kv_err_rewind(s->ctx, m);
+        s->oom = true;
+        return;
+    }
+    if (rc != KV_OK) {
+        take_error(s, m, why, sizeof(why));
+        record(s, "registry", false, "%s%s", rc == KV_ERR_KEY_NOT_FOUND ? "not enrolled: " : "",
+               why);
+        return;
+    }
+    s->v->device_id = dev;
+    if (revoked) {
+        record(s, "registry", false, "the AK is enrolled as device %s, which is revoked", dev);
+        return;
+    }
+    s->enrolled = true;
+    record(s, "registry", true, "the AK is enrolled as device %s, not revoked", dev);
 }
 #endif
 
@@ -1149,6 +1196,8 @@ static void set_ak_name(struct vstate *s)
 
     if (!tpm_name(s, &s->ak_pub, s->akp.publicArea.nameAlg, name, &n))
         return;
+    memcpy(s->ak_name, name, n);
+    s->ak_name_len = n;
     if (!(hex = malloc(2 * n + 1)) || OPENSSL_buf2hexstr_ex(hex, 2 * n + 1, NULL, name, n,
                                                             '\0') != 1) {
         free(hex);
@@ -1196,6 +1245,8 @@ kv_rc kv_evidence_verify(kv_ctx *ctx, const char *evidence, size_t len,
 #ifdef KV_WITH_TPM
     if (s.tpm) {
         set_ak_name(&s);
+        if (policy->registry)
+            check_registry(&s);
         check_ak_trusted(&s);
         check_magic(&s);
         check_attest_type(&s);
