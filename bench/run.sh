@@ -182,7 +182,8 @@ CONF
     echo "wrote bench/results-tls.txt, bench/results-tls.json"
     exit 0
 fi
-if [ "$only" = attest ] || [ "$only" = attest-count ]; then
+if [ "$only" = tpm ] || [ "$only" = attest ] || [ "$only" = attest-count ]; then
+    sessions=${KV_BENCH_SESSIONS:-auto}
     cat >"$T/bench.conf" <<CONF
 [keyvault]
 backends = tpm
@@ -190,7 +191,10 @@ backends = tpm
 [tpm]
 tcti = $KV_TPM_TCTI
 keys = $T/tpm
+sessions = $sessions
 CONF
+fi
+if [ "$only" = attest ] || [ "$only" = attest-count ]; then
     kb() { TSS2_LOG=all+none build/libtool --mode=execute "$@"; }
     if [ "$only" = attest ]; then
         {
@@ -218,25 +222,15 @@ CONF
         header
         echo "# sh bench/run.sh attest-count $n: instructions per call (callgrind), a run of $n minus a run of 0"
         awk -v z="$z" -v v="$v" -v r="$r" -v n="$n" 'BEGIN {
-            printf "kv_evidence_verify %12.0f\nraw (3 x EVP_DigestVerify) %12.0f\ncost %.2fx\n",
-                   (v - z) / n, (r - z) / n, (v - z) / (r - z) }'
+            printf "%-28s %12.0f\n%-28s %12.0f\n%-28s %11.2fx\n", "kv_evidence_verify", (v - z) / n,
+                   "raw (3 x EVP_DigestVerify)", (r - z) / n, "cost", (v - z) / (r - z) }'
     } | tee bench/results-attest-count.txt
     echo "wrote bench/results-attest-count.txt"
     exit 0
 fi
 if [ "$only" = tpm ]; then
-    sessions=${KV_BENCH_SESSIONS:-auto}
     out=bench/results-tpm
     [ "$sessions" = auto ] || out=$out-$sessions
-    cat >"$T/bench.conf" <<CONF
-[keyvault]
-backends = tpm
-
-[tpm]
-tcti = $KV_TPM_TCTI
-keys = $T/tpm
-sessions = $sessions
-CONF
     {
         header
         echo "# KV_BENCH_SESSIONS=$sessions sh bench/run.sh tpm $*"
