@@ -977,6 +977,22 @@ START_TEST(generated_corpus)
                                         "sha256"), "23");
         sign_pop(d, key);
     });
+    /* key.public as BER (a long-form length): the very key the AK certified, but not
+     * the bytes of its SubjectPublicKeyInfo, so decoded on its own, and refused */
+    MUTATE("tpm-key-public-ber", pol, "format", {
+        json_t *k = json_object_get(d, "key");
+        size_t n;
+        unsigned char *p = unb64u(json_string_value(json_object_get(k, "public")), &n), *ber;
+        ck_assert(n > 2 && n < 130 && p[0] == 0x30 && p[1] == n - 2);
+        ck_assert_ptr_nonnull(ber = malloc(n + 1));
+        ber[0] = 0x30;
+        ber[1] = 0x81;
+        memcpy(ber + 2, p + 1, n - 1);
+        set_b64u(k, "public", ber, n + 1);
+        sign_pop(d, key);
+        free(p);
+        free(ber);
+    });
     /* one bit of each signed part, the proof of possession made again */
     {
         static const struct {
