@@ -32,6 +32,12 @@
  * operation (getrusage: what the library and the TSS cost, apart from the
  * TPM and the scheduler), peak RSS and heap allocations per operation (a
  * counting malloc in this binary).
+ *
+ * --attest (a tpm backend in the configuration): TPM commands per kv_attest
+ * after warm-up, and kv_evidence_verify on that real document per CPU second
+ * of one thread against the raw loop of the three signature checks it
+ * contains (same keys, same data), as a cost ratio. --attest-count N runs
+ * one side N times without timing, for callgrind (bench/run.sh attest-count).
  */
 #include "config.h"
 
@@ -49,8 +55,10 @@
 #include <unistd.h>
 #include <jansson.h>
 #include <openssl/asn1.h>
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
@@ -966,6 +974,278 @@ static void bench_scale(const char *backend)
     kv_ctx_free(ctx);
 }
 
+/* ---- evidence verification (--attest) -------------------------------------------
+ * kv_evidence_verify on one real TPM document (kv_attest on the tpm backend,
+ * its AK pinned by the policy), against the raw loop of the three signature
+ * checks it contains, with the same keys over the same data: the proof of
+ * possession by the identity key and the AK's signatures over the certify and
+ * the quote (EVP_DigestVerify, SHA-256). The document's fields are read here
+ * with jansson, OpenSSL's base64 and tss2-mu, outside the measured loops. */
+
+#ifdef KV_WITH_TPM
+#define POP_LABEL "keyvault-evidence-pop-v1"
+
+struct attest_bench {
+    kv_ctx *ctx;
+    const char *doc;
+    size_t len;
+    unsigned char nonce[32];
+    kv_policy *pol;
+    struct {
+        EVP_PKEY *key;
+        unsigned char *tbs, *sig;
+        size_t tbslen, siglen;
+    } sv[3];
+};
+
+static int verify_run(void *p, int thread)
+{
+    struct attest_bench *b = p;
+    kv_verdict *v = NULL;
+    kv_rc rc = kv_evidence_verify(b->ctx, b->doc, b->len, b->nonce, sizeof(b->nonce), b->pol, &v);
+
+    (void)thread;
+    kv_verdict_free(v);
+    return rc != KV_OK;
+}
+
+static int verify_raw_run(void *p, int thread)
+{
+    struct attest_bench *b = p;
+
+    (void)thread;
+    for (int i = 0; i < 3; i++) {
+        EVP_MD_CTX *m = EVP_MD_CTX_new();
+        bool ok = m && EVP_DigestVerifyInit_ex(m, NULL, "SHA256", NULL, NULL, b->sv[i].key,
+                                               NULL) == 1 &&
+                  EVP_DigestVerify(m, b->sv[i].sig, b->sv[i].siglen, b->sv[i].tbs,
+                                   b->sv[i].tbslen) == 1;
+        EVP_MD_CTX_free(m);
+        if (!ok)
+            return 1;
+    }
+    return 0;
+}
+
+/* A base64url field of the document (by a path of members), decoded. */
+static unsigned char *b64u_field(json_t *doc, const char *const *path, size_t *len)
+{
+    json_t *j = doc;
+    const char *s;
+    char *t;
+    unsigned char *out;
+    size_t n, pad;
+    int got;
+
+    for (; *path; path++)
+        j = json_object_get(j, *path);
+    if (!(s = json_string_value(j)))
+        return NULL;
+    n = strlen(s);
+    pad = (4 - n % 4) % 4;
+    if (!(t = malloc(n + pad + 1)) || !(out = OPENSSL_malloc(n / 4 * 3 + 3)))
+        die("out of memory", NULL);
+    for (size_t i = 0; i < n; i++)
+        t[i] = s[i] == '-' ? '+' : s[i] == '_' ? '/' : s[i];
+    memset(t + n, '=', pad);
+    got = EVP_DecodeBlock(out, (unsigned char *)t, (int)(n + pad));
+    free(t);
+    if (got < (int)pad) {
+        OPENSSL_free(out);
+        return NULL;
+    }
+    *len = (size_t)got - pad;
+    return out;
+}
+
+/* A TPMT_SIGNATURE (ECDSA) field as a DER ECDSA-Sig-Value. */
+static unsigned char *tpm_sig_der(json_t *doc, const char *const *path, size_t *len)
+{
+    size_t n = 0, off = 0;
+    unsigned char *m = b64u_field(doc, path, &n), *der = NULL;
+    TPMT_SIGNATURE sig;
+    ECDSA_SIG *es;
+    int dl;
+
+    if (!m || Tss2_MU_TPMT_SIGNATURE_Unmarshal(m, n, &off, &sig) != TSS2_RC_SUCCESS ||
+        sig.sigAlg != TPM2_ALG_ECDSA || !(es = ECDSA_SIG_new()))
+        die("the evidence's TPM signature", NULL);
+    ECDSA_SIG_set0(es, BN_bin2bn(sig.signature.ecdsa.signatureR.buffer,
+                                 sig.signature.ecdsa.signatureR.size, NULL),
+                   BN_bin2bn(sig.signature.ecdsa.signatureS.buffer,
+                             sig.signature.ecdsa.signatureS.size, NULL));
+    dl = i2d_ECDSA_SIG(es, &der);
+    ECDSA_SIG_free(es);
+    OPENSSL_free(m);
+    *len = (size_t)dl;
+    return der;
+}
+
+static EVP_PKEY *spki_key(const unsigned char *der, size_t len)
+{
+    const unsigned char *p = der;
+    EVP_PKEY *k = d2i_PUBKEY(NULL, &p, (long)len);
+
+    if (!k)
+        die("a public key of the evidence", NULL);
+    return k;
+}
+
+/* The raw side's inputs, from the document and the AK's public key. */
+static void attest_raw_setup(struct attest_bench *b, kv_ctx *ctx)
+{
+    static const char *const pub[] = { "key", "public", NULL };
+    static const char *const popsig[] = { "pop", "signature", NULL };
+    static const char *const cattest[] = { "tpm", "certify", "attest", NULL };
+    static const char *const csig[] = { "tpm", "certify", "signature", NULL };
+    static const char *const qattest[] = { "tpm", "quote", "attest", NULL };
+    static const char *const qsig[] = { "tpm", "quote", "signature", NULL };
+    json_t *doc = json_loadb(b->doc, b->len, 0, NULL), *copy;
+    unsigned char ak[200], *der;
+    size_t aklen = sizeof(ak), n = 0;
+    unsigned int hl = 32;
+    char *c;
+
+    if (!doc || kv_tpm_ak_public(ctx, ak, &aklen) != KV_OK)
+        die("the evidence or the AK", ctx);
+    der = b64u_field(doc, pub, &n);
+    b->sv[0].key = spki_key(der, n);
+    OPENSSL_free(der);
+    b->sv[1].key = spki_key(ak, aklen);
+    EVP_PKEY_up_ref(b->sv[1].key);
+    b->sv[2].key = b->sv[1].key;
+    /* the proof of possession: label || 0x00 || SHA-256(document without pop) */
+    copy = json_copy(doc);
+    json_object_del(copy, "pop");
+    c = json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+    b->sv[0].tbslen = sizeof(POP_LABEL) + 32;
+    b->sv[0].tbs = OPENSSL_malloc(b->sv[0].tbslen);
+    memcpy(b->sv[0].tbs, POP_LABEL, sizeof(POP_LABEL));
+    EVP_Digest(c, strlen(c), b->sv[0].tbs + sizeof(POP_LABEL), &hl, EVP_sha256(), NULL);
+    free(c);
+    json_decref(copy);
+    b->sv[0].sig = b64u_field(doc, popsig, &b->sv[0].siglen);
+    b->sv[1].tbs = b64u_field(doc, cattest, &b->sv[1].tbslen);
+    b->sv[1].sig = tpm_sig_der(doc, csig, &b->sv[1].siglen);
+    b->sv[2].tbs = b64u_field(doc, qattest, &b->sv[2].tbslen);
+    b->sv[2].sig = tpm_sig_der(doc, qsig, &b->sv[2].siglen);
+    json_decref(doc);
+    if (!b->sv[0].sig || !b->sv[1].tbs || !b->sv[2].tbs)
+        die("the evidence's fields", NULL);
+    if (verify_raw_run(b, 0) != 0)
+        die("the raw signature checks of the evidence", NULL);
+}
+
+/* A policy pinning this TPM's AK, in a file of its own. */
+static kv_policy *attest_policy(kv_ctx *ctx)
+{
+    unsigned char ak[200], pin[32];
+    size_t aklen = sizeof(ak);
+    unsigned int pl = 32;
+    char path[] = "/tmp/kv-bench-policy.XXXXXX";
+    int fd = mkstemp(path);
+    FILE *f;
+    kv_policy *pol = NULL;
+
+    if (fd < 0 || !(f = fdopen(fd, "w")) || kv_tpm_ak_public(ctx, ak, &aklen) != KV_OK)
+        die("the policy file", ctx);
+    EVP_Digest(ak, aklen, pin, &pl, EVP_sha256(), NULL);
+    fprintf(f, "[trust]\nak_pin = ");
+    for (int i = 0; i < 32; i++)
+        fprintf(f, "%02x", pin[i]);
+    fprintf(f, "\n[evidence]\nassurance = tpm\nmax_age = 3600\n");
+    fclose(f);
+    if (kv_policy_load(ctx, path, &pol) != KV_OK)
+        die("kv_policy_load", ctx);
+    unlink(path);
+    return pol;
+}
+
+/* --attest: TPM commands per kv_attest after warm-up, then verifications per
+ * CPU second of one thread against the raw signature checks, side by side.
+ * count >= 0 (--attest-count N): no timing, kv_evidence_verify (or with
+ * raw, the raw loop) run count times more than in a run of 0, for
+ * valgrind's callgrind, whose totals are exact. */
+static void bench_attest(long count, bool raw_side)
+{
+    kv_ctx *ctx = NULL;
+    kv_key *key;
+    struct attest_bench b = { 0 };
+    struct result kv[REPS_MAX], raw[REPS_MAX], k, r;
+    uint64_t c0 = 0, c1 = 0;
+    char *doc = NULL;
+    const int attests = 20;
+
+    if (kv_ctx_new(&ctx, conf_path) != KV_OK)
+        die("kv_ctx_new", NULL);
+    if (!backend_available(ctx, "tpm") || !(key = kv_make(ctx, "tpm", "bench-attest",
+                                                          KV_KEY_EC_P256)))
+        die("a TPM key for kv_attest", ctx);
+    memcpy(b.nonce, digest, sizeof(b.nonce));
+    for (int i = 0; i < 3; i++) { /* warm-up: the AK and the key loaded */
+        kv_string_free(doc);
+        if (kv_attest(key, b.nonce, sizeof(b.nonce), NULL, &doc) != KV_OK)
+            die("kv_attest", ctx);
+    }
+    if (kv_ctx_backend_stat(ctx, "tpm", "commands", &c0) != KV_OK)
+        die("kv_ctx_backend_stat", ctx);
+    for (int i = 0; i < attests; i++) {
+        kv_string_free(doc);
+        if (kv_attest(key, b.nonce, sizeof(b.nonce), NULL, &doc) != KV_OK)
+            die("kv_attest", ctx);
+    }
+    if (kv_ctx_backend_stat(ctx, "tpm", "commands", &c1) != KV_OK)
+        die("kv_ctx_backend_stat", ctx);
+    printf("# kv_attest (tpm, ec-p256, default PCRs sha256:0-7, %zu-byte document): %.2f TPM "
+           "commands per call after warm-up (%d calls)\n", strlen(doc),
+           (double)(c1 - c0) / attests, attests);
+    b.ctx = ctx;
+    b.doc = doc;
+    b.len = strlen(doc);
+    b.pol = attest_policy(ctx);
+    attest_raw_setup(&b, ctx);
+    if (verify_run(&b, 0) != 0)
+        die("kv_evidence_verify on the document", ctx);
+    if (count >= 0) {
+        for (long i = 0; i < count; i++)
+            if ((raw_side ? verify_raw_run : verify_run)(&b, 0) != 0)
+                die("a verification", ctx);
+        printf("# %ld %s run (no timing)\n", count,
+               raw_side ? "raw loops" : "verifications");
+    } else {
+        for (int i = 0; i < reps; i++) {
+            kv[i] = measure(verify_run, &b, 1);
+            raw[i] = measure(verify_raw_run, &b, 1);
+        }
+        medians(kv, raw, &k, &r);
+        printf("%-30s %12s %12s %8s %9s %9s\n", "evidence verification", "kv /cpu-s",
+               "raw /cpu-s", "cost", "kv us/op", "raw us/op");
+        printf("%-30s %12.0f %12.0f %7.2fx %9.1f %9.1f\n", "tpm ec-p256, 3 signatures",
+               1e6 / k.cpu_us_per_op, 1e6 / r.cpu_us_per_op, k.ratio > 0 ? 1 / k.ratio : NAN,
+               k.cpu_us_per_op, r.cpu_us_per_op);
+        printf("# cost: median over %d side-by-side pairs of raw ops/s / kv ops/s (one thread; "
+               "target <= 1.5x)\n", reps);
+        json_array_append_new(results, json_pack("{s:s, s:f, s:f, s:f, s:f, s:f}", "op",
+                                                 "evidence-verify", "kv_per_cpu_s",
+                                                 1e6 / k.cpu_us_per_op, "raw_per_cpu_s",
+                                                 1e6 / r.cpu_us_per_op, "cost_ratio",
+                                                 k.ratio > 0 ? 1 / k.ratio : 0.0,
+                                                 "tpm_commands_per_attest",
+                                                 (double)(c1 - c0) / attests, "kv_allocs_per_op",
+                                                 k.allocs_per_op));
+    }
+    for (int i = 0; i < 3; i++) {
+        EVP_PKEY_free(b.sv[i].key);
+        OPENSSL_free(b.sv[i].tbs);
+        OPENSSL_free(b.sv[i].sig);
+    }
+    kv_policy_free(b.pol);
+    kv_string_free(doc);
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+}
+#endif
+
 static int parse_list(const char *s, long *out, int max)
 {
     int n = 0;
@@ -992,17 +1272,29 @@ int main(int argc, char **argv)
         { "p11-token", required_argument, NULL, 'L' },
         { "p11-pin-file", required_argument, NULL, 'P' },
         { "reps", required_argument, NULL, 'R' },
+        { "attest", no_argument, NULL, 'A' },
+        { "attest-count", required_argument, NULL, 'C' },
+        { "attest-raw", no_argument, NULL, 'W' },
         { NULL, 0, NULL, 0 },
     };
     const char *json_path = NULL;
-    bool scale = true;
-    long tl[8];
+    bool scale = true, attest = false, attest_raw = false;
+    long tl[8], attest_count = -1;
     struct rusage ru;
     unsigned int dl = 0;
     int c;
 
-    while ((c = getopt_long(argc, argv, "c:b:t:s:k:j:p:nK:T:M:L:P:R:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:b:t:s:k:j:p:nK:T:M:L:P:R:AC:W", opts, NULL)) != -1) {
         switch (c) {
+        case 'A': attest = true; break;
+        case 'W': attest_raw = true; break;
+        case 'C':
+            attest = true;
+            if ((attest_count = atol(optarg)) < 0) {
+                fprintf(stderr, "kv-bench: --attest-count takes a number\n");
+                return 2;
+            }
+            break;
         case 'T': opt_tcti = optarg; break;
         case 'R':
             reps = atoi(optarg);
@@ -1052,7 +1344,8 @@ int main(int argc, char **argv)
                             "[--threads 1,2,4,8] [--seconds S] [--keys 1,100,1000,10000] "
                             "[--p11-keys 1,100,1000] "
                             "[--json FILE] [--plot FILE] [--no-scale] [--reps 5] [--tcti TCTI] "
-                            "[--p11-module PATH --p11-token LABEL --p11-pin-file FILE]\n");
+                            "[--p11-module PATH --p11-token LABEL --p11-pin-file FILE] "
+                            "[--attest | --attest-count N [--attest-raw]]\n");
             return 2;
         }
     }
@@ -1060,7 +1353,17 @@ int main(int argc, char **argv)
     results = json_array();
     printf("# kv-bench: %d online CPUs, %.2f s per measurement, %d pairs, allocation counting %s\n",
            (int)sysconf(_SC_NPROCESSORS_ONLN), seconds, reps, ALLOC_COUNTING ? "on" : "off");
-    header();
+    if (attest) {
+#ifdef KV_WITH_TPM
+        bench_attest(attest_count, attest_raw);
+        want[0] = want[1] = want[2] = scale = false;
+#else
+        fprintf(stderr, "kv-bench: --attest needs a build with tpm2-tss\n");
+        return 2;
+#endif
+    } else {
+        header();
+    }
     in_main_table = true;
     if (want[0])
         bench_backend("software");

@@ -25,13 +25,26 @@
 #                                          handshake, deterministic where the
 #                                          handshake rate is not (a shared
 #                                          machine): bench/results-tls-count.txt
+#   sh bench/run.sh attest [kv-bench options] kv_evidence_verify on a real swtpm
+#                                          document against the raw loop of its
+#                                          three signature checks (same keys,
+#                                          same data), per CPU second of one
+#                                          thread, and TPM commands per
+#                                          kv_attest after warm-up:
+#                                          bench/results-attest.txt and .json
+#   sh bench/run.sh attest-count [N]       the same document, each side run N
+#                                          times (default 200) under callgrind:
+#                                          instructions per verification and per
+#                                          raw loop, deterministic where rates
+#                                          are not: bench/results-attest-count.txt
 #
 # Not part of the test suite: a full run takes several minutes.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 only=
-if [ "${1:-}" = tpm ] || [ "${1:-}" = tls ] || [ "${1:-}" = tls-count ]; then
+if [ "${1:-}" = tpm ] || [ "${1:-}" = tls ] || [ "${1:-}" = tls-count ] ||
+    [ "${1:-}" = attest ] || [ "${1:-}" = attest-count ]; then
     only=$1
     shift
 fi
@@ -40,7 +53,8 @@ sh tests/install-deps.sh
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y -q --no-install-recommends gnuplot-nox >/dev/null
 }
-[ "$only" != tls-count ] || { command -v valgrind >/dev/null 2>&1 && command -v strace >/dev/null 2>&1; } || {
+case $only in tls-count|attest-count) need_vg=1 ;; *) need_vg= ;; esac
+[ -z "$need_vg" ] || { command -v valgrind >/dev/null 2>&1 && command -v strace >/dev/null 2>&1; } || {
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y -q --no-install-recommends valgrind strace >/dev/null
 }
@@ -168,10 +182,8 @@ CONF
     echo "wrote bench/results-tls.txt, bench/results-tls.json"
     exit 0
 fi
-if [ "$only" = tpm ]; then
+if [ "$only" = tpm ] || [ "$only" = attest ] || [ "$only" = attest-count ]; then
     sessions=${KV_BENCH_SESSIONS:-auto}
-    out=bench/results-tpm
-    [ "$sessions" = auto ] || out=$out-$sessions
     cat >"$T/bench.conf" <<CONF
 [keyvault]
 backends = tpm
@@ -181,6 +193,44 @@ tcti = $KV_TPM_TCTI
 keys = $T/tpm
 sessions = $sessions
 CONF
+fi
+if [ "$only" = attest ] || [ "$only" = attest-count ]; then
+    kb() { TSS2_LOG=all+none build/libtool --mode=execute "$@"; }
+    if [ "$only" = attest ]; then
+        {
+            header
+            echo "# sh bench/run.sh attest $*"
+            kb build/bench/kv-bench -c "$T/bench.conf" --attest --json bench/results-attest.json "$@"
+        } | tee bench/results-attest.txt
+        echo "wrote bench/results-attest.txt, bench/results-attest.json"
+        exit 0
+    fi
+    n=${1:-200}
+    case $n in ''|*[!0-9]*|0) echo "run.sh: attest-count takes a positive number" >&2; exit 2 ;; esac
+    # callgrind's total of a run of N minus a run of 0, over N: the key, the AK
+    # and the document are made alike in both (made once first, outside)
+    kb build/bench/kv-bench -c "$T/bench.conf" --attest-count 0 >/dev/null
+    cg() {
+        kb valgrind -q --tool=callgrind --callgrind-out-file="$T/cg" \
+            build/bench/kv-bench -c "$T/bench.conf" --attest-count "$@" >/dev/null
+        sed -n 's/^totals: *//p' "$T/cg"
+    }
+    z=$(cg 0)
+    v=$(cg "$n")
+    r=$(cg "$n" --attest-raw)
+    {
+        header
+        echo "# sh bench/run.sh attest-count $n: instructions per call (callgrind), a run of $n minus a run of 0"
+        awk -v z="$z" -v v="$v" -v r="$r" -v n="$n" 'BEGIN {
+            printf "%-28s %12.0f\n%-28s %12.0f\n%-28s %11.2fx\n", "kv_evidence_verify", (v - z) / n,
+                   "raw (3 x EVP_DigestVerify)", (r - z) / n, "cost", (v - z) / (r - z) }'
+    } | tee bench/results-attest-count.txt
+    echo "wrote bench/results-attest-count.txt"
+    exit 0
+fi
+if [ "$only" = tpm ]; then
+    out=bench/results-tpm
+    [ "$sessions" = auto ] || out=$out-$sessions
     {
         header
         echo "# KV_BENCH_SESSIONS=$sessions sh bench/run.sh tpm $*"

@@ -871,7 +871,7 @@ typedef struct kv_policy kv_policy;
 
 /*
  * kv_policy_load - read a policy file (the INI syntax of keyvault.conf):
- * [trust] anchors, ak_anchors, ak_pin; [evidence] assurance, max_age;
+ * [trust] anchors, ak_anchors, ak_pin, registry; [evidence] assurance, max_age;
  * [pcrs] bank and expected values by index. Certificate files named in it
  * are read now; relative paths are taken from the policy file's directory.
  * KV_ERR_CONFIG naming the file, line and key for anything wrong, among
@@ -898,7 +898,7 @@ typedef struct kv_verdict {
     unsigned char *key_public;    /* the identity key, DER SubjectPublicKeyInfo; NULL if unread */
     size_t key_public_len;
     char *ak_name;                /* the AK's TPM name in hex, NULL without a tpm section */
-    char *device_id;              /* from the enrollment registry; NULL when not looked up */
+    char *device_id;              /* the device the registry enrolled the AK as, or NULL */
     size_t count;                 /* checks that ran, in the order they ran */
     kv_verdict_check *checks;
 } kv_verdict;

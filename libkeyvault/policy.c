@@ -5,6 +5,7 @@
  *   anchors = roots.pem          # the identity key's chain must reach one of these
  *   ak_anchors = ak-ca.pem       # CAs whose tpm-ak certificates make an AK trusted
  *   ak_pin = HEX[, HEX...]       # SHA-256 of trusted AKs' SubjectPublicKeyInfo
+ *   registry = registry.db       # AKs enrolled by credential activation (kv_registry_*)
  *   [evidence]
  *   assurance = tpm              # the floor: tpm, token or software (default tpm)
  *   max_age = 300                # seconds between "created" and now (default 300)
@@ -62,6 +63,7 @@ void kv_policy_free(kv_policy *policy)
         return;
     X509_STORE_free(policy->anchors);
     X509_STORE_free(policy->ak_anchors);
+    free(policy->registry);
     free(policy->path);
     free(policy);
 }
@@ -190,10 +192,14 @@ kv_rc kv_policy_load(kv_ctx *ctx, const char *path, kv_policy **out)
     KV_CHECK(rc, kv_config_load(ctx, path, &cfg));
     KV_CHECK(rc, kv_config_check(ctx, cfg, policy_sections,
                                  sizeof(policy_sections) / sizeof(policy_sections[0])));
-    if (kv_config_get(cfg, "trust", "registry"))
-        KV_FAIL(ctx, rc, KV_ERR_CONFIG,
-                "%s: [trust] registry: this build of libkeyvault cannot read an enrollment "
-                "registry; trust AKs by ak_anchors or ak_pin", path);
+    /* the registry is opened by each verification (read only, its own
+     * transaction), so that enrollments and revocations count at once */
+    if ((v = kv_config_get(cfg, "trust", "registry"))) {
+        if (!*v)
+            KV_FAIL(ctx, rc, KV_ERR_CONFIG, "%s: [trust] registry is empty", path);
+        if (!(p->registry = policy_relative(path, v)))
+            KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    }
     KV_CHECK(rc, load_anchors(ctx, cfg, path, "anchors", &p->anchors));
     KV_CHECK(rc, load_anchors(ctx, cfg, path, "ak_anchors", &p->ak_anchors));
     KV_CHECK(rc, load_pins(ctx, cfg, p));
@@ -211,10 +217,10 @@ kv_rc kv_policy_load(kv_ctx *ctx, const char *path, kv_policy **out)
     KV_CHECK(rc, kv_config_get_long(ctx, cfg, "evidence", "max_age", 300, 1, 366L * 86400,
                                     &p->max_age));
     KV_CHECK(rc, load_pcrs(ctx, cfg, p));
-    if (p->floor == KV_ASSURANCE_TPM && !p->ak_anchors && p->npins == 0)
+    if (p->floor == KV_ASSURANCE_TPM && !p->ak_anchors && p->npins == 0 && !p->registry)
         KV_FAIL(ctx, rc, KV_ERR_CONFIG,
                 "%s: the assurance floor is tpm but [trust] names no way to trust an AK "
-                "(ak_anchors or ak_pin)", path);
+                "(ak_anchors, ak_pin or registry)", path);
     *out = p;
     p = NULL;
 out:

@@ -19,6 +19,7 @@ struct kv_policy {
     X509_STORE *ak_anchors;       /* CAs whose tpm-ak certificates make an AK trusted */
     size_t npins;
     unsigned char pins[KV_POLICY_PINS][32];  /* SHA-256 of AK SubjectPublicKeyInfos */
+    char *registry;               /* the enrollment registry's path; NULL: none */
     kv_assurance floor;
     long max_age;                 /* seconds */
     char bank[8];                 /* "sha256"; "" when no PCR is expected */

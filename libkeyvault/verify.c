@@ -68,6 +68,9 @@ struct vstate {
     EVP_PKEY *cert_key;            /* from the certified public area */
 #ifdef KV_WITH_TPM
     TPM2B_PUBLIC akp, certp;
+    unsigned char ak_name[2 + EVP_MAX_MD_SIZE];  /* nameAlg || digest; ak_name_len 0: none */
+    size_t ak_name_len;
+    bool enrolled;                 /* in the policy's registry, not revoked */
     TPMS_ATTEST catt, qatt;
     TPMT_SIGNATURE csig, qsig;
 #endif
@@ -431,6 +434,85 @@ static bool tpm_section(struct vstate *s, const json_t *tpm, char *det, size_t l
 }
 #endif
 
+#ifdef KV_WITH_TPM
+/* The DER SubjectPublicKeyInfo of an ECC public area (named curve,
+ * uncompressed point), encoded by OpenSSL's X509_PUBKEY: i2d_PUBKEY would
+ * go through the encoder machinery, which costs as much as a signature
+ * check. NULL for another key type or curve. */
+static unsigned char *ecc_spki(const TPMT_PUBLIC *pub, int *len)
+{
+    const TPMS_ECC_POINT *p = &pub->unique.ecc;
+    TPMI_ECC_CURVE curve = pub->parameters.eccDetail.curveID;
+    int nid = curve == TPM2_ECC_NIST_P256 ? NID_X9_62_prime256v1
+              : curve == TPM2_ECC_NIST_P384 ? NID_secp384r1 : NID_undef;
+    X509_PUBKEY *xp = NULL;
+    unsigned char *pt = NULL, *der = NULL;
+    size_t n = 1 + 2 * (size_t)p->x.size;
+
+    *len = 0;
+    if (pub->type != TPM2_ALG_ECC || nid == NID_undef || p->x.size != p->y.size ||
+        !(xp = X509_PUBKEY_new()) || !(pt = OPENSSL_malloc(n)))
+        goto out;
+    pt[0] = 0x04;  /* uncompressed, as tpm_public_to_pkey decodes it */
+    memcpy(pt + 1, p->x.buffer, p->x.size);
+    memcpy(pt + 1 + p->x.size, p->y.buffer, p->y.size);
+    if (X509_PUBKEY_set0_param(xp, OBJ_nid2obj(NID_X9_62_id_ecPublicKey), V_ASN1_OBJECT,
+                               OBJ_nid2obj(nid), pt, (int)n) != 1)
+        goto out;
+    pt = NULL;  /* xp's now */
+    if ((*len = i2d_X509_PUBKEY(xp, &der)) <= 0) {
+        *len = 0;
+        der = NULL;
+    }
+out:
+    OPENSSL_free(pt);
+    X509_PUBKEY_free(xp);
+    ERR_clear_error();
+    return der;
+}
+#endif
+
+/* key.public as an EVP key of key.type, kept for the verdict. For a tpm
+ * document whose certified public area is an ECC key, the SubjectPublicKeyInfo
+ * OpenSSL encodes from that area is compared byte for byte first: equal,
+ * key.public is canonical DER of the very key already decoded from the area
+ * (on its curve: EVP_PKEY_fromdata checks), and is not decoded twice. Any
+ * other key.public is decoded and checked on its own (kv_pubkey_decode). */
+static bool identity_key(struct vstate *s, struct blob *pub, char *det, size_t dlen)
+{
+    kv_err_mark m = kv_err_mark_get(s->ctx);
+    kv_key_type pubtype;
+    char why[256];
+    bool same = false;
+
+#ifdef KV_WITH_TPM
+    if (s->tpm && s->cert_key) {
+        int n;
+        unsigned char *der = ecc_spki(&s->certp.publicArea, &n);
+        same = der && (size_t)n == pub->n && memcmp(der, pub->p, pub->n) == 0;
+        OPENSSL_free(der);
+        if (same && EVP_PKEY_up_ref(s->cert_key) == 1)
+            s->key = s->cert_key;
+        else
+            same = false;
+    }
+#endif
+    if (!same && kv_pubkey_decode(s->ctx, pub->p, pub->n, &s->key) != KV_OK) {
+        take_error(s, m, why, sizeof(why));
+        snprintf(det, dlen, "key.public: %s", why);
+        return false;
+    }
+    if ((pubtype = kv_type_of_pkey(s->key)) != s->type) {
+        snprintf(det, dlen, "key.type is %s but key.public is a%s key", kv_key_type_name(s->type),
+                 pubtype == KV_KEY_UNKNOWN ? "n unknown" : "nother");
+        return false;
+    }
+    s->v->key_public = pub->p;
+    s->v->key_public_len = pub->n;
+    pub->p = NULL;
+    return true;
+}
+
 static bool parse(struct vstate *s, const char *evidence, size_t len, char *det, size_t dlen)
 {
     static const char *const top_known[] = { "format", "version", "created", "nonce",
@@ -441,7 +523,6 @@ static bool parse(struct vstate *s, const char *evidence, size_t len, char *det,
     const json_t *j, *key, *pop;
     const char *t;
     struct blob pub = { 0 };
-    kv_key_type pubtype;
     int alg;
     bool ok = false;
 
@@ -512,23 +593,9 @@ static bool parse(struct vstate *s, const char *evidence, size_t len, char *det,
     }
     if (!b64u_member(key, "public", "key", &pub, det, dlen))
         goto out;
-    {
-        kv_err_mark m = kv_err_mark_get(s->ctx);
-        if (kv_pubkey_decode(s->ctx, pub.p, pub.n, &s->key) != KV_OK) {
-            char why[256];
-            take_error(s, m, why, sizeof(why));
-            snprintf(det, dlen, "key.public: %s", why);
-            goto out;
-        }
-    }
-    if ((pubtype = kv_type_of_pkey(s->key)) != s->type) {
-        snprintf(det, dlen, "key.type is %s but key.public is a%s key", kv_key_type_name(s->type),
-                 pubtype == KV_KEY_UNKNOWN ? "n unknown" : "nother");
+    /* a tpm document's key is decoded with its tpm section (identity_key) */
+    if (s->claimed != KV_ASSURANCE_TPM && !identity_key(s, &pub, det, dlen))
         goto out;
-    }
-    s->v->key_public = pub.p;
-    s->v->key_public_len = pub.n;
-    pub.p = NULL;
     if (!chain_member(s, key, "key", &s->chain, det, dlen))
         goto out;
 
@@ -560,7 +627,7 @@ static bool parse(struct vstate *s, const char *evidence, size_t len, char *det,
             goto out;
         }
 #ifdef KV_WITH_TPM
-        if (!tpm_section(s, j, det, dlen))
+        if (!tpm_section(s, j, det, dlen) || !identity_key(s, &pub, det, dlen))
             goto out;
 #else
         snprintf(det, dlen, "this build of libkeyvault has no tpm2-tss to read a tpm section");
@@ -849,17 +916,32 @@ static const char *tpm_hash_name(TPMI_ALG_HASH alg, size_t *size)
     }
 }
 
+/* The digest of a TPM hash algorithm (free it): the context's own, fetched
+ * once, for SHA-256/384/512 (fetching costs about a third of a signature
+ * check); SHA-1 is fetched here. NULL for another algorithm. */
+static EVP_MD *tpm_md(struct vstate *s, TPMI_ALG_HASH alg, size_t *size)
+{
+    const char *hn = tpm_hash_name(alg, size);
+    EVP_MD *md = alg == TPM2_ALG_SHA256   ? s->ctx->md_sha256
+                 : alg == TPM2_ALG_SHA384 ? s->ctx->md_sha384
+                 : alg == TPM2_ALG_SHA512 ? s->ctx->md_sha512
+                                          : NULL;
+
+    if (md)
+        return EVP_MD_up_ref(md) == 1 ? md : NULL;
+    return hn ? EVP_MD_fetch(s->ctx->libctx, hn, NULL) : NULL;
+}
+
 /* The TPM name of a marshalled TPM2B_PUBLIC: nameAlg || H(TPMT_PUBLIC). */
 static bool tpm_name(struct vstate *s, const struct blob *pub, TPMI_ALG_HASH alg,
                      unsigned char *name, size_t *len)
 {
-    const char *hn;
     size_t size;
     EVP_MD *md;
     unsigned int n = 0;
     bool ok;
 
-    if (!(hn = tpm_hash_name(alg, &size)) || !(md = EVP_MD_fetch(s->ctx->libctx, hn, NULL)))
+    if (!(md = tpm_md(s, alg, &size)))
         return false;
     name[0] = (unsigned char)(alg >> 8);
     name[1] = (unsigned char)alg;
@@ -929,7 +1011,6 @@ static void check_pcr_digest(struct vstate *s)
     const TPMS_QUOTE_INFO *q = &s->qatt.attested.quote;
     EVP_MD_CTX *mctx = EVP_MD_CTX_new();
     EVP_MD *md = NULL;
-    const char *hn;
     unsigned char digest[EVP_MAX_MD_SIZE], val[KV_PCR_MAX_DIGEST];
     unsigned int dlen = 0;
     size_t size, reported = 0, selected = 0;
@@ -940,8 +1021,7 @@ static void check_pcr_digest(struct vstate *s)
         reported += json_object_size(vals);
     /* the digest is made with the signing scheme's hash */
     if (s->qatt.type != TPM2_ST_ATTEST_QUOTE || s->qsig.sigAlg != TPM2_ALG_ECDSA ||
-        !(hn = tpm_hash_name(s->qsig.signature.ecdsa.hash, &size)) ||
-        !(md = EVP_MD_fetch(s->ctx->libctx, hn, NULL)) || !mctx ||
+        !(md = tpm_md(s, s->qsig.signature.ecdsa.hash, &size)) || !mctx ||
         EVP_DigestInit_ex(mctx, md, NULL) != 1) {
         record(s, "tpm.pcr-digest", false, "the quote's digest cannot be recomputed (not a "
                "quote, or an unknown signing hash)");
@@ -1028,37 +1108,15 @@ static bool ak_chain_trusted(struct vstate *s, char *det, size_t len)
     return true;
 }
 
-/* SHA-256 of the AK's SubjectPublicKeyInfo, as ak_pin gives it: OpenSSL's
- * X509_PUBKEY encodes the public area's point (i2d_PUBKEY would go through
- * the encoder machinery, which costs as much as a signature check). */
+/* SHA-256 of the AK's SubjectPublicKeyInfo, as ak_pin gives it. */
 static bool ak_spki_sha256(struct vstate *s, unsigned char pin[32])
 {
-    const TPMS_ECC_POINT *p = &s->akp.publicArea.unique.ecc;
-    TPMI_ECC_CURVE curve = s->akp.publicArea.parameters.eccDetail.curveID;
-    int nid = curve == TPM2_ECC_NIST_P256 ? NID_X9_62_prime256v1
-              : curve == TPM2_ECC_NIST_P384 ? NID_secp384r1 : NID_undef;
-    X509_PUBKEY *xp = X509_PUBKEY_new();
-    unsigned char *pt = NULL, *der = NULL;
     unsigned int plen = 32;
-    size_t len = 1 + 2 * (size_t)p->x.size;
     int n;
-    bool ok = false;
+    unsigned char *der = ecc_spki(&s->akp.publicArea, &n);
+    bool ok = der && EVP_Digest(der, (size_t)n, pin, &plen, s->ctx->md_sha256, NULL) == 1;
 
-    if (!xp || nid == NID_undef || p->x.size != p->y.size || !(pt = OPENSSL_malloc(len)))
-        goto out;
-    pt[0] = 0x04;  /* uncompressed, as tpm_public_to_pkey decoded it */
-    memcpy(pt + 1, p->x.buffer, p->x.size);
-    memcpy(pt + 1 + p->x.size, p->y.buffer, p->y.size);
-    if (X509_PUBKEY_set0_param(xp, OBJ_nid2obj(NID_X9_62_id_ecPublicKey), V_ASN1_OBJECT,
-                               OBJ_nid2obj(nid), pt, (int)len) != 1)
-        goto out;
-    pt = NULL;  /* xp's now */
-    ok = (n = i2d_X509_PUBKEY(xp, &der)) > 0 &&
-         EVP_Digest(der, (size_t)n, pin, &plen, s->ctx->md_sha256, NULL) == 1;
-out:
-    OPENSSL_free(pt);
     OPENSSL_free(der);
-    X509_PUBKEY_free(xp);
     return ok;
 }
 
@@ -1106,8 +1164,52 @@ static void check_ak_trusted(struct vstate *s)
     } else {
         snprintf(det, sizeof(det), "the policy has no ak_anchors");
     }
-    record(s, "tpm.ak-trusted", false, "the AK is not pinned%s and %s",
-           s->pol->npins ? "" : " (no ak_pin)", det);
+    if (s->enrolled) {
+        record(s, "tpm.ak-trusted", true, "the AK is enrolled in the registry as device %s, "
+               "not revoked", s->v->device_id);
+        return;
+    }
+    record(s, "tpm.ak-trusted", false, "the AK is not pinned%s, %s, and %s",
+           s->pol->npins ? "" : " (no ak_pin)", det,
+           s->pol->registry ? "not enrolled and unrevoked in the registry"
+                            : "the policy has no registry");
+}
+
+/* registry: the AK (by its name) enrolled by credential activation in the
+ * policy's registry and its device not revoked. The registry is the
+ * verifier's own file: its device id may be quoted. */
+static void check_registry(struct vstate *s)
+{
+    kv_err_mark m = kv_err_mark_get(s->ctx);
+    char *dev = NULL, why[256];
+    int revoked = 0;
+    kv_rc rc;
+
+    if (!s->ak_name_len) {
+        record(s, "registry", false, "the AK's nameAlg 0x%04x is not a hash the verifier "
+               "knows: no name to look up", (unsigned)s->akp.publicArea.nameAlg);
+        return;
+    }
+    rc = kv_registry_ak_status(s->ctx, s->pol->registry, s->ak_name, s->ak_name_len, &dev,
+                               &revoked);
+    if (rc == KV_ERR_NO_MEMORY) {
+        kv_err_rewind(s->ctx, m);
+        s->oom = true;
+        return;
+    }
+    if (rc != KV_OK) {
+        take_error(s, m, why, sizeof(why));
+        record(s, "registry", false, "%s%s", rc == KV_ERR_KEY_NOT_FOUND ? "not enrolled: " : "",
+               why);
+        return;
+    }
+    s->v->device_id = dev;
+    if (revoked) {
+        record(s, "registry", false, "the AK is enrolled as device %s, which is revoked", dev);
+        return;
+    }
+    s->enrolled = true;
+    record(s, "registry", true, "the AK is enrolled as device %s, not revoked", dev);
 }
 #endif
 
@@ -1149,6 +1251,8 @@ static void set_ak_name(struct vstate *s)
 
     if (!tpm_name(s, &s->ak_pub, s->akp.publicArea.nameAlg, name, &n))
         return;
+    memcpy(s->ak_name, name, n);
+    s->ak_name_len = n;
     if (!(hex = malloc(2 * n + 1)) || OPENSSL_buf2hexstr_ex(hex, 2 * n + 1, NULL, name, n,
                                                             '\0') != 1) {
         free(hex);
@@ -1196,6 +1300,8 @@ kv_rc kv_evidence_verify(kv_ctx *ctx, const char *evidence, size_t len,
 #ifdef KV_WITH_TPM
     if (s.tpm) {
         set_ak_name(&s);
+        if (policy->registry)
+            check_registry(&s);
         check_ak_trusted(&s);
         check_magic(&s);
         check_attest_type(&s);

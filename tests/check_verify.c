@@ -554,7 +554,7 @@ START_TEST(policy_file)
         { "[evidence]\nassurance = software\nmax_age = 10x\n", "max_age" },
         { "[trust]\nak_pin = 00ff\n", "ak_pin" },
         { "[trust]\nanchors = missing.pem\n[evidence]\nassurance = software\n", "missing.pem" },
-        { "[trust]\nregistry = /var/lib/keyvault/registry.db\n", "registry" },
+        { "[trust]\nregistry =\n", "registry is empty" },
         { "[evidence]\nassurance = software\n[pcrs]\n0 = 00\n", "no bank" },
         { "[evidence]\nassurance = software\n[pcrs]\nbank = md5\n0 = 00\n", "bank" },
         { "[evidence]\nassurance = software\n[pcrs]\nbank = sha256\n0 = 00\n", "64 hex" },
@@ -588,6 +588,12 @@ START_TEST(policy_file)
     ck_assert_uint_eq(p->pcrs[0].index, 0);
     ck_assert_uint_eq(p->pcrs[1].index, 7);
     ck_assert_str_eq(p->bank, "sha256");
+    ck_assert_ptr_null(p->registry);
+    kv_policy_free(p);
+    /* a registry alone is a way to trust an AK; its path is the policy's relative */
+    p = policy(ctx, "[trust]\nregistry = reg/enrolled.db\n");
+    snprintf(path, sizeof(path), "%s/reg/enrolled.db", tu_tmpdir());
+    ck_assert_str_eq(p->registry, path);
     kv_policy_free(p);
     kv_policy_free(NULL);
     kv_verdict_free(NULL);
@@ -970,6 +976,22 @@ START_TEST(generated_corpus)
         json_object_del(json_object_get(json_object_get(json_object_get(t, "quote"), "pcrs"),
                                         "sha256"), "23");
         sign_pop(d, key);
+    });
+    /* key.public as BER (a long-form length): the very key the AK certified, but not
+     * the bytes of its SubjectPublicKeyInfo, so decoded on its own, and refused */
+    MUTATE("tpm-key-public-ber", pol, "format", {
+        json_t *k = json_object_get(d, "key");
+        size_t n;
+        unsigned char *p = unb64u(json_string_value(json_object_get(k, "public")), &n), *ber;
+        ck_assert(n > 2 && n < 130 && p[0] == 0x30 && p[1] == n - 2);
+        ck_assert_ptr_nonnull(ber = malloc(n + 1));
+        ber[0] = 0x30;
+        ber[1] = 0x81;
+        memcpy(ber + 2, p + 1, n - 1);
+        set_b64u(k, "public", ber, n + 1);
+        sign_pop(d, key);
+        free(p);
+        free(ber);
     });
     /* one bit of each signed part, the proof of possession made again */
     {

@@ -35,4 +35,45 @@ check sh -c "[ $rc = 1 ] && grep -q 'check assurance failed' '$T/err' && jq -e '
 DESC="a bad nonce argument is a usage error (exit 2)"
 "$KV" -c "$CONF" verify-evidence "$T/ev.json" --nonce 0011 --policy "$T/soft.policy" >/dev/null 2>&1 && rc=0 || rc=$?
 check [ "$rc" = 2 ]
+
+# ---- the registry as the only way to trust an AK: enrolled through the CLI flow
+# (the verifier: no TPM, a software CA key for AK certificates; EK anchors: the
+# swtpm local CA's root and issuing certificates)
+printf 'verifier passphrase\n' >"$T/vpass"
+chmod 600 "$T/vpass"
+printf '[keyvault]\nbackends = software\n[software]\nstore = %s/vstore\npassphrase = file:%s/vpass\nkdf_iterations = 1000\n' \
+    "$T" "$T" >"$T/v.conf"
+v() { KEYVAULT_HOME=$T/vhome "$KV" -c "$T/v.conf" "$@"; }
+d() { "$KV" -c "$KV_TPM_DIR/keyvault.conf" "$@"; }
+REG=$T/registry.db
+cat "$KV_TPM_DIR/localca/swtpm-localca-rootca-cert.pem" "$KV_TPM_DIR/localca/issuercert.pem" >"$T/ekca.pem"
+v keygen akca --type ec-p256 >/dev/null
+v cert selfsign akca --subject "CN=AK CA" --ca -o "$T/akca.pem" >/dev/null
+d enroll request --device-id dev-7 -o "$T/req.json" >/dev/null
+v enroll challenge "$T/req.json" --ek-ca "$T/ekca.pem" --registry "$REG" -o "$T/chal.json" >/dev/null
+# a second registry holding the same AK's challenge, never finished: pending is not enrolled
+v enroll challenge "$T/req.json" --ek-ca "$T/ekca.pem" --registry "$T/pending.db" -o "$T/chal2.json" >/dev/null
+d enroll respond "$T/chal.json" -o "$T/resp.json" >/dev/null
+v enroll finish "$T/resp.json" --ca akca --registry "$REG" -o "$T/akchain.pem" >/dev/null
+d tpm ak-chain import "$T/akchain.pem" >/dev/null
+d keygen tdev --type ec-p256 --backend tpm >/dev/null
+d attest tdev --nonce "$N" -o "$T/tev.json"
+printf '[trust]\nregistry = registry.db\n[evidence]\nassurance = tpm\n' >"$T/reg.policy"
+printf '[trust]\nregistry = pending.db\n[evidence]\nassurance = tpm\n' >"$T/pending.policy"
+printf '[trust]\nregistry = registry.db\nak_anchors = akca.pem\n[evidence]\nassurance = tpm\n' >"$T/both.policy"
+DESC="TPM evidence passes with the registry as its only AK trust, device id reported"
+check sh -c "'$KV' -c '$CONF' verify-evidence '$T/tev.json' --nonce $N --policy '$T/reg.policy' --json |
+    jq -e '.ok == true and .device_id == \"dev-7\" and ([.checks[] | select(.name == \"registry\" or .name == \"tpm.ak-trusted\") | .passed] == [true, true])' >/dev/null"
+DESC="an AK with only a pending challenge: exit 1, check registry named (not enrolled)"
+"$KV" -c "$CONF" verify-evidence "$T/tev.json" --nonce "$N" --policy "$T/pending.policy" --json >"$T/out" 2>"$T/err" && rc=0 || rc=$?
+check sh -c "[ $rc = 1 ] && grep -q 'check registry failed: not enrolled' '$T/err' &&
+    jq -e '.device_id == null and ([.checks[] | select(.name == \"tpm.ak-trusted\") | .passed] == [false])' '$T/out' >/dev/null"
+v enroll revoke dev-7 --registry "$REG" >/dev/null
+DESC="a revoked device: exit 1, check registry named, tpm.ak-trusted fails too"
+"$KV" -c "$CONF" verify-evidence "$T/tev.json" --nonce "$N" --policy "$T/reg.policy" --json >"$T/out" 2>"$T/err" && rc=0 || rc=$?
+check sh -c "[ $rc = 1 ] && grep -q 'check registry failed: the AK is enrolled as device dev-7, which is revoked' '$T/err' &&
+    jq -e '.device_id == \"dev-7\" and ([.checks[] | select(.name == \"tpm.ak-trusted\") | .passed] == [false])' '$T/out' >/dev/null"
+DESC="revoked but its AK certificate chains to ak_anchors: registry still fails the evidence"
+"$KV" -c "$CONF" verify-evidence "$T/tev.json" --nonce "$N" --policy "$T/both.policy" --json >"$T/out" 2>"$T/err" && rc=0 || rc=$?
+check sh -c "[ $rc = 1 ] && jq -e '[.checks[] | select(.passed == false) | .name] == [\"registry\"]' '$T/out' >/dev/null"
 [ "$fails" = 0 ]
