@@ -46,7 +46,7 @@ expect 0 "device: the AK's chain installed" -- d tpm ak-chain import "$T/ak.pem"
 expect 0 "device: the identity key in the TPM" -- d keygen device-identity --backend tpm
 {
     # no identity-key anchors: at its first boot the device has no certificate yet
-    printf '[trust]\nak_anchors = %s\n' "$T/ca.pem"
+    printf '[trust]\nak_anchors = %s\nregistry = %s\n' "$T/ca.pem" "$REG"
     printf '[evidence]\nassurance = tpm\nmax_age = 300\n[pcrs]\nbank = sha256\n'
     for i in 0 1 2 3 4 5 6 7; do printf '%s = %s\n' "$i" "$(d tpm pcr-read "$i")"; done
 } >"$T/policy.conf"
@@ -73,6 +73,7 @@ if boot device-identity "$DEV"; then ok "the device booted, attested and spoke o
 contains "$T/gw.out" "admitted the device (assurance tpm)" "the gateway says tpm assurance"
 contains "$T/gw.out" "tpm.pcr-policy *ok" "the PCRs matched the policy"
 contains "$T/gw.out" "tpm.ak-trusted *ok" "the AK is trusted (its certificate from the enrollment)"
+contains "$T/gw.out" "registry *ok" "the AK is enrolled and not revoked"
 contains "$T/gw.out" "device over TLS: dev-7 is up" "the gateway heard the device over mutual TLS"
 contains "$T/out" "gateway over TLS: welcome" "the device heard the gateway"
 expect 0 "the device's certificate, as stored" -- d cert device-identity -o "$T/dev-chain.pem"
@@ -94,6 +95,11 @@ mv "$T/policy2.conf" "$T/policy.conf"
 expect 0 "a software key on the device" -- d keygen soft-identity --backend software
 if boot soft-identity "$DEV"; then not_ok "a software key fails the tpm floor"; else ok "a software key fails the tpm floor"; fi
 contains "$T/gw.out" "assurance *FAILED" "the gateway names the assurance check"
+
+expect 0 "the gateway revokes dev-7 (and its AK certificate)" -- \
+    g enroll revoke dev-7 --registry "$REG" --ca fleet-ca
+if boot device-identity "$DEV"; then not_ok "a revoked device is refused"; else ok "a revoked device is refused"; fi
+contains "$T/gw.out" "registry *FAILED" "the gateway names the registry check"
 
 # ---- the systemd unit -------------------------------------------------------------------
 if command -v systemd-analyze >/dev/null; then
