@@ -59,9 +59,17 @@ boot() {
         "$T/ca.pem" >"$T/gw.out" 2>&1 &
     gw=$!
     i=0
-    while [ ! -S "$SOCK" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    # a sanitized build on a loaded machine can take seconds to start
+    while [ ! -S "$SOCK" ] && [ $i -lt 600 ] && kill -0 "$gw" 2>/dev/null; do
+        sleep 0.1
+        i=$((i + 1))
+    done
     KEYVAULT_CONF=$2 "$EX/boot-attest-device" "$1" "$SOCK" "$T/ca.pem" dev-7 >"$T/out" 2>&1
     st=$?
+    # a gateway left waiting for a device that gave up is stopped, not waited for forever
+    i=0
+    while kill -0 "$gw" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    kill "$gw" 2>/dev/null
     wait "$gw"
     gst=$?
     return $st

@@ -273,9 +273,9 @@ free_port() {
     done
     echo 0
 }
-# wait_port PORT: until something listens there (10 s)
+# wait_port PORT: until something listens there (30 s: a sanitized build on a loaded machine is slow to start)
 wait_port() {
-    for _ in $(seq 1 200); do
+    for _ in $(seq 1 600); do
         ss -Hltn "sport = :$1" | grep -q . && return 0
         sleep 0.05
     done

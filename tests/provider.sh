@@ -194,11 +194,16 @@ mtls() {
     KEYVAULT_CONF=$CONF "$EX/mtls-server" mtls-gw "$T/mtls-ca.pem" "$@" >"$T/srv.out" 2>"$T/srv.err" &
     spid=$!
     port=
-    for _ in $(seq 1 100); do
+    # a sanitized build on a loaded machine can take seconds to start: wait up
+    # to a minute, and never leave the server waiting for a client that is
+    # not coming (the wait below would hang)
+    for _ in $(seq 1 600); do
         port=$(sed -n 's/^listening on port //p' "$T/srv.out")
         [ -n "$port" ] && break
-        sleep 0.05
+        kill -0 "$spid" 2>/dev/null || break
+        sleep 0.1
     done
+    [ -n "$port" ] || { kill "$spid" 2>/dev/null; not_ok "$d: the gateway never listened"; }
     expect "$wc" "$d: the client" -- env KEYVAULT_CONF="$CONF" "$EX/mtls-client" "$c" \
         "$T/mtls-ca.pem" "${port:-1}" "reading 21.5 C"
     cp "$T/out" "$T/cli.out"
