@@ -51,6 +51,7 @@ struct vstate {
     kv_verdict *v;
     bool oom;
     json_t *doc;
+    size_t doc_len;                /* the document's length in bytes */
     struct blob nonce;
     const char *created;
     kv_assurance claimed;
@@ -566,6 +567,7 @@ static bool parse(struct vstate *s, const char *evidence, size_t len, char *det,
         return false;
     }
     s->doc = json_loadb(evidence, len, JSON_REJECT_DUPLICATES, &jerr);
+    s->doc_len = len;
     if (!s->doc) {
         /* jansson's text quotes the input: give only where it stopped */
         snprintf(det, dlen, "not a JSON document: %s at line %d, column %d",
@@ -723,25 +725,41 @@ static void check_age(struct vstate *s, time_t now)
         record(s, "age", true, "created %lld s ago (max_age %ld s)", age, s->pol->max_age);
 }
 
+#define POP_JSON_FLAGS (JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII)
+
 /* The proof of possession: "keyvault-evidence-pop-v1" || 0x00 || SHA-256(C),
  * C the document without "pop" as compact, sorted, ASCII JSON. */
 static void check_pop(struct vstate *s)
 {
     json_t *copy = json_copy(s->doc);
     char *c = NULL, why[256];
+    size_t cap = s->doc_len ? s->doc_len : 1, clen;
     unsigned char msg[sizeof(POP_LABEL) + 32], md[EVP_MAX_MD_SIZE];
     size_t mdlen = sizeof(md), tbslen = 0;
     const unsigned char *tbs = md;
     unsigned int hlen = 32;
     kv_err_mark m = kv_err_mark_get(s->ctx);
 
-    if (!copy || json_object_del(copy, "pop") != 0 ||
-        !(c = json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII))) {
+    if (!copy || json_object_del(copy, "pop") != 0 || !(c = malloc(cap))) {
+        s->oom = true;
+        goto out;
+    }
+    /* into one buffer the size of the document (C is shorter unless escapes
+     * grew it: then once more at the size json_dumpb asked for) */
+    if ((clen = json_dumpb(copy, c, cap, POP_JSON_FLAGS)) > cap) {
+        free(c);
+        cap = clen;
+        if (!(c = malloc(cap)))
+            clen = 0;
+        else
+            clen = json_dumpb(copy, c, cap, POP_JSON_FLAGS);
+    }
+    if (clen == 0 || clen > cap) {
         s->oom = true;
         goto out;
     }
     memcpy(msg, POP_LABEL, sizeof(POP_LABEL));  /* with its NUL: the 0x00 separator */
-    if (EVP_Digest(c, strlen(c), msg + sizeof(POP_LABEL), &hlen, s->ctx->md_sha256, NULL) != 1) {
+    if (EVP_Digest(c, clen, msg + sizeof(POP_LABEL), &hlen, s->ctx->md_sha256, NULL) != 1) {
         record(s, "pop", false, "cannot hash the document");
         goto out;
     }
