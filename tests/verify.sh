@@ -68,7 +68,7 @@ DESC="an AK with only a pending challenge: exit 1, check registry named (not enr
 "$KV" -c "$CONF" verify-evidence "$T/tev.json" --nonce "$N" --policy "$T/pending.policy" --json >"$T/out" 2>"$T/err" && rc=0 || rc=$?
 check sh -c "[ $rc = 1 ] && grep -q 'check registry failed: not enrolled' '$T/err' &&
     jq -e '.device_id == null and ([.checks[] | select(.name == \"tpm.ak-trusted\") | .passed] == [false])' '$T/out' >/dev/null"
-v enroll revoke dev-7 --registry "$REG" >/dev/null
+v enroll revoke dev-7 --registry "$REG" --ca akca >/dev/null
 DESC="a revoked device: exit 1, check registry named, tpm.ak-trusted fails too"
 "$KV" -c "$CONF" verify-evidence "$T/tev.json" --nonce "$N" --policy "$T/reg.policy" --json >"$T/out" 2>"$T/err" && rc=0 || rc=$?
 check sh -c "[ $rc = 1 ] && grep -q 'check registry failed: the AK is enrolled as device dev-7, which is revoked' '$T/err' &&
