@@ -100,6 +100,19 @@ static uint64_t tpm_stat(kv_ctx *ctx, const char *name)
     return v;
 }
 
+/* A P-256 signing key made by tpm2-tools and made persistent at handle. */
+static void make_persistent(const char *handle)
+{
+    ck_assert_int_eq(
+        tu_sh("cd %s && export %s && tpm2_createprimary -Q -C o -G ecc -c prim.ctx && "
+              "tpm2_flushcontext -t && "
+              "tpm2_create -Q -C prim.ctx -G ecc256 -u k.pub -r k.priv "
+              "-a 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign' && "
+              "tpm2_flushcontext -t && tpm2_load -Q -C prim.ctx -u k.pub -r k.priv -c k.ctx && "
+              "tpm2_evictcontrol -Q -C o -c k.ctx %s && tpm2_flushcontext -t",
+              tu_tmpdir(), tools_env(), handle), 0);
+}
+
 START_TEST(one_command_per_operation)
 {
     kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
@@ -129,6 +142,18 @@ START_TEST(one_command_per_operation)
     kv_key_free(a);
     kv_key_free(b);
     kv_ctx_free(ctx);
+    /* a key at a persistent handle: one command per sign too, no TPM2_ReadPublic */
+    make_persistent("0x81000013");
+    ctx = tpm_ctx(NULL, KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, "tpm2:handle=0x81000013", &a), KV_OK);
+    ck_assert(sign_verifies(ctx, a, "warm-up"));
+    n0 = tpm_stat(ctx, "commands");
+    for (int i = 0; i < 10; i++)
+        ck_assert(sign_verifies(ctx, a, "counted, persistent"));
+    ck_assert_uint_eq(tpm_stat(ctx, "commands") - n0, 10);
+    kv_key_free(a);
+    kv_ctx_free(ctx);
+    ck_assert_int_eq(tu_sh("%s tpm2_evictcontrol -Q -C o -c 0x81000013", tools_env()), 0);
 }
 END_TEST
 
@@ -320,6 +345,70 @@ START_TEST(forked_workers_share_the_slots)
 }
 END_TEST
 
+/*
+ * A worker that makes a context of its own after the fork (as a server
+ * that reads its configuration per worker does) is of the same family:
+ * its keys do not take the handles of the parent's, whose next signs must
+ * still verify with the parent's key. One worker ends with _exit, the
+ * other frees its context; the TPM holds as many objects afterwards as
+ * before.
+ */
+START_TEST(worker_context_of_its_own)
+{
+    static const TPM2_HANDLE transient = TPM2_TRANSIENT_FIRST;
+    UINT32 before = tpm_handles(transient);
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
+    kv_key *a = gen(ctx, "own-parent", KV_KEY_EC_P256);
+
+    ck_assert(sign_verifies(ctx, a, "the parent, before the fork"));
+    /* a second context of the same process shares the connection as well */
+    {
+        kv_ctx *second = tpm_ctx(NULL, KV_OK);
+        kv_key *b = gen(second, "own-second", KV_KEY_EC_P256);
+
+        ck_assert(sign_verifies(second, b, "a second context"));
+        ck_assert_msg(sign_verifies(ctx, a, "the first context, again"), "%s", kv_errmsg(ctx));
+        kv_key_free(b);
+        kv_ctx_free(second);
+        ck_assert_msg(sign_verifies(ctx, a, "the first context, alone"), "%s", kv_errmsg(ctx));
+    }
+    for (int w = 0; w < 2; w++) {
+        pid_t pid = fork();
+        int st = 0;
+
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            kv_ctx *mine = tpm_ctx(NULL, KV_OK);
+            kv_key *b = NULL;
+            int ok;
+
+            ok = kv_key_generate(mine, w ? "own-child1" : "own-child0", KV_KEY_EC_P256, "tpm",
+                                 &b) == KV_OK &&
+                 sign_verifies(mine, b, "the worker, its own key") &&
+                 sign_verifies(ctx, a, "the worker, the parent's key");
+            if (!ok)
+                fprintf(stderr, "worker %d: %s / %s\n", w, kv_errmsg(mine), kv_errmsg(ctx));
+            if (w) {
+                kv_key_free(b);
+                kv_ctx_free(mine);
+            }
+            _exit(ok ? 0 : 1);
+        }
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "worker %d failed (status %d)", w,
+                      st);
+        for (int i = 0; i < 3; i++)
+            ck_assert_msg(sign_verifies(ctx, a, "the parent, after the worker"),
+                          "after worker %d: %s", w, kv_errmsg(ctx));
+        /* swtpm's three slots: the storage key, the parent's key, and at most the worker's */
+        ck_assert_uint_le(tpm_handles(transient), 3);
+    }
+    kv_key_free(a);
+    kv_ctx_free(ctx);
+    ck_assert_uint_eq(tpm_handles(transient), before);
+}
+END_TEST
+
 START_TEST(auth_values_and_lockout)
 {
     char good[700], bad[700], conf[1024];
@@ -418,19 +507,11 @@ END_TEST
 
 START_TEST(persistent_handle_by_uri)
 {
-    const char *d = tu_tmpdir();
     kv_ctx *ctx;
     kv_key *key = NULL;
     kv_key_info info;
 
-    ck_assert_int_eq(
-        tu_sh("cd %s && export %s && tpm2_createprimary -Q -C o -G ecc -c prim.ctx && "
-              "tpm2_flushcontext -t && "
-              "tpm2_create -Q -C prim.ctx -G ecc256 -u k.pub -r k.priv "
-              "-a 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign' && "
-              "tpm2_flushcontext -t && tpm2_load -Q -C prim.ctx -u k.pub -r k.priv -c k.ctx && "
-              "tpm2_evictcontrol -Q -C o -c k.ctx 0x81000011 && tpm2_flushcontext -t",
-              d, tools_env()), 0);
+    make_persistent("0x81000011");
     ctx = tpm_ctx(NULL, KV_OK);
     ck_assert_rc(ctx, kv_key_open(ctx, "tpm2:handle=0x81000011", &key), KV_OK);
     ck_assert_rc(ctx, kv_key_get_info(key, &info), KV_OK);
@@ -1565,6 +1646,7 @@ static Suite *tpm_suite(void)
     tcase_add_test(tc, survives_a_tpm_restart);
     tcase_add_test(tc, four_threads_sign);
     tcase_add_test(tc, forked_workers_share_the_slots);
+    tcase_add_test(tc, worker_context_of_its_own);
     tcase_add_test(tc, missing_tpm_and_resource_manager);
     tcase_add_test(tc, persistent_handle_by_uri);
     tcase_add_test(tc, generate_at_uri_and_types);

@@ -190,6 +190,31 @@ static bool child_reconnects(const char *tcti)
     return !strncmp(tcti, "device", 6) && has_resource_manager(tcti);
 }
 
+/* Whether the forked children of a process share the TPM's objects with it
+ * through the table: the TCTIs whose transport a child keeps, to a TPM
+ * outside the process (swtpm, mssim, a /dev/tpm* without a resource
+ * manager, tabrmd). Not an in-process simulator (libtpms: each child has
+ * its own copy of the TPM), not a TCTI this code does not know. */
+static bool family_shares(const char *tcti)
+{
+    static const char *const known[] = { "swtpm", "mssim", "device", "tabrmd" };
+
+    if (child_reconnects(tcti))
+        return false;
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        size_t n = strlen(known[i]);
+
+        if (!strncmp(tcti, known[i], n) && (tcti[n] == '\0' || tcti[n] == ':'))
+            return true;
+    }
+    return false;
+}
+
+/* The process that made the first family table of this process's line:
+ * in its descendants, the TPM's objects belong to the family, and none of
+ * them flushes what it did not record (flush_leftovers). */
+static pid_t table_maker;
+
 /* ---- the table shared with forked children -------------------------------- */
 
 /* The table, mapped shared so that children forked later see it; NULL
@@ -217,6 +242,8 @@ static struct tpm_shared *shared_new(void)
         return NULL;
     }
     sh->next_id = 1;
+    if (!table_maker)
+        table_maker = getpid();
     return sh;
 }
 
@@ -227,13 +254,27 @@ static void shared_drop(struct tpm_conn *c)
     c->shared = NULL;
 }
 
-static void shared_lock(struct tpm_conn *c)
+/* 0, or the error that keeps this process from the table's lock (it then
+ * sends nothing: a command without the lock may separate another
+ * process's load from its use). */
+static int shared_lock(struct tpm_conn *c)
 {
-    if (c->shared && pthread_mutex_lock(&c->shared->lock) == EOWNERDEAD) {
-        /* a process died holding it, perhaps between a load and its record */
-        (void)pthread_mutex_consistent(&c->shared->lock);
-        c->reconcile = true;
+    int e;
+
+    if (!c->shared)
+        return 0;
+    e = pthread_mutex_lock(&c->shared->lock);
+    if (e == EOWNERDEAD) {
+        /* a process died holding it, perhaps between a load and its record:
+         * whoever takes the lock next reconciles (tpm_begin) */
+        e = pthread_mutex_consistent(&c->shared->lock);
+        if (e != 0) {
+            pthread_mutex_unlock(&c->shared->lock);
+            return e;
+        }
+        c->shared->reconcile = true;
     }
+    return e; /* ENOTRECOVERABLE: someone could not make it consistent */
 }
 
 static void shared_unlock(struct tpm_conn *c)
@@ -421,10 +462,14 @@ kv_rc tpm_conn_get(kv_ctx *ctx, const char *tcti, TPM2_HANDLE parent, bool alway
     struct tpm_conn *c;
 
     *out = NULL;
+    if (parent == TPM2_RH_OWNER)
+        parent = 0; /* as srk.persistent has it */
     pthread_mutex_lock(&conns_lock);
+    /* in a forked child too: a connection it inherited is its family's
+     * (tpm_begin takes it over), and one of its own beside it would know
+     * nothing of the family's objects */
     for (c = conns; c; c = c->next)
-        if (!strcmp(c->tcti, tcti) && c->srk.persistent == parent &&
-            c->fork_gen == kv_fork_generation())
+        if (!strcmp(c->tcti, tcti) && c->srk.persistent == parent)
             break;
     if (c) {
         c->refs++;
@@ -445,11 +490,11 @@ kv_rc tpm_conn_get(kv_ctx *ctx, const char *tcti, TPM2_HANDLE parent, bool alway
     pthread_mutex_init(&c->lock, NULL);
     c->fork_gen = kv_fork_generation();
     c->srk.handle = ESYS_TR_NONE;
-    c->srk.persistent = parent != TPM2_RH_OWNER ? parent : 0;
-    c->srk.is_primary = parent == TPM2_RH_OWNER;
+    c->srk.persistent = parent;
+    c->srk.is_primary = parent == 0;
     c->srk.pub = primary_template;
     c->session = ESYS_TR_NONE;
-    if (!child_reconnects(tcti) && (c->shared = shared_new()) != NULL)
+    if (family_shares(tcti) && (c->shared = shared_new()) != NULL)
         c->share_id = c->shared->next_id++;
     c->next = conns;
     conns = c;
@@ -521,9 +566,11 @@ void tpm_conn_put(struct tpm_conn *c, bool always)
     /* in a forked child that never used it, the parent's connection is
      * left alone; one it took over keeps the parent's transport open */
     if (c->fork_gen == kv_fork_generation()) {
-        shared_lock(c);
-        disconnect_locked(c, true);
-        shared_unlock(c);
+        bool locked = shared_lock(c) == 0;
+
+        disconnect_locked(c, locked); /* without the lock: send nothing */
+        if (locked)
+            shared_unlock(c);
     }
     if (c->shared)
         munmap(c->shared, sizeof(*c->shared)); /* this process's mapping */
@@ -604,6 +651,11 @@ static bool evict_session(struct tpm_conn *c)
     return true;
 }
 
+bool tpm_make_room(struct tpm_conn *c, TSS2_RC rc, const struct tpm_obj *keep)
+{
+    return full(rc) && evict_one(c, keep, NULL);
+}
+
 TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h)
 {
     static const TPM2B_SENSITIVE_CREATE no_sensitive = { 0 };
@@ -613,7 +665,8 @@ TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h)
     TSS2_RC rc;
 
     if (obj->handle != ESYS_TR_NONE && obj->epoch == c->epoch) {
-        if (!c->shared || entry_find(c, obj->serial)) {
+        /* a persistent object is never flushed: not in the table */
+        if (!c->shared || obj->persistent || entry_find(c, obj->serial)) {
             touch(c, obj);
             *h = obj->handle;
             return TSS2_RC_SUCCESS;
@@ -671,11 +724,15 @@ TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h)
 void tpm_obj_release(struct tpm_conn *c, struct tpm_obj *obj)
 {
     struct tpm_obj **pp;
+    bool locked;
 
     pthread_mutex_lock(&c->lock);
-    shared_lock(c);
+    locked = shared_lock(c) == 0;
     forget_auth(c, obj);
-    if (obj->handle != ESYS_TR_NONE && !obj->persistent && c->connected &&
+    if (!locked && obj->handle != ESYS_TR_NONE && c->esys && obj->epoch == c->epoch &&
+        c->fork_gen == kv_fork_generation()) {
+        (void)Esys_TR_Close(c->esys, &obj->handle); /* sends nothing */
+    } else if (obj->handle != ESYS_TR_NONE && !obj->persistent && c->connected &&
         obj->epoch == c->epoch && c->fork_gen == kv_fork_generation()) {
         struct tpm_shared_entry *e = c->shared ? entry_find(c, obj->serial) : NULL;
 
@@ -693,7 +750,8 @@ void tpm_obj_release(struct tpm_conn *c, struct tpm_obj *obj)
         }
     obj->registered = false;
     obj->handle = ESYS_TR_NONE;
-    shared_unlock(c);
+    if (locked)
+        shared_unlock(c);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -731,6 +789,24 @@ static void flush_leftovers(struct tpm_conn *c, bool keep_recorded)
     }
 }
 
+/* Whether what the TPM holds at connect can only be an earlier client's:
+ * not through a resource manager, not in a process of a fork family (the
+ * family's objects: some other process's table may record them), not
+ * beside another connection of this process to the same TPM. */
+static bool may_flush_leftovers(const struct tpm_conn *c)
+{
+    bool alone = true;
+
+    if (has_resource_manager(c->tcti) || (table_maker && table_maker != getpid()))
+        return false;
+    pthread_mutex_lock(&conns_lock);
+    for (const struct tpm_conn *x = conns; x; x = x->next)
+        if (x != c && !strcmp(x->tcti, c->tcti) && __atomic_load_n(&x->connected, __ATOMIC_RELAXED))
+            alone = false;
+    pthread_mutex_unlock(&conns_lock);
+    return alone;
+}
+
 static kv_rc connect_locked(kv_ctx *ctx, struct tpm_conn *c)
 {
     ESYS_TR srk;
@@ -766,15 +842,21 @@ static kv_rc connect_locked(kv_ctx *ctx, struct tpm_conn *c)
         return r;
     }
     if (c->shared) {
-        /* once for the fork family, and after the TPM went away */
-        if (!c->shared->initialized || c->reset_table) {
-            if (!has_resource_manager(c->tcti))
+        if (!c->shared->initialized) {
+            /* once for the fork family */
+            if (may_flush_leftovers(c))
                 flush_leftovers(c, false);
             memset(c->shared->e, 0, sizeof(c->shared->e));
             c->shared->initialized = true;
+        } else if (c->reset_table) {
+            /* the TPM went away: what the family recorded is gone, or
+             * goes now (objects reported not loaded: the TPM stayed) */
+            for (size_t i = 0; i < TPM_SHARED_SLOTS; i++)
+                if (c->shared->e[i].handle)
+                    entry_flush(c, &c->shared->e[i], false);
         }
         c->reset_table = false;
-    } else if (!c->tcti_inherited && !has_resource_manager(c->tcti)) {
+    } else if (!c->tcti_inherited && may_flush_leftovers(c)) {
         flush_leftovers(c, false);
     }
     rc = tpm_obj_use(c, &c->srk, &srk);
@@ -849,6 +931,7 @@ TSS2_RC tpm_auth(struct tpm_conn *c, struct step *s, const struct tpm_obj *obj, 
 kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)
 {
     kv_rc rc = KV_OK;
+    int e;
 
     pthread_mutex_lock(&c->lock);
     if (c->fork_gen != kv_fork_generation()) {
@@ -884,13 +967,19 @@ kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)
         if (c->shared)
             c->share_id = __atomic_fetch_add(&c->shared->next_id, 1, __ATOMIC_RELAXED);
     }
-    shared_lock(c);
+    e = shared_lock(c);
+    if (e != 0) {
+        pthread_mutex_unlock(&c->lock);
+        return kv_error(ctx, KV_ERR_BACKEND,
+                        "the lock of the TPM table shared with forked processes is unusable: "
+                        "pthread_mutex_lock: %s", strerror(e));
+    }
     if (!c->connected)
         rc = connect_locked(ctx, c);
-    if (rc == KV_OK && c->reconcile) {
+    if (rc == KV_OK && c->shared && c->shared->reconcile) {
         /* what a process that died holding the lock loaded, unrecorded */
         flush_leftovers(c, true);
-        c->reconcile = false;
+        c->shared->reconcile = false;
     }
     if (rc != KV_OK) {
         shared_unlock(c);
