@@ -409,6 +409,32 @@ START_TEST(worker_context_of_its_own)
 }
 END_TEST
 
+/*
+ * The same key open twice in one process shares one load: freeing one
+ * handle leaves the load to the other, which still signs in one command
+ * (before, the free flushed the object and the next sign loaded it again).
+ */
+START_TEST(same_key_open_twice)
+{
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
+    kv_key *k1 = gen(ctx, "twice", KV_KEY_EC_P256), *k2 = NULL;
+    kv_key_info info;
+    uint64_t n0;
+
+    ck_assert_rc(ctx, kv_key_get_info(k1, &info), KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, info.uri, &k2), KV_OK);
+    ck_assert(sign_verifies(ctx, k1, "the first handle"));
+    ck_assert(sign_verifies(ctx, k2, "the second handle"));
+    kv_key_free(k1);
+    n0 = tpm_stat(ctx, "commands");
+    for (int i = 0; i < 3; i++)
+        ck_assert_msg(sign_verifies(ctx, k2, "the second handle, alone"), "%s", kv_errmsg(ctx));
+    ck_assert_uint_eq(tpm_stat(ctx, "commands") - n0, 3);
+    kv_key_free(k2);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(auth_values_and_lockout)
 {
     char good[700], bad[700], conf[1024];
@@ -1647,6 +1673,7 @@ static Suite *tpm_suite(void)
     tcase_add_test(tc, four_threads_sign);
     tcase_add_test(tc, forked_workers_share_the_slots);
     tcase_add_test(tc, worker_context_of_its_own);
+    tcase_add_test(tc, same_key_open_twice);
     tcase_add_test(tc, missing_tpm_and_resource_manager);
     tcase_add_test(tc, persistent_handle_by_uri);
     tcase_add_test(tc, generate_at_uri_and_types);

@@ -297,13 +297,29 @@ static struct tpm_shared_entry *entry_find(struct tpm_conn *c, uint64_t serial)
     return NULL;
 }
 
-/* The object of this process that e records, if any. */
+/* Whether o is this process's handle on the load with that serial. */
+static bool obj_on(const struct tpm_conn *c, const struct tpm_obj *o, uint64_t serial)
+{
+    return o->handle != ESYS_TR_NONE && o->epoch == c->epoch && o->serial == serial;
+}
+
+/* The object of this process that e records, if any; the same key opened
+ * twice shares the load: the first of them. */
 static struct tpm_obj *entry_mine(struct tpm_conn *c, const struct tpm_shared_entry *e)
 {
     for (struct tpm_obj *o = c->objs; o; o = o->next)
-        if (o->handle != ESYS_TR_NONE && o->epoch == c->epoch && o->serial == e->serial)
+        if (obj_on(c, o, e->serial))
             return o;
     return NULL;
+}
+
+/* Whether an object of this process other than obj uses obj's load. */
+static bool load_shared(struct tpm_conn *c, const struct tpm_obj *obj)
+{
+    for (const struct tpm_obj *o = c->objs; o; o = o->next)
+        if (o != obj && obj_on(c, o, obj->serial))
+            return true;
+    return false;
 }
 
 static void forget_auth(struct tpm_conn *c, const struct tpm_obj *o);
@@ -332,6 +348,14 @@ static void entry_flush(struct tpm_conn *c, struct tpm_shared_entry *e, bool sav
     TSS2_SYS_CONTEXT *sys = NULL;
 
     if (mine) {
+        /* its other handles on the same load: closed (they adopt the
+         * reload, or load again) */
+        for (struct tpm_obj *o = c->objs; o; o = o->next)
+            if (o != mine && obj_on(c, o, e->serial)) {
+                forget_auth(c, o);
+                (void)Esys_TR_Close(c->esys, &o->handle);
+                o->handle = ESYS_TR_NONE;
+            }
         obj_flush(c, mine, save);
     } else if (e->session && c->session != ESYS_TR_NONE && c->session_serial == e->serial) {
         (void)Esys_FlushContext(c->esys, c->session);
@@ -342,13 +366,15 @@ static void entry_flush(struct tpm_conn *c, struct tpm_shared_entry *e, bool sav
     memset(e, 0, sizeof(*e));
 }
 
-/* Whether e is one of this process's objects that must stay loaded now. */
+/* Whether e is the load of one of this process's objects that must stay
+ * loaded now (any of them, when a key is open twice). */
 static bool entry_kept(struct tpm_conn *c, const struct tpm_shared_entry *e,
                        const struct tpm_obj *keep, const struct tpm_obj *keep2)
 {
-    const struct tpm_obj *o = entry_mine(c, e);
-
-    return o && (o == keep || o == keep2 || o->pinned);
+    for (const struct tpm_obj *o = c->objs; o; o = o->next)
+        if (obj_on(c, o, e->serial) && (o == keep || o == keep2 || o->pinned))
+            return true;
+    return false;
 }
 
 /* Record what this process just loaded at h: obj, or the session when
@@ -736,6 +762,8 @@ void tpm_obj_release(struct tpm_conn *c, struct tpm_obj *obj)
         obj->epoch == c->epoch && c->fork_gen == kv_fork_generation()) {
         struct tpm_shared_entry *e = c->shared ? entry_find(c, obj->serial) : NULL;
 
+        if (e && load_shared(c, obj))
+            e = NULL; /* another handle of this process still uses the load */
         if (!c->shared || (e && e->owner == c->share_id))
             (void)Esys_FlushContext(c->esys, obj->handle);
         else
