@@ -14,6 +14,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -431,6 +432,103 @@ START_TEST(same_key_open_twice)
         ck_assert_msg(sign_verifies(ctx, k2, "the second handle, alone"), "%s", kv_errmsg(ctx));
     ck_assert_uint_eq(tpm_stat(ctx, "commands") - n0, 3);
     kv_key_free(k2);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* An ECC storage primary, made by a test's own ESYS context and left loaded. */
+static void leave_a_primary(void)
+{
+    TPM2B_PUBLIC tmpl = {
+        .publicArea = {
+            .type = TPM2_ALG_ECC,
+            .nameAlg = TPM2_ALG_SHA256,
+            .objectAttributes = TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED |
+                                TPMA_OBJECT_DECRYPT | TPMA_OBJECT_FIXEDTPM |
+                                TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN,
+            .parameters.eccDetail = {
+                .symmetric = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128,
+                               .mode.aes = TPM2_ALG_CFB },
+                .scheme = { .scheme = TPM2_ALG_NULL },
+                .curveID = TPM2_ECC_NIST_P256,
+                .kdf = { .scheme = TPM2_ALG_NULL },
+            },
+        },
+    };
+    TPM2B_SENSITIVE_CREATE sens = { 0 };
+    TPM2B_DATA outside = { 0 };
+    TPML_PCR_SELECTION pcrs = { 0 };
+    TSS2_TCTI_CONTEXT *tcti = NULL;
+    ESYS_CONTEXT *esys = NULL;
+    ESYS_TR h = ESYS_TR_NONE;
+
+    ck_assert_int_eq(Tss2_TctiLdr_Initialize(env("KV_TPM_TCTI"), &tcti), TSS2_RC_SUCCESS);
+    ck_assert_int_eq(Esys_Initialize(&esys, tcti, NULL), TSS2_RC_SUCCESS);
+    ck_assert_int_eq(Esys_CreatePrimary(esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                        ESYS_TR_NONE, &sens, &tmpl, &outside, &pcrs, &h, NULL,
+                                        NULL, NULL, NULL),
+                     TSS2_RC_SUCCESS);
+    Esys_Finalize(&esys); /* sends nothing: the primary stays */
+    Tss2_TctiLdr_Finalize(&tcti);
+}
+
+/*
+ * The fork family's lock: a worker that dies holding it, after loading an
+ * object it did not record, is reconciled by whoever takes the lock next -
+ * the parent, although a second worker took it first (only to free a key)
+ * and exited. A lock nobody could make consistent fails the next call with
+ * KV_ERR_BACKEND, sending nothing.
+ */
+START_TEST(table_lock_of_a_dead_worker)
+{
+    static const TPM2_HANDLE transient = TPM2_TRANSIENT_FIRST;
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
+    kv_key *k = gen(ctx, "lock", KV_KEY_EC_P256);
+    struct tpm_conn *c = ((struct tpm_state *)k->be->state)->conn;
+    unsigned char sig[200];
+    size_t siglen = sizeof(sig);
+    UINT32 loaded;
+    uint64_t n0;
+    pid_t pid;
+    int st = 0;
+
+    ck_assert(sign_verifies(ctx, k, "before"));
+    ck_assert_ptr_nonnull(c->shared);
+    loaded = tpm_handles(transient);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        leave_a_primary();
+        pthread_mutex_lock(&c->shared->lock);
+        _exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_uint_eq(tpm_handles(transient), loaded + 1);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        kv_key_free(k); /* takes the lock: EOWNERDEAD */
+        _exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(sign_verifies(ctx, k, "after the dead worker"), "%s", kv_errmsg(ctx));
+    ck_assert_uint_eq(tpm_handles(transient), loaded);
+    /* a lock that is not recoverable */
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        pthread_mutex_lock(&c->shared->lock);
+        _exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_int_eq(pthread_mutex_lock(&c->shared->lock), EOWNERDEAD);
+    pthread_mutex_unlock(&c->shared->lock); /* not made consistent: ENOTRECOVERABLE */
+    n0 = tpm_stat(ctx, "commands");
+    ck_assert_rc(ctx, kv_sign(k, KV_ALG_DEFAULT, 0, (const unsigned char *)"m", 1, sig, &siglen),
+                 KV_ERR_BACKEND);
+    ck_assert_msg(strstr(kv_errmsg(ctx), "pthread_mutex_lock") != NULL, "%s", kv_errmsg(ctx));
+    ck_assert_uint_eq(tpm_stat(ctx, "commands"), n0);
+    kv_key_free(k);
     kv_ctx_free(ctx);
 }
 END_TEST
@@ -1674,6 +1772,7 @@ static Suite *tpm_suite(void)
     tcase_add_test(tc, forked_workers_share_the_slots);
     tcase_add_test(tc, worker_context_of_its_own);
     tcase_add_test(tc, same_key_open_twice);
+    tcase_add_test(tc, table_lock_of_a_dead_worker);
     tcase_add_test(tc, missing_tpm_and_resource_manager);
     tcase_add_test(tc, persistent_handle_by_uri);
     tcase_add_test(tc, generate_at_uri_and_types);

@@ -818,21 +818,25 @@ static void flush_leftovers(struct tpm_conn *c, bool keep_recorded)
 }
 
 /* Whether what the TPM holds at connect can only be an earlier client's:
- * not through a resource manager, not in a process of a fork family (the
- * family's objects: some other process's table may record them), not
- * beside another connection of this process to the same TPM. */
+ * not through a resource manager; not beside another connection of this
+ * process (or one it inherited) to the same TPM; in a process forked from
+ * one that made a table, only as the first user of c's table (the family
+ * has loaded nothing through it; any other table of the family is one of
+ * those connections), never for a table or a connection of its own. */
 static bool may_flush_leftovers(const struct tpm_conn *c)
 {
-    bool alone = true;
+    bool ok;
 
-    if (has_resource_manager(c->tcti) || (table_maker && table_maker != getpid()))
+    if (has_resource_manager(c->tcti))
         return false;
     pthread_mutex_lock(&conns_lock);
-    for (const struct tpm_conn *x = conns; x; x = x->next)
+    ok = !table_maker || table_maker == getpid() ||
+         (c->shared && !c->shared->initialized && c->share_id > 1);
+    for (const struct tpm_conn *x = conns; ok && x; x = x->next)
         if (x != c && !strcmp(x->tcti, c->tcti) && __atomic_load_n(&x->connected, __ATOMIC_RELAXED))
-            alone = false;
+            ok = false;
     pthread_mutex_unlock(&conns_lock);
-    return alone;
+    return ok;
 }
 
 static kv_rc connect_locked(kv_ctx *ctx, struct tpm_conn *c)
