@@ -6,7 +6,8 @@
  * at persistent handles, the session choice and parameter encryption seen
  * on the bus, the key file format shared with tpm2-openssl, keys opened
  * from a key file's bytes (kv_key_open_tpm_file), every field hostile, and
- * forked workers signing at once on the TPM's few slots.
+ * forked workers signing at once on the TPM's few slots (and making
+ * contexts of their own, dying with the family's lock held).
  *
  * Tools (tpm2-tools, openssl with the tpm2 provider) connect to the same
  * simulator, which serves one client at a time: every context is freed
@@ -530,6 +531,36 @@ START_TEST(table_lock_of_a_dead_worker)
     ck_assert_uint_eq(tpm_stat(ctx, "commands"), n0);
     kv_key_free(k);
     kv_ctx_free(ctx);
+}
+END_TEST
+
+/* Which TCTIs get a table shared with forked children, and one
+ * connection per TCTI and storage key (nothing is sent: no connect). */
+START_TEST(which_tctis_share_a_table)
+{
+    static const struct {
+        const char *tcti;
+        bool shared;
+    } cases[] = {
+        { "swtpm:host=127.0.0.1,port=9", true }, { "swtpm", true },
+        { "mssim:port=9", true },                { "device:/dev/tpm0", true },
+        { "device", true },                      { "tabrmd:bus_type=session", true },
+        { "device:/dev/tpmrm0", false },         { "libtpms:/tmp/x", false },
+        { "swtpmx", false },                     { "cmd:tpm2-sim", false },
+    };
+    struct tpm_conn *c, *c2;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ck_assert_int_eq(tpm_conn_get(NULL, cases[i].tcti, TPM2_RH_OWNER, false, &c), KV_OK);
+        ck_assert_msg((c->shared != NULL) == cases[i].shared, "%s", cases[i].tcti);
+        ck_assert_int_eq(tpm_conn_get(NULL, cases[i].tcti, TPM2_RH_OWNER, false, &c2), KV_OK);
+        ck_assert_ptr_eq(c, c2);
+        tpm_conn_put(c2, false);
+        ck_assert_int_eq(tpm_conn_get(NULL, cases[i].tcti, 0x81000001, false, &c2), KV_OK);
+        ck_assert_ptr_ne(c, c2);
+        tpm_conn_put(c2, false);
+        tpm_conn_put(c, false);
+    }
 }
 END_TEST
 
@@ -1773,6 +1804,7 @@ static Suite *tpm_suite(void)
     tcase_add_test(tc, worker_context_of_its_own);
     tcase_add_test(tc, same_key_open_twice);
     tcase_add_test(tc, table_lock_of_a_dead_worker);
+    tcase_add_test(tc, which_tctis_share_a_table);
     tcase_add_test(tc, missing_tpm_and_resource_manager);
     tcase_add_test(tc, persistent_handle_by_uri);
     tcase_add_test(tc, generate_at_uri_and_types);
