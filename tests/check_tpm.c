@@ -437,25 +437,9 @@ START_TEST(same_key_open_twice)
 }
 END_TEST
 
-/* An ECC storage primary, made by a test's own ESYS context and left loaded. */
-static void leave_a_primary(void)
+/* A primary from tmpl, made by a test's own ESYS context and left loaded. */
+static void leave_a_primary(const TPM2B_PUBLIC *tmpl)
 {
-    TPM2B_PUBLIC tmpl = {
-        .publicArea = {
-            .type = TPM2_ALG_ECC,
-            .nameAlg = TPM2_ALG_SHA256,
-            .objectAttributes = TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED |
-                                TPMA_OBJECT_DECRYPT | TPMA_OBJECT_FIXEDTPM |
-                                TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN,
-            .parameters.eccDetail = {
-                .symmetric = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128,
-                               .mode.aes = TPM2_ALG_CFB },
-                .scheme = { .scheme = TPM2_ALG_NULL },
-                .curveID = TPM2_ECC_NIST_P256,
-                .kdf = { .scheme = TPM2_ALG_NULL },
-            },
-        },
-    };
     TPM2B_SENSITIVE_CREATE sens = { 0 };
     TPM2B_DATA outside = { 0 };
     TPML_PCR_SELECTION pcrs = { 0 };
@@ -466,7 +450,7 @@ static void leave_a_primary(void)
     ck_assert_int_eq(Tss2_TctiLdr_Initialize(env("KV_TPM_TCTI"), &tcti), TSS2_RC_SUCCESS);
     ck_assert_int_eq(Esys_Initialize(&esys, tcti, NULL), TSS2_RC_SUCCESS);
     ck_assert_int_eq(Esys_CreatePrimary(esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                                        ESYS_TR_NONE, &sens, &tmpl, &outside, &pcrs, &h, NULL,
+                                        ESYS_TR_NONE, &sens, tmpl, &outside, &pcrs, &h, NULL,
                                         NULL, NULL, NULL),
                      TSS2_RC_SUCCESS);
     Esys_Finalize(&esys); /* sends nothing: the primary stays */
@@ -499,7 +483,7 @@ START_TEST(table_lock_of_a_dead_worker)
     pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        leave_a_primary();
+        leave_a_primary(&c->srk.pub); /* the storage primary's template: a second copy */
         pthread_mutex_lock(&c->shared->lock);
         _exit(0);
     }

@@ -833,7 +833,8 @@ static bool may_flush_leftovers(const struct tpm_conn *c)
     ok = !table_maker || table_maker == getpid() ||
          (c->shared && !c->shared->initialized && c->share_id > 1);
     for (const struct tpm_conn *x = conns; ok && x; x = x->next)
-        if (x != c && !strcmp(x->tcti, c->tcti) && __atomic_load_n(&x->connected, __ATOMIC_RELAXED))
+        if (x != c && !strcmp(x->tcti, c->tcti) &&
+            __atomic_load_n(&x->connected, __ATOMIC_RELAXED))
             ok = false;
     pthread_mutex_unlock(&conns_lock);
     return ok;
@@ -1002,9 +1003,9 @@ kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)
     e = shared_lock(c);
     if (e != 0) {
         pthread_mutex_unlock(&c->lock);
-        return kv_error(ctx, KV_ERR_BACKEND,
-                        "the lock of the TPM table shared with forked processes is unusable: "
-                        "pthread_mutex_lock: %s", strerror(e));
+        return kv_error_code(ctx, KV_ERR_BACKEND, "errno", (unsigned long)e,
+                             "the lock of the TPM table shared with forked processes is "
+                             "unusable: pthread_mutex_lock: %s", strerror(e));
     }
     if (!c->connected)
         rc = connect_locked(ctx, c);
