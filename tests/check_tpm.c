@@ -6,7 +6,8 @@
  * at persistent handles, the session choice and parameter encryption seen
  * on the bus, the key file format shared with tpm2-openssl, keys opened
  * from a key file's bytes (kv_key_open_tpm_file), every field hostile, and
- * forked workers signing at once on the TPM's few slots.
+ * forked workers signing at once on the TPM's few slots (and making
+ * contexts of their own, dying with the family's lock held).
  *
  * Tools (tpm2-tools, openssl with the tpm2 provider) connect to the same
  * simulator, which serves one client at a time: every context is freed
@@ -14,6 +15,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +102,19 @@ static uint64_t tpm_stat(kv_ctx *ctx, const char *name)
     return v;
 }
 
+/* A P-256 signing key made by tpm2-tools and made persistent at handle. */
+static void make_persistent(const char *handle)
+{
+    ck_assert_int_eq(
+        tu_sh("cd %s && export %s && tpm2_createprimary -Q -C o -G ecc -c prim.ctx && "
+              "tpm2_flushcontext -t && "
+              "tpm2_create -Q -C prim.ctx -G ecc256 -u k.pub -r k.priv "
+              "-a 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign' && "
+              "tpm2_flushcontext -t && tpm2_load -Q -C prim.ctx -u k.pub -r k.priv -c k.ctx && "
+              "tpm2_evictcontrol -Q -C o -c k.ctx %s && tpm2_flushcontext -t",
+              tu_tmpdir(), tools_env(), handle), 0);
+}
+
 START_TEST(one_command_per_operation)
 {
     kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
@@ -129,6 +144,18 @@ START_TEST(one_command_per_operation)
     kv_key_free(a);
     kv_key_free(b);
     kv_ctx_free(ctx);
+    /* a key at a persistent handle: one command per sign too, no TPM2_ReadPublic */
+    make_persistent("0x81000013");
+    ctx = tpm_ctx(NULL, KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, "tpm2:handle=0x81000013", &a), KV_OK);
+    ck_assert(sign_verifies(ctx, a, "warm-up"));
+    n0 = tpm_stat(ctx, "commands");
+    for (int i = 0; i < 10; i++)
+        ck_assert(sign_verifies(ctx, a, "counted, persistent"));
+    ck_assert_uint_eq(tpm_stat(ctx, "commands") - n0, 10);
+    kv_key_free(a);
+    kv_ctx_free(ctx);
+    ck_assert_int_eq(tu_sh("%s tpm2_evictcontrol -Q -C o -c 0x81000013", tools_env()), 0);
 }
 END_TEST
 
@@ -320,6 +347,207 @@ START_TEST(forked_workers_share_the_slots)
 }
 END_TEST
 
+/*
+ * A worker that makes a context of its own after the fork (as a server
+ * that reads its configuration per worker does) is of the same family:
+ * its keys do not take the handles of the parent's, whose next signs must
+ * still verify with the parent's key. One worker ends with _exit, the
+ * other frees its context; the TPM holds as many objects afterwards as
+ * before.
+ */
+START_TEST(worker_context_of_its_own)
+{
+    static const TPM2_HANDLE transient = TPM2_TRANSIENT_FIRST;
+    UINT32 before = tpm_handles(transient);
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
+    kv_key *a = gen(ctx, "own-parent", KV_KEY_EC_P256);
+
+    ck_assert(sign_verifies(ctx, a, "the parent, before the fork"));
+    /* a second context of the same process shares the connection as well */
+    {
+        kv_ctx *second = tpm_ctx(NULL, KV_OK);
+        kv_key *b = gen(second, "own-second", KV_KEY_EC_P256);
+
+        ck_assert(sign_verifies(second, b, "a second context"));
+        ck_assert_msg(sign_verifies(ctx, a, "the first context, again"), "%s", kv_errmsg(ctx));
+        kv_key_free(b);
+        kv_ctx_free(second);
+        ck_assert_msg(sign_verifies(ctx, a, "the first context, alone"), "%s", kv_errmsg(ctx));
+    }
+    for (int w = 0; w < 2; w++) {
+        pid_t pid = fork();
+        int st = 0;
+
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            kv_ctx *mine = tpm_ctx(NULL, KV_OK);
+            kv_key *b = NULL;
+            int ok;
+
+            ok = kv_key_generate(mine, w ? "own-child1" : "own-child0", KV_KEY_EC_P256, "tpm",
+                                 &b) == KV_OK &&
+                 sign_verifies(mine, b, "the worker, its own key") &&
+                 sign_verifies(ctx, a, "the worker, the parent's key");
+            if (!ok)
+                fprintf(stderr, "worker %d: %s / %s\n", w, kv_errmsg(mine), kv_errmsg(ctx));
+            if (w) {
+                kv_key_free(b);
+                kv_ctx_free(mine);
+            }
+            _exit(ok ? 0 : 1);
+        }
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "worker %d failed (status %d)", w,
+                      st);
+        for (int i = 0; i < 3; i++)
+            ck_assert_msg(sign_verifies(ctx, a, "the parent, after the worker"),
+                          "after worker %d: %s", w, kv_errmsg(ctx));
+        /* swtpm's three slots: the storage key, the parent's key, and at most the worker's */
+        ck_assert_uint_le(tpm_handles(transient), 3);
+    }
+    kv_key_free(a);
+    kv_ctx_free(ctx);
+    ck_assert_uint_eq(tpm_handles(transient), before);
+}
+END_TEST
+
+/*
+ * The same key open twice in one process shares one load: freeing one
+ * handle leaves the load to the other, which still signs in one command
+ * (before, the free flushed the object and the next sign loaded it again).
+ */
+START_TEST(same_key_open_twice)
+{
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
+    kv_key *k1 = gen(ctx, "twice", KV_KEY_EC_P256), *k2 = NULL;
+    kv_key_info info;
+    uint64_t n0;
+
+    ck_assert_rc(ctx, kv_key_get_info(k1, &info), KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, info.uri, &k2), KV_OK);
+    ck_assert(sign_verifies(ctx, k1, "the first handle"));
+    ck_assert(sign_verifies(ctx, k2, "the second handle"));
+    kv_key_free(k1);
+    n0 = tpm_stat(ctx, "commands");
+    for (int i = 0; i < 3; i++)
+        ck_assert_msg(sign_verifies(ctx, k2, "the second handle, alone"), "%s", kv_errmsg(ctx));
+    ck_assert_uint_eq(tpm_stat(ctx, "commands") - n0, 3);
+    kv_key_free(k2);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* A primary from tmpl, made by a test's own ESYS context and left loaded. */
+static void leave_a_primary(const TPM2B_PUBLIC *tmpl)
+{
+    TPM2B_SENSITIVE_CREATE sens = { 0 };
+    TPM2B_DATA outside = { 0 };
+    TPML_PCR_SELECTION pcrs = { 0 };
+    TSS2_TCTI_CONTEXT *tcti = NULL;
+    ESYS_CONTEXT *esys = NULL;
+    ESYS_TR h = ESYS_TR_NONE;
+
+    ck_assert_int_eq(Tss2_TctiLdr_Initialize(env("KV_TPM_TCTI"), &tcti), TSS2_RC_SUCCESS);
+    ck_assert_int_eq(Esys_Initialize(&esys, tcti, NULL), TSS2_RC_SUCCESS);
+    ck_assert_int_eq(Esys_CreatePrimary(esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                        ESYS_TR_NONE, &sens, tmpl, &outside, &pcrs, &h, NULL,
+                                        NULL, NULL, NULL),
+                     TSS2_RC_SUCCESS);
+    Esys_Finalize(&esys); /* sends nothing: the primary stays */
+    Tss2_TctiLdr_Finalize(&tcti);
+}
+
+/*
+ * The fork family's lock: a worker that dies holding it, after loading an
+ * object it did not record, is reconciled by whoever takes the lock next -
+ * the parent, although a second worker took it first (only to free a key)
+ * and exited. A lock nobody could make consistent fails the next call with
+ * KV_ERR_BACKEND, sending nothing.
+ */
+START_TEST(table_lock_of_a_dead_worker)
+{
+    static const TPM2_HANDLE transient = TPM2_TRANSIENT_FIRST;
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
+    kv_key *k = gen(ctx, "lock", KV_KEY_EC_P256);
+    struct tpm_conn *c = ((struct tpm_state *)k->be->state)->conn;
+    unsigned char sig[200];
+    size_t siglen = sizeof(sig);
+    UINT32 loaded;
+    uint64_t n0;
+    pid_t pid;
+    int st = 0;
+
+    ck_assert(sign_verifies(ctx, k, "before"));
+    ck_assert_ptr_nonnull(c->shared);
+    loaded = tpm_handles(transient);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        leave_a_primary(&c->srk.pub); /* the storage primary's template: a second copy */
+        pthread_mutex_lock(&c->shared->lock);
+        _exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_uint_eq(tpm_handles(transient), loaded + 1);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        kv_key_free(k); /* takes the lock: EOWNERDEAD */
+        _exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(sign_verifies(ctx, k, "after the dead worker"), "%s", kv_errmsg(ctx));
+    ck_assert_uint_eq(tpm_handles(transient), loaded);
+    /* a lock that is not recoverable */
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        pthread_mutex_lock(&c->shared->lock);
+        _exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_int_eq(pthread_mutex_lock(&c->shared->lock), EOWNERDEAD);
+    pthread_mutex_unlock(&c->shared->lock); /* not made consistent: ENOTRECOVERABLE */
+    n0 = tpm_stat(ctx, "commands");
+    ck_assert_rc(ctx, kv_sign(k, KV_ALG_DEFAULT, 0, (const unsigned char *)"m", 1, sig, &siglen),
+                 KV_ERR_BACKEND);
+    ck_assert_msg(strstr(kv_errmsg(ctx), "pthread_mutex_lock") != NULL, "%s", kv_errmsg(ctx));
+    ck_assert_uint_eq(tpm_stat(ctx, "commands"), n0);
+    kv_key_free(k);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* Which TCTIs get a table shared with forked children, and one
+ * connection per TCTI and storage key (nothing is sent: no connect). */
+START_TEST(which_tctis_share_a_table)
+{
+    static const struct {
+        const char *tcti;
+        bool shared;
+    } cases[] = {
+        { "swtpm:host=127.0.0.1,port=9", true }, { "swtpm", true },
+        { "mssim:port=9", true },                { "device:/dev/tpm0", true },
+        { "device", true },                      { "tabrmd:bus_type=session", true },
+        { "device:/dev/tpmrm0", false },         { "libtpms:/tmp/x", false },
+        { "swtpmx", false },                     { "cmd:tpm2-sim", false },
+    };
+    struct tpm_conn *c, *c2;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ck_assert_int_eq(tpm_conn_get(NULL, cases[i].tcti, TPM2_RH_OWNER, false, &c), KV_OK);
+        ck_assert_msg((c->shared != NULL) == cases[i].shared, "%s", cases[i].tcti);
+        ck_assert_int_eq(tpm_conn_get(NULL, cases[i].tcti, TPM2_RH_OWNER, false, &c2), KV_OK);
+        ck_assert_ptr_eq(c, c2);
+        tpm_conn_put(c2, false);
+        ck_assert_int_eq(tpm_conn_get(NULL, cases[i].tcti, 0x81000001, false, &c2), KV_OK);
+        ck_assert_ptr_ne(c, c2);
+        tpm_conn_put(c2, false);
+        tpm_conn_put(c, false);
+    }
+}
+END_TEST
+
 START_TEST(auth_values_and_lockout)
 {
     char good[700], bad[700], conf[1024];
@@ -418,19 +646,11 @@ END_TEST
 
 START_TEST(persistent_handle_by_uri)
 {
-    const char *d = tu_tmpdir();
     kv_ctx *ctx;
     kv_key *key = NULL;
     kv_key_info info;
 
-    ck_assert_int_eq(
-        tu_sh("cd %s && export %s && tpm2_createprimary -Q -C o -G ecc -c prim.ctx && "
-              "tpm2_flushcontext -t && "
-              "tpm2_create -Q -C prim.ctx -G ecc256 -u k.pub -r k.priv "
-              "-a 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign' && "
-              "tpm2_flushcontext -t && tpm2_load -Q -C prim.ctx -u k.pub -r k.priv -c k.ctx && "
-              "tpm2_evictcontrol -Q -C o -c k.ctx 0x81000011 && tpm2_flushcontext -t",
-              d, tools_env()), 0);
+    make_persistent("0x81000011");
     ctx = tpm_ctx(NULL, KV_OK);
     ck_assert_rc(ctx, kv_key_open(ctx, "tpm2:handle=0x81000011", &key), KV_OK);
     ck_assert_rc(ctx, kv_key_get_info(key, &info), KV_OK);
@@ -1565,6 +1785,10 @@ static Suite *tpm_suite(void)
     tcase_add_test(tc, survives_a_tpm_restart);
     tcase_add_test(tc, four_threads_sign);
     tcase_add_test(tc, forked_workers_share_the_slots);
+    tcase_add_test(tc, worker_context_of_its_own);
+    tcase_add_test(tc, same_key_open_twice);
+    tcase_add_test(tc, table_lock_of_a_dead_worker);
+    tcase_add_test(tc, which_tctis_share_a_table);
     tcase_add_test(tc, missing_tpm_and_resource_manager);
     tcase_add_test(tc, persistent_handle_by_uri);
     tcase_add_test(tc, generate_at_uri_and_types);

@@ -190,6 +190,31 @@ static bool child_reconnects(const char *tcti)
     return !strncmp(tcti, "device", 6) && has_resource_manager(tcti);
 }
 
+/* Whether the forked children of a process share the TPM's objects with it
+ * through the table: the TCTIs whose transport a child keeps, to a TPM
+ * outside the process (swtpm, mssim, a /dev/tpm* without a resource
+ * manager, tabrmd). Not an in-process simulator (libtpms: each child has
+ * its own copy of the TPM), not a TCTI this code does not know. */
+static bool family_shares(const char *tcti)
+{
+    static const char *const known[] = { "swtpm", "mssim", "device", "tabrmd" };
+
+    if (child_reconnects(tcti))
+        return false;
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        size_t n = strlen(known[i]);
+
+        if (!strncmp(tcti, known[i], n) && (tcti[n] == '\0' || tcti[n] == ':'))
+            return true;
+    }
+    return false;
+}
+
+/* The process that made the first family table of this process's line:
+ * in its descendants, the TPM's objects belong to the family, and none of
+ * them flushes what it did not record (flush_leftovers). */
+static pid_t table_maker;
+
 /* ---- the table shared with forked children -------------------------------- */
 
 /* The table, mapped shared so that children forked later see it; NULL
@@ -217,6 +242,8 @@ static struct tpm_shared *shared_new(void)
         return NULL;
     }
     sh->next_id = 1;
+    if (!table_maker)
+        table_maker = getpid();
     return sh;
 }
 
@@ -227,13 +254,27 @@ static void shared_drop(struct tpm_conn *c)
     c->shared = NULL;
 }
 
-static void shared_lock(struct tpm_conn *c)
+/* 0, or the error that keeps this process from the table's lock (it then
+ * sends nothing: a command without the lock may separate another
+ * process's load from its use). */
+static int shared_lock(struct tpm_conn *c)
 {
-    if (c->shared && pthread_mutex_lock(&c->shared->lock) == EOWNERDEAD) {
-        /* a process died holding it, perhaps between a load and its record */
-        (void)pthread_mutex_consistent(&c->shared->lock);
-        c->reconcile = true;
+    int e;
+
+    if (!c->shared)
+        return 0;
+    e = pthread_mutex_lock(&c->shared->lock);
+    if (e == EOWNERDEAD) {
+        /* a process died holding it, perhaps between a load and its record:
+         * whoever takes the lock next reconciles (tpm_begin) */
+        e = pthread_mutex_consistent(&c->shared->lock);
+        if (e != 0) {
+            pthread_mutex_unlock(&c->shared->lock);
+            return e;
+        }
+        c->shared->reconcile = true;
     }
+    return e; /* ENOTRECOVERABLE: someone could not make it consistent */
 }
 
 static void shared_unlock(struct tpm_conn *c)
@@ -256,13 +297,29 @@ static struct tpm_shared_entry *entry_find(struct tpm_conn *c, uint64_t serial)
     return NULL;
 }
 
-/* The object of this process that e records, if any. */
+/* Whether o is this process's handle on the load with that serial. */
+static bool obj_on(const struct tpm_conn *c, const struct tpm_obj *o, uint64_t serial)
+{
+    return o->handle != ESYS_TR_NONE && o->epoch == c->epoch && o->serial == serial;
+}
+
+/* The object of this process that e records, if any; the same key opened
+ * twice shares the load: the first of them. */
 static struct tpm_obj *entry_mine(struct tpm_conn *c, const struct tpm_shared_entry *e)
 {
     for (struct tpm_obj *o = c->objs; o; o = o->next)
-        if (o->handle != ESYS_TR_NONE && o->epoch == c->epoch && o->serial == e->serial)
+        if (obj_on(c, o, e->serial))
             return o;
     return NULL;
+}
+
+/* Whether an object of this process other than obj uses obj's load. */
+static bool load_shared(struct tpm_conn *c, const struct tpm_obj *obj)
+{
+    for (const struct tpm_obj *o = c->objs; o; o = o->next)
+        if (o != obj && obj_on(c, o, obj->serial))
+            return true;
+    return false;
 }
 
 static void forget_auth(struct tpm_conn *c, const struct tpm_obj *o);
@@ -291,6 +348,14 @@ static void entry_flush(struct tpm_conn *c, struct tpm_shared_entry *e, bool sav
     TSS2_SYS_CONTEXT *sys = NULL;
 
     if (mine) {
+        /* its other handles on the same load: closed (they adopt the
+         * reload, or load again) */
+        for (struct tpm_obj *o = c->objs; o; o = o->next)
+            if (o != mine && obj_on(c, o, e->serial)) {
+                forget_auth(c, o);
+                (void)Esys_TR_Close(c->esys, &o->handle);
+                o->handle = ESYS_TR_NONE;
+            }
         obj_flush(c, mine, save);
     } else if (e->session && c->session != ESYS_TR_NONE && c->session_serial == e->serial) {
         (void)Esys_FlushContext(c->esys, c->session);
@@ -301,13 +366,15 @@ static void entry_flush(struct tpm_conn *c, struct tpm_shared_entry *e, bool sav
     memset(e, 0, sizeof(*e));
 }
 
-/* Whether e is one of this process's objects that must stay loaded now. */
+/* Whether e is the load of one of this process's objects that must stay
+ * loaded now (any of them, when a key is open twice). */
 static bool entry_kept(struct tpm_conn *c, const struct tpm_shared_entry *e,
                        const struct tpm_obj *keep, const struct tpm_obj *keep2)
 {
-    const struct tpm_obj *o = entry_mine(c, e);
-
-    return o && (o == keep || o == keep2 || o->pinned);
+    for (const struct tpm_obj *o = c->objs; o; o = o->next)
+        if (obj_on(c, o, e->serial) && (o == keep || o == keep2 || o->pinned))
+            return true;
+    return false;
 }
 
 /* Record what this process just loaded at h: obj, or the session when
@@ -421,10 +488,14 @@ kv_rc tpm_conn_get(kv_ctx *ctx, const char *tcti, TPM2_HANDLE parent, bool alway
     struct tpm_conn *c;
 
     *out = NULL;
+    if (parent == TPM2_RH_OWNER)
+        parent = 0; /* as srk.persistent has it */
     pthread_mutex_lock(&conns_lock);
+    /* in a forked child too: a connection it inherited is its family's
+     * (tpm_begin takes it over), and one of its own beside it would know
+     * nothing of the family's objects */
     for (c = conns; c; c = c->next)
-        if (!strcmp(c->tcti, tcti) && c->srk.persistent == parent &&
-            c->fork_gen == kv_fork_generation())
+        if (!strcmp(c->tcti, tcti) && c->srk.persistent == parent)
             break;
     if (c) {
         c->refs++;
@@ -445,11 +516,11 @@ kv_rc tpm_conn_get(kv_ctx *ctx, const char *tcti, TPM2_HANDLE parent, bool alway
     pthread_mutex_init(&c->lock, NULL);
     c->fork_gen = kv_fork_generation();
     c->srk.handle = ESYS_TR_NONE;
-    c->srk.persistent = parent != TPM2_RH_OWNER ? parent : 0;
-    c->srk.is_primary = parent == TPM2_RH_OWNER;
+    c->srk.persistent = parent;
+    c->srk.is_primary = parent == 0;
     c->srk.pub = primary_template;
     c->session = ESYS_TR_NONE;
-    if (!child_reconnects(tcti) && (c->shared = shared_new()) != NULL)
+    if (family_shares(tcti) && (c->shared = shared_new()) != NULL)
         c->share_id = c->shared->next_id++;
     c->next = conns;
     conns = c;
@@ -521,9 +592,11 @@ void tpm_conn_put(struct tpm_conn *c, bool always)
     /* in a forked child that never used it, the parent's connection is
      * left alone; one it took over keeps the parent's transport open */
     if (c->fork_gen == kv_fork_generation()) {
-        shared_lock(c);
-        disconnect_locked(c, true);
-        shared_unlock(c);
+        bool locked = shared_lock(c) == 0;
+
+        disconnect_locked(c, locked); /* without the lock: send nothing */
+        if (locked)
+            shared_unlock(c);
     }
     if (c->shared)
         munmap(c->shared, sizeof(*c->shared)); /* this process's mapping */
@@ -604,6 +677,11 @@ static bool evict_session(struct tpm_conn *c)
     return true;
 }
 
+bool tpm_make_room(struct tpm_conn *c, TSS2_RC rc, const struct tpm_obj *keep)
+{
+    return full(rc) && evict_one(c, keep, NULL);
+}
+
 TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h)
 {
     static const TPM2B_SENSITIVE_CREATE no_sensitive = { 0 };
@@ -613,7 +691,8 @@ TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h)
     TSS2_RC rc;
 
     if (obj->handle != ESYS_TR_NONE && obj->epoch == c->epoch) {
-        if (!c->shared || entry_find(c, obj->serial)) {
+        /* a persistent object is never flushed: not in the table */
+        if (!c->shared || obj->persistent || entry_find(c, obj->serial)) {
             touch(c, obj);
             *h = obj->handle;
             return TSS2_RC_SUCCESS;
@@ -671,14 +750,20 @@ TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h)
 void tpm_obj_release(struct tpm_conn *c, struct tpm_obj *obj)
 {
     struct tpm_obj **pp;
+    bool locked;
 
     pthread_mutex_lock(&c->lock);
-    shared_lock(c);
+    locked = shared_lock(c) == 0;
     forget_auth(c, obj);
-    if (obj->handle != ESYS_TR_NONE && !obj->persistent && c->connected &&
+    if (!locked && obj->handle != ESYS_TR_NONE && c->esys && obj->epoch == c->epoch &&
+        c->fork_gen == kv_fork_generation()) {
+        (void)Esys_TR_Close(c->esys, &obj->handle); /* sends nothing */
+    } else if (obj->handle != ESYS_TR_NONE && !obj->persistent && c->connected &&
         obj->epoch == c->epoch && c->fork_gen == kv_fork_generation()) {
         struct tpm_shared_entry *e = c->shared ? entry_find(c, obj->serial) : NULL;
 
+        if (e && load_shared(c, obj))
+            e = NULL; /* another handle of this process still uses the load */
         if (!c->shared || (e && e->owner == c->share_id))
             (void)Esys_FlushContext(c->esys, obj->handle);
         else
@@ -693,7 +778,8 @@ void tpm_obj_release(struct tpm_conn *c, struct tpm_obj *obj)
         }
     obj->registered = false;
     obj->handle = ESYS_TR_NONE;
-    shared_unlock(c);
+    if (locked)
+        shared_unlock(c);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -731,6 +817,29 @@ static void flush_leftovers(struct tpm_conn *c, bool keep_recorded)
     }
 }
 
+/* Whether what the TPM holds at connect can only be an earlier client's:
+ * not through a resource manager; not beside another connection of this
+ * process (or one it inherited) to the same TPM; in a process forked from
+ * one that made a table, only as the first user of c's table (the family
+ * has loaded nothing through it; any other table of the family is one of
+ * those connections), never for a table or a connection of its own. */
+static bool may_flush_leftovers(const struct tpm_conn *c)
+{
+    bool ok;
+
+    if (has_resource_manager(c->tcti))
+        return false;
+    pthread_mutex_lock(&conns_lock);
+    ok = !table_maker || table_maker == getpid() ||
+         (c->shared && !c->shared->initialized && c->share_id > 1);
+    for (const struct tpm_conn *x = conns; ok && x; x = x->next)
+        if (x != c && !strcmp(x->tcti, c->tcti) &&
+            __atomic_load_n(&x->connected, __ATOMIC_RELAXED))
+            ok = false;
+    pthread_mutex_unlock(&conns_lock);
+    return ok;
+}
+
 static kv_rc connect_locked(kv_ctx *ctx, struct tpm_conn *c)
 {
     ESYS_TR srk;
@@ -766,15 +875,21 @@ static kv_rc connect_locked(kv_ctx *ctx, struct tpm_conn *c)
         return r;
     }
     if (c->shared) {
-        /* once for the fork family, and after the TPM went away */
-        if (!c->shared->initialized || c->reset_table) {
-            if (!has_resource_manager(c->tcti))
+        if (!c->shared->initialized) {
+            /* once for the fork family */
+            if (may_flush_leftovers(c))
                 flush_leftovers(c, false);
             memset(c->shared->e, 0, sizeof(c->shared->e));
             c->shared->initialized = true;
+        } else if (c->reset_table) {
+            /* the TPM went away: what the family recorded is gone, or
+             * goes now (objects reported not loaded: the TPM stayed) */
+            for (size_t i = 0; i < TPM_SHARED_SLOTS; i++)
+                if (c->shared->e[i].handle)
+                    entry_flush(c, &c->shared->e[i], false);
         }
         c->reset_table = false;
-    } else if (!c->tcti_inherited && !has_resource_manager(c->tcti)) {
+    } else if (!c->tcti_inherited && may_flush_leftovers(c)) {
         flush_leftovers(c, false);
     }
     rc = tpm_obj_use(c, &c->srk, &srk);
@@ -849,6 +964,7 @@ TSS2_RC tpm_auth(struct tpm_conn *c, struct step *s, const struct tpm_obj *obj, 
 kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)
 {
     kv_rc rc = KV_OK;
+    int e;
 
     pthread_mutex_lock(&c->lock);
     if (c->fork_gen != kv_fork_generation()) {
@@ -884,13 +1000,19 @@ kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)
         if (c->shared)
             c->share_id = __atomic_fetch_add(&c->shared->next_id, 1, __ATOMIC_RELAXED);
     }
-    shared_lock(c);
+    e = shared_lock(c);
+    if (e != 0) {
+        pthread_mutex_unlock(&c->lock);
+        return kv_error_code(ctx, KV_ERR_BACKEND, "errno", (unsigned long)e,
+                             "the lock of the TPM table shared with forked processes is "
+                             "unusable: pthread_mutex_lock: %s", strerror(e));
+    }
     if (!c->connected)
         rc = connect_locked(ctx, c);
-    if (rc == KV_OK && c->reconcile) {
+    if (rc == KV_OK && c->shared && c->shared->reconcile) {
         /* what a process that died holding the lock loaded, unrecorded */
         flush_leftovers(c, true);
-        c->reconcile = false;
+        c->shared->reconcile = false;
     }
     if (rc != KV_OK) {
         shared_unlock(c);

@@ -294,8 +294,10 @@ TSS2_RC tpm_create_step(struct tpm_conn *c, struct step *s, void *p)
     if (a->auth)
         sens.sensitive.userAuth = *a->auth;
     s->cmd = a->what ? a->what : "TPM2_Create";
-    rc = Esys_Create(c->esys, parent, auth, ESYS_TR_NONE, ESYS_TR_NONE, &sens, a->tmpl,
-                     &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
+    do /* TPM2_Create needs a free object slot: one more than the parent's */
+        rc = Esys_Create(c->esys, parent, auth, ESYS_TR_NONE, ESYS_TR_NONE, &sens, a->tmpl,
+                         &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
+    while (tpm_make_room(c, rc, &c->srk));
     kv_wipe(&sens, sizeof(sens));
     if (rc == TSS2_RC_SUCCESS) {
         *a->pub = *pub;

@@ -71,6 +71,8 @@ struct tpm_shared_entry {
 struct tpm_shared {
     pthread_mutex_t lock;       /* robust, process-shared: held around TPM commands */
     bool initialized;           /* leftovers of earlier clients flushed */
+    bool reconcile;             /* a process died holding the lock: the next one
+                                 * flushes what the table does not record */
     uint64_t next_id, next_serial, tick;
     struct tpm_shared_entry e[TPM_SHARED_SLOTS];
 };
@@ -105,7 +107,6 @@ struct tpm_conn {
     uint64_t share_id;          /* this process's id in it */
     uint64_t session_serial;    /* the session's entry in it */
     bool reset_table;           /* the TPM went away: the table is stale */
-    bool reconcile;             /* a process died holding the table's lock */
 };
 
 struct step;
@@ -126,6 +127,10 @@ void tpm_end(struct tpm_conn *c, TSS2_RC rc);
 /* Make sure obj is loaded (parent first), evicting others if the TPM is
  * full; *h is its handle for this call. Called between begin and end. */
 TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h);
+/* When rc says the TPM has no room for an object: evict the least recently
+ * used loaded object other than keep and return true (run the command
+ * again); else false. Between tpm_begin and tpm_end. */
+bool tpm_make_room(struct tpm_conn *c, TSS2_RC rc, const struct tpm_obj *keep);
 /* Forget obj (flushing it if loaded); call before freeing it. */
 void tpm_obj_release(struct tpm_conn *c, struct tpm_obj *obj);
 /*
