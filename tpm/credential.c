@@ -99,9 +99,11 @@ static TSS2_RC activate_step(struct tpm_conn *c, struct step *s, void *p)
         return rc;
     a->ak->obj.pinned = true;
     s->cmd = "TPM2_CreatePrimary (endorsement key, TCG template)";
-    rc = Esys_CreatePrimary(c->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                            ESYS_TR_NONE, &no_sensitive, a->tmpl, &no_outside, &no_pcrs, &ek,
-                            &ek_pub, NULL, NULL, NULL);
+    do /* the EK needs an object slot beside the AK and its parent */
+        rc = Esys_CreatePrimary(c->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                ESYS_TR_NONE, &no_sensitive, a->tmpl, &no_outside, &no_pcrs, &ek,
+                                &ek_pub, NULL, NULL, NULL);
+    while (tpm_make_room(c, rc, &a->ak->obj));
     if (rc != TSS2_RC_SUCCESS)
         goto out;
     /* the credential is for the certified EK only: compare before use */
