@@ -179,6 +179,7 @@ const char *kv_strerror(kv_rc rc)
     case KV_ERR_TOKEN_NOT_PRESENT: return "token or TPM not present";
     case KV_ERR_PIN_LOCKED: return "PIN or TPM locked out";
     case KV_ERR_EVIDENCE: return "evidence failed verification";
+    case KV_ERR_POLICY: return "refused by policy";
     }
     return "unknown error code";
 }

@@ -65,6 +65,7 @@ typedef enum kv_rc {
     KV_ERR_TOKEN_NOT_PRESENT = 22,/* 22: the token or TPM is absent or was removed */
     KV_ERR_PIN_LOCKED = 23,       /* 23: the PIN or TPM is locked out after failed attempts */
     KV_ERR_EVIDENCE = 24,         /* 24: attestation evidence failed verification; see the verdict */
+    KV_ERR_POLICY = 25,           /* 25: refused by the key's or the context's policy; kv_errmsg names the rule */
 } kv_rc;
 
 /* Key types. */
