@@ -84,7 +84,7 @@ kv_rc kv_tpm_quote(kv_ctx *ctx, const char *pcrs, const unsigned char *nonce, si
     if (!(be = attester(ctx)))
         return KV_ERR_BACKEND_UNAVAILABLE;
     KV_CHECK(rc, new_evidence(ctx, out));
-    KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_ATTEST, "quote"));
+    KV_CHECK(rc, kv_policy_check(ctx, be, NULL, KV_OP_ATTEST, "quote", NULL));
     rc = be->ops->quote(be, pcrs ? pcrs : "sha256:0-7", nonce, nonce_len, *out);
 out:
     if (rc != KV_OK) {
@@ -108,7 +108,7 @@ kv_rc kv_key_certify(kv_key *key, const unsigned char *nonce, size_t nonce_len,
                         "key '%s' is in backend %s: only TPM keys can be certified by the TPM",
                         key->name, key->be->name);
     KV_CHECK(rc, new_evidence(ctx, out));
-    KV_CHECK(rc, kv_policy_check(ctx, key->be, KV_OP_ATTEST, key->name));
+    KV_CHECK(rc, kv_policy_check(ctx, key->be, key, KV_OP_ATTEST, key->name, NULL));
     rc = key->be->ops->certify(key, nonce, nonce_len, *out);
 out:
     if (rc != KV_OK) {
@@ -142,7 +142,7 @@ kv_rc kv_tpm_pcr_extend(kv_ctx *ctx, const char *bank, unsigned index,
         return kv_error(ctx, KV_ERR_INVALID_ARG, "PCR index %u: the TPM has PCRs 0 to 23", index);
     if (!(be = attester(ctx)))
         return KV_ERR_BACKEND_UNAVAILABLE;
-    KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_ATTEST, "pcr-extend"));
+    KV_CHECK(rc, kv_policy_check(ctx, be, NULL, KV_OP_ATTEST, "pcr-extend", NULL));
     rc = be->ops->pcr_extend(be, bank ? bank : "sha256", index, digest, len);
 out:
     return rc;
@@ -211,7 +211,7 @@ kv_rc kv_tpm_ak_store_chain(kv_ctx *ctx, const char *pem, size_t len)
 
     kv_err_begin(ctx);
     KV_CHECK(rc, ak_chain_backend(ctx, &be, &pub));
-    KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_ATTEST, "ak-chain"));
+    KV_CHECK(rc, kv_policy_check(ctx, be, NULL, KV_OP_ATTEST, "ak-chain", NULL));
     KV_CHECK(rc, kv_chain_parse(ctx, "the AK chain", KV_ERR_BAD_INPUT,
                                 (const unsigned char *)pem, len, &chain));
     KV_CHECK(rc, kv_chain_check(ctx, chain, "the attestation key", pub, KV_ERR_BAD_INPUT));

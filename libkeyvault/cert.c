@@ -89,7 +89,7 @@ kv_rc kv_cert_selfsign(kv_key *key, const kv_cert_opts *opts, char **pem)
         if (X509_add_ext(x, sk_X509_EXTENSION_value(exts, i), -1) != 1)
             KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot add an extension to the certificate");
     KV_CHECK(rc, kv_x509_add_key_ids(ctx, x, NULL));
-    KV_CHECK(rc, kv_x509_sign(key, KV_OP_ISSUE, o.alg->alg, KV_X509_CERT, x));
+    KV_CHECK(rc, kv_x509_sign(key, KV_OP_SIGN, o.alg->alg, KV_X509_CERT, x));
     rc = to_pem(ctx, KV_X509_CERT, x, pem);
 out:
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);

@@ -535,7 +535,7 @@ kv_rc kv_enroll_request(kv_ctx *ctx, const char *device_id, char **request)
                         KV_DEVICE_ID_MAX);
     if (!(be = enroller(ctx)))
         return KV_ERR_BACKEND_UNAVAILABLE;
-    KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_ATTEST, "enroll"));
+    KV_CHECK(rc, kv_policy_check(ctx, be, NULL, KV_OP_ATTEST, "enroll", NULL));
     /* every EK certificate of the TPM: the verifier binds them all to the device */
     KV_CHECK(rc, be->ops->ek_certs(be, ek, eklen, &nek));
     KV_CHECK(rc, be->ops->ak_public_area(be, true, &ak, &aklen));
@@ -589,7 +589,7 @@ kv_rc kv_tpm_activate_credential(kv_ctx *ctx, const unsigned char *id_object, si
                         "the credential blob or the encrypted seed has an impossible size");
     if (!(be = enroller(ctx)))
         return KV_ERR_BACKEND_UNAVAILABLE;
-    KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_ATTEST, "activate-credential"));
+    KV_CHECK(rc, kv_policy_check(ctx, be, NULL, KV_OP_ATTEST, "activate-credential", NULL));
     KV_CHECK(rc, be->ops->activate(be, NULL, 0, id_object, id_len, enc_secret, secret_len, cred,
                                    &n));
     rc = kv_copy_out(ctx, "the credential", cred, n, buf, len);
@@ -676,7 +676,7 @@ kv_rc kv_enroll_respond(kv_ctx *ctx, const char *challenge, size_t len, char **r
     if (strcmp(name_hex, json_string_value(json_object_get(doc, "ak_name"))) != 0)
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT,
                 "the challenge is for another AK than this TPM's (%.20s...)", name_hex);
-    KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_ATTEST, "enroll"));
+    KV_CHECK(rc, kv_policy_check(ctx, be, NULL, KV_OP_ATTEST, "enroll", NULL));
     KV_CHECK(rc, be->ops->ek_certs(be, ek, eklen, &nek));
     /* one credential per EK certificate of the request: each proves this
      * TPM holds that EK */

@@ -316,7 +316,7 @@ static kv_rc put_pop(kv_key *key, json_t *doc)
     siglen = kv_sig_max_len(key->pub, alg, 0);
     if (!(sig = malloc(siglen)))
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    KV_CHECK(rc, kv_key_sign_op(key, KV_OP_SIGN, alg, 0, msg, sizeof(msg), sig, &siglen));
+    KV_CHECK(rc, kv_key_sign_op(key, KV_OP_ATTEST, alg, 0, msg, sizeof(msg), sig, &siglen));
     if (!(pop = json_object()))
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     KV_CHECK(rc, put(ctx, pop, "alg", json_string(kv_sign_alg_name(alg->alg))));
@@ -348,7 +348,7 @@ kv_rc kv_attest(kv_key *key, const unsigned char *nonce, size_t nonce_len,
         return kv_error(ctx, KV_ERR_INVALID_ARG, "the nonce must be %d to %d bytes, not %zu",
                         EVIDENCE_NONCE_MIN, EVIDENCE_NONCE_MAX, nonce_len);
     KV_CHECK(rc, read_opts(ctx, opts, &o));
-    KV_CHECK(rc, kv_policy_check(ctx, key->be, KV_OP_ATTEST, key->name));
+    KV_CHECK(rc, kv_policy_check(ctx, key->be, key, KV_OP_ATTEST, key->name, NULL));
     if (!gmtime_r(&now, &tm) || !strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm))
         KV_FAIL(ctx, rc, KV_ERR_IO, "the system clock cannot be read as UTC");
     if (!(doc = json_object()))

@@ -195,11 +195,11 @@ kv_rc kv_fs_key_dir_mac_key(const kv_ctx *ctx, void *key_path,
 kv_rc kv_meta_mac_key(const kv_ctx *ctx, const void *ikm, size_t len,
                       unsigned char out[KV_MAC_KEY_LEN]);
 /* Write DIR/NAME.json (atomically, 0600): name, type, backend, version,
- * created, the SHA-256 of pub's SubjectPublicKeyInfo, and an HMAC-SHA256 of
- * all of it under mac_key. */
+ * created, the SHA-256 of pub's SubjectPublicKeyInfo, the key's policy
+ * (when not NULL), and an HMAC-SHA256 of all of it under mac_key. */
 kv_rc kv_meta_write(const kv_ctx *ctx, const char *dir, const char *name, kv_key_type type,
                     const char *backend, unsigned version, const EVP_PKEY *pub,
-                    const unsigned char mac_key[KV_MAC_KEY_LEN]);
+                    const kv_key_policy *policy, const unsigned char mac_key[KV_MAC_KEY_LEN]);
 /* Fetch the MAC key a metadata check needs (called only when it does). */
 typedef kv_rc (*kv_mac_key_fn)(const kv_ctx *ctx, void *arg,
                                unsigned char out[KV_MAC_KEY_LEN]);
@@ -211,13 +211,15 @@ typedef kv_rc (*kv_mac_key_fn)(const kv_ctx *ctx, void *arg,
  * for a backend that opens foreign key files (store_dir not NULL: the TPM,
  * for tpm2-openssl's files) a key file the caller named outside store_dir,
  * in a directory without a KV_STORE_SECRET, may have none (version 1).
- * A type in the metadata must be the key file's.
+ * A type in the metadata must be the key file's. The policy it holds is
+ * returned in *policy (NULL: none); a damaged one is KV_ERR_CORRUPT.
  */
 /* The per-directory MAC secret of TPM key files (filestore.c). */
 #define KV_STORE_SECRET ".store-secret"
 kv_rc kv_meta_check(const kv_ctx *ctx, const char *store_dir, const char *key_path,
                     const char *name, const char *backend, const EVP_PKEY *pub,
-                    kv_mac_key_fn mac_key, void *arg, unsigned *version);
+                    kv_mac_key_fn mac_key, void *arg, unsigned *version,
+                    kv_key_policy **policy);
 /* Type and version from DIR/NAME.json, unchecked and quiet (for lists). */
 void kv_meta_peek(const char *dir, const char *name, kv_key_type *type, unsigned *version);
 
@@ -527,6 +529,7 @@ struct kv_ctx {
     kv_config *cfg;
     char *home;
     bool require_hardware;
+    struct kv_ctx_policy *cpolicy;  /* the configuration's [policy]; NULL: none */
     size_t nbackends;
     kv_backend backends[KV_MAX_BACKENDS];
 };
@@ -541,8 +544,12 @@ struct kv_key {
     EVP_PKEY *pub;            /* public half, for export and verification */
     void *bk;                 /* backend's own key state */
     atomic_uint extra_refs;   /* references beyond the opener's (kv_key_evp_pkey's
-                               * EVP_PKEYs); kv_key_free drops one while any remain */    bool from_data;           /* opened from a key file's bytes (open_data): in no
+                               * EVP_PKEYs); kv_key_free drops one while any remain */
+    bool from_data;           /* opened from a key file's bytes (open_data): in no
                                * store, so no name or URI that opens it again */
+    kv_key_policy *policy;    /* the key's policy (owned); NULL: none. The core sets it
+                               * before generate (the backend stores it with the key);
+                               * open reports the stored one here */
 };
 
 /* Append one key to a list being built (strings are copied). */
@@ -566,10 +573,19 @@ typedef enum kv_op {
     KV_OP_ATTEST,
     KV_OP_ISSUE,     /* signing a certificate or CRL (x509.c); a request is KV_OP_SIGN */
 } kv_op;
-/* The single dispatch check every key operation passes. Today it refuses
- * generating or opening a software key under require_hardware; per-key
- * policy and the audit log are to hook in here. */
-kv_rc kv_policy_check(kv_ctx *ctx, kv_backend *be, kv_op op, const char *name);
+/*
+ * The single dispatch check every key operation passes, before its backend
+ * call: require_hardware, the context's [policy] (backends, keys, uses,
+ * manage) and, with key (NULL for an operation on no key: a quote, a PCR),
+ * the key's policy (key->policy: the use of op, the validity window,
+ * hardware only, and alg, when not NULL, against its algorithms). For
+ * KV_OP_GENERATE, key is the one being made (its policy set, nothing else).
+ * name names the key (or the operation) in messages. Refusals are
+ * KV_ERR_POLICY naming the rule (KV_ERR_HARDWARE_REQUIRED for
+ * require_hardware).
+ */
+kv_rc kv_policy_check(kv_ctx *ctx, kv_backend *be, const kv_key *key, kv_op op,
+                      const char *name, const kv_alg_desc *alg);
 
 /* The signature algorithm alg (KV_ALG_DEFAULT: the key type's default)
  * for key, refused when it does not fit the key's family. */
@@ -580,6 +596,42 @@ kv_rc kv_key_alg(const kv_key *key, kv_sign_alg alg, const kv_alg_desc **out);
 kv_rc kv_key_sign_op(kv_key *key, kv_op op, const kv_alg_desc *a, unsigned flags,
                      const unsigned char *in, size_t inlen, unsigned char *sig,
                      size_t *siglen);
+
+/* ---- key and context policy (keypolicy.c) ----------------------------- */
+
+struct json_t;
+typedef struct kv_ctx_policy kv_ctx_policy;
+/* The keys of [policy]. */
+extern const struct kv_config_key kv_policy_config_keys[];
+/* [policy] of cfg (errors reported on NULL, as kv_ctx_new's are). */
+kv_rc kv_ctx_policy_load(const kv_config *cfg, kv_ctx_policy **out);
+void kv_ctx_policy_free(kv_ctx_policy *p);
+/* The context's rules for op on be (is_key: name is a key's name). */
+kv_rc kv_ctx_policy_check(const kv_ctx *ctx, const kv_backend *be, kv_op op, const char *name,
+                          bool is_key);
+/* Whether the context limits the key names it may touch ([policy] keys). */
+bool kv_ctx_policy_names_keys(const kv_ctx *ctx);
+/* The key's own policy for op (nothing when key->policy is NULL). */
+kv_rc kv_key_policy_check(const kv_key *key, kv_backend *be, kv_op op, const char *name,
+                          const kv_alg_desc *alg);
+/* The KV_USE_* bit op needs (0: none), a bit's name, and a set of bits or
+ * algorithms as "sign, ecdh" text. */
+unsigned kv_use_of_op(kv_op op);
+const char *kv_use_name(unsigned bit);
+void kv_uses_text(unsigned uses, char *buf, size_t len);
+void kv_algs_text(uint32_t algs, char *buf, size_t len);
+/* A caller's policy checked (KV_ERR_INVALID_ARG naming the field) against
+ * a key of type, and copied into a new allocation. */
+kv_rc kv_key_policy_copy(const kv_ctx *ctx, const kv_key_policy *in, kv_key_type type,
+                         kv_key_policy **out);
+/* The stored form (a new JSON object; NULL when out of memory) and back
+ * (KV_ERR_CORRUPT naming `what` for anything but a policy object). */
+struct json_t *kv_key_policy_json(const kv_key_policy *p);
+kv_rc kv_key_policy_from_json(const kv_ctx *ctx, const char *what, const struct json_t *j,
+                              kv_key_policy **out);
+/* SHA-256 of the stored form with a domain prefix: what a TPM key made
+ * with a policy carries as its authPolicy. */
+kv_rc kv_key_policy_digest(const kv_ctx *ctx, const kv_key_policy *p, unsigned char md[32]);
 
 /* ---- X.509 (x509.c) --------------------------------------------------- */
 

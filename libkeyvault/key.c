@@ -47,14 +47,20 @@ size_t kv_uri_shown_len(const char *uri)
     return strcspn(uri, "?#");
 }
 
-/* Only require_hardware today: see internal.h. */
-kv_rc kv_policy_check(kv_ctx *ctx, kv_backend *be, kv_op op, const char *name)
+/* See internal.h; the rules are in keypolicy.c and docs/policy.md. */
+kv_rc kv_policy_check(kv_ctx *ctx, kv_backend *be, const kv_key *key, kv_op op,
+                      const char *name, const kv_alg_desc *alg)
 {
+    kv_rc rc;
+
     if (ctx->require_hardware && be->ops->assurance == KV_ASSURANCE_SOFTWARE &&
         (op == KV_OP_GENERATE || op == KV_OP_OPEN))
         return kv_error(ctx, KV_ERR_HARDWARE_REQUIRED,
                         "require_hardware is set: refusing software key '%s'", name);
-    return KV_OK;
+    rc = kv_ctx_policy_check(ctx, be, op, name, key != NULL);
+    if (rc == KV_OK && key)
+        rc = kv_key_policy_check(key, be, op, name, alg);
+    return rc;
 }
 
 static kv_backend *backend_by_name(kv_ctx *ctx, const char *name)
@@ -120,6 +126,7 @@ void kv_key_free(kv_key *key)
     EVP_PKEY_free(key->pub);
     free(key->name);
     free(key->uri);
+    free(key->policy);
     free(key);
 }
 
@@ -238,18 +245,50 @@ static kv_rc uri_backend(kv_ctx *ctx, const char *ref, kv_backend **out)
     return KV_OK;
 }
 
-kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type type, const char *backend,
-                      kv_key **out)
+/* A context's [policy] or the new key's policy refuses generating in b
+ * (quietly: for choosing a backend). */
+static bool generate_refused(kv_ctx *ctx, kv_backend *b, const kv_key_policy *policy,
+                             const char *name)
+{
+    kv_err_mark mark = kv_err_mark_get(ctx);
+    bool refused = (policy && (policy->flags & KV_POLICY_HARDWARE_ONLY) &&
+                    b->ops->assurance == KV_ASSURANCE_SOFTWARE) ||
+                   kv_ctx_policy_check(ctx, b, KV_OP_GENERATE, name, true) != KV_OK;
+
+    kv_err_rewind(ctx, mark);
+    return refused;
+}
+
+/* A new kv_key for be carrying a copy of policy (checked) for generate. */
+static kv_rc generate_key_new(kv_ctx *ctx, kv_backend *be, kv_key_type type,
+                              const kv_key_policy *policy, kv_key **out)
+{
+    kv_key *key = key_alloc(ctx, be);
+    kv_rc rc = KV_OK;
+
+    *out = NULL;
+    if (!key)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    if (policy)
+        rc = kv_key_policy_copy(ctx, policy, type, &key->policy);
+    if (rc != KV_OK)
+        kv_key_free(key);
+    else
+        *out = key;
+    return rc;
+}
+
+static kv_rc key_generate(kv_ctx *ctx, const char *name, kv_key_type type, const char *backend,
+                          const kv_key_policy *policy, kv_key **out)
 {
     const kv_type_desc *t = kv_type_desc_get(type);
     kv_backend *be = NULL;
     kv_key *key = NULL;
     kv_rc rc = KV_OK;
-    bool type_skipped = false;
+    bool type_skipped = false, policy_skipped = false;
     int lock = -1;
     char why[512];
 
-    kv_err_begin(ctx);
     if (out)
         *out = NULL;
     if (!kv_name_valid(name))
@@ -281,8 +320,17 @@ kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type type, const cha
                 type_skipped = true;
                 continue;
             }
+            if (generate_refused(ctx, b, policy, name)) {
+                policy_skipped = true;
+                continue;
+            }
             be = b;
         }
+        if (!be && policy_skipped)
+            KV_FAIL(ctx, rc, KV_ERR_POLICY,
+                    "no available backend that can hold %s keys is allowed for key '%s' by the "
+                    "context's [policy] and the key's policy (hardware only: %s)", t->name,
+                    name, policy && (policy->flags & KV_POLICY_HARDWARE_ONLY) ? "yes" : "no");
         if (!be && type_skipped)
             KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED,
                     "no available %sbackend can hold %s keys (for key '%s')",
@@ -296,7 +344,8 @@ kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type type, const cha
                     ctx->require_hardware ? "hardware " : "", name, why);
         }
     }
-    KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_GENERATE, name));
+    KV_CHECK(rc, generate_key_new(ctx, be, type, policy, &key));
+    KV_CHECK(rc, kv_policy_check(ctx, be, key, KV_OP_GENERATE, name, NULL));
     KV_CHECK(rc, create_lock(ctx, &lock));
     for (size_t i = 0; i < ctx->nbackends; i++) {
         kv_backend *b = &ctx->backends[i];
@@ -309,9 +358,6 @@ kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type type, const cha
         if (rc != KV_ERR_KEY_NOT_FOUND)
             goto out;
     }
-    key = key_alloc(ctx, be);
-    if (!key)
-        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     KV_CHECK(rc, be->ops->generate(be, name, type, key));
     if (out) {
         *out = key;
@@ -324,7 +370,15 @@ out:
     return rc;
 }
 
-kv_rc kv_key_generate_at(kv_ctx *ctx, const char *uri, kv_key_type type, kv_key **out)
+kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type type, const char *backend,
+                      kv_key **out)
+{
+    kv_err_begin(ctx);
+    return key_generate(ctx, name, type, backend, NULL, out);
+}
+
+static kv_rc key_generate_at(kv_ctx *ctx, const char *uri, kv_key_type type,
+                             const kv_key_policy *policy, kv_key **out)
 {
     const kv_type_desc *t = kv_type_desc_get(type);
     kv_backend *be = NULL;
@@ -332,7 +386,6 @@ kv_rc kv_key_generate_at(kv_ctx *ctx, const char *uri, kv_key_type type, kv_key 
     kv_rc rc = KV_OK;
     int lock = -1;
 
-    kv_err_begin(ctx);
     if (out)
         *out = NULL;
     if (!t)
@@ -344,11 +397,13 @@ kv_rc kv_key_generate_at(kv_ctx *ctx, const char *uri, kv_key_type type, kv_key 
     if (!can_hold(be, type))
         KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED, "backend '%s' cannot hold %s keys", be->name,
                 t->name);
-    KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_GENERATE, "(new key at a URI)"));
+    if (kv_ctx_policy_names_keys(ctx))
+        KV_FAIL(ctx, rc, KV_ERR_POLICY,
+                "context policy ([policy] keys): this context makes keys by name only, not at "
+                "a URI");
+    KV_CHECK(rc, generate_key_new(ctx, be, type, policy, &key));
+    KV_CHECK(rc, kv_policy_check(ctx, be, key, KV_OP_GENERATE, "(new key at a URI)", NULL));
     KV_CHECK(rc, create_lock(ctx, &lock));
-    key = key_alloc(ctx, be);
-    if (!key)
-        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     KV_CHECK(rc, be->ops->generate_uri(be, uri, type, key));
     if (out) {
         *out = key;
@@ -358,6 +413,43 @@ out:
     create_unlock(lock);
     kv_key_free(key);
     return rc;
+}
+
+kv_rc kv_key_generate_at(kv_ctx *ctx, const char *uri, kv_key_type type, kv_key **out)
+{
+    kv_err_begin(ctx);
+    return key_generate_at(ctx, uri, type, NULL, out);
+}
+
+kv_rc kv_key_generate_ex(kv_ctx *ctx, const char *name_or_uri, kv_key_type type,
+                         const char *backend, const kv_key_policy *policy, kv_key **out)
+{
+    kv_err_begin(ctx);
+    if (out)
+        *out = NULL;
+    if (!strchr(name_or_uri, ':'))
+        return key_generate(ctx, name_or_uri, type, backend, policy, out);
+    if (backend)
+        return kv_error(ctx, KV_ERR_INVALID_ARG,
+                        "a key made at a URI takes its backend from the URI's scheme: pass "
+                        "backend NULL");
+    return key_generate_at(ctx, name_or_uri, type, policy, out);
+}
+
+kv_rc kv_key_get_policy(const kv_key *key, kv_key_policy *out)
+{
+    const kv_key_policy none = KV_KEY_POLICY_INIT;
+    const kv_key_policy *p = key->policy ? key->policy : &none;
+    size_t size = out->size;
+
+    kv_err_begin(key->ctx);
+    if (size < sizeof(kv_key_policy))
+        return kv_error(key->ctx, KV_ERR_INVALID_ARG,
+                        "kv_key_get_policy: out->size %zu is smaller than kv_key_policy (%zu)",
+                        size, sizeof(kv_key_policy));
+    memcpy(out, p, sizeof(*p));
+    out->size = size;
+    return KV_OK;
 }
 
 /* Open without resetting the error detail (used by open and destroy). */
@@ -381,6 +473,8 @@ static kv_rc key_open(kv_ctx *ctx, const char *ref, kv_key **out)
             KV_FAIL(ctx, rc, KV_ERR_BAD_URI,
                     "the key name is invalid (not shown: it may hold a secret): use 1-64 of "
                     "A-Z a-z 0-9 . _ -, or a URI");
+        /* a name this context may not touch is refused before any backend */
+        KV_CHECK(rc, kv_ctx_policy_check(ctx, NULL, KV_OP_OPEN, ref, true));
         for (size_t i = 0; i < ctx->nbackends; i++) {
             kv_backend *b = &ctx->backends[i];
             if (!b->available)
@@ -405,7 +499,7 @@ static kv_rc key_open(kv_ctx *ctx, const char *ref, kv_key **out)
                     why[0] ? " (unavailable backends: " : "", why, why[0] ? ")" : "");
         }
     }
-    KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_OPEN, key->name));
+    KV_CHECK(rc, kv_policy_check(ctx, be, key, KV_OP_OPEN, key->name, NULL));
     *out = key;
     key = NULL;
 out:
@@ -447,7 +541,7 @@ kv_rc kv_key_open_tpm_file(kv_ctx *ctx, const unsigned char *data, size_t len, k
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     key->from_data = true;
     KV_CHECK(rc, be->ops->open_data(be, data, len, key));
-    KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_OPEN, key->name));
+    KV_CHECK(rc, kv_policy_check(ctx, be, key, KV_OP_OPEN, key->name, NULL));
     *out = key;
     key = NULL;
 out:
@@ -462,7 +556,7 @@ kv_rc kv_key_destroy(kv_ctx *ctx, const char *ref)
 
     kv_err_begin(ctx);
     KV_CHECK(rc, key_open(ctx, ref, &key));
-    KV_CHECK(rc, kv_policy_check(ctx, key->be, KV_OP_DESTROY, key->name));
+    KV_CHECK(rc, kv_policy_check(ctx, key->be, key, KV_OP_DESTROY, key->name, NULL));
     rc = key->be->ops->destroy(key->be, key);
 out:
     kv_key_free(key);
@@ -682,7 +776,7 @@ kv_rc kv_key_sign_op(kv_key *key, kv_op op, const kv_alg_desc *a, unsigned flags
     kv_rc rc;
 
     KV_CHECK(rc, to_be_signed(ctx, a, flags, in, inlen, md, &tbs, &tbslen));
-    KV_CHECK(rc, kv_policy_check(ctx, key->be, op, key->name));
+    KV_CHECK(rc, kv_policy_check(ctx, key->be, key, op, key->name, a));
     if (a->family == KV_FAMILY_EC && (flags & KV_SIGN_RAW)) {
         KV_CHECK(rc, key->be->ops->sign(key, a, tbs, tbslen, der, &derlen));
         KV_CHECK(rc, kv_ecdsa_der_to_raw(ctx, der, derlen, t->field_len, sig, siglen));
@@ -786,7 +880,7 @@ static kv_rc ecdh_prepare(kv_key *key, const unsigned char *peer, size_t peerlen
     rc = kv_peer_decode(ctx, t->group, peer, peerlen, peer_pkey);
     if (rc != KV_OK)
         return rc;
-    return kv_policy_check(ctx, key->be, KV_OP_ECDH, key->name);
+    return kv_policy_check(ctx, key->be, key, KV_OP_ECDH, key->name, NULL);
 }
 
 kv_rc kv_ecdh(kv_key *key, const unsigned char *peer, size_t peerlen, unsigned char *secret,

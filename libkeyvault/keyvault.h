@@ -921,6 +921,53 @@ KV_API KV_WUR kv_rc kv_evidence_verify(kv_ctx *ctx, const char *evidence, size_t
 /* kv_verdict_free - free a verdict. Accepts NULL. */
 KV_API void kv_verdict_free(kv_verdict *verdict);
 
+/* ---- key policy ------------------------------------------------------- */
+
+/* Uses a key policy may allow (kv_key_policy.uses). */
+#define KV_USE_SIGN   0x1u  /* kv_sign, CSRs, self-signed certificates, the provider's signatures */
+#define KV_USE_ECDH   0x2u  /* kv_ecdh, kv_ecdh_hkdf */
+#define KV_USE_ATTEST 0x4u  /* kv_attest, kv_attest_webauthn, kv_key_certify */
+#define KV_USE_ISSUE  0x8u  /* certificates and CRLs signed as a CA (kv_ca_*) */
+#define KV_USE_ALL    0xfu
+/* Flags of kv_key_policy. */
+#define KV_POLICY_HARDWARE_ONLY 0x1u  /* software is not acceptable: never made or opened in
+                                       * the software backend */
+/* What a key may be used for, fixed when it is made and stored with it
+ * (docs/policy.md). */
+typedef struct kv_key_policy {
+    size_t size;          /* sizeof(kv_key_policy) */
+    unsigned uses;        /* KV_USE_* bits */
+    uint32_t algs;        /* bit (1u << alg) per allowed kv_sign_alg (algorithm and hash);
+                           * 0: every algorithm that fits the key */
+    int64_t not_before;   /* seconds since the epoch; 0: none */
+    int64_t not_after;    /* 0: none */
+    unsigned flags;       /* KV_POLICY_* */
+} kv_key_policy;
+#define KV_KEY_POLICY_INIT { sizeof(kv_key_policy), KV_USE_ALL, 0, 0, 0, 0 }
+
+/*
+ * kv_key_generate_ex - kv_key_generate with a policy stored with the key.
+ * name_or_uri: a key name (backend as for kv_key_generate), or a URI as
+ * kv_key_generate_at takes (backend must be NULL then). policy NULL: no
+ * policy, as kv_key_generate. The policy is checked (KV_ERR_INVALID_ARG
+ * naming the field: unknown bits, uses 0, algorithms that do not fit the
+ * type, not_after before not_before or in the past) and stored where the
+ * backend keeps it (docs/policy.md); a key is never left without it.
+ * KV_ERR_POLICY when the context's [policy] or the policy itself refuses
+ * the generation (KV_POLICY_HARDWARE_ONLY in the software backend).
+ */
+KV_API KV_WUR kv_rc kv_key_generate_ex(kv_ctx *ctx, const char *name_or_uri, kv_key_type type,
+                                       const char *backend, const kv_key_policy *policy,
+                                       kv_key **out) KV_NONNULL(1, 2);
+
+/*
+ * kv_key_get_policy - the policy stored with key. A key without one gives
+ * KV_KEY_POLICY_INIT's values. out->size must be set by the caller (at
+ * least the size of the fields up to flags: KV_ERR_INVALID_ARG otherwise);
+ * it is left as given.
+ */
+KV_API KV_WUR kv_rc kv_key_get_policy(const kv_key *key, kv_key_policy *out) KV_NONNULL(1, 2);
+
 #ifdef __cplusplus
 }
 #endif

@@ -105,7 +105,7 @@ out:
 
 kv_rc kv_meta_write(const kv_ctx *ctx, const char *dir, const char *name, kv_key_type type,
                     const char *backend, unsigned version, const EVP_PKEY *pub,
-                    const unsigned char mac_key[KV_MAC_KEY_LEN])
+                    const kv_key_policy *policy, const unsigned char mac_key[KV_MAC_KEY_LEN])
 {
     char created[32], fpr[65], mac[65], *text = NULL, *file = NULL;
     time_t now = time(NULL);
@@ -119,7 +119,7 @@ kv_rc kv_meta_write(const kv_ctx *ctx, const char *dir, const char *name, kv_key
     meta = json_pack("{s:s, s:s, s:s, s:i, s:s, s:s}", "name", name, "type",
                      kv_key_type_name(type), "backend", backend, "version", (int)version,
                      "created", created, "public_key_sha256", fpr);
-    if (!meta)
+    if (!meta || (policy && json_object_set_new(meta, "policy", kv_key_policy_json(policy)) != 0))
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     KV_CHECK(rc, meta_mac(ctx, meta, mac_key, mac));
     if (json_object_set_new(meta, "mac", json_string(mac)) != 0)
@@ -206,19 +206,21 @@ static bool dir_has_store_secret(const char *dir)
 
 kv_rc kv_meta_check(const kv_ctx *ctx, const char *store_dir, const char *key_path,
                     const char *name, const char *backend, const EVP_PKEY *pub,
-                    kv_mac_key_fn mac_key, void *arg, unsigned *version)
+                    kv_mac_key_fn mac_key, void *arg, unsigned *version,
+                    kv_key_policy **policy)
 {
     char *path = kv_sibling_path(key_path, "json"), *text = NULL, *kdir = NULL;
     const char *mname = NULL, *mbackend = NULL, *tname = NULL, *mfpr = NULL, *mmac = NULL;
-    char fpr[65], mac[65], why[160];
+    char fpr[65], mac[65], why[160], what[KV_NAME_MAX + 16];
     unsigned char key[KV_MAC_KEY_LEN];
-    json_t *meta = NULL;
+    json_t *meta = NULL, *jpolicy;
     kv_key_type type;
     struct stat sb;
     int ver = 1;
     kv_rc rc;
 
     *version = 1;
+    *policy = NULL;
     kdir = kv_strdup(key_path);
     if (!path || !kdir)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
@@ -270,6 +272,10 @@ kv_rc kv_meta_check(const kv_ctx *ctx, const char *store_dir, const char *key_pa
     if (type != KV_KEY_UNKNOWN && type != kv_type_of_pkey(pub))
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "key '%s': metadata says %s but the key file holds %s",
                 name, kv_key_type_name(type), kv_key_type_name(kv_type_of_pkey(pub)));
+    if ((jpolicy = json_object_get(meta, "policy"))) {
+        snprintf(what, sizeof(what), "key '%s'", name);
+        KV_CHECK(rc, kv_key_policy_from_json(ctx, what, jpolicy, policy));
+    }
     *version = (unsigned)ver;
     rc = KV_OK;
 out:

@@ -304,7 +304,7 @@ static kv_rc generate_in(kv_backend *be, const char *dir, const char *name, kv_k
     KV_CHECK(rc, kv_write_file_atomic(ctx, dir, file, pem, pemlen, false));
     rc = pkey_mac_key(ctx, pkey, mac_key);
     if (rc == KV_OK)
-        rc = kv_meta_write(ctx, dir, name, type, "software", 1, pkey, mac_key);
+        rc = kv_meta_write(ctx, dir, name, type, "software", 1, pkey, key->policy, mac_key);
     if (rc != KV_OK) {
         /* no half-made keys: take the key file back */
         char *path = kv_fs_key_path(dir, name);
@@ -383,7 +383,7 @@ static kv_rc open_path(kv_backend *be, const char *name, char *path, kv_key *key
     sk = key->bk;
     /* software key files are only ever libkeyvault's: metadata everywhere */
     rc = kv_meta_check(be->ctx, NULL, sk->path, name, "software", key->pub, pkey_mac_key,
-                       sk->pkey, &key->version);
+                       sk->pkey, &key->version, &key->policy);
 out:
     if (text) {
         kv_wipe(text, len);

@@ -13,7 +13,12 @@
  *                                           those p11-kit registers
  * allow_any_module = false | true           let a URI's module-path load anything
  *
- * Keys are named by CKA_LABEL; each pair shares a random CKA_ID. Explicit
+ * Keys are named by CKA_LABEL; each pair shares a random CKA_ID. A key made
+ * with a policy (docs/policy.md) has it in its native attributes (CKA_SIGN,
+ * CKA_DERIVE, CKA_ALLOWED_MECHANISMS where the token takes it, and
+ * CKA_MODIFIABLE false so that they stay) and, whole, in a private data
+ * object with the key's label, CKA_APPLICATION "libkeyvault" and a value
+ * naming the key's CKA_ID. Explicit
  * RFC 7512 URIs (parsed by p11-kit) open keys made by any tool, on any
  * token of any module (module-name=, module-path=, pin-source=, pin-value=).
  */
@@ -29,6 +34,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
+#include <jansson.h>
 
 #include "p11.h"
 
@@ -599,6 +605,7 @@ struct open_arg {
     bool exists_only;   /* only whether it exists */
     bool quiet;         /* not found is returned without a detail (open by name) */
     bool trusted_pub;   /* the pair was just made here: skip the public key check */
+    bool skip_policy;   /* do not look for the key's policy object (a list) */
     /* the pair just made here: its handles, as C_GenerateKeyPair gave them
      * (CK_INVALID_HANDLE: search by the template) */
     CK_OBJECT_HANDLE made_priv, made_pub;
@@ -606,6 +613,182 @@ struct open_arg {
 
 static CK_RV pub_check(struct p11_token *tok, CK_SESSION_HANDLE h, struct p11_key *k,
                        kv_key_type type, EVP_PKEY *pub, const char *label, kv_rc *rc);
+
+/* ---- key policies ----------------------------------------------------------- */
+
+#define P11_POLICY_APP "libkeyvault"
+#define P11_POLICY_FORMAT "libkeyvault key policy 1"
+
+/* Upper-case hex of a CKA_ID (out holds 2 * 128 + 1). */
+static void id_hex(const unsigned char *id, CK_ULONG len, char *out)
+{
+    static const char digits[] = "0123456789ABCDEF";
+
+    for (CK_ULONG i = 0; i < len; i++) {
+        out[2 * i] = digits[id[i] >> 4];
+        out[2 * i + 1] = digits[id[i] & 15];
+    }
+    out[2 * len] = '\0';
+}
+
+/* The libkeyvault policy data objects labelled `label` (a new array). */
+static CK_RV policy_objects(struct p11_token *tok, CK_SESSION_HANDLE h, const char *label,
+                            CK_OBJECT_HANDLE **objs, CK_ULONG *count, kv_rc *rc)
+{
+    CK_OBJECT_CLASS cls = CKO_DATA;
+    CK_ATTRIBUTE tmpl[] = {
+        { CKA_CLASS, &cls, sizeof(cls) },
+        { CKA_APPLICATION, (void *)P11_POLICY_APP, strlen(P11_POLICY_APP) },
+        { CKA_LABEL, (void *)label, strlen(label) },
+    };
+
+    return find_all(tok, h, tmpl, 3, objs, count, rc);
+}
+
+/*
+ * Which of the policy objects labelled `label` belongs to the key with this
+ * CKA_ID: *found (CK_INVALID_HANDLE when none) and, with policy not NULL,
+ * its policy decoded. Objects naming another CKA_ID are a killed
+ * generation's leftovers and are passed over; an object that does not
+ * decode, or two for one key, is KV_ERR_CORRUPT naming the key.
+ */
+static CK_RV policy_find(struct p11_token *tok, CK_SESSION_HANDLE h, const char *label,
+                         const unsigned char *id, CK_ULONG idlen, CK_OBJECT_HANDLE *found,
+                         kv_key_policy **policy, kv_rc *rc)
+{
+    CK_OBJECT_HANDLE *objs = NULL;
+    CK_ULONG count = 0, len = 0;
+    char hex[2 * 128 + 1], what[KV_NAME_MAX + 64];
+    CK_RV rv;
+
+    *found = CK_INVALID_HANDLE;
+    id_hex(id, idlen, hex);
+    snprintf(what, sizeof(what), "key '%s' on token '%s'", label, tok->label);
+    rv = policy_objects(tok, h, label, &objs, &count, rc);
+    for (CK_ULONG i = 0; rv == CKR_OK && *rc == KV_OK && i < count; i++) {
+        unsigned char *val = NULL;
+        const char *fmt = NULL, *kid = NULL;
+        json_t *j = NULL, *jp = NULL;
+
+        rv = get_attr(tok, h, objs[i], CKA_VALUE, &val, &len, rc);
+        if (rv != CKR_OK || *rc != KV_OK)
+            break;
+        j = json_loadb((const char *)val, len, JSON_REJECT_DUPLICATES, NULL);
+        free(val);
+        if (!j || json_unpack(j, "{s:s, s:s, s:o !}", "format", &fmt, "key_id", &kid, "policy",
+                              &jp) != 0 || strcmp(fmt, P11_POLICY_FORMAT) != 0) {
+            *rc = kv_error(tok->ctx, KV_ERR_CORRUPT,
+                           "%s: a libkeyvault policy object with its label is damaged", what);
+        } else if (strcmp(kid, hex) == 0) {
+            if (*found != CK_INVALID_HANDLE)
+                *rc = kv_error(tok->ctx, KV_ERR_CORRUPT,
+                               "%s: two libkeyvault policy objects name this key", what);
+            *found = objs[i];
+            if (*rc == KV_OK && policy)
+                *rc = kv_key_policy_from_json(tok->ctx, what, jp, policy);
+        }
+        json_decref(j);
+    }
+    free(objs);
+    if (*rc != KV_OK && policy) {
+        free(*policy);
+        *policy = NULL;
+    }
+    return rv;
+}
+
+/* Destroy every policy object labelled `label`, or (id not NULL) only the
+ * one of the key with that CKA_ID. */
+static CK_RV policy_destroy(struct p11_token *tok, CK_SESSION_HANDLE h, const char *label,
+                            const unsigned char *id, CK_ULONG idlen, kv_rc *rc)
+{
+    CK_OBJECT_HANDLE *objs = NULL, one;
+    CK_ULONG count = 0;
+    CK_RV rv;
+
+    if (id) {
+        rv = policy_find(tok, h, label, id, idlen, &one, NULL, rc);
+        if (rv != CKR_OK || *rc != KV_OK || one == CK_INVALID_HANDLE)
+            return rv;
+        rv = tok->fl->C_DestroyObject(h, one);
+        if (rv != CKR_OK)
+            *rc = p11_fail(tok, "C_DestroyObject (the key's policy object)", rv);
+        return rv;
+    }
+    rv = policy_objects(tok, h, label, &objs, &count, rc);
+    for (CK_ULONG i = 0; rv == CKR_OK && *rc == KV_OK && i < count; i++) {
+        rv = tok->fl->C_DestroyObject(h, objs[i]);
+        if (rv != CKR_OK)
+            *rc = p11_fail(tok, "C_DestroyObject (a leftover policy object)", rv);
+    }
+    free(objs);
+    return rv;
+}
+
+/* Make the policy object of the key to be made with this label and id. */
+static CK_RV policy_create(struct p11_token *tok, CK_SESSION_HANDLE h, const char *label,
+                           const unsigned char *id, CK_ULONG idlen, const kv_key_policy *policy,
+                           CK_OBJECT_HANDLE *obj, kv_rc *rc)
+{
+    CK_OBJECT_CLASS cls = CKO_DATA;
+    CK_BBOOL yes = CK_TRUE;
+    char hex[2 * 128 + 1], *text = NULL;
+    json_t *j;
+    CK_RV rv = CKR_OK;
+
+    id_hex(id, idlen, hex);
+    j = json_pack("{s:s, s:s, s:o}", "format", P11_POLICY_FORMAT, "key_id", hex, "policy",
+                  kv_key_policy_json(policy));
+    text = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (!text) {
+        *rc = kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
+    } else {
+        CK_ATTRIBUTE tmpl[] = {
+            { CKA_CLASS, &cls, sizeof(cls) },
+            { CKA_TOKEN, &yes, sizeof(yes) },
+            { CKA_PRIVATE, &yes, sizeof(yes) },
+            { CKA_LABEL, (void *)label, strlen(label) },
+            { CKA_APPLICATION, (void *)P11_POLICY_APP, strlen(P11_POLICY_APP) },
+            { CKA_VALUE, text, strlen(text) },
+        };
+        rv = tok->fl->C_CreateObject(h, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), obj);
+        if (rv != CKR_OK)
+            *rc = p11_fail(tok, "C_CreateObject (the key's policy object)", rv);
+    }
+    json_decref(j);
+    free(text);
+    return rv;
+}
+
+/* The mechanisms a policy allows a key of type t (CKA_ALLOWED_MECHANISMS). */
+static CK_ULONG policy_mechs(const kv_key_policy *p, const kv_type_desc *t,
+                             CK_MECHANISM_TYPE mechs[4])
+{
+    CK_ULONG n = 0;
+    bool pss = !p->algs, pkcs1 = !p->algs;
+
+    for (int a = 1; a <= KV_ALG_ED25519; a++)
+        if (p->algs & (1u << a)) {
+            const kv_alg_desc *d = kv_alg_desc_get((kv_sign_alg)a);
+            pss |= d->padding == KV_PAD_PSS;
+            pkcs1 |= d->padding == KV_PAD_PKCS1;
+        }
+    if (p->uses & (KV_USE_SIGN | KV_USE_ATTEST | KV_USE_ISSUE)) {
+        if (t->family == KV_FAMILY_EC)
+            mechs[n++] = CKM_ECDSA;
+        else if (t->family == KV_FAMILY_ED25519)
+            mechs[n++] = CKM_EDDSA;
+        else {
+            if (pss)
+                mechs[n++] = CKM_RSA_PKCS_PSS;
+            if (pkcs1)
+                mechs[n++] = CKM_RSA_PKCS;
+        }
+    }
+    if ((p->uses & KV_USE_ECDH) && t->family == KV_FAMILY_EC)
+        mechs[n++] = CKM_ECDH1_DERIVE;
+    return n;
+}
 
 /* Find exactly one private key matching the template; fill the kv_key. */
 static CK_RV open_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
@@ -688,6 +871,14 @@ static CK_RV open_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     pthread_mutex_init(&k->lock, NULL);
     if (!a->trusted_pub) {
         rv = pub_check(tok, h, k, a->key->type, pub, (char *)label, rc);
+        if (rv != CKR_OK || *rc) {
+            pthread_mutex_destroy(&k->lock);
+            goto out;
+        }
+    }
+    if (!a->skip_policy && label && !a->key->policy) {
+        CK_OBJECT_HANDLE pobj;
+        rv = policy_find(tok, h, (char *)label, k->id, k->idlen, &pobj, &a->key->policy, rc);
         if (rv != CKR_OK || *rc) {
             pthread_mutex_destroy(&k->lock);
             goto out;
@@ -1008,9 +1199,13 @@ static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc
     CK_ULONG idlen = a->id ? a->idlen : sizeof(rid);
     int plen = 0;
     CK_MECHANISM mech = { CKM_EC_KEY_PAIR_GEN, NULL, 0 };
-    CK_OBJECT_HANDLE pubh, privh;
-    CK_ULONG npub = 0, npriv = 0, count = 0;
+    CK_OBJECT_HANDLE pubh, privh, polh = CK_INVALID_HANDLE;
+    CK_ULONG npub = 0, npriv = 0, count = 0, nmechs = 0;
     CK_ATTRIBUTE pub[8], priv[12];
+    CK_MECHANISM_TYPE mechs[4];
+    const kv_key_policy *policy = a->key->policy;
+    CK_BBOOL can_sign = !policy || (policy->uses & (KV_USE_SIGN | KV_USE_ATTEST | KV_USE_ISSUE));
+    CK_BBOOL can_derive = !policy || (policy->uses & KV_USE_ECDH);
     CK_RV rv = CKR_OK;
 
     if (!a->id && RAND_bytes(rid, sizeof(rid)) != 1) {
@@ -1055,6 +1250,17 @@ static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc
             goto out;
         }
     }
+    /* a killed generation's policy object would otherwise be found by this key */
+    rv = policy_destroy(tok, h, a->name, NULL, 0, rc);
+    if (rv != CKR_OK || *rc != KV_OK)
+        goto out;
+    /* the policy object comes first: a run killed after it leaves no key, and
+     * one killed after the pair leaves the key with its policy */
+    if (policy) {
+        rv = policy_create(tok, h, a->name, id, idlen, policy, &polh, rc);
+        if (rv != CKR_OK || *rc != KV_OK)
+            goto out;
+    }
     pub[npub++] = (CK_ATTRIBUTE){ CKA_TOKEN, &yes, sizeof(yes) };
     pub[npub++] = (CK_ATTRIBUTE){ CKA_PRIVATE, &no, sizeof(no) };
     pub[npub++] = (CK_ATTRIBUTE){ CKA_VERIFY, &yes, sizeof(yes) };
@@ -1064,12 +1270,24 @@ static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc
     priv[npriv++] = (CK_ATTRIBUTE){ CKA_PRIVATE, &yes, sizeof(yes) };
     priv[npriv++] = (CK_ATTRIBUTE){ CKA_SENSITIVE, &yes, sizeof(yes) };
     priv[npriv++] = (CK_ATTRIBUTE){ CKA_EXTRACTABLE, &no, sizeof(no) };
-    priv[npriv++] = (CK_ATTRIBUTE){ CKA_SIGN, &yes, sizeof(yes) };
+    priv[npriv++] = (CK_ATTRIBUTE){ CKA_SIGN, can_sign ? &yes : &no, sizeof(yes) };
     priv[npriv++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)a->name, strlen(a->name) };
     priv[npriv++] = (CK_ATTRIBUTE){ CKA_ID, (void *)id, idlen };
     if (t->family == KV_FAMILY_EC)
-        priv[npriv++] = (CK_ATTRIBUTE){ CKA_DERIVE, &yes, sizeof(yes) };
+        priv[npriv++] = (CK_ATTRIBUTE){ CKA_DERIVE, can_derive ? &yes : &no, sizeof(yes) };
+    if (policy) {
+        priv[npriv++] = (CK_ATTRIBUTE){ CKA_MODIFIABLE, &no, sizeof(no) };
+        nmechs = policy_mechs(policy, t, mechs);
+        if (nmechs)
+            priv[npriv++] = (CK_ATTRIBUTE){ CKA_ALLOWED_MECHANISMS, mechs,
+                                            nmechs * sizeof(mechs[0]) };
+    }
     rv = tok->fl->C_GenerateKeyPair(h, &mech, pub, npub, priv, npriv, &pubh, &privh);
+    if (nmechs && (rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_VALUE_INVALID ||
+                   rv == CKR_TEMPLATE_INCONSISTENT)) {
+        /* a token without CKA_ALLOWED_MECHANISMS (PKCS#11 2.40): the rest holds */
+        rv = tok->fl->C_GenerateKeyPair(h, &mech, pub, npub, priv, npriv - 1, &pubh, &privh);
+    }
     if (rv != CKR_OK) {
         *rc = p11_fail(tok, "C_GenerateKeyPair", rv);
         goto out;
@@ -1091,7 +1309,11 @@ static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc
                               .trusted_pub = true, .made_priv = privh, .made_pub = pubh };
         rv = open_step(tok, h, &o, rc);
     }
+    if (rv == CKR_OK && *rc == KV_OK)
+        polh = CK_INVALID_HANDLE; /* the key's now */
 out:
+    if (polh != CK_INVALID_HANDLE)
+        (void)tok->fl->C_DestroyObject(h, polh);
     OPENSSL_free(params);
     return rv;
 }
@@ -1168,7 +1390,7 @@ static CK_RV list_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     for (CK_ULONG i = 0; rv == CKR_OK && *rc == KV_OK && i < count; i++) {
         kv_key key = { .ctx = tok->ctx };
         struct open_arg o = { .be = a->be, .tok = tok, .key = &key, .what = "in list",
-                              .trusted_pub = true };
+                              .trusted_pub = true, .skip_policy = true };
         unsigned char *id = NULL;
         CK_ULONG idlen = 0;
 
@@ -1211,7 +1433,8 @@ static kv_rc p11_list(kv_backend *be, kv_list_builder *lb)
 
 static CK_RV destroy_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
 {
-    struct p11_key *k = p;
+    kv_key *key = p;
+    struct p11_key *k = key->bk;
     CK_ATTRIBUTE tmpl[] = { { CKA_ID, k->id, k->idlen } };
     CK_OBJECT_HANDLE objs[8];
     CK_ULONG count = 0;
@@ -1223,6 +1446,9 @@ static CK_RV destroy_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, k
         if (rv != CKR_OK)
             *rc = p11_fail(tok, "C_DestroyObject", rv);
     }
+    /* its policy object last: the key never stays without it */
+    if (rv == CKR_OK && *rc == KV_OK && key->policy)
+        rv = policy_destroy(tok, h, key->name, k->id, k->idlen, rc);
     return rv;
 }
 
@@ -1230,7 +1456,8 @@ static kv_rc p11_destroy(kv_backend *be, kv_key *key)
 {
     struct p11_key *k = key->bk;
 
-    return run_rw(k->tok, destroy_step, k);
+    (void)be;
+    return run_rw(k->tok, destroy_step, key);
 }
 
 static void p11_key_free(kv_key *key)

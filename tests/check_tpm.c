@@ -1458,7 +1458,8 @@ START_TEST(open_tpm_file_bytes)
     /* a public area that cannot sign, one that is restricted, an HMAC key */
     {
         TPM2B_PUBLIC p2 = pub;
-        p2.publicArea.objectAttributes &= ~TPMA_OBJECT_SIGN_ENCRYPT;
+        /* (an EC key that only decrypts is a key policy's ECDH-only key) */
+        p2.publicArea.objectAttributes &= ~(TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_DECRYPT);
         refused_public(ctx, "nosign", &p2, privhex, "not an unrestricted signing key");
         p2 = pub;
         p2.publicArea.objectAttributes |= TPMA_OBJECT_RESTRICTED;

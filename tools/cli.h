@@ -48,5 +48,12 @@ extern const char enroll_help[];
 /* cmd-verify.c: checking evidence */
 int cmd_verify_evidence(kv_ctx *ctx, int argc, char **argv);
 extern const char verify_evidence_help[];
+/* cmd-policy.c: key policies. keygen's options (getopt codes) fill a
+ * kv_key_policy: policy_option returns 0 and sets *set for one of them. */
+enum { POLICY_OPT_ALLOW = 1000, POLICY_OPT_ALGS, POLICY_OPT_NOT_BEFORE, POLICY_OPT_NOT_AFTER,
+       POLICY_OPT_HARDWARE_ONLY };
+int policy_option(int opt, char *arg, kv_key_policy *p, int *set);
+int cmd_policy(kv_ctx *ctx, int argc, char **argv);
+extern const char policy_help[];
 
 #endif

@@ -34,21 +34,32 @@ static const char keygen_help[] =
     "needed; --backend does not apply):\n"
     "  'pkcs11:token=T;object=NAME?module-path=M&pin-source=file:P'   a token key\n"
     "  tpm2:file=/abs/dir/NAME.pem   a TPM key file     tpm2:handle=0x81000010   a persistent one\n"
-    "  file:/abs/dir/NAME.pem        a software key\n";
+    "  file:/abs/dir/NAME.pem        a software key\n"
+    "A policy stored with the key limits it (docs/policy.md; keyvault policy show NAME):\n"
+    "  --allow sign,ecdh,attest,issue   its uses (default: all)\n"
+    "  --algs ecdsa-sha256,...          its signature algorithms (default: any that fits)\n"
+    "  --not-before TIME  --not-after TIME   YYYY-MM-DDTHH:MM:SSZ, @SECONDS or +30d\n"
+    "  --hardware-only                  never made or opened in the software backend\n";
 
 static int cmd_keygen(kv_ctx *ctx, int argc, char **argv)
 {
     static const struct option opts[] = {
         { "type", required_argument, NULL, 't' },
         { "backend", required_argument, NULL, 'b' },
+        { "allow", required_argument, NULL, POLICY_OPT_ALLOW },
+        { "algs", required_argument, NULL, POLICY_OPT_ALGS },
+        { "not-before", required_argument, NULL, POLICY_OPT_NOT_BEFORE },
+        { "not-after", required_argument, NULL, POLICY_OPT_NOT_AFTER },
+        { "hardware-only", no_argument, NULL, POLICY_OPT_HARDWARE_ONLY },
         { NULL, 0, NULL, 0 },
     };
     kv_key_type type = KV_KEY_EC_P256;
+    kv_key_policy policy = KV_KEY_POLICY_INIT;
     const char *backend = NULL;
     kv_key *key = NULL;
     kv_key_info info;
     kv_rc rc;
-    int c;
+    int c, has_policy = 0, set;
 
     while ((c = getopt_long(argc, argv, "t:b:", opts, NULL)) != -1) {
         switch (c) {
@@ -62,18 +73,16 @@ static int cmd_keygen(kv_ctx *ctx, int argc, char **argv)
             backend = optarg;
             break;
         default:
-            die_usage("keygen", "bad option");
+            if (policy_option(c, optarg, &policy, &set) != 0)
+                die_usage("keygen", "bad option");
+            has_policy |= set;
         }
     }
     if (optind != argc - 1)
         die_usage("keygen", "expected one key NAME or URI");
-    if (strchr(argv[optind], ':')) {
-        if (backend)
-            die_usage("keygen", "--backend does not apply to a URI: its scheme names the backend");
-        rc = kv_key_generate_at(ctx, argv[optind], type, &key);
-    } else {
-        rc = kv_key_generate(ctx, argv[optind], type, backend, &key);
-    }
+    if (strchr(argv[optind], ':') && backend)
+        die_usage("keygen", "--backend does not apply to a URI: its scheme names the backend");
+    rc = kv_key_generate_ex(ctx, argv[optind], type, backend, has_policy ? &policy : NULL, &key);
     if (rc != KV_OK)
         return fail("keygen", ctx, rc);
     rc = kv_key_get_info(key, &info);
@@ -1275,6 +1284,7 @@ static const struct command commands[] = {
     { "attest", cmd_attest, attest_help },
     { "enroll", cmd_enroll, enroll_help },
     { "verify-evidence", cmd_verify_evidence, verify_evidence_help },
+    { "policy", cmd_policy, policy_help },
 };
 
 static void usage(FILE *f)
@@ -1299,6 +1309,7 @@ static void usage(FILE *f)
             "  attest NAME      write the key's evidence document\n"
             "  enroll ...       AK enrollment: request, challenge, respond, finish, revoke, list\n"
             "  verify-evidence FILE  check an evidence document against a nonce and policy\n"
+            "  policy show NAME the policy stored with a key\n"
             "  backends         show the configured backends\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
             "/etc/keyvault/keyvault.conf, then built-in defaults).\n"

@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/param_build.h>
 
 #include "tpm.h"
@@ -257,7 +258,7 @@ static kv_rc tpm_exists(kv_backend *be, const char *name)
 /* DIR/NAME.json bound to the key's public key under the MAC key of the
  * directory's secret (DIR/.store-secret, made with the first key). */
 static kv_rc meta_write(kv_backend *be, const char *dir, const char *name, kv_key_type type,
-                        const TPM2B_PUBLIC *pub)
+                        const TPM2B_PUBLIC *pub, const kv_key_policy *policy)
 {
     unsigned char mac_key[KV_MAC_KEY_LEN];
     EVP_PKEY *pkey = NULL;
@@ -265,7 +266,7 @@ static kv_rc meta_write(kv_backend *be, const char *dir, const char *name, kv_ke
 
     KV_CHECK(rc, tpm_public_to_pkey(be->ctx, &pub->publicArea, &pkey));
     KV_CHECK(rc, kv_fs_store_mac_key(be->ctx, dir, true, mac_key));
-    rc = kv_meta_write(be->ctx, dir, name, type, "tpm", 1, pkey, mac_key);
+    rc = kv_meta_write(be->ctx, dir, name, type, "tpm", 1, pkey, policy, mac_key);
 out:
     kv_wipe(mac_key, sizeof(mac_key));
     EVP_PKEY_free(pkey);
@@ -318,8 +319,14 @@ static bool tpm_can_hold(const kv_backend *be, kv_key_type type)
 }
 
 /* A new key's wrapped blobs (TPM2_Create under the storage key), with the
- * context's auth value. */
-static kv_rc create_blobs(kv_backend *be, kv_key_type type, struct tpm_key **out)
+ * context's auth value. With a policy (docs/policy.md), the object
+ * attributes say what it allows (SIGN_ENCRYPT only for sign, attest or
+ * issue; DECRYPT only for ecdh), and its authPolicy is the policy's digest:
+ * the TPM binds that to the key (it is part of the key's name), so the key
+ * file alone says that a policy belongs to it, and no policy session can
+ * ever satisfy it. */
+static kv_rc create_blobs(kv_backend *be, kv_key_type type, const kv_key_policy *policy,
+                          struct tpm_key **out)
 {
     kv_ctx *ctx = be->ctx;
     const kv_type_desc *t = kv_type_desc_get(type);
@@ -334,11 +341,17 @@ static kv_rc create_blobs(kv_backend *be, kv_key_type type, struct tpm_key **out
                         "has no Ed25519)", t->name);
     p->nameAlg = TPM2_ALG_SHA256;
     p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-                          TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
-                          TPMA_OBJECT_SIGN_ENCRYPT;
+                          TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH;
+    if (!policy || (policy->uses & (KV_USE_SIGN | KV_USE_ATTEST | KV_USE_ISSUE)))
+        p->objectAttributes |= TPMA_OBJECT_SIGN_ENCRYPT;
+    if (policy) {
+        KV_CHECK(rc, kv_key_policy_digest(ctx, policy, p->authPolicy.buffer));
+        p->authPolicy.size = 32;
+    }
     if (t->family == KV_FAMILY_EC) {
         p->type = TPM2_ALG_ECC;
-        p->objectAttributes |= TPMA_OBJECT_DECRYPT; /* for ECDH_ZGen */
+        if (!policy || (policy->uses & KV_USE_ECDH))
+            p->objectAttributes |= TPMA_OBJECT_DECRYPT; /* for ECDH_ZGen */
         p->parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
         p->parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
         p->parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
@@ -351,7 +364,7 @@ static kv_rc create_blobs(kv_backend *be, kv_key_type type, struct tpm_key **out
     }
     tk = calloc(1, sizeof(*tk));
     if (!tk)
-        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     tk->obj.handle = ESYS_TR_NONE;
     tk->obj.parent = &st(be)->conn->srk;
     KV_CHECK(rc, load_auth(be, &tk->obj.auth));
@@ -394,7 +407,7 @@ static kv_rc generate_in(kv_backend *be, const char *dir, const char *name, kv_k
     kv_rc rc;
 
     KV_CHECK(rc, kv_fs_prepare(ctx, dir));
-    KV_CHECK(rc, create_blobs(be, type, &tk));
+    KV_CHECK(rc, create_blobs(be, type, key->policy, &tk));
     KV_CHECK(rc, tpm_key_write(ctx, &tk->obj.pub, &tk->obj.priv, st(be)->parent,
                                tk->obj.auth.size == 0, &pem, &pemlen));
     file = kv_asprintf("%s.pem", name);
@@ -402,7 +415,7 @@ static kv_rc generate_in(kv_backend *be, const char *dir, const char *name, kv_k
     if (!file || !tk->path)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     KV_CHECK(rc, kv_write_file_atomic(ctx, dir, file, pem, pemlen, false));
-    rc = meta_write(be, dir, name, type, &tk->obj.pub);
+    rc = meta_write(be, dir, name, type, &tk->obj.pub, key->policy);
     if (rc != KV_OK) {
         (void)unlink(tk->path);
         goto out;
@@ -466,7 +479,11 @@ static kv_rc generate_persistent(kv_backend *be, TPM2_HANDLE handle, kv_key_type
     char name[KV_NAME_MAX + 1];
     kv_rc rc;
 
-    KV_CHECK(rc, create_blobs(be, type, &tk));
+    if (key->policy)
+        KV_FAIL(be->ctx, rc, KV_ERR_UNSUPPORTED,
+                "a persistent TPM key has no metadata to keep a key policy in: make it at "
+                "tpm2:file= or by name");
+    KV_CHECK(rc, create_blobs(be, type, NULL, &tk));
     {
         struct persist_arg a = { be->ctx, &tk->obj, handle };
         rc = tpm_run(be->ctx, st(be)->conn, persist_step, &a);
@@ -581,20 +598,72 @@ out:
     return rc;
 }
 
-/* An EC or RSA key that signs any digest: not restricted (a restricted
- * key signs only what the TPM hashed itself). */
+/* An EC or RSA key that signs any digest, or an EC key for ECDH only (a
+ * key policy's): not restricted (a restricted key signs only what the TPM
+ * hashed itself). */
 static kv_rc check_public(const kv_ctx *ctx, const TPMT_PUBLIC *p, const char *what)
 {
+    const TPMA_OBJECT usable = p->type == TPM2_ALG_ECC
+                                   ? (TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_DECRYPT)
+                                   : TPMA_OBJECT_SIGN_ENCRYPT;
+
     if (p->type != TPM2_ALG_ECC && p->type != TPM2_ALG_RSA)
         return kv_error(ctx, KV_ERR_UNSUPPORTED,
                         "%s: a TPM key of algorithm 0x%04x (libkeyvault uses EC and RSA keys)",
                         what, p->type);
-    if (!(p->objectAttributes & TPMA_OBJECT_SIGN_ENCRYPT) ||
-        (p->objectAttributes & TPMA_OBJECT_RESTRICTED))
+    if (!(p->objectAttributes & usable) || (p->objectAttributes & TPMA_OBJECT_RESTRICTED))
         return kv_error(ctx, KV_ERR_UNSUPPORTED,
-                        "%s: the TPM key is not an unrestricted signing key (objectAttributes "
-                        "0x%08x)", what, p->objectAttributes);
+                        "%s: the TPM key is not an unrestricted signing key (nor an EC key "
+                        "for ECDH; objectAttributes 0x%08x)", what, p->objectAttributes);
     return KV_OK;
+}
+
+/*
+ * The policy of an opened TPM key (docs/policy.md). With one from its
+ * metadata, the key's authPolicy must be that policy's digest (else the
+ * metadata is not the key's: KV_ERR_CORRUPT). Without: a key carrying an
+ * authPolicy is a policy key away from its metadata (or one bound to a
+ * TPM policy, which libkeyvault cannot satisfy): KV_ERR_POLICY. Otherwise
+ * the object attributes are its policy: no SIGN_ENCRYPT, no sign, attest
+ * or issue; no DECRYPT on an EC key, no ecdh.
+ */
+static kv_rc key_policy_bind(kv_backend *be, kv_key *key, const TPMT_PUBLIC *p)
+{
+    kv_ctx *ctx = be->ctx;
+    unsigned char md[32];
+    unsigned uses = KV_USE_ALL;
+    kv_rc rc;
+
+    if (key->policy) {
+        KV_CHECK(rc, kv_key_policy_digest(ctx, key->policy, md));
+        if (p->authPolicy.size != sizeof(md) || CRYPTO_memcmp(p->authPolicy.buffer, md,
+                                                              sizeof(md)) != 0)
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                    "key '%s': the policy in its metadata is not the one the TPM key was made "
+                    "with (its authPolicy differs): the metadata was swapped or altered",
+                    key->name);
+        return KV_OK;
+    }
+    if (p->authPolicy.size)
+        KV_FAIL(ctx, rc, KV_ERR_POLICY,
+                "policy of key '%s': the TPM key carries an authPolicy (a key policy kept in "
+                "its metadata, NAME.json, which is not with this key file; or a TPM policy "
+                "libkeyvault cannot satisfy): open it by name or by tpm2:file= in its store",
+                key->name);
+    if (!(p->objectAttributes & TPMA_OBJECT_SIGN_ENCRYPT))
+        uses &= ~(KV_USE_SIGN | KV_USE_ATTEST | KV_USE_ISSUE);
+    if (p->type == TPM2_ALG_ECC && !(p->objectAttributes & TPMA_OBJECT_DECRYPT))
+        uses &= ~KV_USE_ECDH;
+    if (uses != KV_USE_ALL && p->type == TPM2_ALG_ECC) {
+        key->policy = calloc(1, sizeof(*key->policy));
+        if (!key->policy)
+            KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+        key->policy->size = sizeof(*key->policy);
+        key->policy->uses = uses;
+    }
+    rc = KV_OK;
+out:
+    return rc;
 }
 
 /* A key being opened that did not reach fill_key. Accepts NULL. */
@@ -661,7 +730,9 @@ static kv_rc open_file(kv_backend *be, const char *name, char *path, kv_key *key
     rc = fill_key(be, key, name, tk);
     if (rc == KV_OK)
         rc = kv_meta_check(ctx, st(be)->dir, tk->path, name, "tpm", key->pub,
-                           kv_fs_key_dir_mac_key, tk->path, &key->version);
+                           kv_fs_key_dir_mac_key, tk->path, &key->version, &key->policy);
+    if (rc == KV_OK)
+        rc = key_policy_bind(be, key, &tk->obj.pub.publicArea);
     tk = NULL;
 out:
     tss2_key_drop(be, tk);
@@ -704,6 +775,8 @@ static kv_rc tpm_open_data(kv_backend *be, const unsigned char *data, size_t len
         struct load_arg a = { &tk->obj };
         rc = fill_key(be, key, "TSS2 PRIVATE KEY data", tk);
         tk = NULL; /* key owns it now: kv_key_free releases it */
+        if (rc == KV_OK)
+            rc = key_policy_bind(be, key, &a.obj->pub.publicArea);
         if (rc == KV_OK)
             rc = tpm_run(be->ctx, st(be)->conn, load_step, &a);
     }
@@ -775,7 +848,8 @@ static kv_rc tpm_open_uri(kv_backend *be, const char *uri, kv_key *key)
             return rc;
         }
         snprintf(name, sizeof(name), "handle-0x%08lx", h);
-        return fill_key(be, key, name, tk);
+        rc = fill_key(be, key, name, tk);
+        return rc == KV_OK ? key_policy_bind(be, key, &tk->obj.pub.publicArea) : rc;
     }
     return kv_error(ctx, KV_ERR_BAD_URI,
                     "a tpm2: URI is tpm2:file=/path/NAME.pem or tpm2:handle=0x81xxxxxx");
