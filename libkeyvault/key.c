@@ -245,15 +245,17 @@ static kv_rc uri_backend(kv_ctx *ctx, const char *ref, kv_backend **out)
     return KV_OK;
 }
 
-/* A context's [policy] or the new key's policy refuses generating in b
- * (quietly: for choosing a backend). */
+/* The context's [policy] backends or the new key's hardware-only flag
+ * refuse backend b (quietly: for choosing a backend; the rules about the
+ * name and the operation are kv_policy_check's, with their own messages). */
 static bool generate_refused(kv_ctx *ctx, kv_backend *b, const kv_key_policy *policy,
                              const char *name)
 {
     kv_err_mark mark = kv_err_mark_get(ctx);
+    /* (as an operation on no key, open is held to the backends rule alone) */
     bool refused = (policy && (policy->flags & KV_POLICY_HARDWARE_ONLY) &&
                     b->ops->assurance == KV_ASSURANCE_SOFTWARE) ||
-                   kv_ctx_policy_check(ctx, b, KV_OP_GENERATE, name, true) != KV_OK;
+                   kv_ctx_policy_check(ctx, b, KV_OP_OPEN, name, false) != KV_OK;
 
     kv_err_rewind(ctx, mark);
     return refused;
@@ -329,8 +331,9 @@ static kv_rc key_generate(kv_ctx *ctx, const char *name, kv_key_type type, const
         if (!be && policy_skipped)
             KV_FAIL(ctx, rc, KV_ERR_POLICY,
                     "no available backend that can hold %s keys is allowed for key '%s' by the "
-                    "context's [policy] and the key's policy (hardware only: %s)", t->name,
-                    name, policy && (policy->flags & KV_POLICY_HARDWARE_ONLY) ? "yes" : "no");
+                    "context's [policy] backends and the key's policy (hardware only: %s)",
+                    t->name, name,
+                    policy && (policy->flags & KV_POLICY_HARDWARE_ONLY) ? "yes" : "no");
         if (!be && type_skipped)
             KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED,
                     "no available %sbackend can hold %s keys (for key '%s')",

@@ -308,7 +308,7 @@ static kv_rc check_backend_item(const char *item, const char *key, void *arg)
     (void)arg;
     if (strcmp(item, "tpm") && strcmp(item, "pkcs11") && strcmp(item, "software"))
         return kv_error(NULL, KV_ERR_CONFIG,
-                        "[policy] %s: unknown backend '%.64s' (known: tpm, pkcs11, software)",
+                        "[policy] %s: '%.64s' is not a backend (tpm, pkcs11, software)",
                         key, item);
     return KV_OK;
 }
@@ -331,7 +331,7 @@ static kv_rc use_item(const char *item, const char *key, void *arg)
             return KV_OK;
         }
     return kv_error(NULL, KV_ERR_CONFIG,
-                    "[policy] %s: unknown use '%.64s' (known: sign, ecdh, attest, issue)", key,
+                    "[policy] %s: '%.64s' is not a use (sign, ecdh, attest, issue)", key,
                     item);
 }
 
