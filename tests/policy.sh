@@ -169,6 +169,61 @@ a=$(tpm_attrs x-tpm)
 case "|$a|" in *"|sign|"*) case "|$a|" in *"|decrypt|"*) both=1 ;; *) both= ;; esac ;; *) both= ;; esac
 [ -n "$both" ] && ok "tpm2_readpublic: a key allowed everything has sign and decrypt" || not_ok "tpm2_readpublic: a key allowed everything has sign and decrypt ($a)"
 
+# RSA on the token: the algorithms choose the padding mechanisms
+expect 0 "pkcs11: an RSA key allowed RSA-PSS only" -- kv keygen r-pkcs11 --backend pkcs11 --type rsa-2048 --algs rsa-pss-sha256,rsa-pss-sha384
+expect 0 "pkcs11: sign with rsa-pss-sha384" -- kv sign r-pkcs11 -i "$T/msg" -o "$T/r.sig" --alg rsa-pss-sha384
+expect 1 "pkcs11: sign with rsa-pkcs1-sha256 is refused" -- kv sign r-pkcs11 -i "$T/msg" -o "$T/r.sig" --alg rsa-pkcs1-sha256
+contains "$T/err" "rsa-pkcs1-sha256 is not allowed (allowed: rsa-pss-sha256, rsa-pss-sha384)" "the refusal names the algorithms"
+p11 --list-objects --type privkey >"$T/objs2" 2>&1
+awk '/label:/ { l = $2 } /Allowed mechanisms:/ { print l ": " $0 }' "$T/objs2" >"$T/mechs"
+contains "$T/mechs" "^r-pkcs11: *Allowed mechanisms: RSA-PKCS-PSS$" "pkcs11-tool: its CKA_ALLOWED_MECHANISMS is RSA-PKCS-PSS alone"
+
+# ---- killed generations: never a key without its policy -------------------
+# keyvault keygen --allow sign killed at random points: afterwards the name
+# holds no key, or a key with its policy, or one that is refused; never one
+# that opens without its policy
+# (the kill points spread over one uninterrupted keygen's run, measured first:
+# with all three backends configured every one starts, 0.1-0.3 s here)
+for be in pkcs11 tpm software; do
+    t0=$(date +%s%N)
+    kv keygen "k0-$be" --backend "$be" --allow sign >/dev/null 2>&1
+    max=$(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+    bad=0 kept=0 none=0 refused=0
+    for i in 1 2 3 4 5 6 7 8 9 10 11 12; do
+        # (runs vary by half their length on a busy machine: around the end)
+        delay=$(awk -v s="$i$$" -v m="$max" 'BEGIN { srand(s); printf "%.3f", m * (0.3 + 1.2 * rand()) }')
+        kv keygen "k$i-$be" --backend "$be" --allow sign >/dev/null 2>&1 &
+        pid=$!
+        sleep "$delay"
+        kill -9 "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        if kv policy show "k$i-$be" >"$T/out" 2>"$T/err"; then
+            if grep -q "^uses: sign$" "$T/out"; then kept=$((kept + 1)); else
+                bad=$((bad + 1)); echo "    k$i-$be (killed after $delay s) opens without its policy:"; cat "$T/out"; fi
+        elif grep -q "no key named" "$T/err"; then none=$((none + 1))
+        else
+            # refused: metadata missing, a policy without its key, or the
+            # token busy with a file a killed process left half-written
+            refused=$((refused + 1)); echo "    k$i-$be (killed after $delay s): $(cat "$T/err")"
+        fi
+    done
+    [ "$bad" -eq 0 ] && ok "$be: 12 killed generations (one run: $max s): $kept with their policy, $none none, $refused refused, none without" ||
+        not_ok "$be: $bad of 12 killed generations left a key that opens without its policy"
+    tpm2_flushcontext -t >/dev/null 2>&1
+done
+
+# what a PKCS#11 run killed between its policy object and its key pair leaves:
+# an object naming a CKA_ID no key has. It binds nothing, and the next
+# generation of that label removes it.
+printf '{"format":"libkeyvault key policy 1","key_id":"0102","policy":{"algs":[],"hardware_only":false,"not_after":0,"not_before":0,"uses":["ecdh"]}}' >"$T/stale"
+expect 0 "pkcs11-tool writes a leftover policy object for st-pkcs11" -- p11 --write-object "$T/stale" --type data --label st-pkcs11 --application-label libkeyvault --private
+expect 0 "pkcs11: st-pkcs11 made without a policy" -- kv keygen st-pkcs11 --backend pkcs11
+expect 0 "policy show" -- kv policy show st-pkcs11
+contains "$T/out" "^policy: none" "the leftover object did not bind the new key"
+expect 0 "sign with it" -- kv sign st-pkcs11 -i "$T/msg" -o "$T/st.sig"
+p11 --list-objects --type data >"$T/data" 2>&1
+grep -q "label: *'st-pkcs11'" "$T/data" && not_ok "the leftover object was removed" || ok "the leftover object was removed"
+
 # ---- damaged and swapped policies ---------------------------------------
 cp "$T/store/e-software.json" "$T/e-software.json.orig"
 sed -i 's/"ecdh"/"sign"/' "$T/store/e-software.json"
@@ -218,6 +273,12 @@ CNF
         expect 1 "$be: openssl pkeyutl -derive with the sign-only key is refused" -- ossl pkeyutl -derive -inkey "keyvault:s-$be" -peerkey "$T/peer.pub" -out "$T/oz2"
         contains "$T/err" "ecdh is not allowed" "$be: openssl's error names the rule"
     done
+    # the context's [policy] holds the provider too
+    { cat "$T/kv.conf"; printf '[policy]\nkeys = s-*\n'; } >"$T/kv-s.conf"
+    sed "s|keyvault_conf = .*|keyvault_conf = $T/kv-s.conf|" "$T/openssl.cnf" >"$T/openssl-s.cnf"
+    expect 0 "[policy] keys = s-*: openssl reads keyvault:s-software" -- env OPENSSL_CONF="$T/openssl-s.cnf" openssl pkey -in keyvault:s-software -pubout
+    expect 1 "[policy] keys = s-*: openssl is refused keyvault:e-software" -- env OPENSSL_CONF="$T/openssl-s.cnf" openssl pkey -in keyvault:e-software -pubout
+    contains "$T/err" "context policy (\[policy\] keys): key 'e-software' is not one of" "openssl's error names the rule"
     # a key reference file read by openssl's file loader: the same rules
     expect 0 "a key reference for the ECDH-only software key" -- kv reference e-software -o "$T/e.ref.pem"
     expect 1 "openssl pkeyutl -sign -inkey REFERENCE is refused" -- ossl pkeyutl -sign -inkey "$T/e.ref.pem" -in "$T/md" -out "$T/o4.sig"
