@@ -1302,6 +1302,7 @@ static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc
         (void)tok->fl->C_DestroyObject(h, pubh);
         goto out;
     }
+    polh = CK_INVALID_HANDLE; /* the pair stays: its policy object with it */
     {
         /* the pair as made, never found again by its CKA_ID: another
          * public object may carry the same one */
@@ -1309,8 +1310,6 @@ static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc
                               .trusted_pub = true, .made_priv = privh, .made_pub = pubh };
         rv = open_step(tok, h, &o, rc);
     }
-    if (rv == CKR_OK && *rc == KV_OK)
-        polh = CK_INVALID_HANDLE; /* the key's now */
 out:
     if (polh != CK_INVALID_HANDLE)
         (void)tok->fl->C_DestroyObject(h, polh);
