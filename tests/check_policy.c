@@ -336,6 +336,36 @@ START_TEST(bad_policies)
 }
 END_TEST
 
+/* attestation is a use of its own: evidence (its proof of possession is a
+ * signature) needs attest, and attest alone signs nothing else */
+START_TEST(attest_use)
+{
+    const char *be = backends[_i];
+    kv_ctx *ctx = ctx_on(conf());
+    kv_key_policy p = KV_KEY_POLICY_INIT;
+    kv_attest_opts o = KV_ATTEST_OPTS_INIT;
+    unsigned char nonce[16] = { 9, 8, 7 };
+    char *ev = NULL;
+    kv_key *key;
+
+    o.flags = KV_ATTEST_NO_QUOTE;
+    p.uses = KV_USE_SIGN;
+    key = make(ctx, key_name("sgn", be), be, KV_KEY_EC_P256, &p);
+    expect_refused(ctx, kv_attest(key, nonce, sizeof(nonce), &o, &ev),
+                   "attest is not allowed (allowed: sign)");
+    ck_assert_ptr_null(ev);
+    kv_key_free(key);
+    p.uses = KV_USE_ATTEST;
+    key = make(ctx, key_name("att", be), be, KV_KEY_EC_P256, &p);
+    ck_assert_rc(ctx, kv_attest(key, nonce, sizeof(nonce), &o, &ev), KV_OK);
+    ck_assert_ptr_nonnull(ev);
+    kv_string_free(ev);
+    expect_refused(ctx, sign_with(key, KV_ALG_DEFAULT), "sign is not allowed (allowed: attest)");
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 /* the TPM: attestation is a use of its own; a policy needs a key file */
 START_TEST(tpm_attest)
 {
@@ -488,6 +518,7 @@ int main(void)
     tcase_add_loop_test(tc, hardware_only, 0, N_BACKENDS);
     tcase_add_loop_test(tc, no_policy, 0, N_BACKENDS);
     tcase_add_loop_test(tc, context_policy, 0, N_BACKENDS);
+    tcase_add_loop_test(tc, attest_use, 0, N_BACKENDS);
     tcase_add_test(tc, bad_policies);
     tcase_add_test(tc, tpm_attest);
     tcase_add_test(tc, tpm_file_without_metadata);
