@@ -247,6 +247,14 @@ contains "$T/err" "policy object with its label is damaged" "it names the damage
 
 # ---- the provider: unmodified openssl refused for a forbidden use ----------
 if [ -n "$MODDIR" ] && [ -f "$MODDIR/keyvault.so" ]; then
+    # a sanitized module in unsanitized openssl: ASan's runtime first, its
+    # leaks at exit are openssl's (as in openssl-provider.sh)
+    asan=$(ldd "$MODDIR/keyvault.so" 2>/dev/null | awk '/libasan/ { print $3 }')
+    if [ -n "$asan" ]; then
+        LD_PRELOAD=$asan${LD_PRELOAD:+:$LD_PRELOAD}
+        ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
+        export LD_PRELOAD ASAN_OPTIONS
+    fi
     cat >"$T/openssl.cnf" <<CNF
 openssl_conf = openssl_init
 [openssl_init]
