@@ -27,7 +27,8 @@ static const char *config_path;
 /* ---- subcommands ---------------------------------------------------------- */
 
 static const char keygen_help[] =
-    "usage: keyvault [-c CONF] keygen NAME|URI [--type TYPE] [--backend B]\n"
+    "usage: keyvault [-c CONF] keygen NAME|URI [--type TYPE] [--backend B] [--allow USES]\n"
+    "       [--algs ALGS] [--not-before TIME] [--not-after TIME] [--hardware-only]\n"
     "Create key NAME. TYPE: ec-p256 (default), ec-p384, rsa-2048, rsa-3072, ed25519.\n"
     "B: tpm, pkcs11 or software; default: the first available in the configured order\n"
     "that can hold TYPE. Or create the key at an explicit location (no configuration\n"
@@ -1309,7 +1310,7 @@ static void usage(FILE *f)
             "  attest NAME      write the key's evidence document\n"
             "  enroll ...       AK enrollment: request, challenge, respond, finish, revoke, list\n"
             "  verify-evidence FILE  check an evidence document against a nonce and policy\n"
-            "  policy show NAME the policy stored with a key\n"
+            "  policy show NAME  the policy stored with a key\n"
             "  backends         show the configured backends\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
             "/etc/keyvault/keyvault.conf, then built-in defaults).\n"
