@@ -136,6 +136,25 @@ START_TEST(uses_sign_only)
     ck_assert_uint_eq(got.algs, 0);
     ck_assert_rc(ctx2, sign_with(key, KV_ALG_DEFAULT), KV_OK);
     expect_refused(ctx2, ecdh_with(key), "ecdh is not allowed");
+    /* by its URI, and through a key reference: the same policy */
+    {
+        kv_key_info info;
+        char uri[4096], *ref = NULL;
+        kv_key *k2 = NULL, *k3 = NULL;
+
+        ck_assert_rc(ctx2, kv_key_get_info(key, &info), KV_OK);
+        snprintf(uri, sizeof(uri), "%s", info.uri);
+        ck_assert_rc(ctx2, kv_key_reference_pem(key, 0, &ref), KV_OK);
+        ck_assert_rc(ctx2, kv_key_open(ctx2, uri, &k2), KV_OK);
+        expect_refused(ctx2, ecdh_with(k2), "ecdh is not allowed");
+        ck_assert_rc(ctx2, kv_key_open_reference(ctx2, (const unsigned char *)ref, strlen(ref),
+                                                 &k3), KV_OK);
+        expect_refused(ctx2, ecdh_with(k3), "ecdh is not allowed");
+        ck_assert_rc(ctx2, sign_with(k3, KV_ALG_DEFAULT), KV_OK);
+        kv_string_free(ref);
+        kv_key_free(k3);
+        kv_key_free(k2);
+    }
     kv_key_free(key);
     kv_ctx_free(ctx2);
     kv_ctx_free(ctx);
