@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include "internal.h"
 #include "testutil.h"
 
 static const char *const backends[] = { "pkcs11", "tpm", "software" };
@@ -455,6 +456,54 @@ START_TEST(tpm_file_without_metadata)
 }
 END_TEST
 
+/* a TPM key's policy is bound into the key itself (its authPolicy): metadata
+ * remade with a wider policy and a valid MAC (by someone holding the store's
+ * secret) is refused */
+START_TEST(tpm_policy_bound)
+{
+    kv_ctx *ctx = ctx_on(conf());
+    kv_key_policy p = KV_KEY_POLICY_INIT, wide = KV_KEY_POLICY_INIT;
+    unsigned char mac[KV_MAC_KEY_LEN], der[1024];
+    const unsigned char *q = der;
+    size_t len = sizeof(der);
+    char name[64], dir[4096], *slash;
+    EVP_PKEY *pub;
+    kv_key_info info;
+    kv_key *key, *k2 = NULL;
+
+    p.uses = KV_USE_ECDH;
+    snprintf(name, sizeof(name), "%s", key_name("bound", "tpm"));
+    key = make(ctx, name, "tpm", KV_KEY_EC_P256, &p);
+    ck_assert_rc(ctx, kv_key_get_info(key, &info), KV_OK);
+    snprintf(dir, sizeof(dir), "%s", info.uri + strlen("tpm2:file="));
+    slash = strrchr(dir, '/');
+    ck_assert_ptr_nonnull(slash);
+    *slash = '\0';
+    ck_assert_rc(ctx, kv_key_public_der(key, der, &len), KV_OK);
+    pub = d2i_PUBKEY(NULL, &q, (long)len);
+    ck_assert_ptr_nonnull(pub);
+    ck_assert_rc(ctx, kv_fs_store_mac_key(ctx, dir, false, mac), KV_OK);
+    ck_assert_rc(ctx, kv_meta_write(ctx, dir, name, KV_KEY_EC_P256, "tpm", 1, pub, &wide, mac),
+                 KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, name, &k2), KV_ERR_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "its authPolicy differs"));
+    /* metadata without a policy: the key file's authPolicy still says it has one */
+    ck_assert_rc(ctx, kv_meta_write(ctx, dir, name, KV_KEY_EC_P256, "tpm", 1, pub, NULL, mac),
+                 KV_OK);
+    expect_refused(ctx, kv_key_open(ctx, name, &k2), "carries an authPolicy");
+    /* its own policy again: it opens */
+    ck_assert_rc(ctx, kv_meta_write(ctx, dir, name, KV_KEY_EC_P256, "tpm", 1, pub, &p, mac),
+                 KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, name, &k2), KV_OK);
+    ck_assert_rc(ctx, ecdh_with(k2), KV_OK);
+    kv_wipe(mac, sizeof(mac));
+    EVP_PKEY_free(pub);
+    kv_key_free(k2);
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 /* the context's [policy]: keys, backends, uses, manage */
 START_TEST(context_policy)
 {
@@ -541,6 +590,7 @@ int main(void)
     tcase_add_test(tc, bad_policies);
     tcase_add_test(tc, tpm_attest);
     tcase_add_test(tc, tpm_file_without_metadata);
+    tcase_add_test(tc, tpm_policy_bound);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
