@@ -305,7 +305,7 @@ static kv_rc generate_in(kv_backend *be, const char *dir, const char *name, kv_k
      * file without metadata would be refused and block its name) */
     rc = kv_fs_exists(ctx, dir, name);
     if (rc == KV_OK)
-        KV_FAIL(ctx, rc, KV_ERR_KEY_EXISTS, "key file '%s/%s' exists already", dir, file);
+        KV_FAIL(ctx, rc, KV_ERR_KEY_EXISTS, "key file '%s/%s' already exists", dir, file);
     if (rc != KV_ERR_KEY_NOT_FOUND)
         goto out;
     KV_CHECK(rc, pkey_mac_key(ctx, pkey, mac_key));

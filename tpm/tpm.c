@@ -406,7 +406,7 @@ static kv_rc generate_in(kv_backend *be, const char *dir, const char *name, kv_k
      * which takes no name (a key file without metadata would block it) */
     rc = kv_fs_exists(ctx, dir, name);
     if (rc == KV_OK)
-        KV_FAIL(ctx, rc, KV_ERR_KEY_EXISTS, "key file '%s' exists already", tk->path);
+        KV_FAIL(ctx, rc, KV_ERR_KEY_EXISTS, "key file '%s' already exists", tk->path);
     if (rc != KV_ERR_KEY_NOT_FOUND)
         goto out;
     KV_CHECK(rc, meta_write(be, dir, name, type, &tk->obj.pub));
