@@ -155,6 +155,11 @@ run_backend() {
     expect 1 "$be: the current version cannot be destroyed alone" -- kv destroy "$n@2"
     contains "$T/err" "is the current version" "$be: the error says why"
 
+    for bad in "$n@0" "$n@01" "$n@" "$n@1x" "@1" "$n@1@2" "$n@9999999999"; do
+        expect 1 "$be: '$bad' is not a key version" -- kv pubkey "$bad"
+    done
+    contains "$T/err" "optionally @VERSION" "$be: the error says what a name may be"
+
     # ---- retirement ----
     expect 0 "$be: rotate --overlap 0 retires v2 at once" -- kv rotate "$n" --overlap 0 --grace 0
     state "$n" 1 overlap
@@ -237,6 +242,30 @@ run_backend() {
     expect 1 "$be: no version is left" -- kv pubkey "$n-k@$cur"
     expect 0 "$be: the name can be generated again" -- kv keygen "$n-k" --backend "$be"
 }
+
+# ---- [lifecycle] in the configuration ----
+cp "$T/kv.conf" "$T/lc.conf"
+printf '\n[lifecycle]\noverlap = 90m\ngrace = keep\n' >>"$T/lc.conf"
+lc() { "$KEYVAULT" -c "$T/lc.conf" "$@"; }
+expect 0 "config: keygen" -- lc keygen cfg-key
+expect 0 "config: rotate with the configured overlap" -- lc rotate cfg-key
+lc versions cfg-key --json >"$T/cfg.json"
+[ "$(jq '.versions[0].retire_at - .versions[1].activated' "$T/cfg.json")" = 5400 ] &&
+    ok "config: [lifecycle] overlap = 90m gives 5400 s" || not_ok "config: [lifecycle] overlap = 90m gives 5400 s"
+[ "$(jq '.versions[0].destroy_at' "$T/cfg.json")" = 0 ] && ok "config: grace = keep: never destroyed" ||
+    not_ok "config: grace = keep: never destroyed"
+expect 0 "config: --overlap overrides it" -- lc rotate cfg-key --overlap 10s
+lc versions cfg-key --json >"$T/cfg.json"
+[ "$(jq '.versions[1].retire_at - .versions[2].activated' "$T/cfg.json")" = 10 ] &&
+    ok "config: --overlap 10s gives 10 s" || not_ok "config: --overlap 10s gives 10 s"
+cp "$T/kv.conf" "$T/bad.conf"
+printf '\n[lifecycle]\noverlap = 7 days\n' >>"$T/bad.conf"
+expect 1 "config: a bad duration is refused" -- "$KEYVAULT" -c "$T/bad.conf" rotate cfg-key
+contains "$T/err" "\[lifecycle\] overlap: not a duration" "config: the error names the key"
+cp "$T/kv.conf" "$T/typo.conf"
+printf '\n[lifecycle]\noverlapp = 1d\n' >>"$T/typo.conf"
+expect 1 "config: an unknown [lifecycle] key is refused" -- "$KEYVAULT" -c "$T/typo.conf" list
+expect 2 "cli: --overlap needs a duration" -- lc rotate cfg-key --overlap soon
 
 run_backend software "$T/kv.conf"
 run_backend pkcs11 "$KV_P11_DIR/keyvault.conf"
