@@ -9,7 +9,8 @@
 # default 100, per backend) always leaves a current version that opens
 # and signs, and a rerun finishes the rotation; a tampered, swapped or
 # deleted lifecycle record is refused (KV_ERR_CORRUPT); prune destroys
-# retired versions.
+# retired versions. The refusal of a retired version also through the
+# OpenSSL provider (openssl dgst -sign keyvault:NAME@N).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/softhsm.sh"
 . "$(dirname "$0")/swtpm.sh"
@@ -17,6 +18,19 @@ trap 'swtpm_cleanup; rm -rf "$T"' EXIT
 soft_store 'rotate test passphrase'
 KILLS=${KV_ROTATE_KILLS:-100}
 HOLD=${KV_BUILDDIR:-.}/tests/rotate-hold
+MODDIR=$(cd "${KV_BUILDDIR:-.}/libkeyvault/provider/.libs" 2>/dev/null && pwd)
+# openssl with the provider ($B/openssl.cnf). In a sanitized build the module
+# is and openssl is not: ASan's runtime must come first there (as in
+# openssl-provider.sh), its leaks at exit are openssl's
+asan=$(ldd "$MODDIR/keyvault.so" 2>/dev/null | awk '/libasan/ { print $3 }')
+ossl() {
+    if [ -n "$asan" ]; then
+        LD_PRELOAD=$asan ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 \
+            OPENSSL_CONF="$B/openssl.cnf" openssl "$@"
+    else
+        OPENSSL_CONF="$B/openssl.cnf" openssl "$@"
+    fi
+}
 command -v jq >/dev/null || { echo "rotate.sh: jq is missing (tests/install-deps.sh)"; exit 1; }
 printf 'a message for every version\n' >"$T/msg"
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/peer.key" 2>/dev/null
@@ -171,6 +185,27 @@ run_backend() {
     contains "$T/err" "ecdh refused" "$be: the ECDH refusal says so"
     expect 0 "$be: retired v2's public key is still there" -- kv pubkey "$n@2" -o "$B/v2r.pub"
     expect 0 "$be: v1 still signs (its own overlap)" -- kv sign "$n@1" -i "$T/msg" -o "$B/x.sig"
+    # the same through the OpenSSL provider: an unmodified openssl
+    cat >"$B/openssl.cnf" <<CNF
+openssl_conf = openssl_init
+[openssl_init]
+providers = provider_sect
+[provider_sect]
+keyvault = keyvault_sect
+default = default_sect
+[keyvault_sect]
+module = $MODDIR/keyvault.so
+keyvault_conf = $CONF
+activate = 1
+[default_sect]
+activate = 1
+CNF
+    expect 0 "$be: openssl signs with v1 through the provider (overlap)" -- \
+        ossl dgst -sha256 -sign "keyvault:$n@1" -out "$B/p1.sig" "$T/msg"
+    verifies "$B/v1.pub" "$B/p1.sig" "$be: the provider's v1 signature verifies"
+    expect 1 "$be: openssl is refused retired v2 through the provider" -- \
+        ossl dgst -sha256 -sign "keyvault:$n@2" -out "$B/p2.sig" "$T/msg"
+    contains "$T/err" "version 2 of key '$n' was retired" "$be: the provider's refusal names the version"
     expect 0 "$be: rotate --overlap 2s" -- kv rotate "$n" --overlap 2s --grace 0
     expect 0 "$be: v3 public key" -- kv pubkey "$n@3" -o "$B/v3.pub"
     expect 0 "$be: v3 signs in its overlap" -- kv sign "$n@3" -i "$T/msg" -o "$B/v3o.sig"
