@@ -294,6 +294,17 @@ lc versions cfg-key --json >"$T/cfg.json"
 [ "$(jq '.versions[1].retire_at - .versions[2].activated' "$T/cfg.json")" = 10 ] &&
     ok "config: --overlap 10s gives 10 s" || not_ok "config: --overlap 10s gives 10 s"
 cp "$T/kv.conf" "$T/bad.conf"
+sed 's/^grace = keep/grace = 1d/' "$T/lc.conf" >"$T/lc2.conf"
+expect 0 "config: rotate with grace = 1d" -- "$KEYVAULT" -c "$T/lc2.conf" rotate cfg-key
+expect 0 "config: rotate with --grace keep over grace = 1d" -- \
+    "$KEYVAULT" -c "$T/lc2.conf" rotate cfg-key --grace keep
+lc versions cfg-key --json >"$T/cfg.json"
+[ "$(jq '.versions[2].destroy_at - .versions[2].retire_at' "$T/cfg.json")" = 86400 ] &&
+    ok "config: grace = 1d gives destroy_at = retire_at + 86400" ||
+    not_ok "config: grace = 1d gives destroy_at = retire_at + 86400"
+[ "$(jq '.versions[3].destroy_at' "$T/cfg.json")" = 0 ] &&
+    ok "config: --grace keep (KV_ROTATE_KEEP) overrides it" ||
+    not_ok "config: --grace keep (KV_ROTATE_KEEP) overrides it"
 printf '\n[lifecycle]\noverlap = 7 days\n' >>"$T/bad.conf"
 expect 1 "config: a bad duration is refused" -- "$KEYVAULT" -c "$T/bad.conf" rotate cfg-key
 contains "$T/err" "\[lifecycle\] overlap: not a duration" "config: the error names the key"
