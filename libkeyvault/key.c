@@ -330,6 +330,7 @@ kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type type, const cha
     if (!key)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     KV_CHECK(rc, be->ops->generate(be, name, type, key));
+    KV_CHECK(rc, kv_version_attach(key, &(struct kv_lifecycle *){ NULL }));
     if (out) {
         *out = key;
         key = NULL;
@@ -367,6 +368,7 @@ kv_rc kv_key_generate_at(kv_ctx *ctx, const char *uri, kv_key_type type, kv_key 
     if (!key)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     KV_CHECK(rc, be->ops->generate_uri(be, uri, type, key));
+    KV_CHECK(rc, kv_version_attach(key, &(struct kv_lifecycle *){ NULL }));
     if (out) {
         *out = key;
         key = NULL;

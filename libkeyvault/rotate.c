@@ -18,8 +18,10 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -399,12 +401,17 @@ struct kv_lifecycle {
     int64_t retire_at;
     struct stat seen;        /* the record file at the last look (st_ino 0: none) */
     struct timespec last;    /* CLOCK_MONOTONIC of the last look */
+    int pending_fd;          /* a pending version's hold on HOME/lifecycle/NAME.lock */
 };
 
 void kv_lifecycle_free(struct kv_lifecycle *lc)
 {
     if (!lc)
         return;
+    /* close, not LOCK_UN: a child forked meanwhile shares the hold, which
+     * ends when the last copy is closed */
+    if (lc->pending_fd >= 0)
+        close(lc->pending_fd);
     pthread_mutex_destroy(&lc->lock);
     free(lc);
 }
@@ -423,6 +430,7 @@ static struct kv_lifecycle *lc_new(const char *base, unsigned version, bool stri
     lc->version = version;
     lc->strict = strict;
     lc->state = KV_VERSION_CURRENT;
+    lc->pending_fd = -1;
     clock_gettime(CLOCK_MONOTONIC, &lc->last);
     return lc;
 }
@@ -702,7 +710,49 @@ static kv_rc leftover_remove(kv_ctx *ctx, kv_backend *be, const char *bname)
     return rc;
 }
 
-kv_rc kv_rotate_prepare(kv_ctx *ctx, const char *name, kv_key **pending)
+/*
+ * The hold a pending version keeps on HOME/lifecycle/NAME.lock (an
+ * flock, which ends with the process): a rotation that finds a pending
+ * version nobody holds knows its maker died and remakes it; one that is
+ * held belongs to a live rotation (kv_rotate_prepare, then a renewal's
+ * request and issue, then kv_rotate_commit) and is left alone.
+ */
+static kv_rc pending_hold(kv_ctx *ctx, const char *name, int *fd)
+{
+    char *dir = lc_dir(ctx), *path = kv_asprintf("%s/lifecycle/%s.lock", ctx->home, name);
+    struct stat sb;
+    kv_rc rc = KV_OK;
+
+    *fd = -1;
+    if (!dir || !path)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    KV_CHECK(rc, kv_fs_prepare(ctx, dir));
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+    if (*fd < 0)
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot open the rotation lock '%s'", path);
+    if (fstat(*fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+        KV_FAIL(ctx, rc, KV_ERR_PERMISSION, "rotation lock '%s' is not a regular file", path);
+    while (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EINTR)
+            continue;
+        if (errno == EWOULDBLOCK)
+            KV_FAIL(ctx, rc, KV_ERR_IO,
+                    "a rotation of key '%s' is in progress in a live process (it holds the "
+                    "pending version); run again when it has finished", name);
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot lock '%s'", path);
+    }
+out:
+    if (rc != KV_OK && *fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+    free(path);
+    free(dir);
+    return rc;
+}
+
+/* kv_rotate_prepare with the home's creation lock held by the caller. */
+static kv_rc prepare_locked(kv_ctx *ctx, const char *name, kv_key **pending)
 {
     char bname[KV_NAME_MAX + 1];
     kv_key *cur = NULL, *key = NULL;
@@ -711,13 +761,13 @@ kv_rc kv_rotate_prepare(kv_ctx *ctx, const char *name, kv_key **pending)
     kv_backend *be;
     bool found = false;
     unsigned next = 0;
-    int lock = -1;
+    int hold = -1;
     kv_rc rc;
 
     *pending = NULL;
     memset(&r, 0, sizeof(r));
-    KV_CHECK(rc, kv_home_lock(ctx, &lock));
     KV_CHECK(rc, kv_key_open(ctx, name, &cur));
+    KV_CHECK(rc, pending_hold(ctx, name, &hold));
     be = cur->be;
     KV_CHECK(rc, rec_read(ctx, name, &r, &found, NULL));
     if (!found) {
@@ -771,14 +821,29 @@ kv_rc kv_rotate_prepare(kv_ctx *ctx, const char *name, kv_key **pending)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     memcpy(key->lc->keyfpr, v->fpr, sizeof(v->fpr));
     KV_CHECK(rc, lc_load(ctx, key->lc));
+    key->lc->pending_fd = hold;
+    hold = -1;
     key->version = next;
     *pending = key;
     key = NULL;
 out:
-    kv_home_unlock(lock);
+    if (hold >= 0)
+        close(hold);
     rec_clear(&r);
     kv_key_free(cur);
     kv_key_free(key);
+    return rc;
+}
+
+kv_rc kv_rotate_prepare(kv_ctx *ctx, const char *name, kv_key **pending)
+{
+    int lock = -1;
+    kv_rc rc = kv_home_lock(ctx, &lock);
+
+    *pending = NULL;
+    if (rc == KV_OK)
+        rc = prepare_locked(ctx, name, pending);
+    kv_home_unlock(lock);
     return rc;
 }
 
@@ -848,7 +913,8 @@ static kv_rc opts_check(kv_ctx *ctx, const kv_rotate_opts *opts)
     return KV_OK;
 }
 
-kv_rc kv_rotate_commit(kv_ctx *ctx, kv_key *pending, const kv_rotate_opts *opts)
+/* kv_rotate_commit with the home's creation lock held by the caller. */
+static kv_rc commit_locked(kv_ctx *ctx, kv_key *pending, const kv_rotate_opts *opts)
 {
     const char *name = pending->lc ? pending->lc->base : pending->name;
     struct lc_ver *v, *old;
@@ -856,7 +922,6 @@ kv_rc kv_rotate_commit(kv_ctx *ctx, kv_key *pending, const kv_rotate_opts *opts)
     struct lc_rec r;
     char fpr[65];
     bool found = false;
-    int lock = -1;
     kv_rc rc;
 
     memset(&r, 0, sizeof(r));
@@ -870,7 +935,6 @@ kv_rc kv_rotate_commit(kv_ctx *ctx, kv_key *pending, const kv_rotate_opts *opts)
     if (!pending->lc || !pending->lc->strict)
         KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "key '%s' is not a version kv_rotate_prepare made",
                 pending->name);
-    KV_CHECK(rc, kv_home_lock(ctx, &lock));
     KV_CHECK(rc, rec_read(ctx, name, &r, &found, NULL));
     KV_CHECK(rc, kv_meta_pub_sha256(ctx, pending->pub, fpr));
     v = found ? rec_find(&r, pending->version) : NULL;
@@ -890,16 +954,31 @@ kv_rc kv_rotate_commit(kv_ctx *ctx, kv_key *pending, const kv_rotate_opts *opts)
     KV_CHECK(rc, rec_write(ctx, &r));
     pthread_mutex_lock(&pending->lc->lock);
     rc = lc_load(ctx, pending->lc);
+    if (pending->lc->pending_fd >= 0) {
+        close(pending->lc->pending_fd); /* no longer pending */
+        pending->lc->pending_fd = -1;
+    }
     pthread_mutex_unlock(&pending->lc->lock);
 out:
-    kv_home_unlock(lock);
     rec_clear(&r);
+    return rc;
+}
+
+kv_rc kv_rotate_commit(kv_ctx *ctx, kv_key *pending, const kv_rotate_opts *opts)
+{
+    int lock = -1;
+    kv_rc rc = kv_home_lock(ctx, &lock);
+
+    if (rc == KV_OK)
+        rc = commit_locked(ctx, pending, opts);
+    kv_home_unlock(lock);
     return rc;
 }
 
 kv_rc kv_key_rotate(kv_ctx *ctx, const char *name, const kv_rotate_opts *opts, kv_key **out)
 {
     kv_key *pending = NULL;
+    int lock = -1;
     kv_rc rc;
 
     kv_err_begin(ctx);
@@ -910,13 +989,16 @@ kv_rc kv_key_rotate(kv_ctx *ctx, const char *name, const kv_rotate_opts *opts, k
                         "kv_key_rotate takes a key name (not shown: it may hold a secret), "
                         "not a URI or NAME@VERSION: 1-64 of A-Z a-z 0-9 . _ -");
     KV_CHECK(rc, opts_check(ctx, opts));
-    KV_CHECK(rc, kv_rotate_prepare(ctx, name, &pending));
-    KV_CHECK(rc, kv_rotate_commit(ctx, pending, opts));
+    /* one lock over both halves: rotations in one home follow each other */
+    KV_CHECK(rc, kv_home_lock(ctx, &lock));
+    KV_CHECK(rc, prepare_locked(ctx, name, &pending));
+    KV_CHECK(rc, commit_locked(ctx, pending, opts));
     if (out) {
         *out = pending;
         pending = NULL;
     }
 out:
+    kv_home_unlock(lock);
     kv_key_free(pending);
     return rc;
 }

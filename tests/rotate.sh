@@ -64,7 +64,7 @@ kill_loop() {
         # kill must reach the process that rotates)
         "$KEYVAULT" -c "$KCONF" rotate "$n-k" --overlap 0 --grace 0 >/dev/null 2>&1 &
         pid=$!
-        delay=$(( $(od -An -N4 -tu4 /dev/urandom) % (span * 5 / 4 + 1) ))
+        delay=$(( $(od -An -N4 -tu4 /dev/urandom) % (span * 2 + 1) ))
         sleep "$(printf '%d.%06d' $((delay / 1000000)) $((delay % 1000000)))"
         kill -9 "$pid" 2>/dev/null
         if wait "$pid" 2>/dev/null; then done=$((done + 1)); else killed=$((killed + 1)); fi
@@ -220,6 +220,25 @@ CNF
     expect 0 "$be: v1, in its overlap, is kept" -- kv pubkey "$n@1" -o "$B/x.pub"
     expect 0 "$be: the current version after prune" -- kv sign "$n" -i "$T/msg" -o "$B/v4.sig"
 
+    # ---- attestation and issuing by a retired version ----
+    expect 0 "$be: keygen a CA" -- kv keygen "$n-ca" --backend "$be"
+    expect 0 "$be: the CA's certificate" -- kv cert selfsign "$n-ca" --subject "CN=$n CA" --ca -o "$B/ca1.crt"
+    openssl req -new -key "$T/peer.key" -subj "/CN=client-$be" -out "$B/client.csr" 2>/dev/null
+    expect 0 "$be: the CA issues" -- kv ca sign "$n-ca" --csr "$B/client.csr" --profile tls-client -o "$B/c1.pem"
+    expect 0 "$be: rotate the CA, overlap 0" -- kv rotate "$n-ca" --overlap 0
+    expect 1 "$be: the retired CA version is refused for issuing" -- \
+        kv ca sign "$n-ca@1" --csr "$B/client.csr" --profile tls-client -o "$B/c2.pem"
+    contains "$T/err" "version 1 of key '$n-ca' was retired at 20.*issue refused" "$be: the issue refusal names it"
+    [ ! -e "$B/c2.pem" ] && ok "$be: no certificate came out" || not_ok "$be: no certificate came out"
+    expect 1 "$be: the new CA version has no certificate of its own yet" -- \
+        kv ca sign "$n-ca" --csr "$B/client.csr" --profile tls-client -o "$B/c2.pem"
+    expect 1 "$be: a retired version is refused for attestation" -- \
+        kv attest "$n-ca@1" --nonce 000102030405060708090a0b0c0d0e0f --no-quote -o "$B/ev.json"
+    contains "$T/err" "version 1 of key '$n-ca' was retired at 20.*attest refused" \
+        "$be: the attest refusal names it"
+    expect 0 "$be: the current version attests" -- \
+        kv attest "$n-ca" --nonce 000102030405060708090a0b0c0d0e0f --no-quote -o "$B/ev.json"
+
     # ---- a process holding the key notices retirement without reopening ----
     expect 0 "$be: keygen for the holder" -- kv keygen "$n-h" --backend "$be"
     if "$HOLD" "$CONF" "$KEYVAULT" "$n-h" 3 >"$B/hold.out" 2>&1; then
@@ -247,6 +266,24 @@ CNF
     contains "$T/err" "no lifecycle record" "$be: the deleted record is named"
     cp "$B/rech.json" "$R/$n-h.json"
     expect 0 "$be: the restored record is accepted again" -- kv pubkey "$n-h" -o "$B/x.pub"
+
+    # ---- rotations at once: they wait for each other ----
+    expect 0 "$be: keygen for concurrent rotations" -- kv keygen "$n-c" --backend "$be"
+    for j in 1 2 3 4; do kv rotate "$n-c" --overlap 1h >"$B/c$j.out" 2>&1 & done
+    wait
+    cok=0
+    for j in 1 2 3 4; do
+        if grep -q "is current" "$B/c$j.out"; then cok=$((cok + 1))
+        elif ! grep -q "no longer its pending version" "$B/c$j.out"; then sed 's/^/    /' "$B/c$j.out"; fi
+    done
+    [ "$cok" -ge 1 ] && ok "$be: 4 rotations at once: $cok finished, the others refused cleanly" ||
+        not_ok "$be: 4 rotations at once: none finished"
+    expect 0 "$be: after them the versions read back" -- kv versions "$n-c" --json
+    [ "$(jq '[.versions[] | select(.state == "current")] | length' "$T/out")" = 1 ] &&
+        [ "$(jq '[.versions[] | select(.state == "overlap")] | length' "$T/out")" = "$cok" ] &&
+        ok "$be: one current version, one overlap per finished rotation" ||
+        not_ok "$be: one current version, one overlap per finished rotation"
+    expect 0 "$be: the current version signs" -- kv sign "$n-c" -i "$T/msg" -o "$B/c.sig"
 
     # ---- SIGKILL at random points of a rotation ----
     KCONF=$CONF
