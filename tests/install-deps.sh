@@ -17,6 +17,7 @@ PACKAGES="
   systemd
   nginx-light curl iproute2
   libengine-pkcs11-openssl
+  p11-kit-modules
 "
 
 SUDO=

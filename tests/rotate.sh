@@ -31,6 +31,9 @@ ossl() {
         OPENSSL_CONF="$B/openssl.cnf" openssl "$@"
     fi
 }
+P11CLIENT=$(find /usr/lib -name p11-kit-client.so -path '*pkcs11*' 2>/dev/null | head -n 1)
+[ -n "$P11CLIENT" ] && command -v p11-kit >/dev/null ||
+    { echo "rotate.sh: p11-kit's server or client module is missing (tests/install-deps.sh)"; exit 1; }
 command -v jq >/dev/null || { echo "rotate.sh: jq is missing (tests/install-deps.sh)"; exit 1; }
 printf 'a message for every version\n' >"$T/msg"
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/peer.key" 2>/dev/null
@@ -298,7 +301,7 @@ CNF
             "pkcs11:token=$KV_P11_TOKEN" 2>"$T/p11-server.log")"
         export P11_KIT_SERVER_ADDRESS
         printf '[keyvault]\nbackends = pkcs11\n\n[pkcs11]\nmodule = %s\ntoken = %s\npin = file:%s\n' \
-            "$(find /usr/lib -name p11-kit-client.so -path '*pkcs11*' | head -n 1)" \
+            "$P11CLIENT" \
             "$KV_P11_TOKEN" "$KV_P11_PINFILE" >"$T/client.conf"
         KCONF=$T/client.conf
     fi
