@@ -46,6 +46,15 @@ static kv_version_state state_of(const kv_key_version_list *vl, unsigned v)
     return (kv_version_state)-1;
 }
 
+/* A signature by key over a fixed digest. */
+static kv_rc sign_one(kv_key *key)
+{
+    unsigned char sig[128], md[32] = { 1 };
+    size_t len = sizeof(sig);
+
+    return kv_sign(key, KV_ALG_ECDSA_SHA256, KV_SIGN_PREHASHED, md, 32, sig, &len);
+}
+
 /* In a child: a fresh context rotating name; its kv_rc as exit status. */
 static int child_rotate(const char *name)
 {
@@ -114,12 +123,7 @@ START_TEST(prepare_commit)
     ck_assert_uint_eq(info.version, 1);
     kv_key_free(reopened);
     /* the pending version signs: a renewal makes its request with it */
-    {
-        unsigned char sig[128], md[32] = { 1 };
-        size_t len = sizeof(sig);
-        ck_assert_rc(ctx, kv_sign(pending, KV_ALG_ECDSA_SHA256, KV_SIGN_PREHASHED, md, 32, sig,
-                                  &len), KV_OK);
-    }
+    ck_assert_rc(ctx, sign_one(pending), KV_OK);
     /* another process cannot take over a pending version this one holds */
     ck_assert_int_eq(child_rotate("pc"), KV_ERR_IO);
     vl = versions(ctx, "pc");
@@ -137,12 +141,7 @@ START_TEST(prepare_commit)
     /* committing twice is refused and changes nothing */
     ck_assert_rc(ctx, kv_rotate_commit(ctx, pending, &o), KV_ERR_INVALID_ARG);
     /* the old handle is version 1, in its overlap: it still signs */
-    {
-        unsigned char sig[128], md[32] = { 2 };
-        size_t len = sizeof(sig);
-        ck_assert_rc(ctx, kv_sign(cur, KV_ALG_ECDSA_SHA256, KV_SIGN_PREHASHED, md, 32, sig,
-                                  &len), KV_OK);
-    }
+    ck_assert_rc(ctx, sign_one(cur), KV_OK);
     /* now nothing is pending: another process rotates */
     ck_assert_int_eq(child_rotate("pc"), KV_OK);
     vl = versions(ctx, "pc");
