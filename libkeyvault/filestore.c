@@ -126,7 +126,7 @@ kv_rc kv_fs_path_split(const kv_ctx *ctx, const char *path, char **dir,
                         path);
     memcpy(name, base, blen - 4);
     name[blen - 4] = '\0';
-    if (!kv_name_valid(name))
+    if (!kv_backend_name_valid(name))
         return kv_error(ctx, KV_ERR_BAD_URI,
                         "'%.200s': NAME (of NAME.pem) is not a valid key name: use 1-64 of "
                         "A-Z a-z 0-9 . _ -, not starting with '.'", path);
@@ -142,6 +142,10 @@ kv_rc kv_fs_generate_at(kv_backend *be, const char *path, kv_key_type type, kv_k
     char name[KV_NAME_MAX + 1], *dir = NULL;
     kv_rc rc = kv_fs_path_split(be->ctx, path, &dir, name);
 
+    /* NAME@N is a version: only a rotation makes one */
+    if (rc == KV_OK && strchr(name, '@'))
+        rc = kv_error(be->ctx, KV_ERR_BAD_URI,
+                      "'%.200s': NAME@N names a key version, which only a rotation makes", path);
     if (rc == KV_OK)
         rc = generate(be, dir, name, type, key);
     free(dir);
@@ -185,7 +189,7 @@ kv_rc kv_fs_list(const kv_ctx *ctx, const kv_filestore *fs, const char *dir,
             continue;
         memcpy(name, de->d_name, n - 4);
         name[n - 4] = '\0';
-        if (!kv_name_valid(name))
+        if (!kv_backend_name_valid(name))
             continue;
         kv_meta_peek(dir, name, &type, &version);
         uri = kv_asprintf("%s%s/%s", fs->uri_prefix, dir, de->d_name);

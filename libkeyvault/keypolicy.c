@@ -391,11 +391,27 @@ static const char *op_name(kv_op op)
     return "use";
 }
 
+/* The name a key's versions share: "gw" for "gw@3" (the [policy] keys
+ * patterns name keys, not versions). */
+static const char *key_base_name(const char *name, char base[KV_NAME_MAX + 1])
+{
+    const char *at = strrchr(name, '@');
+    size_t n = at ? (size_t)(at - name) : 0;
+
+    if (!at || n == 0 || n > KV_NAME_MAX || at[1] == '\0' ||
+        strspn(at + 1, "0123456789") != strlen(at + 1))
+        return name;
+    memcpy(base, name, n);
+    base[n] = '\0';
+    return base;
+}
+
 kv_rc kv_ctx_policy_check(const kv_ctx *ctx, const kv_backend *be, kv_op op, const char *name,
                           bool is_key)
 {
     const kv_ctx_policy *p = ctx->cpolicy;
     unsigned use = kv_use_of_op(op);
+    char base[KV_NAME_MAX + 1];
 
     if (!p)
         return KV_OK;
@@ -403,7 +419,7 @@ kv_rc kv_ctx_policy_check(const kv_ctx *ctx, const kv_backend *be, kv_op op, con
         return kv_error(ctx, KV_ERR_POLICY,
                         "context policy ([policy] backends): backend '%s' is not one of \"%s\" "
                         "(%s refused)", be->name, p->backends, op_name(op));
-    if (p->keys && is_key && !list_has(p->keys, name, true))
+    if (p->keys && is_key && !list_has(p->keys, key_base_name(name, base), true))
         return kv_error(ctx, KV_ERR_POLICY,
                         "context policy ([policy] keys): key '%s' is not one of \"%s\" "
                         "(%s refused)", name, p->keys, op_name(op));

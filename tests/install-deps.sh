@@ -18,6 +18,7 @@ PACKAGES="
   nginx-light curl iproute2
   libengine-pkcs11-openssl
   xxd
+  p11-kit-modules
 "
 
 SUDO=

@@ -56,4 +56,12 @@ int policy_option(int opt, char *arg, kv_key_policy *p, int *set);
 int cmd_policy(kv_ctx *ctx, int argc, char **argv);
 extern const char policy_help[];
 
+/* cmd-rotate.c: key versions, rotation, pruning */
+extern const char rotate_help[], prune_help[], versions_help[];
+int cmd_rotate(kv_ctx *ctx, int argc, char **argv);
+int cmd_prune(kv_ctx *ctx, int argc, char **argv);
+int cmd_versions(kv_ctx *ctx, int argc, char **argv);
+/* The state of a listed key's version ("current", ... "unknown"). */
+const char *list_version_state(kv_ctx *ctx, const kv_key_info *k);
+
 #endif
