@@ -48,5 +48,8 @@ extern const char enroll_help[];
 /* cmd-verify.c: checking evidence */
 int cmd_verify_evidence(kv_ctx *ctx, int argc, char **argv);
 extern const char verify_evidence_help[];
+/* cmd-renew.c: cert renew (one key, --all, --check) */
+extern const char cert_renew_help[];
+int cmd_cert_renew(kv_ctx *ctx, int argc, char **argv);
 
 #endif

@@ -759,7 +759,7 @@ static const char cert_help[] =
     "(plus keyEncipherment for RSA), keyCertSign, cRLSign and digitalSignature\n"
     "with --ca; subject and authority key identifiers. DN, --san, LIST and ALG\n"
     "as for 'keyvault csr'; the DN may not be empty (it is the issuer too).\n"
-    "A key named import, show or selfsign is reached by its URI here.\n";
+    "A key named import, show, selfsign or renew is reached by its URI here.\n";
 
 /* Store the chain in file with the key ref. */
 static int cert_import(kv_ctx *ctx, const char *ref, const char *file)
@@ -916,6 +916,7 @@ static int cmd_cert(kv_ctx *ctx, int argc, char **argv)
         { "import", cmd_cert_import },
         { "show", cmd_cert_show },
         { "selfsign", cmd_cert_selfsign },
+        { "renew", cmd_cert_renew },
     };
 
     for (size_t i = 0; argc > 1 && i < sizeof(words) / sizeof(words[0]); i++)
@@ -1291,7 +1292,7 @@ static void usage(FILE *f)
             "  sign NAME        sign a file\n"
             "  verify NAME      verify a signature\n"
             "  ecdh NAME        derive an ECDH shared secret\n"
-            "  cert NAME        the key's certificate chain: import, show, write, selfsign\n"
+            "  cert NAME        the key's certificate chain: import, show, write, selfsign, renew\n"
             "  csr NAME         write a certificate request (PKCS#10) signed by the key\n"
             "  ca ...           a CA in the vault: sign, revoke, crl\n"
             "  reference NAME   write a key reference PEM for OpenSSL programs\n"
@@ -1346,6 +1347,8 @@ int main(int argc, char **argv)
     }
     if (want_help(argc - argi, argv + argi)) {
         fputs(cmd->help, stdout);
+        if (cmd->fn == cmd_cert) /* cert renew's text is kept with it, in cmd-renew.c */
+            printf("\n%s", cert_renew_help);
         return EXIT_OK;
     }
     rc = kv_ctx_new(&ctx, config_path);
