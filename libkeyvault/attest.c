@@ -109,6 +109,7 @@ kv_rc kv_key_certify(kv_key *key, const unsigned char *nonce, size_t nonce_len,
                         key->name, key->be->name);
     KV_CHECK(rc, new_evidence(ctx, out));
     KV_CHECK(rc, kv_policy_check(ctx, key->be, KV_OP_ATTEST, key->name));
+    KV_CHECK(rc, kv_version_check(key, KV_OP_ATTEST));
     rc = key->be->ops->certify(key, nonce, nonce_len, *out);
 out:
     if (rc != KV_OK) {

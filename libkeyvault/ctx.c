@@ -42,6 +42,13 @@ static const struct kv_config_key x509_config_keys[] = {
     { NULL, 0 },
 };
 
+/* The keys of [lifecycle]: key versions and rotation (docs/lifecycle.md). */
+static const struct kv_config_key lifecycle_config_keys[] = {
+    { "overlap", 0 },
+    { "grace", 0 },
+    { NULL, 0 },
+};
+
 static atomic_ulong fork_generation;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
@@ -80,7 +87,7 @@ static const char *known_backend(const char *name)
  * section, built into this library or not. */
 static kv_rc config_check(const kv_config *cfg)
 {
-    struct kv_config_section known[2 + sizeof(known_backends) / sizeof(known_backends[0])];
+    struct kv_config_section known[3 + sizeof(known_backends) / sizeof(known_backends[0])];
     size_t n = 0;
 
     known[n++] = (struct kv_config_section){ "keyvault", keyvault_config_keys };
@@ -90,6 +97,7 @@ static kv_rc config_check(const kv_config *cfg)
                                                  ops ? ops->config_keys : NULL };
     }
     known[n++] = (struct kv_config_section){ "x509", x509_config_keys };
+    known[n++] = (struct kv_config_section){ "lifecycle", lifecycle_config_keys };
     return kv_config_check(NULL, cfg, known, n);
 }
 

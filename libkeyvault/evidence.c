@@ -349,6 +349,7 @@ kv_rc kv_attest(kv_key *key, const unsigned char *nonce, size_t nonce_len,
                         EVIDENCE_NONCE_MIN, EVIDENCE_NONCE_MAX, nonce_len);
     KV_CHECK(rc, read_opts(ctx, opts, &o));
     KV_CHECK(rc, kv_policy_check(ctx, key->be, KV_OP_ATTEST, key->name));
+    KV_CHECK(rc, kv_version_check(key, KV_OP_ATTEST));
     if (!gmtime_r(&now, &tm) || !strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm))
         KV_FAIL(ctx, rc, KV_ERR_IO, "the system clock cannot be read as UTC");
     if (!(doc = json_object()))

@@ -126,7 +126,7 @@ kv_rc kv_fs_path_split(const kv_ctx *ctx, const char *path, char **dir,
                         path);
     memcpy(name, base, blen - 4);
     name[blen - 4] = '\0';
-    if (!kv_name_valid(name))
+    if (!kv_backend_name_valid(name))
         return kv_error(ctx, KV_ERR_BAD_URI,
                         "'%.200s': NAME (of NAME.pem) is not a valid key name: use 1-64 of "
                         "A-Z a-z 0-9 . _ -, not starting with '.'", path);
@@ -185,7 +185,7 @@ kv_rc kv_fs_list(const kv_ctx *ctx, const kv_filestore *fs, const char *dir,
             continue;
         memcpy(name, de->d_name, n - 4);
         name[n - 4] = '\0';
-        if (!kv_name_valid(name))
+        if (!kv_backend_name_valid(name))
             continue;
         kv_meta_peek(dir, name, &type, &version);
         uri = kv_asprintf("%s%s/%s", fs->uri_prefix, dir, de->d_name);

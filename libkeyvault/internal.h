@@ -547,7 +547,7 @@ struct kv_key {
     void *bk;                 /* backend's own key state */
     atomic_uint extra_refs;   /* references beyond the opener's (kv_key_evp_pkey's
                                * EVP_PKEYs); kv_key_free drops one while any remain */    bool from_data;           /* opened from a key file's bytes (open_data): in no
-                               * store, so no name or URI that opens it again */
+                               * store, so no name or URI that opens it again */    struct kv_lifecycle *lc;  /* its version's state (rotate.c); NULL: not versioned */
 };
 
 /* Append one key to a list being built (strings are copied). */
@@ -793,5 +793,55 @@ kv_rc kv_soft_sign_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pkey,
                         unsigned char *sig, size_t *siglen);
 kv_rc kv_soft_derive_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *priv,
                           EVP_PKEY *peer, unsigned char *secret, size_t *len);
+
+
+/* ---- versions and rotation (rotate.c; docs/lifecycle.md) -------------- */
+
+struct kv_lifecycle;
+struct json_t;
+/* The name a backend keeps a version under: NAME (kv_name_valid) for
+ * version 1, NAME@N for N >= 2 (no leading zero), at most KV_NAME_MAX. */
+bool kv_backend_name_valid(const char *name);
+/* The version a backend name carries: N of NAME@N, else 1. */
+unsigned kv_backend_name_version(const char *name);
+/* An open by name: NAME (the current version) or NAME@N checked against
+ * HOME/lifecycle/NAME.json; bname is the backend name to open and *lc the
+ * state to hand to kv_version_attach (freed by it). KV_ERR_BAD_URI for an
+ * invalid name, KV_ERR_KEY_NOT_FOUND for a version the record lacks,
+ * KV_ERR_CORRUPT for a record that does not authenticate. */
+kv_rc kv_version_resolve(kv_ctx *ctx, const char *ref, char bname[KV_NAME_MAX + 1],
+                         struct kv_lifecycle **lc);
+/* The backend the record names (NULL when the key has no record). */
+const char *kv_version_backend(const struct kv_lifecycle *lc);
+/* After an open: bind the key to its version's state (*lc from
+ * kv_version_resolve, or NULL for an open by URI, matched by public key),
+ * set key->version. Takes *lc. KV_ERR_CORRUPT when the backend key is not
+ * the one the record names. */
+kv_rc kv_version_attach(kv_key *key, struct kv_lifecycle **lc);
+void kv_lifecycle_free(struct kv_lifecycle *lc);
+/* The version-state check at the sign, ECDH, attest and issue dispatch:
+ * KV_ERR_POLICY for a retired or abandoned version, naming it and when it
+ * retired. Looks at the record file (a stat) at most once a second. */
+kv_rc kv_version_check(kv_key *key, kv_op op);
+/* For generation: KV_ERR_KEY_EXISTS when NAME has a lifecycle record. */
+kv_rc kv_version_name_free(kv_ctx *ctx, const char *name);
+/* kv_key_destroy of an open key: ref NAME with a record destroys every
+ * version and the record; NAME@N one version that is not current. */
+kv_rc kv_version_destroy(kv_ctx *ctx, const char *ref, kv_key *key);
+/* Make (or remake, when a killed run left one) the next version of NAME
+ * in NAME's backend with the current version's type and policy, not yet
+ * current; returned open. */
+kv_rc kv_rotate_prepare(kv_ctx *ctx, const char *name, kv_key **pending);
+/* Commit: pending becomes current; the previous current enters overlap. */
+kv_rc kv_rotate_commit(kv_ctx *ctx, kv_key *pending, const kv_rotate_opts *opts);
+/* The home's creation lock (key.c), and a bare key for a backend to fill. */
+kv_rc kv_home_lock(kv_ctx *ctx, int *fd);
+void kv_home_unlock(int fd);
+kv_key *kv_key_new(kv_ctx *ctx, kv_backend *be);
+/* meta.c: hex SHA-256 of pub's SubjectPublicKeyInfo, and the hex
+ * HMAC-SHA256 of a JSON object without its "mac" member, prefix first. */
+kv_rc kv_meta_pub_sha256(const kv_ctx *ctx, const EVP_PKEY *pub, char hex[65]);
+kv_rc kv_json_mac(const kv_ctx *ctx, struct json_t *obj, const char *prefix,
+                  const unsigned char key[KV_MAC_KEY_LEN], char hex[65]);
 
 #endif /* KV_INTERNAL_H */

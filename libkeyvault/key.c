@@ -118,6 +118,7 @@ void kv_key_free(kv_key *key)
     if (key->be && key->be->ops && key->bk)
         key->be->ops->key_free(key);
     EVP_PKEY_free(key->pub);
+    kv_lifecycle_free(key->lc);
     free(key->name);
     free(key->uri);
     free(key);
@@ -192,6 +193,21 @@ static void create_unlock(int fd)
      * would otherwise keep the lock until it exits */
     (void)flock(fd, LOCK_UN);
     close(fd);
+}
+
+kv_rc kv_home_lock(kv_ctx *ctx, int *fd)
+{
+    return create_lock(ctx, fd);
+}
+
+void kv_home_unlock(int fd)
+{
+    create_unlock(fd);
+}
+
+kv_key *kv_key_new(kv_ctx *ctx, kv_backend *be)
+{
+    return key_alloc(ctx, be);
 }
 
 /* The backend a URI's scheme names, usable for explicit URIs. */
@@ -309,6 +325,7 @@ kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type type, const cha
         if (rc != KV_ERR_KEY_NOT_FOUND)
             goto out;
     }
+    KV_CHECK(rc, kv_version_name_free(ctx, name));
     key = key_alloc(ctx, be);
     if (!key)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
@@ -364,10 +381,11 @@ out:
 static kv_rc key_open(kv_ctx *ctx, const char *ref, kv_key **out)
 {
     const char *colon = strchr(ref, ':');
+    struct kv_lifecycle *lc = NULL;
+    char why[512], bname[KV_NAME_MAX + 1];
     kv_backend *be = NULL;
     kv_key *key = NULL;
     kv_rc rc = KV_OK;
-    char why[512];
 
     *out = NULL;
     if (colon) {
@@ -377,18 +395,18 @@ static kv_rc key_open(kv_ctx *ctx, const char *ref, kv_key **out)
             KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
         KV_CHECK(rc, be->ops->open_uri(be, ref, key));
     } else {
-        if (!kv_name_valid(ref))
-            KV_FAIL(ctx, rc, KV_ERR_BAD_URI,
-                    "the key name is invalid (not shown: it may hold a secret): use 1-64 of "
-                    "A-Z a-z 0-9 . _ -, or a URI");
+        KV_CHECK(rc, kv_version_resolve(ctx, ref, bname, &lc));
         for (size_t i = 0; i < ctx->nbackends; i++) {
             kv_backend *b = &ctx->backends[i];
             if (!b->available)
                 continue;
+            /* a rotated key lives in the backend its record names */
+            if (kv_version_backend(lc) && strcmp(kv_version_backend(lc), b->name) != 0)
+                continue;
             key = key_alloc(ctx, b);
             if (!key)
                 KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-            rc = b->ops->open_name(b, ref, key);
+            rc = b->ops->open_name(b, bname, key);
             if (rc == KV_OK) {
                 be = b;
                 break;
@@ -406,9 +424,11 @@ static kv_rc key_open(kv_ctx *ctx, const char *ref, kv_key **out)
         }
     }
     KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_OPEN, key->name));
+    KV_CHECK(rc, kv_version_attach(key, &lc));
     *out = key;
     key = NULL;
 out:
+    kv_lifecycle_free(lc);
     kv_key_free(key);
     return rc;
 }
@@ -463,7 +483,7 @@ kv_rc kv_key_destroy(kv_ctx *ctx, const char *ref)
     kv_err_begin(ctx);
     KV_CHECK(rc, key_open(ctx, ref, &key));
     KV_CHECK(rc, kv_policy_check(ctx, key->be, KV_OP_DESTROY, key->name));
-    rc = key->be->ops->destroy(key->be, key);
+    rc = kv_version_destroy(ctx, ref, key);
 out:
     kv_key_free(key);
     return rc;
@@ -490,7 +510,7 @@ kv_rc kv_list_add(kv_list_builder *lb, const char *name, const char *backend, co
     ki->uri = kv_strdup(uri);
     ki->type = type;
     ki->assurance = assurance;
-    ki->version = version;
+    ki->version = strchr(name, '@') ? kv_backend_name_version(name) : version;
     l->count++;
     if (!ki->name || !ki->backend || !ki->uri)
         return KV_ERR_NO_MEMORY;
@@ -683,6 +703,7 @@ kv_rc kv_key_sign_op(kv_key *key, kv_op op, const kv_alg_desc *a, unsigned flags
 
     KV_CHECK(rc, to_be_signed(ctx, a, flags, in, inlen, md, &tbs, &tbslen));
     KV_CHECK(rc, kv_policy_check(ctx, key->be, op, key->name));
+    KV_CHECK(rc, kv_version_check(key, op));
     if (a->family == KV_FAMILY_EC && (flags & KV_SIGN_RAW)) {
         KV_CHECK(rc, key->be->ops->sign(key, a, tbs, tbslen, der, &derlen));
         KV_CHECK(rc, kv_ecdsa_der_to_raw(ctx, der, derlen, t->field_len, sig, siglen));
@@ -784,9 +805,11 @@ static kv_rc ecdh_prepare(kv_key *key, const unsigned char *peer, size_t peerlen
     if (!peer_pkey)
         return KV_OK;
     rc = kv_peer_decode(ctx, t->group, peer, peerlen, peer_pkey);
-    if (rc != KV_OK)
-        return rc;
-    return kv_policy_check(ctx, key->be, KV_OP_ECDH, key->name);
+    if (rc == KV_OK)
+        rc = kv_policy_check(ctx, key->be, KV_OP_ECDH, key->name);
+    if (rc == KV_OK)
+        rc = kv_version_check(key, KV_OP_ECDH);
+    return rc;
 }
 
 kv_rc kv_ecdh(kv_key *key, const unsigned char *peer, size_t peerlen, unsigned char *secret,

@@ -962,6 +962,90 @@ KV_API KV_WUR kv_rc kv_evidence_verify(kv_ctx *ctx, const char *evidence, size_t
 /* kv_verdict_free - free a verdict. Accepts NULL. */
 KV_API void kv_verdict_free(kv_verdict *verdict);
 
+/* ---- versions and rotation (docs/lifecycle.md) ------------------------ */
+
+/*
+ * A key name NAME opens the current version of the key; NAME@N opens
+ * version N (NAME@1 is the key as first generated). Rotation makes version
+ * N+1 in the same backend, makes it current and keeps the previous current
+ * version usable for an overlap, after which it is retired: its public key
+ * stays readable, signing, ECDH, attestation and issuing with it are
+ * refused with KV_ERR_POLICY.
+ */
+typedef enum kv_version_state {
+    KV_VERSION_CURRENT = 0,   /* what NAME opens: every operation */
+    KV_VERSION_OVERLAP = 1,   /* the previous current version until its retire_at */
+    KV_VERSION_RETIRED = 2,   /* public key only */
+    KV_VERSION_PENDING = 3,   /* made by a rotation that has not committed (yet) */
+    KV_VERSION_ABANDONED = 4, /* left by an interrupted rotation; never current */
+} kv_version_state;
+
+/* Options of kv_key_rotate. */
+typedef struct kv_rotate_opts {
+    size_t size;      /* sizeof(kv_rotate_opts) */
+    int64_t overlap;  /* seconds the previous version keeps working; -1: the
+                       * configuration's [lifecycle] overlap (default 7 days) */
+    int64_t grace;    /* seconds after retirement until kv_key_prune destroys a
+                       * version; -1: [lifecycle] grace (default: kept) */
+    unsigned flags;   /* none defined: 0 */
+} kv_rotate_opts;
+#define KV_ROTATE_OPTS_INIT { sizeof(kv_rotate_opts), -1, -1, 0 }
+
+/* One version of a key (kv_key_versions). Times are seconds since the
+ * epoch, 0 when there is none. */
+typedef struct kv_key_version {
+    unsigned version;
+    kv_version_state state;   /* as of the call: an overlap past retire_at is retired */
+    const char *name;         /* what opens exactly this version: "gw" or "gw@2" */
+    int64_t created;
+    int64_t activated;        /* when it became current */
+    int64_t retire_at;        /* overlap: when it retires; retired: when it did */
+    int64_t destroy_at;       /* when kv_key_prune may destroy it */
+} kv_key_version;
+
+/* Every version of one key, oldest first. */
+typedef struct kv_key_version_list {
+    const char *name;         /* the key's name */
+    const char *backend;
+    unsigned current;         /* the current version */
+    size_t count;
+    kv_key_version *versions;
+} kv_key_version_list;
+
+/*
+ * kv_key_rotate - make a new version of key `name` (a name, not a URI nor
+ * NAME@N) in its backend, with the current version's type, and make it
+ * current; the previous current version enters its overlap. Runs under
+ * the home's creation lock. A rotation that fails or is killed part-way
+ * leaves the previous version current and usable, and running it again
+ * finishes it. opts NULL: KV_ROTATE_OPTS_INIT. *out (when out is not NULL)
+ * is the new version, open.
+ */
+KV_API KV_WUR kv_rc kv_key_rotate(kv_ctx *ctx, const char *name, const kv_rotate_opts *opts,
+                                  kv_key **out) KV_NONNULL(1, 2);
+
+/*
+ * kv_key_versions - the versions of key `name` and their states. A key
+ * never rotated has one version, current. Free with kv_key_version_list_free.
+ */
+KV_API KV_WUR kv_rc kv_key_versions(kv_ctx *ctx, const char *name, kv_key_version_list **out)
+    KV_NONNULL(1, 2, 3);
+
+/* kv_key_version_list_free - free a version list. Accepts NULL. */
+KV_API void kv_key_version_list_free(kv_key_version_list *list);
+
+/* kv_version_state_name - "current", "overlap", "retired", "pending",
+ * "abandoned"; "unknown" for anything else. Never NULL. */
+KV_API const char *kv_version_state_name(kv_version_state state);
+
+/*
+ * kv_key_prune - destroy the versions of key `name` that are retired and
+ * past their destroy_at, and the ones interrupted rotations abandoned.
+ * *destroyed (when not NULL) is how many were destroyed.
+ */
+KV_API KV_WUR kv_rc kv_key_prune(kv_ctx *ctx, const char *name, unsigned *destroyed)
+    KV_NONNULL(1, 2);
+
 #ifdef __cplusplus
 }
 #endif

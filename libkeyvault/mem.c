@@ -151,7 +151,7 @@ static bool our_file_name(const char *name, size_t len, const char *writing)
         if (len > e && len - e <= KV_NAME_MAX && !memcmp(name + len - e, ext[i], e)) {
             memcpy(stem, name, len - e);
             stem[len - e] = '\0';
-            return kv_name_valid(stem);
+            return kv_backend_name_valid(stem);
         }
     }
     return false;

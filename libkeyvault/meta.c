@@ -77,10 +77,21 @@ static kv_rc pub_fingerprint(const kv_ctx *ctx, const EVP_PKEY *pub, char hex[65
     return rc;
 }
 
+kv_rc kv_meta_pub_sha256(const kv_ctx *ctx, const EVP_PKEY *pub, char hex[65])
+{
+    return pub_fingerprint(ctx, pub, hex);
+}
+
 /* Hex HMAC-SHA256 of the metadata object without its "mac" member. */
 static kv_rc meta_mac(const kv_ctx *ctx, json_t *meta, const unsigned char *key, char hex[65])
 {
-    json_t *copy = json_copy(meta);
+    return kv_json_mac(ctx, meta, KV_META_MAC_PREFIX, key, hex);
+}
+
+kv_rc kv_json_mac(const kv_ctx *ctx, json_t *obj, const char *prefix,
+                  const unsigned char key[KV_MAC_KEY_LEN], char hex[65])
+{
+    json_t *copy = json_copy(obj);
     char *text = NULL, *msg = NULL;
     unsigned char md[32];
     size_t mdlen = sizeof(md);
@@ -89,13 +100,14 @@ static kv_rc meta_mac(const kv_ctx *ctx, json_t *meta, const unsigned char *key,
     if (copy)
         json_object_del(copy, "mac");
     text = copy ? json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    msg = text ? kv_asprintf("%s%s", KV_META_MAC_PREFIX, text) : NULL;
+    msg = text ? kv_asprintf("%s%s", prefix, text) : NULL;
     if (!msg)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     if (!EVP_Q_mac(ctx ? ctx->libctx : NULL, "HMAC", NULL, "SHA256", NULL, key,
                    KV_MAC_KEY_LEN, (const unsigned char *)msg, strlen(msg), md, sizeof(md),
                    &mdlen) || !to_hex(md, mdlen, hex, 65))
-        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "HMAC-SHA256 over the metadata failed");
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "HMAC-SHA256 over %.*s failed",
+                     (int)strcspn(prefix, "\n"), prefix);
 out:
     json_decref(copy);
     free(text);

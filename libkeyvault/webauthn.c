@@ -211,6 +211,7 @@ kv_rc kv_attest_webauthn(kv_key *key, const kv_webauthn_opts *opts, unsigned cha
         KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED, "key '%s' is in backend %s: only TPM keys have a "
                 "TPM attestation", key->name, be->name);
     KV_CHECK(rc, kv_policy_check(ctx, be, KV_OP_ATTEST, key->name));
+    KV_CHECK(rc, kv_version_check(key, KV_OP_ATTEST));
     mark = kv_err_mark_get(ctx);
     rc = kv_tpm_ak_chain_get(ctx, be, &chain);
     if (rc == KV_ERR_KEY_NOT_FOUND) {

@@ -52,4 +52,12 @@ extern const char verify_evidence_help[];
 extern const char cert_renew_help[];
 int cmd_cert_renew(kv_ctx *ctx, int argc, char **argv);
 
+/* cmd-rotate.c: key versions, rotation, pruning */
+extern const char rotate_help[], prune_help[], versions_help[];
+int cmd_rotate(kv_ctx *ctx, int argc, char **argv);
+int cmd_prune(kv_ctx *ctx, int argc, char **argv);
+int cmd_versions(kv_ctx *ctx, int argc, char **argv);
+/* The state of a listed key's version ("current", ... "unknown"). */
+const char *list_version_state(kv_ctx *ctx, const kv_key_info *k);
+
 #endif

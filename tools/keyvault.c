@@ -95,7 +95,9 @@ static json_t *info_json(const kv_key_info *k)
 
 static const char list_help[] =
     "usage: keyvault [-c CONF] list [--json]\n"
-    "List the keys of every available backend.\n";
+    "List the keys of every available backend: each version of a rotated key\n"
+    "(NAME@N; version 1 is NAME) with its state (current, overlap, retired, pending,\n"
+    "abandoned).\n";
 
 static int cmd_list(kv_ctx *ctx, int argc, char **argv)
 {
@@ -116,14 +118,20 @@ static int cmd_list(kv_ctx *ctx, int argc, char **argv)
         return fail("list", ctx, rc);
     if (json) {
         json_t *arr = json_array();
-        for (size_t i = 0; arr && i < list->count; i++)
-            json_array_append_new(arr, info_json(&list->keys[i]));
+        for (size_t i = 0; arr && i < list->count; i++) {
+            json_t *j = info_json(&list->keys[i]);
+            if (j)
+                json_object_set_new(j, "state",
+                                    json_string(list_version_state(ctx, &list->keys[i])));
+            json_array_append_new(arr, j);
+        }
         kv_key_list_free(list);
         return print_json(arr);
     }
     for (size_t i = 0; i < list->count; i++) {
         const kv_key_info *k = &list->keys[i];
-        printf("%-24s %-9s %-9s %-9s %s\n", k->name, kv_key_type_name(k->type), k->backend,
+        printf("%-24s v%-3u %-9s %-9s %-9s %-9s %s\n", k->name, k->version,
+               list_version_state(ctx, k), kv_key_type_name(k->type), k->backend,
                kv_assurance_name(k->assurance), k->uri);
     }
     kv_key_list_free(list);
@@ -1276,6 +1284,8 @@ static const struct command commands[] = {
     { "attest", cmd_attest, attest_help },
     { "enroll", cmd_enroll, enroll_help },
     { "verify-evidence", cmd_verify_evidence, verify_evidence_help },
+    { "rotate", cmd_rotate, rotate_help },    { "prune", cmd_prune, prune_help },
+    { "versions", cmd_versions, versions_help },
 };
 
 static void usage(FILE *f)
@@ -1300,7 +1310,10 @@ static void usage(FILE *f)
             "  attest NAME      write the key's evidence document\n"
             "  enroll ...       AK enrollment: request, challenge, respond, finish, revoke, list\n"
             "  verify-evidence FILE  check an evidence document against a nonce and policy\n"
-            "  backends         show the configured backends\n\n"
+            "  backends         show the configured backends\n"
+            "  rotate NAME      make a new version of a key current\n"
+            "  prune NAME       destroy retired versions past their grace\n"
+            "  versions NAME    show a key's versions and their states\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
             "/etc/keyvault/keyvault.conf, then built-in defaults).\n"
             "'keyvault COMMAND --help' describes each command; 'keyvault --version'\n"
