@@ -9,7 +9,8 @@
  * usages name, and the issued certificate is checked to keep them before it
  * replaces the old chain. Every step before that replacement leaves the old
  * chain as it was; so does a failed replacement (kv_key_store_chain stores
- * all or nothing). A failure's message ends with when the old certificate
+ * all or nothing), and with KV_RENEW_ROTATE the new chain goes to a new
+ * key version that becomes current only once it holds it. A failure's message ends with when the old certificate
  * expires, the one fact an operator needs to judge the hurry.
  */
 #include "config.h"
@@ -48,7 +49,8 @@ static void req_clear(renew_req *r)
 }
 
 /* The caller's opts, the fields its size covers (fields are only appended). */
-static kv_rc opts_read(const kv_ctx *ctx, const kv_renew_opts *in, kv_renew_opts *out)
+static kv_rc opts_read(const kv_ctx *ctx, const char *name, const kv_renew_opts *in,
+                       kv_renew_opts *out)
 {
     static const kv_renew_opts none = KV_RENEW_OPTS_INIT;
 
@@ -69,9 +71,13 @@ static kv_rc opts_read(const kv_ctx *ctx, const kv_renew_opts *in, kv_renew_opts
                         "kv_renew_opts: a lifetime of %lld seconds; expected 1 to %lld, or 0 "
                         "for the old certificate's", (long long)out->lifetime,
                         (long long)KV_X509_DAYS_MAX * 86400);
-    if (out->flags & KV_RENEW_ROTATE)
-        return kv_error(ctx, KV_ERR_UNSUPPORTED,
-                        "KV_RENEW_ROTATE: this build has no key versions to rotate to");
+    if ((out->flags & KV_RENEW_ROTATE) && !kv_name_valid(name))
+        return kv_error(ctx, KV_ERR_BAD_URI,
+                        "KV_RENEW_ROTATE takes a key name (not shown: it may hold a secret), "
+                        "not a URI or NAME@VERSION: 1-64 of A-Z a-z 0-9 . _ -");
+    if (!(out->flags & KV_RENEW_ROTATE) && out->rotate)
+        return kv_error(ctx, KV_ERR_INVALID_ARG,
+                        "kv_renew_opts: rotate options without KV_RENEW_ROTATE");
     return KV_OK;
 }
 
@@ -304,6 +310,30 @@ out:
     return rc;
 }
 
+/* KV_RENEW_ROTATE: the next version of the key (kv_rotate_prepare) signs
+ * the request and gets the chain; only then does it become current
+ * (kv_rotate_commit). A failure before the commit leaves the current
+ * version current with its own chain; the pending version is remade by the
+ * next rotation. */
+static kv_rc renew_rotated(kv_ctx *ctx, const char *name, kv_key *ca, const char *profile,
+                           int64_t lifetime, const renew_req *r, const kv_rotate_opts *ro,
+                           char **issued)
+{
+    kv_key *pending = NULL;
+    kv_rc rc;
+
+    KV_CHECK(rc, kv_rotate_prepare(ctx, name, &pending));
+    KV_CHECK(rc, renew_with(pending, ca, profile, lifetime, r, name, issued));
+    rc = kv_rotate_commit(ctx, pending, ro);
+out:
+    if (rc != KV_OK) {
+        kv_string_free(*issued);
+        *issued = NULL;
+    }
+    kv_key_free(pending);
+    return rc;
+}
+
 kv_rc kv_cert_renew(kv_ctx *ctx, const char *name, kv_key *ca, const kv_renew_opts *opts,
                     char **pem)
 {
@@ -321,7 +351,7 @@ kv_rc kv_cert_renew(kv_ctx *ctx, const char *name, kv_key *ca, const kv_renew_op
     memset(&r, 0, sizeof(r));
     *pem = NULL;
     kv_err_begin(ctx);
-    KV_CHECK(rc, opts_read(ctx, opts, &o));
+    KV_CHECK(rc, opts_read(ctx, name, opts, &o));
     KV_CHECK(rc, kv_key_open(ctx, name, &key));
     mark = kv_err_mark_get(ctx);
     rc = kv_chain_get(key, &chain);
@@ -350,7 +380,10 @@ kv_rc kv_cert_renew(kv_ctx *ctx, const char *name, kv_key *ca, const kv_renew_op
         lifetime = na - nb - NOT_BEFORE_SLACK;
     if (!lifetime)
         lifetime = (int64_t)KV_X509_DAYS_DEFAULT * 86400;
-    KV_CHECK(rc, renew_with(key, ca, profile, lifetime, &r, key->name, &issued));
+    if (o.flags & KV_RENEW_ROTATE)
+        KV_CHECK(rc, renew_rotated(ctx, name, ca, profile, lifetime, &r, o.rotate, &issued));
+    else
+        KV_CHECK(rc, renew_with(key, ca, profile, lifetime, &r, key->name, &issued));
     *pem = issued;
     issued = NULL;
 out:

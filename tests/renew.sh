@@ -7,7 +7,9 @@
 # and not due in its output and its exit status; a CA that fails (a missing
 # CA key, a CA without a certificate, a CA record swapped for garbage or for
 # another CA's, a file size limit) keeps the old chain and says when it
-# expires; --all renews what one CA issued and nothing else; the systemd
+# expires; --rotate-key puts the new chain on a new key version and leaves
+# the old version its own, and the old version current when the CA fails;
+# --all renews what one CA issued and nothing else; the systemd
 # units of examples/renew pass systemd-analyze verify.
 . "$(dirname "$0")/lib.sh"
 B=${KV_BUILDDIR:-.}
@@ -168,6 +170,56 @@ due() {
     expect 0 "$tag: --check after: nothing due" -- k cert renew --check
 }
 
+# rotated CONF TAG: --rotate-key: a new version gets the new chain, the old
+# one keeps its own; a CA failure after the new version was made leaves the
+# old one current
+rotated() {
+    c=$1 tag=$2
+    k() { "$KEYVAULT" -c "$c" "$@"; }
+    pubhash() { openssl pkey -pubin -in "$1" -outform DER | openssl dgst -sha256 -r | cut -c1-64; }
+    stored "$c" "$tag-gw" "$T/$tag-v1.pem"
+    k pubkey "$tag-gw" -o "$T/$tag-v1.pub"
+    expect 0 "$tag: --rotate-key renews with a new key version" -- k cert renew "$tag-gw" --ca "$tag-ca" --force --rotate-key -o "$T/$tag-rot.pem"
+    contains "$T/out" "version 2 is current" "$tag: and says which version is current"
+    k list >"$T/$tag-list"
+    contains "$T/$tag-list" "^$tag-gw@2 .* v2 *current" "$tag: version 2 is current"
+    contains "$T/$tag-list" "^$tag-gw  .* v1 *overlap" "$tag: version 1 in its overlap"
+    stored "$c" "$tag-gw" "$T/$tag-cur.pem"
+    stored "$c" "$tag-gw@2" "$T/$tag-v2.pem"
+    stored "$c" "$tag-gw@1" "$T/$tag-v1-after.pem"
+    same_leaf "$T/$tag-rot.pem" "$T/$tag-cur.pem" && same_leaf "$T/$tag-rot.pem" "$T/$tag-v2.pem" &&
+        ok "$tag: the new version holds the new chain" || not_ok "$tag: the new version holds the new chain"
+    same_leaf "$T/$tag-v1.pem" "$T/$tag-v1-after.pem" && ok "$tag: the old version keeps its old chain" ||
+        not_ok "$tag: the old version keeps its old chain"
+    k pubkey "$tag-gw" -o "$T/$tag-v2.pub"
+    openssl x509 -in "$T/$tag-rot.pem" -noout -pubkey >"$T/$tag-rot.pub"
+    [ "$(pubhash "$T/$tag-rot.pub")" = "$(pubhash "$T/$tag-v2.pub")" ] &&
+        [ "$(pubhash "$T/$tag-rot.pub")" != "$(pubhash "$T/$tag-v1.pub")" ] &&
+        ok "$tag: the new certificate is for the new key" || not_ok "$tag: the new certificate is for the new key"
+    expect 0 "$tag: openssl verify the rotated chain" -- openssl verify -CAfile "$T/$tag-ca.pem" "$T/$tag-rot.pem"
+    facts "$T/$tag-rot.pem" >"$T/$tag-facts-rot"
+    cmp -s "$T/$tag-facts-0" "$T/$tag-facts-rot" && ok "$tag: rotated: subject, SANs and EKU kept" ||
+        not_ok "$tag: rotated: subject, SANs and EKU kept"
+    # the CA fails after kv_rotate_prepare made version 3
+    db=$DB/$tag-ca.db
+    cp "$db" "$T/db.saved"
+    echo "not a database" >"$db"
+    expect 1 "$tag: a CA failure during a rotating renewal" -- k cert renew "$tag-gw" --ca "$tag-ca" --force --rotate-key
+    contains "$T/err" "stays in force until" "$tag: with the expiry"
+    cp "$T/db.saved" "$db"
+    k list >"$T/$tag-list"
+    contains "$T/$tag-list" "^$tag-gw@2 .* v2 *current" "$tag: version 2 is still current"
+    stored "$c" "$tag-gw" "$T/$tag-cur2.pem"
+    same_leaf "$T/$tag-rot.pem" "$T/$tag-cur2.pem" && ok "$tag: with its chain" || not_ok "$tag: with its chain"
+    expect 0 "$tag: the key still signs" -- k sign "$tag-gw" -i "$T/msg" -o "$T/sig"
+    expect 0 "$tag: run again, the renewal rotates" -- k cert renew "$tag-gw" --ca "$tag-ca" --force --rotate-key -o "$T/$tag-rot3.pem"
+    k list >"$T/$tag-list"
+    contains "$T/$tag-list" "^$tag-gw@3 .* v3 *current" "$tag: version 3 is current"
+    stored "$c" "$tag-gw" "$T/$tag-cur3.pem"
+    same_leaf "$T/$tag-rot3.pem" "$T/$tag-cur3.pem" && ok "$tag: with the new chain" || not_ok "$tag: with the new chain"
+    expect 0 "$tag: which verifies" -- openssl verify -CAfile "$T/$tag-ca.pem" "$T/$tag-rot3.pem"
+}
+
 # a record of another CA, to swap in
 kv keygen other-ca >/dev/null
 kv cert selfsign other-ca --subject "CN=Other Root" --ca -o "$T/other-ca.pem" >/dev/null
@@ -192,6 +244,7 @@ done
 i=1
 for tag in $TAGS; do
     due "$(word $i $CONFS)" "$tag"
+    rotated "$(word $i $CONFS)" "$tag"
     i=$((i + 1))
 done
 

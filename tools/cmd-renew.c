@@ -108,7 +108,8 @@ static int renew_check(kv_ctx *ctx, int json)
         kv_cert_info *ci = NULL;
         kv_key *key = NULL;
 
-        if (!ki->name)
+        /* NAME opens the current version; NAME@N entries are other versions */
+        if (!ki->name || strchr(ki->name, '@'))
             continue;
         rc = key_cert(ctx, ki->name, &key, &ci);
         if (rc == KV_ERR_KEY_NOT_FOUND) {
@@ -124,8 +125,11 @@ static int renew_check(kv_ctx *ctx, int json)
         }
         ndue += ci->renewal_due || ci->expired;
         if (json) {
-            json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:b, s:b}", "name",
-                                  ki->name, "backend", ki->backend, "subject", ci->subject,
+            kv_key_info cur;
+            json_t *o = kv_key_get_info(key, &cur) != KV_OK ? NULL :
+                json_pack("{s:s, s:I, s:s, s:s, s:s, s:I, s:I, s:I, s:b, s:b}", "name",
+                                  ki->name, "version", (json_int_t)cur.version, "backend",
+                                  ki->backend, "subject", ci->subject,
                                   "issuer", ci->issuer, "not_after", (json_int_t)ci->not_after,
                                   "renew_after", (json_int_t)ci->renew_after, "days_left",
                                   (json_int_t)ci->days_left, "due",
@@ -227,8 +231,16 @@ static int renew_one(kv_ctx *ctx, const char *ref, const char *name, kv_key *ca,
         printf("%s: not due yet, kept (see 'keyvault cert show')\n", name);
         return EXIT_OK;
     }
-    printf("%s: renewed, the new certificate is valid until %s\n", name,
+    printf("%s: renewed, the new certificate is valid until %s", name,
            utc(chain_not_after(pem), b));
+    if (o->flags & KV_RENEW_ROTATE) {
+        kv_key *key = NULL;
+        kv_key_info info;
+        if (kv_key_open(ctx, ref, &key) == KV_OK && kv_key_get_info(key, &info) == KV_OK)
+            printf("; version %u is current", info.version);
+        kv_key_free(key);
+    }
+    printf("\n");
     if (out && write_all(out, pem, strlen(pem), 0644) != 0)
         ret = fail_sys("cert renew", "write", out);
     kv_string_free(pem);
@@ -261,7 +273,7 @@ static int renew_all(kv_ctx *ctx, kv_key *ca, const kv_renew_opts *o)
         kv_key *key = NULL;
         int mine;
 
-        if (!ki->name || (cainfo.name && !strcmp(ki->name, cainfo.name)))
+        if (!ki->name || strchr(ki->name, '@') || (cainfo.name && !strcmp(ki->name, cainfo.name)))
             continue;
         rc = key_cert(ctx, ki->name, &key, &ci);
         if (rc == KV_ERR_KEY_NOT_FOUND) {
