@@ -6,6 +6,7 @@
 #define KV_CLI_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <jansson.h>
 
@@ -34,6 +35,8 @@ int write_all(const char *path, const void *data, size_t len, mode_t mode);
 int want_help(int argc, char **argv);
 /* Print j indented on standard output and release it. */
 int print_json(json_t *j);
+/* A time (seconds since the epoch) as ISO 8601 UTC in buf: "2026-11-26T19:00:00Z". */
+const char *utc(int64_t t, char buf[32]);
 /* Write DER (a certificate when cert, else a SubjectPublicKeyInfo) as PEM to out. */
 int write_pem(const char *cmd, const char *out, const unsigned char *der, size_t len, int cert);
 

@@ -42,17 +42,6 @@ const char cert_renew_help[] =
     "Exit status: 0 done (--check: nothing due), 1 a failure, 2 usage,\n"
     "3 (--check only) at least one certificate is due.\n";
 
-/* A time as ISO 8601 UTC. */
-static const char *utc(int64_t t, char buf[32])
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-
-    if (!gmtime_r(&tt, &tm) || !strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
-        snprintf(buf, 32, "%lld", (long long)t);
-    return buf;
-}
-
 /* "30s", "15m", "12h", "7d" -> seconds; 0 when malformed or out of range. */
 static int64_t parse_duration(const char *s)
 {
@@ -75,7 +64,9 @@ static int64_t parse_duration(const char *s)
     return 0;
 }
 
-/* One key's certificate facts; KV_ERR_KEY_NOT_FOUND when it has none. */
+/* The listed key `name` open, with its certificate's facts: KV_OK, or
+ * KV_ERR_KEY_NOT_FOUND (quietly) when it has no certificate, or another
+ * failure reported on standard error. *key is open only on KV_OK. */
 static kv_rc key_cert(kv_ctx *ctx, const char *name, kv_key **key, kv_cert_info **ci)
 {
     kv_rc rc = kv_key_open(ctx, name, key);
@@ -83,6 +74,13 @@ static kv_rc key_cert(kv_ctx *ctx, const char *name, kv_key **key, kv_cert_info 
     *ci = NULL;
     if (rc == KV_OK)
         rc = kv_key_cert_info(*key, ci);
+    if (rc != KV_OK) {
+        kv_key_free(*key);
+        *key = NULL;
+    }
+    if (rc != KV_OK && rc != KV_ERR_KEY_NOT_FOUND)
+        fprintf(stderr, "%s cert renew: %s: %s\n", prog, name,
+                *kv_errmsg(ctx) ? kv_errmsg(ctx) : kv_strerror(rc));
     return rc;
 }
 
@@ -112,15 +110,8 @@ static int renew_check(kv_ctx *ctx, int json)
         if (!ki->name || strchr(ki->name, '@'))
             continue;
         rc = key_cert(ctx, ki->name, &key, &ci);
-        if (rc == KV_ERR_KEY_NOT_FOUND) {
-            kv_key_free(key);
-            continue;   /* no certificate: nothing to renew */
-        }
         if (rc != KV_OK) {
-            nfail++;
-            fprintf(stderr, "%s cert renew: %s: %s\n", prog, ki->name,
-                    *kv_errmsg(ctx) ? kv_errmsg(ctx) : kv_strerror(rc));
-            kv_key_free(key);
+            nfail += rc != KV_ERR_KEY_NOT_FOUND;   /* no certificate: nothing to renew */
             continue;
         }
         ndue += ci->renewal_due || ci->expired;
@@ -154,47 +145,37 @@ static int renew_check(kv_ctx *ctx, int json)
 
 /* ---- renewing ------------------------------------------------------------------- */
 
-/* Whether the leaf stored with key was issued by the CA's certificate:
- * the issuer name and the signature (OpenSSL's X509_check_issued and
- * X509_verify). 1 yes, 0 no, -1 unreadable. */
-static int issued_by(kv_key *key, X509 *cacert)
-{
-    unsigned char *der = NULL;
-    const unsigned char *p;
-    size_t len = 0;
-    X509 *leaf = NULL;
-    int r = -1;
-
-    if (kv_key_cert_der(key, NULL, &len) != KV_OK || !(der = malloc(len)) ||
-        kv_key_cert_der(key, der, &len) != KV_OK)
-        goto out;
-    p = der;
-    if (!(leaf = d2i_X509(NULL, &p, (long)len)))
-        goto out;
-    r = X509_check_issued(cacert, leaf) == X509_V_OK &&
-        X509_verify(leaf, X509_get0_pubkey(cacert)) == 1;
-out:
-    ERR_clear_error();
-    X509_free(leaf);
-    free(der);
-    return r;
-}
-
-static X509 *ca_cert(kv_key *ca)
+/* The leaf stored with key, decoded; NULL when there is none or it does
+ * not decode. */
+static X509 *stored_leaf(kv_key *key)
 {
     unsigned char *der = NULL;
     const unsigned char *p;
     size_t len = 0;
     X509 *x = NULL;
 
-    if (kv_key_cert_der(ca, NULL, &len) == KV_OK && (der = malloc(len)) &&
-        kv_key_cert_der(ca, der, &len) == KV_OK) {
+    if (kv_key_cert_der(key, NULL, &len) == KV_OK && (der = malloc(len)) &&
+        kv_key_cert_der(key, der, &len) == KV_OK) {
         p = der;
         x = d2i_X509(NULL, &p, (long)len);
     }
     free(der);
     ERR_clear_error();
     return x;
+}
+
+/* Whether the leaf stored with key was issued by the CA's certificate:
+ * the issuer name and the signature (OpenSSL's X509_check_issued and
+ * X509_verify). */
+static int issued_by(kv_key *key, X509 *cacert)
+{
+    X509 *leaf = stored_leaf(key);
+    int r = leaf && X509_check_issued(cacert, leaf) == X509_V_OK &&
+            X509_verify(leaf, X509_get0_pubkey(cacert)) == 1;
+
+    ERR_clear_error();
+    X509_free(leaf);
+    return r;
 }
 
 /* The not-after of the first certificate of a PEM chain. */
@@ -258,7 +239,7 @@ static int renew_all(kv_ctx *ctx, kv_key *ca, const kv_renew_opts *o)
 
     if ((rc = kv_key_get_info(ca, &cainfo)) != KV_OK)
         return fail("cert renew", ctx, rc);
-    if (!(cacert = ca_cert(ca))) {
+    if (!(cacert = stored_leaf(ca))) {
         fprintf(stderr, "%s cert renew: CA '%s' has no readable certificate stored with its "
                 "key\n", prog, cainfo.name ? cainfo.name : "?");
         return EXIT_FAIL;
@@ -276,15 +257,8 @@ static int renew_all(kv_ctx *ctx, kv_key *ca, const kv_renew_opts *o)
         if (!ki->name || strchr(ki->name, '@') || (cainfo.name && !strcmp(ki->name, cainfo.name)))
             continue;
         rc = key_cert(ctx, ki->name, &key, &ci);
-        if (rc == KV_ERR_KEY_NOT_FOUND) {
-            kv_key_free(key);
-            continue;
-        }
         if (rc != KV_OK) {
-            nfail++;
-            fprintf(stderr, "%s cert renew: %s: %s\n", prog, ki->name,
-                    *kv_errmsg(ctx) ? kv_errmsg(ctx) : kv_strerror(rc));
-            kv_key_free(key);
+            nfail += rc != KV_ERR_KEY_NOT_FOUND;   /* no certificate: nothing to renew */
             continue;
         }
         mine = issued_by(key, cacert);

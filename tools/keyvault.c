@@ -805,17 +805,6 @@ static int cmd_cert_import(kv_ctx *ctx, int argc, char **argv)
     return cert_import(ctx, argv[1], argv[2]);
 }
 
-/* A time as ISO 8601 UTC. */
-static const char *utc(int64_t t, char buf[32])
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-
-    if (!gmtime_r(&tt, &tm) || !strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
-        snprintf(buf, 32, "%lld", (long long)t);
-    return buf;
-}
-
 static int print_cert_info(const kv_cert_info *ci, int json)
 {
     char b[32];
