@@ -142,6 +142,10 @@ kv_rc kv_fs_generate_at(kv_backend *be, const char *path, kv_key_type type, kv_k
     char name[KV_NAME_MAX + 1], *dir = NULL;
     kv_rc rc = kv_fs_path_split(be->ctx, path, &dir, name);
 
+    /* NAME@N is a version: only a rotation makes one */
+    if (rc == KV_OK && strchr(name, '@'))
+        rc = kv_error(be->ctx, KV_ERR_BAD_URI,
+                      "'%.200s': NAME@N names a key version, which only a rotation makes", path);
     if (rc == KV_OK)
         rc = generate(be, dir, name, type, key);
     free(dir);

@@ -1122,9 +1122,20 @@ kv_rc kv_version_destroy(kv_ctx *ctx, const char *ref, kv_key *key)
         goto out;
     }
     /* the whole key: every other version, the current one, then the record */
-    for (size_t i = 0; i < r.count; i++)
-        if (r.v[i].version != r.current)
-            KV_CHECK(rc, version_destroy(ctx, key->be, base, r.v[i].version));
+    for (size_t i = 0; i < r.count; i++) {
+        kv_err_mark mark = kv_err_mark_get(ctx);
+        if (r.v[i].version == r.current)
+            continue;
+        rc = version_destroy(ctx, key->be, base, r.v[i].version);
+        if (rc != KV_OK && r.v[i].state == KV_VERSION_ABANDONED) {
+            /* a half-made key of an interrupted rotation that does not
+             * open: nothing of it is usable; leave it to the backend's tools */
+            kv_err_rewind(ctx, mark);
+            rc = KV_OK;
+        }
+        if (rc != KV_OK)
+            goto out;
+    }
     KV_CHECK(rc, key->be->ops->destroy(key->be, key));
     {
         char *path = lc_path(ctx, base);

@@ -300,17 +300,24 @@ static kv_rc generate_in(kv_backend *be, const char *dir, const char *name, kv_k
     file = kv_asprintf("%s.pem", name);
     if (!file)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    /* the key file is linked, never renamed: an existing key is never replaced */
-    KV_CHECK(rc, kv_write_file_atomic(ctx, dir, file, pem, pemlen, false));
-    rc = pkey_mac_key(ctx, pkey, mac_key);
+    /* the metadata first, then the key file: a generation killed between
+     * the two leaves metadata without a key, which takes no name (a key
+     * file without metadata would be refused and block its name) */
+    rc = kv_fs_exists(ctx, dir, name);
     if (rc == KV_OK)
-        rc = kv_meta_write(ctx, dir, name, type, "software", 1, pkey, mac_key);
+        KV_FAIL(ctx, rc, KV_ERR_KEY_EXISTS, "key file '%s/%s' already exists", dir, file);
+    if (rc != KV_ERR_KEY_NOT_FOUND)
+        goto out;
+    KV_CHECK(rc, pkey_mac_key(ctx, pkey, mac_key));
+    KV_CHECK(rc, kv_meta_write(ctx, dir, name, type, "software", 1, pkey, mac_key));
+    /* the key file is linked, never renamed: an existing key is never replaced */
+    rc = kv_write_file_atomic(ctx, dir, file, pem, pemlen, false);
     if (rc != KV_OK) {
-        /* no half-made keys: take the key file back */
-        char *path = kv_fs_key_path(dir, name);
-        if (path)
-            (void)unlink(path);
-        free(path);
+        /* no half-made keys: take the metadata back */
+        char *meta = kv_asprintf("%s/%s.json", dir, name);
+        if (meta)
+            (void)unlink(meta);
+        free(meta);
         goto out;
     }
     rc = fill_key(be, key, name, pkey, kv_fs_key_path(dir, name));

@@ -76,8 +76,8 @@ expect 0 "keygen s in the software store" -- kv keygen s --type ec-p256 --backen
 printf '{ damaged' >"$KV_TPM_DIR/keys/b.json"
 printf '{ damaged' >"$KV_TPM_DIR/soft/s.json"
 expect 0 "list with damaged metadata" -- kv list
-grep -q '^b  *unknown  *tpm ' "$T/out" && ok "the TPM key lists as unknown" || not_ok "the TPM key lists as unknown"
-grep -q '^s  *unknown  *software ' "$T/out" && ok "the software key lists as unknown" || not_ok "the software key lists as unknown"
+grep -q '^b  *v1  *current  *unknown  *tpm ' "$T/out" && ok "the TPM key lists as unknown" || not_ok "the TPM key lists as unknown"
+grep -q '^s  *v1  *current  *unknown  *software ' "$T/out" && ok "the software key lists as unknown" || not_ok "the software key lists as unknown"
 expect 1 "opening it reports the damage" -- kv sign b -i "$T/msg" -o "$T/x"
 contains "$T/err" "b.json" "the error names the metadata file"
 finish

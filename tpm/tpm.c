@@ -401,10 +401,21 @@ static kv_rc generate_in(kv_backend *be, const char *dir, const char *name, kv_k
     tk->path = kv_fs_key_path(dir, name);
     if (!file || !tk->path)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    KV_CHECK(rc, kv_write_file_atomic(ctx, dir, file, pem, pemlen, false));
-    rc = meta_write(be, dir, name, type, &tk->obj.pub);
+    /* the metadata first, then the key file (linked, never replacing one):
+     * a generation killed between the two leaves metadata without a key,
+     * which takes no name (a key file without metadata would block it) */
+    rc = kv_fs_exists(ctx, dir, name);
+    if (rc == KV_OK)
+        KV_FAIL(ctx, rc, KV_ERR_KEY_EXISTS, "key file '%s' already exists", tk->path);
+    if (rc != KV_ERR_KEY_NOT_FOUND)
+        goto out;
+    KV_CHECK(rc, meta_write(be, dir, name, type, &tk->obj.pub));
+    rc = kv_write_file_atomic(ctx, dir, file, pem, pemlen, false);
     if (rc != KV_OK) {
-        (void)unlink(tk->path);
+        char *meta = kv_sibling_path(tk->path, "json");
+        if (meta)
+            (void)unlink(meta);
+        free(meta);
         goto out;
     }
     rc = fill_key(be, key, name, tk);
