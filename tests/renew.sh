@@ -18,25 +18,22 @@ with() { grep -q "^#define $1 1" "$B/config.h"; }
 cleanup() { if with KV_WITH_TPM; then swtpm_cleanup; fi; rm -rf "$T"; }
 trap cleanup EXIT
 soft_store "renew test passphrase"
-# due at half the lifetime: a certificate valid for 2 minutes from now (and,
-# as every certificate, from a minute ago) is due 30 s from now
-printf '\n[x509]\nrenew_threshold = 50%%\n' >>"$T/kv.conf"
-CONFS=$T/kv.conf
-TAGS=soft
-BACKENDS=software
+# backend CONF TAG BACKEND: the tests run on CONF's BACKEND too, named TAG.
+# Renewal is due at half the lifetime: a certificate valid for 2 minutes from
+# now (and, as every certificate, from a minute ago) is due 30 s from now.
+CONFS= TAGS= BACKENDS=
+backend() {
+    printf '\n[x509]\nrenew_threshold = 50%%\n' >>"$1"
+    CONFS="${CONFS:+$CONFS }$1" TAGS="${TAGS:+$TAGS }$2" BACKENDS="${BACKENDS:+$BACKENDS }$3"
+}
+backend "$T/kv.conf" soft software
 if with KV_WITH_PKCS11; then
     . "$(dirname "$0")/softhsm.sh"
-    printf '\n[x509]\nrenew_threshold = 50%%\n' >>"$KV_P11_DIR/keyvault.conf"
-    CONFS="$CONFS $KV_P11_DIR/keyvault.conf"
-    TAGS="$TAGS p11"
-    BACKENDS="$BACKENDS pkcs11"
+    backend "$KV_P11_DIR/keyvault.conf" p11 pkcs11
 fi
 if with KV_WITH_TPM; then
     . "$(dirname "$0")/swtpm.sh"
-    printf '\n[x509]\nrenew_threshold = 50%%\n' >>"$KV_TPM_DIR/keyvault.conf"
-    CONFS="$CONFS $KV_TPM_DIR/keyvault.conf"
-    TAGS="$TAGS tpm"
-    BACKENDS="$BACKENDS tpm"
+    backend "$KV_TPM_DIR/keyvault.conf" tpm tpm
 fi
 
 # word N LIST...: the Nth word of LIST
