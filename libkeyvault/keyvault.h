@@ -946,8 +946,10 @@ typedef struct kv_rotate_opts {
                        * configuration's [lifecycle] overlap (default 7 days) */
     int64_t grace;    /* seconds after retirement until kv_key_prune destroys a
                        * version; -1: [lifecycle] grace (default: kept) */
-    unsigned flags;   /* none defined: 0 */
+    unsigned flags;   /* KV_ROTATE_* */
 } kv_rotate_opts;
+/* Flags of kv_rotate_opts. */
+#define KV_ROTATE_KEEP 0x1u /* never destroy the previous version (grace is not read) */
 #define KV_ROTATE_OPTS_INIT { sizeof(kv_rotate_opts), -1, -1, 0 }
 
 /* One version of a key (kv_key_versions). Times are seconds since the

@@ -842,9 +842,9 @@ static kv_rc opts_check(kv_ctx *ctx, const kv_rotate_opts *opts)
         return kv_error(ctx, KV_ERR_INVALID_ARG,
                         "kv_rotate_opts: overlap and grace are seconds, or -1 for the "
                         "configuration's");
-    if (opts->flags)
+    if (opts->flags & ~KV_ROTATE_KEEP)
         return kv_error(ctx, KV_ERR_INVALID_ARG, "kv_rotate_opts: unknown flags 0x%x",
-                        opts->flags);
+                        opts->flags & ~KV_ROTATE_KEEP);
     return KV_OK;
 }
 
@@ -863,7 +863,10 @@ kv_rc kv_rotate_commit(kv_ctx *ctx, kv_key *pending, const kv_rotate_opts *opts)
     KV_CHECK(rc, opts_check(ctx, opts));
     KV_CHECK(rc, lifecycle_time(ctx, opts ? opts->overlap : -1, "overlap", LC_DEFAULT_OVERLAP,
                                 &overlap));
-    KV_CHECK(rc, lifecycle_time(ctx, opts ? opts->grace : -1, "grace", -1, &grace));
+    if (opts && (opts->flags & KV_ROTATE_KEEP))
+        grace = -1;
+    else
+        KV_CHECK(rc, lifecycle_time(ctx, opts ? opts->grace : -1, "grace", -1, &grace));
     if (!pending->lc || !pending->lc->strict)
         KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "key '%s' is not a version kv_rotate_prepare made",
                 pending->name);
@@ -1097,14 +1100,14 @@ kv_rc kv_version_destroy(kv_ctx *ctx, const char *ref, kv_key *key)
     kv_rc rc;
 
     memset(&r, 0, sizeof(r));
-    if (strchr(ref, ':') || !key->lc || !key->lc->strict || !name_split(ref, base, &ver))
-        return key->be->ops->destroy(key->be, key);
+    if (strchr(ref, ':') || !key->lc || !key->lc->strict || !name_split(ref, base, &ver) ||
+        !key->lc->seen.st_ino)
+        return key->be->ops->destroy(key->be, key); /* not rotated: as before versions */
     KV_CHECK(rc, kv_home_lock(ctx, &lock));
     KV_CHECK(rc, rec_read(ctx, base, &r, &found, NULL));
-    if (!found) {
-        rc = key->be->ops->destroy(key->be, key);
-        goto out;
-    }
+    if (!found)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "key '%s': its lifecycle record vanished while it was being destroyed", base);
     if (ver) {
         /* one version: never the current one (the name would open nothing) */
         if (ver == r.current)

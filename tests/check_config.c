@@ -263,7 +263,7 @@ START_TEST(unknown_section_names_file_line_and_nearest)
     /* an empty unknown section is refused too */
     config_refused("[keyvault]\nbackends = software\n[audit]\n",
                    "strict.conf:3: unknown section [audit] (known: [keyvault], [tpm], [pkcs11], "
-                   "[software], [x509])");
+                   "[software], [x509], [lifecycle])");
     /* every key the documentation lists is accepted (unbuilt backends too) */
     ck_assert_rc(NULL, ctx_on("[keyvault]\nbackends = software\nrequire_hardware = false\n"
                               "home = /nonexistent\n"

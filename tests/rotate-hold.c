@@ -74,6 +74,36 @@ int main(int argc, char **argv)
     }
     check(kv_key_get_info(held, &info) == KV_OK && info.version == 1, "the held key is version 1",
           ctx);
+    /* refusals that change nothing */
+    {
+        kv_rotate_opts bad = KV_ROTATE_OPTS_INIT;
+        kv_key_version_list *vl = NULL;
+        char versioned[300];
+
+        bad.size = sizeof(bad) - 1;
+        check(kv_key_rotate(ctx, argv[3], &bad, NULL) == KV_ERR_INVALID_ARG,
+              "a short kv_rotate_opts is refused", ctx);
+        bad = (kv_rotate_opts)KV_ROTATE_OPTS_INIT;
+        bad.flags = 0x10;
+        check(kv_key_rotate(ctx, argv[3], &bad, NULL) == KV_ERR_INVALID_ARG,
+              "unknown rotation flags are refused", ctx);
+        bad = (kv_rotate_opts)KV_ROTATE_OPTS_INIT;
+        bad.overlap = -2;
+        check(kv_key_rotate(ctx, argv[3], &bad, NULL) == KV_ERR_INVALID_ARG,
+              "a negative overlap is refused", ctx);
+        snprintf(versioned, sizeof(versioned), "%s@1", argv[3]);
+        check(kv_key_rotate(ctx, versioned, NULL, NULL) == KV_ERR_BAD_URI,
+              "NAME@N cannot be rotated", ctx);
+        check(kv_key_versions(ctx, "no-such-key", &vl) == KV_ERR_KEY_NOT_FOUND && !vl,
+              "versions of a missing key: KV_ERR_KEY_NOT_FOUND", ctx);
+        check(kv_key_versions(ctx, argv[3], &vl) == KV_OK && vl->count == 1 && vl->current == 1 &&
+                  vl->versions[0].state == KV_VERSION_CURRENT,
+              "nothing was rotated by the refused calls", ctx);
+        kv_key_version_list_free(vl);
+        check(!strcmp(kv_version_state_name(KV_VERSION_RETIRED), "retired") &&
+                  !strcmp(kv_version_state_name((kv_version_state)99), "unknown"),
+              "kv_version_state_name", NULL);
+    }
     check(sign_once(held, sig, &siglen) == KV_OK, "version 1 signs before the rotation", ctx);
     check(ecdh_once(held) == KV_OK, "version 1 derives before the rotation", ctx);
     snprintf(cmd, sizeof(cmd), "'%s' -c '%s' rotate '%s' --overlap %ds >/dev/null", argv[2],

@@ -9,7 +9,8 @@
 # default 100, per backend) always leaves a current version that opens
 # and signs, and a rerun finishes the rotation; a tampered, swapped or
 # deleted lifecycle record is refused (KV_ERR_CORRUPT); prune destroys
-# retired versions.
+# retired versions. The refusal of a retired version also through the
+# OpenSSL provider (openssl dgst -sign keyvault:NAME@N).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/softhsm.sh"
 . "$(dirname "$0")/swtpm.sh"
@@ -17,6 +18,19 @@ trap 'swtpm_cleanup; rm -rf "$T"' EXIT
 soft_store 'rotate test passphrase'
 KILLS=${KV_ROTATE_KILLS:-100}
 HOLD=${KV_BUILDDIR:-.}/tests/rotate-hold
+MODDIR=$(cd "${KV_BUILDDIR:-.}/libkeyvault/provider/.libs" 2>/dev/null && pwd)
+# openssl with the provider ($B/openssl.cnf). In a sanitized build the module
+# is and openssl is not: ASan's runtime must come first there (as in
+# openssl-provider.sh), its leaks at exit are openssl's
+asan=$(ldd "$MODDIR/keyvault.so" 2>/dev/null | awk '/libasan/ { print $3 }')
+ossl() {
+    if [ -n "$asan" ]; then
+        LD_PRELOAD=$asan ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 \
+            OPENSSL_CONF="$B/openssl.cnf" openssl "$@"
+    else
+        OPENSSL_CONF="$B/openssl.cnf" openssl "$@"
+    fi
+}
 command -v jq >/dev/null || { echo "rotate.sh: jq is missing (tests/install-deps.sh)"; exit 1; }
 printf 'a message for every version\n' >"$T/msg"
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/peer.key" 2>/dev/null
@@ -155,6 +169,11 @@ run_backend() {
     expect 1 "$be: the current version cannot be destroyed alone" -- kv destroy "$n@2"
     contains "$T/err" "is the current version" "$be: the error says why"
 
+    for bad in "$n@0" "$n@01" "$n@" "$n@1x" "@1" "$n@1@2" "$n@9999999999"; do
+        expect 1 "$be: '$bad' is not a key version" -- kv pubkey "$bad"
+    done
+    contains "$T/err" "optionally @VERSION" "$be: the error says what a name may be"
+
     # ---- retirement ----
     expect 0 "$be: rotate --overlap 0 retires v2 at once" -- kv rotate "$n" --overlap 0 --grace 0
     state "$n" 1 overlap
@@ -166,6 +185,27 @@ run_backend() {
     contains "$T/err" "ecdh refused" "$be: the ECDH refusal says so"
     expect 0 "$be: retired v2's public key is still there" -- kv pubkey "$n@2" -o "$B/v2r.pub"
     expect 0 "$be: v1 still signs (its own overlap)" -- kv sign "$n@1" -i "$T/msg" -o "$B/x.sig"
+    # the same through the OpenSSL provider: an unmodified openssl
+    cat >"$B/openssl.cnf" <<CNF
+openssl_conf = openssl_init
+[openssl_init]
+providers = provider_sect
+[provider_sect]
+keyvault = keyvault_sect
+default = default_sect
+[keyvault_sect]
+module = $MODDIR/keyvault.so
+keyvault_conf = $CONF
+activate = 1
+[default_sect]
+activate = 1
+CNF
+    expect 0 "$be: openssl signs with v1 through the provider (overlap)" -- \
+        ossl dgst -sha256 -sign "keyvault:$n@1" -out "$B/p1.sig" "$T/msg"
+    verifies "$B/v1.pub" "$B/p1.sig" "$be: the provider's v1 signature verifies"
+    expect 1 "$be: openssl is refused retired v2 through the provider" -- \
+        ossl dgst -sha256 -sign "keyvault:$n@2" -out "$B/p2.sig" "$T/msg"
+    contains "$T/err" "version 2 of key '$n' was retired" "$be: the provider's refusal names the version"
     expect 0 "$be: rotate --overlap 2s" -- kv rotate "$n" --overlap 2s --grace 0
     expect 0 "$be: v3 public key" -- kv pubkey "$n@3" -o "$B/v3.pub"
     expect 0 "$be: v3 signs in its overlap" -- kv sign "$n@3" -i "$T/msg" -o "$B/v3o.sig"
@@ -237,6 +277,41 @@ run_backend() {
     expect 1 "$be: no version is left" -- kv pubkey "$n-k@$cur"
     expect 0 "$be: the name can be generated again" -- kv keygen "$n-k" --backend "$be"
 }
+
+# ---- [lifecycle] in the configuration ----
+cp "$T/kv.conf" "$T/lc.conf"
+printf '\n[lifecycle]\noverlap = 90m\ngrace = keep\n' >>"$T/lc.conf"
+lc() { "$KEYVAULT" -c "$T/lc.conf" "$@"; }
+expect 0 "config: keygen" -- lc keygen cfg-key
+expect 0 "config: rotate with the configured overlap" -- lc rotate cfg-key
+lc versions cfg-key --json >"$T/cfg.json"
+[ "$(jq '.versions[0].retire_at - .versions[1].activated' "$T/cfg.json")" = 5400 ] &&
+    ok "config: [lifecycle] overlap = 90m gives 5400 s" || not_ok "config: [lifecycle] overlap = 90m gives 5400 s"
+[ "$(jq '.versions[0].destroy_at' "$T/cfg.json")" = 0 ] && ok "config: grace = keep: never destroyed" ||
+    not_ok "config: grace = keep: never destroyed"
+expect 0 "config: --overlap overrides it" -- lc rotate cfg-key --overlap 10s
+lc versions cfg-key --json >"$T/cfg.json"
+[ "$(jq '.versions[1].retire_at - .versions[2].activated' "$T/cfg.json")" = 10 ] &&
+    ok "config: --overlap 10s gives 10 s" || not_ok "config: --overlap 10s gives 10 s"
+cp "$T/kv.conf" "$T/bad.conf"
+sed 's/^grace = keep/grace = 1d/' "$T/lc.conf" >"$T/lc2.conf"
+expect 0 "config: rotate with grace = 1d" -- "$KEYVAULT" -c "$T/lc2.conf" rotate cfg-key
+expect 0 "config: rotate with --grace keep over grace = 1d" -- \
+    "$KEYVAULT" -c "$T/lc2.conf" rotate cfg-key --grace keep
+lc versions cfg-key --json >"$T/cfg.json"
+[ "$(jq '.versions[2].destroy_at - .versions[2].retire_at' "$T/cfg.json")" = 86400 ] &&
+    ok "config: grace = 1d gives destroy_at = retire_at + 86400" ||
+    not_ok "config: grace = 1d gives destroy_at = retire_at + 86400"
+[ "$(jq '.versions[3].destroy_at' "$T/cfg.json")" = 0 ] &&
+    ok "config: --grace keep (KV_ROTATE_KEEP) overrides it" ||
+    not_ok "config: --grace keep (KV_ROTATE_KEEP) overrides it"
+printf '\n[lifecycle]\noverlap = 7 days\n' >>"$T/bad.conf"
+expect 1 "config: a bad duration is refused" -- "$KEYVAULT" -c "$T/bad.conf" rotate cfg-key
+contains "$T/err" "\[lifecycle\] overlap: not a duration" "config: the error names the key"
+cp "$T/kv.conf" "$T/typo.conf"
+printf '\n[lifecycle]\noverlapp = 1d\n' >>"$T/typo.conf"
+expect 1 "config: an unknown [lifecycle] key is refused" -- "$KEYVAULT" -c "$T/typo.conf" list
+expect 2 "cli: --overlap needs a duration" -- lc rotate cfg-key --overlap soon
 
 run_backend software "$T/kv.conf"
 run_backend pkcs11 "$KV_P11_DIR/keyvault.conf"

@@ -89,7 +89,13 @@ int cmd_rotate(kv_ctx *ctx, int argc, char **argv)
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'o': ro.overlap = parse_duration("rotate", "--overlap", optarg, 0); break;
-        case 'g': ro.grace = parse_duration("rotate", "--grace", optarg, 1); break;
+        case 'g':
+            ro.grace = parse_duration("rotate", "--grace", optarg, 1);
+            if (ro.grace < 0) {
+                ro.grace = -1;
+                ro.flags |= KV_ROTATE_KEEP;
+            }
+            break;
         default: die_usage("rotate", "bad option");
         }
     }
