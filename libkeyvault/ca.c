@@ -465,9 +465,7 @@ static time_t asn1_epoch(const ASN1_TIME *t)
 
 /* ---- what a request asks for --------------------------------------------------- */
 
-/* A GENERAL_NAME as the text kv_x509_san_parse takes ("dns:..."), for
- * the kinds it knows; NULL otherwise or for a string with a NUL in it. */
-static char *san_text(const GENERAL_NAME *g)
+char *kv_x509_san_text(const GENERAL_NAME *g)
 {
     const ASN1_IA5STRING *s = NULL;
     const char *prefix = NULL;
@@ -576,7 +574,7 @@ static kv_rc request_exts(const kv_ctx *ctx, const ca_profile *p, unsigned grant
                               KV_X509_SANS_MAX);
             for (int j = 0; rc == KV_OK && j < sk_GENERAL_NAME_num(gens); j++) {
                 const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, j);
-                char *t = san_text(g);
+                char *t = kv_x509_san_text(g);
                 rc = san_add(ctx, p, sans, g, t, "in the request");
                 free(t);
             }
@@ -785,10 +783,11 @@ static kv_rc sub_ca_path_len(const kv_ctx *ctx, const kv_key *ca, X509 *cacert,
 /*
  * Issue a certificate for pub with subject and sans (filtered already)
  * under profile p: build, record and sign in one transaction, and hand out
- * the PEM chain.
+ * the PEM chain. Valid until lifetime seconds from now, when it is not 0,
+ * else for o->days or the profile's days.
  */
 static kv_rc issue(kv_key *ca, X509 *cacert, const STACK_OF(X509) *cachain,
-                   const ca_profile *p, const kv_cert_opts *o,
+                   const ca_profile *p, const kv_cert_opts *o, int64_t lifetime,
                    const kv_alg_desc *alg, EVP_PKEY *pub, const X509_NAME *subject, GENERAL_NAMES *sans, char **pem)
 {
     kv_ctx *ctx = ca->ctx;
@@ -804,7 +803,8 @@ static kv_rc issue(kv_key *ca, X509 *cacert, const STACK_OF(X509) *cachain,
     sqlite3_stmt *st = NULL;
     char *subj_text = NULL, *hex = NULL, hash[65];
     unsigned days = o->days ? o->days : p->days;
-    time_t now = time(NULL), nb = now - 60, na = now + (time_t)days * 86400;
+    time_t now = time(NULL), nb = now - 60,
+           na = now + (lifetime > 0 ? (time_t)lifetime : (time_t)days * 86400);
     ca_db d = { NULL, NULL };
     BIO *b = NULL;
     kv_rc rc = KV_OK;
@@ -917,6 +917,13 @@ out:
 kv_rc kv_ca_issue(kv_key *ca, const char *profile, const unsigned char *csr, size_t csrlen,
                   const kv_cert_opts *opts, char **pem)
 {
+    kv_err_begin(ca->ctx);
+    return kv_ca_issue_for(ca, profile, csr, csrlen, opts, 0, pem);
+}
+
+kv_rc kv_ca_issue_for(kv_key *ca, const char *profile, const unsigned char *csr, size_t csrlen,
+                      const kv_cert_opts *opts, int64_t lifetime, char **pem)
+{
     kv_ctx *ctx = ca->ctx;
     const ca_profile *p = NULL;
     kv_cert_opts o;
@@ -930,7 +937,6 @@ kv_rc kv_ca_issue(kv_key *ca, const char *profile, const unsigned char *csr, siz
     unsigned granted;
     kv_rc rc;
 
-    kv_err_begin(ctx);
     *pem = NULL;
     memset(&xo, 0, sizeof(xo));
     if (!sans)
@@ -954,7 +960,7 @@ kv_rc kv_ca_issue(kv_key *ca, const char *profile, const unsigned char *csr, siz
         KV_CHECK(rc, subject_from(ctx, X509_REQ_get_subject_name(req), &subject));
         KV_CHECK(rc, subject_present(ctx, p, subject, sans));
     }
-    rc = issue(ca, cacert, cachain, p, &o, xo.alg, pub, subject, sans, pem);
+    rc = issue(ca, cacert, cachain, p, &o, lifetime, xo.alg, pub, subject, sans, pem);
 out:
     kv_x509_opts_clear(&xo);
     GENERAL_NAMES_free(sans);
@@ -1008,7 +1014,7 @@ kv_rc kv_ca_issue_pubkey(kv_key *ca, const char *profile, const unsigned char *p
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     if (!p->tpm)
         KV_CHECK(rc, subject_present(ctx, p, subject, sans));
-    rc = issue(ca, cacert, cachain, p, &o, xo.alg, key, subject, sans, pem);
+    rc = issue(ca, cacert, cachain, p, &o, 0, xo.alg, key, subject, sans, pem);
 out:
     kv_x509_opts_clear(&xo);
     GENERAL_NAMES_free(sans);

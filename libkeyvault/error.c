@@ -57,6 +57,24 @@ bool kv_err_is_set(const kv_ctx *ctx)
     return tls_err.ctx == ctx && tls_err.set;
 }
 
+void kv_err_frame(const kv_ctx *ctx, kv_rc rc, const char *prefix, const char *suffix)
+{
+    char inner[sizeof(tls_err.msg)];
+    size_t fixed = strlen(prefix) + strlen(suffix), room;
+
+    if (tls_err.ctx == ctx && tls_err.set) {
+        memcpy(inner, tls_err.msg, sizeof(inner));
+    } else {
+        snprintf(inner, sizeof(inner), "%s", kv_strerror(rc));
+        tls_err.ctx = ctx;
+        tls_err.set = true;
+        tls_err.kind = "";
+        tls_err.code = 0;
+    }
+    room = fixed < sizeof(tls_err.msg) - 1 ? sizeof(tls_err.msg) - 1 - fixed : 0;
+    snprintf(tls_err.msg, sizeof(tls_err.msg), "%s%.*s%s", prefix, (int)room, inner, suffix);
+}
+
 static void kv_err_vset(const kv_ctx *ctx, const char *kind, unsigned long code,
                         const char *fmt, va_list ap)
 {

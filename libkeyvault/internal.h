@@ -52,6 +52,11 @@ kv_err_mark kv_err_mark_get(const kv_ctx *ctx);
 void kv_err_rewind(const kv_ctx *ctx, kv_err_mark m);
 /* Whether a detail was already recorded in this call. */
 bool kv_err_is_set(const kv_ctx *ctx);
+/* Put the recorded detail between prefix and suffix (a detail of rc's
+ * kv_strerror when none was recorded), cutting the detail rather than the
+ * suffix when it does not fit: for a caller that adds what it knows, such
+ * as when the certificate a failed renewal keeps expires. */
+void kv_err_frame(const kv_ctx *ctx, kv_rc rc, const char *prefix, const char *suffix);
 
 /* Set rc in `var` with a message, and jump to the function's `out:` label. */
 #define KV_FAIL(ctx, var, code, ...)                       \
@@ -729,6 +734,18 @@ typedef struct kv_x509_opts {
 kv_rc kv_x509_opts_read(const kv_key *signer, const EVP_PKEY *subject_key,
                         const kv_cert_opts *opts, kv_x509_purpose purpose, kv_x509_opts *out);
 void kv_x509_opts_clear(kv_x509_opts *o);
+/* A GENERAL_NAME as the text kv_x509_san_parse takes ("dns:...", "ip:...",
+ * "uri:...", "email:..."); NULL for other kinds, a string with a NUL in it,
+ * or out of memory (ca.c). Free with free(). */
+char *kv_x509_san_text(const GENERAL_NAME *g);
+
+/* ---- the vault CA and renewal (ca.c, renew.c) ------------------------------ */
+
+/* kv_ca_issue without its entry work (no kv_err_begin): lifetime, when not
+ * 0, is the validity in seconds from now (opts->days then unused), still
+ * never past the CA's own not-after. */
+kv_rc kv_ca_issue_for(kv_key *ca, const char *profile, const unsigned char *csr,
+                      size_t csrlen, const kv_cert_opts *opts, int64_t lifetime, char **pem);
 
 /* ---- enrollment (enroll.c, registry.c) ---------------------------------- */
 

@@ -1053,6 +1053,49 @@ KV_API const char *kv_version_state_name(kv_version_state state);
 KV_API KV_WUR kv_rc kv_key_prune(kv_ctx *ctx, const char *name, unsigned *destroyed)
     KV_NONNULL(1, 2);
 
+/* ---- certificate renewal ------------------------------------------------- */
+
+/* Flags of kv_renew_opts. */
+#define KV_RENEW_FORCE  0x1u  /* renew even when renewal is not due yet */
+#define KV_RENEW_ROTATE 0x2u  /* a new key version gets the new certificate */
+
+/* How kv_cert_renew renews. Initialise with KV_RENEW_OPTS_INIT; fields are
+ * only ever appended, and the library reads only those `size` covers. */
+typedef struct kv_renew_opts {
+    size_t size;           /* sizeof(kv_renew_opts) */
+    unsigned flags;        /* KV_RENEW_* */
+    const char *profile;   /* the CA profile (kv_ca_issue); NULL: from the old
+                            * certificate (CA:TRUE: sub-ca; extended key usage
+                            * serverAuth and clientAuth: device-identity,
+                            * serverAuth: tls-server, clientAuth: tls-client) */
+    int64_t lifetime;      /* seconds from now to the new not-after; 0: the old
+                            * certificate's (its not-after minus its not-before,
+                            * less the minute every certificate starts early) */
+    const kv_rotate_opts *rotate; /* with KV_RENEW_ROTATE: the overlap and grace
+                            * of the version it replaces (NULL: the config's) */
+} kv_renew_opts;
+#define KV_RENEW_OPTS_INIT { sizeof(kv_renew_opts), 0, NULL, 0, NULL }
+
+/*
+ * kv_cert_renew - renew the certificate stored with key `name` (a name or
+ * URI, as kv_key_open takes) through the vault CA `ca`, once renewal is due
+ * (kv_key_cert_info's renewal_due, [x509] renew_threshold) or with
+ * KV_RENEW_FORCE. Not due and not forced: KV_OK with *pem NULL, nothing
+ * done. Else a request signed by the key keeps the old certificate's
+ * subject, subject alternative names and extended key usages (and for a
+ * CA its path length), `ca` issues it (kv_ca_issue, recorded in its
+ * record), the new certificate is checked to keep them, and the new chain
+ * replaces the old one with the key (kv_key_store_chain); *pem
+ * (kv_string_free) is that chain, leaf first. With KV_RENEW_ROTATE the
+ * request comes from a new version of the key, which gets the chain and
+ * only then becomes current. A failure leaves the old chain (and version)
+ * in force, and kv_errmsg says when the old certificate expires.
+ * KV_ERR_KEY_NOT_FOUND when the key has no certificate.
+ */
+KV_API KV_WUR kv_rc kv_cert_renew(kv_ctx *ctx, const char *name, kv_key *ca,
+                                  const kv_renew_opts *opts, char **pem)
+    KV_NONNULL(1, 2, 3, 5);
+
 #ifdef __cplusplus
 }
 #endif

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <jansson.h>
 #include <openssl/pem.h>
@@ -169,4 +170,14 @@ int write_pem(const char *cmd, const char *out, const unsigned char *der, size_t
     ret = write_all(out, pem, (size_t)n, 0644) == 0 ? EXIT_OK : fail_sys(cmd, "write", out);
     BIO_free(mem);
     return ret;
+}
+
+const char *utc(int64_t t, char buf[32])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+
+    if (!gmtime_r(&tt, &tm) || !strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf(buf, 32, "%lld", (long long)t);
+    return buf;
 }

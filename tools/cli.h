@@ -6,6 +6,7 @@
 #define KV_CLI_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <jansson.h>
 
@@ -34,6 +35,8 @@ int write_all(const char *path, const void *data, size_t len, mode_t mode);
 int want_help(int argc, char **argv);
 /* Print j indented on standard output and release it. */
 int print_json(json_t *j);
+/* A time (seconds since the epoch) as ISO 8601 UTC in buf: "2026-11-26T19:00:00Z". */
+const char *utc(int64_t t, char buf[32]);
 /* Write DER (a certificate when cert, else a SubjectPublicKeyInfo) as PEM to out. */
 int write_pem(const char *cmd, const char *out, const unsigned char *der, size_t len, int cert);
 
@@ -55,6 +58,9 @@ enum { POLICY_OPT_ALLOW = 1000, POLICY_OPT_ALGS, POLICY_OPT_NOT_BEFORE, POLICY_O
 int policy_option(int opt, char *arg, kv_key_policy *p, int *set);
 int cmd_policy(kv_ctx *ctx, int argc, char **argv);
 extern const char policy_help[];
+/* cmd-renew.c: cert renew (one key, --all, --check) */
+extern const char cert_renew_help[];
+int cmd_cert_renew(kv_ctx *ctx, int argc, char **argv);
 
 /* cmd-rotate.c: key versions, rotation, pruning */
 extern const char rotate_help[], prune_help[], versions_help[];

@@ -777,7 +777,7 @@ static const char cert_help[] =
     "(plus keyEncipherment for RSA), keyCertSign, cRLSign and digitalSignature\n"
     "with --ca; subject and authority key identifiers. DN, --san, LIST and ALG\n"
     "as for 'keyvault csr'; the DN may not be empty (it is the issuer too).\n"
-    "A key named import, show or selfsign is reached by its URI here.\n";
+    "A key named import, show, selfsign or renew is reached by its URI here.\n";
 
 /* Store the chain in file with the key ref. */
 static int cert_import(kv_ctx *ctx, const char *ref, const char *file)
@@ -813,17 +813,6 @@ static int cmd_cert_import(kv_ctx *ctx, int argc, char **argv)
     if (argc != 3 || argv[1][0] == '-' || (argv[2][0] == '-' && argv[2][1] != '\0'))
         die_usage("cert", "import expects a key NAME or URI and a FILE");
     return cert_import(ctx, argv[1], argv[2]);
-}
-
-/* A time as ISO 8601 UTC. */
-static const char *utc(int64_t t, char buf[32])
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-
-    if (!gmtime_r(&tt, &tm) || !strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
-        snprintf(buf, 32, "%lld", (long long)t);
-    return buf;
 }
 
 static int print_cert_info(const kv_cert_info *ci, int json)
@@ -934,6 +923,7 @@ static int cmd_cert(kv_ctx *ctx, int argc, char **argv)
         { "import", cmd_cert_import },
         { "show", cmd_cert_show },
         { "selfsign", cmd_cert_selfsign },
+        { "renew", cmd_cert_renew },
     };
 
     for (size_t i = 0; argc > 1 && i < sizeof(words) / sizeof(words[0]); i++)
@@ -1312,7 +1302,7 @@ static void usage(FILE *f)
             "  sign NAME        sign a file\n"
             "  verify NAME      verify a signature\n"
             "  ecdh NAME        derive an ECDH shared secret\n"
-            "  cert NAME        the key's certificate chain: import, show, write, selfsign\n"
+            "  cert NAME        the key's certificate chain: import, show, write, selfsign, renew\n"
             "  csr NAME         write a certificate request (PKCS#10) signed by the key\n"
             "  ca ...           a CA in the vault: sign, revoke, crl\n"
             "  reference NAME   write a key reference PEM for OpenSSL programs\n"
@@ -1372,6 +1362,8 @@ int main(int argc, char **argv)
     }
     if (want_help(argc - argi, argv + argi)) {
         fputs(cmd->help, stdout);
+        if (cmd->fn == cmd_cert) /* cert renew's text is kept with it, in cmd-renew.c */
+            printf("\n%s", cert_renew_help);
         return EXIT_OK;
     }
     rc = kv_ctx_new(&ctx, config_path);
