@@ -80,7 +80,7 @@ static const char *known_backend(const char *name)
  * section, built into this library or not. */
 static kv_rc config_check(const kv_config *cfg)
 {
-    struct kv_config_section known[2 + sizeof(known_backends) / sizeof(known_backends[0])];
+    struct kv_config_section known[3 + sizeof(known_backends) / sizeof(known_backends[0])];
     size_t n = 0;
 
     known[n++] = (struct kv_config_section){ "keyvault", keyvault_config_keys };
@@ -90,6 +90,7 @@ static kv_rc config_check(const kv_config *cfg)
                                                  ops ? ops->config_keys : NULL };
     }
     known[n++] = (struct kv_config_section){ "x509", x509_config_keys };
+    known[n++] = (struct kv_config_section){ "audit", kv_audit_config_keys };
     return kv_config_check(NULL, cfg, known, n);
 }
 
@@ -174,6 +175,7 @@ kv_rc kv_ctx_new(kv_ctx **out, const char *config_path)
     KV_CHECK(rc, kv_renew_threshold(NULL, ctx->cfg, &threshold));
     order = kv_config_get(ctx->cfg, "keyvault", "backends");
     KV_CHECK(rc, setup_backends(ctx, order ? order : KV_DEFAULT_ORDER));
+    KV_CHECK(rc, kv_audit_setup(ctx));
     *out = ctx;
     ctx = NULL;
 out:
@@ -192,6 +194,7 @@ void kv_ctx_free(kv_ctx *ctx)
 {
     if (!ctx)
         return;
+    kv_audit_free(ctx);
     for (size_t i = 0; i < ctx->nbackends; i++)
         if (ctx->backends[i].ops && ctx->backends[i].state)
             ctx->backends[i].ops->fini(&ctx->backends[i]);

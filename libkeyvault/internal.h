@@ -529,6 +529,7 @@ struct kv_ctx {
     bool require_hardware;
     size_t nbackends;
     kv_backend backends[KV_MAX_BACKENDS];
+    struct kv_audit *audit;   /* NULL: no audit sink (audit.c) */
 };
 
 struct kv_key {
@@ -776,5 +777,25 @@ kv_rc kv_soft_sign_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pkey,
                         unsigned char *sig, size_t *siglen);
 kv_rc kv_soft_derive_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *priv,
                           EVP_PKEY *peer, unsigned char *secret, size_t *len);
+
+/* ---- the audit log (audit.c) ------------------------------------------ */
+
+typedef enum kv_audit_op { KV_AUDIT_GENERATE, KV_AUDIT_OPEN, KV_AUDIT_SIGN, KV_AUDIT_ECDH,
+    KV_AUDIT_ATTEST, KV_AUDIT_ISSUE, KV_AUDIT_CERT_STORE, KV_AUDIT_ROTATE, KV_AUDIT_RENEW,
+    KV_AUDIT_DESTROY, KV_AUDIT_PRUNE } kv_audit_op;
+/* One record: key name (NULL when none), its version, backend, operation,
+ * result (rc: KV_ERR_POLICY is a denial, KV_ERR_AUTH_FAILED/PIN_LOCKED a
+ * login failure), optional detail (never secret, never data). A failure's
+ * kv_errmsg goes in the record too. Costs one branch without a sink; never
+ * fails the caller's operation. */
+void kv_audit_event(kv_ctx *ctx, kv_audit_op op, const char *name, unsigned version,
+                    const char *backend, kv_rc rc, const char *detail);
+/* The [audit] section's keys, for the configuration check. */
+extern const struct kv_config_key kv_audit_config_keys[];
+/* Read [audit] and start the sinks it names (kv_ctx_new, after the backends). */
+kv_rc kv_audit_setup(kv_ctx *ctx);
+/* Write what is queued (and a closing seal), stop the writer (kv_ctx_free,
+ * before the backends go). */
+void kv_audit_free(kv_ctx *ctx);
 
 #endif /* KV_INTERNAL_H */

@@ -48,5 +48,8 @@ extern const char enroll_help[];
 /* cmd-verify.c: checking evidence */
 int cmd_verify_evidence(kv_ctx *ctx, int argc, char **argv);
 extern const char verify_evidence_help[];
+/* cmd-audit.c: the audit log */
+int cmd_audit(kv_ctx *ctx, int argc, char **argv);
+extern const char audit_help[];
 
 #endif

@@ -1275,6 +1275,7 @@ static const struct command commands[] = {
     { "attest", cmd_attest, attest_help },
     { "enroll", cmd_enroll, enroll_help },
     { "verify-evidence", cmd_verify_evidence, verify_evidence_help },
+    { "audit", cmd_audit, audit_help },
 };
 
 static void usage(FILE *f)
@@ -1299,7 +1300,8 @@ static void usage(FILE *f)
             "  attest NAME      write the key's evidence document\n"
             "  enroll ...       AK enrollment: request, challenge, respond, finish, revoke, list\n"
             "  verify-evidence FILE  check an evidence document against a nonce and policy\n"
-            "  backends         show the configured backends\n\n"
+            "  backends         show the configured backends\n"
+            "  audit ...        the audit log: verify FILE, tail\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
             "/etc/keyvault/keyvault.conf, then built-in defaults).\n"
             "'keyvault COMMAND --help' describes each command; 'keyvault --version'\n"
