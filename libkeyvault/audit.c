@@ -1063,11 +1063,12 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
                 "audit log '%s': no seal in %" PRIu64 " records: nothing to check the key against",
                 path, rep->records);
     if ((flags & KV_AUDIT_VERIFY_SEALED) && rep->unsealed > 0) {
-        line++;
+        uint64_t last = line;
+        line = last - rep->unsealed + 1; /* the first record no seal covers */
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
-                "audit log '%s': the last %" PRIu64 " records (lines %" PRIu64 " to %" PRIu64
-                ") follow the last seal: the log does not end with a seal", path,
-                rep->unsealed, line - rep->unsealed, line - 1);
+                "audit log '%s', line %" PRIu64 ": the last %" PRIu64 " records (lines %" PRIu64
+                " to %" PRIu64 ") follow the last seal: the log does not end with a seal", path,
+                line, rep->unsealed, line, last);
     }
     line = 0;
 out:
@@ -1103,7 +1104,7 @@ kv_rc kv_audit_tail(kv_ctx *ctx, const char *path, size_t count, char **out)
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "audit log '%s' is not a regular file", p);
     size = st.st_size;
     /* back from the end, a block at a time, to the start of the count-th last line */
-    for (from = count ? size : 0; from > 0 && lines < count;) {
+    for (from = size; from > 0 && lines < count;) {
         off_t b = from > KV_AUDIT_TAIL_READ ? from - KV_AUDIT_TAIL_READ : 0;
         char blk[KV_AUDIT_TAIL_READ];
         ssize_t r = pread(fd, blk, (size_t)(from - b), b);
