@@ -38,6 +38,11 @@
  * of one thread against the raw loop of the three signature checks it
  * contains (same keys, same data), as a cost ratio. --attest-count N runs
  * one side N times without timing, for callgrind (bench/run.sh attest-count).
+ *
+ * --audit FILE: sign (ECDSA P-256, software store) with the audit file sink
+ * on (CONF plus [audit] file = FILE, buffered, then flush = record) against
+ * the same context configuration without it, side by side as above; the
+ * ratio is audit-on / audit-off (bench/run.sh audit).
  */
 #include "config.h"
 
@@ -891,6 +896,78 @@ static void bench_backend(const char *backend)
     kv_ctx_free(ctx);
 }
 
+/* ---- the audit log's cost (--audit FILE) --------------------------------------------- */
+
+/* A configuration: CONF's text plus an [audit] section writing to log. */
+static char *audit_conf(const char *log, const char *flush)
+{
+    static char path[4200];
+    FILE *in = fopen(conf_path, "r"), *out;
+    char buf[4096];
+    size_t n;
+
+    snprintf(path, sizeof(path), "%s.%s.conf", log, flush);
+    out = fopen(path, "w");
+    if (!in || !out)
+        die("writing the audit configuration", NULL);
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+        fwrite(buf, 1, n, out);
+    fprintf(out, "\n[audit]\nfile = %s\nflush = %s\n", log, flush);
+    fclose(in);
+    fclose(out);
+    return path;
+}
+
+static void bench_audit(const char *log)
+{
+    static const char *const modes[] = { "buffered", "record" };
+    kv_ctx *off = NULL;
+    struct bench_op kop_off = { 0 };
+
+    if (kv_ctx_new(&off, conf_path) != KV_OK)
+        die("kv_ctx_new", NULL);
+    if (!backend_available(off, "software"))
+        die("--audit measures the software backend, which CONF does not make available", off);
+    kop_off.key = kv_make(off, "software", "bench-software-sign-ec-p256", KV_KEY_EC_P256);
+    if (!kop_off.key)
+        die("the P-256 key", off);
+    kop_off.in = msg;
+    kop_off.inlen = sizeof(msg);
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        kv_ctx *on = NULL;
+        struct bench_op kop_on = kop_off;
+        char op[64];
+
+        unlink(log);
+        if (kv_ctx_new(&on, audit_conf(log, modes[m])) != KV_OK)
+            die("kv_ctx_new with [audit]", NULL);
+        kop_on.key = kv_make(on, "software", "bench-software-sign-ec-p256", KV_KEY_EC_P256);
+        if (!kop_on.key)
+            die("the P-256 key", on);
+        snprintf(op, sizeof(op), "sign-p256+audit-%s", modes[m]);
+        for (int t = 0; t < n_threads; t++) {
+            int nt = threads_list[t];
+            struct result a, b, ar[REPS_MAX], br[REPS_MAX];
+            /* flush = record: a write and fdatasync per signature; one thread says enough */
+            if (m == 1 && nt > 1)
+                break;
+            for (int rep = 0; rep < reps; rep++) {
+                if (rep % 2)
+                    br[rep] = measure(kv_run, &kop_off, nt);
+                ar[rep] = measure(kv_run, &kop_on, nt);
+                if (rep % 2 == 0)
+                    br[rep] = measure(kv_run, &kop_off, nt);
+            }
+            medians(ar, br, &a, &b);
+            report("software", op, nt, 1, a, b, -1, -1);
+        }
+        kv_key_free(kop_on.key);
+        kv_ctx_free(on);
+    }
+    kv_key_free(kop_off.key);
+    kv_ctx_free(off);
+}
+
 /* ---- scale: many keys present -------------------------------------------------------- */
 
 static void bench_scale(const char *backend)
@@ -1275,19 +1352,21 @@ int main(int argc, char **argv)
         { "attest", no_argument, NULL, 'A' },
         { "attest-count", required_argument, NULL, 'C' },
         { "attest-raw", no_argument, NULL, 'W' },
+        { "audit", required_argument, NULL, 'U' },
         { NULL, 0, NULL, 0 },
     };
-    const char *json_path = NULL;
+    const char *json_path = NULL, *audit_log = NULL;
     bool scale = true, attest = false, attest_raw = false;
     long tl[8], attest_count = -1;
     struct rusage ru;
     unsigned int dl = 0;
     int c;
 
-    while ((c = getopt_long(argc, argv, "c:b:t:s:k:j:p:nK:T:M:L:P:R:AC:W", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:b:t:s:k:j:p:nK:T:M:L:P:R:AC:WU:", opts, NULL)) != -1) {
         switch (c) {
         case 'A': attest = true; break;
         case 'W': attest_raw = true; break;
+        case 'U': audit_log = optarg; break;
         case 'C':
             attest = true;
             if ((attest_count = atol(optarg)) < 0) {
@@ -1345,7 +1424,7 @@ int main(int argc, char **argv)
                             "[--p11-keys 1,100,1000] "
                             "[--json FILE] [--plot FILE] [--no-scale] [--reps 5] [--tcti TCTI] "
                             "[--p11-module PATH --p11-token LABEL --p11-pin-file FILE] "
-                            "[--attest | --attest-count N [--attest-raw]]\n");
+                            "[--attest | --attest-count N [--attest-raw]] [--audit FILE]\n");
             return 2;
         }
     }
@@ -1363,6 +1442,11 @@ int main(int argc, char **argv)
 #endif
     } else {
         header();
+    }
+    if (audit_log) {
+        /* the kv columns: audit on; the raw columns: the same without it */
+        bench_audit(audit_log);
+        want[0] = want[1] = want[2] = scale = false;
     }
     in_main_table = true;
     if (want[0])

@@ -16,6 +16,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -60,6 +61,7 @@ static const char *const op_names[] = {
 /* A record as the event took it, waiting for the writer. The strings
  * point into text[]. */
 struct audit_ent {
+    struct audit_ent *next;   /* the queue: a stack, newest first */
     struct timespec ts;
     kv_audit_op op;
     kv_rc rc;
@@ -71,11 +73,11 @@ struct audit_ent {
 
 struct kv_audit {
     kv_ctx *ctx;
-    /* the queue */
-    pthread_mutex_t mu;
+    /* the queue: callers push without a lock; the writer takes it whole */
+    _Atomic(struct audit_ent *) head;
+    atomic_size_t queued;
+    pthread_mutex_t mu;       /* for cv: wakes the writer */
     pthread_cond_t cv;
-    struct audit_ent **q;
-    size_t n, cap;
     bool stop, thread_on;
     pthread_t thread;
     /* the file writer: one batch at a time in this process */
@@ -95,7 +97,8 @@ struct kv_audit {
     kv_audit_fn fn;
     void *arg;
     /* the process */
-    char exe[PATH_MAX];
+    char exe_text[PATH_MAX];  /* the executable (/proc/self/exe) */
+    char *exe_json;           /* the same as a JSON string */
     long pid;
     unsigned long gen;        /* kv_fork_generation when pid was taken */
 };
@@ -151,32 +154,113 @@ static bool sha256_hex(const void *data, size_t len, char out[HEX_HASH + 1])
 
 /* ---- records ------------------------------------------------------------- */
 
-/* The record's own members (everything but seq, prev and hash), in the
- * order of docs/audit.md. */
-static json_t *ent_json(const struct kv_audit *a, const struct audit_ent *e, json_int_t seq)
+/* A growing text buffer; `bad` once an allocation failed. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool bad;
+};
+
+static void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->bad)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t c = (b->cap ? b->cap * 2 : 4096) + n + 1;
+        char *q = realloc(b->p, c);
+        if (!q) {
+            b->bad = true;
+            return;
+        }
+        b->p = q;
+        b->cap = c;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...) KV_PRINTF(2, 3);
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+    char tmp[256];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(tmp))
+        b->bad = true;
+    else
+        sb_add(b, tmp, (size_t)n);
+}
+
+/* s as a JSON string, exactly as jansson's compact dump writes it (NULL:
+ * null). Printable ASCII other than '"' and '\\' is written as it is, as
+ * jansson does; any other text is encoded by jansson itself. */
+static void sb_json_str(struct sbuf *b, const char *s)
+{
+    size_t n = 0;
+    json_t *j;
+    char *enc;
+
+    if (!s) {
+        sb_add(b, "null", 4);
+        return;
+    }
+    while (s[n] >= 0x20 && s[n] < 0x7f && s[n] != '"' && s[n] != '\\')
+        n++;
+    if (s[n] == '\0') {
+        sb_add(b, "\"", 1);
+        sb_add(b, s, n);
+        sb_add(b, "\"", 1);
+        return;
+    }
+    j = json_string(s); /* NULL for text that is not UTF-8 */
+    enc = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (enc)
+        sb_add(b, enc, strlen(enc));
+    else
+        sb_add(b, "\"(not UTF-8)\"", strlen("\"(not UTF-8)\""));
+    free(enc);
+    json_decref(j);
+}
+
+/*
+ * The record's text: a JSON object whose members come in the order of
+ * docs/audit.md, written as jansson's compact dump of it would be (the
+ * tests hold the two equal). With prev (the file): seq and prev too; without
+ * (syslog): neither.
+ */
+static void ent_text(const struct kv_audit *a, const struct audit_ent *e, json_int_t seq,
+                     const char *prev, struct sbuf *b)
 {
     char t[48];
-    json_t *j = json_object();
 
-    if (!j)
-        return NULL;
     time_text(&e->ts, t);
-    json_object_set_new(j, "time", json_string(t));
-    if (seq > 0)
-        json_object_set_new(j, "seq", json_integer(seq));
-    json_object_set_new(j, "key", e->name ? json_string(e->name) : json_null());
-    json_object_set_new(j, "version", json_integer(e->version));
-    json_object_set_new(j, "backend", e->backend ? json_string(e->backend) : json_null());
-    json_object_set_new(j, "op", json_string(op_names[e->op]));
-    json_object_set_new(j, "result", json_string(result_name(e->rc)));
-    json_object_set_new(j, "error", json_integer(e->rc));
-    if (e->message)
-        json_object_set_new(j, "message", json_string(e->message));
-    if (e->detail)
-        json_object_set_new(j, "detail", json_string(e->detail));
-    json_object_set_new(j, "pid", json_integer(e->pid));
-    json_object_set_new(j, "exe", json_string(a->exe));
-    return j;
+    sb_printf(b, "{\"time\":\"%s\"", t);
+    if (prev)
+        sb_printf(b, ",\"seq\":%lld", (long long)seq);
+    sb_add(b, ",\"key\":", 7);
+    sb_json_str(b, e->name);
+    sb_printf(b, ",\"version\":%u,\"backend\":", e->version);
+    sb_json_str(b, e->backend);
+    sb_printf(b, ",\"op\":\"%s\",\"result\":\"%s\",\"error\":%d", op_names[e->op],
+              result_name(e->rc), (int)e->rc);
+    if (e->message) {
+        sb_add(b, ",\"message\":", 11);
+        sb_json_str(b, e->message);
+    }
+    if (e->detail) {
+        sb_add(b, ",\"detail\":", 10);
+        sb_json_str(b, e->detail);
+    }
+    sb_printf(b, ",\"pid\":%ld,\"exe\":", e->pid);
+    sb_add(b, a->exe_json, strlen(a->exe_json));
+    if (prev)
+        sb_printf(b, ",\"prev\":\"%s\"", prev);
+    sb_add(b, "}", 1);
 }
 
 static char *dump(const json_t *j)
@@ -342,47 +426,28 @@ out:
     return err;
 }
 
-/* Append a finished object to out: "hash" is the SHA-256 of its dump
- * without it. Sets prev to that hash. */
-static bool chain_line(json_t *j, char prev[HEX_HASH + 1], char **out, size_t *len, size_t *cap)
+/* The record that ends b (from byte start, a JSON object) gets its "hash"
+ * member, the SHA-256 of its text as it stands, and a line end. Sets prev
+ * to that hash. */
+static bool chain_text(struct sbuf *b, size_t start, char prev[HEX_HASH + 1])
 {
-    char *s = dump(j), *line = NULL;
-    bool ok = false;
-    size_t n;
-
-    if (!s || !sha256_hex(s, strlen(s), prev))
-        goto out;
-    json_object_set_new(j, "hash", json_string(prev));
-    if (!(line = dump(j)))
-        goto out;
-    n = strlen(line);
-    if (*len + n + 1 > *cap) {
-        size_t c = (*cap ? *cap * 2 : 4096) + n + 1;
-        char *b = realloc(*out, c);
-        if (!b)
-            goto out;
-        *out = b;
-        *cap = c;
-    }
-    memcpy(*out + *len, line, n);
-    (*out)[*len + n] = '\n';
-    *len += n + 1;
-    ok = true;
-out:
-    free(s);
-    free(line);
-    return ok;
+    if (b->bad || b->len <= start || b->p[b->len - 1] != '}' ||
+        !sha256_hex(b->p + start, b->len - start, prev))
+        return false;
+    b->len--;
+    sb_printf(b, ",\"hash\":\"%s\"}\n", prev);
+    return !b->bad;
 }
 
 /* A seal record at seq: the seal key signs the record's dump without
  * "sig" and "hash" (which chains every record before it through prev). */
-static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1], char **out,
-                      size_t *len, size_t *cap)
+static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1],
+                      struct sbuf *b)
 {
     struct timespec ts;
     const kv_alg_desc *alg = NULL;
     unsigned char sig[1024], *spki = NULL, *b64 = NULL;
-    size_t siglen = sizeof(sig);
+    size_t siglen = sizeof(sig), start;
     char t[48], fp[HEX_HASH + 1], *msg = NULL;
     json_t *j = NULL;
     bool ok = false;
@@ -401,7 +466,7 @@ static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1
     j = json_pack("{s:s, s:I, s:s, s:i, s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "time", t, "seq",
                   seq, "key", a->seal_key->name, "version", (int)a->seal_key->version,
                   "backend", a->seal_key->be->name, "op", "seal", "alg", alg->name,
-                  "key_sha256", fp, "pid", (json_int_t)a->pid, "exe", a->exe, "prev", prev);
+                  "key_sha256", fp, "pid", (json_int_t)a->pid, "exe", a->exe_text, "prev", prev);
     if (!j || !(msg = dump(j)))
         goto out;
     if (kv_sign(a->seal_key, alg->alg, 0, (const unsigned char *)msg, strlen(msg), sig,
@@ -414,7 +479,14 @@ static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1
         goto out;
     EVP_EncodeBlock(b64, sig, (int)siglen);
     json_object_set_new(j, "sig", json_string((const char *)b64));
-    ok = chain_line(j, prev, out, len, cap);
+    free(msg);
+    if (!(msg = dump(j)))
+        goto out;
+    start = b->len;
+    sb_add(b, msg, strlen(msg));
+    ok = chain_text(b, start, prev);
+    if (!ok)
+        b->len = start;
 out:
     if (!ok && j)
         syslog(LOG_AUTHPRIV | LOG_ERR, "libkeyvault audit: no seal at seq %lld of '%s'",
@@ -441,10 +513,11 @@ static void file_write(struct kv_audit *a, struct audit_ent **ents, size_t n, bo
 {
     kv_ctx *ctx = a->ctx;
     bool had = kv_err_is_set(ctx), sealed = false;
-    char saved[768], prev[HEX_HASH + 1], *buf = NULL;
+    char saved[768], prev[HEX_HASH + 1];
     const char *kind = "";
     unsigned long code = kv_backend_code(ctx, &kind);
-    size_t len = 0, cap = 0, done = 0;
+    struct sbuf b = { NULL, 0, 0, false };
+    size_t done = 0;
     json_int_t seq = 0;
     bool locked = false;
     int err;
@@ -469,30 +542,24 @@ static void file_write(struct kv_audit *a, struct audit_ent **ents, size_t n, bo
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        json_t *j;
-        if (seal_due(a, seq + 1) && seal_line(a, seq + 1, prev, &buf, &len, &cap))
+        size_t start;
+        if (seal_due(a, seq + 1) && seal_line(a, seq + 1, prev, &b))
             seq++;
-        j = ent_json(a, ents[i], ++seq);
-        if (!j) {
+        start = b.len;
+        ent_text(a, ents[i], ++seq, prev, &b);
+        if (!chain_text(&b, start, prev)) {
             file_trouble(a, "out of memory writing", ENOMEM, n);
             goto out;
         }
-        json_object_set_new(j, "prev", json_string(prev));
-        if (!chain_line(j, prev, &buf, &len, &cap)) {
-            json_decref(j);
-            file_trouble(a, "out of memory writing", ENOMEM, n);
-            goto out;
-        }
-        json_decref(j);
         sealed = false;
     }
     if (n)
         a->wrote = true;
     if (close_seal && a->wrote && !sealed && seq > 0 && a->seal_name &&
-        seal_line(a, seq + 1, prev, &buf, &len, &cap))
+        seal_line(a, seq + 1, prev, &b))
         a->wrote = false;
-    while (done < len) {
-        ssize_t w = write(a->fd, buf + done, len - done);
+    while (done < b.len) {
+        ssize_t w = write(a->fd, b.p + done, b.len - done);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
@@ -504,27 +571,48 @@ static void file_write(struct kv_audit *a, struct audit_ent **ents, size_t n, bo
         }
         done += (size_t)w;
     }
-    if (len && fdatasync(a->fd) != 0)
+    if (b.len && fdatasync(a->fd) != 0)
         file_trouble(a, "cannot sync", errno, 0);
 out:
     if (locked)
         (void)flock(a->fd, LOCK_UN);
     pthread_mutex_unlock(&a->wmu);
     in_audit = false;
-    free(buf);
+    free(b.p);
     kv_err_begin(ctx);
     if (had)
         (void)kv_error_code(ctx, KV_OK, kind, code, "%s", saved);
 }
 
-/* Take the whole queue (the caller holds mu). */
+static void list_free(struct audit_ent *e)
+{
+    while (e) {
+        struct audit_ent *next = e->next;
+        free(e);
+        e = next;
+    }
+}
+
+/* Take the whole queue, oldest first, as an array of *n records. */
 static struct audit_ent **queue_take(struct kv_audit *a, size_t *n)
 {
-    struct audit_ent **q = a->q;
+    struct audit_ent *e = atomic_exchange(&a->head, NULL), **q;
+    size_t count = 0;
 
-    *n = a->n;
-    a->q = NULL;
-    a->n = a->cap = 0;
+    *n = 0;
+    for (struct audit_ent *p = e; p; p = p->next)
+        count++;
+    if (!count)
+        return NULL;
+    atomic_fetch_sub(&a->queued, count);
+    if (!(q = malloc(count * sizeof(*q)))) {
+        file_trouble(a, "out of memory writing", ENOMEM, count);
+        list_free(e);
+        return NULL;
+    }
+    for (size_t i = count; i > 0; e = e->next)
+        q[--i] = e;
+    *n = count;
     return q;
 }
 
@@ -552,14 +640,13 @@ static void *writer_main(void *p)
             until.tv_sec++;
             until.tv_nsec -= 1000000000L;
         }
-        while (!a->stop && a->n < KV_AUDIT_BATCH)
+        while (!a->stop && atomic_load(&a->queued) < KV_AUDIT_BATCH)
             if (pthread_cond_timedwait(&a->cv, &a->mu, &until) == ETIMEDOUT)
                 break;
-        if (a->n == 0)
-            continue;
-        q = queue_take(a, &n);
         pthread_mutex_unlock(&a->mu);
-        file_write(a, q, n, false);
+        q = queue_take(a, &n);
+        if (n)
+            file_write(a, q, n, false);
         ents_free(q, n);
         pthread_mutex_lock(&a->mu);
     }
@@ -580,13 +667,11 @@ static void after_fork(struct kv_audit *a)
 {
     pthread_mutex_lock(&fork_mu);
     if (a->gen != kv_fork_generation()) {
-        size_t n = a->n;
         pthread_mutex_init(&a->mu, NULL);
         pthread_mutex_init(&a->wmu, NULL);
         pthread_cond_init(&a->cv, NULL);
-        ents_free(a->q, n);
-        a->q = NULL;
-        a->n = a->cap = 0;
+        list_free(atomic_exchange(&a->head, NULL));
+        atomic_store(&a->queued, 0);
         a->thread_on = false;
         a->stop = false;
         a->wrote = false;
@@ -621,19 +706,18 @@ static void deliver(struct kv_audit *a, const struct audit_ent *e)
         r.message = e->message;
         r.detail = e->detail;
         r.pid = e->pid;
-        r.exe = a->exe;
+        r.exe = a->exe_text;
         in_audit = true;
         a->fn(a->arg, &r);
         in_audit = false;
     }
     if (a->syslog_on) {
-        json_t *j = ent_json(a, e, 0);
-        char *s = j ? dump(j) : NULL;
-        if (s)
+        struct sbuf b = { NULL, 0, 0, false };
+        ent_text(a, e, 0, NULL, &b);
+        if (!b.bad)
             syslog(LOG_AUTHPRIV | (e->rc == KV_OK ? LOG_INFO : LOG_NOTICE),
-                   "libkeyvault audit: %s", s);
-        free(s);
-        json_decref(j);
+                   "libkeyvault audit: %s", b.p);
+        free(b.p);
     }
 }
 
@@ -642,7 +726,7 @@ void kv_audit_event(kv_ctx *ctx, kv_audit_op op, const char *name, unsigned vers
 {
     struct kv_audit *a;
     struct audit_ent *e;
-    bool wake = false;
+    size_t n;
 
     if (!ctx || !(a = ctx->audit) || in_audit || (unsigned)op > KV_AUDIT_PRUNE)
         return;
@@ -664,33 +748,21 @@ void kv_audit_event(kv_ctx *ctx, kv_audit_op op, const char *name, unsigned vers
         free(e);
         return;
     }
-    pthread_mutex_lock(&a->mu);
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 256;
-        struct audit_ent **q = realloc(a->q, cap * sizeof(*q));
-        if (!q) {
-            pthread_mutex_unlock(&a->mu);
-            syslog(LOG_AUTHPRIV | LOG_ERR, "libkeyvault audit: out of memory: a record is lost");
-            free(e);
-            return;
-        }
-        a->q = q;
-        a->cap = cap;
-    }
-    a->q[a->n++] = e;
-    if (a->n >= KV_AUDIT_QUEUE_MAX || !a->thread_on) {
+    e->next = atomic_load(&a->head);
+    while (!atomic_compare_exchange_weak(&a->head, &e->next, e))
+        ;
+    n = atomic_fetch_add(&a->queued, 1) + 1;
+    if (n >= KV_AUDIT_QUEUE_MAX || !a->thread_on) {
         /* the writer cannot keep up (or did not start): write here */
-        size_t n;
         struct audit_ent **q = queue_take(a, &n);
-        pthread_mutex_unlock(&a->mu);
-        file_write(a, q, n, false);
+        if (n)
+            file_write(a, q, n, false);
         ents_free(q, n);
-        return;
-    }
-    wake = a->n == KV_AUDIT_BATCH;
-    pthread_mutex_unlock(&a->mu);
-    if (wake)
+    } else if (n == KV_AUDIT_BATCH) {
+        pthread_mutex_lock(&a->mu);
         pthread_cond_signal(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+    }
 }
 
 /* ---- the context ------------------------------------------------------------ */
@@ -709,8 +781,21 @@ static struct kv_audit *audit_new(kv_ctx *ctx)
     a->fd = -1;
     a->pid = (long)getpid();
     a->gen = kv_fork_generation();
-    n = readlink("/proc/self/exe", a->exe, sizeof(a->exe) - 1);
-    a->exe[n > 0 ? n : 0] = '\0';
+    n = readlink("/proc/self/exe", a->exe_text, sizeof(a->exe_text) - 1);
+    a->exe_text[n > 0 ? n : 0] = '\0';
+    {
+        struct sbuf b = { NULL, 0, 0, false };
+        sb_json_str(&b, a->exe_text);
+        if (b.bad) {
+            free(b.p);
+            pthread_mutex_destroy(&a->mu);
+            pthread_mutex_destroy(&a->wmu);
+            pthread_cond_destroy(&a->cv);
+            free(a);
+            return NULL;
+        }
+        a->exe_json = b.p;
+    }
     return a;
 }
 
@@ -762,6 +847,7 @@ out:
         pthread_mutex_destroy(&a->mu);
         pthread_mutex_destroy(&a->wmu);
         pthread_cond_destroy(&a->cv);
+        free(a->exe_json);
         free(a->path);
         free(a->seal_name);
         free(a);
@@ -796,6 +882,7 @@ void kv_audit_free(kv_ctx *ctx)
     pthread_mutex_destroy(&a->mu);
     pthread_mutex_destroy(&a->wmu);
     pthread_cond_destroy(&a->cv);
+    free(a->exe_json);
     free(a->path);
     free(a->seal_name);
     free(a);

@@ -573,15 +573,37 @@ START_TEST(file_records_failures_with_their_result)
 {
     kv_ctx *ctx = audit_ctx("flush = record\n");
     kv_key *k = NULL;
+    kv_audit_report rep;
     size_t n;
     char **lines;
 
     ck_assert_rc(ctx, kv_key_open(ctx, "nosuchkey", &k), KV_ERR_KEY_NOT_FOUND);
     kv_audit_event(ctx, KV_AUDIT_SIGN, "gw", 2, "pkcs11", KV_ERR_POLICY, NULL);
     kv_audit_event(ctx, KV_AUDIT_OPEN, "gw", 1, "pkcs11", KV_ERR_PIN_LOCKED, NULL);
+    /* text that needs escaping, and bytes that are not UTF-8 */
+    kv_audit_event(ctx, KV_AUDIT_ISSUE, "ca \"x\"\\", 1, NULL, KV_OK,
+                   "\xc3\xa9t\xc3\xa9 \"q\" \\ \t\n/\x01");
+    kv_audit_event(ctx, KV_AUDIT_ISSUE, "bad\xff", 1, NULL, KV_OK, NULL);
     /* flush = record: in the file before the call returns */
     lines = read_lines(&n);
-    ck_assert_uint_eq(n, 3);
+    ck_assert_uint_eq(n, 5);
+    /* each line is what jansson writes for it, and the escaped text reads back */
+    for (size_t i = 0; i < n; i++) {
+        json_t *j = json_loads(lines[i], JSON_REJECT_DUPLICATES, NULL);
+        char *again = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        ck_assert_str_eq(again, lines[i]);
+        if (i == 3) {
+            ck_assert_str_eq(json_string_value(json_object_get(j, "key")), "ca \"x\"\\");
+            ck_assert_str_eq(json_string_value(json_object_get(j, "detail")),
+                             "\xc3\xa9t\xc3\xa9 \"q\" \\ \t\n/\x01");
+        }
+        if (i == 4)
+            ck_assert_str_eq(json_string_value(json_object_get(j, "key")), "(not UTF-8)");
+        free(again);
+        json_decref(j);
+    }
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, &rep), KV_OK);
+    ck_assert_uint_eq(rep.records, 5);
     ck_assert_ptr_nonnull(strstr(lines[0], "\"key\":\"nosuchkey\""));
     ck_assert_ptr_nonnull(strstr(lines[0], "\"result\":\"error\",\"error\":3,\"message\":"));
     ck_assert_ptr_nonnull(strstr(lines[1], "\"result\":\"denied\",\"error\":25"));
