@@ -71,6 +71,12 @@ struct audit_ent {
     char text[];
 };
 
+/* The seconds of a time as text, kept while the second lasts. */
+struct tcache {
+    time_t sec;
+    char text[24];   /* "2026-11-26T19:00:00" */
+};
+
 struct kv_audit {
     kv_ctx *ctx;
     /* the queue: callers push without a lock; the writer takes it whole */
@@ -87,6 +93,8 @@ struct kv_audit {
     dev_t dev;
     ino_t ino;
     bool wrote;               /* this process appended records since its last seal */
+    EVP_MD_CTX *mdctx;        /* the writer's SHA-256 */
+    struct tcache tc;         /* the writer's time of day */
     unsigned long dropped;    /* records lost to write errors */
     /* settings */
     bool syslog_on, each;     /* each: flush = record */
@@ -120,14 +128,24 @@ static const char *result_name(kv_rc rc)
     }
 }
 
-static void time_text(const struct timespec *ts, char out[48])
+static const char *tc_seconds(struct tcache *tc, time_t sec)
 {
     struct tm tm;
-    char s[24];
 
-    gmtime_r(&ts->tv_sec, &tm);
-    strftime(s, sizeof(s), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, 48, "%s.%06dZ", s, (int)(ts->tv_nsec / 1000 % 1000000));
+    if (tc->text[0] == '\0' || tc->sec != sec) {
+        gmtime_r(&sec, &tm);
+        strftime(tc->text, sizeof(tc->text), "%Y-%m-%dT%H:%M:%S", &tm);
+        tc->sec = sec;
+    }
+    return tc->text;
+}
+
+static void time_text(const struct timespec *ts, char out[48])
+{
+    struct tcache tc = { 0, "" };
+
+    snprintf(out, 48, "%s.%06dZ", tc_seconds(&tc, ts->tv_sec),
+             (int)(ts->tv_nsec / 1000 % 1000000));
 }
 
 static void hex(const unsigned char *in, size_t n, char *out)
@@ -149,6 +167,21 @@ static bool sha256_hex(const void *data, size_t len, char out[HEX_HASH + 1])
     if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
         return false;
     hex(md, 32, out);
+    return true;
+}
+
+/* The same with a digest context and a fetched SHA-256 (the writer's: no
+ * fetch per record). */
+static bool sha256_hex_with(EVP_MD_CTX *mc, const EVP_MD *md, const void *data, size_t len,
+                            char out[HEX_HASH + 1])
+{
+    unsigned char h[32];
+    unsigned int hlen = 0;
+
+    if (!mc || EVP_DigestInit_ex2(mc, md, NULL) != 1 || EVP_DigestUpdate(mc, data, len) != 1 ||
+        EVP_DigestFinal_ex(mc, h, &hlen) != 1 || hlen != 32)
+        return false;
+    hex(h, 32, out);
     return true;
 }
 
@@ -180,20 +213,24 @@ static void sb_add(struct sbuf *b, const char *s, size_t n)
     b->p[b->len] = '\0';
 }
 
-static void sb_printf(struct sbuf *b, const char *fmt, ...) KV_PRINTF(2, 3);
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
+static void sb_str(struct sbuf *b, const char *s)
 {
-    char tmp[256];
-    va_list ap;
-    int n;
+    sb_add(b, s, strlen(s));
+}
 
-    va_start(ap, fmt);
-    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(tmp))
-        b->bad = true;
-    else
-        sb_add(b, tmp, (size_t)n);
+/* A decimal number, as jansson writes an integer. */
+static void sb_dec(struct sbuf *b, long long v)
+{
+    char d[24], *p = d + sizeof(d);
+    unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
+
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    sb_add(b, p, (size_t)(d + sizeof(d) - p));
 }
 
 /* s as a JSON string, exactly as jansson's compact dump writes it (NULL:
@@ -234,33 +271,53 @@ static void sb_json_str(struct sbuf *b, const char *s)
  * (syslog): neither.
  */
 static void ent_text(const struct kv_audit *a, const struct audit_ent *e, json_int_t seq,
-                     const char *prev, struct sbuf *b)
+                     const char *prev, struct tcache *tc, struct sbuf *b)
 {
-    char t[48];
+    char us[8];
+    long v = e->ts.tv_nsec / 1000 % 1000000;
 
-    time_text(&e->ts, t);
-    sb_printf(b, "{\"time\":\"%s\"", t);
-    if (prev)
-        sb_printf(b, ",\"seq\":%lld", (long long)seq);
-    sb_add(b, ",\"key\":", 7);
+    for (int i = 5; i >= 0; i--, v /= 10)
+        us[i] = (char)('0' + v % 10);
+    us[6] = '\0';
+    sb_str(b, "{\"time\":\"");
+    sb_str(b, tc_seconds(tc, e->ts.tv_sec));
+    sb_str(b, ".");
+    sb_str(b, us);
+    sb_str(b, "Z\"");
+    if (prev) {
+        sb_str(b, ",\"seq\":");
+        sb_dec(b, seq);
+    }
+    sb_str(b, ",\"key\":");
     sb_json_str(b, e->name);
-    sb_printf(b, ",\"version\":%u,\"backend\":", e->version);
+    sb_str(b, ",\"version\":");
+    sb_dec(b, e->version);
+    sb_str(b, ",\"backend\":");
     sb_json_str(b, e->backend);
-    sb_printf(b, ",\"op\":\"%s\",\"result\":\"%s\",\"error\":%d", op_names[e->op],
-              result_name(e->rc), (int)e->rc);
+    sb_str(b, ",\"op\":\"");
+    sb_str(b, op_names[e->op]);
+    sb_str(b, "\",\"result\":\"");
+    sb_str(b, result_name(e->rc));
+    sb_str(b, "\",\"error\":");
+    sb_dec(b, e->rc);
     if (e->message) {
-        sb_add(b, ",\"message\":", 11);
+        sb_str(b, ",\"message\":");
         sb_json_str(b, e->message);
     }
     if (e->detail) {
-        sb_add(b, ",\"detail\":", 10);
+        sb_str(b, ",\"detail\":");
         sb_json_str(b, e->detail);
     }
-    sb_printf(b, ",\"pid\":%ld,\"exe\":", e->pid);
-    sb_add(b, a->exe_json, strlen(a->exe_json));
-    if (prev)
-        sb_printf(b, ",\"prev\":\"%s\"", prev);
-    sb_add(b, "}", 1);
+    sb_str(b, ",\"pid\":");
+    sb_dec(b, e->pid);
+    sb_str(b, ",\"exe\":");
+    sb_str(b, a->exe_json);
+    if (prev) {
+        sb_str(b, ",\"prev\":\"");
+        sb_add(b, prev, HEX_HASH);
+        sb_str(b, "\"");
+    }
+    sb_str(b, "}");
 }
 
 static char *dump(const json_t *j)
@@ -429,13 +486,16 @@ out:
 /* The record that ends b (from byte start, a JSON object) gets its "hash"
  * member, the SHA-256 of its text as it stands, and a line end. Sets prev
  * to that hash. */
-static bool chain_text(struct sbuf *b, size_t start, char prev[HEX_HASH + 1])
+static bool chain_text(struct kv_audit *a, struct sbuf *b, size_t start,
+                       char prev[HEX_HASH + 1])
 {
     if (b->bad || b->len <= start || b->p[b->len - 1] != '}' ||
-        !sha256_hex(b->p + start, b->len - start, prev))
+        !sha256_hex_with(a->mdctx, a->ctx->md_sha256, b->p + start, b->len - start, prev))
         return false;
     b->len--;
-    sb_printf(b, ",\"hash\":\"%s\"}\n", prev);
+    sb_str(b, ",\"hash\":\"");
+    sb_add(b, prev, HEX_HASH);
+    sb_str(b, "\"}\n");
     return !b->bad;
 }
 
@@ -484,7 +544,7 @@ static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1
         goto out;
     start = b->len;
     sb_add(b, msg, strlen(msg));
-    ok = chain_text(b, start, prev);
+    ok = chain_text(a, b, start, prev);
     if (!ok)
         b->len = start;
 out:
@@ -546,8 +606,8 @@ static void file_write(struct kv_audit *a, struct audit_ent **ents, size_t n, bo
         if (seal_due(a, seq + 1) && seal_line(a, seq + 1, prev, &b))
             seq++;
         start = b.len;
-        ent_text(a, ents[i], ++seq, prev, &b);
-        if (!chain_text(&b, start, prev)) {
+        ent_text(a, ents[i], ++seq, prev, &a->tc, &b);
+        if (!chain_text(a, &b, start, prev)) {
             file_trouble(a, "out of memory writing", ENOMEM, n);
             goto out;
         }
@@ -713,7 +773,8 @@ static void deliver(struct kv_audit *a, const struct audit_ent *e)
     }
     if (a->syslog_on) {
         struct sbuf b = { NULL, 0, 0, false };
-        ent_text(a, e, 0, NULL, &b);
+        struct tcache tc = { 0, "" };
+        ent_text(a, e, 0, NULL, &tc, &b);
         if (!b.bad)
             syslog(LOG_AUTHPRIV | (e->rc == KV_OK ? LOG_INFO : LOG_NOTICE),
                    "libkeyvault audit: %s", b.p);
@@ -796,6 +857,14 @@ static struct kv_audit *audit_new(kv_ctx *ctx)
         }
         a->exe_json = b.p;
     }
+    if (!(a->mdctx = EVP_MD_CTX_new())) {
+        free(a->exe_json);
+        pthread_mutex_destroy(&a->mu);
+        pthread_mutex_destroy(&a->wmu);
+        pthread_cond_destroy(&a->cv);
+        free(a);
+        return NULL;
+    }
     return a;
 }
 
@@ -847,6 +916,7 @@ out:
         pthread_mutex_destroy(&a->mu);
         pthread_mutex_destroy(&a->wmu);
         pthread_cond_destroy(&a->cv);
+        EVP_MD_CTX_free(a->mdctx);
         free(a->exe_json);
         free(a->path);
         free(a->seal_name);
@@ -882,6 +952,7 @@ void kv_audit_free(kv_ctx *ctx)
     pthread_mutex_destroy(&a->mu);
     pthread_mutex_destroy(&a->wmu);
     pthread_cond_destroy(&a->cv);
+    EVP_MD_CTX_free(a->mdctx);
     free(a->exe_json);
     free(a->path);
     free(a->seal_name);
@@ -1104,7 +1175,7 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
     FILE *f = NULL;
     ssize_t n;
     kv_rc rc = KV_OK;
-    int len;
+    int len, fd = -1;
 
     kv_err_begin(ctx);
     memset(rep, 0, sizeof(*rep));
@@ -1116,8 +1187,12 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
         if ((len = i2d_PUBKEY(v.pub, &spki)) <= 0 || !sha256_hex(spki, (size_t)len, v.pub_sha256))
             KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot encode the public key");
     }
-    if (!(f = fopen(path, "re")))
+    /* never wait on a FIFO or a device */
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0)
         KV_FAIL_ERRNO(ctx, rc, errno, "cannot open audit log '%s'", path);
+    if (!(f = fdopen(fd, "r")))
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot open audit log '%s'", path);
+    fd = -1;
     /* what is there now: writers append whole batches under LOCK_EX */
     while (flock(fileno(f), LOCK_SH) != 0)
         if (errno != EINTR)
@@ -1161,6 +1236,8 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
 out:
     if (rc != KV_OK)
         rep->bad_line = line;
+    if (fd >= 0)
+        close(fd);
     if (f)
         fclose(f);
     free(buf);
