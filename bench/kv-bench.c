@@ -42,7 +42,9 @@
  * --audit FILE: sign (ECDSA P-256, software store) with the audit file sink
  * on (CONF plus [audit] file = FILE, buffered, then flush = record) against
  * the same context configuration without it, side by side as above; the
- * ratio is audit-on / audit-off (bench/run.sh audit).
+ * ratio is audit-on / audit-off (bench/run.sh audit). --audit-count N signs N
+ * times with the sink on (--audit-off: the same context without it) and no
+ * timing, for callgrind (bench/run.sh audit-count).
  */
 #include "config.h"
 
@@ -968,6 +970,28 @@ static void bench_audit(const char *log)
     kv_ctx_free(off);
 }
 
+/* --audit-count: n signatures, nothing timed; the context freed (its queue
+ * written) before the return. */
+static void bench_audit_count(const char *log, long n, bool off)
+{
+    kv_ctx *ctx = NULL;
+    struct bench_op kop = { 0 };
+
+    unlink(log);
+    if (kv_ctx_new(&ctx, off ? conf_path : audit_conf(log, "buffered")) != KV_OK)
+        die("kv_ctx_new", NULL);
+    kop.key = kv_make(ctx, "software", "bench-software-sign-ec-p256", KV_KEY_EC_P256);
+    if (!kop.key)
+        die("the P-256 key", ctx);
+    kop.in = msg;
+    kop.inlen = sizeof(msg);
+    for (long i = 0; i < n; i++)
+        if (kv_run(&kop, 0) != 0)
+            die("kv_sign", ctx);
+    kv_key_free(kop.key);
+    kv_ctx_free(ctx);
+}
+
 /* ---- scale: many keys present -------------------------------------------------------- */
 
 static void bench_scale(const char *backend)
@@ -1353,20 +1377,30 @@ int main(int argc, char **argv)
         { "attest-count", required_argument, NULL, 'C' },
         { "attest-raw", no_argument, NULL, 'W' },
         { "audit", required_argument, NULL, 'U' },
+        { "audit-count", required_argument, NULL, 'N' },
+        { "audit-off", no_argument, NULL, 'O' },
         { NULL, 0, NULL, 0 },
     };
     const char *json_path = NULL, *audit_log = NULL;
     bool scale = true, attest = false, attest_raw = false;
-    long tl[8], attest_count = -1;
+    long tl[8], attest_count = -1, audit_count = -1;
+    bool audit_off = false;
     struct rusage ru;
     unsigned int dl = 0;
     int c;
 
-    while ((c = getopt_long(argc, argv, "c:b:t:s:k:j:p:nK:T:M:L:P:R:AC:WU:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:b:t:s:k:j:p:nK:T:M:L:P:R:AC:WU:N:O", opts, NULL)) != -1) {
         switch (c) {
         case 'A': attest = true; break;
         case 'W': attest_raw = true; break;
         case 'U': audit_log = optarg; break;
+        case 'N':
+            if ((audit_count = atol(optarg)) < 0) {
+                fprintf(stderr, "kv-bench: --audit-count takes a number\n");
+                return 2;
+            }
+            break;
+        case 'O': audit_off = true; break;
         case 'C':
             attest = true;
             if ((attest_count = atol(optarg)) < 0) {
@@ -1424,11 +1458,20 @@ int main(int argc, char **argv)
                             "[--p11-keys 1,100,1000] "
                             "[--json FILE] [--plot FILE] [--no-scale] [--reps 5] [--tcti TCTI] "
                             "[--p11-module PATH --p11-token LABEL --p11-pin-file FILE] "
-                            "[--attest | --attest-count N [--attest-raw]] [--audit FILE]\n");
+                            "[--attest | --attest-count N [--attest-raw]] "
+                            "[--audit FILE [--audit-count N [--audit-off]]]\n");
             return 2;
         }
     }
     EVP_Digest(msg, sizeof(msg), digest, &dl, EVP_sha256(), NULL);
+    if (audit_count >= 0) {
+        if (!audit_log) {
+            fprintf(stderr, "kv-bench: --audit-count needs --audit FILE\n");
+            return 2;
+        }
+        bench_audit_count(audit_log, audit_count, audit_off);
+        return 0;
+    }
     results = json_array();
     printf("# kv-bench: %d online CPUs, %.2f s per measurement, %d pairs, allocation counting %s\n",
            (int)sysconf(_SC_NPROCESSORS_ONLN), seconds, reps, ALLOC_COUNTING ? "on" : "off");
