@@ -222,14 +222,14 @@ CONF
     cg() { # total and kv_sign's inclusive instructions of one run
         kb valgrind -q --tool=callgrind --callgrind-out-file="$T/cg" \
             build/bench/kv-bench -c "$T/bench.conf" --audit "$T/audit.log" --audit-count "$@" >/dev/null
-        printf '%s %s\n' "$(sed -n 's/^totals: *//p' "$T/cg")" \
-            "$(callgrind_annotate --inclusive=yes "$T/cg" | awk '/key.c:kv_sign / { gsub(",", "", $1); print $1; exit }')"
+        ks=$(callgrind_annotate --inclusive=yes "$T/cg" | awk '/key\.c:kv_sign \[/ { gsub(",", "", $1); print $1; exit }')
+        printf '%s %s\n' "$(sed -n 's/^totals: *//p' "$T/cg")" "${ks:-0}"
     }
     on0=$(cg 0) on=$(cg "$n") off0=$(cg 0 --audit-off) off=$(cg "$n" --audit-off)
     {
         echo "# sh bench/run.sh audit-count $n: instructions per kv_sign (callgrind), a run of $n minus a run of 0"
         echo "$on0 $on $off0 $off" | awk -v n="$n" '{
-            on = ($3 - $1) / n; off = ($7 - $5) / n; con = $4 / n; coff = $8 / n
+            on = ($3 - $1) / n; off = ($7 - $5) / n; con = ($4 - $2) / n; coff = ($8 - $6) / n
             printf "%-34s %10.0f %10.0f %8.4f\n", "all threads (sink on, off, ratio)", on, off, on / off
             printf "%-34s %10.0f %10.0f %8.4f\n", "calling thread (kv_sign inclusive)", con, coff, con / coff }'
     } | tee -a bench/results-audit.txt

@@ -95,7 +95,7 @@ struct kv_audit {
     bool wrote;               /* this process appended records since its last seal */
     EVP_MD_CTX *mdctx;        /* the writer's SHA-256 */
     struct tcache tc;         /* the writer's time of day */
-    unsigned long dropped;    /* records lost to write errors */
+    atomic_ulong dropped;     /* records lost to write errors */
     /* settings */
     bool syslog_on, each;     /* each: flush = record */
     long flush_ms, seal_every;
@@ -380,9 +380,10 @@ static struct audit_ent *ent_new(struct kv_audit *a, kv_audit_op op, const char 
 /* Report a failure of the audit file on syslog (the records are lost). */
 static void file_trouble(struct kv_audit *a, const char *what, int err, size_t lost)
 {
-    a->dropped += lost;
+    unsigned long all = atomic_fetch_add(&a->dropped, lost) + lost;
+
     syslog(LOG_AUTHPRIV | LOG_ERR, "libkeyvault audit: %s '%s': %s (%zu records lost, %lu in all)",
-           what, a->path, err ? strerror(err) : "failed", lost, a->dropped);
+           what, a->path, err ? strerror(err) : "failed", lost, all);
 }
 
 /* Open the file, or open it again when it was renamed or removed (log
