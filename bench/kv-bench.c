@@ -900,6 +900,19 @@ static void bench_backend(const char *backend)
 
 /* ---- the audit log's cost (--audit FILE) --------------------------------------------- */
 
+/* The P-256 key of the sign runs, opened (made the first time) in ctx. */
+static struct bench_op audit_op(kv_ctx *ctx)
+{
+    struct bench_op kop = { 0 };
+
+    kop.key = kv_make(ctx, "software", "bench-software-sign-ec-p256", KV_KEY_EC_P256);
+    if (!kop.key)
+        die("the P-256 key", ctx);
+    kop.in = msg;
+    kop.inlen = sizeof(msg);
+    return kop;
+}
+
 /* A configuration: CONF's text plus an [audit] section writing to log. */
 static char *audit_conf(const char *log, const char *flush)
 {
@@ -924,28 +937,22 @@ static void bench_audit(const char *log)
 {
     static const char *const modes[] = { "buffered", "record" };
     kv_ctx *off = NULL;
-    struct bench_op kop_off = { 0 };
+    struct bench_op kop_off;
 
     if (kv_ctx_new(&off, conf_path) != KV_OK)
         die("kv_ctx_new", NULL);
     if (!backend_available(off, "software"))
         die("--audit measures the software backend, which CONF does not make available", off);
-    kop_off.key = kv_make(off, "software", "bench-software-sign-ec-p256", KV_KEY_EC_P256);
-    if (!kop_off.key)
-        die("the P-256 key", off);
-    kop_off.in = msg;
-    kop_off.inlen = sizeof(msg);
+    kop_off = audit_op(off);
     for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
         kv_ctx *on = NULL;
-        struct bench_op kop_on = kop_off;
+        struct bench_op kop_on;
         char op[64];
 
         unlink(log);
         if (kv_ctx_new(&on, audit_conf(log, modes[m])) != KV_OK)
             die("kv_ctx_new with [audit]", NULL);
-        kop_on.key = kv_make(on, "software", "bench-software-sign-ec-p256", KV_KEY_EC_P256);
-        if (!kop_on.key)
-            die("the P-256 key", on);
+        kop_on = audit_op(on);
         snprintf(op, sizeof(op), "sign-p256+audit-%s", modes[m]);
         for (int t = 0; t < n_threads; t++) {
             int nt = threads_list[t];
@@ -975,16 +982,12 @@ static void bench_audit(const char *log)
 static void bench_audit_count(const char *log, long n, bool off)
 {
     kv_ctx *ctx = NULL;
-    struct bench_op kop = { 0 };
+    struct bench_op kop;
 
     unlink(log);
     if (kv_ctx_new(&ctx, off ? conf_path : audit_conf(log, "buffered")) != KV_OK)
         die("kv_ctx_new", NULL);
-    kop.key = kv_make(ctx, "software", "bench-software-sign-ec-p256", KV_KEY_EC_P256);
-    if (!kop.key)
-        die("the P-256 key", ctx);
-    kop.in = msg;
-    kop.inlen = sizeof(msg);
+    kop = audit_op(ctx);
     for (long i = 0; i < n; i++)
         if (kv_run(&kop, 0) != 0)
             die("kv_sign", ctx);

@@ -829,9 +829,26 @@ void kv_audit_event(kv_ctx *ctx, kv_audit_op op, const char *name, unsigned vers
 
 /* ---- the context ------------------------------------------------------------ */
 
+/* Free the state (whatever audit_new got to), the writer stopped. */
+static void audit_release(struct kv_audit *a)
+{
+    kv_key_free(a->seal_key);
+    if (a->fd >= 0)
+        close(a->fd);
+    pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->wmu);
+    pthread_cond_destroy(&a->cv);
+    EVP_MD_CTX_free(a->mdctx);
+    free(a->exe_json);
+    free(a->path);
+    free(a->seal_name);
+    free(a);
+}
+
 static struct kv_audit *audit_new(kv_ctx *ctx)
 {
     struct kv_audit *a = calloc(1, sizeof(*a));
+    struct sbuf b = { NULL, 0, 0, false };
     ssize_t n;
 
     if (!a)
@@ -845,25 +862,11 @@ static struct kv_audit *audit_new(kv_ctx *ctx)
     a->gen = kv_fork_generation();
     n = readlink("/proc/self/exe", a->exe_text, sizeof(a->exe_text) - 1);
     a->exe_text[n > 0 ? n : 0] = '\0';
-    {
-        struct sbuf b = { NULL, 0, 0, false };
-        sb_json_str(&b, a->exe_text);
-        if (b.bad) {
-            free(b.p);
-            pthread_mutex_destroy(&a->mu);
-            pthread_mutex_destroy(&a->wmu);
-            pthread_cond_destroy(&a->cv);
-            free(a);
-            return NULL;
-        }
-        a->exe_json = b.p;
-    }
-    if (!(a->mdctx = EVP_MD_CTX_new())) {
-        free(a->exe_json);
-        pthread_mutex_destroy(&a->mu);
-        pthread_mutex_destroy(&a->wmu);
-        pthread_cond_destroy(&a->cv);
-        free(a);
+    sb_json_str(&b, a->exe_text);
+    a->exe_json = b.p;
+    a->mdctx = EVP_MD_CTX_new();
+    if (b.bad || !a->mdctx) {
+        audit_release(a);
         return NULL;
     }
     return a;
@@ -913,16 +916,8 @@ kv_rc kv_audit_setup(kv_ctx *ctx)
     a = NULL;
     writer_start(ctx->audit);
 out:
-    if (a) {
-        pthread_mutex_destroy(&a->mu);
-        pthread_mutex_destroy(&a->wmu);
-        pthread_cond_destroy(&a->cv);
-        EVP_MD_CTX_free(a->mdctx);
-        free(a->exe_json);
-        free(a->path);
-        free(a->seal_name);
-        free(a);
-    }
+    if (a)
+        audit_release(a);
     return rc;
 }
 
@@ -947,17 +942,7 @@ void kv_audit_free(kv_ctx *ctx)
         file_write(a, q, n, true);
     ents_free(q, n);
     ctx->audit = NULL;
-    kv_key_free(a->seal_key);
-    if (a->fd >= 0)
-        close(a->fd);
-    pthread_mutex_destroy(&a->mu);
-    pthread_mutex_destroy(&a->wmu);
-    pthread_cond_destroy(&a->cv);
-    EVP_MD_CTX_free(a->mdctx);
-    free(a->exe_json);
-    free(a->path);
-    free(a->seal_name);
-    free(a);
+    audit_release(a);
 }
 
 kv_rc kv_audit_set_callback(kv_ctx *ctx, kv_audit_fn fn, void *arg)
