@@ -974,18 +974,35 @@ struct vstate {
     kv_audit_report *rep;
 };
 
+/* One line of f (its '\n' included) into buf: its length, 0 at the end of
+ * the file, -1 when longer than max bytes (the rest is left unread). At
+ * most `left` bytes are read. */
+static ssize_t read_line(FILE *f, char *buf, size_t max, off_t left)
+{
+    size_t n = 0;
+    int c;
+
+    while ((off_t)n < left && (c = getc_unlocked(f)) != EOF) {
+        if (n == max)
+            return -1;
+        buf[n++] = (char)c;
+        if (c == '\n')
+            break;
+    }
+    return (ssize_t)n;
+}
+
 /* The line of the record with seq `want` at or after byte `from`, or 0. */
 static uint64_t find_seq(const char *path, off_t from, uint64_t line, json_int_t want)
 {
     FILE *f = fopen(path, "re");
-    char *buf = NULL;
-    size_t cap = 0;
+    char *buf = malloc(KV_AUDIT_LINE_MAX);
     ssize_t n;
     uint64_t found = 0;
 
-    if (!f || fseeko(f, from, SEEK_SET) != 0)
+    if (!f || !buf || fseeko(f, from, SEEK_SET) != 0)
         goto out;
-    while (!found && (n = getline(&buf, &cap, f)) > 0) {
+    while (!found && (n = read_line(f, buf, KV_AUDIT_LINE_MAX, INT64_MAX)) > 0) {
         json_t *j = json_loadb(buf, (size_t)n, 0, NULL);
         line++;
         if (json_integer_value(json_object_get(j, "seq")) == want)
@@ -1153,8 +1170,7 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
 {
     struct vstate v = { .ctx = ctx, .path = path, .rep = rep };
     unsigned char *spki = NULL;
-    char *buf = NULL;
-    size_t cap = 0;
+    char *buf = malloc(KV_AUDIT_LINE_MAX);
     uint64_t line = 0;
     off_t limit, at = 0;
     struct stat st;
@@ -1166,6 +1182,8 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
     kv_err_begin(ctx);
     memset(rep, 0, sizeof(*rep));
     memset(v.prev, '0', HEX_HASH);
+    if (!buf)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     if (flags & ~KV_AUDIT_VERIFY_SEALED)
         KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "unknown flags 0x%x", flags);
     if (pub) {
@@ -1189,15 +1207,13 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
     if (!S_ISREG(st.st_mode))
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "audit log '%s' is not a regular file", path);
     limit = st.st_size;
-    while (at < limit && (n = getline(&buf, &cap, f)) > 0) {
+    while (at < limit && (n = read_line(f, buf, KV_AUDIT_LINE_MAX, limit - at)) != 0) {
         line++;
-        if (at + n > limit)
-            n = (ssize_t)(limit - at);
-        at += n;
-        if ((size_t)n > KV_AUDIT_LINE_MAX)
+        if (n < 0)
             KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
                     "audit log '%s', line %" PRIu64 ": longer than %d bytes", path, line,
                     KV_AUDIT_LINE_MAX);
+        at += n;
         if (buf[n - 1] != '\n')
             KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
                     "audit log '%s', line %" PRIu64 ": the log ends inside this record "

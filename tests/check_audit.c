@@ -658,6 +658,40 @@ START_TEST(torn_tail_is_cut_and_rotation_starts_a_chain)
 }
 END_TEST
 
+START_TEST(hostile_lines_are_named)
+{
+    kv_ctx *ctx = audit_ctx("flush = record\n");
+    kv_audit_report rep;
+    char *big = malloc(40001);
+
+    memset(big, 'x', 40000);
+    big[40000] = '\0';
+    kv_audit_event(ctx, KV_AUDIT_SIGN, "gw", 1, "software", KV_OK, NULL);
+    {
+        FILE *f = fopen(log_path, "a");
+        fprintf(f, "%s\n", big);
+        fclose(f);
+    }
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, &rep), KV_ERR_CORRUPT);
+    ck_assert_uint_eq(rep.bad_line, 2);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "longer than"));
+    /* a NUL inside a record, and text that is not JSON */
+    ck_assert_int_eq(tu_sh("printf '{\"a\":\\000}\\n' > '%s'", log_path), 0);
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, &rep), KV_ERR_CORRUPT);
+    ck_assert_uint_eq(rep.bad_line, 1);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "not an audit record"));
+    /* not a regular file: refused at once, never waited on */
+    ck_assert_int_eq(tu_sh("mkfifo '%s.fifo'", log_path), 0);
+    {
+        char fifo[800];
+        snprintf(fifo, sizeof(fifo), "%s.fifo", log_path);
+        ck_assert_rc(ctx, kv_audit_verify(ctx, fifo, NULL, 0, 0, &rep), KV_ERR_BAD_INPUT);
+    }
+    free(big);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(tail_returns_the_last_records)
 {
     kv_ctx *ctx = audit_ctx("flush = record\n");
@@ -745,6 +779,7 @@ static Suite *audit_suite(void)
     tcase_add_test(tc, file_records_failures_with_their_result);
     tcase_add_test(tc, buffered_records_arrive_within_flush_ms);
     tcase_add_test(tc, torn_tail_is_cut_and_rotation_starts_a_chain);
+    tcase_add_test(tc, hostile_lines_are_named);
     tcase_add_test(tc, tail_returns_the_last_records);
     tcase_add_test(tc, settings_are_checked);
     suite_add_tcase(s, tc);
