@@ -1,9 +1,10 @@
 #!/bin/sh
 # audit.sh - the audit log through the CLI: records of key uses and of
-# failed logins (a wrong passphrase, a wrong SoftHSM PIN), no secret or
-# signed data in the file, `keyvault audit verify` on clean and damaged
-# logs naming the bad line, `audit tail`, and every hash and seal checked
-# again with the openssl command as docs/audit.md describes.
+# failed logins (a wrong passphrase, a wrong SoftHSM PIN, a wrong TPM auth
+# value), no secret or signed data in the file, `keyvault audit verify` on
+# clean and damaged logs naming the bad line, `audit tail`, logs sealed by a
+# software, a SoftHSM and a swtpm key, and every hash and seal checked again
+# with the openssl command as docs/audit.md describes.
 . "$(dirname "$0")/lib.sh"
 B=${KV_BUILDDIR:-.}
 have() { grep -q "^#define $1 1" "$B/config.h"; }
@@ -143,5 +144,39 @@ CONF
     if grep -q -e "$KV_P11_PIN" -e 999999 -e "$DATA" "$T/p11.log"; then not_ok "pkcs11: no PIN or data in the log"; else ok "pkcs11: no PIN or data in the log"; fi
     expect 0 "pkcs11: verify the token-sealed log" -- "$KEYVAULT" -c "$P" audit verify "$T/p11.log" --pubkey "$T/p11seal.pub" --sealed
     contains "$T/out" "signatures verified" "pkcs11: the seals were checked"
+fi
+
+# swtpm: the seal key in the TPM, a TPM key's use and attestation, a wrong auth value
+if have KV_WITH_TPM; then
+    . "$(dirname "$0")/swtpm.sh"
+    trap 'swtpm_cleanup; rm -rf "$T"' EXIT
+    printf 'tpm-auth-3c8e\n' >"$T/auth"
+    printf 'bad-auth-5f2e\n' >"$T/badauth"
+    chmod 600 "$T/auth" "$T/badauth"
+    Q=$T/tpm.conf
+    sed "s#^keys = .*#&\nauth = file:$T/auth#" "$KV_TPM_DIR/keyvault.conf" >"$Q"
+    cat >>"$Q" <<CONF
+
+[audit]
+file = $T/tpm.log
+seal_key = tpmseal
+seal_every = 4
+flush = record
+CONF
+    expect 0 "tpm: keygen the seal key" -- "$KEYVAULT" -c "$Q" keygen tpmseal --backend tpm
+    expect 0 "tpm: pubkey of the seal key" -- "$KEYVAULT" -c "$Q" pubkey tpmseal -o "$T/tpmseal.pub"
+    expect 0 "tpm: keygen" -- "$KEYVAULT" -c "$Q" keygen tpmk --backend tpm
+    expect 0 "tpm: sign" -- "$KEYVAULT" -c "$Q" sign tpmk -i "$T/msg" -o "$T/sig"
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/nonce"
+    expect 0 "tpm: attest" -- "$KEYVAULT" -c "$Q" attest tpmk --nonce "$(cat "$T/nonce")" -o "$T/ev.json"
+    sed "s#^auth = file:.*#auth = file:$T/badauth#" "$Q" >"$T/tpmbad.conf"
+    expect 1 "tpm: sign with a wrong auth value" -- "$KEYVAULT" -c "$T/tpmbad.conf" sign tpmk -i "$T/msg" -o "$T/sig"
+    expect 0 "tpm: sign again (and seal)" -- "$KEYVAULT" -c "$Q" sign tpmk -i "$T/msg" -o "$T/sig"
+    contains "$T/tpm.log" '"key":"tpmk","version":1,"backend":"tpm","op":"sign","result":"ok"' "tpm: the sign is recorded"
+    contains "$T/tpm.log" '"op":"attest","result":"ok","error":0,"detail":"evidence"' "tpm: the attestation is recorded"
+    contains "$T/tpm.log" '"result":"auth-failed","error":8' "tpm: the wrong auth value is recorded as auth-failed"
+    if grep -q -e 'tpm-auth-3c8e' -e 'bad-auth-5f2e' -e "$DATA" "$T/tpm.log"; then not_ok "tpm: no auth value or data in the log"; else ok "tpm: no auth value or data in the log"; fi
+    expect 0 "tpm: verify the TPM-sealed log" -- "$KEYVAULT" -c "$Q" audit verify "$T/tpm.log" --pubkey "$T/tpmseal.pub" --sealed
+    contains "$T/out" "signatures verified" "tpm: the seals were checked"
 fi
 finish
