@@ -41,6 +41,7 @@
 #define KV_AUDIT_LINE_MAX 16384      /* bytes of one record in the file */
 #define KV_AUDIT_DETAIL_MAX 256      /* bytes of a detail or message kept */
 #define KV_AUDIT_TAIL_READ 65536     /* bytes read back from the end of the file */
+#define KV_AUDIT_SEAL_RETRY 60       /* seconds before a seal key that failed to open is tried again */
 #define HEX_HASH 64
 
 const struct kv_config_key kv_audit_config_keys[] = {
@@ -101,6 +102,7 @@ struct kv_audit {
     long flush_ms, seal_every;
     char *seal_name;
     kv_key *seal_key;
+    time_t seal_failed;       /* when opening it last failed */
     /* the callback */
     kv_audit_fn fn;
     void *arg;
@@ -514,10 +516,19 @@ static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1
     bool ok = false;
     int n;
 
-    if (!a->seal_key && kv_key_open(a->ctx, a->seal_name, &a->seal_key) != KV_OK) {
-        syslog(LOG_AUTHPRIV | LOG_ERR, "libkeyvault audit: cannot open seal_key '%s': %s",
-               a->seal_name, kv_errmsg(a->ctx));
-        return false;
+    if (!a->seal_key) {
+        /* a key that cannot be opened (a wrong PIN) is tried again once a
+         * minute, not at every seal: a token counts failed logins */
+        time_t now = time(NULL);
+        if (a->seal_failed && now - a->seal_failed < KV_AUDIT_SEAL_RETRY)
+            return false;
+        if (kv_key_open(a->ctx, a->seal_name, &a->seal_key) != KV_OK) {
+            a->seal_failed = now;
+            syslog(LOG_AUTHPRIV | LOG_ERR,
+                   "libkeyvault audit: cannot open seal_key '%s' (no seals for %d s): %s",
+                   a->seal_name, KV_AUDIT_SEAL_RETRY, kv_errmsg(a->ctx));
+            return false;
+        }
     }
     if (kv_key_alg(a->seal_key, KV_ALG_DEFAULT, &alg) != KV_OK ||
         (n = i2d_PUBKEY(a->seal_key->pub, &spki)) <= 0 || !sha256_hex(spki, (size_t)n, fp))
