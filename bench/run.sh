@@ -32,8 +32,9 @@
 #                                          thread, and TPM commands per
 #                                          kv_attest after warm-up:
 #                                          bench/results-attest.txt and .json
-#   sh bench/run.sh audit [kv-bench options] kv_sign (P-256, software store)
-#                                          with the audit file sink on against
+#   sh bench/run.sh audit [kv-bench options] kv_sign (P-256, software store
+#                                          and a SoftHSM token) with the audit
+#                                          file sink on against
 #                                          off, side by side (buffered, then
 #                                          flush = record at one thread):
 #                                          bench/results-audit.txt and .json
@@ -196,16 +197,22 @@ CONF
     exit 0
 fi
 if [ "$only" = audit ] || [ "$only" = audit-count ]; then
+    . tests/softhsm.sh
     printf 'kv-bench audit passphrase\n' >"$T/pass"
     chmod 600 "$T/pass"
     cat >"$T/bench.conf" <<CONF
 [keyvault]
-backends = software
+backends = software, pkcs11
 
 [software]
 store = $T/soft
 passphrase = file:$T/pass
 kdf_iterations = 1000
+
+[pkcs11]
+module = $KV_P11_MODULE
+token = $KV_P11_TOKEN
+pin = file:$KV_P11_PINFILE
 CONF
     kb() { build/libtool --mode=execute "$@"; }
     if [ "$only" = audit ]; then

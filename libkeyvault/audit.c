@@ -417,7 +417,8 @@ static int file_open(struct kv_audit *a)
 /* The chain's head, read under the lock: the last record's seq and hash
  * and whether it is a seal. A torn last line (a writer that died inside
  * its write, a full disk) is cut off first. Empty file: seq 0, prev zeros. */
-static int file_head(struct kv_audit *a, json_int_t *seq, char prev[HEX_HASH + 1], bool *sealed)
+static int file_head_in(struct kv_audit *a, off_t window, json_int_t *seq,
+                        char prev[HEX_HASH + 1], bool *sealed)
 {
     struct stat st;
     char *buf = NULL;
@@ -434,7 +435,7 @@ static int file_head(struct kv_audit *a, json_int_t *seq, char prev[HEX_HASH + 1
         return errno;
     if (st.st_size == 0)
         return 0;
-    from = st.st_size > KV_AUDIT_TAIL_READ ? st.st_size - KV_AUDIT_TAIL_READ : 0;
+    from = st.st_size > window ? st.st_size - window : 0;
     len = (size_t)(st.st_size - from);
     if (!(buf = malloc(len + 1)))
         return ENOMEM;
@@ -448,7 +449,7 @@ static int file_head(struct kv_audit *a, json_int_t *seq, char prev[HEX_HASH + 1
         while (end > 0 && buf[end - 1] != '\n')
             end--;
         if (end == 0 && from > 0) {
-            err = EFBIG;
+            err = window < KV_AUDIT_TAIL_READ ? EAGAIN : EFBIG;
             goto out;
         }
         if (ftruncate(a->fd, from + (off_t)end) != 0) {
@@ -465,7 +466,7 @@ static int file_head(struct kv_audit *a, json_int_t *seq, char prev[HEX_HASH + 1
     while (start > 0 && buf[start - 1] != '\n')
         start--;
     if (start == 0 && from > 0) {
-        err = EFBIG;
+        err = window < KV_AUDIT_TAIL_READ ? EAGAIN : EFBIG;
         goto out;
     }
     j = json_loadb(buf + start, end - 1 - start, 0, NULL);
@@ -484,6 +485,15 @@ static int file_head(struct kv_audit *a, json_int_t *seq, char prev[HEX_HASH + 1
 out:
     free(buf);
     return err;
+}
+
+/* The same, reading the end of the file: a record's worth first (records
+ * are well under 4 KiB), then up to KV_AUDIT_TAIL_READ. */
+static int file_head(struct kv_audit *a, json_int_t *seq, char prev[HEX_HASH + 1], bool *sealed)
+{
+    int err = file_head_in(a, 4096, seq, prev, sealed);
+
+    return err == EAGAIN ? file_head_in(a, KV_AUDIT_TAIL_READ, seq, prev, sealed) : err;
 }
 
 /* The record that ends b (from byte start, a JSON object) gets its "hash"

@@ -644,6 +644,11 @@ START_TEST(torn_tail_is_cut_and_rotation_starts_a_chain)
     sign_n(ctx, k, 2);
     ck_assert_rc(v, verify(v, NULL, 0, 0, &rep), KV_OK);
     ck_assert_uint_eq(rep.records, 3);
+    /* a torn write longer than the first look back (4 KiB) */
+    ck_assert_int_eq(tu_sh("head -c 5000 /dev/zero | tr '\\0' x >> '%s'", log_path), 0);
+    sign_n(ctx, k, 1);
+    ck_assert_rc(v, verify(v, NULL, 0, 0, &rep), KV_OK);
+    ck_assert_uint_eq(rep.records, 4);
     /* rotated away: the next record starts a new file and chain */
     snprintf(moved, sizeof(moved), "%s.1", log_path);
     ck_assert_int_eq(rename(log_path, moved), 0);
@@ -651,7 +656,7 @@ START_TEST(torn_tail_is_cut_and_rotation_starts_a_chain)
     ck_assert_rc(v, verify(v, NULL, 0, 0, &rep), KV_OK);
     ck_assert_uint_eq(rep.records, 1);
     ck_assert_rc(v, kv_audit_verify(v, moved, NULL, 0, 0, &rep), KV_OK);
-    ck_assert_uint_eq(rep.records, 3);
+    ck_assert_uint_eq(rep.records, 4);
     kv_key_free(k);
     kv_ctx_free(ctx);
     kv_ctx_free(v);
