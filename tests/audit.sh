@@ -10,14 +10,12 @@ B=${KV_BUILDDIR:-.}
 have() { grep -q "^#define $1 1" "$B/config.h"; }
 PASS='audit test passphrase 51c2'
 DATA='audit-sh signed data 9e41d7'
+# audit_section CONF LOG SEAL_KEY SEAL_EVERY [LINE]: append an [audit] section
+audit_section() {
+    printf '\n[audit]\nfile = %s\nseal_key = %s\nseal_every = %s\n%s\n' "$2" "$3" "$4" "${5:-}" >>"$1"
+}
 soft_store "$PASS"
-cat >>"$T/kv.conf" <<CONF
-
-[audit]
-file = $T/audit.log
-seal_key = seal
-seal_every = 5
-CONF
+audit_section "$T/kv.conf" "$T/audit.log" seal 5
 printf '%s\n' "$DATA" >"$T/msg"
 # is DESCRIPTION GOT WANT
 is() { if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1 (got '$2', wanted '$3')"; fi; }
@@ -124,13 +122,7 @@ expect 2 "audit verify without a file" -- kv audit verify
 if have KV_WITH_PKCS11; then
     . "$(dirname "$0")/softhsm.sh"
     P=$KV_P11_DIR/keyvault.conf
-    cat >>"$P" <<CONF
-
-[audit]
-file = $T/p11.log
-seal_key = p11seal
-seal_every = 3
-CONF
+    audit_section "$P" "$T/p11.log" p11seal 3
     expect 0 "pkcs11: keygen the seal key" -- "$KEYVAULT" -c "$P" keygen p11seal --backend pkcs11
     expect 0 "pkcs11: pubkey of the seal key" -- "$KEYVAULT" -c "$P" pubkey p11seal -o "$T/p11seal.pub"
     expect 0 "pkcs11: keygen" -- "$KEYVAULT" -c "$P" keygen p11k --backend pkcs11
@@ -155,14 +147,7 @@ if have KV_WITH_TPM; then
     chmod 600 "$T/auth" "$T/badauth"
     Q=$T/tpm.conf
     sed "s#^keys = .*#&\nauth = file:$T/auth#" "$KV_TPM_DIR/keyvault.conf" >"$Q"
-    cat >>"$Q" <<CONF
-
-[audit]
-file = $T/tpm.log
-seal_key = tpmseal
-seal_every = 4
-flush = record
-CONF
+    audit_section "$Q" "$T/tpm.log" tpmseal 4 "flush = record"
     expect 0 "tpm: keygen the seal key" -- "$KEYVAULT" -c "$Q" keygen tpmseal --backend tpm
     expect 0 "tpm: pubkey of the seal key" -- "$KEYVAULT" -c "$Q" pubkey tpmseal -o "$T/tpmseal.pub"
     expect 0 "tpm: keygen" -- "$KEYVAULT" -c "$Q" keygen tpmk --backend tpm
