@@ -16,6 +16,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -738,8 +739,16 @@ static void *writer_main(void *p)
 
 static void writer_start(struct kv_audit *a)
 {
-    if (a->path && !a->each && !a->thread_on)
-        a->thread_on = pthread_create(&a->thread, NULL, writer_main, a) == 0;
+    sigset_t all, old;
+
+    if (!a->path || a->each || a->thread_on)
+        return;
+    /* the application's signals are not for the library's thread (a file
+     * size limit then fails the write instead of killing the process) */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    a->thread_on = pthread_create(&a->thread, NULL, writer_main, a) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* In a child after fork(): the queue is the parent's to write, the writer
