@@ -38,6 +38,14 @@
  * of one thread against the raw loop of the three signature checks it
  * contains (same keys, same data), as a cost ratio. --attest-count N runs
  * one side N times without timing, for callgrind (bench/run.sh attest-count).
+ *
+ * --audit FILE: sign (ECDSA P-256; the software store, and a token when
+ * CONF has one and --backends asks for pkcs11) with the audit file sink on
+ * (CONF plus [audit] file = FILE, buffered, then flush = record) against
+ * the same context configuration without it, side by side as above; the
+ * ratio is audit-on / audit-off (bench/run.sh audit). --audit-count N signs N
+ * times with the sink on (--audit-off: the same context without it) and no
+ * timing, for callgrind (bench/run.sh audit-count).
  */
 #include "config.h"
 
@@ -891,6 +899,111 @@ static void bench_backend(const char *backend)
     kv_ctx_free(ctx);
 }
 
+/* ---- the audit log's cost (--audit FILE) --------------------------------------------- */
+
+/* The P-256 key of backend's sign runs, opened (made the first time) in
+ * ctx: the software store hashes the message, hardware is given the digest,
+ * as in the main table. */
+static struct bench_op audit_op(kv_ctx *ctx, const char *backend)
+{
+    struct bench_op kop = { 0 };
+    char name[64];
+
+    snprintf(name, sizeof(name), "bench-%s-sign-ec-p256", backend);
+    kop.key = kv_make(ctx, backend, name, KV_KEY_EC_P256);
+    if (!kop.key)
+        die("the P-256 key", ctx);
+    kop.flags = strcmp(backend, "software") ? KV_SIGN_PREHASHED : 0;
+    kop.in = kop.flags ? digest : msg;
+    kop.inlen = 32;
+    return kop;
+}
+
+/* A configuration: CONF's text plus an [audit] section writing to log. */
+static char *audit_conf(const char *log, const char *flush)
+{
+    static char path[4200];
+    FILE *in = fopen(conf_path, "r"), *out;
+    char buf[4096];
+    size_t n;
+
+    snprintf(path, sizeof(path), "%s.%s.conf", log, flush);
+    out = fopen(path, "w");
+    if (!in || !out)
+        die("writing the audit configuration", NULL);
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+        fwrite(buf, 1, n, out);
+    fprintf(out, "\n[audit]\nfile = %s\nflush = %s\n", log, flush);
+    fclose(in);
+    fclose(out);
+    return path;
+}
+
+static void bench_audit(const char *log, const char *backend)
+{
+    static const char *const modes[] = { "buffered", "record" };
+    kv_ctx *off = NULL;
+    struct bench_op kop_off;
+
+    if (kv_ctx_new(&off, conf_path) != KV_OK)
+        die("kv_ctx_new", NULL);
+    if (!backend_available(off, backend)) {
+        printf("# %s: not available in this configuration, skipped\n", backend);
+        kv_ctx_free(off);
+        return;
+    }
+    kop_off = audit_op(off, backend);
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        kv_ctx *on = NULL;
+        struct bench_op kop_on;
+        char op[64];
+
+        unlink(log);
+        if (kv_ctx_new(&on, audit_conf(log, modes[m])) != KV_OK)
+            die("kv_ctx_new with [audit]", NULL);
+        kop_on = audit_op(on, backend);
+        snprintf(op, sizeof(op), "sign-p256+audit-%s", modes[m]);
+        for (int t = 0; t < n_threads; t++) {
+            int nt = threads_list[t];
+            struct result a, b, ar[REPS_MAX], br[REPS_MAX];
+            /* flush = record: a write and fdatasync per signature; one thread says enough */
+            if (m == 1 && nt > 1)
+                break;
+            for (int rep = 0; rep < reps; rep++) {
+                if (rep % 2)
+                    br[rep] = measure(kv_run, &kop_off, nt);
+                ar[rep] = measure(kv_run, &kop_on, nt);
+                if (rep % 2 == 0)
+                    br[rep] = measure(kv_run, &kop_off, nt);
+            }
+            medians(ar, br, &a, &b);
+            report(backend, op, nt, 1, a, b, -1, -1);
+        }
+        kv_key_free(kop_on.key);
+        kv_ctx_free(on);
+    }
+    kv_key_free(kop_off.key);
+    kv_ctx_free(off);
+}
+
+/* --audit-count: n signatures, nothing timed; the context freed (its queue
+ * written) before the return. */
+static void bench_audit_count(const char *log, long n, bool off)
+{
+    kv_ctx *ctx = NULL;
+    struct bench_op kop;
+
+    unlink(log);
+    if (kv_ctx_new(&ctx, off ? conf_path : audit_conf(log, "buffered")) != KV_OK)
+        die("kv_ctx_new", NULL);
+    kop = audit_op(ctx, "software");
+    for (long i = 0; i < n; i++)
+        if (kv_run(&kop, 0) != 0)
+            die("kv_sign", ctx);
+    kv_key_free(kop.key);
+    kv_ctx_free(ctx);
+}
+
 /* ---- scale: many keys present -------------------------------------------------------- */
 
 static void bench_scale(const char *backend)
@@ -1275,19 +1388,31 @@ int main(int argc, char **argv)
         { "attest", no_argument, NULL, 'A' },
         { "attest-count", required_argument, NULL, 'C' },
         { "attest-raw", no_argument, NULL, 'W' },
+        { "audit", required_argument, NULL, 'U' },
+        { "audit-count", required_argument, NULL, 'N' },
+        { "audit-off", no_argument, NULL, 'O' },
         { NULL, 0, NULL, 0 },
     };
-    const char *json_path = NULL;
+    const char *json_path = NULL, *audit_log = NULL;
     bool scale = true, attest = false, attest_raw = false;
-    long tl[8], attest_count = -1;
+    long tl[8], attest_count = -1, audit_count = -1;
+    bool audit_off = false;
     struct rusage ru;
     unsigned int dl = 0;
     int c;
 
-    while ((c = getopt_long(argc, argv, "c:b:t:s:k:j:p:nK:T:M:L:P:R:AC:W", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:b:t:s:k:j:p:nK:T:M:L:P:R:AC:WU:N:O", opts, NULL)) != -1) {
         switch (c) {
         case 'A': attest = true; break;
         case 'W': attest_raw = true; break;
+        case 'U': audit_log = optarg; break;
+        case 'N':
+            if ((audit_count = atol(optarg)) < 0) {
+                fprintf(stderr, "kv-bench: --audit-count takes a number\n");
+                return 2;
+            }
+            break;
+        case 'O': audit_off = true; break;
         case 'C':
             attest = true;
             if ((attest_count = atol(optarg)) < 0) {
@@ -1345,11 +1470,20 @@ int main(int argc, char **argv)
                             "[--p11-keys 1,100,1000] "
                             "[--json FILE] [--plot FILE] [--no-scale] [--reps 5] [--tcti TCTI] "
                             "[--p11-module PATH --p11-token LABEL --p11-pin-file FILE] "
-                            "[--attest | --attest-count N [--attest-raw]]\n");
+                            "[--attest | --attest-count N [--attest-raw]] "
+                            "[--audit FILE [--audit-count N [--audit-off]]]\n");
             return 2;
         }
     }
     EVP_Digest(msg, sizeof(msg), digest, &dl, EVP_sha256(), NULL);
+    if (audit_count >= 0) {
+        if (!audit_log) {
+            fprintf(stderr, "kv-bench: --audit-count needs --audit FILE\n");
+            return 2;
+        }
+        bench_audit_count(audit_log, audit_count, audit_off);
+        return 0;
+    }
     results = json_array();
     printf("# kv-bench: %d online CPUs, %.2f s per measurement, %d pairs, allocation counting %s\n",
            (int)sysconf(_SC_NPROCESSORS_ONLN), seconds, reps, ALLOC_COUNTING ? "on" : "off");
@@ -1363,6 +1497,14 @@ int main(int argc, char **argv)
 #endif
     } else {
         header();
+    }
+    if (audit_log) {
+        /* the kv columns: audit on; the raw columns: the same without it */
+        if (want[0])
+            bench_audit(audit_log, "software");
+        if (want[1])
+            bench_audit(audit_log, "pkcs11");
+        want[0] = want[1] = want[2] = scale = false;
     }
     in_main_table = true;
     if (want[0])

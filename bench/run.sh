@@ -32,6 +32,19 @@
 #                                          thread, and TPM commands per
 #                                          kv_attest after warm-up:
 #                                          bench/results-attest.txt and .json
+#   sh bench/run.sh audit [kv-bench options] kv_sign (P-256, software store
+#                                          and a SoftHSM token) with the audit
+#                                          file sink on against
+#                                          off, side by side (buffered, then
+#                                          flush = record at one thread):
+#                                          bench/results-audit.txt and .json
+#   sh bench/run.sh audit-count [N]        the same, each side N signatures
+#                                          (default 2000) under callgrind:
+#                                          instructions per signature with the
+#                                          sink on and off, in the calling
+#                                          thread and in all (the writer's
+#                                          formatting and hashing), appended
+#                                          to bench/results-audit.txt
 #   sh bench/run.sh attest-count [N]       the same document, each side run N
 #                                          times (default 200) under callgrind:
 #                                          instructions per verification and per
@@ -44,7 +57,8 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 only=
 if [ "${1:-}" = tpm ] || [ "${1:-}" = tls ] || [ "${1:-}" = tls-count ] ||
-    [ "${1:-}" = attest ] || [ "${1:-}" = attest-count ]; then
+    [ "${1:-}" = attest ] || [ "${1:-}" = attest-count ] || [ "${1:-}" = audit ] ||
+    [ "${1:-}" = audit-count ]; then
     only=$1
     shift
 fi
@@ -53,7 +67,7 @@ sh tests/install-deps.sh
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y -q --no-install-recommends gnuplot-nox >/dev/null
 }
-case $only in tls-count|attest-count) need_vg=1 ;; *) need_vg= ;; esac
+case $only in tls-count|attest-count|audit-count) need_vg=1 ;; *) need_vg= ;; esac
 [ -z "$need_vg" ] || { command -v valgrind >/dev/null 2>&1 && command -v strace >/dev/null 2>&1; } || {
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y -q --no-install-recommends valgrind strace >/dev/null
@@ -180,6 +194,52 @@ CONF
             --p11-module "$KV_P11_MODULE" --p11-pin-file "$KV_P11_PINFILE" --tpm2-pcap "$T/tpm2.pcap" --tpm-direct "$T/direct.conf" "$@"
     } | tee bench/results-tls.txt
     echo "wrote bench/results-tls.txt, bench/results-tls.json"
+    exit 0
+fi
+if [ "$only" = audit ] || [ "$only" = audit-count ]; then
+    . tests/softhsm.sh
+    printf 'kv-bench audit passphrase\n' >"$T/pass"
+    chmod 600 "$T/pass"
+    cat >"$T/bench.conf" <<CONF
+[keyvault]
+backends = software, pkcs11
+
+[software]
+store = $T/soft
+passphrase = file:$T/pass
+kdf_iterations = 1000
+
+[pkcs11]
+module = $KV_P11_MODULE
+token = $KV_P11_TOKEN
+pin = file:$KV_P11_PINFILE
+CONF
+    kb() { build/libtool --mode=execute "$@"; }
+    if [ "$only" = audit ]; then
+        {
+            header
+            echo "# sh bench/run.sh audit $*: kv columns with [audit] file, raw columns the same configuration without it"
+            kb build/bench/kv-bench -c "$T/bench.conf" --audit "$T/audit.log" --json bench/results-audit.json "$@"
+        } | tee bench/results-audit.txt
+        echo "wrote bench/results-audit.txt, bench/results-audit.json"
+        exit 0
+    fi
+    n=${1:-2000}
+    case $n in ''|*[!0-9]*|0) echo "run.sh: audit-count takes a positive number" >&2; exit 2 ;; esac
+    cg() { # total and kv_sign's inclusive instructions of one run
+        kb valgrind -q --tool=callgrind --callgrind-out-file="$T/cg" \
+            build/bench/kv-bench -c "$T/bench.conf" --audit "$T/audit.log" --audit-count "$@" >/dev/null
+        ks=$(callgrind_annotate --inclusive=yes "$T/cg" | awk '/key\.c:kv_sign \[/ { gsub(",", "", $1); print $1; exit }')
+        printf '%s %s\n' "$(sed -n 's/^totals: *//p' "$T/cg")" "${ks:-0}"
+    }
+    on0=$(cg 0) on=$(cg "$n") off0=$(cg 0 --audit-off) off=$(cg "$n" --audit-off)
+    {
+        echo "# sh bench/run.sh audit-count $n: instructions per kv_sign (callgrind), a run of $n minus a run of 0"
+        echo "$on0 $on $off0 $off" | awk -v n="$n" '{
+            on = ($3 - $1) / n; off = ($7 - $5) / n; con = ($4 - $2) / n; coff = ($8 - $6) / n
+            printf "%-34s %10.0f %10.0f %8.4f\n", "all threads (sink on, off, ratio)", on, off, on / off
+            printf "%-34s %10.0f %10.0f %8.4f\n", "calling thread (kv_sign inclusive)", con, coff, con / coff }'
+    } | tee -a bench/results-audit.txt
     exit 0
 fi
 if [ "$only" = tpm ] || [ "$only" = attest ] || [ "$only" = attest-count ]; then

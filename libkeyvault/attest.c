@@ -75,7 +75,7 @@ out:
 kv_rc kv_tpm_quote(kv_ctx *ctx, const char *pcrs, const unsigned char *nonce, size_t nonce_len,
                    kv_attestation **out)
 {
-    kv_backend *be;
+    kv_backend *be = NULL;
     kv_rc rc;
 
     kv_err_begin(ctx);
@@ -87,6 +87,7 @@ kv_rc kv_tpm_quote(kv_ctx *ctx, const char *pcrs, const unsigned char *nonce, si
     KV_CHECK(rc, kv_policy_check(ctx, be, NULL, KV_OP_ATTEST, "quote", NULL));
     rc = be->ops->quote(be, pcrs ? pcrs : "sha256:0-7", nonce, nonce_len, *out);
 out:
+    kv_audit_event(ctx, KV_AUDIT_ATTEST, NULL, 0, be ? be->name : NULL, rc, "quote");
     if (rc != KV_OK) {
         kv_attestation_free(*out);
         *out = NULL;
@@ -112,6 +113,7 @@ kv_rc kv_key_certify(kv_key *key, const unsigned char *nonce, size_t nonce_len,
     KV_CHECK(rc, kv_version_check(key, KV_OP_ATTEST));
     rc = key->be->ops->certify(key, nonce, nonce_len, *out);
 out:
+    kv_audit_event(ctx, KV_AUDIT_ATTEST, key->name, key->version, key->be->name, rc, "certify");
     if (rc != KV_OK) {
         kv_attestation_free(*out);
         *out = NULL;

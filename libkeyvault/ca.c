@@ -962,6 +962,7 @@ kv_rc kv_ca_issue_for(kv_key *ca, const char *profile, const unsigned char *csr,
     }
     rc = issue(ca, cacert, cachain, p, &o, lifetime, xo.alg, pub, subject, sans, pem);
 out:
+    kv_audit_event(ctx, KV_AUDIT_ISSUE, ca->name, ca->version, ca->be->name, rc, "certificate");
     kv_x509_opts_clear(&xo);
     GENERAL_NAMES_free(sans);
     X509_NAME_free(subject);
@@ -1016,6 +1017,7 @@ kv_rc kv_ca_issue_pubkey(kv_key *ca, const char *profile, const unsigned char *p
         KV_CHECK(rc, subject_present(ctx, p, subject, sans));
     rc = issue(ca, cacert, cachain, p, &o, 0, xo.alg, key, subject, sans, pem);
 out:
+    kv_audit_event(ctx, KV_AUDIT_ISSUE, ca->name, ca->version, ca->be->name, rc, "certificate for a public key");
     kv_x509_opts_clear(&xo);
     GENERAL_NAMES_free(sans);
     X509_NAME_free(subject);
@@ -1105,6 +1107,7 @@ kv_rc kv_ca_revoke(kv_key *ca, const char *serial_hex_in, kv_revoke_reason reaso
 out:
     sqlite3_finalize(st);
     rc = db_finish(ctx, &d, rc);
+    kv_audit_event(ctx, KV_AUDIT_ISSUE, ca->name, ca->version, ca->be->name, rc, "revocation");
     free(serial);
     return rc;
 }
@@ -1223,6 +1226,7 @@ out:
     sqlite3_finalize(st);
     /* the CRL number counted (committed) first, the CRL handed out after */
     rc = commit_then_pem(ctx, &d, rc, b, pem);
+    kv_audit_event(ctx, KV_AUDIT_ISSUE, ca->name, ca->version, ca->be->name, rc, "crl");
     AUTHORITY_KEYID_free(akid);
     ASN1_INTEGER_free(number);
     ASN1_TIME_free(this_update);

@@ -56,6 +56,7 @@ kv_rc kv_csr_create(kv_key *key, const kv_cert_opts *opts, char **pem)
     KV_CHECK(rc, kv_x509_sign(key, KV_OP_SIGN, o.alg->alg, KV_X509_REQ, req));
     rc = to_pem(ctx, KV_X509_REQ, req, pem);
 out:
+    kv_audit_event(ctx, KV_AUDIT_SIGN, key->name, key->version, key->be->name, rc, "certificate request");
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
     X509_REQ_free(req);
     kv_x509_opts_clear(&o);
@@ -92,6 +93,7 @@ kv_rc kv_cert_selfsign(kv_key *key, const kv_cert_opts *opts, char **pem)
     KV_CHECK(rc, kv_x509_sign(key, KV_OP_SIGN, o.alg->alg, KV_X509_CERT, x));
     rc = to_pem(ctx, KV_X509_CERT, x, pem);
 out:
+    kv_audit_event(ctx, KV_AUDIT_ISSUE, key->name, key->version, key->be->name, rc, "self-signed certificate");
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
     ASN1_INTEGER_free(serial);
     X509_free(x);

@@ -301,14 +301,22 @@ out:
 
 kv_rc kv_key_store_cert(kv_key *key, const unsigned char *cert, size_t len)
 {
+    kv_rc rc;
+
     kv_err_begin(key->ctx);
-    return chain_put(key, cert, len, true);
+    rc = chain_put(key, cert, len, true);
+    kv_audit_event(key->ctx, KV_AUDIT_CERT_STORE, key->name, key->version, key->be->name, rc, "certificate");
+    return rc;
 }
 
 kv_rc kv_key_store_chain(kv_key *key, const unsigned char *data, size_t len)
 {
+    kv_rc rc;
+
     kv_err_begin(key->ctx);
-    return chain_put(key, data, len, false);
+    rc = chain_put(key, data, len, false);
+    kv_audit_event(key->ctx, KV_AUDIT_CERT_STORE, key->name, key->version, key->be->name, rc, "chain");
+    return rc;
 }
 
 kv_rc kv_key_cert_der(kv_key *key, unsigned char *buf, size_t *len)

@@ -100,6 +100,7 @@ static kv_rc config_check(const kv_config *cfg)
     known[n++] = (struct kv_config_section){ "x509", x509_config_keys };
     known[n++] = (struct kv_config_section){ "policy", kv_policy_config_keys };
     known[n++] = (struct kv_config_section){ "lifecycle", lifecycle_config_keys };
+    known[n++] = (struct kv_config_section){ "audit", kv_audit_config_keys };
     return kv_config_check(NULL, cfg, known, n);
 }
 
@@ -185,6 +186,7 @@ kv_rc kv_ctx_new(kv_ctx **out, const char *config_path)
     KV_CHECK(rc, kv_ctx_policy_load(ctx->cfg, &ctx->cpolicy));
     order = kv_config_get(ctx->cfg, "keyvault", "backends");
     KV_CHECK(rc, setup_backends(ctx, order ? order : KV_DEFAULT_ORDER));
+    KV_CHECK(rc, kv_audit_setup(ctx));
     *out = ctx;
     ctx = NULL;
 out:
@@ -203,6 +205,7 @@ void kv_ctx_free(kv_ctx *ctx)
 {
     if (!ctx)
         return;
+    kv_audit_free(ctx);
     for (size_t i = 0; i < ctx->nbackends; i++)
         if (ctx->backends[i].ops && ctx->backends[i].state)
             ctx->backends[i].ops->fini(&ctx->backends[i]);

@@ -372,6 +372,7 @@ kv_rc kv_attest(kv_key *key, const unsigned char *nonce, size_t nonce_len,
     *evidence = text;
     text = NULL;
 out:
+    kv_audit_event(ctx, KV_AUDIT_ATTEST, key->name, key->version, key->be->name, rc, "evidence");
     json_decref(doc);
     free(text);
     return rc;

@@ -537,6 +537,7 @@ struct kv_ctx {
     struct kv_ctx_policy *cpolicy;  /* the configuration's [policy]; NULL: none */
     size_t nbackends;
     kv_backend backends[KV_MAX_BACKENDS];
+    struct kv_audit *audit;   /* NULL: no audit sink (audit.c) */
 };
 
 struct kv_key {
@@ -896,5 +897,24 @@ kv_key *kv_key_new(kv_ctx *ctx, kv_backend *be);
 kv_rc kv_meta_pub_sha256(const kv_ctx *ctx, const EVP_PKEY *pub, char hex[65]);
 kv_rc kv_json_mac(const kv_ctx *ctx, struct json_t *obj, const char *prefix,
                   const unsigned char key[KV_MAC_KEY_LEN], char hex[65]);
+/* ---- the audit log (audit.c) ------------------------------------------ */
+
+typedef enum kv_audit_op { KV_AUDIT_GENERATE, KV_AUDIT_OPEN, KV_AUDIT_SIGN, KV_AUDIT_ECDH,
+    KV_AUDIT_ATTEST, KV_AUDIT_ISSUE, KV_AUDIT_CERT_STORE, KV_AUDIT_ROTATE, KV_AUDIT_RENEW,
+    KV_AUDIT_DESTROY, KV_AUDIT_PRUNE } kv_audit_op;
+/* One record: key name (NULL when none), its version, backend, operation,
+ * result (rc: KV_ERR_POLICY is a denial, KV_ERR_AUTH_FAILED/PIN_LOCKED a
+ * login failure), optional detail (never secret, never data). A failure's
+ * kv_errmsg goes in the record too. Costs one branch without a sink; never
+ * fails the caller's operation. */
+void kv_audit_event(kv_ctx *ctx, kv_audit_op op, const char *name, unsigned version,
+                    const char *backend, kv_rc rc, const char *detail);
+/* The [audit] section's keys, for the configuration check. */
+extern const struct kv_config_key kv_audit_config_keys[];
+/* Read [audit] and start the sinks it names (kv_ctx_new, after the backends). */
+kv_rc kv_audit_setup(kv_ctx *ctx);
+/* Write what is queued (and a closing seal), stop the writer (kv_ctx_free,
+ * before the backends go). */
+void kv_audit_free(kv_ctx *ctx);
 
 #endif /* KV_INTERNAL_H */

@@ -386,6 +386,7 @@ static kv_rc key_generate(kv_ctx *ctx, const char *name, kv_key_type type, const
     }
     rc = KV_OK;
 out:
+    kv_audit_event(ctx, KV_AUDIT_GENERATE, kv_name_valid(name) ? name : NULL, 1, be ? be->name : NULL, rc, NULL);
     create_unlock(lock);
     kv_key_free(key);
     return rc;
@@ -432,6 +433,7 @@ static kv_rc key_generate_at(kv_ctx *ctx, const char *uri, kv_key_type type,
         key = NULL;
     }
 out:
+    kv_audit_event(ctx, KV_AUDIT_GENERATE, key ? key->name : out && *out ? (*out)->name : NULL, 1, be ? be->name : NULL, rc, "at a URI");
     create_unlock(lock);
     kv_key_free(key);
     return rc;
@@ -534,8 +536,12 @@ out:
 
 kv_rc kv_key_open(kv_ctx *ctx, const char *ref, kv_key **out)
 {
+    kv_rc rc;
+
     kv_err_begin(ctx);
-    return key_open(ctx, ref, out);
+    rc = key_open(ctx, ref, out);
+    kv_audit_event(ctx, KV_AUDIT_OPEN, *out ? (*out)->name : kv_name_valid(ref) ? ref : NULL, *out ? (*out)->version : 0, *out ? (*out)->be->name : NULL, rc, NULL);
+    return rc;
 }
 
 /* What kv_key_open_tpm_file takes: a TSS2 PRIVATE KEY is about 1 KiB. */
@@ -570,6 +576,7 @@ kv_rc kv_key_open_tpm_file(kv_ctx *ctx, const unsigned char *data, size_t len, k
     *out = key;
     key = NULL;
 out:
+    kv_audit_event(ctx, KV_AUDIT_OPEN, *out ? (*out)->name : NULL, *out ? (*out)->version : 0, be ? be->name : NULL, rc, "a TSS2 key file");
     kv_key_free(key);
     return rc;
 }
@@ -584,6 +591,7 @@ kv_rc kv_key_destroy(kv_ctx *ctx, const char *ref)
     KV_CHECK(rc, kv_policy_check(ctx, key->be, key, KV_OP_DESTROY, key->name, NULL));
     rc = kv_version_destroy(ctx, ref, key);
 out:
+    kv_audit_event(ctx, KV_AUDIT_DESTROY, key ? key->name : kv_name_valid(ref) ? ref : NULL, key ? key->version : 0, key ? key->be->name : NULL, rc, NULL);
     kv_key_free(key);
     return rc;
 }
@@ -841,6 +849,7 @@ kv_rc kv_sign(kv_key *key, kv_sign_alg alg, unsigned flags, const unsigned char 
     }
     rc = kv_key_sign_op(key, KV_OP_SIGN, a, flags, in, inlen, sig, siglen);
 out:
+    kv_audit_event(ctx, KV_AUDIT_SIGN, key->name, key->version, key->be->name, rc, NULL);
     if (rc != KV_OK && sig && rc != KV_ERR_BUFFER_TOO_SMALL) {
         kv_wipe(sig, *siglen);
         *siglen = 0;
@@ -936,6 +945,7 @@ kv_rc kv_ecdh(kv_key *key, const unsigned char *peer, size_t peerlen, unsigned c
     }
     rc = key->be->ops->ecdh(key, pp, secret, len);
 out:
+    kv_audit_event(ctx, KV_AUDIT_ECDH, key->name, key->version, key->be->name, rc, NULL);
     if (rc != KV_OK && secret && rc != KV_ERR_BUFFER_TOO_SMALL) {
         kv_wipe(secret, *len);
         *len = 0;
@@ -981,6 +991,7 @@ kv_rc kv_ecdh_hkdf(kv_key *key, const unsigned char *peer, size_t peerlen,
     if (EVP_KDF_derive(kctx, out, outlen, params) != 1)
         KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "HKDF-SHA256 failed");
 out:
+    kv_audit_event(ctx, KV_AUDIT_ECDH, key->name, key->version, key->be->name, rc, "hkdf-sha256");
     kv_wipe(z, sizeof(z));
     if (rc != KV_OK)
         kv_wipe(out, outlen);

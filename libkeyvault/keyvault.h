@@ -1095,6 +1095,70 @@ typedef struct kv_renew_opts {
 KV_API KV_WUR kv_rc kv_cert_renew(kv_ctx *ctx, const char *name, kv_key *ca,
                                   const kv_renew_opts *opts, char **pem)
     KV_NONNULL(1, 2, 3, 5);
+/* ---- the audit log (docs/audit.md) ----------------------------------- */
+
+/* One audit record as the callback sees it. Strings are valid during the
+ * call only. */
+typedef struct kv_audit_record {
+    size_t size;            /* sizeof(kv_audit_record): later fields are added at the end */
+    const char *time;       /* RFC 3339, UTC, microseconds: "2026-11-26T19:00:00.123456Z" */
+    const char *key;        /* the key's name; NULL when the call had none */
+    unsigned version;       /* the key's version; 0 when not known */
+    const char *backend;    /* "software", "pkcs11", "tpm"; NULL when not known */
+    const char *op;         /* "generate", "open", "sign", "ecdh", "attest", "issue",
+                             * "cert-store", "rotate", "renew", "destroy", "prune" */
+    const char *result;     /* "ok", "denied" (a policy), "auth-failed" (PIN, passphrase,
+                             * auth value), "error" */
+    kv_rc rc;               /* the call's result code */
+    const char *message;    /* kv_errmsg of a failure; NULL on success */
+    const char *detail;     /* what kind of use ("certificate request", ...); or NULL */
+    long pid;
+    const char *exe;        /* the executable (/proc/self/exe) */
+} kv_audit_record;
+
+typedef void (*kv_audit_fn)(void *arg, const kv_audit_record *rec);
+
+/*
+ * kv_audit_set_callback - call fn(arg, record) for every audit record of
+ * ctx, in the thread that made the call, after it (fn NULL: stop). Set it
+ * before ctx is shared between threads. Calls fn makes into libkeyvault
+ * make no records. Works with or without an [audit] section.
+ */
+KV_API KV_WUR kv_rc kv_audit_set_callback(kv_ctx *ctx, kv_audit_fn fn, void *arg)
+    KV_NONNULL(1);
+
+/* What kv_audit_verify found. */
+typedef struct kv_audit_report {
+    uint64_t records;         /* records that verified, seals included */
+    uint64_t seals;           /* seals among them */
+    uint64_t bad_line;        /* the first bad record's line (1: the first); 0 when none */
+    uint64_t last_seal_line;  /* the last seal's line; 0 when none */
+    uint64_t unsealed;        /* records after the last seal */
+} kv_audit_report;
+
+/* kv_audit_verify flag: a log whose last record is not a seal fails. */
+#define KV_AUDIT_VERIFY_SEALED 0x1u
+
+/*
+ * kv_audit_verify - check an audit log file: every record's hash, the
+ * chain of prev hashes and seq numbers from the first record, and, with a
+ * public key (DER or PEM; NULL: seals are not checked), every seal's
+ * signature. KV_OK when all of it holds; else KV_ERR_CORRUPT (a record
+ * edited, deleted, reordered, a truncated tail) or KV_ERR_BAD_SIGNATURE (a
+ * seal that does not verify, sealed by another key, no seal at all), with
+ * rep->bad_line and kv_errmsg naming the first bad record. Checks what the
+ * file holds when the call starts; writers may go on appending.
+ */
+KV_API KV_WUR kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub,
+                                    size_t publen, unsigned flags, kv_audit_report *rep)
+    KV_NONNULL(1, 2, 6);
+
+/*
+ * kv_audit_tail - the last `count` records of an audit log (path NULL: the
+ * configured [audit] file) as JSON Lines in *out (kv_string_free).
+ */
+KV_API KV_WUR kv_rc kv_audit_tail(kv_ctx *ctx, const char *path, size_t count, char **out)
+    KV_NONNULL(1, 4);
 
 #ifdef __cplusplus
 }

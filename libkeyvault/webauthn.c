@@ -263,6 +263,7 @@ kv_rc kv_attest_webauthn(kv_key *key, const kv_webauthn_opts *opts, unsigned cha
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "cannot encode the attestation object of '%s'",
                 key->name);
 out:
+    kv_audit_event(ctx, KV_AUDIT_ATTEST, key->name, key->version, be->name, rc, "webauthn");
     if (rc != KV_OK) {
         free(*obj);
         *obj = NULL;

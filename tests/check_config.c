@@ -261,9 +261,9 @@ START_TEST(unknown_section_names_file_line_and_nearest)
     config_refused("[softwear]\n", "did you mean [software]?");
     config_refused("[tmp]\ntcti = none\n", "did you mean [tpm]?");
     /* an empty unknown section is refused too */
-    config_refused("[keyvault]\nbackends = software\n[audit]\n",
-                   "strict.conf:3: unknown section [audit] (known: [keyvault], [tpm], [pkcs11], "
-                   "[software], [x509], [policy], [lifecycle])");
+    config_refused("[keyvault]\nbackends = software\n[metrics]\n",
+                   "strict.conf:3: unknown section [metrics] (known: [keyvault], [tpm], [pkcs11], "
+                   "[software], [x509], [policy], [lifecycle], [audit])");
     /* every key the documentation lists is accepted (unbuilt backends too) */
     ck_assert_rc(NULL, ctx_on("[keyvault]\nbackends = software\nrequire_hardware = false\n"
                               "home = /nonexistent\n"

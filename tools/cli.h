@@ -69,5 +69,8 @@ int cmd_prune(kv_ctx *ctx, int argc, char **argv);
 int cmd_versions(kv_ctx *ctx, int argc, char **argv);
 /* The state of a listed key's version ("current", ... "unknown"). */
 const char *list_version_state(kv_ctx *ctx, const kv_key_info *k);
+/* cmd-audit.c: the audit log */
+int cmd_audit(kv_ctx *ctx, int argc, char **argv);
+extern const char audit_help[];
 
 #endif

@@ -1286,6 +1286,7 @@ static const struct command commands[] = {
     { "policy", cmd_policy, policy_help },
     { "rotate", cmd_rotate, rotate_help },    { "prune", cmd_prune, prune_help },
     { "versions", cmd_versions, versions_help },
+    { "audit", cmd_audit, audit_help },
 };
 
 static void usage(FILE *f)
@@ -1311,11 +1312,11 @@ static void usage(FILE *f)
             "  enroll ...       AK enrollment: request, challenge, respond, finish, revoke, list\n"
             "  verify-evidence FILE  check an evidence document against a nonce and policy\n"
             "  policy show NAME  the policy stored with a key\n"
-            "  backends         show the configured backends\n\n"
             "  backends         show the configured backends\n"
             "  rotate NAME      make a new version of a key current\n"
             "  prune NAME       destroy retired versions past their grace\n"
-            "  versions NAME    show a key's versions and their states\n\n"
+            "  versions NAME    show a key's versions and their states\n"
+            "  audit ...        the audit log: verify FILE, tail\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
             "/etc/keyvault/keyvault.conf, then built-in defaults).\n"
             "'keyvault COMMAND --help' describes each command; 'keyvault --version'\n"

@@ -1,0 +1,1333 @@
+/*
+ * audit.c - the audit log (docs/audit.md): one record per key use and
+ * lifecycle event, handed to a callback, to syslog, and appended to a
+ * hash-chained JSON Lines file that a vault key seals at intervals.
+ *
+ * The public entry points call kv_audit_event once, when they return. The
+ * record is taken there (time, names, result) and queued; a thread of the
+ * context writes the queue every flush_ms (or sooner once KV_AUDIT_BATCH
+ * records wait) under an exclusive lock on the file: read the last
+ * record's seq and hash, chain the batch on to it, write it with one
+ * write(2), fdatasync, unlock. "flush = record" writes each record in the
+ * calling thread before the call returns. Seals are made in the writer
+ * with the thread's audit turned off, so the seal key's own open and sign
+ * leave no record.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "internal.h"
+
+#define KV_AUDIT_BATCH 1024          /* queued records that wake the writer early */
+#define KV_AUDIT_QUEUE_MAX 65536     /* queued records beyond which callers write themselves */
+#define KV_AUDIT_FLUSH_MS 200        /* default flush_ms: the loss window */
+#define KV_AUDIT_SEAL_EVERY 1000     /* default seal_every */
+#define KV_AUDIT_LINE_MAX 16384      /* bytes of one record in the file */
+#define KV_AUDIT_DETAIL_MAX 256      /* bytes of a detail or message kept */
+#define KV_AUDIT_TAIL_READ 65536     /* bytes read back from the end of the file */
+#define KV_AUDIT_SEAL_RETRY 60       /* seconds before a seal key that failed to open is tried again */
+#define HEX_HASH 64
+
+const struct kv_config_key kv_audit_config_keys[] = {
+    { "file", 0 },     { "syslog", 0 },   { "seal_key", 0 },
+    { "seal_every", 0 }, { "flush", 0 },  { "flush_ms", 0 },
+    { NULL, 0 },
+};
+
+static const char *const op_names[] = {
+    [KV_AUDIT_GENERATE] = "generate", [KV_AUDIT_OPEN] = "open",
+    [KV_AUDIT_SIGN] = "sign",         [KV_AUDIT_ECDH] = "ecdh",
+    [KV_AUDIT_ATTEST] = "attest",     [KV_AUDIT_ISSUE] = "issue",
+    [KV_AUDIT_CERT_STORE] = "cert-store", [KV_AUDIT_ROTATE] = "rotate",
+    [KV_AUDIT_RENEW] = "renew",       [KV_AUDIT_DESTROY] = "destroy",
+    [KV_AUDIT_PRUNE] = "prune",
+};
+
+/* A record as the event took it, waiting for the writer. The strings
+ * point into text[]. */
+struct audit_ent {
+    struct audit_ent *next;   /* the queue: a stack, newest first */
+    struct timespec ts;
+    kv_audit_op op;
+    kv_rc rc;
+    unsigned version;
+    long pid;
+    const char *name, *backend, *message, *detail;
+    char text[];
+};
+
+/* The seconds of a time as text, kept while the second lasts. */
+struct tcache {
+    time_t sec;
+    char text[24];   /* "2026-11-26T19:00:00" */
+};
+
+struct kv_audit {
+    kv_ctx *ctx;
+    /* the queue: callers push without a lock; the writer takes it whole */
+    _Atomic(struct audit_ent *) head;
+    atomic_size_t queued;
+    pthread_mutex_t mu;       /* for cv: wakes the writer */
+    pthread_cond_t cv;
+    bool stop, thread_on;
+    pthread_t thread;
+    /* the file writer: one batch at a time in this process */
+    pthread_mutex_t wmu;
+    char *path;
+    int fd;
+    dev_t dev;
+    ino_t ino;
+    bool wrote;               /* this process appended records since its last seal */
+    EVP_MD_CTX *mdctx;        /* the writer's SHA-256 */
+    struct tcache tc;         /* the writer's time of day */
+    atomic_ulong dropped;     /* records lost to write errors */
+    /* settings */
+    bool syslog_on, each;     /* each: flush = record */
+    long flush_ms, seal_every;
+    char *seal_name;
+    kv_key *seal_key;
+    time_t seal_failed;       /* when opening it last failed */
+    /* the callback */
+    kv_audit_fn fn;
+    void *arg;
+    /* the process */
+    char exe_text[PATH_MAX];  /* the executable (/proc/self/exe) */
+    char *exe_json;           /* the same as a JSON string */
+    long pid;
+    unsigned long gen;        /* kv_fork_generation when pid was taken */
+};
+
+/* Set while this thread writes the log (the seal's sign) or runs the
+ * callback: events then make no record. */
+static _Thread_local bool in_audit;
+static pthread_mutex_t fork_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *result_name(kv_rc rc)
+{
+    switch (rc) {
+    case KV_OK: return "ok";
+    case KV_ERR_POLICY:
+    case KV_ERR_HARDWARE_REQUIRED: return "denied";
+    case KV_ERR_AUTH_FAILED:
+    case KV_ERR_PIN_LOCKED: return "auth-failed";
+    default: return "error";
+    }
+}
+
+static const char *tc_seconds(struct tcache *tc, time_t sec)
+{
+    struct tm tm;
+
+    if (tc->text[0] == '\0' || tc->sec != sec) {
+        gmtime_r(&sec, &tm);
+        strftime(tc->text, sizeof(tc->text), "%Y-%m-%dT%H:%M:%S", &tm);
+        tc->sec = sec;
+    }
+    return tc->text;
+}
+
+static void time_text(const struct timespec *ts, char out[48])
+{
+    struct tcache tc = { 0, "" };
+
+    snprintf(out, 48, "%s.%06dZ", tc_seconds(&tc, ts->tv_sec),
+             (int)(ts->tv_nsec / 1000 % 1000000));
+}
+
+static void hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static bool sha256_hex(const void *data, size_t len, char out[HEX_HASH + 1])
+{
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+
+    if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+        return false;
+    hex(md, 32, out);
+    return true;
+}
+
+/* The same with a digest context and a fetched SHA-256 (the writer's: no
+ * fetch per record). */
+static bool sha256_hex_with(EVP_MD_CTX *mc, const EVP_MD *md, const void *data, size_t len,
+                            char out[HEX_HASH + 1])
+{
+    unsigned char h[32];
+    unsigned int hlen = 0;
+
+    if (!mc || EVP_DigestInit_ex2(mc, md, NULL) != 1 || EVP_DigestUpdate(mc, data, len) != 1 ||
+        EVP_DigestFinal_ex(mc, h, &hlen) != 1 || hlen != 32)
+        return false;
+    hex(h, 32, out);
+    return true;
+}
+
+/* ---- records ------------------------------------------------------------- */
+
+/* A growing text buffer; `bad` once an allocation failed. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool bad;
+};
+
+static void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->bad)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t c = (b->cap ? b->cap * 2 : 4096) + n + 1;
+        char *q = realloc(b->p, c);
+        if (!q) {
+            b->bad = true;
+            return;
+        }
+        b->p = q;
+        b->cap = c;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_str(struct sbuf *b, const char *s)
+{
+    sb_add(b, s, strlen(s));
+}
+
+/* A decimal number, as jansson writes an integer. */
+static void sb_dec(struct sbuf *b, long long v)
+{
+    char d[24], *p = d + sizeof(d);
+    unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
+
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    sb_add(b, p, (size_t)(d + sizeof(d) - p));
+}
+
+/* s as a JSON string, exactly as jansson's compact dump writes it (NULL:
+ * null). Printable ASCII other than '"' and '\\' is written as it is, as
+ * jansson does; any other text is encoded by jansson itself. */
+static void sb_json_str(struct sbuf *b, const char *s)
+{
+    size_t n = 0;
+    json_t *j;
+    char *enc;
+
+    if (!s) {
+        sb_add(b, "null", 4);
+        return;
+    }
+    while (s[n] >= 0x20 && s[n] < 0x7f && s[n] != '"' && s[n] != '\\')
+        n++;
+    if (s[n] == '\0') {
+        sb_add(b, "\"", 1);
+        sb_add(b, s, n);
+        sb_add(b, "\"", 1);
+        return;
+    }
+    j = json_string(s); /* NULL for text that is not UTF-8 */
+    enc = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (enc)
+        sb_add(b, enc, strlen(enc));
+    else
+        sb_add(b, "\"(not UTF-8)\"", strlen("\"(not UTF-8)\""));
+    free(enc);
+    json_decref(j);
+}
+
+/*
+ * The record's text: a JSON object whose members come in the order of
+ * docs/audit.md, written as jansson's compact dump of it would be (the
+ * tests hold the two equal). With prev (the file): seq and prev too; without
+ * (syslog): neither.
+ */
+static void ent_text(const struct kv_audit *a, const struct audit_ent *e, json_int_t seq,
+                     const char *prev, struct tcache *tc, struct sbuf *b)
+{
+    char us[8];
+    long v = e->ts.tv_nsec / 1000 % 1000000;
+
+    for (int i = 5; i >= 0; i--, v /= 10)
+        us[i] = (char)('0' + v % 10);
+    us[6] = '\0';
+    sb_str(b, "{\"time\":\"");
+    sb_str(b, tc_seconds(tc, e->ts.tv_sec));
+    sb_str(b, ".");
+    sb_str(b, us);
+    sb_str(b, "Z\"");
+    if (prev) {
+        sb_str(b, ",\"seq\":");
+        sb_dec(b, seq);
+    }
+    sb_str(b, ",\"key\":");
+    sb_json_str(b, e->name);
+    sb_str(b, ",\"version\":");
+    sb_dec(b, e->version);
+    sb_str(b, ",\"backend\":");
+    sb_json_str(b, e->backend);
+    sb_str(b, ",\"op\":\"");
+    sb_str(b, op_names[e->op]);
+    sb_str(b, "\",\"result\":\"");
+    sb_str(b, result_name(e->rc));
+    sb_str(b, "\",\"error\":");
+    sb_dec(b, e->rc);
+    if (e->message) {
+        sb_str(b, ",\"message\":");
+        sb_json_str(b, e->message);
+    }
+    if (e->detail) {
+        sb_str(b, ",\"detail\":");
+        sb_json_str(b, e->detail);
+    }
+    sb_str(b, ",\"pid\":");
+    sb_dec(b, e->pid);
+    sb_str(b, ",\"exe\":");
+    sb_str(b, a->exe_json);
+    if (prev) {
+        sb_str(b, ",\"prev\":\"");
+        sb_add(b, prev, HEX_HASH);
+        sb_str(b, "\"");
+    }
+    sb_str(b, "}");
+}
+
+static char *dump(const json_t *j)
+{
+    return json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+}
+
+/* Copy s (cut to max bytes at a character boundary, as valid UTF-8) to *p. */
+static const char *put_text(char **p, const char *s, size_t max)
+{
+    size_t n;
+    char *out = *p;
+
+    if (!s || !*s)
+        return NULL;
+    n = strlen(s);
+    if (n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+            n--;
+    }
+    memcpy(out, s, n);
+    out[n] = '\0';
+    *p = out + n + 1;
+    return out;
+}
+
+static size_t text_len(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    return (n > KV_AUDIT_DETAIL_MAX ? KV_AUDIT_DETAIL_MAX : n) + 1;
+}
+
+static struct audit_ent *ent_new(struct kv_audit *a, kv_audit_op op, const char *name,
+                                 unsigned version, const char *backend, kv_rc rc,
+                                 const char *detail, const char *message)
+{
+    struct audit_ent *e = malloc(sizeof(*e) + text_len(name) + text_len(backend) +
+                                 text_len(detail) + text_len(message));
+    char *p;
+
+    if (!e)
+        return NULL;
+    clock_gettime(CLOCK_REALTIME, &e->ts);
+    e->op = op;
+    e->rc = rc;
+    e->version = version;
+    e->pid = a->pid;
+    p = e->text;
+    e->name = put_text(&p, name, KV_AUDIT_DETAIL_MAX);
+    e->backend = put_text(&p, backend, KV_AUDIT_DETAIL_MAX);
+    e->message = put_text(&p, message, KV_AUDIT_DETAIL_MAX);
+    e->detail = put_text(&p, detail, KV_AUDIT_DETAIL_MAX);
+    return e;
+}
+
+/* ---- the file ------------------------------------------------------------- */
+
+/* Report a failure of the audit file on syslog (the records are lost). */
+static void file_trouble(struct kv_audit *a, const char *what, int err, size_t lost)
+{
+    unsigned long all = atomic_fetch_add(&a->dropped, lost) + lost;
+
+    syslog(LOG_AUTHPRIV | LOG_ERR, "libkeyvault audit: %s '%s': %s (%zu records lost, %lu in all)",
+           what, a->path, err ? strerror(err) : "failed", lost, all);
+}
+
+/* Open the file, or open it again when it was renamed or removed (log
+ * rotation): the new file starts a new chain. */
+static int file_open(struct kv_audit *a)
+{
+    struct stat st;
+
+    if (a->fd >= 0) {
+        if (stat(a->path, &st) == 0 && st.st_dev == a->dev && st.st_ino == a->ino)
+            return 0;
+        close(a->fd);
+        a->fd = -1;
+    }
+    a->fd = open(a->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (a->fd < 0)
+        return errno;
+    if (fstat(a->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        int e = errno ? errno : EINVAL;
+        close(a->fd);
+        a->fd = -1;
+        return e;
+    }
+    a->dev = st.st_dev;
+    a->ino = st.st_ino;
+    return 0;
+}
+
+/* The chain's head, read under the lock: the last record's seq and hash
+ * and whether it is a seal. A torn last line (a writer that died inside
+ * its write, a full disk) is cut off first. Empty file: seq 0, prev zeros. */
+static int file_head_in(struct kv_audit *a, off_t window, json_int_t *seq,
+                        char prev[HEX_HASH + 1], bool *sealed)
+{
+    struct stat st;
+    char *buf = NULL;
+    off_t from;
+    size_t len, start, end;
+    json_t *j;
+    int err = 0;
+
+    *seq = 0;
+    *sealed = false;
+    memset(prev, '0', HEX_HASH);
+    prev[HEX_HASH] = '\0';
+    if (fstat(a->fd, &st) != 0)
+        return errno;
+    if (st.st_size == 0)
+        return 0;
+    from = st.st_size > window ? st.st_size - window : 0;
+    len = (size_t)(st.st_size - from);
+    if (!(buf = malloc(len + 1)))
+        return ENOMEM;
+    if (pread(a->fd, buf, len, from) != (ssize_t)len) {
+        err = errno ? errno : EIO;
+        goto out;
+    }
+    end = len;
+    if (buf[end - 1] != '\n') {
+        /* torn: cut back to the last complete line */
+        while (end > 0 && buf[end - 1] != '\n')
+            end--;
+        if (end == 0 && from > 0) {
+            err = window < KV_AUDIT_TAIL_READ ? EAGAIN : EFBIG;
+            goto out;
+        }
+        if (ftruncate(a->fd, from + (off_t)end) != 0) {
+            err = errno;
+            goto out;
+        }
+        syslog(LOG_AUTHPRIV | LOG_WARNING,
+               "libkeyvault audit: '%s' ended inside a record: %zu bytes cut off", a->path,
+               len - end);
+        if (end == 0)
+            goto out;
+    }
+    start = end - 1;
+    while (start > 0 && buf[start - 1] != '\n')
+        start--;
+    if (start == 0 && from > 0) {
+        err = window < KV_AUDIT_TAIL_READ ? EAGAIN : EFBIG;
+        goto out;
+    }
+    j = json_loadb(buf + start, end - 1 - start, 0, NULL);
+    {
+        json_t *h = json_object_get(j, "hash"), *s = json_object_get(j, "seq");
+        const char *op = json_string_value(json_object_get(j, "op"));
+        if (json_is_string(h) && strlen(json_string_value(h)) == HEX_HASH)
+            memcpy(prev, json_string_value(h), HEX_HASH);
+        else if (!sha256_hex(buf + start, end - 1 - start, prev))
+            err = EIO;
+        /* a line that is not a record: chain on to its bytes (verify names it) */
+        *seq = json_is_integer(s) ? json_integer_value(s) : 0;
+        *sealed = op && !strcmp(op, "seal");
+    }
+    json_decref(j);
+out:
+    free(buf);
+    return err;
+}
+
+/* The same, reading the end of the file: a record's worth first (records
+ * are well under 4 KiB), then up to KV_AUDIT_TAIL_READ. */
+static int file_head(struct kv_audit *a, json_int_t *seq, char prev[HEX_HASH + 1], bool *sealed)
+{
+    int err = file_head_in(a, 4096, seq, prev, sealed);
+
+    return err == EAGAIN ? file_head_in(a, KV_AUDIT_TAIL_READ, seq, prev, sealed) : err;
+}
+
+/* The record that ends b (from byte start, a JSON object) gets its "hash"
+ * member, the SHA-256 of its text as it stands, and a line end. Sets prev
+ * to that hash. */
+static bool chain_text(struct kv_audit *a, struct sbuf *b, size_t start,
+                       char prev[HEX_HASH + 1])
+{
+    if (b->bad || b->len <= start || b->p[b->len - 1] != '}' ||
+        !sha256_hex_with(a->mdctx, a->ctx->md_sha256, b->p + start, b->len - start, prev))
+        return false;
+    b->len--;
+    sb_str(b, ",\"hash\":\"");
+    sb_add(b, prev, HEX_HASH);
+    sb_str(b, "\"}\n");
+    return !b->bad;
+}
+
+/* A seal record at seq: the seal key signs the record's dump without
+ * "sig" and "hash" (which chains every record before it through prev). */
+static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1],
+                      struct sbuf *b)
+{
+    struct timespec ts;
+    const kv_alg_desc *alg = NULL;
+    unsigned char sig[1024], *spki = NULL, *b64 = NULL;
+    size_t siglen = sizeof(sig), start;
+    char t[48], fp[HEX_HASH + 1], *msg = NULL;
+    json_t *j = NULL;
+    bool ok = false;
+    int n;
+
+    if (!a->seal_key) {
+        /* a key that cannot be opened (a wrong PIN) is tried again once a
+         * minute, not at every seal: a token counts failed logins */
+        time_t now = time(NULL);
+        if (a->seal_failed && now - a->seal_failed < KV_AUDIT_SEAL_RETRY)
+            return false;
+        if (kv_key_open(a->ctx, a->seal_name, &a->seal_key) != KV_OK) {
+            a->seal_failed = now;
+            syslog(LOG_AUTHPRIV | LOG_ERR,
+                   "libkeyvault audit: cannot open seal_key '%s' (no seals for %d s): %s",
+                   a->seal_name, KV_AUDIT_SEAL_RETRY, kv_errmsg(a->ctx));
+            return false;
+        }
+    }
+    if (kv_key_alg(a->seal_key, KV_ALG_DEFAULT, &alg) != KV_OK ||
+        (n = i2d_PUBKEY(a->seal_key->pub, &spki)) <= 0 || !sha256_hex(spki, (size_t)n, fp))
+        goto out;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    time_text(&ts, t);
+    j = json_pack("{s:s, s:I, s:s, s:i, s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "time", t, "seq",
+                  seq, "key", a->seal_key->name, "version", (int)a->seal_key->version,
+                  "backend", a->seal_key->be->name, "op", "seal", "alg", alg->name,
+                  "key_sha256", fp, "pid", (json_int_t)a->pid, "exe", a->exe_text, "prev", prev);
+    if (!j || !(msg = dump(j)))
+        goto out;
+    if (kv_sign(a->seal_key, alg->alg, 0, (const unsigned char *)msg, strlen(msg), sig,
+                &siglen) != KV_OK) {
+        syslog(LOG_AUTHPRIV | LOG_ERR, "libkeyvault audit: seal_key '%s' cannot sign: %s",
+               a->seal_name, kv_errmsg(a->ctx));
+        goto out;
+    }
+    if (!(b64 = malloc(4 * ((siglen + 2) / 3) + 1)))
+        goto out;
+    EVP_EncodeBlock(b64, sig, (int)siglen);
+    json_object_set_new(j, "sig", json_string((const char *)b64));
+    free(msg);
+    if (!(msg = dump(j)))
+        goto out;
+    start = b->len;
+    sb_add(b, msg, strlen(msg));
+    ok = chain_text(a, b, start, prev);
+    if (!ok)
+        b->len = start;
+out:
+    if (!ok && j)
+        syslog(LOG_AUTHPRIV | LOG_ERR, "libkeyvault audit: no seal at seq %lld of '%s'",
+               (long long)seq, a->path);
+    json_decref(j);
+    free(msg);
+    free(b64);
+    OPENSSL_free(spki);
+    return ok;
+}
+
+static bool seal_due(const struct kv_audit *a, json_int_t seq)
+{
+    return a->seal_name && a->seal_every > 0 && seq % a->seal_every == 0;
+}
+
+/*
+ * Append the records (and the seals that fall due among them, and one at
+ * the end when close is set and the log does not end with one) under the
+ * file's lock. Takes wmu. The calling thread's error detail is kept: the
+ * seal key's calls would replace it.
+ */
+static void file_write(struct kv_audit *a, struct audit_ent **ents, size_t n, bool close_seal)
+{
+    kv_ctx *ctx = a->ctx;
+    bool had = kv_err_is_set(ctx), sealed = false;
+    char saved[768], prev[HEX_HASH + 1];
+    const char *kind = "";
+    unsigned long code = kv_backend_code(ctx, &kind);
+    struct sbuf b = { NULL, 0, 0, false };
+    size_t done = 0;
+    json_int_t seq = 0;
+    bool locked = false;
+    int err;
+
+    if (n == 0 && !(close_seal && a->wrote && a->seal_name))
+        return;
+    snprintf(saved, sizeof(saved), "%s", kv_errmsg(ctx));
+    in_audit = true;
+    pthread_mutex_lock(&a->wmu);
+    if ((err = file_open(a)) != 0) {
+        file_trouble(a, "cannot open", err, n);
+        goto out;
+    }
+    while (flock(a->fd, LOCK_EX) != 0)
+        if (errno != EINTR) {
+            file_trouble(a, "cannot lock", errno, n);
+            goto out;
+        }
+    locked = true;
+    if ((err = file_head(a, &seq, prev, &sealed)) != 0) {
+        file_trouble(a, "cannot read the end of", err, n);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t start;
+        if (seal_due(a, seq + 1) && seal_line(a, seq + 1, prev, &b))
+            seq++;
+        start = b.len;
+        ent_text(a, ents[i], ++seq, prev, &a->tc, &b);
+        if (!chain_text(a, &b, start, prev)) {
+            file_trouble(a, "out of memory writing", ENOMEM, n);
+            goto out;
+        }
+        sealed = false;
+    }
+    if (n)
+        a->wrote = true;
+    if (close_seal && a->wrote && !sealed && seq > 0 && a->seal_name &&
+        seal_line(a, seq + 1, prev, &b))
+        a->wrote = false;
+    while (done < b.len) {
+        ssize_t w = write(a->fd, b.p + done, b.len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            file_trouble(a, "cannot write", w < 0 ? errno : EIO, n);
+            /* leave no torn record: the next writer would cut it anyway */
+            if (done && ftruncate(a->fd, lseek(a->fd, 0, SEEK_END) - (off_t)done) != 0)
+                file_trouble(a, "cannot cut a torn write from", errno, 0);
+            goto out;
+        }
+        done += (size_t)w;
+    }
+    if (b.len && fdatasync(a->fd) != 0)
+        file_trouble(a, "cannot sync", errno, 0);
+out:
+    if (locked)
+        (void)flock(a->fd, LOCK_UN);
+    pthread_mutex_unlock(&a->wmu);
+    in_audit = false;
+    free(b.p);
+    kv_err_begin(ctx);
+    if (had)
+        (void)kv_error_code(ctx, KV_OK, kind, code, "%s", saved);
+}
+
+static void list_free(struct audit_ent *e)
+{
+    while (e) {
+        struct audit_ent *next = e->next;
+        free(e);
+        e = next;
+    }
+}
+
+/* Take the whole queue, oldest first, as an array of *n records. */
+static struct audit_ent **queue_take(struct kv_audit *a, size_t *n)
+{
+    struct audit_ent *e = atomic_exchange(&a->head, NULL), **q;
+    size_t count = 0;
+
+    *n = 0;
+    for (struct audit_ent *p = e; p; p = p->next)
+        count++;
+    if (!count)
+        return NULL;
+    atomic_fetch_sub(&a->queued, count);
+    if (!(q = malloc(count * sizeof(*q)))) {
+        file_trouble(a, "out of memory writing", ENOMEM, count);
+        list_free(e);
+        return NULL;
+    }
+    for (size_t i = count; i > 0; e = e->next)
+        q[--i] = e;
+    *n = count;
+    return q;
+}
+
+static void ents_free(struct audit_ent **q, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(q[i]);
+    free(q);
+}
+
+static void *writer_main(void *p)
+{
+    struct kv_audit *a = p;
+
+    pthread_mutex_lock(&a->mu);
+    while (!a->stop) {
+        struct timespec until;
+        struct audit_ent **q;
+        size_t n;
+
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += a->flush_ms / 1000;
+        until.tv_nsec += (a->flush_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!a->stop && atomic_load(&a->queued) < KV_AUDIT_BATCH)
+            if (pthread_cond_timedwait(&a->cv, &a->mu, &until) == ETIMEDOUT)
+                break;
+        pthread_mutex_unlock(&a->mu);
+        q = queue_take(a, &n);
+        if (n)
+            file_write(a, q, n, false);
+        ents_free(q, n);
+        pthread_mutex_lock(&a->mu);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+static void writer_start(struct kv_audit *a)
+{
+    sigset_t all, old;
+
+    if (!a->path || a->each || a->thread_on)
+        return;
+    /* the application's signals are not for the library's thread (a file
+     * size limit then fails the write instead of killing the process) */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    a->thread_on = pthread_create(&a->thread, NULL, writer_main, a) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* In a child after fork(): the queue is the parent's to write, the writer
+ * thread did not come along, and the file's open description (and its
+ * lock) is shared with the parent: start afresh. */
+static void after_fork(struct kv_audit *a)
+{
+    pthread_mutex_lock(&fork_mu);
+    if (a->gen != kv_fork_generation()) {
+        pthread_mutex_init(&a->mu, NULL);
+        pthread_mutex_init(&a->wmu, NULL);
+        pthread_cond_init(&a->cv, NULL);
+        list_free(atomic_exchange(&a->head, NULL));
+        atomic_store(&a->queued, 0);
+        a->thread_on = false;
+        a->stop = false;
+        a->wrote = false;
+        if (a->fd >= 0)
+            close(a->fd); /* never unlock: the lock is the parent's too */
+        a->fd = -1;
+        a->pid = (long)getpid();
+        writer_start(a);
+        atomic_thread_fence(memory_order_release);
+        a->gen = kv_fork_generation();
+    }
+    pthread_mutex_unlock(&fork_mu);
+}
+
+/* ---- the hook --------------------------------------------------------------- */
+
+static void deliver(struct kv_audit *a, const struct audit_ent *e)
+{
+    char t[48];
+
+    if (a->fn) {
+        kv_audit_record r = { sizeof(r), NULL, NULL, 0, NULL, NULL, NULL, KV_OK, NULL, NULL,
+                              0, NULL };
+        time_text(&e->ts, t);
+        r.time = t;
+        r.key = e->name;
+        r.version = e->version;
+        r.backend = e->backend;
+        r.op = op_names[e->op];
+        r.result = result_name(e->rc);
+        r.rc = e->rc;
+        r.message = e->message;
+        r.detail = e->detail;
+        r.pid = e->pid;
+        r.exe = a->exe_text;
+        in_audit = true;
+        a->fn(a->arg, &r);
+        in_audit = false;
+    }
+    if (a->syslog_on) {
+        struct sbuf b = { NULL, 0, 0, false };
+        struct tcache tc = { 0, "" };
+        ent_text(a, e, 0, NULL, &tc, &b);
+        if (!b.bad)
+            syslog(LOG_AUTHPRIV | (e->rc == KV_OK ? LOG_INFO : LOG_NOTICE),
+                   "libkeyvault audit: %s", b.p);
+        free(b.p);
+    }
+}
+
+void kv_audit_event(kv_ctx *ctx, kv_audit_op op, const char *name, unsigned version,
+                    const char *backend, kv_rc rc, const char *detail)
+{
+    struct kv_audit *a;
+    struct audit_ent *e;
+    size_t n;
+
+    if (!ctx || !(a = ctx->audit) || in_audit || (unsigned)op > KV_AUDIT_PRUNE)
+        return;
+    if (a->gen != kv_fork_generation())
+        after_fork(a);
+    e = ent_new(a, op, name, version, backend, rc, detail,
+                rc != KV_OK ? kv_errmsg(ctx) : NULL);
+    if (!e) {
+        syslog(LOG_AUTHPRIV | LOG_ERR, "libkeyvault audit: out of memory: a record is lost");
+        return;
+    }
+    deliver(a, e);
+    if (!a->path) {
+        free(e);
+        return;
+    }
+    if (a->each) {
+        file_write(a, &e, 1, false);
+        free(e);
+        return;
+    }
+    e->next = atomic_load(&a->head);
+    while (!atomic_compare_exchange_weak(&a->head, &e->next, e))
+        ;
+    n = atomic_fetch_add(&a->queued, 1) + 1;
+    if (n >= KV_AUDIT_QUEUE_MAX || !a->thread_on) {
+        /* the writer cannot keep up (or did not start): write here */
+        struct audit_ent **q = queue_take(a, &n);
+        if (n)
+            file_write(a, q, n, false);
+        ents_free(q, n);
+    } else if (n == KV_AUDIT_BATCH) {
+        pthread_mutex_lock(&a->mu);
+        pthread_cond_signal(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+    }
+}
+
+/* ---- the context ------------------------------------------------------------ */
+
+/* Free the state (whatever audit_new got to), the writer stopped. */
+static void audit_release(struct kv_audit *a)
+{
+    kv_key_free(a->seal_key);
+    if (a->fd >= 0)
+        close(a->fd);
+    pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->wmu);
+    pthread_cond_destroy(&a->cv);
+    EVP_MD_CTX_free(a->mdctx);
+    free(a->exe_json);
+    free(a->path);
+    free(a->seal_name);
+    free(a);
+}
+
+static struct kv_audit *audit_new(kv_ctx *ctx)
+{
+    struct kv_audit *a = calloc(1, sizeof(*a));
+    struct sbuf b = { NULL, 0, 0, false };
+    ssize_t n;
+
+    if (!a)
+        return NULL;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->wmu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    a->ctx = ctx;
+    a->fd = -1;
+    a->pid = (long)getpid();
+    a->gen = kv_fork_generation();
+    n = readlink("/proc/self/exe", a->exe_text, sizeof(a->exe_text) - 1);
+    a->exe_text[n > 0 ? n : 0] = '\0';
+    sb_json_str(&b, a->exe_text);
+    a->exe_json = b.p;
+    a->mdctx = EVP_MD_CTX_new();
+    if (b.bad || !a->mdctx) {
+        audit_release(a);
+        return NULL;
+    }
+    return a;
+}
+
+kv_rc kv_audit_setup(kv_ctx *ctx)
+{
+    const kv_config *cfg = ctx->cfg;
+    const char *file = kv_config_get(cfg, "audit", "file");
+    const char *seal = kv_config_get(cfg, "audit", "seal_key");
+    const char *flush = kv_config_get(cfg, "audit", "flush");
+    struct kv_audit *a = NULL;
+    bool sys = false;
+    long every = 0, ms = 0;
+    kv_rc rc;
+
+    KV_CHECK(rc, kv_config_get_bool(ctx, cfg, "audit", "syslog", false, &sys));
+    KV_CHECK(rc, kv_config_get_long(ctx, cfg, "audit", "seal_every", KV_AUDIT_SEAL_EVERY, 2,
+                                    1000000000L, &every));
+    KV_CHECK(rc, kv_config_get_long(ctx, cfg, "audit", "flush_ms", KV_AUDIT_FLUSH_MS, 1, 60000,
+                                    &ms));
+    if (!file && (seal || flush || kv_config_get(cfg, "audit", "seal_every") ||
+                  kv_config_get(cfg, "audit", "flush_ms")))
+        KV_FAIL(ctx, rc, KV_ERR_CONFIG,
+                "[audit] seal_key, seal_every, flush and flush_ms apply to the audit file: "
+                "set [audit] file");
+    if (flush && strcmp(flush, "record") && strcmp(flush, "buffered"))
+        KV_FAIL(ctx, rc, KV_ERR_CONFIG, "[audit] flush must be 'record' or 'buffered'");
+    if (seal && !kv_name_valid(seal))
+        KV_FAIL(ctx, rc, KV_ERR_CONFIG,
+                "[audit] seal_key must be a key name (1-64 of A-Z a-z 0-9 . _ -)");
+    if (file && file[0] != '/')
+        KV_FAIL(ctx, rc, KV_ERR_CONFIG, "[audit] file must be an absolute path");
+    if (!file && !sys)
+        return KV_OK;
+    if (file)
+        KV_CHECK(rc, kv_db_file_check(ctx, file, "audit log", true));
+    if (!(a = audit_new(ctx)))
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    a->syslog_on = sys;
+    a->each = flush && !strcmp(flush, "record");
+    a->flush_ms = ms;
+    a->seal_every = every;
+    if ((file && !(a->path = kv_strdup(file))) || (seal && !(a->seal_name = kv_strdup(seal))))
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    ctx->audit = a;
+    a = NULL;
+    writer_start(ctx->audit);
+out:
+    if (a)
+        audit_release(a);
+    return rc;
+}
+
+void kv_audit_free(kv_ctx *ctx)
+{
+    struct kv_audit *a = ctx->audit;
+    struct audit_ent **q;
+    size_t n;
+
+    if (!a)
+        return;
+    if (a->gen != kv_fork_generation())
+        after_fork(a);
+    pthread_mutex_lock(&a->mu);
+    a->stop = true;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    if (a->thread_on)
+        pthread_join(a->thread, NULL);
+    q = queue_take(a, &n);
+    if (a->path)
+        file_write(a, q, n, true);
+    ents_free(q, n);
+    ctx->audit = NULL;
+    audit_release(a);
+}
+
+kv_rc kv_audit_set_callback(kv_ctx *ctx, kv_audit_fn fn, void *arg)
+{
+    struct kv_audit *a = ctx->audit;
+
+    kv_err_begin(ctx);
+    if (!a && fn) {
+        if (!(a = audit_new(ctx)))
+            return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+        ctx->audit = a;
+    }
+    if (a) {
+        a->fn = fn;
+        a->arg = arg;
+    }
+    return KV_OK;
+}
+
+/* ---- verification ------------------------------------------------------------ */
+
+struct vstate {
+    kv_ctx *ctx;
+    const char *path;
+    EVP_PKEY *pub;
+    char pub_sha256[HEX_HASH + 1];
+    char prev[HEX_HASH + 1];
+    json_int_t seq;
+    kv_audit_report *rep;
+};
+
+/* One line of f (its '\n' included) into buf: its length, 0 at the end of
+ * the file, -1 when longer than max bytes (the rest is left unread). At
+ * most `left` bytes are read. */
+static ssize_t read_line(FILE *f, char *buf, size_t max, off_t left)
+{
+    size_t n = 0;
+    int c;
+
+    while ((off_t)n < left && (c = getc_unlocked(f)) != EOF) {
+        if (n == max)
+            return -1;
+        buf[n++] = (char)c;
+        if (c == '\n')
+            break;
+    }
+    return (ssize_t)n;
+}
+
+/* The line of the record with seq `want` at or after byte `from`, or 0. */
+static uint64_t find_seq(const char *path, off_t from, uint64_t line, json_int_t want)
+{
+    FILE *f = fopen(path, "re");
+    char *buf = malloc(KV_AUDIT_LINE_MAX);
+    ssize_t n;
+    uint64_t found = 0;
+
+    if (!f || !buf || fseeko(f, from, SEEK_SET) != 0)
+        goto out;
+    while (!found && (n = read_line(f, buf, KV_AUDIT_LINE_MAX, INT64_MAX)) > 0) {
+        json_t *j = json_loadb(buf, (size_t)n, 0, NULL);
+        line++;
+        if (json_integer_value(json_object_get(j, "seq")) == want)
+            found = line;
+        json_decref(j);
+    }
+out:
+    free(buf);
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* With the last bytes `tail` of s (len bytes) cut, as a JSON object's text:
+ * s[0 .. len - taillen) + "}" in *out (allocated). */
+static char *cut_member(const char *s, size_t len, const char *tail, size_t *outlen)
+{
+    size_t t = strlen(tail);
+    char *o;
+
+    if (len < t + 2 || memcmp(s + len - t, tail, t) != 0)
+        return NULL;
+    if (!(o = malloc(len - t + 2)))
+        return NULL;
+    memcpy(o, s, len - t);
+    o[len - t] = '}';
+    o[len - t + 1] = '\0';
+    *outlen = len - t + 1;
+    return o;
+}
+
+static kv_rc check_seal(struct vstate *v, uint64_t line, json_t *j, const char *body,
+                        size_t bodylen)
+{
+    kv_ctx *ctx = v->ctx;
+    const char *sig = json_string_value(json_object_get(j, "sig"));
+    const char *fp = json_string_value(json_object_get(j, "key_sha256"));
+    const char *algname = json_string_value(json_object_get(j, "alg"));
+    int alg = algname ? kv_sign_alg_from_name(algname) : -1;
+    const kv_alg_desc *a = alg > 0 ? kv_alg_desc_get((kv_sign_alg)alg) : NULL;
+    unsigned char *raw = NULL, md[64];
+    char *tail = NULL, *msg = NULL;
+    size_t msglen = 0, siglen, rawlen, mdlen = 0;
+    kv_rc rc = KV_OK;
+    int dec;
+
+    if (!sig || !fp || !a || !*sig)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "audit log '%s', line %" PRIu64 ": a seal without a usable sig, alg or "
+                "key_sha256", v->path, line);
+    if (!v->pub)
+        return KV_OK;
+    if (strcmp(fp, v->pub_sha256) != 0)
+        KV_FAIL(ctx, rc, KV_ERR_BAD_SIGNATURE,
+                "audit log '%s', line %" PRIu64 ": sealed by another key (key_sha256 %.16s..., "
+                "the given key's is %.16s...)", v->path, line, fp, v->pub_sha256);
+    siglen = strlen(sig);
+    if (!(tail = kv_asprintf(",\"sig\":\"%s\"}", sig)) ||
+        !(raw = malloc(siglen / 4 * 3 + 3)))
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    if (!(msg = cut_member(body, bodylen, tail, &msglen)))
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "audit log '%s', line %" PRIu64 ": the seal's sig is not its last member",
+                v->path, line);
+    dec = siglen % 4 == 0 ? EVP_DecodeBlock(raw, (const unsigned char *)sig, (int)siglen) : -1;
+    if (dec <= 0)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "audit log '%s', line %" PRIu64 ": the seal's sig is not base64", v->path, line);
+    rawlen = (size_t)dec - (sig[siglen - 1] == '=') - (siglen > 1 && sig[siglen - 2] == '=');
+    if (a->family == KV_FAMILY_ED25519) {
+        rc = kv_verify_pkey(NULL, ctx->libctx, v->pub, a, (unsigned char *)msg, msglen, raw,
+                            rawlen);
+    } else {
+        KV_CHECK(rc, kv_digest(ctx, a, (unsigned char *)msg, msglen, md, &mdlen));
+        /* recorded on no context: the message below names the line */
+        rc = kv_verify_pkey(NULL, ctx->libctx, v->pub, a, md, mdlen, raw, rawlen);
+    }
+    if (rc != KV_OK)
+        KV_FAIL(ctx, rc, KV_ERR_BAD_SIGNATURE,
+                "audit log '%s', line %" PRIu64 ": the seal's %s signature does not verify with "
+                "the given key (the seal or a record it covers was changed)", v->path, line,
+                a->name);
+out:
+    free(tail);
+    free(msg);
+    free(raw);
+    return rc;
+}
+
+static kv_rc check_line(struct vstate *v, uint64_t line, char *s, size_t len, off_t next)
+{
+    kv_ctx *ctx = v->ctx;
+    json_t *j = json_loadb(s, len, JSON_REJECT_DUPLICATES, NULL);
+    json_t *seqj = json_object_get(j, "seq");
+    const char *hash = json_string_value(json_object_get(j, "hash"));
+    const char *prev = json_string_value(json_object_get(j, "prev"));
+    const char *op = json_string_value(json_object_get(j, "op"));
+    char *tail = NULL, *body = NULL, h[HEX_HASH + 1];
+    size_t bodylen = 0;
+    json_int_t seq;
+    kv_rc rc = KV_OK;
+
+    if (!json_is_object(j) || !json_is_integer(seqj) || !hash || !prev || !op)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "audit log '%s', line %" PRIu64 ": not an audit record (JSON with seq, op, prev "
+                "and hash)", v->path, line);
+    seq = json_integer_value(seqj);
+    if (strlen(hash) != HEX_HASH || !(tail = kv_asprintf(",\"hash\":\"%s\"}", hash)))
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "audit log '%s', line %" PRIu64 ": a malformed hash",
+                v->path, line);
+    if (!(body = cut_member(s, len, tail, &bodylen)))
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "audit log '%s', line %" PRIu64 ": the hash is not the record's last member",
+                v->path, line);
+    if (!sha256_hex(body, bodylen, h))
+        KV_FAIL(ctx, rc, KV_ERR_CRYPTO, "SHA-256 failed");
+    if (strcmp(h, hash) != 0)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "audit log '%s', line %" PRIu64 " (seq %lld): the record does not match its "
+                "hash (edited)", v->path, line, (long long)seq);
+    if (seq != v->seq + 1) {
+        uint64_t at = seq > v->seq + 1 ? find_seq(v->path, next, line, v->seq + 1) : 0;
+        if (at)
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                    "audit log '%s', line %" PRIu64 ": seq %lld where %lld was expected; "
+                    "seq %lld is at line %" PRIu64 " (records reordered)", v->path, line,
+                    (long long)seq, (long long)(v->seq + 1), (long long)(v->seq + 1), at);
+        if (seq > v->seq + 1)
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                    "audit log '%s', line %" PRIu64 ": seq %lld where %lld was expected: "
+                    "records %lld to %lld are missing (deleted)", v->path, line,
+                    (long long)seq, (long long)(v->seq + 1), (long long)(v->seq + 1),
+                    (long long)(seq - 1));
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "audit log '%s', line %" PRIu64 ": seq %lld after seq %lld (records reordered "
+                "or repeated)", v->path, line, (long long)seq, (long long)v->seq);
+    }
+    if (strcmp(prev, v->prev) != 0)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                line == 1 ? "audit log '%s', line %" PRIu64 ": prev is not zero: the log does "
+                            "not start a chain"
+                          : "audit log '%s', line %" PRIu64 ": prev is not the hash of the "
+                            "record before it (that record was replaced)",
+                v->path, line);
+    if (!strcmp(op, "seal")) {
+        KV_CHECK(rc, check_seal(v, line, j, body, bodylen));
+        v->rep->seals++;
+        v->rep->last_seal_line = line;
+        v->rep->unsealed = 0;
+    } else {
+        v->rep->unsealed++;
+    }
+    memcpy(v->prev, hash, HEX_HASH + 1);
+    v->seq = seq;
+    v->rep->records++;
+out:
+    json_decref(j);
+    free(tail);
+    free(body);
+    return rc;
+}
+
+kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, size_t publen,
+                      unsigned flags, kv_audit_report *rep)
+{
+    struct vstate v = { .ctx = ctx, .path = path, .rep = rep };
+    unsigned char *spki = NULL;
+    char *buf = malloc(KV_AUDIT_LINE_MAX);
+    uint64_t line = 0;
+    off_t limit, at = 0;
+    struct stat st;
+    FILE *f = NULL;
+    ssize_t n;
+    kv_rc rc = KV_OK;
+    int len, fd = -1;
+
+    kv_err_begin(ctx);
+    memset(rep, 0, sizeof(*rep));
+    memset(v.prev, '0', HEX_HASH);
+    if (!buf)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    if (flags & ~KV_AUDIT_VERIFY_SEALED)
+        KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "unknown flags 0x%x", flags);
+    if (pub) {
+        KV_CHECK(rc, kv_pubkey_decode(ctx, pub, publen, &v.pub));
+        if ((len = i2d_PUBKEY(v.pub, &spki)) <= 0 || !sha256_hex(spki, (size_t)len, v.pub_sha256))
+            KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot encode the public key");
+    }
+    /* never wait on a FIFO or a device */
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0)
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot open audit log '%s'", path);
+    if (!(f = fdopen(fd, "r")))
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot open audit log '%s'", path);
+    fd = -1;
+    /* what is there now: writers append whole batches under LOCK_EX */
+    while (flock(fileno(f), LOCK_SH) != 0)
+        if (errno != EINTR)
+            KV_FAIL_ERRNO(ctx, rc, errno, "cannot lock audit log '%s'", path);
+    if (fstat(fileno(f), &st) != 0)
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot examine audit log '%s'", path);
+    (void)flock(fileno(f), LOCK_UN);
+    if (!S_ISREG(st.st_mode))
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "audit log '%s' is not a regular file", path);
+    limit = st.st_size;
+    while (at < limit && (n = read_line(f, buf, KV_AUDIT_LINE_MAX, limit - at)) != 0) {
+        line++;
+        if (n < 0)
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                    "audit log '%s', line %" PRIu64 ": longer than %d bytes", path, line,
+                    KV_AUDIT_LINE_MAX);
+        at += n;
+        if (buf[n - 1] != '\n')
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                    "audit log '%s', line %" PRIu64 ": the log ends inside this record "
+                    "(truncated)", path, line);
+        KV_CHECK(rc, check_line(&v, line, buf, (size_t)n - 1, at));
+    }
+    if (ferror(f))
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot read audit log '%s'", path);
+    if (pub && rep->seals == 0 && rep->records > 0)
+        KV_FAIL(ctx, rc, KV_ERR_BAD_SIGNATURE,
+                "audit log '%s': no seal in %" PRIu64 " records: nothing to check the key against",
+                path, rep->records);
+    if ((flags & KV_AUDIT_VERIFY_SEALED) && rep->unsealed > 0) {
+        uint64_t last = line;
+        line = last - rep->unsealed + 1; /* the first record no seal covers */
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "audit log '%s', line %" PRIu64 ": the last %" PRIu64 " records (lines %" PRIu64
+                " to %" PRIu64 ") follow the last seal: the log does not end with a seal", path,
+                line, rep->unsealed, line, last);
+    }
+    line = 0;
+out:
+    if (rc != KV_OK)
+        rep->bad_line = line;
+    if (fd >= 0)
+        close(fd);
+    if (f)
+        fclose(f);
+    free(buf);
+    OPENSSL_free(spki);
+    EVP_PKEY_free(v.pub);
+    return rc;
+}
+
+kv_rc kv_audit_tail(kv_ctx *ctx, const char *path, size_t count, char **out)
+{
+    const char *p = path ? path : kv_config_get(ctx->cfg, "audit", "file");
+    char *buf = NULL;
+    size_t lines = 0, len = 0;
+    off_t size, from;
+    struct stat st;
+    int fd = -1;
+    kv_rc rc = KV_OK;
+
+    kv_err_begin(ctx);
+    *out = NULL;
+    if (!p)
+        KV_FAIL(ctx, rc, KV_ERR_CONFIG, "no audit log: give a file or set [audit] file");
+    if ((fd = open(p, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0)
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot open audit log '%s'", p);
+    if (fstat(fd, &st) != 0)
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot examine audit log '%s'", p);
+    if (!S_ISREG(st.st_mode))
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "audit log '%s' is not a regular file", p);
+    size = st.st_size;
+    /* back from the end, a block at a time, to the start of the count-th last line */
+    for (from = size; from > 0 && lines < count;) {
+        off_t b = from > KV_AUDIT_TAIL_READ ? from - KV_AUDIT_TAIL_READ : 0;
+        char blk[KV_AUDIT_TAIL_READ];
+        ssize_t r = pread(fd, blk, (size_t)(from - b), b);
+        if (r != from - b)
+            KV_FAIL_ERRNO(ctx, rc, r < 0 ? errno : EIO, "cannot read audit log '%s'", p);
+        for (ssize_t i = r - 1; i >= 0; i--)
+            if (blk[i] == '\n' && b + i + 1 < size && ++lines >= count) {
+                from = b + i + 1;
+                break;
+            }
+        if (lines < count)
+            from = b;
+    }
+    len = (size_t)(size - from);
+    if (!(buf = malloc(len + 1)))
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    if (pread(fd, buf, len, from) != (ssize_t)len)
+        KV_FAIL_ERRNO(ctx, rc, errno ? errno : EIO, "cannot read audit log '%s'", p);
+    /* complete lines only: a writer may be inside its write */
+    while (len > 0 && buf[len - 1] != '\n')
+        len--;
+    buf[len] = '\0';
+    *out = buf;
+    buf = NULL;
+out:
+    free(buf);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}

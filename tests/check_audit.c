@@ -1,0 +1,798 @@
+/*
+ * check_audit.c - the audit log: records, sinks, the hash chain and its
+ * seals, kv_audit_verify on damaged logs, threads and processes appending.
+ */
+#include "config.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <check.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#include "internal.h"
+#include "testutil.h"
+
+#define DATA "known-signed-data-7f3a9c"   /* must never reach the log */
+#define PASSPHRASE "test passphrase"       /* tu_config's passphrase */
+
+static char log_path[700], conf_path[700];
+
+static kv_ctx *audit_ctx(const char *extra)
+{
+    char text[2048];
+    kv_ctx *ctx = NULL;
+
+    snprintf(log_path, sizeof(log_path), "%s/audit.log", tu_tmpdir());
+    snprintf(text, sizeof(text), "[audit]\nfile = %s\n%s", log_path, extra ? extra : "");
+    snprintf(conf_path, sizeof(conf_path), "%s", tu_config(tu_tmpdir(), text));
+    ck_assert_msg(kv_ctx_new(&ctx, conf_path) == KV_OK, "kv_ctx_new: %s", kv_errmsg(NULL));
+    return ctx;
+}
+
+/* A context on the test's software store with other settings. */
+static kv_ctx *conf_ctx(const char *keyvault, const char *passfile)
+{
+    char text[2048], path[800];
+    kv_ctx *ctx = NULL;
+
+    snprintf(text, sizeof(text), "[keyvault]\nbackends = software\n%s\n[software]\n"
+             "store = %s/soft\npassphrase = file:%s\nkdf_iterations = 1000\n", keyvault,
+             tu_tmpdir(), passfile);
+    snprintf(path, sizeof(path), "%s/other.conf", tu_tmpdir());
+    tu_write(path, text);
+    ck_assert_msg(kv_ctx_new(&ctx, path) == KV_OK, "kv_ctx_new: %s", kv_errmsg(NULL));
+    return ctx;
+}
+
+static void sign_n(kv_ctx *ctx, kv_key *key, int n)
+{
+    unsigned char sig[256];
+
+    for (int i = 0; i < n; i++) {
+        size_t len = sizeof(sig);
+        ck_assert_rc(ctx, kv_sign(key, KV_ALG_DEFAULT, 0, (const unsigned char *)DATA,
+                                  strlen(DATA), sig, &len), KV_OK);
+    }
+}
+
+/* A log of 16 records sealed every 4 by key "seal", its public key in *pub. */
+static void make_log(unsigned char **pub, size_t *publen)
+{
+    kv_ctx *ctx = audit_ctx("seal_key = seal\nseal_every = 4\n");
+    kv_key *seal = NULL, *k = NULL;
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "seal", KV_KEY_EC_P256, NULL, &seal), KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "k", KV_KEY_EC_P256, NULL, &k), KV_OK);
+    sign_n(ctx, k, 10);
+    if (pub) {
+        *publen = 0;
+        ck_assert_rc(ctx, kv_key_public_der(seal, NULL, publen), KV_OK);
+        *pub = malloc(*publen);
+        ck_assert_rc(ctx, kv_key_public_der(seal, *pub, publen), KV_OK);
+    }
+    kv_key_free(k);
+    kv_key_free(seal);
+    kv_ctx_free(ctx);
+}
+
+/* The log's lines (without their '\n'); *n of them. */
+static char **read_lines(size_t *n)
+{
+    FILE *f = fopen(log_path, "r");
+    char **lines = NULL, *buf = NULL;
+    size_t cap = 0;
+    ssize_t r;
+
+    ck_assert_ptr_nonnull(f);
+    *n = 0;
+    while ((r = getline(&buf, &cap, f)) > 0) {
+        lines = realloc(lines, (*n + 1) * sizeof(*lines));
+        if (buf[r - 1] == '\n')
+            buf[r - 1] = '\0';
+        lines[(*n)++] = strdup(buf);
+    }
+    free(buf);
+    fclose(f);
+    return lines;
+}
+
+static void write_lines(char **lines, size_t n)
+{
+    FILE *f = fopen(log_path, "w");
+
+    ck_assert_ptr_nonnull(f);
+    for (size_t i = 0; i < n; i++)
+        if (lines[i])
+            fprintf(f, "%s\n", lines[i]);
+    fclose(f);
+}
+
+static void free_lines(char **lines, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(lines[i]);
+    free(lines);
+}
+
+/* Give a changed record a hash that fits its content again (as a forger
+ * would): SHA-256 of the line without its ,"hash":"..." member. */
+static char *rehash(const char *line)
+{
+    const char *h = strstr(line, ",\"hash\":\"");
+    unsigned char md[32];
+    unsigned int mdlen;
+    char *body, *out, hex[65];
+
+    ck_assert_ptr_nonnull(h);
+    body = malloc((size_t)(h - line) + 2);
+    memcpy(body, line, (size_t)(h - line));
+    strcpy(body + (h - line), "}");
+    EVP_Digest(body, strlen(body), md, &mdlen, EVP_sha256(), NULL);
+    for (int i = 0; i < 32; i++)
+        sprintf(hex + 2 * i, "%02x", md[i]);
+    body[h - line] = '\0';
+    out = malloc(strlen(body) + 80);
+    sprintf(out, "%s,\"hash\":\"%s\"}", body, hex);
+    free(body);
+    return out;
+}
+
+static kv_rc verify(kv_ctx *ctx, const unsigned char *pub, size_t publen, unsigned flags,
+                    kv_audit_report *rep)
+{
+    return kv_audit_verify(ctx, log_path, pub, publen, flags, rep);
+}
+
+/* Which line a record of op is on (1-based, the n-th such), or 0. */
+static size_t line_of(char **lines, size_t n, const char *op, int nth)
+{
+    char want[64];
+
+    snprintf(want, sizeof(want), "\"op\":\"%s\"", op);
+    for (size_t i = 0; i < n; i++)
+        if (strstr(lines[i], want) && --nth == 0)
+            return i + 1;
+    return 0;
+}
+
+START_TEST(clean_log_verifies_and_holds_no_secret)
+{
+    unsigned char *pub = NULL;
+    size_t publen = 0, n;
+    kv_audit_report rep;
+    kv_ctx *ctx;
+    char **lines;
+
+    make_log(&pub, &publen);
+    ctx = tu_ctx(NULL);
+    ck_assert_rc(ctx, verify(ctx, pub, publen, KV_AUDIT_VERIFY_SEALED, &rep), KV_OK);
+    lines = read_lines(&n);
+    /* generate x2, open of nothing else, 10 signs, seals at seq 4, 8, 12, and one to close */
+    ck_assert_uint_eq(rep.records, n);
+    ck_assert_uint_eq(rep.bad_line, 0);
+    ck_assert_uint_ge(rep.seals, 3);
+    ck_assert_uint_eq(rep.unsealed, 0);
+    ck_assert_uint_eq(rep.last_seal_line, n);
+    /* the seal key's own open and signatures made no record (no recursion) */
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_ptr_null(strstr(lines[i], "\"key\":\"seal\",\"version\":1,\"backend\":\"software\",\"op\":\"sign\""));
+        ck_assert_ptr_null(strstr(lines[i], "\"key\":\"seal\",\"version\":1,\"backend\":\"software\",\"op\":\"open\""));
+    }
+    ck_assert_uint_eq(line_of(lines, n, "sign", 10) > 0, 1);
+    ck_assert_uint_eq(line_of(lines, n, "sign", 11), 0);
+    free_lines(lines, n);
+    /* neither the passphrase nor the signed data, nor its digest */
+    ck_assert_int_eq(tu_sh("grep -q '%s' '%s'", PASSPHRASE, log_path), 1);
+    ck_assert_int_eq(tu_sh("grep -q '%s' '%s'", DATA, log_path), 1);
+    ck_assert_int_eq(tu_sh("d=$(printf %%s '%s' | openssl dgst -sha256 -r | cut -c1-64); "
+                           "! grep -q \"$d\" '%s'", DATA, log_path), 0);
+    /* without a public key: the chain alone */
+    ck_assert_rc(ctx, verify(ctx, NULL, 0, 0, &rep), KV_OK);
+    free(pub);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* Damage the clean log with fn, then check where verify fails. */
+static void damaged(void (*fn)(char **lines, size_t n, size_t *bad), kv_rc want_rc,
+                    const char *want_msg, unsigned flags)
+{
+    unsigned char *pub = NULL;
+    size_t publen = 0, n, bad = 0;
+    kv_audit_report rep;
+    kv_ctx *ctx;
+    char **lines;
+
+    make_log(&pub, &publen);
+    lines = read_lines(&n);
+    fn(lines, n, &bad);
+    ctx = tu_ctx(NULL);
+    ck_assert_rc(ctx, verify(ctx, pub, publen, flags, &rep), want_rc);
+    ck_assert_msg(strstr(kv_errmsg(ctx), want_msg), "message: %s", kv_errmsg(ctx));
+    ck_assert_msg(rep.bad_line == bad, "bad line %llu, expected %zu: %s",
+                  (unsigned long long)rep.bad_line, bad, kv_errmsg(ctx));
+    free_lines(lines, n);
+    free(pub);
+    kv_ctx_free(ctx);
+}
+
+static void do_edit(char **lines, size_t n, size_t *bad)
+{
+    size_t i = line_of(lines, n, "sign", 3) - 1;
+    char *p = strstr(lines[i], "\"op\":\"sign\"");
+
+    memcpy(p, "\"op\":\"ecdh\"", 11);
+    write_lines(lines, n);
+    *bad = i + 1;
+}
+
+static void do_edit_rehash(char **lines, size_t n, size_t *bad)
+{
+    size_t i = line_of(lines, n, "sign", 3) - 1;
+    char *p = strstr(lines[i], "\"op\":\"sign\"");
+
+    memcpy(p, "\"op\":\"ecdh\"", 11);
+    p = rehash(lines[i]);
+    free(lines[i]);
+    lines[i] = p;
+    write_lines(lines, n);
+    *bad = i + 2; /* the next record's prev no longer matches */
+}
+
+static void do_delete(char **lines, size_t n, size_t *bad)
+{
+    size_t i = line_of(lines, n, "sign", 3) - 1;
+
+    free(lines[i]);
+    lines[i] = NULL;
+    write_lines(lines, n);
+    *bad = i + 1; /* the record after it now stands at its line */
+}
+
+static void do_delete_head(char **lines, size_t n, size_t *bad)
+{
+    free(lines[0]);
+    lines[0] = NULL;
+    write_lines(lines, n);
+    *bad = 1;
+}
+
+static void do_reorder(char **lines, size_t n, size_t *bad)
+{
+    size_t i = line_of(lines, n, "sign", 3) - 1;
+    char *t = lines[i];
+
+    lines[i] = lines[i + 1];
+    lines[i + 1] = t;
+    write_lines(lines, n);
+    *bad = i + 1;
+}
+
+static void do_truncate_inside(char **lines, size_t n, size_t *bad)
+{
+    write_lines(lines, n);
+    /* cut the last record in the middle */
+    ck_assert_int_eq(tu_sh("truncate -s -40 '%s'", log_path), 0);
+    *bad = n;
+}
+
+static void do_truncate_records(char **lines, size_t n, size_t *bad)
+{
+    /* drop the closing seal and the record before it: the tail is unsealed */
+    write_lines(lines, n - 2);
+    *bad = line_of(lines, n, "seal", 3) + 1;
+}
+
+static void do_bad_seal(char **lines, size_t n, size_t *bad)
+{
+    size_t i = line_of(lines, n, "seal", 2) - 1;
+    char *p = strstr(lines[i], "\"sig\":\"") + 10, *q;
+
+    *p = *p == 'A' ? 'B' : 'A'; /* one base64 digit of the signature */
+    q = rehash(lines[i]);
+    free(lines[i]);
+    lines[i] = q;
+    /* and the next record chained on to the new hash, so only the seal is wrong */
+    q = strstr(lines[i], ",\"hash\":\"") + 9;
+    {
+        char h[65], *pp;
+        memcpy(h, q, 64);
+        h[64] = '\0';
+        pp = strstr(lines[i + 1], "\"prev\":\"") + 8;
+        memcpy(pp, h, 64);
+        pp = rehash(lines[i + 1]);
+        free(lines[i + 1]);
+        lines[i + 1] = pp;
+    }
+    write_lines(lines, n);
+    *bad = i + 1;
+}
+
+START_TEST(edited_record_fails_at_it)
+{
+    damaged(do_edit, KV_ERR_CORRUPT, "(edited)", 0);
+}
+END_TEST
+
+START_TEST(edited_and_rehashed_fails_at_the_next)
+{
+    damaged(do_edit_rehash, KV_ERR_CORRUPT, "replaced", 0);
+}
+END_TEST
+
+START_TEST(deleted_record_fails_at_its_place)
+{
+    damaged(do_delete, KV_ERR_CORRUPT, "missing (deleted)", 0);
+}
+END_TEST
+
+START_TEST(deleted_head_fails_at_line_1)
+{
+    damaged(do_delete_head, KV_ERR_CORRUPT, "records 1 to 1 are missing", 0);
+}
+END_TEST
+
+START_TEST(reordered_records_fail_at_the_first)
+{
+    damaged(do_reorder, KV_ERR_CORRUPT, "(records reordered)", 0);
+}
+END_TEST
+
+START_TEST(truncated_inside_a_record_fails_at_it)
+{
+    damaged(do_truncate_inside, KV_ERR_CORRUPT, "(truncated)", 0);
+}
+END_TEST
+
+START_TEST(truncated_records_fail_when_sealed_is_required)
+{
+    damaged(do_truncate_records, KV_ERR_CORRUPT, "does not end with a seal",
+            KV_AUDIT_VERIFY_SEALED);
+}
+END_TEST
+
+START_TEST(bad_seal_fails_at_it)
+{
+    damaged(do_bad_seal, KV_ERR_BAD_SIGNATURE, "does not verify", 0);
+}
+END_TEST
+
+START_TEST(log_sealed_by_another_key_fails)
+{
+    kv_ctx *ctx;
+    kv_key *other = NULL;
+    unsigned char pub[200];
+    size_t publen = sizeof(pub), n;
+    kv_audit_report rep;
+    char **lines;
+
+    make_log(NULL, NULL);
+    ctx = tu_ctx(NULL);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "other", KV_KEY_EC_P256, NULL, &other), KV_OK);
+    ck_assert_rc(ctx, kv_key_public_der(other, pub, &publen), KV_OK);
+    ck_assert_rc(ctx, verify(ctx, pub, publen, 0, &rep), KV_ERR_BAD_SIGNATURE);
+    ck_assert_msg(strstr(kv_errmsg(ctx), "sealed by another key"), "%s", kv_errmsg(ctx));
+    lines = read_lines(&n);
+    ck_assert_uint_eq(rep.bad_line, line_of(lines, n, "seal", 1));
+    /* a forger who copies the key's fingerprint still cannot sign */
+    {
+        size_t i = line_of(lines, n, "seal", 1) - 1;
+        unsigned char *spki = NULL;
+        unsigned char md[32];
+        unsigned int mdlen;
+        char hex[65], *p = strstr(lines[i], "\"key_sha256\":\"") + 14, *q;
+        const unsigned char *pp = pub;
+        EVP_PKEY *pk = d2i_PUBKEY(NULL, &pp, (long)publen);
+        int len = i2d_PUBKEY(pk, &spki);
+        EVP_Digest(spki, (size_t)len, md, &mdlen, EVP_sha256(), NULL);
+        for (int b = 0; b < 32; b++)
+            sprintf(hex + 2 * b, "%02x", md[b]);
+        memcpy(p, hex, 64);
+        q = rehash(lines[i]);
+        free(lines[i]);
+        lines[i] = q;
+        write_lines(lines, i + 1);
+        ck_assert_rc(ctx, verify(ctx, pub, publen, 0, &rep), KV_ERR_BAD_SIGNATURE);
+        ck_assert_msg(strstr(kv_errmsg(ctx), "does not verify"), "%s", kv_errmsg(ctx));
+        ck_assert_uint_eq(rep.bad_line, i + 1);
+        OPENSSL_free(spki);
+        EVP_PKEY_free(pk);
+    }
+    free_lines(lines, n);
+    kv_key_free(other);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* ---- threads and processes ------------------------------------------------- */
+
+struct worker {
+    kv_ctx *ctx;
+    kv_key *key;
+};
+
+static void *sign_thread(void *p)
+{
+    struct worker *w = p;
+
+    sign_n(w->ctx, w->key, 200);
+    return NULL;
+}
+
+static size_t count_op(const char *op)
+{
+    size_t n, c = 0;
+    char **lines = read_lines(&n), want[64];
+
+    snprintf(want, sizeof(want), "\"op\":\"%s\"", op);
+    for (size_t i = 0; i < n; i++)
+        c += strstr(lines[i], want) != NULL;
+    free_lines(lines, n);
+    return c;
+}
+
+START_TEST(threads_and_processes_keep_the_chain)
+{
+    kv_ctx *ctx = audit_ctx("seal_key = seal\nseal_every = 50\nflush_ms = 5\n");
+    kv_key *seal = NULL, *k = NULL;
+    pthread_t th[8];
+    struct worker w;
+    pid_t kids[2];
+    kv_audit_report rep;
+    unsigned char pub[200];
+    size_t publen = sizeof(pub);
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "seal", KV_KEY_EC_P256, NULL, &seal), KV_OK);
+    ck_assert_rc(ctx, kv_key_public_der(seal, pub, &publen), KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "k", KV_KEY_EC_P256, NULL, &k), KV_OK);
+    w.ctx = ctx;
+    w.key = k;
+    /* two processes: one with a context of its own, one going on with the
+     * inherited one (a fork in the middle of a buffered run) */
+    for (int p = 0; p < 2; p++) {
+        kids[p] = fork();
+        ck_assert_int_ge(kids[p], 0);
+        if (kids[p] == 0) {
+            kv_ctx *c = ctx;
+            kv_key *kk = k;
+            if (p == 0 && (kv_ctx_new(&c, conf_path) != KV_OK ||
+                           kv_key_open(c, "k", &kk) != KV_OK))
+                _exit(1);
+            for (int t = 0; t < 4; t++) {
+                struct worker cw = { c, kk };
+                sign_thread(&cw);
+            }
+            kv_key_free(kk);
+            kv_ctx_free(c);
+            _exit(0);
+        }
+    }
+    for (int i = 0; i < 8; i++)
+        pthread_create(&th[i], NULL, sign_thread, &w);
+    for (int i = 0; i < 8; i++)
+        pthread_join(th[i], NULL);
+    for (int p = 0; p < 2; p++) {
+        int st;
+        ck_assert_int_eq(waitpid(kids[p], &st, 0), kids[p]);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d failed", p);
+    }
+    kv_key_free(k);
+    kv_key_free(seal);
+    kv_ctx_free(ctx);
+    ctx = tu_ctx(NULL);
+    ck_assert_rc(ctx, verify(ctx, pub, publen, KV_AUDIT_VERIFY_SEALED, &rep), KV_OK);
+    /* every record is there: 8 threads and 2 processes of 4 x 200 */
+    ck_assert_uint_eq(count_op("sign"), 8 * 200 + 2 * 4 * 200);
+    ck_assert_uint_ge(rep.seals, (8 * 200 + 2 * 4 * 200) / 50);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* ---- sinks, results, settings ------------------------------------------------ */
+
+struct seen {
+    int n;
+    char op[32], result[32], key[80], message[256];
+    kv_rc rc;
+    long pid;
+};
+
+static void on_record(void *arg, const kv_audit_record *r)
+{
+    struct seen *s = arg;
+
+    s->n++;
+    snprintf(s->op, sizeof(s->op), "%s", r->op);
+    snprintf(s->result, sizeof(s->result), "%s", r->result);
+    snprintf(s->key, sizeof(s->key), "%s", r->key ? r->key : "(none)");
+    snprintf(s->message, sizeof(s->message), "%s", r->message ? r->message : "");
+    s->rc = r->rc;
+    s->pid = r->pid;
+    ck_assert_uint_eq(r->size, sizeof(*r));
+    ck_assert_ptr_nonnull(strstr(r->exe, "check_audit"));
+    ck_assert_int_eq(strlen(r->time), 27);
+}
+
+START_TEST(callback_sees_uses_denials_and_auth_failures)
+{
+    struct seen s = { 0 };
+    kv_ctx *ctx = tu_ctx(NULL), *hw = NULL, *bad = NULL;
+    kv_key *k = NULL;
+    char pass[700];
+
+    ck_assert_rc(ctx, kv_audit_set_callback(ctx, on_record, &s), KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "k", KV_KEY_EC_P256, NULL, &k), KV_OK);
+    ck_assert_int_eq(s.n, 1);
+    ck_assert_str_eq(s.op, "generate");
+    ck_assert_str_eq(s.result, "ok");
+    sign_n(ctx, k, 1);
+    ck_assert_str_eq(s.op, "sign");
+    ck_assert_str_eq(s.key, "k");
+    ck_assert_int_eq(s.pid, getpid());
+    /* a denial by a rule of the context */
+    snprintf(pass, sizeof(pass), "%s/pass", tu_tmpdir());
+    hw = conf_ctx("require_hardware = true", pass);
+    ck_assert_rc(hw, kv_audit_set_callback(hw, on_record, &s), KV_OK);
+    kv_key_free(k);
+    ck_assert_rc(hw, kv_key_open(hw, "k", &k), KV_ERR_HARDWARE_REQUIRED);
+    ck_assert_str_eq(s.op, "open");
+    ck_assert_str_eq(s.result, "denied");
+    ck_assert_ptr_nonnull(strstr(s.message, "require_hardware"));
+    /* a policy denial as the core reports it (KV_ERR_POLICY) */
+    kv_audit_event(hw, KV_AUDIT_ECDH, "k", 2, "software", KV_ERR_POLICY, NULL);
+    ck_assert_str_eq(s.result, "denied");
+    ck_assert_int_eq(s.rc, KV_ERR_POLICY);
+    kv_ctx_free(hw);
+    /* a wrong passphrase */
+    snprintf(pass, sizeof(pass), "%s/wrongpass", tu_tmpdir());
+    tu_write(pass, "not the passphrase\n");
+    bad = conf_ctx("", pass);
+    ck_assert_rc(bad, kv_audit_set_callback(bad, on_record, &s), KV_OK);
+    ck_assert_rc(bad, kv_key_open(bad, "k", &k), KV_ERR_AUTH_FAILED);
+    ck_assert_str_eq(s.result, "auth-failed");
+    ck_assert_str_eq(s.key, "k");
+    ck_assert_ptr_null(strstr(s.message, "not the passphrase"));
+    kv_ctx_free(bad);
+    /* off again */
+    ck_assert_rc(ctx, kv_audit_set_callback(ctx, NULL, NULL), KV_OK);
+    s.n = 0;
+    ck_assert_rc(ctx, kv_key_open(ctx, "k", &k), KV_OK);
+    ck_assert_int_eq(s.n, 0);
+    kv_key_free(k);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(file_records_failures_with_their_result)
+{
+    kv_ctx *ctx = audit_ctx("flush = record\n");
+    kv_key *k = NULL;
+    kv_audit_report rep;
+    size_t n;
+    char **lines;
+
+    ck_assert_rc(ctx, kv_key_open(ctx, "nosuchkey", &k), KV_ERR_KEY_NOT_FOUND);
+    kv_audit_event(ctx, KV_AUDIT_SIGN, "gw", 2, "pkcs11", KV_ERR_POLICY, NULL);
+    kv_audit_event(ctx, KV_AUDIT_OPEN, "gw", 1, "pkcs11", KV_ERR_PIN_LOCKED, NULL);
+    /* text that needs escaping, and bytes that are not UTF-8 */
+    kv_audit_event(ctx, KV_AUDIT_ISSUE, "ca \"x\"\\", 1, NULL, KV_OK,
+                   "\xc3\xa9t\xc3\xa9 \"q\" \\ \t\n/\x01");
+    kv_audit_event(ctx, KV_AUDIT_ISSUE, "bad\xff", 1, NULL, KV_OK, NULL);
+    /* flush = record: in the file before the call returns */
+    lines = read_lines(&n);
+    ck_assert_uint_eq(n, 5);
+    /* each line is what jansson writes for it, and the escaped text reads back */
+    for (size_t i = 0; i < n; i++) {
+        json_t *j = json_loads(lines[i], JSON_REJECT_DUPLICATES, NULL);
+        char *again = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        ck_assert_str_eq(again, lines[i]);
+        if (i == 3) {
+            ck_assert_str_eq(json_string_value(json_object_get(j, "key")), "ca \"x\"\\");
+            ck_assert_str_eq(json_string_value(json_object_get(j, "detail")),
+                             "\xc3\xa9t\xc3\xa9 \"q\" \\ \t\n/\x01");
+        }
+        if (i == 4)
+            ck_assert_str_eq(json_string_value(json_object_get(j, "key")), "(not UTF-8)");
+        free(again);
+        json_decref(j);
+    }
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, &rep), KV_OK);
+    ck_assert_uint_eq(rep.records, 5);
+    ck_assert_ptr_nonnull(strstr(lines[0], "\"key\":\"nosuchkey\""));
+    ck_assert_ptr_nonnull(strstr(lines[0], "\"result\":\"error\",\"error\":3,\"message\":"));
+    ck_assert_ptr_nonnull(strstr(lines[1], "\"result\":\"denied\",\"error\":25"));
+    ck_assert_ptr_nonnull(strstr(lines[2], "\"result\":\"auth-failed\",\"error\":23"));
+    free_lines(lines, n);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(buffered_records_arrive_within_flush_ms)
+{
+    /* (syslog too: the record's other form is made; where it goes is the system's) */
+    kv_ctx *ctx = audit_ctx("flush_ms = 50\nsyslog = true\n");
+    kv_key *k = NULL;
+    size_t n;
+    char **lines;
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "k", KV_KEY_EC_P256, NULL, &k), KV_OK);
+    usleep(400 * 1000);
+    lines = read_lines(&n);
+    ck_assert_uint_eq(n, 1);
+    free_lines(lines, n);
+    kv_key_free(k);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(torn_tail_is_cut_and_rotation_starts_a_chain)
+{
+    kv_ctx *ctx = audit_ctx("flush = record\n"), *v = tu_ctx(NULL);
+    kv_key *k = NULL;
+    kv_audit_report rep;
+    char moved[800];
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "k", KV_KEY_EC_P256, NULL, &k), KV_OK);
+    /* a writer that died inside its write */
+    ck_assert_int_eq(tu_sh("printf '{\"time\":\"2026' >> '%s'", log_path), 0);
+    ck_assert_rc(v, verify(v, NULL, 0, 0, &rep), KV_ERR_CORRUPT);
+    sign_n(ctx, k, 2);
+    ck_assert_rc(v, verify(v, NULL, 0, 0, &rep), KV_OK);
+    ck_assert_uint_eq(rep.records, 3);
+    /* a torn write longer than the first look back (4 KiB) */
+    ck_assert_int_eq(tu_sh("head -c 5000 /dev/zero | tr '\\0' x >> '%s'", log_path), 0);
+    sign_n(ctx, k, 1);
+    ck_assert_rc(v, verify(v, NULL, 0, 0, &rep), KV_OK);
+    ck_assert_uint_eq(rep.records, 4);
+    /* rotated away: the next record starts a new file and chain */
+    snprintf(moved, sizeof(moved), "%s.1", log_path);
+    ck_assert_int_eq(rename(log_path, moved), 0);
+    sign_n(ctx, k, 1);
+    ck_assert_rc(v, verify(v, NULL, 0, 0, &rep), KV_OK);
+    ck_assert_uint_eq(rep.records, 1);
+    ck_assert_rc(v, kv_audit_verify(v, moved, NULL, 0, 0, &rep), KV_OK);
+    ck_assert_uint_eq(rep.records, 4);
+    kv_key_free(k);
+    kv_ctx_free(ctx);
+    kv_ctx_free(v);
+}
+END_TEST
+
+START_TEST(hostile_lines_are_named)
+{
+    kv_ctx *ctx = audit_ctx("flush = record\n");
+    kv_audit_report rep;
+    char *big = malloc(40001);
+
+    memset(big, 'x', 40000);
+    big[40000] = '\0';
+    kv_audit_event(ctx, KV_AUDIT_SIGN, "gw", 1, "software", KV_OK, NULL);
+    {
+        FILE *f = fopen(log_path, "a");
+        fprintf(f, "%s\n", big);
+        fclose(f);
+    }
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, &rep), KV_ERR_CORRUPT);
+    ck_assert_uint_eq(rep.bad_line, 2);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "longer than"));
+    /* a NUL inside a record, and text that is not JSON */
+    ck_assert_int_eq(tu_sh("printf '{\"a\":\\000}\\n' > '%s'", log_path), 0);
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, &rep), KV_ERR_CORRUPT);
+    ck_assert_uint_eq(rep.bad_line, 1);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "not an audit record"));
+    /* not a regular file: refused at once, never waited on */
+    ck_assert_int_eq(tu_sh("mkfifo '%s.fifo'", log_path), 0);
+    {
+        char fifo[800];
+        snprintf(fifo, sizeof(fifo), "%s.fifo", log_path);
+        ck_assert_rc(ctx, kv_audit_verify(ctx, fifo, NULL, 0, 0, &rep), KV_ERR_BAD_INPUT);
+    }
+    free(big);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(tail_returns_the_last_records)
+{
+    kv_ctx *ctx = audit_ctx("flush = record\n");
+    kv_key *k = NULL;
+    char *text = NULL;
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "k", KV_KEY_EC_P256, NULL, &k), KV_OK);
+    sign_n(ctx, k, 5);
+    ck_assert_rc(ctx, kv_audit_tail(ctx, NULL, 2, &text), KV_OK);
+    ck_assert_ptr_nonnull(strstr(text, "\"seq\":5,"));
+    ck_assert_ptr_nonnull(strstr(text, "\"seq\":6,"));
+    ck_assert_ptr_null(strstr(text, "\"seq\":4,"));
+    kv_string_free(text);
+    ck_assert_rc(ctx, kv_audit_tail(ctx, log_path, 100, &text), KV_OK);
+    ck_assert_ptr_nonnull(strstr(text, "\"seq\":1,"));
+    kv_string_free(text);
+    ck_assert_rc(ctx, kv_audit_tail(ctx, log_path, 0, &text), KV_OK);
+    ck_assert_str_eq(text, "");
+    kv_string_free(text);
+    kv_key_free(k);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+static kv_rc ctx_with(const char *audit)
+{
+    char text[1024], path[700];
+    kv_ctx *ctx = NULL;
+    kv_rc rc;
+
+    snprintf(text, sizeof(text), "[keyvault]\nbackends = software\n[audit]\n%s", audit);
+    snprintf(path, sizeof(path), "%s/c.conf", tu_tmpdir());
+    tu_write(path, text);
+    rc = kv_ctx_new(&ctx, path);
+    kv_ctx_free(ctx);
+    return rc;
+}
+
+START_TEST(settings_are_checked)
+{
+    char text[800];
+
+    ck_assert_rc(NULL, ctx_with("file = relative.log\n"), KV_ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(NULL), "absolute"));
+    snprintf(text, sizeof(text), "file = %s/a.log\nflush = sometimes\n", tu_tmpdir());
+    ck_assert_rc(NULL, ctx_with(text), KV_ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(NULL), "'record' or 'buffered'"));
+    ck_assert_rc(NULL, ctx_with("seal_key = s\n"), KV_ERR_CONFIG);
+    snprintf(text, sizeof(text), "file = %s/a.log\nseal_key = ../x\n", tu_tmpdir());
+    ck_assert_rc(NULL, ctx_with(text), KV_ERR_CONFIG);
+    snprintf(text, sizeof(text), "file = %s/a.log\nflush_ms = 0\n", tu_tmpdir());
+    ck_assert_rc(NULL, ctx_with(text), KV_ERR_CONFIG);
+    snprintf(text, sizeof(text), "file = %s/a.log\nsealevery = 5\n", tu_tmpdir());
+    ck_assert_rc(NULL, ctx_with(text), KV_ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(NULL), "seal_every"));
+    snprintf(text, sizeof(text), "file = %s/a.log\nsyslog = yes\nflush = buffered\n",
+             tu_tmpdir());
+    ck_assert_rc(NULL, ctx_with(text), KV_OK);
+    /* a log file others may write is refused */
+    snprintf(text, sizeof(text), "%s/a.log", tu_tmpdir());
+    chmod(text, 0622);
+    snprintf(text, sizeof(text), "file = %s/a.log\n", tu_tmpdir());
+    ck_assert_rc(NULL, ctx_with(text), KV_ERR_PERMISSION);
+}
+END_TEST
+
+static Suite *audit_suite(void)
+{
+    Suite *s = suite_create("audit");
+    TCase *tc = tcase_create("audit");
+
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, clean_log_verifies_and_holds_no_secret);
+    tcase_add_test(tc, edited_record_fails_at_it);
+    tcase_add_test(tc, edited_and_rehashed_fails_at_the_next);
+    tcase_add_test(tc, deleted_record_fails_at_its_place);
+    tcase_add_test(tc, deleted_head_fails_at_line_1);
+    tcase_add_test(tc, reordered_records_fail_at_the_first);
+    tcase_add_test(tc, truncated_inside_a_record_fails_at_it);
+    tcase_add_test(tc, truncated_records_fail_when_sealed_is_required);
+    tcase_add_test(tc, bad_seal_fails_at_it);
+    tcase_add_test(tc, log_sealed_by_another_key_fails);
+    tcase_add_test(tc, threads_and_processes_keep_the_chain);
+    tcase_add_test(tc, callback_sees_uses_denials_and_auth_failures);
+    tcase_add_test(tc, file_records_failures_with_their_result);
+    tcase_add_test(tc, buffered_records_arrive_within_flush_ms);
+    tcase_add_test(tc, torn_tail_is_cut_and_rotation_starts_a_chain);
+    tcase_add_test(tc, hostile_lines_are_named);
+    tcase_add_test(tc, tail_returns_the_last_records);
+    tcase_add_test(tc, settings_are_checked);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run(audit_suite());
+}
