@@ -109,7 +109,6 @@ struct kv_audit {
     void *arg;
     /* the process */
     char exe_text[PATH_MAX];  /* the executable (/proc/self/exe) */
-    char *exe_json;           /* the same as a JSON string */
     long pid;
     unsigned long gen;        /* kv_fork_generation when pid was taken */
 };
@@ -216,111 +215,53 @@ static void sb_add(struct sbuf *b, const char *s, size_t n)
     b->p[b->len] = '\0';
 }
 
-static void sb_str(struct sbuf *b, const char *s)
+/* A string member: text that is not UTF-8 (which jansson refuses) is
+ * recorded as such, never dropped silently. NULL is null. */
+static json_t *text_value(const char *s)
 {
-    sb_add(b, s, strlen(s));
-}
+    json_t *v;
 
-/* A decimal number, as jansson writes an integer. */
-static void sb_dec(struct sbuf *b, long long v)
-{
-    char d[24], *p = d + sizeof(d);
-    unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
-
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        *--p = '-';
-    sb_add(b, p, (size_t)(d + sizeof(d) - p));
-}
-
-/* s as a JSON string, exactly as jansson's compact dump writes it (NULL:
- * null). Printable ASCII other than '"' and '\\' is written as it is, as
- * jansson does; any other text is encoded by jansson itself. */
-static void sb_json_str(struct sbuf *b, const char *s)
-{
-    size_t n = 0;
-    json_t *j;
-    char *enc;
-
-    if (!s) {
-        sb_add(b, "null", 4);
-        return;
-    }
-    while (s[n] >= 0x20 && s[n] < 0x7f && s[n] != '"' && s[n] != '\\')
-        n++;
-    if (s[n] == '\0') {
-        sb_add(b, "\"", 1);
-        sb_add(b, s, n);
-        sb_add(b, "\"", 1);
-        return;
-    }
-    j = json_string(s); /* NULL for text that is not UTF-8 */
-    enc = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    if (enc)
-        sb_add(b, enc, strlen(enc));
-    else
-        sb_add(b, "\"(not UTF-8)\"", strlen("\"(not UTF-8)\""));
-    free(enc);
-    json_decref(j);
+    if (!s)
+        return json_null();
+    v = json_string(s);
+    return v ? v : json_string("(not UTF-8)");
 }
 
 /*
- * The record's text: a JSON object whose members come in the order of
- * docs/audit.md, written as jansson's compact dump of it would be (the
- * tests hold the two equal). With prev (the file): seq and prev too; without
- * (syslog): neither.
+ * The record as a JSON object, its members in the order of docs/audit.md.
+ * With prev (the file): seq and prev too; without (syslog): neither. The
+ * file holds jansson's compact dump of it (JSON_PRESERVE_ORDER), which is
+ * what kv_audit_verify hashes again.
  */
-static void ent_text(const struct kv_audit *a, const struct audit_ent *e, json_int_t seq,
-                     const char *prev, struct tcache *tc, struct sbuf *b)
+static json_t *ent_json(const struct kv_audit *a, const struct audit_ent *e, json_int_t seq,
+                        const char *prev, struct tcache *tc)
 {
-    char us[8];
-    long v = e->ts.tv_nsec / 1000 % 1000000;
+    char t[48];
+    json_t *j = json_object();
+    bool ok;
 
-    for (int i = 5; i >= 0; i--, v /= 10)
-        us[i] = (char)('0' + v % 10);
-    us[6] = '\0';
-    sb_str(b, "{\"time\":\"");
-    sb_str(b, tc_seconds(tc, e->ts.tv_sec));
-    sb_str(b, ".");
-    sb_str(b, us);
-    sb_str(b, "Z\"");
-    if (prev) {
-        sb_str(b, ",\"seq\":");
-        sb_dec(b, seq);
+    if (!j)
+        return NULL;
+    snprintf(t, sizeof(t), "%s.%06dZ", tc_seconds(tc, e->ts.tv_sec),
+             (int)(e->ts.tv_nsec / 1000 % 1000000));
+    ok = json_object_set_new(j, "time", json_string(t)) == 0 &&
+         (!prev || json_object_set_new(j, "seq", json_integer(seq)) == 0) &&
+         json_object_set_new(j, "key", text_value(e->name)) == 0 &&
+         json_object_set_new(j, "version", json_integer(e->version)) == 0 &&
+         json_object_set_new(j, "backend", text_value(e->backend)) == 0 &&
+         json_object_set_new(j, "op", json_string(op_names[e->op])) == 0 &&
+         json_object_set_new(j, "result", json_string(result_name(e->rc))) == 0 &&
+         json_object_set_new(j, "error", json_integer(e->rc)) == 0 &&
+         (!e->message || json_object_set_new(j, "message", text_value(e->message)) == 0) &&
+         (!e->detail || json_object_set_new(j, "detail", text_value(e->detail)) == 0) &&
+         json_object_set_new(j, "pid", json_integer(e->pid)) == 0 &&
+         json_object_set_new(j, "exe", text_value(a->exe_text)) == 0 &&
+         (!prev || json_object_set_new(j, "prev", json_string(prev)) == 0);
+    if (!ok) {
+        json_decref(j);
+        return NULL;
     }
-    sb_str(b, ",\"key\":");
-    sb_json_str(b, e->name);
-    sb_str(b, ",\"version\":");
-    sb_dec(b, e->version);
-    sb_str(b, ",\"backend\":");
-    sb_json_str(b, e->backend);
-    sb_str(b, ",\"op\":\"");
-    sb_str(b, op_names[e->op]);
-    sb_str(b, "\",\"result\":\"");
-    sb_str(b, result_name(e->rc));
-    sb_str(b, "\",\"error\":");
-    sb_dec(b, e->rc);
-    if (e->message) {
-        sb_str(b, ",\"message\":");
-        sb_json_str(b, e->message);
-    }
-    if (e->detail) {
-        sb_str(b, ",\"detail\":");
-        sb_json_str(b, e->detail);
-    }
-    sb_str(b, ",\"pid\":");
-    sb_dec(b, e->pid);
-    sb_str(b, ",\"exe\":");
-    sb_str(b, a->exe_json);
-    if (prev) {
-        sb_str(b, ",\"prev\":\"");
-        sb_add(b, prev, HEX_HASH);
-        sb_str(b, "\"");
-    }
-    sb_str(b, "}");
+    return j;
 }
 
 static char *dump(const json_t *j)
@@ -497,20 +438,23 @@ static int file_head(struct kv_audit *a, json_int_t *seq, char prev[HEX_HASH + 1
     return err == EAGAIN ? file_head_in(a, KV_AUDIT_TAIL_READ, seq, prev, sealed) : err;
 }
 
-/* The record that ends b (from byte start, a JSON object) gets its "hash"
- * member, the SHA-256 of its text as it stands, and a line end. Sets prev
- * to that hash. */
-static bool chain_text(struct kv_audit *a, struct sbuf *b, size_t start,
-                       char prev[HEX_HASH + 1])
+/* The record j gets its "hash" member, the SHA-256 of its compact dump as
+ * it stands, and goes to b as one line. Sets prev to that hash. */
+static bool chain_json(struct kv_audit *a, json_t *j, char prev[HEX_HASH + 1], struct sbuf *b)
 {
-    if (b->bad || b->len <= start || b->p[b->len - 1] != '}' ||
-        !sha256_hex_with(a->mdctx, a->ctx->md_sha256, b->p + start, b->len - start, prev))
-        return false;
-    b->len--;
-    sb_str(b, ",\"hash\":\"");
-    sb_add(b, prev, HEX_HASH);
-    sb_str(b, "\"}\n");
-    return !b->bad;
+    char h[HEX_HASH + 1], *text = dump(j);
+    bool ok = text && sha256_hex_with(a->mdctx, a->ctx->md_sha256, text, strlen(text), h) &&
+              json_object_set_new(j, "hash", json_string(h)) == 0;
+
+    free(text);
+    text = ok ? dump(j) : NULL;
+    if (text) {
+        sb_add(b, text, strlen(text));
+        sb_add(b, "\n", 1);
+        memcpy(prev, h, sizeof(h));
+    }
+    free(text);
+    return text && !b->bad;
 }
 
 /* A seal record at seq: the seal key signs the record's dump without
@@ -562,12 +506,8 @@ static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1
         goto out;
     EVP_EncodeBlock(b64, sig, (int)siglen);
     json_object_set_new(j, "sig", json_string((const char *)b64));
-    free(msg);
-    if (!(msg = dump(j)))
-        goto out;
     start = b->len;
-    sb_add(b, msg, strlen(msg));
-    ok = chain_text(a, b, start, prev);
+    ok = chain_json(a, j, prev, b);
     if (!ok)
         b->len = start;
 out:
@@ -625,12 +565,15 @@ static void file_write(struct kv_audit *a, struct audit_ent **ents, size_t n, bo
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        size_t start;
+        json_t *rec;
+        bool ok;
+
         if (seal_due(a, seq + 1) && seal_line(a, seq + 1, prev, &b))
             seq++;
-        start = b.len;
-        ent_text(a, ents[i], ++seq, prev, &a->tc, &b);
-        if (!chain_text(a, &b, start, prev)) {
+        rec = ent_json(a, ents[i], ++seq, prev, &a->tc);
+        ok = rec && chain_json(a, rec, prev, &b);
+        json_decref(rec);
+        if (!ok) {
             file_trouble(a, "out of memory writing", ENOMEM, n);
             goto out;
         }
@@ -803,13 +746,15 @@ static void deliver(struct kv_audit *a, const struct audit_ent *e)
         in_audit = false;
     }
     if (a->syslog_on) {
-        struct sbuf b = { NULL, 0, 0, false };
         struct tcache tc = { 0, "" };
-        ent_text(a, e, 0, NULL, &tc, &b);
-        if (!b.bad)
+        json_t *rec = ent_json(a, e, 0, NULL, &tc);
+        char *text = rec ? dump(rec) : NULL;
+
+        if (text)
             syslog(LOG_AUTHPRIV | (e->rc == KV_OK ? LOG_INFO : LOG_NOTICE),
-                   "libkeyvault audit: %s", b.p);
-        free(b.p);
+                   "libkeyvault audit: %s", text);
+        free(text);
+        json_decref(rec);
     }
 }
 
@@ -869,7 +814,6 @@ static void audit_release(struct kv_audit *a)
     pthread_mutex_destroy(&a->wmu);
     pthread_cond_destroy(&a->cv);
     EVP_MD_CTX_free(a->mdctx);
-    free(a->exe_json);
     free(a->path);
     free(a->seal_name);
     free(a);
@@ -878,7 +822,6 @@ static void audit_release(struct kv_audit *a)
 static struct kv_audit *audit_new(kv_ctx *ctx)
 {
     struct kv_audit *a = calloc(1, sizeof(*a));
-    struct sbuf b = { NULL, 0, 0, false };
     ssize_t n;
 
     if (!a)
@@ -892,10 +835,8 @@ static struct kv_audit *audit_new(kv_ctx *ctx)
     a->gen = kv_fork_generation();
     n = readlink("/proc/self/exe", a->exe_text, sizeof(a->exe_text) - 1);
     a->exe_text[n > 0 ? n : 0] = '\0';
-    sb_json_str(&b, a->exe_text);
-    a->exe_json = b.p;
     a->mdctx = EVP_MD_CTX_new();
-    if (b.bad || !a->mdctx) {
+    if (!a->mdctx) {
         audit_release(a);
         return NULL;
     }
