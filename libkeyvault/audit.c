@@ -96,6 +96,9 @@ struct kv_audit {
     ino_t ino;
     bool wrote;               /* this process appended records since its last seal */
     EVP_MD_CTX *mdctx;        /* the writer's SHA-256 */
+    json_t *plain;            /* the writer's record without message or detail, its
+                               * members' values replaced record by record */
+    char line[KV_AUDIT_LINE_MAX]; /* the writer's dump of one record */
     struct tcache tc;         /* the writer's time of day */
     atomic_ulong dropped;     /* records lost to write errors */
     /* settings */
@@ -227,41 +230,65 @@ static json_t *text_value(const char *s)
     return v ? v : json_string("(not UTF-8)");
 }
 
+/* Member k of j set to the text s (null for NULL), the value replaced in
+ * place when it is a string already, so that the member keeps its place. */
+static bool set_text(json_t *j, const char *k, const char *s)
+{
+    json_t *v = json_object_get(j, k);
+
+    if (s && json_is_string(v)) {
+        if (strcmp(json_string_value(v), s) == 0 || json_string_set(v, s) == 0)
+            return true;
+        return json_string_set(v, "(not UTF-8)") == 0;
+    }
+    return json_object_set_new(j, k, text_value(s)) == 0;
+}
+
+static bool set_int(json_t *j, const char *k, json_int_t n)
+{
+    json_t *v = json_object_get(j, k);
+
+    if (json_is_integer(v))
+        return json_integer_set(v, n) == 0;
+    return json_object_set_new(j, k, json_integer(n)) == 0;
+}
+
 /*
- * The record as a JSON object, its members in the order of docs/audit.md.
- * With prev (the file): seq and prev too; without (syslog): neither. The
- * file holds jansson's compact dump of it (JSON_PRESERVE_ORDER), which is
- * what kv_audit_verify hashes again.
+ * The record as a JSON object (a new reference), its members in the order
+ * of docs/audit.md. With prev (the file): seq and prev too; without
+ * (syslog): neither. The file holds jansson's compact dump of it
+ * (JSON_PRESERVE_ORDER), which is what kv_audit_verify hashes again. The
+ * writer's common record (a success without message or detail) reuses
+ * one object, its values replaced: no allocation per record for it.
  */
-static json_t *ent_json(const struct kv_audit *a, const struct audit_ent *e, json_int_t seq,
+static json_t *ent_json(struct kv_audit *a, const struct audit_ent *e, json_int_t seq,
                         const char *prev, struct tcache *tc)
 {
     char t[48];
-    json_t *j = json_object();
+    bool reuse = prev && !e->message && !e->detail;
+    json_t *j = reuse && a->plain ? a->plain : json_object();
     bool ok;
 
     if (!j)
         return NULL;
     snprintf(t, sizeof(t), "%s.%06dZ", tc_seconds(tc, e->ts.tv_sec),
              (int)(e->ts.tv_nsec / 1000 % 1000000));
-    ok = json_object_set_new(j, "time", json_string(t)) == 0 &&
-         (!prev || json_object_set_new(j, "seq", json_integer(seq)) == 0) &&
-         json_object_set_new(j, "key", text_value(e->name)) == 0 &&
-         json_object_set_new(j, "version", json_integer(e->version)) == 0 &&
-         json_object_set_new(j, "backend", text_value(e->backend)) == 0 &&
-         json_object_set_new(j, "op", json_string(op_names[e->op])) == 0 &&
-         json_object_set_new(j, "result", json_string(result_name(e->rc))) == 0 &&
-         json_object_set_new(j, "error", json_integer(e->rc)) == 0 &&
-         (!e->message || json_object_set_new(j, "message", text_value(e->message)) == 0) &&
-         (!e->detail || json_object_set_new(j, "detail", text_value(e->detail)) == 0) &&
-         json_object_set_new(j, "pid", json_integer(e->pid)) == 0 &&
-         json_object_set_new(j, "exe", text_value(a->exe_text)) == 0 &&
-         (!prev || json_object_set_new(j, "prev", json_string(prev)) == 0);
+    ok = set_text(j, "time", t) && (!prev || set_int(j, "seq", seq)) &&
+         set_text(j, "key", e->name) && set_int(j, "version", e->version) &&
+         set_text(j, "backend", e->backend) && set_text(j, "op", op_names[e->op]) &&
+         set_text(j, "result", result_name(e->rc)) && set_int(j, "error", e->rc) &&
+         (!e->message || set_text(j, "message", e->message)) &&
+         (!e->detail || set_text(j, "detail", e->detail)) && set_int(j, "pid", e->pid) &&
+         set_text(j, "exe", a->exe_text) && (!prev || set_text(j, "prev", prev));
     if (!ok) {
+        if (j == a->plain)
+            a->plain = NULL;
         json_decref(j);
         return NULL;
     }
-    return j;
+    if (reuse && !a->plain)
+        a->plain = json_incref(j);
+    return j == a->plain ? json_incref(j) : j;
 }
 
 static char *dump(const json_t *j)
@@ -439,22 +466,24 @@ static int file_head(struct kv_audit *a, json_int_t *seq, char prev[HEX_HASH + 1
 }
 
 /* The record j gets its "hash" member, the SHA-256 of its compact dump as
- * it stands, and goes to b as one line. Sets prev to that hash. */
+ * it stands, and goes to b as one line. Sets prev to that hash. The member
+ * is added to jansson's dump (whose last byte is the object's '}') rather
+ * than by a second dump: it is the last member, and its value is hex. */
 static bool chain_json(struct kv_audit *a, json_t *j, char prev[HEX_HASH + 1], struct sbuf *b)
 {
-    char h[HEX_HASH + 1], *text = dump(j);
-    bool ok = text && sha256_hex_with(a->mdctx, a->ctx->md_sha256, text, strlen(text), h) &&
-              json_object_set_new(j, "hash", json_string(h)) == 0;
+    static const char member[] = ",\"hash\":\"";
+    char h[HEX_HASH + 1];
+    size_t n = json_dumpb(j, a->line, sizeof(a->line), JSON_COMPACT | JSON_PRESERVE_ORDER);
 
-    free(text);
-    text = ok ? dump(j) : NULL;
-    if (text) {
-        sb_add(b, text, strlen(text));
-        sb_add(b, "\n", 1);
-        memcpy(prev, h, sizeof(h));
-    }
-    free(text);
-    return text && !b->bad;
+    if (n < 2 || n > sizeof(a->line) || a->line[n - 1] != '}' ||
+        !sha256_hex_with(a->mdctx, a->ctx->md_sha256, a->line, n, h))
+        return false;
+    sb_add(b, a->line, n - 1);
+    sb_add(b, member, sizeof(member) - 1);
+    sb_add(b, h, HEX_HASH);
+    sb_add(b, "\"}\n", 3);
+    memcpy(prev, h, sizeof(h));
+    return !b->bad;
 }
 
 /* A seal record at seq: the seal key signs the record's dump without
@@ -814,6 +843,7 @@ static void audit_release(struct kv_audit *a)
     pthread_mutex_destroy(&a->wmu);
     pthread_cond_destroy(&a->cv);
     EVP_MD_CTX_free(a->mdctx);
+    json_decref(a->plain);
     free(a->path);
     free(a->seal_name);
     free(a);
