@@ -402,6 +402,11 @@ out:
                      when);
         kv_err_frame(ctx, rc, prefix, suffix);
     }
+    kv_audit_event(ctx, KV_AUDIT_RENEW, key ? key->name : kv_name_valid(name) ? name : NULL,
+                   key ? key->version : 0, key ? key->be->name : NULL, rc,
+                   *pem ? ((o.flags & KV_RENEW_ROTATE) ? "renewed on a new key version"
+                                                        : "renewed")
+                        : rc == KV_OK ? "not due" : NULL);
     kv_string_free(issued);
     req_clear(&r);
     sk_X509_pop_free(chain, X509_free);
