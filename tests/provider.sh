@@ -191,6 +191,9 @@ expect 0 "mtls: its self-signed certificate" -- kvc cert selfsign mtls-stranger 
 mtls() {
     c=$1 wc=$2 ws=$3 d=$4
     shift 4
+    # empty before the server starts: the loop below must not read the
+    # previous run's port (the redirection happens in the child, later)
+    : >"$T/srv.out"
     KEYVAULT_CONF=$CONF "$EX/mtls-server" mtls-gw "$T/mtls-ca.pem" "$@" >"$T/srv.out" 2>"$T/srv.err" &
     spid=$!
     port=
