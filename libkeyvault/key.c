@@ -544,6 +544,7 @@ kv_rc kv_key_open(kv_ctx *ctx, const char *ref, kv_key **out)
 kv_rc kv_key_open_tpm_file(kv_ctx *ctx, const unsigned char *data, size_t len, kv_key **out)
 {
     kv_backend *be = backend_by_scheme(ctx, "tpm2", 4);
+    struct kv_lifecycle *lc = NULL;
     kv_key *key = NULL;
     kv_rc rc = KV_OK;
 
@@ -567,6 +568,8 @@ kv_rc kv_key_open_tpm_file(kv_ctx *ctx, const unsigned char *data, size_t len, k
     key->from_data = true;
     KV_CHECK(rc, be->ops->open_data(be, data, len, key));
     KV_CHECK(rc, kv_policy_check(ctx, be, key, KV_OP_OPEN, key->name, NULL));
+    /* a copy of a version's key file: that version's state, by public key */
+    KV_CHECK(rc, kv_version_attach(key, &lc));
     *out = key;
     key = NULL;
 out:

@@ -17,6 +17,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -394,6 +395,8 @@ struct kv_lifecycle {
     char backend[32];        /* the record's, "" when none */
     unsigned version;
     bool strict;             /* opened by name: a record that disagrees is corruption */
+    bool by_key;             /* opened by URI or from bytes: found by public key hash in
+                              * any record; watches the lifecycle directory */
     bool had_record;         /* a record applied to this key once */
     char keyfpr[65];         /* the key's own public key hash ("" before attach) */
     kv_version_state state;
@@ -456,12 +459,6 @@ static kv_rc lc_apply(const kv_ctx *ctx, struct kv_lifecycle *lc, const struct l
         lc->retire_at = 0;
         return KV_OK;
     }
-    if (!lc->strict && (!v || !v->fpr[0] || strcmp(v->fpr, lc->keyfpr) != 0)) {
-        /* opened by URI and not the key the record names: not its version */
-        lc->state = KV_VERSION_CURRENT;
-        lc->retire_at = 0;
-        return KV_OK;
-    }
     lc->had_record = true;
     if (!v) {
         lc->gone = true;
@@ -510,13 +507,107 @@ out:
     return rc;
 }
 
+/*
+ * The record that lists public key hash fpr, whichever its name: every
+ * HOME/lifecycle/NAME.json, each authenticated (a damaged one fails the
+ * look: it might be the one that retires this key). *found false when
+ * none lists it.
+ */
+static kv_rc rec_find_key(const kv_ctx *ctx, const char *fpr, struct lc_rec *r, unsigned *ver,
+                          bool *found)
+{
+    char *dir = lc_dir(ctx), stem[KV_NAME_MAX + 1];
+    struct dirent *de;
+    DIR *d = NULL;
+    kv_rc rc = KV_OK;
+
+    memset(r, 0, sizeof(*r));
+    *found = false;
+    *ver = 0;
+    if (!dir)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    if (!(d = opendir(dir))) {
+        if (errno != ENOENT && errno != ENOTDIR)
+            KV_FAIL_ERRNO(ctx, rc, errno, "cannot read the lifecycle directory '%s'", dir);
+        goto out;
+    }
+    while (!*found && (errno = 0, de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        bool f = false;
+
+        /* NAME.json of a base name; not .store-secret, NAME.lock or temporaries */
+        if (de->d_name[0] == '.' || len <= 5 || len - 5 > KV_NAME_MAX ||
+            strcmp(de->d_name + len - 5, ".json") != 0)
+            continue;
+        memcpy(stem, de->d_name, len - 5);
+        stem[len - 5] = '\0';
+        if (!kv_name_valid(stem))
+            continue;
+        KV_CHECK(rc, rec_read(ctx, stem, r, &f, NULL));
+        for (size_t i = 0; f && i < r->count && !*found; i++)
+            if (r->v[i].fpr[0] && !strcmp(r->v[i].fpr, fpr)) {
+                *ver = r->v[i].version;
+                *found = true;
+            }
+        if (!*found)
+            rec_clear(r);
+    }
+    if (!*found && errno)
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot read the lifecycle directory '%s'", dir);
+out:
+    if (d)
+        closedir(d);
+    free(dir);
+    return rc;
+}
+
+/* lc_load for a key found by its public key: the directory's identity,
+ * then the record listing the key, if any. */
+static kv_rc lc_load_by_key(const kv_ctx *ctx, struct kv_lifecycle *lc)
+{
+    char *dir = lc_dir(ctx);
+    struct lc_rec r;
+    struct stat sb;
+    bool found = false;
+    unsigned ver = 0;
+    kv_rc rc = KV_OK;
+
+    memset(&r, 0, sizeof(r));
+    if (!dir)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    if (lstat(dir, &sb) != 0)
+        memset(&sb, 0, sizeof(sb));
+    KV_CHECK(rc, rec_find_key(ctx, lc->keyfpr, &r, &ver, &found));
+    if (found) {
+        snprintf(lc->base, sizeof(lc->base), "%s", r.name);
+        snprintf(lc->backend, sizeof(lc->backend), "%s", r.backend);
+        lc->version = ver;
+        KV_CHECK(rc, lc_apply(ctx, lc, &r, true));
+    } else if (lc->had_record) {
+        /* its version was pruned or its key destroyed while held */
+        lc->gone = true;
+    } else {
+        lc->state = KV_VERSION_CURRENT;
+        lc->retire_at = 0;
+    }
+    lc->seen = sb;
+out:
+    rec_clear(&r);
+    free(dir);
+    return rc;
+}
+
 /* A fresh look at the record for lc: its identity, then what it says. */
 static kv_rc lc_load(const kv_ctx *ctx, struct kv_lifecycle *lc)
 {
     struct lc_rec r;
     struct stat sb;
     bool found = false;
-    kv_rc rc = rec_read(ctx, lc->base, &r, &found, &sb);
+    kv_rc rc;
+
+    if (lc->by_key)
+        return lc_load_by_key(ctx, lc);
+    rc = rec_read(ctx, lc->base, &r, &found, &sb);
 
     if (rc == KV_OK)
         rc = lc_apply(ctx, lc, &r, found);
@@ -530,19 +621,16 @@ kv_rc kv_version_attach(kv_key *key, struct kv_lifecycle **lcp)
 {
     kv_ctx *ctx = key->ctx;
     struct kv_lifecycle *lc = *lcp;
-    char base[KV_NAME_MAX + 1], probe[KV_NAME_MAX + 1];
-    unsigned v;
+    char probe[KV_NAME_MAX + 1];
     kv_rc rc = KV_OK;
 
     *lcp = NULL;
-    if (key->from_data || !key->name)
-        goto out;
     if (!lc) {
-        /* by URI: the name the backend found, if it is a version's */
-        if (!name_split(key->name, base, &v))
-            goto out;
-        if (!(lc = lc_new(base, v ? v : 1, false)))
+        /* by URI or from a key file's bytes: the name says nothing (a copy
+         * of NAME@2.pem may be called anything), the public key does */
+        if (!(lc = lc_new("", 1, false)))
             KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+        lc->by_key = true;
     }
     KV_CHECK(rc, kv_meta_pub_sha256(ctx, key->pub, lc->keyfpr));
     KV_CHECK(rc, lc_load(ctx, lc));
@@ -558,7 +646,8 @@ kv_rc kv_version_attach(kv_key *key, struct kv_lifecycle **lcp)
                     "key '%s' has a version 2 in backend %s but no lifecycle record (it was "
                     "deleted?); refusing the key", lc->base, key->be->name);
     }
-    key->version = lc->version;
+    key->version = lc->by_key && !lc->had_record && key->name
+                       ? kv_backend_name_version(key->name) : lc->version;
     key->lc = lc;
     lc = NULL;
 out:
@@ -602,7 +691,7 @@ kv_rc kv_version_check(kv_key *key, kv_op op)
     if (now.tv_sec - lc->last.tv_sec > 1 ||
         (now.tv_sec - lc->last.tv_sec == 1 && now.tv_nsec >= lc->last.tv_nsec)) {
         /* at most one stat a second; the record is read only when it changed */
-        path = lc_path(key->ctx, lc->base);
+        path = lc->by_key ? lc_dir(key->ctx) : lc_path(key->ctx, lc->base);
         if (!path) {
             rc = kv_error(key->ctx, KV_ERR_NO_MEMORY, "out of memory");
         } else if (lstat(path, &sb) != 0) {

@@ -209,6 +209,32 @@ CNF
     expect 1 "$be: openssl is refused retired v2 through the provider" -- \
         ossl dgst -sha256 -sign "keyvault:$n@2" -out "$B/p2.sig" "$T/msg"
     contains "$T/err" "version 2 of key '$n' was retired" "$be: the provider's refusal names the version"
+    if [ "$be" = tpm ]; then
+        # a copy of retired v2's key file under another name, in a directory
+        # without the store's secret: found by its public key however opened
+        cp "$KV_TPM_DIR/keys/$n@2.pem" "$B/old.pem"
+        cp "$KV_TPM_DIR/keys/$n@3.pem" "$B/cur.pem"
+        kv pubkey "$n@3" -o "$B/v3c.pub" >/dev/null 2>&1
+        openssl dgst -sha256 -binary "$T/msg" >"$B/msg.dgst"
+        expect 1 "$be: a copy of retired v2's key file is refused (tpm2:file=)" -- \
+            kv sign "tpm2:file=$B/old.pem" -i "$T/msg" -o "$B/x.sig"
+        contains "$T/err" "version 2 of key '$n' was retired at 20.*sign refused" \
+            "$be: the copy's refusal names the version"
+        expect 1 "$be: openssl pkeyutl -inkey COPY (the provider's decoder) is refused" -- \
+            ossl pkeyutl -sign -inkey "$B/old.pem" -in "$B/msg.dgst" -out "$B/x.sig"
+        contains "$T/err" "version 2 of key '$n' was retired" \
+            "$be: the decoder's refusal names the version"
+        expect 1 "$be: openssl dgst -sign COPY is refused" -- \
+            ossl dgst -sha256 -sign "$B/old.pem" -out "$B/x.sig" "$T/msg"
+        expect 0 "$be: a copy of current v3's key file signs (tpm2:file=)" -- \
+            kv sign "tpm2:file=$B/cur.pem" -i "$T/msg" -o "$B/c3.sig"
+        verifies "$B/v3c.pub" "$B/c3.sig" "$be: the copy's signature is v3's"
+        expect 0 "$be: openssl pkeyutl -inkey a copy of v3 signs" -- \
+            ossl pkeyutl -sign -inkey "$B/cur.pem" -in "$B/msg.dgst" -out "$B/c3p.sig"
+        openssl pkeyutl -verify -pubin -inkey "$B/v3c.pub" -in "$B/msg.dgst" \
+            -sigfile "$B/c3p.sig" >/dev/null 2>&1 && ok "$be: the decoder's v3 signature verifies" ||
+            not_ok "$be: the decoder's v3 signature verifies"
+    fi
     expect 0 "$be: rotate --overlap 2s" -- kv rotate "$n" --overlap 2s --grace 0
     expect 0 "$be: v3 public key" -- kv pubkey "$n@3" -o "$B/v3.pub"
     expect 0 "$be: v3 signs in its overlap" -- kv sign "$n@3" -i "$T/msg" -o "$B/v3o.sig"
