@@ -1125,6 +1125,8 @@ kv_rc kv_key_versions(kv_ctx *ctx, const char *name, kv_key_version_list **out)
         return kv_error(ctx, KV_ERR_BAD_URI,
                         "kv_key_versions takes a key name (not shown: it may hold a secret), "
                         "not a URI or NAME@VERSION: 1-64 of A-Z a-z 0-9 . _ -");
+    /* a name this context may not touch is not even listed */
+    KV_CHECK(rc, kv_ctx_policy_check(ctx, NULL, KV_OP_OPEN, name, true));
     KV_CHECK(rc, rec_read(ctx, name, &r, &found, NULL));
     if (!found) {
         /* never rotated: its one version, if the key exists (looked for
@@ -1224,6 +1226,8 @@ kv_rc kv_key_prune(kv_ctx *ctx, const char *name, unsigned *destroyed)
     if (!be || !be->available)
         KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE,
                 "key '%s' lives in backend '%s', which is not available", name, r.backend);
+    /* [policy] keys, backends and manage hold for pruning as for destroying */
+    KV_CHECK(rc, kv_ctx_policy_check(ctx, be, KV_OP_DESTROY, name, true));
     for (size_t i = 0; i < r.count; i++) {
         struct lc_ver *v = &r.v[i];
         kv_version_state s = state_now(v, now);

@@ -379,6 +379,27 @@ printf '\n[lifecycle]\noverlapp = 1d\n' >>"$T/typo.conf"
 expect 1 "config: an unknown [lifecycle] key is refused" -- "$KEYVAULT" -c "$T/typo.conf" list
 expect 2 "cli: --overlap needs a duration" -- lc rotate cfg-key --overlap soon
 
+# ---- [policy] holds for versions and prune ----
+expect 0 "policy: keygen pp-key" -- "$KEYVAULT" -c "$T/kv.conf" keygen pp-key
+expect 0 "policy: rotate pp-key, v1 due for pruning" -- \
+    "$KEYVAULT" -c "$T/kv.conf" rotate pp-key --overlap 0 --grace 0
+{ cat "$T/kv.conf"; printf '\n[policy]\nkeys = other-*\n'; } >"$T/other.conf"
+{ cat "$T/kv.conf"; printf '\n[policy]\nmanage = false\n'; } >"$T/nomanage.conf"
+expect 1 "policy: keys = other-*: prune pp-key is refused" -- \
+    "$KEYVAULT" -c "$T/other.conf" prune pp-key
+contains "$T/err" "\[policy\] keys): key 'pp-key' is not one of" "policy: the prune refusal names the rule"
+expect 1 "policy: keys = other-*: versions pp-key is refused" -- \
+    "$KEYVAULT" -c "$T/other.conf" versions pp-key
+contains "$T/err" "\[policy\] keys)" "policy: the versions refusal names the rule"
+expect 1 "policy: manage = false: prune pp-key is refused" -- \
+    "$KEYVAULT" -c "$T/nomanage.conf" prune pp-key
+contains "$T/err" "manage = false" "policy: the refusal names manage"
+"$KEYVAULT" -c "$T/kv.conf" versions pp-key --json >"$T/pp.json"
+[ "$(jq '.versions | length' "$T/pp.json")" = 2 ] && ok "policy: the refused prunes destroyed nothing" ||
+    not_ok "policy: the refused prunes destroyed nothing"
+expect 0 "policy: prune is allowed without [policy]" -- "$KEYVAULT" -c "$T/kv.conf" prune pp-key
+contains "$T/out" "1 version destroyed" "policy: then it prunes v1"
+
 run_backend software "$T/kv.conf"
 run_backend pkcs11 "$KV_P11_DIR/keyvault.conf"
 run_backend tpm "$KV_TPM_DIR/keyvault.conf"
