@@ -580,13 +580,18 @@ out:
 kv_rc kv_key_destroy(kv_ctx *ctx, const char *ref)
 {
     kv_key *key = NULL;
+    int lock = -1;
     kv_rc rc;
 
     kv_err_begin(ctx);
+    /* the home's creation lock from before the open to the end: no rotation
+     * or prune comes between the versions the open saw and the destroy */
+    KV_CHECK(rc, create_lock(ctx, &lock));
     KV_CHECK(rc, key_open(ctx, ref, &key));
     KV_CHECK(rc, kv_policy_check(ctx, key->be, key, KV_OP_DESTROY, key->name, NULL));
     rc = kv_version_destroy(ctx, ref, key);
 out:
+    create_unlock(lock);
     kv_key_free(key);
     return rc;
 }

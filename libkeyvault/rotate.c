@@ -1181,8 +1181,29 @@ out:
     return rc;
 }
 
-/* Destroy version v of r's key in be: KV_OK also when it is gone already. */
-static kv_rc version_destroy(kv_ctx *ctx, kv_backend *be, const char *name, unsigned ver)
+/* Whether key's public key hash is fpr ("": not recorded, nothing to
+ * compare); KV_ERR_CORRUPT naming the version when it is not. */
+static kv_rc fpr_matches(kv_ctx *ctx, const kv_key *key, const char *name, unsigned ver,
+                         const char *fpr)
+{
+    char have[65];
+    kv_rc rc;
+
+    if (!fpr[0])
+        return KV_OK;
+    if ((rc = kv_meta_pub_sha256(ctx, key->pub, have)) != KV_OK)
+        return rc;
+    if (strcmp(have, fpr) != 0)
+        return kv_error(ctx, KV_ERR_CORRUPT,
+                        "key '%s' version %u: the backend key is not the one its lifecycle "
+                        "record names (replaced or swapped); not destroying it", name, ver);
+    return KV_OK;
+}
+
+/* Destroy version ver of name's key in be, when it is the key the record
+ * names (fpr): KV_OK also when it is gone already. */
+static kv_rc version_destroy(kv_ctx *ctx, kv_backend *be, const char *name, unsigned ver,
+                             const char *fpr)
 {
     char bname[KV_NAME_MAX + 1];
     kv_key *key = NULL;
@@ -1193,6 +1214,8 @@ static kv_rc version_destroy(kv_ctx *ctx, kv_backend *be, const char *name, unsi
     rc = open_in(ctx, be, bname, &key);
     if (rc == KV_ERR_KEY_NOT_FOUND)
         return KV_OK;
+    if (rc == KV_OK)
+        rc = fpr_matches(ctx, key, name, ver, fpr);
     if (rc == KV_OK)
         rc = be->ops->destroy(be, key);
     kv_key_free(key);
@@ -1237,12 +1260,12 @@ kv_rc kv_key_prune(kv_ctx *ctx, const char *name, unsigned *destroyed)
 
         if (due && s == KV_VERSION_ABANDONED) {
             /* a half-made key may not open: it stays listed for a later try */
-            if (version_destroy(ctx, be, name, v->version) != KV_OK) {
+            if (version_destroy(ctx, be, name, v->version, v->fpr) != KV_OK) {
                 kv_err_rewind(ctx, mark);
                 due = false;
             }
         } else if (due && rc == KV_OK) {
-            rc = version_destroy(ctx, be, name, v->version);
+            rc = version_destroy(ctx, be, name, v->version, v->fpr);
             due = rc == KV_OK;
         } else {
             due = false; /* after a failure: kept for the next run */
@@ -1269,23 +1292,39 @@ out:
 
 kv_rc kv_version_destroy(kv_ctx *ctx, const char *ref, kv_key *key)
 {
+    struct kv_lifecycle *lc = key->lc;
     char base[KV_NAME_MAX + 1];
     struct lc_rec r;
     struct lc_ver *v;
     bool found = false;
     unsigned ver;
-    int lock = -1;
     kv_rc rc;
 
     memset(&r, 0, sizeof(r));
-    if (strchr(ref, ':') || !key->lc || !key->lc->strict || !name_split(ref, base, &ver) ||
-        !key->lc->seen.st_ino)
-        return key->be->ops->destroy(key->be, key); /* not rotated: as before versions */
-    KV_CHECK(rc, kv_home_lock(ctx, &lock));
+    if (lc && lc->by_key && lc->had_record)
+        /* by URI or bytes, a version a record lists: destroyed behind the
+         * record's back, the record would list a key that is gone */
+        return kv_error(ctx, KV_ERR_INVALID_ARG,
+                        "the key at that URI is version %u of key '%s': destroy '%s@%u' (not "
+                        "the current version) or '%s' (every version) by name", lc->version,
+                        lc->base, lc->base, lc->version, lc->base);
+    if (strchr(ref, ':') || !lc || !lc->strict || !name_split(ref, base, &ver))
+        return key->be->ops->destroy(key->be, key); /* no versions */
+    /* the caller holds the creation lock since before the open: the record
+     * read now is the one the open saw */
     KV_CHECK(rc, rec_read(ctx, base, &r, &found, NULL));
-    if (!found)
+    if (!found) {
+        if (lc->seen.st_ino)
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                    "key '%s': its lifecycle record vanished while it was being destroyed",
+                    base);
+        rc = key->be->ops->destroy(key->be, key); /* never rotated: its one version */
+        goto out;
+    }
+    if (!(v = rec_find(&r, key->version)))
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
-                "key '%s': its lifecycle record vanished while it was being destroyed", base);
+                "key '%s': version %u is no longer in its lifecycle record", base, key->version);
+    KV_CHECK(rc, fpr_matches(ctx, key, base, v->version, v->fpr));
     if (ver) {
         /* one version: never the current one (the name would open nothing) */
         if (ver == r.current)
@@ -1293,21 +1332,24 @@ kv_rc kv_version_destroy(kv_ctx *ctx, const char *ref, kv_key *key)
                     "version %u is the current version of key '%s': destroy '%s' to remove "
                     "every version, or rotate first", ver, base, base);
         KV_CHECK(rc, key->be->ops->destroy(key->be, key));
-        v = rec_find(&r, ver);
-        if (v) {
+        {
             size_t at = (size_t)(v - r.v);
             memmove(v, v + 1, (r.count - at - 1) * sizeof(*v));
             r.count--;
-            rc = rec_write(ctx, &r);
         }
+        rc = rec_write(ctx, &r);
         goto out;
     }
+    if (key->version != r.current)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "key '%s': the open found version %u but the record's current version is %u",
+                base, key->version, r.current);
     /* the whole key: every other version, the current one, then the record */
     for (size_t i = 0; i < r.count; i++) {
         kv_err_mark mark = kv_err_mark_get(ctx);
         if (r.v[i].version == r.current)
             continue;
-        rc = version_destroy(ctx, key->be, base, r.v[i].version);
+        rc = version_destroy(ctx, key->be, base, r.v[i].version, r.v[i].fpr);
         if (rc != KV_OK && r.v[i].state == KV_VERSION_ABANDONED) {
             /* a half-made key of an interrupted rotation that does not
              * open: nothing of it is usable; leave it to the backend's tools */
@@ -1328,7 +1370,6 @@ kv_rc kv_version_destroy(kv_ctx *ctx, const char *ref, kv_key *key)
         free(path);
     }
 out:
-    kv_home_unlock(lock);
     rec_clear(&r);
     return rc;
 }

@@ -400,6 +400,37 @@ contains "$T/err" "manage = false" "policy: the refusal names manage"
 expect 0 "policy: prune is allowed without [policy]" -- "$KEYVAULT" -c "$T/kv.conf" prune pp-key
 contains "$T/out" "1 version destroyed" "policy: then it prunes v1"
 
+# ---- destroy and rotate at once: the destroy sees every version ----
+# (either order leaves nothing: no record, no version, nothing that signs)
+rk() { "$KEYVAULT" -c "$T/kv.conf" "$@"; }
+races=${KV_DESTROY_RACES:-30} rbad=0
+i=0
+while [ "$i" -lt "$races" ]; do
+    i=$((i + 1))
+    rk keygen race-k >/dev/null 2>&1 || { rbad=$((rbad + 1)); continue; }
+    [ $((i % 3)) = 0 ] && rk rotate race-k --overlap 1h >/dev/null 2>&1
+    rk rotate race-k --overlap 1h >"$T/race-r.out" 2>&1 &
+    rp=$!
+    rk destroy race-k >"$T/race-d.out" 2>&1 &
+    dp=$!
+    wait "$rp"
+    rbad0=$rbad
+    wait "$dp" || { rbad=$((rbad0 + 1)); [ "$rbad" -le 3 ] && sed 's/^/    destroy: /' "$T/race-d.out"; }
+    rk list >"$T/race-l.out" 2>&1
+    if grep -q '^race-k' "$T/race-l.out" || [ -e "$KEYVAULT_HOME/lifecycle/race-k.json" ] ||
+       rk sign race-k -i "$T/msg" -o "$T/race.sig" >/dev/null 2>&1; then
+        rbad=$((rbad0 + 1))
+        [ "$rbad" -le 3 ] && { echo "    race $i left:"; grep '^race-k' "$T/race-l.out" | sed 's/^/    /'; }
+        # clean up for the next round, whatever is left
+        for v in 1 2 3 4 5 6; do rk destroy "race-k@$v" >/dev/null 2>&1; done
+        rk destroy race-k >/dev/null 2>&1
+        rm -f "$KEYVAULT_HOME/lifecycle/race-k.json"
+        for f in "$T"/store/race-k*; do [ -e "$f" ] && rm -f "$f"; done
+    fi
+done
+[ "$rbad" = 0 ] && ok "destroy racing rotate: $races rounds left no version, no record, nothing that signs" ||
+    not_ok "destroy racing rotate: $rbad of $races rounds left versions or a record behind"
+
 run_backend software "$T/kv.conf"
 run_backend pkcs11 "$KV_P11_DIR/keyvault.conf"
 run_backend tpm "$KV_TPM_DIR/keyvault.conf"
