@@ -482,6 +482,7 @@ static kv_rc key_open(kv_ctx *ctx, const char *ref, kv_key **out)
     char why[512], bname[KV_NAME_MAX + 1];
     kv_backend *be = NULL;
     kv_key *key = NULL;
+    bool policy_skipped = false;
     kv_rc rc = KV_OK;
 
     *out = NULL;
@@ -502,6 +503,11 @@ static kv_rc key_open(kv_ctx *ctx, const char *ref, kv_key **out)
             /* a rotated key lives in the backend its record names */
             if (kv_version_backend(lc) && strcmp(kv_version_backend(lc), b->name) != 0)
                 continue;
+            /* a backend [policy] backends forbids is not asked (no login) */
+            if (generate_refused(ctx, b, NULL, ref)) {
+                policy_skipped = true;
+                continue;
+            }
             key = key_alloc(ctx, b);
             if (!key)
                 KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
@@ -516,6 +522,10 @@ static kv_rc key_open(kv_ctx *ctx, const char *ref, kv_key **out)
             if (rc != KV_ERR_KEY_NOT_FOUND)
                 goto out;
         }
+        if (!be && policy_skipped)
+            KV_FAIL(ctx, rc, KV_ERR_POLICY,
+                    "context policy ([policy] backends): no key named '%s' in the backends it "
+                    "allows; the others were not asked", ref);
         if (!be) {
             describe_unavailable(ctx, why, sizeof(why));
             KV_FAIL(ctx, rc, KV_ERR_KEY_NOT_FOUND, "no key named '%s'%s%s%s", ref,
