@@ -209,6 +209,17 @@ CNF
     expect 1 "$be: openssl is refused retired v2 through the provider" -- \
         ossl dgst -sha256 -sign "keyvault:$n@2" -out "$B/p2.sig" "$T/msg"
     contains "$T/err" "version 2 of key '$n' was retired" "$be: the provider's refusal names the version"
+    # a listed version is not destroyed by URI behind its record's back
+    case $be in
+    software) vuri="file:$T/store/$n@2.pem" ;;
+    tpm) vuri="tpm2:file=$KV_TPM_DIR/keys/$n@2.pem" ;;
+    *) vuri= ;;
+    esac
+    if [ -n "$vuri" ]; then
+        expect 1 "$be: destroy by URI of listed version 2 is refused" -- kv destroy "$vuri"
+        contains "$T/err" "is version 2 of key '$n': destroy '$n@2'" "$be: the refusal says how"
+        expect 0 "$be: version 2 is still there" -- kv pubkey "$n@2" -o "$B/x.pub"
+    fi
     if [ "$be" = tpm ]; then
         # a copy of retired v2's key file under another name, in a directory
         # without the store's secret: found by its public key however opened
