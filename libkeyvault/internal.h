@@ -880,7 +880,9 @@ kv_rc kv_version_check(kv_key *key, kv_op op);
 /* For generation: KV_ERR_KEY_EXISTS when NAME has a lifecycle record. */
 kv_rc kv_version_name_free(kv_ctx *ctx, const char *name);
 /* kv_key_destroy of an open key: ref NAME with a record destroys every
- * version and the record; NAME@N one version that is not current. */
+ * version and the record; NAME@N one version that is not current. The
+ * caller holds the home's creation lock (kv_home_lock) since before the
+ * open. */
 kv_rc kv_version_destroy(kv_ctx *ctx, const char *ref, kv_key *key);
 /* Make (or remake, when a killed run left one) the next version of NAME
  * in NAME's backend with the current version's type and policy, not yet

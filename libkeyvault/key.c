@@ -484,6 +484,7 @@ static kv_rc key_open(kv_ctx *ctx, const char *ref, kv_key **out)
     char why[512], bname[KV_NAME_MAX + 1];
     kv_backend *be = NULL;
     kv_key *key = NULL;
+    bool policy_skipped = false;
     kv_rc rc = KV_OK;
 
     *out = NULL;
@@ -504,6 +505,11 @@ static kv_rc key_open(kv_ctx *ctx, const char *ref, kv_key **out)
             /* a rotated key lives in the backend its record names */
             if (kv_version_backend(lc) && strcmp(kv_version_backend(lc), b->name) != 0)
                 continue;
+            /* a backend [policy] backends forbids is not asked (no login) */
+            if (generate_refused(ctx, b, NULL, ref)) {
+                policy_skipped = true;
+                continue;
+            }
             key = key_alloc(ctx, b);
             if (!key)
                 KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
@@ -518,6 +524,10 @@ static kv_rc key_open(kv_ctx *ctx, const char *ref, kv_key **out)
             if (rc != KV_ERR_KEY_NOT_FOUND)
                 goto out;
         }
+        if (!be && policy_skipped)
+            KV_FAIL(ctx, rc, KV_ERR_POLICY,
+                    "context policy ([policy] backends): no key named '%s' in the backends it "
+                    "allows; the others were not asked", ref);
         if (!be) {
             describe_unavailable(ctx, why, sizeof(why));
             KV_FAIL(ctx, rc, KV_ERR_KEY_NOT_FOUND, "no key named '%s'%s%s%s", ref,
@@ -550,6 +560,7 @@ kv_rc kv_key_open(kv_ctx *ctx, const char *ref, kv_key **out)
 kv_rc kv_key_open_tpm_file(kv_ctx *ctx, const unsigned char *data, size_t len, kv_key **out)
 {
     kv_backend *be = backend_by_scheme(ctx, "tpm2", 4);
+    struct kv_lifecycle *lc = NULL;
     kv_key *key = NULL;
     kv_rc rc = KV_OK;
 
@@ -573,6 +584,8 @@ kv_rc kv_key_open_tpm_file(kv_ctx *ctx, const unsigned char *data, size_t len, k
     key->from_data = true;
     KV_CHECK(rc, be->ops->open_data(be, data, len, key));
     KV_CHECK(rc, kv_policy_check(ctx, be, key, KV_OP_OPEN, key->name, NULL));
+    /* a copy of a version's key file: that version's state, by public key */
+    KV_CHECK(rc, kv_version_attach(key, &lc));
     *out = key;
     key = NULL;
 out:
@@ -584,14 +597,19 @@ out:
 kv_rc kv_key_destroy(kv_ctx *ctx, const char *ref)
 {
     kv_key *key = NULL;
+    int lock = -1;
     kv_rc rc;
 
     kv_err_begin(ctx);
+    /* the home's creation lock from before the open to the end: no rotation
+     * or prune comes between the versions the open saw and the destroy */
+    KV_CHECK(rc, create_lock(ctx, &lock));
     KV_CHECK(rc, key_open(ctx, ref, &key));
     KV_CHECK(rc, kv_policy_check(ctx, key->be, key, KV_OP_DESTROY, key->name, NULL));
     rc = kv_version_destroy(ctx, ref, key);
 out:
     kv_audit_event(ctx, KV_AUDIT_DESTROY, key ? key->name : kv_name_valid(ref) ? ref : NULL, key ? key->version : 0, key ? key->be->name : NULL, rc, NULL);
+    create_unlock(lock);
     kv_key_free(key);
     return rc;
 }

@@ -17,6 +17,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -394,6 +395,8 @@ struct kv_lifecycle {
     char backend[32];        /* the record's, "" when none */
     unsigned version;
     bool strict;             /* opened by name: a record that disagrees is corruption */
+    bool by_key;             /* opened by URI or from bytes: found by public key hash in
+                              * any record; watches the lifecycle directory */
     bool had_record;         /* a record applied to this key once */
     char keyfpr[65];         /* the key's own public key hash ("" before attach) */
     kv_version_state state;
@@ -456,12 +459,6 @@ static kv_rc lc_apply(const kv_ctx *ctx, struct kv_lifecycle *lc, const struct l
         lc->retire_at = 0;
         return KV_OK;
     }
-    if (!lc->strict && (!v || !v->fpr[0] || strcmp(v->fpr, lc->keyfpr) != 0)) {
-        /* opened by URI and not the key the record names: not its version */
-        lc->state = KV_VERSION_CURRENT;
-        lc->retire_at = 0;
-        return KV_OK;
-    }
     lc->had_record = true;
     if (!v) {
         lc->gone = true;
@@ -510,13 +507,107 @@ out:
     return rc;
 }
 
+/*
+ * The record that lists public key hash fpr, whichever its name: every
+ * HOME/lifecycle/NAME.json, each authenticated (a damaged one fails the
+ * look: it might be the one that retires this key). *found false when
+ * none lists it.
+ */
+static kv_rc rec_find_key(const kv_ctx *ctx, const char *fpr, struct lc_rec *r, unsigned *ver,
+                          bool *found)
+{
+    char *dir = lc_dir(ctx), stem[KV_NAME_MAX + 1];
+    struct dirent *de;
+    DIR *d = NULL;
+    kv_rc rc = KV_OK;
+
+    memset(r, 0, sizeof(*r));
+    *found = false;
+    *ver = 0;
+    if (!dir)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    if (!(d = opendir(dir))) {
+        if (errno != ENOENT && errno != ENOTDIR)
+            KV_FAIL_ERRNO(ctx, rc, errno, "cannot read the lifecycle directory '%s'", dir);
+        goto out;
+    }
+    while (!*found && (errno = 0, de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        bool f = false;
+
+        /* NAME.json of a base name; not .store-secret, NAME.lock or temporaries */
+        if (de->d_name[0] == '.' || len <= 5 || len - 5 > KV_NAME_MAX ||
+            strcmp(de->d_name + len - 5, ".json") != 0)
+            continue;
+        memcpy(stem, de->d_name, len - 5);
+        stem[len - 5] = '\0';
+        if (!kv_name_valid(stem))
+            continue;
+        KV_CHECK(rc, rec_read(ctx, stem, r, &f, NULL));
+        for (size_t i = 0; f && i < r->count && !*found; i++)
+            if (r->v[i].fpr[0] && !strcmp(r->v[i].fpr, fpr)) {
+                *ver = r->v[i].version;
+                *found = true;
+            }
+        if (!*found)
+            rec_clear(r);
+    }
+    if (!*found && errno)
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot read the lifecycle directory '%s'", dir);
+out:
+    if (d)
+        closedir(d);
+    free(dir);
+    return rc;
+}
+
+/* lc_load for a key found by its public key: the directory's identity,
+ * then the record listing the key, if any. */
+static kv_rc lc_load_by_key(const kv_ctx *ctx, struct kv_lifecycle *lc)
+{
+    char *dir = lc_dir(ctx);
+    struct lc_rec r;
+    struct stat sb;
+    bool found = false;
+    unsigned ver = 0;
+    kv_rc rc = KV_OK;
+
+    memset(&r, 0, sizeof(r));
+    if (!dir)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    if (lstat(dir, &sb) != 0)
+        memset(&sb, 0, sizeof(sb));
+    KV_CHECK(rc, rec_find_key(ctx, lc->keyfpr, &r, &ver, &found));
+    if (found) {
+        snprintf(lc->base, sizeof(lc->base), "%s", r.name);
+        snprintf(lc->backend, sizeof(lc->backend), "%s", r.backend);
+        lc->version = ver;
+        KV_CHECK(rc, lc_apply(ctx, lc, &r, true));
+    } else if (lc->had_record) {
+        /* its version was pruned or its key destroyed while held */
+        lc->gone = true;
+    } else {
+        lc->state = KV_VERSION_CURRENT;
+        lc->retire_at = 0;
+    }
+    lc->seen = sb;
+out:
+    rec_clear(&r);
+    free(dir);
+    return rc;
+}
+
 /* A fresh look at the record for lc: its identity, then what it says. */
 static kv_rc lc_load(const kv_ctx *ctx, struct kv_lifecycle *lc)
 {
     struct lc_rec r;
     struct stat sb;
     bool found = false;
-    kv_rc rc = rec_read(ctx, lc->base, &r, &found, &sb);
+    kv_rc rc;
+
+    if (lc->by_key)
+        return lc_load_by_key(ctx, lc);
+    rc = rec_read(ctx, lc->base, &r, &found, &sb);
 
     if (rc == KV_OK)
         rc = lc_apply(ctx, lc, &r, found);
@@ -530,19 +621,16 @@ kv_rc kv_version_attach(kv_key *key, struct kv_lifecycle **lcp)
 {
     kv_ctx *ctx = key->ctx;
     struct kv_lifecycle *lc = *lcp;
-    char base[KV_NAME_MAX + 1], probe[KV_NAME_MAX + 1];
-    unsigned v;
+    char probe[KV_NAME_MAX + 1];
     kv_rc rc = KV_OK;
 
     *lcp = NULL;
-    if (key->from_data || !key->name)
-        goto out;
     if (!lc) {
-        /* by URI: the name the backend found, if it is a version's */
-        if (!name_split(key->name, base, &v))
-            goto out;
-        if (!(lc = lc_new(base, v ? v : 1, false)))
+        /* by URI or from a key file's bytes: the name says nothing (a copy
+         * of NAME@2.pem may be called anything), the public key does */
+        if (!(lc = lc_new("", 1, false)))
             KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+        lc->by_key = true;
     }
     KV_CHECK(rc, kv_meta_pub_sha256(ctx, key->pub, lc->keyfpr));
     KV_CHECK(rc, lc_load(ctx, lc));
@@ -558,7 +646,8 @@ kv_rc kv_version_attach(kv_key *key, struct kv_lifecycle **lcp)
                     "key '%s' has a version 2 in backend %s but no lifecycle record (it was "
                     "deleted?); refusing the key", lc->base, key->be->name);
     }
-    key->version = lc->version;
+    key->version = lc->by_key && !lc->had_record && key->name
+                       ? kv_backend_name_version(key->name) : lc->version;
     key->lc = lc;
     lc = NULL;
 out:
@@ -602,7 +691,7 @@ kv_rc kv_version_check(kv_key *key, kv_op op)
     if (now.tv_sec - lc->last.tv_sec > 1 ||
         (now.tv_sec - lc->last.tv_sec == 1 && now.tv_nsec >= lc->last.tv_nsec)) {
         /* at most one stat a second; the record is read only when it changed */
-        path = lc_path(key->ctx, lc->base);
+        path = lc->by_key ? lc_dir(key->ctx) : lc_path(key->ctx, lc->base);
         if (!path) {
             rc = kv_error(key->ctx, KV_ERR_NO_MEMORY, "out of memory");
         } else if (lstat(path, &sb) != 0) {
@@ -1036,6 +1125,8 @@ kv_rc kv_key_versions(kv_ctx *ctx, const char *name, kv_key_version_list **out)
         return kv_error(ctx, KV_ERR_BAD_URI,
                         "kv_key_versions takes a key name (not shown: it may hold a secret), "
                         "not a URI or NAME@VERSION: 1-64 of A-Z a-z 0-9 . _ -");
+    /* a name this context may not touch is not even listed */
+    KV_CHECK(rc, kv_ctx_policy_check(ctx, NULL, KV_OP_OPEN, name, true));
     KV_CHECK(rc, rec_read(ctx, name, &r, &found, NULL));
     if (!found) {
         /* never rotated: its one version, if the key exists (looked for
@@ -1090,8 +1181,29 @@ out:
     return rc;
 }
 
-/* Destroy version v of r's key in be: KV_OK also when it is gone already. */
-static kv_rc version_destroy(kv_ctx *ctx, kv_backend *be, const char *name, unsigned ver)
+/* Whether key's public key hash is fpr ("": not recorded, nothing to
+ * compare); KV_ERR_CORRUPT naming the version when it is not. */
+static kv_rc fpr_matches(kv_ctx *ctx, const kv_key *key, const char *name, unsigned ver,
+                         const char *fpr)
+{
+    char have[65];
+    kv_rc rc;
+
+    if (!fpr[0])
+        return KV_OK;
+    if ((rc = kv_meta_pub_sha256(ctx, key->pub, have)) != KV_OK)
+        return rc;
+    if (strcmp(have, fpr) != 0)
+        return kv_error(ctx, KV_ERR_CORRUPT,
+                        "key '%s' version %u: the backend key is not the one its lifecycle "
+                        "record names (replaced or swapped); not destroying it", name, ver);
+    return KV_OK;
+}
+
+/* Destroy version ver of name's key in be, when it is the key the record
+ * names (fpr): KV_OK also when it is gone already. */
+static kv_rc version_destroy(kv_ctx *ctx, kv_backend *be, const char *name, unsigned ver,
+                             const char *fpr)
 {
     char bname[KV_NAME_MAX + 1];
     kv_key *key = NULL;
@@ -1102,6 +1214,8 @@ static kv_rc version_destroy(kv_ctx *ctx, kv_backend *be, const char *name, unsi
     rc = open_in(ctx, be, bname, &key);
     if (rc == KV_ERR_KEY_NOT_FOUND)
         return KV_OK;
+    if (rc == KV_OK)
+        rc = fpr_matches(ctx, key, name, ver, fpr);
     if (rc == KV_OK)
         rc = be->ops->destroy(be, key);
     kv_key_free(key);
@@ -1135,6 +1249,8 @@ kv_rc kv_key_prune(kv_ctx *ctx, const char *name, unsigned *destroyed)
     if (!be || !be->available)
         KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE,
                 "key '%s' lives in backend '%s', which is not available", name, r.backend);
+    /* [policy] keys, backends and manage hold for pruning as for destroying */
+    KV_CHECK(rc, kv_ctx_policy_check(ctx, be, KV_OP_DESTROY, name, true));
     for (size_t i = 0; i < r.count; i++) {
         struct lc_ver *v = &r.v[i];
         kv_version_state s = state_now(v, now);
@@ -1144,12 +1260,12 @@ kv_rc kv_key_prune(kv_ctx *ctx, const char *name, unsigned *destroyed)
 
         if (due && s == KV_VERSION_ABANDONED) {
             /* a half-made key may not open: it stays listed for a later try */
-            if (version_destroy(ctx, be, name, v->version) != KV_OK) {
+            if (version_destroy(ctx, be, name, v->version, v->fpr) != KV_OK) {
                 kv_err_rewind(ctx, mark);
                 due = false;
             }
         } else if (due && rc == KV_OK) {
-            rc = version_destroy(ctx, be, name, v->version);
+            rc = version_destroy(ctx, be, name, v->version, v->fpr);
             due = rc == KV_OK;
         } else {
             due = false; /* after a failure: kept for the next run */
@@ -1176,23 +1292,39 @@ out:
 
 kv_rc kv_version_destroy(kv_ctx *ctx, const char *ref, kv_key *key)
 {
+    struct kv_lifecycle *lc = key->lc;
     char base[KV_NAME_MAX + 1];
     struct lc_rec r;
     struct lc_ver *v;
     bool found = false;
     unsigned ver;
-    int lock = -1;
     kv_rc rc;
 
     memset(&r, 0, sizeof(r));
-    if (strchr(ref, ':') || !key->lc || !key->lc->strict || !name_split(ref, base, &ver) ||
-        !key->lc->seen.st_ino)
-        return key->be->ops->destroy(key->be, key); /* not rotated: as before versions */
-    KV_CHECK(rc, kv_home_lock(ctx, &lock));
+    if (lc && lc->by_key && lc->had_record)
+        /* by URI or bytes, a version a record lists: destroyed behind the
+         * record's back, the record would list a key that is gone */
+        return kv_error(ctx, KV_ERR_INVALID_ARG,
+                        "the key at that URI is version %u of key '%s': destroy '%s@%u' (not "
+                        "the current version) or '%s' (every version) by name", lc->version,
+                        lc->base, lc->base, lc->version, lc->base);
+    if (strchr(ref, ':') || !lc || !lc->strict || !name_split(ref, base, &ver))
+        return key->be->ops->destroy(key->be, key); /* no versions */
+    /* the caller holds the creation lock since before the open: the record
+     * read now is the one the open saw */
     KV_CHECK(rc, rec_read(ctx, base, &r, &found, NULL));
-    if (!found)
+    if (!found) {
+        if (lc->seen.st_ino)
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                    "key '%s': its lifecycle record vanished while it was being destroyed",
+                    base);
+        rc = key->be->ops->destroy(key->be, key); /* never rotated: its one version */
+        goto out;
+    }
+    if (!(v = rec_find(&r, key->version)))
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
-                "key '%s': its lifecycle record vanished while it was being destroyed", base);
+                "key '%s': version %u is no longer in its lifecycle record", base, key->version);
+    KV_CHECK(rc, fpr_matches(ctx, key, base, v->version, v->fpr));
     if (ver) {
         /* one version: never the current one (the name would open nothing) */
         if (ver == r.current)
@@ -1200,21 +1332,24 @@ kv_rc kv_version_destroy(kv_ctx *ctx, const char *ref, kv_key *key)
                     "version %u is the current version of key '%s': destroy '%s' to remove "
                     "every version, or rotate first", ver, base, base);
         KV_CHECK(rc, key->be->ops->destroy(key->be, key));
-        v = rec_find(&r, ver);
-        if (v) {
+        {
             size_t at = (size_t)(v - r.v);
             memmove(v, v + 1, (r.count - at - 1) * sizeof(*v));
             r.count--;
-            rc = rec_write(ctx, &r);
         }
+        rc = rec_write(ctx, &r);
         goto out;
     }
+    if (key->version != r.current)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "key '%s': the open found version %u but the record's current version is %u",
+                base, key->version, r.current);
     /* the whole key: every other version, the current one, then the record */
     for (size_t i = 0; i < r.count; i++) {
         kv_err_mark mark = kv_err_mark_get(ctx);
         if (r.v[i].version == r.current)
             continue;
-        rc = version_destroy(ctx, key->be, base, r.v[i].version);
+        rc = version_destroy(ctx, key->be, base, r.v[i].version, r.v[i].fpr);
         if (rc != KV_OK && r.v[i].state == KV_VERSION_ABANDONED) {
             /* a half-made key of an interrupted rotation that does not
              * open: nothing of it is usable; leave it to the backend's tools */
@@ -1235,7 +1370,6 @@ kv_rc kv_version_destroy(kv_ctx *ctx, const char *ref, kv_key *key)
         free(path);
     }
 out:
-    kv_home_unlock(lock);
     rec_clear(&r);
     return rc;
 }

@@ -300,4 +300,20 @@ CNF
 else
     not_ok "the provider module was built ($B/libkeyvault/provider/.libs/keyvault.so)"
 fi
+
+# ---- open by name asks no backend [policy] backends forbids ----------------
+# (a token with a wrong PIN in the configuration: asking it would fail the login)
+printf 'not-the-pin\n' >"$T/badpin"
+chmod 600 "$T/badpin"
+sed "s|^pin = file:.*|pin = file:$T/badpin|" "$T/kv.conf" >"$T/badpin.conf"
+printf '\n[policy]\nbackends = software\n' >>"$T/badpin.conf"
+expect 0 "policy backends: a software key for the forbidden-token test" -- \
+    kv keygen sw-only --backend software
+expect 0 "policy backends = software: open by name does not ask the forbidden token" -- \
+    "$KEYVAULT" -c "$T/badpin.conf" pubkey sw-only -o "$T/sw-only.pub"
+expect 1 "policy backends = software: a key only in the token is refused by the rule" -- \
+    "$KEYVAULT" -c "$T/badpin.conf" pubkey s-pkcs11
+contains "$T/err" "context policy (\[policy\] backends)" "policy backends: the refusal names the rule"
+grep -q -i "pin\|login" "$T/err" && not_ok "policy backends: no login was tried" ||
+    ok "policy backends: no login was tried"
 finish

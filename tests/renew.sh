@@ -287,6 +287,47 @@ expect 0 "sub-CA: the renewed sub-CA verifies under the root" -- openssl verify 
 expect 0 "sub-CA: and still issues" -- kv cert renew soft-dev --ca soft-sub --force -o "$T/dev-2.pem"
 expect 0 "sub-CA: a chain through the renewed sub-CA verifies" -- openssl verify -CAfile "$T/soft-ca.pem" -untrusted "$T/dev-2.pem" "$T/dev-2.pem"
 
+# ---- a rotated CA, and a key whose version 1 was pruned (software) -------------------
+cp "$T/kv.conf" "$T/lc0.conf"
+printf '\n[lifecycle]\noverlap = 0\ngrace = 0\n' >>"$T/lc0.conf"
+l0() { "$KEYVAULT" -c "$T/lc0.conf" "$@"; }
+kv keygen ca2 >/dev/null
+kv cert selfsign ca2 --subject "CN=Second Root" --ca -o "$T/ca2-1.pem" >/dev/null
+expect 0 "rotated CA: rotate ca2" -- kv rotate ca2 --overlap 1h
+expect 0 "rotated CA: its new version's own certificate" -- \
+    kv cert selfsign ca2 --subject "CN=Second Root" --ca -o "$T/ca2-2.pem"
+for leaf in l2 pr-gw; do
+    kv keygen "$leaf" >/dev/null
+    kv csr "$leaf" --subject "CN=$leaf" -o "$T/$leaf.csr" >/dev/null
+    kv ca sign ca2 --csr "$T/$leaf.csr" --profile tls-client -o "$T/$leaf.pem" >/dev/null
+    expect 0 "rotated CA: $leaf's certificate from ca2 stored" -- kv cert import "$leaf" "$T/$leaf.pem"
+done
+expect 0 "pruned v1: renew pr-gw --rotate-key (overlap 0, grace 0)" -- \
+    l0 cert renew pr-gw --ca ca2 --force --rotate-key
+expect 0 "pruned v1: prune pr-gw" -- l0 prune pr-gw
+contains "$T/out" "1 version destroyed" "pruned v1: version 1 is gone"
+kv list >"$T/pr-list"
+grep -q '^pr-gw ' "$T/pr-list" && not_ok "pruned v1: only pr-gw@2 is listed" ||
+    ok "pruned v1: only pr-gw@2 is listed"
+expect 0 "pruned v1: --check still sees pr-gw" -- kv cert renew --check
+contains "$T/out" "^pr-gw: not due" "pruned v1: --check reports pr-gw by its name"
+[ "$(grep -c '^pr-gw' "$T/out")" = 1 ] && ok "pruned v1: --check reports it once" ||
+    not_ok "pruned v1: --check reports it once"
+expect 0 "pruned v1: --check --json" -- kv cert renew --check --json
+[ "$(jq '[.keys[] | select(.name == "pr-gw" and .version == 2)] | length' "$T/out")" = 1 ] &&
+    ok "pruned v1: --check --json lists pr-gw, version 2" ||
+    not_ok "pruned v1: --check --json lists pr-gw, version 2"
+expect 0 "rotated CA: --all --ca ca2 --force (the CA skipped by its key)" -- \
+    kv cert renew --all --ca ca2 --force
+contains "$T/out" "^pr-gw: renewed" "pruned v1: --all renewed pr-gw"
+contains "$T/out" "^l2: renewed" "rotated CA: --all renewed l2"
+grep -q "the CA key itself" "$T/out" "$T/err" && not_ok "rotated CA: --all left the CA itself alone" ||
+    ok "rotated CA: --all left the CA itself alone"
+grep -q "^ca2" "$T/out" && not_ok "rotated CA: and said nothing of it" || ok "rotated CA: and said nothing of it"
+kv cert pr-gw -o "$T/pr-gw-1.pem"
+expect 0 "pruned v1: the renewed chain verifies under ca2" -- \
+    openssl verify -CAfile "$T/ca2-2.pem" "$T/pr-gw-1.pem"
+
 # ---- refusals -----------------------------------------------------------------------
 expect 1 "a CA does not renew its own certificate" -- kv cert renew soft-ca --ca soft-ca --force
 contains "$T/err" "the CA key itself" "and says why"

@@ -209,6 +209,43 @@ CNF
     expect 1 "$be: openssl is refused retired v2 through the provider" -- \
         ossl dgst -sha256 -sign "keyvault:$n@2" -out "$B/p2.sig" "$T/msg"
     contains "$T/err" "version 2 of key '$n' was retired" "$be: the provider's refusal names the version"
+    # a listed version is not destroyed by URI behind its record's back
+    case $be in
+    software) vuri="file:$T/store/$n@2.pem" ;;
+    tpm) vuri="tpm2:file=$KV_TPM_DIR/keys/$n@2.pem" ;;
+    *) vuri= ;;
+    esac
+    if [ -n "$vuri" ]; then
+        expect 1 "$be: destroy by URI of listed version 2 is refused" -- kv destroy "$vuri"
+        contains "$T/err" "is version 2 of key '$n': destroy '$n@2'" "$be: the refusal says how"
+        expect 0 "$be: version 2 is still there" -- kv pubkey "$n@2" -o "$B/x.pub"
+    fi
+    if [ "$be" = tpm ]; then
+        # a copy of retired v2's key file under another name, in a directory
+        # without the store's secret: found by its public key however opened
+        cp "$KV_TPM_DIR/keys/$n@2.pem" "$B/old.pem"
+        cp "$KV_TPM_DIR/keys/$n@3.pem" "$B/cur.pem"
+        kv pubkey "$n@3" -o "$B/v3c.pub" >/dev/null 2>&1
+        openssl dgst -sha256 -binary "$T/msg" >"$B/msg.dgst"
+        expect 1 "$be: a copy of retired v2's key file is refused (tpm2:file=)" -- \
+            kv sign "tpm2:file=$B/old.pem" -i "$T/msg" -o "$B/x.sig"
+        contains "$T/err" "version 2 of key '$n' was retired at 20.*sign refused" \
+            "$be: the copy's refusal names the version"
+        expect 1 "$be: openssl pkeyutl -inkey COPY (the provider's decoder) is refused" -- \
+            ossl pkeyutl -sign -inkey "$B/old.pem" -in "$B/msg.dgst" -out "$B/x.sig"
+        contains "$T/err" "version 2 of key '$n' was retired" \
+            "$be: the decoder's refusal names the version"
+        expect 1 "$be: openssl dgst -sign COPY is refused" -- \
+            ossl dgst -sha256 -sign "$B/old.pem" -out "$B/x.sig" "$T/msg"
+        expect 0 "$be: a copy of current v3's key file signs (tpm2:file=)" -- \
+            kv sign "tpm2:file=$B/cur.pem" -i "$T/msg" -o "$B/c3.sig"
+        verifies "$B/v3c.pub" "$B/c3.sig" "$be: the copy's signature is v3's"
+        expect 0 "$be: openssl pkeyutl -inkey a copy of v3 signs" -- \
+            ossl pkeyutl -sign -inkey "$B/cur.pem" -in "$B/msg.dgst" -out "$B/c3p.sig"
+        openssl pkeyutl -verify -pubin -inkey "$B/v3c.pub" -in "$B/msg.dgst" \
+            -sigfile "$B/c3p.sig" >/dev/null 2>&1 && ok "$be: the decoder's v3 signature verifies" ||
+            not_ok "$be: the decoder's v3 signature verifies"
+    fi
     expect 0 "$be: rotate --overlap 2s" -- kv rotate "$n" --overlap 2s --grace 0
     expect 0 "$be: v3 public key" -- kv pubkey "$n@3" -o "$B/v3.pub"
     expect 0 "$be: v3 signs in its overlap" -- kv sign "$n@3" -i "$T/msg" -o "$B/v3o.sig"
@@ -352,6 +389,58 @@ cp "$T/kv.conf" "$T/typo.conf"
 printf '\n[lifecycle]\noverlapp = 1d\n' >>"$T/typo.conf"
 expect 1 "config: an unknown [lifecycle] key is refused" -- "$KEYVAULT" -c "$T/typo.conf" list
 expect 2 "cli: --overlap needs a duration" -- lc rotate cfg-key --overlap soon
+
+# ---- [policy] holds for versions and prune ----
+expect 0 "policy: keygen pp-key" -- "$KEYVAULT" -c "$T/kv.conf" keygen pp-key
+expect 0 "policy: rotate pp-key, v1 due for pruning" -- \
+    "$KEYVAULT" -c "$T/kv.conf" rotate pp-key --overlap 0 --grace 0
+{ cat "$T/kv.conf"; printf '\n[policy]\nkeys = other-*\n'; } >"$T/other.conf"
+{ cat "$T/kv.conf"; printf '\n[policy]\nmanage = false\n'; } >"$T/nomanage.conf"
+expect 1 "policy: keys = other-*: prune pp-key is refused" -- \
+    "$KEYVAULT" -c "$T/other.conf" prune pp-key
+contains "$T/err" "\[policy\] keys): key 'pp-key' is not one of" "policy: the prune refusal names the rule"
+expect 1 "policy: keys = other-*: versions pp-key is refused" -- \
+    "$KEYVAULT" -c "$T/other.conf" versions pp-key
+contains "$T/err" "\[policy\] keys)" "policy: the versions refusal names the rule"
+expect 1 "policy: manage = false: prune pp-key is refused" -- \
+    "$KEYVAULT" -c "$T/nomanage.conf" prune pp-key
+contains "$T/err" "manage = false" "policy: the refusal names manage"
+"$KEYVAULT" -c "$T/kv.conf" versions pp-key --json >"$T/pp.json"
+[ "$(jq '.versions | length' "$T/pp.json")" = 2 ] && ok "policy: the refused prunes destroyed nothing" ||
+    not_ok "policy: the refused prunes destroyed nothing"
+expect 0 "policy: prune is allowed without [policy]" -- "$KEYVAULT" -c "$T/kv.conf" prune pp-key
+contains "$T/out" "1 version destroyed" "policy: then it prunes v1"
+
+# ---- destroy and rotate at once: the destroy sees every version ----
+# (either order leaves nothing: no record, no version, nothing that signs)
+rk() { "$KEYVAULT" -c "$T/kv.conf" "$@"; }
+races=${KV_DESTROY_RACES:-30} rbad=0
+i=0
+while [ "$i" -lt "$races" ]; do
+    i=$((i + 1))
+    rk keygen race-k >/dev/null 2>&1 || { rbad=$((rbad + 1)); continue; }
+    [ $((i % 3)) = 0 ] && rk rotate race-k --overlap 1h >/dev/null 2>&1
+    rk rotate race-k --overlap 1h >"$T/race-r.out" 2>&1 &
+    rp=$!
+    rk destroy race-k >"$T/race-d.out" 2>&1 &
+    dp=$!
+    wait "$rp"
+    rbad0=$rbad
+    wait "$dp" || { rbad=$((rbad0 + 1)); [ "$rbad" -le 3 ] && sed 's/^/    destroy: /' "$T/race-d.out"; }
+    rk list >"$T/race-l.out" 2>&1
+    if grep -q '^race-k' "$T/race-l.out" || [ -e "$KEYVAULT_HOME/lifecycle/race-k.json" ] ||
+       rk sign race-k -i "$T/msg" -o "$T/race.sig" >/dev/null 2>&1; then
+        rbad=$((rbad0 + 1))
+        [ "$rbad" -le 3 ] && { echo "    race $i left:"; grep '^race-k' "$T/race-l.out" | sed 's/^/    /'; }
+        # clean up for the next round, whatever is left
+        for v in 1 2 3 4 5 6; do rk destroy "race-k@$v" >/dev/null 2>&1; done
+        rk destroy race-k >/dev/null 2>&1
+        rm -f "$KEYVAULT_HOME/lifecycle/race-k.json"
+        for f in "$T"/store/race-k*; do [ -e "$f" ] && rm -f "$f"; done
+    fi
+done
+[ "$rbad" = 0 ] && ok "destroy racing rotate: $races rounds left no version, no record, nothing that signs" ||
+    not_ok "destroy racing rotate: $rbad of $races rounds left versions or a record behind"
 
 run_backend software "$T/kv.conf"
 run_backend pkcs11 "$KV_P11_DIR/keyvault.conf"

@@ -84,13 +84,54 @@ static kv_rc key_cert(kv_ctx *ctx, const char *name, kv_key **key, kv_cert_info 
     return rc;
 }
 
+/* The listed keys' base names, each once, in the list's order: a rotated
+ * key is listed as NAME@N for each of its versions (and as NAME only while
+ * its version 1 is kept), and NAME opens its current version. */
+static char **base_names(const kv_key_list *list, size_t *n)
+{
+    char **names = calloc(list->count + 1, sizeof(*names));
+
+    *n = 0;
+    if (!names)
+        return NULL;
+    for (size_t i = 0; i < list->count; i++) {
+        const char *nm = list->keys[i].name;
+        size_t len, j;
+
+        if (!nm)
+            continue;
+        len = strcspn(nm, "@");
+        for (j = 0; j < *n; j++)
+            if (strlen(names[j]) == len && !strncmp(names[j], nm, len))
+                break;
+        if (j < *n)
+            continue;
+        if (!(names[*n] = strndup(nm, len))) {
+            for (j = 0; j < *n; j++)
+                free(names[j]);
+            free(names);
+            return NULL;
+        }
+        (*n)++;
+    }
+    return names;
+}
+
+static void names_free(char **names, size_t n)
+{
+    for (size_t i = 0; names && i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
 /* ---- --check ------------------------------------------------------------------ */
 
 static int renew_check(kv_ctx *ctx, int json)
 {
     kv_key_list *list = NULL;
     json_t *arr = json ? json_array() : NULL;
-    size_t ndue = 0, nfail = 0;
+    size_t ndue = 0, nfail = 0, nnames = 0;
+    char **names = NULL;
     char b1[32], b2[32];
     kv_rc rc;
 
@@ -101,15 +142,19 @@ static int renew_check(kv_ctx *ctx, int json)
         json_decref(arr);
         return fail("cert renew", ctx, rc);
     }
-    for (size_t i = 0; i < list->count; i++) {
-        const kv_key_info *ki = &list->keys[i];
+    if (!(names = base_names(list, &nnames))) {
+        kv_key_list_free(list);
+        json_decref(arr);
+        return fail("cert renew", ctx, KV_ERR_NO_MEMORY);
+    }
+    kv_key_list_free(list);
+    for (size_t i = 0; i < nnames; i++) {
+        const char *name = names[i];
         kv_cert_info *ci = NULL;
         kv_key *key = NULL;
 
-        /* NAME opens the current version; NAME@N entries are other versions */
-        if (!ki->name || strchr(ki->name, '@'))
-            continue;
-        rc = key_cert(ctx, ki->name, &key, &ci);
+        /* NAME opens the current version: the one that is renewed */
+        rc = key_cert(ctx, name, &key, &ci);
         if (rc != KV_OK) {
             nfail += rc != KV_ERR_KEY_NOT_FOUND;   /* no certificate: nothing to renew */
             continue;
@@ -119,8 +164,8 @@ static int renew_check(kv_ctx *ctx, int json)
             kv_key_info cur;
             json_t *o = kv_key_get_info(key, &cur) != KV_OK ? NULL :
                 json_pack("{s:s, s:I, s:s, s:s, s:s, s:I, s:I, s:I, s:b, s:b}", "name",
-                                  ki->name, "version", (json_int_t)cur.version, "backend",
-                                  ki->backend, "subject", ci->subject,
+                                  name, "version", (json_int_t)cur.version, "backend",
+                                  cur.backend, "subject", ci->subject,
                                   "issuer", ci->issuer, "not_after", (json_int_t)ci->not_after,
                                   "renew_after", (json_int_t)ci->renew_after, "days_left",
                                   (json_int_t)ci->days_left, "due",
@@ -128,16 +173,16 @@ static int renew_check(kv_ctx *ctx, int json)
             if (!o || json_array_append_new(arr, o) != 0)
                 nfail++;
         } else if (ci->expired) {
-            printf("%s: expired at %s: due\n", ki->name, utc(ci->not_after, b1));
+            printf("%s: expired at %s: due\n", name, utc(ci->not_after, b1));
         } else {
-            printf("%s: %s (renew after %s, not after %s, %ld day%s left)\n", ki->name,
+            printf("%s: %s (renew after %s, not after %s, %ld day%s left)\n", name,
                    ci->renewal_due ? "due" : "not due", utc(ci->renew_after, b1),
                    utc(ci->not_after, b2), ci->days_left, ci->days_left == 1 ? "" : "s");
         }
         kv_cert_info_free(ci);
         kv_key_free(key);
     }
-    kv_key_list_free(list);
+    names_free(names, nnames);
     if (json && print_json(json_pack("{s:o, s:I}", "keys", arr, "due", (json_int_t)ndue)))
         return EXIT_FAIL;
     return nfail ? EXIT_FAIL : ndue ? EXIT_DUE : EXIT_OK;
@@ -228,54 +273,94 @@ static int renew_one(kv_ctx *ctx, const char *ref, const char *name, kv_key *ca,
     return ret;
 }
 
-/* --all: every key whose certificate the CA issued, but the CA's own. */
+/* key's public key, decoded by OpenSSL (d2i_PUBKEY); NULL when it cannot
+ * be had. */
+static EVP_PKEY *public_of(kv_key *key)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    size_t len = 0;
+    EVP_PKEY *pk = NULL;
+
+    if (kv_key_public_der(key, NULL, &len) == KV_OK && (der = malloc(len)) &&
+        kv_key_public_der(key, der, &len) == KV_OK) {
+        p = der;
+        pk = d2i_PUBKEY(NULL, &p, (long)len);
+    }
+    free(der);
+    ERR_clear_error();
+    return pk;
+}
+
+/* --all: every key whose certificate the CA issued, but the CA's own
+ * (known by its public key: a rotated CA's name is not its key's). */
 static int renew_all(kv_ctx *ctx, kv_key *ca, const kv_renew_opts *o)
 {
     kv_key_list *list = NULL;
     kv_key_info cainfo;
     X509 *cacert = NULL;
-    size_t nfail = 0;
+    EVP_PKEY *capub = NULL, *pub;
+    char **names = NULL;
+    size_t nfail = 0, nnames = 0;
+    int ret = EXIT_FAIL;
     kv_rc rc;
 
     if ((rc = kv_key_get_info(ca, &cainfo)) != KV_OK)
         return fail("cert renew", ctx, rc);
+    if (!(capub = public_of(ca))) {
+        fprintf(stderr, "%s cert renew: cannot read the public key of CA '%s'\n", prog,
+                cainfo.name ? cainfo.name : "?");
+        goto out;
+    }
     if (!(cacert = stored_leaf(ca))) {
         fprintf(stderr, "%s cert renew: CA '%s' has no readable certificate stored with its "
                 "key\n", prog, cainfo.name ? cainfo.name : "?");
-        return EXIT_FAIL;
+        goto out;
     }
     if ((rc = kv_list_keys(ctx, &list)) != KV_OK) {
-        X509_free(cacert);
-        return fail("cert renew", ctx, rc);
+        ret = fail("cert renew", ctx, rc);
+        goto out;
     }
-    for (size_t i = 0; i < list->count; i++) {
-        const kv_key_info *ki = &list->keys[i];
+    if (!(names = base_names(list, &nnames))) {
+        ret = fail("cert renew", ctx, KV_ERR_NO_MEMORY);
+        goto out;
+    }
+    for (size_t i = 0; i < nnames; i++) {
+        const char *name = names[i];
         kv_cert_info *ci = NULL;
         kv_key *key = NULL;
-        int mine;
+        int mine, self;
 
-        if (!ki->name || strchr(ki->name, '@') || (cainfo.name && !strcmp(ki->name, cainfo.name)))
-            continue;
-        rc = key_cert(ctx, ki->name, &key, &ci);
+        rc = key_cert(ctx, name, &key, &ci);
         if (rc != KV_OK) {
             nfail += rc != KV_ERR_KEY_NOT_FOUND;   /* no certificate: nothing to renew */
             continue;
         }
-        mine = issued_by(key, cacert);
+        pub = public_of(key);
+        self = pub && EVP_PKEY_eq(pub, capub) == 1;
+        EVP_PKEY_free(pub);
+        ERR_clear_error();
+        mine = self ? 0 : issued_by(key, cacert);
         kv_key_free(key);
-        if (mine != 1) {
-            printf("%s: issued by another CA, left alone\n", ki->name);
+        if (self) {
+            /* the CA's own certificate is not the CA's to renew */
+        } else if (mine != 1) {
+            printf("%s: issued by another CA, left alone\n", name);
         } else if (!ci->renewal_due && !ci->expired && !(o->flags & KV_RENEW_FORCE)) {
             char b[32];
-            printf("%s: not due (renew after %s)\n", ki->name, utc(ci->renew_after, b));
-        } else if (renew_one(ctx, ki->name, ki->name, ca, o, NULL) != EXIT_OK) {
+            printf("%s: not due (renew after %s)\n", name, utc(ci->renew_after, b));
+        } else if (renew_one(ctx, name, name, ca, o, NULL) != EXIT_OK) {
             nfail++;
         }
         kv_cert_info_free(ci);
     }
+    ret = nfail ? EXIT_FAIL : EXIT_OK;
+out:
+    names_free(names, nnames);
     kv_key_list_free(list);
     X509_free(cacert);
-    return nfail ? EXIT_FAIL : EXIT_OK;
+    EVP_PKEY_free(capub);
+    return ret;
 }
 
 /* The old certificate's expiry, for a failure before the library is asked

@@ -102,15 +102,23 @@ int cmd_rotate(kv_ctx *ctx, int argc, char **argv)
     if (optind != argc - 1)
         die_usage("rotate", "expected one key NAME");
     rc = kv_key_rotate(ctx, argv[optind], &ro, &key);
-    if (rc == KV_OK)
-        rc = kv_key_get_info(key, &info);
-    if (rc == KV_OK)
-        rc = kv_key_versions(ctx, argv[optind], &vl);
-    if (rc != KV_OK) {
-        kv_key_free(key);
+    if (rc != KV_OK)
         return fail("rotate", ctx, rc);
+    /* rotated: what follows only reports, and its failure is a warning */
+    if ((rc = kv_key_get_info(key, &info)) != KV_OK) {
+        printf("key '%s': rotated\n", argv[optind]);
+        fprintf(stderr, "%s rotate: warning: rotated, but the new version cannot be described: "
+                "%s\n", prog, *kv_errmsg(ctx) ? kv_errmsg(ctx) : kv_strerror(rc));
+        kv_key_free(key);
+        return EXIT_OK;
     }
     printf("key '%s': version %u is current (%s)\n", argv[optind], info.version, info.uri);
+    if ((rc = kv_key_versions(ctx, argv[optind], &vl)) != KV_OK) {
+        fprintf(stderr, "%s rotate: warning: rotated, but the versions cannot be listed: %s\n",
+                prog, *kv_errmsg(ctx) ? kv_errmsg(ctx) : kv_strerror(rc));
+        kv_key_free(key);
+        return EXIT_OK;
+    }
     for (size_t i = 0; i < vl->count; i++) {
         const kv_key_version *v = &vl->versions[i];
         if (v->version == info.version)
@@ -168,12 +176,17 @@ int cmd_versions(kv_ctx *ctx, int argc, char **argv)
                               "current", (int)vl->current, "versions", arr);
         for (size_t i = 0; j && i < vl->count; i++) {
             const kv_key_version *v = &vl->versions[i];
-            json_array_append_new(
-                arr, json_pack("{s:i, s:s, s:s, s:I, s:I, s:I, s:I}", "version", (int)v->version,
-                               "name", v->name, "state", kv_version_state_name(v->state),
-                               "created", (json_int_t)v->created, "activated",
-                               (json_int_t)v->activated, "retire_at", (json_int_t)v->retire_at,
-                               "destroy_at", (json_int_t)v->destroy_at));
+            json_t *e = json_pack("{s:i, s:s, s:s, s:I, s:I, s:I, s:I}", "version",
+                                  (int)v->version, "name", v->name, "state",
+                                  kv_version_state_name(v->state), "created",
+                                  (json_int_t)v->created, "activated", (json_int_t)v->activated,
+                                  "retire_at", (json_int_t)v->retire_at, "destroy_at",
+                                  (json_int_t)v->destroy_at);
+            if (!e || json_array_append_new(arr, e) != 0) {
+                /* a list missing a version would read as a key without it */
+                json_decref(j);
+                j = NULL;
+            }
         }
         kv_key_version_list_free(vl);
         return print_json(j);
