@@ -1064,12 +1064,16 @@ kv_rc kv_rotate_commit(kv_ctx *ctx, kv_key *pending, const kv_rotate_opts *opts)
     if (rc == KV_OK)
         rc = commit_locked(ctx, pending, opts);
     kv_home_unlock(lock);
+    kv_audit_event(ctx, KV_AUDIT_ROTATE, pending->name, pending->version, pending->be->name, rc,
+                   "the prepared version made current");
     return rc;
 }
 
 kv_rc kv_key_rotate(kv_ctx *ctx, const char *name, const kv_rotate_opts *opts, kv_key **out)
 {
     kv_key *pending = NULL;
+    const char *bename = NULL;
+    unsigned version = 0;
     int lock = -1;
     kv_rc rc;
 
@@ -1084,6 +1088,8 @@ kv_rc kv_key_rotate(kv_ctx *ctx, const char *name, const kv_rotate_opts *opts, k
     /* one lock over both halves: rotations in one home follow each other */
     KV_CHECK(rc, kv_home_lock(ctx, &lock));
     KV_CHECK(rc, prepare_locked(ctx, name, &pending));
+    version = pending->version;
+    bename = pending->be->name;
     KV_CHECK(rc, commit_locked(ctx, pending, opts));
     if (out) {
         *out = pending;
@@ -1092,6 +1098,8 @@ kv_rc kv_key_rotate(kv_ctx *ctx, const char *name, const kv_rotate_opts *opts, k
 out:
     kv_home_unlock(lock);
     kv_key_free(pending);
+    /* the version made current (0 when none was made) */
+    kv_audit_event(ctx, KV_AUDIT_ROTATE, name, version, bename, rc, NULL);
     return rc;
 }
 
@@ -1226,7 +1234,8 @@ kv_rc kv_key_prune(kv_ctx *ctx, const char *name, unsigned *destroyed)
 {
     int64_t now = (int64_t)time(NULL);
     struct lc_rec r;
-    kv_backend *be;
+    kv_backend *be = NULL;
+    char detail[48];
     bool found = false;
     unsigned count = 0;
     size_t keep = 0;
@@ -1287,6 +1296,9 @@ kv_rc kv_key_prune(kv_ctx *ctx, const char *name, unsigned *destroyed)
 out:
     kv_home_unlock(lock);
     rec_clear(&r);
+    snprintf(detail, sizeof(detail), "%u version%s destroyed", count, count == 1 ? "" : "s");
+    kv_audit_event(ctx, KV_AUDIT_PRUNE, kv_name_valid(name) ? name : NULL, 0,
+                   be ? be->name : NULL, rc, detail);
     return rc;
 }
 
