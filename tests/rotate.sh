@@ -442,6 +442,22 @@ done
 [ "$rbad" = 0 ] && ok "destroy racing rotate: $races rounds left no version, no record, nothing that signs" ||
     not_ok "destroy racing rotate: $rbad of $races rounds left versions or a record behind"
 
+# audit records of the lifecycle: rotate and prune each leave one, and
+# the log's chain holds (the [audit] file of docs/audit.md)
+{ cat "$T/kv.conf"; printf '\n[audit]\nfile = %s\nflush = record\n' "$T/lc-audit.log"; } \
+    >"$T/kv-audit.conf"
+ka() { "$KEYVAULT" -c "$T/kv-audit.conf" "$@"; }
+expect 0 "audit: keygen" -- ka keygen au-k
+expect 0 "audit: rotate" -- ka rotate au-k --overlap 0 --grace 0
+expect 0 "audit: prune" -- ka prune au-k
+n_rot=$(jq -c 'select(.op == "rotate" and .key == "au-k" and .version == 2 and .result == "ok")' \
+    "$T/lc-audit.log" | wc -l)
+[ "$n_rot" = 1 ] && ok "audit: one rotate record naming version 2" ||
+    not_ok "audit: one rotate record naming version 2 (got $n_rot)"
+contains "$T/lc-audit.log" '"op":"prune","result":"ok","error":0,"detail":"1 version destroyed"' \
+    "audit: the prune record says what it destroyed"
+expect 0 "audit: the log verifies" -- ka audit verify "$T/lc-audit.log"
+
 run_backend software "$T/kv.conf"
 run_backend pkcs11 "$KV_P11_DIR/keyvault.conf"
 run_backend tpm "$KV_TPM_DIR/keyvault.conf"
