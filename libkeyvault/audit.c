@@ -287,7 +287,7 @@ static json_t *ent_json(struct kv_audit *a, const struct audit_ent *e, json_int_
         return NULL;
     }
     if (reuse && !a->plain)
-        a->plain = json_incref(j);
+        a->plain = j; /* the writer's reference; the caller gets its own below */
     return j == a->plain ? json_incref(j) : j;
 }
 
