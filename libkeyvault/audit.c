@@ -95,6 +95,11 @@ struct kv_audit {
     dev_t dev;
     ino_t ino;
     bool wrote;               /* this process appended records since its last seal */
+    struct seal_made {        /* the seals of the batch being written: syslog'd once on disk */
+        json_int_t seq;
+        char hash[HEX_HASH + 1];
+    } *made;
+    size_t nmade, capmade;
     EVP_MD_CTX *mdctx;        /* the writer's SHA-256 */
     json_t *plain;            /* the writer's record without message or detail, its
                                * members' values replaced record by record */
@@ -534,11 +539,24 @@ static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1
     if (!(b64 = malloc(4 * ((siglen + 2) / 3) + 1)))
         goto out;
     EVP_EncodeBlock(b64, sig, (int)siglen);
-    json_object_set_new(j, "sig", json_string((const char *)b64));
+    if (json_object_set_new(j, "sig", json_string((const char *)b64)) != 0)
+        goto out;
+    if (a->nmade == a->capmade) {
+        size_t c = a->capmade ? a->capmade * 2 : 8;
+        struct seal_made *m = realloc(a->made, c * sizeof(*m));
+        if (!m)
+            goto out;
+        a->made = m;
+        a->capmade = c;
+    }
     start = b->len;
     ok = chain_json(a, j, prev, b);
-    if (!ok)
+    if (!ok) {
         b->len = start;
+    } else {
+        a->made[a->nmade].seq = seq;
+        memcpy(a->made[a->nmade++].hash, prev, HEX_HASH + 1);
+    }
 out:
     if (!ok && j)
         syslog(LOG_AUTHPRIV | LOG_ERR, "libkeyvault audit: no seal at seq %lld of '%s'",
@@ -548,6 +566,36 @@ out:
     free(b64);
     OPENSSL_free(spki);
     return ok;
+}
+
+/* Write b to the file (under its lock) and sync it; then each seal in it
+ * goes to syslog with its seq and hash, the anchor kept outside the file
+ * (docs/audit.md). n: the records in b, for the report of a failure. */
+static bool write_out(struct kv_audit *a, const struct sbuf *b, size_t n)
+{
+    size_t done = 0;
+
+    while (done < b->len) {
+        ssize_t w = write(a->fd, b->p + done, b->len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            file_trouble(a, "cannot write", w < 0 ? errno : EIO, n);
+            /* leave no torn record: the next writer would cut it anyway */
+            if (done && ftruncate(a->fd, lseek(a->fd, 0, SEEK_END) - (off_t)done) != 0)
+                file_trouble(a, "cannot cut a torn write from", errno, 0);
+            a->nmade = 0;
+            return false;
+        }
+        done += (size_t)w;
+    }
+    if (b->len && fdatasync(a->fd) != 0)
+        file_trouble(a, "cannot sync", errno, 0);
+    for (size_t i = 0; i < a->nmade; i++)
+        syslog(LOG_AUTHPRIV | LOG_INFO, "libkeyvault audit: seal seq %lld hash %s file %s",
+               (long long)a->made[i].seq, a->made[i].hash, a->path);
+    a->nmade = 0;
+    return true;
 }
 
 static bool seal_due(const struct kv_audit *a, json_int_t seq)
@@ -569,7 +617,6 @@ static void file_write(struct kv_audit *a, struct audit_ent **ents, size_t n, bo
     const char *kind = "";
     unsigned long code = kv_backend_code(ctx, &kind);
     struct sbuf b = { NULL, 0, 0, false };
-    size_t done = 0;
     json_int_t seq = 0;
     bool locked = false;
     int err;
@@ -613,22 +660,9 @@ static void file_write(struct kv_audit *a, struct audit_ent **ents, size_t n, bo
     if (close_seal && a->wrote && !sealed && seq > 0 && a->seal_name &&
         seal_line(a, seq + 1, prev, &b))
         a->wrote = false;
-    while (done < b.len) {
-        ssize_t w = write(a->fd, b.p + done, b.len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            file_trouble(a, "cannot write", w < 0 ? errno : EIO, n);
-            /* leave no torn record: the next writer would cut it anyway */
-            if (done && ftruncate(a->fd, lseek(a->fd, 0, SEEK_END) - (off_t)done) != 0)
-                file_trouble(a, "cannot cut a torn write from", errno, 0);
-            goto out;
-        }
-        done += (size_t)w;
-    }
-    if (b.len && fdatasync(a->fd) != 0)
-        file_trouble(a, "cannot sync", errno, 0);
+    (void)write_out(a, &b, n);
 out:
+    a->nmade = 0;
     if (locked)
         (void)flock(a->fd, LOCK_UN);
     pthread_mutex_unlock(&a->wmu);
@@ -844,6 +878,7 @@ static void audit_release(struct kv_audit *a)
     pthread_cond_destroy(&a->cv);
     EVP_MD_CTX_free(a->mdctx);
     json_decref(a->plain);
+    free(a->made);
     free(a->path);
     free(a->seal_name);
     free(a);
@@ -973,6 +1008,9 @@ struct vstate {
     char prev[HEX_HASH + 1];
     json_int_t seq;
     kv_audit_report *rep;
+    const kv_audit_anchor *anchors;
+    size_t nanchors;
+    bool *anchor_seen;
 };
 
 /* One line of f (its '\n' included) into buf: its length, 0 at the end of
@@ -1148,10 +1186,24 @@ static kv_rc check_line(struct vstate *v, uint64_t line, char *s, size_t len, of
                           : "audit log '%s', line %" PRIu64 ": prev is not the hash of the "
                             "record before it (that record was replaced)",
                 v->path, line);
+    for (size_t i = 0; i < v->nanchors; i++) {
+        const kv_audit_anchor *an = &v->anchors[i];
+        if (an->seq != (uint64_t)seq)
+            continue;
+        if (strcmp(op, "seal") != 0 || strcmp(an->hash, hash) != 0)
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                    "audit log '%s', line %" PRIu64 " (seq %lld): not the anchored seal "
+                    "%" PRIu64 ":%.16s... (%s): the log was rewritten from before it", v->path,
+                    line, (long long)seq, an->seq, an->hash,
+                    strcmp(op, "seal") ? "not a seal" : "another hash");
+        v->anchor_seen[i] = true;
+    }
     if (!strcmp(op, "seal")) {
         KV_CHECK(rc, check_seal(v, line, j, body, bodylen));
         v->rep->seals++;
         v->rep->last_seal_line = line;
+        v->rep->last_seal_seq = (uint64_t)seq;
+        memcpy(v->rep->last_seal_hash, hash, HEX_HASH + 1);
         v->rep->unsealed = 0;
     } else {
         v->rep->unsealed++;
@@ -1166,10 +1218,24 @@ out:
     return rc;
 }
 
-kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, size_t publen,
-                      unsigned flags, kv_audit_report *rep)
+/* An anchor as the CLI or a caller gives it: seq 1 or more, 64 lower-case
+ * hex digits. */
+static bool anchor_valid(const kv_audit_anchor *an)
 {
-    struct vstate v = { .ctx = ctx, .path = path, .rep = rep };
+    if (an->seq == 0 || an->seq > INT64_MAX || strnlen(an->hash, HEX_HASH + 1) != HEX_HASH)
+        return false;
+    for (size_t i = 0; i < HEX_HASH; i++)
+        if (!strchr("0123456789abcdef", an->hash[i]) || an->hash[i] == '\0')
+            return false;
+    return true;
+}
+
+kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, size_t publen,
+                      unsigned flags, const kv_audit_anchor *anchors, size_t nanchors,
+                      kv_audit_report *rep)
+{
+    struct vstate v = { .ctx = ctx, .path = path, .rep = rep, .anchors = anchors,
+                        .nanchors = anchors ? nanchors : 0 };
     unsigned char *spki = NULL;
     char *buf = malloc(KV_AUDIT_LINE_MAX);
     uint64_t line = 0;
@@ -1187,6 +1253,13 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     if (flags & ~KV_AUDIT_VERIFY_SEALED)
         KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "unknown flags 0x%x", flags);
+    for (size_t i = 0; i < v.nanchors; i++)
+        if (!anchor_valid(&anchors[i]))
+            KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG,
+                    "anchor %zu: a seal's seq (1 or more) and its hash (64 lower-case hex "
+                    "digits) expected", i + 1);
+    if (v.nanchors && !(v.anchor_seen = calloc(v.nanchors, sizeof(bool))))
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     if (pub) {
         KV_CHECK(rc, kv_pubkey_decode(ctx, pub, publen, &v.pub));
         if ((len = i2d_PUBKEY(v.pub, &spki)) <= 0 || !sha256_hex(spki, (size_t)len, v.pub_sha256))
@@ -1223,6 +1296,15 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
     }
     if (ferror(f))
         KV_FAIL_ERRNO(ctx, rc, errno, "cannot read audit log '%s'", path);
+    for (size_t i = 0; i < v.nanchors; i++) {
+        if (v.anchor_seen[i])
+            continue;
+        line++; /* where the anchored seal would be */
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "audit log '%s', line %" PRIu64 ": the log ends at seq %lld, before the anchored "
+                "seal %" PRIu64 ":%.16s... (records cut from its end)", path, line,
+                (long long)v.seq, anchors[i].seq, anchors[i].hash);
+    }
     if (pub && rep->seals == 0 && rep->records > 0)
         KV_FAIL(ctx, rc, KV_ERR_BAD_SIGNATURE,
                 "audit log '%s': no seal in %" PRIu64 " records: nothing to check the key against",
@@ -1244,6 +1326,7 @@ out:
     if (f)
         fclose(f);
     free(buf);
+    free(v.anchor_seen);
     OPENSSL_free(spki);
     EVP_PKEY_free(v.pub);
     return rc;

@@ -146,7 +146,7 @@ static char *rehash(const char *line)
 static kv_rc verify(kv_ctx *ctx, const unsigned char *pub, size_t publen, unsigned flags,
                     kv_audit_report *rep)
 {
-    return kv_audit_verify(ctx, log_path, pub, publen, flags, rep);
+    return kv_audit_verify(ctx, log_path, pub, publen, flags, NULL, 0, rep);
 }
 
 /* Which line a record of op is on (1-based, the n-th such), or 0. */
@@ -410,6 +410,106 @@ START_TEST(log_sealed_by_another_key_fails)
 }
 END_TEST
 
+/* The last seal of the clean log as an anchor; the log cut back to its
+ * third seal (an earlier one). */
+static kv_audit_anchor cut_to_earlier_seal(kv_ctx *ctx, const unsigned char *pub, size_t publen,
+                                           size_t *cut)
+{
+    kv_audit_anchor an;
+    kv_audit_report rep;
+    size_t n;
+    char **lines = read_lines(&n), want[100];
+
+    ck_assert_rc(ctx, verify(ctx, pub, publen, KV_AUDIT_VERIFY_SEALED, &rep), KV_OK);
+    /* the report's last seal is the file's last line */
+    ck_assert_uint_eq(rep.last_seal_line, n);
+    snprintf(want, sizeof(want), "\"seq\":%llu,", (unsigned long long)rep.last_seal_seq);
+    ck_assert_ptr_nonnull(strstr(lines[n - 1], want));
+    snprintf(want, sizeof(want), ",\"hash\":\"%s\"}", rep.last_seal_hash);
+    ck_assert_ptr_nonnull(strstr(lines[n - 1], want));
+    an.seq = rep.last_seal_seq;
+    memcpy(an.hash, rep.last_seal_hash, sizeof(an.hash));
+    *cut = line_of(lines, n, "seal", 3);
+    ck_assert_uint_lt(*cut, n);
+    write_lines(lines, *cut);
+    free_lines(lines, n);
+    return an;
+}
+
+START_TEST(cut_at_an_earlier_seal_fails_with_the_anchor)
+{
+    unsigned char *pub = NULL;
+    size_t publen = 0, cut;
+    kv_audit_report rep;
+    kv_audit_anchor an, bad;
+    kv_ctx *ctx;
+
+    make_log(&pub, &publen);
+    ctx = tu_ctx(NULL);
+    an = cut_to_earlier_seal(ctx, pub, publen, &cut);
+    /* the limit: without an anchor, a log cut at a seal is a shorter log */
+    ck_assert_rc(ctx, verify(ctx, pub, publen, KV_AUDIT_VERIFY_SEALED, &rep), KV_OK);
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, pub, publen, KV_AUDIT_VERIFY_SEALED, &an,
+                                      1, &rep), KV_ERR_CORRUPT);
+    ck_assert_msg(strstr(kv_errmsg(ctx), "before the anchored seal"), "%s", kv_errmsg(ctx));
+    ck_assert_uint_eq(rep.bad_line, cut + 1);
+    /* the same without a key: the anchor alone catches it */
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, &an, 1, &rep), KV_ERR_CORRUPT);
+    /* an anchor that is not one */
+    bad = an;
+    bad.hash[10] = 'G';
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, pub, publen, 0, &bad, 1, &rep),
+                 KV_ERR_INVALID_ARG);
+    free(pub);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(cut_then_written_fails_with_the_anchor)
+{
+    unsigned char *pub = NULL;
+    size_t publen = 0, cut, n;
+    kv_audit_report rep;
+    kv_audit_anchor an, early;
+    kv_ctx *ctx, *w;
+    kv_key *k = NULL;
+    char **lines;
+
+    make_log(&pub, &publen);
+    ctx = tu_ctx(NULL);
+    an = cut_to_earlier_seal(ctx, pub, publen, &cut);
+    ck_assert_rc(ctx, verify(ctx, pub, publen, KV_AUDIT_VERIFY_SEALED, &rep), KV_OK);
+    early.seq = rep.last_seal_seq;
+    memcpy(early.hash, rep.last_seal_hash, sizeof(early.hash));
+    /* a writer goes on from the cut: the chain is whole again, sealed by the right key */
+    w = audit_ctx("seal_key = seal\nseal_every = 4\n");
+    ck_assert_rc(w, kv_key_open(w, "k", &k), KV_OK);
+    sign_n(w, k, 6);
+    kv_key_free(k);
+    kv_ctx_free(w);
+    lines = read_lines(&n);
+    ck_assert_uint_gt(n, cut + 5);
+    free_lines(lines, n);
+    ck_assert_rc(ctx, verify(ctx, pub, publen, KV_AUDIT_VERIFY_SEALED, &rep), KV_OK);
+    ck_assert_uint_ge(rep.last_seal_seq, an.seq);
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, pub, publen, KV_AUDIT_VERIFY_SEALED, &an,
+                                      1, &rep), KV_ERR_CORRUPT);
+    ck_assert_msg(strstr(kv_errmsg(ctx), "the log was rewritten from before it"), "%s",
+                  kv_errmsg(ctx));
+    ck_assert_uint_eq(rep.bad_line, an.seq); /* seq n is at line n in a file written whole */
+    /* the earlier seal, which the cut kept, is still there: both anchors, first one fails */
+    {
+        kv_audit_anchor both[2] = { early, an };
+        ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, pub, publen, 0, both, 2, &rep),
+                     KV_ERR_CORRUPT);
+        ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, pub, publen, 0, both, 1, &rep),
+                     KV_OK);
+    }
+    free(pub);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 /* ---- threads and processes ------------------------------------------------- */
 
 struct worker {
@@ -602,7 +702,7 @@ START_TEST(file_records_failures_with_their_result)
         free(again);
         json_decref(j);
     }
-    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, &rep), KV_OK);
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, NULL, 0, &rep), KV_OK);
     ck_assert_uint_eq(rep.records, 5);
     ck_assert_ptr_nonnull(strstr(lines[0], "\"key\":\"nosuchkey\""));
     ck_assert_ptr_nonnull(strstr(lines[0], "\"result\":\"error\",\"error\":3,\"message\":"));
@@ -656,7 +756,7 @@ START_TEST(torn_tail_is_cut_and_rotation_starts_a_chain)
     sign_n(ctx, k, 1);
     ck_assert_rc(v, verify(v, NULL, 0, 0, &rep), KV_OK);
     ck_assert_uint_eq(rep.records, 1);
-    ck_assert_rc(v, kv_audit_verify(v, moved, NULL, 0, 0, &rep), KV_OK);
+    ck_assert_rc(v, kv_audit_verify(v, moved, NULL, 0, 0, NULL, 0, &rep), KV_OK);
     ck_assert_uint_eq(rep.records, 4);
     kv_key_free(k);
     kv_ctx_free(ctx);
@@ -678,12 +778,12 @@ START_TEST(hostile_lines_are_named)
         fprintf(f, "%s\n", big);
         fclose(f);
     }
-    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, &rep), KV_ERR_CORRUPT);
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, NULL, 0, &rep), KV_ERR_CORRUPT);
     ck_assert_uint_eq(rep.bad_line, 2);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "longer than"));
     /* a NUL inside a record, and text that is not JSON */
     ck_assert_int_eq(tu_sh("printf '{\"a\":\\000}\\n' > '%s'", log_path), 0);
-    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, &rep), KV_ERR_CORRUPT);
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, NULL, 0, &rep), KV_ERR_CORRUPT);
     ck_assert_uint_eq(rep.bad_line, 1);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "not an audit record"));
     /* not a regular file: refused at once, never waited on */
@@ -691,7 +791,7 @@ START_TEST(hostile_lines_are_named)
     {
         char fifo[800];
         snprintf(fifo, sizeof(fifo), "%s.fifo", log_path);
-        ck_assert_rc(ctx, kv_audit_verify(ctx, fifo, NULL, 0, 0, &rep), KV_ERR_BAD_INPUT);
+        ck_assert_rc(ctx, kv_audit_verify(ctx, fifo, NULL, 0, 0, NULL, 0, &rep), KV_ERR_BAD_INPUT);
     }
     free(big);
     kv_ctx_free(ctx);
@@ -780,6 +880,8 @@ static Suite *audit_suite(void)
     tcase_add_test(tc, truncated_records_fail_when_sealed_is_required);
     tcase_add_test(tc, bad_seal_fails_at_it);
     tcase_add_test(tc, log_sealed_by_another_key_fails);
+    tcase_add_test(tc, cut_at_an_earlier_seal_fails_with_the_anchor);
+    tcase_add_test(tc, cut_then_written_fails_with_the_anchor);
     tcase_add_test(tc, threads_and_processes_keep_the_chain);
     tcase_add_test(tc, callback_sees_uses_denials_and_auth_failures);
     tcase_add_test(tc, file_records_failures_with_their_result);
