@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <stdarg.h>
 #include <sys/wait.h>
+#include <syslog.h>
 #include <unistd.h>
 #include <check.h>
 #include <jansson.h>
@@ -22,6 +24,50 @@
 #define PASSPHRASE "test passphrase"       /* tu_config's passphrase */
 
 static char log_path[700], conf_path[700];
+
+/* syslog as the library calls it (the core archive is linked in, so these
+ * take the place of libc's): the messages are kept here for the tests. */
+static pthread_mutex_t sys_mu = PTHREAD_MUTEX_INITIALIZER;
+static char sys_text[65536];
+static size_t sys_len;
+
+static void sys_keep(int pri, const char *fmt, va_list ap)
+{
+    pthread_mutex_lock(&sys_mu);
+    if (sys_len < sizeof(sys_text) - 1) {
+        int n = snprintf(sys_text + sys_len, sizeof(sys_text) - sys_len, "<%d>", pri);
+        if (n > 0 && (size_t)n < sizeof(sys_text) - sys_len)
+            sys_len += (size_t)n;
+        n = vsnprintf(sys_text + sys_len, sizeof(sys_text) - sys_len, fmt, ap);
+        if (n > 0)
+            sys_len += (size_t)n < sizeof(sys_text) - sys_len - 1 ? (size_t)n
+                                                                  : sizeof(sys_text) - sys_len - 1;
+        if (sys_len < sizeof(sys_text) - 1)
+            sys_text[sys_len++] = '\n';
+        sys_text[sys_len] = '\0';
+    }
+    pthread_mutex_unlock(&sys_mu);
+}
+
+void syslog(int pri, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    sys_keep(pri, fmt, ap);
+    va_end(ap);
+}
+
+void __syslog_chk(int pri, int flag, const char *fmt, ...);
+void __syslog_chk(int pri, int flag, const char *fmt, ...)
+{
+    va_list ap;
+
+    (void)flag;
+    va_start(ap, fmt);
+    sys_keep(pri, fmt, ap);
+    va_end(ap);
+}
 
 static kv_ctx *audit_ctx(const char *extra)
 {
@@ -510,6 +556,32 @@ START_TEST(cut_then_written_fails_with_the_anchor)
 }
 END_TEST
 
+START_TEST(every_seal_goes_to_syslog_as_an_anchor)
+{
+    size_t n, seals = 0;
+    char **lines, want[1024];
+
+    sys_len = 0;
+    sys_text[0] = '\0';
+    make_log(NULL, NULL);
+    lines = read_lines(&n);
+    for (size_t i = 0; i < n; i++) {
+        json_t *j = json_loads(lines[i], 0, NULL);
+        if (!strcmp(json_string_value(json_object_get(j, "op")), "seal")) {
+            seals++;
+            snprintf(want, sizeof(want), "<%d>libkeyvault audit: seal seq %lld hash %s file %s\n",
+                     LOG_AUTHPRIV | LOG_INFO,
+                     (long long)json_integer_value(json_object_get(j, "seq")),
+                     json_string_value(json_object_get(j, "hash")), log_path);
+            ck_assert_msg(strstr(sys_text, want), "not in syslog: %s", want);
+        }
+        json_decref(j);
+    }
+    ck_assert_uint_ge(seals, 4);
+    free_lines(lines, n);
+}
+END_TEST
+
 /* ---- threads and processes ------------------------------------------------- */
 
 struct worker {
@@ -881,6 +953,7 @@ static Suite *audit_suite(void)
     tcase_add_test(tc, bad_seal_fails_at_it);
     tcase_add_test(tc, log_sealed_by_another_key_fails);
     tcase_add_test(tc, cut_at_an_earlier_seal_fails_with_the_anchor);
+    tcase_add_test(tc, every_seal_goes_to_syslog_as_an_anchor);
     tcase_add_test(tc, cut_then_written_fails_with_the_anchor);
     tcase_add_test(tc, threads_and_processes_keep_the_chain);
     tcase_add_test(tc, callback_sees_uses_denials_and_auth_failures);
