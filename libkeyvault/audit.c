@@ -362,8 +362,11 @@ static void file_trouble(struct kv_audit *a, const char *what, int err, size_t l
            what, a->path, err ? strerror(err) : "failed", lost, all);
 }
 
+static void seal_rotated(struct kv_audit *a);
+
 /* Open the file, or open it again when it was renamed or removed (log
- * rotation): the new file starts a new chain. */
+ * rotation): the new file starts a new chain, and the old one, when this
+ * process wrote to it since its last seal, gets its closing seal first. */
 static int file_open(struct kv_audit *a)
 {
     struct stat st;
@@ -371,6 +374,9 @@ static int file_open(struct kv_audit *a)
     if (a->fd >= 0) {
         if (stat(a->path, &st) == 0 && st.st_dev == a->dev && st.st_ino == a->ino)
             return 0;
+        if (a->wrote && a->seal_name)
+            seal_rotated(a);
+        a->wrote = false;
         close(a->fd);
         a->fd = -1;
     }
@@ -571,7 +577,7 @@ out:
 /* Write b to the file (under its lock) and sync it; then each seal in it
  * goes to syslog with its seq and hash, the anchor kept outside the file
  * (docs/audit.md). n: the records in b, for the report of a failure. */
-static bool write_out(struct kv_audit *a, const struct sbuf *b, size_t n)
+static bool write_out(struct kv_audit *a, const struct sbuf *b, size_t n, const char *shown)
 {
     size_t done = 0;
 
@@ -593,9 +599,37 @@ static bool write_out(struct kv_audit *a, const struct sbuf *b, size_t n)
         file_trouble(a, "cannot sync", errno, 0);
     for (size_t i = 0; i < a->nmade; i++)
         syslog(LOG_AUTHPRIV | LOG_INFO, "libkeyvault audit: seal seq %lld hash %s file %s",
-               (long long)a->made[i].seq, a->made[i].hash, a->path);
+               (long long)a->made[i].seq, a->made[i].hash, shown ? shown : a->path);
     a->nmade = 0;
     return true;
+}
+
+/* The closing seal of a file renamed or removed under the writer (a->fd
+ * still open on it), made under its lock as file_write makes one. */
+static void seal_rotated(struct kv_audit *a)
+{
+    struct sbuf b = { NULL, 0, 0, false };
+    char fdpath[64], name[PATH_MAX];
+    char prev[HEX_HASH + 1];
+    json_int_t seq = 0;
+    bool sealed = false;
+    ssize_t len;
+
+    /* the name it has now, for the anchor's syslog line */
+    snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", a->fd);
+    len = readlink(fdpath, name, sizeof(name) - 1);
+    name[len > 0 ? len : 0] = '\0';
+    while (flock(a->fd, LOCK_EX) != 0)
+        if (errno != EINTR) {
+            file_trouble(a, "cannot lock the rotated file of", errno, 0);
+            return;
+        }
+    if (file_head(a, &seq, prev, &sealed) == 0 && !sealed && seq > 0 &&
+        seal_line(a, seq + 1, prev, &b))
+        (void)write_out(a, &b, 0, name[0] ? name : NULL);
+    a->nmade = 0;
+    (void)flock(a->fd, LOCK_UN);
+    free(b.p);
 }
 
 static bool seal_due(const struct kv_audit *a, json_int_t seq)
@@ -660,7 +694,7 @@ static void file_write(struct kv_audit *a, struct audit_ent **ents, size_t n, bo
     if (close_seal && a->wrote && !sealed && seq > 0 && a->seal_name &&
         seal_line(a, seq + 1, prev, &b))
         a->wrote = false;
-    (void)write_out(a, &b, n);
+    (void)write_out(a, &b, n, NULL);
 out:
     a->nmade = 0;
     if (locked)

@@ -836,6 +836,45 @@ START_TEST(torn_tail_is_cut_and_rotation_starts_a_chain)
 }
 END_TEST
 
+START_TEST(rotated_file_gets_its_closing_seal)
+{
+    kv_ctx *ctx = audit_ctx("seal_key = seal\nseal_every = 100\nflush = record\n"),
+           *v = tu_ctx(NULL);
+    kv_key *seal = NULL, *k = NULL;
+    unsigned char pub[200];
+    size_t publen = sizeof(pub);
+    kv_audit_report rep;
+    char moved[800];
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "seal", KV_KEY_EC_P256, NULL, &seal), KV_OK);
+    ck_assert_rc(ctx, kv_key_public_der(seal, pub, &publen), KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "k", KV_KEY_EC_P256, NULL, &k), KV_OK);
+    sign_n(ctx, k, 3);
+    snprintf(moved, sizeof(moved), "%s.1", log_path);
+    ck_assert_int_eq(rename(log_path, moved), 0);
+    sign_n(ctx, k, 1);
+    /* the old file ends with a seal made when the writer moved on */
+    ck_assert_rc(v, kv_audit_verify(v, moved, pub, publen, KV_AUDIT_VERIFY_SEALED, NULL, 0,
+                                    &rep), KV_OK);
+    ck_assert_uint_eq(rep.records, 6);
+    ck_assert_uint_eq(rep.seals, 1);
+    ck_assert_uint_eq(rep.last_seal_line, 6);
+    /* the anchor names the file by the name it has now */
+    {
+        char want[1024];
+        snprintf(want, sizeof(want), "seal seq 6 hash %s file %s\n", rep.last_seal_hash, moved);
+        ck_assert_msg(strstr(sys_text, want), "not in syslog: %s", want);
+    }
+    kv_key_free(k);
+    kv_key_free(seal);
+    kv_ctx_free(ctx);
+    /* and the new one, with its own chain and closing seal */
+    ck_assert_rc(v, verify(v, pub, publen, KV_AUDIT_VERIFY_SEALED, &rep), KV_OK);
+    ck_assert_uint_eq(rep.records, 2);
+    kv_ctx_free(v);
+}
+END_TEST
+
 START_TEST(hostile_lines_are_named)
 {
     kv_ctx *ctx = audit_ctx("flush = record\n");
@@ -960,6 +999,7 @@ static Suite *audit_suite(void)
     tcase_add_test(tc, file_records_failures_with_their_result);
     tcase_add_test(tc, buffered_records_arrive_within_flush_ms);
     tcase_add_test(tc, torn_tail_is_cut_and_rotation_starts_a_chain);
+    tcase_add_test(tc, rotated_file_gets_its_closing_seal);
     tcase_add_test(tc, hostile_lines_are_named);
     tcase_add_test(tc, tail_returns_the_last_records);
     tcase_add_test(tc, settings_are_checked);
