@@ -1045,6 +1045,7 @@ struct vstate {
     const kv_audit_anchor *anchors;
     size_t nanchors;
     bool *anchor_seen;
+    uint64_t bad_at;          /* the bad record's line when not the one being read */
 };
 
 /* One line of f (its '\n' included) into buf: its length, 0 at the end of
@@ -1213,13 +1214,19 @@ static kv_rc check_line(struct vstate *v, uint64_t line, char *s, size_t len, of
                 "audit log '%s', line %" PRIu64 ": seq %lld after seq %lld (records reordered "
                 "or repeated)", v->path, line, (long long)seq, (long long)v->seq);
     }
-    if (strcmp(prev, v->prev) != 0)
+    if (strcmp(prev, v->prev) != 0 && line == 1)
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
-                line == 1 ? "audit log '%s', line %" PRIu64 ": prev is not zero: the log does "
-                            "not start a chain"
-                          : "audit log '%s', line %" PRIu64 ": prev is not the hash of the "
-                            "record before it (that record was replaced)",
-                v->path, line);
+                "audit log '%s', line 1: prev is not zero: the log does not start a chain",
+                v->path);
+    if (strcmp(prev, v->prev) != 0) {
+        /* the record before was changed and given a hash that fits it (or this
+         * one's prev with it): the earlier line is the first bad one */
+        v->bad_at = line - 1;
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "audit log '%s', line %" PRIu64 " (seq %lld): replaced, with a hash that fits "
+                "its new text: line %" PRIu64 "'s prev is not its hash (one of the two lines "
+                "was changed)", v->path, line - 1, (long long)v->seq, line);
+    }
     for (size_t i = 0; i < v->nanchors; i++) {
         const kv_audit_anchor *an = &v->anchors[i];
         if (an->seq != (uint64_t)seq)
@@ -1354,7 +1361,7 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
     line = 0;
 out:
     if (rc != KV_OK)
-        rep->bad_line = line;
+        rep->bad_line = v.bad_at ? v.bad_at : line;
     if (fd >= 0)
         close(fd);
     if (f)

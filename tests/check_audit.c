@@ -288,7 +288,7 @@ static void do_edit_rehash(char **lines, size_t n, size_t *bad)
     free(lines[i]);
     lines[i] = p;
     write_lines(lines, n);
-    *bad = i + 2; /* the next record's prev no longer matches */
+    *bad = i + 1; /* found at the next record, whose prev no longer matches */
 }
 
 static void do_delete(char **lines, size_t n, size_t *bad)
@@ -366,9 +366,9 @@ START_TEST(edited_record_fails_at_it)
 }
 END_TEST
 
-START_TEST(edited_and_rehashed_fails_at_the_next)
+START_TEST(edited_and_rehashed_fails_at_it)
 {
-    damaged(do_edit_rehash, KV_ERR_CORRUPT, "replaced", 0);
+    damaged(do_edit_rehash, KV_ERR_CORRUPT, "replaced, with a hash that fits", 0);
 }
 END_TEST
 
@@ -983,7 +983,7 @@ static Suite *audit_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, clean_log_verifies_and_holds_no_secret);
     tcase_add_test(tc, edited_record_fails_at_it);
-    tcase_add_test(tc, edited_and_rehashed_fails_at_the_next);
+    tcase_add_test(tc, edited_and_rehashed_fails_at_it);
     tcase_add_test(tc, deleted_record_fails_at_its_place);
     tcase_add_test(tc, deleted_head_fails_at_line_1);
     tcase_add_test(tc, reordered_records_fail_at_the_first);
