@@ -479,14 +479,19 @@ static int file_head(struct kv_audit *a, json_int_t *seq, char prev[HEX_HASH + 1
 /* The record j gets its "hash" member, the SHA-256 of its compact dump as
  * it stands, and goes to b as one line. Sets prev to that hash. The member
  * is added to jansson's dump (whose last byte is the object's '}') rather
- * than by a second dump: it is the last member, and its value is hex. */
-static bool chain_json(struct kv_audit *a, json_t *j, char prev[HEX_HASH + 1], struct sbuf *b)
+ * than by a second dump: it is the last member, and its value is hex.
+ * *too_long (when given) is set for a record whose line would pass
+ * KV_AUDIT_LINE_MAX, which verify refuses: b and prev are left as they were. */
+static bool chain_json(struct kv_audit *a, json_t *j, char prev[HEX_HASH + 1], struct sbuf *b,
+                       bool *too_long)
 {
     static const char member[] = ",\"hash\":\"";
     char h[HEX_HASH + 1];
     size_t n = json_dumpb(j, a->line, sizeof(a->line), JSON_COMPACT | JSON_PRESERVE_ORDER);
 
-    if (n < 2 || n > sizeof(a->line) || a->line[n - 1] != '}' ||
+    if (too_long)
+        *too_long = n + sizeof(member) + HEX_HASH + 2 > sizeof(a->line);
+    if (n < 2 || n + sizeof(member) + HEX_HASH + 2 > sizeof(a->line) || a->line[n - 1] != '}' ||
         !sha256_hex_with(a->mdctx, a->ctx->md_sha256, a->line, n, h))
         return false;
     sb_add(b, a->line, n - 1);
@@ -556,7 +561,7 @@ static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1
         a->capmade = c;
     }
     start = b->len;
-    ok = chain_json(a, j, prev, b);
+    ok = chain_json(a, j, prev, b, NULL);
     if (!ok) {
         b->len = start;
     } else {
@@ -676,13 +681,23 @@ static void file_write(struct kv_audit *a, struct audit_ent **ents, size_t n, bo
     }
     for (size_t i = 0; i < n; i++) {
         json_t *rec;
-        bool ok;
+        bool ok, too_long = false;
 
         if (seal_due(a, seq + 1) && seal_line(a, seq + 1, prev, &b))
             seq++;
         rec = ent_json(a, ents[i], ++seq, prev, &a->tc);
-        ok = rec && chain_json(a, rec, prev, &b);
+        ok = rec && chain_json(a, rec, prev, &b, &too_long);
         json_decref(rec);
+        if (!ok && rec && too_long) {
+            /* that record alone is lost (verify would refuse its line) */
+            unsigned long all = atomic_fetch_add(&a->dropped, 1) + 1;
+            syslog(LOG_AUTHPRIV | LOG_ERR,
+                   "libkeyvault audit: a %s record longer than %d bytes dropped from '%s' "
+                   "(1 record lost, %lu in all)", op_names[ents[i]->op], KV_AUDIT_LINE_MAX,
+                   a->path, all);
+            seq--;
+            continue;
+        }
         if (!ok) {
             file_trouble(a, "out of memory writing", ENOMEM, n);
             goto out;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <sys/wait.h>
 #include <syslog.h>
@@ -909,6 +910,80 @@ START_TEST(hostile_lines_are_named)
 }
 END_TEST
 
+/* In the copy of this program with a long executable path: three records
+ * in one batch, the middle one (its detail 256 control characters, each
+ * written as 6) too long for a line. */
+static int long_exe_child(const char *conf)
+{
+    char detail[257];
+    kv_ctx *ctx = NULL;
+
+    memset(detail, 1, 256);
+    detail[256] = '\0';
+    if (kv_ctx_new(&ctx, conf) != KV_OK)
+        return 2;
+    kv_audit_event(ctx, KV_AUDIT_SIGN, "a", 1, "software", KV_OK, NULL);
+    kv_audit_event(ctx, KV_AUDIT_ISSUE, "b", 1, "software", KV_OK, detail);
+    kv_audit_event(ctx, KV_AUDIT_SIGN, "c", 1, "software", KV_OK, NULL);
+    kv_ctx_free(ctx);
+    return strstr(sys_text, "libkeyvault audit: a issue record longer than 16384 bytes dropped")
+               ? 0 : (fprintf(stderr, "syslog: %s\n", sys_text), 3);
+}
+
+START_TEST(a_record_too_long_is_dropped_alone)
+{
+    kv_ctx *ctx = audit_ctx("flush_ms = 60000\n"), *v;
+    char path[4096], comp[251], buf[65536];
+    kv_audit_report rep;
+    size_t n;
+    ssize_t r;
+    int in, out, st;
+    pid_t pid;
+    char **lines;
+
+    kv_ctx_free(ctx);
+    /* the copy's path: 10 directories of 250 control characters (each
+     * escaped as \u0001 in the record's exe), so that an ordinary record
+     * stays under 16 KiB and one with a long detail does not */
+    memset(comp, 1, 250);
+    comp[250] = '\0';
+    snprintf(path, sizeof(path), "%s", tu_tmpdir());
+    for (int i = 0; i < 10; i++) {
+        size_t len = strlen(path);
+        snprintf(path + len, sizeof(path) - len, "/%s", comp);
+        ck_assert_int_eq(mkdir(path, 0700), 0);
+    }
+    strcat(path, "/check_audit");
+    in = open("/proc/self/exe", O_RDONLY);
+    out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0700);
+    ck_assert_int_ge(in, 0);
+    ck_assert_int_ge(out, 0);
+    while ((r = read(in, buf, sizeof(buf))) > 0)
+        ck_assert_int_eq(write(out, buf, (size_t)r), r);
+    close(in);
+    close(out);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        execl(path, path, "--long-exe-child", conf_path, (char *)NULL);
+        _exit(4);
+    }
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: status 0x%x", st);
+    /* the other two records are there, chained: seq 1 and 2 */
+    lines = read_lines(&n);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_ptr_nonnull(strstr(lines[0], "\"seq\":1,\"key\":\"a\""));
+    ck_assert_ptr_nonnull(strstr(lines[1], "\"seq\":2,\"key\":\"c\""));
+    ck_assert_uint_gt(strlen(lines[0]), 14000);
+    free_lines(lines, n);
+    v = tu_ctx(NULL); /* (after the child: it writes the configuration again) */
+    ck_assert_rc(v, verify(v, NULL, 0, 0, &rep), KV_OK);
+    ck_assert_uint_eq(rep.records, 2);
+    kv_ctx_free(v);
+}
+END_TEST
+
 START_TEST(tail_returns_the_last_records)
 {
     kv_ctx *ctx = audit_ctx("flush = record\n");
@@ -1001,13 +1076,16 @@ static Suite *audit_suite(void)
     tcase_add_test(tc, torn_tail_is_cut_and_rotation_starts_a_chain);
     tcase_add_test(tc, rotated_file_gets_its_closing_seal);
     tcase_add_test(tc, hostile_lines_are_named);
+    tcase_add_test(tc, a_record_too_long_is_dropped_alone);
     tcase_add_test(tc, tail_returns_the_last_records);
     tcase_add_test(tc, settings_are_checked);
     suite_add_tcase(s, tc);
     return s;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc == 3 && !strcmp(argv[1], "--long-exe-child"))
+        return long_exe_child(argv[2]);
     return tu_run(audit_suite());
 }
