@@ -95,6 +95,11 @@ struct kv_audit {
     dev_t dev;
     ino_t ino;
     bool wrote;               /* this process appended records since its last seal */
+    struct seal_made {        /* the seals of the batch being written: syslog'd once on disk */
+        json_int_t seq;
+        char hash[HEX_HASH + 1];
+    } *made;
+    size_t nmade, capmade;
     EVP_MD_CTX *mdctx;        /* the writer's SHA-256 */
     json_t *plain;            /* the writer's record without message or detail, its
                                * members' values replaced record by record */
@@ -287,7 +292,7 @@ static json_t *ent_json(struct kv_audit *a, const struct audit_ent *e, json_int_
         return NULL;
     }
     if (reuse && !a->plain)
-        a->plain = json_incref(j);
+        a->plain = j; /* the writer's reference; the caller gets its own below */
     return j == a->plain ? json_incref(j) : j;
 }
 
@@ -357,8 +362,11 @@ static void file_trouble(struct kv_audit *a, const char *what, int err, size_t l
            what, a->path, err ? strerror(err) : "failed", lost, all);
 }
 
+static void seal_rotated(struct kv_audit *a);
+
 /* Open the file, or open it again when it was renamed or removed (log
- * rotation): the new file starts a new chain. */
+ * rotation): the new file starts a new chain, and the old one, when this
+ * process wrote to it since its last seal, gets its closing seal first. */
 static int file_open(struct kv_audit *a)
 {
     struct stat st;
@@ -366,6 +374,9 @@ static int file_open(struct kv_audit *a)
     if (a->fd >= 0) {
         if (stat(a->path, &st) == 0 && st.st_dev == a->dev && st.st_ino == a->ino)
             return 0;
+        if (a->wrote && a->seal_name)
+            seal_rotated(a);
+        a->wrote = false;
         close(a->fd);
         a->fd = -1;
     }
@@ -468,14 +479,19 @@ static int file_head(struct kv_audit *a, json_int_t *seq, char prev[HEX_HASH + 1
 /* The record j gets its "hash" member, the SHA-256 of its compact dump as
  * it stands, and goes to b as one line. Sets prev to that hash. The member
  * is added to jansson's dump (whose last byte is the object's '}') rather
- * than by a second dump: it is the last member, and its value is hex. */
-static bool chain_json(struct kv_audit *a, json_t *j, char prev[HEX_HASH + 1], struct sbuf *b)
+ * than by a second dump: it is the last member, and its value is hex.
+ * *too_long (when given) is set for a record whose line would pass
+ * KV_AUDIT_LINE_MAX, which verify refuses: b and prev are left as they were. */
+static bool chain_json(struct kv_audit *a, json_t *j, char prev[HEX_HASH + 1], struct sbuf *b,
+                       bool *too_long)
 {
     static const char member[] = ",\"hash\":\"";
     char h[HEX_HASH + 1];
     size_t n = json_dumpb(j, a->line, sizeof(a->line), JSON_COMPACT | JSON_PRESERVE_ORDER);
 
-    if (n < 2 || n > sizeof(a->line) || a->line[n - 1] != '}' ||
+    if (too_long)
+        *too_long = n + sizeof(member) + HEX_HASH + 2 > sizeof(a->line);
+    if (n < 2 || n + sizeof(member) + HEX_HASH + 2 > sizeof(a->line) || a->line[n - 1] != '}' ||
         !sha256_hex_with(a->mdctx, a->ctx->md_sha256, a->line, n, h))
         return false;
     sb_add(b, a->line, n - 1);
@@ -534,11 +550,24 @@ static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1
     if (!(b64 = malloc(4 * ((siglen + 2) / 3) + 1)))
         goto out;
     EVP_EncodeBlock(b64, sig, (int)siglen);
-    json_object_set_new(j, "sig", json_string((const char *)b64));
+    if (json_object_set_new(j, "sig", json_string((const char *)b64)) != 0)
+        goto out;
+    if (a->nmade == a->capmade) {
+        size_t c = a->capmade ? a->capmade * 2 : 8;
+        struct seal_made *m = realloc(a->made, c * sizeof(*m));
+        if (!m)
+            goto out;
+        a->made = m;
+        a->capmade = c;
+    }
     start = b->len;
-    ok = chain_json(a, j, prev, b);
-    if (!ok)
+    ok = chain_json(a, j, prev, b, NULL);
+    if (!ok) {
         b->len = start;
+    } else {
+        a->made[a->nmade].seq = seq;
+        memcpy(a->made[a->nmade++].hash, prev, HEX_HASH + 1);
+    }
 out:
     if (!ok && j)
         syslog(LOG_AUTHPRIV | LOG_ERR, "libkeyvault audit: no seal at seq %lld of '%s'",
@@ -548,6 +577,64 @@ out:
     free(b64);
     OPENSSL_free(spki);
     return ok;
+}
+
+/* Write b to the file (under its lock) and sync it; then each seal in it
+ * goes to syslog with its seq and hash, the anchor kept outside the file
+ * (docs/audit.md). n: the records in b, for the report of a failure. */
+static bool write_out(struct kv_audit *a, const struct sbuf *b, size_t n, const char *shown)
+{
+    size_t done = 0;
+
+    while (done < b->len) {
+        ssize_t w = write(a->fd, b->p + done, b->len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            file_trouble(a, "cannot write", w < 0 ? errno : EIO, n);
+            /* leave no torn record: the next writer would cut it anyway */
+            if (done && ftruncate(a->fd, lseek(a->fd, 0, SEEK_END) - (off_t)done) != 0)
+                file_trouble(a, "cannot cut a torn write from", errno, 0);
+            a->nmade = 0;
+            return false;
+        }
+        done += (size_t)w;
+    }
+    if (b->len && fdatasync(a->fd) != 0)
+        file_trouble(a, "cannot sync", errno, 0);
+    for (size_t i = 0; i < a->nmade; i++)
+        syslog(LOG_AUTHPRIV | LOG_INFO, "libkeyvault audit: seal seq %lld hash %s file %s",
+               (long long)a->made[i].seq, a->made[i].hash, shown ? shown : a->path);
+    a->nmade = 0;
+    return true;
+}
+
+/* The closing seal of a file renamed or removed under the writer (a->fd
+ * still open on it), made under its lock as file_write makes one. */
+static void seal_rotated(struct kv_audit *a)
+{
+    struct sbuf b = { NULL, 0, 0, false };
+    char fdpath[64], name[PATH_MAX];
+    char prev[HEX_HASH + 1];
+    json_int_t seq = 0;
+    bool sealed = false;
+    ssize_t len;
+
+    /* the name it has now, for the anchor's syslog line */
+    snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", a->fd);
+    len = readlink(fdpath, name, sizeof(name) - 1);
+    name[len > 0 ? len : 0] = '\0';
+    while (flock(a->fd, LOCK_EX) != 0)
+        if (errno != EINTR) {
+            file_trouble(a, "cannot lock the rotated file of", errno, 0);
+            return;
+        }
+    if (file_head(a, &seq, prev, &sealed) == 0 && !sealed && seq > 0 &&
+        seal_line(a, seq + 1, prev, &b))
+        (void)write_out(a, &b, 0, name[0] ? name : NULL);
+    a->nmade = 0;
+    (void)flock(a->fd, LOCK_UN);
+    free(b.p);
 }
 
 static bool seal_due(const struct kv_audit *a, json_int_t seq)
@@ -569,7 +656,6 @@ static void file_write(struct kv_audit *a, struct audit_ent **ents, size_t n, bo
     const char *kind = "";
     unsigned long code = kv_backend_code(ctx, &kind);
     struct sbuf b = { NULL, 0, 0, false };
-    size_t done = 0;
     json_int_t seq = 0;
     bool locked = false;
     int err;
@@ -595,13 +681,23 @@ static void file_write(struct kv_audit *a, struct audit_ent **ents, size_t n, bo
     }
     for (size_t i = 0; i < n; i++) {
         json_t *rec;
-        bool ok;
+        bool ok, too_long = false;
 
         if (seal_due(a, seq + 1) && seal_line(a, seq + 1, prev, &b))
             seq++;
         rec = ent_json(a, ents[i], ++seq, prev, &a->tc);
-        ok = rec && chain_json(a, rec, prev, &b);
+        ok = rec && chain_json(a, rec, prev, &b, &too_long);
         json_decref(rec);
+        if (!ok && rec && too_long) {
+            /* that record alone is lost (verify would refuse its line) */
+            unsigned long all = atomic_fetch_add(&a->dropped, 1) + 1;
+            syslog(LOG_AUTHPRIV | LOG_ERR,
+                   "libkeyvault audit: a %s record longer than %d bytes dropped from '%s' "
+                   "(1 record lost, %lu in all)", op_names[ents[i]->op], KV_AUDIT_LINE_MAX,
+                   a->path, all);
+            seq--;
+            continue;
+        }
         if (!ok) {
             file_trouble(a, "out of memory writing", ENOMEM, n);
             goto out;
@@ -613,22 +709,9 @@ static void file_write(struct kv_audit *a, struct audit_ent **ents, size_t n, bo
     if (close_seal && a->wrote && !sealed && seq > 0 && a->seal_name &&
         seal_line(a, seq + 1, prev, &b))
         a->wrote = false;
-    while (done < b.len) {
-        ssize_t w = write(a->fd, b.p + done, b.len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            file_trouble(a, "cannot write", w < 0 ? errno : EIO, n);
-            /* leave no torn record: the next writer would cut it anyway */
-            if (done && ftruncate(a->fd, lseek(a->fd, 0, SEEK_END) - (off_t)done) != 0)
-                file_trouble(a, "cannot cut a torn write from", errno, 0);
-            goto out;
-        }
-        done += (size_t)w;
-    }
-    if (b.len && fdatasync(a->fd) != 0)
-        file_trouble(a, "cannot sync", errno, 0);
+    (void)write_out(a, &b, n, NULL);
 out:
+    a->nmade = 0;
     if (locked)
         (void)flock(a->fd, LOCK_UN);
     pthread_mutex_unlock(&a->wmu);
@@ -844,6 +927,7 @@ static void audit_release(struct kv_audit *a)
     pthread_cond_destroy(&a->cv);
     EVP_MD_CTX_free(a->mdctx);
     json_decref(a->plain);
+    free(a->made);
     free(a->path);
     free(a->seal_name);
     free(a);
@@ -973,6 +1057,10 @@ struct vstate {
     char prev[HEX_HASH + 1];
     json_int_t seq;
     kv_audit_report *rep;
+    const kv_audit_anchor *anchors;
+    size_t nanchors;
+    bool *anchor_seen;
+    uint64_t bad_at;          /* the bad record's line when not the one being read */
 };
 
 /* One line of f (its '\n' included) into buf: its length, 0 at the end of
@@ -1141,17 +1229,37 @@ static kv_rc check_line(struct vstate *v, uint64_t line, char *s, size_t len, of
                 "audit log '%s', line %" PRIu64 ": seq %lld after seq %lld (records reordered "
                 "or repeated)", v->path, line, (long long)seq, (long long)v->seq);
     }
-    if (strcmp(prev, v->prev) != 0)
+    if (strcmp(prev, v->prev) != 0 && line == 1)
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
-                line == 1 ? "audit log '%s', line %" PRIu64 ": prev is not zero: the log does "
-                            "not start a chain"
-                          : "audit log '%s', line %" PRIu64 ": prev is not the hash of the "
-                            "record before it (that record was replaced)",
-                v->path, line);
+                "audit log '%s', line 1: prev is not zero: the log does not start a chain",
+                v->path);
+    if (strcmp(prev, v->prev) != 0) {
+        /* the record before was changed and given a hash that fits it (or this
+         * one's prev with it): the earlier line is the first bad one */
+        v->bad_at = line - 1;
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "audit log '%s', line %" PRIu64 " (seq %lld): replaced, with a hash that fits "
+                "its new text: line %" PRIu64 "'s prev is not its hash (one of the two lines "
+                "was changed)", v->path, line - 1, (long long)v->seq, line);
+    }
+    for (size_t i = 0; i < v->nanchors; i++) {
+        const kv_audit_anchor *an = &v->anchors[i];
+        if (an->seq != (uint64_t)seq)
+            continue;
+        if (strcmp(op, "seal") != 0 || strcmp(an->hash, hash) != 0)
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                    "audit log '%s', line %" PRIu64 " (seq %lld): not the anchored seal "
+                    "%" PRIu64 ":%.16s... (%s): the log was rewritten from before it", v->path,
+                    line, (long long)seq, an->seq, an->hash,
+                    strcmp(op, "seal") ? "not a seal" : "another hash");
+        v->anchor_seen[i] = true;
+    }
     if (!strcmp(op, "seal")) {
         KV_CHECK(rc, check_seal(v, line, j, body, bodylen));
         v->rep->seals++;
         v->rep->last_seal_line = line;
+        v->rep->last_seal_seq = (uint64_t)seq;
+        memcpy(v->rep->last_seal_hash, hash, HEX_HASH + 1);
         v->rep->unsealed = 0;
     } else {
         v->rep->unsealed++;
@@ -1166,10 +1274,24 @@ out:
     return rc;
 }
 
-kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, size_t publen,
-                      unsigned flags, kv_audit_report *rep)
+/* An anchor as the CLI or a caller gives it: seq 1 or more, 64 lower-case
+ * hex digits. */
+static bool anchor_valid(const kv_audit_anchor *an)
 {
-    struct vstate v = { .ctx = ctx, .path = path, .rep = rep };
+    if (an->seq == 0 || an->seq > INT64_MAX || strnlen(an->hash, HEX_HASH + 1) != HEX_HASH)
+        return false;
+    for (size_t i = 0; i < HEX_HASH; i++)
+        if (!strchr("0123456789abcdef", an->hash[i]) || an->hash[i] == '\0')
+            return false;
+    return true;
+}
+
+kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, size_t publen,
+                      unsigned flags, const kv_audit_anchor *anchors, size_t nanchors,
+                      kv_audit_report *rep)
+{
+    struct vstate v = { .ctx = ctx, .path = path, .rep = rep, .anchors = anchors,
+                        .nanchors = anchors ? nanchors : 0 };
     unsigned char *spki = NULL;
     char *buf = malloc(KV_AUDIT_LINE_MAX);
     uint64_t line = 0;
@@ -1187,6 +1309,13 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     if (flags & ~KV_AUDIT_VERIFY_SEALED)
         KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "unknown flags 0x%x", flags);
+    for (size_t i = 0; i < v.nanchors; i++)
+        if (!anchor_valid(&anchors[i]))
+            KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG,
+                    "anchor %zu: a seal's seq (1 or more) and its hash (64 lower-case hex "
+                    "digits) expected", i + 1);
+    if (v.nanchors && !(v.anchor_seen = calloc(v.nanchors, sizeof(bool))))
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     if (pub) {
         KV_CHECK(rc, kv_pubkey_decode(ctx, pub, publen, &v.pub));
         if ((len = i2d_PUBKEY(v.pub, &spki)) <= 0 || !sha256_hex(spki, (size_t)len, v.pub_sha256))
@@ -1223,6 +1352,15 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
     }
     if (ferror(f))
         KV_FAIL_ERRNO(ctx, rc, errno, "cannot read audit log '%s'", path);
+    for (size_t i = 0; i < v.nanchors; i++) {
+        if (v.anchor_seen[i])
+            continue;
+        line++; /* where the anchored seal would be */
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "audit log '%s', line %" PRIu64 ": the log ends at seq %lld, before the anchored "
+                "seal %" PRIu64 ":%.16s... (records cut from its end)", path, line,
+                (long long)v.seq, anchors[i].seq, anchors[i].hash);
+    }
     if (pub && rep->seals == 0 && rep->records > 0)
         KV_FAIL(ctx, rc, KV_ERR_BAD_SIGNATURE,
                 "audit log '%s': no seal in %" PRIu64 " records: nothing to check the key against",
@@ -1238,12 +1376,13 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
     line = 0;
 out:
     if (rc != KV_OK)
-        rep->bad_line = line;
+        rep->bad_line = v.bad_at ? v.bad_at : line;
     if (fd >= 0)
         close(fd);
     if (f)
         fclose(f);
     free(buf);
+    free(v.anchor_seen);
     OPENSSL_free(spki);
     EVP_PKEY_free(v.pub);
     return rc;

@@ -1134,24 +1134,42 @@ typedef struct kv_audit_report {
     uint64_t bad_line;        /* the first bad record's line (1: the first); 0 when none */
     uint64_t last_seal_line;  /* the last seal's line; 0 when none */
     uint64_t unsealed;        /* records after the last seal */
+    uint64_t last_seal_seq;   /* the last seal's seq; 0 when none */
+    char last_seal_hash[65];  /* the last seal's hash (64 hex digits); "" when none: with
+                               * last_seal_seq, an anchor to keep outside the file */
 } kv_audit_report;
 
 /* kv_audit_verify flag: a log whose last record is not a seal fails. */
 #define KV_AUDIT_VERIFY_SEALED 0x1u
+
+/* A seal known from outside the file (the syslog line each seal writes, or
+ * an earlier verify's last seal): the file must hold a seal with this seq
+ * and this hash. */
+typedef struct kv_audit_anchor {
+    uint64_t seq;
+    char hash[65];            /* 64 hex digits, lower case */
+} kv_audit_anchor;
 
 /*
  * kv_audit_verify - check an audit log file: every record's hash, the
  * chain of prev hashes and seq numbers from the first record, and, with a
  * public key (DER or PEM; NULL: seals are not checked), every seal's
  * signature. KV_OK when all of it holds; else KV_ERR_CORRUPT (a record
- * edited, deleted, reordered, a truncated tail) or KV_ERR_BAD_SIGNATURE (a
- * seal that does not verify, sealed by another key, no seal at all), with
- * rep->bad_line and kv_errmsg naming the first bad record. Checks what the
- * file holds when the call starts; writers may go on appending.
+ * edited, deleted, reordered, a truncated tail, an anchor the file does not
+ * hold) or KV_ERR_BAD_SIGNATURE (a seal that does not verify, sealed by
+ * another key, no seal at all), with rep->bad_line and kv_errmsg naming the
+ * first bad record. anchors (nanchors of them; NULL, 0: none) are seals the
+ * file must hold: without one, records cut from the end at an earlier seal,
+ * or cut and written again, cannot be told from a shorter log. Without a
+ * public key only the chain is proved: whoever can write the file can make
+ * it pass. Checks what the file holds when the call starts; writers may go
+ * on appending.
  */
 KV_API KV_WUR kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub,
-                                    size_t publen, unsigned flags, kv_audit_report *rep)
-    KV_NONNULL(1, 2, 6);
+                                    size_t publen, unsigned flags,
+                                    const kv_audit_anchor *anchors, size_t nanchors,
+                                    kv_audit_report *rep)
+    KV_NONNULL(1, 2, 8);
 
 /*
  * kv_audit_tail - the last `count` records of an audit log (path NULL: the

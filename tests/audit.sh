@@ -55,6 +55,15 @@ if grep -q "$d" "$L"; then not_ok "no digest of the data in the log"; else ok "n
 
 expect 0 "verify the clean log" -- kv audit verify "$L" --pubkey "$T/seal.pub" --sealed
 contains "$T/out" "signatures verified" "verify says the seals were checked"
+if grep -q 'chain only' "$T/err"; then not_ok "no chain-only warning with --pubkey"; else ok "no chain-only warning with --pubkey"; fi
+# the last seal as verify prints it: the anchor to keep outside the file
+ANCHOR=$(sed -n 's/^last seal: \([0-9]*:[0-9a-f]\{64\}\) .*/\1/p' "$T/out")
+is "verify prints the last seal's seq:hash" "$ANCHOR" "$(grep '"op":"seal"' "$L" | tail -n 1 | sed 's/.*"seq":\([0-9]*\),.*"hash":"\([0-9a-f]*\)"}$/\1:\2/')"
+expect 0 "verify with the last seal as --anchor" -- kv audit verify "$L" --pubkey "$T/seal.pub" --sealed --anchor "$ANCHOR"
+contains "$T/out" "1 anchor found" "verify says the anchor was found"
+expect 0 "verify without --pubkey" -- kv audit verify "$L"
+contains "$T/err" "chain only: whoever can write the file can make this pass; give --pubkey" "verify without --pubkey warns that it proves the chain only"
+expect 2 "a malformed --anchor" -- kv audit verify "$L" --anchor "12:abc"
 expect 0 "tail -n 3" -- kv audit tail -n 3
 is "tail -n 3 prints 3 lines" "$(wc -l <"$T/out")" 3
 expect 0 "tail --json" -- kv audit tail -n 2 --json "$L"
@@ -108,7 +117,24 @@ damaged "a tail cut inside a record" "$total" "(truncated)"
 head -n $((total - 1)) "$T/clean.log" >"$T/d.log"
 last_seal=$(grep -n '"op":"seal"' "$T/d.log" | tail -n 1 | cut -d: -f1)
 damaged "a tail cut by whole records" "$((last_seal + 1))" "does not end with a seal" --sealed
-expect 0 "a tail cut by whole records passes without --sealed" -- kv audit verify "$T/d.log" --pubkey "$T/seal.pub"
+# the documented limit: a live log may end between seals, so without --sealed (or an
+# anchor) the cut passes; the last seal's anchor, kept outside, catches it
+expect 0 "a tail cut by whole records passes without --sealed or --anchor (the limit)" -- kv audit verify "$T/d.log" --pubkey "$T/seal.pub"
+damaged "a tail cut by whole records, with --anchor" "$total" "before the anchored seal" --anchor "$ANCHOR"
+# cut at an earlier seal: --sealed passes (the limit), the anchor of the later seal fails
+head -n "$last_seal" "$T/clean.log" >"$T/d.log"
+expect 0 "a log cut at an earlier seal passes --sealed without --anchor (the limit)" -- kv audit verify "$T/d.log" --pubkey "$T/seal.pub" --sealed
+damaged "a log cut at an earlier seal, with --anchor" "$((last_seal + 1))" "before the anchored seal" --sealed --anchor "$ANCHOR"
+contains "$T/err" "seal ${ANCHOR%%:*}:" "the message names the anchor's seq"
+# cut, then written again: the chain is whole and sealed, the anchor's seq now holds another record
+cp "$T/d.log" "$L"
+expect 0 "sign after the cut" -- kv sign k -i "$T/msg" -o "$T/sig"
+expect 0 "sign after the cut (2)" -- kv sign k -i "$T/msg" -o "$T/sig"
+expect 0 "a log cut then written passes --sealed without --anchor (the limit)" -- kv audit verify "$L" --pubkey "$T/seal.pub" --sealed
+cp "$L" "$T/d.log"
+aline=$(grep -n "\"seq\":${ANCHOR%%:*}," "$T/d.log" | cut -d: -f1)
+damaged "a log cut then written, with --anchor" "$aline" "rewritten from before it" --sealed --anchor "$ANCHOR"
+cp "$T/clean.log" "$L"
 # a log sealed by another key
 expect 0 "keygen another key" -- kv keygen other
 expect 0 "pubkey of the other key" -- kv pubkey other -o "$T/other.pub"

@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <sys/wait.h>
+#include <syslog.h>
 #include <unistd.h>
 #include <check.h>
 #include <jansson.h>
@@ -22,6 +25,50 @@
 #define PASSPHRASE "test passphrase"       /* tu_config's passphrase */
 
 static char log_path[700], conf_path[700];
+
+/* syslog as the library calls it (the core archive is linked in, so these
+ * take the place of libc's): the messages are kept here for the tests. */
+static pthread_mutex_t sys_mu = PTHREAD_MUTEX_INITIALIZER;
+static char sys_text[65536];
+static size_t sys_len;
+
+static void sys_keep(int pri, const char *fmt, va_list ap)
+{
+    pthread_mutex_lock(&sys_mu);
+    if (sys_len < sizeof(sys_text) - 1) {
+        int n = snprintf(sys_text + sys_len, sizeof(sys_text) - sys_len, "<%d>", pri);
+        if (n > 0 && (size_t)n < sizeof(sys_text) - sys_len)
+            sys_len += (size_t)n;
+        n = vsnprintf(sys_text + sys_len, sizeof(sys_text) - sys_len, fmt, ap);
+        if (n > 0)
+            sys_len += (size_t)n < sizeof(sys_text) - sys_len - 1 ? (size_t)n
+                                                                  : sizeof(sys_text) - sys_len - 1;
+        if (sys_len < sizeof(sys_text) - 1)
+            sys_text[sys_len++] = '\n';
+        sys_text[sys_len] = '\0';
+    }
+    pthread_mutex_unlock(&sys_mu);
+}
+
+void syslog(int pri, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    sys_keep(pri, fmt, ap);
+    va_end(ap);
+}
+
+void __syslog_chk(int pri, int flag, const char *fmt, ...);
+void __syslog_chk(int pri, int flag, const char *fmt, ...)
+{
+    va_list ap;
+
+    (void)flag;
+    va_start(ap, fmt);
+    sys_keep(pri, fmt, ap);
+    va_end(ap);
+}
 
 static kv_ctx *audit_ctx(const char *extra)
 {
@@ -146,7 +193,7 @@ static char *rehash(const char *line)
 static kv_rc verify(kv_ctx *ctx, const unsigned char *pub, size_t publen, unsigned flags,
                     kv_audit_report *rep)
 {
-    return kv_audit_verify(ctx, log_path, pub, publen, flags, rep);
+    return kv_audit_verify(ctx, log_path, pub, publen, flags, NULL, 0, rep);
 }
 
 /* Which line a record of op is on (1-based, the n-th such), or 0. */
@@ -187,8 +234,7 @@ START_TEST(clean_log_verifies_and_holds_no_secret)
     ck_assert_uint_eq(line_of(lines, n, "sign", 10) > 0, 1);
     ck_assert_uint_eq(line_of(lines, n, "sign", 11), 0);
     free_lines(lines, n);
-    /* neither the passphrase nor the signed data, nor its digest */
-    ck_assert_int_eq(tu_sh("grep -q '%s' '%s'", PASSPHRASE, log_path), 1);
+    /* neither the signed data nor its digest (the passphrases: the next test) */
     ck_assert_int_eq(tu_sh("grep -q '%s' '%s'", DATA, log_path), 1);
     ck_assert_int_eq(tu_sh("d=$(printf %%s '%s' | openssl dgst -sha256 -r | cut -c1-64); "
                            "! grep -q \"$d\" '%s'", DATA, log_path), 0);
@@ -196,6 +242,42 @@ START_TEST(clean_log_verifies_and_holds_no_secret)
     ck_assert_rc(ctx, verify(ctx, NULL, 0, 0, &rep), KV_OK);
     free(pub);
     kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(passphrases_of_failed_and_good_opens_stay_out_of_the_log)
+{
+    kv_ctx *ctx = audit_ctx("flush = record\n"), *bad = NULL;
+    kv_key *k = NULL;
+    char text[2048], path[800], wrong[800];
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "k", KV_KEY_EC_P256, NULL, &k), KV_OK);
+    kv_key_free(k);
+    k = NULL;
+    ck_assert_rc(ctx, kv_key_open(ctx, "k", &k), KV_OK);
+    sign_n(ctx, k, 1);
+    kv_key_free(k);
+    k = NULL;
+    /* the same store and log, a wrong passphrase */
+    snprintf(wrong, sizeof(wrong), "%s/wrongpass", tu_tmpdir());
+    tu_write(wrong, "zebra kettle 5d1e\n");
+    snprintf(text, sizeof(text), "[keyvault]\nbackends = software\n[software]\nstore = %s/soft\n"
+             "passphrase = file:%s\nkdf_iterations = 1000\n[audit]\nfile = %s\n"
+             "flush = record\n", tu_tmpdir(), wrong, log_path);
+    snprintf(path, sizeof(path), "%s/wrong.conf", tu_tmpdir());
+    tu_write(path, text);
+    ck_assert_msg(kv_ctx_new(&bad, path) == KV_OK, "kv_ctx_new: %s", kv_errmsg(NULL));
+    ck_assert_rc(bad, kv_key_open(bad, "k", &k), KV_ERR_AUTH_FAILED);
+    kv_ctx_free(bad);
+    kv_ctx_free(ctx);
+    /* the log holds the failed open (so the grep below looks at one) ... */
+    ck_assert_int_eq(tu_sh("grep -q '\"key\":\"k\",.*\"op\":\"open\",\"result\":\"auth-failed\"' '%s'",
+                           log_path), 0);
+    ck_assert_int_eq(tu_sh("grep -q '\"op\":\"open\",\"result\":\"ok\"' '%s'", log_path), 0);
+    /* ... and neither passphrase (nor a word of the wrong one; the words are
+     * not hex, so no hash matches by chance) */
+    ck_assert_int_eq(tu_sh("grep -q -e '%s' -e 'zebra' -e 'kettle' '%s'", PASSPHRASE,
+                           log_path), 1);
 }
 END_TEST
 
@@ -242,7 +324,7 @@ static void do_edit_rehash(char **lines, size_t n, size_t *bad)
     free(lines[i]);
     lines[i] = p;
     write_lines(lines, n);
-    *bad = i + 2; /* the next record's prev no longer matches */
+    *bad = i + 1; /* found at the next record, whose prev no longer matches */
 }
 
 static void do_delete(char **lines, size_t n, size_t *bad)
@@ -320,9 +402,9 @@ START_TEST(edited_record_fails_at_it)
 }
 END_TEST
 
-START_TEST(edited_and_rehashed_fails_at_the_next)
+START_TEST(edited_and_rehashed_fails_at_it)
 {
-    damaged(do_edit_rehash, KV_ERR_CORRUPT, "replaced", 0);
+    damaged(do_edit_rehash, KV_ERR_CORRUPT, "replaced, with a hash that fits", 0);
 }
 END_TEST
 
@@ -407,6 +489,132 @@ START_TEST(log_sealed_by_another_key_fails)
     free_lines(lines, n);
     kv_key_free(other);
     kv_ctx_free(ctx);
+}
+END_TEST
+
+/* The last seal of the clean log as an anchor; the log cut back to its
+ * third seal (an earlier one). */
+static kv_audit_anchor cut_to_earlier_seal(kv_ctx *ctx, const unsigned char *pub, size_t publen,
+                                           size_t *cut)
+{
+    kv_audit_anchor an;
+    kv_audit_report rep;
+    size_t n;
+    char **lines = read_lines(&n), want[100];
+
+    ck_assert_rc(ctx, verify(ctx, pub, publen, KV_AUDIT_VERIFY_SEALED, &rep), KV_OK);
+    /* the report's last seal is the file's last line */
+    ck_assert_uint_eq(rep.last_seal_line, n);
+    snprintf(want, sizeof(want), "\"seq\":%llu,", (unsigned long long)rep.last_seal_seq);
+    ck_assert_ptr_nonnull(strstr(lines[n - 1], want));
+    snprintf(want, sizeof(want), ",\"hash\":\"%s\"}", rep.last_seal_hash);
+    ck_assert_ptr_nonnull(strstr(lines[n - 1], want));
+    an.seq = rep.last_seal_seq;
+    memcpy(an.hash, rep.last_seal_hash, sizeof(an.hash));
+    *cut = line_of(lines, n, "seal", 3);
+    ck_assert_uint_lt(*cut, n);
+    write_lines(lines, *cut);
+    free_lines(lines, n);
+    return an;
+}
+
+START_TEST(cut_at_an_earlier_seal_fails_with_the_anchor)
+{
+    unsigned char *pub = NULL;
+    size_t publen = 0, cut;
+    kv_audit_report rep;
+    kv_audit_anchor an, bad;
+    kv_ctx *ctx;
+
+    make_log(&pub, &publen);
+    ctx = tu_ctx(NULL);
+    an = cut_to_earlier_seal(ctx, pub, publen, &cut);
+    /* the limit: without an anchor, a log cut at a seal is a shorter log */
+    ck_assert_rc(ctx, verify(ctx, pub, publen, KV_AUDIT_VERIFY_SEALED, &rep), KV_OK);
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, pub, publen, KV_AUDIT_VERIFY_SEALED, &an,
+                                      1, &rep), KV_ERR_CORRUPT);
+    ck_assert_msg(strstr(kv_errmsg(ctx), "before the anchored seal"), "%s", kv_errmsg(ctx));
+    ck_assert_uint_eq(rep.bad_line, cut + 1);
+    /* the same without a key: the anchor alone catches it */
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, &an, 1, &rep), KV_ERR_CORRUPT);
+    /* an anchor that is not one */
+    bad = an;
+    bad.hash[10] = 'G';
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, pub, publen, 0, &bad, 1, &rep),
+                 KV_ERR_INVALID_ARG);
+    free(pub);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(cut_then_written_fails_with_the_anchor)
+{
+    unsigned char *pub = NULL;
+    size_t publen = 0, cut, n;
+    kv_audit_report rep;
+    kv_audit_anchor an, early;
+    kv_ctx *ctx, *w;
+    kv_key *k = NULL;
+    char **lines;
+
+    make_log(&pub, &publen);
+    ctx = tu_ctx(NULL);
+    an = cut_to_earlier_seal(ctx, pub, publen, &cut);
+    ck_assert_rc(ctx, verify(ctx, pub, publen, KV_AUDIT_VERIFY_SEALED, &rep), KV_OK);
+    early.seq = rep.last_seal_seq;
+    memcpy(early.hash, rep.last_seal_hash, sizeof(early.hash));
+    /* a writer goes on from the cut: the chain is whole again, sealed by the right key */
+    w = audit_ctx("seal_key = seal\nseal_every = 4\n");
+    ck_assert_rc(w, kv_key_open(w, "k", &k), KV_OK);
+    sign_n(w, k, 6);
+    kv_key_free(k);
+    kv_ctx_free(w);
+    lines = read_lines(&n);
+    ck_assert_uint_gt(n, cut + 5);
+    free_lines(lines, n);
+    ck_assert_rc(ctx, verify(ctx, pub, publen, KV_AUDIT_VERIFY_SEALED, &rep), KV_OK);
+    ck_assert_uint_ge(rep.last_seal_seq, an.seq);
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, pub, publen, KV_AUDIT_VERIFY_SEALED, &an,
+                                      1, &rep), KV_ERR_CORRUPT);
+    ck_assert_msg(strstr(kv_errmsg(ctx), "the log was rewritten from before it"), "%s",
+                  kv_errmsg(ctx));
+    ck_assert_uint_eq(rep.bad_line, an.seq); /* seq n is at line n in a file written whole */
+    /* the earlier seal, which the cut kept, is still there: both anchors, first one fails */
+    {
+        kv_audit_anchor both[2] = { early, an };
+        ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, pub, publen, 0, both, 2, &rep),
+                     KV_ERR_CORRUPT);
+        ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, pub, publen, 0, both, 1, &rep),
+                     KV_OK);
+    }
+    free(pub);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(every_seal_goes_to_syslog_as_an_anchor)
+{
+    size_t n, seals = 0;
+    char **lines, want[1024];
+
+    sys_len = 0;
+    sys_text[0] = '\0';
+    make_log(NULL, NULL);
+    lines = read_lines(&n);
+    for (size_t i = 0; i < n; i++) {
+        json_t *j = json_loads(lines[i], 0, NULL);
+        if (!strcmp(json_string_value(json_object_get(j, "op")), "seal")) {
+            seals++;
+            snprintf(want, sizeof(want), "<%d>libkeyvault audit: seal seq %lld hash %s file %s\n",
+                     LOG_AUTHPRIV | LOG_INFO,
+                     (long long)json_integer_value(json_object_get(j, "seq")),
+                     json_string_value(json_object_get(j, "hash")), log_path);
+            ck_assert_msg(strstr(sys_text, want), "not in syslog: %s", want);
+        }
+        json_decref(j);
+    }
+    ck_assert_uint_ge(seals, 4);
+    free_lines(lines, n);
 }
 END_TEST
 
@@ -602,7 +810,7 @@ START_TEST(file_records_failures_with_their_result)
         free(again);
         json_decref(j);
     }
-    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, &rep), KV_OK);
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, NULL, 0, &rep), KV_OK);
     ck_assert_uint_eq(rep.records, 5);
     ck_assert_ptr_nonnull(strstr(lines[0], "\"key\":\"nosuchkey\""));
     ck_assert_ptr_nonnull(strstr(lines[0], "\"result\":\"error\",\"error\":3,\"message\":"));
@@ -656,10 +864,49 @@ START_TEST(torn_tail_is_cut_and_rotation_starts_a_chain)
     sign_n(ctx, k, 1);
     ck_assert_rc(v, verify(v, NULL, 0, 0, &rep), KV_OK);
     ck_assert_uint_eq(rep.records, 1);
-    ck_assert_rc(v, kv_audit_verify(v, moved, NULL, 0, 0, &rep), KV_OK);
+    ck_assert_rc(v, kv_audit_verify(v, moved, NULL, 0, 0, NULL, 0, &rep), KV_OK);
     ck_assert_uint_eq(rep.records, 4);
     kv_key_free(k);
     kv_ctx_free(ctx);
+    kv_ctx_free(v);
+}
+END_TEST
+
+START_TEST(rotated_file_gets_its_closing_seal)
+{
+    kv_ctx *ctx = audit_ctx("seal_key = seal\nseal_every = 100\nflush = record\n"),
+           *v = tu_ctx(NULL);
+    kv_key *seal = NULL, *k = NULL;
+    unsigned char pub[200];
+    size_t publen = sizeof(pub);
+    kv_audit_report rep;
+    char moved[800];
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "seal", KV_KEY_EC_P256, NULL, &seal), KV_OK);
+    ck_assert_rc(ctx, kv_key_public_der(seal, pub, &publen), KV_OK);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "k", KV_KEY_EC_P256, NULL, &k), KV_OK);
+    sign_n(ctx, k, 3);
+    snprintf(moved, sizeof(moved), "%s.1", log_path);
+    ck_assert_int_eq(rename(log_path, moved), 0);
+    sign_n(ctx, k, 1);
+    /* the old file ends with a seal made when the writer moved on */
+    ck_assert_rc(v, kv_audit_verify(v, moved, pub, publen, KV_AUDIT_VERIFY_SEALED, NULL, 0,
+                                    &rep), KV_OK);
+    ck_assert_uint_eq(rep.records, 6);
+    ck_assert_uint_eq(rep.seals, 1);
+    ck_assert_uint_eq(rep.last_seal_line, 6);
+    /* the anchor names the file by the name it has now */
+    {
+        char want[1024];
+        snprintf(want, sizeof(want), "seal seq 6 hash %s file %s\n", rep.last_seal_hash, moved);
+        ck_assert_msg(strstr(sys_text, want), "not in syslog: %s", want);
+    }
+    kv_key_free(k);
+    kv_key_free(seal);
+    kv_ctx_free(ctx);
+    /* and the new one, with its own chain and closing seal */
+    ck_assert_rc(v, verify(v, pub, publen, KV_AUDIT_VERIFY_SEALED, &rep), KV_OK);
+    ck_assert_uint_eq(rep.records, 2);
     kv_ctx_free(v);
 }
 END_TEST
@@ -678,12 +925,12 @@ START_TEST(hostile_lines_are_named)
         fprintf(f, "%s\n", big);
         fclose(f);
     }
-    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, &rep), KV_ERR_CORRUPT);
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, NULL, 0, &rep), KV_ERR_CORRUPT);
     ck_assert_uint_eq(rep.bad_line, 2);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "longer than"));
     /* a NUL inside a record, and text that is not JSON */
     ck_assert_int_eq(tu_sh("printf '{\"a\":\\000}\\n' > '%s'", log_path), 0);
-    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, &rep), KV_ERR_CORRUPT);
+    ck_assert_rc(ctx, kv_audit_verify(ctx, log_path, NULL, 0, 0, NULL, 0, &rep), KV_ERR_CORRUPT);
     ck_assert_uint_eq(rep.bad_line, 1);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "not an audit record"));
     /* not a regular file: refused at once, never waited on */
@@ -691,10 +938,84 @@ START_TEST(hostile_lines_are_named)
     {
         char fifo[800];
         snprintf(fifo, sizeof(fifo), "%s.fifo", log_path);
-        ck_assert_rc(ctx, kv_audit_verify(ctx, fifo, NULL, 0, 0, &rep), KV_ERR_BAD_INPUT);
+        ck_assert_rc(ctx, kv_audit_verify(ctx, fifo, NULL, 0, 0, NULL, 0, &rep), KV_ERR_BAD_INPUT);
     }
     free(big);
     kv_ctx_free(ctx);
+}
+END_TEST
+
+/* In the copy of this program with a long executable path: three records
+ * in one batch, the middle one (its detail 256 control characters, each
+ * written as 6) too long for a line. */
+static int long_exe_child(const char *conf)
+{
+    char detail[257];
+    kv_ctx *ctx = NULL;
+
+    memset(detail, 1, 256);
+    detail[256] = '\0';
+    if (kv_ctx_new(&ctx, conf) != KV_OK)
+        return 2;
+    kv_audit_event(ctx, KV_AUDIT_SIGN, "a", 1, "software", KV_OK, NULL);
+    kv_audit_event(ctx, KV_AUDIT_ISSUE, "b", 1, "software", KV_OK, detail);
+    kv_audit_event(ctx, KV_AUDIT_SIGN, "c", 1, "software", KV_OK, NULL);
+    kv_ctx_free(ctx);
+    return strstr(sys_text, "libkeyvault audit: a issue record longer than 16384 bytes dropped")
+               ? 0 : (fprintf(stderr, "syslog: %s\n", sys_text), 3);
+}
+
+START_TEST(a_record_too_long_is_dropped_alone)
+{
+    kv_ctx *ctx = audit_ctx("flush_ms = 60000\n"), *v;
+    char path[4096], comp[251], buf[65536];
+    kv_audit_report rep;
+    size_t n;
+    ssize_t r;
+    int in, out, st;
+    pid_t pid;
+    char **lines;
+
+    kv_ctx_free(ctx);
+    /* the copy's path: 10 directories of 250 control characters (each
+     * escaped as \u0001 in the record's exe), so that an ordinary record
+     * stays under 16 KiB and one with a long detail does not */
+    memset(comp, 1, 250);
+    comp[250] = '\0';
+    snprintf(path, sizeof(path), "%s", tu_tmpdir());
+    for (int i = 0; i < 10; i++) {
+        size_t len = strlen(path);
+        snprintf(path + len, sizeof(path) - len, "/%s", comp);
+        ck_assert_int_eq(mkdir(path, 0700), 0);
+    }
+    strcat(path, "/check_audit");
+    in = open("/proc/self/exe", O_RDONLY);
+    out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0700);
+    ck_assert_int_ge(in, 0);
+    ck_assert_int_ge(out, 0);
+    while ((r = read(in, buf, sizeof(buf))) > 0)
+        ck_assert_int_eq(write(out, buf, (size_t)r), r);
+    close(in);
+    close(out);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        execl(path, path, "--long-exe-child", conf_path, (char *)NULL);
+        _exit(4);
+    }
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: status 0x%x", st);
+    /* the other two records are there, chained: seq 1 and 2 */
+    lines = read_lines(&n);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_ptr_nonnull(strstr(lines[0], "\"seq\":1,\"key\":\"a\""));
+    ck_assert_ptr_nonnull(strstr(lines[1], "\"seq\":2,\"key\":\"c\""));
+    ck_assert_uint_gt(strlen(lines[0]), 14000);
+    free_lines(lines, n);
+    v = tu_ctx(NULL); /* (after the child: it writes the configuration again) */
+    ck_assert_rc(v, verify(v, NULL, 0, 0, &rep), KV_OK);
+    ck_assert_uint_eq(rep.records, 2);
+    kv_ctx_free(v);
 }
 END_TEST
 
@@ -771,8 +1092,9 @@ static Suite *audit_suite(void)
 
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, clean_log_verifies_and_holds_no_secret);
+    tcase_add_test(tc, passphrases_of_failed_and_good_opens_stay_out_of_the_log);
     tcase_add_test(tc, edited_record_fails_at_it);
-    tcase_add_test(tc, edited_and_rehashed_fails_at_the_next);
+    tcase_add_test(tc, edited_and_rehashed_fails_at_it);
     tcase_add_test(tc, deleted_record_fails_at_its_place);
     tcase_add_test(tc, deleted_head_fails_at_line_1);
     tcase_add_test(tc, reordered_records_fail_at_the_first);
@@ -780,19 +1102,26 @@ static Suite *audit_suite(void)
     tcase_add_test(tc, truncated_records_fail_when_sealed_is_required);
     tcase_add_test(tc, bad_seal_fails_at_it);
     tcase_add_test(tc, log_sealed_by_another_key_fails);
+    tcase_add_test(tc, cut_at_an_earlier_seal_fails_with_the_anchor);
+    tcase_add_test(tc, every_seal_goes_to_syslog_as_an_anchor);
+    tcase_add_test(tc, cut_then_written_fails_with_the_anchor);
     tcase_add_test(tc, threads_and_processes_keep_the_chain);
     tcase_add_test(tc, callback_sees_uses_denials_and_auth_failures);
     tcase_add_test(tc, file_records_failures_with_their_result);
     tcase_add_test(tc, buffered_records_arrive_within_flush_ms);
     tcase_add_test(tc, torn_tail_is_cut_and_rotation_starts_a_chain);
+    tcase_add_test(tc, rotated_file_gets_its_closing_seal);
     tcase_add_test(tc, hostile_lines_are_named);
+    tcase_add_test(tc, a_record_too_long_is_dropped_alone);
     tcase_add_test(tc, tail_returns_the_last_records);
     tcase_add_test(tc, settings_are_checked);
     suite_add_tcase(s, tc);
     return s;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc == 3 && !strcmp(argv[1], "--long-exe-child"))
+        return long_exe_child(argv[2]);
     return tu_run(audit_suite());
 }

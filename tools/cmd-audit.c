@@ -4,7 +4,9 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,22 +14,46 @@
 #include "cli.h"
 
 const char audit_help[] =
-    "usage: keyvault [-c CONF] audit verify FILE [--pubkey PEM] [--sealed]\n"
+    "usage: keyvault [-c CONF] audit verify FILE [--pubkey PEM] [--sealed] [--anchor SEQ:HASH]...\n"
     "       keyvault [-c CONF] audit tail [-n N] [FILE] [--json]\n"
     "verify: check every record's hash, the chain of prev hashes and seq numbers,\n"
     "and with --pubkey (the seal key's public key, PEM or DER) every seal's\n"
     "signature. The first bad record is named by its line; exit status 1 then.\n"
     "--sealed: the log must also end with a seal (a log whose writers are done).\n"
+    "--anchor SEQ:HASH (repeatable): the log must hold the seal with this seq and\n"
+    "hash, as syslog or an earlier verify (its \"last seal\" line) gave it; without\n"
+    "one, records cut from the end at a seal, or cut and written again, pass.\n"
+    "Without --pubkey only the chain is checked: whoever can write the file can\n"
+    "make that pass.\n"
     "tail: the last N records (default 10) of FILE, else of the configured\n"
     "[audit] file, one a line; --json prints them as they are in the file.\n";
+
+/* "SEQ:HASH": a seal's seq and its hash (64 lower-case hex digits). */
+static bool parse_anchor(const char *s, kv_audit_anchor *an)
+{
+    const char *colon = strchr(s, ':');
+    char *end;
+
+    if (!colon || colon == s || s[0] < '0' || s[0] > '9' || strlen(colon + 1) != 64)
+        return false;
+    errno = 0;
+    an->seq = strtoull(s, &end, 10);
+    if (errno || end != colon || an->seq == 0)
+        return false;
+    memcpy(an->hash, colon + 1, 65);
+    return strspn(an->hash, "0123456789abcdef") == 64;
+}
 
 static int audit_verify(kv_ctx *ctx, int argc, char **argv)
 {
     static const struct option opts[] = {
         { "pubkey", required_argument, NULL, 'p' },
         { "sealed", no_argument, NULL, 's' },
+        { "anchor", required_argument, NULL, 'a' },
         { NULL, 0, NULL, 0 },
     };
+    kv_audit_anchor *anchors = calloc((size_t)argc, sizeof(*anchors));
+    size_t nanchors = 0;
     const char *pubfile = NULL;
     unsigned char *pub = NULL;
     size_t publen = 0;
@@ -40,6 +66,10 @@ static int audit_verify(kv_ctx *ctx, int argc, char **argv)
         switch (c) {
         case 'p': pubfile = optarg; break;
         case 's': flags |= KV_AUDIT_VERIFY_SEALED; break;
+        case 'a':
+            if (!anchors || !parse_anchor(optarg, &anchors[nanchors++]))
+                die_usage("audit", "--anchor takes SEQ:HASH (a seal's seq and its 64 hex digits)");
+            break;
         default: die_usage("audit", "bad option");
         }
     }
@@ -47,7 +77,10 @@ static int audit_verify(kv_ctx *ctx, int argc, char **argv)
         die_usage("audit", "verify expects one FILE");
     if (pubfile && !(pub = read_all(pubfile, &publen)))
         return fail_sys("audit", "read", pubfile);
-    rc = kv_audit_verify(ctx, argv[optind], pub, publen, flags, &rep);
+    if (!pub)
+        fprintf(stderr, "keyvault audit: warning: chain only: whoever can write the file can "
+                        "make this pass; give --pubkey\n");
+    rc = kv_audit_verify(ctx, argv[optind], pub, publen, flags, anchors, nanchors, &rep);
     if (rc != KV_OK) {
         ret = fail("audit", ctx, rc);
         goto out;
@@ -58,8 +91,14 @@ static int audit_verify(kv_ctx *ctx, int argc, char **argv)
         printf(" (%s, the last at line %llu)", pub ? "signatures verified" : "not checked: no --pubkey",
                (unsigned long long)rep.last_seal_line);
     printf("; %llu records after the last seal\n", (unsigned long long)rep.unsealed);
+    if (nanchors)
+        printf("%zu anchor%s found\n", nanchors, nanchors == 1 ? "" : "s");
+    if (rep.last_seal_seq)
+        printf("last seal: %llu:%s (keep it outside the file; give it to a later verify as "
+               "--anchor)\n", (unsigned long long)rep.last_seal_seq, rep.last_seal_hash);
     ret = EXIT_OK;
 out:
+    free(anchors);
     free(pub);
     return ret;
 }
