@@ -69,3 +69,23 @@ finish() {
     echo "$(basename "$0"): $pass passed, $fail failed"
     [ "$fail" -eq 0 ]
 }
+
+# provider_cnf OUT KV_CONF: an openssl.cnf at OUT that activates our provider
+# (the build's module) with the vault configuration KV_CONF, beside the
+# default provider, for unmodified openssl commands (OPENSSL_CONF=OUT)
+provider_cnf() {
+    cat >"$1" <<CNF
+openssl_conf = openssl_init
+[openssl_init]
+providers = provider_sect
+[provider_sect]
+keyvault = keyvault_sect
+default = default_sect
+[keyvault_sect]
+module = $(cd "${KV_BUILDDIR:-.}/libkeyvault/provider/.libs" && pwd)/keyvault.so
+keyvault_conf = $2
+activate = 1
+[default_sect]
+activate = 1
+CNF
+}

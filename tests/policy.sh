@@ -255,20 +255,7 @@ if [ -n "$MODDIR" ] && [ -f "$MODDIR/keyvault.so" ]; then
         ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
         export LD_PRELOAD ASAN_OPTIONS
     fi
-    cat >"$T/openssl.cnf" <<CNF
-openssl_conf = openssl_init
-[openssl_init]
-providers = provider_sect
-[provider_sect]
-keyvault = keyvault_sect
-default = default_sect
-[keyvault_sect]
-module = $MODDIR/keyvault.so
-keyvault_conf = $T/kv.conf
-activate = 1
-[default_sect]
-activate = 1
-CNF
+    provider_cnf "$T/openssl.cnf" "$T/kv.conf"
     ossl() { OPENSSL_CONF=$T/openssl.cnf openssl "$@"; }
     for be in pkcs11 tpm software; do
         expect 0 "$be: openssl pkeyutl -sign with the sign-only key" -- ossl pkeyutl -sign -inkey "keyvault:s-$be" -in "$T/md" -out "$T/o.sig"

@@ -189,20 +189,7 @@ run_backend() {
     expect 0 "$be: retired v2's public key is still there" -- kv pubkey "$n@2" -o "$B/v2r.pub"
     expect 0 "$be: v1 still signs (its own overlap)" -- kv sign "$n@1" -i "$T/msg" -o "$B/x.sig"
     # the same through the OpenSSL provider: an unmodified openssl
-    cat >"$B/openssl.cnf" <<CNF
-openssl_conf = openssl_init
-[openssl_init]
-providers = provider_sect
-[provider_sect]
-keyvault = keyvault_sect
-default = default_sect
-[keyvault_sect]
-module = $MODDIR/keyvault.so
-keyvault_conf = $CONF
-activate = 1
-[default_sect]
-activate = 1
-CNF
+    provider_cnf "$B/openssl.cnf" "$CONF"
     expect 0 "$be: openssl signs with v1 through the provider (overlap)" -- \
         ossl dgst -sha256 -sign "keyvault:$n@1" -out "$B/p1.sig" "$T/msg"
     verifies "$B/v1.pub" "$B/p1.sig" "$be: the provider's v1 signature verifies"
