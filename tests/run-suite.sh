@@ -54,6 +54,11 @@ timeout_mult=1
 run_check build --enable-strict || status=1
 if [ "$quick" = no ]; then
     timeout_mult=4
+    # the plain build ran rotate.sh's 100 SIGKILLs per backend; the
+    # sanitized build and distcheck run a quarter of them (each kill is a
+    # process start, and ASan's is the slow part), unless the caller asks
+    KV_ROTATE_KILLS=${KV_ROTATE_KILLS:-25}
+    export KV_ROTATE_KILLS
     run_check build-asan --enable-strict --with-sanitizer=address,undefined || status=1
     echo "== make distcheck"
     if ! (cd build && make -s -j"$jobs" distcheck >distcheck.log 2>&1); then
