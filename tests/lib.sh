@@ -89,3 +89,29 @@ activate = 1
 activate = 1
 CNF
 }
+
+# vault_conf TCTI: $T/kv.conf, one vault over a SoftHSM token (softhsm.sh),
+# the TPM at TCTI (keys in $T/tpmkeys) and a software store in $T/store
+# (passphrase in $T/pass), in the order pkcs11, tpm, software
+vault_conf() {
+    printf 'software store passphrase\n' >"$T/pass"
+    chmod 600 "$T/pass"
+    cat >"$T/kv.conf" <<CONF
+[keyvault]
+backends = pkcs11, tpm, software
+
+[pkcs11]
+module = $KV_P11_MODULE
+token = $KV_P11_TOKEN
+pin = file:$KV_P11_PINFILE
+
+[tpm]
+tcti = $1
+keys = $T/tpmkeys
+
+[software]
+store = $T/store
+passphrase = file:$T/pass
+kdf_iterations = 1000
+CONF
+}

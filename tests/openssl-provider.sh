@@ -56,26 +56,7 @@ stop_servers() {
 }
 
 # ---- one vault over the three backends, and an openssl.cnf activating us ----
-printf 'software store passphrase\n' >"$T/pass"
-chmod 600 "$T/pass"
-cat >"$T/kv.conf" <<CONF
-[keyvault]
-backends = pkcs11, tpm, software
-
-[pkcs11]
-module = $KV_P11_MODULE
-token = $KV_P11_TOKEN
-pin = file:$KV_P11_PINFILE
-
-[tpm]
-tcti = $KV_ABRMD_TCTI
-keys = $T/tpmkeys
-
-[software]
-store = $T/store
-passphrase = file:$T/pass
-kdf_iterations = 1000
-CONF
+vault_conf "$KV_ABRMD_TCTI"
 KEYVAULT_CONF=$T/kv.conf
 export KEYVAULT_CONF
 kv() { "$KEYVAULT" -c "$T/kv.conf" "$@"; }

@@ -22,26 +22,7 @@ MODDIR=$(cd "$B/libkeyvault/provider/.libs" 2>/dev/null && pwd)
 for tool in pkcs11-tool tpm2_readpublic tpm2_load openssl xxd; do
     command -v "$tool" >/dev/null 2>&1 || { echo "policy.sh: $tool is missing (tests/install-deps.sh)"; exit 1; }
 done
-printf 'software store passphrase\n' >"$T/pass"
-chmod 600 "$T/pass"
-cat >"$T/kv.conf" <<CONF
-[keyvault]
-backends = pkcs11, tpm, software
-
-[pkcs11]
-module = $KV_P11_MODULE
-token = $KV_P11_TOKEN
-pin = file:$KV_P11_PINFILE
-
-[tpm]
-tcti = $KV_TPM_TCTI
-keys = $T/tpmkeys
-
-[software]
-store = $T/store
-passphrase = file:$T/pass
-kdf_iterations = 1000
-CONF
+vault_conf "$KV_TPM_TCTI"
 kv() { "$KEYVAULT" -c "$T/kv.conf" "$@"; }
 p11() { pkcs11-tool --module "$KV_P11_MODULE" --token-label "$KV_P11_TOKEN" --login --pin "$KV_P11_PIN" "$@"; }
 export TPM2TOOLS_TCTI="$KV_TPM_TCTI"
