@@ -650,8 +650,11 @@ static kv_rc jwk_b64u(vkey *k, const json_t *jwk, const char *member, unsigned c
     return rc == KV_OK ? KV_OK : vkey_unusable(k, rc, "JWK member '%s' %s", member, why);
 }
 
-/* Build a public key from OSSL_PARAMs (EVP_PKEY_fromdata) and check it
- * (EVP_PKEY_public_check: an EC point on its curve, an RSA modulus odd, ...). */
+/* Build a public key from OSSL_PARAMs (EVP_PKEY_fromdata). An EC point is
+ * checked with EVP_PKEY_public_check_quick: on the curve and not the point
+ * at infinity, which on P-256 and P-384 (cofactor 1) is membership of the
+ * prime-order group. RSA's full check (SP 800-56B, a primality test of n)
+ * costs about 20 ms a key; jwk_rsa makes the checks that matter here. */
 static kv_rc pkey_fromdata(vkey *k, OSSL_LIB_CTX *libctx, const char *type, OSSL_PARAM_BLD *bld,
                            const char *what)
 {
@@ -665,10 +668,10 @@ static kv_rc pkey_fromdata(vkey *k, OSSL_LIB_CTX *libctx, const char *type, OSSL
         rc = vkey_unusable(k, KV_ERR_BAD_INPUT, "JWK %s is not a valid public key (%s)", what,
                            ERR_reason_error_string(ERR_peek_last_error()) ?
                                ERR_reason_error_string(ERR_peek_last_error()) : "refused");
-    else if (!(cctx = EVP_PKEY_CTX_new_from_pkey(libctx, k->pkey, NULL)) ||
-             EVP_PKEY_public_check(cctx) != 1)
-        rc = vkey_unusable(k, KV_ERR_BAD_INPUT, "JWK %s fails the public key check%s", what,
-                           strcmp(type, "EC") == 0 ? " (the point is not on the curve)" : "");
+    else if (strcmp(type, "EC") == 0 &&
+             (!(cctx = EVP_PKEY_CTX_new_from_pkey(libctx, k->pkey, NULL)) ||
+              EVP_PKEY_public_check_quick(cctx) != 1))
+        rc = vkey_unusable(k, KV_ERR_BAD_INPUT, "JWK %s is not on the curve", what);
     EVP_PKEY_CTX_free(cctx);
     EVP_PKEY_CTX_free(pctx);
     OSSL_PARAM_free(params);
@@ -744,8 +747,16 @@ static kv_rc jwk_rsa(vkey *k, OSSL_LIB_CTX *libctx, const json_t *jwk)
                            "accepted", bits, RSA_MIN_BITS, RSA_MAX_BITS);
         goto out;
     }
-    if (!(bn = BN_bin2bn(n, (int)nlen, NULL)) || !(be = BN_bin2bn(e, (int)elen, NULL)) ||
-        !(bld = OSSL_PARAM_BLD_new()) || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn) ||
+    if (!(bn = BN_bin2bn(n, (int)nlen, NULL)) || !(be = BN_bin2bn(e, (int)elen, NULL))) {
+        rc = vkey_unusable(k, KV_ERR_NO_MEMORY, "out of memory");
+        goto out;
+    }
+    if (!BN_is_odd(bn) || !BN_is_odd(be) || BN_is_one(be)) {
+        rc = vkey_unusable(k, KV_ERR_BAD_INPUT, "RSA JWK %s is even or 1: not an RSA public key",
+                           BN_is_odd(bn) ? "e" : "n");
+        goto out;
+    }
+    if (!(bld = OSSL_PARAM_BLD_new()) || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn) ||
         !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be)) {
         rc = vkey_unusable(k, KV_ERR_NO_MEMORY, "out of memory");
         goto out;

@@ -698,6 +698,13 @@ START_TEST(test_bad_keys)
     expect(NULL, a3, "{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}", KV_ERR_BAD_INPUT,
            "private or secret key member 'k'");
     expect(NULL, a3, "{\"keys\":[]}", KV_ERR_BAD_INPUT, "not an array of 1 to 64");
+    /* the RFC 7638 modulus with its lowest bit cleared: even, so no RSA key */
+    jwk = kv_asprintf("{\"kty\":\"RSA\",\"n\":\"%.*sg\",\"e\":\"AQAB\"}",
+                      (int)strlen(RFC7638_N) - 1, RFC7638_N);
+    kv_err_begin(NULL);   /* an internal call: it does not start a new detail itself */
+    ck_assert_rc(NULL, kv_jose_jwk_thumbprint(NULL, jwk, strlen(jwk), &tok), KV_ERR_BAD_INPUT);
+    ck_assert_msg(strstr(kv_errmsg(NULL), "RSA JWK n is even"), "%s", kv_errmsg(NULL));
+    free(jwk);
     expect(NULL, a3, "not json", KV_ERR_BAD_INPUT, "the key set is not valid JSON");
 }
 END_TEST
