@@ -1038,7 +1038,7 @@ kv_rc kv_jws_verify(kv_ctx *ctx, const char *jws, const char *keys,
         return kv_error(ctx, KV_ERR_INVALID_ARG, "kv_jws_verify_opts: size %zu or flags 0x%x "
                         "not known", opts->size, opts->flags);
     if (opts && opts->max_len)
-        max = opts->max_len;
+        max = opts->max_len < INT_MAX / 2 ? opts->max_len : INT_MAX / 2;
     if ((len = strnlen(jws, max + 1)) > max)
         return kv_error(ctx, KV_ERR_BAD_INPUT, "token is longer than the %zu-byte limit", max);
     if ((klen = strnlen(keys, max + 1)) > max)

@@ -603,6 +603,8 @@ START_TEST(test_negative_corpus)
     expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "longer than the 65536-byte limit");
     o.max_len = 200000;
     ck_assert_rc(ctx, kv_jws_verify(ctx, tok, jwk, &o, NULL, NULL, NULL), KV_OK);
+    o.max_len = (size_t)-1;   /* no wrap-around to a limit of 0 */
+    ck_assert_rc(ctx, kv_jws_verify(ctx, tok, jwk, &o, NULL, NULL, NULL), KV_OK);
     free(tok);
 
     /* headers that bring their own key or extension: jwk (the attacker's key,
