@@ -49,7 +49,7 @@ function options(args, known) {
 }
 
 // the SPKI DER of a key (a KeyObject from jose's node runtime), as hex
-const spki = (key) => createPublicKey(key).export({ type: 'spki', format: 'der' }).toString('hex');
+const spki = (key) => (key.type === 'public' ? key : createPublicKey(key)).export({ type: 'spki', format: 'der' }).toString('hex');
 const derToPem = (b64) => `-----BEGIN CERTIFICATE-----\n${b64.match(/.{1,64}/g).join('\n')}\n-----END CERTIFICATE-----\n`;
 
 // the alg a key type takes by our design's table
@@ -198,7 +198,17 @@ async function corpus(args) {
   put('good-aud-array', await jwt(claims({ aud: ['https://other.example/', AUD] }), vh(), victim.privateKey));
   put('skew-exp-inside', await jwt(claims({ iat: now - 330, exp: now - 30 }), vh(), victim.privateKey));
   put('skew-nbf-inside', await jwt(claims({ nbf: now + 30 }), vh(), victim.privateKey));
-  put('big-inside', await jwt(claims({ pad: 'a'.repeat(40000) }), vh(), victim.privateKey));
+  // the size limit, 64 KiB: the longest token up to it, and the shortest over it
+  const sized = async (fits) => {
+    const base = claims();
+    const len = (n) => b64u(JSON.stringify(vh())).length + 1 +
+      b64u(JSON.stringify({ ...base, pad: 'a'.repeat(n) })).length + 1 + 86;
+    let n = Math.floor(((65536 - len(0)) * 3) / 4) - 8;
+    while (len(n + 1) <= 65536) n++;
+    if (!fits) n++;
+    return jwt({ ...base, pad: 'a'.repeat(n) }, vh(), victim.privateKey);
+  };
+  put('big-inside', await sized(true));
 
   // alg none, in its spellings, with and without the victim's kid
   const [gh, gp, gs] = parts(good);
@@ -272,7 +282,8 @@ async function corpus(args) {
   put('b64-header-padding', `${b64u(JSON.stringify(vh()))}=.${bp}.${bs}`);
 
   // size: a token over 64 KiB signed by the victim
-  put('oversized', await jwt(claims({ pad: 'a'.repeat(70000) }), vh(), victim.privateKey));
+  put('oversized', await sized(false));
+  put('oversized-large', await jwt(claims({ pad: 'a'.repeat(200000) }), vh(), victim.privateKey));
 
   // keys offered by the token itself
   put('jwk-attacker', await jwt(claims(), { alg: 'ES256', typ: 'JWT', jwk: attacker.bare }, attacker.privateKey));

@@ -1,0 +1,335 @@
+#!/bin/sh
+# jose.sh - JWS, JWK and JWT checked against an implementation nobody here
+# wrote: the `jose` npm package (tests/jose-check.mjs, node), on the software
+# store, a SoftHSM token and swtpm, every key type each one has:
+#  - our JWKs: importJWK of `keyvault jwk` is the key `keyvault pubkey` writes
+#    (compared as SPKI), kid = jose's RFC 7638 thumbprint;
+#  - our tokens (`jwt sign --claims` and `--client-assertion`, with and
+#    without --x5c) verify with jose's jwtVerify against `keyvault jwks`, and
+#    with importX509 on the x5c leaf; jose checks iss = sub = client id, aud,
+#    exp - iat = ttl, typ, kid, and that no two jti are the same;
+#  - jose's tokens, signed with jose's own keys (ES256, ES384, PS256, RS256,
+#    EdDSA), verify with `keyvault jwt verify --jwks` and `--pubkey`;
+#  - a negative corpus made by jose and node (alg none, algorithm switches,
+#    HS256 keyed with the public key, time, audience, issuer, tampering, bad
+#    base64url, size, keys offered by the token, crit, duplicate members,
+#    broken structure), each refused by `keyvault jwt verify` with its reason.
+# tests/install-deps.sh installs node and jose.
+. "$(dirname "$0")/lib.sh"
+SRC=${KV_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
+. "$SRC/tests/softhsm.sh"
+. "$SRC/tests/swtpm.sh"
+trap 'swtpm_cleanup; rm -rf "$T"' EXIT
+KV_NPM_DIR=${KV_NPM_DIR:-/var/cache/libkeyvault-npm}
+export KV_NPM_DIR
+if ! command -v node >/dev/null 2>&1 || ! [ -f "$KV_NPM_DIR/node_modules/jose/package.json" ]; then
+    not_ok "node and jose in $KV_NPM_DIR (run tests/install-deps.sh)"
+    finish
+    exit 1
+fi
+for tool in openssl jq; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "jose.sh: $tool is missing (tests/install-deps.sh)"; exit 1; }
+done
+vault_conf "$KV_TPM_TCTI"
+kv() { "$KEYVAULT" -c "$T/kv.conf" "$@"; }
+J() { node "$SRC/tests/jose-check.mjs" "$@"; }
+kv_in() { f=$1; shift; kv "$@" <"$f"; }
+AUD=https://as.example/token
+mkdir -p "$T/tok"
+
+# ---- a CA for the x5c chains -------------------------------------------------
+expect 0 "a CA key" -- kv keygen jca --backend software
+expect 0 "its self-signed certificate" -- kv cert selfsign jca --subject "CN=JOSE test CA" --ca -o "$T/ca.pem"
+
+# ---- our keys: JWK against the PEM public key, a chain each --------------------
+keys=
+for be in software pkcs11 tpm; do
+    types="ec-p256 ec-p384 rsa-2048 ed25519"
+    [ "$be" = tpm ] && types="ec-p256 ec-p384 rsa-2048" # the TPM has no Ed25519
+    [ "$be" = software ] && types="$types rsa-3072"
+    for type in $types; do
+        n=$be-$type
+        keys="$keys $n"
+        expect 0 "$n: keygen" -- kv keygen "$n" --backend "$be" --type "$type"
+        expect 0 "$n: keyvault jwk" -- kv jwk "$n"
+        cp "$T/out" "$T/$n.jwk"
+        expect 0 "$n: keyvault pubkey" -- kv pubkey "$n" -o "$T/$n.pub"
+        openssl pkey -pubin -in "$T/$n.pub" -out "$T/$n.ossl.pub" 2>"$T/err" || not_ok "$n: openssl reads the public key"
+        expect 0 "$n: jose: importJWK of the JWK is the openssl PEM key, kid is its thumbprint" -- \
+            J jwk "$T/$n.jwk" "$T/$n.ossl.pub"
+        expect 0 "$n: a request" -- kv csr "$n" --subject "CN=$n" -o "$T/$n.csr"
+        expect 0 "$n: the CA issues its certificate" -- \
+            kv ca sign jca --csr "$T/$n.csr" --profile tls-client -o "$T/$n.crt"
+        cat "$T/$n.crt" "$T/ca.pem" >"$T/$n.chain"
+        expect 0 "$n: the chain stored with the key" -- kv cert import "$n" "$T/$n.chain"
+    done
+done
+# shellcheck disable=SC2086
+expect 0 "keyvault jwks of all $(echo $keys | wc -w) keys" -- kv jwks $keys
+cp "$T/out" "$T/all.jwks"
+n_keys=$(jq '.keys | length' "$T/all.jwks")
+n_kids=$(jq -r '.keys[].kid' "$T/all.jwks" | sort -u | wc -l)
+[ "$n_keys" = "$(echo $keys | wc -w)" ] && [ "$n_kids" = "$n_keys" ] &&
+    ok "the JWKS holds every key once, each with its own kid" ||
+    not_ok "the JWKS holds every key once, each with its own kid ($n_keys keys, $n_kids kids)"
+for n in $keys; do
+    jq -e --slurpfile k "$T/$n.jwk" '.keys | index($k[0]) != null' "$T/all.jwks" >/dev/null &&
+        ok "$n: its JWK is in the JWKS as keyvault jwk prints it" ||
+        not_ok "$n: its JWK is in the JWKS as keyvault jwk prints it"
+done
+
+# ---- our tokens, verified by jose -----------------------------------------------
+now=$(date +%s)
+cat >"$T/claims.json" <<JSON
+{"iss":"device-7","sub":"device-7","aud":["$AUD","https://other.example/"],"iat":$now,"exp":$((now + 600)),"scope":"read write","n":{"a":[1,2.5,"\u00e9"],"b":null,"c":true}}
+JSON
+: >"$T/jtis"
+# jose_ok DESC TOKENFILE ARGS...: jose verifies TOKENFILE against the JWKS
+jose_ok() {
+    desc=$1; tokf=$2; shift 2
+    if J verify "$tokf" "$T/all.jwks" "$@" >"$T/jout" 2>&1; then
+        ok "$desc"
+        jq -r '.jti // empty' "$T/jout" >>"$T/jtis"
+    else
+        not_ok "$desc"; sed 's/^/    /' "$T/jout"
+    fi
+}
+for n in $keys; do
+    case $n in
+    *ec-p256) algs=ES256 ;;
+    *ec-p384) algs=ES384 ;;
+    *ed25519) algs=EdDSA ;;
+    *rsa*) algs="PS256 RS256" ;;
+    esac
+    for alg in $algs; do
+        aopt=
+        [ "$alg" = RS256 ] && aopt="--alg RS256"
+        t=$T/tok/$n-$alg
+        for x5c in "" --x5c; do
+            # shellcheck disable=SC2086
+            expect 0 "$n: jwt sign --claims $aopt $x5c" -- kv jwt sign "$n" --claims "$T/claims.json" $aopt $x5c
+            tr -d '\n' <"$T/out" >"$t-claims$x5c.jwt"
+            # shellcheck disable=SC2086
+            jose_ok "$n: jose verifies the $alg token${x5c:+ (and its x5c leaf and chain)}, its claims are the file's" \
+                "$t-claims$x5c.jwt" --alg "$alg" --claims "$T/claims.json" $x5c
+            for i in 1 2; do
+                # shellcheck disable=SC2086
+                expect 0 "$n: jwt sign --client-assertion $aopt $x5c ($i)" -- kv jwt sign "$n" --client-assertion \
+                    --client-id "client-$n" --aud "$AUD" --ttl 120 $aopt $x5c
+                tr -d '\n' <"$T/out" >"$t-ca$i$x5c.jwt"
+                # shellcheck disable=SC2086
+                jose_ok "$n: jose verifies the $alg client assertion${x5c:+ (and its x5c)}: iss = sub, aud, exp - iat = 120, jti, typ, kid" \
+                    "$t-ca$i$x5c.jwt" --alg "$alg" --aud "$AUD" --client-id "client-$n" --ttl 120 $x5c
+            done
+        done
+        expect 0 "$n: jwt sign --client-assertion with the default ttl" -- \
+            kv jwt sign "$n" --client-assertion --client-id "client-$n" --aud "$AUD" $aopt
+        tr -d '\n' <"$T/out" >"$t-ttl.jwt"
+        jose_ok "$n: jose finds exp - iat = 60 by default" "$t-ttl.jwt" --alg "$alg" --aud "$AUD" --client-id "client-$n" --ttl 60
+    done
+done
+n_jti=$(wc -l <"$T/jtis")
+n_uniq=$(sort -u "$T/jtis" | wc -l)
+[ "$n_jti" -gt 0 ] && [ "$n_jti" = "$n_uniq" ] && ok "all $n_jti jti differ" ||
+    not_ok "all jti differ ($n_jti jti, $n_uniq different)"
+# jose refuses our token once it is changed (the check can fail)
+t=$T/tok/software-ec-p256-ES256-ca1.jwt
+tr -d '\n' <"$t" | awk -F. '{ printf "%s.%s.%s", $1, $2, ($3 ~ /^A/ ? "B" : "A") substr($3, 2) }' >"$T/tok/changed.jwt"
+expect 1 "jose refuses our token with its signature changed" -- J verify "$T/tok/changed.jwt" "$T/all.jwks" --alg ES256
+expect 1 "jose refuses our client assertion for another client id" -- \
+    J verify "$t" "$T/all.jwks" --alg ES256 --aud "$AUD" --client-id client-other --ttl 120
+
+# ---- jose's tokens, verified by us ------------------------------------------------
+now=$(date +%s)
+cat >"$T/jclaims.json" <<JSON
+{"iss":"jose-client","sub":"jose-client","aud":"$AUD","iat":$now,"exp":$((now + 300)),"jti":"j-$now","x":[1,{"y":"z"}]}
+JSON
+mkdir -p "$T/jose"
+for alg in ES256 ES384 PS256 RS256 EdDSA; do
+    expect 0 "jose signs with its own $alg key" -- J sign "$alg" "$T/jclaims.json" "$T/jose"
+    tok=$(cat "$T/jose/$alg.jwt")
+    expect 0 "$alg: keyvault jwt verify --jwks (jose's JWKS) --aud --iss" -- \
+        kv jwt verify "$tok" --jwks "$T/jose/$alg.jwks" --aud "$AUD" --iss jose-client
+    jq -S . "$T/out" >"$T/got.json" 2>/dev/null
+    jq -S . "$T/jclaims.json" >"$T/want.json"
+    cmp -s "$T/got.json" "$T/want.json" && ok "$alg: it prints the claims" ||
+        { not_ok "$alg: it prints the claims"; sed 's/^/    /' "$T/out"; }
+    expect 0 "$alg: keyvault jwt verify --pubkey (jose's PEM)" -- kv jwt verify "$tok" --pubkey "$T/jose/$alg.pem" --aud "$AUD"
+    contains "$T/out" '"iss": *"jose-client"' "$alg: it prints the claims"
+    expect 0 "$alg: keyvault jwt verify with a JWKS of the required members only" -- \
+        kv jwt verify "$tok" --jwks "$T/jose/$alg-bare.jwks"
+    expect 0 "$alg: the token on standard input" -- kv_in "$T/jose/$alg.jwt" jwt verify - --jwks "$T/jose/$alg.jwks"
+    expect 0 "$alg: a token without kid, against the one key of the JWKS" -- \
+        kv jwt verify "$(cat "$T/jose/$alg-nokid.jwt")" --jwks "$T/jose/$alg.jwks"
+    expect 0 "$alg: a token without kid, against the PEM" -- \
+        kv jwt verify "$(cat "$T/jose/$alg-nokid.jwt")" --pubkey "$T/jose/$alg.pem"
+    expect 1 "$alg: refused for another audience" -- \
+        kv jwt verify "$tok" --jwks "$T/jose/$alg.jwks" --aud https://other.example/token
+done
+# a jose JWKS of several keys: each token finds its own by kid
+jq -s '{keys: map(.keys[0])}' "$T"/jose/ES256.jwks "$T"/jose/ES384.jwks "$T"/jose/PS256.jwks \
+    "$T"/jose/RS256.jwks "$T"/jose/EdDSA.jwks >"$T/jose/all.jwks"
+for alg in ES256 ES384 PS256 RS256 EdDSA; do
+    expect 0 "$alg: found by kid in a JWKS of five jose keys" -- \
+        kv jwt verify "$(cat "$T/jose/$alg.jwt")" --jwks "$T/jose/all.jwks"
+done
+expect 1 "a token without kid against five keys is refused" -- \
+    kv jwt verify "$(cat "$T/jose/ES256-nokid.jwt")" --jwks "$T/jose/all.jwks"
+expect 1 "an RS256 token against a JWK whose alg is PS256 is refused" -- \
+    kv jwt verify "$(cat "$T/jose/RS256-nokid.jwt")" --pubkey "$T/jose/PS256.pem"
+
+# ---- the negative corpus ------------------------------------------------------------
+C=$T/corpus
+mkdir -p "$C"
+expect 0 "jose and node write the corpus" -- J corpus "$C" "$(date +%s)"
+: >"$T/checked"
+# neg NAME STATUS REASON [OPTIONS...]: keyvault jwt verify of corpus token NAME
+# (on standard input) against the corpus JWKS exits with STATUS, and on
+# refusal says REASON (a grep -E pattern) on standard error
+neg() {
+    name=$1; want=$2; reason=$3; shift 3
+    echo "$name" >>"$T/checked"
+    kv jwt verify - --jwks "$C/keys.jwks" "$@" <"$C/$name.jwt" >"$T/out" 2>"$T/err"
+    got=$?
+    if [ "$got" != "$want" ]; then
+        not_ok "corpus $name: exit $got, wanted $want"; sed 's/^/    /' "$T/err" "$T/out"
+    elif [ "$want" != 0 ] && ! grep -Eqi -- "$reason" "$T/err"; then
+        not_ok "corpus $name: refused, but not for /$reason/"; sed 's/^/    /' "$T/err"
+    elif [ "$want" != 0 ] && [ -s "$T/out" ]; then
+        not_ok "corpus $name: refused, but claims printed"
+    elif [ "$want" = 0 ] && ! jq -e .iss "$T/out" >/dev/null 2>&1; then
+        not_ok "corpus $name: accepted, but no claims printed"; sed 's/^/    /' "$T/out"
+    else
+        ok "corpus $name: exit $want${reason:+ ($(head -n 1 "$T/err" | cut -c1-110))}"
+    fi
+}
+A="--aud $AUD --iss client-1"
+# shellcheck disable=SC2086
+{
+# controls: the corpus is otherwise valid
+neg good 0 "" $A
+neg good-rsa 0 "" $A
+neg good-aud-array 0 "" $A
+neg skew-exp-inside 0 "" $A
+neg skew-nbf-inside 0 "" $A
+neg big-inside 0 "" $A
+# alg none and its spellings
+neg alg-none 1 "alg 'none'" $A
+neg alg-none-nokid 1 "alg 'none'" $A
+neg alg-None 1 "alg 'None'" $A
+neg alg-none-sig 1 "alg 'none'" $A
+neg alg-missing 1 "alg" $A
+# the algorithm switched in the header
+neg switch-RS256 1 "RS256" $A
+neg switch-PS256 1 "PS256" $A
+neg switch-ES384 1 "ES384" $A
+neg switch-relabel-ES384 1 "ES384" $A
+neg switch-EdDSA 1 "EdDSA" $A
+neg switch-ES512 1 "ES512" $A
+neg switch-rsa-RS256 1 "RS256" $A
+# HMAC with the public key as its secret
+neg hs256-pem 1 "alg 'HS256'" $A
+neg hs256-pem-rsa 1 "alg 'HS256'" $A
+neg hs256-jwk 1 "alg 'HS256'" $A
+neg hs256-jwk-rsa 1 "alg 'HS256'" $A
+neg hs384-pem 1 "alg 'HS384'" $A
+# time: expired, not yet valid, outside the skew, exp missing
+neg expired 1 "expired" $A
+neg skew-exp-outside 1 "expired" $A
+neg skew-exp-inside 1 "expired" $A --skew 10
+neg not-yet-valid 1 "not (yet )?valid" $A
+neg skew-nbf-outside 1 "not (yet )?valid" $A
+neg skew-nbf-inside 1 "not (yet )?valid" $A --skew 10
+neg no-exp 1 "exp" $A
+neg exp-string 1 "exp" $A
+# audience and issuer
+neg wrong-aud 1 "aud" $A
+neg wrong-aud-array 1 "aud" $A
+neg wrong-aud-prefix 1 "aud" $A
+neg wrong-iss 1 "iss" $A
+neg good 1 "aud" --aud https://as.example/other
+neg good 1 "iss" --iss client-2
+# tampering
+neg tampered-payload 1 "signature" $A
+neg tampered-signature 1 "signature" $A
+neg tampered-header 1 "signature" $A
+neg signature-der 1 "signature" $A
+neg signature-short 1 "signature" $A
+neg signature-empty 1 "signature" $A
+# bad base64url
+neg b64-padding 1 "base64" $A
+neg b64-plus 1 "base64" $A
+neg b64-slash 1 "base64" $A
+neg b64-space 1 "base64" $A
+neg b64-newline 1 "base64" $A
+neg b64-noncanonical 1 "base64" $A
+neg b64-sig-65 1 "signature" $A
+neg b64-length-mod4-1 1 "base64" $A
+neg b64-header-padding 1 "base64" $A
+# size
+neg oversized 1 "65536|64 KiB|too (long|large)" $A
+neg oversized-large 1 "65536|64 KiB|too (long|large)" $A
+# keys the token offers
+neg jwk-attacker 1 "'jwk'" $A
+neg jwk-attacker-kid 1 "'jwk'" $A
+neg jwk-attacker-victim-kid 1 "'jwk'" $A
+neg jwk-victim-signed 1 "'jwk'" $A
+neg jku-attacker 1 "'jku'" $A
+neg jku-victim-signed 1 "'jku'" $A
+neg x5u-attacker 1 "'x5u'" $A
+neg x5u-victim-signed 1 "'x5u'" $A
+neg kid-unknown 1 "kid .* not in the key set" $A
+neg kid-unknown-nokid 1 "kid" $A
+neg kid-not-string 1 "kid" $A
+# crit, duplicate members, wrong JSON
+neg crit 1 "crit" $A
+neg crit-exp 1 "crit" $A
+neg dup-header-alg 1 "duplicate" $A
+neg dup-header-alg-same 1 "duplicate" $A
+neg dup-header-kid 1 "duplicate" $A
+neg dup-claims-aud 1 "duplicate" $A
+neg header-array 1 "object" $A
+neg header-not-json 1 "JSON" $A
+neg payload-array 1 "object" $A
+neg payload-trailing 1 "JSON" $A
+# structure
+neg truncated 1 "signature|base64" $A
+neg truncated-at-dot 1 "three|parts|dot|compact" $A
+neg one-dot 1 "three|parts|dot|compact" $A
+neg no-dots 1 "three|parts|dot|compact" $A
+neg four-parts 1 "three|parts|dot|compact" $A
+neg jwe-shape 1 "three|parts|dot|compact" $A
+neg empty 1 "empty|three|parts|dot|compact" $A
+neg header-empty 1 "header|empty|JSON" $A
+}
+# the corpus against the PEM alone (--pubkey): the same refusals
+pneg() {
+    name=$1; reason=$2; shift 2
+    kv jwt verify - --pubkey "$C/victim.pem" --aud "$AUD" <"$C/$name.jwt" >"$T/out" 2>"$T/err"
+    got=$?
+    if [ "$got" = 1 ] && grep -Eqi -- "$reason" "$T/err"; then ok "corpus $name with --pubkey: refused ($(head -n 1 "$T/err" | cut -c1-100))"
+    else not_ok "corpus $name with --pubkey: exit $got, wanted 1 for /$reason/"; sed 's/^/    /' "$T/err"; fi
+}
+expect 0 "corpus good with --pubkey" -- kv jwt verify "$(cat "$C/good.jwt")" --pubkey "$C/victim.pem" --aud "$AUD"
+pneg alg-none-nokid "alg 'none'"
+pneg hs256-pem-nokid "alg 'HS256'"
+pneg switch-RS256 "RS256"
+pneg switch-relabel-ES384 "ES384"
+pneg jwk-attacker "'jwk'"
+pneg jwk-victim-signed "'jwk'"
+pneg jku-victim-signed "'jku'"
+pneg x5u-victim-signed "'x5u'"
+pneg kid-unknown "kid"
+pneg kid-unknown-nokid "signature"
+pneg oversized "65536|64 KiB|too (long|large)"
+# every token of the corpus was put to keyvault
+sort -u "$T/checked" >"$T/checked.s"
+sort -u "$C/cases" >"$T/cases.s"
+missing=$(comm -23 "$T/cases.s" "$T/checked.s" | tr '\n' ' ')
+[ -z "$missing" ] && ok "every one of the $(wc -l <"$T/cases.s") corpus tokens was checked" ||
+    not_ok "corpus tokens not checked: $missing"
+# jose itself refuses the hostile tokens it can parse (a check that the corpus is hostile)
+for name in alg-none hs256-pem switch-RS256 tampered-payload jwk-attacker kid-unknown expired; do
+    expect 1 "jose refuses corpus $name too" -- J verify "$C/$name.jwt" "$C/keys.jwks" --aud "$AUD"
+done
+finish
