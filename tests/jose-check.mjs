@@ -6,9 +6,10 @@
 //
 // usage:
 //   node jose-check.mjs verify TOKENFILE JWKSFILE [--alg ALG] [--aud URL]
-//        [--client-id ID] [--ttl S] [--claims FILE] [--x5c]
-//     jwtVerify against the JWKS, then the checks below; prints one JSON
-//     line {alg, kid, jti} and exits 0, or "rejected: WHY" and exits 1
+//        [--client-id ID] [--ttl S] [--claims FILE] [--x5c] [--plain]
+//     jwtVerify against the JWKS, then the checks below (with --plain,
+//     jwtVerify alone); prints one JSON line {alg, kid, jti} and exits 0,
+//     or "rejected: WHY" and exits 1
 //   node jose-check.mjs sign ALG CLAIMSFILE OUTDIR
 //     a fresh key pair of jose's own; writes OUTDIR/ALG.jwks (kid, alg, use),
 //     OUTDIR/ALG-bare.jwks (the required members only), OUTDIR/ALG.pem
@@ -65,7 +66,13 @@ async function verify(args) {
   if (args.length < 2) usage('verify TOKENFILE JWKSFILE [options]');
   const token = readFileSync(args[0], 'utf8').trim();
   const jwks = json(args[1]);
-  const o = options(args.slice(2), { alg: 1, aud: 1, 'client-id': 1, ttl: 1, claims: 1, x5c: 0 });
+  const o = options(args.slice(2), { alg: 1, aud: 1, 'client-id': 1, ttl: 1, claims: 1, x5c: 0, plain: 0 });
+  if (o.plain) {
+    // jose's own checks alone: jwtVerify with the key set, nothing of ours
+    const { payload } = await jose.jwtVerify(token, jose.createLocalJWKSet(jwks), o.aud ? { audience: o.aud } : {});
+    console.log(JSON.stringify({ jti: payload.jti ?? null }));
+    return;
+  }
   const header = jose.decodeProtectedHeader(token);
   if (header.typ !== 'JWT') throw new Error(`typ is ${JSON.stringify(header.typ)}, not "JWT"`);
   if (o.alg && header.alg !== o.alg) throw new Error(`alg is ${header.alg}, wanted ${o.alg}`);
