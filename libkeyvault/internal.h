@@ -919,4 +919,15 @@ kv_rc kv_audit_setup(kv_ctx *ctx);
  * before the backends go). */
 void kv_audit_free(kv_ctx *ctx);
 
+/* ---- JWTs (jwt.c) ------------------------------------------------------ */
+
+/* The claims of a client assertion issued at now, as compact JSON in *out
+ * (kv_secret_free): the checks and the claims of kv_jwt_client_assertion. */
+kv_rc kv_jwt_assertion_claims(const kv_ctx *ctx, const kv_client_assertion_opts *opts,
+                              long long now, char **out);
+/* kv_jwt_verify's checks of a verified payload (len bytes) under o (complete,
+ * size already checked). */
+kv_rc kv_jwt_check_claims(const kv_ctx *ctx, const char *payload, size_t len,
+                          const kv_jwt_verify_opts *o);
+
 #endif /* KV_INTERNAL_H */
