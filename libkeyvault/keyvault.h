@@ -1179,6 +1179,72 @@ KV_API KV_WUR kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigne
 KV_API KV_WUR kv_rc kv_audit_tail(kv_ctx *ctx, const char *path, size_t count, char **out)
     KV_NONNULL(1, 4);
 
+/* ---- JOSE: JWK and compact JWS (RFC 7515, 7517, 7638; docs/jose.md) ---- */
+
+/* Flags for kv_jws_sign (and kv_jwt_sign). */
+#define KV_JWS_X5C    0x1u  /* put the stored chain in the protected header as x5c */
+#define KV_JWS_NO_KID 0x2u  /* leave kid out (default: kid = RFC 7638 thumbprint) */
+
+/*
+ * kv_jwk_public - the key's public half as one JWK (RFC 7517) in a new
+ * string (kv_string_free): EC {kty, crv, x, y} with x and y padded to the
+ * field size, RSA {kty, n, e}, Ed25519 {kty:"OKP", crv, x}, each with kid
+ * (the RFC 7638 thumbprint), alg (ES256, ES384, PS256 or EdDSA: the alg
+ * kv_jws_sign uses by default, which a verifier then pins) and use "sig".
+ */
+KV_API KV_WUR kv_rc kv_jwk_public(kv_key *key, char **json) KV_NONNULL(1, 2);
+
+/* kv_jwk_thumbprint - the RFC 7638 thumbprint of the key's public JWK:
+ * base64url of the SHA-256 of its required members, in a new string. */
+KV_API KV_WUR kv_rc kv_jwk_thumbprint(kv_key *key, char **kid) KV_NONNULL(1, 2);
+
+/* kv_jwks - a JWK set {"keys":[...]} of n keys' kv_jwk_public, in a new
+ * string (kv_string_free). n must be 1 to 64. */
+KV_API KV_WUR kv_rc kv_jwks(kv_key *const *keys, size_t n, char **json) KV_NONNULL(1, 3);
+
+/*
+ * kv_jws_sign - a compact JWS (RFC 7515) of payload signed by key, in a
+ * new string (kv_string_free). alg: "ES256" (P-256), "ES384" (P-384),
+ * "PS256" or "RS256" (RSA), "EdDSA" (Ed25519), or NULL for the key's
+ * default (the JWK's alg); any other pairing is KV_ERR_BAD_INPUT.
+ * header_json: NULL or a JSON object of further protected header members
+ * (typ, cty, ...; it may not carry jwk, jku, x5u or crit, nor an alg other
+ * than alg). The header gets alg, then kid = the key's thumbprint unless
+ * KV_JWS_NO_KID or header_json has a kid, and with KV_JWS_X5C the stored
+ * chain as x5c. The signature is one kv_sign (the key's policy and audit
+ * apply); ECDSA signatures are raw r||s as JWS requires.
+ */
+KV_API KV_WUR kv_rc kv_jws_sign(kv_key *key, const char *alg, const char *header_json,
+                                const unsigned char *payload, size_t len, unsigned flags,
+                                char **jws) KV_NONNULL(1, 7);
+
+/* Options of kv_jws_verify. */
+typedef struct kv_jws_verify_opts {
+    size_t size;        /* sizeof(kv_jws_verify_opts) */
+    size_t max_len;     /* 0: 64 KiB; a longer token is refused before any parsing */
+    unsigned flags;     /* none yet; must be 0 */
+} kv_jws_verify_opts;
+#define KV_JWS_VERIFY_OPTS_INIT { sizeof(kv_jws_verify_opts), 0, 0 }
+
+/*
+ * kv_jws_verify - verify a compact JWS with keys the caller trusts: keys is
+ * the text of a JWK set {"keys":[...]}, one JWK, or a PEM "PUBLIC KEY".
+ * The key is chosen by the token's kid (a JWK without kid is known by its
+ * thumbprint; a token without kid needs a set of exactly one usable key),
+ * never from the token; the alg must be the one the key pins (its JWK alg,
+ * else by type: ES256 for P-256, ES384 for P-384, EdDSA for Ed25519, PS256
+ * or RS256 for RSA of at least 2048 bits). none, HS*, a header with jwk,
+ * jku, x5u or crit, duplicate members, bad base64url and a token over
+ * max_len are KV_ERR_BAD_INPUT; a signature that does not verify (or has
+ * the wrong length) is KV_ERR_BAD_SIGNATURE. kv_errmsg names the reason.
+ * On success *payload (may be NULL: not wanted) is the payload,
+ * NUL-terminated (*plen, may be NULL, excludes the NUL), and *header_json
+ * (may be NULL) the protected header as compact JSON; both are freed with
+ * kv_string_free. ctx is used for error details and may be NULL.
+ */
+KV_API KV_WUR kv_rc kv_jws_verify(kv_ctx *ctx, const char *jws, const char *keys,
+                                  const kv_jws_verify_opts *opts, char **header_json,
+                                  unsigned char **payload, size_t *plen) KV_NONNULL(2, 3);
 /* ---- JWT and OAuth2 client assertions (RFC 7519, 7523; docs/jose.md) --- */
 
 /*
