@@ -10,7 +10,6 @@
  */
 #include "config.h"
 
-#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,24 +71,6 @@ static const char *json_type_name(const json_t *j)
     return "of no known type";
 }
 
-/* base64url without padding (RFC 7515 section 2) of len bytes; NULL when
- * out of memory. */
-static char *b64url(const unsigned char *in, size_t len)
-{
-    size_t n = 4 * ((len + 2) / 3);
-    char *out = malloc(n + 1);
-
-    if (!out || len > INT_MAX)
-        return free(out), NULL;
-    n = (size_t)EVP_EncodeBlock((unsigned char *)out, in, (int)len);
-    while (n > 0 && out[n - 1] == '=')
-        n--;
-    out[n] = '\0';
-    for (char *p = out; *p; p++)
-        *p = *p == '+' ? '-' : *p == '/' ? '_' : *p;
-    return out;
-}
-
 /* A caller's string as a JSON string: 1 to JWT_ID_MAX bytes of UTF-8. */
 static kv_rc id_string(const kv_ctx *ctx, const char *what, const char *s, json_t **out)
 {
@@ -117,7 +98,7 @@ static kv_rc evidence_claim(const kv_ctx *ctx, json_t *claims, const char *evide
     if (hash) {
         if (EVP_Digest(evidence, strlen(evidence), md, NULL, EVP_sha256(), NULL) != 1)
             KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "SHA-256 of the evidence failed");
-        if (!(s = b64url(md, sizeof(md))) || !(ev = json_string(s)))
+        if (!(s = kv_b64url_encode(md, sizeof(md))) || !(ev = json_string(s)))
             KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory for the evidence claim");
         if (json_object_set_new(claims, "kv_evidence_s256", ev) != 0)
             KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory for the evidence claim");
@@ -166,7 +147,7 @@ kv_rc kv_jwt_assertion_claims(const kv_ctx *ctx, const kv_client_assertion_opts 
     KV_CHECK(rc, id_string(ctx, "aud", o.aud, &aud));
     if (RAND_bytes(jti, sizeof(jti)) != 1)
         KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "RAND_bytes for the jti failed");
-    if (!(jtis = b64url(jti, sizeof(jti))))
+    if (!(jtis = kv_b64url_encode(jti, sizeof(jti))))
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory for the jti");
     /* RFC 7523 3: iss = sub = the client id, aud = the token endpoint */
     if (!(claims = json_pack("{s:O, s:O, s:O, s:I, s:I, s:s}", "iss", iss, "sub", iss, "aud", aud,
