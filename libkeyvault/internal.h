@@ -919,4 +919,31 @@ kv_rc kv_audit_setup(kv_ctx *ctx);
  * before the backends go). */
 void kv_audit_free(kv_ctx *ctx);
 
+/* ---- JOSE (jose.c; for jwt.c) ------------------------------------------ */
+
+/* base64url without padding in a new string (free); NULL when out of memory. */
+char *kv_b64url_encode(const unsigned char *in, size_t len);
+/* Strict base64url: only [A-Za-z0-9_-], no '=', length % 4 != 1, unused
+ * bits of the last character zero. *out (free) holds *outlen bytes and a
+ * NUL after them. KV_ERR_BAD_INPUT naming `what` otherwise. */
+kv_rc kv_b64url_decode(const kv_ctx *ctx, const char *what, const char *in, size_t len,
+                       unsigned char **out, size_t *outlen);
+/* len bytes of text as one JSON object, duplicate members refused:
+ * KV_ERR_BAD_INPUT naming `what` and the reason (never quoting the text). */
+kv_rc kv_jose_parse_object(const kv_ctx *ctx, const char *what, const char *text, size_t len,
+                           struct json_t **out);
+/* The RFC 7638 thumbprint of one JWK's key, imported with every check
+ * kv_jws_verify makes (for tests and tools that hold a JWK, not a key). */
+kv_rc kv_jose_jwk_thumbprint(const kv_ctx *ctx, const char *jwk, size_t len, char **kid);
+/* ---- JWTs (jwt.c) ------------------------------------------------------ */
+
+/* The claims of a client assertion issued at now, as compact JSON in *out
+ * (kv_secret_free): the checks and the claims of kv_jwt_client_assertion. */
+kv_rc kv_jwt_assertion_claims(const kv_ctx *ctx, const kv_client_assertion_opts *opts,
+                              long long now, char **out);
+/* kv_jwt_verify's checks of a verified payload (len bytes) under o (complete,
+ * size already checked). */
+kv_rc kv_jwt_check_claims(const kv_ctx *ctx, const char *payload, size_t len,
+                          const kv_jwt_verify_opts *o);
+
 #endif /* KV_INTERNAL_H */

@@ -66,6 +66,7 @@ typedef enum kv_rc {
     KV_ERR_PIN_LOCKED = 23,       /* 23: the PIN or TPM is locked out after failed attempts */
     KV_ERR_EVIDENCE = 24,         /* 24: attestation evidence failed verification; see the verdict */
     KV_ERR_POLICY = 25,           /* 25: refused by the key's or the context's policy; kv_errmsg names the rule */
+    KV_ERR_CLAIMS = 26,           /* 26: a token's claims fail a check (expired, not yet valid, aud, iss, sub, lifetime) */
 } kv_rc;
 
 /* Key types. */
@@ -1177,6 +1178,146 @@ KV_API KV_WUR kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigne
  */
 KV_API KV_WUR kv_rc kv_audit_tail(kv_ctx *ctx, const char *path, size_t count, char **out)
     KV_NONNULL(1, 4);
+
+/* ---- JOSE: JWK and compact JWS (RFC 7515, 7517, 7638; docs/jose.md) ---- */
+
+/* Flags for kv_jws_sign (and kv_jwt_sign). */
+#define KV_JWS_X5C    0x1u  /* put the stored chain in the protected header as x5c */
+#define KV_JWS_NO_KID 0x2u  /* leave kid out (default: kid = RFC 7638 thumbprint) */
+
+/*
+ * kv_jwk_public - the key's public half as one JWK (RFC 7517) in a new
+ * string (kv_string_free): EC {kty, crv, x, y} with x and y padded to the
+ * field size, RSA {kty, n, e}, Ed25519 {kty:"OKP", crv, x}, each with kid
+ * (the RFC 7638 thumbprint), alg (ES256, ES384, PS256 or EdDSA: the alg
+ * kv_jws_sign uses by default, which a verifier then pins) and use "sig".
+ */
+KV_API KV_WUR kv_rc kv_jwk_public(kv_key *key, char **json) KV_NONNULL(1, 2);
+
+/* kv_jwk_thumbprint - the RFC 7638 thumbprint of the key's public JWK:
+ * base64url of the SHA-256 of its required members, in a new string. */
+KV_API KV_WUR kv_rc kv_jwk_thumbprint(kv_key *key, char **kid) KV_NONNULL(1, 2);
+
+/* kv_jwks - a JWK set {"keys":[...]} of n keys' kv_jwk_public, in a new
+ * string (kv_string_free). n must be 1 to 64. */
+KV_API KV_WUR kv_rc kv_jwks(kv_key *const *keys, size_t n, char **json) KV_NONNULL(1, 3);
+
+/*
+ * kv_jws_sign - a compact JWS (RFC 7515) of payload signed by key, in a
+ * new string (kv_string_free). alg: "ES256" (P-256), "ES384" (P-384),
+ * "PS256" or "RS256" (RSA), "EdDSA" (Ed25519), or NULL for the key's
+ * default (the JWK's alg); any other pairing is KV_ERR_BAD_INPUT.
+ * header_json: NULL or a JSON object of further protected header members
+ * (typ, cty, ...; it may not carry jwk, jku, x5u or crit, nor an alg other
+ * than alg). The header gets alg, then kid = the key's thumbprint unless
+ * KV_JWS_NO_KID or header_json has a kid, and with KV_JWS_X5C the stored
+ * chain as x5c. The signature is one kv_sign (the key's policy and audit
+ * apply); ECDSA signatures are raw r||s as JWS requires.
+ */
+KV_API KV_WUR kv_rc kv_jws_sign(kv_key *key, const char *alg, const char *header_json,
+                                const unsigned char *payload, size_t len, unsigned flags,
+                                char **jws) KV_NONNULL(1, 7);
+
+/* Options of kv_jws_verify. */
+typedef struct kv_jws_verify_opts {
+    size_t size;        /* sizeof(kv_jws_verify_opts) */
+    size_t max_len;     /* 0: 64 KiB; a longer token is refused before any parsing */
+    unsigned flags;     /* none yet; must be 0 */
+} kv_jws_verify_opts;
+#define KV_JWS_VERIFY_OPTS_INIT { sizeof(kv_jws_verify_opts), 0, 0 }
+
+/*
+ * kv_jws_verify - verify a compact JWS with keys the caller trusts: keys is
+ * the text of a JWK set {"keys":[...]}, one JWK, or a PEM "PUBLIC KEY".
+ * The key is chosen by the token's kid (a JWK without kid is known by its
+ * thumbprint; a token without kid needs a set of exactly one usable key),
+ * never from the token; the alg must be the one the key pins (its JWK alg,
+ * else by type: ES256 for P-256, ES384 for P-384, EdDSA for Ed25519, PS256
+ * or RS256 for RSA of at least 2048 bits). none, HS*, a header with jwk,
+ * jku, x5u or crit, duplicate members, bad base64url and a token over
+ * max_len are KV_ERR_BAD_INPUT; a signature that does not verify (or has
+ * the wrong length) is KV_ERR_BAD_SIGNATURE. kv_errmsg names the reason.
+ * On success *payload (may be NULL: not wanted) is the payload,
+ * NUL-terminated (*plen, may be NULL, excludes the NUL), and *header_json
+ * (may be NULL) the protected header as compact JSON; both are freed with
+ * kv_string_free. ctx is used for error details and may be NULL.
+ */
+KV_API KV_WUR kv_rc kv_jws_verify(kv_ctx *ctx, const char *jws, const char *keys,
+                                  const kv_jws_verify_opts *opts, char **header_json,
+                                  unsigned char **payload, size_t *plen) KV_NONNULL(2, 3);
+/* ---- JWT and OAuth2 client assertions (RFC 7519, 7523; docs/jose.md) --- */
+
+/*
+ * kv_jwt_sign - a JWT: the JSON object claims_json (written again compact;
+ * duplicate members refused) signed by key as kv_jws_sign does with the
+ * key's default alg, protected header {alg, kid, typ:"JWT"}. flags:
+ * KV_JWS_X5C, KV_JWS_NO_KID. *jwt is freed with kv_string_free.
+ */
+KV_API KV_WUR kv_rc kv_jwt_sign(kv_key *key, const char *claims_json, unsigned flags, char **jwt)
+    KV_NONNULL(1, 2, 4);
+
+/* Options of kv_jwt_client_assertion. */
+typedef struct kv_client_assertion_opts {
+    size_t size;              /* sizeof(kv_client_assertion_opts) */
+    const char *client_id;    /* iss and sub; 1 to 2048 bytes of UTF-8 */
+    const char *aud;          /* the token endpoint URL; 1 to 2048 bytes of UTF-8 */
+    unsigned ttl;             /* seconds from iat to exp; 0: 60; at most 3600 */
+    const char *evidence;     /* NULL, or kv_attest evidence JSON (an object) */
+    unsigned flags;           /* KV_JWS_X5C, KV_ASSERTION_EVIDENCE_HASH */
+} kv_client_assertion_opts;
+#define KV_CLIENT_ASSERTION_OPTS_INIT { sizeof(kv_client_assertion_opts), NULL, NULL, 0, NULL, 0 }
+/* Carry the evidence as "kv_evidence_s256" (base64url SHA-256 of its bytes
+ * as given) instead of the object itself ("kv_evidence"). */
+#define KV_ASSERTION_EVIDENCE_HASH 0x100u
+
+/*
+ * kv_jwt_client_assertion - an RFC 7523 client assertion for the OAuth2
+ * private_key_jwt client authentication: claims iss = sub = client_id,
+ * aud, iat = now, exp = iat + ttl, jti = 16 random bytes in base64url,
+ * plus the evidence when given; header {alg, kid, typ:"JWT"}. *jwt is
+ * freed with kv_string_free. KV_ERR_INVALID_ARG for missing or overlong
+ * ids, a ttl over 3600, unknown flags; KV_ERR_BAD_INPUT for evidence that
+ * is not a JSON object; else as kv_jws_sign.
+ */
+KV_API KV_WUR kv_rc kv_jwt_client_assertion(kv_key *key, const kv_client_assertion_opts *opts,
+                                            char **jwt) KV_NONNULL(1, 2, 3);
+
+/* Flags of kv_jwt_verify_opts. */
+#define KV_JWT_NO_SKEW      0x1u /* no clock-skew allowance at all */
+#define KV_JWT_ALLOW_NO_EXP 0x2u /* accept a token without exp (required by default) */
+
+/* Options of kv_jwt_verify. */
+typedef struct kv_jwt_verify_opts {
+    size_t size;              /* sizeof(kv_jwt_verify_opts) */
+    const char *aud;          /* required audience (the string, or a member of the aud array); NULL: not checked */
+    const char *iss;          /* required issuer; NULL: not checked */
+    const char *sub;          /* required subject; NULL: not checked */
+    long long now;            /* the time to check against; 0: time(NULL) */
+    unsigned skew;            /* clock-skew allowance in seconds; 0: 60 (KV_JWT_NO_SKEW for none) */
+    unsigned max_ttl;         /* 0: no limit; else exp - iat (exp - now without iat) must not exceed it */
+    size_t max_len;           /* 0: 64 KiB; a longer token is refused before any parsing */
+    unsigned flags;           /* KV_JWT_NO_SKEW, KV_JWT_ALLOW_NO_EXP */
+} kv_jwt_verify_opts;
+#define KV_JWT_VERIFY_OPTS_INIT { sizeof(kv_jwt_verify_opts), NULL, NULL, NULL, 0, 0, 0, 0, 0 }
+
+/*
+ * kv_jwt_verify - verify a JWT as kv_jws_verify does (keys: a JWK set, one
+ * JWK or a PEM public key; the alg pinned by the key), then its claims,
+ * which must be a JSON object: exp is required (unless
+ * KV_JWT_ALLOW_NO_EXP) and the token is valid while now < exp + skew;
+ * before nbf - skew it is not yet valid, an iat after now + skew is refused;
+ * exp, nbf and iat must be numbers from 0 to year 9999; then max_ttl, aud,
+ * iss and sub as opts asks (opts NULL: the defaults). A claim that fails is
+ * KV_ERR_CLAIMS, claims that are not a JSON object KV_ERR_BAD_INPUT, the
+ * rest as kv_jws_verify; kv_errmsg names the reason ("token expired at
+ * 2026-11-26T21:00:00Z (now ..., skew 60 s)", "aud 'x' does not match
+ * 'https://as/token'"). On success *claims_json (may be NULL: not wanted)
+ * is the payload, freed with kv_string_free. ctx is used for error details
+ * and may be NULL (kv_errmsg(NULL) then).
+ */
+KV_API KV_WUR kv_rc kv_jwt_verify(kv_ctx *ctx, const char *jwt, const char *keys,
+                                  const kv_jwt_verify_opts *opts, char **claims_json)
+    KV_NONNULL(2, 3);
 
 #ifdef __cplusplus
 }

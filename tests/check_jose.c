@@ -1,0 +1,757 @@
+/*
+ * check_jose.c - JWK export, RFC 7638 thumbprints and compact JWS (jose.c):
+ * round trips for every key type on the software store, a SoftHSM token
+ * and swtpm (run through tests/jose-unit.sh), each signature also checked
+ * by OpenSSL's own EVP_DigestVerify; the RFC 7638, RFC 7515 A.3 and
+ * RFC 8037 A.4 vectors; x5c from a stored chain; and the negative corpus,
+ * each case checked for its result code and the reason kv_errmsg gives.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <jansson.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+
+#include "internal.h"
+#include "testutil.h"
+
+static const char *env_or_null(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+#ifdef KV_WITH_PKCS11
+static kv_ctx *token_ctx(void)
+{
+    char path[700];
+    kv_ctx *ctx = NULL;
+    const char *dir = env_or_null("KV_P11_DIR");
+
+    ck_assert_msg(dir != NULL, "KV_P11_DIR is not set: run through tests/jose-unit.sh");
+    snprintf(path, sizeof(path), "%s/keyvault.conf", dir);
+    ck_assert_msg(kv_ctx_new(&ctx, path) == KV_OK, "kv_ctx_new: %s", kv_errmsg(NULL));
+    return ctx;
+}
+#endif
+
+#ifdef KV_WITH_TPM
+static kv_ctx *tpm_ctx(void)
+{
+    char path[700], text[2048];
+    kv_ctx *ctx = NULL;
+    const char *tcti = env_or_null("KV_TPM_TCTI");
+
+    ck_assert_msg(tcti != NULL, "KV_TPM_TCTI is not set: run through tests/jose-unit.sh");
+    snprintf(path, sizeof(path), "%s/tpm.conf", tu_tmpdir());
+    snprintf(text, sizeof(text), "[keyvault]\nbackends = tpm\n[tpm]\nkeys = %s/tpmkeys\n"
+             "tcti = %s\n", tu_tmpdir(), tcti);
+    tu_write(path, text);
+    ck_assert_msg(kv_ctx_new(&ctx, path) == KV_OK, "kv_ctx_new: %s", kv_errmsg(NULL));
+    return ctx;
+}
+#endif
+
+/* A new key; names are made unique, since a token outlives a test. */
+static kv_key *gen(kv_ctx *ctx, const char *stem, kv_key_type type, const char *backend)
+{
+    static unsigned serial;
+    kv_key *key = NULL;
+    char name[KV_NAME_MAX + 1];
+
+    snprintf(name, sizeof(name), "jose-%s-%ld-%u", stem, (long)getpid(), serial++);
+    ck_assert_rc(ctx, kv_key_generate(ctx, name, type, backend, &key), KV_OK);
+    return key;
+}
+
+static char *b64u(const void *data, size_t len)
+{
+    char *s = kv_b64url_encode(data, len);
+    ck_assert_ptr_nonnull(s);
+    return s;
+}
+
+static char *b64u_str(const char *s)
+{
+    return b64u(s, strlen(s));
+}
+
+/* header.payload from raw JSON text and payload text (for forged tokens). */
+static char *signing_input(const char *header, const char *payload)
+{
+    char *h = b64u_str(header), *p = b64u_str(payload), *in = kv_asprintf("%s.%s", h, p);
+
+    free(h);
+    free(p);
+    ck_assert_ptr_nonnull(in);
+    return in;
+}
+
+/* A token of header and payload signed by key with alg (raw r||s for EC). */
+static char *forge(kv_key *key, kv_sign_alg alg, const char *header, const char *payload)
+{
+    char *in = signing_input(header, payload), *s64, *tok;
+    unsigned char sig[1024];
+    size_t siglen = sizeof(sig);
+    unsigned flags = alg == KV_ALG_ECDSA_SHA256 || alg == KV_ALG_ECDSA_SHA384 ? KV_SIGN_RAW : 0;
+
+    ck_assert_rc(NULL, kv_sign(key, alg, flags, (unsigned char *)in, strlen(in), sig, &siglen),
+                 KV_OK);
+    s64 = b64u(sig, siglen);
+    tok = kv_asprintf("%s.%s", in, s64);
+    free(in);
+    free(s64);
+    return tok;
+}
+
+static char *pem_of(kv_key *key)
+{
+    char *pem = NULL;
+    ck_assert_rc(NULL, kv_key_public_pem(key, &pem), KV_OK);
+    return pem;
+}
+
+/* The JSON text of a member of a JSON object text (NULL when absent). */
+static json_t *parse(const char *text)
+{
+    json_error_t err;
+    json_t *j = json_loads(text, 0, &err);
+
+    ck_assert_msg(j != NULL, "not JSON: %s", err.text);
+    return j;
+}
+
+/* Verify tok against keys; expect rc and, on failure, `why` in the message. */
+static void expect(kv_ctx *ctx, const char *tok, const char *keys, kv_rc want, const char *why)
+{
+    unsigned char *payload = NULL;
+    kv_rc rc = kv_jws_verify(ctx, tok, keys, NULL, NULL, &payload, NULL);
+
+    ck_assert_msg(rc == want, "expected %s, got %s: %s", kv_strerror(want), kv_strerror(rc),
+                  kv_errmsg(ctx));
+    if (want != KV_OK) {
+        ck_assert_ptr_null(payload);
+        ck_assert_msg(strstr(kv_errmsg(ctx), why) != NULL, "message '%s' lacks '%s'",
+                      kv_errmsg(ctx), why);
+    }
+    kv_string_free((char *)payload);
+}
+
+/* ---- OpenSSL's own verification of a JWS --------------------------------------- */
+
+static unsigned char *unb64u(const char *s, size_t len, size_t *outlen)
+{
+    unsigned char *out = NULL;
+    ck_assert_rc(NULL, kv_b64url_decode(NULL, "test", s, len, &out, outlen), KV_OK);
+    return out;
+}
+
+/* The signature of tok checked with EVP_DigestVerify on the key's PEM; an
+ * ES* signature is made DER with ECDSA_SIG here, not by the library. */
+static void openssl_verify(const char *tok, const char *pem, const char *alg)
+{
+    const char *dot2 = strrchr(tok, '.');
+    size_t siglen = 0;
+    unsigned char *sig = unb64u(dot2 + 1, strlen(dot2 + 1), &siglen), *der = NULL;
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    EVP_PKEY *pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pctx = NULL;
+    const char *md = strcmp(alg, "EdDSA") == 0 ? NULL : strcmp(alg, "ES384") == 0 ? "SHA384"
+                                                                                  : "SHA256";
+    int derlen = (int)siglen;
+
+    ck_assert_ptr_nonnull(pkey);
+    if (alg[0] == 'E' && alg[1] == 'S') {
+        ECDSA_SIG *es = ECDSA_SIG_new();
+        ck_assert(ECDSA_SIG_set0(es, BN_bin2bn(sig, (int)siglen / 2, NULL),
+                                 BN_bin2bn(sig + siglen / 2, (int)siglen / 2, NULL)) == 1);
+        derlen = i2d_ECDSA_SIG(es, &der);
+        ck_assert_int_gt(derlen, 0);
+        ECDSA_SIG_free(es);
+    }
+    ck_assert_int_eq(EVP_DigestVerifyInit_ex(m, &pctx, md, NULL, NULL, pkey, NULL), 1);
+    if (strcmp(alg, "PS256") == 0) {
+        ck_assert_int_eq(EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING), 1);
+        ck_assert_int_eq(EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST), 1);
+    }
+    ck_assert_msg(EVP_DigestVerify(m, der ? der : sig, (size_t)derlen, (const unsigned char *)tok,
+                                   (size_t)(dot2 - tok)) == 1,
+                  "OpenSSL does not verify the %s JWS", alg);
+    EVP_MD_CTX_free(m);
+    EVP_PKEY_free(pkey);
+    BIO_free(bio);
+    OPENSSL_free(der);
+    free(sig);
+}
+
+/* ---- round trips ---------------------------------------------------------------- */
+
+static void round_trip(kv_ctx *ctx, kv_key *key, const char *alg, const char *want_alg)
+{
+    static const char payload[] = "{\"sub\":\"device-7\",\"n\":1}";
+    char *jwk = NULL, *set = NULL, *kid = NULL, *tok = NULL, *hdr = NULL, *pem = pem_of(key);
+    unsigned char *out = NULL;
+    size_t outlen = 0;
+    json_t *j;
+
+    ck_assert_rc(ctx, kv_jwk_public(key, &jwk), KV_OK);
+    ck_assert_rc(ctx, kv_jwks(&key, 1, &set), KV_OK);
+    ck_assert_rc(ctx, kv_jwk_thumbprint(key, &kid), KV_OK);
+    ck_assert_uint_eq(strlen(kid), 43);
+    j = parse(jwk);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "kid")), kid);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "use")), "sig");
+    ck_assert_ptr_null(json_object_get(j, "d"));
+    json_decref(j);
+    ck_assert_rc(ctx, kv_jws_sign(key, alg, "{\"typ\":\"JWT\"}", (const unsigned char *)payload,
+                                  strlen(payload), 0, &tok), KV_OK);
+    /* the JWK, the set and the PEM each verify it (RS256: the PEM only, as
+     * the JWK pins PS256) */
+    if (strcmp(want_alg, "RS256") != 0) {
+        ck_assert_rc(ctx, kv_jws_verify(ctx, tok, jwk, NULL, NULL, NULL, NULL), KV_OK);
+        ck_assert_rc(ctx, kv_jws_verify(ctx, tok, set, NULL, NULL, NULL, NULL), KV_OK);
+    } else {
+        expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "alg RS256 is not allowed");
+    }
+    ck_assert_rc(ctx, kv_jws_verify(ctx, tok, pem, NULL, &hdr, &out, &outlen), KV_OK);
+    ck_assert_uint_eq(outlen, strlen(payload));
+    ck_assert_str_eq((char *)out, payload);
+    j = parse(hdr);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "alg")), want_alg);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "kid")), kid);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "typ")), "JWT");
+    json_decref(j);
+    openssl_verify(tok, pem, want_alg);
+    kv_string_free(jwk);
+    kv_string_free(set);
+    kv_string_free(kid);
+    kv_string_free(tok);
+    kv_string_free(hdr);
+    kv_string_free((char *)out);
+    kv_string_free(pem);
+}
+
+static void round_trips(kv_ctx *ctx, const char *backend, bool ed25519)
+{
+    static const struct { kv_key_type type; const char *alg, *want; } cases[] = {
+        { KV_KEY_EC_P256, NULL, "ES256" },  { KV_KEY_EC_P256, "ES256", "ES256" },
+        { KV_KEY_EC_P384, NULL, "ES384" },  { KV_KEY_RSA_2048, NULL, "PS256" },
+        { KV_KEY_RSA_2048, "RS256", "RS256" }, { KV_KEY_ED25519, NULL, "EdDSA" },
+    };
+    kv_key *keys[KV_KEY_ED25519 + 1] = { NULL };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (cases[i].type == KV_KEY_ED25519 && !ed25519)
+            continue;
+        if (!keys[cases[i].type])
+            keys[cases[i].type] = gen(ctx, "rt", cases[i].type, backend);
+        round_trip(ctx, keys[cases[i].type], cases[i].alg, cases[i].want);
+    }
+    for (size_t i = 0; i <= KV_KEY_ED25519; i++)
+        kv_key_free(keys[i]);
+}
+
+START_TEST(test_round_trip_software)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+
+    round_trips(ctx, "software", true);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+#ifdef KV_WITH_PKCS11
+START_TEST(test_round_trip_pkcs11)
+{
+    kv_ctx *ctx = token_ctx();
+
+    round_trips(ctx, "pkcs11", true);
+    kv_ctx_free(ctx);
+}
+END_TEST
+#endif
+
+#ifdef KV_WITH_TPM
+START_TEST(test_round_trip_tpm)
+{
+    kv_ctx *ctx = tpm_ctx();
+
+    round_trips(ctx, "tpm", false);
+    kv_ctx_free(ctx);
+}
+END_TEST
+#endif
+
+/* A set of several keys: the kid picks the key; without kid, refused. */
+START_TEST(test_jwks_selects_by_kid)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_key *keys[3] = { gen(ctx, "set", KV_KEY_EC_P256, NULL), gen(ctx, "set", KV_KEY_EC_P256, NULL),
+                        gen(ctx, "set", KV_KEY_ED25519, NULL) };
+    char *set = NULL, *tok = NULL;
+    json_t *j;
+
+    ck_assert_rc(ctx, kv_jwks(keys, 3, &set), KV_OK);
+    j = parse(set);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "keys")), 3);
+    json_decref(j);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_rc(ctx, kv_jws_sign(keys[i], NULL, NULL, (const unsigned char *)"x", 1, 0, &tok),
+                     KV_OK);
+        expect(ctx, tok, set, KV_OK, NULL);
+        kv_string_free(tok);
+    }
+    ck_assert_rc(ctx, kv_jws_sign(keys[1], NULL, NULL, (const unsigned char *)"x", 1,
+                                  KV_JWS_NO_KID, &tok), KV_OK);
+    expect(ctx, tok, set, KV_ERR_BAD_INPUT, "has no kid and the key set holds 3 usable keys");
+    kv_string_free(tok);
+    ck_assert_rc(ctx, kv_jwks(keys, 0, &set), KV_ERR_INVALID_ARG);
+    kv_string_free(set);
+    for (int i = 0; i < 3; i++)
+        kv_key_free(keys[i]);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* x5c: the stored chain, standard base64 of each DER certificate. */
+START_TEST(test_x5c)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_key *key = gen(ctx, "x5c", KV_KEY_EC_P256, NULL);
+    kv_cert_opts o = KV_CERT_OPTS_INIT;
+    char *cert = NULL, *tok = NULL, *hdr = NULL, *pem = pem_of(key);
+    unsigned char der[4096], dec[4096];
+    size_t derlen = sizeof(der);
+    const char *b64;
+    json_t *j;
+    int n;
+
+    ck_assert_rc(ctx, kv_jws_sign(key, NULL, NULL, NULL, 0, KV_JWS_X5C, &tok),
+                 KV_ERR_KEY_NOT_FOUND);
+    o.subject = "CN=jose-x5c";
+    ck_assert_rc(ctx, kv_cert_selfsign(key, &o, &cert), KV_OK);
+    ck_assert_rc(ctx, kv_key_store_cert(key, (unsigned char *)cert, strlen(cert)), KV_OK);
+    ck_assert_rc(ctx, kv_key_cert_der(key, der, &derlen), KV_OK);
+    ck_assert_rc(ctx, kv_jws_sign(key, NULL, NULL, NULL, 0, KV_JWS_X5C | KV_JWS_NO_KID, &tok),
+                 KV_OK);
+    ck_assert_rc(ctx, kv_jws_verify(ctx, tok, pem, NULL, &hdr, NULL, NULL), KV_OK);
+    j = parse(hdr);
+    ck_assert_ptr_null(json_object_get(j, "kid"));
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "x5c")), 1);
+    b64 = json_string_value(json_array_get(json_object_get(j, "x5c"), 0));
+    ck_assert_ptr_nonnull(b64);
+    n = EVP_DecodeBlock(dec, (const unsigned char *)b64, (int)strlen(b64));
+    ck_assert_int_ge(n, (int)derlen);
+    ck_assert_mem_eq(dec, der, derlen);   /* n counts padding's zero bytes */
+    json_decref(j);
+    kv_string_free(cert);
+    kv_string_free(tok);
+    kv_string_free(hdr);
+    kv_string_free(pem);
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* ---- vectors ---------------------------------------------------------------------- */
+
+#define RFC7638_N "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhD" \
+    "R1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65" \
+    "YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bF" \
+    "TWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
+
+START_TEST(test_rfc7638_thumbprint)
+{
+    static const char jwk[] = "{\"kty\":\"RSA\",\"n\":\"" RFC7638_N "\",\"e\":\"AQAB\","
+                              "\"alg\":\"RS256\",\"kid\":\"2011-04-29\"}";
+    char *kid = NULL;
+
+    ck_assert_rc(NULL, kv_jose_jwk_thumbprint(NULL, jwk, strlen(jwk), &kid), KV_OK);
+    ck_assert_str_eq(kid, "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+    free(kid);
+}
+END_TEST
+
+START_TEST(test_rfc7515_a3)
+{
+    static const char jwk[] = "{\"kty\":\"EC\",\"crv\":\"P-256\","
+                              "\"x\":\"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU\","
+                              "\"y\":\"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0\"}";
+    static const char tok[] = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogI"
+        "mh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmX"
+        "FCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q";
+    unsigned char *out = NULL;
+    size_t len = 0;
+    char *bad;
+
+    ck_assert_rc(NULL, kv_jws_verify(NULL, tok, jwk, NULL, NULL, &out, &len), KV_OK);
+    ck_assert_str_eq((char *)out, "{\"iss\":\"joe\",\r\n \"exp\":1300819380,\r\n "
+                                  "\"http://example.com/is_root\":true}");
+    ck_assert_uint_eq(len, strlen((char *)out));
+    kv_string_free((char *)out);
+    /* one signature bit off does not verify */
+    bad = kv_strdup(tok);
+    bad[strlen(bad) - 20] = bad[strlen(bad) - 20] == 'A' ? 'B' : 'A';
+    expect(NULL, bad, jwk, KV_ERR_BAD_SIGNATURE, "does not verify");
+    free(bad);
+}
+END_TEST
+
+START_TEST(test_rfc8037_a4)
+{
+    static const char jwk[] = "{\"kty\":\"OKP\",\"crv\":\"Ed25519\","
+                              "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}";
+    static const char tok[] = "eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc.hgyY0il_MGCj"
+        "P0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg";
+    unsigned char *out = NULL;
+
+    ck_assert_rc(NULL, kv_jws_verify(NULL, tok, jwk, NULL, NULL, &out, NULL), KV_OK);
+    ck_assert_str_eq((char *)out, "Example of Ed25519 signing");
+    kv_string_free((char *)out);
+}
+END_TEST
+
+/* ---- base64url ---------------------------------------------------------------------- */
+
+START_TEST(test_b64url_strict)
+{
+    static const struct { const char *in; const char *why; } bad[] = {
+        { "Zg=", "padding '='" },        { "Zg==", "padding '='" },
+        { "Zm9v+A", "outside" },         { "Zm9v/A", "outside" },
+        { "Z", "cannot encode whole bytes" }, { "Zm9vY", "cannot encode whole bytes" },
+        { "Zh", "unused bits" },
+        { "Zm9", "unused bits" },        { "Zm 9v", "outside" },
+    };
+    unsigned char *out = NULL;
+    size_t len;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        kv_err_begin(NULL);   /* an internal call: only the first failure is kept otherwise */
+        ck_assert_rc(NULL, kv_b64url_decode(NULL, "x", bad[i].in, strlen(bad[i].in), &out, &len),
+                     KV_ERR_BAD_INPUT);
+        ck_assert_msg(strstr(kv_errmsg(NULL), bad[i].why), "'%s': %s", bad[i].in,
+                      kv_errmsg(NULL));
+    }
+    ck_assert_rc(NULL, kv_b64url_decode(NULL, "x", "Zm8", 3, &out, &len), KV_OK);
+    ck_assert_uint_eq(len, 2);
+    ck_assert_str_eq((char *)out, "fo");
+    free(out);
+    ck_assert_rc(NULL, kv_b64url_decode(NULL, "x", "", 0, &out, &len), KV_OK);
+    ck_assert_uint_eq(len, 0);
+    free(out);
+    out = (unsigned char *)kv_b64url_encode((const unsigned char *)"\xfb\xff", 2);
+    ck_assert_str_eq((char *)out, "-_8");
+    free(out);
+}
+END_TEST
+
+/* ---- the negative corpus ------------------------------------------------------------ */
+
+static char *with_sig(const char *in, const unsigned char *sig, size_t len)
+{
+    char *s64 = b64u(sig, len), *tok = kv_asprintf("%s.%s", in, s64);
+    free(s64);
+    return tok;
+}
+
+/* The signature part of tok, decoded. */
+static unsigned char *sig_of(const char *tok, size_t *len)
+{
+    const char *dot2 = strrchr(tok, '.');
+    return unb64u(dot2 + 1, strlen(dot2 + 1), len);
+}
+
+/* A JWK of an RSA-1024 key made here, and a token it signed with RS256. */
+static void small_rsa(char **jwk, char **tok)
+{
+    EVP_PKEY *pk = EVP_RSA_gen(1024);
+    BIGNUM *n = NULL, *e = NULL;
+    unsigned char nb[256], eb[8], sig[256];
+    size_t siglen = sizeof(sig);
+    char *n64, *e64, *in = signing_input("{\"alg\":\"RS256\"}", "{}");
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+
+    ck_assert_ptr_nonnull(pk);
+    ck_assert_int_eq(EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_N, &n), 1);
+    ck_assert_int_eq(EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_E, &e), 1);
+    n64 = b64u(nb, (size_t)BN_bn2bin(n, nb));
+    e64 = b64u(eb, (size_t)BN_bn2bin(e, eb));
+    *jwk = kv_asprintf("{\"kty\":\"RSA\",\"n\":\"%s\",\"e\":\"%s\"}", n64, e64);
+    ck_assert_int_eq(EVP_DigestSignInit(m, NULL, EVP_sha256(), NULL, pk), 1);
+    ck_assert_int_eq(EVP_DigestSign(m, sig, &siglen, (unsigned char *)in, strlen(in)), 1);
+    *tok = with_sig(in, sig, siglen);
+    EVP_MD_CTX_free(m);
+    BN_free(n);
+    BN_free(e);
+    EVP_PKEY_free(pk);
+    free(n64);
+    free(e64);
+    free(in);
+}
+
+START_TEST(test_negative_corpus)
+{
+    static const char payload[] = "{\"sub\":\"device-7\"}";
+    static const char b64chars[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_key *key = gen(ctx, "neg", KV_KEY_EC_P256, NULL);
+    kv_key *other = gen(ctx, "neg", KV_KEY_EC_P256, NULL);
+    char *jwk = NULL, *kid = NULL, *ojwk = NULL, *pem = pem_of(key), *good = NULL, *tok, *in, *h;
+    unsigned char mac[32], *sig, big[70000];
+    unsigned int maclen = 0;
+    size_t siglen = 0;
+    kv_jws_verify_opts o = KV_JWS_VERIFY_OPTS_INIT;
+    char *p;
+
+    ck_assert_rc(ctx, kv_jwk_public(key, &jwk), KV_OK);
+    ck_assert_rc(ctx, kv_jwk_thumbprint(key, &kid), KV_OK);
+    ck_assert_rc(ctx, kv_jwk_public(other, &ojwk), KV_OK);
+    ck_assert_rc(ctx, kv_jws_sign(key, NULL, NULL, (const unsigned char *)payload,
+                                  strlen(payload), 0, &good), KV_OK);
+    expect(ctx, good, jwk, KV_OK, NULL);
+    expect(ctx, good, pem, KV_OK, NULL);
+    sig = sig_of(good, &siglen);
+
+    /* alg none, with an empty signature */
+    in = signing_input("{\"alg\":\"none\"}", payload);
+    tok = kv_asprintf("%s.", in);
+    expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "alg 'none' is refused");
+    free(tok);
+    free(in);
+
+    /* the alg switched in the header, the signature kept: ES384 and EdDSA for a P-256 key */
+    h = kv_asprintf("{\"alg\":\"ES384\",\"kid\":\"%s\"}", kid);
+    in = signing_input(h, payload);
+    tok = with_sig(in, sig, siglen);
+    expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "alg ES384 is not allowed for key");
+    expect(ctx, tok, pem, KV_ERR_BAD_INPUT, "alg ES384 is not allowed for key");
+    free(tok);
+    free(in);
+    free(h);
+    /* an ES384 header honestly signed with the P-256 key (SHA-384) is refused too */
+    h = kv_asprintf("{\"alg\":\"ES384\",\"kid\":\"%s\"}", kid);
+    tok = forge(key, KV_ALG_ECDSA_SHA384, h, payload);
+    expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "alg ES384 is not allowed for key");
+    free(tok);
+    free(h);
+    h = kv_asprintf("{\"alg\":\"EdDSA\",\"kid\":\"%s\"}", kid);
+    in = signing_input(h, payload);
+    tok = with_sig(in, sig, siglen);
+    expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "alg EdDSA is not allowed for key");
+    free(tok);
+    free(in);
+    free(h);
+
+    /* HS256 with the public key (its PEM text, and its JWK text) as the HMAC secret */
+    h = kv_asprintf("{\"alg\":\"HS256\",\"kid\":\"%s\"}", kid);
+    in = signing_input(h, payload);
+    ck_assert_ptr_nonnull(HMAC(EVP_sha256(), pem, (int)strlen(pem), (unsigned char *)in,
+                               strlen(in), mac, &maclen));
+    tok = with_sig(in, mac, maclen);
+    expect(ctx, tok, pem, KV_ERR_BAD_INPUT, "alg 'HS256' is refused");
+    expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "alg 'HS256' is refused");
+    free(tok);
+    free(in);
+    free(h);
+
+    /* tampered payload, tampered signature */
+    in = signing_input("{}", "{\"sub\":\"device-8\"}");
+    p = strchr(in, '.');
+    tok = kv_asprintf("%.*s%s%s", (int)(strchr(good, '.') - good), good, p, strrchr(good, '.'));
+    expect(ctx, tok, jwk, KV_ERR_BAD_SIGNATURE, "signature does not verify");
+    free(tok);
+    free(in);
+    tok = kv_strdup(good);
+    p = strrchr(tok, '.') + 10;
+    *p = *p == 'A' ? 'B' : 'A';
+    expect(ctx, tok, jwk, KV_ERR_BAD_SIGNATURE, "signature does not verify");
+    free(tok);
+
+    /* bad base64url: '+' in the payload, '=' padding after the signature, a
+     * non-canonical last character (unused bits set) */
+    tok = kv_strdup(good);
+    strchr(tok, '.')[3] = '+';
+    expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "payload is not base64url");
+    free(tok);
+    tok = kv_asprintf("%s==", good);
+    expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "padding '='");
+    free(tok);
+    tok = kv_strdup(good);
+    ck_assert_uint_eq(strlen(strrchr(tok, '.') + 1) % 4, 2);   /* 64 bytes: 86 characters */
+    p = tok + strlen(tok) - 1;
+    *p = b64chars[(strchr(b64chars, *p) - b64chars) | 1];
+    expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "signature is not canonical base64url");
+    free(tok);
+
+    /* oversized: over max_len, and over the default 64 KiB */
+    o.max_len = 100;
+    ck_assert_rc(ctx, kv_jws_verify(ctx, good, jwk, &o, NULL, NULL, NULL), KV_ERR_BAD_INPUT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "longer than the 100-byte limit"));
+    memset(big, 'a', sizeof(big));
+    ck_assert_rc(ctx, kv_jws_sign(key, NULL, NULL, big, sizeof(big), 0, &tok), KV_OK);
+    expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "longer than the 65536-byte limit");
+    o.max_len = 200000;
+    ck_assert_rc(ctx, kv_jws_verify(ctx, tok, jwk, &o, NULL, NULL, NULL), KV_OK);
+    free(tok);
+
+    /* headers that bring their own key or extension: jwk (the attacker's key,
+     * which also signed), jku, x5u, crit */
+    h = kv_asprintf("{\"alg\":\"ES256\",\"jwk\":%s}", ojwk);
+    tok = forge(other, KV_ALG_ECDSA_SHA256, h, payload);
+    expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "header member 'jwk' is refused");
+    free(tok);
+    free(h);
+    tok = forge(key, KV_ALG_ECDSA_SHA256, "{\"alg\":\"ES256\",\"jku\":\"https://evil/jwks\"}",
+                payload);
+    expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "header member 'jku' is refused");
+    free(tok);
+    tok = forge(key, KV_ALG_ECDSA_SHA256, "{\"alg\":\"ES256\",\"x5u\":\"https://evil/c.pem\"}",
+                payload);
+    expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "header member 'x5u' is refused");
+    free(tok);
+    tok = forge(key, KV_ALG_ECDSA_SHA256, "{\"alg\":\"ES256\",\"crit\":[\"exp\"],\"exp\":1}",
+                payload);
+    expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "header member 'crit' is refused");
+    free(tok);
+
+    /* a kid not in the set; the other key's token against this key's set */
+    tok = forge(key, KV_ALG_ECDSA_SHA256, "{\"alg\":\"ES256\",\"kid\":\"nope\"}", payload);
+    expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "kid 'nope' is not in the key set");
+    free(tok);
+    ck_assert_rc(ctx, kv_jws_sign(other, NULL, NULL, NULL, 0, 0, &tok), KV_OK);
+    expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "is not in the key set");
+    expect(ctx, tok, pem, KV_ERR_BAD_INPUT, "is not in the key set");
+    free(tok);
+
+    /* duplicate header members; a header that is not an object */
+    tok = forge(key, KV_ALG_ECDSA_SHA256, "{\"alg\":\"ES256\",\"alg\":\"ES256\"}", payload);
+    expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "duplicate member");
+    free(tok);
+    tok = forge(key, KV_ALG_ECDSA_SHA256, "[\"ES256\"]", payload);
+    expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "header is not a JSON object");
+    free(tok);
+
+    /* a signature one byte short */
+    in = kv_asprintf("%.*s", (int)(strrchr(good, '.') - good), good);
+    tok = with_sig(in, sig, siglen - 1);
+    expect(ctx, tok, jwk, KV_ERR_BAD_SIGNATURE, "ES256 signature must be 64 bytes, has 63");
+    free(tok);
+    free(in);
+
+    /* the wrong number of parts */
+    expect(ctx, "a.b", jwk, KV_ERR_BAD_INPUT, "token has 2 parts");
+    expect(ctx, "a.b.c.d.e", jwk, KV_ERR_BAD_INPUT, "token has 5 parts");
+    free(sig);
+    free(jwk);
+    free(ojwk);
+    free(kid);
+    kv_string_free(good);
+    kv_string_free(pem);
+    kv_key_free(key);
+    kv_key_free(other);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* Keys the verifier refuses: RSA under 2048 bits, an EC point off the
+ * curve, private members, a secret (oct) key, a JWK use other than sig. */
+START_TEST(test_bad_keys)
+{
+    static const char xy[] = "\"x\":\"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU\"";
+    static const char a3[] = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogI"
+        "mh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmX"
+        "FCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q";
+    char *jwk = NULL, *tok = NULL;
+
+    small_rsa(&jwk, &tok);
+    expect(NULL, tok, jwk, KV_ERR_BAD_INPUT, "RSA JWK has a 1024-bit modulus");
+    free(jwk);
+    free(tok);
+    jwk = kv_asprintf("{\"kty\":\"EC\",\"crv\":\"P-256\",%s,"
+                      "\"y\":\"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU\"}", xy);
+    expect(NULL, a3, jwk, KV_ERR_BAD_INPUT, "EC point");
+    free(jwk);
+    jwk = kv_asprintf("{\"kty\":\"EC\",\"crv\":\"P-256\",%s,"
+                      "\"y\":\"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0\","
+                      "\"d\":\"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI\"}", xy);
+    expect(NULL, a3, jwk, KV_ERR_BAD_INPUT, "private or secret key member 'd'");
+    free(jwk);
+    jwk = kv_asprintf("{\"kty\":\"EC\",\"crv\":\"P-256\",%s,"
+                      "\"y\":\"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0\",\"use\":\"enc\"}", xy);
+    expect(NULL, a3, jwk, KV_ERR_BAD_INPUT, "JWK use 'enc' is not 'sig'");
+    free(jwk);
+    jwk = kv_asprintf("{\"kty\":\"EC\",\"crv\":\"P-256\",%s,"
+                      "\"y\":\"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0\",\"alg\":\"ES384\"}", xy);
+    expect(NULL, a3, jwk, KV_ERR_BAD_INPUT, "JWK alg 'ES384' does not fit its EC P-256 key");
+    free(jwk);
+    expect(NULL, a3, "{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}", KV_ERR_BAD_INPUT,
+           "private or secret key member 'k'");
+    expect(NULL, a3, "{\"keys\":[]}", KV_ERR_BAD_INPUT, "not an array of 1 to 64");
+    expect(NULL, a3, "not json", KV_ERR_BAD_INPUT, "the key set is not valid JSON");
+}
+END_TEST
+
+/* What kv_jws_sign refuses. */
+START_TEST(test_sign_refusals)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_key *key = gen(ctx, "sr", KV_KEY_EC_P256, NULL);
+    char *tok = NULL;
+
+    ck_assert_rc(ctx, kv_jws_sign(key, "ES384", NULL, NULL, 0, 0, &tok), KV_ERR_BAD_INPUT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "alg ES384 does not fit key"));
+    ck_assert_rc(ctx, kv_jws_sign(key, "none", NULL, NULL, 0, 0, &tok), KV_ERR_BAD_INPUT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "alg 'none' is refused"));
+    ck_assert_rc(ctx, kv_jws_sign(key, "HS256", NULL, NULL, 0, 0, &tok), KV_ERR_BAD_INPUT);
+    ck_assert_rc(ctx, kv_jws_sign(key, "ES512", NULL, NULL, 0, 0, &tok), KV_ERR_BAD_INPUT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "alg 'ES512' is not supported"));
+    ck_assert_rc(ctx, kv_jws_sign(key, NULL, "{\"jwk\":{}}", NULL, 0, 0, &tok), KV_ERR_BAD_INPUT);
+    ck_assert_rc(ctx, kv_jws_sign(key, NULL, "{\"alg\":\"none\"}", NULL, 0, 0, &tok),
+                 KV_ERR_BAD_INPUT);
+    ck_assert_rc(ctx, kv_jws_sign(key, NULL, "{\"a\":1,\"a\":2}", NULL, 0, 0, &tok),
+                 KV_ERR_BAD_INPUT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "duplicate member"));
+    ck_assert_rc(ctx, kv_jws_sign(key, NULL, "[]", NULL, 0, 0, &tok), KV_ERR_BAD_INPUT);
+    ck_assert_rc(ctx, kv_jws_sign(key, NULL, NULL, NULL, 0, 0x80, &tok), KV_ERR_INVALID_ARG);
+    ck_assert_ptr_null(tok);
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("jose");
+    TCase *tc = tcase_create("jose");
+
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_b64url_strict);
+    tcase_add_test(tc, test_rfc7638_thumbprint);
+    tcase_add_test(tc, test_rfc7515_a3);
+    tcase_add_test(tc, test_rfc8037_a4);
+    tcase_add_test(tc, test_round_trip_software);
+    tcase_add_test(tc, test_jwks_selects_by_kid);
+    tcase_add_test(tc, test_x5c);
+    tcase_add_test(tc, test_negative_corpus);
+    tcase_add_test(tc, test_bad_keys);
+    tcase_add_test(tc, test_sign_refusals);
+#ifdef KV_WITH_PKCS11
+    tcase_add_test(tc, test_round_trip_pkcs11);
+#endif
+#ifdef KV_WITH_TPM
+    tcase_add_test(tc, test_round_trip_tpm);
+#endif
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
