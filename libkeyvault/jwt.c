@@ -85,6 +85,13 @@ static kv_rc id_string(const kv_ctx *ctx, const char *what, const char *s, json_
     return KV_OK;
 }
 
+/* What a JSON error message adds for a duplicate member (jansson's own text
+ * may quote the input, so only its code is used). */
+static const char *dup_note(const json_error_t *je)
+{
+    return json_error_code(je) == json_error_duplicate_key ? ": a member appears twice" : "";
+}
+
 /* The evidence claim: the evidence object itself ("kv_evidence") or the
  * base64url SHA-256 of its bytes as given ("kv_evidence_s256"). */
 static kv_rc evidence_claim(const kv_ctx *ctx, json_t *claims, const char *evidence, bool hash)
@@ -106,8 +113,8 @@ static kv_rc evidence_claim(const kv_ctx *ctx, json_t *claims, const char *evide
         goto out;
     }
     if (!(ev = json_loads(evidence, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je)))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the evidence is not valid JSON (line %d, column %d)",
-                je.line, je.column);
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the evidence is not valid JSON%s (line %d, column %d)",
+                dup_note(&je), je.line, je.column);
     if (!json_is_object(ev))
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the evidence is %s, not a JSON object",
                 json_type_name(ev));
@@ -174,8 +181,8 @@ static kv_rc claims_compact(const kv_ctx *ctx, const char *claims_json, char **o
 
     *out = NULL;
     if (!(c = json_loads(claims_json, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je)))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the claims are not valid JSON (line %d, column %d)",
-                je.line, je.column);
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the claims are not valid JSON%s (line %d, column %d)",
+                dup_note(&je), je.line, je.column);
     if (!json_is_object(c))
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the claims are %s, not a JSON object",
                 json_type_name(c));
@@ -296,8 +303,9 @@ kv_rc kv_jwt_check_claims(const kv_ctx *ctx, const char *payload, size_t len,
     kv_rc rc = KV_OK;
 
     if (!(c = json_loadb(payload, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je)))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON (line %d, column %d)",
-                je.line, je.column);
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT,
+                "the JWT claims are not valid JSON%s (line %d, column %d)", dup_note(&je), je.line,
+                je.column);
     if (!json_is_object(c))
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the JWT claims are %s, not a JSON object",
                 json_type_name(c));

@@ -243,10 +243,12 @@ static int jwt_verify(kv_ctx *ctx, int argc, char **argv)
             ret = fail_sys("jwt verify", "read", "standard input");
             goto out;
         }
-        /* the token without the whitespace around it */
-        size_t lead = strspn(token, " \t\r\n");
+        /* the token without the whitespace around it; whitespace inside
+         * stays, for kv_jwt_verify to refuse */
+        size_t lead = strspn(token, " \t\r\n"), n;
         memmove(token, token + lead, strlen(token + lead) + 1);
-        token[strcspn(token, " \t\r\n")] = '\0';
+        for (n = strlen(token); n > 0 && strchr(" \t\r\n", token[n - 1]); n--)
+            token[n - 1] = '\0';
     } else if (!(token = strdup(argv[optind]))) {
         goto out;
     }
