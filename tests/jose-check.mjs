@@ -7,6 +7,7 @@
 // usage:
 //   node jose-check.mjs verify TOKENFILE JWKSFILE [--alg ALG] [--aud URL]
 //        [--client-id ID] [--ttl S] [--claims FILE] [--x5c] [--plain]
+//        [--evidence FILE | --evidence-hash FILE]
 //     jwtVerify against the JWKS, then the checks below (with --plain,
 //     jwtVerify alone); prints one JSON line {alg, kid, jti} and exits 0,
 //     or "rejected: WHY" and exits 1
@@ -23,7 +24,7 @@
 // Exit 2 on a usage error.
 import { createRequire } from 'node:module';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { X509Certificate, createPublicKey, sign as cryptoSign, randomBytes } from 'node:crypto';
+import { X509Certificate, createHash, createPublicKey, sign as cryptoSign, randomBytes } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 
 const dir = process.env.KV_NPM_DIR || '/var/cache/libkeyvault-npm';
@@ -66,7 +67,9 @@ async function verify(args) {
   if (args.length < 2) usage('verify TOKENFILE JWKSFILE [options]');
   const token = readFileSync(args[0], 'utf8').trim();
   const jwks = json(args[1]);
-  const o = options(args.slice(2), { alg: 1, aud: 1, 'client-id': 1, ttl: 1, claims: 1, x5c: 0, plain: 0 });
+  const o = options(args.slice(2), {
+    alg: 1, aud: 1, 'client-id': 1, ttl: 1, claims: 1, x5c: 0, plain: 0, evidence: 1, 'evidence-hash': 1,
+  });
   if (o.plain) {
     // jose's own checks alone: jwtVerify with the key set, nothing of ours
     const { payload } = await jose.jwtVerify(token, jose.createLocalJWKSet(jwks), o.aud ? { audience: o.aud } : {});
@@ -98,6 +101,14 @@ async function verify(args) {
     if ('nbf' in payload) throw new Error('nbf in a client assertion');
   }
   if (o.claims && !isDeepStrictEqual(payload, json(o.claims))) throw new Error('the claims differ from the claims file');
+  if (o.evidence && !isDeepStrictEqual(payload.kv_evidence, json(o.evidence))) {
+    throw new Error('kv_evidence is not the evidence document');
+  }
+  if (o['evidence-hash']) {
+    const want = b64u(createHash('sha256').update(readFileSync(o['evidence-hash'])).digest());
+    if (payload.kv_evidence_s256 !== want) throw new Error(`kv_evidence_s256 is ${payload.kv_evidence_s256}, not ${want}`);
+    if ('kv_evidence' in payload) throw new Error('kv_evidence beside its hash');
+  }
   if (o.x5c) {
     if (!Array.isArray(header.x5c) || header.x5c.length === 0) throw new Error('no x5c in the header');
     const leaf = await jose.importX509(derToPem(header.x5c[0]), header.alg);

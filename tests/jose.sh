@@ -128,6 +128,21 @@ for n in $keys; do
         jose_ok "$n: jose finds exp - iat = 60 by default" "$t-ttl.jwt" --alg "$alg" --aud "$AUD" --client-id "client-$n" --ttl 60
     done
 done
+# evidence in the client assertion: the document itself, or its SHA-256
+for n in tpm-ec-p256 pkcs11-ec-p256 software-ed25519; do
+    expect 0 "$n: keyvault attest" -- kv attest "$n" --nonce "$(openssl rand -hex 32)" -o "$T/$n.ev.json"
+    for hash in "" --evidence-hash; do
+        evopt=--evidence
+        [ -n "$hash" ] && evopt=--evidence-hash
+        # shellcheck disable=SC2086
+        expect 0 "$n: jwt sign --client-assertion --evidence${hash:+ $hash}" -- kv jwt sign "$n" --client-assertion \
+            --client-id "client-$n" --aud "$AUD" --evidence "$T/$n.ev.json" $hash
+        tr -d '\n' <"$T/out" >"$T/tok/$n-ev$hash.jwt"
+        jose_ok "$n: jose verifies the assertion and finds ${hash:+the hash of }the evidence in it" \
+            "$T/tok/$n-ev$hash.jwt" --aud "$AUD" --client-id "client-$n" --ttl 60 \
+            "$evopt" "$T/$n.ev.json"
+    done
+done
 n_jti=$(wc -l <"$T/jtis")
 n_uniq=$(sort -u "$T/jtis" | wc -l)
 [ "$n_jti" -gt 0 ] && [ "$n_jti" = "$n_uniq" ] && ok "all $n_jti jti differ" ||
