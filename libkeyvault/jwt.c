@@ -56,6 +56,20 @@ static const char *iso(double t, char buf[32])
     return buf;
 }
 
+/* Why jansson refused a text, in words that quote none of it. */
+static const char *json_why(const json_error_t *je)
+{
+    switch (json_error_code(je)) {
+    case json_error_duplicate_key: return "a duplicate member";
+    case json_error_null_character: return "a NUL character";
+    case json_error_invalid_utf8: return "invalid UTF-8";
+    case json_error_premature_end_of_input: return "an early end";
+    case json_error_end_of_input_expected: return "text after the value";
+    case json_error_numeric_overflow: return "a number out of range";
+    default: return "invalid syntax";
+    }
+}
+
 static const char *json_type_name(const json_t *j)
 {
     switch (json_typeof(j)) {
@@ -106,8 +120,8 @@ static kv_rc evidence_claim(const kv_ctx *ctx, json_t *claims, const char *evide
         goto out;
     }
     if (!(ev = json_loads(evidence, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je)))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the evidence is not valid JSON (line %d, column %d)",
-                je.line, je.column);
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the evidence is not valid JSON: %s (line %d, column %d)",
+                json_why(&je), je.line, je.column);
     if (!json_is_object(ev))
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the evidence is %s, not a JSON object",
                 json_type_name(ev));
@@ -174,8 +188,8 @@ static kv_rc claims_compact(const kv_ctx *ctx, const char *claims_json, char **o
 
     *out = NULL;
     if (!(c = json_loads(claims_json, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je)))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the claims are not valid JSON (line %d, column %d)",
-                je.line, je.column);
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the claims are not valid JSON: %s (line %d, column %d)",
+                json_why(&je), je.line, je.column);
     if (!json_is_object(c))
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the claims are %s, not a JSON object",
                 json_type_name(c));
@@ -212,7 +226,7 @@ kv_rc kv_jwt_client_assertion(kv_key *key, const kv_client_assertion_opts *opts,
     *jwt = NULL;
     kv_err_begin(key->ctx);
     KV_CHECK(rc, kv_jwt_assertion_claims(key->ctx, opts, (long long)time(NULL), &payload));
-    rc = kv_jws_sign(key, NULL, jwt_header, (const unsigned char *)payload, strlen(payload),
+    rc = kv_jws_sign(key, opts->alg, jwt_header, (const unsigned char *)payload, strlen(payload),
                      opts->flags & KV_JWS_X5C, jwt);
 out:
     kv_secret_free(payload);
@@ -296,8 +310,8 @@ kv_rc kv_jwt_check_claims(const kv_ctx *ctx, const char *payload, size_t len,
     kv_rc rc = KV_OK;
 
     if (!(c = json_loadb(payload, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je)))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON (line %d, column %d)",
-                je.line, je.column);
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON: %s (line %d, "
+                "column %d)", json_why(&je), je.line, je.column);
     if (!json_is_object(c))
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the JWT claims are %s, not a JSON object",
                 json_type_name(c));

@@ -234,9 +234,9 @@ START_TEST(assertion_evidence)
     o.evidence = "[1,2]";
     assertion_refused(ctx, &o, KV_ERR_BAD_INPUT, "the evidence is an array, not a JSON object");
     o.evidence = "{\"a\":1,\"a\":2}";
-    assertion_refused(ctx, &o, KV_ERR_BAD_INPUT, "the evidence is not valid JSON");
+    assertion_refused(ctx, &o, KV_ERR_BAD_INPUT, "the evidence is not valid JSON: a duplicate member");
     o.evidence = "{\"a\":";
-    assertion_refused(ctx, &o, KV_ERR_BAD_INPUT, "the evidence is not valid JSON (line 1");
+    assertion_refused(ctx, &o, KV_ERR_BAD_INPUT, "the evidence is not valid JSON: an early end (line 1");
     json_decref(want);
     kv_ctx_free(ctx);
 }
@@ -418,11 +418,13 @@ START_TEST(claims_not_an_object)
     claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are a string", "\"x\"");
     claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are a number", "%lld", NOW);
     claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are null", "null");
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON (line 1", "{\"exp\":");
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON",
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON: an early end (line 1", "{\"exp\":");
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON: a duplicate member",
                "{\"exp\":%lld,\"exp\":%lld}", NOW + 60, NOW + 60);
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON",
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON: text after the value",
                "{\"exp\":%lld} {}", NOW + 60);
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON: invalid UTF-8",
+               "{\"exp\":%lld,\"x\":\"\xff\"}", NOW + 60);
     claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON", "%s", "");
     kv_ctx_free(ctx);
 }
@@ -584,7 +586,7 @@ START_TEST(jwt_sign_claims)
     ck_assert_ptr_null(jwt);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the claims are an array, not a JSON object"));
     ck_assert_rc(ctx, kv_jwt_sign(key, "{\"a\":1,\"a\":2}", 0, &jwt), KV_ERR_BAD_INPUT);
-    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the claims are not valid JSON"));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the claims are not valid JSON: a duplicate member"));
     ck_assert_rc(ctx, kv_jwt_sign(key, "{}", 0x40, &jwt), KV_ERR_INVALID_ARG);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "unknown flags 0x40"));
     /* a token without exp verifies only when asked to allow it */
@@ -598,6 +600,46 @@ START_TEST(jwt_sign_claims)
     }
     kv_string_free(jwt);
     kv_string_free(jwk);
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(assertion_rs256)
+{
+    /* an RSA key signs PS256 unless RS256 is asked for; an alg that does not fit the key
+     * is refused by the JWS layer */
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_key *key = soft_key(ctx, "rsa", KV_KEY_RSA_2048);
+    kv_client_assertion_opts o = KV_CLIENT_ASSERTION_OPTS_INIT;
+    kv_jwt_verify_opts vo = KV_JWT_VERIFY_OPTS_INIT;
+    char *jwt = NULL, *pem = NULL;
+    json_t *h;
+
+    o.client_id = CLIENT;
+    o.aud = AS;
+    ck_assert_rc(ctx, kv_jwt_client_assertion(key, &o, &jwt), KV_OK);
+    h = token_part(jwt, 0);
+    ck_assert_str_eq(json_string_value(json_object_get(h, "alg")), "PS256");
+    json_decref(h);
+    kv_string_free(jwt);
+    o.alg = "RS256";
+    ck_assert_rc(ctx, kv_jwt_client_assertion(key, &o, &jwt), KV_OK);
+    h = token_part(jwt, 0);
+    ck_assert_str_eq(json_string_value(json_object_get(h, "alg")), "RS256");
+    ck_assert_str_eq(json_string_value(json_object_get(h, "typ")), "JWT");
+    json_decref(h);
+    /* a PEM public key pins RSA to PS256 or RS256: both verify */
+    ck_assert_rc(ctx, kv_key_public_pem(key, &pem), KV_OK);
+    vo.aud = AS;
+    vo.iss = CLIENT;
+    ck_assert_rc(ctx, kv_jwt_verify(ctx, jwt, pem, &vo, NULL), KV_OK);
+    kv_string_free(jwt);
+    o.alg = "ES256";
+    ck_assert_rc(ctx, kv_jwt_client_assertion(key, &o, &jwt), KV_ERR_BAD_INPUT);
+    ck_assert_ptr_null(jwt);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "ES256"));
+    kv_string_free(pem);
     kv_key_free(key);
     kv_ctx_free(ctx);
 }
@@ -640,6 +682,7 @@ int main(void)
     tcase_add_test(tv, assertion_signed_and_verified);
     tcase_add_test(tv, jti_unique);
     tcase_add_test(tv, jwt_sign_claims);
+    tcase_add_test(tv, assertion_rs256);
     tcase_add_test(tv, signed_claims_not_an_object);
     suite_add_tcase(s, tv);
     return tu_run(s);
