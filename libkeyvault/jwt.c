@@ -56,20 +56,6 @@ static const char *iso(double t, char buf[32])
     return buf;
 }
 
-/* Why jansson refused a text, in words that quote none of it. */
-static const char *json_why(const json_error_t *je)
-{
-    switch (json_error_code(je)) {
-    case json_error_duplicate_key: return "a duplicate member";
-    case json_error_null_character: return "a NUL character";
-    case json_error_invalid_utf8: return "invalid UTF-8";
-    case json_error_premature_end_of_input: return "an early end";
-    case json_error_end_of_input_expected: return "text after the value";
-    case json_error_numeric_overflow: return "a number out of range";
-    default: return "invalid syntax";
-    }
-}
-
 static const char *json_type_name(const json_t *j)
 {
     switch (json_typeof(j)) {
@@ -104,7 +90,6 @@ static kv_rc id_string(const kv_ctx *ctx, const char *what, const char *s, json_
 static kv_rc evidence_claim(const kv_ctx *ctx, json_t *claims, const char *evidence, bool hash)
 {
     unsigned char md[32];
-    json_error_t je;
     json_t *ev = NULL;
     char *s = NULL;
     kv_rc rc = KV_OK;
@@ -119,12 +104,7 @@ static kv_rc evidence_claim(const kv_ctx *ctx, json_t *claims, const char *evide
         ev = NULL;
         goto out;
     }
-    if (!(ev = json_loads(evidence, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je)))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the evidence is not valid JSON: %s (line %d, column %d)",
-                json_why(&je), je.line, je.column);
-    if (!json_is_object(ev))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the evidence is %s, not a JSON object",
-                json_type_name(ev));
+    KV_CHECK(rc, kv_jose_parse_object(ctx, "the evidence", evidence, strlen(evidence), &ev));
     if (json_object_set(claims, "kv_evidence", ev) != 0)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory for the evidence claim");
 out:
@@ -182,17 +162,11 @@ out:
 /* The claims as given, checked to be a JSON object and written compact. */
 static kv_rc claims_compact(const kv_ctx *ctx, const char *claims_json, char **out)
 {
-    json_error_t je;
     json_t *c = NULL;
     kv_rc rc = KV_OK;
 
     *out = NULL;
-    if (!(c = json_loads(claims_json, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je)))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the claims are not valid JSON: %s (line %d, column %d)",
-                json_why(&je), je.line, je.column);
-    if (!json_is_object(c))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the claims are %s, not a JSON object",
-                json_type_name(c));
+    KV_CHECK(rc, kv_jose_parse_object(ctx, "the claims text", claims_json, strlen(claims_json), &c));
     if (!(*out = json_dumps(c, JSON_COMPACT)))
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory for the claims");
 out:
@@ -305,16 +279,10 @@ kv_rc kv_jwt_check_claims(const kv_ctx *ctx, const char *payload, size_t len,
     double exp, nbf, iat, now = o->now ? (double)o->now : (double)time(NULL);
     double skew = (o->flags & KV_JWT_NO_SKEW) ? 0 : o->skew ? o->skew : JWT_SKEW_DEFAULT;
     bool has_exp, has_nbf, has_iat;
-    json_error_t je;
     json_t *c = NULL;
     kv_rc rc = KV_OK;
 
-    if (!(c = json_loadb(payload, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je)))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON: %s (line %d, "
-                "column %d)", json_why(&je), je.line, je.column);
-    if (!json_is_object(c))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the JWT claims are %s, not a JSON object",
-                json_type_name(c));
+    KV_CHECK(rc, kv_jose_parse_object(ctx, "the JWT payload", payload, len, &c));
     KV_CHECK(rc, numeric_date(ctx, c, "exp", &has_exp, &exp));
     KV_CHECK(rc, numeric_date(ctx, c, "nbf", &has_nbf, &nbf));
     KV_CHECK(rc, numeric_date(ctx, c, "iat", &has_iat, &iat));

@@ -232,11 +232,11 @@ START_TEST(assertion_evidence)
 
     o.flags = 0;
     o.evidence = "[1,2]";
-    assertion_refused(ctx, &o, KV_ERR_BAD_INPUT, "the evidence is an array, not a JSON object");
+    assertion_refused(ctx, &o, KV_ERR_BAD_INPUT, "the evidence is not a JSON object");
     o.evidence = "{\"a\":1,\"a\":2}";
-    assertion_refused(ctx, &o, KV_ERR_BAD_INPUT, "the evidence is not valid JSON: a duplicate member");
+    assertion_refused(ctx, &o, KV_ERR_BAD_INPUT, "the evidence is not valid JSON: a member appears twice");
     o.evidence = "{\"a\":";
-    assertion_refused(ctx, &o, KV_ERR_BAD_INPUT, "the evidence is not valid JSON: an early end (line 1");
+    assertion_refused(ctx, &o, KV_ERR_BAD_INPUT, "the evidence is not valid JSON: it ends early (line 1");
     json_decref(want);
     kv_ctx_free(ctx);
 }
@@ -381,7 +381,7 @@ START_TEST(aud_iss_sub)
                "{%s,\"aud\":[7,\"%s\"]}", exp, AS);
     /* a NUL inside a claim is refused with the JSON (jansson without JSON_ALLOW_NUL):
      * never compared as the expected aud cut short */
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "not valid JSON", "{%s,\"aud\":\"%s\\u0000x\"}", exp,
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "it holds a NUL character", "{%s,\"aud\":\"%s\\u0000x\"}", exp,
                AS);
     /* a claim quoted in a message: cut to 64 characters, each byte that is not printable
      * ASCII (the two of the UTF-8 e-acute too) and the quote as '?' */
@@ -413,19 +413,19 @@ START_TEST(claims_not_an_object)
     kv_jwt_verify_opts o = KV_JWT_VERIFY_OPTS_INIT;
 
     o.now = NOW;
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are an array, not a JSON object",
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not a JSON object",
                "[{\"exp\":%lld}]", NOW + 60);
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are a string", "\"x\"");
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are a number", "%lld", NOW);
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are null", "null");
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON: an early end (line 1", "{\"exp\":");
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON: a duplicate member",
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not valid JSON", "\"x\"");
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not valid JSON", "%lld", NOW);
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not valid JSON", "null");
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not valid JSON: it ends early (line 1", "{\"exp\":");
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not valid JSON: a member appears twice",
                "{\"exp\":%lld,\"exp\":%lld}", NOW + 60, NOW + 60);
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON: text after the value",
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not valid JSON: text follows the JSON value",
                "{\"exp\":%lld} {}", NOW + 60);
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON: invalid UTF-8",
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not valid JSON: it is not valid UTF-8",
                "{\"exp\":%lld,\"x\":\"\xff\"}", NOW + 60);
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON", "%s", "");
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not valid JSON: it ends early", "%s", "");
     kv_ctx_free(ctx);
 }
 END_TEST
@@ -584,9 +584,9 @@ START_TEST(jwt_sign_claims)
 
     ck_assert_rc(ctx, kv_jwt_sign(key, "[1]", 0, &jwt), KV_ERR_BAD_INPUT);
     ck_assert_ptr_null(jwt);
-    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the claims are an array, not a JSON object"));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the claims text is not a JSON object"));
     ck_assert_rc(ctx, kv_jwt_sign(key, "{\"a\":1,\"a\":2}", 0, &jwt), KV_ERR_BAD_INPUT);
-    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the claims are not valid JSON: a duplicate member"));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the claims text is not valid JSON: a member appears twice"));
     ck_assert_rc(ctx, kv_jwt_sign(key, "{}", 0x40, &jwt), KV_ERR_INVALID_ARG);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "unknown flags 0x40"));
     /* a token without exp verifies only when asked to allow it */
@@ -655,7 +655,7 @@ START_TEST(signed_claims_not_an_object)
     ck_assert_rc(ctx, kv_jws_sign(key, NULL, NULL, (const unsigned char *)"[1,2]", 5, 0, &jws),
                  KV_OK);
     ck_assert_rc(ctx, kv_jwt_verify(ctx, jws, jwk, NULL, NULL), KV_ERR_BAD_INPUT);
-    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the JWT claims are an array, not a JSON object"));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the JWT payload is not a JSON object"));
     kv_string_free(jws);
     kv_string_free(jwk);
     kv_key_free(key);

@@ -94,7 +94,7 @@ expect 1 "a token without exp is refused" -- kv jwt verify "$(cat "$T/out")" --j
 contains "$T/err" "exp missing" "the reason: exp missing"
 printf '[1, 2]\n' >"$T/array.json"
 expect 1 "jwt sign: claims that are no object" -- kv jwt sign dev-ec --claims "$T/array.json"
-contains "$T/err" "the claims are an array, not a JSON object" "the reason: not an object"
+contains "$T/err" "the claims text is not a JSON object" "the reason: not an object"
 expect 1 "jwt verify: a token that is no JWS" -- kv jwt verify not.a.token --jwks "$T/jwks.json"
 printf '%s' "$tok" | sed 's/\./. /2' >"$T/spaced.jwt"
 expect 1 "jwt verify -: a space inside the token is not cut off, but refused" -- \
@@ -102,7 +102,7 @@ expect 1 "jwt verify -: a space inside the token is not cut off, but refused" --
 contains "$T/err" "base64url" "the reason: base64url"
 printf '{"iss":"svc","aud":"a","aud":"b","exp":%s}\n' $((now + 300)) >"$T/dup.json"
 expect 1 "jwt sign: claims with a duplicate member" -- kv jwt sign dev-ec --claims "$T/dup.json"
-contains "$T/err" "the claims are not valid JSON: a duplicate member (line 1" \
+contains "$T/err" "the claims text is not valid JSON: a member appears twice (duplicate member) (line 1" \
     "the reason: a duplicate member"
 expect 0 "jwt sign --claims --alg RS256 with an RSA key" -- kv jwt sign dev-rsa --claims \
     "$T/claims.json" --alg RS256
