@@ -321,16 +321,18 @@ out:
 static kv_rc jwk_thumb(const kv_ctx *ctx, const json_t *req, char **kid)
 {
     char *text = json_dumps(req, JSON_COMPACT | JSON_SORT_KEYS);
+    EVP_MD *sha256 = EVP_MD_fetch(ctx ? ctx->libctx : NULL, "SHA256", NULL);
     unsigned char md[32];
     kv_rc rc = KV_OK;
 
     *kid = NULL;
     if (!text)
-        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
-    if (EVP_Digest(text, strlen(text), md, NULL, EVP_sha256(), NULL) != 1)
+        rc = kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    else if (!sha256 || EVP_Digest(text, strlen(text), md, NULL, sha256, NULL) != 1)
         rc = kv_error_ossl(ctx, KV_ERR_CRYPTO, "SHA-256 of the JWK failed");
     else if (!(*kid = kv_b64url_encode(md, sizeof(md))))
         rc = kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    EVP_MD_free(sha256);
     free(text);
     return rc;
 }

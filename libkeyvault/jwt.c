@@ -85,19 +85,11 @@ static kv_rc id_string(const kv_ctx *ctx, const char *what, const char *s, json_
     return KV_OK;
 }
 
-/* What a JSON error message adds for a duplicate member (jansson's own text
- * may quote the input, so only its code is used). */
-static const char *dup_note(const json_error_t *je)
-{
-    return json_error_code(je) == json_error_duplicate_key ? ": a member appears twice" : "";
-}
-
 /* The evidence claim: the evidence object itself ("kv_evidence") or the
  * base64url SHA-256 of its bytes as given ("kv_evidence_s256"). */
 static kv_rc evidence_claim(const kv_ctx *ctx, json_t *claims, const char *evidence, bool hash)
 {
     unsigned char md[32];
-    json_error_t je;
     json_t *ev = NULL;
     char *s = NULL;
     kv_rc rc = KV_OK;
@@ -112,12 +104,7 @@ static kv_rc evidence_claim(const kv_ctx *ctx, json_t *claims, const char *evide
         ev = NULL;
         goto out;
     }
-    if (!(ev = json_loads(evidence, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je)))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the evidence is not valid JSON%s (line %d, column %d)",
-                dup_note(&je), je.line, je.column);
-    if (!json_is_object(ev))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the evidence is %s, not a JSON object",
-                json_type_name(ev));
+    KV_CHECK(rc, kv_jose_parse_object(ctx, "the evidence", evidence, strlen(evidence), &ev));
     if (json_object_set(claims, "kv_evidence", ev) != 0)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory for the evidence claim");
 out:
@@ -175,17 +162,11 @@ out:
 /* The claims as given, checked to be a JSON object and written compact. */
 static kv_rc claims_compact(const kv_ctx *ctx, const char *claims_json, char **out)
 {
-    json_error_t je;
     json_t *c = NULL;
     kv_rc rc = KV_OK;
 
     *out = NULL;
-    if (!(c = json_loads(claims_json, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je)))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the claims are not valid JSON%s (line %d, column %d)",
-                dup_note(&je), je.line, je.column);
-    if (!json_is_object(c))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the claims are %s, not a JSON object",
-                json_type_name(c));
+    KV_CHECK(rc, kv_jose_parse_object(ctx, "the claims text", claims_json, strlen(claims_json), &c));
     if (!(*out = json_dumps(c, JSON_COMPACT)))
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory for the claims");
 out:
@@ -219,7 +200,7 @@ kv_rc kv_jwt_client_assertion(kv_key *key, const kv_client_assertion_opts *opts,
     *jwt = NULL;
     kv_err_begin(key->ctx);
     KV_CHECK(rc, kv_jwt_assertion_claims(key->ctx, opts, (long long)time(NULL), &payload));
-    rc = kv_jws_sign(key, NULL, jwt_header, (const unsigned char *)payload, strlen(payload),
+    rc = kv_jws_sign(key, opts->alg, jwt_header, (const unsigned char *)payload, strlen(payload),
                      opts->flags & KV_JWS_X5C, jwt);
 out:
     kv_secret_free(payload);
@@ -298,17 +279,10 @@ kv_rc kv_jwt_check_claims(const kv_ctx *ctx, const char *payload, size_t len,
     double exp, nbf, iat, now = o->now ? (double)o->now : (double)time(NULL);
     double skew = (o->flags & KV_JWT_NO_SKEW) ? 0 : o->skew ? o->skew : JWT_SKEW_DEFAULT;
     bool has_exp, has_nbf, has_iat;
-    json_error_t je;
     json_t *c = NULL;
     kv_rc rc = KV_OK;
 
-    if (!(c = json_loadb(payload, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je)))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT,
-                "the JWT claims are not valid JSON%s (line %d, column %d)", dup_note(&je), je.line,
-                je.column);
-    if (!json_is_object(c))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the JWT claims are %s, not a JSON object",
-                json_type_name(c));
+    KV_CHECK(rc, kv_jose_parse_object(ctx, "the JWT payload", payload, len, &c));
     KV_CHECK(rc, numeric_date(ctx, c, "exp", &has_exp, &exp));
     KV_CHECK(rc, numeric_date(ctx, c, "nbf", &has_nbf, &nbf));
     KV_CHECK(rc, numeric_date(ctx, c, "iat", &has_iat, &iat));

@@ -1251,7 +1251,8 @@ KV_API KV_WUR kv_rc kv_jws_verify(kv_ctx *ctx, const char *jws, const char *keys
  * kv_jwt_sign - a JWT: the JSON object claims_json (written again compact;
  * duplicate members refused) signed by key as kv_jws_sign does with the
  * key's default alg, protected header {alg, kid, typ:"JWT"}. flags:
- * KV_JWS_X5C, KV_JWS_NO_KID. *jwt is freed with kv_string_free.
+ * KV_JWS_X5C, KV_JWS_NO_KID. *jwt is freed with kv_string_free. (Another
+ * alg: kv_jws_sign with header_json {"typ":"JWT"}.)
  */
 KV_API KV_WUR kv_rc kv_jwt_sign(kv_key *key, const char *claims_json, unsigned flags, char **jwt)
     KV_NONNULL(1, 2, 4);
@@ -1264,8 +1265,10 @@ typedef struct kv_client_assertion_opts {
     unsigned ttl;             /* seconds from iat to exp; 0: 60; at most 3600 */
     const char *evidence;     /* NULL, or kv_attest evidence JSON (an object) */
     unsigned flags;           /* KV_JWS_X5C, KV_ASSERTION_EVIDENCE_HASH */
+    const char *alg;          /* NULL: the key's default (PS256 for RSA); "RS256" for an
+                               * authorization server that takes only that */
 } kv_client_assertion_opts;
-#define KV_CLIENT_ASSERTION_OPTS_INIT { sizeof(kv_client_assertion_opts), NULL, NULL, 0, NULL, 0 }
+#define KV_CLIENT_ASSERTION_OPTS_INIT { sizeof(kv_client_assertion_opts), NULL, NULL, 0, NULL, 0, NULL }
 /* Carry the evidence as "kv_evidence_s256" (base64url SHA-256 of its bytes
  * as given) instead of the object itself ("kv_evidence"). */
 #define KV_ASSERTION_EVIDENCE_HASH 0x100u
@@ -1274,7 +1277,8 @@ typedef struct kv_client_assertion_opts {
  * kv_jwt_client_assertion - an RFC 7523 client assertion for the OAuth2
  * private_key_jwt client authentication: claims iss = sub = client_id,
  * aud, iat = now, exp = iat + ttl, jti = 16 random bytes in base64url,
- * plus the evidence when given; header {alg, kid, typ:"JWT"}. *jwt is
+ * plus the evidence when given; header {alg, kid, typ:"JWT"}, alg as
+ * kv_jws_sign takes it (opts->alg, NULL: the key's default). *jwt is
  * freed with kv_string_free. KV_ERR_INVALID_ARG for missing or overlong
  * ids, a ttl over 3600, unknown flags; KV_ERR_BAD_INPUT for evidence that
  * is not a JSON object; else as kv_jws_sign.

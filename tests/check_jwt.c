@@ -232,11 +232,11 @@ START_TEST(assertion_evidence)
 
     o.flags = 0;
     o.evidence = "[1,2]";
-    assertion_refused(ctx, &o, KV_ERR_BAD_INPUT, "the evidence is an array, not a JSON object");
+    assertion_refused(ctx, &o, KV_ERR_BAD_INPUT, "the evidence is not a JSON object");
     o.evidence = "{\"a\":1,\"a\":2}";
-    assertion_refused(ctx, &o, KV_ERR_BAD_INPUT, "the evidence is not valid JSON");
+    assertion_refused(ctx, &o, KV_ERR_BAD_INPUT, "the evidence is not valid JSON: a member appears twice");
     o.evidence = "{\"a\":";
-    assertion_refused(ctx, &o, KV_ERR_BAD_INPUT, "the evidence is not valid JSON (line 1");
+    assertion_refused(ctx, &o, KV_ERR_BAD_INPUT, "the evidence is not valid JSON: it ends early (line 1");
     json_decref(want);
     kv_ctx_free(ctx);
 }
@@ -381,7 +381,7 @@ START_TEST(aud_iss_sub)
                "{%s,\"aud\":[7,\"%s\"]}", exp, AS);
     /* a NUL inside a claim is refused with the JSON (jansson without JSON_ALLOW_NUL):
      * never compared as the expected aud cut short */
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "not valid JSON", "{%s,\"aud\":\"%s\\u0000x\"}", exp,
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "it holds a NUL character", "{%s,\"aud\":\"%s\\u0000x\"}", exp,
                AS);
     /* a claim quoted in a message: cut to 64 characters, each byte that is not printable
      * ASCII (the two of the UTF-8 e-acute too) and the quote as '?' */
@@ -413,17 +413,19 @@ START_TEST(claims_not_an_object)
     kv_jwt_verify_opts o = KV_JWT_VERIFY_OPTS_INIT;
 
     o.now = NOW;
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are an array, not a JSON object",
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not a JSON object",
                "[{\"exp\":%lld}]", NOW + 60);
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are a string", "\"x\"");
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are a number", "%lld", NOW);
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are null", "null");
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON (line 1", "{\"exp\":");
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON",
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not valid JSON", "\"x\"");
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not valid JSON", "%lld", NOW);
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not valid JSON", "null");
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not valid JSON: it ends early (line 1", "{\"exp\":");
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not valid JSON: a member appears twice",
                "{\"exp\":%lld,\"exp\":%lld}", NOW + 60, NOW + 60);
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON",
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not valid JSON: text follows the JSON value",
                "{\"exp\":%lld} {}", NOW + 60);
-    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT claims are not valid JSON", "%s", "");
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not valid JSON: it is not valid UTF-8",
+               "{\"exp\":%lld,\"x\":\"\xff\"}", NOW + 60);
+    claims_are(ctx, &o, KV_ERR_BAD_INPUT, "the JWT payload is not valid JSON: it ends early", "%s", "");
     kv_ctx_free(ctx);
 }
 END_TEST
@@ -582,9 +584,9 @@ START_TEST(jwt_sign_claims)
 
     ck_assert_rc(ctx, kv_jwt_sign(key, "[1]", 0, &jwt), KV_ERR_BAD_INPUT);
     ck_assert_ptr_null(jwt);
-    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the claims are an array, not a JSON object"));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the claims text is not a JSON object"));
     ck_assert_rc(ctx, kv_jwt_sign(key, "{\"a\":1,\"a\":2}", 0, &jwt), KV_ERR_BAD_INPUT);
-    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the claims are not valid JSON"));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the claims text is not valid JSON: a member appears twice"));
     ck_assert_rc(ctx, kv_jwt_sign(key, "{}", 0x40, &jwt), KV_ERR_INVALID_ARG);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "unknown flags 0x40"));
     /* a token without exp verifies only when asked to allow it */
@@ -603,6 +605,46 @@ START_TEST(jwt_sign_claims)
 }
 END_TEST
 
+START_TEST(assertion_rs256)
+{
+    /* an RSA key signs PS256 unless RS256 is asked for; an alg that does not fit the key
+     * is refused by the JWS layer */
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_key *key = soft_key(ctx, "rsa", KV_KEY_RSA_2048);
+    kv_client_assertion_opts o = KV_CLIENT_ASSERTION_OPTS_INIT;
+    kv_jwt_verify_opts vo = KV_JWT_VERIFY_OPTS_INIT;
+    char *jwt = NULL, *pem = NULL;
+    json_t *h;
+
+    o.client_id = CLIENT;
+    o.aud = AS;
+    ck_assert_rc(ctx, kv_jwt_client_assertion(key, &o, &jwt), KV_OK);
+    h = token_part(jwt, 0);
+    ck_assert_str_eq(json_string_value(json_object_get(h, "alg")), "PS256");
+    json_decref(h);
+    kv_string_free(jwt);
+    o.alg = "RS256";
+    ck_assert_rc(ctx, kv_jwt_client_assertion(key, &o, &jwt), KV_OK);
+    h = token_part(jwt, 0);
+    ck_assert_str_eq(json_string_value(json_object_get(h, "alg")), "RS256");
+    ck_assert_str_eq(json_string_value(json_object_get(h, "typ")), "JWT");
+    json_decref(h);
+    /* a PEM public key pins RSA to PS256 or RS256: both verify */
+    ck_assert_rc(ctx, kv_key_public_pem(key, &pem), KV_OK);
+    vo.aud = AS;
+    vo.iss = CLIENT;
+    ck_assert_rc(ctx, kv_jwt_verify(ctx, jwt, pem, &vo, NULL), KV_OK);
+    kv_string_free(jwt);
+    o.alg = "ES256";
+    ck_assert_rc(ctx, kv_jwt_client_assertion(key, &o, &jwt), KV_ERR_BAD_INPUT);
+    ck_assert_ptr_null(jwt);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "ES256"));
+    kv_string_free(pem);
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(signed_claims_not_an_object)
 {
     /* a JWS whose payload is no JSON object is no JWT: kv_jwt_verify says so */
@@ -613,7 +655,7 @@ START_TEST(signed_claims_not_an_object)
     ck_assert_rc(ctx, kv_jws_sign(key, NULL, NULL, (const unsigned char *)"[1,2]", 5, 0, &jws),
                  KV_OK);
     ck_assert_rc(ctx, kv_jwt_verify(ctx, jws, jwk, NULL, NULL), KV_ERR_BAD_INPUT);
-    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the JWT claims are an array, not a JSON object"));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the JWT payload is not a JSON object"));
     kv_string_free(jws);
     kv_string_free(jwk);
     kv_key_free(key);
@@ -640,6 +682,7 @@ int main(void)
     tcase_add_test(tv, assertion_signed_and_verified);
     tcase_add_test(tv, jti_unique);
     tcase_add_test(tv, jwt_sign_claims);
+    tcase_add_test(tv, assertion_rs256);
     tcase_add_test(tv, signed_claims_not_an_object);
     suite_add_tcase(s, tv);
     return tu_run(s);

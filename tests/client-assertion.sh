@@ -17,6 +17,12 @@ export KV_NPM_DIR
 AT=urn:ietf:params:oauth:client-assertion-type:jwt-bearer
 node_pid=
 trap '[ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; rm -rf "$T"' EXIT
+# b64u_dec TEXT: base64url (unpadded) decoded on standard output
+b64u_dec() {
+    s=$(printf '%s' "$1" | tr '_-' '/+')
+    case $((${#s} % 4)) in 2) s="$s==" ;; 3) s="$s=" ;; esac
+    printf '%s' "$s" | base64 -d
+}
 
 soft_store "client assertion test"
 export KEYVAULT_CONF="$T/kv.conf"
@@ -59,6 +65,7 @@ expect 0 "jwt verify a valid token (exit 0)" -- kv jwt verify "$tok" --jwks "$T/
 expect 0 "jwt verify reads the token from standard input" -- \
     sh -c "printf '%s\n' '$tok' | '$KEYVAULT' jwt verify - --jwks '$T/jwks.json'"
 expect 0 "keyvault pubkey of the signing key" -- kv pubkey dev-ec -o "$T/dev-ec.pem"
+expect 0 "keyvault pubkey of the RSA key" -- kv pubkey dev-rsa -o "$T/dev-rsa.pem"
 expect 0 "jwt verify --pubkey PEM" -- kv jwt verify "$tok" --pubkey "$T/dev-ec.pem"
 expect 1 "jwt verify: wrong aud (exit 1)" -- kv jwt verify "$tok" --jwks "$T/jwks.json" \
     --aud https://other.example
@@ -87,8 +94,28 @@ expect 1 "a token without exp is refused" -- kv jwt verify "$(cat "$T/out")" --j
 contains "$T/err" "exp missing" "the reason: exp missing"
 printf '[1, 2]\n' >"$T/array.json"
 expect 1 "jwt sign: claims that are no object" -- kv jwt sign dev-ec --claims "$T/array.json"
-contains "$T/err" "the claims are an array, not a JSON object" "the reason: not an object"
+contains "$T/err" "the claims text is not a JSON object" "the reason: not an object"
 expect 1 "jwt verify: a token that is no JWS" -- kv jwt verify not.a.token --jwks "$T/jwks.json"
+printf '%s' "$tok" | sed 's/\./. /2' >"$T/spaced.jwt"
+expect 1 "jwt verify -: a space inside the token is not cut off, but refused" -- \
+    kv jwt verify - --jwks "$T/jwks.json" <"$T/spaced.jwt"
+contains "$T/err" "base64url" "the reason: base64url"
+printf '{"iss":"svc","aud":"a","aud":"b","exp":%s}\n' $((now + 300)) >"$T/dup.json"
+expect 1 "jwt sign: claims with a duplicate member" -- kv jwt sign dev-ec --claims "$T/dup.json"
+contains "$T/err" "the claims text is not valid JSON: a member appears twice (duplicate member) (line 1" \
+    "the reason: a duplicate member"
+expect 0 "jwt sign --claims --alg RS256 with an RSA key" -- kv jwt sign dev-rsa --claims \
+    "$T/claims.json" --alg RS256
+rs=$(cat "$T/out")
+[ "$(b64u_dec "$(printf '%s' "$rs" | cut -d. -f1)" | jq -r '.alg + " " + .typ')" = "RS256 JWT" ] &&
+    ok "its header: alg RS256, typ JWT" || not_ok "its header: alg RS256, typ JWT"
+expect 0 "it verifies (the RSA JWK allows RS256 too)" -- kv jwt verify "$rs" --pubkey "$T/dev-rsa.pem"
+expect 1 "jwt sign --alg ES384 with a P-256 key is refused" -- kv jwt sign dev-ec --claims \
+    "$T/claims.json" --alg ES384
+contains "$T/err" "ES384" "the reason names the alg"
+expect 1 "jwt sign --claims --alg: claims that are no object" -- kv jwt sign dev-rsa --claims \
+    "$T/array.json" --alg RS256
+contains "$T/err" "the claims are not a JSON object" "the reason: not an object"
 expect 2 "jwt sign with --claims and --client-assertion" -- kv jwt sign dev-ec --claims \
     "$T/claims.json" --client-assertion --client-id a --aud b
 expect 2 "jwt sign --client-assertion without --aud" -- kv jwt sign dev-ec --client-assertion \
@@ -127,7 +154,11 @@ if ! command -v node >/dev/null 2>&1 || ! [ -f "$KV_NPM_DIR/node_modules/jose/pa
     finish
     exit 1
 fi
-node "$SRC/examples/client-assertion/token-endpoint.mjs" "$T/jwks.json" device-42 "$T/port" \
+# The endpoint's key set: the RSA key's JWK without its alg (PS256), which
+# would pin it, so that the server takes PS256 and RS256 from it (jose, like
+# keyvault jwt verify, then allows either for an RSA key)
+jq '.keys[2] |= del(.alg)' "$T/jwks.json" >"$T/endpoint.jwks"
+node "$SRC/examples/client-assertion/token-endpoint.mjs" "$T/endpoint.jwks" device-42 "$T/port" \
     >"$T/endpoint.log" 2>&1 &
 node_pid=$!
 i=0
@@ -141,12 +172,14 @@ URL=http://127.0.0.1:$(cat "$T/port")/token
 log_has() { sleep 0.1; tail -n 1 "$T/endpoint.log" | grep -q -- "$1" && ok "$2" ||
     { not_ok "$2 ('$1' not the endpoint's last decision)"; tail -n 3 "$T/endpoint.log"; }; }
 
-for k in dev-ec dev-ed dev-rsa; do
-    expect 0 "examples/client-assertion with $k: the endpoint grants a token" -- \
-        "$EX" "$k" device-42 "$URL"
+for k in dev-ec dev-ed dev-rsa "--alg RS256 dev-rsa"; do
+    # shellcheck disable=SC2086
+    expect 0 "examples/client-assertion $k: the endpoint grants a token" -- \
+        "$EX" $k device-42 "$URL"
     contains "$T/out" '"token_type":"Bearer"' "$k: a Bearer access token"
     log_has "200 accepted jti" "$k: the endpoint accepted the assertion"
 done
+log_has "alg RS256" "the last one was RS256"
 expect 1 "an assertion for another audience is refused" -- \
     "$EX" --aud https://other.example/token dev-ec device-42 "$URL"
 contains "$T/out" "HTTP 401" "401 for the wrong aud"

@@ -27,9 +27,10 @@ const char jwks_help[] =
     "authorization server is given to check the keys' client assertions.\n";
 
 const char jwt_help[] =
-    "usage: keyvault [-c CONF] jwt sign NAME|URI --claims FILE [--x5c]\n"
+    "usage: keyvault [-c CONF] jwt sign NAME|URI --claims FILE [--alg ALG] [--x5c]\n"
     "       keyvault [-c CONF] jwt sign NAME|URI --client-assertion --client-id ID\n"
-    "                --aud URL [--ttl SECONDS] [--evidence FILE [--evidence-hash]] [--x5c]\n"
+    "                --aud URL [--ttl SECONDS] [--evidence FILE [--evidence-hash]]\n"
+    "                [--alg ALG] [--x5c]\n"
     "       keyvault [-c CONF] jwt verify TOKEN|- (--jwks FILE | --pubkey PEM) [--aud URL]\n"
     "                [--iss ID] [--sub ID] [--skew SECONDS] [--max-ttl SECONDS]\n"
     "jwt sign prints a JWT signed by the key, header {alg, kid, typ: \"JWT\"}: the\n"
@@ -38,7 +39,8 @@ const char jwt_help[] =
     "endpoint), iat now, exp = iat + SECONDS (default 60, at most 3600) and a\n"
     "random jti. --evidence adds the key's evidence (keyvault attest) as the claim\n"
     "kv_evidence, or with --evidence-hash only its SHA-256 as kv_evidence_s256.\n"
-    "--x5c puts the key's stored certificate chain in the header.\n"
+    "--x5c puts the key's stored certificate chain in the header. --alg: the key's\n"
+    "default (ES256, ES384, PS256, EdDSA by key type) unless RS256 is asked of an RSA key.\n"
     "jwt verify checks a JWT ('-': read from standard input) with the keys of a JWK\n"
     "set FILE or a PEM public key: the signature with the alg the key pins, exp\n"
     "(required), nbf and iat with a clock skew (default 60 s; --skew 0 for none),\n"
@@ -126,6 +128,22 @@ int cmd_jwks(kv_ctx *ctx, int argc, char **argv)
     return rc == KV_OK ? EXIT_OK : fail("jwks", ctx, rc);
 }
 
+/* The claims of FILE as compact JSON for kv_jws_sign (a JWT with an alg the
+ * caller names: kv_jwt_sign takes the key's default), checked as kv_jwt_sign
+ * checks them; NULL after saying why on standard error. */
+static char *claims_payload(const char *claims)
+{
+    json_error_t je;
+    json_t *c = json_loads(claims, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    char *payload = c && json_is_object(c) ? json_dumps(c, JSON_COMPACT) : NULL;
+
+    if (!payload)
+        fprintf(stderr, "%s jwt sign: the claims are not %s (line %d, column %d)\n", prog,
+                c ? "a JSON object" : "valid JSON", c ? 1 : je.line, c ? 1 : je.column);
+    json_decref(c);
+    return payload;
+}
+
 static int jwt_sign(kv_ctx *ctx, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -137,11 +155,12 @@ static int jwt_sign(kv_ctx *ctx, int argc, char **argv)
         { "evidence", required_argument, NULL, 'e' },
         { "evidence-hash", no_argument, NULL, 'H' },
         { "x5c", no_argument, NULL, 'x' },
+        { "alg", required_argument, NULL, 'g' },
         { NULL, 0, NULL, 0 },
     };
     kv_client_assertion_opts ca = KV_CLIENT_ASSERTION_OPTS_INIT;
     const char *claims_file = NULL, *evidence_file = NULL;
-    char *claims = NULL, *evidence = NULL, *jwt = NULL;
+    char *claims = NULL, *evidence = NULL, *jwt = NULL, *payload = NULL;
     int c, assertion = 0, ret = EXIT_FAIL;
     unsigned flags = 0;
     kv_key *key = NULL;
@@ -157,6 +176,7 @@ static int jwt_sign(kv_ctx *ctx, int argc, char **argv)
         case 'e': evidence_file = optarg; break;
         case 'H': ca.flags |= KV_ASSERTION_EVIDENCE_HASH; break;
         case 'x': flags |= KV_JWS_X5C; break;
+        case 'g': ca.alg = optarg; break;
         default: die_usage("jwt sign", "bad option");
         }
     }
@@ -178,11 +198,16 @@ static int jwt_sign(kv_ctx *ctx, int argc, char **argv)
         ret = fail_sys("jwt sign", "read", evidence_file);
         goto out;
     }
+    if (claims && ca.alg && !(payload = claims_payload(claims)))
+        goto out;
     rc = kv_key_open(ctx, argv[optind], &key);
     if (rc == KV_OK && assertion) {
         ca.evidence = evidence;
         ca.flags |= flags;
         rc = kv_jwt_client_assertion(key, &ca, &jwt);
+    } else if (rc == KV_OK && payload) {
+        rc = kv_jws_sign(key, ca.alg, "{\"typ\":\"JWT\"}", (const unsigned char *)payload,
+                         strlen(payload), flags, &jwt);
     } else if (rc == KV_OK) {
         rc = kv_jwt_sign(key, claims, flags, &jwt);
     }
@@ -195,6 +220,7 @@ static int jwt_sign(kv_ctx *ctx, int argc, char **argv)
 out:
     kv_string_free(jwt);
     kv_key_free(key);
+    free(payload);
     free(claims);
     free(evidence);
     return ret;
@@ -243,12 +269,11 @@ static int jwt_verify(kv_ctx *ctx, int argc, char **argv)
             ret = fail_sys("jwt verify", "read", "standard input");
             goto out;
         }
-        /* the token without the whitespace around it; whitespace inside
-         * stays, for kv_jwt_verify to refuse */
-        size_t lead = strspn(token, " \t\r\n"), n;
-        memmove(token, token + lead, strlen(token + lead) + 1);
-        for (n = strlen(token); n > 0 && strchr(" \t\r\n", token[n - 1]); n--)
-            token[n - 1] = '\0';
+        /* the token without its line end: whitespace inside stays, for the
+         * library to refuse */
+        size_t n = strlen(token);
+        while (n > 0 && strchr(" \t\r\n", token[n - 1]))
+            token[--n] = '\0';
     } else if (!(token = strdup(argv[optind]))) {
         goto out;
     }

@@ -3,12 +3,14 @@
  * (RFC 7523, RFC 7521 4.2): the client authenticates to the token endpoint
  * with a JWT signed by a vault key, so no client secret exists anywhere.
  *
- *   usage: client-assertion [--aud URL] [--ttl SECONDS] [--scope S] KEY CLIENT_ID TOKEN_URL
+ *   usage: client-assertion [--aud URL] [--ttl SECONDS] [--alg RS256] [--scope S]
+ *                           KEY CLIENT_ID TOKEN_URL
  *
  * KEY is opened through the configuration ($KEYVAULT_CONF or the defaults)
  * by name or URI: a PKCS#11, TPM or software key. The assertion's aud is the
  * token endpoint URL (--aud sends another, which the server must refuse).
- * The request body
+ * --alg RS256 signs with an RSA key's PKCS#1 v1.5 alg instead of PS256, for
+ * servers that take only RS256. The request body
  *
  *   grant_type=client_credentials
  *   &client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer
@@ -82,14 +84,16 @@ int main(int argc, char **argv)
             aud = argv[argi + 1];
         else if (strcmp(argv[argi], "--ttl") == 0)
             opts.ttl = (unsigned)strtoul(argv[argi + 1], NULL, 10);
+        else if (strcmp(argv[argi], "--alg") == 0)
+            opts.alg = argv[argi + 1];
         else if (strcmp(argv[argi], "--scope") == 0)
             scope = argv[argi + 1];
         else
             break;
     }
     if (argc - argi != 3) {
-        fprintf(stderr, "usage: client-assertion [--aud URL] [--ttl SECONDS] [--scope S] "
-                        "KEY CLIENT_ID TOKEN_URL\n");
+        fprintf(stderr, "usage: client-assertion [--aud URL] [--ttl SECONDS] [--alg RS256] "
+                        "[--scope S] KEY CLIENT_ID TOKEN_URL\n");
         return 2;
     }
     opts.client_id = argv[argi + 1];

@@ -44,9 +44,9 @@ async function token(form, audience) {
     return [400, { error: 'unsupported_grant_type' }, 'grant_type is not client_credentials'];
   if (form.get('client_assertion_type') !== ASSERTION_TYPE || !form.get('client_assertion'))
     return [400, { error: 'invalid_request' }, 'no jwt-bearer client_assertion'];
-  let payload;
+  let payload, protectedHeader;
   try {
-    ({ payload } = await jwtVerify(form.get('client_assertion'), keys, {
+    ({ payload, protectedHeader } = await jwtVerify(form.get('client_assertion'), keys, {
       algorithms: ['ES256', 'ES384', 'PS256', 'RS256', 'EdDSA'],
       typ: 'JWT',
       issuer: clientId,
@@ -70,7 +70,7 @@ async function token(form, audience) {
     access_token: randomBytes(24).toString('base64url'),
     token_type: 'Bearer',
     expires_in: 300,
-  }, `accepted jti ${payload.jti}`];
+  }, `accepted jti ${payload.jti} alg ${protectedHeader.alg}`];
 }
 
 const server = createServer((req, res) => {
