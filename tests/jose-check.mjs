@@ -11,6 +11,10 @@
 //     jwtVerify against the JWKS, then the checks below (with --plain,
 //     jwtVerify alone); prints one JSON line {alg, kid, jti} and exits 0,
 //     or "rejected: WHY" and exits 1
+//   node jose-check.mjs verify-batch FILE
+//     one verify per line of FILE (DESCRIPTION, TOKENFILE, JWKSFILE,
+//     OPTIONS..., separated by tabs), one result line each: ok/not ok, TAB, the
+//     description, TAB, the jti or the reason
 //   node jose-check.mjs sign ALG CLAIMSFILE OUTDIR
 //     a fresh key pair of jose's own; writes OUTDIR/ALG.jwks (kid, alg, use),
 //     OUTDIR/ALG-bare.jwks (the required members only), OUTDIR/ALG.pem
@@ -63,7 +67,8 @@ function algsFor(jwk) {
   return [];
 }
 
-async function verify(args) {
+// The checks of `verify`: the result {alg, kid, jti}, or an exception.
+async function verifyToken(args) {
   if (args.length < 2) usage('verify TOKENFILE JWKSFILE [options]');
   const token = readFileSync(args[0], 'utf8').trim();
   const jwks = json(args[1]);
@@ -73,8 +78,7 @@ async function verify(args) {
   if (o.plain) {
     // jose's own checks alone: jwtVerify with the key set, nothing of ours
     const { payload } = await jose.jwtVerify(token, jose.createLocalJWKSet(jwks), o.aud ? { audience: o.aud } : {});
-    console.log(JSON.stringify({ jti: payload.jti ?? null }));
-    return;
+    return { jti: payload.jti ?? null };
   }
   const header = jose.decodeProtectedHeader(token);
   if (header.typ !== 'JWT') throw new Error(`typ is ${JSON.stringify(header.typ)}, not "JWT"`);
@@ -123,7 +127,28 @@ async function verify(args) {
   } else if ('x5c' in header) {
     throw new Error('x5c in a header that was not asked for one');
   }
-  console.log(JSON.stringify({ alg: header.alg, kid: header.kid, jti: payload.jti ?? null }));
+  return { alg: header.alg, kid: header.kid, jti: payload.jti ?? null };
+}
+
+async function verify(args) {
+  console.log(JSON.stringify(await verifyToken(args)));
+}
+
+// verify-batch FILE: one `verify` per line of FILE, each the fields
+// DESCRIPTION, TOKENFILE, JWKSFILE, OPTIONS... separated by tabs; prints per line
+// "ok<TAB>DESCRIPTION<TAB>JTI" or "not ok<TAB>DESCRIPTION<TAB>WHY"
+// (one node process for many tokens)
+async function verifyBatch(args) {
+  if (args.length !== 1) usage('verify-batch FILE');
+  for (const line of readFileSync(args[0], 'utf8').split('\n').filter((l) => l)) {
+    const [desc, ...rest] = line.split('\t');
+    try {
+      const r = await verifyToken(rest);
+      console.log(`ok\t${desc}\t${r.jti ?? ''}`);
+    } catch (err) {
+      console.log(`not ok\t${desc}\t${err.code ? `${err.code}: ` : ''}${err.message}`);
+    }
+  }
 }
 
 async function newKey(alg) {
@@ -348,8 +373,8 @@ async function corpus(args) {
 }
 
 const [cmd, ...rest] = process.argv.slice(2);
-const commands = { verify, sign: signCmd, jwk: jwkCmd, corpus };
-if (!commands[cmd]) usage('verify|sign|jwk|corpus ...');
+const commands = { verify, 'verify-batch': verifyBatch, sign: signCmd, jwk: jwkCmd, corpus };
+if (!commands[cmd]) usage('verify|verify-batch|sign|jwk|corpus ...');
 try {
   await commands[cmd](rest);
 } catch (err) {
