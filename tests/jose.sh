@@ -266,15 +266,15 @@ neg alg-none 1 "alg 'none'" $A
 neg alg-none-nokid 1 "alg 'none'" $A
 neg alg-None 1 "alg 'None'" $A
 neg alg-none-sig 1 "alg 'none'" $A
-neg alg-missing 1 "alg" $A
+neg alg-missing 1 "alg is missing|no alg" $A
 # the algorithm switched in the header
-neg switch-RS256 1 "RS256" $A
-neg switch-PS256 1 "PS256" $A
-neg switch-ES384 1 "ES384" $A
-neg switch-relabel-ES384 1 "ES384" $A
-neg switch-EdDSA 1 "EdDSA" $A
-neg switch-ES512 1 "ES512" $A
-neg switch-rsa-RS256 1 "RS256" $A
+neg switch-RS256 1 "alg RS256 is not allowed" $A
+neg switch-PS256 1 "alg PS256 is not allowed" $A
+neg switch-ES384 1 "alg ES384 is not allowed" $A
+neg switch-relabel-ES384 1 "alg ES384 is not allowed" $A
+neg switch-EdDSA 1 "alg EdDSA is not allowed" $A
+neg switch-ES512 1 "alg .ES512. is not supported" $A
+neg switch-rsa-RS256 1 "alg RS256 is not allowed" $A
 # HMAC with the public key as its secret
 neg hs256-pem 1 "alg 'HS256'" $A
 neg hs256-pem-rsa 1 "alg 'HS256'" $A
@@ -282,41 +282,41 @@ neg hs256-jwk 1 "alg 'HS256'" $A
 neg hs256-jwk-rsa 1 "alg 'HS256'" $A
 neg hs384-pem 1 "alg 'HS384'" $A
 # time: expired, not yet valid, outside the skew, exp missing
-neg expired 1 "expired" $A
-neg skew-exp-outside 1 "expired" $A
-neg skew-exp-inside 1 "expired" $A --skew 10
-neg not-yet-valid 1 "not (yet )?valid" $A
-neg skew-nbf-outside 1 "not (yet )?valid" $A
-neg skew-nbf-inside 1 "not (yet )?valid" $A --skew 10
-neg no-exp 1 "exp" $A
-neg exp-string 1 "exp" $A
+neg expired 1 "token expired at" $A
+neg skew-exp-outside 1 "token expired at" $A
+neg skew-exp-inside 1 "token expired at .*skew 10 s" $A --skew 10
+neg not-yet-valid 1 "not valid before" $A
+neg skew-nbf-outside 1 "not valid before" $A
+neg skew-nbf-inside 1 "not valid before .*skew 10 s" $A --skew 10
+neg no-exp 1 "exp missing" $A
+neg exp-string 1 "exp is a string" $A
 # audience and issuer
-neg wrong-aud 1 "aud" $A
-neg wrong-aud-array 1 "aud" $A
-neg wrong-aud-prefix 1 "aud" $A
-neg wrong-iss 1 "iss" $A
-neg good 1 "aud" --aud https://as.example/other
-neg good 1 "iss" --iss client-2
+neg wrong-aud 1 "aud .* does not match" $A
+neg wrong-aud-array 1 "no aud of 2" $A
+neg wrong-aud-prefix 1 "aud .* does not match" $A
+neg wrong-iss 1 "iss .client-2. does not match" $A
+neg good 1 "aud .* does not match .https://as.example/other." --aud https://as.example/other
+neg good 1 "iss .client-1. does not match .client-2." --iss client-2
 # tampering
-neg tampered-payload 1 "signature" $A
-neg tampered-signature 1 "signature" $A
-neg tampered-header 1 "signature" $A
-neg signature-der 1 "signature" $A
-neg signature-short 1 "signature" $A
-neg signature-empty 1 "signature" $A
+neg tampered-payload 1 "signature does not verify" $A
+neg tampered-signature 1 "signature does not verify" $A
+neg tampered-header 1 "signature does not verify" $A
+neg signature-der 1 "must be 64 bytes, has 7[0-2]" $A
+neg signature-short 1 "must be 64 bytes, has 63" $A
+neg signature-empty 1 "must be 64 bytes, has 0" $A
 # bad base64url
-neg b64-padding 1 "base64" $A
-neg b64-plus 1 "base64" $A
-neg b64-slash 1 "base64" $A
-neg b64-space 1 "base64" $A
-neg b64-newline 1 "base64" $A
-neg b64-noncanonical 1 "base64" $A
-neg b64-sig-65 1 "signature" $A
-neg b64-length-mod4-1 1 "base64" $A
-neg b64-header-padding 1 "base64" $A
+neg b64-padding 1 "not base64url" $A
+neg b64-plus 1 "not base64url" $A
+neg b64-slash 1 "not base64url" $A
+neg b64-space 1 "not base64url" $A
+neg b64-newline 1 "not base64url" $A
+neg b64-noncanonical 1 "not canonical base64url" $A
+neg b64-sig-65 1 "must be 64 bytes, has 65" $A
+neg b64-length-mod4-1 1 "not base64url" $A
+neg b64-header-padding 1 "header is not base64url" $A
 # size
-neg oversized 1 "65536|64 KiB|too (long|large)" $A
-neg oversized-large 1 "65536|64 KiB|too (long|large)" $A
+neg oversized 1 "65536-byte limit" $A
+neg oversized-large 1 "65536-byte limit" $A
 # keys the token offers
 neg jwk-attacker 1 "'jwk'" $A
 neg jwk-attacker-kid 1 "'jwk'" $A
@@ -326,29 +326,29 @@ neg jku-attacker 1 "'jku'" $A
 neg jku-victim-signed 1 "'jku'" $A
 neg x5u-attacker 1 "'x5u'" $A
 neg x5u-victim-signed 1 "'x5u'" $A
-neg kid-unknown 1 "kid .* not in the key set" $A
-neg kid-unknown-nokid 1 "kid" $A
-neg kid-not-string 1 "kid" $A
+neg kid-unknown 1 "kid .* is not in the key set" $A
+neg kid-unknown-nokid 1 "no kid and the key set holds 2" $A
+neg kid-not-string 1 "kid is not a string" $A
 # crit, duplicate members, wrong JSON
-neg crit 1 "crit" $A
-neg crit-exp 1 "crit" $A
+neg crit 1 "member .crit. is refused" $A
+neg crit-exp 1 "member .crit. is refused" $A
 neg dup-header-alg 1 "duplicate|appears twice" $A
 neg dup-header-alg-same 1 "duplicate|appears twice" $A
 neg dup-header-kid 1 "duplicate|appears twice" $A
 neg dup-claims-aud 1 "duplicate|appears twice" $A
-neg header-array 1 "object" $A
-neg header-not-json 1 "JSON" $A
-neg payload-array 1 "object" $A
-neg payload-trailing 1 "JSON" $A
+neg header-array 1 "header is not a JSON object" $A
+neg header-not-json 1 "header is not valid JSON" $A
+neg payload-array 1 "(claims|payload) (are|is) (an array|not a JSON object)" $A
+neg payload-trailing 1 "(claims|payload) (are|is) not valid JSON: text follows" $A
 # structure
 neg truncated 1 "signature|base64" $A
-neg truncated-at-dot 1 "three|parts|dot|compact" $A
-neg one-dot 1 "three|parts|dot|compact" $A
-neg no-dots 1 "three|parts|dot|compact" $A
-neg four-parts 1 "three|parts|dot|compact" $A
-neg jwe-shape 1 "three|parts|dot|compact" $A
-neg empty 1 "empty|three|parts|dot|compact" $A
-neg header-empty 1 "header|empty|JSON" $A
+neg truncated-at-dot 1 "has 2 parts" $A
+neg one-dot 1 "has 2 parts" $A
+neg no-dots 1 "has 1 part" $A
+neg four-parts 1 "has 4 parts" $A
+neg jwe-shape 1 "has 5 parts" $A
+neg empty 1 "empty|has 1 part" $A
+neg header-empty 1 "header is not valid JSON" $A
 }
 # the corpus against the PEM alone (--pubkey): the same refusals
 pneg() {
@@ -362,15 +362,15 @@ pneg() {
 expect 0 "corpus good with --pubkey" -- kv jwt verify "$(cat "$C/good.jwt")" --pubkey "$C/victim.pem" --aud "$AUD"
 pneg alg-none-nokid "alg 'none'"
 pneg hs256-pem-nokid "alg 'HS256'"
-pneg switch-RS256 "RS256"
-pneg switch-relabel-ES384 "ES384"
+pneg switch-RS256 "alg RS256 is not allowed"
+pneg switch-relabel-ES384 "alg ES384 is not allowed"
 pneg jwk-attacker "'jwk'"
 pneg jwk-victim-signed "'jwk'"
 pneg jku-victim-signed "'jku'"
 pneg x5u-victim-signed "'x5u'"
-pneg kid-unknown "kid"
-pneg kid-unknown-nokid "signature"
-pneg oversized "65536|64 KiB|too (long|large)"
+pneg kid-unknown "kid .* is not in the key set"
+pneg kid-unknown-nokid "signature does not verify"
+pneg oversized "65536-byte limit"
 # the token as an argument rather than on standard input
 for name in b64-space b64-newline; do
     expect 1 "corpus $name as an argument: refused" -- kv jwt verify "$(cat "$C/$name.jwt")" --jwks "$C/keys.jwks"
