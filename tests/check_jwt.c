@@ -7,6 +7,7 @@
  * missing exp, max_ttl, claims that are not an object), each by its rc and
  * the reason kv_errmsg gives. Tokens are signed by software keys and
  * checked against the key's own JWK through the public API.
+ * Key names differ between tests, so that CK_FORK=no (valgrind) runs them in one store.
  */
 #include "config.h"
 
@@ -610,7 +611,7 @@ START_TEST(assertion_rs256)
     /* an RSA key signs PS256 unless RS256 is asked for; an alg that does not fit the key
      * is refused by the JWS layer */
     kv_ctx *ctx = tu_ctx(NULL);
-    kv_key *key = soft_key(ctx, "rsa", KV_KEY_RSA_2048);
+    kv_key *key = soft_key(ctx, "rsa-rs256", KV_KEY_RSA_2048);
     kv_client_assertion_opts o = KV_CLIENT_ASSERTION_OPTS_INIT;
     kv_jwt_verify_opts vo = KV_JWT_VERIFY_OPTS_INIT;
     char *jwt = NULL, *pem = NULL;
@@ -649,7 +650,7 @@ START_TEST(signed_claims_not_an_object)
 {
     /* a JWS whose payload is no JSON object is no JWT: kv_jwt_verify says so */
     kv_ctx *ctx = tu_ctx(NULL);
-    kv_key *key = soft_key(ctx, "ec", KV_KEY_EC_P384);
+    kv_key *key = soft_key(ctx, "ec-p384", KV_KEY_EC_P384);
     char *jws = NULL, *jwk = jwk_of(key);
 
     ck_assert_rc(ctx, kv_jws_sign(key, NULL, NULL, (const unsigned char *)"[1,2]", 5, 0, &jws),

@@ -4,7 +4,9 @@
 # credentials request with libcurl to examples/client-assertion/token-endpoint.mjs,
 # which checks it with the `jose` npm package against the JWK set `keyvault jwks`
 # wrote. The endpoint accepts a good assertion and refuses a replayed one, a
-# wrong aud, another client id, a key it was not given and an expired one.
+# wrong aud, another client id, a key it was not given and an expired one,
+# with software keys, a SoftHSM key and a swtpm key (whose assertion also
+# carries the key's TPM evidence) when those backends are built.
 # Also `keyvault jwk`, `jwks`, `jwt sign` and `jwt verify` (exit status, the
 # reason on standard error, usage errors). tests/install-deps.sh installs node,
 # jose and libcurl.
@@ -16,7 +18,9 @@ KV_NPM_DIR=${KV_NPM_DIR:-/var/cache/libkeyvault-npm}
 export KV_NPM_DIR
 AT=urn:ietf:params:oauth:client-assertion-type:jwt-bearer
 node_pid=
-trap '[ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; rm -rf "$T"' EXIT
+tpm_up=
+trap '[ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; [ -n "$tpm_up" ] && swtpm_cleanup; rm -rf "$T"' EXIT
+have() { grep -q "^#define $1 1" "$B/config.h"; }
 # b64u_dec TEXT: base64url (unpadded) decoded on standard output
 b64u_dec() {
     s=$(printf '%s' "$1" | tr '_-' '/+')
@@ -148,6 +152,28 @@ want=$(openssl dgst -sha256 -binary "$T/ev.json" | basenc --base64url | tr -d '=
     ok "kv_evidence_s256 is the base64url SHA-256 of the file (openssl)" ||
     not_ok "kv_evidence_s256 is the base64url SHA-256 of the file (openssl)"
 
+# ---- hardware keys for the endpoint: SoftHSM and swtpm ---------------------------------
+cp "$T/jwks.json" "$T/all.jwks"
+if have KV_WITH_PKCS11; then
+    . "$(dirname "$0")/softhsm.sh"
+    P=$KV_P11_DIR/keyvault.conf
+    expect 0 "pkcs11: keygen an EC P-256 key on the token" -- \
+        "$KEYVAULT" -c "$P" keygen p11-ec --backend pkcs11 --type ec-p256
+    expect 0 "pkcs11: keyvault jwks" -- "$KEYVAULT" -c "$P" jwks p11-ec
+    jq -s '{keys: (.[0].keys + .[1].keys)}' "$T/all.jwks" "$T/out" >"$T/all.tmp" && mv "$T/all.tmp" "$T/all.jwks"
+fi
+if have KV_WITH_TPM; then
+    . "$(dirname "$0")/swtpm.sh"
+    tpm_up=1
+    Q=$KV_TPM_DIR/keyvault.conf
+    expect 0 "tpm: keygen an EC P-256 key in the TPM" -- "$KEYVAULT" -c "$Q" keygen tpm-ec --backend tpm --type ec-p256
+    expect 0 "tpm: keyvault jwks" -- "$KEYVAULT" -c "$Q" jwks tpm-ec
+    jq -s '{keys: (.[0].keys + .[1].keys)}' "$T/all.jwks" "$T/out" >"$T/all.tmp" && mv "$T/all.tmp" "$T/all.jwks"
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/nonce"
+    expect 0 "tpm: the key's evidence (keyvault attest)" -- \
+        "$KEYVAULT" -c "$Q" attest tpm-ec --nonce "$(cat "$T/nonce")" --no-quote -o "$T/tpm-ev.json"
+fi
+
 # ---- the example against the token endpoint ------------------------------------------
 if ! command -v node >/dev/null 2>&1 || ! [ -f "$KV_NPM_DIR/node_modules/jose/package.json" ]; then
     not_ok "node and jose in $KV_NPM_DIR (run tests/install-deps.sh)"
@@ -157,7 +183,7 @@ fi
 # The endpoint's key set: the RSA key's JWK without its alg (PS256), which
 # would pin it, so that the server takes PS256 and RS256 from it (jose, like
 # keyvault jwt verify, then allows either for an RSA key)
-jq '.keys[2] |= del(.alg)' "$T/jwks.json" >"$T/endpoint.jwks"
+jq '.keys[2] |= del(.alg)' "$T/all.jwks" >"$T/endpoint.jwks"
 node "$SRC/examples/client-assertion/token-endpoint.mjs" "$T/endpoint.jwks" device-42 "$T/port" \
     >"$T/endpoint.log" 2>&1 &
 node_pid=$!
@@ -180,6 +206,16 @@ for k in dev-ec dev-ed dev-rsa "--alg RS256 dev-rsa"; do
     log_has "200 accepted jti" "$k: the endpoint accepted the assertion"
 done
 log_has "alg RS256" "the last one was RS256"
+if have KV_WITH_PKCS11; then
+    expect 0 "examples/client-assertion with the SoftHSM key: the endpoint grants a token" -- \
+        env KEYVAULT_CONF="$P" "$EX" p11-ec device-42 "$URL"
+    log_has "200 accepted jti" "pkcs11: the endpoint accepted the assertion"
+fi
+if have KV_WITH_TPM; then
+    expect 0 "examples/client-assertion with the TPM key: the endpoint grants a token" -- \
+        env KEYVAULT_CONF="$Q" "$EX" tpm-ec device-42 "$URL"
+    log_has "200 accepted jti" "tpm: the endpoint accepted the assertion"
+fi
 expect 1 "an assertion for another audience is refused" -- \
     "$EX" --aud https://other.example/token dev-ec device-42 "$URL"
 contains "$T/out" "HTTP 401" "401 for the wrong aud"
@@ -207,6 +243,19 @@ tr -d '\n' <"$T/out" >"$T/a.jwt"
 [ "$(post "$T/a.jwt")" = 401 ] && ok "the same assertion again is refused (replay)" ||
     not_ok "the same assertion again is refused (replay)"
 log_has 'jti replayed' "the endpoint names the replayed jti"
+
+if have KV_WITH_TPM; then
+    expect 0 "tpm: a client assertion carrying the key's evidence" -- "$KEYVAULT" -c "$Q" jwt sign tpm-ec \
+        --client-assertion --client-id device-42 --aud "$URL" --evidence "$T/tpm-ev.json"
+    tr -d '\n' <"$T/out" >"$T/ev.jwt"
+    [ "$(post "$T/ev.jwt")" = 200 ] && ok "tpm: the endpoint accepts it" ||
+        { not_ok "tpm: the endpoint accepts it"; cat "$T/resp"; tail -n 2 "$T/endpoint.log"; }
+    expect 0 "tpm: keyvault jwt verify of it" -- kv jwt verify - --jwks "$T/all.jwks" --aud "$URL" <"$T/ev.jwt"
+    jq -S .kv_evidence "$T/out" >"$T/ev.claim"
+    jq -S . "$T/tpm-ev.json" >"$T/ev.file"
+    cmp -s "$T/ev.claim" "$T/ev.file" && ok "tpm: kv_evidence is the evidence document" ||
+        not_ok "tpm: kv_evidence is the evidence document"
+fi
 
 # expired: a one-second assertion posted two seconds later
 expect 0 "a client assertion with --ttl 1" -- kv jwt sign dev-ed --client-assertion \
