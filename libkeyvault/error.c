@@ -198,6 +198,7 @@ const char *kv_strerror(kv_rc rc)
     case KV_ERR_PIN_LOCKED: return "PIN or TPM locked out";
     case KV_ERR_EVIDENCE: return "evidence failed verification";
     case KV_ERR_POLICY: return "refused by policy";
+    case KV_ERR_CLAIMS: return "token claims fail a check";
     }
     return "unknown error code";
 }

@@ -935,5 +935,15 @@ kv_rc kv_jose_parse_object(const kv_ctx *ctx, const char *what, const char *text
 /* The RFC 7638 thumbprint of one JWK's key, imported with every check
  * kv_jws_verify makes (for tests and tools that hold a JWK, not a key). */
 kv_rc kv_jose_jwk_thumbprint(const kv_ctx *ctx, const char *jwk, size_t len, char **kid);
+/* ---- JWTs (jwt.c) ------------------------------------------------------ */
+
+/* The claims of a client assertion issued at now, as compact JSON in *out
+ * (kv_secret_free): the checks and the claims of kv_jwt_client_assertion. */
+kv_rc kv_jwt_assertion_claims(const kv_ctx *ctx, const kv_client_assertion_opts *opts,
+                              long long now, char **out);
+/* kv_jwt_verify's checks of a verified payload (len bytes) under o (complete,
+ * size already checked). */
+kv_rc kv_jwt_check_claims(const kv_ctx *ctx, const char *payload, size_t len,
+                          const kv_jwt_verify_opts *o);
 
 #endif /* KV_INTERNAL_H */

@@ -66,6 +66,7 @@ typedef enum kv_rc {
     KV_ERR_PIN_LOCKED = 23,       /* 23: the PIN or TPM is locked out after failed attempts */
     KV_ERR_EVIDENCE = 24,         /* 24: attestation evidence failed verification; see the verdict */
     KV_ERR_POLICY = 25,           /* 25: refused by the key's or the context's policy; kv_errmsg names the rule */
+    KV_ERR_CLAIMS = 26,           /* 26: a token's claims fail a check (expired, not yet valid, aud, iss, sub, lifetime) */
 } kv_rc;
 
 /* Key types. */
@@ -1244,6 +1245,83 @@ typedef struct kv_jws_verify_opts {
 KV_API KV_WUR kv_rc kv_jws_verify(kv_ctx *ctx, const char *jws, const char *keys,
                                   const kv_jws_verify_opts *opts, char **header_json,
                                   unsigned char **payload, size_t *plen) KV_NONNULL(2, 3);
+/* ---- JWT and OAuth2 client assertions (RFC 7519, 7523; docs/jose.md) --- */
+
+/*
+ * kv_jwt_sign - a JWT: the JSON object claims_json (written again compact;
+ * duplicate members refused) signed by key as kv_jws_sign does with the
+ * key's default alg, protected header {alg, kid, typ:"JWT"}. flags:
+ * KV_JWS_X5C, KV_JWS_NO_KID. *jwt is freed with kv_string_free. (Another
+ * alg: kv_jws_sign with header_json {"typ":"JWT"}.)
+ */
+KV_API KV_WUR kv_rc kv_jwt_sign(kv_key *key, const char *claims_json, unsigned flags, char **jwt)
+    KV_NONNULL(1, 2, 4);
+
+/* Options of kv_jwt_client_assertion. */
+typedef struct kv_client_assertion_opts {
+    size_t size;              /* sizeof(kv_client_assertion_opts) */
+    const char *client_id;    /* iss and sub; 1 to 2048 bytes of UTF-8 */
+    const char *aud;          /* the token endpoint URL; 1 to 2048 bytes of UTF-8 */
+    unsigned ttl;             /* seconds from iat to exp; 0: 60; at most 3600 */
+    const char *evidence;     /* NULL, or kv_attest evidence JSON (an object) */
+    unsigned flags;           /* KV_JWS_X5C, KV_ASSERTION_EVIDENCE_HASH */
+    const char *alg;          /* NULL: the key's default (PS256 for RSA); "RS256" for an
+                               * authorization server that takes only that */
+} kv_client_assertion_opts;
+#define KV_CLIENT_ASSERTION_OPTS_INIT { sizeof(kv_client_assertion_opts), NULL, NULL, 0, NULL, 0, NULL }
+/* Carry the evidence as "kv_evidence_s256" (base64url SHA-256 of its bytes
+ * as given) instead of the object itself ("kv_evidence"). */
+#define KV_ASSERTION_EVIDENCE_HASH 0x100u
+
+/*
+ * kv_jwt_client_assertion - an RFC 7523 client assertion for the OAuth2
+ * private_key_jwt client authentication: claims iss = sub = client_id,
+ * aud, iat = now, exp = iat + ttl, jti = 16 random bytes in base64url,
+ * plus the evidence when given; header {alg, kid, typ:"JWT"}, alg as
+ * kv_jws_sign takes it (opts->alg, NULL: the key's default). *jwt is
+ * freed with kv_string_free. KV_ERR_INVALID_ARG for missing or overlong
+ * ids, a ttl over 3600, unknown flags; KV_ERR_BAD_INPUT for evidence that
+ * is not a JSON object; else as kv_jws_sign.
+ */
+KV_API KV_WUR kv_rc kv_jwt_client_assertion(kv_key *key, const kv_client_assertion_opts *opts,
+                                            char **jwt) KV_NONNULL(1, 2, 3);
+
+/* Flags of kv_jwt_verify_opts. */
+#define KV_JWT_NO_SKEW      0x1u /* no clock-skew allowance at all */
+#define KV_JWT_ALLOW_NO_EXP 0x2u /* accept a token without exp (required by default) */
+
+/* Options of kv_jwt_verify. */
+typedef struct kv_jwt_verify_opts {
+    size_t size;              /* sizeof(kv_jwt_verify_opts) */
+    const char *aud;          /* required audience (the string, or a member of the aud array); NULL: not checked */
+    const char *iss;          /* required issuer; NULL: not checked */
+    const char *sub;          /* required subject; NULL: not checked */
+    long long now;            /* the time to check against; 0: time(NULL) */
+    unsigned skew;            /* clock-skew allowance in seconds; 0: 60 (KV_JWT_NO_SKEW for none) */
+    unsigned max_ttl;         /* 0: no limit; else exp - iat (exp - now without iat) must not exceed it */
+    size_t max_len;           /* 0: 64 KiB; a longer token is refused before any parsing */
+    unsigned flags;           /* KV_JWT_NO_SKEW, KV_JWT_ALLOW_NO_EXP */
+} kv_jwt_verify_opts;
+#define KV_JWT_VERIFY_OPTS_INIT { sizeof(kv_jwt_verify_opts), NULL, NULL, NULL, 0, 0, 0, 0, 0 }
+
+/*
+ * kv_jwt_verify - verify a JWT as kv_jws_verify does (keys: a JWK set, one
+ * JWK or a PEM public key; the alg pinned by the key), then its claims,
+ * which must be a JSON object: exp is required (unless
+ * KV_JWT_ALLOW_NO_EXP) and the token is valid while now < exp + skew;
+ * before nbf - skew it is not yet valid, an iat after now + skew is refused;
+ * exp, nbf and iat must be numbers from 0 to year 9999; then max_ttl, aud,
+ * iss and sub as opts asks (opts NULL: the defaults). A claim that fails is
+ * KV_ERR_CLAIMS, claims that are not a JSON object KV_ERR_BAD_INPUT, the
+ * rest as kv_jws_verify; kv_errmsg names the reason ("token expired at
+ * 2026-11-26T21:00:00Z (now ..., skew 60 s)", "aud 'x' does not match
+ * 'https://as/token'"). On success *claims_json (may be NULL: not wanted)
+ * is the payload, freed with kv_string_free. ctx is used for error details
+ * and may be NULL (kv_errmsg(NULL) then).
+ */
+KV_API KV_WUR kv_rc kv_jwt_verify(kv_ctx *ctx, const char *jwt, const char *keys,
+                                  const kv_jwt_verify_opts *opts, char **claims_json)
+    KV_NONNULL(2, 3);
 
 #ifdef __cplusplus
 }

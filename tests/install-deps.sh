@@ -19,6 +19,7 @@ PACKAGES="
   libengine-pkcs11-openssl
   xxd
   p11-kit-modules
+  libcurl4-openssl-dev
 "
 
 SUDO=
@@ -56,4 +57,15 @@ else
     echo "install-deps: npm install $SWA into $NPM_DIR"
     $SUDO mkdir -p "$NPM_DIR"
     $SUDO npm install --prefix "$NPM_DIR" --save-exact --no-audit --no-fund --loglevel=error "$SWA"
+fi
+# jose, the independent JOSE implementation tests/jose.sh checks tokens with
+# (both directions, every backend), pinned to a release that runs on node 18
+JOSE=jose@5.9.6
+if [ -f "$NPM_DIR/node_modules/jose/package.json" ] &&
+    grep -q '"version": "5.9.6"' "$NPM_DIR/node_modules/jose/package.json"; then
+    echo "install-deps: $JOSE present in $NPM_DIR"
+else
+    echo "install-deps: npm install $JOSE into $NPM_DIR"
+    $SUDO mkdir -p "$NPM_DIR"
+    $SUDO npm install --prefix "$NPM_DIR" --save-exact --no-audit --no-fund --loglevel=error "$JOSE"
 fi

@@ -72,5 +72,10 @@ const char *list_version_state(kv_ctx *ctx, const kv_key_info *k);
 /* cmd-audit.c: the audit log */
 int cmd_audit(kv_ctx *ctx, int argc, char **argv);
 extern const char audit_help[];
+/* cmd-jose.c: JWK, JWK sets, JWTs and client assertions */
+extern const char jwk_help[], jwks_help[], jwt_help[];
+int cmd_jwk(kv_ctx *ctx, int argc, char **argv);
+int cmd_jwks(kv_ctx *ctx, int argc, char **argv);
+int cmd_jwt(kv_ctx *ctx, int argc, char **argv);
 
 #endif

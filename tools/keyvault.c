@@ -1287,6 +1287,8 @@ static const struct command commands[] = {
     { "rotate", cmd_rotate, rotate_help },    { "prune", cmd_prune, prune_help },
     { "versions", cmd_versions, versions_help },
     { "audit", cmd_audit, audit_help },
+    { "jwk", cmd_jwk, jwk_help },             { "jwks", cmd_jwks, jwks_help },
+    { "jwt", cmd_jwt, jwt_help },
 };
 
 static void usage(FILE *f)
@@ -1316,7 +1318,10 @@ static void usage(FILE *f)
             "  rotate NAME      make a new version of a key current\n"
             "  prune NAME       destroy retired versions past their grace\n"
             "  versions NAME    show a key's versions and their states\n"
-            "  audit ...        the audit log: verify FILE, tail\n\n"
+            "  audit ...        the audit log: verify FILE, tail\n"
+            "  jwk NAME         the key's public JWK\n"
+            "  jwks NAME...     a JWK set of the keys' public JWKs\n"
+            "  jwt ...          JWTs and OAuth2 client assertions: sign, verify\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
             "/etc/keyvault/keyvault.conf, then built-in defaults).\n"
             "'keyvault COMMAND --help' describes each command; 'keyvault --version'\n"
