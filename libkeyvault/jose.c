@@ -231,17 +231,28 @@ static kv_rc jws_alg_get(const kv_ctx *ctx, const char *name, const jws_alg **ou
                     shown(name, buf));
 }
 
-/* The alg kv_jws_sign uses by default for a key type (and a JWK names). */
-static const jws_alg *jws_alg_default(kv_key_type type)
+/* The alg kv_jws_sign uses by default for a key. *pinned: whether it is the
+ * only JWS alg the key may use, so that its JWK names it. An EC or Ed25519
+ * key has one alg. An RSA key signs PS256 and RS256 alike unless its policy
+ * (kv_key_policy.algs) allows only one of them: then that one is its default
+ * and its JWK pins it; otherwise its JWK carries no alg, so that verifiers
+ * take either, and PS256 is the default. */
+static const jws_alg *jws_alg_default(const kv_key *key, bool *pinned)
 {
-    switch (type) {
+    uint32_t algs = key->policy ? key->policy->algs : 0;
+    bool ps = !algs || (algs & (1u << KV_ALG_RSA_PSS_SHA256));
+    bool rs = !algs || (algs & (1u << KV_ALG_RSA_PKCS1_SHA256));
+
+    *pinned = true;
+    switch (key->type) {
     case KV_KEY_EC_P256:
         return &jws_algs[0];
     case KV_KEY_EC_P384:
         return &jws_algs[1];
     case KV_KEY_RSA_2048:
     case KV_KEY_RSA_3072:
-        return &jws_algs[2];
+        *pinned = !(ps && rs);
+        return rs && !ps ? &jws_algs[3] : &jws_algs[2];
     case KV_KEY_ED25519:
         return &jws_algs[4];
     default:
@@ -352,7 +363,8 @@ static kv_rc pkey_thumbprint(const kv_ctx *ctx, const EVP_PKEY *pkey, char **kid
 static kv_rc key_jwk(kv_key *key, json_t **out)
 {
     kv_ctx *ctx = key->ctx;
-    const jws_alg *a = jws_alg_default(key->type);
+    bool pinned;
+    const jws_alg *a = jws_alg_default(key, &pinned);
     json_t *j = NULL;
     char *kid = NULL;
     kv_rc rc;
@@ -364,7 +376,7 @@ static kv_rc key_jwk(kv_key *key, json_t **out)
     KV_CHECK(rc, jwk_required(ctx, key->pub, &j));
     KV_CHECK(rc, jwk_thumb(ctx, j, &kid));
     if (json_object_set_new(j, "kid", json_string(kid)) ||
-        json_object_set_new(j, "alg", json_string(a->name)) ||
+        (pinned && json_object_set_new(j, "alg", json_string(a->name))) ||
         json_object_set_new(j, "use", json_string("sig")))
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     *out = j;
@@ -545,6 +557,7 @@ kv_rc kv_jws_sign(kv_key *key, const char *alg, const char *header_json,
     char *htext = NULL, *h64 = NULL, *p64 = NULL, *s64 = NULL, *input = NULL;
     unsigned char *sig = NULL;
     size_t siglen = 0;
+    bool pinned;
     kv_rc rc = KV_OK;
 
     kv_err_begin(ctx);
@@ -558,7 +571,7 @@ kv_rc kv_jws_sign(kv_key *key, const char *alg, const char *header_json,
         return kv_error(ctx, KV_ERR_INVALID_ARG, "payload of %zu bytes is too large", len);
     if (alg) {
         KV_CHECK(rc, jws_alg_get(ctx, alg, &a));
-    } else if (!(a = jws_alg_default(key->type))) {
+    } else if (!(a = jws_alg_default(key, &pinned))) {
         KV_FAIL(ctx, rc, KV_ERR_WRONG_KEY_TYPE, "key '%s' is %s: no JWS algorithm fits it",
                 key->name ? key->name : "(unnamed)", kv_key_type_name(key->type));
     }

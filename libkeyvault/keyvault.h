@@ -1189,8 +1189,10 @@ KV_API KV_WUR kv_rc kv_audit_tail(kv_ctx *ctx, const char *path, size_t count, c
  * kv_jwk_public - the key's public half as one JWK (RFC 7517) in a new
  * string (kv_string_free): EC {kty, crv, x, y} with x and y padded to the
  * field size, RSA {kty, n, e}, Ed25519 {kty:"OKP", crv, x}, each with kid
- * (the RFC 7638 thumbprint), alg (ES256, ES384, PS256 or EdDSA: the alg
- * kv_jws_sign uses by default, which a verifier then pins) and use "sig".
+ * (the RFC 7638 thumbprint), alg and use "sig". alg is the one JWS alg
+ * the key may use, which a verifier then pins: ES256 (P-256), ES384 (P-384),
+ * EdDSA, and for RSA PS256 or RS256 when the key's policy allows only that
+ * one; an RSA key allowed both gets no alg, so that either verifies.
  */
 KV_API KV_WUR kv_rc kv_jwk_public(kv_key *key, char **json) KV_NONNULL(1, 2);
 

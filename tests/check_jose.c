@@ -215,14 +215,10 @@ static void round_trip(kv_ctx *ctx, kv_key *key, const char *alg, const char *wa
     json_decref(j);
     ck_assert_rc(ctx, kv_jws_sign(key, alg, "{\"typ\":\"JWT\"}", (const unsigned char *)payload,
                                   strlen(payload), 0, &tok), KV_OK);
-    /* the JWK, the set and the PEM each verify it (RS256: the PEM only, as
-     * the JWK pins PS256) */
-    if (strcmp(want_alg, "RS256") != 0) {
-        ck_assert_rc(ctx, kv_jws_verify(ctx, tok, jwk, NULL, NULL, NULL, NULL), KV_OK);
-        ck_assert_rc(ctx, kv_jws_verify(ctx, tok, set, NULL, NULL, NULL, NULL), KV_OK);
-    } else {
-        expect(ctx, tok, jwk, KV_ERR_BAD_INPUT, "alg RS256 is not allowed");
-    }
+    /* the JWK, the set and the PEM each verify it (an RSA key without a
+     * policy pins no alg in its JWK: PS256 and RS256 both verify) */
+    ck_assert_rc(ctx, kv_jws_verify(ctx, tok, jwk, NULL, NULL, NULL, NULL), KV_OK);
+    ck_assert_rc(ctx, kv_jws_verify(ctx, tok, set, NULL, NULL, NULL, NULL), KV_OK);
     ck_assert_rc(ctx, kv_jws_verify(ctx, tok, pem, NULL, &hdr, &out, &outlen), KV_OK);
     ck_assert_uint_eq(outlen, strlen(payload));
     ck_assert_str_eq((char *)out, payload);
@@ -291,6 +287,57 @@ START_TEST(test_round_trip_tpm)
 }
 END_TEST
 #endif
+
+/* An RSA key whose policy allows one of PS256 and RS256: its JWK names that
+ * alg, kv_jws_sign uses it by default, and the JWK refuses the other. An RSA
+ * key allowed both pins none. */
+static void rsa_pinned(kv_ctx *ctx, uint32_t algs, const char *want, const char *other)
+{
+    kv_key_policy pol = KV_KEY_POLICY_INIT;
+    kv_key *key = NULL;
+    char name[64], *jwk = NULL, *tok = NULL, *hdr = NULL;
+    json_t *j, *a;
+
+    snprintf(name, sizeof(name), "jose-pin-%ld-%s", (long)getpid(), want ? want : "both");
+    pol.algs = algs;
+    ck_assert_rc(ctx, kv_key_generate_ex(ctx, name, KV_KEY_RSA_2048, NULL, &pol, &key), KV_OK);
+    ck_assert_rc(ctx, kv_jwk_public(key, &jwk), KV_OK);
+    j = parse(jwk);
+    a = json_object_get(j, "alg");
+    if (want)
+        ck_assert_str_eq(json_string_value(a), want);
+    else
+        ck_assert_ptr_null(a);
+    json_decref(j);
+    ck_assert_rc(ctx, kv_jws_sign(key, NULL, NULL, (const unsigned char *)"x", 1, 0, &tok), KV_OK);
+    ck_assert_rc(ctx, kv_jws_verify(ctx, tok, jwk, NULL, &hdr, NULL, NULL), KV_OK);
+    j = parse(hdr);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "alg")), want ? want : "PS256");
+    json_decref(j);
+    kv_string_free(tok);
+    kv_string_free(hdr);
+    tok = hdr = NULL;
+    if (other) {
+        /* the policy refuses the other alg at the signer */
+        ck_assert_int_eq(kv_jws_sign(key, other, NULL, (const unsigned char *)"x", 1, 0, &tok),
+                         KV_ERR_POLICY);
+        ck_assert_ptr_null(tok);
+    }
+    kv_string_free(jwk);
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, name), KV_OK);
+}
+
+START_TEST(test_rsa_policy_pins_jwk_alg)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+
+    rsa_pinned(ctx, 1u << KV_ALG_RSA_PKCS1_SHA256, "RS256", "PS256");
+    rsa_pinned(ctx, 1u << KV_ALG_RSA_PSS_SHA256, "PS256", "RS256");
+    rsa_pinned(ctx, (1u << KV_ALG_RSA_PSS_SHA256) | (1u << KV_ALG_RSA_PKCS1_SHA256), NULL, NULL);
+    kv_ctx_free(ctx);
+}
+END_TEST
 
 /* A set of several keys: the kid picks the key; without kid, refused. */
 START_TEST(test_jwks_selects_by_kid)
@@ -751,6 +798,7 @@ int main(void)
     tcase_add_test(tc, test_rfc8037_a4);
     tcase_add_test(tc, test_round_trip_software);
     tcase_add_test(tc, test_jwks_selects_by_kid);
+    tcase_add_test(tc, test_rsa_policy_pins_jwk_alg);
     tcase_add_test(tc, test_x5c);
     tcase_add_test(tc, test_negative_corpus);
     tcase_add_test(tc, test_bad_keys);
