@@ -50,6 +50,13 @@
 #                                          instructions per verification and per
 #                                          raw loop, deterministic where rates
 #                                          are not: bench/results-attest-count.txt
+#   sh bench/run.sh soak [kv-soak options]  1,000,000 signatures in one process
+#                                          (software store and SoftHSM token,
+#                                          2 threads) and 20,000 on swtpm, with
+#                                          ECDH, rotations and reopens; resident
+#                                          memory, heap, descriptors and
+#                                          sessions sampled every 10%:
+#                                          bench/results-soak.txt
 #
 # Not part of the test suite: a full run takes several minutes.
 set -eu
@@ -58,7 +65,7 @@ cd "$top"
 only=
 if [ "${1:-}" = tpm ] || [ "${1:-}" = tls ] || [ "${1:-}" = tls-count ] ||
     [ "${1:-}" = attest ] || [ "${1:-}" = attest-count ] || [ "${1:-}" = audit ] ||
-    [ "${1:-}" = audit-count ]; then
+    [ "${1:-}" = audit-count ] || [ "${1:-}" = soak ]; then
     only=$1
     shift
 fi
@@ -241,6 +248,36 @@ CONF
             printf "%-34s %10.0f %10.0f %8.4f\n", "calling thread (kv_sign inclusive)", con, coff, con / coff }'
     } | tee -a bench/results-audit.txt
     exit 0
+fi
+if [ "$only" = soak ]; then
+    . tests/softhsm.sh
+    cat >"$T/soak.conf" <<CONF
+[keyvault]
+backends = software, pkcs11, tpm
+
+[software]
+store = $T/soft
+passphrase = file:$KV_P11_PINFILE
+kdf_iterations = 1000
+
+[pkcs11]
+module = $KV_P11_MODULE
+token = $KV_P11_TOKEN
+pin = file:$KV_P11_PINFILE
+
+[tpm]
+tcti = $KV_TPM_TCTI
+keys = $T/tpm
+CONF
+    {
+        header
+        echo "# sh bench/run.sh soak $*"
+        TSS2_LOG=all+none build/bench/kv-soak -c "$T/soak.conf" --p11-module "$KV_P11_MODULE" "$@"
+    } | tee bench/results-soak.txt
+    echo "wrote bench/results-soak.txt"
+    # the soak's verdict is its exit status
+    grep -q ': PASS$' bench/results-soak.txt
+    exit
 fi
 if [ "$only" = tpm ] || [ "$only" = attest ] || [ "$only" = attest-count ]; then
     sessions=${KV_BENCH_SESSIONS:-auto}
