@@ -10,9 +10,9 @@
  * CONF does not make available are left out) is made, then N signatures
  * (default 1,000,000) are spread over the software and pkcs11 keys, in 100
  * rounds of N/100 by T threads (default 2) sharing the keys, and M more
- * (default 20,000) on the TPM key, M/100 a round. Every E-th operation of a
- * thread (default 100) is an ECDH with a fixed peer instead of a signature,
- * its shared secret compared with OpenSSL's derivation from the peer's side;
+ * (default 20,000) on the TPM key, M/100 a round. Every E-th signature of a
+ * thread (default 100) is preceded by an ECDH with a fixed peer on the same
+ * key, its shared secret compared with OpenSSL's derivation from the peer's side;
  * one signature in 1,000 is verified with OpenSSL. Between rounds, every R
  * signatures (default N/10) each key is rotated (overlap 0, grace 0) and
  * pruned, and every P signatures (default N/4) the context is freed and made
@@ -305,7 +305,7 @@ static void rotate_all(void)
 struct slice {
     int thread;
     long signs, tpm_signs; /* this thread's share of the round */
-    long ops;              /* counts this thread's operations, for ECDH spacing */
+    long ops;              /* counts this thread's signatures, for ECDH spacing */
 };
 
 static void one_op(struct slice *s, int b)
@@ -324,7 +324,7 @@ static void one_op(struct slice *s, int b)
             fail("kv_ecdh (the shared secret differs from OpenSSL's)", KV_OK);
         else
             atomic_fetch_add(&done_ecdh[b], 1);
-        return;
+        len = sizeof(out);
     }
     rc = kv_sign(k->key, KV_ALG_DEFAULT, 0, msg, sizeof(msg), out, &len);
     if (leak && !strcmp(leak, "heap")) {
@@ -511,7 +511,7 @@ int main(int argc, char **argv)
     next_rotate = rotate_every ? rotate_every : -1;
     next_reopen = reopen_every ? reopen_every : -1;
     printf("# kv-soak: %ld signs over%s%s, %ld on the TPM, %d threads; ECDH every %ld "
-           "operations; rotate every %ld, reopen every %ld signs\n",
+           "signs; rotate every %ld, reopen every %ld signs\n",
            per_round * ROUNDS, have[B_SOFT] ? " software" : "", have[B_P11] ? " pkcs11" : "",
            tpm_per_round * ROUNDS, n_threads, ecdh_every, rotate_every, reopen_every);
     fflush(stdout);
