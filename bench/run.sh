@@ -249,36 +249,6 @@ CONF
     } | tee -a bench/results-audit.txt
     exit 0
 fi
-if [ "$only" = soak ]; then
-    . tests/softhsm.sh
-    cat >"$T/soak.conf" <<CONF
-[keyvault]
-backends = software, pkcs11, tpm
-
-[software]
-store = $T/soft
-passphrase = file:$KV_P11_PINFILE
-kdf_iterations = 1000
-
-[pkcs11]
-module = $KV_P11_MODULE
-token = $KV_P11_TOKEN
-pin = file:$KV_P11_PINFILE
-
-[tpm]
-tcti = $KV_TPM_TCTI
-keys = $T/tpm
-CONF
-    {
-        header
-        echo "# sh bench/run.sh soak $*"
-        TSS2_LOG=all+none build/bench/kv-soak -c "$T/soak.conf" --p11-module "$KV_P11_MODULE" "$@"
-    } | tee bench/results-soak.txt
-    echo "wrote bench/results-soak.txt"
-    # the soak's verdict is its exit status
-    grep -q ': PASS$' bench/results-soak.txt
-    exit
-fi
 if [ "$only" = tpm ] || [ "$only" = attest ] || [ "$only" = attest-count ]; then
     sessions=${KV_BENCH_SESSIONS:-auto}
     cat >"$T/bench.conf" <<CONF
@@ -356,6 +326,17 @@ pin = file:$KV_P11_PINFILE
 tcti = $KV_TPM_TCTI
 keys = $T/tpm
 CONF
+if [ "$only" = soak ]; then
+    {
+        header
+        echo "# sh bench/run.sh soak $*"
+        TSS2_LOG=all+none build/bench/kv-soak -c "$T/bench.conf" --p11-module "$KV_P11_MODULE" "$@"
+    } | tee bench/results-soak.txt
+    echo "wrote bench/results-soak.txt"
+    # the soak's verdict is its exit status
+    grep -q ': PASS$' bench/results-soak.txt
+    exit
+fi
 {
     header
     echo "# sh bench/run.sh $*"

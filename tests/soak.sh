@@ -12,26 +12,13 @@ SOAK=$B/bench/kv-soak
 N=${KV_SOAK_SIGNS:-20000}
 M=${KV_SOAK_TPM_SIGNS:-200}
 
-C=$T/soak.conf
-cat >"$C" <<CONF
-[keyvault]
-backends = software, pkcs11
-
-[software]
-store = $T/soft
-passphrase = file:$KV_P11_PINFILE
-kdf_iterations = 1000
-
-[pkcs11]
-module = $KV_P11_MODULE
-token = $KV_P11_TOKEN
-pin = file:$KV_P11_PINFILE
-CONF
 if grep -q '^#define KV_WITH_TPM 1' "$B/config.h"; then
     . "$(dirname "$0")/swtpm.sh"
     trap 'swtpm_cleanup; rm -rf "$T"' EXIT
-    sed -i 's/^backends = software, pkcs11$/backends = software, pkcs11, tpm/' "$C"
-    printf '\n[tpm]\ntcti = %s\nkeys = %s\n' "$KV_TPM_TCTI" "$T/tpm" >>"$C"
+    vault_conf "$KV_TPM_TCTI"
+    C=$T/kv.conf
+else
+    C=$KV_P11_DIR/keyvault.conf
 fi
 soak() { TSS2_LOG=all+none "$SOAK" -c "$C" --p11-module "$KV_P11_MODULE" "$@"; }
 
