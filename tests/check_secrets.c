@@ -8,10 +8,15 @@
  */
 #include "config.h"
 
+#include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
 
 #include "testutil.h"
 
@@ -338,6 +343,437 @@ START_TEST(tpm_wrong_auth)
 END_TEST
 #endif
 
+/* ---- secrets left in memory ------------------------------------------------
+ *
+ * After a call that used a secret has returned, and again after kv_key_free
+ * and kv_ctx_free, the process's memory is searched for it. What is searched
+ * ("memory the library controls", and more): every private writable mapping
+ * of the process (/proc/self/maps "rw-p": the heap, every anonymous mapping
+ * (malloc arenas, mmap'd chunks, thread stacks), the .data and .bss of every
+ * loaded object), read through /proc/self/mem, and of the calling thread's
+ * stack only the part below this function's frame: the dead frames of the
+ * calls that returned. Freed heap chunks are included: a buffer freed without
+ * a wipe keeps its bytes (glibc reuses only its first 16 to 32 for its own
+ * pointers, so secrets here are 32 and 64 bytes and a hit is any 12-byte
+ * window of one at an offset that is a multiple of 4). Not searched: the
+ * live part of the caller's stack and the environment above it (secrets.sh
+ * passes the secrets in the environment: the test's own copy), read-only and
+ * shared mappings (no secret is written there), and this test's workspace
+ * (its needles, its read buffer, the ECDH outputs it asked for). Third-party
+ * memory lies inside what is searched (OpenSSL's, p11-kit's, SoftHSM's,
+ * tpm2-tss's allocations share the heap): a copy one of them keeps is found
+ * too, and is named in docs/hardening.md when it is outside the library's
+ * reach. While a key is open the library keeps its TPM auth value (it
+ * authorises every use), so that one is searched for after kv_key_free.
+ */
+/* ---- who allocated a block ----------------------------------------------
+ * malloc, calloc and realloc defined here take the place of glibc's for the
+ * whole process (as bench/kv-bench.c counts them); while `tracking` is set
+ * each records its block and the address it was called from, in a ring
+ * that keeps the newest entries (the return address only: an unwinder
+ * would run deep on the stack at every allocation and overwrite the dead
+ * frames this test searches). A copy found in a heap block is charged to
+ * the object that called the allocator for it: a third party's when that
+ * is libtss2-*, libcrypto, libstdc++ (SoftHSM's operator new), p11-kit or
+ * any other library; libkeyvault's when it is this executable (which links
+ * the library's core) or libc (strdup, strndup, asprintf: their callers are
+ * not known, and libkeyvault copies secrets with them). A block the ring no
+ * longer knows, and a copy outside the heap blocks (a stack, another
+ * mapping), are charged to libkeyvault too. Left out of sanitizer builds,
+ * whose allocator must stay in charge, and with it the memory tests. */
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#define TRACK_ALLOCS 1
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define TRACK_N (1u << 17)
+
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+
+static struct tracked {
+    uintptr_t p;
+    size_t n;
+    unsigned long seq; /* 0: empty */
+    void *caller;
+} track_ring[TRACK_N];
+static unsigned long track_seq;
+static atomic_int tracking;
+static pthread_mutex_t track_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void track(void *p, size_t n, void *caller)
+{
+    struct tracked *t;
+
+    if (!p || !atomic_load_explicit(&tracking, memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&track_lock);
+    t = &track_ring[track_seq++ % TRACK_N];
+    t->p = (uintptr_t)p;
+    t->n = n;
+    t->seq = track_seq;
+    t->caller = caller;
+    pthread_mutex_unlock(&track_lock);
+}
+
+#define EXPORT __attribute__((visibility("default")))
+EXPORT void *malloc(size_t n);
+EXPORT void *calloc(size_t a, size_t b);
+EXPORT void *realloc(void *p, size_t n);
+EXPORT void free(void *p);
+void *malloc(size_t n)
+{
+    void *p = __libc_malloc(n);
+    track(p, n, __builtin_return_address(0));
+    return p;
+}
+void *calloc(size_t a, size_t b)
+{
+    void *p = __libc_calloc(a, b);
+    track(p, a * b, __builtin_return_address(0));
+    return p;
+}
+void *realloc(void *q, size_t n)
+{
+    void *p = __libc_realloc(q, n);
+    track(p, n, __builtin_return_address(0));
+    return p;
+}
+void free(void *p)
+{
+    __libc_free(p);
+}
+
+/* The object a copy at addr is charged to (see above); NULL: libkeyvault. */
+static const char *owner_of(uintptr_t addr)
+{
+    const struct tracked *best = NULL;
+    static char name[128];
+    const char *base;
+    Dl_info info;
+
+    for (size_t i = 0; i < TRACK_N; i++) {
+        const struct tracked *t = &track_ring[i];
+        if (t->seq && addr >= t->p && addr < t->p + t->n && (!best || t->seq > best->seq))
+            best = t;
+    }
+    if (!best || !dladdr(best->caller, &info) || !info.dli_fname)
+        return NULL;
+    base = strrchr(info.dli_fname, '/') ? strrchr(info.dli_fname, '/') + 1 : info.dli_fname;
+    if (!strncmp(base, "libc.so", 7) || strstr(base, "check_secrets") ||
+        !strncmp(base, "libkeyvault", 11))
+        return NULL;
+    snprintf(name, sizeof(name), "%s (a block of %zu bytes, at +%zu)", base, best->n,
+             (size_t)(addr - best->p));
+    return name;
+}
+#else
+#define TRACK_ALLOCS 0
+static int tracking;
+static const char *owner_of(uintptr_t addr)
+{
+    (void)addr;
+    return NULL;
+}
+#endif
+
+#define SCAN_CHUNK (1u << 20)
+#define SCAN_MAX_NEEDLES 8
+#define SCAN_MAX_MAPS 1024
+
+static struct {
+    unsigned char buf[SCAN_CHUNK];
+    struct {
+        const char *what;
+        unsigned char v[128];
+        size_t len;
+    } needle[SCAN_MAX_NEEDLES];
+    size_t n;
+    unsigned char shared[3][64]; /* ECDH outputs */
+    size_t shared_len[3];
+    char uri[512];
+    struct {
+        uintptr_t lo, hi;
+        char name[80];
+    } map[SCAN_MAX_MAPS];
+    size_t nmap;
+    char report[2048];
+    char others[2048];
+} ws;
+
+static void needle_clear(void)
+{
+    OPENSSL_cleanse(ws.needle, sizeof(ws.needle));
+    ws.n = 0;
+}
+
+static void needle_add(const char *what, const void *v, size_t len)
+{
+    ck_assert_uint_lt(ws.n, SCAN_MAX_NEEDLES);
+    ck_assert_uint_le(len, sizeof(ws.needle[0].v));
+    ck_assert_uint_ge(len, 32);
+    ws.needle[ws.n].what = what;
+    memcpy(ws.needle[ws.n].v, v, len);
+    ws.needle[ws.n].len = len;
+    ws.n++;
+}
+
+static void needle_env(const char *var)
+{
+    const char *v = env(var);
+    needle_add(var, v, strlen(v));
+}
+
+/* the regions to search, parsed before any is read */
+static void scan_maps(uintptr_t stack_limit)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+
+    ck_assert_ptr_nonnull(f);
+    ws.nmap = 0;
+    while (fgets(line, sizeof(line), f) && ws.nmap < SCAN_MAX_MAPS) {
+        unsigned long lo, hi;
+        char perms[8], name[256] = "";
+
+        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %255[^\n]", &lo, &hi, perms, name) < 3)
+            continue;
+        if (perms[0] != 'r' || perms[1] != 'w' || perms[3] != 'p')
+            continue;
+        if (!strcmp(name, "[stack]")) {
+            if (stack_limit <= lo || stack_limit > hi)
+                continue;
+            hi = stack_limit;
+        }
+        ws.map[ws.nmap].lo = lo;
+        ws.map[ws.nmap].hi = hi;
+        snprintf(ws.map[ws.nmap].name, sizeof(ws.map[0].name), "%s",
+                 name[0] ? name : "[anonymous]");
+        ws.nmap++;
+    }
+    fclose(f);
+}
+
+/* How many copies of the needles' windows memory holds that are charged to
+ * libkeyvault (see owner_of); the first few are described in ws.report,
+ * those charged to a third party in ws.others (*others counts them). */
+static __attribute__((noinline)) size_t scan_memory_ex(size_t *others)
+{
+    uintptr_t self_lo = (uintptr_t)&ws, self_hi = self_lo + sizeof(ws);
+    size_t hits = 0, used = 0, oused = 0;
+    int fd;
+
+    scan_maps((uintptr_t)__builtin_frame_address(0) - 512);
+    ws.report[0] = ws.others[0] = '\0';
+    *others = 0;
+    fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    for (size_t m = 0; m < ws.nmap; m++) {
+        /* chunks overlap by a window, so that no copy straddles two unseen */
+        for (uintptr_t at = ws.map[m].lo; at < ws.map[m].hi; at += SCAN_CHUNK - 16) {
+            size_t want = ws.map[m].hi - at < SCAN_CHUNK ? ws.map[m].hi - at : SCAN_CHUNK;
+            ssize_t got;
+
+            if (at < self_hi && at + want > self_lo) {
+                /* the workspace itself: search only what lies outside it */
+                if (at < self_lo)
+                    want = self_lo - at;
+                else {
+                    at = self_hi - (SCAN_CHUNK - 16);
+                    continue;
+                }
+            }
+            got = pread(fd, ws.buf, want, (off_t)at);
+            if (got <= 0)
+                continue; /* a guard or vanished page */
+            for (size_t i = 0; i < ws.n; i++)
+                for (size_t off = 0; off + 12 <= ws.needle[i].len; off += 4) {
+                    const unsigned char *p = ws.buf, *end = ws.buf + got;
+                    while ((p = memmem(p, (size_t)(end - p), ws.needle[i].v + off, 12))) {
+                        uintptr_t addr = at + (uintptr_t)(p - ws.buf);
+                        const char *owner = strcmp(ws.map[m].name, "[heap]") &&
+                                                    strcmp(ws.map[m].name, "[anonymous]")
+                                                ? NULL
+                                                : owner_of(addr);
+                        char *r = owner ? ws.others : ws.report;
+                        size_t *u = owner ? &oused : &used;
+
+                        if (owner)
+                            (*others)++;
+                        else
+                            hits++;
+                        if (*u < sizeof(ws.report) - 200)
+                            *u += (size_t)snprintf(r + *u, sizeof(ws.report) - *u,
+                                                   "%s[%zu..] at %s+0x%lx%s%s; ",
+                                                   ws.needle[i].what, off, ws.map[m].name,
+                                                   (unsigned long)(addr - ws.map[m].lo),
+                                                   owner ? " in a block of " : "",
+                                                   owner ? owner : "");
+                        p++;
+                    }
+                }
+        }
+    }
+    close(fd);
+    return hits;
+}
+
+static size_t scan_memory(void)
+{
+    size_t others;
+    return scan_memory_ex(&others) + others;
+}
+
+/* no copy at all */
+static void assert_no_copy(const char *when)
+{
+    size_t hits = scan_memory();
+    ck_assert_msg(hits == 0, "%s: %zu copies in memory: %s%s", when, hits, ws.report, ws.others);
+}
+
+/* no copy charged to libkeyvault; those in third parties' blocks are
+ * printed (the log shows them) */
+static void assert_no_own_copy(const char *when)
+{
+    size_t others, hits = scan_memory_ex(&others);
+
+    ck_assert_msg(hits == 0, "%s: %zu copies in memory: %s", when, hits, ws.report);
+    if (others)
+        printf("%s: %zu windows in third-party blocks (outside libkeyvault's reach): %s\n", when,
+               others, ws.others);
+}
+
+/* the peer for ECDH: secrets.sh's other.pub */
+static size_t read_peer(unsigned char *buf, size_t cap)
+{
+    char path[1024];
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "%s/../other.pub", env("KV_SEC_DIR"));
+    f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "%s", path);
+    n = fread(buf, 1, cap, f);
+    fclose(f);
+    return n;
+}
+
+static void ecdh_into(kv_key *key, int slot, const unsigned char *peer, size_t peerlen)
+{
+    ws.shared_len[slot] = sizeof(ws.shared[slot]);
+    ck_assert_rc(NULL, kv_ecdh(key, peer, peerlen, ws.shared[slot], &ws.shared_len[slot]),
+                 KV_OK);
+    needle_add("ECDH secret", ws.shared[slot], ws.shared_len[slot]);
+}
+
+static void track_on(void)
+{
+    tracking = 1;
+}
+
+/* the control: a copy freed without a wipe is found, in the heap */
+START_TEST(mem_scan_finds_a_copy)
+{
+    char *copy;
+
+    needle_clear();
+    needle_env("KV_SEC_PASS");
+    assert_no_copy("before the copy");
+    /* strndup: a copy the compiler cannot leave out */
+    copy = strndup((const char *)ws.needle[0].v, ws.needle[0].len);
+    ck_assert_ptr_nonnull(copy);
+    free(copy);
+    ck_assert_uint_gt(scan_memory(), 0);
+    ck_assert_ptr_nonnull(strstr(ws.report, "KV_SEC_PASS"));
+}
+END_TEST
+
+/* the PIN (from a file) and the store passphrase: gone as soon as the calls
+ * return; the ECDH secrets (token and store) left only in the caller's buffer */
+START_TEST(mem_pin_passphrase_ecdh)
+{
+    unsigned char peer[1024], sig[256];
+    size_t peerlen = read_peer(peer, sizeof(peer)), siglen;
+    kv_ctx *ctx = ctx_on("p11.conf");
+    kv_key *tok = NULL, *soft = NULL;
+    kv_rc rc;
+
+    needle_clear();
+    needle_env("KV_SEC_PIN");
+    needle_env("KV_SEC_PASS");
+    ck_assert_rc(ctx, kv_key_open(ctx, "k1", &tok), KV_OK);
+    rc = kv_key_generate(ctx, "msoft", KV_KEY_EC_P256, "software", NULL);
+    ck_assert_msg(rc == KV_OK || rc == KV_ERR_KEY_EXISTS, "%s", kv_errmsg(ctx));
+    ck_assert_rc(ctx, kv_key_open(ctx, "msoft", &soft), KV_OK);
+    siglen = sizeof(sig);
+    ck_assert_rc(ctx, kv_sign(tok, KV_ALG_DEFAULT, 0, (const unsigned char *)"m", 1, sig, &siglen),
+                 KV_OK);
+    siglen = sizeof(sig);
+    ck_assert_rc(ctx, kv_sign(soft, KV_ALG_DEFAULT, 0, (const unsigned char *)"m", 1, sig, &siglen),
+                 KV_OK);
+    ecdh_into(tok, 0, peer, peerlen);
+    ecdh_into(soft, 1, peer, peerlen);
+    assert_no_copy("after the calls, keys open");
+    kv_key_free(tok);
+    kv_key_free(soft);
+    kv_ctx_free(ctx);
+    assert_no_copy("after kv_ctx_free");
+}
+END_TEST
+
+/* a PIN given in a pkcs11: URI is kept (for logging in again) while the
+ * token is in use, and gone after kv_ctx_free */
+START_TEST(mem_uri_pin)
+{
+    unsigned char sig[256];
+    size_t siglen = sizeof(sig);
+    kv_ctx *ctx = ctx_on("p11.conf");
+    kv_key *key = NULL;
+
+    needle_clear();
+    needle_env("KV_SEC_PIN");
+    snprintf(ws.uri, sizeof(ws.uri), "pkcs11:token=%s;object=k1?module-path=%s&pin-value=%s",
+             env("KV_SEC_TOKEN"), env("KV_P11_MODULE"), env("KV_SEC_PIN"));
+    ck_assert_rc(ctx, kv_key_open(ctx, ws.uri, &key), KV_OK);
+    ck_assert_rc(ctx, kv_sign(key, KV_ALG_DEFAULT, 0, (const unsigned char *)"m", 1, sig, &siglen),
+                 KV_OK);
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+    assert_no_copy("after kv_ctx_free");
+}
+END_TEST
+
+#ifdef KV_WITH_TPM
+/* the TPM auth value: kept by an open key, gone after kv_key_free; the
+ * TPM's ECDH secret left only in the caller's buffer */
+START_TEST(mem_tpm_auth_ecdh)
+{
+    unsigned char peer[1024], sig[256];
+    size_t peerlen = read_peer(peer, sizeof(peer)), siglen = sizeof(sig);
+    kv_ctx *ctx = ctx_on("tpm.conf");
+    kv_key *key = NULL;
+    kv_rc rc;
+
+    needle_clear();
+    rc = kv_key_generate(ctx, "mtpm", KV_KEY_EC_P256, "tpm", NULL);
+    ck_assert_msg(rc == KV_OK || rc == KV_ERR_KEY_EXISTS, "%s", kv_errmsg(ctx));
+    ck_assert_rc(ctx, kv_key_open(ctx, "mtpm", &key), KV_OK);
+    ck_assert_rc(ctx, kv_sign(key, KV_ALG_DEFAULT, 0, (const unsigned char *)"m", 1, sig, &siglen),
+                 KV_OK);
+    ecdh_into(key, 2, peer, peerlen);
+    assert_no_copy("after the calls, key open");
+    needle_env("KV_SEC_AUTH");
+    kv_key_free(key);
+    assert_no_own_copy("after kv_key_free");
+    kv_ctx_free(ctx);
+    assert_no_own_copy("after kv_ctx_free");
+}
+END_TEST
+#endif
+
 int main(void)
 {
     Suite *s = suite_create("secrets");
@@ -360,5 +796,23 @@ int main(void)
         tcase_add_test(tc, tpm_wrong_auth);
 #endif
     suite_add_tcase(s, tc);
+    /* not under a sanitizer: its shadow memory and allocator regions are
+     * terabytes of reserved mappings, and its allocator keeps freed blocks
+     * in quarantine in its own way; the plain build runs these */
+    if (TRACK_ALLOCS) {
+        tc = tcase_create("memory");
+        tcase_set_timeout(tc, 120);
+        tcase_add_checked_fixture(tc, track_on, NULL);
+        tcase_add_test(tc, mem_scan_finds_a_copy);
+        tcase_add_test(tc, mem_pin_passphrase_ecdh);
+        tcase_add_test(tc, mem_uri_pin);
+#ifdef KV_WITH_TPM
+        if (getenv("KV_SEC_TPM"))
+            tcase_add_test(tc, mem_tpm_auth_ecdh);
+#endif
+        suite_add_tcase(s, tc);
+    } else {
+        printf("the memory tests are left out of sanitizer builds\n");
+    }
     return tu_run(s);
 }

@@ -13,11 +13,11 @@ B=${KV_BUILDDIR:-$(pwd)}
 
 # distinctive secrets (letters and digits: percent-encoding leaves them as
 # they are), so that grep finds any copy
-KV_SEC_PIN=PinReal7f3a9c1e
+KV_SEC_PIN=PinReal7f3a9c1e0b5d2a86c4f19e3b7d05a2c8e6f41b9d3a7c05e28f6b1d94a3c7e0f25
 KV_SEC_PIN_WRONG=PinWrong41d8e2b6
-KV_SEC_PASS=PassReal93be0d57
+KV_SEC_PASS=PassReal93be0d57a1c4e8f2b6d09a3e5c7f1b84d2a6e0c9f3b75d1a8e4c06b2f9d
 KV_SEC_PASS_WRONG=PassWrong5c7a11f0
-KV_SEC_AUTH=AuthReal0e62f4a8
+KV_SEC_AUTH=AuthReal0e62f4a8c3b7d91e5f2a06b4
 KV_SEC_AUTH_WRONG=AuthWrong8d1b37c2
 KV_SEC_INLINE=InlineSecret2a9f6d
 KV_SEC_SOPIN=SoPin64c0b2e9d
@@ -69,10 +69,15 @@ kdf_iterations = 1000"
 p11="[pkcs11]
 module = $KV_P11_MODULE
 token = $KV_SEC_TOKEN"
-conf "$C/p11.conf" "pkcs11, software" "$p11" "pin = file:$S/pin" "$soft" "passphrase = file:$S/pass"
-conf "$C/p11-wrongpin.conf" pkcs11 "$p11" "pin = file:$S/pin-wrong"
-conf "$C/soft.conf" software "$soft" "passphrase = file:$S/pass"
-conf "$C/soft-wrong.conf" software "$soft" "passphrase = file:$S/pass-wrong"
+# the library's audit records (failures carry the library's message) go to
+# a file under $T, which the closing grep reads
+audit="[audit]
+file = $KV_SEC_DIR/audit.log
+flush = record"
+conf "$C/p11.conf" "pkcs11, software" "$p11" "pin = file:$S/pin" "$soft" "passphrase = file:$S/pass" "$audit"
+conf "$C/p11-wrongpin.conf" pkcs11 "$p11" "pin = file:$S/pin-wrong" "$audit"
+conf "$C/soft.conf" software "$soft" "passphrase = file:$S/pass" "$audit"
+conf "$C/soft-wrong.conf" software "$soft" "passphrase = file:$S/pass-wrong" "$audit"
 # those holding a secret inline are secret files
 conf "$S/inline-pin.conf" pkcs11 "$p11" "pin = $KV_SEC_INLINE"
 conf "$S/inline-token.conf" pkcs11 "[pkcs11]" "module = $KV_P11_MODULE" \
@@ -90,8 +95,8 @@ if grep -q '^#define KV_WITH_TPM 1' "$B/config.h"; then
     tpm="[tpm]
 tcti = $KV_TPM_TCTI
 keys = $KV_SEC_DIR/tpmkeys"
-    conf "$C/tpm.conf" tpm "$tpm" "auth = file:$S/auth"
-    conf "$C/tpm-wrong.conf" tpm "$tpm" "auth = file:$S/auth-wrong"
+    conf "$C/tpm.conf" tpm "$tpm" "auth = file:$S/auth" "$audit"
+    conf "$C/tpm-wrong.conf" tpm "$tpm" "auth = file:$S/auth-wrong" "$audit"
     conf "$S/inline-auth.conf" tpm "$tpm" "auth = $KV_SEC_INLINE"
 fi
 
@@ -201,6 +206,51 @@ if [ "$with_tpm" = yes ]; then
     run 1 "a tpm2: URI with a query" -- "$KEYVAULT" -c "$KV_SEC_DIR/tpm.conf" info "tpm2:file=$KV_SEC_DIR/tpmkeys/tcli.pem?auth=$KV_SEC_AUTH"
 fi
 
+# ---- modes of what the stores hold ----------------------------------------
+# every file libkeyvault writes (keys, metadata, store secrets, locks, the
+# audit log, temporary files a killed writer left) 0600, every directory
+# 0700: in the software store, the TPM key directory and the home
+stores="$KV_SEC_DIR/soft $KEYVAULT_HOME"
+[ "$with_tpm" = yes ] && stores="$stores $KV_SEC_DIR/tpmkeys"
+modes() { # modes WHEN: the check, with what is wrong listed
+    bad=$(find $stores "$KV_SEC_DIR/audit.log" \( -type f ! -perm 0600 \) -o \( -type d ! -perm 0700 \) \
+        -o \( ! -type f ! -type d \) 2>&1 | sed 's/^/    /')
+    nf=$(find $stores -type f | wc -l)
+    if [ -z "$bad" ] && [ "$nf" -gt 0 ]; then ok "modes 0600/0700 $1 ($nf files)"; else
+        not_ok "modes 0600/0700 $1 ($nf files)"; printf '%s\n' "$bad"; find $stores -exec ls -ld {} + | sed 's/^/    /'; fi
+}
+modes "after the runs above"
+# rotations (the previous version kept, and destroyed by prune)
+skv() { "$KEYVAULT" -c "$KV_SEC_DIR/soft.conf" "$@"; }
+run 0 "rotate in the store" -- skv rotate scli --overlap 0 --grace 0
+run 0 "prune in the store" -- skv prune scli
+run 0 "rotate in the store, version kept" -- skv rotate scli --overlap 1d
+if [ "$with_tpm" = yes ]; then
+    run 0 "rotate on the TPM" -- tkv tpm rotate tcli --overlap 1d
+fi
+modes "after rotations"
+# writers killed (SIGKILL) part-way, as a crash loop does: whatever they
+# left, temporary files included, is private
+# (the CLI itself in the background, not a function: $! must be its pid)
+i=0
+while [ $i -lt 12 ]; do
+    i=$((i + 1))
+    "$KEYVAULT" -c "$KV_SEC_DIR/soft.conf" keygen "kill$i" >/dev/null 2>&1 &
+    p1=$!
+    "$KEYVAULT" -c "$KV_SEC_DIR/soft.conf" rotate scli --overlap 1d >/dev/null 2>&1 &
+    p2=$!
+    p3=
+    if [ "$with_tpm" = yes ]; then
+        "$KEYVAULT" -c "$KV_SEC_DIR/tpm.conf" keygen "tkill$i" >/dev/null 2>&1 &
+        p3=$!
+    fi
+    # 0 to 190 ms in
+    sleep "0.$(( ($$ + i * 37) % 20 / 10 ))$(( ($$ + i * 37) % 10 ))"
+    kill -9 $p1 $p2 $p3 2>/dev/null
+    wait $p1 $p2 $p3 2>/dev/null
+done
+modes "after 12 rounds of writers killed part-way"
+
 # ---- no secret anywhere ----------------------------------------------------
 # every output above, the library test's log, the stores, key files and
 # metadata, the token and the simulator state: all under $T
@@ -212,6 +262,10 @@ for v in $secrets; do
         ok "$v appears in no output and no file written"
     fi
 done
+# the audit log was written, failures included (their records carry the
+# library's message), so the grep above read them
+[ -s "$KV_SEC_DIR/audit.log" ] && grep -q '"result":"auth-failed"' "$KV_SEC_DIR/audit.log" &&
+    ok "the audit log holds the failures grepped" || not_ok "the audit log holds the failures grepped"
 # the grep can find what it looks for
 [ "$(grep -r -l -a -F -- "$KV_SEC_PIN" "$S" | wc -l)" -gt 0 ] && ok "the grep finds the PIN file" ||
     not_ok "the grep finds the PIN file"

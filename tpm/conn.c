@@ -540,6 +540,30 @@ static void forget_auth(struct tpm_conn *c, const struct tpm_obj *o)
         (void)Esys_TR_SetAuth(c->esys, o->handle, &none);
 }
 
+/* Overwrite the stack below the caller's frame, where the ESYS call just
+ * made left its dead frames: tss2-esys 3.2's iesys_decrypt_param decrypts
+ * a response parameter in a stack array (plaintext[], beside the session's
+ * symKey[]) and returns without wiping either. */
+static __attribute__((noinline)) void burn_stack(void)
+{
+    unsigned char pad[16384];
+
+    kv_wipe(pad, sizeof(pad));
+    __asm__ volatile("" : : "r"(pad) : "memory");
+}
+
+void tpm_wipe_response(struct tpm_conn *c)
+{
+    TSS2_SYS_CONTEXT *sys = NULL;
+    const uint8_t *rp = NULL;
+    size_t n = 0;
+
+    if (c->esys && Esys_GetSysContext(c->esys, &sys) == TSS2_RC_SUCCESS && sys &&
+        Tss2_Sys_GetRpBuffer(sys, &n, &rp) == TSS2_RC_SUCCESS && rp && n)
+        kv_wipe((void *)(uintptr_t)rp, n);
+    burn_stack();
+}
+
 static void disconnect_locked(struct tpm_conn *c, bool polite)
 {
     for (struct tpm_obj *o = c->objs; o; o = o->next)

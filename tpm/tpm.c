@@ -1027,6 +1027,7 @@ static TSS2_RC ecdh_step(struct tpm_conn *c, struct step *s, void *p)
         kv_wipe(z, sizeof(*z));
         Esys_Free(z);
     }
+    tpm_wipe_response(c);
     return rc;
 }
 

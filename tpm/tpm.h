@@ -133,6 +133,12 @@ TSS2_RC tpm_obj_use(struct tpm_conn *c, struct tpm_obj *obj, ESYS_TR *h);
 bool tpm_make_room(struct tpm_conn *c, TSS2_RC rc, const struct tpm_obj *keep);
 /* Forget obj (flushing it if loaded); call before freeing it. */
 void tpm_obj_release(struct tpm_conn *c, struct tpm_obj *obj);
+/* After a command that returned a secret, right after the ESYS call: wipe
+ * its response parameters where tss2-sys keeps them (ESYS writes a
+ * decrypted response parameter back there, and it stays until a later
+ * command overwrites it), and the stack the call used (see conn.c).
+ * Between tpm_begin and tpm_end. */
+void tpm_wipe_response(struct tpm_conn *c);
 /*
  * The authorisation for a command that uses obj (NULL: the storage key, as
  * the parent of TPM2_Load and TPM2_Create). The salted HMAC session, started
