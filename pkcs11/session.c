@@ -433,7 +433,7 @@ static kv_rc find_slot_locked(struct p11_token *tok)
 {
     CK_SLOT_ID slots[64];
     CK_ULONG n = 64;
-    CK_RV rv;
+    CK_RV rv, info_rv = CKR_OK;
     char present[256] = "";
     int found = 0;
 
@@ -443,8 +443,12 @@ static kv_rc find_slot_locked(struct p11_token *tok)
     for (CK_ULONG i = 0; i < n; i++) {
         CK_TOKEN_INFO ti;
         char label[33];
-        if (tok->fl->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+        rv = tok->fl->C_GetTokenInfo(slots[i], &ti);
+        if (rv != CKR_OK) {
+            if (info_rv == CKR_OK)
+                info_rv = rv;
             continue;
+        }
         trim_copy(label, ti.label, sizeof(ti.label));
         size_t used = strlen(present);
         if (used + strlen(label) + 5 < sizeof(present))
@@ -458,6 +462,9 @@ static kv_rc find_slot_locked(struct p11_token *tok)
             trim_copy(tok->serial, ti.serialNumber, sizeof(ti.serialNumber));
         }
     }
+    /* a slot that could not say which token it holds may hold this one */
+    if (found == 0 && info_rv != CKR_OK)
+        return p11_fail(tok, "C_GetTokenInfo", info_rv);
     if (found == 0)
         return kv_error(tok->ctx, KV_ERR_TOKEN_NOT_PRESENT,
                         "token '%s' is not present in module %s (tokens present: %s)",
@@ -736,6 +743,16 @@ void p11_session_put(struct p11_token *tok, struct p11_sess *s, CK_RV rv)
         /* the token went away or logged us out: start again on next use */
         drop_sessions_locked(tok, rv != CKR_DEVICE_REMOVED && rv != CKR_TOKEN_NOT_PRESENT);
         s->open = false;
+    } else if (rv == P11_RV_SPOILED) {
+        bool others = false;
+        (void)tok->fl->C_CloseSession(s->h);
+        s->open = false;
+        for (size_t i = 0; i < tok->maxsess; i++)
+            others |= tok->sess[i].open && tok->sess[i].epoch == tok->epoch;
+        /* the login lasts while one session of the token is open: with the
+         * last one closed, connect and log in again on next use */
+        if (!others)
+            tok->connected = false;
     }
     pthread_cond_signal(&tok->cond);
     pthread_mutex_unlock(&tok->lock);
