@@ -855,6 +855,8 @@ static CK_RV open_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     memcpy(&k->ktype, kt, sizeof(k->ktype));
     kv_err_mark mark = kv_err_mark_get(tok->ctx);
     rv = get_attr(tok, h, objs[0], CKA_LABEL, &label, &len, rc);
+    if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE)
+        goto out; /* the token failed: not a key without a label */
     if (rv != CKR_OK || *rc) {
         /* a key without a label: name it by its id */
         kv_err_rewind(tok->ctx, mark);

@@ -387,11 +387,17 @@ kv_rc p11_token_new(kv_ctx *ctx, const char *module, P11KitUri *match, const cha
 /* Forget every session (after a loss or a fork); close them if we may. */
 static void drop_sessions_locked(struct p11_token *tok, bool close)
 {
-    if (close && tok->connected)
-        (void)tok->fl->C_CloseAllSessions(tok->slot);
-    for (size_t i = 0; i < tok->maxsess; i++)
-        if (!tok->sess[i].busy)
-            tok->sess[i].open = false;
+    /* one by one, never C_CloseAllSessions: a session another thread is
+     * signing on must not be closed under it (SoftHSM crashes in C_Sign);
+     * those are closed when handed back (p11_session_put) */
+    for (size_t i = 0; i < tok->maxsess; i++) {
+        struct p11_sess *s = &tok->sess[i];
+        if (s->busy || !s->open)
+            continue;
+        if (close && tok->connected)
+            (void)tok->fl->C_CloseSession(s->h);
+        s->open = false;
+    }
     tok->connected = false;
     tok->nmechs = 0;
     pthread_cond_broadcast(&tok->cond);
@@ -738,7 +744,12 @@ void p11_session_put(struct p11_token *tok, struct p11_sess *s, CK_RV rv)
     pthread_mutex_lock(&tok->lock);
     s->busy = false;
     if (s->epoch != tok->epoch || tok->fork_gen != kv_fork_generation()) {
-        s->open = false; /* from before a reconnect or a fork */
+        /* from before a reconnect (closed here when it still worked for
+         * its user: the token did not take it away) or a fork (the
+         * parent's, never closed by the child) */
+        if (s->open && tok->fork_gen == kv_fork_generation() && !p11_rv_lost(rv))
+            (void)tok->fl->C_CloseSession(s->h);
+        s->open = false;
     } else if (p11_rv_lost(rv)) {
         /* the token went away or logged us out: start again on next use */
         drop_sessions_locked(tok, rv != CKR_DEVICE_REMOVED && rv != CKR_TOKEN_NOT_PRESENT);
