@@ -82,6 +82,13 @@ const char *p11_mech_name(CK_MECHANISM_TYPE m);
 kv_rc p11_fail(struct p11_token *tok, const char *func, CK_RV rv);
 /* Whether rv means the connection is gone (replug, module restart). */
 bool p11_rv_lost(CK_RV rv);
+/* What a step returns, in place of a CK_RV, when its session may hold
+ * something the next user must not meet: a search that C_FindObjectsFinal
+ * could not end, a signing operation a failed C_Sign may have left open, an
+ * ECDH secret object C_DestroyObject could not remove. p11_session_put
+ * closes that session (its session objects go with it) instead of pooling
+ * it. A vendor-defined value, never a module's own. */
+#define P11_RV_SPOILED (CKR_VENDOR_DEFINED | 0x6b7673UL)
 
 kv_rc p11_token_new(kv_ctx *ctx, const char *module, P11KitUri *match, const char *pin_source,
                     const char *pin, size_t maxsess, struct p11_rejected *rejected,

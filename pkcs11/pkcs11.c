@@ -236,7 +236,8 @@ static kv_rc run_session(struct p11_token *tok, p11_step step, void *arg, bool r
             if (rw)
                 (void)tok->fl->C_CloseSession(h);
         }
-        p11_session_put(tok, s, rv);
+        /* a read/write session is closed already, spoiled or not */
+        p11_session_put(tok, s, rw && rv == P11_RV_SPOILED ? CKR_OK : rv);
         if (rc == KV_OK || attempt > 0)
             return rc;
         if (!p11_rv_lost(rv) && rv != CKR_OBJECT_HANDLE_INVALID && rv != CKR_KEY_HANDLE_INVALID)
@@ -257,6 +258,19 @@ static kv_rc run_rw(struct p11_token *tok, p11_step step, void *arg)
 
 /* ---- objects -------------------------------------------------------------- */
 
+/* End a search. When the module cannot, the search may still be active on
+ * the session: the operation fails and the pool closes the session (the
+ * next C_FindObjectsInit on it would meet CKR_OPERATION_ACTIVE). */
+static CK_RV find_final(struct p11_token *tok, CK_SESSION_HANDLE h, kv_rc *rc)
+{
+    CK_RV rv = tok->fl->C_FindObjectsFinal(h);
+
+    if (rv == CKR_OK)
+        return CKR_OK;
+    *rc = p11_fail(tok, "C_FindObjectsFinal", rv);
+    return p11_rv_lost(rv) ? rv : P11_RV_SPOILED;
+}
+
 static CK_RV find(struct p11_token *tok, CK_SESSION_HANDLE h, CK_ATTRIBUTE *tmpl, CK_ULONG n,
                   CK_OBJECT_HANDLE *objs, CK_ULONG max, CK_ULONG *count, kv_rc *rc)
 {
@@ -269,10 +283,12 @@ static CK_RV find(struct p11_token *tok, CK_SESSION_HANDLE h, CK_ATTRIBUTE *tmpl
         return rv;
     }
     rv = f->C_FindObjects(h, objs, max, count);
-    (void)f->C_FindObjectsFinal(h);
-    if (rv != CKR_OK)
+    if (rv != CKR_OK) {
+        (void)f->C_FindObjectsFinal(h);
         *rc = p11_fail(tok, "C_FindObjects", rv);
-    return rv;
+        return rv;
+    }
+    return find_final(tok, h, rc);
 }
 
 /* Every object matching the template, in a new array (a token may hold
@@ -307,7 +323,10 @@ static CK_RV find_all(struct p11_token *tok, CK_SESSION_HANDLE h, CK_ATTRIBUTE *
         else
             *count += got;
     } while (rv == CKR_OK && got > 0);
-    (void)f->C_FindObjectsFinal(h);
+    if (rv == CKR_OK && *rc == KV_OK)
+        rv = find_final(tok, h, rc);
+    else
+        (void)f->C_FindObjectsFinal(h);
     if (*rc != KV_OK) {
         free(*objs);
         *objs = NULL;
@@ -836,6 +855,8 @@ static CK_RV open_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     memcpy(&k->ktype, kt, sizeof(k->ktype));
     kv_err_mark mark = kv_err_mark_get(tok->ctx);
     rv = get_attr(tok, h, objs[0], CKA_LABEL, &label, &len, rc);
+    if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE)
+        goto out; /* the token failed: not a key without a label */
     if (rv != CKR_OK || *rc) {
         /* a key without a label: name it by its id */
         kv_err_rewind(tok->ctx, mark);
@@ -1187,6 +1208,17 @@ static CK_RV count_private(struct p11_token *tok, CK_SESSION_HANDLE h, CK_ATTRIB
  * machine on a shared token, another tool) destroys its own pair and
  * reports KV_ERR_KEY_EXISTS, so the token never keeps two keys of one name.
  */
+/* Remove a pair just made, private key first (a public key left alone is
+ * no key); false when the private key stays. */
+static bool unmake(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE privh,
+                   CK_OBJECT_HANDLE pubh)
+{
+    if (tok->fl->C_DestroyObject(h, privh) != CKR_OK)
+        return false;
+    (void)tok->fl->C_DestroyObject(h, pubh);
+    return true;
+}
+
 static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
 {
     struct gen_arg *a = p;
@@ -1298,11 +1330,10 @@ static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc
                        "another private key labelled '%s' appeared on token '%s' while this "
                        "one was made: this one was removed", a->name, tok->label);
     if (rv != CKR_OK || *rc != KV_OK) {
-        (void)tok->fl->C_DestroyObject(h, privh);
-        (void)tok->fl->C_DestroyObject(h, pubh);
+        if (!unmake(tok, h, privh, pubh))
+            polh = CK_INVALID_HANDLE;
         goto out;
     }
-    polh = CK_INVALID_HANDLE; /* the pair stays: its policy object with it */
     {
         /* the pair as made, never found again by its CKA_ID: another
          * public object may carry the same one */
@@ -1310,6 +1341,16 @@ static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc
                               .trusted_pub = true, .made_priv = privh, .made_pub = pubh };
         rv = open_step(tok, h, &o, rc);
     }
+    if (rv != CKR_OK || *rc != KV_OK) {
+        /* a generation that reports failure leaves no key behind (were it
+         * kept, the retry after a lost session would find it "existing");
+         * if the token is gone the removal fails too, and the whole pair
+         * stays with its policy */
+        if (!unmake(tok, h, privh, pubh))
+            polh = CK_INVALID_HANDLE;
+        goto out;
+    }
+    polh = CK_INVALID_HANDLE; /* the pair stays: its policy object with it */
 out:
     if (polh != CK_INVALID_HANDLE)
         (void)tok->fl->C_DestroyObject(h, polh);
@@ -1593,11 +1634,19 @@ static CK_RV sign_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     if (rv != CKR_OK || *rc != KV_OK)
         goto out;
     rv = tok->fl->C_SignInit(h, &mech, obj);
-    if (rv == CKR_OK)
-        rv = tok->fl->C_Sign(h, (CK_BYTE_PTR)data, datalen, raw, &rawlen);
+    if (rv != CKR_OK) {
+        forget_handle(k, rv);
+        *rc = p11_fail(tok, "C_SignInit", rv);
+        goto out;
+    }
+    rv = tok->fl->C_Sign(h, (CK_BYTE_PTR)data, datalen, raw, &rawlen);
     if (rv != CKR_OK) {
         forget_handle(k, rv);
         *rc = p11_fail(tok, "C_Sign", rv);
+        /* a failed C_Sign ends the operation, but a module that leaves it
+         * open would refuse the next C_SignInit on this session */
+        if (!p11_rv_lost(rv) && rv != CKR_OBJECT_HANDLE_INVALID && rv != CKR_KEY_HANDLE_INVALID)
+            rv = P11_RV_SPOILED;
         goto out;
     }
     if (a->alg->family == KV_FAMILY_EC) {
@@ -1679,7 +1728,7 @@ static CK_RV ecdh_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     CK_OBJECT_HANDLE obj, secret = CK_INVALID_HANDLE;
     unsigned char *wrapped = NULL;
     int wlen = 0;
-    CK_RV rv;
+    CK_RV rv, drv;
 
     *rc = p11_mech_check(tok, h, CKM_ECDH1_DERIVE, CKF_DERIVE);
     if (*rc != KV_OK)
@@ -1716,13 +1765,14 @@ static CK_RV ecdh_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     }
     CK_ATTRIBUTE val = { CKA_VALUE, a->secret, *a->len };
     rv = tok->fl->C_GetAttributeValue(h, secret, &val, 1);
-    (void)tok->fl->C_DestroyObject(h, secret);
+    drv = tok->fl->C_DestroyObject(h, secret);
     if (rv != CKR_OK) {
         *rc = p11_fail(tok, "C_GetAttributeValue(CKA_VALUE of the ECDH secret)", rv);
         return rv;
     }
     *a->len = val.ulValueLen;
-    return CKR_OK;
+    /* a secret left in a session object: closing the session removes it */
+    return drv == CKR_OK || p11_rv_lost(drv) ? CKR_OK : P11_RV_SPOILED;
 }
 
 static kv_rc p11_ecdh(kv_key *key, EVP_PKEY *peer, unsigned char *secret, size_t *len)

@@ -387,11 +387,17 @@ kv_rc p11_token_new(kv_ctx *ctx, const char *module, P11KitUri *match, const cha
 /* Forget every session (after a loss or a fork); close them if we may. */
 static void drop_sessions_locked(struct p11_token *tok, bool close)
 {
-    if (close && tok->connected)
-        (void)tok->fl->C_CloseAllSessions(tok->slot);
-    for (size_t i = 0; i < tok->maxsess; i++)
-        if (!tok->sess[i].busy)
-            tok->sess[i].open = false;
+    /* one by one, never C_CloseAllSessions: a session another thread is
+     * signing on must not be closed under it (SoftHSM crashes in C_Sign);
+     * those are closed when handed back (p11_session_put) */
+    for (size_t i = 0; i < tok->maxsess; i++) {
+        struct p11_sess *s = &tok->sess[i];
+        if (s->busy || !s->open)
+            continue;
+        if (close && tok->connected)
+            (void)tok->fl->C_CloseSession(s->h);
+        s->open = false;
+    }
     tok->connected = false;
     tok->nmechs = 0;
     pthread_cond_broadcast(&tok->cond);
@@ -433,7 +439,7 @@ static kv_rc find_slot_locked(struct p11_token *tok)
 {
     CK_SLOT_ID slots[64];
     CK_ULONG n = 64;
-    CK_RV rv;
+    CK_RV rv, info_rv = CKR_OK;
     char present[256] = "";
     int found = 0;
 
@@ -443,8 +449,12 @@ static kv_rc find_slot_locked(struct p11_token *tok)
     for (CK_ULONG i = 0; i < n; i++) {
         CK_TOKEN_INFO ti;
         char label[33];
-        if (tok->fl->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+        rv = tok->fl->C_GetTokenInfo(slots[i], &ti);
+        if (rv != CKR_OK) {
+            if (info_rv == CKR_OK)
+                info_rv = rv;
             continue;
+        }
         trim_copy(label, ti.label, sizeof(ti.label));
         size_t used = strlen(present);
         if (used + strlen(label) + 5 < sizeof(present))
@@ -458,6 +468,9 @@ static kv_rc find_slot_locked(struct p11_token *tok)
             trim_copy(tok->serial, ti.serialNumber, sizeof(ti.serialNumber));
         }
     }
+    /* a slot that could not say which token it holds may hold this one */
+    if (found == 0 && info_rv != CKR_OK)
+        return p11_fail(tok, "C_GetTokenInfo", info_rv);
     if (found == 0)
         return kv_error(tok->ctx, KV_ERR_TOKEN_NOT_PRESENT,
                         "token '%s' is not present in module %s (tokens present: %s)",
@@ -731,11 +744,26 @@ void p11_session_put(struct p11_token *tok, struct p11_sess *s, CK_RV rv)
     pthread_mutex_lock(&tok->lock);
     s->busy = false;
     if (s->epoch != tok->epoch || tok->fork_gen != kv_fork_generation()) {
-        s->open = false; /* from before a reconnect or a fork */
+        /* from before a reconnect (closed here when it still worked for
+         * its user: the token did not take it away) or a fork (the
+         * parent's, never closed by the child) */
+        if (s->open && tok->fork_gen == kv_fork_generation() && !p11_rv_lost(rv))
+            (void)tok->fl->C_CloseSession(s->h);
+        s->open = false;
     } else if (p11_rv_lost(rv)) {
         /* the token went away or logged us out: start again on next use */
         drop_sessions_locked(tok, rv != CKR_DEVICE_REMOVED && rv != CKR_TOKEN_NOT_PRESENT);
         s->open = false;
+    } else if (rv == P11_RV_SPOILED) {
+        bool others = false;
+        (void)tok->fl->C_CloseSession(s->h);
+        s->open = false;
+        for (size_t i = 0; i < tok->maxsess; i++)
+            others |= tok->sess[i].open && tok->sess[i].epoch == tok->epoch;
+        /* the login lasts while one session of the token is open: with the
+         * last one closed, connect and log in again on next use */
+        if (!others)
+            tok->connected = false;
     }
     pthread_cond_signal(&tok->cond);
     pthread_mutex_unlock(&tok->lock);

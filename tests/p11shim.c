@@ -16,18 +16,273 @@
  * When $KV_SHIM_CALLS names a file, each C_Login appends a line "C_Login
  * 0xRV" to it (the CK_RV the module returned; never the PIN), so a test can
  * count what reached the token.
+ *
+ * $KV_SHIM_FAULTS is a fault schedule, for what SoftHSM cannot do on demand
+ * (run out of device memory, lose a session, fail, be slow): entries
+ * separated by commas, each CALL:FAULT[:WHEN].
+ *   CALL   a PKCS#11 function the shim wraps (C_Sign, C_FindObjects, ...),
+ *          or * for all of them
+ *   FAULT  a CK_RV the call returns instead of running: CKR_DEVICE_REMOVED,
+ *          CKR_DEVICE_MEMORY, CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED,
+ *          CKR_FUNCTION_FAILED, CKR_DEVICE_ERROR, CKR_GENERAL_ERROR,
+ *          CKR_HOST_MEMORY, CKR_TOKEN_NOT_PRESENT, CKR_USER_NOT_LOGGED_IN;
+ *          or slow=MSms: the call runs, MS milliseconds late
+ *   WHEN   which calls of that function (counted from 1 in this process, per
+ *          entry): N the Nth only; N-M the Nth to the Mth; N- the Nth and
+ *          every later one; /N every Nth (N, 2N, ...); ~P a random fraction
+ *          P (0 < P <= 1), drawn from the seed $KV_SHIM_SEED (default 1);
+ *          left out, every call
+ * for example "C_Sign:CKR_DEVICE_REMOVED:3,C_GenerateKeyPair:CKR_DEVICE_MEMORY,
+ * C_FindObjects:CKR_SESSION_HANDLE_INVALID:~0.2,C_Sign:slow=2000ms:/10".
+ * The first matching entry that fires decides (a slow entry then still lets
+ * a later failing one fire). A schedule the shim cannot read makes
+ * C_GetFunctionList fail, with the reason on stderr. When $KV_SHIM_FAULT_LOG
+ * names a file, each fault appends "CALL CKR_NAME" (or "CALL slow") to it.
  */
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <p11-kit/pkcs11.h>
 
 static CK_FUNCTION_LIST *real;
 static CK_FUNCTION_LIST shim;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int was_removed;
+
+/* ---- the fault schedule ($KV_SHIM_FAULTS) --------------------------------- */
+
+#define MAX_FAULTS 32
+
+enum when { ALWAYS, AT, RANGE, FROM, EVERY, RANDOM };
+
+static struct fault {
+    char call[40];
+    CK_RV rv;                 /* what the call returns, when not slow */
+    unsigned long slow_ms;    /* > 0: a delay, and the call runs */
+    enum when when;
+    unsigned long n, m;
+    double p;
+    unsigned long calls;      /* calls of CALL seen by this entry */
+} faults[MAX_FAULTS];
+static int nfaults;
+static unsigned long long seed = 1;
+
+static const struct {
+    const char *name;
+    CK_RV rv;
+} fault_rvs[] = {
+    { "CKR_DEVICE_REMOVED", CKR_DEVICE_REMOVED },
+    { "CKR_DEVICE_MEMORY", CKR_DEVICE_MEMORY },
+    { "CKR_SESSION_HANDLE_INVALID", CKR_SESSION_HANDLE_INVALID },
+    { "CKR_SESSION_CLOSED", CKR_SESSION_CLOSED },
+    { "CKR_FUNCTION_FAILED", CKR_FUNCTION_FAILED },
+    { "CKR_DEVICE_ERROR", CKR_DEVICE_ERROR },
+    { "CKR_GENERAL_ERROR", CKR_GENERAL_ERROR },
+    { "CKR_HOST_MEMORY", CKR_HOST_MEMORY },
+    { "CKR_TOKEN_NOT_PRESENT", CKR_TOKEN_NOT_PRESENT },
+    { "CKR_USER_NOT_LOGGED_IN", CKR_USER_NOT_LOGGED_IN },
+};
+
+/* the functions the shim wraps: the only ones a schedule may name */
+static const char *const wrapped[] = {
+    "C_GetSlotList", "C_GetTokenInfo", "C_GetMechanismInfo", "C_OpenSession",
+    "C_CloseSession", "C_Login", "C_FindObjectsInit", "C_FindObjects",
+    "C_FindObjectsFinal", "C_GetAttributeValue", "C_SetAttributeValue",
+    "C_CreateObject", "C_DestroyObject", "C_SignInit", "C_Sign", "C_DeriveKey",
+    "C_GenerateKeyPair",
+};
+
+static const char *rv_name(CK_RV rv)
+{
+    for (size_t i = 0; i < sizeof(fault_rvs) / sizeof(fault_rvs[0]); i++)
+        if (fault_rvs[i].rv == rv)
+            return fault_rvs[i].name;
+    return "CKR_?";
+}
+
+static int bad_schedule(const char *entry, const char *why)
+{
+    fprintf(stderr, "p11shim: KV_SHIM_FAULTS entry '%s': %s\n", entry, why);
+    return -1;
+}
+
+/* an unsigned number filling [s, end), or -1 */
+static int number(const char *s, const char *end, unsigned long *out)
+{
+    char *e;
+
+    if (s == end || *s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    *out = strtoul(s, &e, 10);
+    return errno || e != end ? -1 : 0;
+}
+
+static int parse_when(struct fault *f, const char *w, const char *entry)
+{
+    const char *dash = strchr(w, '-'), *end = w + strlen(w);
+    char *e;
+
+    if (*w == '/') {
+        f->when = EVERY;
+        if (number(w + 1, end, &f->n) || f->n == 0)
+            return bad_schedule(entry, "'/N' needs a number N > 0");
+    } else if (*w == '~') {
+        f->when = RANDOM;
+        errno = 0;
+        f->p = strtod(w + 1, &e);
+        if (errno || e == w + 1 || *e || !(f->p > 0 && f->p <= 1))
+            return bad_schedule(entry, "'~P' needs a fraction 0 < P <= 1");
+    } else if (dash && dash[1] == '\0') {
+        f->when = FROM;
+        if (number(w, dash, &f->n) || f->n == 0)
+            return bad_schedule(entry, "'N-' needs a call number N > 0");
+    } else if (dash) {
+        f->when = RANGE;
+        if (number(w, dash, &f->n) || number(dash + 1, end, &f->m) || f->n == 0 || f->m < f->n)
+            return bad_schedule(entry, "'N-M' needs call numbers 0 < N <= M");
+    } else {
+        f->when = AT;
+        if (number(w, end, &f->n) || f->n == 0)
+            return bad_schedule(entry, "WHEN is N, N-M, N-, /N or ~P");
+    }
+    return 0;
+}
+
+static int parse_entry(char *entry)
+{
+    char shown[128], *what, *when;
+    struct fault *f;
+    size_t i;
+
+    snprintf(shown, sizeof(shown), "%s", entry);
+    if (nfaults == MAX_FAULTS)
+        return bad_schedule(shown, "too many entries");
+    f = &faults[nfaults];
+    memset(f, 0, sizeof(*f));
+    what = strchr(entry, ':');
+    if (!what)
+        return bad_schedule(shown, "not CALL:FAULT[:WHEN]");
+    *what++ = '\0';
+    when = strchr(what, ':');
+    if (when)
+        *when++ = '\0';
+    for (i = 0; i < sizeof(wrapped) / sizeof(wrapped[0]); i++)
+        if (!strcmp(entry, wrapped[i]))
+            break;
+    if (strcmp(entry, "*") && i == sizeof(wrapped) / sizeof(wrapped[0]))
+        return bad_schedule(shown, "the shim does not wrap this call");
+    snprintf(f->call, sizeof(f->call), "%s", entry);
+    if (!strncmp(what, "slow=", 5)) {
+        size_t l = strlen(what);
+        if (l < 8 || strcmp(what + l - 2, "ms") || number(what + 5, what + l - 2, &f->slow_ms) ||
+            f->slow_ms == 0)
+            return bad_schedule(shown, "a delay is slow=MSms, MS > 0");
+    } else {
+        for (i = 0; i < sizeof(fault_rvs) / sizeof(fault_rvs[0]); i++)
+            if (!strcmp(what, fault_rvs[i].name))
+                break;
+        if (i == sizeof(fault_rvs) / sizeof(fault_rvs[0]))
+            return bad_schedule(shown, "not a fault the shim injects");
+        f->rv = fault_rvs[i].rv;
+    }
+    if (when && parse_when(f, when, shown))
+        return -1;
+    nfaults++;
+    return 0;
+}
+
+static int parse_schedule(void)
+{
+    const char *env = getenv("KV_SHIM_FAULTS"), *s = getenv("KV_SHIM_SEED");
+    char *copy, *save = NULL;
+    int r = 0;
+
+    if (s && *s)
+        seed = strtoull(s, NULL, 10);
+    if (!env || !*env)
+        return 0;
+    copy = strdup(env);
+    if (!copy)
+        return -1;
+    for (char *e = strtok_r(copy, ", \t\n", &save); e && r == 0; e = strtok_r(NULL, ", \t\n", &save))
+        r = parse_entry(e);
+    free(copy);
+    return r;
+}
+
+/* a uniform draw in [0, 1) from the shared seed (lock held) */
+static double draw(void)
+{
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double)(seed >> 11) / (double)(1ULL << 53);
+}
+
+static void fault_log(const char *call, const char *what)
+{
+    const char *path = getenv("KV_SHIM_FAULT_LOG");
+    FILE *f = path ? fopen(path, "a") : NULL;
+
+    if (f) {
+        fprintf(f, "%s %s\n", call, what);
+        fclose(f);
+    }
+}
+
+/* Whether the schedule fails this call of `call`: CKR_OK to run it (maybe
+ * after a delay), or the CK_RV to return instead. */
+static CK_RV fault(const char *call)
+{
+    unsigned long delay = 0;
+    CK_RV rv = CKR_OK;
+
+    if (!nfaults)
+        return CKR_OK;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < nfaults && rv == CKR_OK; i++) {
+        struct fault *f = &faults[i];
+        unsigned long c;
+        int fire;
+        if (strcmp(f->call, "*") && strcmp(f->call, call))
+            continue;
+        c = ++f->calls;
+        switch (f->when) {
+        case AT: fire = c == f->n; break;
+        case RANGE: fire = c >= f->n && c <= f->m; break;
+        case FROM: fire = c >= f->n; break;
+        case EVERY: fire = c % f->n == 0; break;
+        case RANDOM: fire = draw() < f->p; break;
+        default: fire = 1; break;
+        }
+        if (!fire)
+            continue;
+        if (f->slow_ms) {
+            delay += f->slow_ms;
+            fault_log(call, "slow");
+        } else {
+            rv = f->rv;
+            fault_log(call, rv_name(rv));
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    if (delay) {
+        struct timespec ts = { (time_t)(delay / 1000), (long)(delay % 1000) * 1000000L };
+        while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+            ;
+    }
+    return rv;
+}
+
+#define FAULT(call)                       \
+    do {                                  \
+        CK_RV frv_ = fault(call);         \
+        if (frv_ != CKR_OK)               \
+            return frv_;                  \
+    } while (0)
 
 static void read_control(char *buf, int len)
 {
@@ -65,6 +320,7 @@ static int removed(void)
 
 static CK_RV shim_GetSlotList(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count)
 {
+    FAULT("C_GetSlotList");
     if (removed() && present) {
         *count = 0;
         return CKR_OK;
@@ -74,21 +330,26 @@ static CK_RV shim_GetSlotList(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PT
 
 static CK_RV shim_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
 {
+    FAULT("C_GetTokenInfo");
     return removed() ? CKR_TOKEN_NOT_PRESENT : real->C_GetTokenInfo(slot, info);
 }
 
 static CK_RV shim_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY notify,
                               CK_SESSION_HANDLE_PTR h)
 {
+    FAULT("C_OpenSession");
     return removed() ? CKR_TOKEN_NOT_PRESENT : real->C_OpenSession(slot, flags, app, notify, h);
 }
 
 static CK_RV shim_Login(CK_SESSION_HANDLE h, CK_USER_TYPE type, CK_UTF8CHAR_PTR pin, CK_ULONG len)
 {
     const char *path = getenv("KV_SHIM_CALLS");
-    CK_RV rv = removed() ? CKR_DEVICE_REMOVED : real->C_Login(h, type, pin, len);
-    FILE *f = path ? fopen(path, "a") : NULL;
+    CK_RV rv = fault("C_Login");
+    FILE *f;
 
+    if (rv == CKR_OK)
+        rv = removed() ? CKR_DEVICE_REMOVED : real->C_Login(h, type, pin, len);
+    f = path ? fopen(path, "a") : NULL;
     if (f) {
         fprintf(f, "C_Login 0x%lx\n", (unsigned long)rv);
         fclose(f);
@@ -98,6 +359,7 @@ static CK_RV shim_Login(CK_SESSION_HANDLE h, CK_USER_TYPE type, CK_UTF8CHAR_PTR 
 
 static CK_RV shim_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR t, CK_ULONG n)
 {
+    FAULT("C_FindObjectsInit");
     return removed() ? CKR_DEVICE_REMOVED : real->C_FindObjectsInit(h, t, n);
 }
 
@@ -120,6 +382,7 @@ static int npoints;
 
 static CK_RV shim_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k)
 {
+    FAULT("C_SignInit");
     if (removed())
         return CKR_DEVICE_REMOVED;
     if (control_is("ec-point"))
@@ -130,18 +393,21 @@ static CK_RV shim_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HA
 static CK_RV shim_Sign(CK_SESSION_HANDLE h, CK_BYTE_PTR d, CK_ULONG dl, CK_BYTE_PTR s,
                        CK_ULONG_PTR sl)
 {
+    FAULT("C_Sign");
     return removed() ? CKR_DEVICE_REMOVED : real->C_Sign(h, d, dl, s, sl);
 }
 
 static CK_RV shim_DeriveKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE base,
                             CK_ATTRIBUTE_PTR t, CK_ULONG n, CK_OBJECT_HANDLE_PTR out)
 {
+    FAULT("C_DeriveKey");
     return removed() ? CKR_DEVICE_REMOVED : real->C_DeriveKey(h, m, base, t, n, out);
 }
 
 static CK_RV shim_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t,
                                     CK_ULONG n)
 {
+    FAULT("C_GetAttributeValue");
     if (removed())
         return CKR_DEVICE_REMOVED;
     if (n == 1 && t[0].type == CKA_EC_POINT && control_is("ec-point")) {
@@ -172,6 +438,7 @@ static CK_RV shim_GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_AT
                                   CK_ULONG pn, CK_ATTRIBUTE_PTR kt, CK_ULONG kn,
                                   CK_OBJECT_HANDLE_PTR pub, CK_OBJECT_HANDLE_PTR priv)
 {
+    FAULT("C_GenerateKeyPair");
     char buf[32];
 
     if (removed())
@@ -198,6 +465,51 @@ static CK_RV shim_GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_AT
     return rv;
 }
 
+static CK_RV shim_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE m, CK_MECHANISM_INFO_PTR info)
+{
+    FAULT("C_GetMechanismInfo");
+    return real->C_GetMechanismInfo(slot, m, info);
+}
+
+static CK_RV shim_CloseSession(CK_SESSION_HANDLE h)
+{
+    FAULT("C_CloseSession");
+    return real->C_CloseSession(h);
+}
+
+static CK_RV shim_FindObjects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR o, CK_ULONG max,
+                              CK_ULONG_PTR n)
+{
+    FAULT("C_FindObjects");
+    return real->C_FindObjects(h, o, max, n);
+}
+
+static CK_RV shim_FindObjectsFinal(CK_SESSION_HANDLE h)
+{
+    FAULT("C_FindObjectsFinal");
+    return real->C_FindObjectsFinal(h);
+}
+
+static CK_RV shim_SetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t,
+                                    CK_ULONG n)
+{
+    FAULT("C_SetAttributeValue");
+    return real->C_SetAttributeValue(h, o, t, n);
+}
+
+static CK_RV shim_CreateObject(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR t, CK_ULONG n,
+                               CK_OBJECT_HANDLE_PTR o)
+{
+    FAULT("C_CreateObject");
+    return real->C_CreateObject(h, t, n, o);
+}
+
+static CK_RV shim_DestroyObject(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o)
+{
+    FAULT("C_DestroyObject");
+    return real->C_DestroyObject(h, o);
+}
+
 __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list);
 
 __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
@@ -208,6 +520,8 @@ __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_
     CK_RV rv;
 
     if (!real) {
+        if (parse_schedule() != 0)
+            return CKR_GENERAL_ERROR;
         if (!path || !(dl = dlopen(path, RTLD_NOW | RTLD_LOCAL)))
             return CKR_GENERAL_ERROR;
         get = (CK_RV (*)(CK_FUNCTION_LIST_PTR_PTR))dlsym(dl, "C_GetFunctionList");
@@ -224,6 +538,13 @@ __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_
         shim.C_DeriveKey = shim_DeriveKey;
         shim.C_GetAttributeValue = shim_GetAttributeValue;
         shim.C_GenerateKeyPair = shim_GenerateKeyPair;
+        shim.C_GetMechanismInfo = shim_GetMechanismInfo;
+        shim.C_CloseSession = shim_CloseSession;
+        shim.C_FindObjects = shim_FindObjects;
+        shim.C_FindObjectsFinal = shim_FindObjectsFinal;
+        shim.C_SetAttributeValue = shim_SetAttributeValue;
+        shim.C_CreateObject = shim_CreateObject;
+        shim.C_DestroyObject = shim_DestroyObject;
     }
     *list = &shim;
     return CKR_OK;
