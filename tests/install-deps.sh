@@ -19,6 +19,7 @@ PACKAGES="
   libengine-pkcs11-openssl
   xxd
   p11-kit-modules
+  clang libclang-rt-14-dev
 "
 
 SUDO=

@@ -7,7 +7,7 @@
  *
  * Input: byte 0 chooses the call (even: reference, odd: TSS2 file), the
  * rest is the data. The context has the keys k1 (software store) and p1
- * (SoftHSM token), and a TPM backend without a TPM (tcti none).
+ * (SoftHSM token), and a TPM backend whose TCTI reaches no TPM.
  * May accept: a reference to k1 or p1 (the key opened must be one of
  * them); never a TSS2 file, which would need the TPM to load.
  */
@@ -41,6 +41,33 @@ static void seed_ref(const char *name, kv_key *key, unsigned flags)
     free(buf);
 }
 
+/* A TSS2 PRIVATE KEY file made on the swtpm make-corpus.sh started. */
+static void seed_tss2(void)
+{
+    char conf[1024], path[512], uri[600];
+    unsigned char buf[16384];
+    kv_ctx *tctx;
+    kv_key *key = NULL;
+    size_t n;
+    FILE *f;
+
+    snprintf(conf, sizeof(conf), "[tpm]\ntcti = %s\n", getenv("KV_FUZZ_TPM_TCTI"));
+    tctx = fz_ctx("tpm", conf);
+    snprintf(uri, sizeof(uri), "tpm2:file=%s", fz_path(path, sizeof(path), "tk.pem"));
+    if (kv_key_generate_at(tctx, uri, KV_KEY_EC_P256, &key) != KV_OK) {
+        fprintf(stderr, "fuzz-keyref: %s: %s\n", uri, kv_errmsg(tctx));
+        abort();
+    }
+    kv_key_free(key);
+    kv_ctx_free(tctx);
+    if (!(f = fopen(path, "r")))
+        abort();
+    buf[0] = 1;
+    n = fread(buf + 1, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    fz_seed("tss2-ec", buf, n + 1);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     char extra[1200];
@@ -48,7 +75,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
     (void)argc;
     (void)argv;
-    snprintf(extra, sizeof(extra), "%s[tpm]\ntcti = none\n", fz_softhsm());
+    /* a TCTI nothing answers on: the TPM backend is there but unavailable,
+     * and TSS2 data is still parsed before the TPM would load it */
+    snprintf(extra, sizeof(extra), "%s[tpm]\ntcti = swtpm:host=127.0.0.1,port=9\n",
+             fz_softhsm());
     ctx = fz_ctx("software, pkcs11, tpm", extra);
     k1 = fz_key(ctx, "k1", KV_KEY_EC_P256, "software");
     p1 = fz_key(ctx, "p1", KV_KEY_EC_P256, "pkcs11");
@@ -59,11 +89,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
             "\001-----BEGIN TSS2 PRIVATE KEY-----\nAAAA\n-----END TSS2 PRIVATE KEY-----\n";
         seed_ref("ref-k1-name", k1, KV_REF_BY_NAME);
         seed_ref("ref-p1-name", p1, KV_REF_BY_NAME);
-        /* by URI: the token's (portable); the store key's URI names the
-         * seeding run's scratch directory, so it is a broken seed later */
-        seed_ref("ref-p1-uri", p1, 0);
+        /* by URI: both name the seeding run's token serial and scratch
+         * directory, so they are broken seeds in the fuzzing runs */
+        seed_ref("bad-ref-p1-uri-other-serial", p1, 0);
         seed_ref("bad-ref-k1-file-uri", k1, 0);
         fz_seed("bad-tss2", bad_tss2, sizeof(bad_tss2) - 1);
+        if (getenv("KV_FUZZ_TPM_TCTI"))
+            seed_tss2();
         exit(0);
     }
     kv_key_free(k1);

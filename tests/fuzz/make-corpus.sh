@@ -8,12 +8,28 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 build=$(cd "${1:?usage: make-corpus.sh BUILDDIR [TARGET...]}" && pwd)
 shift
-targets=${*:-"keyname config ecdh verify csr chain softkey keyref audit policy lifecycle"}
+targets=${*:-"keyname config ecdh verify csr chain softkey keyref audit policy lifecycle enroll"}
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
+# a swtpm for the seeds only a TPM makes (a TSS2 key file, an enrollment
+# request); without one those targets get fewer seeds
+if command -v swtpm >/dev/null 2>&1; then
+    T=$scratch
+    . "$here/../swtpm.sh"
+    trap 'swtpm_cleanup; rm -rf "$scratch"' EXIT
+    KV_FUZZ_TPM_TCTI=$KV_TPM_TCTI
+    export KV_FUZZ_TPM_TCTI
+    mkdir -p "$here/fixtures/enroll"
+fi
 for t in $targets; do
-    rm -rf "$here/corpus/$t" "$here/fixtures/$t"
+    rm -rf "$here/corpus/$t"
+    [ "$t" = enroll ] || rm -rf "$here/fixtures/$t"
     mkdir -p "$here/corpus/$t" "$here/fixtures"
+    if [ "$t" = enroll ] && [ -n "${KV_TPM_DIR:-}" ]; then
+        # the EK anchors: the swtpm local CA's root and issuing CA
+        cat "$KV_TPM_DIR/localca/swtpm-localca-rootca-cert.pem" \
+            "$KV_TPM_DIR/localca/issuercert.pem" >"$here/fixtures/enroll/ek-anchors.pem"
+    fi
     # the seeding runs exit without freeing what they made: no leak check
     (cd "$scratch" && KV_FUZZ_SEED_DIR="$here/corpus/$t" KV_FUZZ_FIXTURES="$here/fixtures" \
         ASAN_OPTIONS=detect_leaks=0 "$build/tests/fuzz/fuzz-$t" >/dev/null 2>&1) ||

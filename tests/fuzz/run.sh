@@ -20,7 +20,7 @@ src=$(cd "$here/../.." && pwd)
 build=${KV_FUZZ_BUILD:-$src/build-fuzz}
 seconds=10
 runs=
-all="evidence keyname config ecdh verify csr chain softkey keyref audit policy lifecycle"
+all="evidence keyname config ecdh verify csr chain softkey keyref audit policy lifecycle enroll"
 while [ $# -gt 0 ]; do
     case $1 in
     --build) build=$2; shift 2 ;;
@@ -34,10 +34,11 @@ done
 targets=${*:-$all}
 build=$(cd "$build" && pwd) || { echo "run.sh: no build directory $build" >&2; exit 2; }
 crashes=${KV_FUZZ_CRASHES:-$PWD/fuzz-crashes}
-mkdir -p "$crashes"
-crashes=$(cd "$crashes" && pwd)
+case $crashes in /*) ;; *) crashes=$PWD/$crashes ;; esac
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/kvfuzz-run.XXXXXX")
-trap 'rm -rf "$scratch"' EXIT
+# the crash directory stays only when it holds something
+trap 'rm -rf "$scratch"; rmdir "$crashes" 2>/dev/null' EXIT
+mkdir -p "$crashes"
 export LSAN_OPTIONS="suppressions=$src/tests/lsan.supp:print_suppressions=0"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
