@@ -72,6 +72,19 @@ static int openssl_accepts(const char *curve, const unsigned char *peer, size_t 
     return ok;
 }
 
+/* a seed: the key's byte, then the peer */
+static void seed(const char *name, int key, const void *peer, size_t len)
+{
+    unsigned char *buf = malloc(len + 1);
+
+    if (!buf)
+        abort();
+    buf[0] = (unsigned char)key;
+    memcpy(buf + 1, peer, len);
+    fz_seed(name, buf, len + 1);
+    free(buf);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     kv_ctx *ctx;
@@ -82,53 +95,36 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     keys[0] = fz_key(ctx, "e256", KV_KEY_EC_P256, "software");
     keys[1] = fz_key(ctx, "e384", KV_KEY_EC_P384, "software");
     if (fz_seeding()) {
-        /* peers: the other key's public key as DER, PEM, SEC1 */
+        /* peers for key i: its own public key (ECDH with oneself is
+         * valid) as DER, PEM and SEC1 points */
         for (int i = 0; i < 2; i++) {
-            size_t len;
-            unsigned char *der = fz_pub(keys[1 - i], &len), *buf = malloc(len + 1);
-            char *pem = NULL, name[32];
-            EVP_PKEY *pk;
+            size_t len, ptlen;
+            unsigned char *der = fz_pub(keys[i], &len), pt[200];
             const unsigned char *p = der;
-            unsigned char pt[200];
-            size_t ptlen;
-            if (!buf || kv_key_public_pem(keys[1 - i], &pem) != KV_OK)
+            EVP_PKEY *pk = d2i_PUBKEY(NULL, &p, (long)len);
+            char *pem = NULL, name[48];
+            if (!pk || kv_key_public_pem(keys[i], &pem) != KV_OK)
                 abort();
-            /* the seed is for key i: use key i's own public key as the peer */
-            free(der);
-            der = fz_pub(keys[i], &len);
-            buf = realloc(buf, len + 1);
-            buf[0] = (unsigned char)i;
-            memcpy(buf + 1, der, len);
             snprintf(name, sizeof(name), "der-%d", i);
-            fz_seed(name, buf, len + 1);
-            kv_string_free(pem);
-            if (kv_key_public_pem(keys[i], &pem) != KV_OK)
-                abort();
-            buf = realloc(buf, strlen(pem) + 1);
-            buf[0] = (unsigned char)i;
-            memcpy(buf + 1, pem, strlen(pem));
+            seed(name, i, der, len);
             snprintf(name, sizeof(name), "pem-%d", i);
-            fz_seed(name, buf, strlen(pem) + 1);
-            p = der;
-            pk = d2i_PUBKEY(NULL, &p, (long)len);
-            for (int form = 0; pk && form < 2; form++) {
+            seed(name, i, pem, strlen(pem));
+            for (int form = 0; form < 2; form++) {
                 EVP_PKEY_set_utf8_string_param(pk, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
                                                form ? "compressed" : "uncompressed");
-                if (EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY,
-                                                    pt + 1, sizeof(pt) - 1, &ptlen) != 1)
+                if (EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pt,
+                                                    sizeof(pt), &ptlen) != 1)
                     abort();
-                pt[0] = (unsigned char)i;
                 snprintf(name, sizeof(name), "sec1-%d-%s", i, form ? "compressed" : "plain");
-                fz_seed(name, pt, ptlen + 1);
+                seed(name, i, pt, ptlen);
                 /* broken: the point with its last byte changed */
-                pt[ptlen] ^= 0x01;
+                pt[ptlen - 1] ^= 0x01;
                 snprintf(name, sizeof(name), "bad-sec1-%d-%s", i, form ? "compressed" : "plain");
-                fz_seed(name, pt, ptlen + 1);
+                seed(name, i, pt, ptlen);
             }
             EVP_PKEY_free(pk);
             kv_string_free(pem);
             free(der);
-            free(buf);
         }
         fz_seed("bad-empty", "\0", 1);
         fz_seed("bad-infinity", "\0\0", 2);
