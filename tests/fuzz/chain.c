@@ -27,18 +27,6 @@
 static kv_ctx *ctx;
 static kv_key *leaf, *sub;
 
-static void seed(const char *name, int which, const char *pem, size_t len)
-{
-    unsigned char *buf = malloc(len + 1);
-
-    if (!buf)
-        abort();
-    buf[0] = (unsigned char)which;
-    memcpy(buf + 1, pem, len);
-    fz_seed(name, buf, len + 1);
-    free(buf);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     kv_cert_opts opts = KV_CERT_OPTS_INIT;
@@ -86,21 +74,21 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         int n = x ? i2d_X509(x, &der) : -1;
         if (!all || n <= 0)
             abort();
-        seed("leaf-chain", 0, leafpem, strlen(leafpem));
+        fz_seed1("leaf-chain", 0, leafpem, strlen(leafpem));
         strcpy(all, leafpem);
         strcat(all, rootpem);
-        seed("leaf-chain-root", 0, all, strlen(all));
-        seed("leaf-cert-der", 1, (char *)der, (size_t)n);
-        seed("leaf-cert-der-as-chain", 0, (char *)der, (size_t)n);
-        seed("sub-chain", 2, subpem, strlen(subpem));
+        fz_seed1("leaf-chain-root", 0, all, strlen(all));
+        fz_seed1("leaf-cert-der", 1, (char *)der, (size_t)n);
+        fz_seed1("leaf-cert-der-as-chain", 0, (char *)der, (size_t)n);
+        fz_seed1("sub-chain", 2, subpem, strlen(subpem));
         /* broken: the leaf alone for the sub-CA, the chain reversed-ish */
-        seed("bad-leaf-for-sub", 2, leafpem, strlen(leafpem));
+        fz_seed1("bad-leaf-for-sub", 2, leafpem, strlen(leafpem));
         end = strstr(leafpem, "-----END CERTIFICATE-----\n");
         if (end) {
             end += strlen("-----END CERTIFICATE-----\n");
-            seed("bad-leaf-without-issuer-root", 0, end, strlen(end));
+            fz_seed1("bad-leaf-without-issuer-root", 0, end, strlen(end));
         }
-        seed("bad-truncated", 0, leafpem, strlen(leafpem) / 2);
+        fz_seed1("bad-truncated", 0, leafpem, strlen(leafpem) / 2);
         OPENSSL_free(der);
         X509_free(x);
         BIO_free(bio);

@@ -55,13 +55,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (chmod(pass, 0600) != 0)
         abort();
     fz_path(conf, sizeof(conf), "fuzz.conf");
-    for (size_t i = 0; fz_seeding() && i < sizeof(seeds) / sizeof(seeds[0]); i++) {
-        char name[32];
-        snprintf(name, sizeof(name), "seed-%02zu", i);
-        fz_seed(name, seeds[i], strlen(seeds[i]));
-    }
-    if (fz_seeding())
+    if (fz_seeding()) {
+        fz_seed_texts(seeds, sizeof(seeds) / sizeof(seeds[0]));
         exit(0);
+    }
     return 0;
 }
 

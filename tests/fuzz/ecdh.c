@@ -72,19 +72,6 @@ static int openssl_accepts(const char *curve, const unsigned char *peer, size_t 
     return ok;
 }
 
-/* a seed: the key's byte, then the peer */
-static void seed(const char *name, int key, const void *peer, size_t len)
-{
-    unsigned char *buf = malloc(len + 1);
-
-    if (!buf)
-        abort();
-    buf[0] = (unsigned char)key;
-    memcpy(buf + 1, peer, len);
-    fz_seed(name, buf, len + 1);
-    free(buf);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     kv_ctx *ctx;
@@ -106,9 +93,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
             if (!pk || kv_key_public_pem(keys[i], &pem) != KV_OK)
                 abort();
             snprintf(name, sizeof(name), "der-%d", i);
-            seed(name, i, der, len);
+            fz_seed1(name, i, der, len);
             snprintf(name, sizeof(name), "pem-%d", i);
-            seed(name, i, pem, strlen(pem));
+            fz_seed1(name, i, pem, strlen(pem));
             for (int form = 0; form < 2; form++) {
                 EVP_PKEY_set_utf8_string_param(pk, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
                                                form ? "compressed" : "uncompressed");
@@ -116,11 +103,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                                                     sizeof(pt), &ptlen) != 1)
                     abort();
                 snprintf(name, sizeof(name), "sec1-%d-%s", i, form ? "compressed" : "plain");
-                seed(name, i, pt, ptlen);
+                fz_seed1(name, i, pt, ptlen);
                 /* broken: the point with its last byte changed */
                 pt[ptlen - 1] ^= 0x01;
                 snprintf(name, sizeof(name), "bad-sec1-%d-%s", i, form ? "compressed" : "plain");
-                seed(name, i, pt, ptlen);
+                fz_seed1(name, i, pt, ptlen);
             }
             EVP_PKEY_free(pk);
             kv_string_free(pem);

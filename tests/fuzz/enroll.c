@@ -26,17 +26,9 @@ static kv_ctx *ctx;
 static kv_key *ca;
 static char anchors[1024], registry[512];
 
-static void seed(const char *name, int which, const char *text)
+static void seed_text(const char *name, int which, const char *text)
 {
-    size_t len = strlen(text);
-    unsigned char *buf = malloc(len + 1);
-
-    if (!buf)
-        abort();
-    buf[0] = (unsigned char)which;
-    memcpy(buf + 1, text, len);
-    fz_seed(name, buf, len + 1);
-    free(buf);
+    fz_seed1(name, which, text, strlen(text));
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -61,15 +53,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     }
     if (fz_seeding()) {
         const char *tcti = getenv("KV_FUZZ_TPM_TCTI");
-        seed("bad-request-empty-object", 0,
-             "{\"format\":\"keyvault-enroll-request\",\"version\":1,\"device_id\":\"dev-42\","
-             "\"ek_certs\":[],\"ak_public\":\"\"}");
-        seed("response", 1,
-             "{\"format\":\"keyvault-enroll-response\",\"version\":1,\"challenge\":"
-             "\"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\","
-             "\"credential\":\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\"}");
-        seed("bad-response-version", 1,
-             "{\"format\":\"keyvault-enroll-response\",\"version\":2}");
+        seed_text("bad-request-empty-object", 0,
+                  "{\"format\":\"keyvault-enroll-request\",\"version\":1,\"device_id\":\"dev-42\","
+                  "\"ek_certs\":[],\"ak_public\":\"\"}");
+        seed_text("response", 1,
+                  "{\"format\":\"keyvault-enroll-response\",\"version\":1,\"challenge\":"
+                  "\"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\","
+                  "\"credential\":\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\"}");
+        seed_text("bad-response-version", 1,
+                  "{\"format\":\"keyvault-enroll-response\",\"version\":2}");
         if (tcti) {
             /* a real request, from the swtpm make-corpus.sh started */
             char conf[1024], *req = NULL, *chal = NULL;
@@ -80,11 +72,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                 fprintf(stderr, "fuzz-enroll: kv_enroll_request: %s\n", kv_errmsg(tctx));
                 abort();
             }
-            seed("request", 0, req);
+            seed_text("request", 0, req);
             /* and the challenge it gets, as a response-shaped broken input */
             if (kv_enroll_challenge(ctx, req, strlen(req), anchors, registry, 0, &chal) ==
                 KV_OK)
-                seed("bad-challenge-as-response", 1, chal);
+                seed_text("bad-challenge-as-response", 1, chal);
             kv_string_free(chal);
             kv_string_free(req);
             kv_ctx_free(tctx);

@@ -126,6 +126,27 @@ void fz_seed(const char *name, const void *data, size_t len)
     fz_write(path, data, len);
 }
 
+void fz_seed1(const char *name, int byte, const void *data, size_t len)
+{
+    unsigned char *buf = malloc(len + 1);
+
+    if (!buf)
+        abort();
+    buf[0] = (unsigned char)byte;
+    memcpy(buf + 1, data, len);
+    fz_seed(name, buf, len + 1);
+    free(buf);
+}
+
+void fz_seed_texts(const char *const *texts, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "seed-%02zu", i);
+        fz_seed(name, texts[i], strlen(texts[i]));
+    }
+}
+
 void fz_seed2(const char *name, const void *a, size_t alen, const void *b, size_t blen)
 {
     unsigned char *buf = malloc(alen + blen + sizeof(FZ_SEP));

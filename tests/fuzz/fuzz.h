@@ -48,6 +48,10 @@ void fz_split(const unsigned char *data, size_t size, const unsigned char **a, s
  * seed inputs there (fz_seed) and the program exits after it. */
 bool fz_seeding(void);
 void fz_seed(const char *name, const void *data, size_t len);
+/* a seed of one leading byte (the call or key it is for), then data */
+void fz_seed1(const char *name, int byte, const void *data, size_t len);
+/* seeds seed-00, seed-01... from n texts */
+void fz_seed_texts(const char *const *texts, size_t n);
 /* a seed of two parts joined by FZ_SEP */
 void fz_seed2(const char *name, const void *a, size_t alen, const void *b, size_t blen);
 /* Key files that must be the same in the seeding run and the fuzzing runs

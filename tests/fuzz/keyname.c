@@ -47,13 +47,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     k = fz_key(ctx, "p1", KV_KEY_EC_P256, "pkcs11");
     pub_p1 = fz_pub(k, &len_p1);
     kv_key_free(k);
-    for (size_t i = 0; fz_seeding() && i < sizeof(seeds) / sizeof(seeds[0]); i++) {
-        char name[32];
-        snprintf(name, sizeof(name), "seed-%02zu", i);
-        fz_seed(name, seeds[i], strlen(seeds[i]));
-    }
-    if (fz_seeding())
+    if (fz_seeding()) {
+        fz_seed_texts(seeds, sizeof(seeds) / sizeof(seeds[0]));
         exit(0);
+    }
     return 0;
 }
 

@@ -38,11 +38,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     fz_path(path, sizeof(path), "policy.conf");
     if (fz_seeding()) {
-        for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++) {
-            char name[32];
-            snprintf(name, sizeof(name), "seed-%02zu", i);
-            fz_seed(name, seeds[i], strlen(seeds[i]));
-        }
+        fz_seed_texts(seeds, sizeof(seeds) / sizeof(seeds[0]));
         exit(0);
     }
     ctx = fz_ctx(NULL, NULL);

@@ -74,18 +74,6 @@ static void derive_mac_key(void)
     EVP_PKEY_free(pk);
 }
 
-static void seed(const char *name, int which, const void *data, size_t len)
-{
-    unsigned char *buf = malloc(len + 1);
-
-    if (!buf)
-        abort();
-    buf[0] = (unsigned char)which;
-    memcpy(buf + 1, data, len);
-    fz_seed(name, buf, len + 1);
-    free(buf);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     kv_key *key;
@@ -116,13 +104,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     meta = slurp(meta_path, &meta_len);
     derive_mac_key();
     if (fz_seeding()) {
-        seed("key", 0, pem, pem_len);
-        seed("meta", 1, meta, meta_len);
-        seed("bad-key-truncated", 0, pem, pem_len / 2);
+        fz_seed1("key", 0, pem, pem_len);
+        fz_seed1("meta", 1, meta, meta_len);
+        fz_seed1("bad-key-truncated", 0, pem, pem_len / 2);
         j = json_loadb((const char *)meta, meta_len, 0, NULL);
         json_object_set_new(j, "name", json_string("other"));
         dump = json_dumps(j, JSON_COMPACT);
-        seed("bad-meta-renamed", 1, dump, strlen(dump));
+        fz_seed1("bad-meta-renamed", 1, dump, strlen(dump));
         free(dump);
         json_decref(j);
         exit(0);
