@@ -20,6 +20,7 @@ PACKAGES="
   xxd
   p11-kit-modules
   libcurl4-openssl-dev
+  clang libclang-rt-14-dev
 "
 
 SUDO=

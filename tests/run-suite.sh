@@ -68,6 +68,16 @@ if [ "$quick" = no ]; then
     fi
 fi
 
+# ---- fuzzing: every libFuzzer target for KV_FUZZ_SECONDS (default 10) s,
+# built with clang in build-fuzz (the library and the targets only); see
+# docs/fuzzing.md. About 3 minutes with the 10-second runs.
+if [ "$quick" = no ]; then
+    echo "== fuzz: each target for ${KV_FUZZ_SECONDS:-10} s (tests/fuzz/short.sh)"
+    if ! sh tests/fuzz/short.sh "$top/build-fuzz"; then
+        echo "!! the fuzz stage failed (inputs kept in $top/fuzz-crashes)"; status=1
+    fi
+fi
+
 echo "== results"
 summary build plain
 [ "$quick" = no ] && summary build-asan asan

@@ -1,0 +1,36 @@
+#!/bin/sh
+# short.sh - the fuzzing stage of the suite: build the libFuzzer targets in
+# BUILDDIR (default build-fuzz beside the source tree; configured with clang,
+# --enable-fuzz and ASan+UBSan when it has no Makefile yet; only the library
+# and the targets are built), then run every target for KV_FUZZ_SECONDS
+# (default 10) seconds with tests/fuzz/run.sh. Exit 77 (skipped) only when
+# clang or its libFuzzer runtime is missing.
+#   tests/fuzz/short.sh [BUILDDIR]
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(cd "$here/../.." && pwd)
+build=${1:-$src/build-fuzz}
+seconds=${KV_FUZZ_SECONDS:-10}
+targets="evidence keyname config ecdh verify csr chain softkey keyref audit policy lifecycle enroll"
+
+if ! command -v clang >/dev/null 2>&1 ||
+   ! echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }' |
+        clang -x c -fsanitize=fuzzer -o /dev/null - >/dev/null 2>&1; then
+    echo "short.sh: clang with libFuzzer is not installed (tests/install-deps.sh)" >&2
+    exit 77
+fi
+start=$(date +%s)
+mkdir -p "$build"
+cd "$build"
+if [ ! -f Makefile ]; then
+    [ -x "$src/configure" ] || (cd "$src" && ./autogen.sh >/dev/null)
+    "$src/configure" -q CC=clang --enable-fuzz --with-sanitizer=address,undefined >/dev/null
+fi
+make -s -j"${KV_FUZZ_JOBS:-2}" $(for t in $targets; do echo "tests/fuzz/fuzz-$t"; done) \
+    >build.log 2>&1 || { tail -n 30 build.log >&2; exit 1; }
+built=$(date +%s)
+echo "short.sh: built the fuzz targets in $((built - start)) s"
+rc=0
+"$here/run.sh" --build "$build" --seconds "$seconds" $targets || rc=$?
+echo "short.sh: build and ${seconds}-second runs took $(($(date +%s) - start)) s"
+exit $rc
