@@ -152,7 +152,7 @@ static const char *opt_tcti, *opt_p11_module, *opt_p11_token, *opt_p11_pin_file;
 static const unsigned char msg[32] = "kv-bench message: 32 bytes long";
 static unsigned char digest[32];
 
-static void die(const char *what, kv_ctx *ctx)
+static _Noreturn void die(const char *what, kv_ctx *ctx)
 {
     fprintf(stderr, "kv-bench: %s: %s\n", what, ctx ? kv_errmsg(ctx) : "failed");
     exit(1);

@@ -106,7 +106,7 @@ static const unsigned char msg[32] = "kv-soak message: 32 bytes long.";
 static atomic_long done_sign[NB], done_ecdh[NB], done_verify, failures;
 static long rotations, destroyed, reopens;
 
-static void die(const char *what)
+static _Noreturn void die(const char *what)
 {
     fprintf(stderr, "kv-soak: %s: %s\n", what, ctx ? kv_errmsg(ctx) : kv_errmsg(NULL));
     exit(1);

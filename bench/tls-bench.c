@@ -105,14 +105,14 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void die(const char *what)
+static _Noreturn void die(const char *what)
 {
     fprintf(stderr, "tls-bench: %s\n", what);
     ERR_print_errors_fp(stderr);
     exit(1);
 }
 
-static void die_kv(const char *what, kv_rc rc)
+static _Noreturn void die_kv(const char *what, kv_rc rc)
 {
     fprintf(stderr, "tls-bench: %s: %s: %s\n", what, kv_strerror(rc), kv_errmsg(ctx));
     exit(1);

@@ -76,6 +76,9 @@ void kv_err_frame(const kv_ctx *ctx, kv_rc rc, const char *prefix, const char *s
 }
 
 static void kv_err_vset(const kv_ctx *ctx, const char *kind, unsigned long code,
+                        const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+
+static void kv_err_vset(const kv_ctx *ctx, const char *kind, unsigned long code,
                         const char *fmt, va_list ap)
 {
     if (tls_err.ctx == ctx && tls_err.set)

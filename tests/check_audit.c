@@ -32,6 +32,8 @@ static pthread_mutex_t sys_mu = PTHREAD_MUTEX_INITIALIZER;
 static char sys_text[65536];
 static size_t sys_len;
 
+static void sys_keep(int pri, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
 static void sys_keep(int pri, const char *fmt, va_list ap)
 {
     pthread_mutex_lock(&sys_mu);
@@ -59,7 +61,7 @@ void syslog(int pri, const char *fmt, ...)
     va_end(ap);
 }
 
-void __syslog_chk(int pri, int flag, const char *fmt, ...);
+void __syslog_chk(int pri, int flag, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void __syslog_chk(int pri, int flag, const char *fmt, ...)
 {
     va_list ap;
