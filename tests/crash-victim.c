@@ -17,7 +17,9 @@
  *   crash-victim CONF destroy NAME...
  *   crash-victim CONF sign NAME
  *       signatures (the configuration's [audit] file records them)
- * A failed call prints "error WHAT: MESSAGE" and exits 1.
+ * A failed call prints "error WHAT: MESSAGE" and exits 1. Each victim
+ * prints "ready" once its context (and for issue and sign, its key) is
+ * open: the killer times its kill from there.
  *
  * The checker opens each NAME, signs "crashloop" and writes the public key
  * and the signature to DIR/NAME.pub and DIR/NAME.sig for openssl:
@@ -191,6 +193,7 @@ static int do_issue(kv_ctx *ctx, const char *ca_name, const char *csr_path, cons
         ret = fail(ctx, ca_name, rc);
         goto out;
     }
+    say("ready");
     for (long i = 1;; i++) {
         char *pem = NULL;
 
@@ -239,6 +242,7 @@ static int do_sign(kv_ctx *ctx, const char *name)
 
     if ((rc = kv_key_open(ctx, name, &key)) != KV_OK)
         return fail(ctx, name, rc);
+    say("ready");
     for (long i = 1;; i++) {
         size_t len = sizeof(sig);
 
@@ -357,6 +361,8 @@ int main(int argc, char **argv)
         kv_ctx_free(ctx);
         return 1;
     }
+    if (!strcmp(op, "generate") || !strcmp(op, "rotate") || !strcmp(op, "destroy"))
+        say("ready");
     if (!strcmp(op, "generate") && argc >= 6)
         ret = do_generate(ctx, argc - 3, argv + 3);
     else if (!strcmp(op, "rotate"))

@@ -68,7 +68,7 @@ mkdir -p "$D"
 be_at() { _k=$(($1 % nb)); set -- $BES; shift "$_k"; echo "$1"; }
 
 # kill_victim OUT CMD...: run CMD (stdout to OUT, stderr to OUT.err) and
-# SIGKILL it after a random 0..$maxus microseconds. Sets
+# SIGKILL it a random 0..$maxus microseconds after it printed "ready". Sets
 #   landed: mid (a call was under way: its "begin" has no "ok"), between
 #           (between calls), start (before the first call), exited (it
 #           ended by itself: an error);
@@ -80,11 +80,16 @@ kill_victim() {
     shift
     "$@" >"$out" 2>"$out.err" &
     vpid=$!
+    for _ in $(seq 1 2000); do
+        read -r first <"$out" 2>/dev/null && [ "$first" = ready ] && break
+        kill -0 "$vpid" 2>/dev/null || break
+        sleep 0.005
+    done
     usleep "$(rand_below "$maxus")"
     if kill -9 "$vpid" 2>/dev/null; then exited=0; else exited=1; fi
     wait "$vpid" 2>/dev/null
     acked=$(sed -n 's/^ok //p' "$out" | tr '\n' ' ')
-    last=$(tail -n 1 "$out")
+    last=$(grep -v '^ready$' "$out" | tail -n 1)
     inflight=
     case $last in
     "begin "*) landed=mid; inflight=${last#begin } ;;
@@ -97,8 +102,9 @@ kill_victim() {
     [ "$exited" = 1 ] && [ "$landed" = start ] && landed=exited
     n_ok=$(grep -c '^ok ' "$out")
     if [ "$landed" = start ]; then maxus=$((maxus * 5 / 4))
-    elif [ "$n_ok" -gt 6 ]; then maxus=$((maxus * 3 / 4)); fi
-    [ "$maxus" -lt 20000 ] && maxus=20000
+    elif [ "$n_ok" -gt 4 ] || [ "$landed" = done ]; then maxus=$((maxus * 3 / 4))
+    elif [ "$n_ok" = 0 ]; then maxus=$((maxus * 9 / 8)); fi
+    [ "$maxus" -lt 2000 ] && maxus=2000
     case $landed in
     mid) mid=$((mid + 1)) ;;
     between) between=$((between + 1)) ;;
@@ -106,6 +112,14 @@ kill_victim() {
     start) start=$((start + 1)) ;;
     exited) bad "the victim ended by itself: $(cat "$out" "$out.err" | tail -n 3)" ;;
     esac
+    # the token server goes on with what the dead client asked (as a network
+    # HSM does): wait until its process for that connection is gone
+    if [ "$be" = pkcs11 ]; then
+        for _ in $(seq 1 100); do
+            [ -z "$(pgrep -P "$P11_KIT_SERVER_PID")" ] && break
+            sleep 0.05
+        done
+    fi
     # no resource manager on swtpm's raw socket: free the objects and
     # sessions the dead process had loaded, as tpm2-abrmd or the kernel's
     # /dev/tpmrm0 would
@@ -161,12 +175,15 @@ stored_names() {
 # store_sweep: every name a file in the stores is for opens and signs, or
 # is absent (a file left by a kill is never read as a half key)
 store_sweep() {
-    names=$(stored_names "$T/store" "$T/tpmkeys" | tr '\n' ' ')
+    kv list >"$T/list.out" 2>"$T/list.err" || bad "keyvault list fails: $(cat "$T/list.err")"
+    awk '{ sub(/@[0-9]+$/, "", $1); print $1 }' "$T/list.out" | sort -u >"$T/listed"
+    stored_names "$T/store" "$T/tpmkeys" >"$T/stored"
+    names=$(sort -u "$T/listed" "$T/stored" | tr '\n' ' ')
     # shellcheck disable=SC2086
     [ -n "$names" ] && check_keys "signs absent" $names
     n_files=$(ls -A "$T/store" "$T/tpmkeys" 2>/dev/null | grep -c .)
-    kv list >"$T/list.out" 2>"$T/list.err" || bad "keyvault list fails: $(cat "$T/list.err")"
-    echo "    $op: $n_files files in the stores, $(echo "$names" | wc -w) names, every one signs or is absent"
+    n_debris=$(comm -13 "$T/listed" "$T/stored" | wc -l)
+    echo "    $op: $(wc -l <"$T/listed") keys listed, $n_files files in the stores ($n_debris names with files and no key: left by kills, read as no key); every name signs or is absent"
 }
 
 begin_op() {
@@ -186,7 +203,7 @@ end_op() {
 # ---- generate ---------------------------------------------------------
 op_generate() {
     op=generate
-    begin_op 300000
+    begin_op 100000
     i=0
     while [ "$i" -lt "$KILLS" ]; do
         be=$(be_at "$i")
@@ -202,7 +219,7 @@ op_generate() {
 # ---- rotate -----------------------------------------------------------
 op_rotate() {
     op=rotate
-    begin_op 400000
+    begin_op 100000
     i=0
     while [ "$i" -lt "$KILLS" ]; do
         be=$(be_at "$i")
@@ -242,7 +259,7 @@ op_rotate() {
 # ---- certificate issue --------------------------------------------------
 op_issue() {
     op=issue
-    begin_op 300000
+    begin_op 100000
     openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/leaf.key" 2>/dev/null
     openssl req -new -key "$T/leaf.key" -subj /CN=crashloop-leaf -out "$T/leaf.csr" 2>/dev/null
     for be in $BES; do
@@ -286,7 +303,7 @@ op_issue() {
 # ---- destroy ----------------------------------------------------------
 op_destroy() {
     op=destroy
-    begin_op 200000
+    begin_op 50000
     i=0
     while [ "$i" -lt "$KILLS" ]; do
         be=$(be_at "$i")
@@ -296,6 +313,7 @@ op_destroy() {
         # shellcheck disable=SC2086
         [ -n "$acked" ] && check_keys absent $acked
         for a in $acked; do
+            echo "$a" >>"$T/destroyed"
             left=$(key_files "$a" | tr '\n' ' ')
             [ -z "$left" ] || bad "$a: destroyed (acknowledged), files left: $left"
         done
@@ -308,17 +326,32 @@ op_destroy() {
         done
         i=$((i + 1))
     done
+    # nothing of a destroyed key on the token either (pkcs11-tool through
+    # the same server)
+    case " $BES " in
+    *" pkcs11 "*)
+        if command -v pkcs11-tool >/dev/null 2>&1; then
+            pkcs11-tool --module "$KV_P11_CLIENT" --token-label "$KV_P11_TOKEN" --login \
+                --pin "$KV_P11_PIN" --list-objects 2>/dev/null |
+                sed -n "s/^ *label: *//p" | sort -u >"$T/labels"
+            left=$(sort -u "$T/destroyed" 2>/dev/null | comm -12 - "$T/labels" | wc -l)
+            i=end be=pkcs11
+            [ "$left" = 0 ] || bad "$left keys destroyed (acknowledged) left objects on the token"
+            echo "    destroy: $(grep -c -- '-pkcs11-' "$T/destroyed") pkcs11 keys destroyed (acknowledged): no object of theirs on the token ($(wc -l <"$T/labels") labels there)"
+        fi
+        ;;
+    esac
     end_op
 }
 
 # ---- audit append -------------------------------------------------------
 op_audit() {
     op=audit
-    begin_op 300000
+    begin_op 100000
     kv keygen crash-seal --backend software >"$T/out" 2>&1 || bad "cannot make the seal key: $(cat "$T/out")"
     kv pubkey crash-seal -o "$T/seal.pub" >/dev/null 2>&1
     for mode in record buffered; do
-        { cat "$CONF"; printf '\n[audit]\nfile = %s\nflush = %s\nseal_key = crash-seal\nseal_every = 7\n' \
+        { cat "$CONF"; printf '\n[audit]\nfile = %s\nflush = %s\nflush_ms = 10\nseal_key = crash-seal\nseal_every = 7\n' \
             "$T/audit-$mode.log" "$mode"; } >"$T/audit-$mode.conf"
     done
     for be in $BES; do
