@@ -27,6 +27,7 @@
 . "$(dirname "$0")/softhsm.sh"
 . "$(dirname "$0")/swtpm.sh"
 trap 'p11_server_stop; swtpm_cleanup; rm -rf "$T"' EXIT
+trap 'exit 1' INT TERM
 KILLS=${KV_CRASH_KILLS:-1000}
 OPS=generate,rotate,issue,destroy,audit
 BACKENDS=software,pkcs11,tpm
@@ -363,6 +364,8 @@ op_audit() {
         be=$(be_at "$i")
         if [ $((i / nb % 2)) = 0 ]; then mode=record; else mode=buffered; fi
         log=$T/audit-$mode.log
+        # the lines before this victim (pids are reused: only its own lines count)
+        pre=$(cat "$log" 2>/dev/null | wc -l)
         kill_victim "$T/v.out" "$VICTIM" "$T/audit-$mode.conf" sign "a-$be"
         n_ack=$(echo $acked | wc -w)
         if "$KEYVAULT" -c "$CONF" audit verify "$log" >"$T/av.out" 2>"$T/av.err"; then :
@@ -371,7 +374,7 @@ op_audit() {
         else
             bad "audit-$mode.log does not verify: $(cat "$T/av.err")"
         fi
-        n_rec=$(grep -c "\"op\":\"sign\",\"result\":\"ok\",.*\"pid\":$vpid," "$log")
+        n_rec=$(tail -n +$((pre + 1)) "$log" | grep -c "\"op\":\"sign\",\"result\":\"ok\",.*\"pid\":$vpid,")
         records=$((records + n_rec))
         # flush = record: each sign's record is on disk before kv_sign
         # returns; buffered: up to flush_ms of them may be lost
