@@ -1346,8 +1346,9 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
         at += n;
         if (buf[n - 1] != '\n')
             KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
-                    "audit log '%s', line %" PRIu64 ": the log ends inside this record "
-                    "(truncated)", path, line);
+                    "audit log '%s', line %" PRIu64 ": the log ends in a torn record after "
+                    "seq %lld: a write was cut (truncated); the records before it verify",
+                    path, line, (long long)v.seq);
         KV_CHECK(rc, check_line(&v, line, buf, (size_t)n - 1, at));
     }
     if (ferror(f))

@@ -201,7 +201,10 @@ kv_rc kv_meta_mac_key(const kv_ctx *ctx, const void *ikm, size_t len,
                       unsigned char out[KV_MAC_KEY_LEN]);
 /* Write DIR/NAME.json (atomically, 0600): name, type, backend, version,
  * created, the SHA-256 of pub's SubjectPublicKeyInfo, the key's policy
- * (when not NULL), and an HMAC-SHA256 of all of it under mac_key. */
+ * (when not NULL), and an HMAC-SHA256 of all of it under mac_key. For a
+ * new key only (its key file not there yet): a DIR/NAME.crt left by an
+ * earlier key of the name (a destroy killed between its files) is removed
+ * first, so the new key never starts with another key's certificate. */
 kv_rc kv_meta_write(const kv_ctx *ctx, const char *dir, const char *name, kv_key_type type,
                     const char *backend, unsigned version, const EVP_PKEY *pub,
                     const kv_key_policy *policy, const unsigned char mac_key[KV_MAC_KEY_LEN]);

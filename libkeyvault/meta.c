@@ -119,12 +119,19 @@ kv_rc kv_meta_write(const kv_ctx *ctx, const char *dir, const char *name, kv_key
                     const char *backend, unsigned version, const EVP_PKEY *pub,
                     const kv_key_policy *policy, const unsigned char mac_key[KV_MAC_KEY_LEN])
 {
-    char created[32], fpr[65], mac[65], *text = NULL, *file = NULL;
+    char created[32], fpr[65], mac[65], *text = NULL, *file = NULL, *cert = NULL;
     time_t now = time(NULL);
     struct tm tm;
     json_t *meta = NULL;
     kv_rc rc = KV_OK;
 
+    /* the key file goes last when a key is made and first when it is
+     * destroyed: a certificate file without it is a destroyed key's */
+    if (!(cert = kv_asprintf("%s/%s.crt", dir, name)))
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    if (unlink(cert) != 0 && errno != ENOENT)
+        KV_FAIL_ERRNO(ctx, rc, errno,
+                      "cannot remove certificate file '%s' that a destroyed key left", cert);
     gmtime_r(&now, &tm);
     strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
     KV_CHECK(rc, pub_fingerprint(ctx, pub, fpr));
@@ -145,6 +152,7 @@ out:
     json_decref(meta);
     free(text);
     free(file);
+    free(cert);
     return rc;
 }
 

@@ -114,6 +114,8 @@ damaged "reordered records" "$s3" "reordered"
 total=$(wc -l <"$T/clean.log")
 head -c -30 "$T/clean.log" >"$T/d.log"
 damaged "a tail cut inside a record" "$total" "(truncated)"
+contains "$T/err" "ends in a torn record after seq $(sed -n "$((total - 1))p" "$T/clean.log" | jq .seq): a write was cut" \
+    "a torn tail is named apart, with the seq of the last complete record"
 head -n $((total - 1)) "$T/clean.log" >"$T/d.log"
 last_seal=$(grep -n '"op":"seal"' "$T/d.log" | tail -n 1 | cut -d: -f1)
 damaged "a tail cut by whole records" "$((last_seal + 1))" "does not end with a seal" --sealed

@@ -434,6 +434,32 @@ START_TEST(truncated_inside_a_record_fails_at_it)
 }
 END_TEST
 
+/* a writer killed inside its write: verify names the torn record apart
+ * from tampering, with the seq its complete records verify up to, and
+ * reports those records as verified */
+START_TEST(torn_record_is_named_with_the_last_complete_seq)
+{
+    unsigned char *pub = NULL;
+    size_t publen = 0, n, bad = 0;
+    kv_audit_report rep;
+    kv_ctx *ctx;
+    char **lines, want[96];
+
+    make_log(&pub, &publen);
+    lines = read_lines(&n);
+    do_truncate_inside(lines, n, &bad);
+    ctx = tu_ctx(NULL);
+    ck_assert_rc(ctx, verify(ctx, NULL, 0, 0, &rep), KV_ERR_CORRUPT);
+    snprintf(want, sizeof(want), "ends in a torn record after seq %zu: a write was cut", n - 1);
+    ck_assert_msg(strstr(kv_errmsg(ctx), want), "message: %s", kv_errmsg(ctx));
+    ck_assert_uint_eq(rep.bad_line, n);
+    ck_assert_uint_eq(rep.records, n - 1);
+    free_lines(lines, n);
+    free(pub);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(truncated_records_fail_when_sealed_is_required)
 {
     damaged(do_truncate_records, KV_ERR_CORRUPT, "does not end with a seal",
@@ -1101,6 +1127,7 @@ static Suite *audit_suite(void)
     tcase_add_test(tc, deleted_head_fails_at_line_1);
     tcase_add_test(tc, reordered_records_fail_at_the_first);
     tcase_add_test(tc, truncated_inside_a_record_fails_at_it);
+    tcase_add_test(tc, torn_record_is_named_with_the_last_complete_seq);
     tcase_add_test(tc, truncated_records_fail_when_sealed_is_required);
     tcase_add_test(tc, bad_seal_fails_at_it);
     tcase_add_test(tc, log_sealed_by_another_key_fails);

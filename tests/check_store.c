@@ -706,6 +706,37 @@ START_TEST(certificate_beside_a_key_is_checked)
 }
 END_TEST
 
+/* A destroy killed after it removed the key file, before the certificate
+ * file (crashloop.sh found it): the name's next key started with the old
+ * key's certificate and was refused as damaged. The new key has none. */
+START_TEST(killed_destroy_leaves_no_certificate_to_the_next_key)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_key *key = NULL;
+    kv_cert_opts o = KV_CERT_OPTS_INIT;
+    size_t len = 0;
+    char *pem = NULL;
+
+    o.subject = "CN=k1";
+    ck_assert_rc(ctx, kv_key_generate(ctx, "k1", KV_KEY_EC_P256, NULL, &key), KV_OK);
+    ck_assert_rc(ctx, kv_cert_selfsign(key, &o, &pem), KV_OK);
+    ck_assert_rc(ctx, kv_key_store_cert(key, (const unsigned char *)pem, strlen(pem)), KV_OK);
+    kv_string_free(pem);
+    kv_key_free(key);
+    key = NULL;
+    /* what kv_key_destroy leaves when killed after its first unlink */
+    ck_assert_int_eq(unlink(path_in("soft/k1.pem")), 0);
+    ck_assert_int_eq(access(path_in("soft/k1.crt"), F_OK), 0);
+    ck_assert_rc(ctx, kv_key_open(ctx, "k1", &key), KV_ERR_KEY_NOT_FOUND);
+    ck_assert_rc(ctx, kv_key_generate(ctx, "k1", KV_KEY_EC_P256, NULL, &key), KV_OK);
+    ck_assert_rc(ctx, kv_key_cert_der(key, NULL, &len), KV_ERR_KEY_NOT_FOUND);
+    ck_assert_int_eq(access(path_in("soft/k1.crt"), F_OK), -1);
+    kv_key_free(key);
+    sign_ok(ctx, "k1");
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 static void alarm_fail(int sig)
 {
     (void)sig;
@@ -927,6 +958,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, no_home_is_an_error_not_tmp);
     tcase_add_test(tc, swapped_and_linked_key_files_are_detected);
     tcase_add_test(tc, certificate_beside_a_key_is_checked);
+    tcase_add_test(tc, killed_destroy_leaves_no_certificate_to_the_next_key);
     tcase_add_test(tc, only_regular_files_are_read);
     tcase_add_test(tc, stale_temporary_files_are_removed);
     tcase_add_test(tc, key_file_outside_the_store);

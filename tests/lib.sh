@@ -115,3 +115,28 @@ passphrase = file:$T/pass
 kdf_iterations = 1000
 CONF
 }
+
+# rand_below N: a random number from 0 to N-1 (N below 2^32)
+rand_below() { echo $(( $(od -An -N4 -tu4 /dev/urandom) % $1 )); }
+# usleep US: sleep US microseconds
+usleep() { sleep "$(printf '%d.%06d' $(($1 / 1000000)) $(($1 % 1000000)))"; }
+
+# p11_server_start: the SoftHSM token (softhsm.sh) served by a p11-kit
+# server on $T/p11.sock, and KV_P11_CLIENT, the client module to load in the
+# processes a test kills. SoftHSM 2.6.1's file store rewrites token.object in
+# place: a SIGKILL of the process running SoftHSM can leave it empty and the
+# whole token gone (measured in rotate.sh: after the 4th kill). No library
+# above it can guard against that, so the token runs in its own process, as
+# a real HSM does. p11_server_stop ends it.
+p11_server_start() {
+    KV_P11_CLIENT=$(find /usr/lib -name p11-kit-client.so -path '*pkcs11*' 2>/dev/null | head -n 1)
+    [ -n "$KV_P11_CLIENT" ] && command -v p11-kit >/dev/null ||
+        { echo "$(basename "$0"): p11-kit's server or client module is missing (tests/install-deps.sh)"; exit 1; }
+    eval "$(p11-kit server -s -n "$T/p11.sock" --provider "$KV_P11_MODULE" \
+        "pkcs11:token=$KV_P11_TOKEN" 2>"$T/p11-server.log")"
+    export P11_KIT_SERVER_ADDRESS
+}
+p11_server_stop() {
+    p11-kit server -k >/dev/null 2>&1
+    unset P11_KIT_SERVER_ADDRESS
+}

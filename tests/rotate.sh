@@ -31,9 +31,6 @@ ossl() {
         OPENSSL_CONF="$B/openssl.cnf" openssl "$@"
     fi
 }
-P11CLIENT=$(find /usr/lib -name p11-kit-client.so -path '*pkcs11*' 2>/dev/null | head -n 1)
-[ -n "$P11CLIENT" ] && command -v p11-kit >/dev/null ||
-    { echo "rotate.sh: p11-kit's server or client module is missing (tests/install-deps.sh)"; exit 1; }
 command -v jq >/dev/null || { echo "rotate.sh: jq is missing (tests/install-deps.sh)"; exit 1; }
 printf 'a message for every version\n' >"$T/msg"
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/peer.key" 2>/dev/null
@@ -67,8 +64,7 @@ kill_loop() {
         # kill must reach the process that rotates)
         "$KEYVAULT" -c "$KCONF" rotate "$n-k" --overlap 0 --grace 0 >/dev/null 2>&1 &
         pid=$!
-        delay=$(( $(od -An -N4 -tu4 /dev/urandom) % (span * 2 + 1) ))
-        sleep "$(printf '%d.%06d' $((delay / 1000000)) $((delay % 1000000)))"
+        usleep "$(rand_below $((span * 2 + 1)))"
         kill -9 "$pid" 2>/dev/null
         if wait "$pid" 2>/dev/null; then done=$((done + 1)); else killed=$((killed + 1)); fi
         if ! kk sign "$n-k" -i "$T/msg" -o "$B/k.sig" >"$B/k.err" 2>&1 ||
@@ -91,8 +87,7 @@ kill_loop() {
         tries=$((tries + 1))
         "$KEYVAULT" -c "$KCONF" rotate "$n-k" --overlap 0 --grace 0 >/dev/null 2>&1 &
         pid=$!
-        delay=$(( $(od -An -N4 -tu4 /dev/urandom) % (span + 1) ))
-        sleep "$(printf '%d.%06d' $((delay / 1000000)) $((delay % 1000000)))"
+        usleep "$(rand_below $((span + 1)))"
         kill -9 "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
@@ -315,25 +310,15 @@ run_backend() {
     # ---- SIGKILL at random points of a rotation ----
     KCONF=$CONF
     if [ "$be" = pkcs11 ]; then
-        # SoftHSM 2.6.1's file store rewrites token.object in place: a
-        # SIGKILL of the process running SoftHSM can leave it empty and the
-        # whole token gone (measured: after the 4th kill). No library above
-        # it can guard against that, so the token runs in its own process
-        # here, as a real HSM does: a p11-kit server, the client module in
-        # the killed process
-        eval "$(p11-kit server -s -n "$T/p11.sock" --provider "$KV_P11_MODULE" \
-            "pkcs11:token=$KV_P11_TOKEN" 2>"$T/p11-server.log")"
-        export P11_KIT_SERVER_ADDRESS
+        # the token in its own process (p11_server_start in lib.sh)
+        p11_server_start
         printf '[keyvault]\nbackends = pkcs11\n\n[pkcs11]\nmodule = %s\ntoken = %s\npin = file:%s\n' \
-            "$P11CLIENT" \
+            "$KV_P11_CLIENT" \
             "$KV_P11_TOKEN" "$KV_P11_PINFILE" >"$T/client.conf"
         KCONF=$T/client.conf
     fi
     kill_loop
-    if [ "$be" = pkcs11 ]; then
-        p11-kit server -k >/dev/null 2>&1
-        unset P11_KIT_SERVER_ADDRESS
-    fi
+    [ "$be" = pkcs11 ] && p11_server_stop
     # ---- destroy by name removes every version and the record ----
     expect 0 "$be: destroy a rotated key" -- kv destroy "$n-k"
     [ ! -e "$KEYVAULT_HOME/lifecycle/$n-k.json" ] && ok "$be: its record is gone" ||
