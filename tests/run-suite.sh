@@ -58,7 +58,11 @@ if [ "$quick" = no ]; then
     # sanitized build and distcheck run a quarter of them (each kill is a
     # process start, and ASan's is the slow part), unless the caller asks
     KV_ROTATE_KILLS=${KV_ROTATE_KILLS:-25}
-    export KV_ROTATE_KILLS
+    # likewise crashloop.sh (20 kills per operation in the plain build) and
+    # the soak (20,000 signatures in the plain build)
+    KV_CRASH_KILLS=${KV_CRASH_KILLS:-5}
+    KV_SOAK_SIGNS=${KV_SOAK_SIGNS:-5000}
+    export KV_ROTATE_KILLS KV_CRASH_KILLS KV_SOAK_SIGNS
     run_check build-asan --enable-strict --with-sanitizer=address,undefined || status=1
     # distcheck: the tarball builds out of tree, installs, uninstalls and
     # runs DIST_TESTS (the unit tests and the CLI, examples, ABI and man
