@@ -562,7 +562,7 @@ START_TEST(jwt_sign_claims)
 
     snprintf(text, sizeof(text), "{ \"iss\": \"svc\", \"exp\": %lld, \"scope\": [\"a\", \"b\"] }",
              (long long)time(NULL) + 300);
-    ck_assert_rc(ctx, kv_jwt_sign(key, text, 0, &jwt), KV_OK);
+    ck_assert_rc(ctx, kv_jwt_sign(key, NULL, text, 0, &jwt), KV_OK);
     h = token_part(jwt, 0);
     ck_assert_str_eq(json_string_value(json_object_get(h, "typ")), "JWT");
     ck_assert_str_eq(json_string_value(json_object_get(h, "alg")), "PS256");
@@ -577,21 +577,21 @@ START_TEST(jwt_sign_claims)
     json_decref(h);
     json_decref(c);
 
-    ck_assert_rc(ctx, kv_jwt_sign(key, text, KV_JWS_NO_KID, &jwt), KV_OK);
+    ck_assert_rc(ctx, kv_jwt_sign(key, NULL, text, KV_JWS_NO_KID, &jwt), KV_OK);
     h = token_part(jwt, 0);
     ck_assert_ptr_null(json_object_get(h, "kid"));
     json_decref(h);
     kv_string_free(jwt);
 
-    ck_assert_rc(ctx, kv_jwt_sign(key, "[1]", 0, &jwt), KV_ERR_BAD_INPUT);
+    ck_assert_rc(ctx, kv_jwt_sign(key, NULL, "[1]", 0, &jwt), KV_ERR_BAD_INPUT);
     ck_assert_ptr_null(jwt);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the claims text is not a JSON object"));
-    ck_assert_rc(ctx, kv_jwt_sign(key, "{\"a\":1,\"a\":2}", 0, &jwt), KV_ERR_BAD_INPUT);
+    ck_assert_rc(ctx, kv_jwt_sign(key, NULL, "{\"a\":1,\"a\":2}", 0, &jwt), KV_ERR_BAD_INPUT);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the claims text is not valid JSON: a member appears twice"));
-    ck_assert_rc(ctx, kv_jwt_sign(key, "{}", 0x40, &jwt), KV_ERR_INVALID_ARG);
+    ck_assert_rc(ctx, kv_jwt_sign(key, NULL, "{}", 0x40, &jwt), KV_ERR_INVALID_ARG);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "unknown flags 0x40"));
     /* a token without exp verifies only when asked to allow it */
-    ck_assert_rc(ctx, kv_jwt_sign(key, "{\"iss\":\"svc\"}", 0, &jwt), KV_OK);
+    ck_assert_rc(ctx, kv_jwt_sign(key, NULL, "{\"iss\":\"svc\"}", 0, &jwt), KV_OK);
     ck_assert_rc(ctx, kv_jwt_verify(ctx, jwt, jwk, NULL, NULL), KV_ERR_CLAIMS);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "exp missing"));
     {
