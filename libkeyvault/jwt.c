@@ -47,6 +47,19 @@ static const char *shown(const char *s, char buf[JWT_SHOW_MAX + 4])
     return buf;
 }
 
+/* A number from a claim or the caller, for a message: whole numbers in
+ * full (253402300800), others with %g (-0.4, 1e+300; never "-0"). */
+static const char *num(double t, char buf[32])
+{
+    if (t == 0)
+        snprintf(buf, 32, "0");
+    else if (t == floor(t) && fabs(t) < 1e17)
+        snprintf(buf, 32, "%.0f", t);
+    else
+        snprintf(buf, 32, "%g", t);
+    return buf;
+}
+
 /* A NumericDate as ISO 8601 UTC ("2026-11-26T21:00:00Z"); a time outside
  * 0 to year 9999 (a caller's opts.now may be anything) as the number. */
 static const char *iso(double t, char buf[32])
@@ -54,13 +67,11 @@ static const char *iso(double t, char buf[32])
     struct tm tm;
     time_t tt;
 
-    if (!(t >= 0 && t <= JWT_DATE_MAX)) {
-        snprintf(buf, 32, "%g", t);
-        return buf;
-    }
+    if (!(t >= 0 && t <= JWT_DATE_MAX))
+        return num(t, buf);
     tt = (time_t)t; /* t >= 0: truncation is floor */
     if (!gmtime_r(&tt, &tm) || !strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
-        snprintf(buf, 32, "%g", t);
+        return num(t, buf);
     return buf;
 }
 
@@ -225,6 +236,7 @@ static kv_rc numeric_date(const kv_ctx *ctx, const json_t *claims, const char *n
                           bool *present, double *t)
 {
     const json_t *v = json_object_get(claims, name);
+    char buf[32];
 
     *present = v != NULL;
     *t = 0;
@@ -235,8 +247,8 @@ static kv_rc numeric_date(const kv_ctx *ctx, const json_t *claims, const char *n
                         json_type_name(v));
     *t = json_number_value(v);
     if (!isfinite(*t) || *t < 0 || *t > JWT_DATE_MAX)
-        return kv_error(ctx, KV_ERR_CLAIMS, "%s %g is out of range for a NumericDate", name,
-                        *t);
+        return kv_error(ctx, KV_ERR_CLAIMS, "%s %s is out of range for a NumericDate", name,
+                        num(*t, buf));
     return KV_OK;
 }
 
