@@ -565,8 +565,9 @@ static kv_rc sign_header(kv_key *key, const jws_alg *a, const char *header_json,
                     a->name);
         v = json_object_get(extra, "kid");
         if (v && (!json_is_string(v) || json_string_length(v) == 0))
-            KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "header_json's kid is %s, not a non-empty string",
-                    json_is_string(v) ? "empty" : json_is_null(v) ? "null" : "not a string");
+            KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "header_json's kid must be a non-empty string, "
+                    "not %s", json_is_string(v) ? "an empty one" : json_is_null(v) ? "null"
+                    : json_is_number(v) ? "a number" : "another JSON type");
         json_object_foreach(extra, name, v) {
             if (strcmp(name, "alg") != 0 && json_object_set(hdr, name, v) != 0)
                 KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
