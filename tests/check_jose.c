@@ -921,6 +921,17 @@ START_TEST(test_pem_strict)
 }
 END_TEST
 
+/* text after n spaces, in a new string */
+static char *padded(const char *text, size_t n)
+{
+    char *s = malloc(n + strlen(text) + 1);
+
+    ck_assert_ptr_nonnull(s);
+    memset(s, ' ', n);
+    strcpy(s + n, text);
+    return s;
+}
+
 /* The key set has its own size limit (256 KiB), whatever max_len says of the
  * token; the opts size is checked before its flags are read. */
 START_TEST(test_limits_and_opts)
@@ -929,22 +940,15 @@ START_TEST(test_limits_and_opts)
     kv_key *key = gen(ctx, "lim", KV_KEY_ED25519, NULL);
     kv_jws_verify_opts o = KV_JWS_VERIFY_OPTS_INIT;
     char *jwk = NULL, *tok = NULL, *big;
-    size_t n;
 
     ck_assert_rc(ctx, kv_jwk_public(key, &jwk), KV_OK);
     ck_assert_rc(ctx, kv_jws_sign(key, NULL, NULL, (const unsigned char *)"x", 1, 0, &tok), KV_OK);
     /* a JWK padded with whitespace past the token limit but under 256 KiB */
-    n = 200 * 1024;
-    big = malloc(n + strlen(jwk) + 1);
-    memset(big, ' ', n);
-    strcpy(big + n, jwk);
+    big = padded(jwk, 200 * 1024);
     o.max_len = strlen(tok);
     ck_assert_rc(ctx, kv_jws_verify(ctx, tok, big, &o, NULL, NULL, NULL), KV_OK);
     free(big);
-    n = 256 * 1024;
-    big = malloc(n + strlen(jwk) + 1);
-    memset(big, ' ', n);
-    strcpy(big + n, jwk);
+    big = padded(jwk, 256 * 1024);
     ck_assert_rc(ctx, kv_jws_verify(ctx, tok, big, NULL, NULL, NULL, NULL), KV_ERR_BAD_INPUT);
     ck_assert_str_eq(kv_errmsg(ctx), "key set is longer than the 262144-byte limit");
     free(big);
