@@ -22,10 +22,12 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
+#include <openssl/pem.h>
 
 #include "internal.h"
 
 #define JWS_MAX_DEFAULT (64 * 1024)
+#define KEYS_MAX (256 * 1024)   /* the key set text, whatever the token limit */
 #define JWKS_MAX_KEYS 64
 #define RSA_MIN_BITS 2048
 #define RSA_MAX_BITS 8192
@@ -260,6 +262,33 @@ static const jws_alg *jws_alg_default(const kv_key *key, bool *pinned)
     }
 }
 
+/* The key's default JWS alg, or an error when no alg fits its type or its
+ * policy (kv_key_policy.algs) allows none of the JWS algs its type takes:
+ * such a key must not advertise an alg it may not sign with. */
+static kv_rc jws_alg_of_key(const kv_key *key, const jws_alg **out, bool *pinned)
+{
+    uint32_t algs = key->policy ? key->policy->algs : 0;
+    const char *name = key->name ? key->name : "(unnamed)";
+    char allowed[160] = "";
+    size_t n = 0;
+
+    *out = jws_alg_default(key, pinned);
+    if (!*out)
+        return kv_error(key->ctx, KV_ERR_WRONG_KEY_TYPE, "key '%s' is %s: no JWS algorithm fits "
+                        "it", name, kv_key_type_name(key->type));
+    if (!algs || (algs & (1u << (*out)->alg)))
+        return KV_OK;
+    for (int i = 0; i < 32 && n < sizeof(allowed) - 40; i++) {
+        if (algs & (1u << i))
+            n += (size_t)snprintf(allowed + n, sizeof(allowed) - n, "%s%s", n ? ", " : "",
+                                  kv_sign_alg_name((kv_sign_alg)i) ? kv_sign_alg_name((kv_sign_alg)i)
+                                                                   : "?");
+    }
+    *out = NULL;
+    return kv_error(key->ctx, KV_ERR_POLICY, "key '%s': its policy allows no JWS alg (allowed: "
+                    "%s)", name, allowed);
+}
+
 /* ---- JWK of a public key ------------------------------------------------------ */
 
 static int set_b64u(json_t *obj, const char *name, const unsigned char *data, size_t len)
@@ -364,15 +393,13 @@ static kv_rc key_jwk(kv_key *key, json_t **out)
 {
     kv_ctx *ctx = key->ctx;
     bool pinned;
-    const jws_alg *a = jws_alg_default(key, &pinned);
+    const jws_alg *a = NULL;
     json_t *j = NULL;
     char *kid = NULL;
     kv_rc rc;
 
     *out = NULL;
-    if (!a)
-        KV_FAIL(ctx, rc, KV_ERR_WRONG_KEY_TYPE, "key '%s' is %s: no JWS algorithm fits it",
-                key->name ? key->name : "(unnamed)", kv_key_type_name(key->type));
+    KV_CHECK(rc, jws_alg_of_key(key, &a, &pinned));
     KV_CHECK(rc, jwk_required(ctx, key->pub, &j));
     KV_CHECK(rc, jwk_thumb(ctx, j, &kid));
     if (json_object_set_new(j, "kid", json_string(kid)) ||
@@ -416,10 +443,14 @@ kv_rc kv_jwk_thumbprint(kv_key *key, char **kid)
 
 kv_rc kv_jwks(kv_key *const *keys, size_t n, char **json)
 {
-    const kv_ctx *ctx = n && keys[0] ? keys[0]->ctx : NULL;
+    const kv_ctx *ctx = NULL;
     json_t *set = NULL, *arr = NULL, *one = NULL;
     kv_rc rc = KV_OK;
 
+    /* errors go to the first key's context; with no key there is none
+     * (kv_errmsg(NULL) then) */
+    for (size_t i = 0; i < n && !ctx; i++)
+        ctx = keys[i] ? keys[i]->ctx : NULL;
     kv_err_begin(ctx);
     *json = NULL;
     if (n == 0 || n > JWKS_MAX_KEYS)
@@ -434,6 +465,14 @@ kv_rc kv_jwks(kv_key *const *keys, size_t n, char **json)
         KV_CHECK(rc, key_jwk(keys[i], &one));
         if (json_array_append_new(arr, one) != 0)
             KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+        /* RFC 7517 4.5: a set must not hold one key twice (same thumbprint) */
+        for (size_t j = 0; j < i; j++) {
+            if (json_equal(json_object_get(one, "kid"),
+                           json_object_get(json_array_get(arr, j), "kid")))
+                KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "keys %zu and %zu of the set are the same "
+                        "key (thumbprint %s)", j, i,
+                        json_string_value(json_object_get(one, "kid")));
+        }
     }
     rc = dump_out(ctx, set, json);
 out:
@@ -524,6 +563,11 @@ static kv_rc sign_header(kv_key *key, const jws_alg *a, const char *header_json,
             KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "header_json's alg '%s' is not the alg signed with (%s)",
                     json_is_string(v) ? shown(json_string_value(v), buf) : "(not a string)",
                     a->name);
+        v = json_object_get(extra, "kid");
+        if (v && (!json_is_string(v) || json_string_length(v) == 0))
+            KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "header_json's kid must be a non-empty string, "
+                    "not %s", json_is_string(v) ? "an empty one" : json_is_null(v) ? "null"
+                    : json_is_number(v) ? "a number" : "another JSON type");
         json_object_foreach(extra, name, v) {
             if (strcmp(name, "alg") != 0 && json_object_set(hdr, name, v) != 0)
                 KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
@@ -571,9 +615,8 @@ kv_rc kv_jws_sign(kv_key *key, const char *alg, const char *header_json,
         return kv_error(ctx, KV_ERR_INVALID_ARG, "payload of %zu bytes is too large", len);
     if (alg) {
         KV_CHECK(rc, jws_alg_get(ctx, alg, &a));
-    } else if (!(a = jws_alg_default(key, &pinned))) {
-        KV_FAIL(ctx, rc, KV_ERR_WRONG_KEY_TYPE, "key '%s' is %s: no JWS algorithm fits it",
-                key->name ? key->name : "(unnamed)", kv_key_type_name(key->type));
+    } else {
+        KV_CHECK(rc, jws_alg_of_key(key, &a, &pinned));
     }
     if (kv_family_of_pkey(key->pub) != a->family ||
         (a->family == KV_FAMILY_EC && key->type != a->ec_type))
@@ -893,15 +936,42 @@ static kv_rc jwk_import(const kv_ctx *ctx, const json_t *jwk, vkey *k)
     return KV_OK;
 }
 
-/* A PEM public key as the one key of a set. */
+/* A PEM public key as the one key of a set: exactly one "PUBLIC KEY"
+ * block (text starts with it), no PEM headers, only whitespace after it,
+ * canonical DER inside; an EC key must name its curve. */
 static kv_rc pem_import(const kv_ctx *ctx, const char *text, size_t len, vkey *k)
 {
+    BIO *bio = BIO_new_mem_buf(text, (int)len);
+    char *name = NULL, *header = NULL, rest[64];
+    unsigned char *der = NULL;
+    long derlen = 0;
+    int got;
     kv_key_type type;
-    kv_rc rc;
+    kv_rc rc = KV_OK;
 
-    KV_CHECK(rc, kv_pubkey_decode(ctx, (const unsigned char *)text, len, &k->pkey));
+    if (!bio)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    if (PEM_read_bio(bio, &name, &header, &der, &derlen) != 1)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_BAD_INPUT, "the key set is not a valid PEM block");
+    if (strcmp(name, "PUBLIC KEY") != 0)
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the key set's PEM block is '%.32s', not 'PUBLIC KEY'",
+                name);
+    if (header && *header)
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the key set's PEM block has headers");
+    while ((got = BIO_read(bio, rest, sizeof(rest))) > 0) {
+        for (int i = 0; i < got; i++) {
+            if (rest[i] != ' ' && rest[i] != '\n' && rest[i] != '\r' && rest[i] != '\t')
+                KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the key set holds more than the one PEM "
+                        "'PUBLIC KEY' block (%s follows it)",
+                        rest[i] == '-' ? "another PEM block" : "text");
+        }
+    }
+    KV_CHECK(rc, kv_pubkey_decode(ctx, der, (size_t)derlen, &k->pkey));
     k->family = kv_family_of_pkey(k->pkey);
     type = kv_type_of_pkey(k->pkey);
+    if (k->family == KV_FAMILY_EC && !kv_pkey_named_curve(k->pkey))
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the PEM EC key has explicit curve parameters; a "
+                "named curve (P-256, P-384) is required");
     if (k->family == KV_FAMILY_EC && (type == KV_KEY_EC_P256 || type == KV_KEY_EC_P384))
         k->ec_type = type;
     else if (k->family == KV_FAMILY_EC || k->family == KV_FAMILY_NONE)
@@ -913,6 +983,11 @@ static kv_rc pem_import(const kv_ctx *ctx, const char *text, size_t len, vkey *k
                 "are accepted", EVP_PKEY_get_bits(k->pkey), RSA_MIN_BITS, RSA_MAX_BITS);
     rc = pkey_thumbprint(ctx, k->pkey, &k->kid);
 out:
+    ERR_clear_error();
+    BIO_free(bio);
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(der);
     return rc;
 }
 
@@ -955,34 +1030,64 @@ out:
     return rc;
 }
 
-/* The key the token's kid (NULL: none) selects. */
-static kv_rc keyset_select(const kv_ctx *ctx, const keyset *ks, const char *kid, const vkey **out)
+/* Why key k does not take alg a. */
+static kv_rc alg_refused(const kv_ctx *ctx, const vkey *k, const jws_alg *a)
 {
-    const vkey *found = NULL;
-    size_t hits = 0, usable = 0;
+    char buf[48];
+
+    return kv_error(ctx, KV_ERR_BAD_INPUT, "alg %s is not allowed for key '%s' (%s, allows %s)",
+                    a->name, shown(k->kid, buf), vkey_type(k),
+                    k->pinned ? k->pinned->name
+                    : k->family == KV_FAMILY_RSA ? "PS256 or RS256"
+                    : k->family == KV_FAMILY_ED25519 ? "EdDSA"
+                    : k->ec_type == KV_KEY_EC_P256 ? "ES256" : "ES384");
+}
+
+/* The key the token's kid (NULL: none) selects for alg a. RFC 7517 4.5
+ * lets keys of a set share a kid (keys of different kty, a "use":"enc"
+ * key beside a signing key): of the keys with that kid, only those usable
+ * for alg a count, and more than one of them is refused (keys are never
+ * tried in turn). */
+static kv_rc keyset_select(const kv_ctx *ctx, const keyset *ks, const char *kid,
+                           const jws_alg *a, const vkey **out)
+{
+    const vkey *found = NULL, *named = NULL;
+    size_t hits = 0, fits = 0, usable = 0;
     char buf[48];
 
     *out = NULL;
     for (size_t i = 0; i < ks->n; i++) {
-        if (kid ? (ks->k[i].kid && strcmp(ks->k[i].kid, kid) == 0) : ks->k[i].pkey != NULL) {
-            found = &ks->k[i];
-            hits++;
+        const vkey *k = &ks->k[i];
+
+        usable += k->pkey != NULL;
+        if (!kid || !k->kid || strcmp(k->kid, kid) != 0)
+            continue;
+        hits++;
+        if (k->pkey && vkey_allows(k, a)) {
+            found = k;
+            fits++;
+        } else if (!named || (!named->pkey && k->pkey)) {
+            named = k;    /* the reason shown: a usable key's alg before an unusable key's */
         }
-        usable += ks->k[i].pkey != NULL;
     }
     if (kid && hits == 0)
         return kv_error(ctx, KV_ERR_BAD_INPUT, "kid '%s' is not in the key set", shown(kid, buf));
-    if (kid && hits > 1)
-        return kv_error(ctx, KV_ERR_BAD_INPUT, "kid '%s' names %zu keys of the key set",
-                        shown(kid, buf), hits);
+    if (kid && fits > 1)
+        return kv_error(ctx, KV_ERR_BAD_INPUT, "kid '%s' names %zu keys of the key set that take "
+                        "alg %s", shown(kid, buf), fits, a->name);
+    if (kid && fits == 0 && named->pkey)
+        return alg_refused(ctx, named, a);
+    if (kid && fits == 0)
+        return kv_error(ctx, named->why_rc, "key '%s': %s", shown(kid, buf), named->why);
     if (!kid && ks->n == 1 && !ks->k[0].pkey)
-        found = &ks->k[0];
-    else if (!kid && usable != 1)
+        return kv_error(ctx, ks->k[0].why_rc, "the key: %s", ks->k[0].why);
+    if (!kid && usable != 1)
         return kv_error(ctx, KV_ERR_BAD_INPUT, "the token has no kid and the key set holds %zu "
                         "usable keys (a token without kid needs exactly one)", usable);
-    if (!found->pkey)
-        return kv_error(ctx, found->why_rc, "%s%s%s: %s", kid ? "key '" : "the key",
-                        kid ? shown(kid, buf) : "", kid ? "'" : "", found->why);
+    for (size_t i = 0; !kid && i < ks->n; i++)
+        found = ks->k[i].pkey ? &ks->k[i] : found;
+    if (!vkey_allows(found, a))
+        return alg_refused(ctx, found, a);
     *out = found;
     return KV_OK;
 }
@@ -1037,7 +1142,6 @@ kv_rc kv_jws_verify(kv_ctx *ctx, const char *jws, const char *keys,
     const vkey *k = NULL;
     const char *kid = NULL;
     keyset ks = { NULL, 0 };
-    char buf[48];
     kv_rc rc = KV_OK;
 
     kv_err_begin(ctx);
@@ -1047,15 +1151,19 @@ kv_rc kv_jws_verify(kv_ctx *ctx, const char *jws, const char *keys,
         *payload = NULL;
     if (plen)
         *plen = 0;
-    if (opts && (opts->size < sizeof(*opts) || opts->flags != 0))
-        return kv_error(ctx, KV_ERR_INVALID_ARG, "kv_jws_verify_opts: size %zu or flags 0x%x "
-                        "not known", opts->size, opts->flags);
+    if (opts && opts->size < sizeof(*opts))
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "kv_jws_verify_opts: size %zu is too small "
+                        "(sizeof(kv_jws_verify_opts) is %zu)", opts->size, sizeof(*opts));
+    if (opts && opts->flags != 0)
+        return kv_error(ctx, KV_ERR_INVALID_ARG, "kv_jws_verify_opts: unknown flags 0x%x",
+                        opts->flags);
     if (opts && opts->max_len)
         max = opts->max_len < INT_MAX / 2 ? opts->max_len : INT_MAX / 2;
     if ((len = strnlen(jws, max + 1)) > max)
         return kv_error(ctx, KV_ERR_BAD_INPUT, "token is longer than the %zu-byte limit", max);
-    if ((klen = strnlen(keys, max + 1)) > max)
-        return kv_error(ctx, KV_ERR_BAD_INPUT, "key set is longer than the %zu-byte limit", max);
+    if ((klen = strnlen(keys, KEYS_MAX + 1)) > KEYS_MAX)
+        return kv_error(ctx, KV_ERR_BAD_INPUT, "key set is longer than the %d-byte limit",
+                        KEYS_MAX);
     for (size_t i = 0; i < len; i++)
         parts += jws[i] == '.';
     if (parts != 3)
@@ -1078,14 +1186,7 @@ kv_rc kv_jws_verify(kv_ctx *ctx, const char *jws, const char *keys,
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "header kid is not a string");
     kid = json_string_value(v);
     KV_CHECK(rc, keyset_load(ctx, keys, klen, &ks));
-    KV_CHECK(rc, keyset_select(ctx, &ks, kid, &k));
-    if (!vkey_allows(k, a))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "alg %s is not allowed for key '%s' (%s, allows %s)",
-                a->name, shown(k->kid, buf), vkey_type(k),
-                k->pinned ? k->pinned->name
-                          : k->family == KV_FAMILY_RSA ? "PS256 or RS256"
-                          : k->family == KV_FAMILY_ED25519 ? "EdDSA"
-                          : k->ec_type == KV_KEY_EC_P256 ? "ES256" : "ES384");
+    KV_CHECK(rc, keyset_select(ctx, &ks, kid, a, &k));
     KV_CHECK(rc, jws_check_sig(ctx, k, a, jws, (size_t)(dot2 - jws), sig, siglen));
     if (header_json)
         KV_CHECK(rc, dump_out(ctx, hdr, header_json));

@@ -11,7 +11,9 @@
 #include "config.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <strings.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -45,14 +47,31 @@ static const char *shown(const char *s, char buf[JWT_SHOW_MAX + 4])
     return buf;
 }
 
-/* A NumericDate as ISO 8601 UTC ("2026-11-26T21:00:00Z"). */
+/* A number from a claim or the caller, for a message: whole numbers in
+ * full (253402300800), others with %g (-0.4, 1e+300; never "-0"). */
+static const char *num(double t, char buf[32])
+{
+    if (t == 0)
+        snprintf(buf, 32, "0");
+    else if (t == floor(t) && fabs(t) < 1e17)
+        snprintf(buf, 32, "%.0f", t);
+    else
+        snprintf(buf, 32, "%g", t);
+    return buf;
+}
+
+/* A NumericDate as ISO 8601 UTC ("2026-11-26T21:00:00Z"); a time outside
+ * 0 to year 9999 (a caller's opts.now may be anything) as the number. */
 static const char *iso(double t, char buf[32])
 {
-    time_t tt = (time_t)t; /* t >= 0: truncation is floor */
     struct tm tm;
+    time_t tt;
 
+    if (!(t >= 0 && t <= JWT_DATE_MAX))
+        return num(t, buf);
+    tt = (time_t)t; /* t >= 0: truncation is floor */
     if (!gmtime_r(&tt, &tm) || !strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
-        snprintf(buf, 32, "%.0f", t);
+        return num(t, buf);
     return buf;
 }
 
@@ -89,13 +108,15 @@ static kv_rc id_string(const kv_ctx *ctx, const char *what, const char *s, json_
  * base64url SHA-256 of its bytes as given ("kv_evidence_s256"). */
 static kv_rc evidence_claim(const kv_ctx *ctx, json_t *claims, const char *evidence, bool hash)
 {
+    EVP_MD *sha256 = NULL;
     unsigned char md[32];
     json_t *ev = NULL;
     char *s = NULL;
     kv_rc rc = KV_OK;
 
     if (hash) {
-        if (EVP_Digest(evidence, strlen(evidence), md, NULL, EVP_sha256(), NULL) != 1)
+        if (!(sha256 = EVP_MD_fetch(ctx ? ctx->libctx : NULL, "SHA256", NULL)) ||
+            EVP_Digest(evidence, strlen(evidence), md, NULL, sha256, NULL) != 1)
             KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "SHA-256 of the evidence failed");
         if (!(s = kv_b64url_encode(md, sizeof(md))) || !(ev = json_string(s)))
             KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory for the evidence claim");
@@ -108,6 +129,7 @@ static kv_rc evidence_claim(const kv_ctx *ctx, json_t *claims, const char *evide
     if (json_object_set(claims, "kv_evidence", ev) != 0)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory for the evidence claim");
 out:
+    EVP_MD_free(sha256);
     json_decref(ev);
     free(s);
     return rc;
@@ -174,7 +196,8 @@ out:
     return rc;
 }
 
-kv_rc kv_jwt_sign(kv_key *key, const char *claims_json, unsigned flags, char **jwt)
+kv_rc kv_jwt_sign(kv_key *key, const char *alg, const char *claims_json, unsigned flags,
+                  char **jwt)
 {
     char *payload = NULL;
     kv_rc rc;
@@ -185,7 +208,7 @@ kv_rc kv_jwt_sign(kv_key *key, const char *claims_json, unsigned flags, char **j
         return kv_error(key->ctx, KV_ERR_INVALID_ARG, "kv_jwt_sign: unknown flags 0x%x",
                         flags & ~(KV_JWS_X5C | KV_JWS_NO_KID));
     KV_CHECK(rc, claims_compact(key->ctx, claims_json, &payload));
-    rc = kv_jws_sign(key, NULL, jwt_header, (const unsigned char *)payload, strlen(payload), flags,
+    rc = kv_jws_sign(key, alg, jwt_header, (const unsigned char *)payload, strlen(payload), flags,
                      jwt);
 out:
     kv_secret_free(payload);
@@ -213,6 +236,7 @@ static kv_rc numeric_date(const kv_ctx *ctx, const json_t *claims, const char *n
                           bool *present, double *t)
 {
     const json_t *v = json_object_get(claims, name);
+    char buf[32];
 
     *present = v != NULL;
     *t = 0;
@@ -223,8 +247,8 @@ static kv_rc numeric_date(const kv_ctx *ctx, const json_t *claims, const char *n
                         json_type_name(v));
     *t = json_number_value(v);
     if (!isfinite(*t) || *t < 0 || *t > JWT_DATE_MAX)
-        return kv_error(ctx, KV_ERR_CLAIMS, "%s %.0f is out of range for a NumericDate", name,
-                        *t);
+        return kv_error(ctx, KV_ERR_CLAIMS, "%s %s is out of range for a NumericDate", name,
+                        num(*t, buf));
     return KV_OK;
 }
 
@@ -308,6 +332,9 @@ kv_rc kv_jwt_check_claims(const kv_ctx *ctx, const char *payload, size_t len,
     }
     if (o->aud)
         KV_CHECK(rc, aud_claim(ctx, c, o->aud));
+    else if (json_object_get(c, "aud") && !(o->flags & KV_JWT_ANY_AUD))
+        KV_FAIL(ctx, rc, KV_ERR_CLAIMS, "the token carries an aud and no audience was given to "
+                "check it against (RFC 7519 4.1.3; KV_JWT_ANY_AUD accepts any)");
     if (o->iss)
         KV_CHECK(rc, string_claim(ctx, c, "iss", o->iss));
     if (o->sub)
@@ -317,12 +344,44 @@ out:
     return rc;
 }
 
+/* The header's typ (RFC 8725 3.11): want NULL takes it absent or JWT
+ * (RFC 7519 5.1, case-insensitive, also "application/jwt"); else typ must
+ * be want, case-insensitive (RFC 7515 4.1.9). */
+static kv_rc typ_check(const kv_ctx *ctx, const char *header_json, const char *want)
+{
+    const json_t *v;
+    const char *typ;
+    json_t *h = NULL;
+    char a[JWT_SHOW_MAX + 4], b[JWT_SHOW_MAX + 4];
+    kv_rc rc = KV_OK;
+
+    KV_CHECK(rc, kv_jose_parse_object(ctx, "the header", header_json, strlen(header_json), &h));
+    v = json_object_get(h, "typ");
+    if (!v && !want)
+        goto out;
+    if (v && !json_is_string(v))
+        KV_FAIL(ctx, rc, KV_ERR_CLAIMS, "header typ is %s, not a string", json_type_name(v));
+    typ = v ? json_string_value(v) : NULL;
+    if (!want && (strcasecmp(typ, "JWT") == 0 || strcasecmp(typ, "application/jwt") == 0))
+        goto out;
+    if (want && typ && strcasecmp(typ, want) == 0)
+        goto out;
+    if (!typ)
+        KV_FAIL(ctx, rc, KV_ERR_CLAIMS, "header typ missing (expected '%s')", shown(want, b));
+    KV_FAIL(ctx, rc, KV_ERR_CLAIMS, "header typ '%s' is not '%s'", shown(typ, a),
+            want ? shown(want, b) : "JWT");
+out:
+    json_decref(h);
+    return rc;
+}
+
 kv_rc kv_jwt_verify(kv_ctx *ctx, const char *jwt, const char *keys,
                     const kv_jwt_verify_opts *opts, char **claims_json)
 {
     kv_jwt_verify_opts o = KV_JWT_VERIFY_OPTS_INIT;
     kv_jws_verify_opts jo = KV_JWS_VERIFY_OPTS_INIT;
     unsigned char *payload = NULL;
+    char *header = NULL;
     size_t plen = 0;
     kv_rc rc;
 
@@ -330,22 +389,25 @@ kv_rc kv_jwt_verify(kv_ctx *ctx, const char *jwt, const char *keys,
         *claims_json = NULL;
     kv_err_begin(ctx);
     if (opts) {
-        if (opts->size < sizeof(o))
-            return kv_error(ctx, KV_ERR_INVALID_ARG, "kv_jwt_verify: opts->size must be "
-                            "sizeof(kv_jwt_verify_opts)");
-        memcpy(&o, opts, sizeof(o));
+        /* size first: a caller built before typ was added passes the smaller size */
+        if (opts->size != sizeof(o) && opts->size != offsetof(kv_jwt_verify_opts, typ))
+            return kv_error(ctx, KV_ERR_INVALID_ARG, "kv_jwt_verify: opts->size %zu is not "
+                            "sizeof(kv_jwt_verify_opts)", opts->size);
+        memcpy(&o, opts, opts->size);
     }
-    if (o.flags & ~(KV_JWT_NO_SKEW | KV_JWT_ALLOW_NO_EXP))
+    if (o.flags & ~(KV_JWT_NO_SKEW | KV_JWT_ALLOW_NO_EXP | KV_JWT_ANY_AUD))
         return kv_error(ctx, KV_ERR_INVALID_ARG, "kv_jwt_verify: unknown flags 0x%x",
-                        o.flags & ~(KV_JWT_NO_SKEW | KV_JWT_ALLOW_NO_EXP));
+                        o.flags & ~(KV_JWT_NO_SKEW | KV_JWT_ALLOW_NO_EXP | KV_JWT_ANY_AUD));
     jo.max_len = o.max_len;
-    KV_CHECK(rc, kv_jws_verify(ctx, jwt, keys, &jo, NULL, &payload, &plen));
+    KV_CHECK(rc, kv_jws_verify(ctx, jwt, keys, &jo, &header, &payload, &plen));
+    KV_CHECK(rc, typ_check(ctx, header, o.typ));
     KV_CHECK(rc, kv_jwt_check_claims(ctx, (const char *)payload, plen, &o));
     if (claims_json) {
         *claims_json = (char *)payload;
         payload = NULL;
     }
 out:
+    kv_string_free(header);
     kv_string_free((char *)payload);
     return rc;
 }

@@ -1193,6 +1193,8 @@ KV_API KV_WUR kv_rc kv_audit_tail(kv_ctx *ctx, const char *path, size_t count, c
  * the key may use, which a verifier then pins: ES256 (P-256), ES384 (P-384),
  * EdDSA, and for RSA PS256 or RS256 when the key's policy allows only that
  * one; an RSA key allowed both gets no alg, so that either verifies.
+ * KV_ERR_POLICY when the key's policy allows none of the JWS algs of its
+ * type (a P-256 key whose policy excludes ecdsa-sha256, say).
  */
 KV_API KV_WUR kv_rc kv_jwk_public(kv_key *key, char **json) KV_NONNULL(1, 2);
 
@@ -1201,7 +1203,9 @@ KV_API KV_WUR kv_rc kv_jwk_public(kv_key *key, char **json) KV_NONNULL(1, 2);
 KV_API KV_WUR kv_rc kv_jwk_thumbprint(kv_key *key, char **kid) KV_NONNULL(1, 2);
 
 /* kv_jwks - a JWK set {"keys":[...]} of n keys' kv_jwk_public, in a new
- * string (kv_string_free). n must be 1 to 64. */
+ * string (kv_string_free). n must be 1 to 64, no key NULL, and no key in
+ * the set twice (same thumbprint): KV_ERR_INVALID_ARG naming both
+ * positions. Errors go to the first non-NULL key's context. */
 KV_API KV_WUR kv_rc kv_jwks(kv_key *const *keys, size_t n, char **json) KV_NONNULL(1, 3);
 
 /*
@@ -1230,14 +1234,18 @@ typedef struct kv_jws_verify_opts {
 
 /*
  * kv_jws_verify - verify a compact JWS with keys the caller trusts: keys is
- * the text of a JWK set {"keys":[...]}, one JWK, or a PEM "PUBLIC KEY".
- * The key is chosen by the token's kid (a JWK without kid is known by its
- * thumbprint; a token without kid needs a set of exactly one usable key),
+ * the text of a JWK set {"keys":[...]}, one JWK, or exactly one PEM
+ * "PUBLIC KEY" block (nothing but whitespace around it; EC on a named
+ * curve). The key is chosen by the token's kid (a JWK without kid is known
+ * by its thumbprint; keys may share a kid, RFC 7517 4.5, and then only
+ * those usable for the header's alg count: more than one is refused; a
+ * token without kid needs a set of exactly one usable key),
  * never from the token; the alg must be the one the key pins (its JWK alg,
  * else by type: ES256 for P-256, ES384 for P-384, EdDSA for Ed25519, PS256
  * or RS256 for RSA of at least 2048 bits). none, HS*, a header with jwk,
  * jku, x5u or crit, duplicate members, bad base64url and a token over
- * max_len are KV_ERR_BAD_INPUT; a signature that does not verify (or has
+ * max_len are KV_ERR_BAD_INPUT (the key set text has its own limit,
+ * 256 KiB); a signature that does not verify (or has
  * the wrong length) is KV_ERR_BAD_SIGNATURE. kv_errmsg names the reason.
  * On success *payload (may be NULL: not wanted) is the payload,
  * NUL-terminated (*plen, may be NULL, excludes the NUL), and *header_json
@@ -1251,13 +1259,15 @@ KV_API KV_WUR kv_rc kv_jws_verify(kv_ctx *ctx, const char *jws, const char *keys
 
 /*
  * kv_jwt_sign - a JWT: the JSON object claims_json (written again compact;
- * duplicate members refused) signed by key as kv_jws_sign does with the
- * key's default alg, protected header {alg, kid, typ:"JWT"}. flags:
- * KV_JWS_X5C, KV_JWS_NO_KID. *jwt is freed with kv_string_free. (Another
- * alg: kv_jws_sign with header_json {"typ":"JWT"}.)
+ * duplicate members refused) signed by key as kv_jws_sign does with alg
+ * (NULL: the key's default, the alg of its JWK; for RSA PS256, or RS256
+ * when its policy allows only RS256), protected header {alg, kid,
+ * typ:"JWT"}. flags: KV_JWS_X5C, KV_JWS_NO_KID. *jwt is freed with
+ * kv_string_free.
  */
-KV_API KV_WUR kv_rc kv_jwt_sign(kv_key *key, const char *claims_json, unsigned flags, char **jwt)
-    KV_NONNULL(1, 2, 4);
+KV_API KV_WUR kv_rc kv_jwt_sign(kv_key *key, const char *alg /* NULL: the key's */,
+                                const char *claims_json, unsigned flags, char **jwt)
+    KV_NONNULL(1, 3, 5);
 
 /* Options of kv_jwt_client_assertion. */
 typedef struct kv_client_assertion_opts {
@@ -1291,6 +1301,7 @@ KV_API KV_WUR kv_rc kv_jwt_client_assertion(kv_key *key, const kv_client_asserti
 /* Flags of kv_jwt_verify_opts. */
 #define KV_JWT_NO_SKEW      0x1u /* no clock-skew allowance at all */
 #define KV_JWT_ALLOW_NO_EXP 0x2u /* accept a token without exp (required by default) */
+#define KV_JWT_ANY_AUD      0x4u /* aud NULL: accept a token that carries an aud (refused by default) */
 
 /* Options of kv_jwt_verify. */
 typedef struct kv_jwt_verify_opts {
@@ -1302,9 +1313,11 @@ typedef struct kv_jwt_verify_opts {
     unsigned skew;            /* clock-skew allowance in seconds; 0: 60 (KV_JWT_NO_SKEW for none) */
     unsigned max_ttl;         /* 0: no limit; else exp - iat (exp - now without iat) must not exceed it */
     size_t max_len;           /* 0: 64 KiB; a longer token is refused before any parsing */
-    unsigned flags;           /* KV_JWT_NO_SKEW, KV_JWT_ALLOW_NO_EXP */
+    unsigned flags;           /* KV_JWT_NO_SKEW, KV_JWT_ALLOW_NO_EXP, KV_JWT_ANY_AUD */
+    const char *typ;          /* required header typ (case-insensitive); NULL: absent, "JWT" or
+                               * "application/jwt" */
 } kv_jwt_verify_opts;
-#define KV_JWT_VERIFY_OPTS_INIT { sizeof(kv_jwt_verify_opts), NULL, NULL, NULL, 0, 0, 0, 0, 0 }
+#define KV_JWT_VERIFY_OPTS_INIT { sizeof(kv_jwt_verify_opts), NULL, NULL, NULL, 0, 0, 0, 0, 0, NULL }
 
 /*
  * kv_jwt_verify - verify a JWT as kv_jws_verify does (keys: a JWK set, one
@@ -1313,7 +1326,11 @@ typedef struct kv_jwt_verify_opts {
  * KV_JWT_ALLOW_NO_EXP) and the token is valid while now < exp + skew;
  * before nbf - skew it is not yet valid, an iat after now + skew is refused;
  * exp, nbf and iat must be numbers from 0 to year 9999; then max_ttl, aud,
- * iss and sub as opts asks (opts NULL: the defaults). A claim that fails is
+ * iss and sub as opts asks (opts NULL: the defaults). With opts->aud NULL a
+ * token that carries an aud is refused (RFC 7519 4.1.3: it is meant for
+ * someone) unless KV_JWT_ANY_AUD. The header typ must be opts->typ, or with
+ * typ NULL absent or "JWT" (RFC 8725 3.11; a token of another type, say
+ * "at+jwt", is not taken for this one). A claim or typ that fails is
  * KV_ERR_CLAIMS, claims that are not a JSON object KV_ERR_BAD_INPUT, the
  * rest as kv_jws_verify; kv_errmsg names the reason ("token expired at
  * 2026-11-26T21:00:00Z (now ..., skew 60 s)", "aud 'x' does not match

@@ -758,6 +758,273 @@ START_TEST(test_bad_keys)
 }
 END_TEST
 
+/* A JWK of key with kid replaced (and use, when given), as a json_t. */
+static json_t *jwk_with(kv_key *key, const char *kid, const char *use)
+{
+    char *text = NULL;
+    json_t *j;
+
+    ck_assert_rc(NULL, kv_jwk_public(key, &text), KV_OK);
+    j = parse(text);
+    kv_string_free(text);
+    ck_assert_int_eq(json_object_set_new(j, "kid", json_string(kid)), 0);
+    if (use)
+        ck_assert_int_eq(json_object_set_new(j, "use", json_string(use)), 0);
+    return j;
+}
+
+/* A JWK set text of n JWKs (their references are taken). */
+static char *set_of(json_t **jwks, size_t n)
+{
+    json_t *arr = json_array(), *set;
+    char *text;
+
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_eq(json_array_append_new(arr, jwks[i]), 0);
+    set = json_pack("{s:o}", "keys", arr);
+    text = json_dumps(set, JSON_COMPACT);
+    json_decref(set);
+    ck_assert_ptr_nonnull(text);
+    return text;
+}
+
+static char *signed_with_kid(kv_key *key, const char *kid)
+{
+    char hdr[64], *tok = NULL;
+
+    snprintf(hdr, sizeof(hdr), "{\"kid\":\"%s\"}", kid);
+    ck_assert_rc(NULL, kv_jws_sign(key, NULL, hdr, (const unsigned char *)"x", 1, 0, &tok), KV_OK);
+    return tok;
+}
+
+/* RFC 7517 4.5: keys may share a kid when they differ in kty or one is for
+ * encryption. Only keys usable for the header's alg count; two that are
+ * both usable are refused, never tried in turn. */
+START_TEST(test_shared_kid)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_key *ec = gen(ctx, "kid-ec", KV_KEY_EC_P256, NULL), *ec2 = gen(ctx, "kid-ec2", KV_KEY_EC_P256, NULL);
+    kv_key *ed = gen(ctx, "kid-ed", KV_KEY_ED25519, NULL), *rsa = gen(ctx, "kid-rsa", KV_KEY_RSA_2048, NULL);
+    char *set, *tok_ec = signed_with_kid(ec, "k1"), *tok_ed = signed_with_kid(ed, "k1");
+    char *tok_ec2 = signed_with_kid(ec2, "k1"), *tok_rsa = signed_with_kid(rsa, "k1");
+    json_t *j[3];
+
+    /* EC and OKP under one kid: each token finds its own key */
+    j[0] = jwk_with(ec, "k1", NULL);
+    j[1] = jwk_with(ed, "k1", NULL);
+    set = set_of(j, 2);
+    expect(ctx, tok_ec, set, KV_OK, NULL);
+    expect(ctx, tok_ed, set, KV_OK, NULL);
+    /* a token by neither, with that kid: the key that fits its alg is absent,
+     * so the usable key's alg is the reason */
+    expect(ctx, tok_rsa, set, KV_ERR_BAD_INPUT, "alg PS256 is not allowed for key 'k1'");
+    free(set);
+    /* a signing key and an encryption key (use enc) of one kty under one kid */
+    j[0] = jwk_with(ec, "k1", NULL);
+    j[1] = jwk_with(ec2, "k1", "enc");
+    set = set_of(j, 2);
+    expect(ctx, tok_ec, set, KV_OK, NULL);
+    /* the token of the enc key's private half selects only the signing key,
+     * whose signature check fails: no second key is tried */
+    expect(ctx, tok_ec2, set, KV_ERR_BAD_SIGNATURE, "");
+    free(set);
+    /* two signing keys of one kty under one kid: refused, even for the token
+     * that one of them signed */
+    j[0] = jwk_with(ec, "k1", NULL);
+    j[1] = jwk_with(ec2, "k1", NULL);
+    j[2] = jwk_with(ed, "k1", NULL);
+    set = set_of(j, 3);
+    expect(ctx, tok_ec, set, KV_ERR_BAD_INPUT, "kid 'k1' names 2 keys of the key set that take alg ES256");
+    expect(ctx, tok_ec2, set, KV_ERR_BAD_INPUT, "kid 'k1' names 2 keys of the key set that take alg ES256");
+    expect(ctx, tok_ed, set, KV_OK, NULL);
+    free(set);
+    /* the token's kid selects only an unusable JWK: its reason is the error */
+    j[0] = jwk_with(ec, "k2", NULL);
+    j[1] = jwk_with(ec2, "k1", "enc");
+    set = set_of(j, 2);
+    expect(ctx, tok_ec, set, KV_ERR_BAD_INPUT, "key 'k1': JWK use 'enc' is not 'sig'");
+    free(set);
+    free(tok_ec);
+    free(tok_ec2);
+    free(tok_ed);
+    free(tok_rsa);
+    kv_key_free(ec);
+    kv_key_free(ec2);
+    kv_key_free(ed);
+    kv_key_free(rsa);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* The PEM key text: exactly one PUBLIC KEY block, whitespace around it only,
+ * an EC key on a named curve. */
+START_TEST(test_pem_strict)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_key *key = gen(ctx, "pem", KV_KEY_EC_P256, NULL), *other = gen(ctx, "pem2", KV_KEY_EC_P256, NULL);
+    char *pem = pem_of(key), *pem2 = pem_of(other), *tok = NULL, *text, *p;
+    EVP_PKEY *pkey;
+    BIO *bio;
+    BUF_MEM *mem;
+
+    ck_assert_rc(ctx, kv_jws_sign(key, NULL, NULL, (const unsigned char *)"x", 1, KV_JWS_NO_KID, &tok),
+                 KV_OK);
+    expect(ctx, tok, pem, KV_OK, NULL);
+    text = kv_asprintf(" \n\t%s\n\n", pem);
+    expect(ctx, tok, text, KV_OK, NULL);
+    free(text);
+    /* a second block after the first (PEM_read_bio_PUBKEY would take the first) */
+    text = kv_asprintf("%s%s", pem, pem2);
+    expect(ctx, tok, text, KV_ERR_BAD_INPUT, "more than the one PEM 'PUBLIC KEY' block "
+           "(another PEM block follows it)");
+    free(text);
+    text = kv_asprintf("%s%s", pem2, pem);
+    expect(ctx, tok, text, KV_ERR_BAD_INPUT, "(another PEM block follows it)");
+    free(text);
+    text = kv_asprintf("%sjunk\n", pem);
+    expect(ctx, tok, text, KV_ERR_BAD_INPUT, "more than the one PEM 'PUBLIC KEY' block (text "
+           "follows it)");
+    free(text);
+    /* junk before the block: not PEM, so taken for JSON and refused */
+    text = kv_asprintf("junk\n%s", pem);
+    expect(ctx, tok, text, KV_ERR_BAD_INPUT, "the key set is not valid JSON");
+    free(text);
+    /* another label */
+    text = kv_asprintf("%s", pem);
+    while ((p = strstr(text, "PUBLIC KEY")))
+        memcpy(p, "PUBLIC_KEY", 10);
+    expect(ctx, tok, text, KV_ERR_BAD_INPUT, "the key set's PEM block is 'PUBLIC_KEY', not "
+           "'PUBLIC KEY'");
+    free(text);
+    /* the same key with explicit curve parameters */
+    ck_assert_ptr_nonnull(bio = BIO_new_mem_buf(pem, -1));
+    ck_assert_ptr_nonnull(pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL));
+    BIO_free(bio);
+    ck_assert_int_eq(EVP_PKEY_set_utf8_string_param(pkey, OSSL_PKEY_PARAM_EC_ENCODING,
+                                                    OSSL_PKEY_EC_ENCODING_EXPLICIT), 1);
+    ck_assert_ptr_nonnull(bio = BIO_new(BIO_s_mem()));
+    ck_assert_int_eq(PEM_write_bio_PUBKEY(bio, pkey), 1);
+    BIO_get_mem_ptr(bio, &mem);
+    text = kv_asprintf("%.*s", (int)mem->length, mem->data);
+    ck_assert_ptr_nonnull(strstr(text, "-----BEGIN PUBLIC KEY-----"));
+    ck_assert_uint_gt(strlen(text), strlen(pem) + 100); /* the parameters are in it */
+    expect(ctx, tok, text, KV_ERR_BAD_INPUT, "the PEM EC key has explicit curve parameters");
+    free(text);
+    BIO_free(bio);
+    EVP_PKEY_free(pkey);
+    kv_string_free(tok);
+    kv_string_free(pem);
+    kv_string_free(pem2);
+    kv_key_free(key);
+    kv_key_free(other);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* text after n spaces, in a new string */
+static char *padded(const char *text, size_t n)
+{
+    char *s = malloc(n + strlen(text) + 1);
+
+    ck_assert_ptr_nonnull(s);
+    memset(s, ' ', n);
+    strcpy(s + n, text);
+    return s;
+}
+
+/* The key set has its own size limit (256 KiB), whatever max_len says of the
+ * token; the opts size is checked before its flags are read. */
+START_TEST(test_limits_and_opts)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_key *key = gen(ctx, "lim", KV_KEY_ED25519, NULL);
+    kv_jws_verify_opts o = KV_JWS_VERIFY_OPTS_INIT;
+    char *jwk = NULL, *tok = NULL, *big;
+
+    ck_assert_rc(ctx, kv_jwk_public(key, &jwk), KV_OK);
+    ck_assert_rc(ctx, kv_jws_sign(key, NULL, NULL, (const unsigned char *)"x", 1, 0, &tok), KV_OK);
+    /* a JWK padded with whitespace past the token limit but under 256 KiB */
+    big = padded(jwk, 200 * 1024);
+    o.max_len = strlen(tok);
+    ck_assert_rc(ctx, kv_jws_verify(ctx, tok, big, &o, NULL, NULL, NULL), KV_OK);
+    free(big);
+    big = padded(jwk, 256 * 1024);
+    ck_assert_rc(ctx, kv_jws_verify(ctx, tok, big, NULL, NULL, NULL, NULL), KV_ERR_BAD_INPUT);
+    ck_assert_str_eq(kv_errmsg(ctx), "key set is longer than the 262144-byte limit");
+    free(big);
+    o.max_len = 0;
+    o.size = 4;
+    o.flags = 0x55;
+    ck_assert_rc(ctx, kv_jws_verify(ctx, tok, jwk, &o, NULL, NULL, NULL), KV_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "kv_jws_verify_opts: size 4 is too small"));
+    o.size = sizeof(o);
+    ck_assert_rc(ctx, kv_jws_verify(ctx, tok, jwk, &o, NULL, NULL, NULL), KV_ERR_INVALID_ARG);
+    ck_assert_str_eq(kv_errmsg(ctx), "kv_jws_verify_opts: unknown flags 0x55");
+    kv_string_free(jwk);
+    kv_string_free(tok);
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* A key whose policy allows none of its type's JWS algs advertises none;
+ * kv_jwks refuses a key twice and a NULL first key without a crash. */
+START_TEST(test_jwk_policy_and_jwks_args)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_key_policy pol = KV_KEY_POLICY_INIT;
+    kv_key *ec = NULL, *rsa = NULL, *ok = gen(ctx, "jargs", KV_KEY_EC_P256, NULL);
+    kv_key *ok2 = gen(ctx, "jargs2", KV_KEY_ED25519, NULL);
+    char name[64], name2[64], *out = NULL;
+
+    snprintf(name, sizeof(name), "jose-nojws-ec-%ld", (long)getpid());
+    pol.algs = 1u << KV_ALG_ECDSA_SHA384;
+    ck_assert_rc(ctx, kv_key_generate_ex(ctx, name, KV_KEY_EC_P256, NULL, &pol, &ec), KV_OK);
+    ck_assert_rc(ctx, kv_jwk_public(ec, &out), KV_ERR_POLICY);
+    ck_assert_ptr_null(out);
+    {
+        char want[160];
+        snprintf(want, sizeof(want), "key '%s': its policy allows no JWS alg (allowed: "
+                 "ecdsa-sha384)", name);
+        ck_assert_str_eq(kv_errmsg(ctx), want);
+    }
+    ck_assert_rc(ctx, kv_jws_sign(ec, NULL, NULL, (const unsigned char *)"x", 1, 0, &out),
+                 KV_ERR_POLICY);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "its policy allows no JWS alg"));
+    {
+        kv_key *two[2] = { ok, ec };
+        ck_assert_rc(ctx, kv_jwks(two, 2, &out), KV_ERR_POLICY);
+        ck_assert_ptr_null(out);
+    }
+    snprintf(name2, sizeof(name2), "jose-nojws-rsa-%ld", (long)getpid());
+    pol.algs = (1u << KV_ALG_RSA_PSS_SHA384) | (1u << KV_ALG_RSA_PKCS1_SHA512);
+    ck_assert_rc(ctx, kv_key_generate_ex(ctx, name2, KV_KEY_RSA_2048, NULL, &pol, &rsa), KV_OK);
+    ck_assert_rc(ctx, kv_jwk_public(rsa, &out), KV_ERR_POLICY);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "(allowed: rsa-pss-sha384, rsa-pkcs1-sha512)"));
+    /* one key twice: refused, naming both positions */
+    {
+        kv_key *three[3] = { ok, ok2, ok };
+        ck_assert_rc(ctx, kv_jwks(three, 3, &out), KV_ERR_INVALID_ARG);
+        ck_assert_ptr_null(out);
+        ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "keys 0 and 2 of the set are the same key "
+                                                     "(thumbprint "));
+    }
+    /* a NULL first key: the error goes to the next key's context */
+    {
+        kv_key *nul[2] = { NULL, ok };
+        ck_assert_rc(ctx, kv_jwks(nul, 2, &out), KV_ERR_INVALID_ARG);
+        ck_assert_str_eq(kv_errmsg(ctx), "key 0 of the set is NULL");
+    }
+    kv_key_free(ec);
+    kv_key_free(rsa);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, name), KV_OK);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, name2), KV_OK);
+    kv_key_free(ok);
+    kv_key_free(ok2);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 /* What kv_jws_sign refuses. */
 START_TEST(test_sign_refusals)
 {
@@ -779,6 +1046,13 @@ START_TEST(test_sign_refusals)
                  KV_ERR_BAD_INPUT);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "duplicate member"));
     ck_assert_rc(ctx, kv_jws_sign(key, NULL, "[]", NULL, 0, 0, &tok), KV_ERR_BAD_INPUT);
+    /* a kid in header_json must be a non-empty string */
+    ck_assert_rc(ctx, kv_jws_sign(key, NULL, "{\"kid\":null}", NULL, 0, 0, &tok), KV_ERR_BAD_INPUT);
+    ck_assert_str_eq(kv_errmsg(ctx), "header_json's kid must be a non-empty string, not null");
+    ck_assert_rc(ctx, kv_jws_sign(key, NULL, "{\"kid\":7}", NULL, 0, 0, &tok), KV_ERR_BAD_INPUT);
+    ck_assert_str_eq(kv_errmsg(ctx), "header_json's kid must be a non-empty string, not a number");
+    ck_assert_rc(ctx, kv_jws_sign(key, NULL, "{\"kid\":\"\"}", NULL, 0, 0, &tok), KV_ERR_BAD_INPUT);
+    ck_assert_str_eq(kv_errmsg(ctx), "header_json's kid must be a non-empty string, not an empty one");
     ck_assert_rc(ctx, kv_jws_sign(key, NULL, NULL, NULL, 0, 0x80, &tok), KV_ERR_INVALID_ARG);
     ck_assert_ptr_null(tok);
     kv_key_free(key);
@@ -803,6 +1077,10 @@ int main(void)
     tcase_add_test(tc, test_negative_corpus);
     tcase_add_test(tc, test_bad_keys);
     tcase_add_test(tc, test_sign_refusals);
+    tcase_add_test(tc, test_shared_kid);
+    tcase_add_test(tc, test_pem_strict);
+    tcase_add_test(tc, test_limits_and_opts);
+    tcase_add_test(tc, test_jwk_policy_and_jwks_args);
 #ifdef KV_WITH_PKCS11
     tcase_add_test(tc, test_round_trip_pkcs11);
 #endif

@@ -11,7 +11,9 @@
  */
 #include "config.h"
 
+#include <limits.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -390,8 +392,17 @@ START_TEST(aud_iss_sub)
                "aud 'x?y???z" "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA...' does not match",
                "{%s,\"aud\":\"x\\ny'\\u00e9zAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
                "AAAAAAAAAAAAAAAAAAAAAA\"}", exp);
+    /* no audience asked for: a token meant for one is refused (RFC 7519 4.1.3)
+     * unless KV_JWT_ANY_AUD; a token without aud is fine */
     o.aud = NULL;
-    claims_are(ctx, &o, KV_OK, NULL, "{%s,\"aud\":1}", exp); /* not asked: not checked */
+    claims_are(ctx, &o, KV_ERR_CLAIMS, "the token carries an aud and no audience was given to "
+               "check it against", "{%s,\"aud\":\"%s\"}", exp, AS);
+    claims_are(ctx, &o, KV_ERR_CLAIMS, "the token carries an aud", "{%s,\"aud\":[]}", exp);
+    claims_are(ctx, &o, KV_OK, NULL, "{%s}", exp);
+    o.flags = KV_JWT_ANY_AUD;
+    claims_are(ctx, &o, KV_OK, NULL, "{%s,\"aud\":\"%s\"}", exp, AS);
+    claims_are(ctx, &o, KV_OK, NULL, "{%s,\"aud\":1}", exp); /* any: not checked */
+    o.flags = 0;
 
     o.iss = CLIENT;
     o.sub = CLIENT;
@@ -488,25 +499,58 @@ START_TEST(assertion_signed_and_verified)
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "token expired at "));
     vo.now = json_integer_value(json_object_get(c, "exp")) + 59;
     ck_assert_rc(ctx, kv_jwt_verify(ctx, jwt, jwk, &vo, NULL), KV_OK);
-    /* a verifier that leaves the clock to us: the token is fresh */
-    ck_assert_rc(ctx, kv_jwt_verify(ctx, jwt, jwk, NULL, NULL), KV_OK);
+    /* the defaults (opts NULL) check no audience, so a token that carries one
+     * is refused; KV_JWT_ANY_AUD takes it, with the clock left to us */
+    ck_assert_rc(ctx, kv_jwt_verify(ctx, jwt, jwk, NULL, NULL), KV_ERR_CLAIMS);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the token carries an aud and no audience "
+                                                 "was given to check it against"));
+    {
+        kv_jwt_verify_opts any = KV_JWT_VERIFY_OPTS_INIT;
+        any.flags = KV_JWT_ANY_AUD;
+        ck_assert_rc(ctx, kv_jwt_verify(ctx, jwt, jwk, &any, NULL), KV_OK);
+        /* a caller built before typ was appended passes the smaller size: what
+         * lies beyond it is not read */
+        any.size = offsetof(kv_jwt_verify_opts, typ);
+        any.typ = "never-read";
+        ck_assert_rc(ctx, kv_jwt_verify(ctx, jwt, jwk, &any, NULL), KV_OK);
+    }
     /* the size limit is the JWS layer's: a limit under the token refuses it */
     vo.now = 0;
     vo.max_len = strlen(jwt) - 1;
     ck_assert_rc(ctx, kv_jwt_verify(ctx, jwt, jwk, &vo, NULL), KV_ERR_BAD_INPUT);
+    {
+        char why[80];
+        snprintf(why, sizeof(why), "token is longer than the %zu-byte limit", strlen(jwt) - 1);
+        ck_assert_str_eq(kv_errmsg(ctx), why);
+    }
     vo.max_len = 0;
     vo.flags = 0x80;
     ck_assert_rc(ctx, kv_jwt_verify(ctx, jwt, jwk, &vo, NULL), KV_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "unknown flags 0x80"));
     vo.flags = 0;
     vo.size = sizeof(vo) - 1;
     ck_assert_rc(ctx, kv_jwt_verify(ctx, jwt, jwk, &vo, NULL), KV_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "opts->size"));
+    /* the size is checked before anything else is read: flags beyond a short
+     * size are not looked at */
+    vo.size = 8;
+    vo.flags = 0x80;
+    ck_assert_rc(ctx, kv_jwt_verify(ctx, jwt, jwk, &vo, NULL), KV_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "opts->size 8 is not"));
+    vo.flags = 0;
+    vo.size = sizeof(vo);
     /* a signature of another key does not verify */
     {
         kv_key *other = soft_key(ctx, "other", KV_KEY_EC_P256);
         char *ojwk = jwk_of(other), *ojwt = NULL;
         ck_assert_rc(ctx, kv_jwt_client_assertion(other, &o, &ojwt), KV_OK);
-        ck_assert_int_ne(kv_jwt_verify(ctx, ojwt, jwk, NULL, NULL), KV_OK);
-        ck_assert_rc(ctx, kv_jwt_verify(ctx, ojwt, ojwk, NULL, NULL), KV_OK);
+        char *okid = NULL, why[160];
+        ck_assert_rc(ctx, kv_jwk_thumbprint(other, &okid), KV_OK);
+        ck_assert_rc(ctx, kv_jwt_verify(ctx, ojwt, jwk, &vo, NULL), KV_ERR_BAD_INPUT);
+        snprintf(why, sizeof(why), "kid '%.32s...' is not in the key set", okid);
+        ck_assert_str_eq(kv_errmsg(ctx), why);
+        ck_assert_rc(ctx, kv_jwt_verify(ctx, ojwt, ojwk, &vo, NULL), KV_OK);
+        kv_string_free(okid);
         kv_string_free(ojwt);
         kv_string_free(ojwk);
         kv_key_free(other);
@@ -562,7 +606,7 @@ START_TEST(jwt_sign_claims)
 
     snprintf(text, sizeof(text), "{ \"iss\": \"svc\", \"exp\": %lld, \"scope\": [\"a\", \"b\"] }",
              (long long)time(NULL) + 300);
-    ck_assert_rc(ctx, kv_jwt_sign(key, text, 0, &jwt), KV_OK);
+    ck_assert_rc(ctx, kv_jwt_sign(key, NULL, text, 0, &jwt), KV_OK);
     h = token_part(jwt, 0);
     ck_assert_str_eq(json_string_value(json_object_get(h, "typ")), "JWT");
     ck_assert_str_eq(json_string_value(json_object_get(h, "alg")), "PS256");
@@ -577,21 +621,34 @@ START_TEST(jwt_sign_claims)
     json_decref(h);
     json_decref(c);
 
-    ck_assert_rc(ctx, kv_jwt_sign(key, text, KV_JWS_NO_KID, &jwt), KV_OK);
+    ck_assert_rc(ctx, kv_jwt_sign(key, NULL, text, KV_JWS_NO_KID, &jwt), KV_OK);
     h = token_part(jwt, 0);
     ck_assert_ptr_null(json_object_get(h, "kid"));
     json_decref(h);
     kv_string_free(jwt);
 
-    ck_assert_rc(ctx, kv_jwt_sign(key, "[1]", 0, &jwt), KV_ERR_BAD_INPUT);
+    ck_assert_rc(ctx, kv_jwt_sign(key, NULL, "[1]", 0, &jwt), KV_ERR_BAD_INPUT);
     ck_assert_ptr_null(jwt);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the claims text is not a JSON object"));
-    ck_assert_rc(ctx, kv_jwt_sign(key, "{\"a\":1,\"a\":2}", 0, &jwt), KV_ERR_BAD_INPUT);
+    ck_assert_rc(ctx, kv_jwt_sign(key, NULL, "{\"a\":1,\"a\":2}", 0, &jwt), KV_ERR_BAD_INPUT);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "the claims text is not valid JSON: a member appears twice"));
-    ck_assert_rc(ctx, kv_jwt_sign(key, "{}", 0x40, &jwt), KV_ERR_INVALID_ARG);
+    ck_assert_rc(ctx, kv_jwt_sign(key, NULL, "{}", 0x40, &jwt), KV_ERR_INVALID_ARG);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "unknown flags 0x40"));
+    /* an alg the key can make besides its default, and one it cannot */
+    ck_assert_rc(ctx, kv_jwt_sign(key, "RS256", text, 0, &jwt), KV_OK);
+    h = token_part(jwt, 0);
+    ck_assert_str_eq(json_string_value(json_object_get(h, "alg")), "RS256");
+    ck_assert_str_eq(json_string_value(json_object_get(h, "typ")), "JWT");
+    json_decref(h);
+    ck_assert_rc(ctx, kv_jwt_verify(ctx, jwt, jwk, NULL, NULL), KV_OK);
+    kv_string_free(jwt);
+    ck_assert_rc(ctx, kv_jwt_sign(key, "ES256", text, 0, &jwt), KV_ERR_BAD_INPUT);
+    ck_assert_ptr_null(jwt);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "alg ES256 does not fit key 'rsa'"));
+    ck_assert_rc(ctx, kv_jwt_sign(key, "HS256", text, 0, &jwt), KV_ERR_BAD_INPUT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "alg 'HS256' is refused"));
     /* a token without exp verifies only when asked to allow it */
-    ck_assert_rc(ctx, kv_jwt_sign(key, "{\"iss\":\"svc\"}", 0, &jwt), KV_OK);
+    ck_assert_rc(ctx, kv_jwt_sign(key, NULL, "{\"iss\":\"svc\"}", 0, &jwt), KV_OK);
     ck_assert_rc(ctx, kv_jwt_verify(ctx, jwt, jwk, NULL, NULL), KV_ERR_CLAIMS);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "exp missing"));
     {
@@ -664,6 +721,73 @@ START_TEST(signed_claims_not_an_object)
 }
 END_TEST
 
+/* RFC 8725 3.11: the header typ must be absent or JWT, or what the caller asks */
+START_TEST(typ_checked)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_key *key = soft_key(ctx, "typ", KV_KEY_ED25519);
+    kv_jwt_verify_opts vo = KV_JWT_VERIFY_OPTS_INIT;
+    char *jwk = jwk_of(key), claims[64];
+    static const struct {
+        const char *header;   /* NULL: no typ */
+        const char *want;     /* opts.typ */
+        kv_rc rc;
+        const char *why;
+    } cases[] = {
+        { NULL, NULL, KV_OK, NULL },
+        { "{\"typ\":\"JWT\"}", NULL, KV_OK, NULL },
+        { "{\"typ\":\"jwt\"}", NULL, KV_OK, NULL },
+        { "{\"typ\":\"application/jwt\"}", NULL, KV_OK, NULL },
+        { "{\"typ\":\"at+jwt\"}", NULL, KV_ERR_CLAIMS, "header typ 'at+jwt' is not 'JWT'" },
+        { "{\"typ\":\"JWS\"}", NULL, KV_ERR_CLAIMS, "header typ 'JWS' is not 'JWT'" },
+        { "{\"typ\":7}", NULL, KV_ERR_CLAIMS, "header typ is a number, not a string" },
+        { "{\"typ\":\"at+jwt\"}", "at+jwt", KV_OK, NULL },
+        { "{\"typ\":\"AT+JWT\"}", "at+jwt", KV_OK, NULL },
+        { "{\"typ\":\"JWT\"}", "at+jwt", KV_ERR_CLAIMS, "header typ 'JWT' is not 'at+jwt'" },
+        { NULL, "at+jwt", KV_ERR_CLAIMS, "header typ missing (expected 'at+jwt')" },
+    };
+
+    snprintf(claims, sizeof(claims), "{\"exp\":%lld}", (long long)time(NULL) + 300);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *jws = NULL;
+        ck_assert_rc(ctx, kv_jws_sign(key, NULL, cases[i].header, (const unsigned char *)claims,
+                                      strlen(claims), 0, &jws), KV_OK);
+        vo.typ = cases[i].want;
+        ck_assert_rc(ctx, kv_jwt_verify(ctx, jws, jwk, &vo, NULL), cases[i].rc);
+        if (cases[i].why)
+            ck_assert_str_eq(kv_errmsg(ctx), cases[i].why);
+        kv_string_free(jws);
+    }
+    kv_string_free(jwk);
+    kv_key_free(key);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* Numbers in messages: %g (no "-0"), and a caller's huge now is printed, not
+ * cast to time_t */
+START_TEST(numbers_in_messages)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+    kv_jwt_verify_opts o = KV_JWT_VERIFY_OPTS_INIT;
+
+    o.now = NOW;
+    claims_are(ctx, &o, KV_ERR_CLAIMS, "exp -0.4 is out of range for a NumericDate",
+               "{\"exp\":-0.4}");
+    claims_are(ctx, &o, KV_ERR_CLAIMS, "nbf 1e+300 is out of range", "{\"exp\":%lld,\"nbf\":1e300}",
+               NOW + 60);
+    o.now = LLONG_MAX;
+    claims_are(ctx, &o, KV_ERR_CLAIMS, "token expired at 2026-", "{\"exp\":%lld}", NOW + 60);
+    claims_are(ctx, &o, KV_ERR_CLAIMS, "(now 9.22337e+18, skew 60 s)", "{\"exp\":%lld}", NOW + 60);
+    o.now = -5;
+    claims_are(ctx, &o, KV_ERR_CLAIMS, "token not valid before ", "{\"exp\":%lld,\"nbf\":%lld}",
+               NOW + 60, NOW);
+    claims_are(ctx, &o, KV_ERR_CLAIMS, "(now -5, skew 60 s)", "{\"exp\":%lld,\"nbf\":%lld}",
+               NOW + 60, NOW);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("jwt");
@@ -678,6 +802,7 @@ int main(void)
     tcase_add_test(tc, max_ttl);
     tcase_add_test(tc, aud_iss_sub);
     tcase_add_test(tc, claims_not_an_object);
+    tcase_add_test(tc, numbers_in_messages);
     suite_add_tcase(s, tc);
     tcase_set_timeout(tv, 120);
     tcase_add_test(tv, assertion_signed_and_verified);
@@ -685,6 +810,7 @@ int main(void)
     tcase_add_test(tv, jwt_sign_claims);
     tcase_add_test(tv, assertion_rs256);
     tcase_add_test(tv, signed_claims_not_an_object);
+    tcase_add_test(tv, typ_checked);
     suite_add_tcase(s, tv);
     return tu_run(s);
 }

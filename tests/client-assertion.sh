@@ -62,22 +62,40 @@ printf '{"iss":"svc","sub":"job-7","aud":"https://api.example","exp":%s,"iat":%s
     $((now + 300)) "$now" >"$T/claims.json"
 expect 0 "jwt sign --claims" -- kv jwt sign dev-ec --claims "$T/claims.json"
 tok=$(cat "$T/out")
+cp "$T/out" "$T/out.tok"
 expect 0 "jwt verify a valid token (exit 0)" -- kv jwt verify "$tok" --jwks "$T/jwks.json" \
     --aud https://api.example --iss svc --sub job-7 --max-ttl 300
 [ "$(jq -r .sub "$T/out")" = job-7 ] && ok "jwt verify prints the claims" ||
     not_ok "jwt verify prints the claims"
 expect 0 "jwt verify reads the token from standard input" -- \
-    sh -c "printf '%s\n' '$tok' | '$KEYVAULT' jwt verify - --jwks '$T/jwks.json'"
+    sh -c "printf '%s\n' '$tok' | '$KEYVAULT' jwt verify - --jwks '$T/jwks.json' --aud https://api.example"
 expect 0 "keyvault pubkey of the signing key" -- kv pubkey dev-ec -o "$T/dev-ec.pem"
 expect 0 "keyvault pubkey of the RSA key" -- kv pubkey dev-rsa -o "$T/dev-rsa.pem"
-expect 0 "jwt verify --pubkey PEM" -- kv jwt verify "$tok" --pubkey "$T/dev-ec.pem"
+expect 0 "jwt verify --pubkey PEM" -- kv jwt verify "$tok" --pubkey "$T/dev-ec.pem" --aud https://api.example
+# RFC 7519 4.1.3: a token meant for an audience is refused by a verifier that names none
+expect 1 "jwt verify without --aud refuses a token that carries an aud" -- \
+    kv jwt verify - --jwks "$T/jwks.json" <"$T/out.tok"
+contains "$T/err" "the token carries an aud and no audience was given" "the reason: aud not checked"
+expect 0 "jwt verify --any-aud takes it" -- kv jwt verify - --jwks "$T/jwks.json" --any-aud <"$T/out.tok"
+expect 2 "jwt verify --aud with --any-aud is a usage error" -- \
+    kv jwt verify - --jwks "$T/jwks.json" --aud https://api.example --any-aud <"$T/out.tok"
+# each option takes its own kind of key text
+expect 2 "jwt verify --jwks given a PEM key is refused" -- \
+    kv jwt verify - --jwks "$T/dev-ec.pem" --aud https://api.example <"$T/out.tok"
+contains "$T/err" "--jwks '$T/dev-ec.pem' is not a JWK set or a JWK (a PEM public key goes with --pubkey)" \
+    "the reason: a PEM goes with --pubkey"
+expect 2 "jwt verify --pubkey given a JWK set is refused" -- \
+    kv jwt verify - --pubkey "$T/jwks.json" --aud https://api.example <"$T/out.tok"
+contains "$T/err" "--pubkey '$T/jwks.json' is not a PEM public key (a JWK set or JWK goes with --jwks)" \
+    "the reason: a JWK set goes with --jwks"
 expect 1 "jwt verify: wrong aud (exit 1)" -- kv jwt verify "$tok" --jwks "$T/jwks.json" \
     --aud https://other.example
 contains "$T/err" "aud 'https://api.example' does not match 'https://other.example'" \
     "the reason names both audiences"
 [ -s "$T/out" ] && not_ok "nothing on standard output for an invalid token" ||
     ok "nothing on standard output for an invalid token"
-expect 1 "jwt verify: wrong iss" -- kv jwt verify "$tok" --jwks "$T/jwks.json" --iss other
+expect 1 "jwt verify: wrong iss" -- kv jwt verify "$tok" --jwks "$T/jwks.json" --iss other \
+    --aud https://api.example
 contains "$T/err" "iss 'svc' does not match 'other'" "the reason names the issuer"
 expect 1 "jwt verify: lifetime over --max-ttl" -- kv jwt verify "$tok" --jwks "$T/jwks.json" \
     --max-ttl 299
@@ -113,13 +131,14 @@ expect 0 "jwt sign --claims --alg RS256 with an RSA key" -- kv jwt sign dev-rsa 
 rs=$(cat "$T/out")
 [ "$(b64u_dec "$(printf '%s' "$rs" | cut -d. -f1)" | jq -r '.alg + " " + .typ')" = "RS256 JWT" ] &&
     ok "its header: alg RS256, typ JWT" || not_ok "its header: alg RS256, typ JWT"
-expect 0 "it verifies (the RSA JWK allows RS256 too)" -- kv jwt verify "$rs" --pubkey "$T/dev-rsa.pem"
+expect 0 "it verifies (the RSA JWK allows RS256 too)" -- kv jwt verify "$rs" --pubkey "$T/dev-rsa.pem" \
+    --aud https://api.example
 expect 1 "jwt sign --alg ES384 with a P-256 key is refused" -- kv jwt sign dev-ec --claims \
     "$T/claims.json" --alg ES384
 contains "$T/err" "ES384" "the reason names the alg"
 expect 1 "jwt sign --claims --alg: claims that are no object" -- kv jwt sign dev-rsa --claims \
     "$T/array.json" --alg RS256
-contains "$T/err" "the claims are not a JSON object" "the reason: not an object"
+contains "$T/err" "the claims text is not a JSON object" "the reason: not an object"
 expect 2 "jwt sign with --claims and --client-assertion" -- kv jwt sign dev-ec --claims \
     "$T/claims.json" --client-assertion --client-id a --aud b
 expect 2 "jwt sign --client-assertion without --aud" -- kv jwt sign dev-ec --client-assertion \
@@ -133,8 +152,13 @@ expect 2 "jwt verify with --jwks and --pubkey" -- kv jwt verify "$tok" --jwks "$
     --pubkey "$T/dev-ec.pem"
 expect 2 "jwt with no subcommand" -- kv jwt
 expect 2 "jwt verify with a bad option" -- kv jwt verify "$tok" --jwks "$T/jwks.json" --nope
-if grep -q -- "$(printf '%s' "$tok" | cut -c1-24)" "$T/err"; then not_ok "a usage error repeats no token"
-else ok "a usage error repeats no token"; fi
+# a usage error after the token (a second TOKEN) must not repeat it: the
+# signature part is what only this token holds
+expect 2 "jwt verify with two tokens is a usage error" -- kv jwt verify "$tok" "$tok" --jwks "$T/jwks.json"
+contains "$T/err" "expected one TOKEN" "the reason: one token"
+if grep -qF -- "$(printf '%s' "$tok" | cut -d. -f3 | cut -c1-24)" "$T/err"; then
+    not_ok "the usage error repeats no token"
+else ok "the usage error repeats no token"; fi
 
 # evidence in the assertion: the object, or its hash
 printf '{"format":"example-evidence","nonce":"AQID"}' >"$T/ev.json"
@@ -146,7 +170,8 @@ expect 0 "it verifies" -- kv jwt verify "$(cat "$T/out")" --jwks "$T/jwks.json" 
     ok "the claim kv_evidence is the evidence object" || not_ok "the claim kv_evidence is the evidence object"
 expect 0 "a client assertion carrying the evidence's hash" -- kv jwt sign dev-ec --client-assertion \
     --client-id device-42 --aud https://as.example/token --evidence "$T/ev.json" --evidence-hash
-expect 0 "it verifies" -- kv jwt verify "$(cat "$T/out")" --jwks "$T/jwks.json"
+expect 0 "it verifies" -- kv jwt verify "$(cat "$T/out")" --jwks "$T/jwks.json" \
+    --aud https://as.example/token
 want=$(openssl dgst -sha256 -binary "$T/ev.json" | basenc --base64url | tr -d '=\n')
 [ "$(jq -r .kv_evidence_s256 "$T/out")" = "$want" ] &&
     ok "kv_evidence_s256 is the base64url SHA-256 of the file (openssl)" ||
@@ -197,37 +222,46 @@ URL=http://127.0.0.1:$(cat "$T/port")/token
 log_has() { sleep 0.1; tail -n 1 "$T/endpoint.log" | grep -q -- "$1" && ok "$2" ||
     { not_ok "$2 ('$1' not the endpoint's last decision)"; tail -n 3 "$T/endpoint.log"; }; }
 
-for k in dev-ec dev-ed dev-rsa "--alg RS256 dev-rsa"; do
-    # shellcheck disable=SC2086
-    expect 0 "examples/client-assertion $k: the endpoint grants a token" -- \
-        "$EX" $k device-42 "$URL"
-    contains "$T/out" '"token_type":"Bearer"' "$k: a Bearer access token"
-    log_has "200 accepted jti" "$k: the endpoint accepted the assertion"
-done
-log_has "alg RS256" "the last one was RS256"
-if have KV_WITH_PKCS11; then
-    expect 0 "examples/client-assertion with the SoftHSM key: the endpoint grants a token" -- \
-        env KEYVAULT_CONF="$P" "$EX" p11-ec device-42 "$URL"
-    log_has "200 accepted jti" "pkcs11: the endpoint accepted the assertion"
+# the example is built only with libcurl (configure: KV_WITH_CURL)
+if have KV_WITH_CURL; then
+    for k in dev-ec dev-ed dev-rsa "--alg RS256 dev-rsa"; do
+        # shellcheck disable=SC2086
+        expect 0 "examples/client-assertion $k: the endpoint grants a token" -- \
+            "$EX" $k device-42 "$URL"
+        contains "$T/out" '"token_type":"Bearer"' "$k: a Bearer access token"
+        log_has "200 accepted jti" "$k: the endpoint accepted the assertion"
+    done
+    log_has "alg RS256" "the last one was RS256"
+    if have KV_WITH_PKCS11; then
+        expect 0 "examples/client-assertion with the SoftHSM key: the endpoint grants a token" -- \
+            env KEYVAULT_CONF="$P" "$EX" p11-ec device-42 "$URL"
+        log_has "200 accepted jti" "pkcs11: the endpoint accepted the assertion"
+    fi
+    if have KV_WITH_TPM; then
+        expect 0 "examples/client-assertion with the TPM key: the endpoint grants a token" -- \
+            env KEYVAULT_CONF="$Q" "$EX" tpm-ec device-42 "$URL"
+        log_has "200 accepted jti" "tpm: the endpoint accepted the assertion"
+    fi
+    expect 1 "an assertion for another audience is refused" -- \
+        "$EX" --aud https://other.example/token dev-ec device-42 "$URL"
+    contains "$T/out" "HTTP 401" "401 for the wrong aud"
+    contains "$T/out" '"error":"invalid_client"' "invalid_client for the wrong aud"
+    log_has 'aud' "the endpoint names aud"
+    expect 1 "an assertion for another client id is refused" -- "$EX" dev-ec device-43 "$URL"
+    log_has 'iss' "the endpoint names iss"
+    expect 1 "an assertion by a key not in the endpoint's JWK set is refused" -- \
+        "$EX" stranger device-42 "$URL"
+    log_has 'ERR_JWKS_NO_MATCHING_KEY' "the endpoint has no key for it"
+    expect 1 "an assertion living longer than the endpoint allows is refused" -- \
+        "$EX" --ttl 3600 dev-ec device-42 "$URL"
+    log_has 'lifetime 3600 s' "the endpoint refuses the lifetime"
+    for bad in 5x -5 0 3601 ' 60' 99999999999999999999; do
+        expect 2 "examples/client-assertion --ttl '$bad' is a usage error" -- \
+            "$EX" --ttl "$bad" dev-ec device-42 "$URL"
+    done
+else
+    echo "SKIP: examples/client-assertion (built without libcurl)"
 fi
-if have KV_WITH_TPM; then
-    expect 0 "examples/client-assertion with the TPM key: the endpoint grants a token" -- \
-        env KEYVAULT_CONF="$Q" "$EX" tpm-ec device-42 "$URL"
-    log_has "200 accepted jti" "tpm: the endpoint accepted the assertion"
-fi
-expect 1 "an assertion for another audience is refused" -- \
-    "$EX" --aud https://other.example/token dev-ec device-42 "$URL"
-contains "$T/out" "HTTP 401" "401 for the wrong aud"
-contains "$T/out" '"error":"invalid_client"' "invalid_client for the wrong aud"
-log_has 'aud' "the endpoint names aud"
-expect 1 "an assertion for another client id is refused" -- "$EX" dev-ec device-43 "$URL"
-log_has 'iss' "the endpoint names iss"
-expect 1 "an assertion by a key not in the endpoint's JWK set is refused" -- \
-    "$EX" stranger device-42 "$URL"
-log_has 'ERR_JWKS_NO_MATCHING_KEY' "the endpoint has no key for it"
-expect 1 "an assertion living longer than the endpoint allows is refused" -- \
-    "$EX" --ttl 3600 dev-ec device-42 "$URL"
-log_has 'lifetime 3600 s' "the endpoint refuses the lifetime"
 
 # replay: the same assertion posted twice (curl, form-encoded as the example does)
 post() {
@@ -242,6 +276,15 @@ tr -d '\n' <"$T/out" >"$T/a.jwt"
 [ "$(post "$T/a.jwt")" = 401 ] && ok "the same assertion again is refused (replay)" ||
     not_ok "the same assertion again is refused (replay)"
 log_has 'jti replayed' "the endpoint names the replayed jti"
+# a jti that is not a string: the replay check cannot key on it
+now=$(date +%s)
+printf '{"iss":"device-42","sub":"device-42","aud":"%s","iat":%s,"exp":%s,"jti":17}\n' \
+    "$URL" "$now" $((now + 60)) >"$T/numjti.json"
+expect 0 "jwt sign an assertion whose jti is a number" -- kv jwt sign dev-ec --claims "$T/numjti.json"
+tr -d '\n' <"$T/out" >"$T/c.jwt"
+[ "$(post "$T/c.jwt")" = 401 ] && ok "a jti that is not a string is refused (401)" ||
+    { not_ok "a jti that is not a string is refused (401)"; cat "$T/resp"; }
+log_has 'jti is not a string' "the endpoint names the jti"
 
 if have KV_WITH_TPM; then
     expect 0 "tpm: a client assertion carrying the key's evidence" -- "$KEYVAULT" -c "$Q" jwt sign tpm-ec \

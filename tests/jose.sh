@@ -210,12 +210,12 @@ for alg in ES256 ES384 PS256 RS256 EdDSA; do
     expect 0 "$alg: keyvault jwt verify --pubkey (jose's PEM)" -- kv jwt verify "$tok" --pubkey "$T/jose/$alg.pem" --aud "$AUD"
     contains "$T/out" '"iss": *"jose-client"' "$alg: it prints the claims"
     expect 0 "$alg: keyvault jwt verify with a JWKS of the required members only" -- \
-        kv jwt verify "$tok" --jwks "$T/jose/$alg-bare.jwks"
-    expect 0 "$alg: the token on standard input" -- kv_in "$T/jose/$alg.jwt" jwt verify - --jwks "$T/jose/$alg.jwks"
+        kv jwt verify "$tok" --jwks "$T/jose/$alg-bare.jwks" --aud "$AUD"
+    expect 0 "$alg: the token on standard input" -- kv_in "$T/jose/$alg.jwt" jwt verify - --jwks "$T/jose/$alg.jwks" --aud "$AUD"
     expect 0 "$alg: a token without kid, against the one key of the JWKS" -- \
-        kv jwt verify "$(cat "$T/jose/$alg-nokid.jwt")" --jwks "$T/jose/$alg.jwks"
+        kv jwt verify "$(cat "$T/jose/$alg-nokid.jwt")" --jwks "$T/jose/$alg.jwks" --aud "$AUD"
     expect 0 "$alg: a token without kid, against the PEM" -- \
-        kv jwt verify "$(cat "$T/jose/$alg-nokid.jwt")" --pubkey "$T/jose/$alg.pem"
+        kv jwt verify "$(cat "$T/jose/$alg-nokid.jwt")" --pubkey "$T/jose/$alg.pem" --aud "$AUD"
     expect 1 "$alg: refused for another audience" -- \
         kv jwt verify "$tok" --jwks "$T/jose/$alg.jwks" --aud https://other.example/token
 done
@@ -224,12 +224,12 @@ jq -s '{keys: map(.keys[0])}' "$T"/jose/ES256.jwks "$T"/jose/ES384.jwks "$T"/jos
     "$T"/jose/RS256.jwks "$T"/jose/EdDSA.jwks >"$T/jose/all.jwks"
 for alg in ES256 ES384 PS256 RS256 EdDSA; do
     expect 0 "$alg: found by kid in a JWKS of five jose keys" -- \
-        kv jwt verify "$(cat "$T/jose/$alg.jwt")" --jwks "$T/jose/all.jwks"
+        kv jwt verify "$(cat "$T/jose/$alg.jwt")" --jwks "$T/jose/all.jwks" --aud "$AUD"
 done
 expect 1 "a token without kid against five keys is refused" -- \
-    kv jwt verify "$(cat "$T/jose/ES256-nokid.jwt")" --jwks "$T/jose/all.jwks"
+    kv jwt verify "$(cat "$T/jose/ES256-nokid.jwt")" --jwks "$T/jose/all.jwks" --aud "$AUD"
 expect 1 "an RS256 token against a JWK whose alg is PS256 is refused" -- \
-    kv jwt verify "$(cat "$T/jose/RS256-nokid.jwt")" --pubkey "$T/jose/PS256.pem"
+    kv jwt verify "$(cat "$T/jose/RS256-nokid.jwt")" --pubkey "$T/jose/PS256.pem" --aud "$AUD"
 
 # ---- the negative corpus ------------------------------------------------------------
 C=$T/corpus
@@ -301,7 +301,7 @@ neg wrong-aud-array 1 "no aud of 2" $A
 neg wrong-aud-prefix 1 "aud .* does not match" $A
 neg wrong-iss 1 "iss .client-2. does not match" $A
 neg good 1 "aud .* does not match .https://as.example/other." --aud https://as.example/other
-neg good 1 "iss .client-1. does not match .client-2." --iss client-2
+neg good 1 "iss .client-1. does not match .client-2." --aud "$AUD" --iss client-2
 # tampering
 neg tampered-payload 1 "signature does not verify" $A
 neg tampered-signature 1 "signature does not verify" $A
@@ -383,11 +383,11 @@ for name in b64-space b64-newline; do
 done
 # standard input: whitespace after the token is not part of it, text after it is
 printf '%s \r\n\n' "$(cat "$C/good.jwt")" >"$T/good-ws"
-expect 0 "a good token with whitespace after it on standard input" -- kv_in "$T/good-ws" jwt verify - --jwks "$C/keys.jwks"
+expect 0 "a good token with whitespace after it on standard input" -- kv_in "$T/good-ws" jwt verify - --jwks "$C/keys.jwks" --aud "$AUD"
 printf '%s junk\n' "$(cat "$C/good.jwt")" >"$T/good-junk"
-expect 1 "a good token with text after it on standard input is refused" -- kv_in "$T/good-junk" jwt verify - --jwks "$C/keys.jwks"
+expect 1 "a good token with text after it on standard input is refused" -- kv_in "$T/good-junk" jwt verify - --jwks "$C/keys.jwks" --aud "$AUD"
 printf '%s\n%s\n' "$(cat "$C/good.jwt")" "$(cat "$C/good.jwt")" >"$T/good-twice"
-expect 1 "two tokens on standard input are refused" -- kv_in "$T/good-twice" jwt verify - --jwks "$C/keys.jwks"
+expect 1 "two tokens on standard input are refused" -- kv_in "$T/good-twice" jwt verify - --jwks "$C/keys.jwks" --aud "$AUD"
 # every token of the corpus was put to keyvault
 sort -u "$T/checked" >"$T/checked.s"
 sort -u "$C/cases" >"$T/cases.s"

@@ -31,8 +31,9 @@ const char jwt_help[] =
     "       keyvault [-c CONF] jwt sign NAME|URI --client-assertion --client-id ID\n"
     "                --aud URL [--ttl SECONDS] [--evidence FILE [--evidence-hash]]\n"
     "                [--alg ALG] [--x5c]\n"
-    "       keyvault [-c CONF] jwt verify TOKEN|- (--jwks FILE | --pubkey PEM) [--aud URL]\n"
-    "                [--iss ID] [--sub ID] [--skew SECONDS] [--max-ttl SECONDS]\n"
+    "       keyvault [-c CONF] jwt verify -|TOKEN (--jwks FILE | --pubkey PEM)\n"
+    "                [--aud URL | --any-aud] [--iss ID] [--sub ID] [--skew SECONDS]\n"
+    "                [--max-ttl SECONDS]\n"
     "jwt sign prints a JWT signed by the key, header {alg, kid, typ: \"JWT\"}: the\n"
     "claims of FILE (a JSON object; '-' is standard input), or an RFC 7523 client\n"
     "assertion for OAuth2 private_key_jwt: iss = sub = ID, aud = URL (the token\n"
@@ -40,13 +41,17 @@ const char jwt_help[] =
     "random jti. --evidence adds the key's evidence (keyvault attest) as the claim\n"
     "kv_evidence, or with --evidence-hash only its SHA-256 as kv_evidence_s256.\n"
     "--x5c puts the key's stored certificate chain in the header. --alg: the key's\n"
-    "default (ES256, ES384, PS256, EdDSA by key type) unless RS256 is asked of an RSA key.\n"
-    "jwt verify checks a JWT ('-': read from standard input) with the keys of a JWK\n"
-    "set FILE or a PEM public key: the signature with the alg the key pins, exp\n"
+    "default (its JWK's alg: ES256, ES384, EdDSA by key type; for RSA PS256, or RS256\n"
+    "when its policy allows only RS256) unless another is asked (RS256 of an RSA key).\n"
+    "jwt verify checks a JWT with the keys of --jwks FILE (a JWK set or one JWK) or\n"
+    "--pubkey PEM (one PEM public key): the signature with the alg the key pins, exp\n"
     "(required), nbf and iat with a clock skew (default 60 s; --skew 0 for none),\n"
-    "the lifetime exp - iat against --max-ttl, and aud, iss and sub when asked.\n"
-    "Prints the claims when the token is valid; the reason on standard error when\n"
-    "not. Exit status 0 only when the token is valid; 1 when it is not.\n";
+    "the lifetime exp - iat against --max-ttl, the header typ (absent or JWT), and\n"
+    "aud, iss and sub when asked. A token that carries an aud is refused without\n"
+    "--aud URL, unless --any-aud. Give the token as '-' (read from standard input):\n"
+    "a token on the command line shows in ps. Prints the claims when the token is\n"
+    "valid; the reason on standard error when not. Exit status 0 when the token is\n"
+    "valid, 1 when it is not (or it cannot be checked), 2 on a usage error.\n";
 
 /* A whole file ("-": standard input) as a NUL-terminated string; NULL with
  * errno (EINVAL for a NUL byte inside). */
@@ -128,22 +133,6 @@ int cmd_jwks(kv_ctx *ctx, int argc, char **argv)
     return rc == KV_OK ? EXIT_OK : fail("jwks", ctx, rc);
 }
 
-/* The claims of FILE as compact JSON for kv_jws_sign (a JWT with an alg the
- * caller names: kv_jwt_sign takes the key's default), checked as kv_jwt_sign
- * checks them; NULL after saying why on standard error. */
-static char *claims_payload(const char *claims)
-{
-    json_error_t je;
-    json_t *c = json_loads(claims, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-    char *payload = c && json_is_object(c) ? json_dumps(c, JSON_COMPACT) : NULL;
-
-    if (!payload)
-        fprintf(stderr, "%s jwt sign: the claims are not %s (line %d, column %d)\n", prog,
-                c ? "a JSON object" : "valid JSON", c ? 1 : je.line, c ? 1 : je.column);
-    json_decref(c);
-    return payload;
-}
-
 static int jwt_sign(kv_ctx *ctx, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -160,7 +149,7 @@ static int jwt_sign(kv_ctx *ctx, int argc, char **argv)
     };
     kv_client_assertion_opts ca = KV_CLIENT_ASSERTION_OPTS_INIT;
     const char *claims_file = NULL, *evidence_file = NULL;
-    char *claims = NULL, *evidence = NULL, *jwt = NULL, *payload = NULL;
+    char *claims = NULL, *evidence = NULL, *jwt = NULL;
     int c, assertion = 0, ret = EXIT_FAIL;
     unsigned flags = 0;
     kv_key *key = NULL;
@@ -198,18 +187,13 @@ static int jwt_sign(kv_ctx *ctx, int argc, char **argv)
         ret = fail_sys("jwt sign", "read", evidence_file);
         goto out;
     }
-    if (claims && ca.alg && !(payload = claims_payload(claims)))
-        goto out;
     rc = kv_key_open(ctx, argv[optind], &key);
     if (rc == KV_OK && assertion) {
         ca.evidence = evidence;
         ca.flags |= flags;
         rc = kv_jwt_client_assertion(key, &ca, &jwt);
-    } else if (rc == KV_OK && payload) {
-        rc = kv_jws_sign(key, ca.alg, "{\"typ\":\"JWT\"}", (const unsigned char *)payload,
-                         strlen(payload), flags, &jwt);
     } else if (rc == KV_OK) {
-        rc = kv_jwt_sign(key, claims, flags, &jwt);
+        rc = kv_jwt_sign(key, ca.alg, claims, flags, &jwt);
     }
     if (rc != KV_OK) {
         ret = fail("jwt sign", ctx, rc);
@@ -220,7 +204,6 @@ static int jwt_sign(kv_ctx *ctx, int argc, char **argv)
 out:
     kv_string_free(jwt);
     kv_key_free(key);
-    free(payload);
     free(claims);
     free(evidence);
     return ret;
@@ -232,18 +215,20 @@ static int jwt_verify(kv_ctx *ctx, int argc, char **argv)
         { "jwks", required_argument, NULL, 'j' },  { "pubkey", required_argument, NULL, 'p' },
         { "aud", required_argument, NULL, 'a' },   { "iss", required_argument, NULL, 'i' },
         { "sub", required_argument, NULL, 's' },   { "skew", required_argument, NULL, 'k' },
-        { "max-ttl", required_argument, NULL, 'm' }, { NULL, 0, NULL, 0 },
+        { "max-ttl", required_argument, NULL, 'm' }, { "any-aud", no_argument, NULL, 'y' },
+        { NULL, 0, NULL, 0 },
     };
     kv_jwt_verify_opts vo = KV_JWT_VERIFY_OPTS_INIT;
-    const char *keys_file = NULL;
+    const char *keys_file = NULL, *p;
     char *keys = NULL, *token = NULL, *claims = NULL;
-    int c, nkeys = 0, ret = EXIT_FAIL;
+    int c, nkeys = 0, pem = 0, ret = EXIT_FAIL;
     kv_rc rc;
 
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'j':
-        case 'p': keys_file = optarg; nkeys++; break;
+        case 'p': keys_file = optarg; nkeys++; pem = c == 'p'; break;
+        case 'y': vo.flags |= KV_JWT_ANY_AUD; break;
         case 'a': vo.aud = optarg; break;
         case 'i': vo.iss = optarg; break;
         case 's': vo.sub = optarg; break;
@@ -260,8 +245,21 @@ static int jwt_verify(kv_ctx *ctx, int argc, char **argv)
         die_usage("jwt verify", "expected one TOKEN (or '-' to read it from standard input)");
     if (nkeys != 1)
         die_usage("jwt verify", "expected one of --jwks FILE or --pubkey PEM");
+    if (vo.aud && (vo.flags & KV_JWT_ANY_AUD))
+        die_usage("jwt verify", "--aud and --any-aud exclude each other");
     if (!(keys = read_text(keys_file))) {
         ret = fail_sys("jwt verify", "read", keys_file);
+        goto out;
+    }
+    /* each option takes its own kind of key text; the library takes both */
+    for (p = keys; *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'; p++)
+        ;
+    if (pem != (strncmp(p, "-----BEGIN ", 11) == 0)) {
+        fprintf(stderr, "%s jwt verify: %s '%s' is not %s%s\n", prog, pem ? "--pubkey" : "--jwks",
+                keys_file, pem ? "a PEM public key" : "a JWK set or a JWK",
+                pem ? " (a JWK set or JWK goes with --jwks)"
+                    : *p == '-' ? " (a PEM public key goes with --pubkey)" : "");
+        ret = EXIT_USAGE;
         goto out;
     }
     if (strcmp(argv[optind], "-") == 0) {

@@ -19,6 +19,7 @@
  * is posted with libcurl; the server's answer (an access token, or an OAuth2
  * error) is printed. Exit status 0 when the server answered 200.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,14 +77,26 @@ int main(int argc, char **argv)
     CURL *curl = NULL;
     long status = 0;
     int argi = 1, ret = 1;
+    unsigned long ttl;
+    char *end;
     CURLcode cc;
     kv_rc rc;
 
     for (; argi + 1 < argc && strncmp(argv[argi], "--", 2) == 0; argi += 2) {
         if (strcmp(argv[argi], "--aud") == 0)
             aud = argv[argi + 1];
-        else if (strcmp(argv[argi], "--ttl") == 0)
-            opts.ttl = (unsigned)strtoul(argv[argi + 1], NULL, 10);
+        else if (strcmp(argv[argi], "--ttl") == 0) {
+            /* digits only, 1 to 3600 (the library's limit) */
+            errno = 0;
+            ttl = strtoul(argv[argi + 1], &end, 10);
+            if (argv[argi + 1][0] < '0' || argv[argi + 1][0] > '9' || *end || errno ||
+                ttl < 1 || ttl > 3600) {
+                fprintf(stderr, "client-assertion: --ttl must be a number of seconds from 1 "
+                                "to 3600\n");
+                return 2;
+            }
+            opts.ttl = (unsigned)ttl;
+        }
         else if (strcmp(argv[argi], "--alg") == 0)
             opts.alg = argv[argi + 1];
         else if (strcmp(argv[argi], "--scope") == 0)
@@ -99,8 +112,15 @@ int main(int argc, char **argv)
     opts.client_id = argv[argi + 1];
     opts.aud = aud ? aud : argv[argi + 2];
 
+    /* libcurl first: curl_global_init is not thread-safe and must run before
+     * anything else (the library's backends) may start threads */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "libcurl could not start\n");
+        return 1;
+    }
     if ((rc = kv_ctx_new(&ctx, NULL)) != KV_OK) {
         fprintf(stderr, "kv_ctx_new: %s\n", kv_errmsg(NULL));
+        curl_global_cleanup();
         return 1;
     }
     if ((rc = kv_key_open(ctx, argv[argi], &key)) != KV_OK ||
@@ -109,7 +129,7 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(curl = curl_easy_init()) ||
+    if (!(curl = curl_easy_init()) ||
         !(resp = calloc(1, sizeof(*resp)))) {
         fprintf(stderr, "libcurl could not start\n");
         goto out;

@@ -61,6 +61,10 @@ async function token(form, audience) {
   }
   if (payload.exp - payload.iat > MAX_LIFETIME)
     return [401, { error: 'invalid_client' }, `lifetime ${payload.exp - payload.iat} s`];
+  // the replay check keys on jti: it must be a non-empty string (a number or
+  // an object would be compared some other way)
+  if (typeof payload.jti !== 'string' || payload.jti.length === 0 || payload.jti.length > 256)
+    return [401, { error: 'invalid_client' }, 'jti is not a string'];
   const now = Math.floor(Date.now() / 1000);
   for (const [jti, exp] of seen) if (exp < now) seen.delete(jti);
   if (seen.has(payload.jti))
