@@ -385,8 +385,14 @@ kv_rc p11_token_new(kv_ctx *ctx, const char *module, P11KitUri *match, const cha
     return KV_OK;
 }
 
-/* Forget every session (after a loss or a fork); close them if we may. */
-static void drop_sessions_locked(struct p11_token *tok, bool close)
+/* Forget every session (after a loss, or before finalizing), closing each
+ * first while connected, its result ignored: a module whose token really
+ * went has dropped them already (CKR_SESSION_HANDLE_INVALID), but one that
+ * reports CKR_DEVICE_REMOVED or CKR_TOKEN_NOT_PRESENT for a moment keeps
+ * them, and each forgotten one would stay open in it for the life of the
+ * process. (No reconnect has come between: no handle of ours can have been
+ * given to a new session yet.) */
+static void drop_sessions_locked(struct p11_token *tok)
 {
     /* one by one, never C_CloseAllSessions: a session another thread is
      * signing on must not be closed under it (SoftHSM crashes in C_Sign);
@@ -395,7 +401,7 @@ static void drop_sessions_locked(struct p11_token *tok, bool close)
         struct p11_sess *s = &tok->sess[i];
         if (s->busy || !s->open)
             continue;
-        if (close && tok->connected)
+        if (tok->connected)
             (void)tok->fl->C_CloseSession(s->h);
         s->open = false;
     }
@@ -409,7 +415,7 @@ void p11_token_free(struct p11_token *tok)
     if (!tok)
         return;
     if (tok->fl && tok->initialized && tok->fork_gen == kv_fork_generation()) {
-        drop_sessions_locked(tok, true);
+        drop_sessions_locked(tok);
         (void)p11_kit_module_finalize(tok->fl);
     }
     if (tok->all)
@@ -809,15 +815,21 @@ void p11_session_put(struct p11_token *tok, struct p11_sess *s, CK_RV rv)
     pthread_mutex_lock(&tok->lock);
     s->busy = false;
     if (s->epoch != tok->epoch || tok->fork_gen != kv_fork_generation()) {
-        /* from before a reconnect (closed here when it still worked for
-         * its user: the token did not take it away) or a fork (the
-         * parent's, never closed by the child) */
-        if (s->open && tok->fork_gen == kv_fork_generation() && !p11_rv_lost(rv))
+        /* from before a reconnect (closed here: when its call failed as
+         * lost too, the module may still keep it - a transient
+         * CKR_DEVICE_REMOVED - unless its handle now names one of this
+         * connection's sessions, a handle the module gave out again) or a
+         * fork (the parent's, never closed by the child) */
+        bool reused = false;
+        for (size_t i = 0; i < tok->maxsess && p11_rv_lost(rv); i++)
+            reused |= &tok->sess[i] != s && tok->sess[i].open &&
+                      tok->sess[i].epoch == tok->epoch && tok->sess[i].h == s->h;
+        if (s->open && tok->fork_gen == kv_fork_generation() && !reused)
             (void)tok->fl->C_CloseSession(s->h);
         s->open = false;
     } else if (p11_rv_lost(rv)) {
         /* the token went away or logged us out: start again on next use */
-        drop_sessions_locked(tok, rv != CKR_DEVICE_REMOVED && rv != CKR_TOKEN_NOT_PRESENT);
+        drop_sessions_locked(tok);
         s->open = false;
     } else if (rv == P11_RV_SPOILED) {
         bool others = false;

@@ -239,6 +239,26 @@ if [ "$rc" = 0 ] && grep -q "^ok=2000 failed=0 " "$T/threads"; then
     ok "then 100 threads x 20 signs without faults: all 2000 verify"
 else not_ok "then 100 threads without faults (exit $rc)"; sed 's/^/    /' "$T/threads"; fi
 
+# ---- a removal the module reports for a moment: CKR_DEVICE_REMOVED on every
+# other C_Sign, the token still there and the module keeping its sessions.
+# The library forgets them and reconnects; it must close them first, so the
+# sessions open in the module (fault-sign's C_GetSessionInfo count) stay
+# within the pool (max_sessions, 16) instead of growing by one a fault ----
+for th in 1 4; do
+    : >"$T/fired"
+    KV_SHIM_FAULTS="C_Sign:CKR_DEVICE_REMOVED:/2" KV_SHIM_FAULT_LOG=$T/fired timeout -s KILL "$BOUND" \
+        "$SIGNER" "$T/kv.conf" base-ec "$th" 200 >"$T/sess" 2>&1
+    rc=$?
+    nfired=$(wc -l <"$T/fired")
+    sess=$(sed -n 's/^sessions=//p' "$T/sess")
+    if [ "$rc" = 0 ] && [ "$nfired" -ge 100 ] && [ -n "$sess" ] && [ "$sess" -ge 1 ] && [ "$sess" -le 16 ]; then
+        ok "$th thread(s), $nfired transient CKR_DEVICE_REMOVED: $sess session(s) open in the module afterwards"
+    else
+        not_ok "$th thread(s) under transient CKR_DEVICE_REMOVED: exit $rc, $nfired fired, ${sess:-no} sessions open"
+        sed 's/^/    /' "$T/sess"
+    fi
+done
+
 # ---- the state afterwards, without faults --------------------------------------
 kv list >"$T/list" 2>&1
 listed=$(awk '{print $1}' "$T/list" | sort)
