@@ -500,6 +500,12 @@ struct kv_backend_ops {
      * order ek_cert tries the NV indices; *n of them, each freed by the
      * caller with OPENSSL_free. */
     kv_rc (*ek_certs)(kv_backend *be, unsigned char *der[], size_t len[], size_t *n);
+
+    /* Optional. Remove what a destroy that failed part way left of the key
+     * `name` once the key itself was gone (a PKCS#11 public key whose
+     * private key went): *removed objects; KV_OK with none when a key of
+     * that name exists or nothing is left. */
+    kv_rc (*purge)(kv_backend *be, const char *name, size_t *removed);
 };
 
 /* PCR values as read for a quote, in the quote's order (bank by bank as

@@ -594,17 +594,53 @@ out:
     return rc;
 }
 
+/* No key named `name`: what a destroy that failed part way left of it, removed
+ * by the backends that keep such things; *removed, how many objects. */
+static kv_rc purge_leftovers(kv_ctx *ctx, const char *name, size_t *removed)
+{
+    kv_rc rc = KV_OK;
+
+    *removed = 0;
+    for (size_t i = 0; i < ctx->nbackends && rc == KV_OK; i++) {
+        kv_backend *be = &ctx->backends[i];
+        size_t n = 0;
+
+        if (!be->available || !be->ops->purge)
+            continue;
+        rc = be->ops->purge(be, name, &n);
+        *removed += n;
+    }
+    return rc;
+}
+
 kv_rc kv_key_destroy(kv_ctx *ctx, const char *ref)
 {
     kv_key *key = NULL;
     int lock = -1;
+    size_t purged = 0;
+    kv_err_mark mark;
     kv_rc rc;
 
     kv_err_begin(ctx);
     /* the home's creation lock from before the open to the end: no rotation
      * or prune comes between the versions the open saw and the destroy */
     KV_CHECK(rc, create_lock(ctx, &lock));
-    KV_CHECK(rc, key_open(ctx, ref, &key));
+    mark = kv_err_mark_get(ctx);
+    rc = key_open(ctx, ref, &key);
+    if (rc == KV_ERR_KEY_NOT_FOUND && kv_name_valid(ref)) {
+        /* a destroy tried again after one that failed once the key was
+         * gone: it completes by removing what is left */
+        kv_rc prc = purge_leftovers(ctx, ref, &purged);
+        if (prc != KV_OK) {
+            rc = prc;
+        } else if (purged) {
+            kv_err_rewind(ctx, mark);
+            rc = KV_OK;
+        }
+        goto out;
+    }
+    if (rc != KV_OK)
+        goto out;
     KV_CHECK(rc, kv_policy_check(ctx, key->be, key, KV_OP_DESTROY, key->name, NULL));
     rc = kv_version_destroy(ctx, ref, key);
 out:

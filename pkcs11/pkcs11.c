@@ -1219,6 +1219,12 @@ static bool unmake(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE 
     return true;
 }
 
+struct purge_arg {
+    const char *name;
+    size_t removed;
+};
+static CK_RV purge_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc);
+
 static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
 {
     struct gen_arg *a = p;
@@ -1282,10 +1288,15 @@ static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc
             goto out;
         }
     }
-    /* a killed generation's policy object would otherwise be found by this key */
-    rv = policy_destroy(tok, h, a->name, NULL, 0, rc);
-    if (rv != CKR_OK || *rc != KV_OK)
-        goto out;
+    /* what a failed destroy of the name left (public key, certificates,
+     * policy object), and a killed generation's policy object, which this
+     * key would otherwise find */
+    {
+        struct purge_arg pa = { a->name, 0 };
+        rv = purge_step(tok, h, &pa, rc);
+        if (rv != CKR_OK || *rc != KV_OK)
+            goto out;
+    }
     /* the policy object comes first: a run killed after it leaves no key, and
      * one killed after the pair leaves the key with its policy */
     if (policy) {
@@ -1475,12 +1486,26 @@ static CK_RV destroy_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, k
 {
     kv_key *key = p;
     struct p11_key *k = key->bk;
-    CK_ATTRIBUTE tmpl[] = { { CKA_ID, k->id, k->idlen } };
+    CK_OBJECT_CLASS priv = CKO_PRIVATE_KEY;
+    CK_ATTRIBUTE tmpl[] = { { CKA_ID, k->id, k->idlen }, { CKA_CLASS, &priv, sizeof(priv) } };
     CK_OBJECT_HANDLE objs[8];
     CK_ULONG count = 0;
-    CK_RV rv = find(tok, h, tmpl, 1, objs, 8, &count, rc);
+    CK_RV rv;
 
-    /* the private key, its public key and certificates sharing the CKA_ID */
+    /* the private key first: from then on there is no key, and what a
+     * failure leaves (its public key, certificates, policy object) is
+     * removed by p11_purge when the destroy is tried again, or by the next
+     * generation of the name */
+    rv = find(tok, h, tmpl, 2, objs, 8, &count, rc);
+    for (CK_ULONG i = 0; rv == CKR_OK && *rc == KV_OK && i < count; i++) {
+        rv = tok->fl->C_DestroyObject(h, objs[i]);
+        if (rv != CKR_OK)
+            *rc = p11_fail(tok, "C_DestroyObject (the private key)", rv);
+    }
+    if (rv != CKR_OK || *rc != KV_OK)
+        return rv;
+    /* then its public key and certificates sharing the CKA_ID */
+    rv = find(tok, h, tmpl, 1, objs, 8, &count, rc);
     for (CK_ULONG i = 0; rv == CKR_OK && i < count; i++) {
         rv = tok->fl->C_DestroyObject(h, objs[i]);
         if (rv != CKR_OK)
@@ -1498,6 +1523,72 @@ static kv_rc p11_destroy(kv_backend *be, kv_key *key)
 
     (void)be;
     return run_rw(k->tok, destroy_step, key);
+}
+
+/* What a destroy that failed after the private key went leaves of key
+ * `name`: public keys and certificates labelled `name` whose CKA_ID no
+ * private key carries, and (no private key labelled `name` at all) its
+ * policy objects. Nothing when a private key still carries the label. */
+static CK_RV purge_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
+{
+    struct purge_arg *a = p;
+    static const CK_OBJECT_CLASS classes[] = { CKO_PUBLIC_KEY, CKO_CERTIFICATE };
+    CK_OBJECT_HANDLE *objs = NULL;
+    CK_ULONG count = 0, n = 0, npol = 0;
+    CK_RV rv = count_private(tok, h, CKA_LABEL, a->name, strlen(a->name), &n, rc);
+
+    a->removed = 0;   /* counted again if the step is run again */
+    if (rv != CKR_OK || *rc != KV_OK || n > 0)
+        return rv;
+    for (size_t c = 0; c < sizeof(classes) / sizeof(classes[0]); c++) {
+        CK_OBJECT_CLASS cls = classes[c];
+        CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) },
+                                { CKA_LABEL, (void *)a->name, strlen(a->name) } };
+
+        rv = find_all(tok, h, tmpl, 2, &objs, &count, rc);
+        for (CK_ULONG i = 0; rv == CKR_OK && *rc == KV_OK && i < count; i++) {
+            unsigned char *id = NULL;
+            CK_ULONG idlen = 0;
+
+            rv = get_attr(tok, h, objs[i], CKA_ID, &id, &idlen, rc);
+            if (rv == CKR_OK && *rc == KV_OK)
+                rv = count_private(tok, h, CKA_ID, id, idlen, &n, rc);
+            free(id);
+            if (rv != CKR_OK || *rc != KV_OK || n > 0)
+                continue;   /* another key's (ids shared), or the loop ends */
+            rv = tok->fl->C_DestroyObject(h, objs[i]);
+            if (rv != CKR_OK)
+                *rc = p11_fail(tok, "C_DestroyObject (an object left of a destroyed key)", rv);
+            else
+                a->removed++;
+        }
+        free(objs);
+        objs = NULL;
+        if (rv != CKR_OK || *rc != KV_OK)
+            return rv;
+    }
+    rv = policy_objects(tok, h, a->name, &objs, &npol, rc);
+    free(objs);
+    if (rv != CKR_OK || *rc != KV_OK)
+        return rv;
+    rv = policy_destroy(tok, h, a->name, NULL, 0, rc);
+    if (rv == CKR_OK && *rc == KV_OK)
+        a->removed += npol;
+    return rv;
+}
+
+static kv_rc p11_purge(kv_backend *be, const char *name, size_t *removed)
+{
+    struct purge_arg a = { name, 0 };
+    kv_rc rc;
+
+    *removed = 0;
+    if (!st(be)->def)
+        return KV_OK;
+    rc = run_rw(st(be)->def, purge_step, &a);
+    if (rc == KV_OK)
+        *removed = a.removed;
+    return rc;
 }
 
 static void p11_key_free(kv_key *key)
@@ -2400,6 +2491,7 @@ const struct kv_backend_ops kv_pkcs11_ops = {
     .exists = p11_exists,
     .list = p11_list,
     .destroy = p11_destroy,
+    .purge = p11_purge,
     .key_free = p11_key_free,
     .sign = p11_sign,
     .ecdh = p11_ecdh,

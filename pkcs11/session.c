@@ -12,6 +12,7 @@
  */
 #include "config.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/core_names.h>
@@ -384,8 +385,14 @@ kv_rc p11_token_new(kv_ctx *ctx, const char *module, P11KitUri *match, const cha
     return KV_OK;
 }
 
-/* Forget every session (after a loss or a fork); close them if we may. */
-static void drop_sessions_locked(struct p11_token *tok, bool close)
+/* Forget every session (after a loss, or before finalizing), closing each
+ * first while connected, its result ignored: a module whose token really
+ * went has dropped them already (CKR_SESSION_HANDLE_INVALID), but one that
+ * reports CKR_DEVICE_REMOVED or CKR_TOKEN_NOT_PRESENT for a moment keeps
+ * them, and each forgotten one would stay open in it for the life of the
+ * process. (No reconnect has come between: no handle of ours can have been
+ * given to a new session yet.) */
+static void drop_sessions_locked(struct p11_token *tok)
 {
     /* one by one, never C_CloseAllSessions: a session another thread is
      * signing on must not be closed under it (SoftHSM crashes in C_Sign);
@@ -394,7 +401,7 @@ static void drop_sessions_locked(struct p11_token *tok, bool close)
         struct p11_sess *s = &tok->sess[i];
         if (s->busy || !s->open)
             continue;
-        if (close && tok->connected)
+        if (tok->connected)
             (void)tok->fl->C_CloseSession(s->h);
         s->open = false;
     }
@@ -408,7 +415,7 @@ void p11_token_free(struct p11_token *tok)
     if (!tok)
         return;
     if (tok->fl && tok->initialized && tok->fork_gen == kv_fork_generation()) {
-        drop_sessions_locked(tok, true);
+        drop_sessions_locked(tok);
         (void)p11_kit_module_finalize(tok->fl);
     }
     if (tok->all)
@@ -434,13 +441,66 @@ static void trim_copy(char *dst, const unsigned char *src, size_t n)
     dst[n] = '\0';
 }
 
+/* A token-info field as shown in a message: trimmed of its padding, each
+ * byte outside printable ASCII shown as '?'. */
+static void field_shown(char *dst, const unsigned char *src, size_t n)
+{
+    trim_copy(dst, src, n);
+    for (char *c = dst; *c; c++)
+        if (*c < 0x20 || *c > 0x7e)
+            *c = '?';
+}
+
+static const struct {
+    const char *what;
+    size_t off, len;
+} token_fields[] = {
+    { "label", offsetof(CK_TOKEN_INFO, label), sizeof(((CK_TOKEN_INFO *)0)->label) },
+    { "manufacturer", offsetof(CK_TOKEN_INFO, manufacturerID),
+      sizeof(((CK_TOKEN_INFO *)0)->manufacturerID) },
+    { "model", offsetof(CK_TOKEN_INFO, model), sizeof(((CK_TOKEN_INFO *)0)->model) },
+    { "serial", offsetof(CK_TOKEN_INFO, serialNumber),
+      sizeof(((CK_TOKEN_INFO *)0)->serialNumber) },
+};
+
+/* Appended to out: each attribute the URI gives (p11-kit leaves the others
+ * all zero) that the token `ti` does not have, "serial '1234' (not
+ * '5678')"; with ti NULL, each attribute the URI gives but the label,
+ * "serial '5678'". */
+static void token_mismatch(P11KitUri *match, const CK_TOKEN_INFO *ti, char *out, size_t len)
+{
+    const unsigned char *want = (const unsigned char *)p11_kit_uri_get_token_info(match);
+
+    for (size_t i = 0; i < sizeof(token_fields) / sizeof(token_fields[0]); i++) {
+        const unsigned char *w = want + token_fields[i].off;
+        size_t n = token_fields[i].len, used = strlen(out), z = 0;
+        char a[65], b[65];
+
+        while (z < n && w[z] == 0)
+            z++;
+        if (z == n || (!ti && i == 0))
+            continue;   /* not in the URI; or the label, which the message names */
+        if (ti && memcmp(w, (const unsigned char *)ti + token_fields[i].off, n) == 0)
+            continue;
+        field_shown(a, w, n);
+        if (ti) {
+            field_shown(b, (const unsigned char *)ti + token_fields[i].off, n);
+            snprintf(out + used, len - used, "%s%s '%s', not '%s'", used ? ", " : "",
+                     token_fields[i].what, b, a);
+        } else {
+            snprintf(out + used, len - used, "%s%s '%s'", used ? ", " : "",
+                     token_fields[i].what, a);
+        }
+    }
+}
+
 /* Find the slot whose token matches; fills tok->slot, label, serial, info. */
 static kv_rc find_slot_locked(struct p11_token *tok)
 {
     CK_SLOT_ID slots[64];
     CK_ULONG n = 64;
     CK_RV rv, info_rv = CKR_OK;
-    char present[256] = "";
+    char present[768] = "", asked[256] = "";
     int found = 0;
 
     rv = tok->fl->C_GetSlotList(CK_TRUE, slots, &n);
@@ -455,11 +515,16 @@ static kv_rc find_slot_locked(struct p11_token *tok)
                 info_rv = rv;
             continue;
         }
-        trim_copy(label, ti.label, sizeof(ti.label));
+        bool matches = p11_kit_uri_match_token_info(tok->match, &ti);
+        char why[320] = "";
+        field_shown(label, ti.label, sizeof(ti.label));
+        if (!matches)
+            token_mismatch(tok->match, &ti, why, sizeof(why));
         size_t used = strlen(present);
-        if (used + strlen(label) + 5 < sizeof(present))
-            snprintf(present + used, sizeof(present) - used, "%s'%s'", used ? ", " : "", label);
-        if (!p11_kit_uri_match_token_info(tok->match, &ti))
+        if (used + strlen(label) + strlen(why) + 10 < sizeof(present))
+            snprintf(present + used, sizeof(present) - used, "%s'%s'%s%s%s", used ? "; " : "",
+                     label, why[0] ? " (" : "", why, why[0] ? ")" : "");
+        if (!matches)
             continue;
         if (found++ == 0) {
             tok->slot = slots[i];
@@ -471,10 +536,16 @@ static kv_rc find_slot_locked(struct p11_token *tok)
     /* a slot that could not say which token it holds may hold this one */
     if (found == 0 && info_rv != CKR_OK)
         return p11_fail(tok, "C_GetTokenInfo", info_rv);
-    if (found == 0)
+    if (found == 0) {
+        /* which attribute of the URI's each token lacks: the serial given
+         * against the token's, not only the label (never the PIN: only
+         * the token attributes are shown) */
+        token_mismatch(tok->match, NULL, asked, sizeof(asked));
         return kv_error(tok->ctx, KV_ERR_TOKEN_NOT_PRESENT,
-                        "token '%s' is not present in module %s (tokens present: %s)",
-                        p11_token_name(tok), tok->module, present[0] ? present : "none");
+                        "token '%s'%s%s%s is not present in module %s (tokens present: %s)",
+                        p11_token_name(tok), asked[0] ? " (" : "", asked, asked[0] ? ")" : "",
+                        tok->module, present[0] ? present : "none");
+    }
     if (found > 1)
         return kv_error(tok->ctx, KV_ERR_CONFIG,
                         "%d tokens in module %s match '%s': add a serial to tell them apart",
@@ -744,15 +815,21 @@ void p11_session_put(struct p11_token *tok, struct p11_sess *s, CK_RV rv)
     pthread_mutex_lock(&tok->lock);
     s->busy = false;
     if (s->epoch != tok->epoch || tok->fork_gen != kv_fork_generation()) {
-        /* from before a reconnect (closed here when it still worked for
-         * its user: the token did not take it away) or a fork (the
-         * parent's, never closed by the child) */
-        if (s->open && tok->fork_gen == kv_fork_generation() && !p11_rv_lost(rv))
+        /* from before a reconnect (closed here: when its call failed as
+         * lost too, the module may still keep it - a transient
+         * CKR_DEVICE_REMOVED - unless its handle now names one of this
+         * connection's sessions, a handle the module gave out again) or a
+         * fork (the parent's, never closed by the child) */
+        bool reused = false;
+        for (size_t i = 0; i < tok->maxsess && p11_rv_lost(rv); i++)
+            reused |= &tok->sess[i] != s && tok->sess[i].open &&
+                      tok->sess[i].epoch == tok->epoch && tok->sess[i].h == s->h;
+        if (s->open && tok->fork_gen == kv_fork_generation() && !reused)
             (void)tok->fl->C_CloseSession(s->h);
         s->open = false;
     } else if (p11_rv_lost(rv)) {
         /* the token went away or logged us out: start again on next use */
-        drop_sessions_locked(tok, rv != CKR_DEVICE_REMOVED && rv != CKR_TOKEN_NOT_PRESENT);
+        drop_sessions_locked(tok);
         s->open = false;
     } else if (rv == P11_RV_SPOILED) {
         bool others = false;

@@ -514,6 +514,26 @@ START_TEST(module_by_name_and_token_by_serial)
     sign_verify(bare, key);
     kv_key_free(key);
     ck_assert_rc(bare, kv_key_destroy(bare, uri), KV_OK);
+
+    /* the token's label with another serial: the message names the serial
+     * given and the token's, and never the PIN the URI carries */
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;serial=0bad5e7a1;object=%s;type=private"
+             "?module-name=softhsm2&pin-value=%s", env("KV_P11_TOKEN"), kname("ser"),
+             env("KV_P11_PIN"));
+    ck_assert_rc(bare, kv_key_open(bare, uri, &key), KV_ERR_TOKEN_NOT_PRESENT);
+    {
+        char want[128];
+        const char *msg = kv_errmsg(bare);
+
+        snprintf(want, sizeof(want), "token '%s' (serial '0bad5e7a1') is not present",
+                 env("KV_P11_TOKEN"));
+        ck_assert_msg(strstr(msg, want), "%s", msg);
+        snprintf(want, sizeof(want), "'%s' (serial '%s', not '0bad5e7a1')", env("KV_P11_TOKEN"),
+                 serial);
+        ck_assert_msg(strstr(msg, want), "%s", msg);
+        ck_assert_msg(!strstr(msg, env("KV_P11_PIN")), "%s", msg);
+        ck_assert_msg(!strstr(msg, "pin-value"), "%s", msg);
+    }
     kv_ctx_free(bare);
 }
 END_TEST

@@ -13,11 +13,18 @@
  * that does not verify; recovered: successes after a failure in the same
  * thread; final: the last call of every thread succeeded, or not; maxms:
  * the slowest call), then each distinct failure detail with its count.
+ * Behind the PKCS#11 shim ($KV_SHIM_MODULE names the real module, and it
+ * was loaded), a line
+ *   sessions=N
+ * follows: the sessions open in the real module after the last sign, while
+ * the context still holds its own (C_GetSessionInfo on every handle from 1
+ * to 4096, as bench/kv-soak.c counts them).
  * Exits 0 when nothing was unclear or bad, 1 otherwise, 2 on a usage or
  * setup error.
  */
 #include "config.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +35,9 @@
 #include <openssl/x509.h>
 
 #include "keyvault.h"
+#ifdef KV_WITH_PKCS11
+#include <p11-kit/pkcs11.h>
+#endif
 
 #define MAX_DETAILS 16
 
@@ -42,6 +52,32 @@ static struct {
     char text[300];
     long count;
 } details[MAX_DETAILS];
+
+/* Sessions open in the module at `path` (already loaded by the shim), or
+ * -1 when it is not loaded. */
+static long module_sessions(const char *path)
+{
+    long n = -1;
+#ifdef KV_WITH_PKCS11
+    void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    CK_C_GetFunctionList get;
+    CK_FUNCTION_LIST *fl = NULL;
+    CK_SESSION_INFO si;
+
+    if (!h)
+        return -1;
+    *(void **)&get = dlsym(h, "C_GetFunctionList");
+    if (get && get(&fl) == CKR_OK && fl) {
+        n = 0;
+        for (CK_SESSION_HANDLE s = 1; s <= 4096; s++)
+            n += fl->C_GetSessionInfo(s, &si) == CKR_OK;
+    }
+    dlclose(h);
+#else
+    (void)path;
+#endif
+    return n;
+}
 
 static double now_ms(void)
 {
@@ -181,6 +217,11 @@ int main(int argc, char **argv)
            n_failed, n_unclear, n_bad, n_recovered, n_final_failed ? "failed" : "ok", max_ms);
     for (int i = 0; i < MAX_DETAILS && details[i].count; i++)
         printf("%ld x %s\n", details[i].count, details[i].text);
+    if (getenv("KV_SHIM_MODULE")) {
+        long open_sessions = module_sessions(getenv("KV_SHIM_MODULE"));
+        if (open_sessions >= 0)
+            printf("sessions=%ld\n", open_sessions);
+    }
     free(th);
     EVP_PKEY_free(pub);
     kv_key_free(key);

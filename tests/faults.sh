@@ -188,6 +188,56 @@ for o in list open sign sign-rsa ecdh csr provider destroy keygen; do
     fi
 done
 
+# A destroy that failed is tried again without faults: it completes (the key
+# was whole, or what was left of it once the private key went is removed) or
+# finds nothing of it at all; the objects check below counts what is left.
+before=$bad
+for k in $made; do
+    case $k in *\?) k=${k%\?} ;; *) continue ;; esac
+    kv destroy "$k" >"$T/out" 2>"$T/err"
+    r=$?
+    if [ "$r" = 0 ] || { [ "$r" = 1 ] && grep -q "no key" "$T/err" && ! objects | grep -q " $k\$"; }; then
+        destroyed="$destroyed $k"
+    else
+        not_ok "a failed destroy of $k, tried again: exit $r"; sed 's/^/    /' "$T/err"; bad=$((bad + 1))
+    fi
+done
+[ "$bad" = "$before" ] && ok "every failed destroy, tried again, completed"
+
+# ---- a destroy that fails once the private key went (the public key's
+# C_DestroyObject, the second): the key is gone, its public key object stays;
+# destroy tried again removes it, and so does a new key of the name ----------
+for f in CKR_DEVICE_MEMORY CKR_FUNCTION_FAILED; do
+    n=half-$(echo "$f" | cut -d_ -f3 | tr 'A-Z' 'a-z')
+    expect 0 "half destroy ($f): the key $n" -- kv keygen "$n" --type ec-p256
+    fkv "C_DestroyObject:$f:2" destroy "$n"
+    if [ "$rc" = 1 ] && grep -q "C_DestroyObject.* failed: $f" "$T/err"; then
+        ok "half destroy ($f): the second C_DestroyObject fails, and the error says so"
+    else not_ok "half destroy ($f): exit $rc"; sed 's/^/    /' "$T/err"; fi
+    objects | grep " $n\$" >"$T/left"
+    [ "$(cat "$T/left")" = "Public $n" ] && ok "half destroy ($f): the private key went, the public key stayed" ||
+        { not_ok "half destroy ($f): not the state this test is for"; sed 's/^/    /' "$T/left"; }
+    kv list >"$T/list" 2>&1
+    grep -q "^$n " "$T/list" && not_ok "half destroy ($f): $n is still listed" || ok "half destroy ($f): $n is not listed"
+    if [ "$f" = CKR_DEVICE_MEMORY ]; then
+        expect 0 "half destroy ($f): destroy tried again completes" -- kv destroy "$n"
+        contains "$T/out" "destroyed what a failed destroy had left" "half destroy ($f): and says what it removed"
+    else
+        expect 0 "half destroy ($f): a new key of the name" -- kv keygen "$n" --type ec-p256
+        objects | grep " $n\$" >"$T/left"
+        printf 'Private %s\nPublic %s\n' "$n" "$n" | cmp -s - "$T/left" &&
+            ok "half destroy ($f): the new key's pair, and no leftover" ||
+            { not_ok "half destroy ($f): objects after the new key"; sed 's/^/    /' "$T/left"; }
+        kv pubkey "$n" -o "$T/k.pub" >/dev/null 2>&1 && kv sign "$n" -i "$T/msg" -o "$T/k.sig" >/dev/null 2>&1 &&
+            openssl dgst -sha256 -verify "$T/k.pub" -signature "$T/k.sig" "$T/msg" >/dev/null 2>&1 &&
+            ok "half destroy ($f): the new key signs and verifies" || not_ok "half destroy ($f): the new key signs and verifies"
+        expect 0 "half destroy ($f): and is destroyed whole" -- kv destroy "$n"
+    fi
+    objects | grep -q " $n\$" && not_ok "half destroy ($f): objects labelled $n remain" ||
+        ok "half destroy ($f): nothing labelled $n remains"
+    expect 1 "half destroy ($f): a destroy after that finds no key" -- kv destroy "$n"
+done
+
 # ---- every call failing: a clear error at once, no retry loop -------------------
 for f in $FAULTS; do
     for o in sign keygen list; do
@@ -238,6 +288,26 @@ rc=$?
 if [ "$rc" = 0 ] && grep -q "^ok=2000 failed=0 " "$T/threads"; then
     ok "then 100 threads x 20 signs without faults: all 2000 verify"
 else not_ok "then 100 threads without faults (exit $rc)"; sed 's/^/    /' "$T/threads"; fi
+
+# ---- a removal the module reports for a moment: CKR_DEVICE_REMOVED on every
+# other C_Sign, the token still there and the module keeping its sessions.
+# The library forgets them and reconnects; it must close them first, so the
+# sessions open in the module (fault-sign's C_GetSessionInfo count) stay
+# within the pool (max_sessions, 16) instead of growing by one a fault ----
+for th in 1 4; do
+    : >"$T/fired"
+    KV_SHIM_FAULTS="C_Sign:CKR_DEVICE_REMOVED:/2" KV_SHIM_FAULT_LOG=$T/fired timeout -s KILL "$BOUND" \
+        "$SIGNER" "$T/kv.conf" base-ec "$th" 200 >"$T/sess" 2>&1
+    rc=$?
+    nfired=$(wc -l <"$T/fired")
+    sess=$(sed -n 's/^sessions=//p' "$T/sess")
+    if [ "$rc" = 0 ] && [ "$nfired" -ge 100 ] && [ -n "$sess" ] && [ "$sess" -ge 1 ] && [ "$sess" -le 16 ]; then
+        ok "$th thread(s), $nfired transient CKR_DEVICE_REMOVED: $sess session(s) open in the module afterwards"
+    else
+        not_ok "$th thread(s) under transient CKR_DEVICE_REMOVED: exit $rc, $nfired fired, ${sess:-no} sessions open"
+        sed 's/^/    /' "$T/sess"
+    fi
+done
 
 # ---- the state afterwards, without faults --------------------------------------
 kv list >"$T/list" 2>&1

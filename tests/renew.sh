@@ -21,6 +21,11 @@ soft_store "renew test passphrase"
 # backend CONF TAG BACKEND: the tests run on CONF's BACKEND too, named TAG.
 # Renewal is due at half the lifetime: a certificate valid for 2 minutes from
 # now (and, as every certificate, from a minute ago) is due 30 s from now.
+# The steps that depend on that window run on a clock of their own (faketime,
+# started at a chosen instant for every process): at the instant of issuance
+# for "not due yet", a minute after it for "due", so a slow machine never
+# moves a certificate across the window; the renewals made on that clock that
+# the rest of the test would see are long-lived.
 CONFS= TAGS= BACKENDS=
 backend() {
     printf '\n[x509]\nrenew_threshold = 50%%\n' >>"$1"
@@ -35,6 +40,17 @@ if with KV_WITH_TPM; then
     . "$(dirname "$0")/swtpm.sh"
     backend "$KV_TPM_DIR/keyvault.conf" tpm tpm
 fi
+
+command -v faketime >/dev/null || { echo "renew.sh: faketime is missing (tests/install-deps.sh installs it)"; exit 1; }
+# at SECONDS CMD...: CMD with a clock that starts at SECONDS since the epoch
+# (in each process it starts: FAKETIME's "@" form)
+at() {
+    ts=$1; shift
+    TZ=UTC faketime -f "@$(date -u -d "@$ts" '+%Y-%m-%d %H:%M:%S')" "$@"
+}
+# issued PEM: the instant the certificate in PEM was issued (its notBefore is
+# a minute earlier)
+issued() { echo $(($(date -d "$(openssl x509 -in "$1" -noout -startdate | cut -d= -f2)" +%s) + 60)); }
 
 # word N LIST...: the Nth word of LIST
 word() { n=$1; shift; eval "echo \${$n}"; }
@@ -55,10 +71,11 @@ facts() {
     openssl x509 -in "$1" -noout -subject -ext subjectAltName,extendedKeyUsage -nameopt RFC2253
 }
 
-# early CONF TAG: just issued, not due yet
+# early CONF TAG: just issued, not due yet (on a clock at the instant of issuance)
 early() {
     c=$1 tag=$2
-    k() { "$KEYVAULT" -c "$c" "$@"; }
+    now=$(issued "$T/$tag-gw-1.pem")
+    k() { at "$now" "$KEYVAULT" -c "$c" "$@"; }
     expect 0 "$tag: not due yet: renew leaves it" -- k cert renew "$tag-gw" --ca "$tag-ca"
     stored "$c" "$tag-gw" "$T/$tag-gw-early.pem"
     [ "$(serial_of "$T/$tag-gw-early.pem")" = "$(serial_of "$T/$tag-gw-1.pem")" ] &&
@@ -130,10 +147,12 @@ setup() {
     early "$c" "$tag"
 }
 
-# due CONF TAG: renewal is due now
+# due CONF TAG: renewal is due (on a clock a minute after the 2-minute
+# certificate was issued: due 30 s ago, expiring in a minute)
 due() {
     c=$1 tag=$2
-    k() { "$KEYVAULT" -c "$c" "$@"; }
+    now=$(($(issued "$T/$tag-gw-1.pem") + 60))
+    k() { at "$now" "$KEYVAULT" -c "$c" "$@"; }
     expect 3 "$tag: --check: exit 3 once a certificate is due" -- k cert renew --check
     contains "$T/out" "^$tag-gw: due" "$tag: --check names it due"
     contains "$T/out" "^$tag-ca: not due" "$tag: and the CA's own not"
@@ -151,7 +170,7 @@ due() {
     if [ "$tag" = soft ]; then
         cmd=$(sed -n 's/^ExecStart=//p' "$SRC/examples/renew/keyvault-renew.service" |
             sed "s|/usr/bin/keyvault|$KEYVAULT|; s|\${KEYVAULT_RENEW_CA}|$tag-ca|")
-        expect 0 "$tag: due: the service's ExecStart renews it" -- env KEYVAULT_CONF="$c" sh -c "$cmd"
+        expect 0 "$tag: due: the service's ExecStart renews it" -- at "$now" env KEYVAULT_CONF="$c" sh -c "$cmd"
         contains "$T/out" "^$tag-gw: renewed" "$tag: --all renewed it"
         contains "$T/out" "^other-leaf: issued by another CA, left alone" "$tag: --all left another CA's alone"
         stored "$c" "$tag-gw" "$T/$tag-gw-2.pem"
@@ -163,8 +182,8 @@ due() {
         not_ok "$tag: the new chain is stored"
     [ "$(serial_of "$T/$tag-gw-2.pem")" != "$(serial_of "$T/$tag-gw-1.pem")" ] &&
         ok "$tag: a new certificate (serial)" || not_ok "$tag: a new certificate (serial)"
-    expect 0 "$tag: openssl verify -CAfile CA new chain" -- openssl verify -CAfile "$T/$tag-ca.pem" "$T/$tag-gw-2.pem"
-    expect 0 "$tag: openssl verify -x509_strict -purpose sslserver" -- openssl verify -x509_strict -purpose sslserver -CAfile "$T/$tag-ca.pem" "$T/$tag-gw-2.pem"
+    expect 0 "$tag: openssl verify -CAfile CA new chain" -- at "$now" openssl verify -CAfile "$T/$tag-ca.pem" "$T/$tag-gw-2.pem"
+    expect 0 "$tag: openssl verify -x509_strict -purpose sslserver" -- at "$now" openssl verify -x509_strict -purpose sslserver -CAfile "$T/$tag-ca.pem" "$T/$tag-gw-2.pem"
     facts "$T/$tag-gw-2.pem" >"$T/$tag-facts-2"
     cmp -s "$T/$tag-facts-0" "$T/$tag-facts-2" && ok "$tag: subject, SANs and EKU kept" ||
         { not_ok "$tag: subject, SANs and EKU kept"; diff "$T/$tag-facts-0" "$T/$tag-facts-2"; }
@@ -179,10 +198,12 @@ due() {
 
 # rotated CONF TAG: --rotate-key: a new version gets the new chain, the old
 # one keeps its own; a CA failure after the new version was made leaves the
-# old one current
+# old one current (on due's clock: the chains are 2-minute ones until the
+# last renewal, which gives the current version a 30-day certificate)
 rotated() {
     c=$1 tag=$2
-    k() { "$KEYVAULT" -c "$c" "$@"; }
+    now=$(($(issued "$T/$tag-gw-1.pem") + 60))
+    k() { at "$now" "$KEYVAULT" -c "$c" "$@"; }
     pubhash() { openssl pkey -pubin -in "$1" -outform DER | openssl dgst -sha256 -r | cut -c1-64; }
     stored "$c" "$tag-gw" "$T/$tag-v1.pem"
     k pubkey "$tag-gw" -o "$T/$tag-v1.pub"
@@ -203,7 +224,7 @@ rotated() {
     [ "$(pubhash "$T/$tag-rot.pub")" = "$(pubhash "$T/$tag-v2.pub")" ] &&
         [ "$(pubhash "$T/$tag-rot.pub")" != "$(pubhash "$T/$tag-v1.pub")" ] &&
         ok "$tag: the new certificate is for the new key" || not_ok "$tag: the new certificate is for the new key"
-    expect 0 "$tag: openssl verify the rotated chain" -- openssl verify -CAfile "$T/$tag-ca.pem" "$T/$tag-rot.pem"
+    expect 0 "$tag: openssl verify the rotated chain" -- at "$now" openssl verify -CAfile "$T/$tag-ca.pem" "$T/$tag-rot.pem"
     facts "$T/$tag-rot.pem" >"$T/$tag-facts-rot"
     cmp -s "$T/$tag-facts-0" "$T/$tag-facts-rot" && ok "$tag: rotated: subject, SANs and EKU kept" ||
         not_ok "$tag: rotated: subject, SANs and EKU kept"
@@ -219,12 +240,12 @@ rotated() {
     stored "$c" "$tag-gw" "$T/$tag-cur2.pem"
     same_leaf "$T/$tag-rot.pem" "$T/$tag-cur2.pem" && ok "$tag: with its chain" || not_ok "$tag: with its chain"
     expect 0 "$tag: the key still signs" -- k sign "$tag-gw" -i "$T/msg" -o "$T/sig"
-    expect 0 "$tag: run again, the renewal rotates" -- k cert renew "$tag-gw" --ca "$tag-ca" --force --rotate-key -o "$T/$tag-rot3.pem"
+    expect 0 "$tag: run again, the renewal rotates" -- k cert renew "$tag-gw" --ca "$tag-ca" --force --rotate-key --lifetime 30d -o "$T/$tag-rot3.pem"
     k list >"$T/$tag-list"
     contains "$T/$tag-list" "^$tag-gw@3 .* v3 *current" "$tag: version 3 is current"
     stored "$c" "$tag-gw" "$T/$tag-cur3.pem"
     same_leaf "$T/$tag-rot3.pem" "$T/$tag-cur3.pem" && ok "$tag: with the new chain" || not_ok "$tag: with the new chain"
-    expect 0 "$tag: which verifies" -- openssl verify -CAfile "$T/$tag-ca.pem" "$T/$tag-rot3.pem"
+    expect 0 "$tag: which verifies" -- at "$now" openssl verify -CAfile "$T/$tag-ca.pem" "$T/$tag-rot3.pem"
 }
 
 # a record of another CA, to swap in
@@ -240,14 +261,6 @@ i=1
 for tag in $TAGS; do
     setup "$(word $i $CONFS)" "$tag" "$(word $i $BACKENDS)"
     i=$((i + 1))
-done
-# wait until the last one issued is due (30 s after it was issued)
-n=0
-last=$(echo $TAGS | wc -w)
-until "$KEYVAULT" -c "$(word "$last" $CONFS)" cert show "$(word "$last" $TAGS)-gw" --json 2>/dev/null |
-        grep -q '"renewal_due": true' || [ $n -ge 90 ]; do
-    sleep 1
-    n=$((n + 1))
 done
 i=1
 for tag in $TAGS; do

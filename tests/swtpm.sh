@@ -39,9 +39,13 @@ tpm_start() {
         --ctrl "type=tcp,port=$((KV_TPM_PORT + 1)),bindaddr=127.0.0.1" \
         --flags not-need-init,startup-clear --daemon --pid "file=$KV_TPM_DIR/swtpm.pid" \
         --log "file=$KV_TPM_DIR/swtpm.log" 2>>"$KV_TPM_DIR/start.log" || return 1
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
+    # the daemon writes its pid file once it listens; a loaded machine can
+    # take seconds (a restarted swtpm was given up on after one)
+    _i=0
+    while [ $_i -lt 100 ]; do
         [ -s "$KV_TPM_DIR/swtpm.pid" ] && return 0
         sleep 0.1
+        _i=$((_i + 1))
     done
     return 1
 }

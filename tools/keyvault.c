@@ -192,7 +192,9 @@ static int cmd_info(kv_ctx *ctx, int argc, char **argv)
 
 static const char destroy_help[] =
     "usage: keyvault [-c CONF] destroy NAME|URI\n"
-    "Delete a key from its backend. This cannot be undone.\n";
+    "Delete a key from its backend. This cannot be undone.\n"
+    "With no key of that name, remove what a destroy that failed part way left of it\n"
+    "(a PKCS#11 public key object whose private key went).\n";
 
 static int cmd_destroy(kv_ctx *ctx, int argc, char **argv)
 {
@@ -205,6 +207,16 @@ static int cmd_destroy(kv_ctx *ctx, int argc, char **argv)
         die_usage("destroy", "expected one key NAME or URI");
     /* named in the output by what the library reports, not by argv[1] */
     rc = kv_key_open(ctx, argv[1], &key);
+    if (rc == KV_ERR_KEY_NOT_FOUND) {
+        /* no key: the library removes what a destroy that failed part way
+         * left of it, or says there is no key of that name */
+        rc = kv_key_destroy(ctx, argv[1]);
+        if (rc == KV_OK)
+            printf("destroyed what a failed destroy had left of that key\n");
+        else
+            ret = fail("destroy", ctx, rc);
+        return ret;
+    }
     if (rc == KV_OK)
         rc = kv_key_get_info(key, &info);
     if (rc == KV_OK)
