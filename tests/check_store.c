@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -870,8 +871,10 @@ END_TEST
 /* Forks a child that sleeps, at the moment someone holds the creation lock. */
 struct forker {
     const char *lock;
-    volatile int stop;
-    pid_t child;
+    /* atomic: the thread and the test read and write both (a plain int
+     * was a data race under ThreadSanitizer, tests/sanitizers.sh tsan) */
+    atomic_int stop;
+    _Atomic pid_t child;
 };
 
 static void *fork_while_locked(void *p)
