@@ -65,7 +65,9 @@ tsan)
         rest="tests/check_audit tests/check_store tests/pkcs11-unit.sh tests/tpm-unit.sh tests/faults.sh tests/provider.sh"
         runs="$conc $rest"
         (cd "$dir" && CK_RUN_CASE=concurrency nice -n 5 make -s check TESTS="$conc" >/dev/null 2>&1) || status=1
-        (cd "$dir" && nice -n 5 make -s check TESTS="$rest" >/dev/null 2>&1) || status=1
+        # check_audit's processes case (tag "fork") starts threads in children
+        # of a threaded parent: TSan cannot follow that, it runs elsewhere
+        (cd "$dir" && CK_EXCLUDE_TAGS=fork nice -n 5 make -s check TESTS="$rest" >/dev/null 2>&1) || status=1
     fi
     logs=""
     for t in $runs; do
