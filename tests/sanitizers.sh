@@ -55,6 +55,9 @@ tsan)
     # Check's per-test timeouts stretch with TSan's slowdown
     CK_TIMEOUT_MULTIPLIER=${CK_TIMEOUT_MULTIPLIER:-10}
     export CK_TIMEOUT_MULTIPLIER
+    # and faults.sh's bound on one call (100 threads signing in fault-sign)
+    KV_FAULT_BOUND=${KV_FAULT_BOUND:-300}
+    export KV_FAULT_BOUND
     if [ $# -gt 0 ]; then
         runs=$*
         (cd "$dir" && nice -n 5 make -s check TESTS="$runs" >/dev/null 2>&1) || status=1
