@@ -888,7 +888,7 @@ static CK_RV open_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     }
     k->tok = tok;
     k->priv = objs[0];
-    k->epoch = tok->epoch;
+    k->epoch = __atomic_load_n(&tok->epoch, __ATOMIC_ACQUIRE);
     pthread_mutex_init(&k->lock, NULL);
     if (!a->trusted_pub) {
         rv = pub_check(tok, h, k, a->key->type, pub, (char *)label, rc);

@@ -528,9 +528,18 @@ static kv_rc find_slot_locked(struct p11_token *tok)
             continue;
         if (found++ == 0) {
             tok->slot = slots[i];
-            tok->info = ti;
-            trim_copy(tok->label, ti.label, sizeof(ti.label));
-            trim_copy(tok->serial, ti.serialNumber, sizeof(ti.serialNumber));
+            /* label, serial and info are read without the lock (messages,
+             * threads signing on sessions of the last connection): a
+             * reconnect to the same token leaves them alone, only the first
+             * connection or another token writes them. They were rewritten
+             * on every reconnect, a data race with a thread formatting its
+             * error (ThreadSanitizer, faults.sh's hundred threads). */
+            if (tok->epoch == 0 || memcmp(tok->info.label, ti.label, sizeof(ti.label)) != 0 ||
+                memcmp(tok->info.serialNumber, ti.serialNumber, sizeof(ti.serialNumber)) != 0) {
+                tok->info = ti;
+                trim_copy(tok->label, ti.label, sizeof(ti.label));
+                trim_copy(tok->serial, ti.serialNumber, sizeof(ti.serialNumber));
+            }
         }
     }
     /* a slot that could not say which token it holds may hold this one */
@@ -739,7 +748,9 @@ static kv_rc connect_locked(struct p11_token *tok)
     rc = find_slot_locked(tok);
     if (rc != KV_OK)
         return rc;
-    tok->epoch++;
+    /* atomic: key_handle reads it without the lock (a plain ++ was a data
+     * race under ThreadSanitizer, faults.sh's hundred threads) */
+    __atomic_add_fetch(&tok->epoch, 1, __ATOMIC_RELEASE);
     tok->nmechs = 0;
     tok->ecdh_point_form = 0;
     if (tok->maxsess > 1 && tok->info.ulMaxSessionCount != CK_EFFECTIVELY_INFINITE &&

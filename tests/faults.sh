@@ -59,12 +59,14 @@ fkv() {
         "$KEYVAULT" -c "$T/kv.conf" "$@" >"$T/out" 2>"$T/err"
     rc=$?
 }
-# fossl SCHEDULE ARGS...: openssl with our provider, the same way
+# fossl SCHEDULE ARGS...: openssl with our provider, the same way (a module
+# built with ThreadSanitizer needs its runtime loaded first in openssl)
+tsan=$(ldd "$B/libkeyvault/provider/.libs/keyvault.so" 2>/dev/null | awk '/libtsan/ { print $3 }')
 fossl() {
     _s=$1; shift
     : >"$T/fired"
     KV_SHIM_FAULTS=$_s KV_SHIM_FAULT_LOG=$T/fired OPENSSL_CONF=$T/openssl.cnf \
-        timeout -s KILL "$BOUND" openssl "$@" >"$T/out" 2>"$T/err"
+        timeout -s KILL "$BOUND" env ${tsan:+LD_PRELOAD="$tsan"} openssl "$@" >"$T/out" 2>"$T/err"
     rc=$?
 }
 

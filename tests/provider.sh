@@ -247,9 +247,10 @@ keyvault_conf = $CONF
 [default_sect]
 activate = 1
 CNF
-# In a sanitized build the module is instrumented and openssl is not: ASan's
-# runtime must then come first in it (openssl's own leaks at exit are not ours).
-asan=$(ldd "$B/libkeyvault/provider/.libs/keyvault.so" 2>/dev/null | awk '/libasan/ { print $3 }')
+# In a sanitized build the module is instrumented and openssl is not: the
+# runtime (libasan, or libtsan in build-tsan) must then come first in it
+# (openssl's own leaks at exit are not ours).
+asan=$(ldd "$B/libkeyvault/provider/.libs/keyvault.so" 2>/dev/null | awk '/libasan|libtsan/ { print $3 }')
 ossl() {
     env OPENSSL_CONF="$T/openssl.cnf" OPENSSL_MODULES="$B/libkeyvault/provider/.libs" \
         LD_LIBRARY_PATH="$B/libkeyvault/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \

@@ -1,0 +1,139 @@
+#!/bin/sh
+# sanitizers.sh - the runs docs/hardening.md ("Sanitizers") reports, besides
+# the suite's own ASan+UBSan run (tests/run-suite.sh):
+#
+#   sh tests/sanitizers.sh tsan [TESTS...]
+#       ThreadSanitizer: configures build-tsan (--with-sanitizer=thread),
+#       builds, and runs the threaded tests with halt_on_error=1 and
+#       tests/tsan.supp. Default TESTS: the concurrency case of check_api on
+#       the software store, SoftHSM and swtpm, check_audit, check_store,
+#       pkcs11-unit.sh (check_pkcs11), tpm-unit.sh (check_tpm), faults.sh
+#       (fault-sign's 100 threads) and provider.sh (provider-tls).
+#   sh tests/sanitizers.sh valgrind [TESTS...]
+#       valgrind memcheck on a plain build (build-vg): the Check unit tests
+#       with CK_FORK=no, then shell tests with the CLI under valgrind
+#       (KEYVAULT_CLI). Errors and definite leaks fail; tests/valgrind.supp.
+#       Default TESTS: the software unit tests and cli.sh store.sh.
+#
+# Builds live at the top of the tree. Prints "N passed, M failed" (Check's
+# tests and the scripts' checks added up) and exits non-zero on a failure.
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+mode=${1:-}
+[ $# -gt 0 ] && shift
+jobs=2
+
+build() {  # DIR CONFIGURE-ARGS...
+    dir=$1; shift
+    [ -x configure ] || ./autogen.sh >/dev/null 2>&1
+    mkdir -p "$dir"
+    echo "== build in $dir: configure $*"
+    (cd "$dir" && { [ -f Makefile ] || "$top/configure" -q "$@"; } &&
+        nice -n 5 make -s -j$jobs >/dev/null && nice -n 5 make -s -j$jobs check TESTS= >/dev/null) ||
+        { echo "sanitizers.sh: the build in $dir failed"; exit 1; }
+}
+
+# count LOG...: "passed failed" over Check's summaries and the scripts' lines
+count() {
+    cat "$@" 2>/dev/null | awk '
+        /^[0-9]+%: Checks: / { gsub(",", ""); n=$3; f=$5+$7; p+=n-f; fl+=f }
+        /: [0-9]+ passed, [0-9]+ failed$/ { p+=$(NF-3); fl+=$(NF-1) }
+        END { printf "%d %d\n", p, fl }'
+}
+
+status=0
+case "$mode" in
+tsan)
+    dir=$top/build-tsan
+    build "$dir" --enable-strict --with-sanitizer=thread
+    # die_after_fork=0: the library starts its audit writer thread again in a
+    # child forked from a threaded parent (check_audit's processes), which
+    # TSan refuses by default
+    TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:die_after_fork=0:suppressions=$top/tests/tsan.supp"
+    export TSAN_OPTIONS
+    # Check's per-test timeouts stretch with TSan's slowdown
+    CK_TIMEOUT_MULTIPLIER=${CK_TIMEOUT_MULTIPLIER:-10}
+    export CK_TIMEOUT_MULTIPLIER
+    # and faults.sh's bound on one call (100 threads signing in fault-sign)
+    KV_FAULT_BOUND=${KV_FAULT_BOUND:-300}
+    export KV_FAULT_BOUND
+    if [ $# -gt 0 ]; then
+        runs=$*
+        (cd "$dir" && nice -n 5 make -s check TESTS="$runs" >/dev/null 2>&1) || status=1
+    else
+        # check_api's concurrency case on each backend (CK_RUN_CASE reaches
+        # check_api through pkcs11-api.sh and tpm-api.sh), then the rest whole
+        conc="tests/check_api tests/pkcs11-api.sh tests/tpm-api.sh"
+        rest="tests/check_audit tests/check_store tests/pkcs11-unit.sh tests/tpm-unit.sh tests/faults.sh tests/provider.sh"
+        runs="$conc $rest"
+        (cd "$dir" && CK_RUN_CASE=concurrency nice -n 5 make -s check TESTS="$conc" >/dev/null 2>&1) || status=1
+        # check_audit's processes case (tag "fork") starts threads in children
+        # of a threaded parent: TSan cannot follow that, it runs elsewhere
+        (cd "$dir" && CK_EXCLUDE_TAGS=fork nice -n 5 make -s check TESTS="$rest" >/dev/null 2>&1) || status=1
+    fi
+    logs=""
+    for t in $runs; do
+        logs="$logs $dir/$t.log"
+        if grep -q '^:test-result: \(FAIL\|ERROR\)' "$dir/$t.trs" 2>/dev/null; then
+            echo "!! $t failed: $dir/$t.log"
+            grep -A30 'WARNING: ThreadSanitizer\|ERROR: ThreadSanitizer' "$dir/$t.log" | head -60
+        fi
+    done
+    ;;
+valgrind)
+    dir=$top/build-vg
+    build "$dir" --enable-strict
+    command -v valgrind >/dev/null || { echo "sanitizers.sh: valgrind is missing (tests/install-deps.sh)"; exit 1; }
+    vg="valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite"
+    vg="$vg --show-leak-kinds=definite --num-callers=30 --suppressions=$top/tests/valgrind.supp"
+    if [ $# -gt 0 ]; then
+        runs=$*
+    else
+        runs="tests/check_config tests/check_alg tests/check_api tests/check_store tests/check_x509
+              tests/check_ca tests/check_provider tests/check_rotate tests/check_audit
+              tests/check_jwt tests/check_renew tests/check_evidence tests/check_jose tests/cli.sh tests/store.sh"
+    fi
+    mkdir -p "$dir/vg"
+    logs=""
+    for t in $runs; do
+        log=$dir/vg/$(basename "$t").log
+        logs="$logs $log"
+        echo "== $t under valgrind"
+        case "$t" in
+        *.sh)
+            # the CLI under valgrind: libtool's wrapper runs the real binary
+            cat >"$dir/vg/keyvault" <<SH
+#!/bin/sh
+exec "$dir/libtool" --mode=execute $vg "$dir/tools/keyvault" "\$@"
+SH
+            chmod +x "$dir/vg/keyvault"
+            (cd "$dir" && KV_SRCDIR=$top KV_BUILDDIR=$dir KEYVAULT_CLI=$dir/vg/keyvault \
+                nice -n 5 sh "$top/$t" >"$log" 2>&1) || status=1
+            ;;
+        *)
+            # CK_FORK=no, but for check_store: its tests need a fresh store
+            # each (Check's fork per test); valgrind follows the forks
+            fork=no
+            [ "$(basename "$t")" = check_store ] && fork=yes
+            (cd "$dir" && KV_SRCDIR=$top KV_BUILDDIR=$dir KEYVAULT_CLI=$dir/tools/keyvault CK_FORK=$fork CK_DEFAULT_TIMEOUT=0 \
+                nice -n 5 "$dir/libtool" --mode=execute $vg "$dir/$t" >"$log" 2>&1) || status=1
+            ;;
+        esac
+        if grep -q '^==[0-9]*== ' "$log"; then
+            echo "!! valgrind reports in $log:"
+            grep '^==[0-9]*== ' "$log" | head -60
+            status=1
+        fi
+        tail -n 1 "$log"
+    done
+    ;;
+*)
+    echo "usage: sh tests/sanitizers.sh tsan|valgrind [TESTS...]" >&2
+    exit 2
+    ;;
+esac
+set -- $(count $logs)
+echo "sanitizers.sh $mode: $1 passed, $2 failed"
+[ "$2" -eq 0 ] || status=1
+exit $status
