@@ -281,6 +281,9 @@ int fzj_set_holds(const char *keys, EVP_PKEY *pk, const char *alg, const char *k
         json_decref(doc);
         return held;
     }
+    /* like the JSON parse, PEM may follow white space (OpenSSL's PEM
+     * reader wants -----BEGIN at a line's start) */
+    keys += strspn(keys, " \t\r\n");
     if (!(bio = BIO_new_mem_buf(keys, -1)))
         abort();
     while (!held && (k = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL))) {
