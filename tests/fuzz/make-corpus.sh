@@ -8,7 +8,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 build=$(cd "${1:?usage: make-corpus.sh BUILDDIR [TARGET...]}" && pwd)
 shift
-targets=${*:-"keyname config ecdh verify csr chain softkey keyref audit policy lifecycle enroll"}
+targets=${*:-"keyname config ecdh verify csr chain softkey keyref audit policy lifecycle enroll jws jwk"}
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 # a swtpm for the seeds only a TPM makes (a TSS2 key file, an enrollment

@@ -20,7 +20,7 @@ src=$(cd "$here/../.." && pwd)
 build=${KV_FUZZ_BUILD:-$src/build-fuzz}
 seconds=10
 runs=
-all="evidence keyname config ecdh verify csr chain softkey keyref audit policy lifecycle enroll"
+all="evidence keyname config ecdh verify csr chain softkey keyref audit policy lifecycle enroll jws jwk"
 while [ $# -gt 0 ]; do
     case $1 in
     --build) build=$2; shift 2 ;;

@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 build=${1:-$src/build-fuzz}
 seconds=${KV_FUZZ_SECONDS:-10}
-targets="evidence keyname config ecdh verify csr chain softkey keyref audit policy lifecycle enroll"
+targets="evidence keyname config ecdh verify csr chain softkey keyref audit policy lifecycle enroll jws jwk"
 
 if ! command -v clang >/dev/null 2>&1 ||
    ! echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }' |
