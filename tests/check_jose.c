@@ -362,6 +362,8 @@ START_TEST(test_jwks_selects_by_kid)
                                   KV_JWS_NO_KID, &tok), KV_OK);
     expect(ctx, tok, set, KV_ERR_BAD_INPUT, "has no kid and the key set holds 3 usable keys");
     kv_string_free(tok);
+    kv_string_free(set);
+    set = NULL;
     ck_assert_rc(ctx, kv_jwks(keys, 0, &set), KV_ERR_INVALID_ARG);
     kv_string_free(set);
     for (int i = 0; i < 3; i++)
