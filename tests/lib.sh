@@ -11,25 +11,7 @@ export KEYVAULT_HOME
 pass=0
 fail=0
 
-# Under AddressSanitizer the suite asks for the slow unwinder
-# (fast_unwind_on_malloc=0): libcrypto and the PKCS#11 modules have no frame
-# pointers, and only the slow unwinder's stacks reach the third-party frames
-# tests/lsan.supp names. It costs every process of a script that runs the CLI
-# hundreds of times (chain.sh: 153 s against 22 s). Scripts take the fast one:
-# memory errors and leaks are still caught, but a leak's stack stops at the
-# first such library, so a known third-party leak is no longer recognised. A
-# part of a script that reaches one (SoftHSM 2.6.1's Ed25519 code) calls
-# asan_exact_stacks first and asan_fast_stacks after.
-case "${ASAN_OPTIONS:-}" in
-*fast_unwind_on_malloc=0*)
-    kv_asan_exact=$ASAN_OPTIONS
-    ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=1"
-    kv_asan_fast=$ASAN_OPTIONS
-    export ASAN_OPTIONS
-    ;;
-esac
-asan_exact_stacks() { if [ -n "${kv_asan_exact:-}" ]; then ASAN_OPTIONS=$kv_asan_exact; fi; }
-asan_fast_stacks() { if [ -n "${kv_asan_fast:-}" ]; then ASAN_OPTIONS=$kv_asan_fast; fi; }
+. "$(dirname "$0")/asan.sh"
 
 # soft_store PASSPHRASE: a software-only configuration $T/kv.conf (store
 # $T/store, passphrase in the 0600 file $T/pass) and kv(), the CLI on it

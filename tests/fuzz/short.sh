@@ -30,7 +30,33 @@ make -s -j"${KV_FUZZ_JOBS:-2}" $(for t in $targets; do echo "tests/fuzz/fuzz-$t"
     >build.log 2>&1 || { tail -n 30 build.log >&2; exit 1; }
 built=$(date +%s)
 echo "short.sh: built the fuzz targets in $((built - start)) s"
+# two run.sh at once (KV_FUZZ_JOBS), each with every other target and its
+# own directory for crash inputs under $KV_FUZZ_CRASHES (default
+# fuzz-crashes beside the source tree), their tables printed one after the
+# other
+crashes=${KV_FUZZ_CRASHES:-$src/fuzz-crashes}
 rc=0
-"$here/run.sh" --build "$build" --seconds "$seconds" $targets || rc=$?
+jobs=${KV_FUZZ_JOBS:-2}
+out=$(mktemp -d "${TMPDIR:-/tmp}/kvfuzz-short.XXXXXX")
+trap 'rm -rf "$out"' EXIT
+i=0
+for t in $targets; do
+    echo "$t" >>"$out/list$((i % jobs))"
+    i=$((i + 1))
+done
+lists=$(cd "$out" && ls)
+for l in $lists; do
+    l=$out/$l
+    (KV_FUZZ_CRASHES="$crashes/$(basename "$l")" \
+        "$here/run.sh" --build "$build" --seconds "$seconds" $(cat "$l") >"$l.out" 2>&1 ||
+        echo failed >"$l.failed") &
+done
+wait
+for l in $lists; do
+    l=$out/$l
+    cat "$l.out"
+    [ ! -f "$l.failed" ] || rc=1
+done
+rmdir "$crashes" 2>/dev/null || true
 echo "short.sh: build and ${seconds}-second runs took $(($(date +%s) - start)) s"
 exit $rc
