@@ -36,6 +36,9 @@
 
 #define SOFT_KEY_FILE_MAX (64 * 1024)
 #define SOFT_DEFAULT_ITER 100000
+/* The most PBKDF2 iterations a key file is opened with (a few seconds of
+ * work), or the configured count when that is higher: see check_kdf. */
+#define SOFT_READ_ITER_MAX 10000000L
 
 struct soft_state {
     char *dir;
@@ -196,6 +199,54 @@ out:
     return rc;
 }
 
+/*
+ * A key file names its own key derivation, and the store's files may come
+ * from anyone who could write there: a swapped file asking for 2^31 PBKDF2
+ * iterations would hold the caller for hours inside PKCS8_decrypt_ex. So
+ * before decrypting: PBES2 with PBKDF2 (what this backend writes), and an
+ * iteration count from 1 to SOFT_READ_ITER_MAX (or the configured count).
+ */
+static kv_rc check_kdf(kv_backend *be, const char *path, const X509_SIG *p8)
+{
+    kv_ctx *ctx = be->ctx;
+    const X509_ALGOR *alg = NULL;
+    PBE2PARAM *pbe2 = NULL;
+    PBKDF2PARAM *kdf = NULL;
+    long iter, max = st(be)->iterations > SOFT_READ_ITER_MAX ? st(be)->iterations
+                                                               : SOFT_READ_ITER_MAX;
+    char name[80];
+    kv_rc rc;
+
+    X509_SIG_get0(p8, &alg, NULL);
+    if (OBJ_obj2nid(alg->algorithm) != NID_pbes2) {
+        OBJ_obj2txt(name, sizeof(name), alg->algorithm, 0);
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "key file '%s' is encrypted with %s, not PBES2 (PBKDF2) as this store writes",
+                path, name);
+    }
+    pbe2 = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBE2PARAM), alg->parameter);
+    if (!pbe2 || OBJ_obj2nid(pbe2->keyfunc->algorithm) != NID_id_pbkdf2)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "key file '%s': the PBES2 parameters do not name PBKDF2", path);
+    kdf = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(PBKDF2PARAM), pbe2->keyfunc->parameter);
+    if (!kdf)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "key file '%s': malformed PBKDF2 parameters", path);
+    iter = ASN1_INTEGER_get(kdf->iter);
+    if (iter < 1)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "key file '%s': the PBKDF2 iteration count is not a positive number", path);
+    if (iter > max)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "key file '%s' asks for %ld PBKDF2 iterations; at most %ld are run to open a key",
+                path, iter, max);
+    rc = KV_OK;
+out:
+    ERR_clear_error();
+    PBKDF2PARAM_free(kdf);
+    PBE2PARAM_free(pbe2);
+    return rc;
+}
+
 /* Decrypt the text of key file path. */
 static kv_rc decrypt_key(kv_backend *be, const char *path, const char *text, size_t len,
                          const char *pass, EVP_PKEY **out)
@@ -214,6 +265,7 @@ static kv_rc decrypt_key(kv_backend *be, const char *path, const char *text, siz
     if (!p8)
         KV_FAIL_OSSL(ctx, rc, KV_ERR_CORRUPT,
                      "key file '%s' is not an encrypted PKCS#8 PEM file", path);
+    KV_CHECK(rc, check_kdf(be, path, p8));
     p8inf = PKCS8_decrypt_ex(p8, pass, (int)strlen(pass), ctx->libctx, NULL);
     if (!p8inf) {
         ERR_clear_error();

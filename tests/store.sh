@@ -2,7 +2,8 @@
 # store.sh - the key store's defences seen through the keyvault command:
 # a file size limit is an error, not a signal; FIFOs in place of files fail
 # at once; no home directory is an error asking for KEYVAULT_HOME; a
-# world-readable passphrase file or a group-writable store is refused.
+# world-readable passphrase file or a group-writable store is refused; a
+# key file cannot make opening it take hours (its PBKDF2 iteration count).
 . "$(dirname "$0")/lib.sh"
 
 soft_store 'store test passphrase'
@@ -45,6 +46,70 @@ expect 1 "a world-writable store is refused" -- kv list
 contains "$T/err" "writable by others" "the error names the problem"
 chmod 700 "$T/store"
 expect 0 "and accepted once private again" -- kv sign k -i "$T/msg" -o "$T/sig"
+
+# a key file naming its own KDF cost: a swapped k.pem asking for 2^31 - 1
+# PBKDF2 iterations is refused before the KDF runs (it would run for hours),
+# one with another scheme (PBES1) likewise. The files are built with openssl
+# asn1parse -genconf; their ciphertext is random: the check comes first.
+p8_file() {  # ITER|pbes1 OUT: an "ENCRYPTED PRIVATE KEY" PEM file
+    if [ "$1" = pbes1 ]; then
+        alg='oid=OID:pbeWithSHA1AndDES-CBC
+params=SEQUENCE:pbe1
+[pbe1]
+salt=FORMAT:HEX,OCTETSTRING:0011223344556677
+iter=INTEGER:1000'
+    else
+        alg="oid=OID:PBES2
+params=SEQUENCE:pbes2
+[pbes2]
+kdf=SEQUENCE:kdf
+enc=SEQUENCE:enc
+[kdf]
+oid=OID:PBKDF2
+params=SEQUENCE:kdfp
+[kdfp]
+salt=FORMAT:HEX,OCTETSTRING:0011223344556677
+iter=INTEGER:$1
+prf=SEQUENCE:prf
+[prf]
+oid=OID:hmacWithSHA256
+null=NULL
+[enc]
+oid=OID:aes-256-cbc
+iv=FORMAT:HEX,OCTETSTRING:00112233445566778899aabbccddeeff"
+    fi
+    cat >"$T/p8.cnf" <<CNF
+asn1=SEQUENCE:p8
+[p8]
+alg=SEQUENCE:alg
+data=FORMAT:HEX,OCTETSTRING:$(openssl rand -hex 144)
+[alg]
+$alg
+CNF
+    openssl asn1parse -genconf "$T/p8.cnf" -noout -out "$T/p8.der" &&
+        { echo '-----BEGIN ENCRYPTED PRIVATE KEY-----'; openssl base64 -in "$T/p8.der"
+          echo '-----END ENCRYPTED PRIVATE KEY-----'; } >"$2" && chmod 600 "$2"
+}
+cp "$T/store/k.pem" "$T/k.pem.saved"
+p8_file 2147483647 "$T/store/k.pem"
+expect 1 "a key file asking for 2^31-1 PBKDF2 iterations is refused at once" -- \
+    timeout 20 "$KEYVAULT" -c "$T/kv.conf" sign k -i "$T/msg" -o "$T/x"
+contains "$T/err" "asks for 2147483647 PBKDF2 iterations" "the error names the count"
+contains "$T/err" "k.pem" "and the file"
+p8_file 10000001 "$T/store/k.pem"
+expect 1 "one over the bound (10,000,001) is refused" -- \
+    timeout 20 "$KEYVAULT" -c "$T/kv.conf" sign k -i "$T/msg" -o "$T/x"
+contains "$T/err" "asks for 10000001 PBKDF2 iterations; at most 10000000" "by the bound, before the KDF"
+p8_file 1000 "$T/store/k.pem"
+expect 1 "within the bound, random ciphertext fails to decrypt" -- \
+    timeout 20 "$KEYVAULT" -c "$T/kv.conf" sign k -i "$T/msg" -o "$T/x"
+contains "$T/err" "cannot decrypt" "as a decryption failure, past the check"
+p8_file pbes1 "$T/store/k.pem"
+expect 1 "a PBES1 key file is refused" -- \
+    timeout 20 "$KEYVAULT" -c "$T/kv.conf" sign k -i "$T/msg" -o "$T/x"
+contains "$T/err" "not PBES2" "the error names the scheme"
+mv "$T/k.pem.saved" "$T/store/k.pem"
+expect 0 "the key back in place signs" -- kv sign k -i "$T/msg" -o "$T/sig"
 
 # no home directory: an error asking for KEYVAULT_HOME, never /tmp
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && ! getent passwd 54321 >/dev/null; then
