@@ -18,12 +18,14 @@ sh tests/install-deps.sh
 ./autogen.sh >/dev/null 2>&1
 
 status=0
+t0=$(date +%s)
+stage() { echo "== $* (at $(($(date +%s) - t0)) s)"; }
 run_check() {  # DIR CONFIGURE-ARGS...
     dir=$1; shift
-    echo "== build in $dir: configure $*"
+    stage "build in $dir: configure $*"
     mkdir -p "$dir"
     (cd "$dir" && "$top/configure" -q "$@" && make -s -j"$jobs" >/dev/null) || return 1
-    echo "== make check in $dir"
+    stage "make check in $dir"
     # sanitizers slow everything (the TPM's session crypto most): Check's
     # per-test timeouts stretch with them. One test more than cores: many
     # wait on a token, a TPM or a server part of the time (Makefile.am starts
@@ -72,7 +74,7 @@ if [ "$quick" = no ]; then
     # runs DIST_TESTS (the unit tests and the CLI, examples, ABI and man
     # page checks: the whole suite ran twice above); dist-files.sh then
     # checks that the tarball holds every tracked file the rest would need
-    echo "== make distcheck (DIST_TESTS)"
+    stage "make distcheck (DIST_TESTS)"
     if ! (cd build && make -s -j"$jobs" distcheck TESTS='$(DIST_TESTS)' >distcheck.log 2>&1); then
         echo "!! make distcheck failed:"; tail -40 build/distcheck.log; status=1
     else
@@ -87,13 +89,13 @@ fi
 if [ "$quick" = no ]; then
     KV_FUZZ_SECONDS=${KV_FUZZ_SECONDS:-5}
     export KV_FUZZ_SECONDS
-    echo "== fuzz: each target for $KV_FUZZ_SECONDS s (tests/fuzz/short.sh)"
+    stage "fuzz: each target for $KV_FUZZ_SECONDS s (tests/fuzz/short.sh)"
     if ! sh tests/fuzz/short.sh "$top/build-fuzz"; then
         echo "!! the fuzz stage failed (inputs kept under $top/fuzz-crashes)"; status=1
     fi
 fi
 
-echo "== results"
+stage "results"
 summary build plain
 [ "$quick" = no ] && summary build-asan asan
 set -- $(count build)
