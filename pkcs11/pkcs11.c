@@ -335,12 +335,38 @@ static CK_RV find_all(struct p11_token *tok, CK_SESSION_HANDLE h, CK_ATTRIBUTE *
     return rv;
 }
 
-/* Read one attribute into a new buffer. */
+/*
+ * The most bytes get_attr takes for an attribute: the token sizes the buffer,
+ * so a hostile one could ask for 4 GiB. A certificate (CKA_VALUE, also a
+ * policy object's JSON) fits in 64 KiB; key fields are small: an RSA-8192
+ * modulus is 1 KiB, an EC point or parameters well under 200 bytes, and
+ * CKA_ID and CKA_LABEL are names.
+ */
+#define P11_ATTR_VALUE_MAX (64 * 1024)
+#define P11_ATTR_FIELD_MAX (4 * 1024)
+
+static const char *attr_name(CK_ATTRIBUTE_TYPE type)
+{
+    switch (type) {
+    case CKA_VALUE: return "CKA_VALUE";
+    case CKA_MODULUS: return "CKA_MODULUS";
+    case CKA_PUBLIC_EXPONENT: return "CKA_PUBLIC_EXPONENT";
+    case CKA_EC_PARAMS: return "CKA_EC_PARAMS";
+    case CKA_EC_POINT: return "CKA_EC_POINT";
+    case CKA_ID: return "CKA_ID";
+    case CKA_LABEL: return "CKA_LABEL";
+    case CKA_KEY_TYPE: return "CKA_KEY_TYPE";
+    default: return "an attribute";
+    }
+}
+
+/* Read one attribute into a new buffer, of at most the cap above. */
 static CK_RV get_attr(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
                       CK_ATTRIBUTE_TYPE type, unsigned char **val, CK_ULONG *len, kv_rc *rc)
 {
     CK_ATTRIBUTE a = { type, NULL, 0 };
     CK_RV rv = tok->fl->C_GetAttributeValue(h, obj, &a, 1);
+    CK_ULONG max = type == CKA_VALUE ? P11_ATTR_VALUE_MAX : P11_ATTR_FIELD_MAX;
 
     *val = NULL;
     *len = 0;
@@ -348,16 +374,32 @@ static CK_RV get_attr(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_HAND
         *rc = p11_fail(tok, "C_GetAttributeValue", rv != CKR_OK ? rv : CKR_ATTRIBUTE_TYPE_INVALID);
         return rv;
     }
+    if (a.ulValueLen > max) {
+        *rc = kv_error(tok->ctx, KV_ERR_CORRUPT,
+                       "token '%s': C_GetAttributeValue gives %s of %lu bytes (at most %lu)",
+                       tok->label, attr_name(type), (unsigned long)a.ulValueLen,
+                       (unsigned long)max);
+        return CKR_OK;
+    }
     a.pValue = malloc(a.ulValueLen ? a.ulValueLen : 1);
     if (!a.pValue) {
         *rc = kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
         return CKR_OK;
     }
+    CK_ULONG asked = a.ulValueLen;
     rv = tok->fl->C_GetAttributeValue(h, obj, &a, 1);
     if (rv != CKR_OK) {
         free(a.pValue);
         *rc = p11_fail(tok, "C_GetAttributeValue", rv);
         return rv;
+    }
+    if (a.ulValueLen > asked) {
+        free(a.pValue);
+        *rc = kv_error(tok->ctx, KV_ERR_CORRUPT,
+                       "token '%s': C_GetAttributeValue gives %s of %lu bytes in a buffer of %lu",
+                       tok->label, attr_name(type), (unsigned long)a.ulValueLen,
+                       (unsigned long)asked);
+        return CKR_OK;
     }
     *val = a.pValue;
     *len = a.ulValueLen;
@@ -852,6 +894,12 @@ static CK_RV open_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     k->idlen = len;
     if ((rv = get_attr(tok, h, objs[0], CKA_KEY_TYPE, &kt, &len, rc)) != CKR_OK || *rc)
         goto out;
+    if (len != sizeof(k->ktype)) {
+        *rc = kv_error(tok->ctx, KV_ERR_CORRUPT,
+                       "token '%s': C_GetAttributeValue gives CKA_KEY_TYPE of %lu bytes, not %zu",
+                       tok->label, (unsigned long)len, sizeof(k->ktype));
+        goto out;
+    }
     memcpy(&k->ktype, kt, sizeof(k->ktype));
     kv_err_mark mark = kv_err_mark_get(tok->ctx);
     rv = get_attr(tok, h, objs[0], CKA_LABEL, &label, &len, rc);
@@ -1770,7 +1818,7 @@ static bool attr_quiet(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_HAN
     CK_ATTRIBUTE a = { type, buf, *len };
     CK_RV rv = tok->fl->C_GetAttributeValue(h, obj, &a, 1);
 
-    if (rv != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
+    if (rv != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen > *len)
         return false;
     *len = a.ulValueLen;
     return true;
@@ -1860,6 +1908,12 @@ static CK_RV ecdh_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     if (rv != CKR_OK) {
         *rc = p11_fail(tok, "C_GetAttributeValue(CKA_VALUE of the ECDH secret)", rv);
         return rv;
+    }
+    if (val.ulValueLen > *a->len) {
+        *rc = kv_error(tok->ctx, KV_ERR_CORRUPT,
+                       "token '%s': C_GetAttributeValue gives an ECDH secret of %lu bytes in a "
+                       "buffer of %zu", tok->label, (unsigned long)val.ulValueLen, *a->len);
+        return drv == CKR_OK || p11_rv_lost(drv) ? CKR_OK : P11_RV_SPOILED;
     }
     *a->len = val.ulValueLen;
     /* a secret left in a session object: closing the session removes it */
@@ -1992,7 +2046,8 @@ static CK_RV pub_check(struct p11_token *tok, CK_SESSION_HANDLE h, struct p11_ke
         struct sign_arg sa = { &probe, alg, tbs, tbslen, sig, &siglen };
 
         len = sizeof(can_sign);
-        if (attr_quiet(tok, h, k->priv, CKA_SIGN, &can_sign, &len) && !can_sign) {
+        if (attr_quiet(tok, h, k->priv, CKA_SIGN, &can_sign, &len) &&
+            len == sizeof(can_sign) && !can_sign) {
             if (t->family != KV_FAMILY_EC)
                 return CKR_OK; /* RSA was compared by modulus; an Ed25519 key only signs */
             rv = pub_check_ecdh(tok, h, &probe, pub, label, &match, rc);

@@ -38,6 +38,17 @@
  * a later failing one fire). A schedule the shim cannot read makes
  * C_GetFunctionList fail, with the reason on stderr. When $KV_SHIM_FAULT_LOG
  * names a file, each fault appends "CALL CKR_NAME" (or "CALL slow") to it.
+ *
+ * $KV_SHIM_ATTR tampers with C_GetAttributeValue answers, for a token that
+ * lies about sizes: entries separated by commas, each ATTR:len=N (ATTR one
+ * of CKA_KEY_TYPE, CKA_VALUE, CKA_MODULUS, CKA_PUBLIC_EXPONENT,
+ * CKA_EC_PARAMS, CKA_EC_POINT, CKA_ID, CKA_LABEL, CKA_SIGN). Every answer
+ * for ATTR then says its length is N: a size query (pValue NULL) gets N;
+ * a buffer of at least N bytes gets the real value's first N bytes (all of
+ * it when shorter) and ulValueLen N; a smaller buffer gets
+ * CKR_BUFFER_TOO_SMALL. For example "CKA_KEY_TYPE:len=4" (a key type
+ * shorter than a CK_ULONG) or "CKA_VALUE:len=4294967295" (a 4 GiB
+ * certificate). An entry the shim cannot read makes C_GetFunctionList fail.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -213,6 +224,94 @@ static int parse_schedule(void)
         r = parse_entry(e);
     free(copy);
     return r;
+}
+
+/* ---- answers with a false length ($KV_SHIM_ATTR) ---------------------------- */
+
+static const struct {
+    const char *name;
+    CK_ATTRIBUTE_TYPE type;
+} attr_names[] = {
+    { "CKA_KEY_TYPE", CKA_KEY_TYPE }, { "CKA_VALUE", CKA_VALUE },
+    { "CKA_MODULUS", CKA_MODULUS }, { "CKA_PUBLIC_EXPONENT", CKA_PUBLIC_EXPONENT },
+    { "CKA_EC_PARAMS", CKA_EC_PARAMS }, { "CKA_EC_POINT", CKA_EC_POINT },
+    { "CKA_ID", CKA_ID }, { "CKA_LABEL", CKA_LABEL }, { "CKA_SIGN", CKA_SIGN },
+};
+
+static struct {
+    CK_ATTRIBUTE_TYPE type;
+    CK_ULONG len;
+} tampers[16];
+static int ntampers;
+
+static int parse_tampers(void)
+{
+    const char *env = getenv("KV_SHIM_ATTR");
+    char *copy, *save = NULL;
+    int r = 0;
+
+    if (!env || !*env)
+        return 0;
+    copy = strdup(env);
+    if (!copy)
+        return -1;
+    for (char *e = strtok_r(copy, ", \t\n", &save); e && r == 0; e = strtok_r(NULL, ", \t\n", &save)) {
+        char *eq = strstr(e, ":len=");
+        unsigned long n;
+        size_t i = 0;
+        if (eq) {
+            *eq = '\0';
+            for (i = 0; i < sizeof(attr_names) / sizeof(attr_names[0]); i++)
+                if (!strcmp(e, attr_names[i].name))
+                    break;
+        }
+        if (!eq || i == sizeof(attr_names) / sizeof(attr_names[0]) || ntampers == 16 ||
+            number(eq + 5, eq + strlen(eq + 5) + 5, &n)) {
+            fprintf(stderr, "p11shim: KV_SHIM_ATTR entry '%s': not ATTR:len=N\n", e);
+            r = -1;
+            break;
+        }
+        tampers[ntampers].type = attr_names[i].type;
+        tampers[ntampers++].len = n;
+    }
+    free(copy);
+    return r;
+}
+
+/* one attribute through the tampering: -1 when ATTR is not tampered with */
+static long long tampered(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE *t)
+{
+    CK_ATTRIBUTE q = { t->type, NULL, 0 };
+    CK_ULONG want;
+    CK_RV rv;
+    int i;
+
+    for (i = 0; i < ntampers && tampers[i].type != t->type; i++)
+        ;
+    if (i == ntampers)
+        return -1;
+    want = tampers[i].len;
+    if (!t->pValue) {
+        t->ulValueLen = want;
+        return CKR_OK;
+    }
+    if (t->ulValueLen < want) {
+        t->ulValueLen = CK_UNAVAILABLE_INFORMATION;
+        return CKR_BUFFER_TOO_SMALL;
+    }
+    rv = real->C_GetAttributeValue(h, o, &q, 1);
+    if (rv != CKR_OK)
+        return (long long)rv;
+    q.pValue = malloc(q.ulValueLen ? q.ulValueLen : 1);
+    if (!q.pValue)
+        return CKR_HOST_MEMORY;
+    rv = real->C_GetAttributeValue(h, o, &q, 1);
+    if (rv == CKR_OK) {
+        memcpy(t->pValue, q.pValue, q.ulValueLen < want ? q.ulValueLen : want);
+        t->ulValueLen = want;
+    }
+    free(q.pValue);
+    return (long long)rv;
 }
 
 /* a uniform draw in [0, 1) from the shared seed (lock held) */
@@ -431,6 +530,16 @@ static CK_RV shim_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_
         }
         pthread_mutex_unlock(&lock);
     }
+    if (ntampers) {
+        CK_RV first = CKR_OK;
+        for (CK_ULONG i = 0; i < n; i++) {
+            long long r = tampered(h, o, &t[i]);
+            CK_RV rv = r >= 0 ? (CK_RV)r : real->C_GetAttributeValue(h, o, &t[i], 1);
+            if (first == CKR_OK)
+                first = rv;
+        }
+        return first;
+    }
     return real->C_GetAttributeValue(h, o, t, n);
 }
 
@@ -520,7 +629,7 @@ __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_
     CK_RV rv;
 
     if (!real) {
-        if (parse_schedule() != 0)
+        if (parse_schedule() != 0 || parse_tampers() != 0)
             return CKR_GENERAL_ERROR;
         if (!path || !(dl = dlopen(path, RTLD_NOW | RTLD_LOCAL)))
             return CKR_GENERAL_ERROR;

@@ -1,0 +1,64 @@
+#!/bin/sh
+# p11-attrs.sh - a token that lies about attribute sizes (docs/hardening.md,
+# "Hostile input costs"). tests/p11shim.c in front of SoftHSM rewrites
+# C_GetAttributeValue answers ($KV_SHIM_ATTR): a CKA_KEY_TYPE shorter or
+# longer than a CK_ULONG, and a CKA_VALUE, CKA_EC_POINT or CKA_MODULUS of
+# 4 GiB. Each call must fail at once with an error naming the attribute and
+# the token, never read past a buffer (the sanitized run catches an
+# over-read), never allocate what the token asks for.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/softhsm.sh"
+B=${KV_BUILDDIR:-$(pwd)}
+SHIM=$B/tests/.libs/p11shim.so
+[ -f "$SHIM" ] || { echo "p11-attrs.sh: build tests/p11shim.la first"; exit 1; }
+command -v timeout >/dev/null || { echo "p11-attrs.sh: timeout is missing"; exit 1; }
+KV_SHIM_MODULE=$KV_P11_MODULE
+export KV_SHIM_MODULE
+cat >"$T/kv.conf" <<CONF
+[keyvault]
+backends = pkcs11
+
+[pkcs11]
+module = $SHIM
+token = $KV_P11_TOKEN
+pin = file:$KV_P11_PINFILE
+CONF
+
+expect 0 "an EC key" -- kv keygen ec --type ec-p256
+expect 0 "an RSA key" -- kv keygen rsa --type rsa-2048
+expect 0 "a certificate on the token" -- kv cert selfsign ec --subject "CN=attrs" -o "$T/ec.crt"
+kv pubkey ec -o "$T/ec.pub" >/dev/null
+
+# lie ATTR:len=N WHAT ARGS...: the CLI with that answer fails within 20 s,
+# naming ATTR and the token
+lie() {
+    _a=$1 _d=$2; shift 2
+    KV_SHIM_ATTR=$_a timeout -s KILL 20 "$KEYVAULT" -c "$T/kv.conf" "$@" >"$T/out" 2>"$T/err"
+    _rc=$?
+    _attr=${_a%%:*}
+    if [ "$_rc" != 1 ]; then
+        not_ok "$_d: exit $_rc, wanted 1"; sed 's/^/    /' "$T/err"
+    elif grep -q "AddressSanitizer\|runtime error" "$T/err"; then
+        not_ok "$_d: a sanitizer report"; sed 's/^/    /' "$T/err"
+    elif ! grep -q "token '$KV_P11_TOKEN'.*$_attr" "$T/err"; then
+        not_ok "$_d: the error does not name $_attr and the token"; sed 's/^/    /' "$T/err"
+    else
+        ok "$_d"
+    fi
+}
+lie CKA_KEY_TYPE:len=4 "a 4-byte CKA_KEY_TYPE is refused" pubkey ec
+lie CKA_KEY_TYPE:len=0 "an empty CKA_KEY_TYPE is refused" sign ec -i "$T/ec.pub" -o "$T/sig"
+lie CKA_KEY_TYPE:len=16 "a 16-byte CKA_KEY_TYPE is refused" pubkey rsa
+lie CKA_EC_POINT:len=4294967295 "a 4 GiB CKA_EC_POINT is refused" pubkey ec
+lie CKA_MODULUS:len=4294967295 "a 4 GiB CKA_MODULUS is refused" pubkey rsa
+lie CKA_MODULUS:len=4097 "a CKA_MODULUS of 4097 bytes is refused" pubkey rsa
+lie CKA_VALUE:len=4294967295 "a 4 GiB certificate (CKA_VALUE) is refused" cert show ec
+lie CKA_VALUE:len=65537 "a certificate of 64 KiB + 1 is refused" cert show ec
+contains "$T/err" "of 65537 bytes (at most 65536)" "the error gives the size and the bound"
+lie CKA_ID:len=4294967295 "a 4 GiB CKA_ID is refused" pubkey ec
+
+# the same token, told the truth, still works
+expect 0 "without lies the key opens" -- kv pubkey ec -o "$T/ec2.pub"
+if cmp -s "$T/ec.pub" "$T/ec2.pub"; then ok "the same public key"; else not_ok "another public key"; fi
+expect 0 "without lies the certificate reads" -- kv cert show ec
+finish
