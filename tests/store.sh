@@ -96,10 +96,15 @@ expect 1 "a key file asking for 2^31-1 PBKDF2 iterations is refused at once" -- 
     timeout 20 "$KEYVAULT" -c "$T/kv.conf" sign k -i "$T/msg" -o "$T/x"
 contains "$T/err" "asks for 2147483647 PBKDF2 iterations" "the error names the count"
 contains "$T/err" "k.pem" "and the file"
-p8_file 10000001 "$T/store/k.pem"
-expect 1 "one over the bound (10,000,001) is refused" -- \
+p8_file 2000001 "$T/store/k.pem"
+expect 1 "one over the bound (2,000,001) is refused" -- \
     timeout 20 "$KEYVAULT" -c "$T/kv.conf" sign k -i "$T/msg" -o "$T/x"
-contains "$T/err" "asks for 10000001 PBKDF2 iterations; at most 10000000" "by the bound, before the KDF"
+contains "$T/err" "asks for 2000001 PBKDF2 iterations; at most 2000000" "by the bound, before the KDF"
+# the configured count raises the bound, up to 10,000,000
+sed 's/^kdf_iterations = .*/kdf_iterations = 10000001/' "$T/kv.conf" >"$T/kv-iter.conf"
+expect 1 "kdf_iterations over 10,000,000 is refused" -- "$KEYVAULT" -c "$T/kv-iter.conf" list
+contains "$T/err" "kdf_iterations" "the error names the setting"
+contains "$T/err" "10000000" "and its maximum"
 p8_file 1000 "$T/store/k.pem"
 expect 1 "within the bound, random ciphertext fails to decrypt" -- \
     timeout 20 "$KEYVAULT" -c "$T/kv.conf" sign k -i "$T/msg" -o "$T/x"
