@@ -43,6 +43,8 @@
 #define KV_AUDIT_DETAIL_MAX 256      /* bytes of a detail or message kept */
 #define KV_AUDIT_TAIL_READ 65536     /* bytes read back from the end of the file */
 #define KV_AUDIT_SEAL_RETRY 60       /* seconds before a seal key that failed to open is tried again */
+#define KV_AUDIT_LOCK_WAIT_MS 10000  /* the longest wait for the file's lock (anyone who can open it can hold it) */
+#define KV_AUDIT_TAIL_MAX (64L << 20) /* the most bytes kv_audit_tail reads back */
 #define HEX_HASH 64
 
 const struct kv_config_key kv_audit_config_keys[] = {
@@ -354,6 +356,21 @@ static struct audit_ent *ent_new(struct kv_audit *a, kv_audit_op op, const char 
 /* ---- the file ------------------------------------------------------------- */
 
 /* Report a failure of the audit file on syslog (the records are lost). */
+/* flock(fd, op) (LOCK_SH or LOCK_EX), waiting at most KV_AUDIT_LOCK_WAIT_MS:
+ * 0, or the errno (EWOULDBLOCK when another process held it all along). */
+static int lock_bounded(int fd, int op)
+{
+    for (unsigned waited = 0; flock(fd, op | LOCK_NB) != 0;) {
+        if (errno == EINTR)
+            continue;
+        if (errno != EWOULDBLOCK || waited >= KV_AUDIT_LOCK_WAIT_MS)
+            return errno;
+        usleep(10 * 1000);
+        waited += 10;
+    }
+    return 0;
+}
+
 static void file_trouble(struct kv_audit *a, const char *what, int err, size_t lost)
 {
     unsigned long all = atomic_fetch_add(&a->dropped, lost) + lost;
@@ -373,18 +390,21 @@ static int file_open(struct kv_audit *a)
 
     if (a->fd >= 0) {
         if (stat(a->path, &st) == 0 && st.st_dev == a->dev && st.st_ino == a->ino)
-            return 0;
+            return S_ISREG(st.st_mode) && !(st.st_mode & 006) ? 0 : -1;
         if (a->wrote && a->seal_name)
             seal_rotated(a);
         a->wrote = false;
         close(a->fd);
         a->fd = -1;
     }
-    a->fd = open(a->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    a->fd = open(a->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
     if (a->fd < 0)
         return errno;
-    if (fstat(a->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        int e = errno ? errno : EINVAL;
+    /* a file others may read or write, they may also lock for ever: -1
+     * (checked before each batch: a chmod, or a rotation tool's create) */
+    errno = 0;
+    if (fstat(a->fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & 006)) {
+        int e = errno ? errno : S_ISREG(st.st_mode) ? -1 : EINVAL;
         close(a->fd);
         a->fd = -1;
         return e;
@@ -619,16 +639,17 @@ static void seal_rotated(struct kv_audit *a)
     json_int_t seq = 0;
     bool sealed = false;
     ssize_t len;
+    int err;
 
     /* the name it has now, for the anchor's syslog line */
     snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", a->fd);
     len = readlink(fdpath, name, sizeof(name) - 1);
     name[len > 0 ? len : 0] = '\0';
-    while (flock(a->fd, LOCK_EX) != 0)
-        if (errno != EINTR) {
-            file_trouble(a, "cannot lock the rotated file of", errno, 0);
-            return;
-        }
+    if ((err = lock_bounded(a->fd, LOCK_EX)) != 0) {
+        file_trouble(a, err == EWOULDBLOCK ? "another process holds the lock (flock) of the rotated "
+                     "file of" : "cannot lock the rotated file of", err, 0);
+        return;
+    }
     if (file_head(a, &seq, prev, &sealed) == 0 && !sealed && seq > 0 &&
         seal_line(a, seq + 1, prev, &b))
         (void)write_out(a, &b, 0, name[0] ? name : NULL);
@@ -666,14 +687,15 @@ static void file_write(struct kv_audit *a, struct audit_ent **ents, size_t n, bo
     in_audit = true;
     pthread_mutex_lock(&a->wmu);
     if ((err = file_open(a)) != 0) {
-        file_trouble(a, "cannot open", err, n);
+        file_trouble(a, err < 0 ? "will not write to a log others may read or write (chmod o-rw)"
+                                : "cannot open", err < 0 ? 0 : err, n);
         goto out;
     }
-    while (flock(a->fd, LOCK_EX) != 0)
-        if (errno != EINTR) {
-            file_trouble(a, "cannot lock", errno, n);
-            goto out;
-        }
+    if ((err = lock_bounded(a->fd, LOCK_EX)) != 0) {
+        file_trouble(a, err == EWOULDBLOCK ? "another process holds the lock (flock) of"
+                                           : "cannot lock", err, n);
+        goto out;
+    }
     locked = true;
     if ((err = file_head(a, &seq, prev, &sealed)) != 0) {
         file_trouble(a, "cannot read the end of", err, n);
@@ -987,8 +1009,15 @@ kv_rc kv_audit_setup(kv_ctx *ctx)
         KV_FAIL(ctx, rc, KV_ERR_CONFIG, "[audit] file must be an absolute path");
     if (!file && !sys)
         return KV_OK;
-    if (file)
+    if (file) {
+        struct stat st;
         KV_CHECK(rc, kv_db_file_check(ctx, file, "audit log", true));
+        /* whoever can open the file can hold its lock, and writers wait */
+        if (stat(file, &st) == 0 && (st.st_mode & 004))
+            KV_FAIL(ctx, rc, KV_ERR_PERMISSION,
+                    "audit log '%s' is readable by others (mode %04o): anyone who can open it "
+                    "can hold its lock; chmod o-r", file, (unsigned)(st.st_mode & 07777));
+    }
     if (!(a = audit_new(ctx)))
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     a->syslog_on = sys;
@@ -1060,6 +1089,8 @@ struct vstate {
     const kv_audit_anchor *anchors;
     size_t nanchors;
     bool *anchor_seen;
+    FILE *f;                  /* the log, opened and checked once */
+    off_t limit;              /* its size when verify began: nothing after it is read */
     uint64_t bad_at;          /* the bad record's line when not the one being read */
 };
 
@@ -1081,27 +1112,31 @@ static ssize_t read_line(FILE *f, char *buf, size_t max, off_t left)
     return (ssize_t)n;
 }
 
-/* The line of the record with seq `want` at or after byte `from`, or 0. */
-static uint64_t find_seq(const char *path, off_t from, uint64_t line, json_int_t want)
+/* The line of the record with seq `want` at or after byte `from` and
+ * before the limit, or 0; read on the log verify opened (never the name
+ * again: a FIFO swapped in would block), which is left where it was. */
+static uint64_t find_seq(const struct vstate *v, off_t from, uint64_t line, json_int_t want)
 {
-    FILE *f = fopen(path, "re");
     char *buf = malloc(KV_AUDIT_LINE_MAX);
+    off_t was = ftello(v->f), at = from;
     ssize_t n;
     uint64_t found = 0;
 
-    if (!f || !buf || fseeko(f, from, SEEK_SET) != 0)
+    if (!buf || was < 0 || fseeko(v->f, from, SEEK_SET) != 0)
         goto out;
-    while (!found && (n = read_line(f, buf, KV_AUDIT_LINE_MAX, INT64_MAX)) > 0) {
+    while (!found && at < v->limit &&
+           (n = read_line(v->f, buf, KV_AUDIT_LINE_MAX, v->limit - at)) > 0) {
         json_t *j = json_loadb(buf, (size_t)n, 0, NULL);
+        at += n;
         line++;
         if (json_integer_value(json_object_get(j, "seq")) == want)
             found = line;
         json_decref(j);
     }
 out:
+    if (was >= 0 && fseeko(v->f, was, SEEK_SET) != 0)
+        found = 0;
     free(buf);
-    if (f)
-        fclose(f);
     return found;
 }
 
@@ -1213,7 +1248,7 @@ static kv_rc check_line(struct vstate *v, uint64_t line, char *s, size_t len, of
                 "audit log '%s', line %" PRIu64 " (seq %lld): the record does not match its "
                 "hash (edited)", v->path, line, (long long)seq);
     if (seq != v->seq + 1) {
-        uint64_t at = seq > v->seq + 1 ? find_seq(v->path, next, line, v->seq + 1) : 0;
+        uint64_t at = seq > v->seq + 1 ? find_seq(v, next, line, v->seq + 1) : 0;
         if (at)
             KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
                     "audit log '%s', line %" PRIu64 ": seq %lld where %lld was expected; "
@@ -1300,7 +1335,7 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
     FILE *f = NULL;
     ssize_t n;
     kv_rc rc = KV_OK;
-    int len, fd = -1;
+    int len, err, fd = -1;
 
     kv_err_begin(ctx);
     memset(rep, 0, sizeof(*rep));
@@ -1327,16 +1362,23 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
     if (!(f = fdopen(fd, "r")))
         KV_FAIL_ERRNO(ctx, rc, errno, "cannot open audit log '%s'", path);
     fd = -1;
+    if (fstat(fileno(f), &st) != 0)
+        KV_FAIL_ERRNO(ctx, rc, errno, "cannot examine audit log '%s'", path);
+    if (!S_ISREG(st.st_mode))
+        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "audit log '%s' is not a regular file", path);
     /* what is there now: writers append whole batches under LOCK_EX */
-    while (flock(fileno(f), LOCK_SH) != 0)
-        if (errno != EINTR)
-            KV_FAIL_ERRNO(ctx, rc, errno, "cannot lock audit log '%s'", path);
+    if ((err = lock_bounded(fileno(f), LOCK_SH)) == EWOULDBLOCK)
+        KV_FAIL(ctx, rc, KV_ERR_IO,
+                "audit log '%s': another process has held its lock (flock) for %d s; giving up",
+                path, KV_AUDIT_LOCK_WAIT_MS / 1000);
+    if (err != 0)
+        KV_FAIL_ERRNO(ctx, rc, err, "cannot lock audit log '%s'", path);
     if (fstat(fileno(f), &st) != 0)
         KV_FAIL_ERRNO(ctx, rc, errno, "cannot examine audit log '%s'", path);
     (void)flock(fileno(f), LOCK_UN);
-    if (!S_ISREG(st.st_mode))
-        KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "audit log '%s' is not a regular file", path);
     limit = st.st_size;
+    v.f = f;
+    v.limit = limit;
     while (at < limit && (n = read_line(f, buf, KV_AUDIT_LINE_MAX, limit - at)) != 0) {
         line++;
         if (n < 0)
@@ -1394,7 +1436,8 @@ kv_rc kv_audit_tail(kv_ctx *ctx, const char *path, size_t count, char **out)
     const char *p = path ? path : kv_config_get(ctx->cfg, "audit", "file");
     char *buf = NULL;
     size_t lines = 0, len = 0;
-    off_t size, from;
+    off_t size, from, stop, window, after = -1;
+    bool capped;
     struct stat st;
     int fd = -1;
     kv_rc rc = KV_OK;
@@ -1410,20 +1453,35 @@ kv_rc kv_audit_tail(kv_ctx *ctx, const char *path, size_t count, char **out)
     if (!S_ISREG(st.st_mode))
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "audit log '%s' is not a regular file", p);
     size = st.st_size;
+    /* count lines of a record's most bytes each, and at most KV_AUDIT_TAIL_MAX */
+    capped = count > (size_t)(KV_AUDIT_TAIL_MAX / KV_AUDIT_LINE_MAX);
+    window = capped ? KV_AUDIT_TAIL_MAX : (off_t)count * KV_AUDIT_LINE_MAX;
+    stop = size > window ? size - window : 0;
     /* back from the end, a block at a time, to the start of the count-th last line */
-    for (from = size; from > 0 && lines < count;) {
-        off_t b = from > KV_AUDIT_TAIL_READ ? from - KV_AUDIT_TAIL_READ : 0;
+    for (from = size; from > stop && lines < count;) {
+        off_t b = from - stop > KV_AUDIT_TAIL_READ ? from - KV_AUDIT_TAIL_READ : stop;
         char blk[KV_AUDIT_TAIL_READ];
         ssize_t r = pread(fd, blk, (size_t)(from - b), b);
         if (r != from - b)
             KV_FAIL_ERRNO(ctx, rc, r < 0 ? errno : EIO, "cannot read audit log '%s'", p);
         for (ssize_t i = r - 1; i >= 0; i--)
-            if (blk[i] == '\n' && b + i + 1 < size && ++lines >= count) {
-                from = b + i + 1;
-                break;
+            if (blk[i] == '\n' && b + i + 1 < size) {
+                after = b + i + 1;
+                if (++lines >= count)
+                    break;
             }
-        if (lines < count)
-            from = b;
+        from = lines < count ? b : after;
+    }
+    if (lines < count && from > 0) {
+        /* the window ran out before the start of the file: a line longer
+         * than a record can be, or (count over KV_AUDIT_TAIL_MAX / line
+         * max) as many lines as fit */
+        if (after < 0 || !capped)
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                    "audit log '%s': fewer than %zu lines in its last %lld bytes: a line "
+                    "longer than a record (%d bytes) is no audit record", p, count,
+                    (long long)window, KV_AUDIT_LINE_MAX);
+        from = after;
     }
     len = (size_t)(size - from);
     if (!(buf = malloc(len + 1)))

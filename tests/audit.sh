@@ -146,6 +146,67 @@ contains "$T/err" "line $first_seal: sealed by another key" "it names the first 
 expect 2 "audit without a command" -- kv audit
 expect 2 "audit verify without a file" -- kv audit verify
 
+# hostile logs (docs/hardening.md, "Hostile input costs"): a lock held by
+# another process (flock(1)), a FIFO swapped in while verify runs, one huge
+# last line, a log others may read. Each call ends within its bound.
+# held SECONDS FILE: flock(1) holds FILE's lock (as sleep's own process)
+held() { flock -F -x "$2" sleep "$1" & holder=$!; sleep 0.3; }
+# timed DESCRIPTION WANT MAX ARGS...: exit WANT within MAX seconds
+timed() {
+    t_desc=$1 t_want=$2 t_max=$3
+    shift 3
+    t0=$(date +%s)
+    timeout -s KILL 60 "$@" >"$T/out" 2>"$T/err"
+    t_rc=$? t_took=$(($(date +%s) - t0))
+    if [ "$t_rc" = "$t_want" ] && [ "$t_took" -le "$t_max" ]; then ok "$t_desc (${t_took}s)"; else
+        not_ok "$t_desc (exit $t_rc in ${t_took}s, wanted $t_want within ${t_max}s)"; sed 's/^/    /' "$T/err"; fi
+}
+cp "$T/clean.log" "$L"
+held 40 "$L"
+timed "verify gives up on a lock held by another process" 1 20 "$KEYVAULT" -c "$T/kv.conf" audit verify "$L"
+contains "$T/err" "audit log '$L': another process has held its lock (flock) for 10 s" "it names the log and the lock"
+before=$(wc -l <"$L")
+timed "an audited sign does not wait for that lock for ever" 0 20 "$KEYVAULT" -c "$T/kv.conf" sign k -i "$T/msg" -o "$T/sig"
+is "its record is not written under another's lock" "$(wc -l <"$L")" "$before"
+kill "$holder"; wait "$holder" 2>/dev/null
+# a FIFO swapped in while verify waits for the lock: the gap's search reads
+# the file verify opened, not the name again (it blocked on the FIFO)
+sed "${s3}d" "$T/clean.log" >"$T/d.log"
+held 4 "$T/d.log"
+timeout -s KILL 60 "$KEYVAULT" -c "$T/kv.conf" audit verify "$T/d.log" >"$T/out" 2>"$T/err" & vpid=$!
+sleep 2
+rm -f "$T/d.log" && mkfifo "$T/d.log"
+wait "$vpid"; rc=$?
+wait "$holder" 2>/dev/null
+if [ "$rc" = 1 ] && grep -q "line $s3: .*(deleted)" "$T/err"; then ok "a FIFO swapped in: verify ends, naming the deleted record"; else
+    not_ok "a FIFO swapped in (exit $rc)"; sed 's/^/    /' "$T/err"; fi
+rm -f "$T/d.log"
+# one 100 MB last line: tail reads at most 10 records' worth, not the file
+cp "$T/clean.log" "$T/big.log"
+head -c 100000000 /dev/zero | tr '\0' a >>"$T/big.log"
+echo >>"$T/big.log"
+timed "tail -n 10 of a log ending in a 100 MB line" 1 10 "$KEYVAULT" -c "$T/kv.conf" audit tail -n 10 "$T/big.log"
+contains "$T/err" "fewer than 10 lines in its last 163840 bytes" "it names the bound"
+head -c 200000 /dev/zero | tr '\0' a >>"$T/big.log"
+echo >>"$T/big.log"
+cat "$T/clean.log" >>"$T/big.log"
+expect 0 "tail -n 3 of records after it" -- kv audit tail -n 3 --json "$T/big.log"
+is "tail -n 3 gives the last 3 records" "$(cat "$T/out")" "$(tail -n 3 "$T/clean.log")"
+rm -f "$T/big.log"
+expect 0 "tail -n 100000 of a whole small log" -- kv audit tail -n 100000 --json "$L"
+is "tail -n 100000 gives all of it" "$(cat "$T/out")" "$(cat "$L")"
+# a log others may read (and so lock): the context is refused, and a
+# writer whose log became so leaves it alone
+chmod 644 "$L"
+before=$(wc -l <"$L")
+expect 1 "a context with a world-readable log is refused" -- kv sign k -i "$T/msg" -o "$T/sig"
+contains "$T/err" "audit log '$L' is readable by others (mode 0644)" "it names the log and its mode"
+is "no record written to a world-readable log" "$(wc -l <"$L")" "$before"
+chmod 600 "$L"
+expect 0 "a sign once private again" -- kv sign k -i "$T/msg" -o "$T/sig"
+if [ "$(wc -l <"$L")" -gt "$before" ]; then ok "its record is written"; else not_ok "its record is written"; fi
+cp "$T/clean.log" "$L"
+
 # SoftHSM: a wrong PIN is recorded; the seal key on the token seals
 if have KV_WITH_PKCS11; then
     . "$(dirname "$0")/softhsm.sh"

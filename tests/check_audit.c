@@ -210,6 +210,33 @@ static size_t line_of(char **lines, size_t n, const char *op, int nth)
     return 0;
 }
 
+/* A log others came to read (a chmod, a rotation tool's `create 0644`)
+ * after the context opened: the writer leaves it alone and tells syslog. */
+START_TEST(writer_leaves_a_log_others_may_read)
+{
+    kv_ctx *ctx = audit_ctx("flush = record\n");
+    kv_key *k = NULL;
+    size_t before = 0, after = 0;
+    char **lines;
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "k", KV_KEY_EC_P256, NULL, &k), KV_OK);
+    sign_n(ctx, k, 1);
+    free_lines(read_lines(&before), before);
+    ck_assert_int_eq(chmod(log_path, 0644), 0);
+    sign_n(ctx, k, 1);
+    lines = read_lines(&after);
+    free_lines(lines, after);
+    ck_assert_uint_eq(after, before);
+    ck_assert_ptr_nonnull(strstr(sys_text, "will not write to a log others may read or write"));
+    ck_assert_int_eq(chmod(log_path, 0600), 0);
+    sign_n(ctx, k, 1);
+    free_lines(read_lines(&after), after);
+    ck_assert_uint_gt(after, before);
+    kv_key_free(k);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(clean_log_verifies_and_holds_no_secret)
 {
     unsigned char *pub = NULL;
@@ -1151,6 +1178,7 @@ static Suite *audit_suite(void)
     tcase_add_test(tc, a_record_too_long_is_dropped_alone);
     tcase_add_test(tc, tail_returns_the_last_records);
     tcase_add_test(tc, settings_are_checked);
+    tcase_add_test(tc, writer_leaves_a_log_others_may_read);
     suite_add_tcase(s, tc);
     /* tagged "fork": its children start threads after a fork from a threaded
      * parent, which ThreadSanitizer cannot follow ("dup thread with used
