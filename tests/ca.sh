@@ -200,6 +200,15 @@ contains "$T/err" "TPM manufacturer" "it names the field"
 openssl req -new -newkey rsa:1024 -nodes -keyout "$T/small.key" -subj /CN=small -out "$T/small.csr" 2>/dev/null
 expect 1 "a request for a 1024-bit RSA key" -- kv ca sign soft-root --csr "$T/small.csr" --profile tls-client
 contains "$T/err" "not one the CA certifies" "it names the key type"
+# a 16384-bit RSA request (tests/csr/rsa16384.csr, made once with openssl
+# genrsa 16384 and openssl req -new: the key took minutes to make): refused by
+# its size before its signature is checked (OpenSSL's public key check cost
+# a second on it)
+t0=$(date +%s%N)
+expect 1 "a request for a 16384-bit RSA key" -- kv ca sign soft-root --csr "$(dirname "$0")/csr/rsa16384.csr" --profile tls-client
+echo "# refused in $((($(date +%s%N) - t0) / 1000000)) ms"
+contains "$T/err" "(RSA, 16384 bits) is not one the CA certifies" "it names the key type and size"
+contains "$T/err" "RSA of 2048 to 8192 bits" "and the sizes it certifies"
 openssl req -new -key "$T/o.key" -subj / -out "$T/nosubj.csr" 2>/dev/null
 expect 1 "a request without a subject under sub-ca" -- kv ca sign soft-root --csr "$T/nosubj.csr" --profile sub-ca
 contains "$T/err" "a CA certificate needs a subject" "it says a CA needs a subject"
