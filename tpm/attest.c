@@ -405,7 +405,12 @@ kv_rc tpm_pcr_extend(kv_backend *be, const char *bank, unsigned index,
     return tpm_run(ctx, st(be)->conn, pcr_extend_step, &a);
 }
 
+/* An EK certificate is about 1.5 KiB; an NV index claiming more than this
+ * is refused before anything is allocated or read. */
+#define EK_CERT_MAX 16384
+
 struct ek_arg {
+    kv_ctx *ctx;
     TPM2_HANDLE index;
     unsigned char *data;
     size_t len;
@@ -419,6 +424,11 @@ static TSS2_RC ek_step(struct tpm_conn *c, struct step *s, void *p)
     ESYS_TR nv = ESYS_TR_NONE;
     TSS2_RC rc;
 
+    /* a second run (tpm_run reconnected) starts afresh */
+    OPENSSL_free(a->data);
+    a->data = NULL;
+    a->len = 0;
+    a->absent = false;
     s->cmd = "looking up the EK certificate NV index";
     rc = Esys_TR_FromTPMPublic(c->esys, a->index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nv);
     if (rc != TSS2_RC_SUCCESS) {
@@ -429,18 +439,29 @@ static TSS2_RC ek_step(struct tpm_conn *c, struct step *s, void *p)
     rc = Esys_NV_ReadPublic(c->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
     if (rc == TSS2_RC_SUCCESS) {
         a->len = pub->nvPublic.dataSize;
-        a->data = OPENSSL_malloc(a->len ? a->len : 1);
+        if (a->len > EK_CERT_MAX)
+            s->rc = kv_error(a->ctx, KV_ERR_CORRUPT,
+                             "NV index 0x%08x holds %zu bytes; an EK certificate is at most %d",
+                             a->index, a->len, EK_CERT_MAX);
+        else if (!(a->data = OPENSSL_malloc(a->len ? a->len : 1)))
+            s->rc = kv_error(a->ctx, KV_ERR_NO_MEMORY, "out of memory");
     }
-    for (size_t off = 0; rc == TSS2_RC_SUCCESS && a->data && off < a->len;) {
+    for (size_t off = 0; rc == TSS2_RC_SUCCESS && s->rc == KV_OK && off < a->len;) {
         TPM2B_MAX_NV_BUFFER *chunk = NULL;
         UINT16 n = (UINT16)(a->len - off > 512 ? 512 : a->len - off);
         s->cmd = "TPM2_NV_Read (EK certificate)";
         rc = Esys_NV_Read(c->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, n,
                           (UINT16)off, &chunk);
-        if (rc == TSS2_RC_SUCCESS) {
-            memcpy(a->data + off, chunk->buffer, chunk->size);
-            off += chunk->size ? chunk->size : n;
-        }
+        /* exactly what was asked: more would overflow the buffer, less
+         * (one byte at a time) would take up to 65535 reads */
+        if (rc == TSS2_RC_SUCCESS && chunk->size != n)
+            s->rc = kv_error(a->ctx, KV_ERR_CORRUPT,
+                             "TPM2_NV_Read of NV index 0x%08x at offset %zu answered %u bytes "
+                             "where %u were asked", a->index, off, (unsigned)chunk->size,
+                             (unsigned)n);
+        else if (rc == TSS2_RC_SUCCESS)
+            memcpy(a->data + off, chunk->buffer, n);
+        off += n;
         Esys_Free(chunk);
     }
     Esys_Free(pub);
@@ -455,7 +476,7 @@ static const TPM2_HANDLE ek_indices[] = { 0x01c0000a, 0x01c00002, 0x01c00016 };
 static kv_rc ek_read(kv_backend *be, TPM2_HANDLE index, unsigned char **der, size_t *len)
 {
     kv_ctx *ctx = be->ctx;
-    struct ek_arg a = { .index = index };
+    struct ek_arg a = { .ctx = ctx, .index = index };
     const unsigned char *p;
     X509 *x;
     int n;
