@@ -537,3 +537,58 @@ out:
     sk_X509_pop_free(chain, X509_free);
     return rc;
 }
+
+/*
+ * Trust anchors from a PEM file (a policy's [trust] files, enrollment's EK
+ * anchors). Read with the library's capped reader: a regular file of at
+ * most KV_ANCHORS_FILE_MAX bytes (a FIFO or a device is refused, not waited
+ * on), parsed from memory, at most KV_ANCHORS_MAX certificates. Other PEM
+ * blocks are passed over, as X509_STORE_load_file does. Every failure is
+ * KV_ERR_CONFIG, its message starting with `what`.
+ */
+kv_rc kv_anchors_load(kv_ctx *ctx, const char *what, const char *path, X509_STORE *store, int *n)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    BIO *bio = NULL;
+    X509 *x = NULL;
+    unsigned long e;
+    kv_err_mark mark = kv_err_mark_get(ctx);
+    kv_rc rc = KV_OK;
+
+    *n = 0;
+    if (kv_read_file(ctx, path, KV_ANCHORS_FILE_MAX, &buf, &len) != KV_OK) {
+        /* the reader's detail (it names the file and the problem), as a
+         * configuration error of `what` */
+        char detail[512];
+        snprintf(detail, sizeof(detail), "%s", kv_errmsg(ctx));
+        kv_err_rewind(ctx, mark);
+        return kv_error(ctx, KV_ERR_CONFIG, "%s: %s", what, detail);
+    }
+    if (!(bio = BIO_new_mem_buf(buf, (int)len)))
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    ERR_set_mark();
+    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        if (*n == KV_ANCHORS_MAX)
+            KV_FAIL(ctx, rc, KV_ERR_CONFIG, "%s: '%s' holds more than %d certificates", what,
+                    path, KV_ANCHORS_MAX);
+        if (X509_STORE_add_cert(store, x) != 1)
+            KV_FAIL_OSSL(ctx, rc, KV_ERR_CONFIG, "%s: cannot add a certificate of '%s'", what,
+                         path);
+        X509_free(x);
+        x = NULL;
+        (*n)++;
+    }
+    /* the end of the PEM blocks, or a certificate that does not parse */
+    e = ERR_peek_last_error();
+    if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
+        ERR_pop_to_mark();
+    else
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CONFIG, "%s: '%s': certificate %d does not parse", what,
+                     path, *n + 1);
+out:
+    X509_free(x);
+    BIO_free(bio);
+    free(buf);
+    return rc;
+}

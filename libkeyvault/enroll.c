@@ -717,7 +717,7 @@ static kv_rc ek_verify(kv_ctx *ctx, json_t *doc, const char *anchors, X509 *cert
     const unsigned char *p;
     unsigned char *b = NULL, *all = NULL;
     size_t i, n = 0, total = 0;
-    int err;
+    int err, nanchors = 0;
     kv_rc rc = KV_OK;
 
     *ncerts = 0;
@@ -743,8 +743,10 @@ static kv_rc ek_verify(kv_ctx *ctx, json_t *doc, const char *anchors, X509 *cert
             KV_FAIL_OSSL(ctx, rc, KV_ERR_BAD_INPUT, "ek_chain[%zu] is not a certificate", i);
         }
     }
-    if (X509_STORE_load_file_ex(store, anchors, ctx->libctx, NULL) != 1)
-        KV_FAIL_OSSL(ctx, rc, KV_ERR_CONFIG, "cannot read EK trust anchors from '%s'", anchors);
+    KV_CHECK(rc, kv_anchors_load(ctx, "EK trust anchors", anchors, store, &nanchors));
+    if (nanchors == 0)
+        KV_FAIL(ctx, rc, KV_ERR_CONFIG, "EK trust anchors file '%s' holds no certificate",
+                anchors);
     X509_STORE_set_flags(store, X509_V_FLAG_PARTIAL_CHAIN);
     json_array_foreach(eks, i, v) {
         X509 *cert;

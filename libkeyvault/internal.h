@@ -299,6 +299,13 @@ kv_rc kv_chain_parse(const kv_ctx *ctx, const char *what, kv_rc bad, const unsig
                      size_t len, STACK_OF(X509) **out);
 /* The chain as a PEM bundle in a new NUL-terminated string (free). */
 kv_rc kv_chain_pem(const kv_ctx *ctx, const STACK_OF(X509) *chain, char **pem, size_t *len);
+#define KV_ANCHORS_FILE_MAX (1024 * 1024) /* bytes of a trust anchors file */
+#define KV_ANCHORS_MAX 512                /* certificates in one */
+/* Add the PEM certificates of a trust anchors file (a regular file of at
+ * most KV_ANCHORS_FILE_MAX bytes, at most KV_ANCHORS_MAX certificates) to
+ * store; *n their number. Failures are KV_ERR_CONFIG, the message led by
+ * `what` (the setting that names the file). */
+kv_rc kv_anchors_load(kv_ctx *ctx, const char *what, const char *path, X509_STORE *store, int *n);
 /* Hold a chain against key `name` with public key pub: 1 to KV_CHAIN_MAX
  * certificates, the leaf's key is pub, each certificate's issuer is the
  * next one's subject and its signature verifies with the next one's key

@@ -85,6 +85,7 @@ static kv_rc load_anchors(kv_ctx *ctx, const kv_config *cfg, const char *policy_
     const char *v = kv_config_get(cfg, "trust", key);
     char *file = NULL;
     X509_STORE *store = NULL;
+    char what[PATH_MAX + 64];
     int n;
     kv_rc rc = KV_OK;
 
@@ -95,10 +96,8 @@ static kv_rc load_anchors(kv_ctx *ctx, const kv_config *cfg, const char *policy_
         KV_FAIL(ctx, rc, KV_ERR_CONFIG, "%s: [trust] %s is empty", policy_path, key);
     if (!(file = policy_relative(policy_path, v)) || !(store = X509_STORE_new()))
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    if (X509_STORE_load_file_ex(store, file, ctx->libctx, NULL) != 1)
-        KV_FAIL_OSSL(ctx, rc, KV_ERR_CONFIG, "%s: [trust] %s: cannot read certificates from '%s'",
-                     policy_path, key, file);
-    n = sk_X509_OBJECT_num(X509_STORE_get0_objects(store));
+    snprintf(what, sizeof(what), "%s: [trust] %s", policy_path, key);
+    KV_CHECK(rc, kv_anchors_load(ctx, what, file, store, &n));
     if (n <= 0)
         KV_FAIL(ctx, rc, KV_ERR_CONFIG, "%s: [trust] %s: '%s' holds no certificate",
                 policy_path, key, file);

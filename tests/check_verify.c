@@ -573,6 +573,33 @@ START_TEST(policy_file)
         ck_assert_msg(strstr(kv_errmsg(ctx), bad[i].want) != NULL, "case %zu: %s", i,
                       kv_errmsg(ctx));
     }
+    /* hostile anchors files: a FIFO (read, it would block for ever), one of
+     * 2 MiB, one of 513 certificates (the CA's, repeated): refused at once */
+    {
+        static const struct { const char *file, *want; } hostile[] = {
+            { "fifo.pem", "is a FIFO, not a regular file" },
+            { "huge.pem", "larger than 1048576 bytes" },
+            { "many.pem", "holds more than 512 certificates" },
+        };
+        snprintf(path, sizeof(path), "%s/fifo.pem", tu_tmpdir());
+        ck_assert_int_eq(mkfifo(path, 0600), 0);
+        ck_assert_int_eq(tu_sh("head -c 2097152 /dev/zero | tr '\\0' a >'%s/huge.pem'",
+                               tu_tmpdir()), 0);
+        snprintf(path, sizeof(path), "%s/many.pem", tu_tmpdir());
+        ck_assert_int_eq(tu_sh("for i in $(seq 513); do cat '%s/policy-ca.pem'; done >'%s'",
+                               tu_tmpdir(), path), 0);
+        for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
+            snprintf(text, sizeof(text), "[trust]\nanchors = %s\n[evidence]\n"
+                     "assurance = software\n", hostile[i].file);
+            snprintf(path, sizeof(path), "%s/hostile-%zu.conf", tu_tmpdir(), i);
+            tu_write(path, text);
+            ck_assert_rc(ctx, kv_policy_load(ctx, path, &p), KV_ERR_CONFIG);
+            ck_assert_ptr_null(p);
+            ck_assert_msg(strstr(kv_errmsg(ctx), hostile[i].want) != NULL &&
+                          strstr(kv_errmsg(ctx), "[trust] anchors") != NULL, "%s: %s",
+                          hostile[i].file, kv_errmsg(ctx));
+        }
+    }
     /* a good one: anchors relative to the policy's directory, pins listed, PCRs */
     snprintf(text, sizeof(text),
              "[trust]\nanchors = policy-ca.pem\nak_anchors = %s/policy-ca.pem\n"

@@ -84,6 +84,14 @@ contains "$T/err" "expired" "it says the challenge expired"
 expect 0 "TPM B: enrollment request" -- b enroll request --device-id dev-2 -o "$T/reqb.json"
 expect 1 "an EK certificate not from the trusted CA" -- v enroll challenge "$T/reqb.json" --ek-ca "$T/ekca-a.pem" --registry "$REG" -o "$T/x.json"
 contains "$T/err" "does not chain to the EK trust anchors" "it says the EK certificate does not chain"
+# EK anchors that are a FIFO (X509_STORE_load_file waited on it for ever) or 2 MiB
+mkfifo "$T/ekca.fifo"
+expect 1 "EK anchors that are a FIFO are refused at once" -- timeout -s KILL 20 env KEYVAULT_HOME="$T/vhome" \
+    "$KEYVAULT" -c "$T/kv.conf" enroll challenge "$T/reqb.json" --ek-ca "$T/ekca.fifo" --registry "$REG" -o "$T/x.json"
+contains "$T/err" "EK trust anchors: '$T/ekca.fifo' is a FIFO" "it names the anchors file and what it is"
+head -c 2097152 /dev/zero | tr '\0' a >"$T/ekca.huge"
+expect 1 "EK anchors of 2 MiB are refused" -- v enroll challenge "$T/reqb.json" --ek-ca "$T/ekca.huge" --registry "$REG" -o "$T/x.json"
+contains "$T/err" "larger than 1048576 bytes" "it names the bound"
 # an EK certificate asserted with another EK's request: the credential is made for
 # the certificate's key, so a device holding another EK cannot answer
 jq --argjson ek "$(jq -c .ek_certs "$T/req.json")" '.ek_certs = $ek | .device_id = "dev-1"' "$T/reqb.json" >"$T/swapped.json"
