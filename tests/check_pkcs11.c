@@ -1610,9 +1610,14 @@ START_TEST(creation_race_without_shared_home)
         ok = (rs[0].rc == KV_OK) + (rs[1].rc == KV_OK);
         for (int i = 0; i < 2; i++) {
             /* SoftHSM 2.6 now and then fails one of two C_GenerateKeyPair
-             * running at once in one process: tolerated, counted, checked */
-            if (rs[i].rc == KV_ERR_BACKEND &&
-                strstr(rs[i].msg, "C_GenerateKeyPair") && strstr(rs[i].msg, "CKR_GENERAL_ERROR")) {
+             * running at once in one process: tolerated, counted, checked.
+             * It says CKR_GENERAL_ERROR, and on a loaded machine once
+             * CKR_TEMPLATE_INCONSISTENT for the template every other round
+             * takes (gen_step's template is the caller's own stack: nothing
+             * of it is shared between the threads). */
+            if (rs[i].rc == KV_ERR_BACKEND && strstr(rs[i].msg, "C_GenerateKeyPair") &&
+                (strstr(rs[i].msg, "CKR_GENERAL_ERROR") ||
+                 strstr(rs[i].msg, "CKR_TEMPLATE_INCONSISTENT"))) {
                 softhsm_errors++;
                 continue;
             }
