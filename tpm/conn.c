@@ -56,7 +56,11 @@ static struct tpm_counting_tcti *counting(TSS2_TCTI_CONTEXT *t)
 
 static TSS2_RC ct_transmit(TSS2_TCTI_CONTEXT *t, size_t size, uint8_t const *cmd)
 {
+    size_t off = 6; /* tag, size, then the command code */
+
     __atomic_add_fetch(counting(t)->count, 1, __ATOMIC_RELAXED);
+    if (Tss2_MU_TPM2_CC_Unmarshal(cmd, size, &off, &counting(t)->last) != TSS2_RC_SUCCESS)
+        counting(t)->last = 0;
     return Tss2_Tcti_Transmit(counting(t)->inner, size, cmd);
 }
 
@@ -163,6 +167,12 @@ kv_rc tpm_fail(kv_ctx *ctx, const char *cmd, TSS2_RC rc)
         case TPM2_RC_OBJECT_MEMORY:
         case TPM2_RC_SESSION_MEMORY:
             hint = ": the TPM is out of object or session slots";
+            break;
+        case TPM2_RC_RETRY:
+        case TPM2_RC_YIELDED:
+        case TPM2_RC_TESTING:
+            /* tss2-esys sends these commands again itself, five times in all */
+            hint = ": the TPM still asked for the command again after five submissions";
             break;
         default:
             break;
@@ -1045,11 +1055,30 @@ kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)
     return rc;
 }
 
+/*
+ * Whether rc leaves the ESYS context refusing every later command. tss2-esys
+ * (3.2) meets a response it cannot take - one that does not unmarshal,
+ * whose response HMAC does not verify, a TCTI error - by entering an
+ * internal error state it never leaves: every later call on the context
+ * fails with TSS2_ESYS_RC_BAD_SEQUENCE, until a new context is made. A
+ * TPM's own response code leaves the context ready for the next command.
+ */
+static bool esys_spoiled(TSS2_RC rc)
+{
+    TSS2_RC layer = rc & TSS2_RC_LAYER_MASK;
+
+    return rc != TSS2_RC_SUCCESS && layer != TSS2_TPM_RC_LAYER &&
+           layer != TSS2_RESMGR_TPM_RC_LAYER;
+}
+
 void tpm_end(struct tpm_conn *c, TSS2_RC rc)
 {
     bool lost = tpm_rc_lost(rc);
 
-    if (lost) {
+    if (lost || esys_spoiled(rc)) {
+        /* gone, or a context that would refuse everything: start afresh
+         * (the TPM may still hold what this one loaded: the next connect
+         * flushes it, or the family's table is reset) */
         c->reset_table = c->shared != NULL; /* every handle in it may be stale */
         disconnect_locked(c, false);
     }
@@ -1061,25 +1090,87 @@ void tpm_end(struct tpm_conn *c, TSS2_RC rc)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* The name of a command libkeyvault sends, NULL for another. */
+static const char *cc_name(TPM2_CC cc)
+{
+    static const struct {
+        TPM2_CC cc;
+        const char *name;
+    } names[] = {
+        { TPM2_CC_Startup, "TPM2_Startup" },
+        { TPM2_CC_GetCapability, "TPM2_GetCapability" },
+        { TPM2_CC_CreatePrimary, "TPM2_CreatePrimary" },
+        { TPM2_CC_Create, "TPM2_Create" },
+        { TPM2_CC_Load, "TPM2_Load" },
+        { TPM2_CC_ReadPublic, "TPM2_ReadPublic" },
+        { TPM2_CC_Sign, "TPM2_Sign" },
+        { TPM2_CC_ECDH_ZGen, "TPM2_ECDH_ZGen" },
+        { TPM2_CC_StartAuthSession, "TPM2_StartAuthSession" },
+        { TPM2_CC_PolicySecret, "TPM2_PolicySecret" },
+        { TPM2_CC_FlushContext, "TPM2_FlushContext" },
+        { TPM2_CC_ContextSave, "TPM2_ContextSave" },
+        { TPM2_CC_ContextLoad, "TPM2_ContextLoad" },
+        { TPM2_CC_EvictControl, "TPM2_EvictControl" },
+        { TPM2_CC_Quote, "TPM2_Quote" },
+        { TPM2_CC_Certify, "TPM2_Certify" },
+        { TPM2_CC_PCR_Read, "TPM2_PCR_Read" },
+        { TPM2_CC_PCR_Extend, "TPM2_PCR_Extend" },
+        { TPM2_CC_NV_Read, "TPM2_NV_Read" },
+        { TPM2_CC_NV_ReadPublic, "TPM2_NV_ReadPublic" },
+        { TPM2_CC_ActivateCredential, "TPM2_ActivateCredential" },
+    };
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (names[i].cc == cc)
+            return names[i].name;
+    return NULL;
+}
+
+/* What failed: the step, and the TPM command it sent last when the step's
+ * own words do not name it ("loading the key: TPM2_ContextLoad"). */
+static const char *failed_cmd(const struct step *s, TPM2_CC last, char *buf, size_t len)
+{
+    const char *name = cc_name(last);
+    char code[32];
+
+    if (!last)
+        return s->cmd;
+    if (!name) {
+        snprintf(code, sizeof(code), "TPM command 0x%03x", (unsigned)last);
+        name = code;
+    }
+    if (strstr(s->cmd, name))
+        return s->cmd;
+    snprintf(buf, len, "%s: %s", s->cmd, name);
+    return buf;
+}
+
 kv_rc tpm_run(kv_ctx *ctx, struct tpm_conn *c, tpm_step fn, void *arg)
 {
     kv_err_mark mark = kv_err_mark_get(ctx);
+    char cmd[128];
 
     for (int attempt = 0;; attempt++) {
         struct step s = { "TPM command", KV_OK };
         kv_rc rc = tpm_begin(ctx, c);
+        TPM2_CC last;
         TSS2_RC r;
 
         if (rc != KV_OK)
             return rc;
+        c->counter.last = 0;
         r = fn(c, &s, arg);
+        last = c->counter.last;
         tpm_end(c, r);
         if (r == TSS2_RC_SUCCESS)
             return s.rc;
-        if (attempt == 0 && tpm_rc_lost(r)) {
+        /* the TPM went away; or the context was spoiled before this step
+         * (by a command whose failure nobody reports, a flush): both are
+         * behind a new connection now */
+        if (attempt == 0 && (tpm_rc_lost(r) || r == TSS2_ESYS_RC_BAD_SEQUENCE)) {
             kv_err_rewind(ctx, mark); /* report only the second outcome */
             continue;
         }
-        return tpm_fail(ctx, s.cmd, r);
+        return tpm_fail(ctx, failed_cmd(&s, last, cmd, sizeof(cmd)), r);
     }
 }
