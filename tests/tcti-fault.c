@@ -36,7 +36,8 @@
  * makes the TCTI's initialisation fail with TSS2_TCTI_RC_BAD_VALUE and
  * the reason on standard error. When $KV_TCTI_FAULT_LOG names a file, each
  * fault that fires appends "CMD FAULT" to it (a corrupt with no parameter
- * byte to flip: "CMD corrupt-none"). The module never writes a command's
+ * byte to flip: "CMD corrupt-none"); when $KV_TCTI_COMMAND_LOG does, every
+ * command appends its name. The module never writes a command's
  * or a response's bytes anywhere, and wipes its copy of each response.
  */
 #include <errno.h>
@@ -303,6 +304,20 @@ static void fault_log(TPM2_CC cc, const char *what)
     }
 }
 
+/* $KV_TCTI_COMMAND_LOG: every command's name, one a line (a test lists
+ * the commands of an operation with it) */
+static void command_log(TPM2_CC cc)
+{
+    const char *path = getenv("KV_TCTI_COMMAND_LOG");
+    FILE *f = path && *path ? fopen(path, "a") : NULL;
+    char buf[16];
+
+    if (f) {
+        fprintf(f, "%s\n", cc_name(cc, buf, sizeof(buf)));
+        fclose(f);
+    }
+}
+
 /* What the schedule does to this command: the deciding entry (NULL: none)
  * and the delay of the entries that fired before it. */
 static const struct fault *decide(TPM2_CC cc, unsigned long *delay)
@@ -387,6 +402,7 @@ static TSS2_RC fault_transmit(TSS2_TCTI_CONTEXT *t, size_t size, const uint8_t *
     explicit_bzero(f->resp, sizeof(f->resp));
     f->have = false;
     f->cc = cc;
+    command_log(cc);
     f->fault = decide(cc, &f->delay);
     if (f->delay)
         fault_log(cc, "delay");

@@ -50,14 +50,16 @@ done
 sed 's/^\[tpm\]$/[tpm]\nsessions = always/' "$T/f.conf" >"$T/always.conf"
 
 # fkv SCHEDULE ARGS...: the CLI through the fault TCTI, under timeout;
-# $T/out, $T/err, $T/fired (the faults that fired) and $rc after it
+# $T/out, $T/err, $T/fired (the faults that fired) and $rc after it; with
+# $cmdlog set, the commands sent are listed there
 fkv() {
     _s=$1; shift
     : >"$T/fired"
-    KV_TCTI_FAULTS=$_s KV_TCTI_FAULT_LOG=$T/fired timeout -s KILL "$BOUND" \
+    KV_TCTI_FAULTS=$_s KV_TCTI_FAULT_LOG=$T/fired KV_TCTI_COMMAND_LOG=$cmdlog timeout -s KILL "$BOUND" \
         "$KEYVAULT" -c "$T/f.conf" "$@" >"$T/out" 2>"$T/err"
     rc=$?
 }
+cmdlog=
 
 # judge WHAT: the outcome of the last fkv. A crash, a kill by timeout, an
 # exit other than 0/1 or a sanitizer report fails; a failure must name the
@@ -102,6 +104,7 @@ PCR=16
 MEAS=$(printf 'a measurement' | sha256hex)
 pcr=$(kv tpm pcr-read $PCR)
 made=""   # keys reported created under faults
+pcr_wrong=0
 failed="" # keygens that failed
 
 # op NAME SCHEDULE WHAT: run operation NAME under SCHEDULE, judge it, check its result
@@ -150,10 +153,17 @@ op() {
             not_ok "$3: PCR $PCR is neither extended once nor (after a failure) left alone"; bad=$((bad + 1)); fi
         pcr=$now ;;
     pcr-read)
+        # a PCR read has no response HMAC (a password session): a damaged
+        # response can come back as a value, and is counted, not failed
+        # (docs/hardening.md: PCR values are trusted from a quote)
         fkv "$2" tpm pcr-read $PCR
         judge "$3"
         if [ "$rc" = 0 ] && [ "$(cat "$T/out")" != "$pcr" ]; then
-            not_ok "$3: another PCR value"; bad=$((bad + 1)); fi ;;
+            case $2 in
+            *:corrupt*) pcr_wrong=$((pcr_wrong + 1)) ;;
+            *) not_ok "$3: another PCR value"; bad=$((bad + 1)) ;;
+            esac
+        fi ;;
     ek-cert)
         fkv "$2" tpm ek-cert -o "$T/ek2.pem"
         judge "$3"
@@ -163,33 +173,56 @@ op() {
 }
 
 # ---- every fault on every command of each operation -------------------------------
+# The operation's commands are listed from a run without faults on a TPM
+# holding nothing (a run that failed leaves what it loaded until the next
+# connect flushes it, which would shift the commands' places); then the
+# Nth command of the list, the Kth of its kind, gets each fault in its own
+# run, scheduled as KIND:FAULT:K.
 k=0
 runs_all=0
 for o in sign sign-rsa ecdh keygen quote certify extend pcr-read ek-cert; do
     k=$((k + 1))
     runs=0 errs=0 before=$bad
-    for n in $(seq 1 60); do
-        i=0 fired=0
+    kv tpm pcr-read 0 >/dev/null 2>&1 # flushes what earlier runs left
+    : >"$T/cmds"
+    cmdlog=$T/cmds
+    op "$o" "" "$o without faults"
+    cmdlog=
+    # the connection's own commands (TPM2_Startup up to the storage key's
+    # TPM2_CreatePrimary) are the same in every operation: faulted in the first
+    [ $k = 1 ] && sed '/TPM2_CreatePrimary/q' "$T/cmds" >"$T/connect"
+    skip=0
+    if [ $k != 1 ] && [ "$(head -n "$(wc -l <"$T/connect")" "$T/cmds")" = "$(cat "$T/connect")" ]; then
+        skip=$(wc -l <"$T/connect")
+    fi
+    n=0
+    for c in $(cat "$T/cmds"); do
+        n=$((n + 1))
+        [ $n -le $skip ] && continue
+        kth=$(head -n $n "$T/cmds" | grep -cx "$c")
+        i=0
         for f in $FAULTS; do
             i=$((i + 1))
             if [ "${KV_TPM_FAULT_ROTATE:-0}" = 1 ] && [ $(( (n + k) % 5 + 1 )) != "$i" ]; then continue; fi
             runs_all=$((runs_all + 1))
-            op "$o" "*:$f:$n" "$o, $f on command $n"
-            # past the operation's last command: nothing fired, nothing tested
-            [ -s "$T/fired" ] || continue
-            fired=1
-            runs=$((runs + 1))
-            [ "$rc" = 0 ] || errs=$((errs + 1))
+            op "$o" "$c:$f:$kth" "$o, $f on command $n ($c)"
+            if [ -s "$T/fired" ]; then
+                runs=$((runs + 1))
+                [ "$rc" = 0 ] || errs=$((errs + 1))
+            else
+                not_ok "$o, $f on command $n ($c): it did not fire"; bad=$((bad + 1))
+            fi
         done
-        [ "$fired" = 1 ] || break
     done
     if [ "$bad" = "$before" ] && [ "$runs" -gt 0 ]; then
-        ok "$o: a fault on each of its $((n - 1)) commands ($runs runs): $errs clear errors, $((runs - errs)) succeeded and checked"
+        ok "$o: a fault on each of its $n commands$([ $skip = 0 ] || echo " past the connection's $skip") ($runs runs): $errs clear errors, $((runs - errs)) succeeded and checked"
+        echo "#   $o: $(tr '\n' ' ' <"$T/cmds")"
     elif [ "$runs" = 0 ]; then
         not_ok "$o: no fault fired (the fault TCTI is not in the path?)"
     fi
 done
 echo "# the sweep: $runs_all runs in $(( $(date +%s) - start_all )) s"
+echo "# a damaged TPM2_PCR_Read response came back as another PCR value $pcr_wrong time(s)"
 
 # ---- the response codes tss2-esys answers itself, on TPM2_Sign ------------------
 # TPM2_RC_RETRY and TPM2_RC_YIELDED: tss2-esys sends the command again, up
@@ -247,10 +280,24 @@ for c in f always; do
     sed 's/^/    /' "$T/threads"
     nfired=$(wc -l <"$T/fired")
     what="4 threads x 50 signs ($([ $c = f ] && echo password || echo HMAC) session) under random faults ($nfired fired)"
-    if [ "$rc" = 0 ] && grep -q "unclear=0 bad=0 recovered=[1-9][0-9]* final=ok" "$T/threads" && [ "$nfired" -gt 0 ]; then
-        ok "$what: every signature verifies, every error is clear, signing goes on"
+    # (a fault may hit a thread's last sign: the count of good ones, at
+    # least three quarters, says that signing went on after each fault)
+    nok=$(sed -n 's/^ok=\([0-9]*\) .*/\1/p' "$T/threads")
+    if [ "$rc" = 0 ] && grep -q "unclear=0 bad=0 recovered=[1-9]" "$T/threads" && [ "$nfired" -gt 0 ] &&
+        [ "${nok:-0}" -ge 150 ]; then
+        ok "$what: every signature verifies, every error is clear, $nok of 200 signed"
     else not_ok "$what: exit $rc"; fi
 done
+
+# a damaged TPM2_StartAuthSession response alone: the session it leaves
+# (a nonce the TPM does not share) fails one command, then is replaced
+: >"$T/fired"
+KV_TCTI_FAULTS="TPM2_StartAuthSession:corrupt:1" KV_TCTI_FAULT_LOG=$T/fired timeout -s KILL "$BOUND" \
+    "$SIGNER" "$T/always.conf" t-ec 1 20 >"$T/threads" 2>&1
+rc=$?
+if [ "$rc" = 0 ] && grep -q "corrupt$" "$T/fired" && grep -q "^ok=19 failed=1 .* final=ok" "$T/threads"; then
+    ok "a damaged session start: one sign fails (wrong HMAC), the next starts a new session, 19 of 20 verify"
+else not_ok "a damaged session start (exit $rc)"; sed 's/^/    /' "$T/threads" "$T/fired"; fi
 
 # ---- the state afterwards, without faults ----------------------------------------
 kv list >"$T/list" 2>&1

@@ -512,11 +512,34 @@ struct ek_arg {
     unsigned char *data;
     size_t len;
     bool absent;
+    bool bad_chunk;           /* a TPM2_NV_Read gave 0 bytes, or more than asked */
 };
+
+static TSS2_RC ek_read_in(struct tpm_conn *c, struct step *s, struct ek_arg *a, ESYS_TR sess);
 
 static TSS2_RC ek_step(struct tpm_conn *c, struct step *s, void *p)
 {
     struct ek_arg *a = p;
+    ESYS_TR sess;
+    TSS2_RC rc;
+
+    /* read in the salted session, its response HMAC checked: a response
+     * damaged on its way (a password read has no HMAC) must not pass for
+     * the certificate. Response encryption only: NV_ReadPublic and NV_Read
+     * have no command parameter to decrypt. */
+    rc = tpm_auth(c, s, NULL, true, &sess);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    rc = Esys_TRSess_SetAttributes(c->esys, sess, 0, TPMA_SESSION_DECRYPT);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    rc = ek_read_in(c, s, a, sess);
+    (void)Esys_TRSess_SetAttributes(c->esys, sess, TPMA_SESSION_DECRYPT, TPMA_SESSION_DECRYPT);
+    return rc;
+}
+
+static TSS2_RC ek_read_in(struct tpm_conn *c, struct step *s, struct ek_arg *a, ESYS_TR sess)
+{
     TPM2B_NV_PUBLIC *pub = NULL;
     ESYS_TR nv = ESYS_TR_NONE;
     TSS2_RC rc;
@@ -534,8 +557,9 @@ static TSS2_RC ek_step(struct tpm_conn *c, struct step *s, void *p)
         return TSS2_RC_SUCCESS;
     }
     s->cmd = "TPM2_NV_ReadPublic";
-    rc = Esys_NV_ReadPublic(c->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
+    rc = Esys_NV_ReadPublic(c->esys, nv, sess, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
     if (rc == TSS2_RC_SUCCESS) {
+        OPENSSL_free(a->data); /* an earlier attempt's */
         a->len = pub->nvPublic.dataSize;
         a->data = OPENSSL_malloc(a->len ? a->len : 1);
     }
@@ -543,11 +567,16 @@ static TSS2_RC ek_step(struct tpm_conn *c, struct step *s, void *p)
         TPM2B_MAX_NV_BUFFER *chunk = NULL;
         UINT16 n = (UINT16)(a->len - off > 512 ? 512 : a->len - off);
         s->cmd = "TPM2_NV_Read (EK certificate)";
-        rc = Esys_NV_Read(c->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, n,
-                          (UINT16)off, &chunk);
+        rc = Esys_NV_Read(c->esys, nv, nv, ESYS_TR_PASSWORD, sess, ESYS_TR_NONE, n, (UINT16)off,
+                          &chunk);
+        if (rc == TSS2_RC_SUCCESS && (chunk->size == 0 || chunk->size > n)) {
+            a->bad_chunk = true; /* never more than was asked for, nor nothing */
+            Esys_Free(chunk);
+            break;
+        }
         if (rc == TSS2_RC_SUCCESS) {
             memcpy(a->data + off, chunk->buffer, chunk->size);
-            off += chunk->size ? chunk->size : n;
+            off += chunk->size;
         }
         Esys_Free(chunk);
     }
@@ -570,6 +599,9 @@ static kv_rc ek_read(kv_backend *be, TPM2_HANDLE index, unsigned char **der, siz
     kv_rc rc = tpm_run(ctx, st(be)->conn, ek_step, &a);
 
     *der = NULL;
+    if (rc == KV_OK && a.bad_chunk)
+        rc = kv_error(ctx, KV_ERR_BACKEND, "TPM2_NV_Read failed: NV index 0x%08x gave no bytes, "
+                      "or more than were asked for", index);
     if (rc != KV_OK || a.absent) {
         OPENSSL_free(a.data);
         return rc;

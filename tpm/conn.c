@@ -1071,9 +1071,39 @@ static bool esys_spoiled(TSS2_RC rc)
            layer != TSS2_RESMGR_TPM_RC_LAYER;
 }
 
+/*
+ * Whether the TPM refused an HMAC of the salted session (TPM_RC_BAD_AUTH or
+ * TPM_RC_AUTH_FAIL on a session): a wrong auth value, or a session whose
+ * key the TPM does not share - the response to its TPM2_StartAuthSession
+ * was damaged on its way (nonceTPM), and tss2-esys derived another key
+ * from it. Such a session fails every command; it is given up, and the next
+ * command that needs one starts a new one.
+ */
+static bool session_refused(const struct tpm_conn *c, TSS2_RC rc)
+{
+    return c->session != ESYS_TR_NONE && (rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER &&
+           (rc & TPM2_RC_FMT1) && (rc & TPM2_RC_S) &&
+           (RC_BASE(rc) == TPM2_RC_BAD_AUTH || RC_BASE(rc) == TPM2_RC_AUTH_FAIL);
+}
+
+static void session_drop(struct tpm_conn *c)
+{
+    struct tpm_shared_entry *e = c->shared ? entry_find(c, c->session_serial) : NULL;
+
+    if (e) {
+        entry_flush(c, e, false); /* flushes c->session */
+        return;
+    }
+    (void)Esys_FlushContext(c->esys, c->session);
+    c->session = ESYS_TR_NONE;
+}
+
 void tpm_end(struct tpm_conn *c, TSS2_RC rc)
 {
     bool lost = tpm_rc_lost(rc);
+
+    if (!lost && session_refused(c, rc))
+        session_drop(c);
 
     if (lost || esys_spoiled(rc)) {
         /* gone, or a context that would refuse everything: start afresh
