@@ -255,6 +255,12 @@ for at in -1 6; do
             { not_ok "$o, a flipped signature byte ($at): exit $rc"; sed 's/^/    /' "$T/err"; }
     done
 done
+# a damaged TPM2_Create response (byte 40: the private blob) is a key that
+# never loads: the library loads it once before it keeps it, and fails
+op keygen "TPM2_Create:corrupt=40:1" "keygen, TPM2_Create's private blob damaged"
+if [ "$rc" = 1 ] && grep -q "TPM2_Load (of the new key.* failed: .*integrity" "$T/err"; then
+    ok "keygen, a damaged TPM2_Create response: refused (TPM2_Load's integrity check), no key kept"
+else not_ok "keygen, a damaged TPM2_Create response: exit $rc"; sed 's/^/    /' "$T/err"; fi
 # a delay: the call waits for the response (no deadline; docs/hardening.md)
 t0=$(date +%s%N)
 op sign "TPM2_Sign:delay=1500:1" "sign, TPM2_Sign's response 1.5 s late"
