@@ -77,6 +77,7 @@ judge() {
     [ "$rc" = 0 ] && return
     # the decoded code; or the library's own check of what the TPM returned
     if grep -q "TPM2_[A-Za-z_]*.* failed: [a-z-]*:.*(0x[0-9a-f]\{8\})" "$T/err" ||
+        grep -q " failed in TPM2_[A-Za-z_]*: [a-z-]*:.*(0x[0-9a-f]\{8\})" "$T/err" ||
         grep -q "TPM2_[A-Za-z_]* failed: the .* does not verify" "$T/err" ||
         grep -q "not reachable through TCTI" "$T/err"; then
         return

@@ -137,7 +137,16 @@ bool tpm_rc_lost(TSS2_RC rc)
     return rc == TPM2_RC_INITIALIZE || (rc >= TPM2_RC_REFERENCE_H0 && rc <= TPM2_RC_REFERENCE_S6);
 }
 
+/* "CMD failed[ in IN]: decoded (0x...)": IN the TPM command a step's
+ * failure came from, when the step's own words do not name it */
+static kv_rc fail_in(kv_ctx *ctx, const char *cmd, const char *in, TSS2_RC rc);
+
 kv_rc tpm_fail(kv_ctx *ctx, const char *cmd, TSS2_RC rc)
+{
+    return fail_in(ctx, cmd, NULL, rc);
+}
+
+static kv_rc fail_in(kv_ctx *ctx, const char *cmd, const char *in, TSS2_RC rc)
 {
     kv_rc code = KV_ERR_BACKEND;
     const char *hint = "";
@@ -181,8 +190,8 @@ kv_rc tpm_fail(kv_ctx *ctx, const char *cmd, TSS2_RC rc)
         code = KV_ERR_TOKEN_NOT_PRESENT;
         hint = ": the TPM is not reachable";
     }
-    return kv_error_code(ctx, code, "TSS2_RC", rc, "%s failed: %s (0x%08x)%s", cmd,
-                         Tss2_RC_Decode(rc), rc, hint);
+    return kv_error_code(ctx, code, "TSS2_RC", rc, "%s failed%s%s: %s (0x%08x)%s", cmd,
+                         in ? " in " : "", in ? in : "", Tss2_RC_Decode(rc), rc, hint);
 }
 
 /* tpm2-abrmd and the kernel's /dev/tpmrm* give each client its own view. */
@@ -1156,29 +1165,25 @@ static const char *cc_name(TPM2_CC cc)
     return NULL;
 }
 
-/* What failed: the step, and the TPM command it sent last when the step's
- * own words do not name it ("loading the key: TPM2_ContextLoad"). */
-static const char *failed_cmd(const struct step *s, TPM2_CC last, char *buf, size_t len)
+/* The TPM command a step sent last, when the step's own words do not name
+ * it ("loading the key failed in TPM2_ContextLoad: ..."); else NULL. */
+static const char *failed_in(const struct step *s, TPM2_CC last, char *buf, size_t len)
 {
     const char *name = cc_name(last);
-    char code[32];
 
     if (!last)
-        return s->cmd;
+        return NULL;
     if (!name) {
-        snprintf(code, sizeof(code), "TPM command 0x%03x", (unsigned)last);
-        name = code;
+        snprintf(buf, len, "TPM command 0x%03x", (unsigned)last);
+        return buf;
     }
-    if (strstr(s->cmd, name))
-        return s->cmd;
-    snprintf(buf, len, "%s: %s", s->cmd, name);
-    return buf;
+    return strstr(s->cmd, name) ? NULL : name;
 }
 
 kv_rc tpm_run(kv_ctx *ctx, struct tpm_conn *c, tpm_step fn, void *arg)
 {
     kv_err_mark mark = kv_err_mark_get(ctx);
-    char cmd[128];
+    char cmd[32];
 
     for (int attempt = 0;; attempt++) {
         struct step s = { "TPM command", KV_OK };
@@ -1201,6 +1206,6 @@ kv_rc tpm_run(kv_ctx *ctx, struct tpm_conn *c, tpm_step fn, void *arg)
             kv_err_rewind(ctx, mark); /* report only the second outcome */
             continue;
         }
-        return tpm_fail(ctx, failed_cmd(&s, last, cmd, sizeof(cmd)), r);
+        return fail_in(ctx, s.cmd, failed_in(&s, last, cmd, sizeof(cmd)), r);
     }
 }
