@@ -100,7 +100,8 @@ static int verifies(const unsigned char *msg, size_t len, const unsigned char *s
 /* a failure's detail names the call that failed and why */
 static int clear_detail(const char *d)
 {
-    return strstr(d, " failed: ") || strstr(d, "not reachable") || strstr(d, "not present");
+    return strstr(d, " failed: ") || strstr(d, " failed in TPM2_") || strstr(d, "not reachable") ||
+           strstr(d, "not present");
 }
 
 static void note_failure(const char *d)

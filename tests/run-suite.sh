@@ -69,6 +69,10 @@ if [ "$quick" = no ]; then
     KV_SOAK_SIGNS=${KV_SOAK_SIGNS:-5000}
     KV_RACE_ROUNDS=${KV_RACE_ROUNDS:-12}
     export KV_ROTATE_KILLS KV_CRASH_KILLS KV_SOAK_SIGNS KV_RACE_ROUNDS
+    # tpm-faults.sh: one fault per TPM command, taken in turn (the plain
+    # build gives every command each of the five)
+    KV_TPM_FAULT_ROTATE=${KV_TPM_FAULT_ROTATE:-1}
+    export KV_TPM_FAULT_ROTATE
     run_check build-asan --enable-strict --with-sanitizer=address,undefined || status=1
     # distcheck: the tarball builds out of tree, installs, uninstalls and
     # runs DIST_TESTS (the unit tests and the CLI, examples, ABI and man

@@ -12,6 +12,8 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/x509.h>
 
 #include "tpm.h"
@@ -208,9 +210,38 @@ bad:
                     "PCR selection '%s': expected BANK:LIST[+BANK:LIST], e.g. sha256:0-7", text);
 }
 
-/* Copy TPM evidence into the caller's kv_attestation. */
-static kv_rc fill_evidence(const kv_ctx *ctx, const TPM2B_ATTEST *attest,
-                           const TPMT_SIGNATURE *sig, kv_attestation *out)
+/* Whether der is the AK's ECDSA signature (SHA-256) over attest: checked
+ * before evidence is returned, so that a response damaged on its way (no
+ * response HMAC in a password session) or a fault in the TPM does not
+ * come back as evidence no verifier accepts. */
+static kv_rc check_evidence(const kv_ctx *ctx, const TPMT_PUBLIC *ak, const char *cmd,
+                            const TPM2B_ATTEST *attest, const unsigned char *der, size_t derlen)
+{
+    EVP_PKEY *pub = NULL;
+    EVP_MD_CTX *md = NULL;
+    kv_rc rc;
+
+    KV_CHECK(rc, tpm_public_to_pkey(ctx, ak, &pub));
+    md = EVP_MD_CTX_new();
+    if (!md || EVP_DigestVerifyInit_ex(md, NULL, "SHA256", ctx ? ctx->libctx : NULL, NULL, pub,
+                                       NULL) != 1)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot check the AK's signature");
+    if (EVP_DigestVerify(md, der, derlen, attest->attestationData, attest->size) != 1)
+        KV_FAIL(ctx, rc, KV_ERR_BACKEND,
+                "%s failed: the attestation key's signature over what the TPM returned does "
+                "not verify (a response damaged on its way, or a fault in the TPM); it is "
+                "not returned", cmd);
+out:
+    ERR_clear_error();
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(pub);
+    return rc;
+}
+
+/* Copy TPM evidence (from cmd, signed by ak) into the caller's kv_attestation. */
+static kv_rc fill_evidence(const kv_ctx *ctx, const TPMT_PUBLIC *ak, const char *cmd,
+                           const TPM2B_ATTEST *attest, const TPMT_SIGNATURE *sig,
+                           kv_attestation *out)
 {
     uint8_t buf[sizeof(TPMT_SIGNATURE)], raw[64];
     size_t off = 0, derlen = 0;
@@ -226,8 +257,12 @@ static kv_rc fill_evidence(const kv_ctx *ctx, const TPM2B_ATTEST *attest,
     memcpy(raw + 32 - e->signatureR.size, e->signatureR.buffer, e->signatureR.size);
     memcpy(raw + 64 - e->signatureS.size, e->signatureS.buffer, e->signatureS.size);
     rc = kv_ecdsa_raw_to_der(ctx, raw, 64, &der, &derlen);
-    if (rc != KV_OK)
+    if (rc == KV_OK)
+        rc = check_evidence(ctx, ak, cmd, attest, der, derlen);
+    if (rc != KV_OK) {
+        OPENSSL_free(der);
         return rc;
+    }
     out->attest = OPENSSL_memdup(attest->attestationData, attest->size);
     out->attest_len = attest->size;
     out->signature = OPENSSL_memdup(buf, off);
@@ -324,7 +359,7 @@ kv_rc tpm_certify(kv_key *key, const unsigned char *nonce, size_t len, kv_attest
     KV_CHECK(rc, copy_nonce(ctx, &a.nonce, nonce, len));
     KV_CHECK(rc, tpm_ak_get(key->be, &a.ak));
     KV_CHECK(rc, tpm_run(ctx, st(key->be)->conn, certify_step, &a));
-    rc = fill_evidence(ctx, a.attest, a.sig, out);
+    rc = fill_evidence(ctx, &a.ak->obj.pub.publicArea, "TPM2_Certify", a.attest, a.sig, out);
 out:
     Esys_Free(a.attest);
     Esys_Free(a.sig);
@@ -336,6 +371,13 @@ struct pcr_arg {
     TPML_DIGEST *values;
     unsigned index;
     TPML_DIGEST_VALUES digests;
+    /* extend: the PCR before the first attempt, and whether the extension
+     * was sent (its response perhaps lost); the bank's digest */
+    kv_ctx *ctx;
+    const char *bank;
+    TPM2B_DIGEST before;
+    bool sent;
+    EVP_MD *md;
 };
 
 static TSS2_RC pcr_read_step(struct tpm_conn *c, struct step *s, void *p)
@@ -378,10 +420,60 @@ out:
     return rc;
 }
 
+/* Whether PCR value v is before extended by the measurement in a. */
+static bool extended_once(const struct pcr_arg *a, const TPM2B_DIGEST *v)
+{
+    unsigned char buf[2 * sizeof(a->before.buffer)], md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    size_t n = a->before.size;
+
+    if (2 * n > sizeof(buf))
+        return false;
+    memcpy(buf, a->before.buffer, n);
+    memcpy(buf + n, &a->digests.digests[0].digest, n);
+    return EVP_Digest(buf, 2 * n, md, &mdlen, a->md, NULL) == 1 && mdlen == v->size &&
+           !memcmp(md, v->buffer, mdlen);
+}
+
+/*
+ * TPM2_PCR_Extend is not idempotent. When its response is lost the TPM
+ * may or may not have extended, and tpm_run's second attempt must not
+ * extend twice: the PCR is read before the first attempt, and again before
+ * the second, which extends only when the PCR is still as it was (and
+ * succeeds without a command when it holds the measurement once).
+ */
 static TSS2_RC pcr_extend_step(struct tpm_conn *c, struct step *s, void *p)
 {
     struct pcr_arg *a = p;
+    TPML_DIGEST *v = NULL;
+    bool done = false;
+    TSS2_RC rc;
 
+    s->cmd = "TPM2_PCR_Read (before TPM2_PCR_Extend)";
+    rc = Esys_PCR_Read(c->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &a->sel, NULL, NULL,
+                       &v);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    if (!v || v->count != 1 || (int)v->digests[0].size != EVP_MD_get_size(a->md)) {
+        s->rc = kv_error(a->ctx, KV_ERR_UNSUPPORTED, "the TPM has no active %s bank for PCR %u",
+                         a->bank, a->index);
+        done = true;
+    } else if (!a->sent) {
+        a->before = v->digests[0];
+    } else if (extended_once(a, &v->digests[0])) {
+        done = true; /* the lost response's extension took place */
+    } else if (v->digests[0].size != a->before.size ||
+               memcmp(v->digests[0].buffer, a->before.buffer, a->before.size)) {
+        s->rc = kv_error(a->ctx, KV_ERR_BACKEND,
+                         "TPM2_PCR_Extend failed: its response was lost, and PCR %u has "
+                         "since changed otherwise than by this measurement (another "
+                         "extension meanwhile); not extended again", a->index);
+        done = true;
+    }
+    Esys_Free(v);
+    if (done)
+        return TSS2_RC_SUCCESS;
+    a->sent = true;
     s->cmd = "TPM2_PCR_Extend";
     return Esys_PCR_Extend(c->esys, ESYS_TR_PCR0 + a->index, ESYS_TR_PASSWORD, ESYS_TR_NONE,
                            ESYS_TR_NONE, &a->digests);
@@ -391,8 +483,9 @@ kv_rc tpm_pcr_extend(kv_backend *be, const char *bank, unsigned index,
                      const unsigned char *digest, size_t len)
 {
     kv_ctx *ctx = be->ctx;
-    struct pcr_arg a = { .index = index };
+    struct pcr_arg a = { .index = index, .ctx = ctx, .bank = bank };
     size_t mdlen = 0;
+    kv_rc rc;
 
     a.digests.count = 1;
     a.digests.digests[0].hashAlg = bank_alg(bank, strlen(bank), &mdlen);
@@ -402,7 +495,16 @@ kv_rc tpm_pcr_extend(kv_backend *be, const char *bank, unsigned index,
         return kv_error(ctx, KV_ERR_BAD_INPUT, "a %s measurement is %zu bytes, not %zu", bank,
                         mdlen, len);
     memcpy(&a.digests.digests[0].digest, digest, len);
-    return tpm_run(ctx, st(be)->conn, pcr_extend_step, &a);
+    a.sel.count = 1;
+    a.sel.pcrSelections[0].hash = a.digests.digests[0].hashAlg;
+    a.sel.pcrSelections[0].sizeofSelect = 3;
+    a.sel.pcrSelections[0].pcrSelect[index / 8] = (BYTE)(1u << (index % 8));
+    a.md = EVP_MD_fetch(ctx->libctx, bank, NULL);
+    if (!a.md)
+        return kv_error_ossl(ctx, KV_ERR_CRYPTO, "the %s digest is not available", bank);
+    rc = tpm_run(ctx, st(be)->conn, pcr_extend_step, &a);
+    EVP_MD_free(a.md);
+    return rc;
 }
 
 /* An EK certificate is about 1.5 KiB; an NV index claiming more than this
@@ -417,9 +519,31 @@ struct ek_arg {
     bool absent;
 };
 
+static TSS2_RC ek_read_in(struct tpm_conn *c, struct step *s, struct ek_arg *a, ESYS_TR sess);
+
 static TSS2_RC ek_step(struct tpm_conn *c, struct step *s, void *p)
 {
     struct ek_arg *a = p;
+    ESYS_TR sess;
+    TSS2_RC rc;
+
+    /* read in the salted session, its response HMAC checked: a response
+     * damaged on its way (a password read has no HMAC) must not pass for
+     * the certificate. Response encryption only: NV_ReadPublic and NV_Read
+     * have no command parameter to decrypt. */
+    rc = tpm_auth(c, s, NULL, true, &sess);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    rc = Esys_TRSess_SetAttributes(c->esys, sess, 0, TPMA_SESSION_DECRYPT);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    rc = ek_read_in(c, s, a, sess);
+    (void)Esys_TRSess_SetAttributes(c->esys, sess, TPMA_SESSION_DECRYPT, TPMA_SESSION_DECRYPT);
+    return rc;
+}
+
+static TSS2_RC ek_read_in(struct tpm_conn *c, struct step *s, struct ek_arg *a, ESYS_TR sess)
+{
     TPM2B_NV_PUBLIC *pub = NULL;
     ESYS_TR nv = ESYS_TR_NONE;
     TSS2_RC rc;
@@ -432,12 +556,19 @@ static TSS2_RC ek_step(struct tpm_conn *c, struct step *s, void *p)
     s->cmd = "looking up the EK certificate NV index";
     rc = Esys_TR_FromTPMPublic(c->esys, a->index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nv);
     if (rc != TSS2_RC_SUCCESS) {
+        /* absent when the TPM says there is no such index (TPM_RC_HANDLE);
+         * anything else - a lost connection, a damaged response, a TPM
+         * failure - is the failure, not the answer "no certificate" */
+        if ((rc & TSS2_RC_LAYER_MASK) != TSS2_TPM_RC_LAYER || !(rc & TPM2_RC_FMT1) ||
+            (rc & (TPM2_RC_FMT1 | 0x3f)) != TPM2_RC_HANDLE)
+            return rc;
         a->absent = true;
         return TSS2_RC_SUCCESS;
     }
     s->cmd = "TPM2_NV_ReadPublic";
-    rc = Esys_NV_ReadPublic(c->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
+    rc = Esys_NV_ReadPublic(c->esys, nv, sess, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
     if (rc == TSS2_RC_SUCCESS) {
+        OPENSSL_free(a->data); /* an earlier attempt's */
         a->len = pub->nvPublic.dataSize;
         if (a->len > EK_CERT_MAX)
             s->rc = kv_error(a->ctx, KV_ERR_CORRUPT,
@@ -450,8 +581,8 @@ static TSS2_RC ek_step(struct tpm_conn *c, struct step *s, void *p)
         TPM2B_MAX_NV_BUFFER *chunk = NULL;
         UINT16 n = (UINT16)(a->len - off > 512 ? 512 : a->len - off);
         s->cmd = "TPM2_NV_Read (EK certificate)";
-        rc = Esys_NV_Read(c->esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, n,
-                          (UINT16)off, &chunk);
+        rc = Esys_NV_Read(c->esys, nv, nv, ESYS_TR_PASSWORD, sess, ESYS_TR_NONE, n, (UINT16)off,
+                          &chunk);
         /* exactly what was asked: more would overflow the buffer, less
          * (one byte at a time) would take up to 65535 reads */
         if (rc == TSS2_RC_SUCCESS && chunk->size != n)
@@ -801,7 +932,7 @@ kv_rc tpm_quote_pcrs(kv_backend *be, const char *pcrs, const unsigned char *nonc
         a.attest = NULL;
         a.sig = NULL;
     }
-    rc = fill_evidence(ctx, a.attest, a.sig, out);
+    rc = fill_evidence(ctx, &a.ak->obj.pub.publicArea, "TPM2_Quote", a.attest, a.sig, out);
 out:
     Esys_Free(a.attest);
     Esys_Free(a.sig);

@@ -56,7 +56,11 @@ static struct tpm_counting_tcti *counting(TSS2_TCTI_CONTEXT *t)
 
 static TSS2_RC ct_transmit(TSS2_TCTI_CONTEXT *t, size_t size, uint8_t const *cmd)
 {
+    size_t off = 6; /* tag, size, then the command code */
+
     __atomic_add_fetch(counting(t)->count, 1, __ATOMIC_RELAXED);
+    if (Tss2_MU_TPM2_CC_Unmarshal(cmd, size, &off, &counting(t)->last) != TSS2_RC_SUCCESS)
+        counting(t)->last = 0;
     return Tss2_Tcti_Transmit(counting(t)->inner, size, cmd);
 }
 
@@ -133,7 +137,16 @@ bool tpm_rc_lost(TSS2_RC rc)
     return rc == TPM2_RC_INITIALIZE || (rc >= TPM2_RC_REFERENCE_H0 && rc <= TPM2_RC_REFERENCE_S6);
 }
 
+/* "CMD failed[ in IN]: decoded (0x...)": IN the TPM command a step's
+ * failure came from, when the step's own words do not name it */
+static kv_rc fail_in(kv_ctx *ctx, const char *cmd, const char *in, TSS2_RC rc);
+
 kv_rc tpm_fail(kv_ctx *ctx, const char *cmd, TSS2_RC rc)
+{
+    return fail_in(ctx, cmd, NULL, rc);
+}
+
+static kv_rc fail_in(kv_ctx *ctx, const char *cmd, const char *in, TSS2_RC rc)
 {
     kv_rc code = KV_ERR_BACKEND;
     const char *hint = "";
@@ -164,6 +177,12 @@ kv_rc tpm_fail(kv_ctx *ctx, const char *cmd, TSS2_RC rc)
         case TPM2_RC_SESSION_MEMORY:
             hint = ": the TPM is out of object or session slots";
             break;
+        case TPM2_RC_RETRY:
+        case TPM2_RC_YIELDED:
+        case TPM2_RC_TESTING:
+            /* tss2-esys sends these commands again itself, five times in all */
+            hint = ": the TPM still asked for the command again after five submissions";
+            break;
         default:
             break;
         }
@@ -171,8 +190,8 @@ kv_rc tpm_fail(kv_ctx *ctx, const char *cmd, TSS2_RC rc)
         code = KV_ERR_TOKEN_NOT_PRESENT;
         hint = ": the TPM is not reachable";
     }
-    return kv_error_code(ctx, code, "TSS2_RC", rc, "%s failed: %s (0x%08x)%s", cmd,
-                         Tss2_RC_Decode(rc), rc, hint);
+    return kv_error_code(ctx, code, "TSS2_RC", rc, "%s failed%s%s: %s (0x%08x)%s", cmd,
+                         in ? " in " : "", in ? in : "", Tss2_RC_Decode(rc), rc, hint);
 }
 
 /* tpm2-abrmd and the kernel's /dev/tpmrm* give each client its own view. */
@@ -1045,11 +1064,60 @@ kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)
     return rc;
 }
 
+/*
+ * Whether rc leaves the ESYS context refusing every later command. tss2-esys
+ * (3.2) meets a response it cannot take - one that does not unmarshal,
+ * whose response HMAC does not verify, a TCTI error - by entering an
+ * internal error state it never leaves: every later call on the context
+ * fails with TSS2_ESYS_RC_BAD_SEQUENCE, until a new context is made. A
+ * TPM's own response code leaves the context ready for the next command.
+ */
+static bool esys_spoiled(TSS2_RC rc)
+{
+    TSS2_RC layer = rc & TSS2_RC_LAYER_MASK;
+
+    return rc != TSS2_RC_SUCCESS && layer != TSS2_TPM_RC_LAYER &&
+           layer != TSS2_RESMGR_TPM_RC_LAYER;
+}
+
+/*
+ * Whether the TPM refused an HMAC of the salted session (TPM_RC_BAD_AUTH or
+ * TPM_RC_AUTH_FAIL on a session): a wrong auth value, or a session whose
+ * key the TPM does not share - the response to its TPM2_StartAuthSession
+ * was damaged on its way (nonceTPM), and tss2-esys derived another key
+ * from it. Such a session fails every command; it is given up, and the next
+ * command that needs one starts a new one.
+ */
+static bool session_refused(const struct tpm_conn *c, TSS2_RC rc)
+{
+    return c->session != ESYS_TR_NONE && (rc & TSS2_RC_LAYER_MASK) == TSS2_TPM_RC_LAYER &&
+           (rc & TPM2_RC_FMT1) && (rc & TPM2_RC_S) &&
+           (RC_BASE(rc) == TPM2_RC_BAD_AUTH || RC_BASE(rc) == TPM2_RC_AUTH_FAIL);
+}
+
+static void session_drop(struct tpm_conn *c)
+{
+    struct tpm_shared_entry *e = c->shared ? entry_find(c, c->session_serial) : NULL;
+
+    if (e) {
+        entry_flush(c, e, false); /* flushes c->session */
+        return;
+    }
+    (void)Esys_FlushContext(c->esys, c->session);
+    c->session = ESYS_TR_NONE;
+}
+
 void tpm_end(struct tpm_conn *c, TSS2_RC rc)
 {
     bool lost = tpm_rc_lost(rc);
 
-    if (lost) {
+    if (!lost && session_refused(c, rc))
+        session_drop(c);
+
+    if (lost || esys_spoiled(rc)) {
+        /* gone, or a context that would refuse everything: start afresh
+         * (the TPM may still hold what this one loaded: the next connect
+         * flushes it, or the family's table is reset) */
         c->reset_table = c->shared != NULL; /* every handle in it may be stale */
         disconnect_locked(c, false);
     }
@@ -1061,25 +1129,83 @@ void tpm_end(struct tpm_conn *c, TSS2_RC rc)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* The name of a command libkeyvault sends, NULL for another. */
+static const char *cc_name(TPM2_CC cc)
+{
+    static const struct {
+        TPM2_CC cc;
+        const char *name;
+    } names[] = {
+        { TPM2_CC_Startup, "TPM2_Startup" },
+        { TPM2_CC_GetCapability, "TPM2_GetCapability" },
+        { TPM2_CC_CreatePrimary, "TPM2_CreatePrimary" },
+        { TPM2_CC_Create, "TPM2_Create" },
+        { TPM2_CC_Load, "TPM2_Load" },
+        { TPM2_CC_ReadPublic, "TPM2_ReadPublic" },
+        { TPM2_CC_Sign, "TPM2_Sign" },
+        { TPM2_CC_ECDH_ZGen, "TPM2_ECDH_ZGen" },
+        { TPM2_CC_StartAuthSession, "TPM2_StartAuthSession" },
+        { TPM2_CC_PolicySecret, "TPM2_PolicySecret" },
+        { TPM2_CC_FlushContext, "TPM2_FlushContext" },
+        { TPM2_CC_ContextSave, "TPM2_ContextSave" },
+        { TPM2_CC_ContextLoad, "TPM2_ContextLoad" },
+        { TPM2_CC_EvictControl, "TPM2_EvictControl" },
+        { TPM2_CC_Quote, "TPM2_Quote" },
+        { TPM2_CC_Certify, "TPM2_Certify" },
+        { TPM2_CC_PCR_Read, "TPM2_PCR_Read" },
+        { TPM2_CC_PCR_Extend, "TPM2_PCR_Extend" },
+        { TPM2_CC_NV_Read, "TPM2_NV_Read" },
+        { TPM2_CC_NV_ReadPublic, "TPM2_NV_ReadPublic" },
+        { TPM2_CC_ActivateCredential, "TPM2_ActivateCredential" },
+    };
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (names[i].cc == cc)
+            return names[i].name;
+    return NULL;
+}
+
+/* The TPM command a step sent last, when the step's own words do not name
+ * it ("loading the key failed in TPM2_ContextLoad: ..."); else NULL. */
+static const char *failed_in(const struct step *s, TPM2_CC last, char *buf, size_t len)
+{
+    const char *name = cc_name(last);
+
+    if (!last)
+        return NULL;
+    if (!name) {
+        snprintf(buf, len, "TPM command 0x%03x", (unsigned)last);
+        return buf;
+    }
+    return strstr(s->cmd, name) ? NULL : name;
+}
+
 kv_rc tpm_run(kv_ctx *ctx, struct tpm_conn *c, tpm_step fn, void *arg)
 {
     kv_err_mark mark = kv_err_mark_get(ctx);
+    char cmd[32];
 
     for (int attempt = 0;; attempt++) {
         struct step s = { "TPM command", KV_OK };
         kv_rc rc = tpm_begin(ctx, c);
+        TPM2_CC last;
         TSS2_RC r;
 
         if (rc != KV_OK)
             return rc;
+        c->counter.last = 0;
         r = fn(c, &s, arg);
+        last = c->counter.last;
         tpm_end(c, r);
         if (r == TSS2_RC_SUCCESS)
             return s.rc;
-        if (attempt == 0 && tpm_rc_lost(r)) {
+        /* the TPM went away; or the context was spoiled before this step
+         * (by a command whose failure nobody reports, a flush): both are
+         * behind a new connection now */
+        if (attempt == 0 && (tpm_rc_lost(r) || r == TSS2_ESYS_RC_BAD_SEQUENCE)) {
             kv_err_rewind(ctx, mark); /* report only the second outcome */
             continue;
         }
-        return tpm_fail(ctx, s.cmd, r);
+        return fail_in(ctx, s.cmd, failed_in(&s, last, cmd, sizeof(cmd)), r);
     }
 }

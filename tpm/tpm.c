@@ -30,7 +30,10 @@
 #include <unistd.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/param_build.h>
+#include <openssl/rsa.h>
 
 #include "tpm.h"
 
@@ -300,6 +303,20 @@ TSS2_RC tpm_create_step(struct tpm_conn *c, struct step *s, void *p)
                          &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
     while (tpm_make_room(c, rc, &c->srk));
     kv_wipe(&sens, sizeof(sens));
+    if (rc == TSS2_RC_SUCCESS) {
+        /* loaded once before it is kept: TPM2_Load checks the blobs'
+         * integrity, which binds the public area to them, so a response
+         * damaged on its way (a password session has no response HMAC)
+         * fails here rather than as a key file that never loads */
+        ESYS_TR h = ESYS_TR_NONE;
+
+        s->cmd = "TPM2_Load (of the new key, to check TPM2_Create's response)";
+        do
+            rc = Esys_Load(c->esys, parent, auth, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub, &h);
+        while (tpm_make_room(c, rc, &c->srk));
+        if (rc == TSS2_RC_SUCCESS)
+            (void)Esys_FlushContext(c->esys, h);
+    }
     if (rc == TSS2_RC_SUCCESS) {
         *a->pub = *pub;
         *a->priv = *priv;
@@ -961,6 +978,42 @@ static TSS2_RC sign_step(struct tpm_conn *c, struct step *s, void *p)
     return rc;
 }
 
+/*
+ * The TPM's signature, checked against the key before it is returned: a
+ * response damaged on its way (a password session has no response HMAC to
+ * catch it) or a fault in the TPM must not pass for the key's signature.
+ * RSA-PSS with any salt length: TPMs differ in the one they use.
+ */
+static kv_rc check_signature(kv_key *key, const kv_alg_desc *alg, const unsigned char *tbs,
+                             size_t tbslen, const unsigned char *sig, size_t siglen)
+{
+    kv_ctx *ctx = key->ctx;
+    EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new_from_pkey(ctx->libctx, key->pub, NULL);
+    EVP_MD *md = EVP_MD_fetch(ctx->libctx, alg->md, NULL);
+    kv_rc rc = KV_OK;
+
+    if (!pctx || !md || EVP_PKEY_verify_init(pctx) != 1 ||
+        EVP_PKEY_CTX_set_signature_md(pctx, md) != 1)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot check the TPM's %s signature", alg->name);
+    if (alg->padding == KV_PAD_PSS &&
+        (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+         EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md) != 1 ||
+         EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_AUTO) != 1))
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot check the TPM's %s signature", alg->name);
+    if (alg->padding == KV_PAD_PKCS1 && EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1)
+        KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "cannot check the TPM's %s signature", alg->name);
+    if (EVP_PKEY_verify(pctx, sig, siglen, tbs, tbslen) != 1)
+        KV_FAIL(ctx, rc, KV_ERR_BACKEND,
+                "TPM2_Sign failed: the %s signature the TPM returned does not verify with the "
+                "public key of '%s' (a response damaged on its way, or a fault in the TPM); "
+                "it is not returned", alg->name, key->name);
+out:
+    ERR_clear_error();
+    EVP_PKEY_CTX_free(pctx);
+    EVP_MD_free(md);
+    return rc;
+}
+
 static kv_rc tpm_sign(kv_key *key, const kv_alg_desc *alg, const unsigned char *tbs,
                       size_t tbslen, unsigned char *sig, size_t *siglen)
 {
@@ -983,12 +1036,14 @@ static kv_rc tpm_sign(kv_key *key, const kv_alg_desc *alg, const unsigned char *
         memcpy(raw + f - e->signatureR.size, e->signatureR.buffer, e->signatureR.size);
         memcpy(raw + 2 * f - e->signatureS.size, e->signatureS.buffer, e->signatureS.size);
         KV_CHECK(rc, kv_ecdsa_raw_to_der(ctx, raw, 2 * f, &der, &derlen));
+        KV_CHECK(rc, check_signature(key, alg, tbs, tbslen, der, derlen));
         memcpy(sig, der, derlen);
         *siglen = derlen;
     } else {
         const TPM2B_PUBLIC_KEY_RSA *r = &ts.signature.rsassa.sig;
         if (r->size > *siglen)
             KV_FAIL(ctx, rc, KV_ERR_BACKEND, "TPM2_Sign returned an oversized RSA signature");
+        KV_CHECK(rc, check_signature(key, alg, tbs, tbslen, r->buffer, r->size));
         memcpy(sig, r->buffer, r->size);
         *siglen = r->size;
     }

@@ -77,11 +77,13 @@ struct tpm_shared {
     struct tpm_shared_entry e[TPM_SHARED_SLOTS];
 };
 
-/* A TCTI in front of the real one that counts the commands sent. */
+/* A TCTI in front of the real one that counts the commands sent, and
+ * remembers the last one's code (to name it when it fails). */
 struct tpm_counting_tcti {
     TSS2_TCTI_CONTEXT_COMMON_V2 common;
     TSS2_TCTI_CONTEXT *inner;
     unsigned long *count;
+    TPM2_CC last;               /* 0: none since tpm_run began its step */
 };
 
 struct tpm_conn {
