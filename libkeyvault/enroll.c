@@ -196,6 +196,29 @@ static kv_rc doc_dump(const kv_ctx *ctx, json_t *doc, char **out)
     return *out ? KV_OK : kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
 }
 
+/* doc as text, for a document that carries a secret: json_dumps builds
+ * the text in a buffer it grows and frees unwiped (jansson's strbuffer),
+ * and copies it; json_dumpb writes only where it is told, here once to
+ * size the text and once into the block that is handed out. */
+static kv_rc doc_dump_secret(const kv_ctx *ctx, const json_t *doc, char **out)
+{
+    const size_t flags = JSON_INDENT(2) | JSON_ENSURE_ASCII;
+    size_t n = json_dumpb(doc, NULL, 0, flags);
+    char *s = n ? malloc(n + 1) : NULL;
+
+    *out = NULL;
+    if (!s)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    if (json_dumpb(doc, s, n, flags) != n) {
+        kv_wipe(s, n);
+        free(s);
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "cannot write the JSON document");
+    }
+    s[n] = '\0';
+    *out = s;
+    return KV_OK;
+}
+
 /* Set member to the base64url of data. */
 static int set_b64u(json_t *doc, const char *member, const unsigned char *data, size_t len)
 {
@@ -686,9 +709,7 @@ kv_rc kv_enroll_respond(kv_ctx *ctx, const char *challenge, size_t len, char **r
                      "challenge", cid);
     if (!resp || set_b64u(resp, "credential", cred, n) != 0)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    *response = json_dumps(resp, JSON_INDENT(2) | JSON_ENSURE_ASCII);
-    if (!*response)
-        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    KV_CHECK(rc, doc_dump_secret(ctx, resp, response));
 out:
     wipe_member(resp, "credential");
     OPENSSL_cleanse(cred, sizeof(cred));
