@@ -13,7 +13,6 @@
  */
 #include "config.h"
 
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -41,24 +40,6 @@
 #define TTL_MAX 86400
 
 /* ---- base64url and hex ------------------------------------------------------ */
-
-static char *b64u_encode(const unsigned char *in, size_t len)
-{
-    char *out = malloc(4 * ((len + 2) / 3) + 1);
-    int n;
-
-    if (!out || len > INT_MAX / 2) {
-        free(out);
-        return NULL;
-    }
-    n = EVP_EncodeBlock((unsigned char *)out, in, (int)len);
-    while (n > 0 && out[n - 1] == '=')
-        n--;
-    out[n] = '\0';
-    for (char *p = out; *p; p++)
-        *p = *p == '+' ? '-' : *p == '/' ? '_' : *p;
-    return out;
-}
 
 /* base64url without padding, strictly: nothing else is accepted. */
 static kv_rc b64u_decode(const kv_ctx *ctx, const char *field, const char *in,
@@ -222,7 +203,7 @@ static kv_rc doc_dump_secret(const kv_ctx *ctx, const json_t *doc, char **out)
 /* Set member to the base64url of data. */
 static int set_b64u(json_t *doc, const char *member, const unsigned char *data, size_t len)
 {
-    char *s = b64u_encode(data, len);
+    char *s = kv_b64url_encode(data, len);
     int r = s ? json_object_set_new(doc, member, json_string(s)) : -1;
 
     if (s)
@@ -572,7 +553,7 @@ kv_rc kv_enroll_request(kv_ctx *ctx, const char *device_id, char **request)
     if (!doc || !(arr = json_array()) || set_b64u(doc, "ak_public", ak, aklen) != 0)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     for (size_t i = 0; i < nek; i++) {
-        if (!(s = b64u_encode(ek[i], eklen[i])) ||
+        if (!(s = kv_b64url_encode(ek[i], eklen[i])) ||
             json_array_append_new(arr, json_string(s)) != 0) {
             free(s);
             KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
