@@ -123,6 +123,7 @@ SH
             fork=no
             case $(basename "$t") in check_store|check_renew|check_audit|check_provider) fork=yes ;; esac
             (cd "$dir" && KV_SRCDIR=$top KV_BUILDDIR=$dir KEYVAULT_CLI=$dir/tools/keyvault CK_FORK=$fork CK_DEFAULT_TIMEOUT=0 \
+                CK_TIMEOUT_MULTIPLIER=${CK_TIMEOUT_MULTIPLIER:-10} \
                 nice -n 5 "$dir/libtool" --mode=execute $vg "$dir/$t" >"$log" 2>&1) || status=1
             ;;
         esac
