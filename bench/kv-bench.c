@@ -87,7 +87,7 @@
  * malloc and friends defined in the executable take the place of glibc's for
  * every library of the process; they count, then call glibc's own. Left out
  * of sanitizer builds, whose allocator must stay in charge. */
-#if !defined(__SANITIZE_ADDRESS__)
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);

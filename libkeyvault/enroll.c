@@ -13,7 +13,6 @@
  */
 #include "config.h"
 
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -41,24 +40,6 @@
 #define TTL_MAX 86400
 
 /* ---- base64url and hex ------------------------------------------------------ */
-
-static char *b64u_encode(const unsigned char *in, size_t len)
-{
-    char *out = malloc(4 * ((len + 2) / 3) + 1);
-    int n;
-
-    if (!out || len > INT_MAX / 2) {
-        free(out);
-        return NULL;
-    }
-    n = EVP_EncodeBlock((unsigned char *)out, in, (int)len);
-    while (n > 0 && out[n - 1] == '=')
-        n--;
-    out[n] = '\0';
-    for (char *p = out; *p; p++)
-        *p = *p == '+' ? '-' : *p == '/' ? '_' : *p;
-    return out;
-}
 
 /* base64url without padding, strictly: nothing else is accepted. */
 static kv_rc b64u_decode(const kv_ctx *ctx, const char *field, const char *in,
@@ -196,10 +177,33 @@ static kv_rc doc_dump(const kv_ctx *ctx, json_t *doc, char **out)
     return *out ? KV_OK : kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
 }
 
+/* doc as text, for a document that carries a secret: json_dumps builds
+ * the text in a buffer it grows and frees unwiped (jansson's strbuffer),
+ * and copies it; json_dumpb writes only where it is told, here once to
+ * size the text and once into the block that is handed out. */
+static kv_rc doc_dump_secret(const kv_ctx *ctx, const json_t *doc, char **out)
+{
+    const size_t flags = JSON_INDENT(2) | JSON_ENSURE_ASCII;
+    size_t n = json_dumpb(doc, NULL, 0, flags);
+    char *s = n ? malloc(n + 1) : NULL;
+
+    *out = NULL;
+    if (!s)
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
+    if (json_dumpb(doc, s, n, flags) != n) {
+        kv_wipe(s, n);
+        free(s);
+        return kv_error(ctx, KV_ERR_NO_MEMORY, "cannot write the JSON document");
+    }
+    s[n] = '\0';
+    *out = s;
+    return KV_OK;
+}
+
 /* Set member to the base64url of data. */
 static int set_b64u(json_t *doc, const char *member, const unsigned char *data, size_t len)
 {
-    char *s = b64u_encode(data, len);
+    char *s = kv_b64url_encode(data, len);
     int r = s ? json_object_set_new(doc, member, json_string(s)) : -1;
 
     if (s)
@@ -549,7 +553,7 @@ kv_rc kv_enroll_request(kv_ctx *ctx, const char *device_id, char **request)
     if (!doc || !(arr = json_array()) || set_b64u(doc, "ak_public", ak, aklen) != 0)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     for (size_t i = 0; i < nek; i++) {
-        if (!(s = b64u_encode(ek[i], eklen[i])) ||
+        if (!(s = kv_b64url_encode(ek[i], eklen[i])) ||
             json_array_append_new(arr, json_string(s)) != 0) {
             free(s);
             KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
@@ -686,9 +690,7 @@ kv_rc kv_enroll_respond(kv_ctx *ctx, const char *challenge, size_t len, char **r
                      "challenge", cid);
     if (!resp || set_b64u(resp, "credential", cred, n) != 0)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    *response = json_dumps(resp, JSON_INDENT(2) | JSON_ENSURE_ASCII);
-    if (!*response)
-        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    KV_CHECK(rc, doc_dump_secret(ctx, resp, response));
 out:
     wipe_member(resp, "credential");
     OPENSSL_cleanse(cred, sizeof(cred));

@@ -8,7 +8,6 @@
  */
 #include "config.h"
 
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,23 +32,10 @@
 /* data as base64url without padding (RFC 4648 section 5), a new JSON string. */
 static json_t *kv_json_b64u(const unsigned char *data, size_t len)
 {
-    unsigned char *out;
-    json_t *j;
-    int n;
+    char *s = kv_b64url_encode(data, len);
+    json_t *j = s ? json_string(s) : NULL;
 
-    if (len > INT_MAX / 2 || !(out = malloc(4 * ((len + 2) / 3) + 1)))
-        return NULL;
-    n = EVP_EncodeBlock(out, data, (int)len);
-    while (n > 0 && out[n - 1] == '=')
-        n--;
-    for (int i = 0; i < n; i++) {
-        if (out[i] == '+')
-            out[i] = '-';
-        else if (out[i] == '/')
-            out[i] = '_';
-    }
-    j = json_stringn((const char *)out, (size_t)(n < 0 ? 0 : n));
-    free(out);
+    free(s);
     return j;
 }
 

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "testutil.h"
 
@@ -494,6 +495,8 @@ static struct {
     size_t n;
     unsigned char shared[3][64]; /* ECDH outputs */
     size_t shared_len[3];
+    char cred_b64[200]; /* an enrollment response's credential */
+    unsigned char cred[160];
     char uri[512];
     struct {
         uintptr_t lo, hi;
@@ -772,6 +775,61 @@ START_TEST(mem_tpm_auth_ecdh)
     assert_no_own_copy("after kv_ctx_free");
 }
 END_TEST
+
+/* The credential of an enrollment response, base64url and decoded, as
+ * needles: read with strstr into the workspace (a JSON parser would leave
+ * copies of its own behind, and they would be this test's). */
+static void needle_credential(const char *resp)
+{
+    static const char key[] = "\"credential\": \"";
+    const char *p = strstr(resp, key), *e;
+    size_t n, pad;
+    int m;
+
+    ck_assert_msg(p != NULL, "no credential in the response");
+    p += sizeof(key) - 1;
+    e = strchr(p, '"');
+    ck_assert_ptr_nonnull(e);
+    n = (size_t)(e - p);
+    pad = (4 - n % 4) % 4;
+    ck_assert_uint_ge(n, 43);
+    ck_assert_uint_lt(n + pad, sizeof(ws.cred_b64));
+    /* base64 for EVP_DecodeBlock in cred_b64, base64url kept in the needle */
+    memcpy(ws.cred_b64, p, n);
+    needle_add("credential (base64url)", ws.cred_b64, n);
+    for (size_t i = 0; i < n; i++)
+        ws.cred_b64[i] = ws.cred_b64[i] == '-' ? '+' : ws.cred_b64[i] == '_' ? '/' : ws.cred_b64[i];
+    memset(ws.cred_b64 + n, '=', pad);
+    m = EVP_DecodeBlock(ws.cred, (const unsigned char *)ws.cred_b64, (int)(n + pad));
+    ck_assert_int_gt(m, (int)pad);
+    needle_add("credential", ws.cred, (size_t)m - pad);
+    OPENSSL_cleanse(ws.cred_b64, sizeof(ws.cred_b64));
+}
+
+/* An enrollment on this TPM (request, the verifier's challenge, the
+ * device's response): the credential TPM2_ActivateCredential recovered is
+ * left only in the response, which kv_string_free wipes. */
+START_TEST(mem_tpm_enroll_credential)
+{
+    kv_ctx *ctx = ctx_on("tpm.conf");
+    char *req = NULL, *chal = NULL, *resp = NULL;
+    char anchors[1024], reg[1024];
+
+    needle_clear();
+    snprintf(anchors, sizeof(anchors), "%s/ekca.pem", env("KV_SEC_DIR"));
+    snprintf(reg, sizeof(reg), "%s/registry.db", env("KV_SEC_DIR"));
+    ck_assert_rc(ctx, kv_enroll_request(ctx, "sec-device", &req), KV_OK);
+    ck_assert_rc(ctx, kv_enroll_challenge(ctx, req, strlen(req), anchors, reg, 0, &chal), KV_OK);
+    ck_assert_rc(ctx, kv_enroll_respond(ctx, chal, strlen(chal), &resp), KV_OK);
+    needle_credential(resp);
+    kv_string_free(resp);
+    kv_string_free(chal);
+    kv_string_free(req);
+    assert_no_copy("after kv_enroll_respond");
+    kv_ctx_free(ctx);
+    assert_no_copy("after kv_ctx_free");
+}
+END_TEST
 #endif
 
 int main(void)
@@ -807,8 +865,10 @@ int main(void)
         tcase_add_test(tc, mem_pin_passphrase_ecdh);
         tcase_add_test(tc, mem_uri_pin);
 #ifdef KV_WITH_TPM
-        if (getenv("KV_SEC_TPM"))
+        if (getenv("KV_SEC_TPM")) {
             tcase_add_test(tc, mem_tpm_auth_ecdh);
+            tcase_add_test(tc, mem_tpm_enroll_credential);
+        }
 #endif
         suite_add_tcase(s, tc);
     } else {

@@ -5,10 +5,12 @@
 #   sh tests/sanitizers.sh tsan [TESTS...]
 #       ThreadSanitizer: configures build-tsan (--with-sanitizer=thread),
 #       builds, and runs the threaded tests with halt_on_error=1 and
-#       tests/tsan.supp. Default TESTS: the concurrency case of check_api on
-#       the software store, SoftHSM and swtpm, check_audit, check_store,
-#       pkcs11-unit.sh (check_pkcs11), tpm-unit.sh (check_tpm), faults.sh
-#       (fault-sign's 100 threads) and provider.sh (provider-tls).
+#       tests/tsan.supp. Default TESTS: check_api on the software store
+#       (every case) and its concurrency case on SoftHSM and swtpm,
+#       check_audit, check_store, pkcs11-unit.sh (check_pkcs11), tpm-unit.sh
+#       (check_tpm), faults.sh (fault-sign's 100 threads), provider.sh
+#       (provider-tls), secrets.sh (check_secrets without its memory cases)
+#       and soak.sh (kv-soak's two threads).
 #   sh tests/sanitizers.sh valgrind [TESTS...]
 #       valgrind memcheck on a plain build (build-vg): the Check unit tests
 #       with CK_FORK=no, then shell tests with the CLI under valgrind
@@ -62,10 +64,12 @@ tsan)
         runs=$*
         (cd "$dir" && nice -n 5 make -s check TESTS="$runs" >/dev/null 2>&1) || status=1
     else
-        # check_api's concurrency case on each backend (CK_RUN_CASE reaches
-        # check_api through pkcs11-api.sh and tpm-api.sh), then the rest whole
-        conc="tests/check_api tests/pkcs11-api.sh tests/tpm-api.sh"
-        rest="tests/check_audit tests/check_store tests/pkcs11-unit.sh tests/tpm-unit.sh tests/faults.sh tests/provider.sh"
+        # check_api's concurrency case on SoftHSM and swtpm (CK_RUN_CASE
+        # reaches check_api through pkcs11-api.sh and tpm-api.sh), then the
+        # rest whole (check_api every case on the software store)
+        conc="tests/pkcs11-api.sh tests/tpm-api.sh"
+        rest="tests/check_api tests/check_audit tests/check_store tests/pkcs11-unit.sh tests/tpm-unit.sh"
+        rest="$rest tests/faults.sh tests/provider.sh tests/secrets.sh tests/soak.sh"
         runs="$conc $rest"
         (cd "$dir" && CK_RUN_CASE=concurrency nice -n 5 make -s check TESTS="$conc" >/dev/null 2>&1) || status=1
         # check_audit's processes case (tag "fork") starts threads in children
@@ -112,11 +116,14 @@ SH
                 nice -n 5 sh "$top/$t" >"$log" 2>&1) || status=1
             ;;
         *)
-            # CK_FORK=no, but for check_store: its tests need a fresh store
-            # each (Check's fork per test); valgrind follows the forks
+            # CK_FORK=no, but for the tests that need a process each
+            # (Check's fork per test): a fresh store (check_store,
+            # check_audit, check_provider) or names made from the process
+            # id (check_renew); valgrind follows the forks
             fork=no
-            [ "$(basename "$t")" = check_store ] && fork=yes
+            case $(basename "$t") in check_store|check_renew|check_audit|check_provider) fork=yes ;; esac
             (cd "$dir" && KV_SRCDIR=$top KV_BUILDDIR=$dir KEYVAULT_CLI=$dir/tools/keyvault CK_FORK=$fork CK_DEFAULT_TIMEOUT=0 \
+                CK_TIMEOUT_MULTIPLIER=${CK_TIMEOUT_MULTIPLIER:-10} \
                 nice -n 5 "$dir/libtool" --mode=execute $vg "$dir/$t" >"$log" 2>&1) || status=1
             ;;
         esac

@@ -98,6 +98,9 @@ keys = $KV_SEC_DIR/tpmkeys"
     conf "$C/tpm.conf" tpm "$tpm" "auth = file:$S/auth" "$audit"
     conf "$C/tpm-wrong.conf" tpm "$tpm" "auth = file:$S/auth-wrong" "$audit"
     conf "$S/inline-auth.conf" tpm "$tpm" "auth = $KV_SEC_INLINE"
+    # the EK anchors for check_secrets' enrollment (swtpm's local CA)
+    cat "$KV_TPM_DIR/localca/swtpm-localca-rootca-cert.pem" "$KV_TPM_DIR/localca/issuercert.pem" \
+        >"$KV_SEC_DIR/ekca.pem"
 fi
 
 # ---- the library -----------------------------------------------------------

@@ -131,6 +131,10 @@ static TSS2_RC activate_step(struct tpm_conn *c, struct step *s, void *p)
     s->cmd = "TPM2_ActivateCredential";
     rc = Esys_ActivateCredential(c->esys, ak, ek, auth, policy, ESYS_TR_NONE, &a->id,
                                  &a->secret, &a->cred);
+    /* the credential came back decrypted into the response buffer and ESYS's
+     * stack: wipe them now, before the flushes below reuse the buffer's
+     * start and leave the rest of it */
+    tpm_wipe_response(c);
 out:
     a->ak->obj.pinned = false;
     if (policy != ESYS_TR_NONE)
