@@ -59,6 +59,8 @@
 #include <time.h>
 #include <p11-kit/pkcs11.h>
 
+#include "fault-when.h"
+
 static CK_FUNCTION_LIST *real;
 static CK_FUNCTION_LIST shim;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -68,15 +70,11 @@ static int was_removed;
 
 #define MAX_FAULTS 32
 
-enum when { ALWAYS, AT, RANGE, FROM, EVERY, RANDOM };
-
 static struct fault {
     char call[40];
     CK_RV rv;                 /* what the call returns, when not slow */
     unsigned long slow_ms;    /* > 0: a delay, and the call runs */
-    enum when when;
-    unsigned long n, m;
-    double p;
+    struct fault_when when;
     unsigned long calls;      /* calls of CALL seen by this entry */
 } faults[MAX_FAULTS];
 static int nfaults;
@@ -121,47 +119,11 @@ static int bad_schedule(const char *entry, const char *why)
     return -1;
 }
 
-/* an unsigned number filling [s, end), or -1 */
-static int number(const char *s, const char *end, unsigned long *out)
-{
-    char *e;
-
-    if (s == end || *s < '0' || *s > '9')
-        return -1;
-    errno = 0;
-    *out = strtoul(s, &e, 10);
-    return errno || e != end ? -1 : 0;
-}
-
 static int parse_when(struct fault *f, const char *w, const char *entry)
 {
-    const char *dash = strchr(w, '-'), *end = w + strlen(w);
-    char *e;
+    const char *why = fault_when_parse(&f->when, w);
 
-    if (*w == '/') {
-        f->when = EVERY;
-        if (number(w + 1, end, &f->n) || f->n == 0)
-            return bad_schedule(entry, "'/N' needs a number N > 0");
-    } else if (*w == '~') {
-        f->when = RANDOM;
-        errno = 0;
-        f->p = strtod(w + 1, &e);
-        if (errno || e == w + 1 || *e || !(f->p > 0 && f->p <= 1))
-            return bad_schedule(entry, "'~P' needs a fraction 0 < P <= 1");
-    } else if (dash && dash[1] == '\0') {
-        f->when = FROM;
-        if (number(w, dash, &f->n) || f->n == 0)
-            return bad_schedule(entry, "'N-' needs a call number N > 0");
-    } else if (dash) {
-        f->when = RANGE;
-        if (number(w, dash, &f->n) || number(dash + 1, end, &f->m) || f->n == 0 || f->m < f->n)
-            return bad_schedule(entry, "'N-M' needs call numbers 0 < N <= M");
-    } else {
-        f->when = AT;
-        if (number(w, end, &f->n) || f->n == 0)
-            return bad_schedule(entry, "WHEN is N, N-M, N-, /N or ~P");
-    }
-    return 0;
+    return why ? bad_schedule(entry, why) : 0;
 }
 
 static int parse_entry(char *entry)
@@ -190,7 +152,8 @@ static int parse_entry(char *entry)
     snprintf(f->call, sizeof(f->call), "%s", entry);
     if (!strncmp(what, "slow=", 5)) {
         size_t l = strlen(what);
-        if (l < 8 || strcmp(what + l - 2, "ms") || number(what + 5, what + l - 2, &f->slow_ms) ||
+        if (l < 8 || strcmp(what + l - 2, "ms") ||
+            fault_number(what + 5, what + l - 2, 10, &f->slow_ms) ||
             f->slow_ms == 0)
             return bad_schedule(shown, "a delay is slow=MSms, MS > 0");
     } else {
@@ -266,7 +229,7 @@ static int parse_tampers(void)
                     break;
         }
         if (!eq || i == sizeof(attr_names) / sizeof(attr_names[0]) || ntampers == 16 ||
-            number(eq + 5, eq + strlen(eq + 5) + 5, &n)) {
+            fault_number(eq + 5, eq + strlen(eq + 5) + 5, 10, &n)) {
             fprintf(stderr, "p11shim: KV_SHIM_ATTR entry '%s': not ATTR:len=N\n", e);
             r = -1;
             break;
@@ -314,13 +277,6 @@ static long long tampered(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE 
     return (long long)rv;
 }
 
-/* a uniform draw in [0, 1) from the shared seed (lock held) */
-static double draw(void)
-{
-    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (double)(seed >> 11) / (double)(1ULL << 53);
-}
-
 static void fault_log(const char *call, const char *what)
 {
     const char *path = getenv("KV_SHIM_FAULT_LOG");
@@ -349,14 +305,7 @@ static CK_RV fault(const char *call)
         if (strcmp(f->call, "*") && strcmp(f->call, call))
             continue;
         c = ++f->calls;
-        switch (f->when) {
-        case AT: fire = c == f->n; break;
-        case RANGE: fire = c >= f->n && c <= f->m; break;
-        case FROM: fire = c >= f->n; break;
-        case EVERY: fire = c % f->n == 0; break;
-        case RANDOM: fire = draw() < f->p; break;
-        default: fire = 1; break;
-        }
+        fire = fault_when_fires(&f->when, c, &seed);
         if (!fire)
             continue;
         if (f->slow_ms) {

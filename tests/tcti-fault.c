@@ -53,6 +53,8 @@
 #include <tss2/tss2_tcti.h>
 #include <tss2/tss2_tctildr.h>
 
+#include "fault-when.h"
+
 #define FAULT_TCTI_MAGIC 0x6b762d6661756c74ULL /* "kv-fault" */
 #define MAX_FAULTS 32
 #define HEADER_SIZE 10
@@ -115,7 +117,6 @@ static unsigned cc_handles(TPM2_CC cc)
 /* ---- the fault schedule ($KV_TCTI_FAULTS) -------------------------------------- */
 
 enum kind { NONE, DROP, DELAY, TRUNCATE, CORRUPT, RC };
-enum when { ALWAYS, AT, RANGE, FROM, EVERY, RANDOM };
 
 static struct fault {
     bool any;                 /* CMD was * */
@@ -126,9 +127,7 @@ static struct fault {
     long at;                  /* CORRUPT: byte K (>= 0) or -K from the end */
     bool at_set;
     TSS2_RC rc;               /* RC */
-    enum when when;
-    unsigned long n, m;
-    double p;
+    struct fault_when when;
     unsigned long count;      /* commands matching CMD seen by this entry */
 } faults[MAX_FAULTS];
 static int nfaults;
@@ -142,48 +141,11 @@ static int bad_schedule(const char *entry, const char *why)
     return -1;
 }
 
-/* an unsigned number filling [s, end), or -1 */
-static int number(const char *s, const char *end, int base, unsigned long *out)
-{
-    char *e;
-
-    if (s == end || *s < '0' || *s > '9')
-        return -1;
-    errno = 0;
-    *out = strtoul(s, &e, base);
-    return errno || e != end ? -1 : 0;
-}
-
 static int parse_when(struct fault *f, const char *w, const char *entry)
 {
-    const char *dash = strchr(w, '-'), *end = w + strlen(w);
-    char *e;
+    const char *why = fault_when_parse(&f->when, w);
 
-    if (*w == '/') {
-        f->when = EVERY;
-        if (number(w + 1, end, 10, &f->n) || f->n == 0)
-            return bad_schedule(entry, "'/N' needs a number N > 0");
-    } else if (*w == '~') {
-        f->when = RANDOM;
-        errno = 0;
-        f->p = strtod(w + 1, &e);
-        if (errno || e == w + 1 || *e || !(f->p > 0 && f->p <= 1))
-            return bad_schedule(entry, "'~P' needs a fraction 0 < P <= 1");
-    } else if (dash && dash[1] == '\0') {
-        f->when = FROM;
-        if (number(w, dash, 10, &f->n) || f->n == 0)
-            return bad_schedule(entry, "'N-' needs a command number N > 0");
-    } else if (dash) {
-        f->when = RANGE;
-        if (number(w, dash, 10, &f->n) || number(dash + 1, end, 10, &f->m) || f->n == 0 ||
-            f->m < f->n)
-            return bad_schedule(entry, "'N-M' needs command numbers 0 < N <= M");
-    } else {
-        f->when = AT;
-        if (number(w, end, 10, &f->n) || f->n == 0)
-            return bad_schedule(entry, "WHEN is N, N-M, N-, /N or ~P");
-    }
-    return 0;
+    return why ? bad_schedule(entry, why) : 0;
 }
 
 static int parse_fault(struct fault *f, const char *what, const char *entry)
@@ -195,24 +157,24 @@ static int parse_fault(struct fault *f, const char *what, const char *entry)
         f->kind = DROP;
     } else if (!strncmp(what, "delay=", 6)) {
         f->kind = DELAY;
-        if (number(what + 6, end, 10, &f->ms) || f->ms == 0 || f->ms > 600000)
+        if (fault_number(what + 6, end, 10, &f->ms) || f->ms == 0 || f->ms > 600000)
             return bad_schedule(entry, "a delay is delay=MS, 0 < MS <= 600000");
     } else if (!strncmp(what, "truncate=", 9)) {
         f->kind = TRUNCATE;
-        if (number(what + 9, end, 10, &f->cut))
+        if (fault_number(what + 9, end, 10, &f->cut))
             return bad_schedule(entry, "truncate=N keeps the first N bytes");
     } else if (!strcmp(what, "corrupt") || !strncmp(what, "corrupt=", 8)) {
         f->kind = CORRUPT;
         if (what[7] == '=') {
             bool neg = what[8] == '-';
-            if (number(what + 8 + neg, end, 10, &v) || v > 65536 || (neg && v == 0))
+            if (fault_number(what + 8 + neg, end, 10, &v) || v > 65536 || (neg && v == 0))
                 return bad_schedule(entry, "corrupt=K or corrupt=-K, a byte of the parameters");
             f->at = neg ? -(long)v : (long)v;
             f->at_set = true;
         }
     } else if (!strncmp(what, "rc=0x", 5) || !strncmp(what, "rc=0X", 5)) {
         f->kind = RC;
-        if (number(what + 5, end, 16, &v) || v == 0 || v > 0xffffffffUL)
+        if (fault_number(what + 5, end, 16, &v) || v == 0 || v > 0xffffffffUL)
             return bad_schedule(entry, "rc=0xHEX, a response code other than 0");
         f->rc = (TSS2_RC)v;
     } else {
@@ -242,7 +204,7 @@ static int parse_entry(char *entry)
     if (!strcmp(entry, "*")) {
         f->any = true;
     } else if (!strncmp(entry, "0x", 2)) {
-        if (number(entry + 2, entry + strlen(entry), 16, &v) || v > 0xffffffffUL)
+        if (fault_number(entry + 2, entry + strlen(entry), 16, &v) || v > 0xffffffffUL)
             return bad_schedule(shown, "a command code is 0xHEX");
         f->cc = (TPM2_CC)v;
     } else {
@@ -283,13 +245,6 @@ static int parse_schedule(void)
     free(copy);
     parse_failed = r != 0;
     return r;
-}
-
-/* a uniform draw in [0, 1) from the seed (lock held) */
-static double draw(void)
-{
-    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (double)(seed >> 11) / (double)(1ULL << 53);
 }
 
 static void fault_log(TPM2_CC cc, const char *what)
@@ -334,14 +289,7 @@ static const struct fault *decide(TPM2_CC cc, unsigned long *delay)
         if (!f->any && f->cc != cc)
             continue;
         c = ++f->count;
-        switch (f->when) {
-        case AT: fire = c == f->n; break;
-        case RANGE: fire = c >= f->n && c <= f->m; break;
-        case FROM: fire = c >= f->n; break;
-        case EVERY: fire = c % f->n == 0; break;
-        case RANDOM: fire = draw() < f->p; break;
-        default: fire = true; break;
-        }
+        fire = fault_when_fires(&f->when, c, &seed);
         if (!fire)
             continue;
         if (f->kind == DELAY)
