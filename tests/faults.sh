@@ -30,17 +30,7 @@ done
 # seconds one CLI call may take before it counts as hung
 BOUND=${KV_FAULT_BOUND:-60}
 FAULTS="CKR_DEVICE_REMOVED CKR_DEVICE_MEMORY CKR_SESSION_HANDLE_INVALID CKR_FUNCTION_FAILED CKR_DEVICE_ERROR"
-KV_SHIM_MODULE=$KV_P11_MODULE
-export KV_SHIM_MODULE
-cat >"$T/kv.conf" <<CONF
-[keyvault]
-backends = pkcs11
-
-[pkcs11]
-module = $SHIM
-token = $KV_P11_TOKEN
-pin = file:$KV_P11_PINFILE
-CONF
+shim_conf "$SHIM" "$T/kv.conf"
 provider_cnf "$T/openssl.cnf" "$T/kv.conf"
 p11tool() { pkcs11-tool --module "$KV_P11_MODULE" --token-label "$KV_P11_TOKEN" --pin "$KV_P11_PIN" "$@"; }
 # the token's objects, "CLASS LABEL" per line, sorted

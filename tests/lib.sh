@@ -13,6 +13,22 @@ fail=0
 
 . "$(dirname "$0")/asan.sh"
 
+# shim_conf SHIM OUT: a configuration OUT whose PKCS#11 module is the fault
+# shim SHIM (tests/p11shim.c) in front of the tests/softhsm.sh token
+shim_conf() {
+    KV_SHIM_MODULE=$KV_P11_MODULE
+    export KV_SHIM_MODULE
+    cat >"$2" <<CONF
+[keyvault]
+backends = pkcs11
+
+[pkcs11]
+module = $1
+token = $KV_P11_TOKEN
+pin = file:$KV_P11_PINFILE
+CONF
+}
+
 # soft_store PASSPHRASE: a software-only configuration $T/kv.conf (store
 # $T/store, passphrase in the 0600 file $T/pass) and kv(), the CLI on it
 soft_store() {

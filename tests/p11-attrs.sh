@@ -12,17 +12,7 @@ B=${KV_BUILDDIR:-$(pwd)}
 SHIM=$B/tests/.libs/p11shim.so
 [ -f "$SHIM" ] || { echo "p11-attrs.sh: build tests/p11shim.la first"; exit 1; }
 command -v timeout >/dev/null || { echo "p11-attrs.sh: timeout is missing"; exit 1; }
-KV_SHIM_MODULE=$KV_P11_MODULE
-export KV_SHIM_MODULE
-cat >"$T/kv.conf" <<CONF
-[keyvault]
-backends = pkcs11
-
-[pkcs11]
-module = $SHIM
-token = $KV_P11_TOKEN
-pin = file:$KV_P11_PINFILE
-CONF
+shim_conf "$SHIM" "$T/kv.conf"
 
 expect 0 "an EC key" -- kv keygen ec --type ec-p256
 expect 0 "an RSA key" -- kv keygen rsa --type rsa-2048
