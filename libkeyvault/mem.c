@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -342,7 +343,7 @@ kv_rc kv_read_file_ex(const kv_ctx *ctx, const char *path, size_t max, unsigned 
 {
     kv_rc rc = KV_OK;
     char *buf = NULL;
-    size_t used = 0;
+    size_t used = 0, size = 0;
     struct stat st;
     int fd;
 
@@ -375,11 +376,32 @@ kv_rc kv_read_file_ex(const kv_ctx *ctx, const char *path, size_t max, unsigned 
         KV_FAIL(ctx, rc, KV_ERR_PERMISSION, "'%s' is writable by %s (mode %04o): refusing it",
                 path, (st.st_mode & S_IWOTH) ? "others" : "its group",
                 (unsigned)(st.st_mode & 07777));
-    buf = malloc(max + 1);
+    if ((uintmax_t)st.st_size > max)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "'%s' is larger than %zu bytes", path, max);
+    /* The buffer fits the file as fstat saw it, one byte over to see it
+     * grow; it grows (up to max + 1) only for a file that grew or that
+     * reports no size. It used to be max + 1 bytes at once: a 1 MiB
+     * allocation, zeroed by the kernel, for every lifecycle record read. */
+    size = (size_t)st.st_size + 1 < 4096 ? 4096 : (size_t)st.st_size + 1;
+    if (size > max + 1)
+        size = max + 1;
+    buf = malloc(size);
     if (!buf)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     for (;;) {
-        ssize_t n = read(fd, buf + used, max + 1 - used);
+        ssize_t n;
+        if (used == size) {
+            size_t bigger = size > (max + 1) / 2 ? max + 1 : size * 2;
+            char *more = malloc(bigger);
+            if (!more)
+                KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+            memcpy(more, buf, used);
+            kv_wipe(buf, size); /* it may hold a secret: no realloc */
+            free(buf);
+            buf = more;
+            size = bigger;
+        }
+        n = read(fd, buf + used, size - used);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -398,7 +420,7 @@ kv_rc kv_read_file_ex(const kv_ctx *ctx, const char *path, size_t max, unsigned 
     buf = NULL;
 out:
     if (buf) {
-        kv_wipe(buf, max + 1);
+        kv_wipe(buf, size);
         free(buf);
     }
     close(fd);

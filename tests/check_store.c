@@ -744,6 +744,54 @@ START_TEST(killed_destroy_leaves_no_certificate_to_the_next_key)
 }
 END_TEST
 
+/* kv_read_file_ex sizes its buffer from the file; every length up to the
+ * bound reads back whole, one byte over is refused naming the bound, and a
+ * file that reports no size (a /proc file) still reads whole. */
+START_TEST(files_read_whole_up_to_their_bound)
+{
+    static const size_t lens[] = { 0, 1, 4095, 4096, 4097, 20000, 65535, 65536, 65537 };
+    const size_t max = 65536;
+    kv_ctx *ctx = tu_ctx(NULL);
+    char *text = NULL, *want = malloc(max + 2);
+    size_t len = 0;
+
+    ck_assert_ptr_nonnull(want);
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        FILE *f = fopen(path_in("sized"), "w");
+        ck_assert_ptr_nonnull(f);
+        for (size_t j = 0; j < lens[i]; j++)
+            want[j] = (char)('a' + (i + j) % 26);
+        ck_assert_uint_eq(fwrite(want, 1, lens[i], f), lens[i]);
+        ck_assert_int_eq(fclose(f), 0);
+        kv_err_begin(ctx); /* an internal call: a public entry would do this */
+        kv_rc rc = kv_read_file(ctx, path_in("sized"), max, &text, &len);
+        if (lens[i] > max) {
+            ck_assert_rc(ctx, rc, KV_ERR_CORRUPT);
+            ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "larger than 65536 bytes"));
+            ck_assert_ptr_null(text);
+            continue;
+        }
+        ck_assert_rc(ctx, rc, KV_OK);
+        ck_assert_uint_eq(len, lens[i]);
+        ck_assert_int_eq(memcmp(text, want, len), 0);
+        ck_assert_int_eq(text[len], '\0');
+        free(text);
+    }
+    /* st_size 0, content well past the first 4 KiB: the buffer grows */
+    ck_assert_rc(ctx, kv_read_file(ctx, "/proc/self/maps", 1 << 20, &text, &len), KV_OK);
+    ck_assert_uint_gt(len, 4096);
+    ck_assert_uint_eq(strlen(text), len);
+    ck_assert_ptr_nonnull(strstr(text, "\n"));
+    free(text);
+    /* and is still bounded */
+    kv_err_begin(ctx);
+    ck_assert_rc(ctx, kv_read_file(ctx, "/proc/self/maps", 100, &text, &len), KV_ERR_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "larger than 100 bytes"));
+    free(want);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 static void alarm_fail(int sig)
 {
     (void)sig;
@@ -972,6 +1020,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, stale_temporary_files_are_removed);
     tcase_add_test(tc, key_file_outside_the_store);
     tcase_add_test(tc, creation_lock_is_private);
+    tcase_add_test(tc, files_read_whole_up_to_their_bound);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     return s;
