@@ -374,10 +374,10 @@ static struct audit_ent *ent_new(struct kv_audit *a, kv_audit_op op, const char 
 /* ---- the file ------------------------------------------------------------- */
 
 /* Report a failure of the audit file on syslog (the records are lost). */
-/* Now plus KV_AUDIT_LOCK_WAIT_MS on CLOCK_MONOTONIC: a writer's bound. */
-static void lock_deadline(struct timespec *until)
+/* Now plus KV_AUDIT_LOCK_WAIT_MS on clock: a writer's bound. */
+static void lock_deadline(clockid_t clock, struct timespec *until)
 {
-    clock_gettime(CLOCK_MONOTONIC, until);
+    clock_gettime(clock, until);
     until->tv_sec += KV_AUDIT_LOCK_WAIT_MS / 1000;
 }
 
@@ -389,7 +389,7 @@ static int lock_bounded(int fd, int op, const struct timespec *until)
     struct timespec end, now;
 
     if (!until)
-        lock_deadline(&end);
+        lock_deadline(CLOCK_MONOTONIC, &end);
     else
         end = *until;
     while (flock(fd, op | LOCK_NB) != 0) {
@@ -721,60 +721,40 @@ static void ents_free(struct audit_ent **q, size_t n);
 /*
  * Append the records - the one given, or else the queue - (and the seals
  * that fall due among them, and one at the end when close is set and the
- * log does not end with one) under the file's lock. The queue is taken
- * once the lock is held: a child forked while the writer waits for it
- * finds the records in the queue, and fork() does not wait for the lock.
- * The wait for wmu (another thread of the process writing) and for the
- * file's lock end together, KV_AUDIT_LOCK_WAIT_MS after the call: when a
- * lock held elsewhere stops one writer, each caller waits its own bound
- * once, not one more for every thread before it. The calling thread's
- * error detail is kept: the seal key's calls would replace it.
+ * log does not end with one) under the file's lock, wmu held, by the
+ * deadline. The queue is taken once the lock is held: a child forked while
+ * the writer waits for it finds the records in the queue, and fork() does
+ * not wait for the lock. Without the lock, what waits is lost (a caller's
+ * own record it frees itself).
  */
-static void file_write(struct kv_audit *a, struct audit_ent *one, bool close_seal)
+static void write_locked(struct kv_audit *a, struct audit_ent *one, bool close_seal,
+                         const struct timespec *until)
 {
-    kv_ctx *ctx = a->ctx;
-    bool had = kv_err_is_set(ctx), sealed = false;
-    char saved[768], prev[HEX_HASH + 1];
-    const char *kind = "";
-    unsigned long code = kv_backend_code(ctx, &kind);
+    char prev[HEX_HASH + 1];
+    const char *what = NULL;
     struct audit_ent **ents;
-    struct timespec until;
-    const char *what;
     json_int_t seq = 0;
-    bool locked = false;
+    bool locked = false, sealed = false;
     size_t n;
     int err;
 
-    if (!one && !atomic_load(&a->queued) && !(close_seal && a->wrote && a->seal_name))
-        return;
-    snprintf(saved, sizeof(saved), "%s", kv_errmsg(ctx));
-    in_audit = true;
-    lock_deadline(&until);
-    if (pthread_mutex_clocklock(&a->wmu, CLOCK_MONOTONIC, &until) != 0) {
-        /* another thread has waited as long for the file's lock: the queue
-         * stays for it; a record of its own is lost */
-        if (one)
-            file_trouble(a, "another thread of this process has waited for the lock (flock) of",
-                         EWOULDBLOCK, 1);
-        in_audit = false;
-        goto restore;
-    }
-    if ((err = file_open(a, &until)) != 0) {
+    if ((err = file_open(a, until)) != 0) {
         what = err < 0 ? "will not write to a log others may read or write (chmod o-rw)"
                        : "cannot open";
         err = err < 0 ? 0 : err;
-        goto drop;
-    }
-    if ((err = lock_bounded(a->fd, LOCK_EX, &until)) != 0) {
+    } else if ((err = lock_bounded(a->fd, LOCK_EX, until)) != 0) {
         what = err == EWOULDBLOCK ? "another process holds the lock (flock) of" : "cannot lock";
-        goto drop;
     }
-    locked = true;
+    locked = !what;
     pthread_mutex_lock(&a->fmu);
     if (!one)
         a->batch = queue_take(a, &a->nbatch);
     ents = one ? &one : a->batch;
     n = one ? 1 : a->nbatch;
+    if (what) {
+        file_trouble(a, what, err, n);
+        goto out;
+    }
     if (n == 0 && !(close_seal && a->wrote && a->seal_name))
         goto out;
     if ((err = file_head(a, &seq, prev, &sealed)) != 0) {
@@ -812,13 +792,6 @@ static void file_write(struct kv_audit *a, struct audit_ent *one, bool close_sea
         seal_line(a, seq + 1, prev, &a->out))
         a->wrote = false;
     (void)write_out(a, &a->out, n, NULL);
-    goto out;
-drop:
-    /* no lock: what waits is lost (the caller frees its own record) */
-    pthread_mutex_lock(&a->fmu);
-    if (!one)
-        a->batch = queue_take(a, &a->nbatch);
-    file_trouble(a, what, err, one ? 1 : a->nbatch);
 out:
     a->nmade = 0;
     ents_free(a->batch, a->nbatch);
@@ -829,9 +802,42 @@ out:
     pthread_mutex_unlock(&a->fmu);
     if (locked)
         (void)flock(a->fd, LOCK_UN);
-    pthread_mutex_unlock(&a->wmu);
+}
+
+/*
+ * Write the one record, or else the queue (write_locked). The wait for wmu
+ * (another thread of the process writing) and for the file's lock end
+ * together, KV_AUDIT_LOCK_WAIT_MS after the call: when a lock held
+ * elsewhere stops one writer, each caller waits its own bound once, not
+ * one more for every thread before it. The calling thread's error detail
+ * is kept: the seal key's calls would replace it.
+ */
+static void file_write(struct kv_audit *a, struct audit_ent *one, bool close_seal)
+{
+    kv_ctx *ctx = a->ctx;
+    bool had = kv_err_is_set(ctx);
+    char saved[768];
+    const char *kind = "";
+    unsigned long code = kv_backend_code(ctx, &kind);
+    struct timespec until, until_rt;
+
+    if (!one && !atomic_load(&a->queued) && !(close_seal && a->wrote && a->seal_name))
+        return;
+    snprintf(saved, sizeof(saved), "%s", kv_errmsg(ctx));
+    in_audit = true;
+    /* (pthread_mutex_timedlock: CLOCK_REALTIME, known to ThreadSanitizer) */
+    lock_deadline(CLOCK_MONOTONIC, &until);
+    lock_deadline(CLOCK_REALTIME, &until_rt);
+    if (pthread_mutex_timedlock(&a->wmu, &until_rt) == 0) {
+        write_locked(a, one, close_seal, &until);
+        pthread_mutex_unlock(&a->wmu);
+    } else if (one) {
+        /* another thread has waited as long for the file's lock (the queue
+         * stays for it); this record is lost */
+        file_trouble(a, "another thread of this process has waited for the lock (flock) of",
+                     EWOULDBLOCK, 1);
+    }
     in_audit = false;
-restore:
     kv_err_begin(ctx);
     if (had)
         (void)kv_error_code(ctx, KV_OK, kind, code, "%s", saved);
