@@ -889,8 +889,8 @@ START_TEST(a_lock_held_elsewhere_bounds_each_callers_wait)
 }
 END_TEST
 
-/* Buffered, the log locked by another process: the writer waits for the
- * lock; a sign in another thread meanwhile returns at once. */
+/* Buffered, the log locked by another process: the writer thread waits
+ * for the lock; a sign meanwhile returns at once, its record queued. */
 START_TEST(a_lock_held_elsewhere_does_not_hold_up_buffered_signs)
 {
     kv_ctx *ctx = audit_ctx("flush_ms = 5\n");
