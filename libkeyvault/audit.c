@@ -75,6 +75,13 @@ struct audit_ent {
     char text[];
 };
 
+/* A growing text buffer; `bad` once an allocation failed. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool bad;
+};
+
 /* The seconds of a time as text, kept while the second lasts. */
 struct tcache {
     time_t sec;
@@ -92,6 +99,19 @@ struct kv_audit {
     pthread_t thread;
     /* the file writer: one batch at a time in this process */
     pthread_mutex_t wmu;
+    /* What the writer holds while it writes, kept here rather than in its
+     * stack so that a child forked meanwhile can free it (after_fork):
+     * changed only under fmu, which the fork handlers hold across fork()
+     * and the writer holds from taking the batch to freeing it, except
+     * while the seal key opens or signs (calls that may take other locks,
+     * or fork). */
+    pthread_mutex_t fmu;
+    struct audit_ent **batch; /* the records being written, oldest first */
+    size_t nbatch;
+    struct sbuf out;          /* their lines */
+    json_t *seal_j;           /* the seal being made */
+    char *seal_msg;           /* its text, while the seal key signs it */
+    struct kv_audit *next;    /* the live audits, for the fork handlers */
     char *path;
     int fd;
     dev_t dev;
@@ -127,6 +147,10 @@ struct kv_audit {
  * callback: events then make no record. */
 static _Thread_local bool in_audit;
 static pthread_mutex_t fork_mu = PTHREAD_MUTEX_INITIALIZER;
+/* every kv_audit of the process with a file, for the fork handlers */
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct kv_audit *live;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static const char *result_name(kv_rc rc)
 {
@@ -199,12 +223,6 @@ static bool sha256_hex_with(EVP_MD_CTX *mc, const EVP_MD *md, const void *data, 
 
 /* ---- records ------------------------------------------------------------- */
 
-/* A growing text buffer; `bad` once an allocation failed. */
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool bad;
-};
 
 static void sb_add(struct sbuf *b, const char *s, size_t n)
 {
@@ -356,17 +374,33 @@ static struct audit_ent *ent_new(struct kv_audit *a, kv_audit_op op, const char 
 /* ---- the file ------------------------------------------------------------- */
 
 /* Report a failure of the audit file on syslog (the records are lost). */
-/* flock(fd, op) (LOCK_SH or LOCK_EX), waiting at most KV_AUDIT_LOCK_WAIT_MS:
- * 0, or the errno (EWOULDBLOCK when another process held it all along). */
-static int lock_bounded(int fd, int op)
+/* Now plus KV_AUDIT_LOCK_WAIT_MS on clock: a writer's bound. */
+static void lock_deadline(clockid_t clock, struct timespec *until)
 {
-    for (unsigned waited = 0; flock(fd, op | LOCK_NB) != 0;) {
+    clock_gettime(clock, until);
+    until->tv_sec += KV_AUDIT_LOCK_WAIT_MS / 1000;
+}
+
+/* flock(fd, op) (LOCK_SH or LOCK_EX), waiting until the deadline (NULL:
+ * KV_AUDIT_LOCK_WAIT_MS from now): 0, or the errno (EWOULDBLOCK when
+ * another process held it all along). */
+static int lock_bounded(int fd, int op, const struct timespec *until)
+{
+    struct timespec end, now;
+
+    if (!until)
+        lock_deadline(CLOCK_MONOTONIC, &end);
+    else
+        end = *until;
+    while (flock(fd, op | LOCK_NB) != 0) {
         if (errno == EINTR)
             continue;
-        if (errno != EWOULDBLOCK || waited >= KV_AUDIT_LOCK_WAIT_MS)
+        if (errno != EWOULDBLOCK)
             return errno;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec))
+            return EWOULDBLOCK;
         usleep(10 * 1000);
-        waited += 10;
     }
     return 0;
 }
@@ -379,12 +413,12 @@ static void file_trouble(struct kv_audit *a, const char *what, int err, size_t l
            what, a->path, err ? strerror(err) : "failed", lost, all);
 }
 
-static void seal_rotated(struct kv_audit *a);
+static void seal_rotated(struct kv_audit *a, const struct timespec *until);
 
 /* Open the file, or open it again when it was renamed or removed (log
  * rotation): the new file starts a new chain, and the old one, when this
  * process wrote to it since its last seal, gets its closing seal first. */
-static int file_open(struct kv_audit *a)
+static int file_open(struct kv_audit *a, const struct timespec *until)
 {
     struct stat st;
 
@@ -392,7 +426,7 @@ static int file_open(struct kv_audit *a)
         if (stat(a->path, &st) == 0 && st.st_dev == a->dev && st.st_ino == a->ino)
             return S_ISREG(st.st_mode) && !(st.st_mode & 006) ? 0 : -1;
         if (a->wrote && a->seal_name)
-            seal_rotated(a);
+            seal_rotated(a, until);
         a->wrote = false;
         close(a->fd);
         a->fd = -1;
@@ -523,7 +557,9 @@ static bool chain_json(struct kv_audit *a, json_t *j, char prev[HEX_HASH + 1], s
 }
 
 /* A seal record at seq: the seal key signs the record's dump without
- * "sig" and "hash" (which chains every record before it through prev). */
+ * "sig" and "hash" (which chains every record before it through prev).
+ * Called with fmu held; released while the seal key opens and signs, the
+ * record and its text then in a->seal_j and a->seal_msg. */
 static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1],
                       struct sbuf *b)
 {
@@ -531,38 +567,51 @@ static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1
     const kv_alg_desc *alg = NULL;
     unsigned char sig[1024], *spki = NULL, *b64 = NULL;
     size_t siglen = sizeof(sig), start;
-    char t[48], fp[HEX_HASH + 1], *msg = NULL;
-    json_t *j = NULL;
-    bool ok = false;
+    char t[48], fp[HEX_HASH + 1];
+    bool ok = false, fp_ok;
+    kv_rc rc;
     int n;
 
     if (!a->seal_key) {
         /* a key that cannot be opened (a wrong PIN) is tried again once a
          * minute, not at every seal: a token counts failed logins */
         time_t now = time(NULL);
+        kv_key *k = NULL;
         if (a->seal_failed && now - a->seal_failed < KV_AUDIT_SEAL_RETRY)
             return false;
-        if (kv_key_open(a->ctx, a->seal_name, &a->seal_key) != KV_OK) {
+        pthread_mutex_unlock(&a->fmu);
+        rc = kv_key_open(a->ctx, a->seal_name, &k);
+        pthread_mutex_lock(&a->fmu);
+        if (rc != KV_OK) {
             a->seal_failed = now;
             syslog(LOG_AUTHPRIV | LOG_ERR,
                    "libkeyvault audit: cannot open seal_key '%s' (no seals for %d s): %s",
                    a->seal_name, KV_AUDIT_SEAL_RETRY, kv_errmsg(a->ctx));
             return false;
         }
+        a->seal_key = k;
     }
     if (kv_key_alg(a->seal_key, KV_ALG_DEFAULT, &alg) != KV_OK ||
-        (n = i2d_PUBKEY(a->seal_key->pub, &spki)) <= 0 || !sha256_hex(spki, (size_t)n, fp))
+        (n = i2d_PUBKEY(a->seal_key->pub, &spki)) <= 0)
+        goto out;
+    fp_ok = sha256_hex(spki, (size_t)n, fp);
+    OPENSSL_free(spki);
+    if (!fp_ok)
         goto out;
     clock_gettime(CLOCK_REALTIME, &ts);
     time_text(&ts, t);
-    j = json_pack("{s:s, s:I, s:s, s:i, s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "time", t, "seq",
-                  seq, "key", a->seal_key->name, "version", (int)a->seal_key->version,
-                  "backend", a->seal_key->be->name, "op", "seal", "alg", alg->name,
-                  "key_sha256", fp, "pid", (json_int_t)a->pid, "exe", a->exe_text, "prev", prev);
-    if (!j || !(msg = dump(j)))
+    a->seal_j = json_pack("{s:s, s:I, s:s, s:i, s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "time", t,
+                          "seq", seq, "key", a->seal_key->name, "version",
+                          (int)a->seal_key->version, "backend", a->seal_key->be->name, "op",
+                          "seal", "alg", alg->name, "key_sha256", fp, "pid", (json_int_t)a->pid,
+                          "exe", a->exe_text, "prev", prev);
+    if (!a->seal_j || !(a->seal_msg = dump(a->seal_j)))
         goto out;
-    if (kv_sign(a->seal_key, alg->alg, 0, (const unsigned char *)msg, strlen(msg), sig,
-                &siglen) != KV_OK) {
+    pthread_mutex_unlock(&a->fmu);
+    rc = kv_sign(a->seal_key, alg->alg, 0, (const unsigned char *)a->seal_msg,
+                 strlen(a->seal_msg), sig, &siglen);
+    pthread_mutex_lock(&a->fmu);
+    if (rc != KV_OK) {
         syslog(LOG_AUTHPRIV | LOG_ERR, "libkeyvault audit: seal_key '%s' cannot sign: %s",
                a->seal_name, kv_errmsg(a->ctx));
         goto out;
@@ -570,7 +619,7 @@ static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1
     if (!(b64 = malloc(4 * ((siglen + 2) / 3) + 1)))
         goto out;
     EVP_EncodeBlock(b64, sig, (int)siglen);
-    if (json_object_set_new(j, "sig", json_string((const char *)b64)) != 0)
+    if (json_object_set_new(a->seal_j, "sig", json_string((const char *)b64)) != 0)
         goto out;
     if (a->nmade == a->capmade) {
         size_t c = a->capmade ? a->capmade * 2 : 8;
@@ -581,7 +630,7 @@ static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1
         a->capmade = c;
     }
     start = b->len;
-    ok = chain_json(a, j, prev, b, NULL);
+    ok = chain_json(a, a->seal_j, prev, b, NULL);
     if (!ok) {
         b->len = start;
     } else {
@@ -589,13 +638,14 @@ static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1
         memcpy(a->made[a->nmade++].hash, prev, HEX_HASH + 1);
     }
 out:
-    if (!ok && j)
+    if (!ok && a->seal_j)
         syslog(LOG_AUTHPRIV | LOG_ERR, "libkeyvault audit: no seal at seq %lld of '%s'",
                (long long)seq, a->path);
-    json_decref(j);
-    free(msg);
+    json_decref(a->seal_j);
+    a->seal_j = NULL;
+    free(a->seal_msg);
+    a->seal_msg = NULL;
     free(b64);
-    OPENSSL_free(spki);
     return ok;
 }
 
@@ -631,9 +681,8 @@ static bool write_out(struct kv_audit *a, const struct sbuf *b, size_t n, const 
 
 /* The closing seal of a file renamed or removed under the writer (a->fd
  * still open on it), made under its lock as file_write makes one. */
-static void seal_rotated(struct kv_audit *a)
+static void seal_rotated(struct kv_audit *a, const struct timespec *until)
 {
-    struct sbuf b = { NULL, 0, 0, false };
     char fdpath[64], name[PATH_MAX];
     char prev[HEX_HASH + 1];
     json_int_t seq = 0;
@@ -645,17 +694,20 @@ static void seal_rotated(struct kv_audit *a)
     snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", a->fd);
     len = readlink(fdpath, name, sizeof(name) - 1);
     name[len > 0 ? len : 0] = '\0';
-    if ((err = lock_bounded(a->fd, LOCK_EX)) != 0) {
+    if ((err = lock_bounded(a->fd, LOCK_EX, until)) != 0) {
         file_trouble(a, err == EWOULDBLOCK ? "another process holds the lock (flock) of the rotated "
                      "file of" : "cannot lock the rotated file of", err, 0);
         return;
     }
+    pthread_mutex_lock(&a->fmu);
     if (file_head(a, &seq, prev, &sealed) == 0 && !sealed && seq > 0 &&
-        seal_line(a, seq + 1, prev, &b))
-        (void)write_out(a, &b, 0, name[0] ? name : NULL);
+        seal_line(a, seq + 1, prev, &a->out))
+        (void)write_out(a, &a->out, 0, name[0] ? name : NULL);
     a->nmade = 0;
+    free(a->out.p);
+    a->out = (struct sbuf){ NULL, 0, 0, false };
+    pthread_mutex_unlock(&a->fmu);
     (void)flock(a->fd, LOCK_UN);
-    free(b.p);
 }
 
 static bool seal_due(const struct kv_audit *a, json_int_t seq)
@@ -663,40 +715,48 @@ static bool seal_due(const struct kv_audit *a, json_int_t seq)
     return a->seal_name && a->seal_every > 0 && seq % a->seal_every == 0;
 }
 
+static struct audit_ent **queue_take(struct kv_audit *a, size_t *n);
+static void ents_free(struct audit_ent **q, size_t n);
+
 /*
- * Append the records (and the seals that fall due among them, and one at
- * the end when close is set and the log does not end with one) under the
- * file's lock. Takes wmu. The calling thread's error detail is kept: the
- * seal key's calls would replace it.
+ * Append the records - the one given, or else the queue - (and the seals
+ * that fall due among them, and one at the end when close is set and the
+ * log does not end with one) under the file's lock, wmu held, by the
+ * deadline. The queue is taken once the lock is held: a child forked while
+ * the writer waits for it finds the records in the queue, and fork() does
+ * not wait for the lock. Without the lock, what waits is lost (a caller's
+ * own record it frees itself).
  */
-static void file_write(struct kv_audit *a, struct audit_ent **ents, size_t n, bool close_seal)
+static void write_locked(struct kv_audit *a, struct audit_ent *one, bool close_seal,
+                         const struct timespec *until)
 {
-    kv_ctx *ctx = a->ctx;
-    bool had = kv_err_is_set(ctx), sealed = false;
-    char saved[768], prev[HEX_HASH + 1];
-    const char *kind = "";
-    unsigned long code = kv_backend_code(ctx, &kind);
-    struct sbuf b = { NULL, 0, 0, false };
+    char prev[HEX_HASH + 1];
+    const char *what = NULL;
+    struct audit_ent **ents;
     json_int_t seq = 0;
-    bool locked = false;
+    bool locked = false, sealed = false;
+    size_t n;
     int err;
 
+    if ((err = file_open(a, until)) != 0) {
+        what = err < 0 ? "will not write to a log others may read or write (chmod o-rw)"
+                       : "cannot open";
+        err = err < 0 ? 0 : err;
+    } else if ((err = lock_bounded(a->fd, LOCK_EX, until)) != 0) {
+        what = err == EWOULDBLOCK ? "another process holds the lock (flock) of" : "cannot lock";
+    }
+    locked = !what;
+    pthread_mutex_lock(&a->fmu);
+    if (!one)
+        a->batch = queue_take(a, &a->nbatch);
+    ents = one ? &one : a->batch;
+    n = one ? 1 : a->nbatch;
+    if (what) {
+        file_trouble(a, what, err, n);
+        goto out;
+    }
     if (n == 0 && !(close_seal && a->wrote && a->seal_name))
-        return;
-    snprintf(saved, sizeof(saved), "%s", kv_errmsg(ctx));
-    in_audit = true;
-    pthread_mutex_lock(&a->wmu);
-    if ((err = file_open(a)) != 0) {
-        file_trouble(a, err < 0 ? "will not write to a log others may read or write (chmod o-rw)"
-                                : "cannot open", err < 0 ? 0 : err, n);
         goto out;
-    }
-    if ((err = lock_bounded(a->fd, LOCK_EX)) != 0) {
-        file_trouble(a, err == EWOULDBLOCK ? "another process holds the lock (flock) of"
-                                           : "cannot lock", err, n);
-        goto out;
-    }
-    locked = true;
     if ((err = file_head(a, &seq, prev, &sealed)) != 0) {
         file_trouble(a, "cannot read the end of", err, n);
         goto out;
@@ -705,10 +765,10 @@ static void file_write(struct kv_audit *a, struct audit_ent **ents, size_t n, bo
         json_t *rec;
         bool ok, too_long = false;
 
-        if (seal_due(a, seq + 1) && seal_line(a, seq + 1, prev, &b))
+        if (seal_due(a, seq + 1) && seal_line(a, seq + 1, prev, &a->out))
             seq++;
         rec = ent_json(a, ents[i], ++seq, prev, &a->tc);
-        ok = rec && chain_json(a, rec, prev, &b, &too_long);
+        ok = rec && chain_json(a, rec, prev, &a->out, &too_long);
         json_decref(rec);
         if (!ok && rec && too_long) {
             /* that record alone is lost (verify would refuse its line) */
@@ -729,16 +789,55 @@ static void file_write(struct kv_audit *a, struct audit_ent **ents, size_t n, bo
     if (n)
         a->wrote = true;
     if (close_seal && a->wrote && !sealed && seq > 0 && a->seal_name &&
-        seal_line(a, seq + 1, prev, &b))
+        seal_line(a, seq + 1, prev, &a->out))
         a->wrote = false;
-    (void)write_out(a, &b, n, NULL);
+    (void)write_out(a, &a->out, n, NULL);
 out:
     a->nmade = 0;
+    ents_free(a->batch, a->nbatch);
+    a->batch = NULL;
+    a->nbatch = 0;
+    free(a->out.p);
+    a->out = (struct sbuf){ NULL, 0, 0, false };
+    pthread_mutex_unlock(&a->fmu);
     if (locked)
         (void)flock(a->fd, LOCK_UN);
-    pthread_mutex_unlock(&a->wmu);
+}
+
+/*
+ * Write the one record, or else the queue (write_locked). The wait for wmu
+ * (another thread of the process writing) and for the file's lock end
+ * together, KV_AUDIT_LOCK_WAIT_MS after the call: when a lock held
+ * elsewhere stops one writer, each caller waits its own bound once, not
+ * one more for every thread before it. The calling thread's error detail
+ * is kept: the seal key's calls would replace it.
+ */
+static void file_write(struct kv_audit *a, struct audit_ent *one, bool close_seal)
+{
+    kv_ctx *ctx = a->ctx;
+    bool had = kv_err_is_set(ctx);
+    char saved[768];
+    const char *kind = "";
+    unsigned long code = kv_backend_code(ctx, &kind);
+    struct timespec until, until_rt;
+
+    if (!one && !atomic_load(&a->queued) && !(close_seal && a->wrote && a->seal_name))
+        return;
+    snprintf(saved, sizeof(saved), "%s", kv_errmsg(ctx));
+    in_audit = true;
+    /* (pthread_mutex_timedlock: CLOCK_REALTIME, known to ThreadSanitizer) */
+    lock_deadline(CLOCK_MONOTONIC, &until);
+    lock_deadline(CLOCK_REALTIME, &until_rt);
+    if (pthread_mutex_timedlock(&a->wmu, &until_rt) == 0) {
+        write_locked(a, one, close_seal, &until);
+        pthread_mutex_unlock(&a->wmu);
+    } else if (one) {
+        /* another thread has waited as long for the file's lock (the queue
+         * stays for it); this record is lost */
+        file_trouble(a, "another thread of this process has waited for the lock (flock) of",
+                     EWOULDBLOCK, 1);
+    }
     in_audit = false;
-    free(b.p);
     kv_err_begin(ctx);
     if (had)
         (void)kv_error_code(ctx, KV_OK, kind, code, "%s", saved);
@@ -790,8 +889,6 @@ static void *writer_main(void *p)
     pthread_mutex_lock(&a->mu);
     while (!a->stop) {
         struct timespec until;
-        struct audit_ent **q;
-        size_t n;
 
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += a->flush_ms / 1000;
@@ -804,10 +901,7 @@ static void *writer_main(void *p)
             if (pthread_cond_timedwait(&a->cv, &a->mu, &until) == ETIMEDOUT)
                 break;
         pthread_mutex_unlock(&a->mu);
-        q = queue_take(a, &n);
-        if (n)
-            file_write(a, q, n, false);
-        ents_free(q, n);
+        file_write(a, NULL, false);
         pthread_mutex_lock(&a->mu);
     }
     pthread_mutex_unlock(&a->mu);
@@ -838,6 +932,18 @@ static void after_fork(struct kv_audit *a)
         pthread_mutex_init(&a->mu, NULL);
         pthread_mutex_init(&a->wmu, NULL);
         pthread_cond_init(&a->cv, NULL);
+        /* what the parent's writer held at the fork (the fork handlers
+         * made it consistent): its thread is not here to free it */
+        ents_free(a->batch, a->nbatch);
+        a->batch = NULL;
+        a->nbatch = 0;
+        free(a->out.p);
+        a->out = (struct sbuf){ NULL, 0, 0, false };
+        json_decref(a->seal_j);
+        a->seal_j = NULL;
+        free(a->seal_msg);
+        a->seal_msg = NULL;
+        a->nmade = 0;
         list_free(atomic_exchange(&a->head, NULL));
         atomic_store(&a->queued, 0);
         a->thread_on = false;
@@ -915,7 +1021,7 @@ void kv_audit_event(kv_ctx *ctx, kv_audit_op op, const char *name, unsigned vers
         return;
     }
     if (a->each) {
-        file_write(a, &e, 1, false);
+        file_write(a, e, false);
         free(e);
         return;
     }
@@ -925,10 +1031,7 @@ void kv_audit_event(kv_ctx *ctx, kv_audit_op op, const char *name, unsigned vers
     n = atomic_fetch_add(&a->queued, 1) + 1;
     if (n >= KV_AUDIT_QUEUE_MAX || !a->thread_on) {
         /* the writer cannot keep up (or did not start): write here */
-        struct audit_ent **q = queue_take(a, &n);
-        if (n)
-            file_write(a, q, n, false);
-        ents_free(q, n);
+        file_write(a, NULL, false);
     } else if (n == KV_AUDIT_BATCH) {
         pthread_mutex_lock(&a->mu);
         pthread_cond_signal(&a->cv);
@@ -938,6 +1041,50 @@ void kv_audit_event(kv_ctx *ctx, kv_audit_op op, const char *name, unsigned vers
 
 /* ---- the context ------------------------------------------------------------ */
 
+/* fork(): a child gets every writer's state whole (struct kv_audit's fmu).
+ * No thread holding fmu calls fork, takes live_mu or waits for anything
+ * but memory and the file's bytes (the seal key is called without it), so
+ * these never wait long and never deadlock, whichever thread forks, and
+ * fork() never waits for the file's lock. */
+static void audit_prepare(void)
+{
+    pthread_mutex_lock(&live_mu);
+    for (struct kv_audit *a = live; a; a = a->next)
+        pthread_mutex_lock(&a->fmu);
+}
+
+static void audit_forked(void)
+{
+    for (struct kv_audit *a = live; a; a = a->next)
+        pthread_mutex_unlock(&a->fmu);
+    pthread_mutex_unlock(&live_mu);
+}
+
+static void install_atfork(void)
+{
+    (void)pthread_atfork(audit_prepare, audit_forked, audit_forked);
+}
+
+static void live_add(struct kv_audit *a)
+{
+    pthread_once(&atfork_once, install_atfork);
+    pthread_mutex_lock(&live_mu);
+    a->next = live;
+    live = a;
+    pthread_mutex_unlock(&live_mu);
+}
+
+static void live_remove(struct kv_audit *a)
+{
+    pthread_mutex_lock(&live_mu);
+    for (struct kv_audit **p = &live; *p; p = &(*p)->next)
+        if (*p == a) {
+            *p = a->next;
+            break;
+        }
+    pthread_mutex_unlock(&live_mu);
+}
+
 /* Free the state (whatever audit_new got to), the writer stopped. */
 static void audit_release(struct kv_audit *a)
 {
@@ -946,6 +1093,7 @@ static void audit_release(struct kv_audit *a)
         close(a->fd);
     pthread_mutex_destroy(&a->mu);
     pthread_mutex_destroy(&a->wmu);
+    pthread_mutex_destroy(&a->fmu);
     pthread_cond_destroy(&a->cv);
     EVP_MD_CTX_free(a->mdctx);
     json_decref(a->plain);
@@ -964,6 +1112,7 @@ static struct kv_audit *audit_new(kv_ctx *ctx)
         return NULL;
     pthread_mutex_init(&a->mu, NULL);
     pthread_mutex_init(&a->wmu, NULL);
+    pthread_mutex_init(&a->fmu, NULL);
     pthread_cond_init(&a->cv, NULL);
     a->ctx = ctx;
     a->fd = -1;
@@ -1028,6 +1177,7 @@ kv_rc kv_audit_setup(kv_ctx *ctx)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     ctx->audit = a;
     a = NULL;
+    live_add(ctx->audit);
     writer_start(ctx->audit);
 out:
     if (a)
@@ -1038,8 +1188,6 @@ out:
 void kv_audit_free(kv_ctx *ctx)
 {
     struct kv_audit *a = ctx->audit;
-    struct audit_ent **q;
-    size_t n;
 
     if (!a)
         return;
@@ -1051,10 +1199,11 @@ void kv_audit_free(kv_ctx *ctx)
     pthread_mutex_unlock(&a->mu);
     if (a->thread_on)
         pthread_join(a->thread, NULL);
-    q = queue_take(a, &n);
     if (a->path)
-        file_write(a, q, n, true);
-    ents_free(q, n);
+        file_write(a, NULL, true);
+    else
+        list_free(atomic_exchange(&a->head, NULL));
+    live_remove(a);
     ctx->audit = NULL;
     audit_release(a);
 }
@@ -1367,7 +1516,7 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
     if (!S_ISREG(st.st_mode))
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "audit log '%s' is not a regular file", path);
     /* what is there now: writers append whole batches under LOCK_EX */
-    if ((err = lock_bounded(fileno(f), LOCK_SH)) == EWOULDBLOCK)
+    if ((err = lock_bounded(fileno(f), LOCK_SH, NULL)) == EWOULDBLOCK)
         KV_FAIL(ctx, rc, KV_ERR_IO,
                 "audit log '%s': another process has held its lock (flock) for %d s; giving up",
                 path, KV_AUDIT_LOCK_WAIT_MS / 1000);

@@ -10,6 +10,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <fcntl.h>
+#include <malloc.h>
+#include <sys/file.h>
+#include <time.h>
 #include <stdarg.h>
 #include <sys/wait.h>
 #include <syslog.h>
@@ -760,6 +763,158 @@ START_TEST(threads_and_processes_keep_the_chain)
 }
 END_TEST
 
+/* ---- a lock held elsewhere, a fork meanwhile ---------------------------------- */
+
+static double now_s(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* The bytes this process has allocated (every arena, mmapped blocks too). */
+static size_t heap_bytes(void)
+{
+    struct mallinfo2 m = mallinfo2();
+
+    return m.uordblks + m.hblkhd;
+}
+
+/* The log's lock, held as another process would (its own open file). */
+static int hold_log_lock(void)
+{
+    int fd = open(log_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(flock(fd, LOCK_EX), 0);
+    return fd;
+}
+
+/* A child forked while the writer waits for the log's lock with a batch
+ * to write (1024 records wake it) finds the batch and frees it: before the
+ * fix the writer took it first, and in the child nothing could reach it
+ * (a definite leak for valgrind). fork() itself does not wait for that
+ * lock; the parent writes every record once the lock is free. */
+START_TEST(a_fork_while_the_writer_waits_leaves_the_child_its_batch)
+{
+    kv_ctx *ctx = audit_ctx("flush_ms = 60000\n");
+    char name[200];
+    size_t before, queued;
+    double t0, took;
+    pid_t pid;
+    int fd, st;
+
+    memset(name, 'n', sizeof(name) - 1);
+    name[sizeof(name) - 1] = '\0';
+    fd = hold_log_lock();
+    before = heap_bytes();
+    for (int i = 0; i < 1024; i++)
+        kv_audit_event(ctx, KV_AUDIT_SIGN, name, 1, "software", KV_OK, name);
+    queued = heap_bytes() - before;
+    usleep(300 * 1000);
+    t0 = now_s();
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        size_t held = heap_bytes();
+        kv_ctx_free(ctx);
+        _exit(heap_bytes() + queued <= held ? 0 : 1);
+    }
+    took = now_s() - t0;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "the child could not free the %zu bytes of records queued before the fork",
+                  queued);
+    ck_assert_msg(took < 2, "fork() waited %.1f s", took);
+    ck_assert_int_eq(flock(fd, LOCK_UN), 0);
+    close(fd);
+    kv_ctx_free(ctx);
+    ck_assert_uint_eq(count_op("sign"), 1024);
+}
+END_TEST
+
+struct timed_signer {
+    kv_key *key;
+    kv_rc rc;
+    double took;
+};
+
+static void *timed_sign(void *p)
+{
+    struct timed_signer *s = p;
+    unsigned char sig[256];
+    size_t len = sizeof(sig);
+    double t0 = now_s();
+
+    s->rc = kv_sign(s->key, KV_ALG_DEFAULT, 0, (const unsigned char *)DATA, strlen(DATA), sig,
+                    &len);
+    s->took = now_s() - t0;
+    return NULL;
+}
+
+/* flush = record, the log locked by another process: a sign whose record
+ * waits for that lock waits its 10 s once; a sign in another thread
+ * meanwhile waits as long from its own start, not also for the first one
+ * (before the fix: about 19 s, the first writer holding its mutex through
+ * its wait). Both records are lost, and said so; then signs are written. */
+START_TEST(a_lock_held_elsewhere_bounds_each_callers_wait)
+{
+    kv_ctx *ctx = audit_ctx("flush = record\n");
+    kv_key *k = NULL;
+    struct timed_signer first = { NULL, KV_OK, 0 }, second = { NULL, KV_OK, 0 };
+    pthread_t th;
+    int fd;
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "k", KV_KEY_EC_P256, NULL, &k), KV_OK);
+    first.key = second.key = k;
+    fd = hold_log_lock();
+    sys_len = 0;
+    sys_text[0] = '\0';
+    ck_assert_int_eq(pthread_create(&th, NULL, timed_sign, &first), 0);
+    usleep(1000 * 1000);
+    timed_sign(&second);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(first.rc, KV_OK);
+    ck_assert_int_eq(second.rc, KV_OK);
+    ck_assert_msg(first.took < 11.5, "the first sign took %.1f s", first.took);
+    ck_assert_msg(second.took < 11.5, "the second sign took %.1f s", second.took);
+    ck_assert_ptr_nonnull(strstr(sys_text, "(1 records lost"));
+    ck_assert_int_eq(flock(fd, LOCK_UN), 0);
+    close(fd);
+    sign_n(ctx, k, 1);
+    ck_assert_uint_eq(count_op("sign"), 1);
+    kv_key_free(k);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+/* Buffered, the log locked by another process: the writer thread waits
+ * for the lock; a sign meanwhile returns at once, its record queued. */
+START_TEST(a_lock_held_elsewhere_does_not_hold_up_buffered_signs)
+{
+    kv_ctx *ctx = audit_ctx("flush_ms = 5\n");
+    kv_key *k = NULL;
+    struct timed_signer s = { NULL, KV_OK, 0 };
+    int fd;
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "k", KV_KEY_EC_P256, NULL, &k), KV_OK);
+    usleep(100 * 1000);
+    fd = hold_log_lock();
+    sign_n(ctx, k, 1);
+    usleep(200 * 1000);
+    s.key = k;
+    timed_sign(&s);
+    ck_assert_int_eq(s.rc, KV_OK);
+    ck_assert_msg(s.took < 1, "a sign took %.1f s while the writer waited", s.took);
+    ck_assert_int_eq(flock(fd, LOCK_UN), 0);
+    close(fd);
+    kv_key_free(k);
+    kv_ctx_free(ctx);
+    ck_assert_uint_eq(count_op("sign"), 2);
+}
+END_TEST
+
 /* ---- sinks, results, settings ------------------------------------------------ */
 
 struct seen {
@@ -1182,6 +1337,8 @@ static Suite *audit_suite(void)
     tcase_add_test(tc, tail_returns_the_last_records);
     tcase_add_test(tc, settings_are_checked);
     tcase_add_test(tc, writer_leaves_a_log_others_may_read);
+    tcase_add_test(tc, a_lock_held_elsewhere_bounds_each_callers_wait);
+    tcase_add_test(tc, a_lock_held_elsewhere_does_not_hold_up_buffered_signs);
     suite_add_tcase(s, tc);
     /* tagged "fork": its children start threads after a fork from a threaded
      * parent, which ThreadSanitizer cannot follow ("dup thread with used
@@ -1189,6 +1346,7 @@ static Suite *audit_suite(void)
     tcase_set_tags(procs, "fork");
     tcase_set_timeout(procs, 120);
     tcase_add_test(procs, threads_and_processes_keep_the_chain);
+    tcase_add_test(procs, a_fork_while_the_writer_waits_leaves_the_child_its_batch);
     suite_add_tcase(s, procs);
     return s;
 }

@@ -6,7 +6,7 @@
 # short, flips a byte of its parameters or answers with a bare TPM_RC.
 #
 # Every command of each operation (sign with an EC and an RSA key, ECDH,
-# keygen, quote, certify, PCR extend and read, the EK certificate's read) gets each fault once (N swept until no command is
+# keygen, a key made persistent, quote, certify, PCR extend and read, the EK certificate's read) gets each fault once (N swept until no command is
 # left to fail). Each run must exit 0 with a result openssl accepts, or 1
 # with a message naming the TPM command (or the TCTI) and the decoded code;
 # never crash, never outlast a bound (timeout). Afterwards, without faults:
@@ -86,6 +86,8 @@ judge() {
 }
 
 kv() { "$KEYVAULT" -c "$T/kv.conf" "$@"; }
+# persistent_has HANDLE: the TPM holds an object at that persistent handle
+persistent_has() { TPM2TOOLS_TCTI=$KV_TPM_TCTI tpm2_getcap handles-persistent | grep -qi "$1"; }
 hex2bin() { perl -e 'print pack("H*", $ARGV[0])' "$1"; }
 sha256hex() { openssl dgst -sha256 -binary | od -An -v -tx1 | tr -d ' \n'; }
 
@@ -131,6 +133,25 @@ op() {
         fkv "$2" keygen "$g" --type ec-p256
         judge "$3"
         if [ "$rc" = 0 ]; then made="$made $g"; else failed="$failed $g"; fi ;;
+    persist)
+        # a new key made persistent at a handle of its own (TPM2_EvictControl):
+        # exit 0 and the handle holds a key that signs, or exit 1 and the
+        # handle is empty and a retry without faults makes the key there
+        h=$(printf '0x%08x' $((0x81000100 + runs_all)))
+        fkv "$2" keygen "tpm2:handle=$h" --type ec-p256
+        judge "$3"
+        if [ "$rc" = 0 ]; then
+            if ! persistent_has "$h" || ! kv pubkey "tpm2:handle=$h" -o "$T/h.pub" >/dev/null 2>&1 ||
+                ! kv sign "tpm2:handle=$h" -i "$T/msg" -o "$T/h.sig" >/dev/null 2>&1 ||
+                ! openssl dgst -sha256 -verify "$T/h.pub" -signature "$T/h.sig" "$T/msg" >/dev/null 2>&1; then
+                not_ok "$3: reported made, yet no key at $h signs"; bad=$((bad + 1)); fi
+        elif [ "$rc" = 1 ]; then
+            if persistent_has "$h"; then
+                not_ok "$3: failed, yet $h holds a key"; sed 's/^/    /' "$T/err"; bad=$((bad + 1)); fi
+            if ! kv keygen "tpm2:handle=$h" --type ec-p256 >/dev/null 2>"$T/err2"; then
+                not_ok "$3: a retry at $h fails"; sed 's/^/    /' "$T/err2"; bad=$((bad + 1)); fi
+        fi
+        TPM2TOOLS_TCTI=$KV_TPM_TCTI tpm2_evictcontrol -C o -c "$h" >/dev/null 2>&1 || : ;;
     quote)
         rm -f "$T/q.msg" "$T/q.der"
         fkv "$2" tpm quote --nonce 0a0b0c0d --pcrs sha256:0,16 -m "$T/q.msg" -s "$T/q.sig" --sig-der "$T/q.der"
@@ -181,7 +202,7 @@ op() {
 # run, scheduled as KIND:FAULT:K.
 k=0
 runs_all=0
-for o in sign sign-rsa ecdh keygen quote certify extend pcr-read ek-cert; do
+for o in sign sign-rsa ecdh keygen persist quote certify extend pcr-read ek-cert; do
     k=$((k + 1))
     runs=0 errs=0 before=$bad
     kv tpm pcr-read 0 >/dev/null 2>&1 # flushes what earlier runs left

@@ -209,6 +209,32 @@ static bool child_reconnects(const char *tcti)
     return !strncmp(tcti, "device", 6) && has_resource_manager(tcti);
 }
 
+/* Whether a forked child that took over its parent's transport may
+ * finalize the TCTI (freeing its context): whether that finalize only
+ * closes the child's own copies of descriptors and frees memory, sending
+ * nothing on what the parent still uses. tpm2-tss 3.2.1 (Debian 12):
+ * swtpm's (tcti_swtpm_finalize) closes its command socket, which it
+ * connects for each command and closes after each response, so it is
+ * closed between commands; device's (tcti_device_finalize) closes its
+ * descriptor, the parent's own staying open; then Tss2_TctiLdr_Finalize
+ * frees the loader's context and drops the child's reference to the
+ * library. Not mssim's: it sends TPM_SESSION_END on both its sockets,
+ * which are the parent's (the simulator would end the parent's session).
+ * Not tabrmd's (it ends a D-Bus connection whose thread the child does not
+ * have), nor a TCTI this code does not know: those stay unfreed. */
+static bool child_may_finalize(const char *tcti)
+{
+    static const char *const quiet[] = { "swtpm", "device" };
+
+    for (size_t i = 0; i < sizeof(quiet) / sizeof(quiet[0]); i++) {
+        size_t n = strlen(quiet[i]);
+
+        if (!strncmp(tcti, quiet[i], n) && (tcti[n] == '\0' || tcti[n] == ':'))
+            return true;
+    }
+    return false;
+}
+
 /* Whether the forked children of a process share the TPM's objects with it
  * through the table: the TCTIs whose transport a child keeps, to a TPM
  * outside the process (swtpm, mssim, a /dev/tpm* without a resource
@@ -601,7 +627,7 @@ static void disconnect_locked(struct tpm_conn *c, bool polite)
         }
         Esys_Finalize(&c->esys);
     }
-    if (c->tcti_ctx && !c->tcti_inherited)
+    if (c->tcti_ctx && (!c->tcti_inherited || child_may_finalize(c->tcti)))
         Tss2_TctiLdr_Finalize(&c->tcti_ctx);
     c->tcti_ctx = NULL;
     c->tcti_inherited = false;
@@ -640,6 +666,12 @@ void tpm_conn_put(struct tpm_conn *c, bool always)
         disconnect_locked(c, locked); /* without the lock: send nothing */
         if (locked)
             shared_unlock(c);
+    } else {
+        /* the parent's, in a child that never used it: memory only */
+        if (c->esys)
+            Esys_Finalize(&c->esys); /* frees memory, sends nothing */
+        if (c->tcti_ctx && (child_reconnects(c->tcti) || child_may_finalize(c->tcti)))
+            Tss2_TctiLdr_Finalize(&c->tcti_ctx);
     }
     if (c->shared)
         munmap(c->shared, sizeof(*c->shared)); /* this process's mapping */

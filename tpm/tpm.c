@@ -461,7 +461,38 @@ struct persist_arg {
     kv_ctx *ctx;
     struct tpm_obj *obj;
     TPM2_HANDLE handle;
+    bool ours;                /* the handle holds the new key */
 };
+
+/* Whether the key at a->handle is the new key (a->ours): its public area
+ * the same, unique point included. Absent (TPM_RC_HANDLE): not ours. */
+static TSS2_RC persisted_is_ours(struct tpm_conn *c, struct persist_arg *a)
+{
+    uint8_t have[sizeof(TPMT_PUBLIC)], want[sizeof(TPMT_PUBLIC)];
+    size_t nhave = 0, nwant = 0;
+    TPM2B_PUBLIC *pub = NULL;
+    ESYS_TR tr = ESYS_TR_NONE;
+    TSS2_RC rc;
+
+    a->ours = false;
+    rc = Esys_TR_FromTPMPublic(c->esys, a->handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                               &tr);
+    if ((rc & TPM2_RC_FMT1) && (rc & (TPM2_RC_FMT1 | 0x3f)) == TPM2_RC_HANDLE)
+        return TSS2_RC_SUCCESS;
+    if (rc == TSS2_RC_SUCCESS)
+        rc = Esys_ReadPublic(c->esys, tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL,
+                             NULL);
+    if (rc == TSS2_RC_SUCCESS &&
+        Tss2_MU_TPMT_PUBLIC_Marshal(&pub->publicArea, have, sizeof(have), &nhave) ==
+            TSS2_RC_SUCCESS &&
+        Tss2_MU_TPMT_PUBLIC_Marshal(&a->obj->pub.publicArea, want, sizeof(want), &nwant) ==
+            TSS2_RC_SUCCESS)
+        a->ours = nhave == nwant && !memcmp(have, want, nwant);
+    Esys_Free(pub);
+    if (tr != ESYS_TR_NONE)
+        (void)Esys_TR_Close(c->esys, &tr);
+    return rc;
+}
 
 static TSS2_RC persist_step(struct tpm_conn *c, struct step *s, void *p)
 {
@@ -479,11 +510,24 @@ static TSS2_RC persist_step(struct tpm_conn *c, struct step *s, void *p)
     if (rc == TSS2_RC_SUCCESS)
         (void)Esys_TR_Close(c->esys, &out);
     if (!(rc & TPM2_RC_FMT1) && (rc & 0xfff) == TPM2_RC_NV_DEFINED) {
-        s->rc = kv_error(a->ctx, KV_ERR_KEY_EXISTS, "persistent handle 0x%08x is already taken",
-                         a->handle);
-        return TSS2_RC_SUCCESS;
+        /* taken: by this very key when the response to an earlier attempt
+         * was lost (the TPM ran it; tpm_run ran the step again) */
+        s->cmd = "TPM2_ReadPublic (of the key at the persistent handle)";
+        rc = persisted_is_ours(c, a);
+        if (rc == TSS2_RC_SUCCESS && !a->ours)
+            s->rc = kv_error(a->ctx, KV_ERR_KEY_EXISTS,
+                             "persistent handle 0x%08x is already taken", a->handle);
+        return rc;
     }
     return rc;
+}
+
+/* After TPM2_EvictControl failed on its way back (a response cut short or
+ * damaged, once the TPM had run it): whether the handle holds the new key. */
+static TSS2_RC persist_check_step(struct tpm_conn *c, struct step *s, void *p)
+{
+    s->cmd = "TPM2_ReadPublic (of the key at the persistent handle)";
+    return persisted_is_ours(c, p);
 }
 
 /* A persistent handle in the owner range, 0x81000000-0x817fffff. */
@@ -513,8 +557,18 @@ static kv_rc generate_persistent(kv_backend *be, TPM2_HANDLE handle, kv_key_type
                 "tpm2:file= or by name");
     KV_CHECK(rc, create_blobs(be, type, NULL, &tk));
     {
-        struct persist_arg a = { be->ctx, &tk->obj, handle };
+        struct persist_arg a = { be->ctx, &tk->obj, handle, false };
+        kv_err_mark mark = kv_err_mark_get(be->ctx);
+
         rc = tpm_run(be->ctx, st(be)->conn, persist_step, &a);
+        /* a response lost after the TPM made the key persistent: the key
+         * is there, and is the result (else the error stands, and the
+         * handle is free for a retry) */
+        if (rc != KV_OK && rc != KV_ERR_KEY_EXISTS &&
+            tpm_run(be->ctx, st(be)->conn, persist_check_step, &a) == KV_OK && a.ours) {
+            kv_err_rewind(be->ctx, mark);
+            rc = KV_OK;
+        }
     }
     tpm_obj_release(st(be)->conn, &tk->obj);
     if (rc != KV_OK)
