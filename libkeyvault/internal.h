@@ -554,6 +554,10 @@ struct kv_ctx {
     size_t nbackends;
     kv_backend backends[KV_MAX_BACKENDS];
     struct kv_audit *audit;   /* NULL: no audit sink (audit.c) */
+    struct kv_sweep {         /* mem.c: directories swept of stale temporary files */
+        unsigned long long dev, ino;
+        long long when;       /* 0: a free slot */
+    } sweeps[8];
 };
 
 struct kv_key {
