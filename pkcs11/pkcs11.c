@@ -318,9 +318,9 @@ static CK_RV find_all(struct p11_token *tok, CK_SESSION_HANDLE h, CK_ATTRIBUTE *
             CK_OBJECT_HANDLE *more;
             if (cap >= P11_FIND_MAX) {
                 *rc = kv_error(tok->ctx, KV_ERR_UNSUPPORTED,
-                               "token '%s' holds more than %lu objects matching one search "
-                               "(%lu read): libkeyvault reads at most %d", tok->label,
-                               (unsigned long)*count, (unsigned long)*count, P11_FIND_MAX);
+                               "token '%s' holds more than %lu objects matching one search: "
+                               "libkeyvault reads at most %d", tok->label,
+                               (unsigned long)*count, P11_FIND_MAX);
                 break;
             }
             more = realloc(*objs, (cap + P11_FIND_CHUNK) * sizeof(**objs));
