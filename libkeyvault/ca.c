@@ -307,23 +307,34 @@ out:
 typedef struct ca_db {
     sqlite3 *db;
     char *path;
+    kv_db_guard guard;
 } ca_db;
+
+/* PRAGMA application_id of a CA record: "KVCA" */
+#define CA_APPLICATION_ID 0x4b564341u
+#define CA_USER_VERSION 1
 
 static kv_rc db_error(const kv_ctx *ctx, ca_db *d, int src, const char *what)
 {
-    return kv_sqlite_error(ctx, d->db, src, what, "CA record", d->path);
+    return kv_db_error(ctx, d->db, &d->guard, src, what, "CA record", d->path);
 }
 
 static kv_rc db_exec(const kv_ctx *ctx, ca_db *d, const char *sql, const char *what)
 {
-    int r = sqlite3_exec(d->db, sql, NULL, NULL, NULL);
+    int r;
+
+    kv_db_arm(&d->guard);
+    r = sqlite3_exec(d->db, sql, NULL, NULL, NULL);
 
     return r == SQLITE_OK ? KV_OK : db_error(ctx, d, r, what);
 }
 
 static kv_rc db_prepare(const kv_ctx *ctx, ca_db *d, const char *sql, sqlite3_stmt **st)
 {
-    int r = sqlite3_prepare_v2(d->db, sql, -1, st, NULL);
+    int r;
+
+    kv_db_arm(&d->guard);
+    r = sqlite3_prepare_v2(d->db, sql, -1, st, NULL);
 
     return r == SQLITE_OK ? KV_OK : db_error(ctx, d, r, "a query");
 }
@@ -362,6 +373,8 @@ static const char schema[] =
     " issued_at INTEGER NOT NULL, revoked_at INTEGER, reason INTEGER);"
     "INSERT OR IGNORE INTO meta VALUES ('crl_number', '0');";
 
+static const kv_db_format ca_format = { "CA record", CA_APPLICATION_ID, CA_USER_VERSION, schema };
+
 /* Open (or make) the CA's record and begin a write transaction in it; the
  * caller commits or rolls back. The CA key's hash must be the record's. */
 static kv_rc db_open(kv_key *ca, ca_db *d)
@@ -386,12 +399,7 @@ static kv_rc db_open(kv_key *ca, ca_db *d)
     if (rc != KV_OK)
         goto out;
     KV_CHECK(rc, kv_db_file_check(ctx, d->path, "CA record", true));
-    r = sqlite3_open_v2(d->path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW, NULL);
-    if (r != SQLITE_OK)
-        KV_CHECK(rc, db_error(ctx, d, r, "opening"));
-    sqlite3_busy_timeout(d->db, CA_BUSY_MS);
-    KV_CHECK(rc, db_exec(ctx, d, "BEGIN IMMEDIATE", "a transaction"));
-    KV_CHECK(rc, db_exec(ctx, d, schema, "making the tables"));
+    KV_CHECK(rc, kv_db_open(ctx, d->path, &ca_format, true, CA_BUSY_MS, &d->guard, &d->db));
     KV_CHECK(rc, spki_sha256(ctx, ca->pub, hash));
     KV_CHECK(rc, db_prepare(ctx, d, "INSERT OR IGNORE INTO meta VALUES ('ca_key_sha256', ?1)",
                             &st));
@@ -839,7 +847,7 @@ static kv_rc issue(kv_key *ca, X509 *cacert, const STACK_OF(X509) *cachain,
     unsigned days = o->days ? o->days : p->days;
     time_t now = time(NULL), nb = now - 60,
            na = now + (lifetime > 0 ? (time_t)lifetime : (time_t)days * 86400);
-    ca_db d = { NULL, NULL };
+    ca_db d = { 0 };
     BIO *b = NULL;
     kv_rc rc = KV_OK;
     int r;
@@ -1098,7 +1106,7 @@ kv_rc kv_ca_revoke(kv_key *ca, const char *serial_hex_in, kv_revoke_reason reaso
     kv_ctx *ctx = ca->ctx;
     char *serial = NULL;
     sqlite3_stmt *st = NULL;
-    ca_db d = { NULL, NULL };
+    ca_db d = { 0 };
     int r;
     kv_rc rc = KV_OK;
 
@@ -1186,7 +1194,7 @@ kv_rc kv_ca_crl(kv_key *ca, unsigned days, char **pem)
     ASN1_INTEGER *number = NULL;
     AUTHORITY_KEYID *akid = NULL;
     sqlite3_stmt *st = NULL;
-    ca_db d = { NULL, NULL };
+    ca_db d = { 0 };
     sqlite3_int64 n = 0;
     time_t now = time(NULL);
     BIO *b = NULL;

@@ -554,6 +554,10 @@ struct kv_ctx {
     size_t nbackends;
     kv_backend backends[KV_MAX_BACKENDS];
     struct kv_audit *audit;   /* NULL: no audit sink (audit.c) */
+    struct kv_sweep {         /* mem.c: directories swept of stale temporary files */
+        unsigned long long dev, ino;
+        long long when;       /* 0: a free slot */
+    } sweeps[8];
 };
 
 struct kv_key {
@@ -824,6 +828,40 @@ kv_rc kv_registry_record(const kv_ctx *ctx, kv_registry *r, const kv_pending *p,
 struct sqlite3;
 kv_rc kv_sqlite_error(const kv_ctx *ctx, struct sqlite3 *db, int src, const char *what,
                       const char *kind, const char *path);
+
+/* A database of ours (registry.c): what its header and schema must be.
+ * schema: the statements that make it (run on a new file, and in memory
+ * to learn the shape a file must have). */
+typedef struct kv_db_format {
+    const char *kind;          /* "registry", "CA record": for messages */
+    uint32_t application_id;   /* PRAGMA application_id */
+    int user_version;          /* PRAGMA user_version */
+    const char *schema;
+} kv_db_format;
+
+/* The work bound of a connection: each statement stops (SQLITE_INTERRUPT,
+ * expired set) once it has run KV_DB_WORK_MS after kv_db_arm. */
+#define KV_DB_WORK_MS 10000
+typedef struct kv_db_guard {
+    int64_t deadline_ms;
+    int expired;
+} kv_db_guard;
+
+/* Open path (checked by kv_db_file_check first) for f, begin a transaction
+ * (write: BEGIN IMMEDIATE, a new file given f's tables; else a read of an
+ * existing one), and check it is ours: at most KV_DB_SIZE_MAX bytes,
+ * f's application_id and user_version (or 0 and 0 with exactly f's
+ * tables: a file made before they were set, stamped when written), the
+ * schema exactly f's (no view, trigger or other table). Defensive mode,
+ * untrusted schema, cell size checks, a busy timeout of busy_ms and g's
+ * work bound are on before the first read. *out is NULL on failure. */
+kv_rc kv_db_open(const kv_ctx *ctx, const char *path, const kv_db_format *f, bool write,
+                 int busy_ms, kv_db_guard *g, struct sqlite3 **out);
+/* Restart g's bound: before each statement. */
+void kv_db_arm(kv_db_guard *g);
+/* kv_sqlite_error, or the work bound's own message when g expired. */
+kv_rc kv_db_error(const kv_ctx *ctx, struct sqlite3 *db, const kv_db_guard *g, int src,
+                  const char *what, const char *kind, const char *path);
 
 /* TPM2_MakeCredential in software (enroll.c; needs tpm2-tss): the
  * credential (1-32 bytes) protected to the EK ek (RSA: OAEP; ECC: ECDH and

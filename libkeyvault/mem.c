@@ -202,6 +202,43 @@ static void remove_stale_temps(const char *dir, const char *writing)
     closedir(d);
 }
 
+/* Whether dir is due a sweep for stale temporary files in ctx: not swept
+ * in it for KV_STALE_TEMP_AGE seconds (a temporary file is not stale
+ * before then). The sweep reads the whole directory: once per directory
+ * per context and period, not once per write (5000 keys made every
+ * write cost a scan of 15000 names). Without a ctx, or a directory that
+ * cannot be examined, every write is due one. */
+static bool sweep_due(const kv_ctx *ctx, const char *dir)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    /* the sweep table is a cache beside the context's state: written
+     * through a non-const pointer to the object kv_ctx_new allocated */
+    struct kv_sweep *sw = ctx ? ((kv_ctx *)ctx)->sweeps : NULL;
+    size_t n = ctx ? sizeof(ctx->sweeps) / sizeof(ctx->sweeps[0]) : 0, slot = 0;
+    long long now = (long long)time(NULL);
+    struct stat st;
+    bool due = true;
+
+    if (!sw || stat(dir, &st) != 0)
+        return true;
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < n; i++) {
+        if (sw[i].when != 0 && sw[i].dev == (unsigned long long)st.st_dev &&
+            sw[i].ino == (unsigned long long)st.st_ino) {
+            slot = i;
+            due = now - sw[i].when >= KV_STALE_TEMP_AGE || now < sw[i].when;
+            break;
+        }
+        if (sw[i].when < sw[slot].when)   /* else the oldest (or a free) slot */
+            slot = i;
+    }
+    if (due)
+        sw[slot] = (struct kv_sweep){ (unsigned long long)st.st_dev,
+                                      (unsigned long long)st.st_ino, now };
+    pthread_mutex_unlock(&lock);
+    return due;
+}
+
 kv_rc kv_write_file_atomic(const kv_ctx *ctx, const char *dir, const char *name,
                            const void *data, size_t len, bool replace)
 {
@@ -212,7 +249,8 @@ kv_rc kv_write_file_atomic(const kv_ctx *ctx, const char *dir, const char *name,
 
     if (!tmp || !final)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    remove_stale_temps(dir, name);
+    if (sweep_due(ctx, dir))
+        remove_stale_temps(dir, name);
     /* mkstemp creates the file 0600 with O_EXCL. */
     fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {

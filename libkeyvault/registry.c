@@ -27,7 +27,12 @@
 struct kv_registry {
     sqlite3 *db;
     char *path;
+    kv_db_guard guard;
 };
+
+/* PRAGMA application_id of a registry: "KVRG" */
+#define REG_APPLICATION_ID 0x4b565247u
+#define REG_USER_VERSION 1
 
 bool kv_device_id_valid(const char *id)
 {
@@ -63,21 +68,298 @@ kv_rc kv_sqlite_error(const kv_ctx *ctx, sqlite3 *db, int src, const char *what,
                          what, kind, path, sqlite3_errstr(ext));
 }
 
+/* ---- databases of ours: opened as if an attacker had written them ------------- */
+
+/* A registry or CA record larger than this is refused before SQLite reads
+ * it (a million issued certificates take about 300 MiB... and a CA that
+ * issues more keeps more than one record); a value (text, blob) read back
+ * is at most KV_DB_VALUE_MAX. */
+#define KV_DB_SIZE_MAX ((long long)512 << 20)
+#define KV_DB_VALUE_MAX (1 << 20)
+#define KV_DB_PROGRESS_OPS 1000 /* VM instructions between two looks at the clock */
+#define KV_DB_OBJECTS_MAX 32    /* schema rows: ours have fewer than 10 */
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void kv_db_arm(kv_db_guard *g)
+{
+    g->deadline_ms = monotonic_ms() + KV_DB_WORK_MS;
+    g->expired = 0;
+}
+
+static int db_progress(void *arg)
+{
+    kv_db_guard *g = arg;
+
+    if (g->deadline_ms == 0 || monotonic_ms() <= g->deadline_ms)
+        return 0;
+    g->expired = 1;
+    return 1;
+}
+
+kv_rc kv_db_error(const kv_ctx *ctx, sqlite3 *db, const kv_db_guard *g, int src,
+                  const char *what, const char *kind, const char *path)
+{
+    if (g && g->expired && (src & 0xff) == SQLITE_INTERRUPT)
+        return kv_error_code(ctx, KV_ERR_IO, "sqlite", (unsigned long)src,
+                             "%s of %s '%s' was stopped after %d ms of work: refusing a "
+                             "database that costs this much", what, kind, path, KV_DB_WORK_MS);
+    return kv_sqlite_error(ctx, db, src, what, kind, path);
+}
+
+/* One row of sqlite_master. */
+typedef struct db_object {
+    char *type, *name, *tbl_name, *sql;
+} db_object;
+
+static void objects_free(db_object *o, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(o[i].type);
+        free(o[i].name);
+        free(o[i].tbl_name);
+        free(o[i].sql);
+    }
+}
+
+static char *col_dup(sqlite3_stmt *st, int i)
+{
+    const char *s = (const char *)sqlite3_column_text(st, i);
+
+    return kv_strdup(s ? s : "");
+}
+
+/* The rows of db's sqlite_master, at most KV_DB_OBJECTS_MAX (*n set to
+ * one more when there are more). */
+static int db_objects(sqlite3 *db, db_object *o, size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    int e = sqlite3_prepare_v2(db, "SELECT type, name, tbl_name, sql FROM main.sqlite_master "
+                                   "ORDER BY name", -1, &st, NULL);
+
+    *n = 0;
+    while (e == SQLITE_OK || e == SQLITE_ROW) {
+        if ((e = sqlite3_step(st)) != SQLITE_ROW)
+            break;
+        if (*n == KV_DB_OBJECTS_MAX) {
+            (*n)++;
+            e = SQLITE_DONE;
+            break;
+        }
+        o[*n] = (db_object){ col_dup(st, 0), col_dup(st, 1), col_dup(st, 2), col_dup(st, 3) };
+        (*n)++;
+        if (!o[*n - 1].type || !o[*n - 1].name || !o[*n - 1].tbl_name || !o[*n - 1].sql) {
+            e = SQLITE_NOMEM;
+            break;
+        }
+    }
+    sqlite3_finalize(st);
+    return e == SQLITE_DONE ? SQLITE_OK : e;
+}
+
+/* A name from the file, for a message: shown only when it is a plain
+ * identifier of a sane length. */
+static const char *shown(const char *name)
+{
+    size_t n = strlen(name);
+
+    if (n == 0 || n > 64)
+        return "(a name of another length)";
+    for (const char *p = name; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_')
+            return "(a name with other characters)";
+    return name;
+}
+
+/* "a table", "an index", ... for a type shown(). */
+static const char *article(const char *type)
+{
+    return strchr("aeiou", type[0]) && type[0] ? "an" : "a";
+}
+
+/* The file's schema against the one f makes (learnt from an in-memory
+ * database: SQLite stores CREATE statements as it normalises them). */
+static kv_rc schema_check(const kv_ctx *ctx, sqlite3 *db, const char *path,
+                          const kv_db_format *f)
+{
+    db_object want[KV_DB_OBJECTS_MAX], have[KV_DB_OBJECTS_MAX];
+    size_t nw = 0, nh = 0;
+    sqlite3 *mem = NULL;
+    int e;
+    kv_rc rc = KV_OK;
+
+    if (sqlite3_open_v2(":memory:", &mem, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+        sqlite3_exec(mem, f->schema, NULL, NULL, NULL) != SQLITE_OK ||
+        db_objects(mem, want, &nw) != SQLITE_OK || nw > KV_DB_OBJECTS_MAX)
+        KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "cannot make the %s schema in memory", f->kind);
+    if ((e = db_objects(db, have, &nh)) != SQLITE_OK)
+        KV_CHECK(rc, kv_sqlite_error(ctx, db, e, "reading the schema", f->kind, path));
+    if (nh > KV_DB_OBJECTS_MAX)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "'%s' is not a libkeyvault %s: more than %d tables, "
+                "indexes, views and triggers", path, f->kind, KV_DB_OBJECTS_MAX);
+    for (size_t i = 0; i < nh; i++) {
+        const db_object *w = NULL;
+        for (size_t j = 0; j < nw && !w; j++)
+            if (!strcmp(want[j].name, have[i].name))
+                w = &want[j];
+        if (!w)
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "'%s' is not a libkeyvault %s: it has %s %s '%s' "
+                    "that libkeyvault does not make", path, f->kind,
+                    article(shown(have[i].type)), shown(have[i].type), shown(have[i].name));
+        if (strcmp(w->type, have[i].type) != 0)
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "'%s' is not a libkeyvault %s: '%s' is %s %s, "
+                    "not %s %s", path, f->kind, w->name, article(shown(have[i].type)),
+                    shown(have[i].type), article(w->type), w->type);
+        if (strcmp(w->tbl_name, have[i].tbl_name) != 0 || strcmp(w->sql, have[i].sql) != 0)
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "'%s' is not a libkeyvault %s: %s '%s' is not "
+                    "defined as libkeyvault defines it", path, f->kind, w->type, w->name);
+    }
+    for (size_t j = 0; j < nw; j++) {
+        bool found = false;
+        for (size_t i = 0; i < nh && !found; i++)
+            found = !strcmp(want[j].name, have[i].name);
+        if (!found)
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "'%s' is not a libkeyvault %s: it has no %s '%s'",
+                    path, f->kind, want[j].type, want[j].name);
+    }
+out:
+    objects_free(want, nw > KV_DB_OBJECTS_MAX ? KV_DB_OBJECTS_MAX : nw);
+    objects_free(have, nh > KV_DB_OBJECTS_MAX ? KV_DB_OBJECTS_MAX : nh);
+    sqlite3_close(mem);
+    return rc;
+}
+
+/* One integer PRAGMA of db. */
+static kv_rc pragma_int(const kv_ctx *ctx, sqlite3 *db, const char *sql, const char *what,
+                        const kv_db_format *f, const char *path, long long *out)
+{
+    sqlite3_stmt *st = NULL;
+    int e = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    kv_rc rc = KV_OK;
+
+    if (e == SQLITE_OK && (e = sqlite3_step(st)) == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    else
+        rc = kv_sqlite_error(ctx, db, e == SQLITE_DONE ? SQLITE_CORRUPT : e, what, f->kind,
+                             path);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+kv_rc kv_db_open(const kv_ctx *ctx, const char *path, const kv_db_format *f, bool write,
+                 int busy_ms, kv_db_guard *g, sqlite3 **out)
+{
+    sqlite3 *db = NULL;
+    long long app = 0, version = 0, pages = 0, page_size = 0, objects = 0;
+    struct stat st;
+    char *stamp = NULL;
+    int e;
+    kv_rc rc = KV_OK;
+
+    *out = NULL;
+    memset(g, 0, sizeof(*g));
+    if (lstat(path, &st) != 0)
+        return kv_error_errno(ctx, errno, "cannot examine %s '%s'", f->kind, path);
+    if ((long long)st.st_size > KV_DB_SIZE_MAX)
+        return kv_error(ctx, KV_ERR_CORRUPT, "%s '%s' is %lld bytes, more than %lld: refusing "
+                        "it", f->kind, path, (long long)st.st_size, KV_DB_SIZE_MAX);
+    e = sqlite3_open_v2(path, &db, (write ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY) |
+                                       SQLITE_OPEN_NOFOLLOW, NULL);
+    if (e != SQLITE_OK)
+        KV_CHECK(rc, kv_sqlite_error(ctx, db, e, "opening", f->kind, path));
+    /* before the first read: no schema-defined code runs with our rights,
+     * no view is expanded, the file cannot be rewritten underneath SQLite,
+     * damaged cells are caught, no value grows past KV_DB_VALUE_MAX, and
+     * no statement runs for ever. Triggers stay on for temporary ones; the
+     * schema check refuses any in the file. */
+    sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_VIEW, 0, NULL);
+    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, KV_DB_VALUE_MAX);
+    sqlite3_busy_timeout(db, busy_ms);
+    sqlite3_progress_handler(db, KV_DB_PROGRESS_OPS, db_progress, g);
+    if ((e = sqlite3_exec(db, "PRAGMA cell_size_check = ON", NULL, NULL, NULL)) != SQLITE_OK ||
+        (e = sqlite3_exec(db, write ? "BEGIN IMMEDIATE" : "BEGIN", NULL, NULL, NULL)) !=
+            SQLITE_OK)
+        KV_CHECK(rc, kv_sqlite_error(ctx, db, e, "a transaction", f->kind, path));
+    kv_db_arm(g);
+    KV_CHECK(rc, pragma_int(ctx, db, "PRAGMA application_id", "reading the header", f, path,
+                            &app));
+    KV_CHECK(rc, pragma_int(ctx, db, "PRAGMA user_version", "reading the header", f, path,
+                            &version));
+    KV_CHECK(rc, pragma_int(ctx, db, "PRAGMA page_count", "reading the header", f, path,
+                            &pages));
+    KV_CHECK(rc, pragma_int(ctx, db, "PRAGMA page_size", "reading the header", f, path,
+                            &page_size));
+    if (pages > KV_DB_SIZE_MAX / (page_size > 0 ? page_size : 1))
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "%s '%s' holds %lld pages of %lld bytes, more than "
+                "%lld bytes: refusing it", f->kind, path, pages, page_size, KV_DB_SIZE_MAX);
+    KV_CHECK(rc, pragma_int(ctx, db, "SELECT COUNT(*) FROM main.sqlite_master",
+                            "reading the schema", f, path, &objects));
+    if (app == 0 && version == 0 && objects == 0) {
+        /* a new file: ours to make */
+        if (!write)
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "'%s' is not a libkeyvault %s: it is empty",
+                    path, f->kind);
+        if ((e = sqlite3_exec(db, f->schema, NULL, NULL, NULL)) != SQLITE_OK)
+            KV_CHECK(rc, kv_sqlite_error(ctx, db, e, "making the tables", f->kind, path));
+    } else {
+        if (app != 0 && app != (long long)f->application_id)
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "'%s' is not a libkeyvault %s: its application_id "
+                    "is 0x%08llx, not 0x%08lx", path, f->kind, (unsigned long long)app & 0xffffffffULL,
+                    (unsigned long)f->application_id);
+        if (version != (app == 0 ? 0 : f->user_version))
+            KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "'%s' is not a libkeyvault %s of this version: "
+                    "its user_version is %lld, this library reads %d", path, f->kind, version,
+                    f->user_version);
+        KV_CHECK(rc, schema_check(ctx, db, path, f));
+    }
+    if (write && app == 0) {
+        stamp = kv_asprintf("PRAGMA application_id = %ld; PRAGMA user_version = %d",
+                            (long)(int32_t)f->application_id, f->user_version);
+        if (!stamp)
+            KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+        if ((e = sqlite3_exec(db, stamp, NULL, NULL, NULL)) != SQLITE_OK)
+            KV_CHECK(rc, kv_sqlite_error(ctx, db, e, "marking the header", f->kind, path));
+    }
+    *out = db;
+    db = NULL;
+out:
+    free(stamp);
+    if (db) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_close(db);
+    }
+    return rc;
+}
+
 static kv_rc reg_error(const kv_ctx *ctx, const kv_registry *r, int src, const char *what)
 {
-    return kv_sqlite_error(ctx, r->db, src, what, "registry", r->path);
+    return kv_db_error(ctx, r->db, &r->guard, src, what, "registry", r->path);
 }
 
 static kv_rc reg_exec(const kv_ctx *ctx, kv_registry *r, const char *sql, const char *what)
 {
-    int e = sqlite3_exec(r->db, sql, NULL, NULL, NULL);
+    int e;
+
+    kv_db_arm(&r->guard);
+    e = sqlite3_exec(r->db, sql, NULL, NULL, NULL);
 
     return e == SQLITE_OK ? KV_OK : reg_error(ctx, r, e, what);
 }
 
 static kv_rc reg_prepare(const kv_ctx *ctx, kv_registry *r, const char *sql, sqlite3_stmt **st)
 {
-    int e = sqlite3_prepare_v2(r->db, sql, -1, st, NULL);
+    int e;
+
+    kv_db_arm(&r->guard);
+    e = sqlite3_prepare_v2(r->db, sql, -1, st, NULL);
 
     return e == SQLITE_OK ? KV_OK : reg_error(ctx, r, e, "a query");
 }
@@ -120,6 +402,9 @@ static const char schema[] =
     " ek_certs BLOB NOT NULL, ak_public BLOB NOT NULL, ak_name TEXT NOT NULL,"
     " device_id TEXT NOT NULL, expires INTEGER NOT NULL);";
 
+static const kv_db_format reg_format = { "registry", REG_APPLICATION_ID, REG_USER_VERSION,
+                                         schema };
+
 /* The registry's directory: writable by others (without the sticky bit),
  * anyone could replace the file between our check and SQLite's open, or
  * swap its journal. */
@@ -156,15 +441,7 @@ static kv_rc reg_open(const kv_ctx *ctx, const char *path, bool write, kv_regist
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     KV_CHECK(rc, dir_check(ctx, path));
     KV_CHECK(rc, kv_db_file_check(ctx, path, "registry", write));
-    e = sqlite3_open_v2(path, &r->db,
-                        (write ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY) |
-                            SQLITE_OPEN_NOFOLLOW, NULL);
-    if (e != SQLITE_OK)
-        KV_CHECK(rc, reg_error(ctx, r, e, "opening"));
-    sqlite3_busy_timeout(r->db, REG_BUSY_MS);
-    KV_CHECK(rc, reg_exec(ctx, r, write ? "BEGIN IMMEDIATE" : "BEGIN", "a transaction"));
-    if (write)
-        KV_CHECK(rc, reg_exec(ctx, r, schema, "making the tables"));
+    KV_CHECK(rc, kv_db_open(ctx, path, &reg_format, write, REG_BUSY_MS, &r->guard, &r->db));
     KV_CHECK(rc, reg_prepare(ctx, r, "SELECT value FROM meta WHERE key = 'format'", &st));
     e = sqlite3_step(st);
     fmt = e == SQLITE_ROW ? sqlite3_column_text(st, 0) : NULL;

@@ -291,8 +291,15 @@ static CK_RV find(struct p11_token *tok, CK_SESSION_HANDLE h, CK_ATTRIBUTE *tmpl
     return find_final(tok, h, rc);
 }
 
-/* Every object matching the template, in a new array (a token may hold
- * any number: C_FindObjects is called until it has no more). */
+/* The most objects one search takes: a token holding more for one
+ * template (the private keys of a list) is refused, naming the count,
+ * rather than read into an array without end. */
+#define P11_FIND_MAX 100000
+#define P11_FIND_CHUNK 256
+
+/* Every object matching the template, in a new array: C_FindObjects is
+ * called for P11_FIND_CHUNK at a time until it has no more, at most
+ * P11_FIND_MAX (an error past that). */
 static CK_RV find_all(struct p11_token *tok, CK_SESSION_HANDLE h, CK_ATTRIBUTE *tmpl, CK_ULONG n,
                       CK_OBJECT_HANDLE **objs, CK_ULONG *count, kv_rc *rc)
 {
@@ -308,14 +315,21 @@ static CK_RV find_all(struct p11_token *tok, CK_SESSION_HANDLE h, CK_ATTRIBUTE *
     }
     do {
         if (*count == cap) {
-            CK_OBJECT_HANDLE *more = cap < 1024 * 1024 ? realloc(*objs, (cap + 256) * sizeof(**objs))
-                                                       : NULL;
+            CK_OBJECT_HANDLE *more;
+            if (cap >= P11_FIND_MAX) {
+                *rc = kv_error(tok->ctx, KV_ERR_UNSUPPORTED,
+                               "token '%s' holds more than %lu objects matching one search: "
+                               "libkeyvault reads at most %d", tok->label,
+                               (unsigned long)*count, P11_FIND_MAX);
+                break;
+            }
+            more = realloc(*objs, (cap + P11_FIND_CHUNK) * sizeof(**objs));
             if (!more) {
                 *rc = kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
                 break;
             }
             *objs = more;
-            cap += 256;
+            cap += P11_FIND_CHUNK;
         }
         rv = f->C_FindObjects(h, *objs + *count, cap - *count, &got);
         if (rv != CKR_OK)
@@ -1477,33 +1491,108 @@ struct list_arg {
     kv_list_builder *lb;
 };
 
+/* An object and its CKA_ID, for a list to pair keys without a search per
+ * key. len > sizeof(id): none, or too long to be a key's. */
+struct id_ref {
+    CK_OBJECT_HANDLE obj;
+    CK_ULONG len;
+    unsigned char id[sizeof(((struct p11_key *)0)->id)];
+};
+
+static int id_cmp(const void *a, const void *b)
+{
+    const struct id_ref *x = a, *y = b;
+
+    if (x->len != y->len)
+        return x->len < y->len ? -1 : 1;
+    return x->len > sizeof(x->id) ? 0 : memcmp(x->id, y->id, x->len);
+}
+
+/* The objects of class cls with their CKA_IDs, sorted by id: one search
+ * and one C_GetAttributeValue per object. */
+static CK_RV ids_of(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_CLASS cls,
+                    struct id_ref **out, CK_ULONG *n, kv_rc *rc)
+{
+    CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) } };
+    CK_OBJECT_HANDLE *objs = NULL;
+    CK_ULONG count = 0;
+    struct id_ref *r = NULL;
+    CK_RV rv = find_all(tok, h, tmpl, 1, &objs, &count, rc);
+
+    *out = NULL;
+    *n = 0;
+    if (rv != CKR_OK || *rc != KV_OK || count == 0)
+        goto out;
+    if (!(r = calloc(count, sizeof(*r)))) {
+        *rc = kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
+        goto out;
+    }
+    for (CK_ULONG i = 0; i < count; i++) {
+        CK_ATTRIBUTE a = { CKA_ID, r[i].id, sizeof(r[i].id) };
+        r[i].obj = objs[i];
+        rv = tok->fl->C_GetAttributeValue(h, objs[i], &a, 1);
+        if (rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_SENSITIVE ||
+            rv == CKR_BUFFER_TOO_SMALL) {
+            rv = CKR_OK;
+            a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+        }
+        if (rv != CKR_OK) {
+            *rc = p11_fail(tok, "C_GetAttributeValue (CKA_ID, in list)", rv);
+            goto out;
+        }
+        r[i].len = a.ulValueLen <= sizeof(r[i].id) ? a.ulValueLen : sizeof(r[i].id) + 1;
+    }
+    qsort(r, count, sizeof(*r), id_cmp);
+    *out = r;
+    *n = count;
+    r = NULL;
+out:
+    free(r);
+    free(objs);
+    return rv;
+}
+
+/* The private keys, each paired with the public key of its CKA_ID from
+ * one search of all public keys: a list costs two searches and a few
+ * attribute reads per key (it was two searches per key, each of which
+ * SoftHSM answers by reading every object: O(N^2) for N keys). */
 static CK_RV list_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc *rc)
 {
     struct list_arg *a = p;
     CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-    CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) } };
-    CK_OBJECT_HANDLE *objs = NULL;
-    CK_ULONG count = 0;
-    CK_RV rv = find_all(tok, h, tmpl, 1, &objs, &count, rc);
+    struct id_ref *priv = NULL, *pubs = NULL;
+    CK_ULONG np = 0, npub = 0;
+    CK_RV rv = ids_of(tok, h, CKO_PRIVATE_KEY, &priv, &np, rc);
 
-    for (CK_ULONG i = 0; rv == CKR_OK && *rc == KV_OK && i < count; i++) {
+    if (rv == CKR_OK && *rc == KV_OK)
+        rv = ids_of(tok, h, CKO_PUBLIC_KEY, &pubs, &npub, rc);
+    for (CK_ULONG i = 0; rv == CKR_OK && *rc == KV_OK && i < np; i++) {
         kv_key key = { .ctx = tok->ctx };
         struct open_arg o = { .be = a->be, .tok = tok, .key = &key, .what = "in list",
-                              .trusted_pub = true, .skip_policy = true };
-        unsigned char *id = NULL;
-        CK_ULONG idlen = 0;
+                              .trusted_pub = true, .skip_policy = true,
+                              .made_priv = priv[i].obj, .made_pub = CK_INVALID_HANDLE };
+        struct id_ref *pub;
 
-        rv = get_attr(tok, h, objs[i], CKA_ID, &id, &idlen, rc);
-        if (rv != CKR_OK || *rc)
-            break;
-        o.tmpl[0] = tmpl[0];
-        o.tmpl[1] = (CK_ATTRIBUTE){ CKA_ID, id, idlen };
+        /* no id, one too long, or one shared by two private keys: no URI
+         * names it alone; leave it out */
+        if (priv[i].len > sizeof(priv[i].id) || (i > 0 && !id_cmp(&priv[i - 1], &priv[i])) ||
+            (i + 1 < np && !id_cmp(&priv[i], &priv[i + 1])))
+            continue;
+        pub = npub ? bsearch(&priv[i], pubs, npub, sizeof(*pubs), id_cmp) : NULL;
+        if (pub) {
+            /* two public keys with its id: not choosing one (find_public) */
+            if ((pub > pubs && !id_cmp(pub - 1, pub)) ||
+                (pub + 1 < pubs + npub && !id_cmp(pub, pub + 1)))
+                continue;
+            o.made_pub = pub->obj;
+        }
+        o.tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, &cls, sizeof(cls) };
+        o.tmpl[1] = (CK_ATTRIBUTE){ CKA_ID, priv[i].id, priv[i].len };
         o.ntmpl = 2;
         kv_err_mark mark = kv_err_mark_get(tok->ctx);
         rv = open_step(tok, h, &o, rc);
-        free(id);
         if (*rc == KV_ERR_UNSUPPORTED || *rc == KV_ERR_BAD_URI || *rc == KV_ERR_CORRUPT) {
-            /* not a key we can use (or ids shared): leave it out of the list */
+            /* not a key we can use: leave it out of the list */
             kv_err_rewind(tok->ctx, mark);
             *rc = KV_OK;
         } else if (rv == CKR_OK && *rc == KV_OK) {
@@ -1517,7 +1606,8 @@ static CK_RV list_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
         free(key.name);
         free(key.uri);
     }
-    free(objs);
+    free(priv);
+    free(pubs);
     return rv;
 }
 

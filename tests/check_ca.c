@@ -991,22 +991,36 @@ START_TEST(record_trust)
 }
 END_TEST
 
-static void db_exec_sql(const char *ca, const char *sql)
-{
-    char path[1200];
-    sqlite3 *db = NULL;
+/* SQL the next connection to one CA record runs as it opens (an SQLite
+ * auto-extension of this test process): TEMP triggers, which live in the
+ * connection, not in the file, whose schema libkeyvault checks. */
+static char plant_path[1200];
+static char plant_sql[1024];
 
-    snprintf(path, sizeof(path), "%s/ca/%s.db", ctx->home, ca);
-    ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK, "%s: %s", sql,
-                  sqlite3_errmsg(db));
-    sqlite3_close(db);
+static int plant_ext(sqlite3 *db, char **err, const void *api)
+{
+    const char *file = sqlite3_db_filename(db, "main");
+
+    (void)err;
+    (void)api;
+    if (file && plant_path[0] && !strcmp(file, plant_path))
+        ck_assert_msg(sqlite3_exec(db, plant_sql, NULL, NULL, NULL) == SQLITE_OK, "%s: %s",
+                      plant_sql, sqlite3_errmsg(db));
+    return SQLITE_OK;
+}
+
+static void plant(const char *ca, const char *sql)
+{
+    snprintf(plant_path, sizeof(plant_path), "%s/ca/%s.db", ctx->home, ca);
+    snprintf(plant_sql, sizeof(plant_sql), "%s", sql);
+    sqlite3_auto_extension((void (*)(void))plant_ext);
 }
 
 /* A serial already in the record is drawn again. A collision of 127
  * random bits cannot be had on demand: a trigger plants a certificate
  * with the serial being inserted (the statement then fails on UNIQUE and
- * the plant is rolled back with it). */
+ * the plant is rolled back with it). A trigger in the file is refused
+ * (hostile_record): this one is a TEMP trigger of the connection. */
 START_TEST(serial_collision)
 {
     const char *caname = uniq("ca-coll");
@@ -1015,8 +1029,8 @@ START_TEST(serial_collision)
     size_t len = 0;
     unsigned char *csr = make_csr(leaf, "CN=c", NULL, &len);
     char *pem = NULL;
-    static const char plant[] =
-        "CREATE TRIGGER plant BEFORE INSERT ON issued WHEN %s BEGIN "
+    static const char trigger[] =
+        "CREATE TEMP TRIGGER plant BEFORE INSERT ON main.issued WHEN %s BEGIN "
         "INSERT INTO issued (serial, subject, spki_sha256, not_before, not_after, profile, "
         "issued_at) VALUES (NEW.serial, 'planted', '', 0, 0, 'planted', 0); END";
     char sql[512];
@@ -1024,17 +1038,16 @@ START_TEST(serial_collision)
     ck_assert_rc(ctx, kv_ca_issue(ca, "tls-client", csr, len, NULL, &pem), KV_OK);
     kv_string_free(pem);
     /* every serial drawn collides: the CA gives up, nothing recorded */
-    snprintf(sql, sizeof(sql), plant, "1");
-    db_exec_sql(caname, sql);
+    snprintf(sql, sizeof(sql), trigger, "1");
+    plant(caname, sql);
     ck_assert_rc(ctx, kv_ca_issue(ca, "tls-client", csr, len, NULL, &pem), KV_ERR_CORRUPT);
     ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "9 random serial numbers in a row"));
     ck_assert_ptr_null(pem);
     ck_assert_int_eq(db_count(caname, NULL), 1);
     /* serials ending in 0-3 (a quarter) collide: every issuance succeeds
      * (all nine draws collide once in 260000), with a serial ending in 4-F */
-    db_exec_sql(caname, "DROP TRIGGER plant");
-    snprintf(sql, sizeof(sql), plant, "substr(NEW.serial, -1) < '4'");
-    db_exec_sql(caname, sql);
+    snprintf(sql, sizeof(sql), trigger, "substr(NEW.serial, -1) < '4'");
+    plant(caname, sql);
     for (int i = 0; i < 24; i++) {
         char *serial;
         ck_assert_rc(ctx, kv_ca_issue(ca, "tls-client", csr, len, NULL, &pem), KV_OK);
@@ -1045,6 +1058,104 @@ START_TEST(serial_collision)
     }
     ck_assert_int_eq(db_count(caname, NULL), 25);
     ck_assert_int_eq(db_count(caname, "profile = 'planted'"), 0);
+    OPENSSL_free(csr);
+    kv_key_free(leaf);
+    kv_key_free(ca);
+}
+END_TEST
+
+/* A CA record that is not ours is refused before any query trusts it,
+ * naming the file and what is wrong; the files are crafted with the
+ * sqlite3 CLI from a good record. */
+START_TEST(hostile_record)
+{
+    const char *caname = uniq("ca-hostile");
+    kv_key *ca = root_ca(caname);
+    kv_key *leaf = leaf_key("hostile", KV_KEY_EC_P256);
+    size_t len = 0;
+    unsigned char *csr = make_csr(leaf, "CN=h", NULL, &len);
+    char *pem = NULL, path[1200];
+    static const struct {
+        const char *craft, *says;
+        kv_rc rc;
+    } cases[] = {
+        { "sqlite3 \"$DB\" 'PRAGMA application_id = 1'", "application_id is 0x00000001",
+          KV_ERR_CORRUPT },
+        { "sqlite3 \"$DB\" 'PRAGMA user_version = 2'", "user_version is 2", KV_ERR_CORRUPT },
+        { "sqlite3 \"$DB\" 'ALTER TABLE issued RENAME TO kept; "
+          "CREATE VIEW issued AS SELECT * FROM kept'", "'issued' is a view, not a table",
+          KV_ERR_CORRUPT },
+        { "sqlite3 \"$DB\" 'CREATE TRIGGER wipe AFTER INSERT ON issued BEGIN "
+          "DELETE FROM issued; END'", "has a trigger 'wipe'", KV_ERR_CORRUPT },
+        { "sqlite3 \"$DB\" 'DROP TABLE issued'", "has no table 'issued'", KV_ERR_CORRUPT },
+        { "sqlite3 \"$DB\" 'ALTER TABLE issued ADD COLUMN extra'",
+          "table 'issued' is not defined as libkeyvault defines it", KV_ERR_CORRUPT },
+        { "sqlite3 \"$DB\" 'CREATE TABLE \"x y\" (a)'",
+          "a table '(a name with other characters)'", KV_ERR_CORRUPT },
+        { "truncate -s 600M \"$DB\"", "more than 536870912", KV_ERR_CORRUPT },
+        { "dd if=/dev/urandom of=\"$DB\" bs=1 seek=100 count=3000 conv=notrunc 2>/dev/null",
+          "malformed", KV_ERR_CORRUPT },
+        { "head -c 4096 /dev/urandom >\"$DB\"", "not a database", KV_ERR_CORRUPT },
+    };
+
+    ck_assert_rc(ctx, kv_ca_issue(ca, "tls-client", csr, len, NULL, &pem), KV_OK);
+    kv_string_free(pem);
+    snprintf(path, sizeof(path), "%s/ca/%s.db", ctx->home, caname);
+    ck_assert_int_eq(setenv("DB", path, 1), 0);
+    ck_assert_int_eq(tu_sh("cp '%s' '%s.good'", path, path), 0);
+    ck_assert_int_eq(tu_sh("test \"$(sqlite3 '%s' 'PRAGMA application_id')\" = 1263944513",
+                           path), 0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ck_assert_int_eq(tu_sh("cp '%s.good' '%s'", path, path), 0);
+        ck_assert_int_eq(tu_sh("%s", cases[i].craft), 0);
+        ck_assert_rc(ctx, kv_ca_issue(ca, "tls-client", csr, len, NULL, &pem), cases[i].rc);
+        ck_assert_ptr_null(pem);
+        ck_assert_msg(strstr(kv_errmsg(ctx), cases[i].says) && strstr(kv_errmsg(ctx), path),
+                      "case %zu: '%s' does not name the file and '%s'", i, kv_errmsg(ctx),
+                      cases[i].says);
+        ck_assert_rc(ctx, kv_ca_crl(ca, 0, &pem), cases[i].rc);
+    }
+    /* a record made before the header was stamped: the same tables, id 0 */
+    ck_assert_int_eq(tu_sh("cp '%s.good' '%s' && sqlite3 '%s' 'PRAGMA application_id = 0; "
+                           "PRAGMA user_version = 0'", path, path, path), 0);
+    ck_assert_rc(ctx, kv_ca_issue(ca, "tls-client", csr, len, NULL, &pem), KV_OK);
+    kv_string_free(pem);
+    ck_assert_int_eq(tu_sh("test \"$(sqlite3 '%s' 'PRAGMA application_id; "
+                           "PRAGMA user_version')\" = '1263944513\n1'", path), 0);
+    ck_assert_int_eq(db_count(caname, NULL), 2);
+    OPENSSL_free(csr);
+    kv_key_free(leaf);
+    kv_key_free(ca);
+}
+END_TEST
+
+/* A statement that would run for ever (a TEMP trigger counting a cross
+ * join of 27 billion rows) is stopped after KV_DB_WORK_MS, naming the
+ * record; the record is as it was. */
+START_TEST(record_work_bound)
+{
+    const char *caname = uniq("ca-slow");
+    kv_key *ca = root_ca(caname);
+    kv_key *leaf = leaf_key("slow", KV_KEY_EC_P256);
+    size_t len = 0;
+    unsigned char *csr = make_csr(leaf, "CN=s", NULL, &len);
+    char *pem = NULL;
+    time_t t0;
+
+    ck_assert_rc(ctx, kv_ca_issue(ca, "tls-client", csr, len, NULL, &pem), KV_OK);
+    kv_string_free(pem);
+    plant(caname, "CREATE TEMP TABLE n AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+                  "SELECT x + 1 FROM c LIMIT 3000) SELECT x FROM c; "
+                  "CREATE TEMP TRIGGER slow BEFORE INSERT ON main.issued BEGIN "
+                  "SELECT count(*) FROM temp.n a, temp.n b, temp.n c; END");
+    t0 = time(NULL);
+    ck_assert_rc(ctx, kv_ca_issue(ca, "tls-client", csr, len, NULL, &pem), KV_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "stopped after 10000 ms of work"));
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), caname));
+    ck_assert_int_le(time(NULL) - t0, 30);
+    ck_assert_ptr_null(pem);
+    plant_path[0] = '\0';
+    ck_assert_int_eq(db_count(caname, NULL), 1);
     OPENSSL_free(csr);
     kv_key_free(leaf);
     kv_key_free(ca);
@@ -1124,6 +1235,8 @@ int main(void)
     tcase_add_test(tc, revoke_and_crl);
     tcase_add_test(tc, record_trust);
     tcase_add_test(tc, serial_collision);
+    tcase_add_test(tc, hostile_record);
+    tcase_add_test(tc, record_work_bound);
     tcase_add_test(tc, concurrent_issuers);
     suite_add_tcase(s, tc);
     return tu_run(s);

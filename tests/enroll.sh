@@ -217,6 +217,37 @@ expect 1 "a file that is not a database" -- v enroll list --registry "$T/junk.db
 ln -s "$REG" "$T/link.db"
 expect 1 "a registry behind a symbolic link" -- v enroll list --registry "$T/link.db"
 contains "$T/err" "symbolic link" "it refuses to follow it"
+[ "$(sqlite3 "$REG" 'PRAGMA application_id; PRAGMA user_version')" = "$(printf '1263948359\n1')" ] &&
+    ok "the registry's header says it is one (application_id KVRG, user_version 1)" ||
+    not_ok "the registry's header says it is one"
+# crafted with the sqlite3 CLI: each refused before a query trusts it, naming the file
+hostile() {  # WHAT SAYS SQL
+    cp "$REG" "$T/h.db"
+    sqlite3 "$T/h.db" "$3"
+    expect 1 "$1" -- v enroll list --registry "$T/h.db"
+    contains "$T/err" "'$T/h.db'.*$2" "it names the file and says: $2"
+    expect 1 "$1 (enroll challenge)" -- v enroll challenge "$T/req.json" --ek-ca "$T/ekca.pem" --registry "$T/h.db" -o "$T/x.json"
+    contains "$T/err" "$2" "it says: $2"
+}
+hostile "another application id" "application_id is 0x00000001" "PRAGMA application_id = 1"
+hostile "a later version" "user_version is 9" "PRAGMA user_version = 9"
+hostile "a view planted in place of a table" "'devices' is a view, not a table" \
+    "ALTER TABLE devices RENAME TO kept; CREATE VIEW devices AS SELECT * FROM kept"
+hostile "a planted trigger" "has a trigger 'grab'" \
+    "CREATE TRIGGER grab AFTER INSERT ON pending BEGIN DELETE FROM allowed; END"
+hostile "a missing table" "has no table 'eks'" "DROP TABLE eks"
+hostile "a missing column" "table 'devices' is not defined as libkeyvault defines it" \
+    "ALTER TABLE devices DROP COLUMN revoked"
+hostile "an index libkeyvault does not make" "has an index 'ix'" "CREATE INDEX ix ON pending (expires)"
+cp "$REG" "$T/h.db"
+truncate -s 600M "$T/h.db"
+expect 1 "a registry of 600 MiB" -- v enroll list --registry "$T/h.db"
+contains "$T/err" "'$T/h.db' is 629145600 bytes, more than 536870912" "it names the file and the bound"
+: >"$T/h.db"
+chmod 600 "$T/h.db"
+expect 1 "an empty file, read" -- v enroll list --registry "$T/h.db"
+contains "$T/err" "it is empty" "it says so"
+rm -f "$T/h.db"
 
 # ---- cross-checks with tpm2-tools ---------------------------------------------------------
 head -c 32 /dev/urandom >"$T/secret"
