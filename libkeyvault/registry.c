@@ -314,10 +314,12 @@ kv_rc kv_db_open(const kv_ctx *ctx, const char *path, const kv_db_format *f, boo
             KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "'%s' is not a libkeyvault %s: its application_id "
                     "is 0x%08llx, not 0x%08lx", path, f->kind, (unsigned long long)app & 0xffffffffULL,
                     (unsigned long)f->application_id);
+        /* a file from before the header (application_id 0) has user_version 0 */
         if (version != (app == 0 ? 0 : f->user_version))
             KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "'%s' is not a libkeyvault %s of this version: "
-                    "its user_version is %lld, this library reads %d", path, f->kind, version,
-                    f->user_version);
+                    "its user_version is %lld, this library reads %d%s", path, f->kind, version,
+                    app == 0 ? 0 : f->user_version,
+                    app == 0 ? " in a file without its application_id" : "");
         KV_CHECK(rc, schema_check(ctx, db, path, f));
     }
     if (write && app == 0) {
