@@ -124,12 +124,13 @@ valgrind)
         case "$t" in
         *.sh)
             # the CLI under valgrind: libtool's wrapper runs the real binary
-            cat >"$dir/vg/keyvault" <<SH
+            # (one per test: two runs of this script may share build-vg)
+            cli=$dir/vg/keyvault-$name
+            cat >"$cli" <<SH
 #!/bin/sh
 exec "$dir/libtool" --mode=execute $vg --log-file=$rep/cli.%p "$dir/tools/keyvault" "\$@"
 SH
-            chmod +x "$dir/vg/keyvault"
-            cli=$dir/vg/keyvault
+            chmod +x "$cli"
             [ "${KV_VG_CLI:-yes}" = no ] && cli=$dir/tools/keyvault
             # the scripts that run a Check binary behind a fixture: that
             # binary under valgrind too (KV_TEST_RUNNER), CK_FORK=no
