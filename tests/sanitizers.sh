@@ -163,6 +163,7 @@ SH
                 nice -n 5 "$dir/libtool" --mode=execute $vg "$dir/$t" >"$log" 2>&1) || status=1
             ;;
         esac
+        case "$t" in *.sh) echo "valgrind ran $(ls "$rep" | wc -l) processes (reports: $rep)" ;; esac
         find "$rep" -type f -empty -delete
         if grep -q '^==[0-9]*== ' "$log" || [ -n "$(ls "$rep")" ]; then
             echo "!! valgrind reports in $log or $rep:"
