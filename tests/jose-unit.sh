@@ -15,4 +15,4 @@ if grep -q '^#define KV_WITH_TPM 1' "$B/config.h"; then
 fi
 . "$(dirname "$0")/asan.sh"
 asan_exact_stacks # check_jose signs with SoftHSM Ed25519 keys, which leak (tests/lsan.supp)
-KV_BUILDDIR=$B "$B/tests/check_jose"
+KV_BUILDDIR=$B ${KV_TEST_RUNNER:-} "$B/tests/check_jose"

@@ -16,6 +16,18 @@
 #       with CK_FORK=no, then shell tests with the CLI under valgrind
 #       (KEYVAULT_CLI). Errors and definite leaks fail; tests/valgrind.supp.
 #       Default TESTS: the software unit tests and cli.sh store.sh.
+#       The scripts that start a fixture (swtpm, a SoftHSM token, policy
+#       files) and then run a Check binary - tpm-unit.sh, pkcs11-unit.sh,
+#       tpm-api.sh, jose-unit.sh, secrets.sh, policy.sh, verify.sh - run it
+#       as $KV_TEST_RUNNER "$B/tests/check_x": a command prefix, empty (unset)
+#       in the plain and ASan suites; here it is libtool --mode=execute
+#       valgrind ..., with CK_FORK=no. secrets.sh runs only check_secrets'
+#       "corpus" case: its "memory" case scans the heap through an allocator
+#       of its own, which valgrind's must replace (somalloc=NONE).
+#       KV_VG_CLI=no leaves the scripts' CLI outside valgrind (their Check
+#       binaries only). valgrind's reports go to build-vg/vg/TEST.d/, one
+#       file per process, so that a report from a command expected to fail
+#       is not lost in a file the script checks.
 #
 # Builds live at the top of the tree. Prints "N passed, M failed" (Check's
 # tests and the scripts' checks added up) and exits non-zero on a failure.
@@ -101,19 +113,43 @@ valgrind)
     mkdir -p "$dir/vg"
     logs=""
     for t in $runs; do
-        log=$dir/vg/$(basename "$t").log
+        name=$(basename "$t")
+        log=$dir/vg/$name.log
         logs="$logs $log"
+        # valgrind's reports: one file per process, forked children too
+        rep=$dir/vg/$name.d
+        rm -rf "$rep"
+        mkdir -p "$rep"
         echo "== $t under valgrind"
         case "$t" in
         *.sh)
             # the CLI under valgrind: libtool's wrapper runs the real binary
-            cat >"$dir/vg/keyvault" <<SH
+            # (one per test: two runs of this script may share build-vg)
+            cli=$dir/vg/keyvault-$name
+            cat >"$cli" <<SH
 #!/bin/sh
-exec "$dir/libtool" --mode=execute $vg "$dir/tools/keyvault" "\$@"
+exec "$dir/libtool" --mode=execute $vg --log-file=$rep/cli.%p "$dir/tools/keyvault" "\$@"
 SH
-            chmod +x "$dir/vg/keyvault"
-            (cd "$dir" && KV_SRCDIR=$top KV_BUILDDIR=$dir KEYVAULT_CLI=$dir/vg/keyvault \
-                nice -n 5 sh "$top/$t" >"$log" 2>&1) || status=1
+            chmod +x "$cli"
+            [ "${KV_VG_CLI:-yes}" = no ] && cli=$dir/tools/keyvault
+            # the scripts that run a Check binary behind a fixture: that
+            # binary under valgrind too (KV_TEST_RUNNER), CK_FORK=no
+            runner=""
+            case "$name" in
+            tpm-unit.sh|pkcs11-unit.sh|tpm-api.sh|jose-unit.sh|policy.sh|verify.sh)
+                runner="$dir/libtool --mode=execute $vg --log-file=$rep/check.%p" ;;
+            secrets.sh)
+                runner="$dir/libtool --mode=execute $vg --soname-synonyms=somalloc=NONE --log-file=$rep/check.%p" ;;
+            esac
+            if [ -n "$runner" ]; then
+                (cd "$dir" && if [ "$name" = secrets.sh ]; then CK_RUN_CASE=corpus; export CK_RUN_CASE; fi &&
+                    KV_SRCDIR=$top KV_BUILDDIR=$dir KEYVAULT_CLI=$cli KV_TEST_RUNNER=$runner \
+                    CK_FORK=no CK_DEFAULT_TIMEOUT=0 CK_TIMEOUT_MULTIPLIER=${CK_TIMEOUT_MULTIPLIER:-10} \
+                    nice -n 5 sh "$top/$t" >"$log" 2>&1) || status=1
+            else
+                (cd "$dir" && KV_SRCDIR=$top KV_BUILDDIR=$dir KEYVAULT_CLI=$cli \
+                    nice -n 5 sh "$top/$t" >"$log" 2>&1) || status=1
+            fi
             ;;
         *)
             # CK_FORK=no, but for the tests that need a process each
@@ -121,15 +157,17 @@ SH
             # check_audit, check_provider) or names made from the process
             # id (check_renew); valgrind follows the forks
             fork=no
-            case $(basename "$t") in check_store|check_renew|check_audit|check_provider) fork=yes ;; esac
+            case $name in check_store|check_renew|check_audit|check_provider) fork=yes ;; esac
             (cd "$dir" && KV_SRCDIR=$top KV_BUILDDIR=$dir KEYVAULT_CLI=$dir/tools/keyvault CK_FORK=$fork CK_DEFAULT_TIMEOUT=0 \
                 CK_TIMEOUT_MULTIPLIER=${CK_TIMEOUT_MULTIPLIER:-10} \
                 nice -n 5 "$dir/libtool" --mode=execute $vg "$dir/$t" >"$log" 2>&1) || status=1
             ;;
         esac
-        if grep -q '^==[0-9]*== ' "$log"; then
-            echo "!! valgrind reports in $log:"
-            grep '^==[0-9]*== ' "$log" | head -60
+        case "$t" in *.sh) echo "valgrind ran $(ls "$rep" | wc -l) processes (reports: $rep)" ;; esac
+        find "$rep" -type f -empty -delete
+        if grep -q '^==[0-9]*== ' "$log" || [ -n "$(ls "$rep")" ]; then
+            echo "!! valgrind reports in $log or $rep:"
+            cat "$log" "$rep"/* 2>/dev/null | grep '^==[0-9]*== ' | head -60
             status=1
         fi
         tail -n 1 "$log"

@@ -19,7 +19,7 @@ KV_TPM_PORT=$KV_TPM_PORT
 $(sed -n '/^tpm_start()/,/^}/p;/^tpm_stop()/,/^}/p' "$(dirname "$0")/swtpm.sh")
 SH
 status=0
-KV_BUILDDIR=${KV_BUILDDIR:-$(pwd)} "${KV_BUILDDIR:-.}/tests/check_tpm" || status=$?
+KV_BUILDDIR=${KV_BUILDDIR:-$(pwd)} ${KV_TEST_RUNNER:-} "${KV_BUILDDIR:-.}/tests/check_tpm" || status=$?
 # a failed lockout test may leave the simulator locked: not for the next script
 TPM2TOOLS_TCTI=$KV_TPM_TCTI tpm2_dictionarylockout --clear-lockout >/dev/null 2>&1 || true
 exit $status

@@ -7,7 +7,7 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/kvverify.XXXXXX")
 . "$(dirname "$0")/swtpm.sh"
 trap 'swtpm_cleanup; rm -rf "$T"' EXIT
 export KV_TPM_TCTI
-KV_BUILDDIR=${KV_BUILDDIR:-$(pwd)} "${KV_BUILDDIR:-.}/tests/check_verify"
+KV_BUILDDIR=${KV_BUILDDIR:-$(pwd)} ${KV_TEST_RUNNER:-} "${KV_BUILDDIR:-.}/tests/check_verify"
 
 # the CLI: keyvault attest on the device, keyvault verify-evidence on the gateway
 KV=${KEYVAULT_CLI:-${KV_BUILDDIR:-.}/tools/keyvault}
