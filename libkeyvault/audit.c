@@ -804,6 +804,43 @@ out:
         (void)flock(a->fd, LOCK_UN);
 }
 
+/* Lock wmu, waiting until the CLOCK_MONOTONIC deadline: 0 or ETIMEDOUT.
+ * pthread_mutex_clocklock (glibc 2.30): a wall clock set forward or back
+ * neither cuts the wait short nor stretches it. ThreadSanitizer (clang 14)
+ * does not know clocklock, so its builds take timedlock on CLOCK_REALTIME,
+ * which it does. */
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define KV_AUDIT_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define KV_AUDIT_TSAN 1
+#endif
+static int wmu_lock_until(struct kv_audit *a, const struct timespec *until)
+{
+#if defined(KV_AUDIT_TSAN) || !defined(HAVE_PTHREAD_MUTEX_CLOCKLOCK)
+    struct timespec now_mono, rt;
+    long long left;
+
+    clock_gettime(CLOCK_MONOTONIC, &now_mono);
+    clock_gettime(CLOCK_REALTIME, &rt);
+    left = (long long)(until->tv_sec - now_mono.tv_sec) * 1000000000LL +
+           (until->tv_nsec - now_mono.tv_nsec);
+    if (left < 0)
+        left = 0;
+    rt.tv_sec += (time_t)(left / 1000000000LL);
+    rt.tv_nsec += (long)(left % 1000000000LL);
+    if (rt.tv_nsec >= 1000000000L) {
+        rt.tv_sec++;
+        rt.tv_nsec -= 1000000000L;
+    }
+    return pthread_mutex_timedlock(&a->wmu, &rt);
+#else
+    return pthread_mutex_clocklock(&a->wmu, CLOCK_MONOTONIC, until);
+#endif
+}
+
 /*
  * Write the one record, or else the queue (write_locked). The wait for wmu
  * (another thread of the process writing) and for the file's lock end
@@ -819,16 +856,14 @@ static void file_write(struct kv_audit *a, struct audit_ent *one, bool close_sea
     char saved[768];
     const char *kind = "";
     unsigned long code = kv_backend_code(ctx, &kind);
-    struct timespec until, until_rt;
+    struct timespec until;
 
     if (!one && !atomic_load(&a->queued) && !(close_seal && a->wrote && a->seal_name))
         return;
     snprintf(saved, sizeof(saved), "%s", kv_errmsg(ctx));
     in_audit = true;
-    /* (pthread_mutex_timedlock: CLOCK_REALTIME, known to ThreadSanitizer) */
     lock_deadline(CLOCK_MONOTONIC, &until);
-    lock_deadline(CLOCK_REALTIME, &until_rt);
-    if (pthread_mutex_timedlock(&a->wmu, &until_rt) == 0) {
+    if (wmu_lock_until(a, &until) == 0) {
         write_locked(a, one, close_seal, &until);
         pthread_mutex_unlock(&a->wmu);
     } else if (one) {
@@ -934,6 +969,7 @@ static void after_fork(struct kv_audit *a)
         pthread_cond_init(&a->cv, NULL);
         /* what the parent's writer held at the fork (the fork handlers
          * made it consistent): its thread is not here to free it */
+        pthread_mutex_lock(&a->fmu);
         ents_free(a->batch, a->nbatch);
         a->batch = NULL;
         a->nbatch = 0;
@@ -944,6 +980,7 @@ static void after_fork(struct kv_audit *a)
         free(a->seal_msg);
         a->seal_msg = NULL;
         a->nmade = 0;
+        pthread_mutex_unlock(&a->fmu);
         list_free(atomic_exchange(&a->head, NULL));
         atomic_store(&a->queued, 0);
         a->thread_on = false;
@@ -1048,6 +1085,9 @@ void kv_audit_event(kv_ctx *ctx, kv_audit_op op, const char *name, unsigned vers
  * fork() never waits for the file's lock. */
 static void audit_prepare(void)
 {
+    /* fork_mu too: a grandchild forked while a child's after_fork frees
+     * what it inherited would otherwise free it again */
+    pthread_mutex_lock(&fork_mu);
     pthread_mutex_lock(&live_mu);
     for (struct kv_audit *a = live; a; a = a->next)
         pthread_mutex_lock(&a->fmu);
@@ -1058,6 +1098,7 @@ static void audit_forked(void)
     for (struct kv_audit *a = live; a; a = a->next)
         pthread_mutex_unlock(&a->fmu);
     pthread_mutex_unlock(&live_mu);
+    pthread_mutex_unlock(&fork_mu);
 }
 
 static void install_atfork(void)

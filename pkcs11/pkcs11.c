@@ -1531,8 +1531,10 @@ static CK_RV ids_of(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_CLASS 
         CK_ATTRIBUTE a = { CKA_ID, r[i].id, sizeof(r[i].id) };
         r[i].obj = objs[i];
         rv = tok->fl->C_GetAttributeValue(h, objs[i], &a, 1);
+        /* CKR_OBJECT_HANDLE_INVALID: destroyed by another session since
+         * the search; like an object without an id, it is left out */
         if (rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_SENSITIVE ||
-            rv == CKR_BUFFER_TOO_SMALL) {
+            rv == CKR_BUFFER_TOO_SMALL || rv == CKR_OBJECT_HANDLE_INVALID) {
             rv = CKR_OK;
             a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
         }
