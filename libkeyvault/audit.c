@@ -101,16 +101,19 @@ struct kv_audit {
     pthread_mutex_t wmu;
     /* What the writer holds while it writes, kept here rather than in its
      * stack so that a child forked meanwhile can free it (after_fork):
-     * changed only under fmu, which the fork handlers hold across fork()
-     * and the writer holds from taking the batch to freeing it, except
-     * while the seal key opens or signs (calls that may take other locks,
-     * or fork). */
+     * changed only under fmu, which the fork handlers hold across fork().
+     * The writer holds fmu while it turns records into lines (memory and
+     * hashing) and while it frees them; not while the seal key opens or
+     * signs (calls that may take other locks, or fork), nor while it
+     * reads, writes or syncs the file or calls syslog, so fork() never
+     * waits for a disk. */
     pthread_mutex_t fmu;
     struct audit_ent **batch; /* the records being written, oldest first */
     size_t nbatch;
     struct sbuf out;          /* their lines */
     json_t *seal_j;           /* the seal being made */
     char *seal_msg;           /* its text, while the seal key signs it */
+    struct audit_ent *own;    /* flush = record: the callers' records being written */
     struct kv_audit *next;    /* the live audits, for the fork handlers */
     char *path;
     int fd;
@@ -133,6 +136,8 @@ struct kv_audit {
     long flush_ms, seal_every;
     char *seal_name;
     kv_key *seal_key;
+    char seal_fp[HEX_HASH + 1]; /* its public key's SHA-256, taken as it opens */
+    json_int_t seal_lost;     /* a seal not made (told to syslog once fmu is released) */
     time_t seal_failed;       /* when opening it last failed */
     /* the callback */
     kv_audit_fn fn;
@@ -373,7 +378,6 @@ static struct audit_ent *ent_new(struct kv_audit *a, kv_audit_op op, const char 
 
 /* ---- the file ------------------------------------------------------------- */
 
-/* Report a failure of the audit file on syslog (the records are lost). */
 /* Now plus KV_AUDIT_LOCK_WAIT_MS on clock: a writer's bound. */
 static void lock_deadline(clockid_t clock, struct timespec *until)
 {
@@ -405,6 +409,8 @@ static int lock_bounded(int fd, int op, const struct timespec *until)
     return 0;
 }
 
+/* Report a failure of the audit file on syslog (the records are lost).
+ * Called without fmu. */
 static void file_trouble(struct kv_audit *a, const char *what, int err, size_t lost)
 {
     unsigned long all = atomic_fetch_add(&a->dropped, lost) + lost;
@@ -556,66 +562,86 @@ static bool chain_json(struct kv_audit *a, json_t *j, char prev[HEX_HASH + 1], s
     return !b->bad;
 }
 
+/* Open the seal key and take its public key's fingerprint, fmu not held:
+ * both may take other locks (a token's, OpenSSL's fetches). A key that
+ * cannot be opened (a wrong PIN) is tried again once a minute, not at
+ * every seal: a token counts failed logins. */
+static bool seal_key_open(struct kv_audit *a)
+{
+    time_t now = time(NULL);
+    unsigned char *spki = NULL;
+    kv_key *k = NULL;
+    bool ok;
+    int n;
+
+    if (a->seal_key)
+        return true;
+    if (a->seal_failed && now - a->seal_failed < KV_AUDIT_SEAL_RETRY)
+        return false;
+    if (kv_key_open(a->ctx, a->seal_name, &k) != KV_OK) {
+        a->seal_failed = now;
+        syslog(LOG_AUTHPRIV | LOG_ERR,
+               "libkeyvault audit: cannot open seal_key '%s' (no seals for %d s): %s",
+               a->seal_name, KV_AUDIT_SEAL_RETRY, kv_errmsg(a->ctx));
+        return false;
+    }
+    n = i2d_PUBKEY(k->pub, &spki);
+    ok = n > 0 && sha256_hex(spki, (size_t)n, a->seal_fp);
+    OPENSSL_free(spki);
+    if (!ok) {
+        a->seal_failed = now;
+        syslog(LOG_AUTHPRIV | LOG_ERR,
+               "libkeyvault audit: cannot read the public key of seal_key '%s'", a->seal_name);
+        kv_key_free(k);
+        return false;
+    }
+    a->seal_key = k;
+    return true;
+}
+
 /* A seal record at seq: the seal key signs the record's dump without
  * "sig" and "hash" (which chains every record before it through prev).
- * Called with fmu held; released while the seal key opens and signs, the
- * record and its text then in a->seal_j and a->seal_msg. */
+ * Called with fmu held; released while the seal key opens and signs (and
+ * while syslog hears of a failure), the record and its text then in
+ * a->seal_j and a->seal_msg. */
 static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1],
                       struct sbuf *b)
 {
     struct timespec ts;
     const kv_alg_desc *alg = NULL;
-    unsigned char sig[1024], *spki = NULL, *b64 = NULL;
+    unsigned char sig[1024], *b64 = NULL;
     size_t siglen = sizeof(sig), start;
-    char t[48], fp[HEX_HASH + 1];
-    bool ok = false, fp_ok;
+    char t[48];
+    bool ok = false, opened;
     kv_rc rc;
-    int n;
 
     if (!a->seal_key) {
-        /* a key that cannot be opened (a wrong PIN) is tried again once a
-         * minute, not at every seal: a token counts failed logins */
-        time_t now = time(NULL);
-        kv_key *k = NULL;
-        if (a->seal_failed && now - a->seal_failed < KV_AUDIT_SEAL_RETRY)
-            return false;
         pthread_mutex_unlock(&a->fmu);
-        rc = kv_key_open(a->ctx, a->seal_name, &k);
+        opened = seal_key_open(a);
         pthread_mutex_lock(&a->fmu);
-        if (rc != KV_OK) {
-            a->seal_failed = now;
-            syslog(LOG_AUTHPRIV | LOG_ERR,
-                   "libkeyvault audit: cannot open seal_key '%s' (no seals for %d s): %s",
-                   a->seal_name, KV_AUDIT_SEAL_RETRY, kv_errmsg(a->ctx));
+        if (!opened)
             return false;
-        }
-        a->seal_key = k;
     }
-    if (kv_key_alg(a->seal_key, KV_ALG_DEFAULT, &alg) != KV_OK ||
-        (n = i2d_PUBKEY(a->seal_key->pub, &spki)) <= 0)
-        goto out;
-    fp_ok = sha256_hex(spki, (size_t)n, fp);
-    OPENSSL_free(spki);
-    if (!fp_ok)
+    if (kv_key_alg(a->seal_key, KV_ALG_DEFAULT, &alg) != KV_OK)
         goto out;
     clock_gettime(CLOCK_REALTIME, &ts);
     time_text(&ts, t);
     a->seal_j = json_pack("{s:s, s:I, s:s, s:i, s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "time", t,
                           "seq", seq, "key", a->seal_key->name, "version",
                           (int)a->seal_key->version, "backend", a->seal_key->be->name, "op",
-                          "seal", "alg", alg->name, "key_sha256", fp, "pid", (json_int_t)a->pid,
-                          "exe", a->exe_text, "prev", prev);
+                          "seal", "alg", alg->name, "key_sha256", a->seal_fp, "pid",
+                          (json_int_t)a->pid, "exe", a->exe_text, "prev", prev);
     if (!a->seal_j || !(a->seal_msg = dump(a->seal_j)))
         goto out;
     pthread_mutex_unlock(&a->fmu);
     rc = kv_sign(a->seal_key, alg->alg, 0, (const unsigned char *)a->seal_msg,
                  strlen(a->seal_msg), sig, &siglen);
-    pthread_mutex_lock(&a->fmu);
-    if (rc != KV_OK) {
+    if (rc != KV_OK)
         syslog(LOG_AUTHPRIV | LOG_ERR, "libkeyvault audit: seal_key '%s' cannot sign: %s",
                a->seal_name, kv_errmsg(a->ctx));
+    pthread_mutex_lock(&a->fmu);
+    if (rc != KV_OK)
         goto out;
-    }
     if (!(b64 = malloc(4 * ((siglen + 2) / 3) + 1)))
         goto out;
     EVP_EncodeBlock(b64, sig, (int)siglen);
@@ -639,8 +665,7 @@ static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1
     }
 out:
     if (!ok && a->seal_j)
-        syslog(LOG_AUTHPRIV | LOG_ERR, "libkeyvault audit: no seal at seq %lld of '%s'",
-               (long long)seq, a->path);
+        a->seal_lost = seq;   /* said to syslog by the caller, fmu released */
     json_decref(a->seal_j);
     a->seal_j = NULL;
     free(a->seal_msg);
@@ -679,6 +704,15 @@ static bool write_out(struct kv_audit *a, const struct sbuf *b, size_t n, const 
     return true;
 }
 
+/* A seal seal_line could not make, to syslog: after fmu is released. */
+static void seal_lost_said(struct kv_audit *a)
+{
+    if (a->seal_lost)
+        syslog(LOG_AUTHPRIV | LOG_ERR, "libkeyvault audit: no seal at seq %lld of '%s'",
+               (long long)a->seal_lost, a->path);
+    a->seal_lost = 0;
+}
+
 /* The closing seal of a file renamed or removed under the writer (a->fd
  * still open on it), made under its lock as file_write makes one. */
 static void seal_rotated(struct kv_audit *a, const struct timespec *until)
@@ -686,7 +720,7 @@ static void seal_rotated(struct kv_audit *a, const struct timespec *until)
     char fdpath[64], name[PATH_MAX];
     char prev[HEX_HASH + 1];
     json_int_t seq = 0;
-    bool sealed = false;
+    bool sealed = false, made;
     ssize_t len;
     int err;
 
@@ -699,14 +733,19 @@ static void seal_rotated(struct kv_audit *a, const struct timespec *until)
                      "file of" : "cannot lock the rotated file of", err, 0);
         return;
     }
+    if (file_head(a, &seq, prev, &sealed) == 0 && !sealed && seq > 0) {
+        pthread_mutex_lock(&a->fmu);
+        made = seal_line(a, seq + 1, prev, &a->out);
+        pthread_mutex_unlock(&a->fmu);
+        if (made)
+            (void)write_out(a, &a->out, 0, name[0] ? name : NULL);
+    }
     pthread_mutex_lock(&a->fmu);
-    if (file_head(a, &seq, prev, &sealed) == 0 && !sealed && seq > 0 &&
-        seal_line(a, seq + 1, prev, &a->out))
-        (void)write_out(a, &a->out, 0, name[0] ? name : NULL);
     a->nmade = 0;
     free(a->out.p);
     a->out = (struct sbuf){ NULL, 0, 0, false };
     pthread_mutex_unlock(&a->fmu);
+    seal_lost_said(a);
     (void)flock(a->fd, LOCK_UN);
 }
 
@@ -715,7 +754,7 @@ static bool seal_due(const struct kv_audit *a, json_int_t seq)
     return a->seal_name && a->seal_every > 0 && seq % a->seal_every == 0;
 }
 
-static struct audit_ent **queue_take(struct kv_audit *a, size_t *n);
+static struct audit_ent **queue_take(struct kv_audit *a, size_t *n, size_t *lost);
 static void ents_free(struct audit_ent **q, size_t n);
 
 /*
@@ -731,11 +770,11 @@ static void write_locked(struct kv_audit *a, struct audit_ent *one, bool close_s
                          const struct timespec *until)
 {
     char prev[HEX_HASH + 1];
-    const char *what = NULL;
+    const char *what = NULL, *long_op = NULL;
     struct audit_ent **ents;
     json_int_t seq = 0;
     bool locked = false, sealed = false;
-    size_t n;
+    size_t n, too_long_n = 0, oom_lost = 0;
     int err;
 
     if ((err = file_open(a, until)) != 0) {
@@ -744,23 +783,21 @@ static void write_locked(struct kv_audit *a, struct audit_ent *one, bool close_s
         err = err < 0 ? 0 : err;
     } else if ((err = lock_bounded(a->fd, LOCK_EX, until)) != 0) {
         what = err == EWOULDBLOCK ? "another process holds the lock (flock) of" : "cannot lock";
+    } else {
+        locked = true;
+        if ((err = file_head(a, &seq, prev, &sealed)) != 0)
+            what = "cannot read the end of";
     }
-    locked = !what;
+    /* fmu while the records become lines: memory and hashing, no call
+     * that may wait or take another lock (the seal key's are made with it
+     * released, and so are the write, the sync and syslog) */
     pthread_mutex_lock(&a->fmu);
     if (!one)
-        a->batch = queue_take(a, &a->nbatch);
+        a->batch = queue_take(a, &a->nbatch, &oom_lost);
     ents = one ? &one : a->batch;
     n = one ? 1 : a->nbatch;
-    if (what) {
-        file_trouble(a, what, err, n);
+    if (what || (n == 0 && !(close_seal && a->wrote && a->seal_name)))
         goto out;
-    }
-    if (n == 0 && !(close_seal && a->wrote && a->seal_name))
-        goto out;
-    if ((err = file_head(a, &seq, prev, &sealed)) != 0) {
-        file_trouble(a, "cannot read the end of", err, n);
-        goto out;
-    }
     for (size_t i = 0; i < n; i++) {
         json_t *rec;
         bool ok, too_long = false;
@@ -772,16 +809,14 @@ static void write_locked(struct kv_audit *a, struct audit_ent *one, bool close_s
         json_decref(rec);
         if (!ok && rec && too_long) {
             /* that record alone is lost (verify would refuse its line) */
-            unsigned long all = atomic_fetch_add(&a->dropped, 1) + 1;
-            syslog(LOG_AUTHPRIV | LOG_ERR,
-                   "libkeyvault audit: a %s record longer than %d bytes dropped from '%s' "
-                   "(1 record lost, %lu in all)", op_names[ents[i]->op], KV_AUDIT_LINE_MAX,
-                   a->path, all);
+            too_long_n++;
+            long_op = op_names[ents[i]->op];
             seq--;
             continue;
         }
         if (!ok) {
-            file_trouble(a, "out of memory writing", ENOMEM, n);
+            what = "out of memory writing";
+            err = ENOMEM;
             goto out;
         }
         sealed = false;
@@ -791,7 +826,11 @@ static void write_locked(struct kv_audit *a, struct audit_ent *one, bool close_s
     if (close_seal && a->wrote && !sealed && seq > 0 && a->seal_name &&
         seal_line(a, seq + 1, prev, &a->out))
         a->wrote = false;
+    /* what a child forked now inherits stays as it is: a->out and the
+     * batch change only under fmu */
+    pthread_mutex_unlock(&a->fmu);
     (void)write_out(a, &a->out, n, NULL);
+    pthread_mutex_lock(&a->fmu);
 out:
     a->nmade = 0;
     ents_free(a->batch, a->nbatch);
@@ -802,6 +841,23 @@ out:
     pthread_mutex_unlock(&a->fmu);
     if (locked)
         (void)flock(a->fd, LOCK_UN);
+    if (what)
+        file_trouble(a, what, err, n);
+    if (oom_lost)
+        file_trouble(a, "out of memory writing", ENOMEM, oom_lost);
+    if (too_long_n) {
+        unsigned long all = atomic_fetch_add(&a->dropped, too_long_n) + too_long_n;
+        if (too_long_n == 1)
+            syslog(LOG_AUTHPRIV | LOG_ERR,
+                   "libkeyvault audit: a %s record longer than %d bytes dropped from '%s' "
+                   "(1 record lost, %lu in all)", long_op, KV_AUDIT_LINE_MAX, a->path, all);
+        else
+            syslog(LOG_AUTHPRIV | LOG_ERR,
+                   "libkeyvault audit: %zu records longer than %d bytes dropped from '%s', the "
+                   "last a %s record (%zu records lost, %lu in all)", too_long_n,
+                   KV_AUDIT_LINE_MAX, a->path, long_op, too_long_n, all);
+    }
+    seal_lost_said(a);
 }
 
 /* Lock wmu, waiting until the CLOCK_MONOTONIC deadline: 0 or ETIMEDOUT.
@@ -887,8 +943,10 @@ static void list_free(struct audit_ent *e)
     }
 }
 
-/* Take the whole queue, oldest first, as an array of *n records. */
-static struct audit_ent **queue_take(struct kv_audit *a, size_t *n)
+/* Take the whole queue, oldest first, as an array of *n records. Called
+ * with fmu held: when the array cannot be had, the records are freed and
+ * *lost counts them for the caller to report. */
+static struct audit_ent **queue_take(struct kv_audit *a, size_t *n, size_t *lost)
 {
     struct audit_ent *e = atomic_exchange(&a->head, NULL), **q;
     size_t count = 0;
@@ -900,7 +958,7 @@ static struct audit_ent **queue_take(struct kv_audit *a, size_t *n)
         return NULL;
     atomic_fetch_sub(&a->queued, count);
     if (!(q = malloc(count * sizeof(*q)))) {
-        file_trouble(a, "out of memory writing", ENOMEM, count);
+        *lost = count;
         list_free(e);
         return NULL;
     }
@@ -980,6 +1038,8 @@ static void after_fork(struct kv_audit *a)
         free(a->seal_msg);
         a->seal_msg = NULL;
         a->nmade = 0;
+        list_free(a->own);
+        a->own = NULL;
         pthread_mutex_unlock(&a->fmu);
         list_free(atomic_exchange(&a->head, NULL));
         atomic_store(&a->queued, 0);
@@ -1035,6 +1095,28 @@ static void deliver(struct kv_audit *a, const struct audit_ent *e)
     }
 }
 
+/* flush = record: a caller's record on the list of those being written
+ * (struct kv_audit's own, under fmu), and off it, freed. */
+static void own_add(struct kv_audit *a, struct audit_ent *e)
+{
+    pthread_mutex_lock(&a->fmu);
+    e->next = a->own;
+    a->own = e;
+    pthread_mutex_unlock(&a->fmu);
+}
+
+static void own_free(struct kv_audit *a, struct audit_ent *e)
+{
+    pthread_mutex_lock(&a->fmu);
+    for (struct audit_ent **p = &a->own; *p; p = &(*p)->next)
+        if (*p == e) {
+            *p = e->next;
+            break;
+        }
+    free(e);
+    pthread_mutex_unlock(&a->fmu);
+}
+
 void kv_audit_event(kv_ctx *ctx, kv_audit_op op, const char *name, unsigned version,
                     const char *backend, kv_rc rc, const char *detail)
 {
@@ -1053,12 +1135,16 @@ void kv_audit_event(kv_ctx *ctx, kv_audit_op op, const char *name, unsigned vers
         return;
     }
     deliver(a, e);
-    if (!a->path) {
-        free(e);
+    if (a->each && a->path) {
+        /* the caller's record while it is written, kept where a child
+         * forked meanwhile frees it (not during the callback: one that
+         * forks goes on with e in the child) */
+        own_add(a, e);
+        file_write(a, e, false);
+        own_free(a, e);
         return;
     }
-    if (a->each) {
-        file_write(a, e, false);
+    if (!a->path) {
         free(e);
         return;
     }
@@ -1080,9 +1166,9 @@ void kv_audit_event(kv_ctx *ctx, kv_audit_op op, const char *name, unsigned vers
 
 /* fork(): a child gets every writer's state whole (struct kv_audit's fmu).
  * No thread holding fmu calls fork, takes live_mu or waits for anything
- * but memory and the file's bytes (the seal key is called without it), so
- * these never wait long and never deadlock, whichever thread forks, and
- * fork() never waits for the file's lock. */
+ * but memory (the seal key, the file and syslog are called without it),
+ * so these never wait long and never deadlock, whichever thread forks, and
+ * fork() waits neither for the file's lock nor for its sync. */
 static void audit_prepare(void)
 {
     /* fork_mu too: a grandchild forked while a child's after_fork frees
