@@ -186,7 +186,7 @@ static const char *article(const char *type)
 /* The file's schema against the one f makes (learnt from an in-memory
  * database: SQLite stores CREATE statements as it normalises them). */
 static kv_rc schema_check(const kv_ctx *ctx, sqlite3 *db, const char *path,
-                          const kv_db_format *f)
+                          const kv_db_format *f, const kv_db_guard *g)
 {
     db_object want[KV_DB_OBJECTS_MAX], have[KV_DB_OBJECTS_MAX];
     size_t nw = 0, nh = 0;
@@ -199,7 +199,7 @@ static kv_rc schema_check(const kv_ctx *ctx, sqlite3 *db, const char *path,
         db_objects(mem, want, &nw) != SQLITE_OK || nw > KV_DB_OBJECTS_MAX)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "cannot make the %s schema in memory", f->kind);
     if ((e = db_objects(db, have, &nh)) != SQLITE_OK)
-        KV_CHECK(rc, kv_sqlite_error(ctx, db, e, "reading the schema", f->kind, path));
+        KV_CHECK(rc, kv_db_error(ctx, db, g, e, "reading the schema", f->kind, path));
     if (nh > KV_DB_OBJECTS_MAX)
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "'%s' is not a libkeyvault %s: more than %d tables, "
                 "indexes, views and triggers", path, f->kind, KV_DB_OBJECTS_MAX);
@@ -235,9 +235,10 @@ out:
     return rc;
 }
 
-/* One integer PRAGMA of db. */
-static kv_rc pragma_int(const kv_ctx *ctx, sqlite3 *db, const char *sql, const char *what,
-                        const kv_db_format *f, const char *path, long long *out)
+/* One integer PRAGMA of db; a statement stopped by g's bound says so. */
+static kv_rc pragma_int(const kv_ctx *ctx, sqlite3 *db, const kv_db_guard *g, const char *sql,
+                        const char *what, const kv_db_format *f, const char *path,
+                        long long *out)
 {
     sqlite3_stmt *st = NULL;
     int e = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
@@ -246,8 +247,7 @@ static kv_rc pragma_int(const kv_ctx *ctx, sqlite3 *db, const char *sql, const c
     if (e == SQLITE_OK && (e = sqlite3_step(st)) == SQLITE_ROW)
         *out = sqlite3_column_int64(st, 0);
     else
-        rc = kv_sqlite_error(ctx, db, e == SQLITE_DONE ? SQLITE_CORRUPT : e, what, f->kind,
-                             path);
+        rc = kv_db_error(ctx, db, g, e == SQLITE_DONE ? SQLITE_CORRUPT : e, what, f->kind, path);
     sqlite3_finalize(st);
     return rc;
 }
@@ -289,18 +289,18 @@ kv_rc kv_db_open(const kv_ctx *ctx, const char *path, const kv_db_format *f, boo
             SQLITE_OK)
         KV_CHECK(rc, kv_sqlite_error(ctx, db, e, "a transaction", f->kind, path));
     kv_db_arm(g);
-    KV_CHECK(rc, pragma_int(ctx, db, "PRAGMA application_id", "reading the header", f, path,
+    KV_CHECK(rc, pragma_int(ctx, db, g, "PRAGMA application_id", "reading the header", f, path,
                             &app));
-    KV_CHECK(rc, pragma_int(ctx, db, "PRAGMA user_version", "reading the header", f, path,
+    KV_CHECK(rc, pragma_int(ctx, db, g, "PRAGMA user_version", "reading the header", f, path,
                             &version));
-    KV_CHECK(rc, pragma_int(ctx, db, "PRAGMA page_count", "reading the header", f, path,
+    KV_CHECK(rc, pragma_int(ctx, db, g, "PRAGMA page_count", "reading the header", f, path,
                             &pages));
-    KV_CHECK(rc, pragma_int(ctx, db, "PRAGMA page_size", "reading the header", f, path,
+    KV_CHECK(rc, pragma_int(ctx, db, g, "PRAGMA page_size", "reading the header", f, path,
                             &page_size));
     if (pages > KV_DB_SIZE_MAX / (page_size > 0 ? page_size : 1))
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "%s '%s' holds %lld pages of %lld bytes, more than "
                 "%lld bytes: refusing it", f->kind, path, pages, page_size, KV_DB_SIZE_MAX);
-    KV_CHECK(rc, pragma_int(ctx, db, "SELECT COUNT(*) FROM main.sqlite_master",
+    KV_CHECK(rc, pragma_int(ctx, db, g, "SELECT COUNT(*) FROM main.sqlite_master",
                             "reading the schema", f, path, &objects));
     if (app == 0 && version == 0 && objects == 0) {
         /* a new file: ours to make */
@@ -308,7 +308,7 @@ kv_rc kv_db_open(const kv_ctx *ctx, const char *path, const kv_db_format *f, boo
             KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "'%s' is not a libkeyvault %s: it is empty",
                     path, f->kind);
         if ((e = sqlite3_exec(db, f->schema, NULL, NULL, NULL)) != SQLITE_OK)
-            KV_CHECK(rc, kv_sqlite_error(ctx, db, e, "making the tables", f->kind, path));
+            KV_CHECK(rc, kv_db_error(ctx, db, g, e, "making the tables", f->kind, path));
     } else {
         if (app != 0 && app != (long long)f->application_id)
             KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "'%s' is not a libkeyvault %s: its application_id "
@@ -320,7 +320,7 @@ kv_rc kv_db_open(const kv_ctx *ctx, const char *path, const kv_db_format *f, boo
                     "its user_version is %lld, this library reads %d%s", path, f->kind, version,
                     app == 0 ? 0 : f->user_version,
                     app == 0 ? " in a file without its application_id" : "");
-        KV_CHECK(rc, schema_check(ctx, db, path, f));
+        KV_CHECK(rc, schema_check(ctx, db, path, f, g));
     }
     if (write && app == 0) {
         stamp = kv_asprintf("PRAGMA application_id = %ld; PRAGMA user_version = %d",
@@ -328,7 +328,7 @@ kv_rc kv_db_open(const kv_ctx *ctx, const char *path, const kv_db_format *f, boo
         if (!stamp)
             KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
         if ((e = sqlite3_exec(db, stamp, NULL, NULL, NULL)) != SQLITE_OK)
-            KV_CHECK(rc, kv_sqlite_error(ctx, db, e, "marking the header", f->kind, path));
+            KV_CHECK(rc, kv_db_error(ctx, db, g, e, "marking the header", f->kind, path));
     }
     *out = db;
     db = NULL;
