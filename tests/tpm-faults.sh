@@ -283,6 +283,17 @@ op keygen "TPM2_Create:corrupt=40:1" "keygen, TPM2_Create's private blob damaged
 if [ "$rc" = 1 ] && grep -q "TPM2_Load (of the new key.* failed: .*integrity" "$T/err"; then
     ok "keygen, a damaged TPM2_Create response: refused (TPM2_Load's integrity check), no key kept"
 else not_ok "keygen, a damaged TPM2_Create response: exit $rc"; sed 's/^/    /' "$T/err"; fi
+# TPM2_EvictControl's response lost every time, and the check after it
+# (TPM2_ReadPublic of the handle) refused: whether the key is persistent is
+# not known, and the error says so, naming the handle (the TPM did run the
+# command: the handle holds a key)
+h=0x81000f00
+fkv "TPM2_EvictControl:drop,TPM2_ReadPublic:rc=0x101" keygen "tpm2:handle=$h" --type ec-p256
+if [ "$rc" = 1 ] && grep -q "TPM2_EvictControl.*failed" "$T/err" &&
+    grep -q "persistent handle $h may hold the new key" "$T/err" && persistent_has "$h"; then
+    ok "persist, EvictControl's response lost and the check refused: the error says $h may hold the key, and it does"
+else not_ok "persist, EvictControl's response lost and the check refused: exit $rc"; sed 's/^/    /' "$T/err"; fi
+TPM2TOOLS_TCTI=$KV_TPM_TCTI tpm2_evictcontrol -C o -c "$h" >/dev/null 2>&1 || :
 # a delay: the call waits for the response (no deadline; docs/hardening.md)
 t0=$(date +%s%N)
 op sign "TPM2_Sign:delay=1500:1" "sign, TPM2_Sign's response 1.5 s late"

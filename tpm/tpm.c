@@ -564,10 +564,21 @@ static kv_rc generate_persistent(kv_backend *be, TPM2_HANDLE handle, kv_key_type
         /* a response lost after the TPM made the key persistent: the key
          * is there, and is the result (else the error stands, and the
          * handle is free for a retry) */
-        if (rc != KV_OK && rc != KV_ERR_KEY_EXISTS &&
-            tpm_run(be->ctx, st(be)->conn, persist_check_step, &a) == KV_OK && a.ours) {
-            kv_err_rewind(be->ctx, mark);
-            rc = KV_OK;
+        if (rc != KV_OK && rc != KV_ERR_KEY_EXISTS) {
+            kv_rc check = tpm_run(be->ctx, st(be)->conn, persist_check_step, &a);
+            if (check == KV_OK && a.ours) {
+                kv_err_rewind(be->ctx, mark);
+                rc = KV_OK;
+            } else if (check != KV_OK) {
+                /* the first failure's message stands (the first wins);
+                 * whether the TPM ran the command is not known */
+                char why[200];
+                snprintf(why, sizeof(why),
+                         "; persistent handle 0x%08x may hold the new key all the same (the "
+                         "check after the failure failed too): read it (tpm2_readpublic -c "
+                         "0x%08x) before a retry, and evict it if unwanted", handle, handle);
+                kv_err_frame(be->ctx, rc, "", why);
+            }
         }
     }
     tpm_obj_release(st(be)->conn, &tk->obj);
