@@ -17,6 +17,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1805,6 +1807,74 @@ START_TEST(attestation_needs_a_tpm)
 }
 END_TEST
 
+struct busy_signer {
+    kv_ctx *ctx;
+    kv_key *key;
+    atomic_int stop;
+    atomic_int signs;
+};
+
+static void *sign_until_stopped(void *p)
+{
+    struct busy_signer *b = p;
+
+    while (!atomic_load(&b->stop))
+        atomic_fetch_add(&b->signs, sign_verifies(b->ctx, b->key, "a thread of the parent"));
+    return NULL;
+}
+
+/*
+ * A process forks while another of its threads is in a TPM command (the
+ * connection's lock held). The child, which has only the forking thread,
+ * signs too. Before the fix the child inherited that lock held by a thread
+ * it does not have, and hung in its first TPM call.
+ */
+START_TEST(a_fork_while_another_thread_signs)
+{
+    enum { FORKS = 8 };
+    kv_ctx *ctx = tpm_ctx(NULL, KV_OK);
+    struct busy_signer b = { ctx, gen(ctx, "busy", KV_KEY_RSA_2048), 0, 0 };
+    pthread_t th;
+
+    ck_assert(sign_verifies(ctx, b.key, "before the thread"));
+    ck_assert_int_eq(pthread_create(&th, NULL, sign_until_stopped, &b), 0);
+    for (int i = 0; i < FORKS; i++) {
+        int st = 0, waited = 0, before = atomic_load(&b.signs);
+        pid_t pid, done = 0;
+
+        /* the thread is signing: fork in the middle of one */
+        while (atomic_load(&b.signs) == before)
+            usleep(1000);
+        usleep((useconds_t)(rand() % 20000));
+        pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            if (sign_verifies(ctx, b.key, "the child"))
+                _exit(0);
+            fprintf(stderr, "fork %d: the child's sign: %s\n", i + 1, kv_errmsg(ctx));
+            _exit(1);
+        }
+        while (waited < 30000 && (done = waitpid(pid, &st, WNOHANG)) == 0) {
+            usleep(10000);
+            waited += 10;
+        }
+        if (done == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+        }
+        ck_assert_msg(done == pid, "fork %d: the child hung in its first sign (killed after 30 s)",
+                      i + 1);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fork %d: the child's sign failed",
+                      i + 1);
+    }
+    atomic_store(&b.stop, 1);
+    pthread_join(th, NULL);
+    ck_assert_int_gt(atomic_load(&b.signs), FORKS);
+    kv_key_free(b.key);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *tpm_suite(void)
 {
     Suite *s = suite_create("tpm");
@@ -1816,6 +1886,7 @@ static Suite *tpm_suite(void)
     tcase_add_test(tc, four_threads_sign);
     tcase_add_test(tc, forked_workers_share_the_slots);
     tcase_add_test(tc, worker_context_of_its_own);
+    tcase_add_test(tc, a_fork_while_another_thread_signs);
     tcase_add_test(tc, same_key_open_twice);
     tcase_add_test(tc, table_lock_of_a_dead_worker);
     tcase_add_test(tc, which_tctis_share_a_table);

@@ -24,6 +24,27 @@
 
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct tpm_conn *conns;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* In a child after fork(): a lock that a thread of the parent held at the
+ * fork (c->lock is held through every TPM command) would stay held for
+ * ever, that thread not being in the child, and the child would hang in
+ * its first TPM call. The child has one thread when this runs: free them.
+ * What they guard is the parent's, which tpm_begin sets aside in the child
+ * (c->fork_gen); the lists change by single stores, so they read whole.
+ * The table's lock (struct tpm_shared) is shared with the family, not
+ * copied: a parent's thread still holds it and gives it back. */
+static void conns_forked_child(void)
+{
+    pthread_mutex_init(&conns_lock, NULL);
+    for (struct tpm_conn *c = conns; c; c = c->next)
+        pthread_mutex_init(&c->lock, NULL);
+}
+
+static void install_atfork(void)
+{
+    (void)pthread_atfork(NULL, NULL, conns_forked_child);
+}
 
 /* The storage primary: an ECC P-256 key with the template tpm2-openssl
  * uses for parent 0x40000001, so both derive the same key from the owner
@@ -207,6 +228,17 @@ static bool has_resource_manager(const char *tcti)
 static bool child_reconnects(const char *tcti)
 {
     return !strncmp(tcti, "device", 6) && has_resource_manager(tcti);
+}
+
+/* Whether the TCTI opens a connection for each command and closes it
+ * after the response (swtpm's, tpm2-tss 3.2.1): a forked child then loses
+ * nothing by opening a TCTI of its own, and its copy of the parent's may
+ * be in the middle of a command another thread of the parent was running
+ * at the fork (its state then refuses every call: "Function called in the
+ * wrong order"). */
+static bool connects_per_command(const char *tcti)
+{
+    return !strncmp(tcti, "swtpm", 5) && (tcti[5] == '\0' || tcti[5] == ':');
 }
 
 /* Whether a forked child that took over its parent's transport may
@@ -535,6 +567,7 @@ kv_rc tpm_conn_get(kv_ctx *ctx, const char *tcti, TPM2_HANDLE parent, bool alway
     *out = NULL;
     if (parent == TPM2_RH_OWNER)
         parent = 0; /* as srk.persistent has it */
+    pthread_once(&atfork_once, install_atfork);
     pthread_mutex_lock(&conns_lock);
     /* in a forked child too: a connection it inherited is its family's
      * (tpm_begin takes it over), and one of its own beside it would know
@@ -1046,17 +1079,20 @@ kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)
         /*
          * A forked child: the parent's ESYS state, session and handles are
          * not ours. /dev/tpmrm0 (the kernel's resource manager) gives the
-         * child a connection of its own. Otherwise the child keeps the
-         * inherited transport (swtpm's TCTI connects per command; mssim and
-         * /dev/tpm0 serve one client; tabrmd's D-Bus client does not
-         * survive fork) with an ESYS context and session of its own, and
+         * child a connection of its own, and so does swtpm's TCTI, which
+         * connects per command. Otherwise the child keeps the inherited
+         * transport (mssim and /dev/tpm0 serve one client; tabrmd's D-Bus
+         * client does not survive fork) with an ESYS context and session of its own, and
          * shares the TPM's objects with its family through the table.
          */
         for (struct tpm_obj *o = c->objs; o; o = o->next)
             forget_auth(c, o);
         if (c->esys)
             Esys_Finalize(&c->esys); /* frees memory, sends nothing */
-        if (child_reconnects(c->tcti)) {
+        if (child_reconnects(c->tcti) || connects_per_command(c->tcti)) {
+            /* swtpm's too: the copy may be in the middle of a parent's
+             * command (another thread's, at the fork), and a new one
+             * reaches the same TPM, the family's table still shared */
             if (c->tcti_ctx)
                 Tss2_TctiLdr_Finalize(&c->tcti_ctx);
             c->tcti_ctx = NULL;
