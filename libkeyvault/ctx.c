@@ -11,6 +11,16 @@
 
 #include "internal.h"
 
+/* The directories a context's atomic writes swept last (mem.c), a cache
+ * that const users of the context update: it lives behind a pointer. */
+struct kv_sweeps {
+    pthread_mutex_t lock;
+    struct {
+        unsigned long long dev, ino;
+        long long when;       /* 0: a free slot */
+    } dir[8];
+};
+
 #define KV_SYSTEM_CONFIG "/etc/keyvault/keyvault.conf"
 #define KV_DEFAULT_ORDER "tpm, pkcs11, software"
 
@@ -160,8 +170,11 @@ kv_rc kv_ctx_new(kv_ctx **out, const char *config_path)
             path = KV_SYSTEM_CONFIG;
     }
     ctx = calloc(1, sizeof(*ctx));
-    if (!ctx)
+    if (!ctx || !(ctx->sweeps = calloc(1, sizeof(*ctx->sweeps)))) {
+        free(ctx);
         return kv_error(NULL, KV_ERR_NO_MEMORY, "out of memory");
+    }
+    pthread_mutex_init(&ctx->sweeps->lock, NULL);
     /* Errors before the context exists are reported on NULL. */
     if (path)
         rc = kv_config_load(NULL, path, &ctx->cfg);
@@ -201,6 +214,34 @@ out:
     return rc;
 }
 
+bool kv_ctx_sweep_due(const kv_ctx *ctx, unsigned long long dev, unsigned long long ino,
+                      long long now, long long period)
+{
+    struct kv_sweeps *sw = ctx ? ctx->sweeps : NULL;
+    size_t n = sizeof(sw->dir) / sizeof(sw->dir[0]), slot = 0;
+    bool due = true;
+
+    if (!sw)
+        return true;
+    pthread_mutex_lock(&sw->lock);
+    for (size_t i = 0; i < n; i++) {
+        if (sw->dir[i].when != 0 && sw->dir[i].dev == dev && sw->dir[i].ino == ino) {
+            slot = i;
+            due = now - sw->dir[i].when >= period || now < sw->dir[i].when;
+            break;
+        }
+        if (sw->dir[i].when < sw->dir[slot].when) /* else the oldest (or a free) slot */
+            slot = i;
+    }
+    if (due) {
+        sw->dir[slot].dev = dev;
+        sw->dir[slot].ino = ino;
+        sw->dir[slot].when = now;
+    }
+    pthread_mutex_unlock(&sw->lock);
+    return due;
+}
+
 void kv_ctx_free(kv_ctx *ctx)
 {
     if (!ctx)
@@ -216,6 +257,10 @@ void kv_ctx_free(kv_ctx *ctx)
     kv_config_free(ctx->cfg);
     kv_ctx_policy_free(ctx->cpolicy);
     free(ctx->home);
+    if (ctx->sweeps) {
+        pthread_mutex_destroy(&ctx->sweeps->lock);
+        free(ctx->sweeps);
+    }
     free(ctx);
 }
 

@@ -554,11 +554,14 @@ struct kv_ctx {
     size_t nbackends;
     kv_backend backends[KV_MAX_BACKENDS];
     struct kv_audit *audit;   /* NULL: no audit sink (audit.c) */
-    struct kv_sweep {         /* mem.c: directories swept of stale temporary files */
-        unsigned long long dev, ino;
-        long long when;       /* 0: a free slot */
-    } sweeps[8];
+    struct kv_sweeps *sweeps; /* directories swept of stale temporary files (ctx.c) */
 };
+
+/* Whether the directory (dev, ino) is due a sweep of stale temporary files
+ * at `now` (seconds): not when ctx recorded one less than `period` seconds
+ * ago; when it is, the sweep is recorded. Always due without a ctx. */
+bool kv_ctx_sweep_due(const kv_ctx *ctx, unsigned long long dev, unsigned long long ino,
+                      long long now, long long period);
 
 struct kv_key {
     kv_ctx *ctx;

@@ -210,33 +210,12 @@ static void remove_stale_temps(const char *dir, const char *writing)
  * cannot be examined, every write is due one. */
 static bool sweep_due(const kv_ctx *ctx, const char *dir)
 {
-    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-    /* the sweep table is a cache beside the context's state: written
-     * through a non-const pointer to the object kv_ctx_new allocated */
-    struct kv_sweep *sw = ctx ? ((kv_ctx *)ctx)->sweeps : NULL;
-    size_t n = ctx ? sizeof(ctx->sweeps) / sizeof(ctx->sweeps[0]) : 0, slot = 0;
-    long long now = (long long)time(NULL);
     struct stat st;
-    bool due = true;
 
-    if (!sw || stat(dir, &st) != 0)
+    if (!ctx || stat(dir, &st) != 0)
         return true;
-    pthread_mutex_lock(&lock);
-    for (size_t i = 0; i < n; i++) {
-        if (sw[i].when != 0 && sw[i].dev == (unsigned long long)st.st_dev &&
-            sw[i].ino == (unsigned long long)st.st_ino) {
-            slot = i;
-            due = now - sw[i].when >= KV_STALE_TEMP_AGE || now < sw[i].when;
-            break;
-        }
-        if (sw[i].when < sw[slot].when)   /* else the oldest (or a free) slot */
-            slot = i;
-    }
-    if (due)
-        sw[slot] = (struct kv_sweep){ (unsigned long long)st.st_dev,
-                                      (unsigned long long)st.st_ino, now };
-    pthread_mutex_unlock(&lock);
-    return due;
+    return kv_ctx_sweep_due(ctx, (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
+                            (long long)time(NULL), KV_STALE_TEMP_AGE);
 }
 
 kv_rc kv_write_file_atomic(const kv_ctx *ctx, const char *dir, const char *name,
