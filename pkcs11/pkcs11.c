@@ -323,13 +323,16 @@ static CK_RV find_all(struct p11_token *tok, CK_SESSION_HANDLE h, CK_ATTRIBUTE *
                                (unsigned long)*count, P11_FIND_MAX);
                 break;
             }
-            more = realloc(*objs, (cap + P11_FIND_CHUNK) * sizeof(**objs));
+            /* the last chunk stops at the bound: never more read than said */
+            CK_ULONG grow = P11_FIND_MAX - cap < P11_FIND_CHUNK ? P11_FIND_MAX - cap
+                                                                  : P11_FIND_CHUNK;
+            more = realloc(*objs, (cap + grow) * sizeof(**objs));
             if (!more) {
                 *rc = kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
                 break;
             }
             *objs = more;
-            cap += P11_FIND_CHUNK;
+            cap += grow;
         }
         rv = f->C_FindObjects(h, *objs + *count, cap - *count, &got);
         if (rv != CKR_OK)

@@ -66,4 +66,12 @@ keys=$(grep -c . "$T/list")
 # two for kv_list_keys, one per key for the CLI's version state (kv_key_versions)
 [ "$n" -le 12 ] && ok "listing 10 keys takes $n searches" ||
     not_ok "listing 10 keys takes $n searches, wanted at most 12"
+# a search that never ends ($KV_SHIM_FIND=endless): the list stops at
+# 100,000 handles with an error naming the token and the bound, at once
+# and without growing past that (about 800 KB of handles)
+KV_SHIM_FIND=endless timeout -s KILL 60 "$KEYVAULT" -c "$T/kv.conf" list >"$T/out" 2>"$T/err"
+rc=$?
+if [ "$rc" = 1 ] && grep -q "token '$KV_P11_TOKEN' holds more than 100000 objects matching one search: libkeyvault reads at most 100000" "$T/err"; then
+    ok "a search that never ends stops at 100,000 objects, naming the token"
+else not_ok "a search that never ends: exit $rc"; sed 's/^/    /' "$T/err"; fi
 finish

@@ -49,6 +49,11 @@
  * CKR_BUFFER_TOO_SMALL. For example "CKA_KEY_TYPE:len=4" (a key type
  * shorter than a CK_ULONG) or "CKA_VALUE:len=4294967295" (a 4 GiB
  * certificate). An entry the shim cannot read makes C_GetFunctionList fail.
+ *
+ * $KV_SHIM_FIND=endless: a search that never ends. Each C_FindObjects
+ * fills every place it is given (handles 1, 2, 3, ... through the search,
+ * not the token's) and never answers 0, for a token that says it holds
+ * more objects than any list could.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -538,7 +543,18 @@ static CK_RV shim_CloseSession(CK_SESSION_HANDLE h)
 static CK_RV shim_FindObjects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR o, CK_ULONG max,
                               CK_ULONG_PTR n)
 {
+    static _Thread_local CK_OBJECT_HANDLE next = 1;
+    const char *find = getenv("KV_SHIM_FIND");
+
     FAULT("C_FindObjects");
+    if (find && !strcmp(find, "endless")) {
+        if (!o || !n)
+            return CKR_ARGUMENTS_BAD;
+        for (CK_ULONG i = 0; i < max; i++)
+            o[i] = next++;
+        *n = max;
+        return CKR_OK;
+    }
     return real->C_FindObjects(h, o, max, n);
 }
 
