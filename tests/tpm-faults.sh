@@ -175,16 +175,16 @@ op() {
             not_ok "$3: PCR $PCR is neither extended once nor (after a failure) left alone"; bad=$((bad + 1)); fi
         pcr=$now ;;
     pcr-read)
-        # a PCR read has no response HMAC (a password session): a damaged
-        # response can come back as a value, and is counted, not failed
-        # (docs/hardening.md: PCR values are trusted from a quote)
+        # a PCR read runs in the salted session used for audit: the TPM's
+        # response HMAC makes a damaged response fail (it came back as a
+        # value before, counted in pcr_wrong)
         fkv "$2" tpm pcr-read $PCR
         judge "$3"
         if [ "$rc" = 0 ] && [ "$(cat "$T/out")" != "$pcr" ]; then
             case $2 in
             *:corrupt*) pcr_wrong=$((pcr_wrong + 1)) ;;
-            *) not_ok "$3: another PCR value"; bad=$((bad + 1)) ;;
             esac
+            not_ok "$3: another PCR value"; bad=$((bad + 1))
         fi ;;
     ek-cert)
         fkv "$2" tpm ek-cert -o "$T/ek2.pem"
@@ -245,6 +245,12 @@ for o in sign sign-rsa ecdh keygen persist quote certify extend pcr-read ek-cert
 done
 echo "# the sweep: $runs_all runs in $(( $(date +%s) - start_all )) s"
 echo "# a damaged TPM2_PCR_Read response came back as another PCR value $pcr_wrong time(s)"
+# the last byte of the PCR's digest flipped on its way: refused (the
+# response HMAC), not returned as the PCR's value
+op pcr-read "TPM2_PCR_Read:corrupt=-1:1" "pcr-read, the last digest byte of TPM2_PCR_Read's response flipped"
+if [ "$rc" = 1 ] && grep -q "TPM2_PCR_Read failed" "$T/err"; then
+    ok "pcr-read, a flipped digest byte: refused by the response HMAC, not returned"
+else not_ok "pcr-read, a flipped digest byte: exit $rc, output $(cat "$T/out")"; sed 's/^/    /' "$T/err"; fi
 
 # ---- the response codes tss2-esys answers itself, on TPM2_Sign ------------------
 # TPM2_RC_RETRY and TPM2_RC_YIELDED: tss2-esys sends the command again, up

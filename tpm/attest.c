@@ -380,13 +380,42 @@ struct pcr_arg {
     EVP_MD *md;
 };
 
+/*
+ * TPM2_PCR_Read in the connection's salted session, used for audit: the
+ * command has no handle to authorize and no sized parameter to encrypt,
+ * so the session's encrypt and decrypt are off for it, and audit on. The
+ * response then carries the TPM's HMAC, which tss2-esys checks: a response
+ * damaged on its way (or forged on the bus) fails instead of coming back
+ * as a PCR value, as it could without a session.
+ */
+static TSS2_RC pcr_read_checked(struct tpm_conn *c, struct step *s, const char *cmd,
+                                const TPML_PCR_SELECTION *sel, UINT32 *update,
+                                TPML_PCR_SELECTION **got, TPML_DIGEST **values)
+{
+    TPMA_SESSION old = 0;
+    ESYS_TR sess;
+    TSS2_RC rc = tpm_auth(c, s, NULL, true, &sess);
+
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    s->cmd = cmd;
+    rc = Esys_TRSess_GetAttributes(c->esys, sess, &old);
+    if (rc == TSS2_RC_SUCCESS)
+        rc = Esys_TRSess_SetAttributes(c->esys, sess,
+                                       TPMA_SESSION_CONTINUESESSION | TPMA_SESSION_AUDIT, 0xff);
+    if (rc == TSS2_RC_SUCCESS)
+        rc = Esys_PCR_Read(c->esys, sess, ESYS_TR_NONE, ESYS_TR_NONE, sel, update, got, values);
+    (void)Esys_TRSess_SetAttributes(c->esys, sess, old, 0xff);
+    return rc;
+}
+
 static TSS2_RC pcr_read_step(struct tpm_conn *c, struct step *s, void *p)
 {
     struct pcr_arg *a = p;
 
-    s->cmd = "TPM2_PCR_Read";
-    return Esys_PCR_Read(c->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &a->sel, NULL, NULL,
-                         &a->values);
+    Esys_Free(a->values); /* a second run (tpm_run reconnected) */
+    a->values = NULL;
+    return pcr_read_checked(c, s, "TPM2_PCR_Read", &a->sel, NULL, NULL, &a->values);
 }
 
 kv_rc tpm_pcr_read(kv_backend *be, const char *bank, unsigned index, unsigned char *digest,
@@ -449,9 +478,8 @@ static TSS2_RC pcr_extend_step(struct tpm_conn *c, struct step *s, void *p)
     bool done = false;
     TSS2_RC rc;
 
-    s->cmd = "TPM2_PCR_Read (before TPM2_PCR_Extend)";
-    rc = Esys_PCR_Read(c->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &a->sel, NULL, NULL,
-                       &v);
+    rc = pcr_read_checked(c, s, "TPM2_PCR_Read (before TPM2_PCR_Extend)", &a->sel, NULL, NULL,
+                          &v);
     if (rc != TSS2_RC_SUCCESS)
         return rc;
     if (!v || v->count != 1 || (int)v->digests[0].size != EVP_MD_get_size(a->md)) {
@@ -779,9 +807,7 @@ static TSS2_RC pcrs_read_step(struct tpm_conn *c, struct step *s, void *p)
     UINT32 update = 0;
     TSS2_RC rc;
 
-    s->cmd = "TPM2_PCR_Read";
-    rc = Esys_PCR_Read(c->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &a->want, &update,
-                       &a->got, &a->values);
+    rc = pcr_read_checked(c, s, "TPM2_PCR_Read", &a->want, &update, &a->got, &a->values);
     if (rc == TSS2_RC_SUCCESS && a->update != update && a->update != UINT32_MAX)
         a->moved = true;
     if (a->update == UINT32_MAX)
