@@ -73,6 +73,7 @@ struct p11_token {
     struct p11_mech mechs[P11_MAX_MECHS];
     size_t nmechs;
     int ecdh_point_form;      /* 0 unknown, 1 raw point, 2 DER OCTET STRING */
+    struct p11_token *fork_next; /* every token of the process (session.c's fork handler) */
 };
 
 /* session.c */

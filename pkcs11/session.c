@@ -357,6 +357,54 @@ static kv_rc load_module(struct p11_token *tok)
                     tok->module, known[0] ? known : "none");
 }
 
+/* ---- fork ---------------------------------------------------------------- */
+
+/* Every token of the process, for the fork handler. */
+static pthread_mutex_t tokens_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct p11_token *tokens;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* In a child after fork(): a token's lock that a thread of the parent held
+ * at the fork (through C_Initialize, C_OpenSession and C_Login, which a
+ * token may take seconds over) would stay held for ever, that thread not
+ * being in the child, which would hang in its first use of the token. The
+ * child has one thread when this runs: free the locks. What they guard is
+ * the parent's, and the child starts afresh on it (tok->fork_gen: the
+ * module initialised again, the parent's sessions forgotten). */
+static void tokens_forked_child(void)
+{
+    pthread_mutex_init(&tokens_lock, NULL);
+    for (struct p11_token *t = tokens; t; t = t->fork_next) {
+        pthread_mutex_init(&t->lock, NULL);
+        pthread_cond_init(&t->cond, NULL);
+    }
+}
+
+static void install_atfork(void)
+{
+    (void)pthread_atfork(NULL, NULL, tokens_forked_child);
+}
+
+static void tokens_add(struct p11_token *tok)
+{
+    pthread_once(&atfork_once, install_atfork);
+    pthread_mutex_lock(&tokens_lock);
+    tok->fork_next = tokens;
+    tokens = tok;
+    pthread_mutex_unlock(&tokens_lock);
+}
+
+static void tokens_remove(struct p11_token *tok)
+{
+    pthread_mutex_lock(&tokens_lock);
+    for (struct p11_token **p = &tokens; *p; p = &(*p)->fork_next)
+        if (*p == tok) {
+            *p = tok->fork_next;
+            break;
+        }
+    pthread_mutex_unlock(&tokens_lock);
+}
+
 kv_rc p11_token_new(kv_ctx *ctx, const char *module, P11KitUri *match, const char *pin_source,
                     const char *pin, size_t maxsess, struct p11_rejected *rejected,
                     struct p11_token **out)
@@ -376,6 +424,7 @@ kv_rc p11_token_new(kv_ctx *ctx, const char *module, P11KitUri *match, const cha
     tok->sess = calloc(maxsess, sizeof(*tok->sess));
     pthread_mutex_init(&tok->lock, NULL);
     pthread_cond_init(&tok->cond, NULL);
+    tokens_add(tok);
     if (!tok->module || !tok->sess || (pin_source && !tok->pin_source) || (pin && !tok->pin)) {
         tok->match = NULL; /* stays the caller's on failure */
         p11_token_free(tok);
@@ -414,6 +463,7 @@ void p11_token_free(struct p11_token *tok)
 {
     if (!tok)
         return;
+    tokens_remove(tok);
     if (tok->fl && tok->initialized && tok->fork_gen == kv_fork_generation()) {
         drop_sessions_locked(tok);
         (void)p11_kit_module_finalize(tok->fl);

@@ -11,6 +11,7 @@
  * registered with p11-kit as "softhsm2", and copies of its library are made.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -451,6 +452,81 @@ START_TEST(token_removed_and_back)
     kv_key_free(peer);
     ck_assert_rc(ctx, kv_key_destroy(ctx, kname("plug")), KV_OK);
     ck_assert_rc(ctx, kv_key_destroy(ctx, kname("peer")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
+struct slow_opener {
+    kv_ctx *ctx;
+    const char *name;
+    kv_rc rc;
+};
+
+static void *open_and_free(void *p)
+{
+    struct slow_opener *o = p;
+    kv_key *k = NULL;
+
+    o->rc = kv_key_open(o->ctx, o->name, &k);
+    kv_key_free(k);
+    return NULL;
+}
+
+/*
+ * A process forks while another of its threads logs in to the token (the
+ * token's lock held through C_Initialize, C_OpenSession and C_Login: the
+ * shim makes that C_Login take 1.5 s). The child, which has only the
+ * forking thread, opens the key and signs. Before the fix it inherited the
+ * lock held by a thread it does not have, and hung.
+ */
+START_TEST(a_fork_while_another_thread_logs_in)
+{
+    char control[700], shim[700];
+    kv_ctx *ctx, *ctx2;
+    kv_key *key = NULL;
+    struct slow_opener o;
+    pthread_t th;
+    pid_t pid, done = 0;
+    int st = 0, waited = 0;
+    char name[80];
+
+    setenv("KV_SHIM_FAULTS", "C_Login:slow=1500ms:2", 1);
+    snprintf(name, sizeof(name), "%s", kname("forklogin")); /* the child's pid is another */
+    ctx = shim_ctx("present", control, shim);
+    ck_assert_rc(ctx, kv_key_generate(ctx, name, KV_KEY_EC_P256, NULL, &key), KV_OK);
+    ctx2 = shim_ctx("present", control, shim); /* a token of its own: login 2 */
+    o = (struct slow_opener){ ctx2, name, KV_ERR_BACKEND };
+    ck_assert_int_eq(pthread_create(&th, NULL, open_and_free, &o), 0);
+    usleep(500 * 1000);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        kv_key *k = NULL;
+        unsigned char sig[128];
+        size_t siglen = sizeof(sig);
+        if (kv_key_open(ctx2, name, &k) != KV_OK ||
+            kv_sign(k, KV_ALG_DEFAULT, 0, (const unsigned char *)"x", 1, sig, &siglen) != KV_OK) {
+            fprintf(stderr, "the child: %s\n", kv_errmsg(ctx2));
+            _exit(1);
+        }
+        _exit(0);
+    }
+    while (waited < 30000 && (done = waitpid(pid, &st, WNOHANG)) == 0) {
+        usleep(10000);
+        waited += 10;
+    }
+    if (done == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+    }
+    pthread_join(th, NULL);
+    unsetenv("KV_SHIM_FAULTS");
+    ck_assert_msg(done == pid, "the child hung in its first use of the token (killed after 30 s)");
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child failed (status 0x%x)", st);
+    ck_assert_rc(ctx2, o.rc, KV_OK);
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, name), KV_OK);
+    kv_ctx_free(ctx2);
     kv_ctx_free(ctx);
 }
 END_TEST
@@ -1655,6 +1731,7 @@ static Suite *pkcs11_suite(void)
     tcase_add_test(tc, generated_key_attributes);
     tcase_add_test(tc, certificate_replaced);
     tcase_add_test(hsm, token_removed_and_back);
+    tcase_add_test(hsm, a_fork_while_another_thread_logs_in);
     tcase_add_test(hsm, module_by_name_and_token_by_serial);
     tcase_add_test(hsm, module_path_must_be_registered);
     tcase_add_test(hsm, module_path_allowed_by_configuration);
