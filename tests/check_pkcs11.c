@@ -11,7 +11,6 @@
  * registered with p11-kit as "softhsm2", and copies of its library are made.
  */
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -486,8 +485,8 @@ START_TEST(a_fork_while_another_thread_logs_in)
     kv_key *key = NULL;
     struct slow_opener o;
     pthread_t th;
-    pid_t pid, done = 0;
-    int st = 0, waited = 0;
+    pid_t pid;
+    int st = 0, ended;
     char name[80];
 
     setenv("KV_SHIM_FAULTS", "C_Login:slow=1500ms:2", 1);
@@ -511,17 +510,10 @@ START_TEST(a_fork_while_another_thread_logs_in)
         }
         _exit(0);
     }
-    while (waited < 30000 && (done = waitpid(pid, &st, WNOHANG)) == 0) {
-        usleep(10000);
-        waited += 10;
-    }
-    if (done == 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &st, 0);
-    }
+    ended = tu_wait_bounded(pid, 30000, &st);
     pthread_join(th, NULL);
     unsetenv("KV_SHIM_FAULTS");
-    ck_assert_msg(done == pid, "the child hung in its first use of the token (killed after 30 s)");
+    ck_assert_msg(ended, "the child hung in its first use of the token (killed after 30 s)");
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child failed (status 0x%x)", st);
     ck_assert_rc(ctx2, o.rc, KV_OK);
     kv_key_free(key);

@@ -17,7 +17,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1839,8 +1838,8 @@ START_TEST(a_fork_while_another_thread_signs)
     ck_assert(sign_verifies(ctx, b.key, "before the thread"));
     ck_assert_int_eq(pthread_create(&th, NULL, sign_until_stopped, &b), 0);
     for (int i = 0; i < FORKS; i++) {
-        int st = 0, waited = 0, before = atomic_load(&b.signs);
-        pid_t pid, done = 0;
+        int st = 0, before = atomic_load(&b.signs);
+        pid_t pid;
 
         /* the thread is signing: fork in the middle of one */
         while (atomic_load(&b.signs) == before)
@@ -1854,16 +1853,8 @@ START_TEST(a_fork_while_another_thread_signs)
             fprintf(stderr, "fork %d: the child's sign: %s\n", i + 1, kv_errmsg(ctx));
             _exit(1);
         }
-        while (waited < 30000 && (done = waitpid(pid, &st, WNOHANG)) == 0) {
-            usleep(10000);
-            waited += 10;
-        }
-        if (done == 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-        }
-        ck_assert_msg(done == pid, "fork %d: the child hung in its first sign (killed after 30 s)",
-                      i + 1);
+        ck_assert_msg(tu_wait_bounded(pid, 30000, &st),
+                      "fork %d: the child hung in its first sign (killed after 30 s)", i + 1);
         ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fork %d: the child's sign failed",
                       i + 1);
     }

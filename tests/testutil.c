@@ -3,6 +3,7 @@
  */
 #define _GNU_SOURCE
 #include <ftw.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,4 +152,17 @@ int tu_run(Suite *s)
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed == 0 ? 0 : 1;
+}
+
+int tu_wait_bounded(int pid, int ms, int *status)
+{
+    pid_t done = 0;
+
+    for (int waited = 0; waited < ms && (done = waitpid(pid, status, WNOHANG)) == 0; waited += 10)
+        usleep(10000);
+    if (done == pid)
+        return 1;
+    kill(pid, SIGKILL);
+    waitpid(pid, status, 0);
+    return 0;
 }

@@ -26,6 +26,10 @@ unsigned char *tu_unhex(const char *hex, size_t *len);
 const char *tu_srcpath(const char *rel);
 /* Run a suite in Check's fork mode, print the totals; exit code for main. */
 int tu_run(Suite *s);
+/* Wait up to ms milliseconds for child pid to end: 1 and *status when it
+ * did; else it is killed (SIGKILL) and reaped, and 0. For a test where a
+ * child that hangs is the failure. */
+int tu_wait_bounded(int pid, int ms, int *status);
 
 /* Fail the test with the library's detail when rc is not what we expect.
  * expr is evaluated once. */
