@@ -69,12 +69,16 @@ kv_rc tpm_ak_get(kv_backend *be, struct tpm_key **out)
     bool empty = true;
     kv_rc rc;
 
+    /* ak_lock only guards s->ak: the AK is read or made without it (a TPM
+     * command and a file write, which a fork in another thread must not
+     * find a lock held across); two threads making one at once both make
+     * it, the file's KV_ERR_KEY_EXISTS gives the second the first's, and
+     * the first to publish wins */
     pthread_mutex_lock(&s->ak_lock);
-    if (s->ak) {
-        *out = s->ak;
-        pthread_mutex_unlock(&s->ak_lock);
+    *out = s->ak;
+    pthread_mutex_unlock(&s->ak_lock);
+    if (*out)
         return KV_OK;
-    }
     path = kv_asprintf("%s/%s", s->dir, AK_FILE);
     ak = calloc(1, sizeof(*ak));
     if (!path || !ak)
@@ -120,11 +124,16 @@ kv_rc tpm_ak_get(kv_backend *be, struct tpm_key **out)
     ak->obj.parent = &s->conn->srk;
     ak->path = path;
     path = NULL;
-    s->ak = ak;
-    ak = NULL;
+    pthread_mutex_lock(&s->ak_lock);
+    if (!s->ak) {
+        s->ak = ak;
+        ak = NULL;
+    }
     *out = s->ak;
-out:
     pthread_mutex_unlock(&s->ak_lock);
+out:
+    if (ak)
+        free(ak->path);
     free(ak);
     free(path);
     free(text);
@@ -400,9 +409,10 @@ static TSS2_RC pcr_read_checked(struct tpm_conn *c, struct step *s, const char *
         return rc;
     s->cmd = cmd;
     rc = Esys_TRSess_GetAttributes(c->esys, sess, &old);
-    if (rc == TSS2_RC_SUCCESS)
-        rc = Esys_TRSess_SetAttributes(c->esys, sess,
-                                       TPMA_SESSION_CONTINUESESSION | TPMA_SESSION_AUDIT, 0xff);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    rc = Esys_TRSess_SetAttributes(c->esys, sess,
+                                   TPMA_SESSION_CONTINUESESSION | TPMA_SESSION_AUDIT, 0xff);
     if (rc == TSS2_RC_SUCCESS)
         rc = Esys_PCR_Read(c->esys, sess, ESYS_TR_NONE, ESYS_TR_NONE, sel, update, got, values);
     (void)Esys_TRSess_SetAttributes(c->esys, sess, old, 0xff);

@@ -37,8 +37,13 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static void conns_forked_child(void)
 {
     pthread_mutex_init(&conns_lock, NULL);
-    for (struct tpm_conn *c = conns; c; c = c->next)
+    for (struct tpm_conn *c = conns; c; c = c->next) {
+        /* held: the parent's thread was inside an ESYS call, or freeing
+         * the ESYS context or the TCTI (a reconnect); neither is used */
+        if (pthread_mutex_trylock(&c->lock) != 0)
+            c->torn = true;
         pthread_mutex_init(&c->lock, NULL);
+    }
 }
 
 static void install_atfork(void)
@@ -658,11 +663,16 @@ static void disconnect_locked(struct tpm_conn *c, bool polite)
             if (c->session != ESYS_TR_NONE)
                 (void)Esys_FlushContext(c->esys, c->session);
         }
-        Esys_Finalize(&c->esys);
     }
+    /* a child forked from here on finds the two half freed, perhaps
+     * (conns_forked_child): it leaves them alone */
+    c->finalizing = true;
+    if (c->esys)
+        Esys_Finalize(&c->esys);
     if (c->tcti_ctx && (!c->tcti_inherited || child_may_finalize(c->tcti)))
         Tss2_TctiLdr_Finalize(&c->tcti_ctx);
     c->tcti_ctx = NULL;
+    c->finalizing = false;
     c->tcti_inherited = false;
     for (struct tpm_obj *o = c->objs; o; o = o->next) {
         o->handle = ESYS_TR_NONE;
@@ -699,7 +709,7 @@ void tpm_conn_put(struct tpm_conn *c, bool always)
         disconnect_locked(c, locked); /* without the lock: send nothing */
         if (locked)
             shared_unlock(c);
-    } else {
+    } else if (!c->finalizing) {
         /* the parent's, in a child that never used it: memory only */
         if (c->esys)
             Esys_Finalize(&c->esys); /* frees memory, sends nothing */
@@ -937,6 +947,10 @@ static bool may_flush_leftovers(const struct tpm_conn *c)
 
     if (has_resource_manager(c->tcti))
         return false;
+    /* a forked child's connection without a table: what the TPM holds may
+     * be its parent's (a swtpm child no longer keeps the parent's TCTI) */
+    if (c->forked && !c->shared)
+        return false;
     pthread_mutex_lock(&conns_lock);
     ok = !table_maker || table_maker == getpid() ||
          (c->shared && !c->shared->initialized && c->share_id > 1);
@@ -1085,11 +1099,30 @@ kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)
          * client does not survive fork) with an ESYS context and session of its own, and
          * shares the TPM's objects with its family through the table.
          */
+        bool reopens = child_reconnects(c->tcti) || connects_per_command(c->tcti);
+
+        if (c->torn && !reopens) {
+            /* the one transport there is may be half freed, or in the
+             * middle of the parent's command: nothing to talk through */
+            pthread_mutex_unlock(&c->lock);
+            return kv_error(ctx, KV_ERR_BACKEND,
+                            "this process was forked while another thread of its parent was "
+                            "in a TPM command through TCTI '%s', which a child cannot open "
+                            "again: fork when no other thread is using the TPM", c->tcti);
+        }
+        if (c->torn && c->finalizing) {
+            /* forked while the parent's thread freed them: left as they
+             * are (a leak, once; the socket copy a swtpm TCTI may hold
+             * stays open until this process ends) */
+            c->esys = NULL;
+            c->tcti_ctx = NULL;
+            c->finalizing = false;
+        }
         for (struct tpm_obj *o = c->objs; o; o = o->next)
             forget_auth(c, o);
         if (c->esys)
             Esys_Finalize(&c->esys); /* frees memory, sends nothing */
-        if (child_reconnects(c->tcti) || connects_per_command(c->tcti)) {
+        if (reopens) {
             /* swtpm's too: the copy may be in the middle of a parent's
              * command (another thread's, at the fork), and a new one
              * reaches the same TPM, the family's table still shared */
@@ -1099,6 +1132,8 @@ kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)
         } else {
             c->tcti_inherited = c->tcti_ctx != NULL;
         }
+        c->forked = true;
+        c->torn = false;
         if (c->shared && !c->tcti_inherited && has_resource_manager(c->tcti))
             shared_drop(c); /* a tabrmd connection of its own: handles of its own */
         c->session = ESYS_TR_NONE;

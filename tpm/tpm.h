@@ -93,6 +93,11 @@ struct tpm_conn {
     unsigned long fork_gen;
     TSS2_TCTI_CONTEXT *tcti_ctx;
     bool tcti_inherited;        /* a forked child sharing its parent's transport */
+    bool forked;                /* inherited through fork(): the family's TPM state */
+    bool torn;                  /* forked while a parent's thread held lock (in a
+                                 * command, or reconnecting) */
+    bool finalizing;            /* esys and tcti_ctx being freed (disconnect_locked):
+                                 * a child forked then never touches them */
     ESYS_CONTEXT *esys;
     bool connected;
     unsigned long epoch;        /* incremented at every (re)connect */
