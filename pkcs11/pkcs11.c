@@ -314,18 +314,19 @@ static CK_RV find_all(struct p11_token *tok, CK_SESSION_HANDLE h, CK_ATTRIBUTE *
         return rv;
     }
     do {
+        if (*count > P11_FIND_MAX) {
+            *rc = kv_error(tok->ctx, KV_ERR_UNSUPPORTED,
+                           "token '%s' holds more than %d objects matching one search: "
+                           "libkeyvault reads at most %d", tok->label, P11_FIND_MAX,
+                           P11_FIND_MAX);
+            break;
+        }
         if (*count == cap) {
             CK_OBJECT_HANDLE *more;
-            if (cap >= P11_FIND_MAX) {
-                *rc = kv_error(tok->ctx, KV_ERR_UNSUPPORTED,
-                               "token '%s' holds more than %lu objects matching one search: "
-                               "libkeyvault reads at most %d", tok->label,
-                               (unsigned long)*count, P11_FIND_MAX);
-                break;
-            }
-            /* the last chunk stops at the bound: never more read than said */
-            CK_ULONG grow = P11_FIND_MAX - cap < P11_FIND_CHUNK ? P11_FIND_MAX - cap
-                                                                  : P11_FIND_CHUNK;
+            /* the last chunk stops one past the bound: a search of exactly
+             * P11_FIND_MAX ends, one more is refused, no more is read */
+            CK_ULONG grow = P11_FIND_MAX + 1 - cap < P11_FIND_CHUNK ? P11_FIND_MAX + 1 - cap
+                                                                      : P11_FIND_CHUNK;
             more = realloc(*objs, (cap + grow) * sizeof(**objs));
             if (!more) {
                 *rc = kv_error(tok->ctx, KV_ERR_NO_MEMORY, "out of memory");
@@ -335,10 +336,16 @@ static CK_RV find_all(struct p11_token *tok, CK_SESSION_HANDLE h, CK_ATTRIBUTE *
             cap += grow;
         }
         rv = f->C_FindObjects(h, *objs + *count, cap - *count, &got);
-        if (rv != CKR_OK)
+        if (rv != CKR_OK) {
             *rc = p11_fail(tok, "C_FindObjects", rv);
-        else
+        } else if (got > cap - *count) {
+            *rc = kv_error(tok->ctx, KV_ERR_BACKEND,
+                           "C_FindObjects on token '%s' answered %lu handles for room for %lu",
+                           tok->label, (unsigned long)got, (unsigned long)(cap - *count));
+            break;
+        } else {
             *count += got;
+        }
     } while (rv == CKR_OK && got > 0);
     if (rv == CKR_OK && *rc == KV_OK)
         rv = find_final(tok, h, rc);
