@@ -129,6 +129,8 @@ struct kv_audit {
     json_t *plain;            /* the writer's record without message or detail, its
                                * members' values replaced record by record */
     char line[KV_AUDIT_LINE_MAX]; /* the writer's dump of one record */
+    char tail[4096 + 1];      /* the writer's read of the file's end (file_head), here
+                               * rather than allocated: fmu is not held for it */
     struct tcache tc;         /* the writer's time of day */
     atomic_ulong dropped;     /* records lost to write errors */
     /* settings */
@@ -137,7 +139,9 @@ struct kv_audit {
     char *seal_name;
     kv_key *seal_key;
     char seal_fp[HEX_HASH + 1]; /* its public key's SHA-256, taken as it opens */
-    json_int_t seal_lost;     /* a seal not made (told to syslog once fmu is released) */
+    json_int_t seal_lost[2];  /* the first and last seq of seals not made (syslog is
+                               * told once fmu is released) */
+    size_t nseal_lost;
     time_t seal_failed;       /* when opening it last failed */
     /* the callback */
     kv_audit_fn fn;
@@ -477,7 +481,10 @@ static int file_head_in(struct kv_audit *a, off_t window, json_int_t *seq,
         return 0;
     from = st.st_size > window ? st.st_size - window : 0;
     len = (size_t)(st.st_size - from);
-    if (!(buf = malloc(len + 1)))
+    /* a record's worth in the struct; a longer look (a torn record) is
+     * allocated, a child forked meanwhile then leaking it */
+    buf = len < sizeof(a->tail) ? a->tail : malloc(len + 1);
+    if (!buf)
         return ENOMEM;
     if (pread(a->fd, buf, len, from) != (ssize_t)len) {
         err = errno ? errno : EIO;
@@ -523,7 +530,8 @@ static int file_head_in(struct kv_audit *a, off_t window, json_int_t *seq,
     }
     json_decref(j);
 out:
-    free(buf);
+    if (buf != a->tail)
+        free(buf);
     return err;
 }
 
@@ -531,7 +539,7 @@ out:
  * are well under 4 KiB), then up to KV_AUDIT_TAIL_READ. */
 static int file_head(struct kv_audit *a, json_int_t *seq, char prev[HEX_HASH + 1], bool *sealed)
 {
-    int err = file_head_in(a, 4096, seq, prev, sealed);
+    int err = file_head_in(a, (off_t)sizeof(a->tail) - 1, seq, prev, sealed);
 
     return err == EAGAIN ? file_head_in(a, KV_AUDIT_TAIL_READ, seq, prev, sealed) : err;
 }
@@ -664,8 +672,12 @@ static bool seal_line(struct kv_audit *a, json_int_t seq, char prev[HEX_HASH + 1
         memcpy(a->made[a->nmade++].hash, prev, HEX_HASH + 1);
     }
 out:
-    if (!ok && a->seal_j)
-        a->seal_lost = seq;   /* said to syslog by the caller, fmu released */
+    if (!ok && a->seal_j) {
+        /* said to syslog by the caller, fmu released */
+        if (a->nseal_lost++ == 0)
+            a->seal_lost[0] = seq;
+        a->seal_lost[1] = seq;
+    }
     json_decref(a->seal_j);
     a->seal_j = NULL;
     free(a->seal_msg);
@@ -707,10 +719,14 @@ static bool write_out(struct kv_audit *a, const struct sbuf *b, size_t n, const 
 /* A seal seal_line could not make, to syslog: after fmu is released. */
 static void seal_lost_said(struct kv_audit *a)
 {
-    if (a->seal_lost)
+    if (a->nseal_lost == 1)
         syslog(LOG_AUTHPRIV | LOG_ERR, "libkeyvault audit: no seal at seq %lld of '%s'",
-               (long long)a->seal_lost, a->path);
-    a->seal_lost = 0;
+               (long long)a->seal_lost[0], a->path);
+    else if (a->nseal_lost > 1)
+        syslog(LOG_AUTHPRIV | LOG_ERR,
+               "libkeyvault audit: no seals at %zu seqs from %lld to %lld of '%s'",
+               a->nseal_lost, (long long)a->seal_lost[0], (long long)a->seal_lost[1], a->path);
+    a->nseal_lost = 0;
 }
 
 /* The closing seal of a file renamed or removed under the writer (a->fd
@@ -1040,6 +1056,7 @@ static void after_fork(struct kv_audit *a)
         a->nmade = 0;
         list_free(a->own);
         a->own = NULL;
+        a->nseal_lost = 0; /* the parent's to tell */
         pthread_mutex_unlock(&a->fmu);
         list_free(atomic_exchange(&a->head, NULL));
         atomic_store(&a->queued, 0);
