@@ -471,10 +471,25 @@ static void *open_and_free(void *p)
     return NULL;
 }
 
+/* Whether the shim's fault log at path says a slow C_Login began. */
+static int login_started(const char *path)
+{
+    char line[128];
+    FILE *f = fopen(path, "r");
+    int seen = 0;
+
+    while (f && !seen && fgets(line, sizeof(line), f))
+        seen = strncmp(line, "C_Login slow", 12) == 0;
+    if (f)
+        fclose(f);
+    return seen;
+}
+
 /*
  * A process forks while another of its threads logs in to the token (the
  * token's lock held through C_Initialize, C_OpenSession and C_Login: the
- * shim makes that C_Login take 1.5 s). The child, which has only the
+ * shim makes that C_Login take 3 s, and the fork lands in them). The
+ * child, which has only the
  * forking thread, opens the key and signs. Before the fix it inherited the
  * lock held by a thread it does not have, and hung.
  */
@@ -487,16 +502,23 @@ START_TEST(a_fork_while_another_thread_logs_in)
     pthread_t th;
     pid_t pid;
     int st = 0, ended;
-    char name[80];
+    char name[80], log[700];
 
-    setenv("KV_SHIM_FAULTS", "C_Login:slow=1500ms:2", 1);
+    snprintf(log, sizeof(log), "%s/fork-login.log", tu_tmpdir());
+    setenv("KV_SHIM_FAULTS", "C_Login:slow=3000ms:2", 1);
+    setenv("KV_SHIM_FAULT_LOG", log, 1);
     snprintf(name, sizeof(name), "%s", kname("forklogin")); /* the child's pid is another */
     ctx = shim_ctx("present", control, shim);
     ck_assert_rc(ctx, kv_key_generate(ctx, name, KV_KEY_EC_P256, NULL, &key), KV_OK);
     ctx2 = shim_ctx("present", control, shim); /* a token of its own: login 2 */
     o = (struct slow_opener){ ctx2, name, KV_ERR_BACKEND };
     ck_assert_int_eq(pthread_create(&th, NULL, open_and_free, &o), 0);
-    usleep(500 * 1000);
+    /* the shim logs the slow login as it starts its 3 s: fork inside them */
+    for (int waited = 0; !login_started(log); waited += 10) {
+        ck_assert_msg(waited < 20000, "the thread's login did not start within 20 s");
+        usleep(10000);
+    }
+    usleep(200 * 1000);
     pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
@@ -513,6 +535,7 @@ START_TEST(a_fork_while_another_thread_logs_in)
     ended = tu_wait_bounded(pid, 30000, &st);
     pthread_join(th, NULL);
     unsetenv("KV_SHIM_FAULTS");
+    unsetenv("KV_SHIM_FAULT_LOG");
     ck_assert_msg(ended, "the child hung in its first use of the token (killed after 30 s)");
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child failed (status 0x%x)", st);
     ck_assert_rc(ctx2, o.rc, KV_OK);
