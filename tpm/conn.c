@@ -40,7 +40,9 @@ static void conns_forked_child(void)
     for (struct tpm_conn *c = conns; c; c = c->next) {
         /* held: the parent's thread was inside an ESYS call, or freeing
          * the ESYS context or the TCTI (a reconnect); neither is used */
-        if (pthread_mutex_trylock(&c->lock) != 0)
+        if (pthread_mutex_trylock(&c->lock) == 0)
+            pthread_mutex_unlock(&c->lock); /* free: as it was */
+        else
             c->torn = true;
         pthread_mutex_init(&c->lock, NULL);
     }
