@@ -10,12 +10,17 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <openssl/evp.h>
 #include <tss2/tss2_sys.h>
@@ -246,6 +251,79 @@ static bool child_reconnects(const char *tcti)
 static bool connects_per_command(const char *tcti)
 {
     return !strncmp(tcti, "swtpm", 5) && (tcti[5] == '\0' || tcti[5] == ':');
+}
+
+/* Whether the socket fd is connected to the swtpm command port the TCTI
+ * configuration conf names ("host=H,port=P", defaults localhost and 2321;
+ * a numeric address or localhost: a host name is not looked up). */
+static bool peer_is_swtpm(int fd, const char *conf)
+{
+    char host[64] = "localhost";
+    unsigned long port = 2321;
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof(sa);
+    const char *h = strstr(conf, "host="), *p = strstr(conf, "port=");
+    unsigned char want[16];
+
+    if (h) {
+        size_t n = strcspn(h + 5, ",");
+        if (n == 0 || n >= sizeof(host))
+            return false;
+        memcpy(host, h + 5, n);
+        host[n] = '\0';
+    }
+    if (p)
+        port = strtoul(p + 5, NULL, 10);
+    if (getpeername(fd, (struct sockaddr *)&sa, &len) != 0)
+        return false;
+    if (sa.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&sa;
+        if (ntohs(in->sin_port) != port)
+            return false;
+        if (!strcmp(host, "localhost"))
+            return ntohl(in->sin_addr.s_addr) == INADDR_LOOPBACK;
+        return inet_pton(AF_INET, host, want) == 1 && !memcmp(want, &in->sin_addr, 4);
+    }
+    if (sa.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&sa;
+        if (ntohs(in6->sin6_port) != port)
+            return false;
+        if (!strcmp(host, "localhost"))
+            return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+        return inet_pton(AF_INET6, host, want) == 1 && !memcmp(want, &in6->sin6_addr, 16);
+    }
+    return false;
+}
+
+/*
+ * In a child forked while a parent's thread used the swtpm TCTI: the
+ * socket it had open (its command's, which it opens per command; seen open
+ * in a child whose parent's thread did not hold the connection's lock at
+ * the fork, too) is open in the child as well, and finalizing the TCTI
+ * does not close it. swtpm serves one connection at a time until it
+ * ends, so while the child holds its copy, every later connection - the
+ * child's and the parent's - waits for ever. Close every socket the child
+ * has to that port: none of them is the child's own yet (it opens its
+ * TCTI after this).
+ */
+static void close_inherited_swtpm_sockets(const char *tcti)
+{
+    const char *conf = strchr(tcti, ':');
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *de;
+
+    if (!d)
+        return;
+    while ((de = readdir(d)) != NULL) {
+        struct stat st;
+        int fd = atoi(de->d_name);
+
+        if (fd <= 2 || fd == dirfd(d) || fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
+            continue;
+        if (peer_is_swtpm(fd, conf ? conf + 1 : ""))
+            (void)close(fd);
+    }
+    closedir(d);
 }
 
 /* Whether a forked child that took over its parent's transport may
@@ -1131,6 +1209,8 @@ kv_rc tpm_begin(kv_ctx *ctx, struct tpm_conn *c)
             if (c->tcti_ctx)
                 Tss2_TctiLdr_Finalize(&c->tcti_ctx);
             c->tcti_ctx = NULL;
+            if (connects_per_command(c->tcti))
+                close_inherited_swtpm_sockets(c->tcti);
         } else {
             c->tcti_inherited = c->tcti_ctx != NULL;
         }
