@@ -303,7 +303,7 @@ static kv_rc spki_ec_point(const kv_ctx *ctx, const char *group, const unsigned 
     rc = point_to_pkey(ctx, group, ASN1_STRING_get0_data(spki->key),
                        (size_t)ASN1_STRING_length(spki->key), out);
 out:
-    ERR_clear_error();
+    kv_ossl_drop();
     OPENSSL_free(again);
     KV_SPKI_free(spki);
     return rc;
@@ -355,7 +355,7 @@ kv_rc kv_peer_decode(const kv_ctx *ctx, const char *group, const unsigned char *
     *out = peer;
     peer = NULL;
 out:
-    ERR_clear_error();
+    kv_ossl_drop();
     EVP_PKEY_CTX_free(chk);
     EVP_PKEY_free(peer);
     return rc;
@@ -405,7 +405,7 @@ kv_rc kv_ecdsa_der_to_raw(const kv_ctx *ctx, const unsigned char *der, size_t de
                 field_len);
     *raw_len = 2 * field_len;
 out:
-    ERR_clear_error();
+    kv_ossl_drop();
     ECDSA_SIG_free(s);
     return rc;
 }
@@ -477,7 +477,7 @@ kv_rc kv_verify_pkey(const kv_ctx *ctx, OSSL_LIB_CTX *libctx, EVP_PKEY *pub,
     if (ok != 1)
         KV_FAIL(ctx, rc, KV_ERR_BAD_SIGNATURE, "%s signature does not verify", alg->name);
 out:
-    ERR_clear_error();
+    kv_ossl_drop();
     EVP_MD_CTX_free(mctx);
     EVP_PKEY_CTX_free(pctx);
     EVP_MD_free(md);

@@ -58,7 +58,7 @@ kv_rc kv_tpm_ak_public(kv_ctx *ctx, unsigned char *buf, size_t *len)
     int n;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     if (!(be = attester(ctx)))
         return KV_ERR_BACKEND_UNAVAILABLE;
     KV_CHECK(rc, be->ops->ak_public(be, &pub));
@@ -78,7 +78,7 @@ kv_rc kv_tpm_quote(kv_ctx *ctx, const char *pcrs, const unsigned char *nonce, si
     kv_backend *be = NULL;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *out = NULL;
     KV_CHECK(rc, check_nonce(ctx, nonce, nonce_len));
     if (!(be = attester(ctx)))
@@ -101,7 +101,7 @@ kv_rc kv_key_certify(kv_key *key, const unsigned char *nonce, size_t nonce_len,
     kv_ctx *ctx = key->ctx;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *out = NULL;
     KV_CHECK(rc, check_nonce(ctx, nonce, nonce_len));
     if (!(key->be->ops->caps & KV_CAP_ATTEST))
@@ -126,7 +126,7 @@ kv_rc kv_tpm_pcr_read(kv_ctx *ctx, const char *bank, unsigned index, unsigned ch
 {
     kv_backend *be;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     if (index > 23)
         return kv_error(ctx, KV_ERR_INVALID_ARG, "PCR index %u: the TPM has PCRs 0 to 23", index);
     if (!(be = attester(ctx)))
@@ -140,7 +140,7 @@ kv_rc kv_tpm_pcr_extend(kv_ctx *ctx, const char *bank, unsigned index,
     kv_backend *be;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     if (index > 23)
         return kv_error(ctx, KV_ERR_INVALID_ARG, "PCR index %u: the TPM has PCRs 0 to 23", index);
     if (!(be = attester(ctx)))
@@ -158,7 +158,7 @@ kv_rc kv_tpm_ek_cert(kv_ctx *ctx, unsigned char *buf, size_t *len)
     size_t n = 0;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     if (!(be = attester(ctx)))
         return KV_ERR_BACKEND_UNAVAILABLE;
     KV_CHECK(rc, be->ops->ek_cert(be, &der, &n));
@@ -174,7 +174,7 @@ kv_rc kv_tpm_ak_public_area(kv_ctx *ctx, unsigned char **buf, size_t *len)
     unsigned char *area = NULL;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *buf = NULL;
     *len = 0;
     if (!(be = attester(ctx)))
@@ -212,7 +212,7 @@ kv_rc kv_tpm_ak_store_chain(kv_ctx *ctx, const char *pem, size_t len)
     STACK_OF(X509) *chain = NULL;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     KV_CHECK(rc, ak_chain_backend(ctx, &be, &pub));
     KV_CHECK(rc, kv_policy_check(ctx, be, NULL, KV_OP_ATTEST, "ak-chain", NULL));
     KV_CHECK(rc, kv_chain_parse(ctx, "the AK chain", KV_ERR_BAD_INPUT,
@@ -251,7 +251,7 @@ kv_rc kv_tpm_ak_chain_pem(kv_ctx *ctx, char **pem)
     size_t len = 0;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *pem = NULL;
     KV_CHECK(rc, ak_chain_backend(ctx, &be, &pub));
     rc = kv_tpm_ak_chain_get(ctx, be, &chain);

@@ -1356,7 +1356,7 @@ kv_rc kv_audit_set_callback(kv_ctx *ctx, kv_audit_fn fn, void *arg)
 {
     struct kv_audit *a = ctx->audit;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     if (!a && fn) {
         if (!(a = audit_new(ctx)))
             return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");
@@ -1630,7 +1630,7 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
     kv_rc rc = KV_OK;
     int len, err, fd = -1;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     memset(rep, 0, sizeof(*rep));
     memset(v.prev, '0', HEX_HASH);
     if (!buf)
@@ -1735,7 +1735,7 @@ kv_rc kv_audit_tail(kv_ctx *ctx, const char *path, size_t count, char **out)
     int fd = -1;
     kv_rc rc = KV_OK;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *out = NULL;
     if (!p)
         KV_FAIL(ctx, rc, KV_ERR_CONFIG, "no audit log: give a file or set [audit] file");

@@ -226,7 +226,7 @@ static char *time_text(const ASN1_TIME *t)
     if (b && ASN1_TIME_print_ex(b, t, ASN1_DTFLGS_ISO8601) == 1)
         s = kv_bio_text(b, NULL);
     BIO_free(b);
-    ERR_clear_error();
+    kv_ossl_drop();
     return s ? s : kv_strdup("(unreadable time)");
 }
 
@@ -959,7 +959,7 @@ out:
 kv_rc kv_ca_issue(kv_key *ca, const char *profile, const unsigned char *csr, size_t csrlen,
                   const kv_cert_opts *opts, char **pem)
 {
-    kv_err_begin(ca->ctx);
+    KV_CALL_BEGIN(ca->ctx);
     return kv_ca_issue_for(ca, profile, csr, csrlen, opts, 0, pem);
 }
 
@@ -1028,7 +1028,7 @@ kv_rc kv_ca_issue_pubkey(kv_key *ca, const char *profile, const unsigned char *p
     GENERAL_NAMES *sans = NULL;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *pem = NULL;
     memset(&xo, 0, sizeof(xo));
     KV_CHECK(rc, profile_get(ctx, profile, &p));
@@ -1110,7 +1110,7 @@ kv_rc kv_ca_revoke(kv_key *ca, const char *serial_hex_in, kv_revoke_reason reaso
     int r;
     kv_rc rc = KV_OK;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     if (!reason_name((int)reason))
         return kv_error(ctx, KV_ERR_INVALID_ARG, "unknown revocation reason %d", (int)reason);
     serial = serial_canon(serial_hex_in);
@@ -1201,7 +1201,7 @@ kv_rc kv_ca_crl(kv_key *ca, unsigned days, char **pem)
     int r;
     kv_rc rc = KV_OK;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *pem = NULL;
     if (days == 0)
         days = 7;

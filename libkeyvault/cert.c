@@ -41,7 +41,7 @@ kv_rc kv_csr_create(kv_key *key, const kv_cert_opts *opts, char **pem)
     STACK_OF(X509_EXTENSION) *exts = NULL;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *pem = NULL;
     KV_CHECK(rc, kv_x509_opts_read(key, key->pub, opts, KV_X509_FOR_REQUEST, &o));
     KV_CHECK(rc, kv_x509_exts_build(ctx, &o.spec, &exts));
@@ -73,7 +73,7 @@ kv_rc kv_cert_selfsign(kv_key *key, const kv_cert_opts *opts, char **pem)
     time_t now = time(NULL);
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *pem = NULL;
     KV_CHECK(rc, kv_x509_opts_read(key, key->pub, opts, KV_X509_FOR_SELFSIGN, &o));
     KV_CHECK(rc, kv_x509_exts_build(ctx, &o.spec, &exts));

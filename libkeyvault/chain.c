@@ -168,7 +168,7 @@ kv_rc kv_chain_parse(const kv_ctx *ctx, const char *what, kv_rc bad, const unsig
     *out = chain;
     chain = NULL;
 out:
-    ERR_clear_error();
+    kv_ossl_drop();
     X509_free(x);
     sk_X509_pop_free(chain, X509_free);
     return rc;
@@ -240,7 +240,7 @@ kv_rc kv_chain_check(const kv_ctx *ctx, const STACK_OF(X509) *chain, const char 
         subj = iss = next = NULL;
     }
 out:
-    ERR_clear_error(); /* EVP_PKEY_eq of two key types */
+    kv_ossl_drop(); /* EVP_PKEY_eq of two key types */
     free(subj);
     free(iss);
     free(next);
@@ -303,7 +303,7 @@ kv_rc kv_key_store_cert(kv_key *key, const unsigned char *cert, size_t len)
 {
     kv_rc rc;
 
-    kv_err_begin(key->ctx);
+    KV_CALL_BEGIN(key->ctx);
     rc = chain_put(key, cert, len, true);
     kv_audit_event(key->ctx, KV_AUDIT_CERT_STORE, key->name, key->version, key->be->name, rc, "certificate");
     return rc;
@@ -313,7 +313,7 @@ kv_rc kv_key_store_chain(kv_key *key, const unsigned char *data, size_t len)
 {
     kv_rc rc;
 
-    kv_err_begin(key->ctx);
+    KV_CALL_BEGIN(key->ctx);
     rc = chain_put(key, data, len, false);
     kv_audit_event(key->ctx, KV_AUDIT_CERT_STORE, key->name, key->version, key->be->name, rc, "chain");
     return rc;
@@ -327,7 +327,7 @@ kv_rc kv_key_cert_der(kv_key *key, unsigned char *buf, size_t *len)
     int n;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     KV_CHECK(rc, kv_chain_get(key, &chain));
     n = i2d_X509(sk_X509_value(chain, 0), &der);
     if (n <= 0)
@@ -347,7 +347,7 @@ kv_rc kv_key_chain_pem(kv_key *key, char **pem)
     size_t len;
     kv_rc rc;
 
-    kv_err_begin(key->ctx);
+    KV_CALL_BEGIN(key->ctx);
     *pem = NULL;
     KV_CHECK(rc, kv_chain_get(key, &chain));
     rc = kv_chain_pem(key->ctx, chain, pem, &len);
@@ -486,7 +486,7 @@ kv_rc kv_key_cert_info(kv_key *key, kv_cert_info **out)
     long pct;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *out = NULL;
     KV_CHECK(rc, kv_renew_threshold(ctx, ctx->cfg, &pct));
     KV_CHECK(rc, kv_chain_get(key, &chain));
@@ -529,7 +529,7 @@ kv_rc kv_key_cert_info(kv_key *key, kv_cert_info **out)
     *out = info;
     info = NULL;
 out:
-    ERR_clear_error();
+    kv_ossl_drop();
     kv_cert_info_free(info);
     GENERAL_NAMES_free(gens);
     OPENSSL_free(hex);

@@ -159,7 +159,7 @@ kv_rc kv_ctx_new(kv_ctx **out, const char *config_path)
     long threshold;
     kv_rc rc = KV_OK;
 
-    kv_err_begin(NULL);
+    KV_CALL_BEGIN(NULL);
     *out = NULL;
     pthread_once(&atfork_once, install_atfork);
     if (!path) {
@@ -267,7 +267,7 @@ void kv_ctx_free(kv_ctx *ctx)
 kv_rc kv_ctx_backend(kv_ctx *ctx, size_t i, const char **name, int *available,
                      const char **why)
 {
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     if (i >= ctx->nbackends)
         return kv_error(ctx, KV_ERR_INVALID_ARG, "backend index %zu: only %zu configured", i,
                         ctx->nbackends);
@@ -287,7 +287,7 @@ kv_rc kv_ctx_backend_stat(kv_ctx *ctx, const char *backend, const char *stat, ui
 {
     kv_backend *be = NULL;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *value = 0;
     for (size_t i = 0; i < ctx->nbackends && !be; i++)
         if (!strcmp(ctx->backends[i].name, backend))

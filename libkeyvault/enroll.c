@@ -531,7 +531,7 @@ kv_rc kv_enroll_request(kv_ctx *ctx, const char *device_id, char **request)
     json_t *doc = NULL, *arr = NULL;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *request = NULL;
     if (device_id && !kv_device_id_valid(device_id))
         return kv_error(ctx, KV_ERR_INVALID_ARG,
@@ -586,7 +586,7 @@ kv_rc kv_tpm_activate_credential(kv_ctx *ctx, const unsigned char *id_object, si
     size_t n = sizeof(cred);
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     if (id_len == 0 || id_len > sizeof(TPM2B_ID_OBJECT) || secret_len == 0 ||
         secret_len > sizeof(TPM2B_ENCRYPTED_SECRET))
         return kv_error(ctx, KV_ERR_BAD_INPUT,
@@ -658,7 +658,7 @@ kv_rc kv_enroll_respond(kv_ctx *ctx, const char *challenge, size_t len, char **r
     TPM2B_PUBLIC pub;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *response = NULL;
     KV_CHECK(rc, doc_parse(ctx, challenge, len, "keyvault-enroll-challenge", challenge_members,
                            &doc));
@@ -823,7 +823,7 @@ kv_rc kv_enroll_challenge(kv_ctx *ctx, const char *request, size_t len, const ch
     struct tm tm;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     memset(&pend, 0, sizeof(pend));
     *challenge = NULL;
     if (ttl > TTL_MAX)
@@ -986,7 +986,7 @@ kv_rc kv_enroll_finish(kv_key *ca, const char *response, size_t len, const char 
     int n;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     memset(&pend, 0, sizeof(pend));
     *ak_chain = NULL;
     if (flags & ~KV_ENROLL_REPLACE)
@@ -1103,7 +1103,7 @@ out:
 
 static kv_rc no_tpm(kv_ctx *ctx)
 {
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     return kv_error(ctx, KV_ERR_UNSUPPORTED,
                     "AK enrollment needs tpm2-tss: this libkeyvault was built without the TPM");
 }

@@ -34,6 +34,28 @@ void kv_err_begin(const kv_ctx *ctx)
     tls_err.msg[0] = '\0';
 }
 
+int kv_call_enter(const kv_ctx *ctx)
+{
+    kv_err_begin(ctx);
+    /* no mark on an empty queue (OpenSSL marks an entry): popping then
+     * empties the queue, which is again what the caller had */
+    return ERR_set_mark();
+}
+
+void kv_ossl_drop(void)
+{
+    /* down to the call's mark (KV_CALL_BEGIN), then mark again for the
+     * rest of the call */
+    ERR_pop_to_mark();
+    (void)ERR_set_mark();
+}
+
+void kv_call_leave(int *scope)
+{
+    (void)scope;
+    ERR_pop_to_mark();
+}
+
 kv_err_mark kv_err_mark_get(const kv_ctx *ctx)
 {
     kv_err_mark m = { tls_err.ctx == ctx && tls_err.set };
@@ -119,7 +141,7 @@ kv_rc kv_error_ossl(const kv_ctx *ctx, kv_rc rc, const char *fmt, ...)
 
     if (e != 0)
         ERR_error_string_n(e, reason, sizeof(reason));
-    ERR_clear_error();
+    kv_ossl_drop();
     va_start(ap, fmt);
     vsnprintf(head, sizeof(head), fmt, ap);
     va_end(ap);

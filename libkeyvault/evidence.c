@@ -328,7 +328,7 @@ kv_rc kv_attest(kv_key *key, const unsigned char *nonce, size_t nonce_len,
     time_t now = time(NULL);
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *evidence = NULL;
     if (nonce_len < EVIDENCE_NONCE_MIN || nonce_len > EVIDENCE_NONCE_MAX)
         return kv_error(ctx, KV_ERR_INVALID_ARG, "the nonce must be %d to %d bytes, not %zu",

@@ -13,7 +13,7 @@ kv_rc kv_key_evp_pkey(kv_key *key, OSSL_LIB_CTX *libctx, EVP_PKEY **out)
     kv_ctx *ctx = key->ctx;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *out = NULL;
     /* the EVP_PKEY's reference; kvp_evp_pkey releases it on failure */
     atomic_fetch_add(&key->extra_refs, 1);

@@ -27,6 +27,22 @@
 
 /* Start a public call on ctx: forget the previous call's detail. */
 void kv_err_begin(const kv_ctx *ctx);
+/*
+ * KV_CALL_BEGIN(ctx), the first statement of a public function that does
+ * work: kv_err_begin(ctx), and an OpenSSL error mark that is popped when
+ * the function returns, so that a call leaves the thread's OpenSSL error
+ * queue as it found it. What went wrong is in kv_errmsg; errors left on
+ * the queue would be read by the caller's next SSL_get_error on that
+ * thread as its own (SSL_get_error(3): the queue must be empty before a
+ * TLS I/O call). A cleanup variable, so that no return path is missed.
+ */
+int kv_call_enter(const kv_ctx *ctx);
+/* Drop the OpenSSL errors the current call raised, not the caller's (in
+ * place of ERR_clear_error, which empties the caller's queue too). */
+void kv_ossl_drop(void);
+void kv_call_leave(int *scope);
+#define KV_CALL_BEGIN(ctx)                                                                    \
+    int kv_call_scope_ __attribute__((cleanup(kv_call_leave), unused)) = kv_call_enter(ctx)
 /* Record the detail of a failure (only the first one of a call is kept)
  * and return rc, so that callers write `return kv_error(...)`. */
 kv_rc kv_error(const kv_ctx *ctx, kv_rc rc, const char *fmt, ...) KV_PRINTF(3, 4);

@@ -352,7 +352,7 @@ static kv_rc jwk_required(const kv_ctx *ctx, const EVP_PKEY *pkey, json_t **out)
     *out = j;
     j = NULL;
 out:
-    ERR_clear_error();
+    kv_ossl_drop();
     json_decref(j);
     return rc;
 }
@@ -425,7 +425,7 @@ kv_rc kv_jwk_public(kv_key *key, char **json)
     json_t *j = NULL;
     kv_rc rc;
 
-    kv_err_begin(key->ctx);
+    KV_CALL_BEGIN(key->ctx);
     *json = NULL;
     rc = key_jwk(key, &j);
     if (rc == KV_OK)
@@ -436,7 +436,7 @@ kv_rc kv_jwk_public(kv_key *key, char **json)
 
 kv_rc kv_jwk_thumbprint(kv_key *key, char **kid)
 {
-    kv_err_begin(key->ctx);
+    KV_CALL_BEGIN(key->ctx);
     *kid = NULL;
     return pkey_thumbprint(key->ctx, key->pub, kid);
 }
@@ -451,7 +451,7 @@ kv_rc kv_jwks(kv_key *const *keys, size_t n, char **json)
      * (kv_errmsg(NULL) then) */
     for (size_t i = 0; i < n && !ctx; i++)
         ctx = keys[i] ? keys[i]->ctx : NULL;
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *json = NULL;
     if (n == 0 || n > JWKS_MAX_KEYS)
         return kv_error(ctx, KV_ERR_INVALID_ARG, "a JWK set holds 1 to %d keys, not %zu",
@@ -604,7 +604,7 @@ kv_rc kv_jws_sign(kv_key *key, const char *alg, const char *header_json,
     bool pinned;
     kv_rc rc = KV_OK;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *jws = NULL;
     if (!payload && len)
         return kv_error(ctx, KV_ERR_INVALID_ARG, "payload is NULL with length %zu", len);
@@ -686,7 +686,7 @@ static kv_rc vkey_unusable(vkey *k, kv_rc rc, const char *fmt, ...)
     k->why_rc = rc;
     EVP_PKEY_free(k->pkey);
     k->pkey = NULL;
-    ERR_clear_error();
+    kv_ossl_drop();
     return rc;
 }
 
@@ -731,7 +731,7 @@ static kv_rc pkey_fromdata(vkey *k, OSSL_LIB_CTX *libctx, const char *type, OSSL
     EVP_PKEY_CTX_free(cctx);
     EVP_PKEY_CTX_free(pctx);
     OSSL_PARAM_free(params);
-    ERR_clear_error();
+    kv_ossl_drop();
     return rc;
 }
 
@@ -983,7 +983,7 @@ static kv_rc pem_import(const kv_ctx *ctx, const char *text, size_t len, vkey *k
                 "are accepted", EVP_PKEY_get_bits(k->pkey), RSA_MIN_BITS, RSA_MAX_BITS);
     rc = pkey_thumbprint(ctx, k->pkey, &k->kid);
 out:
-    ERR_clear_error();
+    kv_ossl_drop();
     BIO_free(bio);
     OPENSSL_free(name);
     OPENSSL_free(header);
@@ -1144,7 +1144,7 @@ kv_rc kv_jws_verify(kv_ctx *ctx, const char *jws, const char *keys,
     keyset ks = { NULL, 0 };
     kv_rc rc = KV_OK;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     if (header_json)
         *header_json = NULL;
     if (payload)

@@ -203,7 +203,7 @@ kv_rc kv_jwt_sign(kv_key *key, const char *alg, const char *claims_json, unsigne
     kv_rc rc;
 
     *jwt = NULL;
-    kv_err_begin(key->ctx);
+    KV_CALL_BEGIN(key->ctx);
     if (flags & ~(KV_JWS_X5C | KV_JWS_NO_KID))
         return kv_error(key->ctx, KV_ERR_INVALID_ARG, "kv_jwt_sign: unknown flags 0x%x",
                         flags & ~(KV_JWS_X5C | KV_JWS_NO_KID));
@@ -221,7 +221,7 @@ kv_rc kv_jwt_client_assertion(kv_key *key, const kv_client_assertion_opts *opts,
     kv_rc rc;
 
     *jwt = NULL;
-    kv_err_begin(key->ctx);
+    KV_CALL_BEGIN(key->ctx);
     KV_CHECK(rc, kv_jwt_assertion_claims(key->ctx, opts, (long long)time(NULL), &payload));
     rc = kv_jws_sign(key, opts->alg, jwt_header, (const unsigned char *)payload, strlen(payload),
                      opts->flags & KV_JWS_X5C, jwt);
@@ -387,7 +387,7 @@ kv_rc kv_jwt_verify(kv_ctx *ctx, const char *jwt, const char *keys,
 
     if (claims_json)
         *claims_json = NULL;
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     if (opts) {
         /* size first: a caller built before typ was added passes the smaller size */
         if (opts->size != sizeof(o) && opts->size != offsetof(kv_jwt_verify_opts, typ))

@@ -395,7 +395,7 @@ out:
 kv_rc kv_key_generate(kv_ctx *ctx, const char *name, kv_key_type type, const char *backend,
                       kv_key **out)
 {
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     return key_generate(ctx, name, type, backend, NULL, out);
 }
 
@@ -441,14 +441,14 @@ out:
 
 kv_rc kv_key_generate_at(kv_ctx *ctx, const char *uri, kv_key_type type, kv_key **out)
 {
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     return key_generate_at(ctx, uri, type, NULL, out);
 }
 
 kv_rc kv_key_generate_ex(kv_ctx *ctx, const char *name_or_uri, kv_key_type type,
                          const char *backend, const kv_key_policy *policy, kv_key **out)
 {
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     if (out)
         *out = NULL;
     if (!strchr(name_or_uri, ':'))
@@ -466,7 +466,7 @@ kv_rc kv_key_get_policy(const kv_key *key, kv_key_policy *out)
     const kv_key_policy *p = key->policy ? key->policy : &none;
     size_t size = out->size;
 
-    kv_err_begin(key->ctx);
+    KV_CALL_BEGIN(key->ctx);
     if (size < sizeof(kv_key_policy))
         return kv_error(key->ctx, KV_ERR_INVALID_ARG,
                         "kv_key_get_policy: out->size %zu is smaller than kv_key_policy (%zu)",
@@ -548,7 +548,7 @@ kv_rc kv_key_open(kv_ctx *ctx, const char *ref, kv_key **out)
 {
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     rc = key_open(ctx, ref, out);
     kv_audit_event(ctx, KV_AUDIT_OPEN, *out ? (*out)->name : kv_name_valid(ref) ? ref : NULL, *out ? (*out)->version : 0, *out ? (*out)->be->name : NULL, rc, NULL);
     return rc;
@@ -564,7 +564,7 @@ kv_rc kv_key_open_tpm_file(kv_ctx *ctx, const unsigned char *data, size_t len, k
     kv_key *key = NULL;
     kv_rc rc = KV_OK;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *out = NULL;
     if (len == 0 || len > KV_KEY_FILE_DATA_MAX)
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "a TSS2 PRIVATE KEY file is 1 to %d bytes, not %zu",
@@ -621,7 +621,7 @@ kv_rc kv_key_destroy(kv_ctx *ctx, const char *ref)
     kv_err_mark mark;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     /* the home's creation lock from before the open to the end: no rotation
      * or prune comes between the versions the open saw and the destroy */
     KV_CHECK(rc, create_lock(ctx, &lock));
@@ -701,7 +701,7 @@ kv_rc kv_list_keys(kv_ctx *ctx, kv_key_list **out)
     kv_list_builder lb = { NULL, 0 };
     kv_rc rc = KV_OK;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *out = NULL;
     lb.list = calloc(1, sizeof(*lb.list));
     if (!lb.list)
@@ -729,7 +729,7 @@ out:
 
 kv_rc kv_key_get_info(const kv_key *key, kv_key_info *info)
 {
-    kv_err_begin(key->ctx);
+    KV_CALL_BEGIN(key->ctx);
     info->name = key->from_data ? NULL : key->name; /* in no store: no name */
     info->backend = key->be->name;
     info->uri = key->uri;
@@ -745,7 +745,7 @@ kv_rc kv_key_public_der(kv_key *key, unsigned char *buf, size_t *len)
     kv_rc rc = KV_OK;
     int n;
 
-    kv_err_begin(key->ctx);
+    KV_CALL_BEGIN(key->ctx);
     n = i2d_PUBKEY(key->pub, &der);
     if (n <= 0)
         KV_FAIL_OSSL(key->ctx, rc, KV_ERR_CRYPTO, "cannot encode the public key of '%s'",
@@ -761,7 +761,7 @@ kv_rc kv_key_public_pem(kv_key *key, char **pem)
     BIO *bio = BIO_new(BIO_s_mem());
     kv_rc rc = KV_OK;
 
-    kv_err_begin(key->ctx);
+    KV_CALL_BEGIN(key->ctx);
     *pem = NULL;
     if (!bio || PEM_write_bio_PUBKEY(bio, key->pub) != 1)
         KV_FAIL_OSSL(key->ctx, rc, KV_ERR_CRYPTO, "cannot encode the public key of '%s'",
@@ -884,7 +884,7 @@ kv_rc kv_sign(kv_key *key, kv_sign_alg alg, unsigned flags, const unsigned char 
     size_t max;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     if (!in && inlen)
         return kv_error(ctx, KV_ERR_INVALID_ARG, "input is NULL with length %zu", inlen);
     KV_CHECK(rc, kv_key_alg(key, alg, &a));
@@ -922,7 +922,7 @@ kv_rc kv_verify(kv_ctx *ctx, const unsigned char *pub, size_t publen, kv_sign_al
     size_t tbslen = 0, derlen = 0;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     if (!pub || (!in && inlen) || (!sig && siglen))
         return kv_error(ctx, KV_ERR_INVALID_ARG, "NULL public key, input or signature");
     KV_CHECK(rc, kv_pubkey_decode(ctx, pub, publen, &pkey));
@@ -982,7 +982,7 @@ kv_rc kv_ecdh(kv_key *key, const unsigned char *peer, size_t peerlen, unsigned c
     size_t field = 0;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     if (!secret) {
         KV_CHECK(rc, ecdh_prepare(key, peer, peerlen, NULL, &field));
         *len = field;
@@ -1021,7 +1021,7 @@ kv_rc kv_ecdh_hkdf(kv_key *key, const unsigned char *peer, size_t peerlen,
     OSSL_PARAM params[5], *p = params;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     if ((!salt && saltlen) || (!info && infolen))
         KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "salt or info is NULL with a non-zero length");
     if (outlen == 0 || outlen > KV_HKDF_MAX)

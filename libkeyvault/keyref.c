@@ -90,7 +90,7 @@ kv_rc kv_key_reference_pem(kv_key *key, unsigned flags, char **pem)
     int derlen = 0;
     kv_rc rc = KV_OK;
 
-    kv_err_begin(key->ctx);
+    KV_CALL_BEGIN(key->ctx);
     *pem = NULL;
     if (flags & ~KV_REF_BY_NAME)
         KV_FAIL(key->ctx, rc, KV_ERR_INVALID_ARG, "kv_key_reference_pem: unknown flags 0x%x",
@@ -163,7 +163,7 @@ kv_rc kv_key_open_reference(kv_ctx *ctx, const unsigned char *data, size_t len, 
     int64_t version;
     kv_rc rc = KV_OK;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *out = NULL;
     if (len == 0 || len > KEYREF_MAX_INPUT)
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "a key reference is 1 to %d bytes, not %zu",
@@ -181,7 +181,7 @@ kv_rc kv_key_open_reference(kv_ctx *ctx, const unsigned char *data, size_t len, 
         KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "the key reference has %ld bytes after its end",
                 (long)(end - p));
     if (!ASN1_INTEGER_get_int64(&version, kr->version) || version != KEYREF_VERSION) {
-        ERR_clear_error();
+        kv_ossl_drop();
         KV_FAIL(ctx, rc, KV_ERR_UNSUPPORTED,
                 "the key reference's version is not %d, the only one this library reads",
                 KEYREF_VERSION);

@@ -14,6 +14,10 @@
  *  - Variable outputs are allocated by the library and freed (and wiped) by
  *    the matching kv_*_free function.
  *  - After a failure, kv_errmsg(ctx) describes what failed and why.
+ *  - A call leaves the calling thread's OpenSSL error queue as it found it:
+ *    the errors OpenSSL raised inside it are dropped (kv_errmsg has what
+ *    they said), the caller's own stay, so that a TLS program's next
+ *    SSL_get_error on the thread reads only its own.
  *
  * Thread safety: a kv_ctx and the kv_key objects opened from it may be used
  * from many threads at once. Error details are kept per thread.

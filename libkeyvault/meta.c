@@ -352,7 +352,7 @@ kv_rc kv_cert_file_read(const kv_ctx *ctx, const char *key_path, const char *nam
                                 chain));
     /* the core checks the whole chain again; this names the file */
     if (EVP_PKEY_eq(X509_get0_pubkey(sk_X509_value(*chain, 0)), pub) != 1) {
-        ERR_clear_error();
+        kv_ossl_drop();
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
                 "key '%s': certificate file '%s' is for another public key; refusing it",
                 name, path);

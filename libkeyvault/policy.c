@@ -184,7 +184,7 @@ kv_rc kv_policy_load(kv_ctx *ctx, const char *path, kv_policy **out)
     const char *v;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *out = NULL;
     if (!(p = calloc(1, sizeof(*p))) || !(p->path = kv_strdup(path)))
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");

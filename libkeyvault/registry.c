@@ -812,7 +812,7 @@ kv_rc kv_registry_ak_status(kv_ctx *ctx, const char *db, const unsigned char *ak
     int e;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *device_id = NULL;
     *revoked = 0;
     KV_CHECK(rc, hex_name(ctx, ak_name, name_len, hex, sizeof(hex)));
@@ -867,7 +867,7 @@ kv_rc kv_registry_revoke(kv_ctx *ctx, const char *db, const char *device_id, kv_
     int e;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     KV_CHECK(rc, id_check(ctx, device_id));
     if (ca && ca->ctx != ctx)
         KV_FAIL(ctx, rc, KV_ERR_INVALID_ARG, "the CA key belongs to another context");
@@ -909,7 +909,7 @@ kv_rc kv_registry_allow(kv_ctx *ctx, const char *db, const char *device_id)
     kv_registry *r = NULL;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     KV_CHECK(rc, id_check(ctx, device_id));
     KV_CHECK(rc, kv_registry_begin(ctx, db, &r));
     rc = reg_exec_text(ctx, r, "INSERT INTO allowed VALUES (?1) ON CONFLICT DO NOTHING",
@@ -937,7 +937,7 @@ kv_rc kv_registry_list(kv_ctx *ctx, const char *db, char **json)
     int e;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *json = NULL;
     if (!arr)
         return kv_error(ctx, KV_ERR_NO_MEMORY, "out of memory");

@@ -126,7 +126,7 @@ static kv_rc req_usages(const kv_ctx *ctx, const char *name, X509 *old, renew_re
     }
 out:
     EXTENDED_KEY_USAGE_free(eku);
-    ERR_clear_error();
+    kv_ossl_drop();
     return rc;
 }
 
@@ -153,7 +153,7 @@ static kv_rc req_sans(const kv_ctx *ctx, const char *name, X509 *old, renew_req 
     }
 out:
     GENERAL_NAMES_free(gens);
-    ERR_clear_error();
+    kv_ossl_drop();
     return rc;
 }
 
@@ -264,7 +264,7 @@ static kv_rc due_time(const kv_ctx *ctx, const char *name, X509 *old, int64_t *n
     *renew_after = *not_before + (pct ? life / 100 * pct + life % 100 * pct / 100
                                       : life / 3 * 2 + life % 3 * 2 / 3);
 out:
-    ERR_clear_error();
+    kv_ossl_drop();
     return rc;
 }
 
@@ -350,7 +350,7 @@ kv_rc kv_cert_renew(kv_ctx *ctx, const char *name, kv_key *ca, const kv_renew_op
 
     memset(&r, 0, sizeof(r));
     *pem = NULL;
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     KV_CHECK(rc, opts_read(ctx, name, opts, &o));
     KV_CHECK(rc, kv_key_open(ctx, name, &key));
     mark = kv_err_mark_get(ctx);

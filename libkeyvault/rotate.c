@@ -1077,7 +1077,7 @@ kv_rc kv_key_rotate(kv_ctx *ctx, const char *name, const kv_rotate_opts *opts, k
     int lock = -1;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     if (out)
         *out = NULL;
     if (!kv_name_valid(name))
@@ -1126,7 +1126,7 @@ kv_rc kv_key_versions(kv_ctx *ctx, const char *name, kv_key_version_list **out)
     int64_t now = (int64_t)time(NULL);
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *out = NULL;
     memset(&r, 0, sizeof(r));
     if (!kv_name_valid(name))
@@ -1242,7 +1242,7 @@ kv_rc kv_key_prune(kv_ctx *ctx, const char *name, unsigned *destroyed)
     int lock = -1;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     if (destroyed)
         *destroyed = 0;
     memset(&r, 0, sizeof(r));

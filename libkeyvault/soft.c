@@ -243,7 +243,7 @@ static kv_rc check_kdf(kv_backend *be, const char *path, const X509_SIG *p8)
                 path, iter, max);
     rc = KV_OK;
 out:
-    ERR_clear_error();
+    kv_ossl_drop();
     PBKDF2PARAM_free(kdf);
     PBE2PARAM_free(pbe2);
     return rc;
@@ -270,7 +270,7 @@ static kv_rc decrypt_key(kv_backend *be, const char *path, const char *text, siz
     KV_CHECK(rc, check_kdf(be, path, p8));
     p8inf = PKCS8_decrypt_ex(p8, pass, (int)strlen(pass), ctx->libctx, NULL);
     if (!p8inf) {
-        ERR_clear_error();
+        kv_ossl_drop();
         KV_FAIL(ctx, rc, KV_ERR_AUTH_FAILED,
                 "cannot decrypt key file '%s': wrong passphrase (or the file is damaged)", path);
     }

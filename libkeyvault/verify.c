@@ -274,7 +274,7 @@ static bool chain_member(struct vstate *s, const json_t *obj, const char *where,
         if (!x || p != der.p + der.n || !sk_X509_push(*out, x)) {
             X509_free(x);
             free(der.p);
-            ERR_clear_error();
+            kv_ossl_drop();
             snprintf(det, len, "%s.chain[%zu] is not one DER certificate", where, i);
             return false;
         }
@@ -352,7 +352,7 @@ static EVP_PKEY *ecc_key_like(const TPMT_PUBLIC *pub, const TPMT_PUBLIC *like_pu
         EVP_PKEY_free(key);  /* never like's point under pub's name */
         key = NULL;
     }
-    ERR_clear_error();
+    kv_ossl_drop();
     return key;
 }
 
@@ -503,7 +503,7 @@ static unsigned char *ecc_spki(const TPMT_PUBLIC *pub, int *len)
 out:
     OPENSSL_free(pt);
     X509_PUBKEY_free(xp);
-    ERR_clear_error();
+    kv_ossl_drop();
     return der;
 }
 #endif
@@ -821,7 +821,7 @@ static bool chain_verify(struct vstate *s, X509_STORE *store, STACK_OF(X509) *ch
     depth = X509_STORE_CTX_get_error_depth(xs);
     snprintf(det, len, "certificate %d: %s", depth, X509_verify_cert_error_string(err));
 out:
-    ERR_clear_error();
+    kv_ossl_drop();
     sk_X509_free(untrusted);
     X509_STORE_CTX_free(xs);
     return ok;
@@ -837,7 +837,7 @@ static void check_key_chain(struct vstate *s)
         return;
     }
     if (EVP_PKEY_eq(X509_get0_pubkey(sk_X509_value(s->chain, 0)), s->key) != 1) {
-        ERR_clear_error();
+        kv_ossl_drop();
         record(s, "key-chain", false, "the chain's leaf certifies another key than key.public");
         return;
     }
@@ -930,7 +930,7 @@ static bool ak_verify(struct vstate *s, const struct blob *attest, const TPMT_SI
     }
     ok = true;
 out:
-    ERR_clear_error();
+    kv_ossl_drop();
     BN_free(r);
     BN_free(sv);
     ECDSA_SIG_free(es);
@@ -1021,7 +1021,7 @@ static void check_certified_name(struct vstate *s)
         return;
     }
     if (EVP_PKEY_eq(s->cert_key, s->key) != 1) {
-        ERR_clear_error();
+        kv_ossl_drop();
         record(s, "tpm.certified-name", false, "the certified key is not key.public (the "
                "identity key is not the TPM key the AK certified)");
         return;
@@ -1138,7 +1138,7 @@ static bool ak_chain_trusted(struct vstate *s, char *det, size_t len)
     }
     leaf = sk_X509_value(s->ak_chain, 0);
     if (EVP_PKEY_eq(X509_get0_pubkey(leaf), s->ak_key) != 1) {
-        ERR_clear_error();
+        kv_ossl_drop();
         snprintf(det, len, "the AK certificate certifies another key than the AK");
         return false;
     }
@@ -1148,7 +1148,7 @@ static bool ak_chain_trusted(struct vstate *s, char *det, size_t len)
             found = OBJ_cmp(sk_ASN1_OBJECT_value(eku, i), aik) == 0;
     EXTENDED_KEY_USAGE_free(eku);
     ASN1_OBJECT_free(aik);
-    ERR_clear_error();
+    kv_ossl_drop();
     if (!found) {
         snprintf(det, len, "the AK certificate lacks the tpm-ak extended key usage "
                  OID_TCG_KP_AIK);
@@ -1328,7 +1328,7 @@ kv_rc kv_evidence_verify(kv_ctx *ctx, const char *evidence, size_t len,
     bool parsed;
     kv_rc rc = KV_OK;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *verdict = NULL;
     if (!evidence && len)
         return kv_error(ctx, KV_ERR_INVALID_ARG, "kv_evidence_verify: no evidence but %zu bytes",

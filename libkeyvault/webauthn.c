@@ -202,7 +202,7 @@ kv_rc kv_attest_webauthn(kv_key *key, const kv_webauthn_opts *opts, unsigned cha
     bool ok;
     kv_rc rc;
 
-    kv_err_begin(ctx);
+    KV_CALL_BEGIN(ctx);
     *obj = NULL;
     *len = 0;
     KV_CHECK(rc, read_opts(ctx, opts));

@@ -454,7 +454,7 @@ kv_rc kv_x509_name_parse(const kv_ctx *ctx, const char *text, X509_NAME **out)
                     KV_X509_NAME_ATTRS);
         /* messages name the type as OpenSSL knows it, never as written */
         if (!(obj = name_type(type))) {
-            ERR_clear_error();
+            kv_ossl_drop();
             KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "subject: unknown attribute type at character %zu",
                     (size_t)(p - text) - tl + 1);
         }
@@ -684,7 +684,7 @@ kv_rc kv_x509_exts_build(const kv_ctx *ctx, const kv_x509_ext_spec *spec,
         for (size_t i = 0; spec->eku[i]; i++) {
             ASN1_OBJECT *o = OBJ_txt2obj(spec->eku[i], 0);
             if (!o) {
-                ERR_clear_error();
+                kv_ossl_drop();
                 KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "extended key usage %zu: unknown purpose",
                         i + 1);
             }
@@ -934,7 +934,7 @@ static kv_rc opts_eku(const kv_ctx *ctx, const char *const *eku)
             ASN1_OBJECT *o = OBJ_txt2obj(s, 1);
             dotted = o != NULL;
             ASN1_OBJECT_free(o);
-            ERR_clear_error();
+            kv_ossl_drop();
         }
         if (!known && !dotted)
             return kv_error(ctx, KV_ERR_BAD_INPUT,

@@ -442,7 +442,7 @@ static unsigned char *unwrap_point(const unsigned char *in, CK_ULONG len, size_t
         *outlen = (size_t)ASN1_STRING_length(os);
         out = OPENSSL_memdup(ASN1_STRING_get0_data(os), *outlen);
     } else {
-        ERR_clear_error();
+        kv_ossl_drop();
         *outlen = len;
         out = OPENSSL_memdup(in, len);
     }
@@ -458,7 +458,7 @@ static int ec_params_nid(const unsigned char *der, CK_ULONG len)
     int nid = oid ? OBJ_obj2nid(oid) : NID_undef;
 
     ASN1_OBJECT_free(oid);
-    ERR_clear_error();
+    kv_ossl_drop();
     return nid;
 }
 
@@ -630,7 +630,7 @@ static CK_RV find_public(struct p11_token *tok, CK_SESSION_HANDLE h, const unsig
         EVP_PKEY_free(other);
         other = NULL;
     }
-    ERR_clear_error(); /* EVP_PKEY_eq of two key types */
+    kv_ossl_drop(); /* EVP_PKEY_eq of two key types */
     if (rv != CKR_OK || *rc != KV_OK) {
         EVP_PKEY_free(*out);
         *out = NULL;
@@ -2142,7 +2142,7 @@ static CK_RV pub_check(struct p11_token *tok, CK_SESSION_HANDLE h, struct p11_ke
             OPENSSL_free(pt);
         }
     }
-    ERR_clear_error();
+    kv_ossl_drop();
     if (match < 0) {
         kv_key probe = { .ctx = ctx, .type = type, .bk = k };
         struct sign_arg sa = { &probe, alg, tbs, tbslen, sig, &siglen };
@@ -2231,7 +2231,7 @@ static CK_RV cert_create(struct p11_token *tok, CK_SESSION_HANDLE h, const struc
 
     *unreadable = ls <= 0 || li <= 0 || lsn <= 0;
     if (*unreadable) {
-        ERR_clear_error();
+        kv_ossl_drop();
         goto out;
     }
     CK_ATTRIBUTE tmpl[] = {
@@ -2463,7 +2463,7 @@ static CK_RV cert_object(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_H
             X509_free(*out);
             *out = NULL;
         }
-        ERR_clear_error();
+        kv_ossl_drop();
     }
     free(val);
     return rv;
@@ -2508,7 +2508,7 @@ static CK_RV issuer_find(struct p11_token *tok, CK_SESSION_HANDLE h, const struc
             *out = cand;
         else
             X509_free(cand);
-        ERR_clear_error();
+        kv_ossl_drop();
     }
     free(objs);
     OPENSSL_free(name);
@@ -2545,7 +2545,7 @@ static CK_RV leaf_find(struct p11_token *tok, CK_SESSION_HANDLE h, const kv_key 
         } else {
             X509_free(x);
         }
-        ERR_clear_error();
+        kv_ossl_drop();
     }
     if (rv == CKR_OK && *rc == KV_OK) {
         if (count == 0)

@@ -241,7 +241,7 @@ static kv_rc check_evidence(const kv_ctx *ctx, const TPMT_PUBLIC *ak, const char
                 "not verify (a response damaged on its way, or a fault in the TPM); it is "
                 "not returned", cmd);
 out:
-    ERR_clear_error();
+    kv_ossl_drop();
     EVP_MD_CTX_free(md);
     EVP_PKEY_free(pub);
     return rc;

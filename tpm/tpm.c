@@ -1073,7 +1073,7 @@ static kv_rc check_signature(kv_key *key, const kv_alg_desc *alg, const unsigned
                 "public key of '%s' (a response damaged on its way, or a fault in the TPM); "
                 "it is not returned", alg->name, key->name);
 out:
-    ERR_clear_error();
+    kv_ossl_drop();
     EVP_PKEY_CTX_free(pctx);
     EVP_MD_free(md);
     return rc;

@@ -130,7 +130,7 @@ kv_rc tpm_key_read(const kv_ctx *ctx, const char *pem, size_t len, const char *w
         privoff != (size_t)ASN1_STRING_length(k->privkey))
         KV_FAIL(ctx, rc, KV_ERR_CORRUPT, "%s: the TPM key blobs do not unmarshal", what);
 out:
-    ERR_clear_error();
+    kv_ossl_drop();
     KV_TPMKEY_free(k);
     OPENSSL_free(name);
     OPENSSL_free(header);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <openssl/err.h>
 
 #include "keyvault.h"
 
@@ -64,12 +65,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 {
     kv_verdict *v = NULL;
-    kv_rc rc = kv_evidence_verify(ctx, (const char *)data, size, nonce, sizeof(nonce), policy,
-                                  &v);
+    kv_rc rc;
 
+    ERR_clear_error();
+    rc = kv_evidence_verify(ctx, (const char *)data, size, nonce, sizeof(nonce), policy, &v);
     /* fail closed: never accepted, and a verdict that says why */
     if (rc == KV_OK || (rc == KV_ERR_EVIDENCE && (!v || v->ok || v->count == 0)))
         abort();
     kv_verdict_free(v);
+    /* and nothing left on the caller's OpenSSL error queue (fuzz.h) */
+    if (ERR_peek_error() != 0)
+        abort();
     return 0;
 }

@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+
 #include "fuzz.h"
 
 static char dir[256];
@@ -170,6 +172,28 @@ void fz_fail(const char *file, int line, const char *what)
 {
     fprintf(stderr, "%s:%d: fuzz target check failed: %s\n", file, line, what);
     abort();
+}
+
+#undef LLVMFuzzerTestOneInput
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
+{
+    const char *file = NULL, *func = NULL, *edata = NULL;
+    unsigned long e;
+    int line = 0, flags = 0;
+
+    ERR_clear_error();
+    fz_test_one(data, size);
+    if ((e = ERR_peek_error_all(&file, &line, &func, &edata, &flags)) != 0) {
+        char what[512];
+        snprintf(what, sizeof(what),
+                 "the input left an OpenSSL error queued: %s (raised at %s:%d in %s)",
+                 ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "?",
+                 file ? file : "?", line, func ? func : "?");
+        fz_fail(__FILE__, __LINE__, what);
+    }
+    return 0;
 }
 
 const char *fz_softhsm(void)

@@ -10,10 +10,28 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include <openssl/err.h>
+
 #include "keyvault.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
+/* A target's LLVMFuzzerTestOneInput is compiled as fz_test_one. fuzz.c's
+ * LLVMFuzzerTestOneInput empties the thread's OpenSSL error queue, calls
+ * it, and fails when the input left anything on that queue: a library
+ * call must not leave errors behind, since a TLS program's next
+ * SSL_get_error on that thread would read them as its own (SSL_get_error
+ * (3)). A target that calls OpenSSL itself drops what its own calls left
+ * (FZ_OWN_OPENSSL). */
+#define LLVMFuzzerTestOneInput fz_test_one
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
+/* The value of expr, a target's own OpenSSL cross-check, with what the
+ * check left on the error queue dropped: those errors are the target's. */
+#define FZ_OWN_OPENSSL(expr) ((void)ERR_set_mark(), fz_own_openssl_end(expr))
+static inline int fz_own_openssl_end(int value)
+{
+    ERR_pop_to_mark();
+    return value;
+}
 
 /* The target's scratch directory (made once, removed at exit). */
 const char *fz_dir(void);

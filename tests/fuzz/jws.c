@@ -204,10 +204,10 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     }
     if (rc == KV_OK) {
         for (int i = 0; i < FZJ_NKEYS && signer < 0; i++)
-            if (fzj_sig_ok(token, pks[i]))
+            if (FZ_OWN_OPENSSL(fzj_sig_ok(token, pks[i])))
                 signer = i;
         FZ_ASSERT(signer >= 0, "accepted a token none of the target's keys signed (OpenSSL)");
-        FZ_ASSERT(fzj_set_holds(set, pks[signer], NULL, NULL),
+        FZ_ASSERT(FZ_OWN_OPENSSL(fzj_set_holds(set, pks[signer], NULL, NULL)),
                   "accepted a token whose signing key is not in the key set");
         FZ_ASSERT(!jwt || claims_ok(token), "kv_jwt_verify accepted claims the opts refuse");
     } else {
