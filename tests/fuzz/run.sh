@@ -1,13 +1,17 @@
 #!/bin/sh
 # run.sh - run the libFuzzer targets of a fuzz build.
 #
-#   tests/fuzz/run.sh [--build DIR] [--seconds N] [--runs N] [TARGET...]
+#   tests/fuzz/run.sh [--build DIR] [--seconds N] [--runs N] [--corpus DIR] [TARGET...]
 #
 # For each target (all by default): replay its kept crash inputs
 # (tests/fuzz/regress/TARGET/), then fuzz for N seconds (default 10) or N
 # executions, starting from a copy of its seed corpus (tests/fuzz/corpus/
 # TARGET/; the evidence target's is tests/evidence/) in a scratch directory,
-# so nothing new lands in the tree. Prints per target the executions,
+# so nothing new lands in the tree. With --corpus DIR the corpus is DIR/TARGET
+# instead, seeded when empty and kept, and libFuzzer's log is appended to
+# DIR/TARGET.log: a long run done in pieces goes on where the last piece
+# stopped, and a piece killed midway still has its count in the log.
+# Prints per target the executions,
 # exec/s, coverage and the result; exits 1 when any target crashed, leaked,
 # timed out or failed a check. A crashing input is kept under
 # $KV_FUZZ_CRASHES (default ./fuzz-crashes) and named in the output.
@@ -20,13 +24,15 @@ src=$(cd "$here/../.." && pwd)
 build=${KV_FUZZ_BUILD:-$src/build-fuzz}
 seconds=10
 runs=
+keep=
 all="evidence keyname config ecdh verify csr chain softkey keyref audit policy lifecycle enroll jws jwk"
 while [ $# -gt 0 ]; do
     case $1 in
     --build) build=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --corpus) keep=$2; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
@@ -59,6 +65,11 @@ for t in $targets; do
     [ "$t" = evidence ] && opts="$opts -max_len=300000"
     work=$scratch/$t
     mkdir -p "$work/corpus" "$work/cwd"
+    corpus=$work/corpus
+    if [ -n "$keep" ]; then
+        corpus=$keep/$t
+        mkdir -p "$corpus" || exit 2
+    fi
     # 1. the kept crash inputs must pass now
     if [ -d "$here/regress/$t" ] && [ -n "$(ls "$here/regress/$t")" ]; then
         if ! (cd "$work/cwd" && "$bin" $opts "$here/regress/$t"/* >"$work/regress.log" 2>&1); then
@@ -69,12 +80,20 @@ for t in $targets; do
             continue
         fi
     fi
-    # 2. fuzz from a copy of the seeds
-    find "$seeds" -maxdepth 1 -type f ! -name MANIFEST ! -name '*.sh' -exec cp {} "$work/corpus/" \;
+    # 2. fuzz from a copy of the seeds (or the kept corpus)
+    [ -n "$(ls -A "$corpus")" ] ||
+        find "$seeds" -maxdepth 1 -type f ! -name MANIFEST ! -name '*.sh' -exec cp {} "$corpus/" \;
     if [ -n "$runs" ]; then limit="-runs=$runs"; else limit="-max_total_time=$seconds"; fi
-    (cd "$work/cwd" && "$bin" $opts $limit -artifact_prefix="$crashes/$t-" "$work/corpus" \
-        >"$work/fuzz.log" 2>&1)
+    log=$work/fuzz.log
+    if [ -n "$keep" ]; then
+        log=$keep/$t.log
+        echo "== $(date -u '+%Y-%m-%d %H:%M:%S') $limit from $(ls "$corpus" | wc -l) inputs" >>"$log"
+    fi
+    before=$(cat "$log" 2>/dev/null | wc -l)
+    (cd "$work/cwd" && "$bin" $opts $limit -artifact_prefix="$crashes/$t-" "$corpus" \
+        >>"$log" 2>&1)
     rc=$?
+    [ "$log" = "$work/fuzz.log" ] || tail -n +$((before + 1)) "$log" >"$work/fuzz.log"
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/fuzz.log" | tail -n 1)
     eps=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$work/fuzz.log" | tail -n 1)
     cov=$(grep -o 'cov: [0-9]*' "$work/fuzz.log" | tail -n 1 | cut -d' ' -f2)
