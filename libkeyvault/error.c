@@ -34,9 +34,13 @@ void kv_err_begin(const kv_ctx *ctx)
     tls_err.msg[0] = '\0';
 }
 
+/* public calls in progress on this thread (KV_CALL_BEGIN nests) */
+static _Thread_local unsigned call_depth;
+
 int kv_call_enter(const kv_ctx *ctx)
 {
     kv_err_begin(ctx);
+    call_depth++;
     /* no mark on an empty queue (OpenSSL marks an entry): popping then
      * empties the queue, which is again what the caller had */
     return ERR_set_mark();
@@ -44,8 +48,13 @@ int kv_call_enter(const kv_ctx *ctx)
 
 void kv_ossl_drop(void)
 {
-    /* down to the call's mark (KV_CALL_BEGIN), then mark again for the
-     * rest of the call */
+    if (call_depth == 0) {
+        /* outside a public call (a free function, a worker thread): no
+         * mark of ours to stop at, and none may be left behind */
+        ERR_clear_error();
+        return;
+    }
+    /* down to the call's mark, then mark again for the rest of the call */
     ERR_pop_to_mark();
     (void)ERR_set_mark();
 }
@@ -53,6 +62,7 @@ void kv_ossl_drop(void)
 void kv_call_leave(int *scope)
 {
     (void)scope;
+    call_depth--;
     ERR_pop_to_mark();
 }
 
