@@ -1095,6 +1095,10 @@ static void deliver(struct kv_audit *a, const struct audit_ent *e)
         r.detail = e->detail;
         r.pid = e->pid;
         r.exe = a->exe_text;
+        /* the callback runs inside the caller's call: it sees none of the
+         * call's OpenSSL errors (its own SSL_get_error would read them),
+         * and what it leaves is dropped when the call returns */
+        kv_ossl_drop();
         in_audit = true;
         a->fn(a->arg, &r);
         in_audit = false;

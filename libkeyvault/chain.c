@@ -567,7 +567,6 @@ kv_rc kv_anchors_load(kv_ctx *ctx, const char *what, const char *path, X509_STOR
     }
     if (!(bio = BIO_new_mem_buf(buf, (int)len)))
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
-    ERR_set_mark();
     while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
         if (*n == KV_ANCHORS_MAX)
             KV_FAIL(ctx, rc, KV_ERR_CONFIG, "%s: '%s' holds more than %d certificates", what,
@@ -582,7 +581,7 @@ kv_rc kv_anchors_load(kv_ctx *ctx, const char *what, const char *path, X509_STOR
     /* the end of the PEM blocks, or a certificate that does not parse */
     e = ERR_peek_last_error();
     if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
-        ERR_pop_to_mark();
+        kv_ossl_drop();
     else
         KV_FAIL_OSSL(ctx, rc, KV_ERR_CONFIG, "%s: '%s': certificate %d does not parse", what,
                      path, *n + 1);

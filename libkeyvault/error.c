@@ -34,23 +34,59 @@ void kv_err_begin(const kv_ctx *ctx)
     tls_err.msg[0] = '\0';
 }
 
-/* public calls in progress on this thread (KV_CALL_BEGIN nests) */
+/*
+ * The OpenSSL error queue around public calls (KV_CALL_BEGIN). A call
+ * that starts on an empty queue (the usual case) owns all of it: a drop
+ * empties it, the message reads its oldest entry (the root cause), and the
+ * end of the call empties it. A call that starts on the caller's errors
+ * marks the newest of them: a drop pops to that mark and marks again, the
+ * message reads the newest entry unless it is still the caller's, and the
+ * end pops to the mark. Frames beyond KV_CALL_FRAMES deep are treated as
+ * marked without a record of the caller's entry.
+ */
+#define KV_CALL_FRAMES 16
+
+struct call_frame {
+    bool marked;          /* the call began on the caller's errors */
+    unsigned long code;   /* the caller's newest entry, to tell it from ours */
+    const char *file;
+    int line;
+    const char *data;
+};
+
+static _Thread_local struct call_frame frames[KV_CALL_FRAMES];
 static _Thread_local unsigned call_depth;
+
+static struct call_frame *frame(void)
+{
+    return call_depth > 0 && call_depth <= KV_CALL_FRAMES ? &frames[call_depth - 1] : NULL;
+}
 
 int kv_call_enter(const kv_ctx *ctx)
 {
+    struct call_frame *f;
+    int marked;
+
     kv_err_begin(ctx);
+    /* a peek first drops entries OpenSSL flagged to be cleared (after a
+     * successful RSA decryption), so the mark lands on a lasting one */
+    (void)ERR_peek_last_error();
+    marked = ERR_set_mark();
     call_depth++;
-    /* no mark on an empty queue (OpenSSL marks an entry): popping then
-     * empties the queue, which is again what the caller had */
-    return ERR_set_mark();
+    if ((f = frame())) {
+        f->marked = marked == 1;
+        f->code = f->marked ? ERR_peek_last_error_all(&f->file, &f->line, NULL, &f->data, NULL)
+                            : 0;
+    }
+    return marked;
 }
 
 void kv_ossl_drop(void)
 {
-    if (call_depth == 0) {
-        /* outside a public call (a free function, a worker thread): no
-         * mark of ours to stop at, and none may be left behind */
+    const struct call_frame *f = frame();
+
+    if (call_depth == 0 || (f && !f->marked)) {
+        /* outside a public call, or a call that owns the whole queue */
         ERR_clear_error();
         return;
     }
@@ -61,9 +97,28 @@ void kv_ossl_drop(void)
 
 void kv_call_leave(int *scope)
 {
-    (void)scope;
     call_depth--;
-    ERR_pop_to_mark();
+    if (*scope == 1)
+        ERR_pop_to_mark();
+    else
+        ERR_clear_error(); /* the queue was empty: exact, whatever marks were left */
+}
+
+/* The OpenSSL error that best says why the current call failed, or 0. */
+static unsigned long call_error(void)
+{
+    const struct call_frame *f = frame();
+    const char *file = NULL, *data = NULL;
+    unsigned long e;
+    int line = 0;
+
+    if (call_depth == 0 || (f && !f->marked))
+        return ERR_peek_error(); /* the queue is the call's: its root cause */
+    /* the caller's errors lie under ours: the newest, if it is ours */
+    e = ERR_peek_last_error_all(&file, &line, NULL, &data, NULL);
+    if (f && e == f->code && file == f->file && line == f->line && data == f->data)
+        return 0;
+    return e;
 }
 
 kv_err_mark kv_err_mark_get(const kv_ctx *ctx)
@@ -146,7 +201,7 @@ kv_rc kv_error_code(const kv_ctx *ctx, kv_rc rc, const char *kind, unsigned long
 kv_rc kv_error_ossl(const kv_ctx *ctx, kv_rc rc, const char *fmt, ...)
 {
     char head[512], reason[256] = "no OpenSSL error recorded";
-    unsigned long e = ERR_peek_error();
+    unsigned long e = call_error();
     va_list ap;
 
     if (e != 0)

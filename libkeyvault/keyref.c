@@ -134,9 +134,8 @@ static kv_rc ref_from_pem(const kv_ctx *ctx, const unsigned char *data, size_t l
     if (!bio)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     for (;;) {
-        ERR_set_mark();
         int got = PEM_read_bio(bio, &name, &header, der, derlen);
-        ERR_pop_to_mark(); /* the end of the text is not an error here */
+        kv_ossl_drop(); /* the end of the text is not an error here */
         if (!got)
             KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "no PEM \"" KEYREF_PEM_NAME "\" block in the input");
         bool ours = !strcmp(name, KEYREF_PEM_NAME);

@@ -17,7 +17,9 @@
  *  - A call leaves the calling thread's OpenSSL error queue as it found it:
  *    the errors OpenSSL raised inside it are dropped (kv_errmsg has what
  *    they said), the caller's own stay, so that a TLS program's next
- *    SSL_get_error on the thread reads only its own.
+ *    SSL_get_error on the thread reads only its own. (OpenSSL keeps 16
+ *    entries: a call that raises more pushes the caller's out. The *_free
+ *    functions raise none but on exhausted memory.)
  *
  * Thread safety: a kv_ctx and the kv_key objects opened from it may be used
  * from many threads at once. Error details are kept per thread.
@@ -1127,7 +1129,9 @@ typedef void (*kv_audit_fn)(void *arg, const kv_audit_record *rec);
  * kv_audit_set_callback - call fn(arg, record) for every audit record of
  * ctx, in the thread that made the call, after it (fn NULL: stop). Set it
  * before ctx is shared between threads. Calls fn makes into libkeyvault
- * make no records. Works with or without an [audit] section.
+ * make no records. Works with or without an [audit] section. fn runs
+ * before the call returns: the call's OpenSSL errors are off the queue by
+ * then, and any fn leaves are dropped with the call's.
  */
 KV_API KV_WUR kv_rc kv_audit_set_callback(kv_ctx *ctx, kv_audit_fn fn, void *arg)
     KV_NONNULL(1);

@@ -177,16 +177,34 @@ void fz_fail(const char *file, int line, const char *what)
 #undef LLVMFuzzerTestOneInput
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 
+/* The caller's own error, queued before an input of odd length: it must
+ * be all the queue holds afterwards, unmarked. */
+#define FZ_SENTINEL 77
+
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 {
     const char *file = NULL, *func = NULL, *edata = NULL;
-    unsigned long e;
+    unsigned long e, sentinel = 0;
     int line = 0, flags = 0;
+    char what[512];
 
     ERR_clear_error();
+    if (size & 1) {
+        ERR_raise_data(ERR_LIB_USER, FZ_SENTINEL, "the caller's own error");
+        sentinel = ERR_peek_error();
+    }
     fz_test_one(data, size);
+    if (sentinel) {
+        FZ_ASSERT(ERR_peek_error() == sentinel, "the input took the caller's error off the queue");
+        /* then anything above it is the library's */
+        e = ERR_peek_last_error_all(&file, &line, &func, &edata, &flags);
+        if (e != sentinel)
+            ERR_get_error(); /* report e below */
+        else
+            FZ_ASSERT(ERR_pop_to_mark() == 0 && ERR_peek_error() == 0,
+                      "the input left an error mark on the caller's error");
+    }
     if ((e = ERR_peek_error_all(&file, &line, &func, &edata, &flags)) != 0) {
-        char what[512];
         snprintf(what, sizeof(what),
                  "the input left an OpenSSL error queued: %s (raised at %s:%d in %s)",
                  ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "?",

@@ -16,8 +16,10 @@
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 /* A target's LLVMFuzzerTestOneInput is compiled as fz_test_one. fuzz.c's
- * LLVMFuzzerTestOneInput empties the thread's OpenSSL error queue, calls
- * it, and fails when the input left anything on that queue: a library
+ * LLVMFuzzerTestOneInput empties the thread's OpenSSL error queue (and
+ * queues an error of its own before an input of odd length), calls it, and
+ * fails when the input left anything else on that queue, took its error
+ * off, or left an error mark on it: a library
  * call must not leave errors behind, since a TLS program's next
  * SSL_get_error on that thread would read them as its own (SSL_get_error
  * (3)). A target that calls OpenSSL itself drops what its own calls left
