@@ -14,7 +14,7 @@
 /* The directories a context's atomic writes swept last (mem.c), a cache
  * that const users of the context update: it lives behind a pointer. */
 struct kv_sweeps {
-    pthread_mutex_t lock;
+    kv_mutex lock;            /* first: tests/check_store.c holds it by a cast */
     struct {
         unsigned long long dev, ino;
         long long when;       /* 0: a free slot */
@@ -61,9 +61,13 @@ static const struct kv_config_key lifecycle_config_keys[] = {
 
 static atomic_ulong fork_generation;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+/* serialises the making again of kv_mutexes in a child */
+static pthread_mutex_t remake_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void atfork_child(void)
 {
+    /* a parent thread may have been making one at fork() */
+    pthread_mutex_init(&remake_lock, NULL);
     atomic_fetch_add(&fork_generation, 1);
 }
 
@@ -75,6 +79,45 @@ static void install_atfork(void)
 unsigned long kv_fork_generation(void)
 {
     return atomic_load(&fork_generation);
+}
+
+void kv_mutex_init(kv_mutex *m)
+{
+    pthread_once(&atfork_once, install_atfork);
+    pthread_mutex_init(&m->mu, NULL);
+    atomic_store(&m->gen, kv_fork_generation());
+}
+
+bool kv_mutex_lock(kv_mutex *m)
+{
+    unsigned long gen;
+    bool remade = false;
+
+    /* a static mutex may be the first thing of the library a process uses */
+    pthread_once(&atfork_once, install_atfork);
+    gen = kv_fork_generation();
+    if (atomic_load_explicit(&m->gen, memory_order_acquire) != gen) {
+        pthread_mutex_lock(&remake_lock);
+        if (atomic_load_explicit(&m->gen, memory_order_relaxed) != gen) {
+            pthread_mutex_init(&m->mu, NULL);
+            atomic_store_explicit(&m->gen, gen, memory_order_release);
+            remade = true;
+        }
+        pthread_mutex_unlock(&remake_lock);
+    }
+    pthread_mutex_lock(&m->mu);
+    return remade;
+}
+
+void kv_mutex_unlock(kv_mutex *m)
+{
+    pthread_mutex_unlock(&m->mu);
+}
+
+void kv_mutex_destroy(kv_mutex *m)
+{
+    if (atomic_load(&m->gen) == kv_fork_generation())
+        pthread_mutex_destroy(&m->mu);
 }
 
 static const struct kv_backend_ops *registry_find(const char *name)
@@ -174,7 +217,7 @@ kv_rc kv_ctx_new(kv_ctx **out, const char *config_path)
         free(ctx);
         return kv_error(NULL, KV_ERR_NO_MEMORY, "out of memory");
     }
-    pthread_mutex_init(&ctx->sweeps->lock, NULL);
+    kv_mutex_init(&ctx->sweeps->lock);
     /* Errors before the context exists are reported on NULL. */
     if (path)
         rc = kv_config_load(NULL, path, &ctx->cfg);
@@ -223,7 +266,9 @@ bool kv_ctx_sweep_due(const kv_ctx *ctx, unsigned long long dev, unsigned long l
 
     if (!sw)
         return true;
-    pthread_mutex_lock(&sw->lock);
+    /* a table half updated by a parent thread at fork() at worst sweeps
+     * once more or once less: it is only a cache */
+    (void)kv_mutex_lock(&sw->lock);
     for (size_t i = 0; i < n; i++) {
         if (sw->dir[i].when != 0 && sw->dir[i].dev == dev && sw->dir[i].ino == ino) {
             slot = i;
@@ -238,7 +283,7 @@ bool kv_ctx_sweep_due(const kv_ctx *ctx, unsigned long long dev, unsigned long l
         sw->dir[slot].ino = ino;
         sw->dir[slot].when = now;
     }
-    pthread_mutex_unlock(&sw->lock);
+    kv_mutex_unlock(&sw->lock);
     return due;
 }
 
@@ -258,7 +303,7 @@ void kv_ctx_free(kv_ctx *ctx)
     kv_ctx_policy_free(ctx->cpolicy);
     free(ctx->home);
     if (ctx->sweeps) {
-        pthread_mutex_destroy(&ctx->sweeps->lock);
+        kv_mutex_destroy(&ctx->sweeps->lock);
         free(ctx->sweeps);
     }
     free(ctx);

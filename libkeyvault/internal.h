@@ -895,6 +895,23 @@ kv_rc kv_credential_make(const kv_ctx *ctx, EVP_PKEY *ek, const unsigned char *n
 /* Incremented in the child after fork(); backends compare it lazily. */
 unsigned long kv_fork_generation(void);
 
+/* A mutex that a forked child can take even when another thread of the
+ * parent held it at fork() (that thread does not exist in the child): the
+ * first kv_mutex_lock in a new fork generation makes the mutex again,
+ * unheld, and returns true, so that the caller treats what it guards as
+ * possibly half updated (a cache to reload, a pointer to check). Besides
+ * that, a plain mutex. KV_MUTEX_INIT for static ones. */
+typedef struct kv_mutex {
+    pthread_mutex_t mu;
+    atomic_ulong gen;         /* kv_fork_generation when last made */
+} kv_mutex;
+#define KV_MUTEX_INIT { PTHREAD_MUTEX_INITIALIZER, 0 }
+void kv_mutex_init(kv_mutex *m);
+bool kv_mutex_lock(kv_mutex *m);
+void kv_mutex_unlock(kv_mutex *m);
+/* Destroys it when made in this process (else there is nothing to free). */
+void kv_mutex_destroy(kv_mutex *m);
+
 extern const struct kv_backend_ops kv_soft_ops;
 #ifdef KV_WITH_PKCS11
 extern const struct kv_backend_ops kv_pkcs11_ops;

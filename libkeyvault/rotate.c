@@ -390,7 +390,7 @@ out:
 /* ---- a key's view of its version ------------------------------------------ */
 
 struct kv_lifecycle {
-    pthread_mutex_t lock;
+    kv_mutex lock;            /* first: tests/check_rotate.c holds it by a cast */
     char base[KV_NAME_MAX + 1];
     char backend[32];        /* the record's, "" when none */
     unsigned version;
@@ -405,6 +405,7 @@ struct kv_lifecycle {
     struct stat seen;        /* the record file at the last look (st_ino 0: none) */
     struct timespec last;    /* CLOCK_MONOTONIC of the last look */
     int pending_fd;          /* a pending version's hold on HOME/lifecycle/NAME.lock */
+    bool reload;             /* read the record at the next look, changed or not */
 };
 
 void kv_lifecycle_free(struct kv_lifecycle *lc)
@@ -415,7 +416,7 @@ void kv_lifecycle_free(struct kv_lifecycle *lc)
      * ends when the last copy is closed */
     if (lc->pending_fd >= 0)
         close(lc->pending_fd);
-    pthread_mutex_destroy(&lc->lock);
+    kv_mutex_destroy(&lc->lock);
     free(lc);
 }
 
@@ -425,10 +426,7 @@ static struct kv_lifecycle *lc_new(const char *base, unsigned version, bool stri
 
     if (!lc)
         return NULL;
-    if (pthread_mutex_init(&lc->lock, NULL) != 0) {
-        free(lc);
-        return NULL;
-    }
+    kv_mutex_init(&lc->lock);
     snprintf(lc->base, sizeof(lc->base), "%s", base);
     lc->version = version;
     lc->strict = strict;
@@ -686,9 +684,12 @@ kv_rc kv_version_check(kv_key *key, kv_op op)
 
     if (!lc)
         return KV_OK;
-    pthread_mutex_lock(&lc->lock);
+    /* the first look in a forked child whose parent had a thread in here
+     * at fork(): what it was writing may be half written */
+    if (kv_mutex_lock(&lc->lock))
+        lc->reload = true;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    if (now.tv_sec - lc->last.tv_sec > 1 ||
+    if (lc->reload || now.tv_sec - lc->last.tv_sec > 1 ||
         (now.tv_sec - lc->last.tv_sec == 1 && now.tv_nsec >= lc->last.tv_nsec)) {
         /* at most one stat a second; the record is read only when it changed */
         path = lc->by_key ? lc_dir(key->ctx) : lc_path(key->ctx, lc->base);
@@ -696,19 +697,21 @@ kv_rc kv_version_check(kv_key *key, kv_op op)
             rc = kv_error(key->ctx, KV_ERR_NO_MEMORY, "out of memory");
         } else if (lstat(path, &sb) != 0) {
             memset(&sb, 0, sizeof(sb));
-            if (lc->seen.st_ino)
+            if (lc->seen.st_ino || lc->reload)
                 rc = lc_load(key->ctx, lc);
-        } else if (!lc->seen.st_ino || !same_file(&sb, &lc->seen)) {
+        } else if (lc->reload || !lc->seen.st_ino || !same_file(&sb, &lc->seen)) {
             rc = lc_load(key->ctx, lc);
         }
         /* a failed look is tried again at the next call, not a second later */
-        if (rc == KV_OK)
+        if (rc == KV_OK) {
             lc->last = now;
+            lc->reload = false;
+        }
     }
     state = lc->state;
     retire_at = lc->retire_at;
     gone = lc->gone;
-    pthread_mutex_unlock(&lc->lock);
+    kv_mutex_unlock(&lc->lock);
     free(path);
     if (rc != KV_OK)
         return rc;
@@ -1044,13 +1047,15 @@ static kv_rc commit_locked(kv_ctx *ctx, kv_key *pending, const kv_rotate_opts *o
     r.current = v->version;
     /* the commit point */
     KV_CHECK(rc, rec_write(ctx, &r));
-    pthread_mutex_lock(&pending->lc->lock);
+    (void)kv_mutex_lock(&pending->lc->lock); /* reloads in any case */
     rc = lc_load(ctx, pending->lc);
+    if (rc != KV_OK)
+        pending->lc->reload = true;
     if (pending->lc->pending_fd >= 0) {
         close(pending->lc->pending_fd); /* no longer pending */
         pending->lc->pending_fd = -1;
     }
-    pthread_mutex_unlock(&pending->lc->lock);
+    kv_mutex_unlock(&pending->lc->lock);
 out:
     rec_clear(&r);
     return rc;

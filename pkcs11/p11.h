@@ -23,7 +23,7 @@
  * The oldest entry makes room for a new one.
  */
 struct p11_rejected {
-    pthread_mutex_t lock;
+    kv_mutex lock;
     unsigned char mac[P11_MAX_REJECTED][32];
     size_t n, next;
 };

@@ -62,7 +62,7 @@ struct p11_state {
     char *module;                          /* configured module */
     size_t maxsess;
     struct p11_rejected rejected;          /* PINs tokens refused, for every token here */
-    pthread_mutex_t lock;                  /* guards others */
+    kv_mutex lock;                         /* guards others */
     struct p11_other others[P11_MAX_OTHERS];
     size_t nothers;
 };
@@ -72,7 +72,7 @@ struct p11_key {
     unsigned char id[128];
     CK_ULONG idlen;
     CK_KEY_TYPE ktype;
-    pthread_mutex_t lock;                  /* guards the cached handle */
+    kv_mutex lock;                         /* guards the cached handle */
     CK_OBJECT_HANDLE priv;
     unsigned long epoch;                   /* connection epoch of priv; 0: none */
 };
@@ -144,7 +144,7 @@ static kv_rc p11_init(kv_backend *be)
 
     if (!s)
         return kv_error(NULL, KV_ERR_NO_MEMORY, "out of memory");
-    pthread_mutex_init(&s->lock, NULL);
+    kv_mutex_init(&s->lock);
     p11_rejected_init(&s->rejected);
     be->state = s;
     be->uri_ok = true; /* a URI may name its own module */
@@ -194,7 +194,7 @@ static void p11_fini(kv_backend *be)
         other_clear(&s->others[i]);
     free(s->module);
     p11_rejected_fini(&s->rejected);
-    pthread_mutex_destroy(&s->lock);
+    kv_mutex_destroy(&s->lock);
     free(s);
     be->state = NULL;
 }
@@ -961,11 +961,11 @@ static CK_RV open_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     k->tok = tok;
     k->priv = objs[0];
     k->epoch = __atomic_load_n(&tok->epoch, __ATOMIC_ACQUIRE);
-    pthread_mutex_init(&k->lock, NULL);
+    kv_mutex_init(&k->lock);
     if (!a->trusted_pub) {
         rv = pub_check(tok, h, k, a->key->type, pub, (char *)label, rc);
         if (rv != CKR_OK || *rc) {
-            pthread_mutex_destroy(&k->lock);
+            kv_mutex_destroy(&k->lock);
             goto out;
         }
     }
@@ -973,7 +973,7 @@ static CK_RV open_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
         CK_OBJECT_HANDLE pobj;
         rv = policy_find(tok, h, (char *)label, k->id, k->idlen, &pobj, &a->key->policy, rc);
         if (rv != CKR_OK || *rc) {
-            pthread_mutex_destroy(&k->lock);
+            kv_mutex_destroy(&k->lock);
             goto out;
         }
     }
@@ -1121,10 +1121,12 @@ static kv_rc token_for_uri(kv_backend *be, P11KitUri *uri, const char *shown,
         real = realpath(module, NULL);
     if (pin)
         KV_CHECK(rc, p11_pin_mac(be->ctx, NULL, pin, mac));
-    pthread_mutex_lock(&s->lock);
+    /* (an entry is counted only once whole: one a parent thread was adding
+     * at fork() is not there for the child) */
+    (void)kv_mutex_lock(&s->lock);
     *out = other_find(s, module, real, match, pin ? mac : NULL, src);
     full = s->nothers == P11_MAX_OTHERS;
-    pthread_mutex_unlock(&s->lock);
+    kv_mutex_unlock(&s->lock);
     if (*out)
         goto out;
     if (full) /* no login attempt for a token that could not be kept */
@@ -1136,24 +1138,26 @@ static kv_rc token_for_uri(kv_backend *be, P11KitUri *uri, const char *shown,
     uri = NULL; /* the token's now */
     KV_CHECK(rc, p11_session_get(tok, &sess));
     p11_session_put(tok, sess, CKR_OK);
-    pthread_mutex_lock(&s->lock);
+    (void)kv_mutex_lock(&s->lock);
     /* another thread may have kept the same one meanwhile */
     *out = other_find(s, module, real, match, pin ? mac : NULL, src);
     if (!*out && s->nothers == P11_MAX_OTHERS) {
         rc = kv_error(be->ctx, KV_ERR_UNSUPPORTED, P11_TOO_MANY, shown, P11_MAX_OTHERS);
     } else if (!*out) {
-        struct p11_other *o = &s->others[s->nothers++];
+        struct p11_other *o = &s->others[s->nothers];
         o->tok = tok;
         o->module_real = real;
         o->match = match;
         o->has_pin = pin != NULL;
         if (pin)
             memcpy(o->pin_mac, mac, sizeof(mac));
+        /* counted last: a child forked meanwhile sees it whole or not */
+        __atomic_store_n(&s->nothers, s->nothers + 1, __ATOMIC_RELEASE);
         *out = tok;
         tok = NULL;
         real = match = NULL;
     }
-    pthread_mutex_unlock(&s->lock);
+    kv_mutex_unlock(&s->lock);
 out:
     p11_token_free(tok);
     p11_uri_free(uri);
@@ -1611,7 +1615,7 @@ static CK_RV list_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
             *rc = kv_list_add(a->lb, key.name, "pkcs11", key.uri, key.type, KV_ASSURANCE_TOKEN, 1);
         }
         if (key.bk) {
-            pthread_mutex_destroy(&((struct p11_key *)key.bk)->lock);
+            kv_mutex_destroy(&((struct p11_key *)key.bk)->lock);
             free(key.bk);
         }
         EVP_PKEY_free(key.pub);
@@ -1745,7 +1749,7 @@ static void p11_key_free(kv_key *key)
 {
     struct p11_key *k = key->bk;
 
-    pthread_mutex_destroy(&k->lock);
+    kv_mutex_destroy(&k->lock);
     free(k);
     key->bk = NULL;
 }
@@ -1763,10 +1767,12 @@ static CK_RV key_handle(struct p11_token *tok, CK_SESSION_HANDLE h, struct p11_k
     CK_ULONG count = 0;
     CK_RV rv;
 
-    pthread_mutex_lock(&k->lock);
+    /* (in a forked child the connection is new, with a new epoch: a cache
+     * a parent thread was updating at fork() is searched again anyway) */
+    (void)kv_mutex_lock(&k->lock);
     bool fresh = k->epoch == epoch;
     *obj = k->priv;
-    pthread_mutex_unlock(&k->lock);
+    kv_mutex_unlock(&k->lock);
     if (fresh)
         return CKR_OK;
     rv = find(tok, h, tmpl, 2, obj, 1, &count, rc);
@@ -1777,19 +1783,19 @@ static CK_RV key_handle(struct p11_token *tok, CK_SESSION_HANDLE h, struct p11_k
                        "the private key is no longer on token '%s' (destroyed?)", tok->label);
         return CKR_OK;
     }
-    pthread_mutex_lock(&k->lock);
+    (void)kv_mutex_lock(&k->lock);
     k->priv = *obj;
     k->epoch = epoch;
-    pthread_mutex_unlock(&k->lock);
+    kv_mutex_unlock(&k->lock);
     return CKR_OK;
 }
 
 static void forget_handle(struct p11_key *k, CK_RV rv)
 {
     if (rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID) {
-        pthread_mutex_lock(&k->lock);
+        (void)kv_mutex_lock(&k->lock);
         k->epoch = 0;
-        pthread_mutex_unlock(&k->lock);
+        kv_mutex_unlock(&k->lock);
     }
 }
 

@@ -618,7 +618,7 @@ static kv_rc find_slot_locked(struct p11_token *tok)
  * guesses), a MAC under a key that never leaves the process is not. A
  * forked child keeps its parent's key, so the MACs it inherits still match.
  */
-static pthread_mutex_t pin_mac_lock = PTHREAD_MUTEX_INITIALIZER;
+static kv_mutex pin_mac_lock = KV_MUTEX_INIT;
 static unsigned char pin_mac_key[32];
 static bool pin_mac_ready;
 
@@ -641,11 +641,13 @@ kv_rc p11_pin_mac(kv_ctx *ctx, const CK_TOKEN_INFO *ti, const char *pin, unsigne
     bool ready;
     kv_rc rc = KV_OK;
 
-    pthread_mutex_lock(&pin_mac_lock);
+    /* (a child forked while a parent thread made the key makes its own
+     * when the flag was not yet set: the flag is set after the key) */
+    (void)kv_mutex_lock(&pin_mac_lock);
     if (!pin_mac_ready)
         pin_mac_ready = RAND_priv_bytes_ex(ctx->libctx, pin_mac_key, sizeof(pin_mac_key), 0) == 1;
     ready = pin_mac_ready;
-    pthread_mutex_unlock(&pin_mac_lock);
+    kv_mutex_unlock(&pin_mac_lock);
     if (!ready)
         KV_FAIL_OSSL(ctx, rc, KV_ERR_CRYPTO, "random generator failed");
     params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
@@ -670,34 +672,36 @@ out:
 void p11_rejected_init(struct p11_rejected *r)
 {
     memset(r, 0, sizeof(*r));
-    pthread_mutex_init(&r->lock, NULL);
+    kv_mutex_init(&r->lock);
 }
 
 void p11_rejected_fini(struct p11_rejected *r)
 {
     kv_wipe(r->mac, sizeof(r->mac));
-    pthread_mutex_destroy(&r->lock);
+    kv_mutex_destroy(&r->lock);
 }
 
 static bool rejected_has(struct p11_rejected *r, const unsigned char mac[32])
 {
     bool found = false;
 
-    pthread_mutex_lock(&r->lock);
+    /* (an entry a parent thread was writing at fork() may be torn in a
+     * child: it matches no PIN, which is then tried once more) */
+    (void)kv_mutex_lock(&r->lock);
     for (size_t i = 0; i < r->n; i++)
         found |= CRYPTO_memcmp(r->mac[i], mac, 32) == 0;
-    pthread_mutex_unlock(&r->lock);
+    kv_mutex_unlock(&r->lock);
     return found;
 }
 
 static void rejected_add(struct p11_rejected *r, const unsigned char mac[32])
 {
-    pthread_mutex_lock(&r->lock);
+    (void)kv_mutex_lock(&r->lock);
     memcpy(r->mac[r->next], mac, 32);
     r->next = (r->next + 1) % P11_MAX_REJECTED;
     if (r->n < P11_MAX_REJECTED)
         r->n++;
-    pthread_mutex_unlock(&r->lock);
+    kv_mutex_unlock(&r->lock);
 }
 
 /* Log in on session h, never trying a PIN this token has rejected before

@@ -237,6 +237,44 @@ START_TEST(retired_handle_refused)
 }
 END_TEST
 
+/* The child's look at v1: it must see the record rewritten just before
+ * the fork, within the second in which its parent would not look again. */
+static int child_sign_retired(void *key)
+{
+    kv_rc rc = sign_one(key);
+
+    if (rc != KV_ERR_POLICY)
+        fprintf(stderr, "the child's sign: %s, not refused as retired\n", kv_strerror(rc));
+    return rc == KV_ERR_POLICY ? 0 : 1;
+}
+
+/*
+ * A process forks while another of its threads is inside a key's version
+ * check (it holds the key's lifecycle lock, as every sign and ECDH does for
+ * a moment, and for a record read when the record changed). The child,
+ * which has only the forking thread, signs with the key: it must not wait
+ * for a thread it does not have (before the fix it hung), and, since what
+ * that thread was updating may be half written, it reads the record again
+ * at once: here the key was retired a moment before the fork, which the
+ * child sees although its parent's last look is less than a second old.
+ */
+START_TEST(a_fork_amid_a_version_check)
+{
+    kv_ctx *ctx = ctx_new();
+    kv_key *v1 = NULL;
+    kv_rotate_opts o = KV_ROTATE_OPTS_INIT;
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "fk", KV_KEY_EC_P256, NULL, &v1), KV_OK);
+    ck_assert_rc(ctx, sign_one(v1), KV_OK); /* the handle's last look: now */
+    o.overlap = 0;
+    ck_assert_rc(ctx, kv_key_rotate(ctx, "fk", &o, NULL), KV_OK);
+    ck_assert_int_eq(tu_fork_while_held(&((kv_mutex *)v1->lc)->mu, child_sign_retired, v1, 20000),
+                     0);
+    kv_key_free(v1);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rotate");
@@ -247,6 +285,7 @@ int main(void)
     tcase_add_test(tc, prepare_commit);
     tcase_add_test(tc, dead_pending_is_remade);
     tcase_add_test(tc, retired_handle_refused);
+    tcase_add_test(tc, a_fork_amid_a_version_check);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

@@ -968,6 +968,41 @@ static void *fork_while_locked(void *p)
     return NULL;
 }
 
+/* The child's creation: a key generated in the store and signing. */
+static int child_generates(void *ctx)
+{
+    kv_key *key = NULL;
+    unsigned char sig[128];
+    size_t siglen = sizeof(sig);
+    kv_rc rc = kv_key_generate(ctx, "forked", KV_KEY_EC_P256, NULL, &key);
+
+    if (rc == KV_OK)
+        rc = kv_sign(key, KV_ALG_DEFAULT, 0, (const unsigned char *)"m", 1, sig, &siglen);
+    if (rc != KV_OK)
+        fprintf(stderr, "the child: %s\n", kv_errmsg(ctx));
+    kv_key_free(key);
+    return rc == KV_OK ? 0 : 1;
+}
+
+/*
+ * A process forks while another of its threads is in an atomic file write
+ * (it holds the context's table of swept directories for a moment, at
+ * every key, record or certificate written). The child, which has only the
+ * forking thread, generates a key in the store: it must not wait for the
+ * thread it does not have (before the fix it hung).
+ */
+START_TEST(a_fork_amid_a_file_write)
+{
+    kv_ctx *ctx = tu_ctx(NULL);
+
+    ck_assert_rc(ctx, kv_key_generate(ctx, "k0", KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    ck_assert_int_eq(tu_fork_while_held(&((kv_mutex *)ctx->sweeps)->mu, child_generates, ctx, 20000),
+                     0);
+    sign_ok(ctx, "forked");
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 /* The creation lock in the home directory is the caller's own: one that
  * others could write (and hold forever) is refused. And a child forked
  * while the lock is held does not keep it after the creation ends. */
@@ -1034,6 +1069,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, stale_temporary_files_are_removed);
     tcase_add_test(tc, key_file_outside_the_store);
     tcase_add_test(tc, creation_lock_is_private);
+    tcase_add_test(tc, a_fork_amid_a_file_write);
     tcase_add_test(tc, files_read_whole_up_to_their_bound);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);

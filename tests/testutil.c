@@ -3,6 +3,7 @@
  */
 #define _GNU_SOURCE
 #include <ftw.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -165,4 +166,55 @@ int tu_wait_bounded(int pid, int ms, int *status)
     kill(pid, SIGKILL);
     waitpid(pid, status, 0);
     return 0;
+}
+
+struct holder {
+    pthread_mutex_t *lock;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int held, release;
+};
+
+static void *hold(void *arg)
+{
+    struct holder *h = arg;
+
+    pthread_mutex_lock(h->lock);
+    pthread_mutex_lock(&h->mu);
+    h->held = 1;
+    pthread_cond_signal(&h->cv);
+    while (!h->release)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+    pthread_mutex_unlock(h->lock);
+    return NULL;
+}
+
+int tu_fork_while_held(pthread_mutex_t *lock, int (*child)(void *), void *arg, int ms)
+{
+    struct holder h = { .lock = lock };
+    pthread_t th;
+    pid_t pid;
+    int st = 0, ended;
+
+    pthread_mutex_init(&h.mu, NULL);
+    pthread_cond_init(&h.cv, NULL);
+    ck_assert_int_eq(pthread_create(&th, NULL, hold, &h), 0);
+    pthread_mutex_lock(&h.mu);
+    while (!h.held)
+        pthread_cond_wait(&h.cv, &h.mu);
+    pthread_mutex_unlock(&h.mu);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        _exit(child(arg));
+    ended = tu_wait_bounded(pid, ms, &st);
+    pthread_mutex_lock(&h.mu);
+    h.release = 1;
+    pthread_cond_signal(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    pthread_join(th, NULL);
+    pthread_cond_destroy(&h.cv);
+    pthread_mutex_destroy(&h.mu);
+    return ended && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

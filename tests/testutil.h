@@ -4,6 +4,7 @@
 #ifndef KV_TESTUTIL_H
 #define KV_TESTUTIL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <check.h>
 
@@ -30,6 +31,12 @@ int tu_run(Suite *s);
  * did; else it is killed (SIGKILL) and reaped, and 0. For a test where a
  * child that hangs is the failure. */
 int tu_wait_bounded(int pid, int ms, int *status);
+/* Fork while another thread of this process holds lock (as a thread may be
+ * inside the library when the application forks) and run child(arg) in
+ * the child, which exits with its result. Returns the child's exit status,
+ * or -1 when it did not end within ms milliseconds (it hung: killed) or
+ * died of a signal. The lock is let go, and the thread joined, after. */
+int tu_fork_while_held(pthread_mutex_t *lock, int (*child)(void *), void *arg, int ms);
 
 /* Fail the test with the library's detail when rc is not what we expect.
  * expr is evaluated once. */

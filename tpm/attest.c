@@ -74,9 +74,9 @@ kv_rc tpm_ak_get(kv_backend *be, struct tpm_key **out)
      * find a lock held across); two threads making one at once both make
      * it, the file's KV_ERR_KEY_EXISTS gives the second the first's, and
      * the first to publish wins */
-    pthread_mutex_lock(&s->ak_lock);
+    (void)kv_mutex_lock(&s->ak_lock); /* one pointer: never torn */
     *out = s->ak;
-    pthread_mutex_unlock(&s->ak_lock);
+    kv_mutex_unlock(&s->ak_lock);
     if (*out)
         return KV_OK;
     path = kv_asprintf("%s/%s", s->dir, AK_FILE);
@@ -124,13 +124,13 @@ kv_rc tpm_ak_get(kv_backend *be, struct tpm_key **out)
     ak->obj.parent = &s->conn->srk;
     ak->path = path;
     path = NULL;
-    pthread_mutex_lock(&s->ak_lock);
+    (void)kv_mutex_lock(&s->ak_lock);
     if (!s->ak) {
         s->ak = ak;
         ak = NULL;
     }
     *out = s->ak;
-    pthread_mutex_unlock(&s->ak_lock);
+    kv_mutex_unlock(&s->ak_lock);
 out:
     if (ak)
         free(ak->path);

@@ -60,7 +60,7 @@ static kv_rc tpm_init(kv_backend *be)
     if (!s)
         return kv_error(NULL, KV_ERR_NO_MEMORY, "out of memory");
     be->state = s;
-    pthread_mutex_init(&s->ak_lock, NULL);
+    kv_mutex_init(&s->ak_lock);
     s->parent = TPM2_RH_OWNER;
     if (parent) {
         char *end;
@@ -111,7 +111,7 @@ static void tpm_fini(kv_backend *be)
         return;
     if (s->conn)
         tpm_ak_free(s);
-    pthread_mutex_destroy(&s->ak_lock);
+    kv_mutex_destroy(&s->ak_lock);
     tpm_conn_put(s->conn, s->sessions_always);
     free(s->tcti);
     free(s->dir);

@@ -193,7 +193,7 @@ struct tpm_state {
     TPM2_HANDLE parent;       /* TPM2_RH_OWNER or a persistent handle */
     bool sessions_always;     /* [tpm] sessions = always */
     struct tpm_conn *conn;
-    pthread_mutex_t ak_lock;
+    kv_mutex ak_lock;         /* guards ak */
     struct tpm_key *ak;       /* the attestation key, once made or loaded */
 };
 
