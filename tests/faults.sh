@@ -269,7 +269,7 @@ sched="$sched,C_OpenSession:CKR_DEVICE_ERROR:~0.1,C_Login:CKR_DEVICE_ERROR:~0.1"
 sched="$sched,C_FindObjectsInit:CKR_DEVICE_MEMORY:~0.05,C_Sign:slow=20ms:~0.05"
 : >"$T/fired"
 KV_SHIM_FAULTS=$sched KV_SHIM_SEED=7 KV_SHIM_FAULT_LOG=$T/fired timeout -s KILL "$BOUND" \
-    "$SIGNER" "$T/kv.conf" base-ec 100 20 >"$T/threads" 2>&1
+    ${KV_TEST_RUNNER:-} "$SIGNER" "$T/kv.conf" base-ec 100 20 >"$T/threads" 2>&1
 rc=$?
 sed 's/^/    /' "$T/threads"
 nfired=$(wc -l <"$T/fired")
@@ -277,7 +277,7 @@ if [ "$rc" = 0 ] && grep -q "unclear=0 bad=0" "$T/threads" && ! grep -q "^ok=0 "
     [ "$nfired" -gt 0 ]; then
     ok "100 threads x 20 signs under random faults ($nfired fired): every signature verifies, every error is clear"
 else not_ok "100 threads x 20 signs under random faults (exit $rc, $nfired fired)"; fi
-timeout -s KILL "$BOUND" "$SIGNER" "$T/kv.conf" base-ec 100 20 >"$T/threads" 2>&1
+timeout -s KILL "$BOUND" ${KV_TEST_RUNNER:-} "$SIGNER" "$T/kv.conf" base-ec 100 20 >"$T/threads" 2>&1
 rc=$?
 if [ "$rc" = 0 ] && grep -q "^ok=2000 failed=0 " "$T/threads"; then
     ok "then 100 threads x 20 signs without faults: all 2000 verify"
@@ -291,7 +291,7 @@ else not_ok "then 100 threads without faults (exit $rc)"; sed 's/^/    /' "$T/th
 for th in 1 4; do
     : >"$T/fired"
     KV_SHIM_FAULTS="C_Sign:CKR_DEVICE_REMOVED:/2" KV_SHIM_FAULT_LOG=$T/fired timeout -s KILL "$BOUND" \
-        "$SIGNER" "$T/kv.conf" base-ec "$th" 200 >"$T/sess" 2>&1
+        ${KV_TEST_RUNNER:-} "$SIGNER" "$T/kv.conf" base-ec "$th" 200 >"$T/sess" 2>&1
     rc=$?
     nfired=$(wc -l <"$T/fired")
     sess=$(sed -n 's/^sessions=//p' "$T/sess")
@@ -353,7 +353,7 @@ swtpm_pid() { cat "$KV_TPM_DIR/swtpm.pid" 2>/dev/null; }
 # is killed and restarted (HOW=kill) or stopped and continued (HOW=stop)
 tpm_outage() {
     rm -f "$T/stop"
-    TSS2_LOG=all+none timeout -s KILL $((BOUND + $2 + 10)) "$SIGNER" "$T/tpm.conf" t-ec 1 1000000 "$T/stop" >"$T/tpmsign" 2>&1 &
+    TSS2_LOG=all+none timeout -s KILL $((BOUND + $2 + 10)) ${KV_TEST_RUNNER:-} "$SIGNER" "$T/tpm.conf" t-ec 1 1000000 "$T/stop" >"$T/tpmsign" 2>&1 &
     spid=$!
     sleep 1
     p=$(swtpm_pid)

@@ -19,8 +19,9 @@
 #       The scripts that start a fixture (swtpm, a SoftHSM token, policy
 #       files) and then run a Check binary - tpm-unit.sh, pkcs11-unit.sh,
 #       tpm-api.sh, jose-unit.sh, secrets.sh, policy.sh, verify.sh - run it
-#       as $KV_TEST_RUNNER "$B/tests/check_x": a command prefix, empty (unset)
-#       in the plain and ASan suites; here it is libtool --mode=execute
+#       as $KV_TEST_RUNNER "$B/tests/check_x" (faults.sh and tpm-faults.sh
+#       their fault-sign likewise, with KV_FAULT_BOUND 600 s): a command
+#       prefix, empty (unset) in the plain and ASan suites; here it is libtool --mode=execute
 #       valgrind ..., with CK_FORK=no. secrets.sh runs only check_secrets'
 #       "corpus" case: its "memory" case scans the heap through an allocator
 #       of its own, which valgrind's must replace (somalloc=NONE).
@@ -110,6 +111,10 @@ valgrind)
               tests/check_ca tests/check_provider tests/check_rotate tests/check_audit
               tests/check_jwt tests/check_renew tests/check_evidence tests/check_jose tests/cli.sh tests/store.sh"
     fi
+    # faults.sh and tpm-faults.sh: the bound on one process (a hang fails),
+    # stretched for valgrind's slowdown as for TSan's
+    KV_FAULT_BOUND=${KV_FAULT_BOUND:-600}
+    export KV_FAULT_BOUND
     mkdir -p "$dir/vg"
     logs=""
     for t in $runs; do
@@ -136,7 +141,7 @@ SH
             # binary under valgrind too (KV_TEST_RUNNER), CK_FORK=no
             runner=""
             case "$name" in
-            tpm-unit.sh|pkcs11-unit.sh|tpm-api.sh|jose-unit.sh|policy.sh|verify.sh)
+            tpm-unit.sh|pkcs11-unit.sh|tpm-api.sh|jose-unit.sh|policy.sh|verify.sh|faults.sh|tpm-faults.sh)
                 runner="$dir/libtool --mode=execute $vg --log-file=$rep/check.%p" ;;
             secrets.sh)
                 runner="$dir/libtool --mode=execute $vg --soname-synonyms=somalloc=NONE --log-file=$rep/check.%p" ;;

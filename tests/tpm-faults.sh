@@ -320,7 +320,7 @@ for c in f always; do
     [ $c = always ] && s="$s,TPM2_StartAuthSession:corrupt:1"
     : >"$T/fired"
     KV_TCTI_FAULTS=$s KV_TCTI_SEED=7 KV_TCTI_FAULT_LOG=$T/fired timeout -s KILL "$BOUND" \
-        "$SIGNER" "$T/$c.conf" t-ec 4 50 >"$T/threads" 2>&1
+        ${KV_TEST_RUNNER:-} "$SIGNER" "$T/$c.conf" t-ec 4 50 >"$T/threads" 2>&1
     rc=$?
     sed 's/^/    /' "$T/threads"
     nfired=$(wc -l <"$T/fired")
@@ -338,7 +338,7 @@ done
 # (a nonce the TPM does not share) fails one command, then is replaced
 : >"$T/fired"
 KV_TCTI_FAULTS="TPM2_StartAuthSession:corrupt:1" KV_TCTI_FAULT_LOG=$T/fired timeout -s KILL "$BOUND" \
-    "$SIGNER" "$T/always.conf" t-ec 1 20 >"$T/threads" 2>&1
+    ${KV_TEST_RUNNER:-} "$SIGNER" "$T/always.conf" t-ec 1 20 >"$T/threads" 2>&1
 rc=$?
 if [ "$rc" = 0 ] && grep -q "corrupt$" "$T/fired" && grep -q "^ok=19 failed=1 .* final=ok" "$T/threads"; then
     ok "a damaged session start: one sign fails (wrong HMAC), the next starts a new session, 19 of 20 verify"
