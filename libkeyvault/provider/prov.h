@@ -55,8 +55,7 @@ typedef struct kvp_provctx {
      * keys, verification, digests (never a backend, never another provider) */
     OSSL_LIB_CTX *publibctx;
     EVP_KEYMGMT *km_ec, *km_rsa, *km_ed25519;  /* the default's, in publibctx */
-    pthread_mutex_t lock;      /* guards kv */
-    kv_ctx *kv;                /* the provider's kv_ctx (kvp_provctx_kv) */
+    _Atomic(kv_ctx *) kv;      /* the provider's kv_ctx (kvp_provctx_kv) */
     char *conf;                /* keyvault_conf from the provider's section, or NULL */
     OSSL_FUNC_core_new_error_fn *new_error;
     OSSL_FUNC_core_set_error_debug_fn *set_error_debug;

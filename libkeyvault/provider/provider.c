@@ -59,20 +59,28 @@ void kvp_raise_kv(const kvp_provctx *pc, kv_ctx *kv, kv_rc rc, const char *what)
 
 kv_rc kvp_provctx_kv(kvp_provctx *pc, kv_ctx **out)
 {
-    kv_rc rc = KV_OK;
+    kv_ctx *kv = atomic_load(&pc->kv), *none = NULL;
+    kv_rc rc;
 
-    *out = NULL;
-    pthread_mutex_lock(&pc->lock);
-    if (!pc->kv) {
-        rc = kv_ctx_new(&pc->kv, pc->conf);
-        if (rc != KV_OK)
-            kvp_raise(pc, KVP_R_VAULT, "kv_ctx_new(%s) failed: %s: %s",
-                      pc->conf ? "keyvault_conf" : "default configuration", kv_strerror(rc),
-                      kv_errmsg(NULL));
+    *out = kv;
+    if (kv)
+        return KV_OK;
+    /* made without a lock, which a child forked meanwhile would inherit
+     * held: two threads making it at once make one each, and the second
+     * to publish frees its own */
+    rc = kv_ctx_new(&kv, pc->conf);
+    if (rc != KV_OK) {
+        kvp_raise(pc, KVP_R_VAULT, "kv_ctx_new(%s) failed: %s: %s",
+                  pc->conf ? "keyvault_conf" : "default configuration", kv_strerror(rc),
+                  kv_errmsg(NULL));
+        return rc;
     }
-    *out = pc->kv;
-    pthread_mutex_unlock(&pc->lock);
-    return rc;
+    if (!atomic_compare_exchange_strong(&pc->kv, &none, kv)) {
+        kv_ctx_free(kv);
+        kv = none;
+    }
+    *out = kv;
+    return KV_OK;
 }
 
 /* Set once the process exits: OPENSSL_cleanup tears providers down from
@@ -84,9 +92,14 @@ static void at_exit(void)
     exiting = 1;
 }
 
-static void at_exit_register(void)
+static void forked_child(void);
+
+/* once, before the first use of a lock forked_child makes again */
+static pthread_once_t handlers_once = PTHREAD_ONCE_INIT;
+static void handlers_register(void)
 {
     (void)atexit(at_exit);
+    (void)pthread_atfork(NULL, NULL, forked_child);
 }
 
 static void provctx_free(kvp_provctx *pc)
@@ -94,15 +107,14 @@ static void provctx_free(kvp_provctx *pc)
     if (!pc)
         return;
     if (exiting)
-        pc->kv = NULL; /* the process is going: leave the backends as they are */
+        atomic_store(&pc->kv, NULL); /* the process is going: leave the backends as they are */
     EVP_KEYMGMT_free(pc->km_ec);
     EVP_KEYMGMT_free(pc->km_rsa);
     EVP_KEYMGMT_free(pc->km_ed25519);
     OSSL_PROVIDER_unload(pc->pubdefault);
     OSSL_LIB_CTX_free(pc->publibctx);
-    kv_ctx_free(pc->kv);
+    kv_ctx_free(atomic_load(&pc->kv));
     free(pc->conf);
-    pthread_mutex_destroy(&pc->lock);
     free(pc);
 }
 
@@ -336,15 +348,8 @@ int kv_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
     pc = calloc(1, sizeof(*pc));
     if (!pc)
         return 0;
-    if (pthread_mutex_init(&pc->lock, NULL) != 0) {
-        free(pc);
-        return 0;
-    }
     pc->handle = handle;
-    {
-        static pthread_once_t once = PTHREAD_ONCE_INIT;
-        (void)pthread_once(&once, at_exit_register);
-    }
+    (void)pthread_once(&handlers_once, handlers_register);
     for (; in->function_id != 0; in++) {
         switch (in->function_id) {
         case OSSL_FUNC_CORE_GET_PARAMS:
@@ -391,6 +396,18 @@ fail:
 
 static pthread_mutex_t builtin_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* A child forked while another thread of its parent held served_lock or
+ * builtin_lock would wait for that thread, which it does not have: they
+ * are made again, unheld (what they guard is a count of users and the
+ * order of a cache, harmless when torn). OpenSSL's own locks, which the
+ * same thread may hold in EVP_KEYMGMT_fetch or OSSL_PROVIDER_try_load,
+ * are OpenSSL's. */
+static void forked_child(void)
+{
+    pthread_mutex_init(&served_lock, NULL);
+    pthread_mutex_init(&builtin_lock, NULL);
+}
+
 /* Load the provider in libctx (one more load when it is there already),
  * keeping the fallback (default) provider loadable. When it is not there
  * it is registered as a builtin first, so that this copy of the code
@@ -399,6 +416,7 @@ static OSSL_PROVIDER *load_provider(OSSL_LIB_CTX *libctx)
 {
     OSSL_PROVIDER *prov;
 
+    (void)pthread_once(&handlers_once, handlers_register);
     pthread_mutex_lock(&builtin_lock);
     ERR_set_mark();
     if (!OSSL_PROVIDER_available(libctx, KVP_NAME))
