@@ -677,7 +677,8 @@ kv_rc kv_version_check(kv_key *key, kv_op op)
     kv_version_state state;
     struct timespec now;
     int64_t retire_at, t;
-    char *path = NULL, when[32];
+    char *path = NULL, when[32], base[KV_NAME_MAX + 1];
+    unsigned version;
     struct stat sb;
     bool gone;
     kv_rc rc = KV_OK;
@@ -711,6 +712,10 @@ kv_rc kv_version_check(kv_key *key, kv_op op)
     state = lc->state;
     retire_at = lc->retire_at;
     gone = lc->gone;
+    /* for the messages: a handle found by its public key has them rewritten
+     * by the next look, in another thread */
+    version = lc->version;
+    memcpy(base, lc->base, sizeof(base));
     kv_mutex_unlock(&lc->lock);
     free(path);
     if (rc != KV_OK)
@@ -719,18 +724,18 @@ kv_rc kv_version_check(kv_key *key, kv_op op)
     if (gone)
         return kv_error(key->ctx, KV_ERR_POLICY,
                         "version %u of key '%s' is no longer in its lifecycle record (pruned): "
-                        "%s refused", lc->version, lc->base, op_name(op));
+                        "%s refused", version, base, op_name(op));
     if (state == KV_VERSION_OVERLAP && retire_at <= t)
         state = KV_VERSION_RETIRED;
     if (state == KV_VERSION_RETIRED) {
         time_text(retire_at, when);
         return kv_error(key->ctx, KV_ERR_POLICY, "version %u of key '%s' was retired at %s: %s "
-                        "refused", lc->version, lc->base, when, op_name(op));
+                        "refused", version, base, when, op_name(op));
     }
     if (state == KV_VERSION_ABANDONED)
         return kv_error(key->ctx, KV_ERR_POLICY,
                         "version %u of key '%s' was abandoned by an interrupted rotation: %s "
-                        "refused", lc->version, lc->base, op_name(op));
+                        "refused", version, base, op_name(op));
     return KV_OK;
 }
 
@@ -1052,8 +1057,12 @@ static kv_rc commit_locked(kv_ctx *ctx, kv_key *pending, const kv_rotate_opts *o
     if (rc != KV_OK)
         pending->lc->reload = true;
     if (pending->lc->pending_fd >= 0) {
-        close(pending->lc->pending_fd); /* no longer pending */
-        pending->lc->pending_fd = -1;
+        /* no longer pending: forgotten before it is closed, so that a child
+         * forked in between keeps a hold (as one forked a moment earlier
+         * does) rather than a number that may be another file's */
+        int fd = pending->lc->pending_fd;
+        __atomic_store_n(&pending->lc->pending_fd, -1, __ATOMIC_SEQ_CST);
+        close(fd);
     }
     kv_mutex_unlock(&pending->lc->lock);
 out:

@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1010,7 +1011,7 @@ struct busy_signer {
     int signed_;
 };
 
-static void *sign_until_stopped(void *arg)
+static void *api_sign_until_stopped(void *arg)
 {
     struct busy_signer *b = arg;
 
@@ -1021,6 +1022,14 @@ static void *sign_until_stopped(void *arg)
     }
     return NULL;
 }
+
+#if defined(__SANITIZE_ADDRESS__)
+#define KV_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KV_TEST_ASAN 1
+#endif
+#endif
 
 /*
  * An application forks while three of its threads sign with one key (a
@@ -1036,7 +1045,11 @@ static void *sign_until_stopped(void *arg)
  * only failure allowed, and only there.
  * Not on PKCS#11: there the fork lands inside the module (SoftHSM), whose
  * own mutexes the child inherits held and waits on in its first
- * C_GetTokenInfo, which nothing outside the module can undo.
+ * C_GetTokenInfo, which nothing outside the module can undo. Not under
+ * AddressSanitizer: GCC 12's libasan does not hold its allocator's lock
+ * across fork(), so a child forked while a signing thread allocates hangs
+ * in its first malloc (check_tpm's a_fork_while_another_thread_signs).
+ * No assertion while the threads run: they use this frame.
  */
 START_TEST(forks_while_threads_sign)
 {
@@ -1047,26 +1060,29 @@ START_TEST(forks_while_threads_sign)
     atomic_int stop = 0;
     struct busy_signer b[3];
     pthread_t th[3];
-    int hung = 0, failed = 0, refused = 0;
+    int threads = 0, forks = 0, hung = 0, failed = 0, refused = 0, idle = 0;
+    bool skip = !strcmp(backend(), "pkcs11");
 
-    if (!strcmp(backend(), "pkcs11")) {
-        kv_key_free(key);
-        ck_assert_rc(ctx, kv_key_destroy(ctx, kname("forkbusy")), KV_OK);
-        kv_ctx_free(ctx);
-        return;
-    }
+#ifdef KV_TEST_ASAN
+    skip = true;
+#endif
+    if (skip)
+        printf("forks_while_threads_sign: not run on %s%s\n", backend(),
+               strcmp(backend(), "pkcs11") ? " under AddressSanitizer" : "");
     ck_assert(sign_verify_once(ctx, key, pub, publen));
-    for (int i = 0; i < 3; i++) {
-        b[i] = (struct busy_signer){ key, &stop, 0 };
-        ck_assert_int_eq(pthread_create(&th[i], NULL, sign_until_stopped, &b[i]), 0);
+    for (; !skip && threads < 3; threads++) {
+        b[threads] = (struct busy_signer){ key, &stop, 0 };
+        if (pthread_create(&th[threads], NULL, api_sign_until_stopped, &b[threads]) != 0)
+            break;
     }
-    for (int f = 0; f < 20; f++) {
+    for (; !skip && threads == 3 && forks < 20; forks++) {
         pid_t pid;
         int st = 0;
 
-        usleep(5000 + 1000 * f); /* let the threads get going, at varying points */
+        usleep(5000 + 1000 * forks); /* let the threads get going, at varying points */
         pid = fork();
-        ck_assert_int_ge(pid, 0);
+        if (pid < 0)
+            break;
         if (pid == 0) {
             int ok = no_fork() || sign_verify_once(ctx, key, pub, publen);
             const char *m = kv_errmsg(ctx);
@@ -1085,12 +1101,16 @@ START_TEST(forks_while_threads_sign)
             failed++;
     }
     atomic_store(&stop, 1);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < threads; i++) {
         pthread_join(th[i], NULL);
-        ck_assert_int_gt(b[i].signed_, 0);
+        idle += b[i].signed_ == 0;
     }
-    ck_assert_msg(hung == 0, "%d of 20 children hung (killed after 30 s)", hung);
-    ck_assert_msg(failed == 0, "%d of 20 children could not sign", failed);
+    if (!skip) {
+        ck_assert_msg(threads == 3 && forks == 20, "%d threads, %d forks of 3 and 20", threads, forks);
+        ck_assert_msg(idle == 0, "%d of 3 threads never signed", idle);
+        ck_assert_msg(hung == 0, "%d of 20 children hung (killed after 30 s)", hung);
+        ck_assert_msg(failed == 0, "%d of 20 children could not sign", failed);
+    }
     ck_assert_msg(sign_verify_once(ctx, key, pub, publen), "%s", kv_errmsg(ctx));
     kv_key_free(key);
     ck_assert_rc(ctx, kv_key_destroy(ctx, kname("forkbusy")), KV_OK);

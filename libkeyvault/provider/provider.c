@@ -69,6 +69,8 @@ kv_rc kvp_provctx_kv(kvp_provctx *pc, kv_ctx **out)
      * held: two threads making it at once make one each, and the second
      * to publish frees its own */
     rc = kv_ctx_new(&kv, pc->conf);
+    if (rc != KV_OK && (*out = atomic_load(&pc->kv)) != NULL)
+        return KV_OK; /* another thread's made it meanwhile */
     if (rc != KV_OK) {
         kvp_raise(pc, KVP_R_VAULT, "kv_ctx_new(%s) failed: %s: %s",
                   pc->conf ? "keyvault_conf" : "default configuration", kv_strerror(rc),
