@@ -7,7 +7,10 @@
  *
  * Usage: fault-sign CONF NAME THREADS SIGNS [STOPFILE]
  * Each of THREADS threads signs SIGNS times (with STOPFILE: until that file
- * exists, at most SIGNS times, 20 ms apart). Prints one summary line
+ * exists, at most SIGNS times, 20 ms apart; and STOPFILE.ready is made at
+ * the first signature, for a script to start its outage only once the
+ * signing is under way: a slow start, under valgrind, takes seconds).
+ * Prints one summary line
  *   ok=N failed=N unclear=N bad=N recovered=N final=ok|failed maxms=N
  * (unclear: a failure whose detail names no failed call; bad: a signature
  * that does not verify; recovered: successes after a failure in the same
@@ -45,6 +48,19 @@ static kv_ctx *ctx;
 static kv_key *key;
 static EVP_PKEY *pub;
 static const char *stopfile;
+
+/* STOPFILE.ready (at each thread's first signature: made again, harmless) */
+static void mark_ready(void)
+{
+    char path[4096];
+    FILE *f;
+
+    if (snprintf(path, sizeof(path), "%s.ready", stopfile) >= (int)sizeof(path))
+        return;
+    f = fopen(path, "w");
+    if (f)
+        fclose(f);
+}
 static long signs;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static long n_ok, n_failed, n_unclear, n_bad, n_recovered, n_final_failed, max_ms;
@@ -143,6 +159,8 @@ static void *worker(void *arg)
         if (ms > slowest)
             slowest = ms;
         if (rc == KV_OK) {
+            if (ok == 0 && stopfile)
+                mark_ready();
             ok++;
             recovered += last_failed;
             last_failed = 0;

@@ -352,9 +352,12 @@ swtpm_pid() { cat "$KV_TPM_DIR/swtpm.pid" 2>/dev/null; }
 # tpm_outage HOW SECONDS: a signing loop (1 thread, 20 ms apart) while swtpm
 # is killed and restarted (HOW=kill) or stopped and continued (HOW=stop)
 tpm_outage() {
-    rm -f "$T/stop"
+    rm -f "$T/stop" "$T/stop.ready"
     TSS2_LOG=all+none timeout -s KILL $((BOUND + $2 + 10)) ${KV_TEST_RUNNER:-} "$SIGNER" "$T/tpm.conf" t-ec 1 1000000 "$T/stop" >"$T/tpmsign" 2>&1 &
     spid=$!
+    # the outage starts once the signing is under way (fault-sign's first
+    # signature; a start under valgrind takes seconds), a second into it
+    for _ in $(seq 1 "$BOUND"); do [ -e "$T/stop.ready" ] && break; sleep 1; done
     sleep 1
     p=$(swtpm_pid)
     if [ "$1" = kill ]; then
