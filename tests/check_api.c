@@ -9,8 +9,6 @@
 #include "config.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1004,120 +1002,6 @@ START_TEST(fork_four_children_sign_at_once)
 }
 END_TEST
 
-/* A thread signing with a key until told to stop. */
-struct busy_signer {
-    kv_key *key;
-    atomic_int *stop;
-    int signed_;
-};
-
-static void *api_sign_until_stopped(void *arg)
-{
-    struct busy_signer *b = arg;
-
-    while (!atomic_load(b->stop)) {
-        unsigned char sig[128];
-        size_t siglen = sizeof(sig);
-        b->signed_ += kv_sign(b->key, KV_ALG_DEFAULT, 0, msg, 8, sig, &siglen) == KV_OK;
-    }
-    return NULL;
-}
-
-#if defined(__SANITIZE_ADDRESS__)
-#define KV_TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define KV_TEST_ASAN 1
-#endif
-#endif
-
-/*
- * An application forks while three of its threads sign with one key (a
- * server that spawns helpers while it serves). Each child, which has only
- * the forking thread, signs, verifies, frees what it inherited and exits.
- * A lock the library held in a signing thread at the fork must not hold
- * the child up: each child has 30 s. Where the fork lands is chance: the
- * key's version check is held for a moment per signature, so the 20 forks
- * catch it only some of the time; tests/check_rotate.c and check_store.c
- * hold such locks on purpose.
- * Behind tpm2-abrmd a child forked amid another thread's TPM command
- * cannot take the connection over, and must say so (docs/design.md): the
- * only failure allowed, and only there.
- * Not on PKCS#11: there the fork lands inside the module (SoftHSM), whose
- * own mutexes the child inherits held and waits on in its first
- * C_GetTokenInfo, which nothing outside the module can undo. Not under
- * AddressSanitizer: GCC 12's libasan does not hold its allocator's lock
- * across fork(), so a child forked while a signing thread allocates hangs
- * in its first malloc (check_tpm's a_fork_while_another_thread_signs).
- * No assertion while the threads run: they use this frame.
- */
-START_TEST(forks_while_threads_sign)
-{
-    kv_ctx *ctx = new_ctx();
-    kv_key *key = gen(ctx, kname("forkbusy"), KV_KEY_EC_P256);
-    unsigned char pub[256];
-    size_t publen = pub_der(ctx, key, pub, sizeof(pub));
-    atomic_int stop = 0;
-    struct busy_signer b[3];
-    pthread_t th[3];
-    int threads = 0, forks = 0, hung = 0, failed = 0, refused = 0, idle = 0;
-    bool skip = !strcmp(backend(), "pkcs11");
-
-#ifdef KV_TEST_ASAN
-    skip = true;
-#endif
-    if (skip)
-        printf("forks_while_threads_sign: not run on %s%s\n", backend(),
-               strcmp(backend(), "pkcs11") ? " under AddressSanitizer" : "");
-    ck_assert(sign_verify_once(ctx, key, pub, publen));
-    for (; !skip && threads < 3; threads++) {
-        b[threads] = (struct busy_signer){ key, &stop, 0 };
-        if (pthread_create(&th[threads], NULL, api_sign_until_stopped, &b[threads]) != 0)
-            break;
-    }
-    for (; !skip && threads == 3 && forks < 20; forks++) {
-        pid_t pid;
-        int st = 0;
-
-        usleep(5000 + 1000 * forks); /* let the threads get going, at varying points */
-        pid = fork();
-        if (pid < 0)
-            break;
-        if (pid == 0) {
-            int ok = no_fork() || sign_verify_once(ctx, key, pub, publen);
-            const char *m = kv_errmsg(ctx);
-            int said = !ok && strstr(m, "which a child cannot open again") && strstr(m, "TCTI 'tabrmd");
-            if (!ok && !said)
-                fprintf(stderr, "the child: %s\n", kv_errmsg(ctx));
-            kv_key_free(key);
-            kv_ctx_free(ctx);
-            _exit(ok ? 0 : said ? 2 : 1);
-        }
-        if (!tu_wait_bounded(pid, 30000, &st))
-            hung++;
-        else if (WIFEXITED(st) && WEXITSTATUS(st) == 2)
-            refused++;
-        else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-            failed++;
-    }
-    atomic_store(&stop, 1);
-    for (int i = 0; i < threads; i++) {
-        pthread_join(th[i], NULL);
-        idle += b[i].signed_ == 0;
-    }
-    if (!skip) {
-        ck_assert_msg(threads == 3 && forks == 20, "%d threads, %d forks of 3 and 20", threads, forks);
-        ck_assert_msg(idle == 0, "%d of 3 threads never signed", idle);
-        ck_assert_msg(hung == 0, "%d of 20 children hung (killed after 30 s)", hung);
-        ck_assert_msg(failed == 0, "%d of 20 children could not sign", failed);
-    }
-    ck_assert_msg(sign_verify_once(ctx, key, pub, publen), "%s", kv_errmsg(ctx));
-    kv_key_free(key);
-    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("forkbusy")), KV_OK);
-    kv_ctx_free(ctx);
-}
-END_TEST
-
 /* A certificate for pub named subj, issued by issuer_name with ca, valid
  * from now + nb to now + na seconds; ca_cert marks a CA. sans: a
  * subjectAltName value as the openssl config writes it, or NULL. */
@@ -1529,7 +1413,6 @@ static Suite *api_suite(void)
     tcase_add_test(conc, eight_threads_sign_with_one_context);
     tcase_add_test(conc, fork_parent_child_parent);
     tcase_add_test(conc, fork_four_children_sign_at_once);
-    tcase_add_test(conc, forks_while_threads_sign);
     tcase_set_timeout(sign, 120);
     tcase_set_timeout(ecdh, 60);
     tcase_set_timeout(keys, 60);
