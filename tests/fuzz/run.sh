@@ -1,7 +1,8 @@
 #!/bin/sh
 # run.sh - run the libFuzzer targets of a fuzz build.
 #
-#   tests/fuzz/run.sh [--build DIR] [--seconds N] [--runs N] [--corpus DIR] [TARGET...]
+#   tests/fuzz/run.sh [--build DIR] [--seconds N] [--runs N] [--corpus DIR]
+#                     [--timeout S] [TARGET...]
 #
 # For each target (all by default): replay its kept crash inputs
 # (tests/fuzz/regress/TARGET/), then fuzz for N seconds (default 10) or N
@@ -11,6 +12,9 @@
 # instead, seeded when empty and kept, and libFuzzer's log is appended to
 # DIR/TARGET.log: a long run done in pieces goes on where the last piece
 # stopped, and a piece killed midway still has its count in the log.
+# --timeout S: libFuzzer's bound on one input (default 10 s); a long run at
+# nice 19 beside a loaded machine wants more, or a starved process reads
+# as a hung input.
 # Prints per target the executions,
 # exec/s, coverage and the result; exits 1 when any target crashed, leaked,
 # timed out or failed a check. A crashing input is kept under
@@ -23,6 +27,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 build=${KV_FUZZ_BUILD:-$src/build-fuzz}
 seconds=10
+timeout=10
 runs=
 keep=
 all="evidence keyname config ecdh verify csr chain softkey keyref audit policy lifecycle enroll jws jwk"
@@ -32,7 +37,8 @@ while [ $# -gt 0 ]; do
     --seconds) seconds=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --corpus) keep=$2; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --timeout) timeout=$2; shift 2 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
@@ -61,7 +67,7 @@ for t in $targets; do
     fi
     seeds=$here/corpus/$t
     [ "$t" = evidence ] && seeds=$src/tests/evidence
-    opts="-timeout=10 -rss_limit_mb=2560 -print_final_stats=1"
+    opts="-timeout=$timeout -rss_limit_mb=2560 -print_final_stats=1"
     [ "$t" = evidence ] && opts="$opts -max_len=300000"
     work=$scratch/$t
     mkdir -p "$work/corpus" "$work/cwd"
