@@ -9,8 +9,9 @@
  *   crash-victim CONF generate BACKEND PREFIX FIRST [COUNT] [--cert]
  *       keys PREFIX-FIRST, PREFIX-FIRST+1, ... (P-256) in BACKEND; with
  *       --cert each gets a self-signed certificate stored with it
- *   crash-victim CONF rotate NAME
- *       rotations of NAME (overlap 1 h, kept): "ok NAME@V"
+ *   crash-victim CONF rotate NAME [OVERLAP]
+ *       rotations of NAME (overlap 1 h, kept): "ok NAME@V"; with OVERLAP
+ *       (seconds) that overlap and no grace, so prune destroys them
  *   crash-victim CONF issue CA CSR OUTDIR
  *       certificates (tls-client) for the request CSR by the CA key CA:
  *       each is written to OUTDIR/N.pem before "ok N"
@@ -152,12 +153,17 @@ static int do_generate(kv_ctx *ctx, int argc, char **argv)
     return 0;
 }
 
-static int do_rotate(kv_ctx *ctx, const char *name)
+static int do_rotate(kv_ctx *ctx, const char *name, const char *overlap)
 {
     kv_rotate_opts o = KV_ROTATE_OPTS_INIT;
 
     o.overlap = 3600;
     o.flags = KV_ROTATE_KEEP;
+    if (overlap) {
+        o.overlap = atoi(overlap);
+        o.grace = 0;
+        o.flags = 0;
+    }
     for (;;) {
         kv_key *key = NULL;
         kv_key_info info;
@@ -366,7 +372,7 @@ int main(int argc, char **argv)
     if (!strcmp(op, "generate") && argc >= 6)
         ret = do_generate(ctx, argc - 3, argv + 3);
     else if (!strcmp(op, "rotate"))
-        ret = do_rotate(ctx, argv[3]);
+        ret = do_rotate(ctx, argv[3], argc > 4 ? argv[4] : NULL);
     else if (!strcmp(op, "issue") && argc == 6)
         ret = do_issue(ctx, argv[3], argv[4], argv[5]);
     else if (!strcmp(op, "destroy"))
