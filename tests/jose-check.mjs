@@ -74,10 +74,22 @@ async function verifyToken(args) {
   const jwks = json(args[1]);
   const o = options(args.slice(2), {
     alg: 1, aud: 1, 'client-id': 1, ttl: 1, claims: 1, x5c: 0, plain: 0, evidence: 1, 'evidence-hash': 1,
+    signed: 1,
   });
+  // --signed FROM:TO, the clock (seconds) before and after the token was
+  // made: iat must fall in it, and the token is checked as of TO, so that a
+  // slow machine's queue of tokens verified later does not expire them
+  let signed = null;
+  if (o.signed) {
+    const m = /^(\d+):(\d+)$/.exec(o.signed);
+    if (!m) usage('--signed FROM:TO (seconds since the epoch)');
+    signed = { from: Number(m[1]), to: Number(m[2]) };
+  }
   if (o.plain) {
     // jose's own checks alone: jwtVerify with the key set, nothing of ours
-    const { payload } = await jose.jwtVerify(token, jose.createLocalJWKSet(jwks), o.aud ? { audience: o.aud } : {});
+    const plain = o.aud ? { audience: o.aud } : {};
+    if (signed) plain.currentDate = new Date(signed.to * 1000);
+    const { payload } = await jose.jwtVerify(token, jose.createLocalJWKSet(jwks), plain);
     return { jti: payload.jti ?? null };
   }
   const header = jose.decodeProtectedHeader(token);
@@ -91,6 +103,7 @@ async function verifyToken(args) {
   if (thumb !== header.kid) throw new Error(`kid ${header.kid} is not the JWK thumbprint ${thumb}`);
   if (!algsFor(jwk).includes(header.alg)) throw new Error(`alg ${header.alg} does not fit the JWK`);
   const checks = { typ: 'JWT', algorithms: [header.alg] };
+  if (signed) checks.currentDate = new Date(signed.to * 1000);
   if (o.aud) checks.audience = o.aud;
   if (o['client-id']) { checks.issuer = o['client-id']; checks.subject = o['client-id']; }
   const { payload } = await jose.jwtVerify(token, jose.createLocalJWKSet(jwks), checks);
@@ -98,8 +111,14 @@ async function verifyToken(args) {
     if (payload.aud !== o.aud) throw new Error(`aud is ${JSON.stringify(payload.aud)}, not the token endpoint`);
     if (!Number.isInteger(payload.iat) || !Number.isInteger(payload.exp)) throw new Error('iat or exp is not an integer');
     if (payload.exp - payload.iat !== Number(o.ttl)) throw new Error(`exp - iat = ${payload.exp - payload.iat}, wanted ${o.ttl}`);
-    const now = Math.floor(Date.now() / 1000);
-    if (Math.abs(payload.iat - now) > 30) throw new Error(`iat ${payload.iat} is not now (${now})`);
+    if (signed) {
+      if (payload.iat < signed.from || payload.iat > signed.to) {
+        throw new Error(`iat ${payload.iat} is not when the token was made (${signed.from}..${signed.to})`);
+      }
+    } else {
+      const now = Math.floor(Date.now() / 1000);
+      if (Math.abs(payload.iat - now) > 30) throw new Error(`iat ${payload.iat} is not now (${now})`);
+    }
     if (typeof payload.jti !== 'string' || Buffer.from(payload.jti, 'base64url').length !== 16 ||
         b64u(Buffer.from(payload.jti, 'base64url')) !== payload.jti) throw new Error('jti is not 16 bytes base64url');
     if ('nbf' in payload) throw new Error('nbf in a client assertion');
