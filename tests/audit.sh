@@ -149,8 +149,17 @@ expect 2 "audit verify without a file" -- kv audit verify
 # hostile logs (docs/hardening.md, "Hostile input costs"): a lock held by
 # another process (flock(1)), a FIFO swapped in while verify runs, one huge
 # last line, a log others may read. Each call ends within its bound.
-# held SECONDS FILE: flock(1) holds FILE's lock (as sleep's own process)
-held() { flock -F -x "$2" sleep "$1" & holder=$!; sleep 0.3; }
+# held FILE: flock(1) holds FILE's lock (in its own process) until release;
+# it returns once the lock is taken (not after a fixed sleep, which a loaded
+# machine may outrun)
+held() {
+    rm -f "$T/hold.on" "$T/hold.off"
+    flock -F -x "$1" sh -c 'touch "$0.on"; while [ ! -e "$0.off" ]; do sleep 0.05; done' "$T/hold" &
+    holder=$!
+    for _ in $(seq 1 600); do [ -e "$T/hold.on" ] && break; sleep 0.05; done
+    [ -e "$T/hold.on" ] || echo "    audit.sh: flock(1) did not take the lock in 30 s"
+}
+release() { touch "$T/hold.off"; wait "$holder" 2>/dev/null; }
 # timed DESCRIPTION WANT MAX ARGS...: exit WANT within MAX seconds
 timed() {
     t_desc=$1 t_want=$2 t_max=$3
@@ -162,22 +171,32 @@ timed() {
         not_ok "$t_desc (exit $t_rc in ${t_took}s, wanted $t_want within ${t_max}s)"; sed 's/^/    /' "$T/err"; fi
 }
 cp "$T/clean.log" "$L"
-held 40 "$L"
+held "$L"
 timed "verify gives up on a lock held by another process" 1 20 "$KEYVAULT" -c "$T/kv.conf" audit verify "$L"
 contains "$T/err" "audit log '$L': another process has held its lock (flock) for 10 s" "it names the log and the lock"
 before=$(wc -l <"$L")
 timed "an audited sign does not wait for that lock for ever" 0 20 "$KEYVAULT" -c "$T/kv.conf" sign k -i "$T/msg" -o "$T/sig"
 is "its record is not written under another's lock" "$(wc -l <"$L")" "$before"
-kill "$holder"; wait "$holder" 2>/dev/null
+release
 # a FIFO swapped in while verify waits for the lock: the gap's search reads
-# the file verify opened, not the name again (it blocked on the FIFO)
+# the file verify opened, not the name again (it blocked on the FIFO). The
+# swap waits until verify has the file open (its /proc/PID/fd), and the
+# lock is let go only after the swap
 sed "${s3}d" "$T/clean.log" >"$T/d.log"
-held 4 "$T/d.log"
+held "$T/d.log"
 timeout -s KILL 60 "$KEYVAULT" -c "$T/kv.conf" audit verify "$T/d.log" >"$T/out" 2>"$T/err" & vpid=$!
-sleep 2
+opened=no
+for _ in $(seq 1 600); do
+    for fd in /proc/$(pgrep -P "$vpid" | head -n 1)/fd/*; do
+        [ "$(readlink "$fd" 2>/dev/null)" = "$T/d.log" ] && opened=yes
+    done
+    [ "$opened" = yes ] && break
+    sleep 0.05
+done
+is "verify has the log open before it is swapped" "$opened" yes
 rm -f "$T/d.log" && mkfifo "$T/d.log"
+release
 wait "$vpid"; rc=$?
-wait "$holder" 2>/dev/null
 if [ "$rc" = 1 ] && grep -q "line $s3: .*(deleted)" "$T/err"; then ok "a FIFO swapped in: verify ends, naming the deleted record"; else
     not_ok "a FIFO swapped in (exit $rc)"; sed 's/^/    /' "$T/err"; fi
 rm -f "$T/d.log"

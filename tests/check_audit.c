@@ -840,7 +840,7 @@ START_TEST(a_fork_while_the_writer_waits_leaves_the_child_its_batch)
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
                   "the child could not free the %zu bytes of records queued before the fork",
                   queued);
-    ck_assert_msg(took < 2, "fork() waited %.1f s", took);
+    ck_assert_msg(took < 5, "fork() waited %.1f s", took); /* the bug: 10 s */
     ck_assert_int_eq(flock(fd, LOCK_UN), 0);
     close(fd);
     kv_ctx_free(ctx);
@@ -935,16 +935,21 @@ START_TEST(a_fork_while_callers_wait_leaves_the_child_their_records)
     pthread_barrier_wait(&w.ready);
     alone = child_frees(ctx, &took);
     pthread_barrier_wait(&w.go);
-    /* every caller past the callback, then a moment to put its record
-     * on the list and wait for the log's lock (10 s) */
+    /* every caller past the callback, then up to 5 s (well within the 10 s
+     * they wait for the log's lock) for the last of them to put its record
+     * on the list: a loaded machine may take more than a moment, and a
+     * child that cannot free the records never frees enough */
     while (atomic_load(&w.delivered) < CALLERS)
         usleep(1000);
-    usleep(100 * 1000);
-    with_callers = child_frees(ctx, &took);
+    double t_end = now_s() + 5;
+    do {
+        usleep(50 * 1000);
+        with_callers = child_frees(ctx, &took);
+        ck_assert_msg(took < 5, "fork() waited %.1f s", took);
+    } while (heap_counted() && with_callers < alone + CALLERS * 2 * 256 && now_s() < t_end);
     ck_assert_msg(!heap_counted() || with_callers >= alone + CALLERS * 2 * 256,
                   "a child freed %zu bytes with %d callers waiting, %zu without", with_callers,
                   CALLERS, alone);
-    ck_assert_msg(took < 2, "fork() waited %.1f s", took);
     ck_assert_int_eq(flock(fd, LOCK_UN), 0);
     close(fd);
     for (int i = 0; i < CALLERS; i++)
@@ -998,8 +1003,9 @@ START_TEST(a_lock_held_elsewhere_bounds_each_callers_wait)
     pthread_join(th, NULL);
     ck_assert_int_eq(first.rc, KV_OK);
     ck_assert_int_eq(second.rc, KV_OK);
-    ck_assert_msg(first.took < 11.5, "the first sign took %.1f s", first.took);
-    ck_assert_msg(second.took < 11.5, "the second sign took %.1f s", second.took);
+    /* each waits the 10 s bound; the bug made the second wait 19.5 s */
+    ck_assert_msg(first.took < 15, "the first sign took %.1f s", first.took);
+    ck_assert_msg(second.took < 15, "the second sign took %.1f s", second.took);
     ck_assert_ptr_nonnull(strstr(sys_text, "(1 records lost"));
     ck_assert_int_eq(flock(fd, LOCK_UN), 0);
     close(fd);
@@ -1027,7 +1033,8 @@ START_TEST(a_lock_held_elsewhere_does_not_hold_up_buffered_signs)
     s.key = k;
     timed_sign(&s);
     ck_assert_int_eq(s.rc, KV_OK);
-    ck_assert_msg(s.took < 1, "a sign took %.1f s while the writer waited", s.took);
+    ck_assert_msg(s.took < 5, "a sign took %.1f s while the writer waited (10 s: it did)",
+                  s.took);
     ck_assert_int_eq(flock(fd, LOCK_UN), 0);
     close(fd);
     kv_key_free(k);
