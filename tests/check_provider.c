@@ -491,7 +491,10 @@ static Suite *provider_suite(void)
     tcase_add_test(ctxs, another_libctx_and_the_key_lifetime);
     tcase_add_test(ctxs, keyvault_loaded_first_leaves_ordinary_keys_alone);
     tcase_add_test(ctxs, ordinary_keys_after_vault_signatures);
+    /* Check's 4 s default is short for an RSA-2048 keygen on a loaded machine */
+    tcase_set_timeout(keys, 60);
     tcase_set_timeout(sig, 120);
+    tcase_set_timeout(ecdh, 60);
     tcase_set_timeout(ctxs, 60);
     suite_add_tcase(s, keys);
     suite_add_tcase(s, sig);

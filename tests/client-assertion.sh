@@ -213,7 +213,7 @@ node "$SRC/examples/client-assertion/token-endpoint.mjs" "$T/endpoint.jwks" devi
     >"$T/endpoint.log" 2>&1 &
 node_pid=$!
 i=0
-while ! [ -s "$T/port" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+while ! [ -s "$T/port" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done  # up to 60 s
 if ! [ -s "$T/port" ]; then
     not_ok "the token endpoint listens"; cat "$T/endpoint.log"; finish; exit 1
 fi

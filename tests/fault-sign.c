@@ -9,7 +9,9 @@
  * Each of THREADS threads signs SIGNS times (with STOPFILE: until that file
  * exists, at most SIGNS times, 20 ms apart; and STOPFILE.ready is made at
  * the first signature, for a script to start its outage only once the
- * signing is under way: a slow start, under valgrind, takes seconds).
+ * signing is under way: a slow start, under valgrind, takes seconds; and
+ * STOPFILE.recovered at a signature after a failure, for it to end the run
+ * only once the signer has recovered).
  * Prints one summary line
  *   ok=N failed=N unclear=N bad=N recovered=N final=ok|failed maxms=N
  * (unclear: a failure whose detail names no failed call; bad: a signature
@@ -49,13 +51,14 @@ static kv_key *key;
 static EVP_PKEY *pub;
 static const char *stopfile;
 
-/* STOPFILE.ready (at each thread's first signature: made again, harmless) */
-static void mark_ready(void)
+/* STOPFILE.ready (at each thread's first signature) and STOPFILE.recovered
+ * (at a signature after a failure): made again, harmless */
+static void mark(const char *what)
 {
     char path[4096];
     FILE *f;
 
-    if (snprintf(path, sizeof(path), "%s.ready", stopfile) >= (int)sizeof(path))
+    if (snprintf(path, sizeof(path), "%s.%s", stopfile, what) >= (int)sizeof(path))
         return;
     f = fopen(path, "w");
     if (f)
@@ -160,7 +163,9 @@ static void *worker(void *arg)
             slowest = ms;
         if (rc == KV_OK) {
             if (ok == 0 && stopfile)
-                mark_ready();
+                mark("ready");
+            if (last_failed && stopfile)
+                mark("recovered");
             ok++;
             recovered += last_failed;
             last_failed = 0;

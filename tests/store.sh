@@ -22,14 +22,14 @@ expect 0 "the store still works" -- kv sign k -i "$T/msg" -o "$T/sig"
 
 # FIFOs: the command returns at once with an error, never waits for a writer
 mkfifo "$T/fifo.conf"
-expect 1 "a FIFO as the configuration file" -- timeout 10 "$KEYVAULT" -c "$T/fifo.conf" list
+expect 1 "a FIFO as the configuration file" -- timeout 60 "$KEYVAULT" -c "$T/fifo.conf" list
 contains "$T/err" "FIFO" "the error says it is a FIFO"
 mkfifo "$T/store/f.pem"
-expect 1 "a FIFO as a key file" -- timeout 10 "$KEYVAULT" -c "$T/kv.conf" sign f -i "$T/msg" -o "$T/x"
+expect 1 "a FIFO as a key file" -- timeout 60 "$KEYVAULT" -c "$T/kv.conf" sign f -i "$T/msg" -o "$T/x"
 contains "$T/err" "not a regular file" "the error says it is not a regular file"
 mv "$T/pass" "$T/pass.saved"
 mkfifo "$T/pass"
-expect 1 "a FIFO as the passphrase file" -- timeout 10 "$KEYVAULT" -c "$T/kv.conf" sign k -i "$T/msg" -o "$T/x"
+expect 1 "a FIFO as the passphrase file" -- timeout 60 "$KEYVAULT" -c "$T/kv.conf" sign k -i "$T/msg" -o "$T/x"
 contains "$T/err" "FIFO" "the error says it is a FIFO"
 rm "$T/pass"
 mv "$T/pass.saved" "$T/pass"

@@ -42,7 +42,7 @@ tpm_start() {
     # the daemon writes its pid file once it listens; a loaded machine can
     # take seconds (a restarted swtpm was given up on after one)
     _i=0
-    while [ $_i -lt 100 ]; do
+    while [ $_i -lt 300 ]; do
         [ -s "$KV_TPM_DIR/swtpm.pid" ] && return 0
         sleep 0.1
         _i=$((_i + 1))
@@ -53,10 +53,16 @@ tpm_stop() {
     if [ -s "$KV_TPM_DIR/swtpm.pid" ]; then
         _pid=$(cat "$KV_TPM_DIR/swtpm.pid")
         kill "$_pid" 2>/dev/null
-        for _ in 1 2 3 4 5 6 7 8 9 10; do
+        # gone, not merely told to go (its port is free for a restart): up
+        # to 30 s on a loaded machine, then SIGKILL
+        for _ in $(seq 1 300); do
             kill -0 "$_pid" 2>/dev/null || break
             sleep 0.1
         done
+        if kill -0 "$_pid" 2>/dev/null; then
+            kill -9 "$_pid" 2>/dev/null
+            for _ in $(seq 1 50); do kill -0 "$_pid" 2>/dev/null || break; sleep 0.1; done
+        fi
         rm -f "$KV_TPM_DIR/swtpm.pid"
     fi
 }
@@ -69,8 +75,9 @@ abrmd_start() {
         >"$KV_TPM_DIR/abrmd.log" 2>&1 &
     KV_ABRMD_PID=$!
     KV_ABRMD_TCTI=tabrmd:bus_type=session
-    for _ in $(seq 1 50); do
+    for _ in $(seq 1 300); do   # up to 30 s: slow to start on a loaded machine
         TPM2TOOLS_TCTI=$KV_ABRMD_TCTI tpm2_getrandom 1 >/dev/null 2>&1 && return 0
+        kill -0 "$KV_ABRMD_PID" 2>/dev/null || return 1
         sleep 0.1
     done
     return 1

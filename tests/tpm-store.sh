@@ -49,7 +49,7 @@ expect 1 "a hard link to another TPM key is refused" -- kv sign a -i "$T/msg" -o
 contains "$T/err" "key 'a'" "the error names the key"
 rm "$K/a.pem"
 mkfifo "$K/a.pem"
-expect 1 "a FIFO as a TPM key file fails at once" -- timeout 10 "$KEYVAULT" -c "$KV_TPM_DIR/keyvault.conf" sign a -i "$T/msg" -o "$T/x"
+expect 1 "a FIFO as a TPM key file fails at once" -- timeout 60 "$KEYVAULT" -c "$KV_TPM_DIR/keyvault.conf" sign a -i "$T/msg" -o "$T/x"
 contains "$T/err" "not a regular file" "the error says it is not a regular file"
 rm "$K/a.pem"
 mv "$T/a.saved" "$K/a.pem"
