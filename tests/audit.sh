@@ -154,7 +154,9 @@ expect 2 "audit verify without a file" -- kv audit verify
 # machine may outrun)
 held() {
     rm -f "$T/hold.on" "$T/hold.off"
-    flock -F -x "$1" sh -c 'touch "$0.on"; while [ ! -e "$0.off" ]; do sleep 0.05; done' "$T/hold" &
+    # (at most 10 minutes, should the script die before its release)
+    flock -F -x "$1" sh -c 'touch "$0.on"; i=0
+        while [ ! -e "$0.off" ] && [ $i -lt 12000 ]; do sleep 0.05; i=$((i + 1)); done' "$T/hold" &
     holder=$!
     for _ in $(seq 1 600); do [ -e "$T/hold.on" ] && break; sleep 0.05; done
     [ -e "$T/hold.on" ] || echo "    audit.sh: flock(1) did not take the lock in 30 s"
@@ -186,9 +188,10 @@ sed "${s3}d" "$T/clean.log" >"$T/d.log"
 held "$T/d.log"
 timeout -s KILL 60 "$KEYVAULT" -c "$T/kv.conf" audit verify "$T/d.log" >"$T/out" 2>"$T/err" & vpid=$!
 opened=no
+want=$(readlink -f "$T/d.log")
 for _ in $(seq 1 600); do
     for fd in /proc/$(pgrep -P "$vpid" | head -n 1)/fd/*; do
-        [ "$(readlink "$fd" 2>/dev/null)" = "$T/d.log" ] && opened=yes
+        [ "$(readlink "$fd" 2>/dev/null)" = "$want" ] && opened=yes
     done
     [ "$opened" = yes ] && break
     sleep 0.05

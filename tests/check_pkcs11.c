@@ -1723,11 +1723,10 @@ START_TEST(creation_race_without_shared_home)
     fprintf(stderr, "creation_race_without_shared_home: both lost in %d of %d rounds; "
             "SoftHSM internal errors: %d\n", both_lost, rounds(), softhsm_errors);
     /* SoftHSM's own race (its internal errors) is more likely on a loaded
-     * machine; what must hold is that most rounds tested ours: at most one
-     * failed result in two rounds (12 rounds under the sanitizers allowed 1
-     * before, too few to tell load from a defect) */
-    ck_assert_msg(softhsm_errors <= rounds() / 2, "SoftHSM internal errors in %d results of %d rounds",
-                  softhsm_errors, rounds());
+     * machine: at most one failed result in four rounds, plus one (under
+     * rounds / 5, the 12 rounds of a sanitized run allowed only 1) */
+    ck_assert_msg(softhsm_errors <= rounds() / 4 + 1,
+                  "SoftHSM internal errors in %d results of %d rounds", softhsm_errors, rounds());
     kv_ctx_free(ctx[0]);
     kv_ctx_free(ctx[1]);
 }

@@ -353,7 +353,7 @@ swtpm_pid() { cat "$KV_TPM_DIR/swtpm.pid" 2>/dev/null; }
 # is killed and restarted (HOW=kill) or stopped and continued (HOW=stop)
 tpm_outage() {
     rm -f "$T/stop" "$T/stop.ready" "$T/stop.recovered"
-    TSS2_LOG=all+none timeout -s KILL $((BOUND + $2 + 10)) ${KV_TEST_RUNNER:-} "$SIGNER" "$T/tpm.conf" t-ec 1 1000000 "$T/stop" >"$T/tpmsign" 2>&1 &
+    TSS2_LOG=all+none timeout -s KILL $((2 * BOUND + $2 + 10)) ${KV_TEST_RUNNER:-} "$SIGNER" "$T/tpm.conf" t-ec 1 1000000 "$T/stop" >"$T/tpmsign" 2>&1 &
     spid=$!
     # the outage starts once the signing is under way (fault-sign's first
     # signature; a start under valgrind takes seconds), a second into it
@@ -367,7 +367,7 @@ tpm_outage() {
         for _ in 1 2 3 4 5 6 7 8 9 10; do tpm_start && break; sleep 0.5; done
         # the signer's own recovery (a signature after the failures), not a
         # fixed time that a loaded machine may not give it
-        for _ in $(seq 1 "$BOUND"); do [ -e "$T/stop.recovered" ] && break; sleep 1; done
+        for _ in $(seq 1 "$BOUND"); do [ -e "$T/stop.recovered" ] && break; kill -0 "$spid" 2>/dev/null || break; sleep 1; done
     else
         kill -STOP "$p"
         sleep "$2"

@@ -7,9 +7,10 @@
 // usage:
 //   node jose-check.mjs verify TOKENFILE JWKSFILE [--alg ALG] [--aud URL]
 //        [--client-id ID] [--ttl S] [--claims FILE] [--x5c] [--plain]
-//        [--evidence FILE | --evidence-hash FILE]
+//        [--evidence FILE | --evidence-hash FILE] [--signed FROM:TO]
 //     jwtVerify against the JWKS, then the checks below (with --plain,
-//     jwtVerify alone); prints one JSON line {alg, kid, jti} and exits 0,
+//     jwtVerify alone; with --signed, as of TO, and iat within FROM..TO,
+//     the seconds around the token's making); prints one JSON line {alg, kid, jti} and exits 0,
 //     or "rejected: WHY" and exits 1
 //   node jose-check.mjs verify-batch FILE
 //     one verify per line of FILE (DESCRIPTION, TOKENFILE, JWKSFILE,
