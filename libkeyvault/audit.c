@@ -1701,10 +1701,20 @@ kv_rc kv_audit_verify(kv_ctx *ctx, const char *path, const unsigned char *pub, s
                 "seal %" PRIu64 ":%.16s... (records cut from its end)", path, line,
                 (long long)v.seq, anchors[i].seq, anchors[i].hash);
     }
-    if (pub && rep->seals == 0 && rep->records > 0)
+    /* an empty file is no exception: under a public key it proves nothing
+     * (a sealed log emptied would pass), and it does not end with a seal */
+    if (rep->records == 0)
+        line = 1; /* where the first record would be */
+    if (pub && rep->records == 0)
+        KV_FAIL(ctx, rc, KV_ERR_BAD_SIGNATURE,
+                "audit log '%s' holds no record: no seal to check the key against", path);
+    if (pub && rep->seals == 0)
         KV_FAIL(ctx, rc, KV_ERR_BAD_SIGNATURE,
                 "audit log '%s': no seal in %" PRIu64 " records: nothing to check the key against",
                 path, rep->records);
+    if ((flags & KV_AUDIT_VERIFY_SEALED) && rep->records == 0)
+        KV_FAIL(ctx, rc, KV_ERR_CORRUPT,
+                "audit log '%s' holds no record: the log does not end with a seal", path);
     if ((flags & KV_AUDIT_VERIFY_SEALED) && rep->unsealed > 0) {
         uint64_t last = line;
         line = last - rep->unsealed + 1; /* the first record no seal covers */

@@ -1148,7 +1148,8 @@ typedef struct kv_audit_report {
                                * last_seal_seq, an anchor to keep outside the file */
 } kv_audit_report;
 
-/* kv_audit_verify flag: a log whose last record is not a seal fails. */
+/* kv_audit_verify flag: a log whose last record is not a seal fails (an
+ * empty one too). */
 #define KV_AUDIT_VERIFY_SEALED 0x1u
 
 /* A seal known from outside the file (the syslog line each seal writes, or
@@ -1166,8 +1167,8 @@ typedef struct kv_audit_anchor {
  * signature. KV_OK when all of it holds; else KV_ERR_CORRUPT (a record
  * edited, deleted, reordered, a truncated tail, an anchor the file does not
  * hold) or KV_ERR_BAD_SIGNATURE (a seal that does not verify, sealed by
- * another key, no seal at all), with rep->bad_line and kv_errmsg naming the
- * first bad record. anchors (nanchors of them; NULL, 0: none) are seals the
+ * another key, no seal at all: an empty file too), with rep->bad_line and
+ * kv_errmsg naming the first bad record. anchors (nanchors of them; NULL, 0: none) are seals the
  * file must hold: without one, records cut from the end at an earlier seal,
  * or cut and written again, cannot be told from a shorter log. Without a
  * public key only the chain is proved: whoever can write the file can make

@@ -63,6 +63,12 @@ expect 0 "verify with the last seal as --anchor" -- kv audit verify "$L" --pubke
 contains "$T/out" "1 anchor found" "verify says the anchor was found"
 expect 0 "verify without --pubkey" -- kv audit verify "$L"
 contains "$T/err" "chain only: whoever can write the file can make this pass; give --pubkey" "verify without --pubkey warns that it proves the chain only"
+# the log emptied: no seal, so no proof (the audit fuzz target found it accepted)
+: >"$T/empty.log"
+expect 1 "an emptied log fails under the seal's key" -- kv audit verify "$T/empty.log" --pubkey "$T/seal.pub"
+contains "$T/err" "holds no record: no seal to check the key against" "the refusal says the log holds no record"
+expect 1 "an emptied log fails --sealed" -- kv audit verify "$T/empty.log" --sealed
+contains "$T/err" "does not end with a seal" "the refusal says it does not end with a seal"
 expect 2 "a malformed --anchor" -- kv audit verify "$L" --anchor "12:abc"
 expect 0 "tail -n 3" -- kv audit tail -n 3
 is "tail -n 3 prints 3 lines" "$(wc -l <"$T/out")" 3

@@ -580,6 +580,40 @@ static kv_audit_anchor cut_to_earlier_seal(kv_ctx *ctx, const unsigned char *pub
     return an;
 }
 
+/* A sealed log emptied: under its public key (or --sealed) that is no
+ * proof, as a log of records without a seal is none. The audit fuzz target
+ * found it accepted (tests/fuzz/regress/audit/empty-log-under-a-key). */
+START_TEST(an_emptied_log_fails_under_its_key)
+{
+    unsigned char *pub = NULL;
+    size_t publen = 0;
+    kv_audit_report rep;
+    kv_ctx *ctx;
+    FILE *f;
+
+    make_log(&pub, &publen);
+    ctx = tu_ctx(NULL);
+    ck_assert_rc(ctx, verify(ctx, pub, publen, KV_AUDIT_VERIFY_SEALED, &rep), KV_OK);
+    ck_assert_ptr_nonnull(f = fopen(log_path, "w"));
+    fclose(f);
+    memset(&rep, 0, sizeof(rep));
+    ck_assert_rc(ctx, verify(ctx, pub, publen, 0, &rep), KV_ERR_BAD_SIGNATURE);
+    ck_assert_msg(strstr(kv_errmsg(ctx), "holds no record: no seal to check the key against"),
+                  "%s", kv_errmsg(ctx));
+    ck_assert_uint_eq(rep.records, 0);
+    ck_assert_uint_eq(rep.bad_line, 1);
+    ck_assert_rc(ctx, verify(ctx, NULL, 0, KV_AUDIT_VERIFY_SEALED, &rep), KV_ERR_CORRUPT);
+    ck_assert_msg(strstr(kv_errmsg(ctx), "holds no record: the log does not end with a seal"),
+                  "%s", kv_errmsg(ctx));
+    /* the chain alone: an empty log is a log nothing was written to */
+    ck_assert_rc(ctx, verify(ctx, NULL, 0, 0, &rep), KV_OK);
+    ck_assert_uint_eq(rep.records, 0);
+    ck_assert_uint_eq(rep.bad_line, 0);
+    free(pub);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(cut_at_an_earlier_seal_fails_with_the_anchor)
 {
     unsigned char *pub = NULL;
@@ -1452,6 +1486,7 @@ static Suite *audit_suite(void)
     tcase_add_test(tc, truncated_records_fail_when_sealed_is_required);
     tcase_add_test(tc, bad_seal_fails_at_it);
     tcase_add_test(tc, log_sealed_by_another_key_fails);
+    tcase_add_test(tc, an_emptied_log_fails_under_its_key);
     tcase_add_test(tc, cut_at_an_earlier_seal_fails_with_the_anchor);
     tcase_add_test(tc, every_seal_goes_to_syslog_as_an_anchor);
     tcase_add_test(tc, cut_then_written_fails_with_the_anchor);
