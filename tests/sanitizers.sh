@@ -18,9 +18,10 @@
 #       Default TESTS: the software unit tests and cli.sh store.sh.
 #       The scripts that start a fixture (swtpm, a SoftHSM token, policy
 #       files) and then run a Check binary - tpm-unit.sh, pkcs11-unit.sh,
-#       tpm-api.sh, jose-unit.sh, secrets.sh, policy.sh, verify.sh - run it
-#       as $KV_TEST_RUNNER "$B/tests/check_x" (faults.sh and tpm-faults.sh
-#       their fault-sign likewise, with KV_FAULT_BOUND 600 s): a command
+#       tpm-api.sh, pkcs11-api.sh, jose-unit.sh, secrets.sh, policy.sh,
+#       verify.sh - run it as $KV_TEST_RUNNER "$B/tests/check_x" (faults.sh and tpm-faults.sh
+#       their fault-sign likewise, with KV_FAULT_BOUND 600 s; soak.sh its
+#       kv-soak, which bounds no memory figure under valgrind): a command
 #       prefix, empty (unset) in the plain and ASan suites; here it is libtool --mode=execute
 #       valgrind ..., with CK_FORK=no. secrets.sh runs only check_secrets'
 #       "corpus" case: its "memory" case scans the heap through an allocator
@@ -147,7 +148,8 @@ SH
             # binary under valgrind too (KV_TEST_RUNNER), CK_FORK=no
             runner=""
             case "$name" in
-            tpm-unit.sh|pkcs11-unit.sh|tpm-api.sh|jose-unit.sh|policy.sh|verify.sh|faults.sh|tpm-faults.sh)
+            tpm-unit.sh|pkcs11-unit.sh|tpm-api.sh|pkcs11-api.sh|jose-unit.sh|policy.sh|verify.sh|\
+            faults.sh|tpm-faults.sh|soak.sh)
                 runner="$dir/libtool --mode=execute $vg --log-file=$rep/check.%p" ;;
             secrets.sh)
                 runner="$dir/libtool --mode=execute $vg --soname-synonyms=somalloc=NONE --log-file=$rep/check.%p" ;;

@@ -20,7 +20,8 @@ if grep -q '^#define KV_WITH_TPM 1' "$B/config.h"; then
 else
     C=$KV_P11_DIR/keyvault.conf
 fi
-soak() { TSS2_LOG=all+none "$SOAK" -c "$C" --p11-module "$KV_P11_MODULE" "$@"; }
+# KV_TEST_RUNNER: a command prefix (valgrind in tests/sanitizers.sh), unset here
+soak() { TSS2_LOG=all+none ${KV_TEST_RUNNER:-} "$SOAK" -c "$C" --p11-module "$KV_P11_MODULE" "$@"; }
 
 if soak --signs "$N" --tpm-signs "$M" >"$T/soak.out" 2>&1; then
     ok "kv-soak: $N signatures within bounds"

@@ -8,6 +8,9 @@
 # abrmd_start, abrmd_stop (tpm2-abrmd on a private D-Bus session bus, for
 # tests that need several processes on the TPM at once). tpm_stop and
 # abrmd_stop run from the caller's EXIT trap: call swtpm_cleanup there.
+# Without $T (a helper run directly, not sourced by a test) its files and a
+# simulator nobody stops would land at the root of the file system
+[ -n "${T:-}" ] && [ -d "$T" ] || { echo "swtpm.sh: \$T (a scratch directory) is not set" >&2; exit 2; }
 KV_TPM_DIR=$T/swtpm
 # libkeyvault's own files (the creation lock) stay in the scratch directory
 KEYVAULT_HOME=${KEYVAULT_HOME:-$KV_TPM_DIR/home}
