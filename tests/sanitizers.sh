@@ -135,12 +135,21 @@ valgrind)
         echo "== $t under valgrind"
         case "$t" in
         *.sh)
-            # the CLI under valgrind: libtool's wrapper runs the real binary
-            # (one per test: two runs of this script may share build-vg)
+            # the CLI under valgrind, one wrapper per test (two runs of this
+            # script may share build-vg). Not through `libtool --mode=execute`
+            # at each call: it cuts an argument at its first newline and drops
+            # every argument after it (libtool 2.4.7), so jose.sh's token with
+            # a newline lost its --jwks. libtool is asked once for what it
+            # would run: the real binary and the library path.
+            read -r ldpath realcli <<LT
+$("$dir/libtool" --mode=execute sh -c 'printf "%s %s\n" "$LD_LIBRARY_PATH" "$1"' sh "$dir/tools/keyvault")
+LT
             cli=$dir/vg/keyvault-$name
             cat >"$cli" <<SH
 #!/bin/sh
-exec "$dir/libtool" --mode=execute $vg --log-file=$rep/cli.%p "$dir/tools/keyvault" "\$@"
+LD_LIBRARY_PATH=$ldpath\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}
+export LD_LIBRARY_PATH
+exec $vg --log-file=$rep/cli.%p "$realcli" "\$@"
 SH
             chmod +x "$cli"
             [ "${KV_VG_CLI:-yes}" = no ] && cli=$dir/tools/keyvault
