@@ -526,7 +526,7 @@ int main(int argc, char **argv)
     const struct sample *base, *end;
     long grow_rss = 0, grow_heap = 0, grow_fds = 0, grow_sess = 0;
     double t0;
-    bool ok;
+    bool ok, bounded;
 
     options(argc, argv);
     make_peer();
@@ -591,9 +591,10 @@ int main(int argc, char **argv)
         if (s->sessions - base->sessions > grow_sess)
             grow_sess = s->sessions - base->sessions;
     }
+    bounded = memory_bounded();
     ok = atomic_load(&failures) == 0 && grow_fds == 0 && grow_sess == 0 &&
-         (!memory_bounded() || (grow_rss <= rss_bound && grow_heap <= heap_bound));
-    if (memory_bounded())
+         (!bounded || (grow_rss <= rss_bound && grow_heap <= heap_bound));
+    if (bounded)
         printf("# growth after the 10%% sample: rss %+ld KiB (bound %ld), heap %+ld KiB (bound "
                "%ld), fds %+ld (bound 0), sessions %+ld (bound 0): %s\n",
                grow_rss, rss_bound, grow_heap, heap_bound, grow_fds, grow_sess,

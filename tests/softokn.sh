@@ -9,8 +9,8 @@
 # (CKR_ARGUMENTS_BAD otherwise), which the configuration passes as
 # [pkcs11] init_args. The key store is the slot "NSS Certificate DB"; its
 # PIN is the database password.
-# Without $T (a helper run directly, not sourced by a test) its files and a
-# simulator nobody stops would land at the root of the file system
+# Without $T (a helper run directly, not sourced by a test) its NSS database
+# and token files would land at the root of the file system
 [ -n "${T:-}" ] && [ -d "$T" ] || { echo "softokn.sh: \$T (a scratch directory) is not set" >&2; exit 2; }
 KV_P11_DIR=$T/softokn
 mkdir -p "$KV_P11_DIR/db"
