@@ -119,6 +119,16 @@ valgrind)
     # stretched for valgrind's slowdown as for TSan's
     KV_FAULT_BOUND=${KV_FAULT_BOUND:-600}
     export KV_FAULT_BOUND
+    # The CLI's wrappers (below) run valgrind on the real binary, not
+    # `libtool --mode=execute` at each call: libtool 2.4.7 cuts an argument
+    # at its first newline and drops every argument after it, so jose.sh's
+    # token with a newline lost its --jwks. libtool is asked once for what it
+    # would run: the binary and the library path.
+    read -r ldpath realcli <<LT
+$("$dir/libtool" --mode=execute sh -c 'printf "%s %s\n" "$LD_LIBRARY_PATH" "$1"' sh "$dir/tools/keyvault")
+LT
+    [ -n "$ldpath" ] && [ -x "$realcli" ] ||
+        { echo "sanitizers.sh: libtool named no binary for $dir/tools/keyvault (got '$realcli')"; exit 1; }
     mkdir -p "$dir/vg"
     logs=""
     for t in $runs; do
@@ -136,14 +146,7 @@ valgrind)
         case "$t" in
         *.sh)
             # the CLI under valgrind, one wrapper per test (two runs of this
-            # script may share build-vg). Not through `libtool --mode=execute`
-            # at each call: it cuts an argument at its first newline and drops
-            # every argument after it (libtool 2.4.7), so jose.sh's token with
-            # a newline lost its --jwks. libtool is asked once for what it
-            # would run: the real binary and the library path.
-            read -r ldpath realcli <<LT
-$("$dir/libtool" --mode=execute sh -c 'printf "%s %s\n" "$LD_LIBRARY_PATH" "$1"' sh "$dir/tools/keyvault")
-LT
+            # script may share build-vg)
             cli=$dir/vg/keyvault-$name
             cat >"$cli" <<SH
 #!/bin/sh
