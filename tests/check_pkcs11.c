@@ -1702,13 +1702,17 @@ START_TEST(creation_race_without_shared_home)
         for (int i = 0; i < 2; i++) {
             /* SoftHSM 2.6 now and then fails one of two C_GenerateKeyPair
              * running at once in one process: tolerated, counted, checked.
-             * It says CKR_GENERAL_ERROR, and on a loaded machine once
+             * It says CKR_GENERAL_ERROR; on a loaded machine once
              * CKR_TEMPLATE_INCONSISTENT for the template every other round
              * takes (gen_step's template is the caller's own stack: nothing
-             * of it is shared between the threads). */
+             * of it is shared between the threads); and once (round 35 of
+             * 50, session 14's suite) CKR_FUNCTION_FAILED, which its
+             * generateEC returns when the object store's transaction on the
+             * new object fails. The keys check below still holds then. */
             if (rs[i].rc == KV_ERR_BACKEND && strstr(rs[i].msg, "C_GenerateKeyPair") &&
                 (strstr(rs[i].msg, "CKR_GENERAL_ERROR") ||
-                 strstr(rs[i].msg, "CKR_TEMPLATE_INCONSISTENT"))) {
+                 strstr(rs[i].msg, "CKR_TEMPLATE_INCONSISTENT") ||
+                 strstr(rs[i].msg, "CKR_FUNCTION_FAILED"))) {
                 softhsm_errors++;
                 continue;
             }
