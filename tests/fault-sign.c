@@ -249,6 +249,9 @@ int main(int argc, char **argv)
         if (open_sessions >= 0)
             printf("sessions=%ld\n", open_sessions);
     }
+    /* out now: a leak report at exit (LeakSanitizer) ends the process
+     * without flushing stdio, and the summary went with it once */
+    fflush(stdout);
     free(th);
     EVP_PKEY_free(pub);
     kv_key_free(key);

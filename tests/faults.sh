@@ -365,6 +365,8 @@ tpm_outage() {
         rm -f "$KV_TPM_DIR/swtpm.pid"
         sleep "$2"
         for _ in 1 2 3 4 5 6 7 8 9 10; do tpm_start && break; sleep 0.5; done
+        [ -s "$KV_TPM_DIR/swtpm.pid" ] ||
+            { echo "    faults.sh: swtpm did not start again on port $KV_TPM_PORT:"; tail -n 5 "$KV_TPM_DIR/start.log" "$KV_TPM_DIR/swtpm.log" 2>/dev/null | sed 's/^/    /'; }
         # the signer's own recovery (a signature after the failures), not a
         # fixed time that a loaded machine may not give it
         for _ in $(seq 1 "$BOUND"); do [ -e "$T/stop.recovered" ] && break; kill -0 "$spid" 2>/dev/null || break; sleep 1; done

@@ -96,9 +96,16 @@ swtpm_cleanup() {
     tpm_stop
 }
 
-# a free pair of loopback ports
+# a free pair of loopback ports, below the kernel's ephemeral range: while
+# swtpm is down (faults.sh kills and restarts it), a port in that range can
+# go to any outgoing connection, the signer's own retries included - a TCP
+# connect to 127.0.0.1:P that the kernel gives source port P connects to
+# itself and holds P - and swtpm could not start again (seen once in CI)
+read -r eph_lo _ 2>/dev/null </proc/sys/net/ipv4/ip_local_port_range || eph_lo=32768
+pairs=$(( (eph_lo - 20000) / 2 ))
+[ "$pairs" -ge 100 ] || pairs=10000   # an odd range: as before, anywhere from 20000
 for _ in 1 2 3 4 5 6 7 8 9 10; do
-    KV_TPM_PORT=$(( (($$ + $(date +%N | sed 's/^0*//;s/^$/0/')) % 20000) * 2 + 20000 ))
+    KV_TPM_PORT=$(( (($$ + $(date +%N | sed 's/^0*//;s/^$/0/')) % pairs) * 2 + 20000 ))
     tpm_start && break
     KV_TPM_PORT=
 done
