@@ -4,6 +4,9 @@ set -u
 KEYVAULT=${KEYVAULT_CLI:-$(pwd)/tools/keyvault}
 T=$(mktemp -d "${TMPDIR:-/tmp}/kvsh.XXXXXX")
 trap 'rm -rf "$T"' EXIT
+# a signal (tests/limit.sh's SIGTERM to a hung test) ends the script through
+# its EXIT trap, which the scripts extend to stop their simulators and servers
+trap 'exit 143' HUP INT TERM
 # libkeyvault's own files (the creation lock, default stores) stay in $T,
 # never in the machine's /var/lib/keyvault or ~/.local/share/keyvault
 KEYVAULT_HOME=$T/home

@@ -38,7 +38,9 @@ CONF=$T/all.conf
     fi
 } >"$CONF"
 kvc() { "$KEYVAULT" -c "$CONF" "$@"; }
-tls() { "$P" -c "$CONF" "$@"; }
+# provider-tls has no socket timeouts of its own: a worker that died early
+# would leave a client in SSL_connect, and the test waiting on it for ever
+tls() { timeout 600 "$P" -c "$CONF" "$@"; }
 
 for b in $backends; do
     expect 0 "$b: an EC P-256 key" -- kvc keygen "$b-ec" --type ec-p256 --backend "$b"
@@ -194,7 +196,9 @@ mtls() {
     # empty before the server starts: the loop below must not read the
     # previous run's port (the redirection happens in the child, later)
     : >"$T/srv.out"
-    KEYVAULT_CONF=$CONF "$EX/mtls-server" mtls-gw "$T/mtls-ca.pem" "$@" >"$T/srv.out" 2>"$T/srv.err" &
+    # bounded: a client that fails before it connects leaves the gateway in
+    # accept() (exit 124 from timeout is then the server's wrong status)
+    KEYVAULT_CONF=$CONF timeout 300 "$EX/mtls-server" mtls-gw "$T/mtls-ca.pem" "$@" >"$T/srv.out" 2>"$T/srv.err" &
     spid=$!
     port=
     # a sanitized build on a loaded machine can take seconds to start: wait up
@@ -207,7 +211,7 @@ mtls() {
         sleep 0.1
     done
     [ -n "$port" ] || { kill "$spid" 2>/dev/null; not_ok "$d: the gateway never listened"; }
-    expect "$wc" "$d: the client" -- env KEYVAULT_CONF="$CONF" "$EX/mtls-client" "$c" \
+    expect "$wc" "$d: the client" -- env KEYVAULT_CONF="$CONF" timeout 120 "$EX/mtls-client" "$c" \
         "$T/mtls-ca.pem" "${port:-1}" "reading 21.5 C"
     cp "$T/out" "$T/cli.out"
     wait "$spid"

@@ -39,6 +39,10 @@ cd "$top"
 mode=${1:-}
 [ $# -gt 0 ] && shift
 jobs=2
+# a test under valgrind runs for up to an hour or more (docs/hardening.md):
+# no wall-clock limit per test here (tests/limit.sh), unless the caller sets one
+KV_TEST_LIMIT=${KV_TEST_LIMIT:-0}
+export KV_TEST_LIMIT
 
 build() {  # DIR CONFIGURE-ARGS...
     dir=$1; shift

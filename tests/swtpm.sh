@@ -12,6 +12,8 @@
 # simulator nobody stops would land at the root of the file system
 [ -n "${T:-}" ] && [ -d "$T" ] || { echo "swtpm.sh: \$T (a scratch directory) is not set" >&2; exit 2; }
 KV_TPM_DIR=$T/swtpm
+# killed (tests/limit.sh's SIGTERM), the caller's EXIT trap still stops swtpm
+trap 'exit 143' HUP INT TERM
 # libkeyvault's own files (the creation lock) stay in the scratch directory
 KEYVAULT_HOME=${KEYVAULT_HOME:-$KV_TPM_DIR/home}
 export KEYVAULT_HOME
@@ -86,7 +88,16 @@ abrmd_start() {
     return 1
 }
 abrmd_stop() {
-    [ -n "${KV_ABRMD_PID:-}" ] && kill "$KV_ABRMD_PID" 2>/dev/null && wait "$KV_ABRMD_PID" 2>/dev/null
+    if [ -n "${KV_ABRMD_PID:-}" ] && kill "$KV_ABRMD_PID" 2>/dev/null; then
+        # up to 10 s (a worker thread can be blocked in a TCTI receive), then SIGKILL
+        # (our own child: a zombie until waited for, so not kill -0)
+        for _ in $(seq 1 100); do
+            case $(ps -o stat= -p "$KV_ABRMD_PID" 2>/dev/null) in ''|Z*) break ;; esac
+            sleep 0.1
+        done
+        case $(ps -o stat= -p "$KV_ABRMD_PID" 2>/dev/null) in ''|Z*) ;; *) kill -9 "$KV_ABRMD_PID" 2>/dev/null || : ;; esac
+        wait "$KV_ABRMD_PID" 2>/dev/null || :
+    fi
     [ -n "${KV_DBUS_PID:-}" ] && kill "$KV_DBUS_PID" 2>/dev/null
     KV_ABRMD_PID=
     KV_DBUS_PID=
