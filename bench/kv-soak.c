@@ -32,8 +32,9 @@
  * every arena and the session pool have grown to their working size, a
  * rotation and OpenSSL's lazy tables are done) to the end: resident memory
  * may grow by at most --rss-bound KiB (default 4096), heap in use by at
- * most --heap-bound KiB (default 1024), open descriptors and sessions not
- * at all. Exit 0 when within bounds and no operation failed, 1 otherwise.
+ * most --heap-bound KiB (default 1024), open descriptors not at all, and
+ * sessions not past the 10% sample's count or the number of threads (one
+ * session each while they sign at once), whichever is larger. Exit 0 when within bounds and no operation failed, 1 otherwise.
  * --leak heap (64 bytes never freed per signature) and --leak fd (one
  * descriptor never closed per round) are controls: the run must then fail.
  * Built with AddressSanitizer or ThreadSanitizer, or run under valgrind,
@@ -524,7 +525,7 @@ int main(int argc, char **argv)
     struct slice sl[64] = { 0 };
     long per_round, tpm_per_round, signed_so_far = 0, next_rotate, next_reopen;
     const struct sample *base, *end;
-    long grow_rss = 0, grow_heap = 0, grow_fds = 0, grow_sess = 0;
+    long grow_rss = 0, grow_heap = 0, grow_fds = 0, grow_sess = 0, sess_base;
     double t0;
     bool ok, bounded;
 
@@ -581,6 +582,7 @@ int main(int argc, char **argv)
     /* growth after warm-up: the largest figure from 10% to 100% against 10% */
     base = &samples[1];
     end = &samples[n_samples - 2];
+    sess_base = base->sessions > n_threads ? base->sessions : n_threads;
     for (const struct sample *s = base; s <= end; s++) {
         if (s->rss_kib - base->rss_kib > grow_rss)
             grow_rss = s->rss_kib - base->rss_kib;
@@ -588,22 +590,27 @@ int main(int argc, char **argv)
             grow_heap = s->heap_kib - base->heap_kib;
         if (s->fds - base->fds > grow_fds)
             grow_fds = s->fds - base->fds;
-        if (s->sessions - base->sessions > grow_sess)
-            grow_sess = s->sessions - base->sessions;
+        /* the session pool grows to one session per thread signing at the
+         * same moment; on a loaded machine two threads may not overlap before
+         * the 10% sample (seen once: 1 session there, 2 later), so growth
+         * counts from that working size, and a leak (a session a round) still
+         * passes it within a few rounds */
+        if (s->sessions - sess_base > grow_sess)
+            grow_sess = s->sessions - sess_base;
     }
     bounded = memory_bounded();
     ok = atomic_load(&failures) == 0 && grow_fds == 0 && grow_sess == 0 &&
          (!bounded || (grow_rss <= rss_bound && grow_heap <= heap_bound));
     if (bounded)
         printf("# growth after the 10%% sample: rss %+ld KiB (bound %ld), heap %+ld KiB (bound "
-               "%ld), fds %+ld (bound 0), sessions %+ld (bound 0): %s\n",
-               grow_rss, rss_bound, grow_heap, heap_bound, grow_fds, grow_sess,
+               "%ld), fds %+ld (bound 0), sessions %+ld past %ld (bound 0): %s\n",
+               grow_rss, rss_bound, grow_heap, heap_bound, grow_fds, grow_sess, sess_base,
                ok ? "PASS" : "FAIL");
     else
         printf("# growth after the 10%% sample: rss %+ld KiB, heap %+ld KiB (a sanitizer's "
                "or valgrind's allocator: not bounded), fds %+ld (bound 0), sessions %+ld "
-               "(bound 0): %s\n",
-               grow_rss, grow_heap, grow_fds, grow_sess, ok ? "PASS" : "FAIL");
+               "past %ld (bound 0): %s\n",
+               grow_rss, grow_heap, grow_fds, grow_sess, sess_base, ok ? "PASS" : "FAIL");
     EVP_PKEY_free(peer);
     return ok ? 0 : 1;
 }
