@@ -64,11 +64,11 @@ count() {  # DIR: "passed failed" over Check binaries and shell tests
 timeout_mult=1
 # a test's wall-clock limit (tests/limit.sh): several times the slowest
 # test's time on 2 cores (docs/hardening.md), far under CI's 90 minutes
-test_limit=${KV_TEST_LIMIT:-900}
+test_limit=${KV_TEST_LIMIT:-1200}
 run_check build --enable-strict || status=1
 if [ "$quick" = no ]; then
     timeout_mult=4
-    test_limit=${KV_TEST_LIMIT:-1200}
+    test_limit=${KV_TEST_LIMIT:-1500}
     # the plain build ran rotate.sh's 100 SIGKILLs per backend; the
     # sanitized build and distcheck run a quarter of them (each kill is a
     # process start, and ASan's is the slow part), unless the caller asks
