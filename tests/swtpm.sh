@@ -87,15 +87,21 @@ abrmd_start() {
     done
     return 1
 }
+# abrmd_running: tpm2-abrmd is there and not a zombie (our own child: it is
+# one until waited for, so not kill -0). Shell built-ins only: a script that
+# exports LD_PRELOAD=libasan (openssl-provider.sh in the sanitized build) ran
+# ps(1) under it, and that ps hung in a futex for good (session 15).
+abrmd_running() {
+    { read -r _st <"/proc/$KV_ABRMD_PID/stat"; } 2>/dev/null || return 1
+    case ${_st##*) } in Z*|X*) return 1 ;; esac
+    return 0
+}
 abrmd_stop() {
     if [ -n "${KV_ABRMD_PID:-}" ] && kill "$KV_ABRMD_PID" 2>/dev/null; then
         # up to 10 s (a worker thread can be blocked in a TCTI receive), then SIGKILL
-        # (our own child: a zombie until waited for, so not kill -0)
-        for _ in $(seq 1 100); do
-            case $(ps -o stat= -p "$KV_ABRMD_PID" 2>/dev/null) in ''|Z*) break ;; esac
-            sleep 0.1
-        done
-        case $(ps -o stat= -p "$KV_ABRMD_PID" 2>/dev/null) in ''|Z*) ;; *) kill -9 "$KV_ABRMD_PID" 2>/dev/null || : ;; esac
+        _i=0
+        while [ $_i -lt 100 ] && abrmd_running; do sleep 0.1; _i=$((_i + 1)); done
+        if abrmd_running; then kill -9 "$KV_ABRMD_PID" 2>/dev/null || :; fi
         wait "$KV_ABRMD_PID" 2>/dev/null || :
     fi
     [ -n "${KV_DBUS_PID:-}" ] && kill "$KV_DBUS_PID" 2>/dev/null
