@@ -35,7 +35,7 @@ run_check() {  # DIR CONFIGURE-ARGS...
     # seconds (tests/limit.sh), so that a hung test cannot hold the suite.
     rm -f "$dir/check.rc"
     (cd "$dir" && CK_TIMEOUT_MULTIPLIER=$timeout_mult KV_TEST_LIMIT=$test_limit \
-        make -s -j"$((jobs + 1))" check; echo $? >"$dir/check.rc") 2>&1 |
+        make -s -j"$((jobs + 1))" check; echo $? >check.rc) 2>&1 |
         grep --line-buffered -E '^(PASS|FAIL|ERROR|XPASS): ' | sed -u 's/^/   /'
     if [ "$(cat "$dir/check.rc" 2>/dev/null)" != 0 ]; then
         echo "!! make check failed in $dir; failing logs:"
