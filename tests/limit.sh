@@ -18,6 +18,9 @@ start=$(date +%s)
 if [ "$limit" -gt 0 ] 2>/dev/null; then
     timeout --kill-after=30 "$limit" "$@" &
     tpid=$!
+    # timeout runs the test in a process group of its own, out of reach of
+    # a terminal's Ctrl-C: pass an interrupt on (timeout hands it to the test)
+    trap 'kill -TERM "$tpid" 2>/dev/null' HUP INT TERM
     # a few seconds before the limit: what is still running, for the log
     (
         while kill -0 "$tpid" 2>/dev/null; do
