@@ -34,7 +34,8 @@
  * may grow by at most --rss-bound KiB (default 4096), heap in use by at
  * most --heap-bound KiB (default 1024), open descriptors not at all, and
  * sessions not past the 10% sample's count or the number of threads (one
- * session each while they sign at once), whichever is larger. Exit 0 when within bounds and no operation failed, 1 otherwise.
+ * session each while they sign at once), whichever is larger. Exit 0 when
+ * within bounds and no operation failed, 1 otherwise.
  * --leak heap (64 bytes never freed per signature) and --leak fd (one
  * descriptor never closed per round) are controls: the run must then fail.
  * Built with AddressSanitizer or ThreadSanitizer, or run under valgrind,
@@ -593,8 +594,8 @@ int main(int argc, char **argv)
         /* the session pool grows to one session per thread signing at the
          * same moment; on a loaded machine two threads may not overlap before
          * the 10% sample (seen once: 1 session there, 2 later), so growth
-         * counts from that working size, and a leak (a session a round) still
-         * passes it within a few rounds */
+         * counts from that working size; a leak (a session a round) goes
+         * past it within a few rounds */
         if (s->sessions - sess_base > grow_sess)
             grow_sess = s->sessions - sess_base;
     }
