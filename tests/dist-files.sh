@@ -2,8 +2,9 @@
 # dist-files.sh TARBALL - every file git tracks is in the release tarball,
 # but for the repository's own (.ci/, .gitignore, m4/.keep) and the
 # benchmark results under bench/. The tarball's `make check` (in `make
-# distcheck`) runs only part of the suite (DIST_TESTS in Makefile.am), so
-# this is what proves that the rest would find its scripts and data too.
+# distcheck`) runs only part of the suite (DIST_TESTS and PLAIN_TESTS in
+# Makefile.am), so this is what proves that the rest would find its scripts
+# and data too.
 # Prints "dist-files: N passed, M failed" like the other scripts.
 set -eu
 tarball=$1

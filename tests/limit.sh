@@ -12,6 +12,9 @@
 # on it, with nothing in the log to say which test hung.
 # Every log ends with the test's time ("limit.sh: TEST took N s"), which
 # tests/run-suite.sh lists, slowest first.
+# With KV_TEST_LOGDIR set (run-suite.sh, for `make distcheck`, which removes
+# its build tree when it passes), a copy of the test's log is left there as
+# TEST.log, and the exit status as TEST.rc.
 limit=${KV_TEST_LIMIT:-1500}
 name=$(basename "$1")
 start=$(date +%s)
@@ -50,4 +53,8 @@ else
     rc=$?
 fi
 echo "limit.sh: $name took $(($(date +%s) - start)) s"
+# automake's test driver sends the output to the test's log file
+if [ -n "${KV_TEST_LOGDIR:-}" ] && [ -f "/proc/$$/fd/1" ]; then
+    cp "/proc/$$/fd/1" "$KV_TEST_LOGDIR/$name.log" && echo "$rc" >"$KV_TEST_LOGDIR/$name.rc"
+fi
 exit "$rc"

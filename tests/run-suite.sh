@@ -1,13 +1,15 @@
 #!/bin/sh
 # run-suite.sh - install what is missing, build, and run the whole test
-# suite: the unit tests and what a sanitized build cuts short in a plain
-# build (Makefile.am's PLAIN_TESTS), every test under AddressSanitizer +
-# UndefinedBehaviorSanitizer, `make distcheck`, and each fuzz target briefly.
+# suite: `make distcheck`, whose plain build of the tarball runs the unit
+# tests and what a sanitized build cuts short (Makefile.am's PLAIN_TESTS and
+# DIST_TESTS); every test under AddressSanitizer + UndefinedBehaviorSanitizer;
+# each fuzz target briefly.
 #
 #   tests/run-suite.sh           everything (what CI runs)
 #   tests/run-suite.sh --quick   one plain build and the whole `make check`
 #
-# Builds live in build/ and build-asan/ at the top of the tree.
+# Builds live in build/ (distcheck's tarball is built under it), build-asan/
+# and build-fuzz/ at the top of the tree.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -36,7 +38,7 @@ run_check() {  # DIR CONFIGURE-ARGS...
     # seconds (tests/limit.sh), so that a hung test cannot hold the suite.
     rm -f "$dir/check.rc"
     (cd "$dir" && CK_TIMEOUT_MULTIPLIER=$timeout_mult KV_TEST_LIMIT=$test_limit \
-        make -s -j"$((jobs + 1))" check ${check_tests:+"TESTS=$check_tests"}; echo $? >check.rc) 2>&1 |
+        make -s -j"$((jobs + 1))" check; echo $? >check.rc) 2>&1 |
         grep --line-buffered -E '^(PASS|FAIL|ERROR|XPASS): ' | sed -u 's/^/   /'
     if [ "$(cat "$dir/check.rc" 2>/dev/null)" != 0 ]; then
         echo "!! make check failed in $dir; failing logs:"
@@ -47,16 +49,49 @@ run_check() {  # DIR CONFIGURE-ARGS...
     fi
 }
 
-summary() {  # DIR LABEL: print Check's and the scripts' totals, add them up
+# The plain build is distcheck's: the tarball builds out of tree, runs
+# PLAIN_TESTS and DIST_TESTS (the unit tests, what a sanitized build cuts
+# short, and the CLI, examples, ABI and man page checks), installs and
+# uninstalls; dist-files.sh then checks that the tarball holds every
+# tracked file the rest of the suite needs. distcheck removes its tree when
+# it passes: tests/limit.sh keeps each test's log in build/tests-dist.
+run_distcheck() {
+    stage "configure in build; make distcheck: the plain build's tests (PLAIN_TESTS, DIST_TESTS)"
+    mkdir -p build
+    rm -rf build/tests-dist build/distcheck.rc build/distcheck.log
+    mkdir build/tests-dist
+    (cd build && "$top/configure" -q --enable-strict) || return 1
+    : >build/distcheck.log
+    (cd build && KV_TEST_LOGDIR="$top/build/tests-dist" KV_TEST_LIMIT=$test_limit \
+        make -s -j"$((jobs + 1))" distcheck DISTCHECK_CONFIGURE_FLAGS=--enable-strict \
+            TESTS='$(DIST_TESTS) $(PLAIN_TESTS)' >distcheck.log 2>&1
+        echo $? >distcheck.rc) &
+    # each test's result as it ends, as in run_check (tail ends with make)
+    tail -n +1 --pid=$! -F build/distcheck.log 2>/dev/null |
+        grep --line-buffered -E '^(PASS|FAIL|ERROR|XPASS): ' | sed -u 's/^/   /'
+    wait
+    if [ "$(cat build/distcheck.rc 2>/dev/null)" != 0 ]; then
+        echo "!! make distcheck failed:"; tail -n 40 build/distcheck.log
+        # the failing tests' logs (limit.sh's exit status beside each)
+        for rc in build/tests-dist/*.rc; do
+            [ "$(cat "$rc")" = 0 ] || { echo "--- ${rc%.rc}.log"; cat "${rc%.rc}.log"; }
+        done
+        return 1
+    fi
+    echo "   distcheck passed: $(ls build/libkeyvault-*.tar.gz)"
+    sh tests/dist-files.sh build/libkeyvault-*.tar.gz
+}
+
+summary() {  # LOGDIR LABEL: print Check's and the scripts' totals
     dir=$1; label=$2
-    for log in "$dir"/tests/*.log; do
+    for log in "$dir"/*.log; do
         [ -f "$log" ] || continue
         grep -h -E '^[0-9]+%: Checks:|: [0-9]+ passed, [0-9]+ failed$|^wycheproof ' "$log" | sed "s|^|  [$label] $(basename "$log" .log): |"
     done
 }
 
-count() {  # DIR: "passed failed" over Check binaries and shell tests
-    cat "$1"/tests/*.log 2>/dev/null | awk '
+count() {  # LOGDIR: "passed failed" over Check binaries and shell tests
+    cat "$1"/*.log 2>/dev/null | awk '
         /^[0-9]+%: Checks: / { gsub(",", ""); n=$3; f=$5+$7; p+=n-f; fl+=f }
         /: [0-9]+ passed, [0-9]+ failed$/ { p+=$(NF-3); fl+=$(NF-1) }
         END { printf "%d %d\n", p, fl }'
@@ -66,20 +101,20 @@ timeout_mult=1
 # a test's wall-clock limit (tests/limit.sh): several times the slowest
 # test's time on 2 cores (docs/hardening.md), far under CI's 90 minutes
 test_limit=${KV_TEST_LIMIT:-1200}
-# The whole suite runs under the sanitizers below. The plain build runs
-# PLAIN_TESTS: the unit tests, and the tests a sanitized build leaves out or
-# cuts short, at their full counts (Makefile.am). Running every test twice
-# took the suite past its 20 minutes (docs/hardening.md, "The suite's time").
-check_tests=
-[ "$quick" = no ] && check_tests='$(PLAIN_TESTS)'
-run_check build --enable-strict || status=1
-if [ "$quick" = no ]; then
-    check_tests=
+if [ "$quick" = yes ]; then
+    run_check build --enable-strict || status=1
+else
+    # The whole suite runs under the sanitizers below; the plain build (in
+    # distcheck) runs the unit tests, and the tests a sanitized build leaves
+    # out or cuts short, at their full counts (Makefile.am). Every test in
+    # both builds took the suite past its 20 minutes (docs/hardening.md,
+    # "The suite's time").
+    run_distcheck || status=1
     timeout_mult=4
     test_limit=${KV_TEST_LIMIT:-1500}
     # rotate.sh: 10 SIGKILLs of a rotation per backend (its own default is
     # 100; each kill is a process start, and ASan's is the slow part).
-    # crashloop.sh's rotations in the plain stage are killed 20 times per
+    # crashloop.sh's rotations in the plain build are killed 20 times per
     # backend as well.
     KV_ROTATE_KILLS=${KV_ROTATE_KILLS:-10}
     # a quarter of the plain build's crashloop.sh kills (20 per operation),
@@ -93,17 +128,6 @@ if [ "$quick" = no ]; then
     KV_TPM_FAULT_ROTATE=${KV_TPM_FAULT_ROTATE:-1}
     export KV_TPM_FAULT_ROTATE
     run_check build-asan --enable-strict --with-sanitizer=address,undefined || status=1
-    # distcheck: the tarball builds out of tree, installs, uninstalls and
-    # runs DIST_TESTS (the CLI, examples, ABI and man page checks: the rest
-    # ran above); dist-files.sh then checks that the tarball holds every
-    # tracked file the rest would need
-    stage "make distcheck (DIST_TESTS)"
-    if ! (cd build && make -s -j"$jobs" distcheck TESTS='$(DIST_TESTS)' >distcheck.log 2>&1); then
-        echo "!! make distcheck failed:"; tail -40 build/distcheck.log; status=1
-    else
-        echo "   distcheck passed: $(ls build/libkeyvault-*.tar.gz)"
-        sh tests/dist-files.sh build/libkeyvault-*.tar.gz || status=1
-    fi
 fi
 
 # ---- fuzzing: every libFuzzer target for KV_FUZZ_SECONDS (5 here) s,
@@ -119,20 +143,23 @@ if [ "$quick" = no ]; then
 fi
 
 stage "results"
-summary build plain
-[ "$quick" = no ] && summary build-asan asan
+# the plain build's logs: build/tests, or distcheck's copies
+plain=build/tests
+[ "$quick" = no ] && plain=build/tests-dist
+summary "$plain" plain
+[ "$quick" = no ] && summary build-asan/tests asan
 # the slowest tests of each stage (tests/limit.sh's closing line), against
 # the suite's time budget
-for dir in build build-asan; do
-    [ -d "$dir/tests" ] || continue
+for dir in "$plain" build-asan/tests; do
+    [ -d "$dir" ] || continue
     echo "  slowest in $dir:"
-    sed -n 's/^limit.sh: \(.*\) took \([0-9]*\) s$/\2 \1/p' "$dir"/tests/*.log 2>/dev/null |
+    sed -n 's/^limit.sh: \(.*\) took \([0-9]*\) s$/\2 \1/p' "$dir"/*.log 2>/dev/null |
         sort -rn | head -8 | awk '{ printf "    %5d s  %s\n", $1, $2 }'
 done
-set -- $(count build)
+set -- $(count "$plain")
 p=$1; f=$2
 if [ "$quick" = no ]; then
-    set -- $(count build-asan); p=$((p + $1)); f=$((f + $2))
+    set -- $(count build-asan/tests); p=$((p + $1)); f=$((f + $2))
 fi
 [ "$f" -eq 0 ] || status=1
 echo "total: $p passed, $f failed"
