@@ -23,6 +23,16 @@ sh tests/install-deps.sh
 status=0
 t0=$(date +%s)
 stage() { echo "== $* (at $(($(date +%s) - t0)) s)"; }
+# The fuzz targets' build (clang, build-fuzz) starts now at the lowest
+# priority: it takes the CPU the other stages leave idle (configure's
+# single-threaded parts, tests waiting on a token, a TPM or a server), and
+# the fuzz stage waits for it. Its output is build-fuzz/background.log.
+fuzz_build=
+if [ "$quick" = no ]; then
+    mkdir -p build-fuzz
+    nice -n 19 sh tests/fuzz/short.sh --build-only "$top/build-fuzz" >build-fuzz/background.log 2>&1 &
+    fuzz_build=$!
+fi
 run_check() {  # DIR CONFIGURE-ARGS...
     dir=$1; shift
     stage "build in $dir: configure $*"
@@ -114,8 +124,8 @@ else
     test_limit=${KV_TEST_LIMIT:-1500}
     # rotate.sh: 10 SIGKILLs of a rotation per backend (its own default is
     # 100; each kill is a process start, and ASan's is the slow part).
-    # crashloop.sh's rotations in the plain build are killed 20 times per
-    # backend as well.
+    # crashloop.sh kills rotations 20 times more in the plain build, spread
+    # over the backends.
     KV_ROTATE_KILLS=${KV_ROTATE_KILLS:-10}
     # a quarter of the plain build's crashloop.sh kills (20 per operation),
     # soak signatures (20,000) and check_pkcs11 creation races (50 rounds)
@@ -137,6 +147,10 @@ if [ "$quick" = no ]; then
     KV_FUZZ_SECONDS=${KV_FUZZ_SECONDS:-5}
     export KV_FUZZ_SECONDS
     stage "fuzz: each target for $KV_FUZZ_SECONDS s (tests/fuzz/short.sh)"
+    # the background build; if it failed, short.sh's own build below fails
+    # again and says why
+    wait "$fuzz_build" || echo "   the background build of the fuzz targets ended with status $?"
+    cat build-fuzz/background.log
     if ! sh tests/fuzz/short.sh "$top/build-fuzz"; then
         echo "!! the fuzz stage failed (inputs kept under $top/fuzz-crashes)"; status=1
     fi

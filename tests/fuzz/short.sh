@@ -4,11 +4,15 @@
 # --enable-fuzz and ASan+UBSan when it has no Makefile yet; only the library
 # and the targets are built), then run every target for KV_FUZZ_SECONDS
 # (default 10) seconds with tests/fuzz/run.sh. Exit 77 (skipped) only when
-# clang or its libFuzzer runtime is missing.
-#   tests/fuzz/short.sh [BUILDDIR]
+# clang or its libFuzzer runtime is missing. With --build-only it builds and
+# runs nothing (tests/run-suite.sh builds the targets at the lowest priority
+# while the other stages run, on the CPU they leave idle).
+#   tests/fuzz/short.sh [--build-only] [BUILDDIR]
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
+build_only=no
+[ "${1:-}" = --build-only ] && { build_only=yes; shift; }
 build=${1:-$src/build-fuzz}
 seconds=${KV_FUZZ_SECONDS:-10}
 targets="evidence keyname config ecdh verify csr chain softkey keyref audit policy lifecycle enroll jws jwk"
@@ -30,6 +34,7 @@ make -s -j"${KV_FUZZ_JOBS:-2}" $(for t in $targets; do echo "tests/fuzz/fuzz-$t"
     >build.log 2>&1 || { tail -n 30 build.log >&2; exit 1; }
 built=$(date +%s)
 echo "short.sh: built the fuzz targets in $((built - start)) s"
+[ "$build_only" = no ] || exit 0
 # two run.sh at once (KV_FUZZ_JOBS), each with every other target and its
 # own directory for crash inputs under $KV_FUZZ_CRASHES (default
 # fuzz-crashes beside the source tree), their tables printed one after the
