@@ -136,6 +136,17 @@ p11_server_start() {
     eval "$(p11-kit server -s -n "$T/p11.sock" --provider "$KV_P11_MODULE" \
         "pkcs11:token=$KV_P11_TOKEN" 2>"$T/p11-server.log")"
     export P11_KIT_SERVER_ADDRESS
+    # The client module can see no token for a moment after the server has
+    # printed its address (5 of 40 starts on a loaded machine; rotate.sh's
+    # first keygen through it failed so): wait until it sees the token.
+    for _ in $(seq 1 300); do
+        pkcs11-tool --module "$KV_P11_CLIENT" -L 2>/dev/null |
+            grep -q "token label *: *$KV_P11_TOKEN\$" && return 0
+        sleep 0.1
+    done
+    echo "$(basename "$0"): p11-kit server: token '$KV_P11_TOKEN' not seen through it in 30 s"
+    sed 's/^/    /' "$T/p11-server.log"
+    return 1
 }
 p11_server_stop() {
     p11-kit server -k >/dev/null 2>&1
