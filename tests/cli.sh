@@ -65,6 +65,41 @@ expect 0 "both sides derive the same secret" -- cmp "$T/z1" "$T/z2"
 printf 'old\n' >"$T/z3"; chmod 644 "$T/z3"
 expect 0 "ecdh over an existing world-readable file" -- kv ecdh k-ec-p256 --peer "$T/peer.pub" -o "$T/z3"
 [ "$(stat -c %a "$T/z3")" = 600 ] && ok "the secret file became 0600" || not_ok "the secret file became 0600"
+# how output files are written (tools/cli.c write_all): a secret never
+# through a link or a FIFO planted under its name; a regular file replaced
+# whole or not at all; standard output and devices still written through
+printf 'victim\n' >"$T/victim"
+ln -s "$T/victim" "$T/zlink"
+expect 1 "ecdh -o a symbolic link is refused" -- kv ecdh k-ec-p256 --peer "$T/peer.pub" -o "$T/zlink"
+contains "$T/err" "'$T/zlink' is not a regular file" "  the error names the path and why"
+[ "$(cat "$T/victim")" = victim ] && [ -L "$T/zlink" ] && ok "  the link and its target are untouched" ||
+    not_ok "  the link and its target are untouched"
+mkfifo "$T/zfifo"
+expect 1 "ecdh -o a FIFO is refused (nothing waits for a reader)" -- kv ecdh k-ec-p256 --peer "$T/peer.pub" -o "$T/zfifo"
+expect 0 "ecdh -o - writes the secret to standard output" -- kv ecdh k-ec-p256 --peer "$T/peer.pub" -o -
+cp "$T/out" "$T/zout"
+expect 0 "  the same bytes as the file" -- cmp "$T/zout" "$T/z1"
+expect 0 "pubkey -o /dev/stdout is written through" -- kv pubkey k-ec-p256 -o /dev/stdout
+cp "$T/out" "$T/zout"
+expect 0 "  the same key as -o FILE" -- cmp "$T/zout" "$T/ec-p256.pub"
+expect 0 "pubkey -o /dev/null" -- kv pubkey k-ec-p256 -o /dev/null
+ln -s "$T/victim" "$T/publink"
+expect 0 "pubkey -o a symbolic link writes its target, as other tools do" -- kv pubkey k-ec-p256 -o "$T/publink"
+expect 0 "  the target holds the key" -- cmp "$T/victim" "$T/ec-p256.pub"
+rm -f "$T/new.pub"
+expect 0 "pubkey -o a new file" -- sh -c 'umask 027; "$@"' sh "$KEYVAULT" -c "$T/kv.conf" pubkey k-ec-p256 -o "$T/new.pub"
+[ "$(stat -c %a "$T/new.pub")" = 640 ] && ok "  mode 0644 less the umask" ||
+    not_ok "  mode 0644 less the umask ($(stat -c %a "$T/new.pub"))"
+# a write that fails (RLIMIT_FSIZE 0: EFBIG, as on a full disk) loses nothing
+printf 'old\n' >"$T/keep.pub"
+# (the limit holds for every regular file: the messages go through a pipe)
+sh -c 'trap "" XFSZ; ulimit -f 0; "$@" 2>&1 >/dev/null; echo "exit status $?"' sh \
+    "$KEYVAULT" -c "$T/kv.conf" pubkey k-ec-p256 -o "$T/keep.pub" | cat >"$T/err"
+contains "$T/err" "exit status 1" "pubkey over a file, the write failing: exit status 1"
+contains "$T/err" "cannot write '$T/keep.pub': File too large" "  the error names the file and why"
+[ "$(cat "$T/keep.pub")" = old ] && ok "  the old file is whole" || not_ok "  the old file is whole"
+if ls -A "$T" | grep -q '^\.keep\.pub\.'; then not_ok "  no temporary file is left"; else
+    ok "  no temporary file is left"; fi
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/eph.key" 2>/dev/null
 openssl pkey -in "$T/eph.key" -pubout -out "$T/eph.pub"
 openssl pkeyutl -derive -inkey "$T/eph.key" -peerkey "$T/ec-p256.pub" -out "$T/z-ossl"

@@ -89,35 +89,108 @@ unsigned char *read_all(const char *path, size_t *len)
     return buf;
 }
 
-/* Write a file ("-" is standard output); mode 0600 for secrets. */
-int write_all(const char *path, const void *data, size_t len, mode_t mode)
+static int write_fd(int fd, const unsigned char *p, size_t len)
 {
-    int fd = strcmp(path, "-") == 0 ? STDOUT_FILENO
-                                    : open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    const unsigned char *p = data;
-
-    if (fd < 0)
-        return -1;
-    /* an existing file keeps its mode through O_TRUNC: a secret must not */
-    if (fd != STDOUT_FILENO && mode == 0600 && fchmod(fd, 0600) != 0) {
-        close(fd);
-        return -1;
-    }
     while (len > 0) {
         ssize_t n = write(fd, p, len);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0) {
-            if (fd != STDOUT_FILENO)
-                close(fd);
+        if (n < 0)
             return -1;
-        }
         p += n;
         len -= (size_t)n;
     }
-    if (fd != STDOUT_FILENO && close(fd) != 0)
-        return -1;
     return 0;
+}
+
+/* Write a file ("-" is standard output). A new file, or a regular file in
+ * its place, is replaced atomically: a temporary file in the same directory,
+ * written, flushed to disk and renamed over the path, with `mode` less the
+ * umask (0600 exactly for secrets). A reader never sees half a file, and a
+ * failed write (a full disk) leaves the old file whole. Anything else at the
+ * path (a symbolic link, /dev/stdout, a device, a FIFO) is opened and
+ * written through, as other tools do, but never with a secret (mode 0600):
+ * a link or a FIFO planted under the name would send it elsewhere. */
+int write_all(const char *path, const void *data, size_t len, mode_t mode)
+{
+    const char *slash = strrchr(path, '/');
+    char *tmp = NULL;
+    struct stat st;
+    mode_t mask;
+    int fd, err;
+
+    if (strcmp(path, "-") == 0)
+        return write_fd(STDOUT_FILENO, data, len);
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        if (S_ISDIR(st.st_mode)) {
+            errno = EISDIR;
+            return -1;
+        }
+        if (mode == 0600) {
+            fprintf(stderr,
+                    "%s: '%s' is not a regular file (a symbolic link, a device or a FIFO): a "
+                    "secret is written only to a file of its own, or to standard output ('-')\n",
+                    prog, path);
+            errno = EPERM;
+            return -1;
+        }
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+        if (fd < 0)
+            return -1;
+        if (write_fd(fd, data, len) != 0) {
+            err = errno;
+            close(fd);
+            errno = err;
+            return -1;
+        }
+        return close(fd);
+    }
+    /* DIR/.NAME.XXXXXX (mkostemp: a new file, mode 0600, never a link) */
+    if (slash && slash[1] == '\0') {
+        errno = EISDIR;
+        return -1;
+    }
+    if (asprintf(&tmp, "%.*s.%s.XXXXXX", slash ? (int)(slash - path + 1) : 0, path,
+                 slash ? slash + 1 : path) < 0)
+        return -1;
+    fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+        err = errno;
+        free(tmp);
+        errno = err;
+        return -1;
+    }
+    mask = umask(077);
+    umask(mask);
+    if (fchmod(fd, mode == 0600 ? 0600 : mode & ~mask) != 0 || write_fd(fd, data, len) != 0 ||
+        fsync(fd) != 0) {
+        err = errno;
+        close(fd);
+        goto fail;
+    }
+    if (close(fd) != 0) {
+        err = errno;
+        goto fail;
+    }
+    if (rename(tmp, path) != 0) {
+        err = errno;
+        goto fail;
+    }
+    /* the rename itself to disk: best effort, the file is whole either way */
+    if (slash)
+        tmp[slash == path ? 1 : slash - path] = '\0';
+    fd = open(slash ? tmp : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    free(tmp);
+    return 0;
+fail:
+    unlink(tmp);
+    free(tmp);
+    errno = err;
+    return -1;
 }
 
 int want_help(int argc, char **argv)

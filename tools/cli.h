@@ -29,7 +29,8 @@ int fail(const char *cmd, kv_ctx *ctx, kv_rc rc);
 int fail_sys(const char *cmd, const char *what, const char *path);
 /* A whole file ("-": standard input), at most CLI_MAX_INPUT bytes; NULL with errno. */
 unsigned char *read_all(const char *path, size_t *len);
-/* Write a whole file ("-": standard output) with `mode` (0600 for secrets). */
+/* Write a whole file ("-": standard output) with `mode` (0600 for secrets),
+ * replacing a regular file atomically (cli.c); -1 with errno. */
 int write_all(const char *path, const void *data, size_t len, mode_t mode);
 /* Whether --help or -h is among the arguments. */
 int want_help(int argc, char **argv);

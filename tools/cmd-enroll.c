@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/crypto.h>
 
 #include "cli.h"
 
@@ -218,7 +219,7 @@ static int enroll_finish(kv_ctx *ctx, int argc, char **argv)
     else
         printf("enrolled: AK certificate chain in %s\n", out);
     if (resp)
-        memset(resp, 0, len);
+        OPENSSL_cleanse(resp, len);
     free(resp);
     kv_string_free(pem);
     kv_key_free(ca);

@@ -487,7 +487,9 @@ static const char ecdh_help[] =
     "Derive the ECDH shared secret with the peer's public key (PEM or DER\n"
     "SubjectPublicKeyInfo). With --hkdf-info, --hkdf-salt or --length, the\n"
     "secret goes through HKDF-SHA256 and N bytes (default 32) come out.\n"
-    "Without -o, the result is printed in hex; with -o it is written raw, 0600.\n";
+    "Without -o, the result is printed in hex; with -o it is written raw, to\n"
+    "a file of mode 0600 (never through a link or a FIFO) or, with -o -, to\n"
+    "standard output.\n";
 
 static int cmd_ecdh(kv_ctx *ctx, int argc, char **argv)
 {
@@ -1336,6 +1338,11 @@ static void usage(FILE *f)
             "  jwt ...          JWTs and OAuth2 client assertions: sign, verify\n\n"
             "-c CONF: configuration file (default $KEYVAULT_CONF, then\n"
             "/etc/keyvault/keyvault.conf, then built-in defaults).\n"
+            "-o FILE: '-' is standard output. A new file, or a regular file there,\n"
+            "is replaced whole (written beside it, flushed, renamed over it), so a\n"
+            "failed write leaves the old file as it was. A symbolic link, a device or\n"
+            "a FIFO is written through, but never with a secret (ecdh, enroll\n"
+            "respond): a secret goes to a file of its own, mode 0600, or to '-'.\n"
             "'keyvault COMMAND --help' describes each command; 'keyvault --version'\n"
             "prints the library's version.\n");
 }
