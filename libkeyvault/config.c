@@ -511,8 +511,10 @@ kv_rc kv_config_get_bool(const kv_ctx *ctx, const kv_config *cfg, const char *se
         *out = false;
     else {
         where(cfg, section, key, at, sizeof(at));
-        return kv_error(ctx, KV_ERR_CONFIG, "%s[%s] %s = '%s': expected true or false", at,
-                        section, key, v);
+        /* the value is not shown: it may be a secret written on the wrong line */
+        return kv_error(ctx, KV_ERR_CONFIG,
+                        "%s[%s] %s: expected true or false (yes/no, on/off, 1/0); the value is "
+                        "not shown", at, section, key);
     }
     return KV_OK;
 }
@@ -531,8 +533,8 @@ kv_rc kv_config_get_long(const kv_ctx *ctx, const kv_config *cfg, const char *se
     if (end == v || *end != '\0' || n < min || n > max) {
         where(cfg, section, key, at, sizeof(at));
         return kv_error(ctx, KV_ERR_CONFIG,
-                        "%s[%s] %s = '%s': expected a number from %ld to %ld", at, section, key,
-                        v, min, max);
+                        "%s[%s] %s: expected a number from %ld to %ld; the value is not shown",
+                        at, section, key, min, max);
     }
     *out = n;
     return KV_OK;

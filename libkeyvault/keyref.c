@@ -69,8 +69,10 @@ static kv_rc ref_check(const kv_ctx *ctx, const char *ref, size_t len)
             rc = kv_error(ctx, KV_ERR_BAD_URI,
                           "the key reference's pkcs11: URI does not parse: %s (not shown)",
                           p11_kit_uri_message(r));
-        /* p11-kit keeps the PIN in memory it frees without wiping: nothing
-         * else of ours holds it */
+        /* p11-kit frees its copy of the PIN without wiping it */
+        const char *pin = p11_kit_uri_get_pin_value(uri);
+        if (pin)
+            OPENSSL_cleanse((char *)pin, strlen(pin));
         p11_kit_uri_free(uri);
 #else
         KV_FAIL(ctx, rc, KV_ERR_BACKEND_UNAVAILABLE,
@@ -133,18 +135,21 @@ static kv_rc ref_from_pem(const kv_ctx *ctx, const unsigned char *data, size_t l
     *der = NULL;
     if (!bio)
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
+    /* PEM_FLAG_SECURE: the decoded DER, which may hold a PIN typed into the
+     * reference, and OpenSSL's buffers on the way are wiped when freed */
     for (;;) {
-        int got = PEM_read_bio(bio, &name, &header, der, derlen);
+        int got = PEM_read_bio_ex(bio, &name, &header, der, derlen,
+                                  PEM_FLAG_SECURE | PEM_FLAG_EAY_COMPATIBLE);
         kv_ossl_drop(); /* the end of the text is not an error here */
         if (!got)
             KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT, "no PEM \"" KEYREF_PEM_NAME "\" block in the input");
         bool ours = !strcmp(name, KEYREF_PEM_NAME);
-        OPENSSL_free(name);
-        OPENSSL_free(header);
+        OPENSSL_secure_free(name);
+        OPENSSL_secure_free(header);
         name = header = NULL;
         if (ours)
             break;
-        OPENSSL_free(*der);
+        OPENSSL_secure_clear_free(*der, (size_t)*derlen);
         *der = NULL;
     }
 out:
@@ -191,8 +196,13 @@ kv_rc kv_key_open_reference(kv_ctx *ctx, const unsigned char *data, size_t len, 
         KV_FAIL(ctx, rc, KV_ERR_NO_MEMORY, "out of memory");
     rc = kv_key_open(ctx, ref, out);
 out:
+    /* a refused reference may hold a PIN (a pkcs11: URI's pin-value): its
+     * decoded copies are wiped */
     OPENSSL_free(ref);
-    OPENSSL_free(pemder);
+    if (pemder)
+        OPENSSL_secure_clear_free(pemder, (size_t)derlen);
+    if (kr && kr->ref)
+        OPENSSL_cleanse((void *)ASN1_STRING_get0_data(kr->ref), (size_t)ASN1_STRING_length(kr->ref));
     ASN1_item_free((ASN1_VALUE *)kr, ASN1_ITEM_rptr(KV_KEYREF));
     return rc;
 }

@@ -26,6 +26,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
@@ -96,7 +97,7 @@ static kv_rc match_from_config(kv_backend *be, const char *token, const char *se
     *out = NULL;
     if (!uri)
         return kv_error(NULL, KV_ERR_NO_MEMORY, "out of memory");
-    if (token && !strncmp(token, "pkcs11:", 7)) {
+    if (token && !strncasecmp(token, "pkcs11:", 7)) {
         /* the value is not shown: a mistyped URI may hold a PIN */
         r = p11_kit_uri_parse(token, P11_KIT_URI_FOR_TOKEN, uri);
         if (r != P11_KIT_URI_OK)
@@ -110,7 +111,10 @@ static kv_rc match_from_config(kv_backend *be, const char *token, const char *se
         ti = p11_kit_uri_get_token_info(uri);
         if (token) {
             if (strlen(token) > sizeof(ti->label))
-                KV_FAIL(NULL, rc, KV_ERR_CONFIG, "[pkcs11] token = '%s': longer than 32", token);
+                /* not shown: a URI mistyped past the check above may hold a PIN */
+                KV_FAIL(NULL, rc, KV_ERR_CONFIG,
+                        "[pkcs11] token: a label is at most 32 bytes, this one %zu (not shown)",
+                        strlen(token));
             memset(ti->label, ' ', sizeof(ti->label));
             memcpy(ti->label, token, strlen(token));
         }
@@ -118,7 +122,8 @@ static kv_rc match_from_config(kv_backend *be, const char *token, const char *se
     if (serial) {
         ti = p11_kit_uri_get_token_info(uri);
         if (strlen(serial) > sizeof(ti->serialNumber))
-            KV_FAIL(NULL, rc, KV_ERR_CONFIG, "[pkcs11] serial = '%s': longer than 16", serial);
+            KV_FAIL(NULL, rc, KV_ERR_CONFIG,
+                    "[pkcs11] serial: at most 16 bytes, this one %zu (not shown)", strlen(serial));
         memset(ti->serialNumber, ' ', sizeof(ti->serialNumber));
         memcpy(ti->serialNumber, serial, strlen(serial));
     }

@@ -498,6 +498,7 @@ static struct {
     char cred_b64[200]; /* an enrollment response's credential */
     unsigned char cred[160];
     char uri[512];
+    unsigned char ref[8192]; /* a key reference file's bytes */
     struct {
         uintptr_t lo, hi;
         char name[80];
@@ -727,6 +728,50 @@ START_TEST(mem_pin_passphrase_ecdh)
 }
 END_TEST
 
+/* secrets.sh's file NAME (in KV_SEC_FILES), read into ws.ref with read(2):
+ * no stdio buffer keeps a copy */
+static size_t read_secret_file(const char *name)
+{
+    char path[1024];
+    size_t len = 0;
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/%s", env("KV_SEC_FILES"), name);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    ck_assert_msg(fd >= 0, "%s", path);
+    while ((n = read(fd, ws.ref + len, sizeof(ws.ref) - len)) > 0)
+        len += (size_t)n;
+    close(fd);
+    ck_assert_uint_gt(len, 0);
+    ck_assert_uint_lt(len, sizeof(ws.ref));
+    return len;
+}
+
+/* a key reference whose pkcs11: URI carries the PIN is refused, and leaves
+ * no copy of it: not the DER's string, not p11-kit's parse, not the DER
+ * decoded from the PEM form */
+START_TEST(mem_refused_reference)
+{
+    static const char *const files[] = { "pinref.der", "pinref.pem" };
+    kv_ctx *ctx = ctx_on("p11.conf");
+
+    needle_clear();
+    needle_env("KV_SEC_PIN");
+    for (size_t i = 0; i < 2; i++) {
+        size_t len = read_secret_file(files[i]);
+        kv_key *key = NULL;
+
+        ck_assert_rc(ctx, kv_key_open_reference(ctx, ws.ref, len, &key), KV_ERR_BAD_URI);
+        ck_assert_ptr_null(key);
+        ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "pin-value"));
+        OPENSSL_cleanse(ws.ref, sizeof(ws.ref));
+        assert_no_copy(files[i]);
+    }
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 /* a PIN given in a pkcs11: URI is kept (for logging in again) while the
  * token is in use, and gone after kv_ctx_free */
 START_TEST(mem_uri_pin)
@@ -864,6 +909,7 @@ int main(void)
         tcase_add_test(tc, mem_scan_finds_a_copy);
         tcase_add_test(tc, mem_pin_passphrase_ecdh);
         tcase_add_test(tc, mem_uri_pin);
+        tcase_add_test(tc, mem_refused_reference);
 #ifdef KV_WITH_TPM
         if (getenv("KV_SEC_TPM")) {
             tcase_add_test(tc, mem_tpm_auth_ecdh);

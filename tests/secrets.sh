@@ -84,6 +84,14 @@ conf "$S/inline-token.conf" pkcs11 "[pkcs11]" "module = $KV_P11_MODULE" \
     "token = pkcs11:token=$KV_SEC_TOKEN?pin-value=$KV_SEC_INLINE"
 conf "$S/inline-pass.conf" software "$soft" "passphrase = $KV_SEC_INLINE"
 conf "$S/inline-unknown.conf" pkcs11 "$p11" "pin = file:$S/pin" "pin-value = $KV_SEC_INLINE"
+# a secret on a line that is no secret's: the messages do not show the value
+conf "$S/inline-token-upper.conf" pkcs11 "[pkcs11]" "module = $KV_P11_MODULE" \
+    "token = PKCS11:token=$KV_SEC_TOKEN?pin-value=$KV_SEC_INLINE"
+conf "$S/inline-token-typo.conf" pkcs11 "[pkcs11]" "module = $KV_P11_MODULE" \
+    "token = pkcs11;token=$KV_SEC_TOKEN?pin-value=$KV_SEC_INLINE"
+conf "$S/inline-serial.conf" pkcs11 "$p11" "pin = file:$S/pin" "serial = $KV_SEC_INLINE$KV_SEC_INLINE"
+conf "$S/inline-bool.conf" pkcs11 "$p11" "pin = file:$S/pin" "allow_any_module = $KV_SEC_INLINE"
+conf "$S/inline-number.conf" pkcs11 "$p11" "pin = file:$S/pin" "max_sessions = $KV_SEC_INLINE"
 
 with_tpm=no
 if grep -q '^#define KV_WITH_TPM 1' "$B/config.h"; then
@@ -102,6 +110,14 @@ keys = $KV_SEC_DIR/tpmkeys"
     cat "$KV_TPM_DIR/localca/swtpm-localca-rootca-cert.pem" "$KV_TPM_DIR/localca/issuercert.pem" \
         >"$KV_SEC_DIR/ekca.pem"
 fi
+
+# a key reference holding the PIN in its URI (DER and PEM; secret files),
+# for check_secrets and the command line
+printf 'asn1=SEQUENCE:ref\n[ref]\nversion=INTEGER:1\nref=UTF8:%s\n' \
+    "pkcs11:token=$KV_SEC_TOKEN;object=k1?module-name=softhsm2&pin-value=$KV_SEC_PIN" >"$S/pinref.cnf"
+openssl asn1parse -genconf "$S/pinref.cnf" -out "$S/pinref.der" >/dev/null
+{ echo "-----BEGIN KEYVAULT KEY REFERENCE-----"; openssl base64 -in "$S/pinref.der"
+  echo "-----END KEYVAULT KEY REFERENCE-----"; } >"$S/pinref.pem"
 
 # ---- the library -----------------------------------------------------------
 if ${KV_TEST_RUNNER:-} "$B/tests/check_secrets" >"$T/check_secrets.log" 2>&1; then
@@ -171,8 +187,6 @@ contains "$T/out" "destroyed 'kcli' (pkcs11:" "destroy names the key by its own 
 # key references: written without the PIN; one carrying a pin-value is refused
 run 0 "reference with the PIN in the URI" -- kv reference "$good" -o "$T/k1.ref"
 run 1 "reference: a wrong PIN" -- kv reference "$(uri object=k1 "$KV_SEC_PIN_WRONG")"
-printf 'asn1=SEQUENCE:ref\n[ref]\nversion=INTEGER:1\nref=UTF8:%s\n' "$good" >"$S/pinref.cnf"
-openssl asn1parse -genconf "$S/pinref.cnf" -out "$S/pinref.der" >/dev/null
 run 1 "reference --open: a reference with a pin-value" -- kv reference --open "$S/pinref.der"
 contains "$T/err" "pin-value" "the message says why"
 
@@ -190,8 +204,12 @@ run 1 "sign with a wrong passphrase" -- "$KEYVAULT" -c "$KV_SEC_DIR/soft-wrong.c
 contains "$T/err" "wrong passphrase" "the message says why"
 
 # secrets written inline in a configuration
-for c in inline-pin inline-token inline-pass; do
+for c in inline-pin inline-token inline-pass inline-token-upper; do
     run 1 "$c.conf is refused" -- "$KEYVAULT" -c "$S/$c.conf" list
+done
+for c in inline-token-typo inline-serial inline-bool inline-number; do
+    run 1 "$c.conf is refused" -- "$KEYVAULT" -c "$S/$c.conf" list
+    contains "$T/err" "not shown" "  the message says the value is not shown"
 done
 # a secret under a key that does not exist: refused (strict configuration);
 # the grep below looks at what it printed
