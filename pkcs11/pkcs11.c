@@ -1340,6 +1340,7 @@ static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc
     CK_ULONG npub = 0, npriv = 0, count = 0, nmechs = 0;
     CK_ATTRIBUTE pub[8], priv[12];
     CK_MECHANISM_TYPE mechs[4];
+    kv_err_mark mark;
     const kv_key_policy *policy = a->key->policy;
     CK_BBOOL can_sign = !policy || (policy->uses & (KV_USE_SIGN | KV_USE_ATTEST | KV_USE_ISSUE));
     CK_BBOOL can_derive = !policy || (policy->uses & KV_USE_ECDH);
@@ -1449,7 +1450,25 @@ static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc
          * public object may carry the same one */
         struct open_arg o = { .be = a->be, .tok = tok, .key = a->key, .what = a->name,
                               .trusted_pub = true, .made_priv = privh, .made_pub = pubh };
+        mark = kv_err_mark_get(tok->ctx);
         rv = open_step(tok, h, &o, rc);
+    }
+    if (rv == CKR_OBJECT_HANDLE_INVALID) {
+        /* an object of the pair (or its policy object) is gone since it was
+         * made: a creator racing this one without its lock (another home)
+         * found the public key before this private key existed and purged
+         * it as a destroyed key's leftover (purge_step). That one makes the
+         * key; this one loses, as when it finds the other's pair. */
+        rv = CKR_OK;
+        if (!unmake(tok, h, privh, pubh))
+            polh = CK_INVALID_HANDLE;
+        kv_err_rewind(tok->ctx, mark); /* this, not the failed read, is the outcome */
+        *rc = kv_error(tok->ctx, KV_ERR_KEY_EXISTS,
+                       "another creator of '%s' on token '%s' (one not sharing this "
+                       "process's lock) removed part of this one's key pair while it was made: "
+                       "this one was removed",
+                       a->name, tok->label);
+        goto out;
     }
     if (rv != CKR_OK || *rc != KV_OK) {
         /* a generation that reports failure leaves no key behind (were it

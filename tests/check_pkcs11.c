@@ -1068,6 +1068,32 @@ START_TEST(keygen_failure_names_the_cause)
 }
 END_TEST
 
+/* A creator racing this one without its lock purged this one's public key
+ * between its storing and the private key's (the shim's "lose-public", what
+ * creation_race_without_shared_home met now and then in CI): this creator
+ * loses the name cleanly, KV_ERR_KEY_EXISTS, and leaves no private key. */
+START_TEST(keygen_public_key_purged_meanwhile)
+{
+    char control[700], shim[700];
+    CK_SESSION_HANDLE h;
+    CK_FUNCTION_LIST *f;
+    kv_ctx *ctx;
+
+    ctx = shim_ctx("lose-public", control, shim);
+    ck_assert_rc(ctx, kv_key_generate(ctx, kname("lost"), KV_KEY_EC_P256, NULL, NULL),
+                 KV_ERR_KEY_EXISTS);
+    ck_assert_msg(strstr(kv_errmsg(ctx), "another creator") != NULL, "%s", kv_errmsg(ctx));
+    f = raw_open(&h);
+    ck_assert_uint_eq(raw_destroy_label(f, h, kname("lost")), 0);
+    raw_close(f, h);
+    /* the name is free: the next generation (the race over) makes it */
+    tu_write(control, "present\n");
+    ck_assert_rc(ctx, kv_key_generate(ctx, kname("lost"), KV_KEY_EC_P256, NULL, NULL), KV_OK);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname("lost")), KV_OK);
+    kv_ctx_free(ctx);
+}
+END_TEST
+
 /* Replace the public key object of `victim` by one holding donor's key,
  * under the victim's CKA_ID and label, as a damaged or tampered token would. */
 static void swap_public(const char *victim, const char *donor, CK_KEY_TYPE kt)
@@ -1761,6 +1787,7 @@ static Suite *pkcs11_suite(void)
     /* raw PKCS#11 on the harness token, the fault shim, SoftHSM's speed */
     tcase_add_test(hsm, generate_at_uri);
     tcase_add_test(hsm, keygen_failure_names_the_cause);
+    tcase_add_test(hsm, keygen_public_key_purged_meanwhile);
     tcase_add_test(hsm, mismatched_public_key_is_refused);
     tcase_add_test(hsm, public_key_checked_by_ec_point);
     tcase_add_test(hsm, wrong_uri_pin_tried_once);
