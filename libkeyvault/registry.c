@@ -895,7 +895,16 @@ kv_rc kv_registry_revoke(kv_ctx *ctx, const char *db, const char *device_id, kv_
     /* and its AK certificate, before the registry commits: a failure leaves
      * the device as it was */
     if (ca) {
+        kv_err_mark mark = kv_err_mark_get(ctx);
         rc = kv_ca_revoke(ca, serial, KV_REVOKE_PRIVILEGE_WITHDRAWN);
+        if (rc == KV_ERR_BAD_INPUT) {
+            /* revoked already: by the CA's operator, or by an earlier revoke
+             * whose registry commit then failed (the CA's database is
+             * another file, committed first). The certificate is withdrawn;
+             * the device's revocation goes on, or it could never be done. */
+            kv_err_rewind(ctx, mark);
+            rc = KV_OK;
+        }
         if (rc != KV_OK)
             goto out;
     }

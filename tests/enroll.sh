@@ -310,7 +310,12 @@ b enroll respond "$T/chal6.json" -o "$T/resp6.json" >/dev/null 2>&1
 jq '.credential = (.credential | .[0:43])' "$T/resp6.json" >"$T/half.json"
 expect 1 "an answer for one EK of two" -- v enroll finish "$T/half.json" --ca akca --registry "$REG" --replace -o "$T/x.pem"
 contains "$T/err" "do not match" "it says the credentials do not match"
-expect 0 "revoke dev-2 (TPM B)" -- v enroll revoke dev-2 --registry "$REG" --ca akca
+# its AK certificate revoked in the CA first (by hand, or by a revoke whose
+# registry commit failed after the CA's): the device's revocation still goes
+expect 0 "the CA revokes dev-2's AK certificate by itself" -- v ca revoke akca --serial "$(serial_of "$T/akchain3.pem")"
+expect 0 "revoke dev-2 (TPM B), its AK certificate revoked already" -- v enroll revoke dev-2 --registry "$REG" --ca akca
+expect 0 "list" -- v enroll list --registry "$REG"
+contains "$T/out" "dev-2  revoked" "dev-2 is listed revoked"
 # TPM B presents only its P-256 EK certificate, under a new device id
 jq '.ek_certs = [.ek_certs[0]] | .device_id = "dev-9"' "$T/req3.json" >"$T/only-ecc.json"
 expect 1 "a revoked TPM through its other EK, as a new device" -- v enroll challenge "$T/only-ecc.json" --ek-ca "$T/ekca-ecc.pem" --registry "$REG" -o "$T/x.json"
