@@ -75,7 +75,7 @@ contains "$T/err" "'$T/zlink' is not a regular file" "  the error names the path
 [ "$(cat "$T/victim")" = victim ] && [ -L "$T/zlink" ] && ok "  the link and its target are untouched" ||
     not_ok "  the link and its target are untouched"
 mkfifo "$T/zfifo"
-expect 1 "ecdh -o a FIFO is refused (nothing waits for a reader)" -- kv ecdh k-ec-p256 --peer "$T/peer.pub" -o "$T/zfifo"
+expect 1 "ecdh -o a FIFO is refused (nothing waits for a reader)" -- timeout 20 "$KEYVAULT" -c "$T/kv.conf" ecdh k-ec-p256 --peer "$T/peer.pub" -o "$T/zfifo"
 expect 0 "ecdh -o - writes the secret to standard output" -- kv ecdh k-ec-p256 --peer "$T/peer.pub" -o -
 cp "$T/out" "$T/zout"
 expect 0 "  the same bytes as the file" -- cmp "$T/zout" "$T/z1"
@@ -90,6 +90,10 @@ rm -f "$T/new.pub"
 expect 0 "pubkey -o a new file" -- sh -c 'umask 027; "$@"' sh "$KEYVAULT" -c "$T/kv.conf" pubkey k-ec-p256 -o "$T/new.pub"
 [ "$(stat -c %a "$T/new.pub")" = 640 ] && ok "  mode 0644 less the umask" ||
     not_ok "  mode 0644 less the umask ($(stat -c %a "$T/new.pub"))"
+printf 'old\n' >"$T/kept-mode.pub"; chmod 640 "$T/kept-mode.pub"
+expect 0 "pubkey -o over an existing file" -- sh -c 'umask 022; "$@"' sh "$KEYVAULT" -c "$T/kv.conf" pubkey k-ec-p256 -o "$T/kept-mode.pub"
+[ "$(stat -c %a "$T/kept-mode.pub")" = 640 ] && ok "  the file keeps its mode" ||
+    not_ok "  the file keeps its mode ($(stat -c %a "$T/kept-mode.pub"))"
 # a write that fails (RLIMIT_FSIZE 0: EFBIG, as on a full disk) loses nothing
 printf 'old\n' >"$T/keep.pub"
 # (the limit holds for every regular file: the messages go through a pipe)

@@ -40,6 +40,9 @@ expect 0 "verifier: challenge (no TPM)" -- v enroll challenge "$T/req.json" --ek
 contains "$T/out" "challenge [0-9a-f]\{32\} for AK 000b" "it names the challenge and the AK (SHA-256 name)"
 [ "$(stat -c %a "$REG")" = 600 ] && ok "the registry is 0600" || not_ok "the registry is 0600"
 expect 0 "device: TPM2_ActivateCredential answers" -- a enroll respond "$T/chal.json" -o "$T/resp.json"
+a enroll respond "$T/chal.json" -o - >"$T/resp-stdout.txt" 2>"$T/err"
+head -n 1 "$T/resp-stdout.txt" | grep -q "^challenge for device" && tail -n +2 "$T/resp-stdout.txt" | jq -e .credential >/dev/null &&
+    ok "respond -o -: the device line, then the response" || not_ok "respond -o -: the device line, then the response"
 expect 0 "verifier: finish issues the AK certificate" -- v enroll finish "$T/resp.json" --ca akca --registry "$REG" -o "$T/akchain.pem"
 expect 0 "the AK certificate verifies against the AK CA" -- openssl verify -CAfile "$T/akca.pem" "$T/akchain.pem"
 openssl x509 -in "$T/akchain.pem" -noout -text >"$T/akcert.txt" 2>&1

@@ -103,25 +103,50 @@ static int write_fd(int fd, const unsigned char *p, size_t len)
     return 0;
 }
 
+/* Write an existing regular file in place (no link followed): where no
+ * temporary file can be made beside it or renamed over it. */
+static int write_in_place(const char *path, const void *data, size_t len, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC), err;
+
+    if (fd < 0)
+        return -1;
+    if ((mode == 0600 && fchmod(fd, 0600) != 0) || write_fd(fd, data, len) != 0 ||
+        fsync(fd) != 0) {
+        err = errno;
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    return close(fd);
+}
+
 /* Write a file ("-" is standard output). A new file, or a regular file in
  * its place, is replaced atomically: a temporary file in the same directory,
- * written, flushed to disk and renamed over the path, with `mode` less the
- * umask (0600 exactly for secrets). A reader never sees half a file, and a
- * failed write (a full disk) leaves the old file whole. Anything else at the
- * path (a symbolic link, /dev/stdout, a device, a FIFO) is opened and
- * written through, as other tools do, but never with a secret (mode 0600):
- * a link or a FIFO planted under the name would send it elsewhere. */
+ * written, flushed to disk and renamed over the path. A reader never sees
+ * half a file, and a failed write (a full disk) leaves the old file whole.
+ * The mode is 0600 for a secret; otherwise an existing file's, or `mode`
+ * less the umask for a new one. Where no temporary file can be made beside
+ * it or renamed over it (a directory the caller may not write, a file
+ * mounted on its own), an existing regular file is written in place.
+ * Anything else at the path (a symbolic link, /dev/stdout, a device, a
+ * FIFO) is opened and written through, as other tools do, but never with a
+ * secret (mode 0600): a link or a FIFO planted under the name would send it
+ * elsewhere. */
 int write_all(const char *path, const void *data, size_t len, mode_t mode)
 {
     const char *slash = strrchr(path, '/');
     char *tmp = NULL;
     struct stat st;
-    mode_t mask;
-    int fd, err;
+    mode_t mask, want;
+    int fd, err, exists;
 
-    if (strcmp(path, "-") == 0)
+    if (strcmp(path, "-") == 0) {
+        fflush(stdout); /* what the command printed comes first */
         return write_fd(STDOUT_FILENO, data, len);
-    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+    }
+    exists = lstat(path, &st) == 0;
+    if (exists && !S_ISREG(st.st_mode)) {
         if (S_ISDIR(st.st_mode)) {
             errno = EISDIR;
             return -1;
@@ -157,12 +182,16 @@ int write_all(const char *path, const void *data, size_t len, mode_t mode)
     if (fd < 0) {
         err = errno;
         free(tmp);
+        if (exists && (err == EACCES || err == EPERM || err == EROFS || err == ENAMETOOLONG))
+            return write_in_place(path, data, len, mode);
         errno = err;
         return -1;
     }
     mask = umask(077);
     umask(mask);
-    if (fchmod(fd, mode == 0600 ? 0600 : mode & ~mask) != 0 || write_fd(fd, data, len) != 0 ||
+    want = mode == 0600 ? 0600 : exists ? st.st_mode & 07777 : mode & ~mask;
+    /* a file system without modes (vfat) refuses fchmod: only a secret's matters */
+    if ((fchmod(fd, want) != 0 && mode == 0600) || write_fd(fd, data, len) != 0 ||
         fsync(fd) != 0) {
         err = errno;
         close(fd);
@@ -174,6 +203,11 @@ int write_all(const char *path, const void *data, size_t len, mode_t mode)
     }
     if (rename(tmp, path) != 0) {
         err = errno;
+        if (exists && (err == EBUSY || err == EXDEV)) {
+            (void)unlink(tmp);
+            free(tmp);
+            return write_in_place(path, data, len, mode);
+        }
         goto fail;
     }
     /* the rename itself to disk: best effort, the file is whole either way */
