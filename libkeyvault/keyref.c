@@ -15,6 +15,7 @@
 #include "config.h"
 
 #include <string.h>
+#include <strings.h>
 #include <openssl/asn1t.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -54,7 +55,7 @@ static kv_rc ref_check(const kv_ctx *ctx, const char *ref, size_t len)
             KV_FAIL(ctx, rc, KV_ERR_BAD_INPUT,
                     "the key reference holds a character other than printable ASCII "
                     "(at offset %zu; not shown)", i);
-    if (!strncmp(ref, "pkcs11:", 7)) {
+    if (!strncasecmp(ref, "pkcs11:", 7)) { /* a URI's scheme has no case */
 #ifdef KV_WITH_PKCS11
         P11KitUri *uri = p11_kit_uri_new();
         int r;

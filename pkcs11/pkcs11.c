@@ -1312,7 +1312,10 @@ static CK_RV count_private(struct p11_token *tok, CK_SESSION_HANDLE h, CK_ATTRIB
 static bool unmake(struct p11_token *tok, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE privh,
                    CK_OBJECT_HANDLE pubh)
 {
-    if (tok->fl->C_DestroyObject(h, privh) != CKR_OK)
+    CK_RV rv = tok->fl->C_DestroyObject(h, privh);
+
+    /* CKR_OBJECT_HANDLE_INVALID: gone already (another creator's purge) */
+    if (rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID)
         return false;
     (void)tok->fl->C_DestroyObject(h, pubh);
     return true;
@@ -1454,11 +1457,12 @@ static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc
         rv = open_step(tok, h, &o, rc);
     }
     if (rv == CKR_OBJECT_HANDLE_INVALID) {
-        /* an object of the pair (or its policy object) is gone since it was
-         * made: a creator racing this one without its lock (another home)
-         * found the public key before this private key existed and purged
-         * it as a destroyed key's leftover (purge_step). That one makes the
-         * key; this one loses, as when it finds the other's pair. */
+        /* an object of the pair is gone since it was made: a creator racing
+         * this one without its lock (another home) found the public key
+         * before this private key existed and purged it as a destroyed
+         * key's leftover (purge_step). That one makes the key; this one
+         * loses, as when it finds the other's pair. (A policy object purged
+         * so is not noticed here: docs/design.md.) */
         rv = CKR_OK;
         if (!unmake(tok, h, privh, pubh))
             polh = CK_INVALID_HANDLE;
