@@ -103,6 +103,21 @@ static int write_fd(int fd, const unsigned char *p, size_t len)
     return 0;
 }
 
+/* Write data to fd (flushed to disk too when sync) and close it; -1 with
+ * the first failure's errno. */
+static int write_close(int fd, const void *data, size_t len, int sync)
+{
+    int err;
+
+    if (write_fd(fd, data, len) != 0 || (sync && fsync(fd) != 0)) {
+        err = errno;
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    return close(fd);
+}
+
 /* Write an existing regular file in place (no link followed): where no
  * temporary file can be made beside it or renamed over it. */
 static int write_in_place(const char *path, const void *data, size_t len, mode_t mode)
@@ -111,14 +126,13 @@ static int write_in_place(const char *path, const void *data, size_t len, mode_t
 
     if (fd < 0)
         return -1;
-    if ((mode == 0600 && fchmod(fd, 0600) != 0) || write_fd(fd, data, len) != 0 ||
-        fsync(fd) != 0) {
+    if (mode == 0600 && fchmod(fd, 0600) != 0) {
         err = errno;
         close(fd);
         errno = err;
         return -1;
     }
-    return close(fd);
+    return write_close(fd, data, len, 1);
 }
 
 /* Write a file ("-" is standard output). A new file, or a regular file in
@@ -160,15 +174,7 @@ int write_all(const char *path, const void *data, size_t len, mode_t mode)
             return -1;
         }
         fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-        if (fd < 0)
-            return -1;
-        if (write_fd(fd, data, len) != 0) {
-            err = errno;
-            close(fd);
-            errno = err;
-            return -1;
-        }
-        return close(fd);
+        return fd < 0 ? -1 : write_close(fd, data, len, 0);
     }
     /* DIR/.NAME.XXXXXX (mkostemp: a new file, mode 0600, never a link) */
     if (slash && slash[1] == '\0') {
@@ -191,13 +197,12 @@ int write_all(const char *path, const void *data, size_t len, mode_t mode)
     umask(mask);
     want = mode == 0600 ? 0600 : exists ? st.st_mode & 07777 : mode & ~mask;
     /* a file system without modes (vfat) refuses fchmod: only a secret's matters */
-    if ((fchmod(fd, want) != 0 && mode == 0600) || write_fd(fd, data, len) != 0 ||
-        fsync(fd) != 0) {
+    if (fchmod(fd, want) != 0 && mode == 0600) {
         err = errno;
         close(fd);
         goto fail;
     }
-    if (close(fd) != 0) {
+    if (write_close(fd, data, len, 1) != 0) {
         err = errno;
         goto fail;
     }
