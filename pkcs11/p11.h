@@ -100,10 +100,14 @@ void p11_token_free(struct p11_token *tok);
  * what was done with it. */
 kv_rc p11_session_get(struct p11_token *tok, struct p11_sess **s);
 void p11_session_put(struct p11_token *tok, struct p11_sess *s, CK_RV rv);
-/* KV_OK when the token offers mechanism m with flag (CKF_SIGN, ...);
- * KV_ERR_UNSUPPORTED "not offered by this token" otherwise. */
-kv_rc p11_mech_check(struct p11_token *tok, CK_SESSION_HANDLE h, CK_MECHANISM_TYPE m,
-                     CK_FLAGS flag);
+/* Whether the token offers mechanism m with flag (CKF_SIGN, ...): *rc is
+ * KV_OK, or KV_ERR_UNSUPPORTED "not offered by this token", or the failure
+ * of C_GetMechanismInfo itself. Returns that call's CK_RV when it says the
+ * token or the login is lost (the step returns it, so the pool is dropped
+ * and the call tried again), CKR_OK otherwise. Only definite answers are
+ * kept; a failed query is asked again next time. */
+CK_RV p11_mech_check(struct p11_token *tok, CK_SESSION_HANDLE h, CK_MECHANISM_TYPE m,
+                     CK_FLAGS flag, kv_rc *rc);
 /* Human-readable name of the token for messages ("label" or the module). */
 const char *p11_token_name(const struct p11_token *tok);
 

@@ -1368,8 +1368,8 @@ static CK_RV gen_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_rc
         pub[npub++] = (CK_ATTRIBUTE){ CKA_MODULUS_BITS, &bits, sizeof(bits) };
         pub[npub++] = (CK_ATTRIBUTE){ CKA_PUBLIC_EXPONENT, exp, sizeof(exp) };
     }
-    *rc = p11_mech_check(tok, h, mech.mechanism, CKF_GENERATE_KEY_PAIR);
-    if (*rc != KV_OK)
+    rv = p11_mech_check(tok, h, mech.mechanism, CKF_GENERATE_KEY_PAIR, rc);
+    if (rv != CKR_OK || *rc != KV_OK)
         goto out;
     rv = count_private(tok, h, CKA_LABEL, a->name, strlen(a->name), &count, rc);
     if (rv != CKR_OK || *rc != KV_OK)
@@ -1928,11 +1928,9 @@ static CK_RV sign_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     default:
         break;
     }
-    *rc = p11_mech_check(tok, h, mech.mechanism, CKF_SIGN);
-    if (*rc != KV_OK) {
-        rv = CKR_OK;
+    rv = p11_mech_check(tok, h, mech.mechanism, CKF_SIGN, rc);
+    if (rv != CKR_OK || *rc != KV_OK)
         goto out;
-    }
     rv = key_handle(tok, h, k, &obj, rc);
     if (rv != CKR_OK || *rc != KV_OK)
         goto out;
@@ -2033,9 +2031,9 @@ static CK_RV ecdh_step(struct p11_token *tok, CK_SESSION_HANDLE h, void *p, kv_r
     int wlen = 0;
     CK_RV rv, drv;
 
-    *rc = p11_mech_check(tok, h, CKM_ECDH1_DERIVE, CKF_DERIVE);
-    if (*rc != KV_OK)
-        return CKR_OK;
+    rv = p11_mech_check(tok, h, CKM_ECDH1_DERIVE, CKF_DERIVE, rc);
+    if (rv != CKR_OK || *rc != KV_OK)
+        return rv;
     rv = key_handle(tok, h, k, &obj, rc);
     if (rv != CKR_OK || *rc != KV_OK)
         return rv;

@@ -911,13 +911,14 @@ void p11_session_put(struct p11_token *tok, struct p11_sess *s, CK_RV rv)
     pthread_mutex_unlock(&tok->lock);
 }
 
-kv_rc p11_mech_check(struct p11_token *tok, CK_SESSION_HANDLE h, CK_MECHANISM_TYPE m,
-                     CK_FLAGS flag)
+CK_RV p11_mech_check(struct p11_token *tok, CK_SESSION_HANDLE h, CK_MECHANISM_TYPE m,
+                     CK_FLAGS flag, kv_rc *rc)
 {
     struct p11_mech found = { m, CKR_OK, { 0, 0, 0 } };
     bool cached = false;
 
     (void)h;
+    *rc = KV_OK;
     pthread_mutex_lock(&tok->lock);
     for (size_t i = 0; i < tok->nmechs; i++)
         if (tok->mechs[i].type == m) {
@@ -926,19 +927,22 @@ kv_rc p11_mech_check(struct p11_token *tok, CK_SESSION_HANDLE h, CK_MECHANISM_TY
         }
     if (!cached) {
         found.rv = tok->fl->C_GetMechanismInfo(tok->slot, m, &found.info);
-        if (tok->nmechs < P11_MAX_MECHS && !p11_rv_lost(found.rv))
+        /* a failed query (out of memory, a lost token) says nothing of the
+         * mechanism: kept, it would refuse it until the next reconnect */
+        if (tok->nmechs < P11_MAX_MECHS &&
+            (found.rv == CKR_OK || found.rv == CKR_MECHANISM_INVALID))
             tok->mechs[tok->nmechs++] = found;
     }
     pthread_mutex_unlock(&tok->lock);
     if (found.rv == CKR_MECHANISM_INVALID)
-        return kv_error(tok->ctx, KV_ERR_UNSUPPORTED,
-                        "mechanism %s not offered by this token ('%s', module %s)",
-                        p11_mech_name(m), tok->label, tok->module);
-    if (found.rv != CKR_OK)
-        return p11_fail(tok, "C_GetMechanismInfo", found.rv);
-    if (!(found.info.flags & flag))
-        return kv_error(tok->ctx, KV_ERR_UNSUPPORTED,
-                        "mechanism %s not supported by this token ('%s') for this operation",
-                        p11_mech_name(m), tok->label);
-    return KV_OK;
+        *rc = kv_error(tok->ctx, KV_ERR_UNSUPPORTED,
+                       "mechanism %s not offered by this token ('%s', module %s)",
+                       p11_mech_name(m), tok->label, tok->module);
+    else if (found.rv != CKR_OK)
+        *rc = p11_fail(tok, "C_GetMechanismInfo", found.rv);
+    else if (!(found.info.flags & flag))
+        *rc = kv_error(tok->ctx, KV_ERR_UNSUPPORTED,
+                       "mechanism %s not supported by this token ('%s') for this operation",
+                       p11_mech_name(m), tok->label);
+    return p11_rv_lost(found.rv) ? found.rv : CKR_OK;
 }

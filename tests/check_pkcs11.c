@@ -471,19 +471,85 @@ static void *open_and_free(void *p)
     return NULL;
 }
 
-/* Whether the shim's fault log at path says a slow C_Login began. */
-static int login_started(const char *path)
+/* Whether the shim's fault log at path has a line beginning with what
+ * ("C_Login slow": a slow C_Login began). */
+static int fault_logged(const char *path, const char *what)
 {
     char line[128];
     FILE *f = fopen(path, "r");
     int seen = 0;
 
     while (f && !seen && fgets(line, sizeof(line), f))
-        seen = strncmp(line, "C_Login slow", 12) == 0;
+        seen = strncmp(line, what, strlen(what)) == 0;
     if (f)
         fclose(f);
     return seen;
 }
+
+/* A context on the shim with the fault schedule `faults`, logged to log
+ * (700 bytes), and an EC key `base` made on it: the key's generation is the
+ * process's first C_GetMechanismInfo, so the schedule's second is a sign's. */
+static kv_ctx *mech_fault_ctx(const char *faults, const char *base, char *log, kv_key **key)
+{
+    char control[700], shim[700];
+    kv_ctx *ctx;
+
+    snprintf(log, 700, "%s/%s.log", tu_tmpdir(), base);
+    setenv("KV_SHIM_FAULTS", faults, 1);
+    setenv("KV_SHIM_FAULT_LOG", log, 1);
+    ctx = shim_ctx("present", control, shim);
+    ck_assert_rc(ctx, kv_key_generate(ctx, kname(base), KV_KEY_EC_P256, NULL, key), KV_OK);
+    return ctx;
+}
+
+static void mech_fault_done(kv_ctx *ctx, kv_key *key, const char *base)
+{
+    unsetenv("KV_SHIM_FAULTS");
+    unsetenv("KV_SHIM_FAULT_LOG");
+    kv_key_free(key);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, kname(base)), KV_OK);
+    kv_ctx_free(ctx);
+}
+
+/* C_GetMechanismInfo says the token is gone (and it is back at once): the
+ * sign reconnects and goes on, as after any other call that meets a lost
+ * token. Before the fix the step returned CKR_OK with the error, so the
+ * pool was kept and nothing retried: the sign failed, and on a token
+ * plugged back under another slot id every later sign failed the same. */
+START_TEST(mechanism_query_meets_a_lost_token)
+{
+    char log[700];
+    kv_key *key = NULL;
+    kv_ctx *ctx = mech_fault_ctx("C_GetMechanismInfo:CKR_DEVICE_REMOVED:2", "mechlost", log, &key);
+
+    sign_verify(ctx, key);
+    ck_assert_msg(fault_logged(log, "C_GetMechanismInfo CKR_DEVICE_REMOVED"),
+                  "the sign's mechanism query met no fault");
+    ck_assert_str_eq(kv_errmsg(ctx), "");
+    mech_fault_done(ctx, key, "mechlost");
+}
+END_TEST
+
+/* A mechanism query that fails without losing the token fails that call,
+ * naming C_GetMechanismInfo, and is asked again by the next. Before the
+ * fix the failure was kept as the mechanism's answer, and every sign
+ * with the mechanism failed until a reconnect. */
+START_TEST(mechanism_query_failure_is_not_kept)
+{
+    char log[700];
+    unsigned char sig[128];
+    size_t siglen = sizeof(sig);
+    kv_key *key = NULL;
+    kv_ctx *ctx = mech_fault_ctx("C_GetMechanismInfo:CKR_DEVICE_MEMORY:2", "mechmem", log, &key);
+
+    ck_assert_rc(ctx, kv_sign(key, KV_ALG_DEFAULT, 0, (const unsigned char *)"x", 1, sig, &siglen),
+                 KV_ERR_NO_SPACE);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "C_GetMechanismInfo"));
+    ck_assert(fault_logged(log, "C_GetMechanismInfo CKR_DEVICE_MEMORY"));
+    sign_verify(ctx, key);
+    mech_fault_done(ctx, key, "mechmem");
+}
+END_TEST
 
 /*
  * A process forks while another of its threads logs in to the token (the
@@ -514,7 +580,7 @@ START_TEST(a_fork_while_another_thread_logs_in)
     o = (struct slow_opener){ ctx2, name, KV_ERR_BACKEND };
     ck_assert_int_eq(pthread_create(&th, NULL, open_and_free, &o), 0);
     /* the shim logs the slow login as it starts its 3 s: fork inside them */
-    for (int waited = 0; !login_started(log); waited += 10) {
+    for (int waited = 0; !fault_logged(log, "C_Login slow"); waited += 10) {
         ck_assert_msg(waited < 20000, "the thread's login did not start within 20 s");
         usleep(10000);
     }
@@ -1780,6 +1846,8 @@ static Suite *pkcs11_suite(void)
     tcase_add_test(tc, generated_key_attributes);
     tcase_add_test(tc, certificate_replaced);
     tcase_add_test(hsm, token_removed_and_back);
+    tcase_add_test(hsm, mechanism_query_meets_a_lost_token);
+    tcase_add_test(hsm, mechanism_query_failure_is_not_kept);
     tcase_add_test(hsm, a_fork_while_another_thread_logs_in);
     tcase_add_test(hsm, module_by_name_and_token_by_serial);
     tcase_add_test(hsm, module_path_must_be_registered);
