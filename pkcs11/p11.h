@@ -70,6 +70,10 @@ struct p11_token {
     CK_TOKEN_INFO info;
     struct p11_sess *sess;
     size_t maxsess;
+    size_t limit;             /* ulMaxSessionCount: pool and writes together; 0 none */
+    size_t rwlimit;           /* ulMaxRwSessionCount; 0 none */
+    size_t nrw;               /* read/write sessions open for writes (p11_rw_get) */
+    size_t wroom;             /* writes waiting for room under limit */
     struct p11_mech mechs[P11_MAX_MECHS];
     size_t nmechs;
     int ecdh_point_form;      /* 0 unknown, 1 raw point, 2 DER OCTET STRING */
@@ -100,6 +104,21 @@ void p11_token_free(struct p11_token *tok);
  * what was done with it. */
 kv_rc p11_session_get(struct p11_token *tok, struct p11_sess **s);
 void p11_session_put(struct p11_token *tok, struct p11_sess *s, CK_RV rv);
+
+/* A read/write session for one write, opened beside the pool (a pool
+ * session is read-only) and closed by p11_rw_put. */
+struct p11_rw {
+    CK_SESSION_HANDLE h;
+    unsigned long epoch;
+    CK_RV rv;                 /* when p11_rw_get fails: C_OpenSession's CK_RV, or CKR_OK */
+};
+/* Open a logged-in read/write session, within the token's session limits:
+ * it waits while every session the token allows is in use, and makes room
+ * by closing an idle pool session (on a token that allows one session, the
+ * write has the token alone). Give it back with p11_rw_put and the CK_RV of
+ * what was done with it. */
+kv_rc p11_rw_get(struct p11_token *tok, struct p11_rw *w);
+void p11_rw_put(struct p11_token *tok, struct p11_rw *w, CK_RV rv);
 /* Whether the token offers mechanism m with flag (CKF_SIGN, ...): *rc is
  * KV_OK, or KV_ERR_UNSUPPORTED "not offered by this token", or the failure
  * of C_GetMechanismInfo itself. Returns that call's CK_RV when it says the

@@ -219,30 +219,27 @@ static kv_rc run_session(struct p11_token *tok, p11_step step, void *arg, bool r
     kv_err_mark mark = kv_err_mark_get(tok->ctx);
 
     for (int attempt = 0;; attempt++) {
-        struct p11_sess *s = NULL;
-        kv_rc rc = p11_session_get(tok, &s);
-        CK_SESSION_HANDLE h;
-        CK_RV rv = CKR_OK;
+        kv_rc rc;
+        CK_RV rv;
 
-        if (rc != KV_OK)
-            return rc;
-        rc = KV_OK;
-        h = s->h;
         /* pool sessions are read-only; a write gets a read/write session of
-         * its own, logged in like every session of this token */
+         * its own, within the token's session limits (p11_rw_get) */
         if (rw) {
-            rv = tok->fl->C_OpenSession(tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
-                                        &h);
-            if (rv != CKR_OK)
-                rc = p11_fail(tok, "C_OpenSession (read/write)", rv);
+            struct p11_rw w;
+            rc = p11_rw_get(tok, &w);
+            rv = w.rv;
+            if (rc == KV_OK) {
+                rv = step(tok, w.h, arg, &rc);
+                p11_rw_put(tok, &w, rv);
+            }
+        } else {
+            struct p11_sess *s = NULL;
+            rc = p11_session_get(tok, &s);
+            if (rc != KV_OK)
+                return rc;
+            rv = step(tok, s->h, arg, &rc);
+            p11_session_put(tok, s, rv);
         }
-        if (rc == KV_OK) {
-            rv = step(tok, h, arg, &rc);
-            if (rw)
-                (void)tok->fl->C_CloseSession(h);
-        }
-        /* a read/write session is closed already, spoiled or not */
-        p11_session_put(tok, s, rw && rv == P11_RV_SPOILED ? CKR_OK : rv);
         if (rc == KV_OK || attempt > 0)
             return rc;
         if (!p11_rv_lost(rv) && rv != CKR_OBJECT_HANDLE_INVALID && rv != CKR_KEY_HANDLE_INVALID)

@@ -749,6 +749,44 @@ out:
     return rc;
 }
 
+/* In a forked child: the parent's sessions, and the writes of its other
+ * threads, are not ours (forgotten, never closed: the parent uses them). */
+static void forked_locked(struct p11_token *tok)
+{
+    if (!tok->initialized || tok->fork_gen == kv_fork_generation())
+        return;
+    for (size_t i = 0; i < tok->maxsess; i++)
+        tok->sess[i].open = tok->sess[i].busy = false;
+    tok->nrw = tok->wroom = 0;
+    tok->connected = false;
+    tok->initialized = false;
+}
+
+/* The sessions this process has open on the token: the pool's, of any
+ * epoch (one from before a reconnect may still be open in the module until
+ * it is handed back), and the writes'. */
+static size_t sessions_open_locked(const struct p11_token *tok)
+{
+    size_t n = tok->nrw;
+
+    for (size_t i = 0; i < tok->maxsess; i++)
+        n += tok->sess[i].open;
+    return n;
+}
+
+/* Whether one more session would pass the token's ulMaxSessionCount:
+ * C_OpenSession would fail with CKR_SESSION_COUNT. */
+static bool sessions_full_locked(const struct p11_token *tok)
+{
+    return tok->limit && sessions_open_locked(tok) >= tok->limit;
+}
+
+/* A token's session count from CK_TOKEN_INFO: 0 for none. */
+static size_t session_limit(CK_ULONG n)
+{
+    return n == CK_EFFECTIVELY_INFINITE || n == CK_UNAVAILABLE_INFORMATION ? 0 : (size_t)n;
+}
+
 static kv_rc open_session_locked(struct p11_token *tok, struct p11_sess *s)
 {
     /* read-only: SoftHSM does more work per operation in read/write
@@ -774,13 +812,7 @@ static kv_rc connect_locked(struct p11_token *tok)
         if (rc != KV_OK)
             return rc;
     }
-    if (tok->initialized && tok->fork_gen != kv_fork_generation()) {
-        /* in a forked child: the parent's sessions are not ours */
-        for (size_t i = 0; i < tok->maxsess; i++)
-            tok->sess[i].open = tok->sess[i].busy = false;
-        tok->connected = false;
-        tok->initialized = false;
-    }
+    forked_locked(tok);
     if (!tok->initialized) {
         if (tok->init_reserved) {
             /* the managed module hands these to the module's C_Initialize
@@ -807,10 +839,12 @@ static kv_rc connect_locked(struct p11_token *tok)
     __atomic_add_fetch(&tok->epoch, 1, __ATOMIC_RELEASE);
     tok->nmechs = 0;
     tok->ecdh_point_form = 0;
-    if (tok->maxsess > 1 && tok->info.ulMaxSessionCount != CK_EFFECTIVELY_INFINITE &&
-        tok->info.ulMaxSessionCount != CK_UNAVAILABLE_INFORMATION &&
-        tok->info.ulMaxSessionCount < tok->maxsess)
-        tok->maxsess = tok->info.ulMaxSessionCount; /* the token's own limit */
+    /* the token's own limits: every session counts against the first (the
+     * pool's and the writes'), read/write ones against the second too */
+    tok->limit = session_limit(tok->info.ulMaxSessionCount);
+    tok->rwlimit = session_limit(tok->info.ulMaxRwSessionCount);
+    if (tok->maxsess > 1 && tok->limit && tok->limit < tok->maxsess)
+        tok->maxsess = tok->limit;
     struct p11_sess *first = NULL;
     for (size_t i = 0; i < tok->maxsess && !first; i++)
         if (!tok->sess[i].busy)
@@ -831,6 +865,18 @@ static kv_rc connect_locked(struct p11_token *tok)
     return KV_OK;
 }
 
+/* Not connected: connect, or wait while the token has no room for the
+ * first session (a write that has the token alone holds its one). KV_OK
+ * when the caller is to look again. */
+static kv_rc connect_or_wait_locked(struct p11_token *tok)
+{
+    if (sessions_full_locked(tok)) {
+        pthread_cond_wait(&tok->cond, &tok->lock);
+        return KV_OK;
+    }
+    return connect_locked(tok);
+}
+
 kv_rc p11_session_get(struct p11_token *tok, struct p11_sess **out)
 {
     struct p11_sess *s = NULL;
@@ -839,12 +885,18 @@ kv_rc p11_session_get(struct p11_token *tok, struct p11_sess **out)
     *out = NULL;
     pthread_mutex_lock(&tok->lock);
     for (;;) {
-        if (tok->initialized && tok->fork_gen != kv_fork_generation())
-            tok->connected = false;
+        forked_locked(tok);
+        /* a write waiting for room (p11_rw_get) gets the next idle session:
+         * a stream of signs would otherwise keep it waiting for ever */
+        if (tok->wroom && sessions_full_locked(tok)) {
+            pthread_cond_wait(&tok->cond, &tok->lock);
+            continue;
+        }
         if (!tok->connected) {
-            rc = connect_locked(tok);
+            rc = connect_or_wait_locked(tok);
             if (rc != KV_OK)
                 break;
+            continue;
         }
         struct p11_sess *empty = NULL;
         for (size_t i = 0; i < tok->maxsess; i++) {
@@ -858,7 +910,7 @@ kv_rc p11_session_get(struct p11_token *tok, struct p11_sess **out)
             if (!empty)
                 empty = c;
         }
-        if (!s && empty) {
+        if (!s && empty && !sessions_full_locked(tok)) {
             rc = open_session_locked(tok, empty);
             if (rc != KV_OK)
                 break;
@@ -875,6 +927,20 @@ kv_rc p11_session_get(struct p11_token *tok, struct p11_sess **out)
     return rc;
 }
 
+/* Whether handle h, of a session from before a reconnect, now names one of
+ * this connection's pool sessions (other than `except`): a module plugged
+ * back in may give a number out again. */
+static bool handle_reused_locked(const struct p11_token *tok, CK_SESSION_HANDLE h,
+                                 const struct p11_sess *except)
+{
+    bool reused = false;
+
+    for (size_t i = 0; i < tok->maxsess; i++)
+        reused |= &tok->sess[i] != except && tok->sess[i].open &&
+                  tok->sess[i].epoch == tok->epoch && tok->sess[i].h == h;
+    return reused;
+}
+
 void p11_session_put(struct p11_token *tok, struct p11_sess *s, CK_RV rv)
 {
     pthread_mutex_lock(&tok->lock);
@@ -885,10 +951,7 @@ void p11_session_put(struct p11_token *tok, struct p11_sess *s, CK_RV rv)
          * CKR_DEVICE_REMOVED - unless its handle now names one of this
          * connection's sessions, a handle the module gave out again) or a
          * fork (the parent's, never closed by the child) */
-        bool reused = false;
-        for (size_t i = 0; i < tok->maxsess && p11_rv_lost(rv); i++)
-            reused |= &tok->sess[i] != s && tok->sess[i].open &&
-                      tok->sess[i].epoch == tok->epoch && tok->sess[i].h == s->h;
+        bool reused = p11_rv_lost(rv) && handle_reused_locked(tok, s->h, s);
         if (s->open && tok->fork_gen == kv_fork_generation() && !reused)
             (void)tok->fl->C_CloseSession(s->h);
         s->open = false;
@@ -907,7 +970,115 @@ void p11_session_put(struct p11_token *tok, struct p11_sess *s, CK_RV rv)
         if (!others)
             tok->connected = false;
     }
-    pthread_cond_signal(&tok->cond);
+    /* a write waits for something else than a reader does: wake them all */
+    if (tok->wroom)
+        pthread_cond_broadcast(&tok->cond);
+    else
+        pthread_cond_signal(&tok->cond);
+    pthread_mutex_unlock(&tok->lock);
+}
+
+/* An idle pool session (open, not in use, of this connection), or NULL. */
+static struct p11_sess *idle_session_locked(struct p11_token *tok)
+{
+    for (size_t i = 0; i < tok->maxsess; i++) {
+        struct p11_sess *c = &tok->sess[i];
+        if (c->open && !c->busy && c->epoch == tok->epoch)
+            return c;
+    }
+    return NULL;
+}
+
+/* Whether a pool session of this connection other than `except` is open:
+ * one that keeps the token logged in. */
+static bool login_kept_locked(const struct p11_token *tok, const struct p11_sess *except)
+{
+    for (size_t i = 0; i < tok->maxsess; i++)
+        if (&tok->sess[i] != except && tok->sess[i].open && tok->sess[i].epoch == tok->epoch)
+            return true;
+    return false;
+}
+
+/*
+ * The login is the token's, shared by every session the process has open on
+ * it, and ends when the last one closes (PKCS#11 3.0, 5.6). A write's session
+ * opened while a pool session is open is logged in, and keeps the login
+ * while it is open. When the token has no room for it, an idle pool session
+ * is closed to make some; when that session was the last, the write has the
+ * token alone: it logs in on its own session, and the next reader connects
+ * again once the write is done.
+ */
+kv_rc p11_rw_get(struct p11_token *tok, struct p11_rw *w)
+{
+    kv_rc rc = KV_OK;
+    bool waiting = false, alone = false;
+    CK_RV rv;
+
+    w->rv = CKR_OK;
+    pthread_mutex_lock(&tok->lock);
+    for (;;) {
+        forked_locked(tok);
+        if (tok->rwlimit && tok->nrw >= tok->rwlimit) {
+            pthread_cond_wait(&tok->cond, &tok->lock);
+            continue;
+        }
+        if (!tok->connected) {
+            rc = connect_or_wait_locked(tok);
+            if (rc != KV_OK)
+                break;
+            continue; /* the limits are the connection's: look again */
+        }
+        if (sessions_full_locked(tok)) {
+            struct p11_sess *idle = idle_session_locked(tok);
+            if (!idle) {
+                if (!waiting)
+                    tok->wroom++;
+                waiting = true;
+                pthread_cond_wait(&tok->cond, &tok->lock);
+                continue;
+            }
+            alone = !login_kept_locked(tok, idle);
+            (void)tok->fl->C_CloseSession(idle->h);
+            idle->open = false;
+            if (alone)
+                tok->connected = false; /* logged out: readers connect again */
+        }
+        rv = tok->fl->C_OpenSession(tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                                    &w->h);
+        if (rv != CKR_OK) {
+            rc = p11_fail(tok, "C_OpenSession (read/write)", rv);
+            w->rv = rv;
+            if (p11_rv_lost(rv))
+                drop_sessions_locked(tok);
+            break;
+        }
+        tok->nrw++;
+        w->epoch = tok->epoch;
+        if (alone && (rc = login_locked(tok, w->h)) != KV_OK) {
+            (void)tok->fl->C_CloseSession(w->h);
+            tok->nrw--;
+        }
+        break;
+    }
+    if (waiting)
+        tok->wroom--;
+    pthread_cond_broadcast(&tok->cond);
+    pthread_mutex_unlock(&tok->lock);
+    return rc;
+}
+
+void p11_rw_put(struct p11_token *tok, struct p11_rw *w, CK_RV rv)
+{
+    pthread_mutex_lock(&tok->lock);
+    /* a session from before a reconnect whose call failed as lost may have
+     * a number the module now gives one of this connection's sessions */
+    if (w->epoch == tok->epoch || !p11_rv_lost(rv) || !handle_reused_locked(tok, w->h, NULL))
+        (void)tok->fl->C_CloseSession(w->h);
+    tok->nrw--;
+    /* the token went away or logged us out: start again on next use */
+    if (w->epoch == tok->epoch && p11_rv_lost(rv))
+        drop_sessions_locked(tok);
+    pthread_cond_broadcast(&tok->cond);
     pthread_mutex_unlock(&tok->lock);
 }
 

@@ -551,6 +551,186 @@ START_TEST(mechanism_query_failure_is_not_kept)
 }
 END_TEST
 
+/* How many lines of the shim's fault log at path begin with what. */
+static int fault_count(const char *path, const char *what)
+{
+    char line[128];
+    FILE *f = fopen(path, "r");
+    int n = 0;
+
+    while (f && fgets(line, sizeof(line), f))
+        n += strncmp(line, what, strlen(what)) == 0;
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* A context on the shim acting as a token that allows `sessions` sessions
+ * at once (KV_SHIM_SESSIONS: N, or N/R with R read/write), with the fault
+ * schedule `faults` (or none), both logged to log (700 bytes). */
+static kv_ctx *few_sessions_ctx(const char *sessions, const char *faults, const char *base,
+                                char *log)
+{
+    char control[700], shim[700];
+
+    snprintf(log, 700, "%s/%s.log", tu_tmpdir(), base);
+    setenv("KV_SHIM_SESSIONS", sessions, 1);
+    setenv("KV_SHIM_FAULT_LOG", log, 1);
+    if (faults)
+        setenv("KV_SHIM_FAULTS", faults, 1);
+    return shim_ctx("present", control, shim);
+}
+
+static void few_sessions_done(kv_ctx *ctx, const char *log)
+{
+    ck_assert_msg(fault_count(log, "C_OpenSession CKR_SESSION_COUNT") == 0,
+                  "the library opened a session past the token's ulMaxSessionCount");
+    unsetenv("KV_SHIM_SESSIONS");
+    unsetenv("KV_SHIM_FAULT_LOG");
+    unsetenv("KV_SHIM_FAULTS");
+    kv_ctx_free(ctx);
+}
+
+/* A token that allows one session at a time: a write has the token alone
+ * (the pool's session closed, a read/write session logged in), and signs
+ * connect again after it. Before the fix every write failed with
+ * CKR_SESSION_COUNT: it opened its read/write session beside the pool
+ * session it held. */
+START_TEST(writes_on_a_token_of_one_session)
+{
+    char log[700], a[64], b[64];
+    kv_key *ka = NULL, *kb = NULL;
+    kv_ctx *ctx = few_sessions_ctx("1", NULL, "onesess", log);
+
+    snprintf(a, sizeof(a), "%s", kname("one-a"));
+    snprintf(b, sizeof(b), "%s", kname("one-b"));
+    ck_assert_rc(ctx, kv_key_generate(ctx, a, KV_KEY_EC_P256, NULL, &ka), KV_OK);
+    sign_verify(ctx, ka);
+    /* the pool's one session is open and idle now: closed for the write */
+    ck_assert_rc(ctx, kv_key_generate(ctx, b, KV_KEY_RSA_2048, NULL, &kb), KV_OK);
+    sign_verify(ctx, kb);
+    sign_verify(ctx, ka);
+    kv_key_free(ka);
+    kv_key_free(kb);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, a), KV_OK);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, b), KV_OK);
+    ck_assert_rc(ctx, kv_key_open(ctx, a, &ka), KV_ERR_KEY_NOT_FOUND);
+    few_sessions_done(ctx, log);
+}
+END_TEST
+
+struct signer {
+    kv_key *key;
+    int signs;
+    int ok;
+};
+
+static void *signer(void *p)
+{
+    struct signer *g = p;
+    unsigned char sig[128];
+
+    for (int i = 0; i < g->signs; i++) {
+        size_t siglen = sizeof(sig);
+        g->ok += kv_sign(g->key, KV_ALG_DEFAULT, 0, (const unsigned char *)"m", 1, sig, &siglen) ==
+                 KV_OK;
+    }
+    return NULL;
+}
+
+/* A token that allows two sessions, both signing (C_Sign made slow), when
+ * a key is generated: the write waits for a sign to end and closes its
+ * idle session to make room. Before the fix it took that session and
+ * opened a third: CKR_SESSION_COUNT. */
+START_TEST(a_write_waits_for_room_on_a_busy_token)
+{
+    char log[700], a[64], b[64];
+    kv_key *ka = NULL, *kb = NULL;
+    pthread_t th[2];
+    struct signer g[2];
+    kv_ctx *ctx = few_sessions_ctx("2", "C_Sign:slow=1500ms", "busysess", log);
+
+    snprintf(a, sizeof(a), "%s", kname("busy-a"));
+    snprintf(b, sizeof(b), "%s", kname("busy-b"));
+    ck_assert_rc(ctx, kv_key_generate(ctx, a, KV_KEY_EC_P256, NULL, &ka), KV_OK);
+    for (int i = 0; i < 2; i++) {
+        g[i] = (struct signer){ ka, 1, 0 };
+        ck_assert_int_eq(pthread_create(&th[i], NULL, signer, &g[i]), 0);
+    }
+    /* both signs are in C_Sign, each on a session of its own */
+    for (int waited = 0; fault_count(log, "C_Sign slow") < 2; waited += 10) {
+        ck_assert_msg(waited < 20000, "the two signs did not start within 20 s");
+        usleep(10000);
+    }
+    ck_assert_rc(ctx, kv_key_generate(ctx, b, KV_KEY_EC_P256, NULL, &kb), KV_OK);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(g[i].ok, 1);
+    }
+    sign_verify(ctx, kb);
+    kv_key_free(ka);
+    kv_key_free(kb);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, a), KV_OK);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, b), KV_OK);
+    few_sessions_done(ctx, log);
+}
+END_TEST
+
+struct writer {
+    kv_ctx *ctx;
+    char name[64];
+    int rounds;
+    int ok;
+};
+
+static void *writer(void *p)
+{
+    struct writer *w = p;
+
+    for (int i = 0; i < w->rounds; i++) {
+        kv_key *k = NULL;
+        w->ok += kv_key_generate(w->ctx, w->name, KV_KEY_EC_P256, NULL, &k) == KV_OK &&
+                 kv_key_destroy(w->ctx, w->name) == KV_OK;
+        kv_key_free(k);
+    }
+    return NULL;
+}
+
+/* Three sessions, one of them read/write, shared by six threads signing
+ * and two creating and destroying keys: everything succeeds and the
+ * library never asks the token for a session past either limit. */
+START_TEST(signs_and_writes_share_a_token_of_few_sessions)
+{
+    char log[700], a[64];
+    kv_key *ka = NULL;
+    pthread_t th[8];
+    struct signer g[6];
+    struct writer w[2];
+    kv_ctx *ctx = few_sessions_ctx("3/1", NULL, "fewsess", log);
+
+    snprintf(a, sizeof(a), "%s", kname("few"));
+    ck_assert_rc(ctx, kv_key_generate(ctx, a, KV_KEY_EC_P256, NULL, &ka), KV_OK);
+    for (int i = 0; i < 6; i++) {
+        g[i] = (struct signer){ ka, 30, 0 };
+        ck_assert_int_eq(pthread_create(&th[i], NULL, signer, &g[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        w[i] = (struct writer){ ctx, "", 4, 0 };
+        snprintf(w[i].name, sizeof(w[i].name), "few-w%d-%ld", i, (long)getpid());
+        ck_assert_int_eq(pthread_create(&th[6 + i], NULL, writer, &w[i]), 0);
+    }
+    for (int i = 0; i < 8; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 6; i++)
+        ck_assert_int_eq(g[i].ok, 30);
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(w[i].ok, 4);
+    kv_key_free(ka);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, a), KV_OK);
+    few_sessions_done(ctx, log);
+}
+END_TEST
+
 /*
  * A process forks while another of its threads logs in to the token (the
  * token's lock held through C_Initialize, C_OpenSession and C_Login: the
@@ -1848,6 +2028,9 @@ static Suite *pkcs11_suite(void)
     tcase_add_test(hsm, token_removed_and_back);
     tcase_add_test(hsm, mechanism_query_meets_a_lost_token);
     tcase_add_test(hsm, mechanism_query_failure_is_not_kept);
+    tcase_add_test(hsm, writes_on_a_token_of_one_session);
+    tcase_add_test(hsm, a_write_waits_for_room_on_a_busy_token);
+    tcase_add_test(hsm, signs_and_writes_share_a_token_of_few_sessions);
     tcase_add_test(hsm, a_fork_while_another_thread_logs_in);
     tcase_add_test(hsm, module_by_name_and_token_by_serial);
     tcase_add_test(hsm, module_path_must_be_registered);

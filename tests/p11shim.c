@@ -55,6 +55,14 @@
  * shorter than a CK_ULONG) or "CKA_VALUE:len=4294967295" (a 4 GiB
  * certificate). An entry the shim cannot read makes C_GetFunctionList fail.
  *
+ * $KV_SHIM_SESSIONS=N[/R]: a token that allows N sessions at once, R of them
+ * read/write (R left out: N), counted over the process's sessions (the
+ * tests use one token). C_GetTokenInfo says so (ulMaxSessionCount N,
+ * ulMaxRwSessionCount R, and the counts open), and a C_OpenSession past
+ * either fails with CKR_SESSION_COUNT, as PKCS#11 says, logged to
+ * $KV_SHIM_FAULT_LOG as "C_OpenSession CKR_SESSION_COUNT". SoftHSM allows
+ * any number.
+ *
  * $KV_SHIM_FIND=endless: a search that never ends. Each C_FindObjects
  * fills every place it is given (handles 1, 2, 3, ... through the search,
  * not the token's) and never answers 0, for a token that says it holds
@@ -342,6 +350,48 @@ static CK_RV fault(const char *call)
             return frv_;                  \
     } while (0)
 
+/* ---- a token that allows few sessions ($KV_SHIM_SESSIONS) ----------------- */
+
+#define MAX_OPEN 1024
+
+static CK_ULONG max_sessions, max_rw; /* 0: no limit */
+static struct {
+    CK_SESSION_HANDLE h;
+    int rw;
+} opened[MAX_OPEN];
+static CK_ULONG nopened, nopened_rw;
+
+static int parse_sessions(void)
+{
+    const char *env = getenv("KV_SHIM_SESSIONS");
+    char *end;
+
+    if (!env)
+        return 0;
+    max_sessions = max_rw = strtoul(env, &end, 10);
+    if (*end == '/')
+        max_rw = strtoul(end + 1, &end, 10);
+    if (*end || max_sessions == 0 || max_rw == 0 || max_sessions > MAX_OPEN) {
+        fprintf(stderr, "p11shim: KV_SHIM_SESSIONS '%s': not N or N/R (1 to %d)\n", env,
+                MAX_OPEN);
+        return -1;
+    }
+    return 0;
+}
+
+/* (with the lock) every session is gone: a replug, C_CloseAllSessions */
+static void sessions_forget_locked(void)
+{
+    nopened = nopened_rw = 0;
+}
+
+static void sessions_forget(void)
+{
+    pthread_mutex_lock(&lock);
+    sessions_forget_locked();
+    pthread_mutex_unlock(&lock);
+}
+
 static void read_control(char *buf, int len)
 {
     const char *path = getenv("KV_SHIM_CONTROL");
@@ -370,6 +420,7 @@ static int removed(void)
         if (real->C_GetSlotList(CK_TRUE, slots, &n) == CKR_OK)
             for (CK_ULONG i = 0; i < n; i++)
                 real->C_CloseAllSessions(slots[i]);
+        sessions_forget_locked();
     }
     was_removed = now;
     pthread_mutex_unlock(&lock);
@@ -388,15 +439,49 @@ static CK_RV shim_GetSlotList(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PT
 
 static CK_RV shim_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
 {
+    CK_RV rv;
+
     FAULT("C_GetTokenInfo");
-    return removed() ? CKR_TOKEN_NOT_PRESENT : real->C_GetTokenInfo(slot, info);
+    rv = removed() ? CKR_TOKEN_NOT_PRESENT : real->C_GetTokenInfo(slot, info);
+    if (rv == CKR_OK && max_sessions) {
+        pthread_mutex_lock(&lock);
+        info->ulMaxSessionCount = max_sessions;
+        info->ulMaxRwSessionCount = max_rw;
+        info->ulSessionCount = nopened;
+        info->ulRwSessionCount = nopened_rw;
+        pthread_mutex_unlock(&lock);
+    }
+    return rv;
 }
 
 static CK_RV shim_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY notify,
                               CK_SESSION_HANDLE_PTR h)
 {
+    int rw = (flags & CKF_RW_SESSION) != 0;
+    CK_RV rv;
+
     FAULT("C_OpenSession");
-    return removed() ? CKR_TOKEN_NOT_PRESENT : real->C_OpenSession(slot, flags, app, notify, h);
+    if (removed())
+        return CKR_TOKEN_NOT_PRESENT;
+    if (!max_sessions)
+        return real->C_OpenSession(slot, flags, app, notify, h);
+    /* the lock held through the call: two threads never both take the
+     * last place */
+    pthread_mutex_lock(&lock);
+    if (nopened >= max_sessions || (rw && nopened_rw >= max_rw)) {
+        pthread_mutex_unlock(&lock);
+        fault_log("C_OpenSession", "CKR_SESSION_COUNT");
+        return CKR_SESSION_COUNT;
+    }
+    rv = real->C_OpenSession(slot, flags, app, notify, h);
+    if (rv == CKR_OK) {
+        opened[nopened].h = *h;
+        opened[nopened].rw = rw;
+        nopened++;
+        nopened_rw += rw;
+    }
+    pthread_mutex_unlock(&lock);
+    return rv;
 }
 
 static CK_RV shim_Login(CK_SESSION_HANDLE h, CK_USER_TYPE type, CK_UTF8CHAR_PTR pin, CK_ULONG len)
@@ -543,8 +628,39 @@ static CK_RV shim_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE m, CK_MECH
 
 static CK_RV shim_CloseSession(CK_SESSION_HANDLE h)
 {
+    CK_RV rv;
+
     FAULT("C_CloseSession");
-    return real->C_CloseSession(h);
+    rv = real->C_CloseSession(h);
+    if (rv == CKR_OK && max_sessions) {
+        pthread_mutex_lock(&lock);
+        for (CK_ULONG i = 0; i < nopened; i++)
+            if (opened[i].h == h) {
+                nopened_rw -= opened[i].rw;
+                opened[i] = opened[--nopened];
+                break;
+            }
+        pthread_mutex_unlock(&lock);
+    }
+    return rv;
+}
+
+static CK_RV shim_CloseAllSessions(CK_SLOT_ID slot)
+{
+    CK_RV rv = real->C_CloseAllSessions(slot);
+
+    if (rv == CKR_OK)
+        sessions_forget();
+    return rv;
+}
+
+static CK_RV shim_Finalize(CK_VOID_PTR reserved)
+{
+    CK_RV rv = real->C_Finalize(reserved);
+
+    if (rv == CKR_OK)
+        sessions_forget();
+    return rv;
 }
 
 static CK_RV shim_FindObjects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR o, CK_ULONG max,
@@ -601,7 +717,7 @@ __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_
     CK_RV rv;
 
     if (!real) {
-        if (parse_schedule() != 0 || parse_tampers() != 0)
+        if (parse_schedule() != 0 || parse_tampers() != 0 || parse_sessions() != 0)
             return CKR_GENERAL_ERROR;
         if (!path || !(dl = dlopen(path, RTLD_NOW | RTLD_LOCAL)))
             return CKR_GENERAL_ERROR;
@@ -621,6 +737,8 @@ __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_
         shim.C_GenerateKeyPair = shim_GenerateKeyPair;
         shim.C_GetMechanismInfo = shim_GetMechanismInfo;
         shim.C_CloseSession = shim_CloseSession;
+        shim.C_CloseAllSessions = shim_CloseAllSessions;
+        shim.C_Finalize = shim_Finalize;
         shim.C_FindObjects = shim_FindObjects;
         shim.C_FindObjectsFinal = shim_FindObjectsFinal;
         shim.C_SetAttributeValue = shim_SetAttributeValue;
