@@ -955,10 +955,17 @@ void p11_session_put(struct p11_token *tok, struct p11_sess *s, CK_RV rv)
         if (s->open && tok->fork_gen == kv_fork_generation() && !reused)
             (void)tok->fl->C_CloseSession(s->h);
         s->open = false;
-    } else if (p11_rv_lost(rv)) {
-        /* the token went away or logged us out: start again on next use */
-        drop_sessions_locked(tok);
+    } else if (p11_rv_lost(rv) || !tok->connected) {
+        /* the token went away or logged us out, found by this call or by
+         * another while this one ran (the pool was dropped and this
+         * session, in use, left open): start again on next use. Closed
+         * here whatever the connection's state, or the module keeps it,
+         * uncounted: no session has been opened since the drop, so its
+         * number is still its own. */
+        (void)tok->fl->C_CloseSession(s->h);
         s->open = false;
+        if (tok->connected)
+            drop_sessions_locked(tok);
     } else if (rv == P11_RV_SPOILED) {
         bool others = false;
         (void)tok->fl->C_CloseSession(s->h);

@@ -591,6 +591,19 @@ static void few_sessions_done(kv_ctx *ctx, const char *log)
     kv_ctx_free(ctx);
 }
 
+/* The end of a test on a token of few sessions: key b signs, both keys
+ * are destroyed, and the shim never refused a session. */
+static void two_keys_done(kv_ctx *ctx, kv_key *ka, const char *a, kv_key *kb, const char *b,
+                          const char *log)
+{
+    sign_verify(ctx, kb);
+    kv_key_free(ka);
+    kv_key_free(kb);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, a), KV_OK);
+    ck_assert_rc(ctx, kv_key_destroy(ctx, b), KV_OK);
+    few_sessions_done(ctx, log);
+}
+
 /* A token that allows one session at a time: a write has the token alone
  * (the pool's session closed, a read/write session logged in), and signs
  * connect again after it. Before the fix every write failed with
@@ -667,12 +680,51 @@ START_TEST(a_write_waits_for_room_on_a_busy_token)
         pthread_join(th[i], NULL);
         ck_assert_int_eq(g[i].ok, 1);
     }
-    sign_verify(ctx, kb);
-    kv_key_free(ka);
-    kv_key_free(kb);
-    ck_assert_rc(ctx, kv_key_destroy(ctx, a), KV_OK);
-    ck_assert_rc(ctx, kv_key_destroy(ctx, b), KV_OK);
-    few_sessions_done(ctx, log);
+    two_keys_done(ctx, ka, a, kb, b, log);
+}
+END_TEST
+
+/* A sign's call fails as lost (CKR_DEVICE_ERROR) while another thread signs
+ * on the token's second session, and the reconnect fails (the shim's
+ * C_GetTokenInfo fails): the pool is dropped, not connected again. When the
+ * other sign's slow call fails the same way, its session is closed as it
+ * is handed back; that sign then reconnects and succeeds, and a write finds
+ * room. Before the fix that session was forgotten but left open in the
+ * module (not connected: not closed), so the token's two sessions were
+ * taken and the write failed with CKR_SESSION_COUNT. */
+START_TEST(a_session_in_use_through_a_failed_reconnect_is_closed)
+{
+    char log[700], control[700], a[64], b[64];
+    unsigned char sig[128];
+    size_t siglen = sizeof(sig);
+    kv_key *ka = NULL, *kb = NULL;
+    pthread_t th;
+    struct signer g;
+    kv_ctx *ctx = few_sessions_ctx("2", "C_Sign:slow=3000ms:1,C_Sign:CKR_DEVICE_ERROR:1-2",
+                                   "dropsess", log);
+
+    snprintf(control, sizeof(control), "%s/shim-control", tu_tmpdir());
+    snprintf(a, sizeof(a), "%s", kname("drop-a"));
+    snprintf(b, sizeof(b), "%s", kname("drop-b"));
+    ck_assert_rc(ctx, kv_key_generate(ctx, a, KV_KEY_EC_P256, NULL, &ka), KV_OK);
+    g = (struct signer){ ka, 1, 0 };
+    ck_assert_int_eq(pthread_create(&th, NULL, signer, &g), 0);
+    for (int waited = 0; fault_count(log, "C_Sign slow") < 1; waited += 10) {
+        ck_assert_msg(waited < 20000, "the thread's sign did not start within 20 s");
+        usleep(10000);
+    }
+    tu_write(control, "info-fails\n");
+    ck_assert_int_ne(kv_sign(ka, KV_ALG_DEFAULT, 0, (const unsigned char *)"x", 1, sig, &siglen),
+                     KV_OK);
+    ck_assert_ptr_nonnull(strstr(kv_errmsg(ctx), "C_GetTokenInfo"));
+    /* (the shim logs the thread's fault as its slow call begins) */
+    ck_assert_int_eq(fault_count(log, "C_Sign CKR_DEVICE_ERROR"), 2);
+    tu_write(control, "present\n");
+    pthread_join(th, NULL);
+    ck_assert_int_eq(fault_count(log, "C_Sign CKR_DEVICE_ERROR"), 2);
+    ck_assert_int_eq(g.ok, 1);
+    ck_assert_rc(ctx, kv_key_generate(ctx, b, KV_KEY_EC_P256, NULL, &kb), KV_OK);
+    two_keys_done(ctx, ka, a, kb, b, log);
 }
 END_TEST
 
@@ -2031,6 +2083,7 @@ static Suite *pkcs11_suite(void)
     tcase_add_test(hsm, writes_on_a_token_of_one_session);
     tcase_add_test(hsm, a_write_waits_for_room_on_a_busy_token);
     tcase_add_test(hsm, signs_and_writes_share_a_token_of_few_sessions);
+    tcase_add_test(hsm, a_session_in_use_through_a_failed_reconnect_is_closed);
     tcase_add_test(hsm, a_fork_while_another_thread_logs_in);
     tcase_add_test(hsm, module_by_name_and_token_by_serial);
     tcase_add_test(hsm, module_path_must_be_registered);

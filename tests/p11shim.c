@@ -18,6 +18,9 @@
  * caller without its lock does when it takes the half-made pair (public key
  * stored, private key not yet) for a destroyed key's leftovers and purges
  * it: SoftHSM shows that race only now and then, between two threads.
+ * While it contains "info-fails", C_GetTokenInfo fails with
+ * CKR_FUNCTION_FAILED (a token that cannot say what it is: a reconnect
+ * fails before it opens a session); nothing else changes.
  * When $KV_SHIM_CALLS names a file, each C_Login appends a line "C_Login
  * 0xRV" to it (the CK_RV the module returned; never the PIN), so a test can
  * count what reached the token.
@@ -32,8 +35,8 @@
  *          CKR_FUNCTION_FAILED, CKR_DEVICE_ERROR, CKR_GENERAL_ERROR,
  *          CKR_HOST_MEMORY, CKR_TOKEN_NOT_PRESENT, CKR_USER_NOT_LOGGED_IN;
  *          or slow=MSms: the call runs, MS milliseconds late
- *   WHEN   which calls of that function (counted from 1 in this process, per
- *          entry): N the Nth only; N-M the Nth to the Mth; N- the Nth and
+ *   WHEN   which calls of that function (counted from 1 per entry, from the
+ *          module's C_Initialize): N the Nth only; N-M the Nth to the Mth; N- the Nth and
  *          every later one; /N every Nth (N, 2N, ...); ~P a random fraction
  *          P (0 < P <= 1), drawn from the seed $KV_SHIM_SEED (default 1);
  *          left out, every call
@@ -405,6 +408,14 @@ static void read_control(char *buf, int len)
     }
 }
 
+static int control_is(const char *word)
+{
+    char buf[32];
+
+    read_control(buf, sizeof(buf));
+    return strncmp(buf, word, strlen(word)) == 0;
+}
+
 static int removed(void)
 {
     char buf[32];
@@ -442,6 +453,8 @@ static CK_RV shim_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
     CK_RV rv;
 
     FAULT("C_GetTokenInfo");
+    if (control_is("info-fails"))
+        return CKR_FUNCTION_FAILED;
     rv = removed() ? CKR_TOKEN_NOT_PRESENT : real->C_GetTokenInfo(slot, info);
     if (rv == CKR_OK && max_sessions) {
         pthread_mutex_lock(&lock);
@@ -504,14 +517,6 @@ static CK_RV shim_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR t, CK_UL
 {
     FAULT("C_FindObjectsInit");
     return removed() ? CKR_DEVICE_REMOVED : real->C_FindObjectsInit(h, t, n);
-}
-
-static int control_is(const char *word)
-{
-    char buf[32];
-
-    read_control(buf, sizeof(buf));
-    return strncmp(buf, word, strlen(word)) == 0;
 }
 
 /* "ec-point": the public point of each pair generated here, by CKA_ID. */
@@ -654,6 +659,30 @@ static CK_RV shim_CloseAllSessions(CK_SLOT_ID slot)
     return rv;
 }
 
+/* The environment is read again at each initialisation the module sees, so
+ * that one process (Check with CK_FORK=no, under valgrind) can run tests
+ * that each set their own: p11-kit keeps the shim loaded between them. */
+static CK_RV shim_Initialize(CK_VOID_PTR args)
+{
+    CK_RV rv = real->C_Initialize(args);
+    int bad;
+
+    if (rv != CKR_OK)
+        return rv;
+    pthread_mutex_lock(&lock);
+    nfaults = ntampers = 0;
+    max_sessions = max_rw = 0;
+    seed = 1;
+    sessions_forget_locked();
+    bad = parse_schedule() != 0 || parse_tampers() != 0 || parse_sessions() != 0;
+    pthread_mutex_unlock(&lock);
+    if (bad) {
+        (void)real->C_Finalize(NULL);
+        return CKR_GENERAL_ERROR;
+    }
+    return CKR_OK;
+}
+
 static CK_RV shim_Finalize(CK_VOID_PTR reserved)
 {
     CK_RV rv = real->C_Finalize(reserved);
@@ -738,6 +767,7 @@ __attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_
         shim.C_GetMechanismInfo = shim_GetMechanismInfo;
         shim.C_CloseSession = shim_CloseSession;
         shim.C_CloseAllSessions = shim_CloseAllSessions;
+        shim.C_Initialize = shim_Initialize;
         shim.C_Finalize = shim_Finalize;
         shim.C_FindObjects = shim_FindObjects;
         shim.C_FindObjectsFinal = shim_FindObjectsFinal;
