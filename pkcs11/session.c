@@ -838,7 +838,9 @@ static kv_rc connect_locked(struct p11_token *tok)
      * race under ThreadSanitizer, faults.sh's hundred threads) */
     __atomic_add_fetch(&tok->epoch, 1, __ATOMIC_RELEASE);
     tok->nmechs = 0;
-    tok->ecdh_point_form = 0;
+    /* atomic too: an ECDH on a session of the last connection reads and
+     * sets it without the lock (ecdh_step) */
+    __atomic_store_n(&tok->ecdh_point_form, 0, __ATOMIC_RELAXED);
     /* the token's own limits: every session counts against the first (the
      * pool's and the writes'), read/write ones against the second too */
     tok->limit = session_limit(tok->info.ulMaxSessionCount);
