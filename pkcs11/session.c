@@ -879,6 +879,27 @@ static kv_rc connect_or_wait_locked(struct p11_token *tok)
     return connect_locked(tok);
 }
 
+/* An idle pool session (open, not in use, of this connection), or NULL. */
+static struct p11_sess *idle_session_locked(struct p11_token *tok)
+{
+    for (size_t i = 0; i < tok->maxsess; i++) {
+        struct p11_sess *c = &tok->sess[i];
+        if (c->open && !c->busy && c->epoch == tok->epoch)
+            return c;
+    }
+    return NULL;
+}
+
+/* Whether a pool session of this connection other than `except` is open:
+ * one that keeps the token logged in. */
+static bool login_kept_locked(const struct p11_token *tok, const struct p11_sess *except)
+{
+    for (size_t i = 0; i < tok->maxsess; i++)
+        if (&tok->sess[i] != except && tok->sess[i].open && tok->sess[i].epoch == tok->epoch)
+            return true;
+    return false;
+}
+
 kv_rc p11_session_get(struct p11_token *tok, struct p11_sess **out)
 {
     struct p11_sess *s = NULL;
@@ -901,17 +922,10 @@ kv_rc p11_session_get(struct p11_token *tok, struct p11_sess **out)
             continue;
         }
         struct p11_sess *empty = NULL;
-        for (size_t i = 0; i < tok->maxsess; i++) {
-            struct p11_sess *c = &tok->sess[i];
-            if (c->busy)
-                continue;
-            if (c->open && c->epoch == tok->epoch) {
-                s = c;
-                break;
-            }
-            if (!empty)
-                empty = c;
-        }
+        s = idle_session_locked(tok);
+        for (size_t i = 0; i < tok->maxsess && !s && !empty; i++)
+            if (!tok->sess[i].busy)
+                empty = &tok->sess[i];
         if (!s && empty && !sessions_full_locked(tok)) {
             rc = open_session_locked(tok, empty);
             if (rc != KV_OK)
@@ -969,14 +983,11 @@ void p11_session_put(struct p11_token *tok, struct p11_sess *s, CK_RV rv)
         if (tok->connected)
             drop_sessions_locked(tok);
     } else if (rv == P11_RV_SPOILED) {
-        bool others = false;
         (void)tok->fl->C_CloseSession(s->h);
         s->open = false;
-        for (size_t i = 0; i < tok->maxsess; i++)
-            others |= tok->sess[i].open && tok->sess[i].epoch == tok->epoch;
         /* the login lasts while one session of the token is open: with the
          * last one closed, connect and log in again on next use */
-        if (!others)
+        if (!login_kept_locked(tok, NULL))
             tok->connected = false;
     }
     /* a write waits for something else than a reader does: wake them all */
@@ -985,27 +996,6 @@ void p11_session_put(struct p11_token *tok, struct p11_sess *s, CK_RV rv)
     else
         pthread_cond_signal(&tok->cond);
     pthread_mutex_unlock(&tok->lock);
-}
-
-/* An idle pool session (open, not in use, of this connection), or NULL. */
-static struct p11_sess *idle_session_locked(struct p11_token *tok)
-{
-    for (size_t i = 0; i < tok->maxsess; i++) {
-        struct p11_sess *c = &tok->sess[i];
-        if (c->open && !c->busy && c->epoch == tok->epoch)
-            return c;
-    }
-    return NULL;
-}
-
-/* Whether a pool session of this connection other than `except` is open:
- * one that keeps the token logged in. */
-static bool login_kept_locked(const struct p11_token *tok, const struct p11_sess *except)
-{
-    for (size_t i = 0; i < tok->maxsess; i++)
-        if (&tok->sess[i] != except && tok->sess[i].open && tok->sess[i].epoch == tok->epoch)
-            return true;
-    return false;
 }
 
 /*
